@@ -1,0 +1,259 @@
+//! The expression language of `assert` and of `{{…}}` in messages: CEL syntax (as in
+//! Kubernetes validation rules), compiled once per rule run into a tree whose names are already
+//! resolved to dataset indexes and column slots.
+//!
+//! Why not the `cel` crate: it evaluates through a per-call `Context` and map-built rows
+//! (about 1 µs per evaluation, 16 µs with a fresh context), has no exact decimal type (money
+//! from NUMERIC/DECIMAL columns would become doubles), and reports errors without positions.
+//! The engine evaluates once per key over millions of keys within a budget of a few hundred
+//! nanoseconds, so this module compiles the same syntax to a typed tree over borrowed rows:
+//! no allocation on the common paths, decimals exact, every error located.
+//!
+//! Semantics follow CEL where CEL defines them (short-circuit `&&`/`||` that absorb errors
+//! from the side that does not decide, integer overflow is an error, `null` only equals
+//! `null`), with two deliberate extensions for database values: a `decimal` type with exact
+//! arithmetic that mixes with `int` (and with `double`, converted to the decimal it prints
+//! as), and text that is compared to a timestamp is read as one (RFC 3339 or SQL form).
+
+mod compile;
+mod eval;
+pub mod parser;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use rust_decimal::Decimal;
+
+pub use compile::{CompileError, Scope, ScopeDataset, compile};
+pub use eval::{EvalError, Val};
+pub use parser::{ParseError, Span, parse};
+
+use crate::value::{Key, Value};
+
+/// One row of a dataset: its key and its column values in the order the query returned them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub key: Key,
+    pub values: Box<[Value]>,
+}
+
+/// What a dataset contributes for the key being judged: no row or one row, or (with
+/// `many: true`) any number of rows.
+#[derive(Debug, Default)]
+pub struct Group {
+    pub rows: Vec<Row>,
+    pub many: bool,
+}
+
+/// Everything an expression can see while judging one key.
+pub struct Env<'a> {
+    /// The run's `now`, in microseconds since the epoch.
+    pub now: i64,
+    pub key: &'a Key,
+    pub groups: &'a [Group],
+}
+
+/// A compiled expression.
+#[derive(Debug, Clone)]
+pub struct Program {
+    root: compile::Node,
+    locals: usize,
+}
+
+impl Program {
+    pub fn eval<'a>(&'a self, env: &Env<'a>) -> Result<Val<'a>, EvalError> {
+        let mut locals = Vec::with_capacity(self.locals);
+        self.root.eval(env, &mut locals)
+    }
+
+    /// Evaluates an assertion: it must produce a boolean.
+    pub fn eval_bool(&self, env: &Env<'_>) -> Result<bool, EvalError> {
+        match self.eval(env)? {
+            Val::Bool(b) => Ok(b),
+            other => Err(EvalError {
+                message: format!(
+                    "the assertion produced {} `{}`, not a bool",
+                    other.type_name(),
+                    other.display()
+                ),
+                span: self.root.span(),
+            }),
+        }
+    }
+}
+
+/// A message template: literal text with `{{ expression }}` parts.
+#[derive(Debug, Clone)]
+pub struct Template {
+    parts: Vec<TemplatePart>,
+}
+
+#[derive(Debug, Clone)]
+enum TemplatePart {
+    Text(String),
+    Expr(Program),
+}
+
+/// A `{{ … }}` part found in a template, with its position in the template text.
+pub struct Placeholder<'t> {
+    pub source: &'t str,
+    pub offset: usize,
+}
+
+/// Splits a template into text and placeholders, or says where an unclosed `{{` starts.
+pub fn template_pieces(template: &str) -> Result<Vec<Result<&str, Placeholder<'_>>>, usize> {
+    let mut pieces = Vec::new();
+    let mut rest = 0;
+    while let Some(open) = template[rest..].find("{{") {
+        let open = rest + open;
+        if open > rest {
+            pieces.push(Ok(&template[rest..open]));
+        }
+        let Some(close) = template[open + 2..].find("}}") else {
+            return Err(open);
+        };
+        let close = open + 2 + close;
+        pieces.push(Err(Placeholder {
+            source: &template[open + 2..close],
+            offset: open + 2,
+        }));
+        rest = close + 2;
+    }
+    if rest < template.len() {
+        pieces.push(Ok(&template[rest..]));
+    }
+    Ok(pieces)
+}
+
+/// An error in a template: its message and the byte offset within the template text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateError {
+    pub message: String,
+    pub offset: usize,
+}
+
+impl Template {
+    /// Compiles a template against a scope, collecting every error.
+    pub fn compile(template: &str, scope: &Scope<'_>) -> Result<Template, Vec<TemplateError>> {
+        let pieces = template_pieces(template).map_err(|offset| {
+            vec![TemplateError {
+                message: "`{{` is never closed with `}}`".into(),
+                offset,
+            }]
+        })?;
+        let mut parts = Vec::new();
+        let mut errors = Vec::new();
+        for piece in pieces {
+            match piece {
+                Ok(text) => parts.push(TemplatePart::Text(text.to_string())),
+                Err(ph) => match parse(ph.source) {
+                    Err(e) => errors.push(TemplateError {
+                        message: e.message,
+                        offset: ph.offset + e.span.start,
+                    }),
+                    Ok(ast) => match compile(&ast, scope) {
+                        Ok(p) => parts.push(TemplatePart::Expr(p)),
+                        Err(es) => errors.extend(es.into_iter().map(|e| TemplateError {
+                            message: e.message,
+                            offset: ph.offset + e.span.start,
+                        })),
+                    },
+                },
+            }
+        }
+        if errors.is_empty() {
+            Ok(Template { parts })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Renders the template for one key. A part that cannot be evaluated renders as
+    /// `<error: …>` so the message still reaches a person.
+    pub fn render(&self, env: &Env<'_>) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                TemplatePart::Text(t) => out.push_str(t),
+                TemplatePart::Expr(p) => match p.eval(env) {
+                    Ok(v) => out.push_str(&v.display()),
+                    Err(e) => {
+                        out.push_str("<error: ");
+                        out.push_str(&e.message);
+                        out.push('>');
+                    }
+                },
+            }
+        }
+        out
+    }
+}
+
+/// Parses a CEL duration string: a sequence of decimal numbers with units `h`, `m`, `s`, `ms`,
+/// `us` or `ns`, with an optional sign (`15m`, `1h30m`, `1.5s`, `-90s`). Returns microseconds.
+pub fn parse_duration(text: &str) -> Result<i64, String> {
+    let bad = || format!("invalid duration `{text}`: expected a form like `15m`, `1h30m` or `90s`");
+    let (neg, mut rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    if rest == "0" {
+        return Ok(0);
+    }
+    let mut total = Decimal::ZERO;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let number: Decimal = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let micros_per_unit = match &rest[..unit_len] {
+            "h" => Decimal::from(3_600_000_000i64),
+            "m" => Decimal::from(60_000_000i64),
+            "s" => Decimal::from(1_000_000i64),
+            "ms" => Decimal::from(1_000i64),
+            "us" | "µs" => Decimal::ONE,
+            "ns" => Decimal::new(1, 3),
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total = number
+            .checked_mul(micros_per_unit)
+            .and_then(|p| total.checked_add(p))
+            .ok_or_else(bad)?;
+    }
+    let micros: i64 = total.trunc().try_into().map_err(|_| bad())?;
+    Ok(if neg { -micros } else { micros })
+}
+
+impl fmt::Display for Val<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display())
+    }
+}
+
+/// Borrowed text of a value slot, for the hot path.
+pub(crate) fn value_to_val(v: &Value) -> Val<'_> {
+    match v {
+        Value::Null => Val::Null,
+        Value::Bool(b) => Val::Bool(*b),
+        Value::Int(i) => Val::Int(*i),
+        Value::Double(d) => Val::Double(*d),
+        Value::Decimal(d) => Val::Decimal(*d),
+        Value::Text(s) => Val::Str(Cow::Borrowed(s)),
+        Value::Bytes(b) => Val::Bytes(Cow::Borrowed(b)),
+        Value::Timestamp(t) => Val::Timestamp(*t),
+    }
+}
+
+#[cfg(test)]
+mod tests;

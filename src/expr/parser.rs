@@ -1,0 +1,750 @@
+//! Lexer and parser for the CEL syntax of `assert` and `{{…}}` templates, producing an AST with
+//! byte spans so every error can point at a line and column of the rule file.
+
+use std::fmt;
+
+/// A byte range within the expression text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Span {
+    fn to(self, other: Span) -> Span {
+        Span {
+            start: self.start,
+            end: other.end,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseError {
+    pub message: String,
+    pub span: Span,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lit {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Double(f64),
+    String(String),
+    Bytes(Vec<u8>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnaryOp {
+    Not,
+    Neg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    Or,
+    And,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+}
+
+impl BinaryOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinaryOp::Or => "||",
+            BinaryOp::And => "&&",
+            BinaryOp::Eq => "==",
+            BinaryOp::Ne => "!=",
+            BinaryOp::Lt => "<",
+            BinaryOp::Le => "<=",
+            BinaryOp::Gt => ">",
+            BinaryOp::Ge => ">=",
+            BinaryOp::In => "in",
+            BinaryOp::Add => "+",
+            BinaryOp::Sub => "-",
+            BinaryOp::Mul => "*",
+            BinaryOp::Div => "/",
+            BinaryOp::Rem => "%",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expr {
+    pub kind: ExprKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExprKind {
+    Lit(Lit),
+    Ident(String),
+    /// `operand.field`
+    Select(Box<Expr>, String, Span),
+    /// `name(args)` or `target.name(args)`
+    Call {
+        target: Option<Box<Expr>>,
+        name: String,
+        name_span: Span,
+        args: Vec<Expr>,
+    },
+    Index(Box<Expr>, Box<Expr>),
+    List(Vec<Expr>),
+    Unary(UnaryOp, Box<Expr>),
+    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    Cond(Box<Expr>, Box<Expr>, Box<Expr>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Int(i64),
+    /// 2^63, which is only valid right after a unary minus.
+    IntMinMagnitude,
+    UInt(u64),
+    Double(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Punct(&'static str),
+    Eof,
+}
+
+const PUNCTS: [&str; 24] = [
+    "||", "&&", "==", "!=", "<=", ">=", "<", ">", "!", "+", "-", "*", "/", "%", "?", ":", ".",
+    ",", "(", ")", "[", "]", "{", "}",
+];
+
+/// Reserved words of CEL that may not name anything.
+const RESERVED: [&str; 18] = [
+    "as",
+    "break",
+    "const",
+    "continue",
+    "else",
+    "for",
+    "function",
+    "if",
+    "import",
+    "let",
+    "loop",
+    "package",
+    "namespace",
+    "return",
+    "var",
+    "void",
+    "while",
+    "in",
+];
+
+struct Lexer<'a> {
+    src: &'a str,
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    fn err<T>(&self, message: impl Into<String>, start: usize) -> Result<T, ParseError> {
+        Err(ParseError {
+            message: message.into(),
+            span: Span {
+                start,
+                end: self.pos.max(start + 1),
+            },
+        })
+    }
+
+    fn skip_space(&mut self) {
+        let bytes = self.src.as_bytes();
+        while self.pos < bytes.len() {
+            match bytes[self.pos] {
+                b' ' | b'\t' | b'\n' | b'\r' => self.pos += 1,
+                b'/' if bytes.get(self.pos + 1) == Some(&b'/') => {
+                    while self.pos < bytes.len() && bytes[self.pos] != b'\n' {
+                        self.pos += 1;
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn next(&mut self) -> Result<(Tok, Span), ParseError> {
+        self.skip_space();
+        let start = self.pos;
+        let rest = &self.src[self.pos..];
+        let Some(c) = rest.chars().next() else {
+            return Ok((Tok::Eof, Span { start, end: start }));
+        };
+        let tok = if c.is_ascii_digit() || (c == '.' && rest[1..].starts_with(|c: char| c.is_ascii_digit())) {
+            self.number()?
+        } else if c == '"' || c == '\'' {
+            Tok::Str(self.string(false)?)
+        } else if (c == 'r' || c == 'R') && rest[1..].starts_with(['"', '\'']) {
+            self.pos += 1;
+            Tok::Str(self.string(true)?)
+        } else if (c == 'b' || c == 'B') && rest[1..].starts_with(['"', '\'']) {
+            self.pos += 1;
+            Tok::Bytes(self.string(false)?.into_bytes())
+        } else if c == '_' || c.is_ascii_alphabetic() {
+            let len = rest
+                .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
+                .unwrap_or(rest.len());
+            self.pos += len;
+            Tok::Ident(rest[..len].to_string())
+        } else if let Some(p) = PUNCTS.iter().find(|p| rest.starts_with(**p)) {
+            self.pos += p.len();
+            Tok::Punct(p)
+        } else if rest.starts_with('=') {
+            return self.err("unexpected `=`: compare with `==`", start);
+        } else {
+            self.pos += c.len_utf8();
+            return self.err(format!("unexpected character `{c}`"), start);
+        };
+        Ok((tok, Span { start, end: self.pos }))
+    }
+
+    fn number(&mut self) -> Result<Tok, ParseError> {
+        let start = self.pos;
+        let rest = &self.src[start..];
+        if rest.starts_with("0x") || rest.starts_with("0X") {
+            let digits = rest[2..]
+                .find(|c: char| !c.is_ascii_hexdigit())
+                .unwrap_or(rest.len() - 2);
+            self.pos += 2 + digits;
+            let text = &rest[2..2 + digits];
+            if self.src[self.pos..].starts_with(['u', 'U']) {
+                self.pos += 1;
+                return u64::from_str_radix(text, 16)
+                    .map(Tok::UInt)
+                    .or_else(|_| self.err("integer literal out of range", start));
+            }
+            return i64::from_str_radix(text, 16)
+                .map(Tok::Int)
+                .or_else(|_| self.err("integer literal out of range", start));
+        }
+        let bytes = rest.as_bytes();
+        let mut i = 0;
+        let mut float = false;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i < bytes.len() && bytes[i] == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            float = true;
+            i += 1;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+        }
+        if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
+            let mut j = i + 1;
+            if j < bytes.len() && (bytes[j] == b'+' || bytes[j] == b'-') {
+                j += 1;
+            }
+            if j < bytes.len() && bytes[j].is_ascii_digit() {
+                float = true;
+                while j < bytes.len() && bytes[j].is_ascii_digit() {
+                    j += 1;
+                }
+                i = j;
+            }
+        }
+        let text = &rest[..i];
+        self.pos += i;
+        if float {
+            return text
+                .parse()
+                .map(Tok::Double)
+                .or_else(|_| self.err("malformed number", start));
+        }
+        if self.src[self.pos..].starts_with(['u', 'U']) {
+            self.pos += 1;
+            return text
+                .parse()
+                .map(Tok::UInt)
+                .or_else(|_| self.err("integer literal out of range", start));
+        }
+        match text.parse() {
+            Ok(i) => Ok(Tok::Int(i)),
+            Err(_) if text == "9223372036854775808" => Ok(Tok::IntMinMagnitude),
+            Err(_) => self.err("integer literal out of range (int is 64-bit)", start),
+        }
+    }
+
+    fn string(&mut self, raw: bool) -> Result<String, ParseError> {
+        let start = self.pos;
+        let rest = &self.src[start..];
+        let quote = &rest[..1];
+        let triple = rest.starts_with(&quote.repeat(3));
+        let delim = if triple { quote.repeat(3) } else { quote.to_string() };
+        self.pos += delim.len();
+        let mut out = String::new();
+        loop {
+            let rest = &self.src[self.pos..];
+            if rest.starts_with(delim.as_str()) {
+                self.pos += delim.len();
+                return Ok(out);
+            }
+            let Some(c) = rest.chars().next() else {
+                return self.err("unterminated string literal", start);
+            };
+            if c == '\n' && !triple {
+                return self.err("unterminated string literal", start);
+            }
+            self.pos += c.len_utf8();
+            if c != '\\' || raw {
+                out.push(c);
+                continue;
+            }
+            let esc_start = self.pos - 1;
+            let Some(e) = self.src[self.pos..].chars().next() else {
+                return self.err("unterminated string literal", start);
+            };
+            self.pos += e.len_utf8();
+            match e {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'r' => out.push('\r'),
+                '0' => out.push('\0'),
+                'a' => out.push('\x07'),
+                'b' => out.push('\x08'),
+                'f' => out.push('\x0c'),
+                'v' => out.push('\x0b'),
+                '\\' | '"' | '\'' | '`' | '?' => out.push(e),
+                'x' | 'u' | 'U' => {
+                    let n = match e {
+                        'x' => 2,
+                        'u' => 4,
+                        _ => 8,
+                    };
+                    let hex = self.src.get(self.pos..self.pos + n).unwrap_or("");
+                    let ch = u32::from_str_radix(hex, 16).ok().and_then(char::from_u32);
+                    match ch {
+                        Some(ch) if hex.len() == n => {
+                            self.pos += n;
+                            out.push(ch);
+                        }
+                        _ => return self.err(format!("invalid escape `\\{e}{hex}`"), esc_start),
+                    }
+                }
+                other => return self.err(format!("invalid escape `\\{other}`"), esc_start),
+            }
+        }
+    }
+}
+
+/// Parses one expression. The whole input must be consumed.
+pub fn parse(src: &str) -> Result<Expr, ParseError> {
+    let mut p = Parser::new(src)?;
+    if p.tok == Tok::Eof {
+        return Err(ParseError {
+            message: "empty expression".into(),
+            span: p.span,
+        });
+    }
+    let expr = p.expr()?;
+    if p.tok != Tok::Eof {
+        return Err(p.unexpected("an operator or the end of the expression"));
+    }
+    Ok(expr)
+}
+
+struct Parser<'a> {
+    lex: Lexer<'a>,
+    tok: Tok,
+    span: Span,
+    depth: usize,
+}
+
+/// Deep nesting is almost certainly a mistake, and unbounded recursion would overflow the stack.
+const MAX_DEPTH: usize = 100;
+
+impl<'a> Parser<'a> {
+    fn new(src: &'a str) -> Result<Self, ParseError> {
+        let mut lex = Lexer { src, pos: 0 };
+        let (tok, span) = lex.next()?;
+        Ok(Parser {
+            lex,
+            tok,
+            span,
+            depth: 0,
+        })
+    }
+
+    fn bump(&mut self) -> Result<(Tok, Span), ParseError> {
+        let (tok, span) = self.lex.next()?;
+        let old_tok = std::mem::replace(&mut self.tok, tok);
+        let old_span = std::mem::replace(&mut self.span, span);
+        Ok((old_tok, old_span))
+    }
+
+    fn is(&self, p: &str) -> bool {
+        matches!(&self.tok, Tok::Punct(q) if *q == p)
+    }
+
+    fn unexpected(&self, wanted: &str) -> ParseError {
+        let found = match &self.tok {
+            Tok::Eof => "the end of the expression".to_string(),
+            Tok::Ident(s) => format!("`{s}`"),
+            Tok::Punct(p) => format!("`{p}`"),
+            Tok::Str(_) | Tok::Bytes(_) => "a string".into(),
+            Tok::Int(_) | Tok::IntMinMagnitude | Tok::UInt(_) | Tok::Double(_) => {
+                "a number".into()
+            }
+        };
+        ParseError {
+            message: format!("expected {wanted}, found {found}"),
+            span: self.span,
+        }
+    }
+
+    fn expect(&mut self, p: &'static str) -> Result<Span, ParseError> {
+        if self.is(p) {
+            Ok(self.bump()?.1)
+        } else {
+            Err(self.unexpected(&format!("`{p}`")))
+        }
+    }
+
+    fn binary_op(&self) -> Option<(BinaryOp, u8)> {
+        // Precedence, loosest first: || && relations + - * / %
+        Some(match &self.tok {
+            Tok::Punct("||") => (BinaryOp::Or, 1),
+            Tok::Punct("&&") => (BinaryOp::And, 2),
+            Tok::Punct("==") => (BinaryOp::Eq, 3),
+            Tok::Punct("!=") => (BinaryOp::Ne, 3),
+            Tok::Punct("<") => (BinaryOp::Lt, 3),
+            Tok::Punct("<=") => (BinaryOp::Le, 3),
+            Tok::Punct(">") => (BinaryOp::Gt, 3),
+            Tok::Punct(">=") => (BinaryOp::Ge, 3),
+            Tok::Ident(s) if s == "in" => (BinaryOp::In, 3),
+            Tok::Punct("+") => (BinaryOp::Add, 4),
+            Tok::Punct("-") => (BinaryOp::Sub, 4),
+            Tok::Punct("*") => (BinaryOp::Mul, 5),
+            Tok::Punct("/") => (BinaryOp::Div, 5),
+            Tok::Punct("%") => (BinaryOp::Rem, 5),
+            _ => return None,
+        })
+    }
+
+    /// `Expr = Or ["?" Expr ":" Expr]`: the conditional is the loosest form.
+    fn expr(&mut self) -> Result<Expr, ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(ParseError {
+                message: format!("expression nested more than {MAX_DEPTH} levels deep"),
+                span: self.span,
+            });
+        }
+        let mut e = self.binary(1)?;
+        if self.is("?") {
+            self.bump()?;
+            let then = self.expr()?;
+            self.expect(":")?;
+            let otherwise = self.expr()?;
+            let span = e.span.to(otherwise.span);
+            e = Expr {
+                kind: ExprKind::Cond(Box::new(e), Box::new(then), Box::new(otherwise)),
+                span,
+            };
+        }
+        self.depth -= 1;
+        Ok(e)
+    }
+
+    /// Binary operators by precedence climbing; all are left-associative.
+    fn binary(&mut self, min_prec: u8) -> Result<Expr, ParseError> {
+        let mut lhs = self.unary()?;
+        while let Some((op, prec)) = self.binary_op() {
+            if prec < min_prec {
+                break;
+            }
+            self.bump()?;
+            let rhs = self.binary(prec + 1)?;
+            let span = lhs.span.to(rhs.span);
+            lhs = Expr {
+                kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
+                span,
+            };
+        }
+        Ok(lhs)
+    }
+
+    fn unary(&mut self) -> Result<Expr, ParseError> {
+        let op = if self.is("!") {
+            UnaryOp::Not
+        } else if self.is("-") {
+            UnaryOp::Neg
+        } else {
+            return self.member();
+        };
+        let (_, start) = self.bump()?;
+        if op == UnaryOp::Neg && self.tok == Tok::IntMinMagnitude {
+            let (_, end) = self.bump()?;
+            return Ok(Expr {
+                kind: ExprKind::Lit(Lit::Int(i64::MIN)),
+                span: start.to(end),
+            });
+        }
+        let operand = self.unary()?;
+        // Fold `-<number>` so that the most negative int literal parses.
+        if op == UnaryOp::Neg {
+            if let ExprKind::Lit(Lit::Int(i)) = operand.kind {
+                return Ok(Expr {
+                    kind: ExprKind::Lit(Lit::Int(-i)),
+                    span: start.to(operand.span),
+                });
+            }
+            if let ExprKind::Lit(Lit::Double(d)) = operand.kind {
+                return Ok(Expr {
+                    kind: ExprKind::Lit(Lit::Double(-d)),
+                    span: start.to(operand.span),
+                });
+            }
+        }
+        let span = start.to(operand.span);
+        Ok(Expr {
+            kind: ExprKind::Unary(op, Box::new(operand)),
+            span,
+        })
+    }
+
+    fn member(&mut self) -> Result<Expr, ParseError> {
+        let mut e = self.primary()?;
+        loop {
+            if self.is(".") {
+                self.bump()?;
+                let (tok, name_span) = self.bump()?;
+                let Tok::Ident(name) = tok else {
+                    return Err(ParseError {
+                        message: "expected a field or method name after `.`".into(),
+                        span: name_span,
+                    });
+                };
+                if self.is("(") {
+                    let (args, end) = self.args(")")?;
+                    let span = e.span.to(end);
+                    e = Expr {
+                        kind: ExprKind::Call {
+                            target: Some(Box::new(e)),
+                            name,
+                            name_span,
+                            args,
+                        },
+                        span,
+                    };
+                } else {
+                    let span = e.span.to(name_span);
+                    e = Expr {
+                        kind: ExprKind::Select(Box::new(e), name, name_span),
+                        span,
+                    };
+                }
+            } else if self.is("[") {
+                self.bump()?;
+                let index = self.expr()?;
+                let end = self.expect("]")?;
+                let span = e.span.to(end);
+                e = Expr {
+                    kind: ExprKind::Index(Box::new(e), Box::new(index)),
+                    span,
+                };
+            } else {
+                return Ok(e);
+            }
+        }
+    }
+
+    /// Arguments after an opening bracket, up to and including `close`.
+    fn args(&mut self, close: &'static str) -> Result<(Vec<Expr>, Span), ParseError> {
+        self.bump()?;
+        let mut args = Vec::new();
+        loop {
+            if self.is(close) {
+                break;
+            }
+            args.push(self.expr()?);
+            if self.is(",") {
+                self.bump()?;
+            } else if !self.is(close) {
+                return Err(self.unexpected(&format!("`,` or `{close}`")));
+            }
+        }
+        let end = self.expect(close)?;
+        Ok((args, end))
+    }
+
+    fn primary(&mut self) -> Result<Expr, ParseError> {
+        let span = self.span;
+        let lit = |kind| Ok(Expr { kind, span });
+        match self.tok.clone() {
+            Tok::Int(i) => {
+                self.bump()?;
+                lit(ExprKind::Lit(Lit::Int(i)))
+            }
+            Tok::UInt(u) => {
+                self.bump()?;
+                lit(ExprKind::Lit(Lit::UInt(u)))
+            }
+            Tok::Double(d) => {
+                self.bump()?;
+                lit(ExprKind::Lit(Lit::Double(d)))
+            }
+            Tok::Str(s) => {
+                self.bump()?;
+                lit(ExprKind::Lit(Lit::String(s)))
+            }
+            Tok::Bytes(b) => {
+                self.bump()?;
+                lit(ExprKind::Lit(Lit::Bytes(b)))
+            }
+            Tok::Ident(name) => {
+                self.bump()?;
+                match name.as_str() {
+                    "null" => return lit(ExprKind::Lit(Lit::Null)),
+                    "true" => return lit(ExprKind::Lit(Lit::Bool(true))),
+                    "false" => return lit(ExprKind::Lit(Lit::Bool(false))),
+                    n if RESERVED.contains(&n) => {
+                        return Err(ParseError {
+                            message: format!("`{n}` is a reserved word"),
+                            span,
+                        });
+                    }
+                    _ => {}
+                }
+                if self.is("(") {
+                    let (args, end) = self.args(")")?;
+                    return Ok(Expr {
+                        kind: ExprKind::Call {
+                            target: None,
+                            name,
+                            name_span: span,
+                            args,
+                        },
+                        span: span.to(end),
+                    });
+                }
+                lit(ExprKind::Ident(name))
+            }
+            Tok::Punct("(") => {
+                self.bump()?;
+                let inner = self.expr()?;
+                self.expect(")")?;
+                Ok(inner)
+            }
+            Tok::Punct("[") => {
+                let (items, end) = self.args("]")?;
+                Ok(Expr {
+                    kind: ExprKind::List(items),
+                    span: span.to(end),
+                })
+            }
+            Tok::IntMinMagnitude => Err(ParseError {
+                message: "integer literal out of range (int is 64-bit)".into(),
+                span,
+            }),
+            Tok::Punct("{") => Err(ParseError {
+                message: "map literals are not supported in rule expressions".into(),
+                span,
+            }),
+            _ => Err(self.unexpected("a value, a name or `(`")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn show(e: &Expr) -> String {
+        match &e.kind {
+            ExprKind::Lit(l) => format!("{l:?}"),
+            ExprKind::Ident(n) => n.clone(),
+            ExprKind::Select(o, f, _) => format!("{}.{f}", show(o)),
+            ExprKind::Call {
+                target, name, args, ..
+            } => {
+                let args: Vec<String> = args.iter().map(show).collect();
+                match target {
+                    Some(t) => format!("{}.{name}({})", show(t), args.join(", ")),
+                    None => format!("{name}({})", args.join(", ")),
+                }
+            }
+            ExprKind::Index(a, b) => format!("{}[{}]", show(a), show(b)),
+            ExprKind::List(items) => {
+                format!("[{}]", items.iter().map(show).collect::<Vec<_>>().join(", "))
+            }
+            ExprKind::Unary(op, a) => format!("({op:?} {})", show(a)),
+            ExprKind::Binary(op, a, b) => format!("({} {} {})", show(a), op.symbol(), show(b)),
+            ExprKind::Cond(c, a, b) => format!("({} ? {} : {})", show(c), show(a), show(b)),
+        }
+    }
+
+    #[test]
+    fn precedence_follows_cel() {
+        let e = parse("a == null || b != null && c.x + 1 * 2 < 3").unwrap();
+        assert_eq!(
+            show(&e),
+            "((a == Null) || ((b != Null) && ((c.x + (Int(1) * Int(2))) < Int(3))))"
+        );
+        let e = parse("a ? b : c ? d : e").unwrap();
+        assert_eq!(show(&e), "(a ? b : (c ? d : e))");
+        let e = parse("1 - 2 - 3").unwrap();
+        assert_eq!(show(&e), "((Int(1) - Int(2)) - Int(3))");
+        let e = parse("size(p) <= 1 && p.all(x, x.amount > 0) && 'a' in ['a', 'b']").unwrap();
+        assert_eq!(
+            show(&e),
+            "(((size(p) <= Int(1)) && p.all(x, (x.amount > Int(0)))) && (String(\"a\") in [String(\"a\"), String(\"b\")]))"
+        );
+        let e = parse("-9223372036854775808").unwrap();
+        assert_eq!(show(&e), "Int(-9223372036854775808)");
+        let e = parse("!a.b").unwrap();
+        assert_eq!(show(&e), "(Not a.b)");
+    }
+
+    #[test]
+    fn strings_and_numbers_lex() {
+        let e = parse(r#"'it\'s' + "\u00e9" + r'\n' + '''a'b'''"#).unwrap();
+        assert_eq!(
+            show(&e),
+            r#"(((String("it's") + String("é")) + String("\\n")) + String("a'b"))"#
+        );
+        assert_eq!(show(&parse("1.5e3").unwrap()), "Double(1500.0)");
+        assert_eq!(show(&parse("7u").unwrap()), "UInt(7)");
+        assert_eq!(show(&parse("0x1F").unwrap()), "Int(31)");
+    }
+
+    #[test]
+    fn errors_point_at_the_offending_token() {
+        let err = parse("a = b").unwrap_err();
+        assert_eq!(err.message, "unexpected `=`: compare with `==`");
+        assert_eq!(err.span.start, 2);
+        let err = parse("a && ").unwrap_err();
+        assert_eq!(
+            err.message,
+            "expected a value, a name or `(`, found the end of the expression"
+        );
+        let err = parse("(a || b").unwrap_err();
+        assert_eq!(err.message, "expected `)`, found the end of the expression");
+        let err = parse("a b").unwrap_err();
+        assert_eq!(err.span.start, 2);
+        let err = parse("'abc").unwrap_err();
+        assert_eq!(err.message, "unterminated string literal");
+    }
+}

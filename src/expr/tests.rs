@@ -1,0 +1,213 @@
+use super::*;
+use crate::value::{Key, Value, parse_timestamp_text};
+
+fn scope() -> Vec<(&'static str, bool, Vec<String>)> {
+    vec![
+        ("order", false, cols(&["order_id", "status", "total", "updated_at"])),
+        ("payment", true, cols(&["order_id", "amount", "status"])),
+        ("shipment", false, cols(&["order_id", "shipped_at"])),
+    ]
+}
+
+fn cols(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn row(values: Vec<Value>) -> Row {
+    Row {
+        key: Key::Int(7),
+        values: values.into_boxed_slice(),
+    }
+}
+
+fn dec(s: &str) -> Value {
+    Value::Decimal(s.parse().unwrap())
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+/// order 7: processing, total 10.10, updated 2026-11-26T09:00Z; two payments; no shipment.
+fn groups() -> Vec<Group> {
+    vec![
+        Group {
+            rows: vec![row(vec![
+                Value::Int(7),
+                text("processing"),
+                dec("10.10"),
+                text("2026-11-26 09:00:00"),
+            ])],
+            many: false,
+        },
+        Group {
+            rows: vec![
+                row(vec![Value::Int(7), dec("10.1"), text("captured")]),
+                row(vec![Value::Int(7), Value::Double(0.0), text("refunded")]),
+            ],
+            many: true,
+        },
+        Group {
+            rows: vec![],
+            many: false,
+        },
+    ]
+}
+
+fn eval(src: &str) -> Result<String, String> {
+    let datasets = scope();
+    let scope = Scope {
+        datasets: datasets
+            .iter()
+            .map(|(name, many, columns)| ScopeDataset {
+                name,
+                many: *many,
+                columns: Some(columns),
+            })
+            .collect(),
+    };
+    let ast = parse(src).map_err(|e| format!("parse: {}", e.message))?;
+    let program = compile(&ast, &scope).map_err(|es| {
+        es.iter()
+            .map(|e| format!("compile@{}: {}", e.span.start, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let groups = groups();
+    let key = Key::Int(7);
+    let env = Env {
+        now: parse_timestamp_text("2026-11-26T09:30:00Z").unwrap(),
+        key: &key,
+        groups: &groups,
+    };
+    program
+        .eval(&env)
+        .map(|v| v.display())
+        .map_err(|e| format!("eval: {}", e.message))
+}
+
+#[track_caller]
+fn check(src: &str, want: &str) {
+    assert_eq!(eval(src).as_deref(), Ok(want), "{src}");
+}
+
+#[test]
+fn null_checks_and_rows() {
+    check("order != null", "true");
+    check("shipment == null", "true");
+    check("payment == null", "false");
+    check("size(payment)", "2");
+    check("payment.size() == 2", "true");
+    check("key == 7", "true");
+}
+
+#[test]
+fn decimals_are_exact_and_mix_with_ints_and_doubles() {
+    check("order.total == payment[0].amount", "true");
+    check("decimal('0.10') == 0.1", "true");
+    check("decimal('0.1') + decimal('0.2') == decimal('0.3')", "true");
+    check("order.total * 3", "30.3");
+    check("order.total > 10", "true");
+    check("payment[1].amount == 0", "true");
+}
+
+#[test]
+fn timestamps_durations_and_text_timestamps() {
+    check("now - order.updated_at", "1800s");
+    check("now - order.updated_at > duration('15m')", "true");
+    check("order.updated_at < now", "true");
+    check("timestamp('2026-11-26T09:00:00Z') == timestamp(order.updated_at)", "true");
+    check("duration('1h30m') == duration('90m')", "true");
+    check("order.updated_at + duration('1h')", "2026-11-26T10:00:00Z");
+}
+
+#[test]
+fn logic_absorbs_errors_like_cel() {
+    // shipment has no row: its field is an error, but the other side decides.
+    check("shipment == null || shipment.shipped_at < now", "true");
+    check("shipment.shipped_at < now || true", "true");
+    check("false && shipment.shipped_at < now", "false");
+    assert!(eval("shipment.shipped_at < now || false").unwrap_err().contains("no row"));
+}
+
+#[test]
+fn macros_bind_rows() {
+    check("payment.exists(p, p.status == 'refunded')", "true");
+    check("payment.all(p, p.amount > 0)", "false");
+    check("payment.exists_one(p, p.status == 'captured')", "true");
+    check("size(payment.filter(p, p.status == 'captured'))", "1");
+    check("payment.filter(p, p.amount > 0).all(q, q.status == 'captured')", "true");
+    check("payment.map(p, p.status)", "[captured, refunded]");
+    check("order.status in ['processing', 'paid']", "true");
+}
+
+#[test]
+fn strings() {
+    check("order.status.startsWith('proc') && order.status.contains('ess')", "true");
+    check("order.status.matches('^pro.*ing$')", "true");
+    check("'a' + order.status.upperAscii()", "aPROCESSING");
+    check("size('héllo')", "5");
+    check("'B' < 'a'", "true");
+}
+
+#[test]
+fn type_mismatches_are_errors_not_false() {
+    assert_eq!(eval("order.status == 1").unwrap_err(), "eval: no such overload: string == int");
+    assert_eq!(eval("order.total < 'x'").unwrap_err(), "eval: no such overload: decimal < string");
+    assert_eq!(eval("1 / 0").unwrap_err(), "eval: division by zero");
+    assert_eq!(eval("9223372036854775807 + 1").unwrap_err(), "eval: integer overflow");
+}
+
+#[test]
+fn compile_errors_name_what_exists() {
+    assert_eq!(
+        eval("paymnt == null").unwrap_err(),
+        "compile@0: unknown name `paymnt`; did you mean `payment`? (datasets: order, payment, shipment; also `now` and `key`)"
+    );
+    assert_eq!(
+        eval("order.totl > 0").unwrap_err(),
+        "compile@6: dataset `order` has no column `totl`; did you mean `total`? its query returns: order_id, status, total, updated_at"
+    );
+    assert!(eval("payment.amount > 0").unwrap_err().contains("is a list of rows (many: true)"));
+    assert_eq!(
+        eval("duration('15 minutes')").unwrap_err(),
+        "compile@9: invalid duration `15 minutes`: expected a form like `15m`, `1h30m` or `90s`"
+    );
+    assert_eq!(eval("sise(payment)").unwrap_err(), "compile@0: unknown function `sise`; did you mean `size`?");
+    // Every error, not the first.
+    assert_eq!(eval("a == b").unwrap_err().matches("unknown name").count(), 2);
+}
+
+#[test]
+fn templates_render_values_and_report_errors_with_offsets() {
+    let datasets = scope();
+    let scope = Scope {
+        datasets: datasets
+            .iter()
+            .map(|(name, many, columns)| ScopeDataset {
+                name,
+                many: *many,
+                columns: Some(columns),
+            })
+            .collect(),
+    };
+    let t = Template::compile("order {{key}}: {{ order.total }} due, {{size(payment)}} payments", &scope).unwrap();
+    let groups = groups();
+    let key = Key::Int(7);
+    let env = Env { now: 0, key: &key, groups: &groups };
+    assert_eq!(t.render(&env), "order 7: 10.10 due, 2 payments");
+    let errs = Template::compile("{{key}} {{ order.nope }}", &scope).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].offset, 17);
+    let errs = Template::compile("{{key", &scope).unwrap_err();
+    assert_eq!(errs[0].message, "`{{` is never closed with `}}`");
+}
+
+#[test]
+fn durations_parse() {
+    assert_eq!(parse_duration("15m"), Ok(900_000_000));
+    assert_eq!(parse_duration("1.5s"), Ok(1_500_000));
+    assert_eq!(parse_duration("-1h"), Ok(-3_600_000_000));
+    assert!(parse_duration("15").is_err());
+    assert!(parse_duration("m").is_err());
+}

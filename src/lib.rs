@@ -1,0 +1,5 @@
+//! invariantd: reads the databases of a microservice shop, evaluates declarative invariants
+//! across them, and reports the keys that violate them.
+
+pub mod expr;
+pub mod value;

@@ -1,0 +1,231 @@
+//! Typed values as they come out of the databases: one `Value` per column slot of a row, the
+//! join `Key`, and their conversions to text and JSON for people and the API.
+//!
+//! Timestamps are kept as microseconds since the Unix epoch in UTC (the precision PostgreSQL and
+//! MySQL store), so comparing two of them is an integer comparison in the hot loop. Exact
+//! decimals use `rust_decimal`, so `0.10 == 0.1` and sums never drift.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use rust_decimal::Decimal;
+
+/// One column value of one row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Decimal(Decimal),
+    Text(Box<str>),
+    Bytes(Box<[u8]>),
+    /// Microseconds since the Unix epoch, UTC.
+    Timestamp(i64),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Double(_) => "double",
+            Value::Decimal(_) => "decimal",
+            Value::Text(_) => "string",
+            Value::Bytes(_) => "bytes",
+            Value::Timestamp(_) => "timestamp",
+        }
+    }
+
+    /// The value as JSON: decimals as strings (JSON numbers lose their exactness in most
+    /// clients), timestamps as RFC 3339 strings, bytes as lowercase hex.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Double(d) => serde_json::Number::from_f64(*d)
+                .map(J::Number)
+                .unwrap_or_else(|| J::String(d.to_string())),
+            Value::Decimal(d) => J::String(d.to_string()),
+            Value::Text(s) => J::String(s.to_string()),
+            Value::Bytes(b) => J::String(hex(b)),
+            Value::Timestamp(t) => J::String(format_timestamp(*t)),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Double(d) => write!(f, "{d}"),
+            Value::Decimal(d) => write!(f, "{d}"),
+            Value::Text(s) => f.write_str(s),
+            Value::Bytes(b) => f.write_str(&hex(b)),
+            Value::Timestamp(t) => f.write_str(&format_timestamp(*t)),
+        }
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The join key of a row. All datasets of one rule use the same kind of key in one run: integers
+/// when every dataset's key column is an integer type, text otherwise (integers then compare as
+/// their decimal text, the same way the databases were told to sort them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Int(i64),
+    Text(Box<str>),
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Key::Int(a), Key::Int(b)) => a.cmp(b),
+            // Byte-wise, which for UTF-8 is code point order: what PostgreSQL's "C" collation,
+            // MySQL's binary cast and SQLite's BINARY collation all produce.
+            (Key::Text(a), Key::Text(b)) => a.as_bytes().cmp(b.as_bytes()),
+            // Never happens within one run (one key kind per rule run); a total order anyway.
+            (Key::Int(_), Key::Text(_)) => Ordering::Less,
+            (Key::Text(_), Key::Int(_)) => Ordering::Greater,
+        }
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Int(i) => write!(f, "{i}"),
+            Key::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+
+pub fn timestamp_from_datetime(dt: DateTime<Utc>) -> i64 {
+    dt.timestamp_micros()
+}
+
+/// Timestamps without a time zone (PostgreSQL `timestamp`, MySQL `DATETIME`, SQLite text) are
+/// taken to be UTC, the convention of services that store them.
+pub fn timestamp_from_naive(dt: NaiveDateTime) -> i64 {
+    dt.and_utc().timestamp_micros()
+}
+
+pub fn timestamp_from_date(d: NaiveDate) -> i64 {
+    timestamp_from_naive(d.and_hms_opt(0, 0, 0).expect("midnight is a valid time"))
+}
+
+pub fn format_timestamp(micros: i64) -> String {
+    match DateTime::<Utc>::from_timestamp_micros(micros) {
+        Some(dt) => dt.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        None => format!("{micros}us"),
+    }
+}
+
+/// Parses a timestamp stored as text: RFC 3339 (`2026-11-26T09:30:00Z`, with any offset), or
+/// the SQL forms SQLite's `CURRENT_TIMESTAMP` and most applications write
+/// (`2026-11-26 09:30:00`, optional fraction, optional offset, or a bare date), taken as UTC.
+pub fn parse_timestamp_text(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Some(dt.timestamp_micros());
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+        if let Ok(dt) = DateTime::parse_from_str(s, fmt) {
+            return Some(dt.timestamp_micros());
+        }
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(timestamp_from_naive(dt));
+        }
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .map(timestamp_from_date)
+}
+
+/// Formats a duration in microseconds the way CEL prints durations (`90s`, `1.5s`).
+pub fn format_duration(micros: i64) -> String {
+    let secs = micros / MICROS_PER_SECOND;
+    let frac = (micros % MICROS_PER_SECOND).abs();
+    if frac == 0 {
+        format!("{secs}s")
+    } else {
+        let sign = if micros < 0 && secs == 0 { "-" } else { "" };
+        let frac = format!("{frac:06}");
+        format!("{sign}{secs}.{}s", frac.trim_end_matches('0'))
+    }
+}
+
+/// A double converted to the decimal it prints as (its shortest round-trip form), so a SQLite
+/// REAL holding `0.1` equals the exact decimal `0.10`. `None` for NaN, infinities and
+/// magnitudes beyond what a decimal holds.
+pub fn decimal_from_f64(d: f64) -> Option<Decimal> {
+    if !d.is_finite() {
+        return None;
+    }
+    let text = format!("{d}");
+    text.parse::<Decimal>()
+        .ok()
+        .or_else(|| Decimal::from_scientific(&format!("{d:e}")).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_keys_order_bytewise_not_by_locale() {
+        let mut keys: Vec<Key> = ["b", "B", "é", "a", "Z", "ä"]
+            .iter()
+            .map(|s| Key::Text((*s).into()))
+            .collect();
+        keys.sort();
+        let order: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        assert_eq!(order, ["B", "Z", "a", "b", "ä", "é"]);
+    }
+
+    #[test]
+    fn timestamps_parse_from_the_text_forms_applications_store() {
+        let want = parse_timestamp_text("2026-11-26T09:30:00Z").unwrap();
+        assert_eq!(parse_timestamp_text("2026-11-26 09:30:00"), Some(want));
+        assert_eq!(parse_timestamp_text("2026-11-26T10:30:00+01:00"), Some(want));
+        assert_eq!(parse_timestamp_text("2026-11-26 09:30:00.000"), Some(want));
+        assert_eq!(
+            parse_timestamp_text("2026-11-26 09:30:00.5").unwrap() - want,
+            500_000
+        );
+        assert!(parse_timestamp_text("yesterday").is_none());
+    }
+
+    #[test]
+    fn doubles_become_the_decimal_they_print_as() {
+        assert_eq!(decimal_from_f64(0.1), Some("0.10".parse().unwrap()));
+        assert_eq!(decimal_from_f64(1e-10), Some("0.0000000001".parse().unwrap()));
+        assert_eq!(decimal_from_f64(f64::NAN), None);
+    }
+
+    #[test]
+    fn durations_print_like_cel() {
+        assert_eq!(format_duration(90 * MICROS_PER_SECOND), "90s");
+        assert_eq!(format_duration(1_500_000), "1.5s");
+        assert_eq!(format_duration(-500_000), "-0.5s");
+    }
+}
