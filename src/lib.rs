@@ -3,3 +3,7 @@
 
 pub mod expr;
 pub mod value;
+pub mod diag;
+pub mod yaml;
+pub mod config;
+pub mod rules;

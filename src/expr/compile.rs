@@ -536,7 +536,7 @@ impl<'a, 's> Compiler<'a, 's> {
 }
 
 /// The closest candidate by edit distance, when it is close enough to be a likely typo.
-pub(crate) fn suggest<'c>(name: &str, candidates: &[&'c str]) -> Option<&'c str> {
+pub fn suggest<'c>(name: &str, candidates: &[&'c str]) -> Option<&'c str> {
     candidates
         .iter()
         .map(|c| (edit_distance(name, c), *c))

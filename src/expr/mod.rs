@@ -24,7 +24,7 @@ use std::fmt;
 
 use rust_decimal::Decimal;
 
-pub use compile::{CompileError, Scope, ScopeDataset, compile};
+pub use compile::{CompileError, Scope, ScopeDataset, compile, suggest as suggest_name};
 pub use eval::{EvalError, Val};
 pub use parser::{ParseError, Span, parse};
 

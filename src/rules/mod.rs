@@ -1,0 +1,432 @@
+//! Rule files (`rules/*.yaml`): the raw documents as written, and the validated `Rule`s the
+//! engine runs. Loading is strict and pure: an unknown field, a duplicate name, an unknown
+//! source, a bad cron or duration, an assertion that does not parse or names something that
+//! does not exist, a template naming an unknown field — every one is reported with its file,
+//! line and column, and nothing runs until there are none.
+
+mod columns;
+mod schedule;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+pub use columns::static_columns;
+pub use schedule::{DEFAULT_EVERY, Schedule};
+
+use crate::config::{Config, valid_name};
+use crate::diag::{Diagnostics, Pos};
+use crate::expr::{self, Scope, ScopeDataset, Template};
+use crate::yaml::{self, Document, OrderedMap};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Spanned<String>,
+    description: Option<String>,
+    severity: Option<Spanned<String>>,
+    #[serde(default)]
+    labels: OrderedMap<String>,
+    schedule: Option<Spanned<String>>,
+    every: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
+    key: Spanned<String>,
+    datasets: OrderedMap<RawDataset>,
+    #[serde(rename = "assert")]
+    assertion: Spanned<String>,
+    message: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataset {
+    source: Spanned<String>,
+    query: Spanned<String>,
+    updated_at: Option<Spanned<String>>,
+    #[serde(default)]
+    many: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where something was written: for errors found only when a rule runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub pos: Pos,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.pos.line, self.pos.column)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub name: String,
+    pub source: String,
+    /// The query with `${VAR}` expanded.
+    pub query: String,
+    pub updated_at: Option<String>,
+    pub many: bool,
+    /// The columns the SQL text says the query returns, when it says.
+    pub static_columns: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub description: String,
+    pub severity: Severity,
+    pub labels: Vec<(String, String)>,
+    pub schedule: Schedule,
+    pub grace: Duration,
+    pub key: String,
+    pub datasets: Vec<Dataset>,
+    pub assertion: String,
+    pub assertion_ast: expr::parser::Expr,
+    pub message: Option<String>,
+    /// Where the rule's document starts.
+    pub origin: Origin,
+    pub assertion_origin: Origin,
+    pub message_origin: Option<Origin>,
+}
+
+impl Rule {
+    /// The scope expressions of this rule see, with the given columns per dataset.
+    pub fn scope<'a>(&'a self, columns: &[Option<&'a [String]>]) -> Scope<'a> {
+        Scope {
+            datasets: self
+                .datasets
+                .iter()
+                .zip(columns)
+                .map(|(d, c)| ScopeDataset {
+                    name: &d.name,
+                    many: d.many,
+                    columns: *c,
+                })
+                .collect(),
+        }
+    }
+
+    /// The message template, or the default one.
+    pub fn message_template(&self) -> &str {
+        self.message.as_deref().unwrap_or(DEFAULT_MESSAGE)
+    }
+}
+
+const DEFAULT_MESSAGE: &str = "key {{key}} violates the invariant";
+
+/// Names an expression reserves for itself; a dataset cannot take them.
+const RESERVED_DATASET_NAMES: [&str; 6] = ["now", "key", "null", "true", "false", "in"];
+
+/// The rule files under the configured paths, in a stable order.
+fn rule_files(config: &Config, diags: &mut Diagnostics) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for rp in &config.rule_paths {
+        if rp.path.is_file() {
+            files.push(rp.path.clone());
+        } else if rp.path.is_dir() {
+            let before = files.len();
+            collect_yaml(&rp.path, &mut files, diags);
+            files[before..].sort();
+        } else {
+            diags.push(
+                &config.path,
+                rp.pos,
+                format!("rules: {} does not exist", rp.path.display()),
+            );
+        }
+    }
+    files
+}
+
+fn collect_yaml(dir: &Path, files: &mut Vec<PathBuf>, diags: &mut Diagnostics) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            diags.push(dir, Pos::default(), format!("cannot read the rules directory: {e}"));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_yaml(&path, files, diags);
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            files.push(path);
+        }
+    }
+}
+
+/// Loads every rule under the config's rule paths.
+pub fn load(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Rule>, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let mut rules = Vec::new();
+    let mut seen: HashMap<String, Origin> = HashMap::new();
+    for file in rule_files(config, &mut diags) {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                diags.push(&file, Pos::default(), format!("cannot read the rule file: {e}"));
+                continue;
+            }
+        };
+        for rule in parse_file(&file, &text, config, env, &mut diags) {
+            if let Some(first) = seen.get(&rule.name) {
+                diags.push(
+                    &rule.origin.file,
+                    rule.origin.pos,
+                    format!("duplicate rule name `{}` (first defined at {first})", rule.name),
+                );
+                continue;
+            }
+            seen.insert(rule.name.clone(), rule.origin.clone());
+            rules.push(rule);
+        }
+    }
+    diags.into_result(rules)
+}
+
+/// Parses the rules of one file, adding every problem to `diags`. Rules with errors are left out.
+pub fn parse_file(
+    file: &Path,
+    text: &str,
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for doc in yaml::documents(text) {
+        let raw: RawRule = match yaml::parse_document(&doc) {
+            Ok(r) => r,
+            Err((pos, msg)) => {
+                diags.push(file, pos, msg);
+                continue;
+            }
+        };
+        let before = diags.len();
+        let rule = validate(file, &doc, raw, config, env, diags);
+        if diags.len() == before {
+            rules.push(rule);
+        }
+    }
+    rules
+}
+
+fn validate(
+    file: &Path,
+    doc: &Document<'_>,
+    raw: RawRule,
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> Rule {
+    let at = |s: &Spanned<String>| yaml::pos(s, doc.line_offset);
+    let name = raw.name.value.clone();
+    if !valid_name(&name) {
+        diags.push(file, at(&raw.name), format!("rule name `{name}` must match [a-z0-9_]+ (it is a metric label)"));
+    }
+    let ctx = format!("rule `{name}`");
+
+    let severity = match &raw.severity {
+        None => Severity::Warning,
+        Some(s) => match s.value.as_str() {
+            "critical" => Severity::Critical,
+            "warning" => Severity::Warning,
+            "info" => Severity::Info,
+            other => {
+                diags.push(file, at(s), format!("{ctx}: severity `{other}` is not one of critical, warning, info"));
+                Severity::Warning
+            }
+        },
+    };
+
+    let mut labels = Vec::new();
+    for (k, v) in raw.labels.0 {
+        let ok_chars = k.value.chars().enumerate().all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if k.value.is_empty() || !ok_chars || k.value.starts_with("__") {
+            diags.push(file, at(&k), format!("{ctx}: label name `{}` is not a valid Prometheus label name", k.value));
+        } else if ["rule", "severity", "alertname"].contains(&k.value.as_str()) {
+            diags.push(file, at(&k), format!("{ctx}: label `{}` is set by invariantd itself", k.value));
+        }
+        labels.push((k.value, v));
+    }
+
+    let schedule = match (&raw.schedule, &raw.every) {
+        (Some(s), Some(_)) => {
+            diags.push(file, at(s), format!("{ctx}: give either `schedule` or `every`, not both"));
+            Schedule::Every(DEFAULT_EVERY)
+        }
+        (Some(s), None) => Schedule::cron(&s.value).unwrap_or_else(|e| {
+            diags.push(file, at(s), format!("{ctx}: {e}"));
+            Schedule::Every(DEFAULT_EVERY)
+        }),
+        (None, Some(e)) => Schedule::every(&e.value).unwrap_or_else(|msg| {
+            diags.push(file, at(e), format!("{ctx}: {msg}"));
+            Schedule::Every(DEFAULT_EVERY)
+        }),
+        (None, None) => Schedule::Every(DEFAULT_EVERY),
+    };
+
+    let grace = match &raw.grace {
+        None => Duration::ZERO,
+        Some(g) => humantime::parse_duration(&g.value).unwrap_or_else(|_| {
+            diags.push(file, at(g), format!("{ctx}: grace: invalid duration `{}`; write it like 5m or 30s", g.value));
+            Duration::ZERO
+        }),
+    };
+
+    let key = raw.key.value.trim().to_string();
+    if key.is_empty() {
+        diags.push(file, at(&raw.key), format!("{ctx}: key must name a column"));
+    }
+
+    if raw.datasets.0.is_empty() {
+        diags.push(file, Pos { line: doc.line_offset + 1, column: 1 }, format!("{ctx}: at least one dataset is needed"));
+    }
+    let mut datasets: Vec<Dataset> = Vec::new();
+    for (ds_name, d) in raw.datasets.0 {
+        let n = ds_name.value.clone();
+        let ident_ok = n.chars().next().is_some_and(|c| c == '_' || c.is_ascii_lowercase())
+            && n.chars().all(|c| c == '_' || c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !ident_ok {
+            diags.push(file, at(&ds_name), format!("{ctx}: dataset name `{n}` must match [a-z_][a-z0-9_]* (it is a name in `assert`)"));
+        } else if RESERVED_DATASET_NAMES.contains(&n.as_str()) {
+            diags.push(file, at(&ds_name), format!("{ctx}: `{n}` is a reserved name in expressions; name the dataset otherwise"));
+        } else if datasets.iter().any(|x| x.name == n) {
+            diags.push(file, at(&ds_name), format!("{ctx}: dataset `{n}` is defined twice"));
+        }
+        let source = config.source(&d.source.value);
+        if source.is_none() {
+            let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+            let hint = crate::expr::suggest_name(&d.source.value, &names)
+                .map(|s| format!("did you mean `{s}`? "))
+                .unwrap_or_default();
+            diags.push(
+                file,
+                at(&d.source),
+                format!(
+                    "{ctx}: dataset `{n}`: unknown source `{}`; {hint}sources in {}: {}",
+                    d.source.value,
+                    config.path.display(),
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                ),
+            );
+        }
+        let query = yaml::expand_spanned(&d.query, &format!("dataset `{n}` query"), file, doc.line_offset, env, diags);
+        if d.query.value.trim().is_empty() {
+            diags.push(file, at(&d.query), format!("{ctx}: dataset `{n}`: the query is empty"));
+        }
+        let query = query.trim().trim_end_matches(';').trim_end().to_string();
+        let static_cols = source.and_then(|s| static_columns(&query, s.kind));
+        if let Some(cols) = &static_cols {
+            if !key.is_empty() && !cols.contains(&key) {
+                diags.push(
+                    file,
+                    at(&d.query),
+                    format!("{ctx}: dataset `{n}` does not select the key column `{key}`; its query returns: {}", cols.join(", ")),
+                );
+            }
+            if let Some(u) = &d.updated_at {
+                if !cols.contains(&u.value) {
+                    diags.push(
+                        file,
+                        at(u),
+                        format!("{ctx}: dataset `{n}`: updated_at names `{}`, which the query does not return; it returns: {}", u.value, cols.join(", ")),
+                    );
+                }
+            }
+        }
+        datasets.push(Dataset {
+            name: n,
+            source: d.source.value,
+            query,
+            updated_at: d.updated_at.map(|u| u.value),
+            many: d.many,
+            static_columns: static_cols,
+        });
+    }
+
+    let columns: Vec<Option<&[String]>> = datasets.iter().map(|d| d.static_columns.as_deref()).collect();
+    let scope = Scope {
+        datasets: datasets
+            .iter()
+            .zip(&columns)
+            .map(|(d, c)| ScopeDataset { name: &d.name, many: d.many, columns: *c })
+            .collect(),
+    };
+
+    let assertion_ast = match expr::parse(&raw.assertion.value) {
+        Ok(ast) => {
+            if let Err(errors) = expr::compile(&ast, &scope) {
+                for e in errors {
+                    diags.push(file, yaml::pos_in_scalar(doc, &raw.assertion, e.span.start), format!("{ctx}: assert: {}", e.message));
+                }
+            }
+            ast
+        }
+        Err(e) => {
+            diags.push(file, yaml::pos_in_scalar(doc, &raw.assertion, e.span.start), format!("{ctx}: assert: {}", e.message));
+            expr::parser::Expr {
+                kind: expr::parser::ExprKind::Lit(expr::parser::Lit::Bool(true)),
+                span: e.span,
+            }
+        }
+    };
+
+    if let Some(m) = &raw.message {
+        if let Err(errors) = Template::compile(&m.value, &scope) {
+            for e in errors {
+                diags.push(file, yaml::pos_in_scalar(doc, m, e.offset), format!("{ctx}: message: {}", e.message));
+            }
+        }
+    }
+
+    Rule {
+        name,
+        description: raw.description.unwrap_or_default().trim().to_string(),
+        severity,
+        labels,
+        schedule,
+        grace,
+        key,
+        datasets,
+        assertion: raw.assertion.value.clone(),
+        assertion_ast,
+        message: raw.message.as_ref().map(|m| m.value.trim_end_matches('\n').to_string()),
+        origin: Origin { file: file.to_path_buf(), pos: at(&raw.name) },
+        assertion_origin: Origin { file: file.to_path_buf(), pos: at(&raw.assertion) },
+        message_origin: raw.message.as_ref().map(|m| Origin { file: file.to_path_buf(), pos: at(m) }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,73 @@
+//! When a rule runs: a cron line (5 fields, or 6 with seconds first) or a fixed interval.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub enum Schedule {
+    Cron { pattern: String, cron: croner::Cron },
+    Every(Duration),
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Cron { pattern, .. } => write!(f, "Cron({pattern:?})"),
+            Schedule::Every(d) => write!(f, "Every({d:?})"),
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Cron { pattern, .. } => f.write_str(pattern),
+            Schedule::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+/// The default when a rule names neither `schedule` nor `every`.
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
+
+impl Schedule {
+    pub fn cron(pattern: &str) -> Result<Schedule, String> {
+        let fields = pattern.split_whitespace().count();
+        if !pattern.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
+            return Err(format!(
+                "invalid cron `{pattern}`: expected 5 fields (minute hour day month weekday) or 6 with seconds first, found {fields}"
+            ));
+        }
+        croner::Cron::from_str(pattern)
+            .map(|cron| Schedule::Cron {
+                pattern: pattern.to_string(),
+                cron,
+            })
+            .map_err(|e| format!("invalid cron `{pattern}`: {e}"))
+    }
+
+    pub fn every(text: &str) -> Result<Schedule, String> {
+        match humantime::parse_duration(text) {
+            Ok(d) if d >= Duration::from_secs(1) => Ok(Schedule::Every(d)),
+            Ok(_) => Err(format!("every: `{text}` is shorter than the minimum of 1s")),
+            Err(_) => Err(format!("every: invalid duration `{text}`; write it like 30s or 5m")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_and_six_field_lines_parse() {
+        assert!(Schedule::cron("*/5 * * * *").is_ok());
+        assert!(Schedule::cron("0 * * * * *").is_ok());
+        assert!(Schedule::cron("@hourly").is_ok());
+        assert!(Schedule::cron("61 * * * *").is_err());
+        assert!(Schedule::cron("* * *").unwrap_err().contains("found 3"));
+        assert!(Schedule::every("30s").is_ok());
+        assert!(Schedule::every("0s").is_err());
+    }
+}

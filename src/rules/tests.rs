@@ -1,0 +1,114 @@
+use std::path::Path;
+
+use super::*;
+use crate::config;
+
+fn env(name: &str) -> Option<String> {
+    (name == "PAID").then(|| "captured".to_string())
+}
+
+fn config() -> Config {
+    let text = r#"
+sources:
+  orders: { url: "postgres://127.0.0.1/orders" }
+  payments: { url: "mysql://root@127.0.0.1/payments" }
+  inventory: { url: "sqlite://inventory.db" }
+rules: [rules/]
+"#;
+    config::parse(Path::new("invariantd.yaml"), text, &env).unwrap()
+}
+
+fn load(text: &str) -> (Vec<Rule>, Vec<String>) {
+    let mut diags = Diagnostics::default();
+    let rules = parse_file(Path::new("rules/shop.yaml"), text, &config(), &env, &mut diags);
+    (rules, diags.0.iter().map(ToString::to_string).collect())
+}
+
+const GOOD: &str = r#"
+name: paid_implies_reserved
+description: Every captured payment has its stock reserved.
+severity: critical
+labels: { team: inventory }
+schedule: "0 * * * * *"
+grace: 5m
+key: order_id
+datasets:
+  payment:
+    source: payments
+    query: SELECT order_id, id, amount, updated_at FROM payments WHERE status = '${PAID}';
+    updated_at: updated_at
+  reservation:
+    source: inventory
+    query: SELECT * FROM reservations
+    many: true
+assert: payment == null || size(reservation) > 0
+message: "order {{key}}: {{payment.amount}} captured, nothing reserved"
+---
+name: order_not_stuck_processing
+every: 30s
+key: id
+datasets:
+  order:
+    source: orders
+    query: |
+      SELECT id, status, updated_at
+      FROM orders
+assert: order.status != 'processing' || now - order.updated_at < duration('15m')
+"#;
+
+#[test]
+fn a_rule_file_with_two_documents_loads() {
+    let (rules, errors) = load(GOOD);
+    assert_eq!(errors, Vec::<String>::new());
+    assert_eq!(rules.len(), 2);
+    let r = &rules[0];
+    assert_eq!(r.severity, Severity::Critical);
+    assert_eq!(r.grace, Duration::from_secs(300));
+    assert_eq!(r.labels, [("team".to_string(), "inventory".to_string())]);
+    assert_eq!(
+        r.datasets[0].query,
+        "SELECT order_id, id, amount, updated_at FROM payments WHERE status = 'captured'"
+    );
+    assert_eq!(r.datasets[1].static_columns, None);
+    assert!(r.datasets[1].many);
+    assert_eq!(r.origin.pos, Pos { line: 2, column: 7 });
+    assert_eq!(rules[1].origin.pos, Pos { line: 21, column: 7 });
+    assert!(matches!(rules[1].schedule, Schedule::Every(d) if d == Duration::from_secs(30)));
+    assert_eq!(rules[1].severity, Severity::Warning);
+}
+
+#[test]
+fn every_error_in_every_document_is_reported_with_its_position() {
+    let text = r#"
+name: Bad-Name
+severity: urgent
+schedule: "* * *"
+grace: soon
+key: order_id
+datasets:
+  payment:
+    source: payments
+    query: SELECT order_id, amount FROM payments
+  now:
+    source: ordrs
+    query: SELECT id FROM orders
+    updated_at: changed
+assert: payment.amout > 0 && reservaton == null
+message: "{{payment.amount}} and {{ payment.nope }}"
+---
+name: second
+key: id
+datasets:
+  order: { source: orders, query: "SELECT id FROM orders" }
+assert: order.id = 1
+---
+name: third
+key: id
+unknown_field: 1
+datasets: {}
+assert: "true"
+"#;
+    let (rules, errors) = load(text);
+    assert!(rules.is_empty());
+    insta::assert_snapshot!(errors.join("\n"));
+}

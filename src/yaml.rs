@@ -1,0 +1,278 @@
+//! Reading YAML files strictly, with positions: documents are parsed one at a time so that an
+//! error in one rule does not hide the errors of the next, and `${VAR}` references are
+//! expanded from the environment with the position of the value that used them.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_saphyr::Spanned;
+
+use crate::diag::{Diagnostics, Pos};
+
+/// A mapping kept in file order, each key with its position (serde maps lose both).
+#[derive(Debug)]
+pub struct OrderedMap<V>(pub Vec<(Spanned<String>, V)>);
+
+impl<V> Default for OrderedMap<V> {
+    fn default() -> Self {
+        OrderedMap(Vec::new())
+    }
+}
+
+impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for OrderedMap<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<V>(std::marker::PhantomData<V>);
+        impl<'de, V: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visitor<V> {
+            type Value = OrderedMap<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(OrderedMap(entries))
+            }
+        }
+        d.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// One `---`-separated document of a file, with the number of lines before it.
+pub struct Document<'a> {
+    pub text: &'a str,
+    pub line_offset: u64,
+}
+
+/// Splits a YAML stream at its document markers. A `---` at the start of a line always starts
+/// a document (block scalar content is indented, so it cannot be one).
+pub fn documents(text: &str) -> Vec<Document<'_>> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut start_line = 0u64;
+    let mut offset = 0;
+    for (line_no, line) in text.split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_end();
+        if trimmed == "---" || trimmed.starts_with("--- ") || trimmed == "..." {
+            if !text[start..offset].trim().is_empty() {
+                docs.push(Document {
+                    text: &text[start..offset],
+                    line_offset: start_line,
+                });
+            }
+            // The marker line stays blank in the next document so columns and lines hold.
+            start = offset + line.len();
+            start_line = line_no as u64 + 1;
+            if let Some(rest) = trimmed.strip_prefix("--- ") {
+                // `--- {inline}` is rare; keep it rather than dropping it.
+                if !rest.trim().is_empty() && !rest.trim_start().starts_with('#') {
+                    start = offset + 4;
+                    start_line = line_no as u64;
+                }
+            }
+        }
+        offset += line.len();
+    }
+    if !text[start..].trim().is_empty() && !only_comments(&text[start..]) {
+        docs.push(Document {
+            text: &text[start..],
+            line_offset: start_line,
+        });
+    }
+    docs
+}
+
+fn only_comments(text: &str) -> bool {
+    text.lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+}
+
+/// Deserializes one document; on failure returns the position (within the file) and a message
+/// without the position already folded in.
+pub fn parse_document<T: DeserializeOwned>(doc: &Document<'_>) -> Result<T, (Pos, String)> {
+    let options = serde_saphyr::options! {};
+    serde_saphyr::from_str_with_options::<T>(doc.text, options).map_err(|e| {
+        let pos = e
+            .location()
+            .map(|l| Pos {
+                line: l.line() + doc.line_offset,
+                column: l.column(),
+            })
+            .unwrap_or(Pos {
+                line: doc.line_offset + 1,
+                column: 0,
+            });
+        let rendered = e.render_with_options(serde_saphyr::render_options! {
+            snippets: serde_saphyr::SnippetMode::Off,
+        });
+        (pos, strip_location(&rendered))
+    })
+}
+
+fn strip_location(message: &str) -> String {
+    let first = message.lines().next().unwrap_or(message);
+    match first.rfind(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
+    }
+}
+
+/// The position of a spanned value in its file.
+pub fn pos<T>(s: &Spanned<T>, doc_line_offset: u64) -> Pos {
+    Pos {
+        line: s.referenced.line() + doc_line_offset,
+        column: s.referenced.column(),
+    }
+}
+
+/// The position in the file of byte `offset` within the text of a spanned string scalar.
+/// Handles plain, quoted and block (`|`, `>`) scalars, which are located at their content;
+/// after escapes in quoted text it may be a few columns off, never on another value.
+pub fn pos_in_scalar(doc: &Document<'_>, s: &Spanned<String>, offset: usize) -> Pos {
+    let base = pos(s, doc.line_offset);
+    let prefix = &s.value[..offset.min(s.value.len())];
+    let lines_before = prefix.matches('\n').count() as u64;
+    let col_in_line = prefix.rsplit('\n').next().unwrap_or("").chars().count() as u64;
+    let start = s
+        .referenced
+        .span()
+        .byte_offset()
+        .and_then(|b| doc.text.get(b as usize..))
+        .unwrap_or("");
+    let quote = u64::from(start.starts_with('"') || start.starts_with('\''));
+    if lines_before == 0 {
+        Pos {
+            line: base.line,
+            column: base.column + quote + col_in_line,
+        }
+    } else {
+        // Later lines of a multi-line scalar: columns count from that line's indentation.
+        let line = base.line + lines_before;
+        let indent = doc
+            .text
+            .lines()
+            .nth((line - doc.line_offset).saturating_sub(1) as usize)
+            .map(|l| (l.len() - l.trim_start().len()) as u64)
+            .unwrap_or(0);
+        Pos {
+            line,
+            column: indent + col_in_line + 1,
+        }
+    }
+}
+
+/// Expands `${NAME}` from `lookup`; `$${` stands for a literal `${`. Returns the names of
+/// variables that are not set.
+pub fn expand_env(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Vec<String>> {
+    let mut out = String::with_capacity(text.len());
+    let mut missing = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(after_escape) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = after_escape;
+        } else if let Some(body) = after.strip_prefix('{') {
+            match body.find('}') {
+                Some(end) => {
+                    let name = &body[..end];
+                    match lookup(name) {
+                        Some(v) => out.push_str(&v),
+                        None => missing.push(name.to_string()),
+                    }
+                    rest = &body[end + 1..];
+                }
+                None => {
+                    out.push_str("${");
+                    rest = body;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(missing)
+    }
+}
+
+/// Expands `${VAR}` in a spanned value, recording an error per missing variable.
+pub fn expand_spanned(
+    value: &Spanned<String>,
+    what: &str,
+    file: &Path,
+    line_offset: u64,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> String {
+    match expand_env(&value.value, env) {
+        Ok(v) => v,
+        Err(missing) => {
+            for name in missing {
+                diags.push(
+                    file,
+                    pos(value, line_offset),
+                    format!("environment variable {name} is not set (used in {what})"),
+                );
+            }
+            String::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_split_at_markers_and_keep_line_numbers() {
+        let text = "# header\na: 1\n---\nb: 2\n---\n# only a comment\n";
+        let docs = documents(text);
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].line_offset, 0);
+        assert_eq!(docs[1].text, "b: 2\n");
+        assert_eq!(docs[1].line_offset, 3);
+    }
+
+    #[test]
+    fn env_expansion_reports_every_missing_variable() {
+        let env = |n: &str| (n == "HOST").then(|| "db".to_string());
+        assert_eq!(
+            expand_env("postgres://${HOST}/x", &env).unwrap(),
+            "postgres://db/x"
+        );
+        assert_eq!(expand_env("cost $5 $${HOST}", &env).unwrap(), "cost $5 ${HOST}");
+        assert_eq!(
+            expand_env("${A}:${HOST}:${B}", &env).unwrap_err(),
+            vec!["A", "B"]
+        );
+    }
+
+    #[derive(serde::Deserialize)]
+    struct E {
+        e: Spanned<String>,
+    }
+
+    #[test]
+    fn positions_inside_scalars_point_into_the_file() {
+        for (text, offset, want) in [
+            ("e: a == b\n", 5, (1, 9)),
+            ("e: \"a == b\"\n", 5, (1, 10)),
+            ("e: |\n  a ==\n  bad\n", 5, (3, 3)),
+        ] {
+            let docs = documents(text);
+            let parsed: E = parse_document(&docs[0]).unwrap();
+            let p = pos_in_scalar(&docs[0], &parsed.e, offset);
+            assert_eq!((p.line, p.column), want, "{text:?}");
+        }
+    }
+}
