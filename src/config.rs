@@ -132,7 +132,11 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            diags.push(path, Pos::default(), format!("cannot read the config file: {e}"));
+            diags.push(
+                path,
+                Pos::default(),
+                format!("cannot read the config file: {e}"),
+            );
             return Err(diags);
         }
     };
@@ -148,7 +152,14 @@ pub fn parse(
     let mut diags = Diagnostics::default();
     let docs = yaml::documents(text);
     if docs.len() > 1 {
-        diags.push(path, Pos { line: docs[1].line_offset, column: 1 }, "the config file must hold one YAML document");
+        diags.push(
+            path,
+            Pos {
+                line: docs[1].line_offset,
+                column: 1,
+            },
+            "the config file must hold one YAML document",
+        );
         return Err(diags);
     }
     let raw: RawConfig = match docs.first() {
@@ -174,7 +185,10 @@ pub fn parse(
             diags.push(
                 path,
                 yaml::pos(&name, 0),
-                format!("source name `{}` must match [a-z0-9_]+ (it is used in metric labels)", name.value),
+                format!(
+                    "source name `{}` must match [a-z0-9_]+ (it is used in metric labels)",
+                    name.value
+                ),
             );
         }
         let url = yaml::expand_spanned(&raw_source.url, &what, path, 0, env, &mut diags);
@@ -234,7 +248,11 @@ pub fn parse(
             let url = yaml::expand_spanned(&s.url, "state.url", path, 0, env, &mut diags);
             match connect_options(&url, &base) {
                 Ok(ConnectOptions::MySql(_)) => {
-                    diags.push(path, yaml::pos(&s.url, 0), "state: the state store is SQLite or PostgreSQL");
+                    diags.push(
+                        path,
+                        yaml::pos(&s.url, 0),
+                        "state: the state store is SQLite or PostgreSQL",
+                    );
                     None
                 }
                 Ok(o) => Some(o),
@@ -291,14 +309,21 @@ fn duration_field(
     match humantime::parse_duration(&v.value) {
         Ok(d) if !d.is_zero() => d,
         Ok(_) => {
-            diags.push(path, yaml::pos(v, 0), format!("{what} must be greater than zero"));
+            diags.push(
+                path,
+                yaml::pos(v, 0),
+                format!("{what} must be greater than zero"),
+            );
             default
         }
         Err(_) => {
             diags.push(
                 path,
                 yaml::pos(v, 0),
-                format!("{what}: invalid duration `{}`; write it like 30s or 5m", v.value),
+                format!(
+                    "{what}: invalid duration `{}`; write it like 30s or 5m",
+                    v.value
+                ),
             );
             default
         }
@@ -309,7 +334,12 @@ fn duration_field(
 /// repeat the URL, which may hold a password.
 pub fn connect_options(url: &str, base: &Path) -> Result<ConnectOptions, String> {
     let scheme = url.split(':').next().unwrap_or("");
-    let invalid = |e: sqlx::Error| format!("invalid {scheme} URL: {}", redact_error(&e.to_string(), url));
+    let invalid = |e: sqlx::Error| {
+        format!(
+            "invalid {scheme} URL: {}",
+            redact_error(&e.to_string(), url)
+        )
+    };
     match scheme {
         "postgres" | "postgresql" => PgConnectOptions::from_str(url)
             .map(ConnectOptions::Postgres)
@@ -325,12 +355,15 @@ pub fn connect_options(url: &str, base: &Path) -> Result<ConnectOptions, String>
             // Relative database files are relative to the config file, like rule paths, so a
             // config means the same thing whatever directory the daemon starts in.
             let file = options.get_filename().to_path_buf();
-            let in_memory = file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
-            Ok(ConnectOptions::Sqlite(if file.is_relative() && !in_memory {
-                options.filename(base.join(file))
-            } else {
-                options
-            }))
+            let in_memory =
+                file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
+            Ok(ConnectOptions::Sqlite(
+                if file.is_relative() && !in_memory {
+                    options.filename(base.join(file))
+                } else {
+                    options
+                },
+            ))
         }
         "" => Err("the URL is empty".into()),
         other => Err(format!(
@@ -374,9 +407,14 @@ rules: [rules/, extra.yaml]
         assert_eq!(cfg.sources[0].max_connections, 2);
         assert_eq!(cfg.sources[0].statement_timeout, Duration::from_secs(10));
         assert_eq!(cfg.sources[2].kind, SourceKind::MySql);
-        let ConnectOptions::Sqlite(o) = &cfg.sources[1].options else { panic!() };
+        let ConnectOptions::Sqlite(o) = &cfg.sources[1].options else {
+            panic!()
+        };
         assert_eq!(o.get_filename(), Path::new("/etc/invariantd/shop.db"));
-        assert_eq!(cfg.rule_paths[1].path, Path::new("/etc/invariantd/extra.yaml"));
+        assert_eq!(
+            cfg.rule_paths[1].path,
+            Path::new("/etc/invariantd/extra.yaml")
+        );
         assert!(!format!("{cfg:?}").contains("secret"));
     }
 
@@ -400,6 +438,9 @@ rules: [rules/, extra.yaml]
     fn unknown_fields_are_rejected() {
         let err = parse(Path::new("c.yaml"), "sources: {}\nsorces: {}\n", &env).unwrap_err();
         let msg = err.0[0].to_string();
-        assert!(msg.starts_with("c.yaml:2:1: unknown field `sorces`"), "{msg}");
+        assert!(
+            msg.starts_with("c.yaml:2:1: unknown field `sorces`"),
+            "{msg}"
+        );
     }
 }

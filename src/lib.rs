@@ -1,9 +1,16 @@
 //! invariantd: reads the databases of a microservice shop, evaluates declarative invariants
 //! across them, and reports the keys that violate them.
 
-pub mod expr;
-pub mod value;
-pub mod diag;
-pub mod yaml;
+pub mod app;
+pub mod check;
+pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod diag;
+pub mod engine;
+pub mod expr;
 pub mod rules;
+pub mod sources;
+pub mod telemetry;
+pub mod value;
+pub mod yaml;

@@ -151,7 +151,11 @@ pub fn parse_timestamp_text(s: &str) -> Option<i64> {
             return Some(dt.timestamp_micros());
         }
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(timestamp_from_naive(dt));
         }
@@ -161,17 +165,32 @@ pub fn parse_timestamp_text(s: &str) -> Option<i64> {
         .map(timestamp_from_date)
 }
 
-/// Formats a duration in microseconds the way CEL prints durations (`90s`, `1.5s`).
+/// Formats a duration in microseconds for people, in a form `duration()` reads back:
+/// `45m`, `1h2m3s`, `1.5s`. Durations of a minute or more are shown to the second.
 pub fn format_duration(micros: i64) -> String {
-    let secs = micros / MICROS_PER_SECOND;
-    let frac = (micros % MICROS_PER_SECOND).abs();
-    if frac == 0 {
-        format!("{secs}s")
-    } else {
-        let sign = if micros < 0 && secs == 0 { "-" } else { "" };
+    let sign = if micros < 0 { "-" } else { "" };
+    let abs = micros.unsigned_abs();
+    let secs = abs / MICROS_PER_SECOND as u64;
+    let frac = abs % MICROS_PER_SECOND as u64;
+    if secs < 60 {
+        if frac == 0 {
+            return format!("{sign}{secs}s");
+        }
         let frac = format!("{frac:06}");
-        format!("{sign}{secs}.{}s", frac.trim_end_matches('0'))
+        return format!("{sign}{secs}.{}s", frac.trim_end_matches('0'));
     }
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = sign.to_string();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 {
+        out.push_str(&format!("{s}s"));
+    }
+    out
 }
 
 /// A double converted to the decimal it prints as (its shortest round-trip form), so a SQLite
@@ -206,7 +225,10 @@ mod tests {
     fn timestamps_parse_from_the_text_forms_applications_store() {
         let want = parse_timestamp_text("2026-11-26T09:30:00Z").unwrap();
         assert_eq!(parse_timestamp_text("2026-11-26 09:30:00"), Some(want));
-        assert_eq!(parse_timestamp_text("2026-11-26T10:30:00+01:00"), Some(want));
+        assert_eq!(
+            parse_timestamp_text("2026-11-26T10:30:00+01:00"),
+            Some(want)
+        );
         assert_eq!(parse_timestamp_text("2026-11-26 09:30:00.000"), Some(want));
         assert_eq!(
             parse_timestamp_text("2026-11-26 09:30:00.5").unwrap() - want,
@@ -218,13 +240,18 @@ mod tests {
     #[test]
     fn doubles_become_the_decimal_they_print_as() {
         assert_eq!(decimal_from_f64(0.1), Some("0.10".parse().unwrap()));
-        assert_eq!(decimal_from_f64(1e-10), Some("0.0000000001".parse().unwrap()));
+        assert_eq!(
+            decimal_from_f64(1e-10),
+            Some("0.0000000001".parse().unwrap())
+        );
         assert_eq!(decimal_from_f64(f64::NAN), None);
     }
 
     #[test]
-    fn durations_print_like_cel() {
-        assert_eq!(format_duration(90 * MICROS_PER_SECOND), "90s");
+    fn durations_print_for_people_and_read_back() {
+        assert_eq!(format_duration(45 * MICROS_PER_SECOND), "45s");
+        assert_eq!(format_duration(2700 * MICROS_PER_SECOND), "45m");
+        assert_eq!(format_duration(3723 * MICROS_PER_SECOND + 5), "1h2m3s");
         assert_eq!(format_duration(1_500_000), "1.5s");
         assert_eq!(format_duration(-500_000), "-0.5s");
     }

@@ -27,7 +27,10 @@ impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for OrderedMap<V> 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a mapping")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::new();
                 while let Some(entry) = map.next_entry()? {
                     entries.push(entry);
@@ -250,7 +253,10 @@ mod tests {
             expand_env("postgres://${HOST}/x", &env).unwrap(),
             "postgres://db/x"
         );
-        assert_eq!(expand_env("cost $5 $${HOST}", &env).unwrap(), "cost $5 ${HOST}");
+        assert_eq!(
+            expand_env("cost $5 $${HOST}", &env).unwrap(),
+            "cost $5 ${HOST}"
+        );
         assert_eq!(
             expand_env("${A}:${HOST}:${B}", &env).unwrap_err(),
             vec!["A", "B"]

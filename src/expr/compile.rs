@@ -324,9 +324,12 @@ impl<'a, 's> Compiler<'a, 's> {
         if let Some(slot) = columns.iter().position(|c| c == field) {
             return Some(slot);
         }
-        let hint = suggest(field, &columns.iter().map(String::as_str).collect::<Vec<_>>())
-            .map(|s| format!("did you mean `{s}`? "))
-            .unwrap_or_default();
+        let hint = suggest(
+            field,
+            &columns.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .map(|s| format!("did you mean `{s}`? "))
+        .unwrap_or_default();
         let msg = format!(
             "dataset `{}` has no column `{field}`; {hint}its query returns: {}",
             d.name,
@@ -336,7 +339,13 @@ impl<'a, 's> Compiler<'a, 's> {
         None
     }
 
-    fn select(&mut self, operand: &'s Expr, field: &str, span: Span, field_span: Span) -> (Node, Shape) {
+    fn select(
+        &mut self,
+        operand: &'s Expr,
+        field: &str,
+        span: Span,
+        field_span: Span,
+    ) -> (Node, Shape) {
         let (node, shape) = self.node(operand);
         match (shape, node) {
             (Shape::Row(ds), Node::Dataset(_)) => match self.field_slot(ds, field, field_span) {
@@ -369,7 +378,9 @@ impl<'a, 's> Compiler<'a, 's> {
             }
             _ => self.error(
                 span,
-                format!("`.{field}` applies only to a dataset row or a macro variable bound to one"),
+                format!(
+                    "`.{field}` applies only to a dataset row or a macro variable bound to one"
+                ),
             ),
         }
     }
@@ -380,7 +391,11 @@ impl<'a, 's> Compiler<'a, 's> {
         }
         self.error(
             span,
-            format!("`{name}` takes {want} argument{}, got {}", if want == 1 { "" } else { "s" }, args.len()),
+            format!(
+                "`{name}` takes {want} argument{}, got {}",
+                if want == 1 { "" } else { "s" },
+                args.len()
+            ),
         );
         false
     }
@@ -403,13 +418,19 @@ impl<'a, 's> Compiler<'a, 's> {
             _ => None,
         } {
             let Some(target) = target else {
-                return self.error(name_span, format!("`{name}` is a macro: write list.{name}(x, …)"));
+                return self.error(
+                    name_span,
+                    format!("`{name}` is a macro: write list.{name}(x, …)"),
+                );
             };
             if !self.arity(name, args, 2, span) {
                 return (Node::Const(Const::Null), Shape::Other);
             }
             let ExprKind::Ident(var) = &args[0].kind else {
-                return self.error(args[0].span, format!("the first argument of `{name}` must be a variable name"));
+                return self.error(
+                    args[0].span,
+                    format!("the first argument of `{name}` must be a variable name"),
+                );
             };
             let (range, range_shape) = self.node(target);
             let element = match range_shape {
@@ -448,7 +469,10 @@ impl<'a, 's> Compiler<'a, 's> {
                 return (Node::Const(Const::Null), Shape::Other);
             }
             if !matches!(args[0].kind, ExprKind::Select(..)) {
-                return self.error(args[0].span, "has() takes a field selection, such as has(payment.refunded_at)");
+                return self.error(
+                    args[0].span,
+                    "has() takes a field selection, such as has(payment.refunded_at)",
+                );
             }
             let (inner, _) = self.node(&args[0]);
             return (Node::Has(Box::new(inner)), Shape::Other);
@@ -471,9 +495,26 @@ impl<'a, 's> Compiler<'a, 's> {
             "trim" => (Func::Trim, 1),
             _ => {
                 let known = [
-                    "size", "int", "double", "decimal", "string", "timestamp", "duration",
-                    "contains", "startsWith", "endsWith", "matches", "lowerAscii", "upperAscii",
-                    "trim", "has", "all", "exists", "exists_one", "filter", "map",
+                    "size",
+                    "int",
+                    "double",
+                    "decimal",
+                    "string",
+                    "timestamp",
+                    "duration",
+                    "contains",
+                    "startsWith",
+                    "endsWith",
+                    "matches",
+                    "lowerAscii",
+                    "upperAscii",
+                    "trim",
+                    "has",
+                    "all",
+                    "exists",
+                    "exists_one",
+                    "filter",
+                    "map",
                 ];
                 let hint = suggest(name, &known)
                     .map(|s| format!("; did you mean `{s}`?"))
@@ -489,7 +530,10 @@ impl<'a, 's> Compiler<'a, 's> {
             let got = all_args.len();
             return self.error(
                 span,
-                format!("`{name}` takes {params} argument{} (counting the receiver), got {got}", if params == 1 { "" } else { "s" }),
+                format!(
+                    "`{name}` takes {params} argument{} (counting the receiver), got {got}",
+                    if params == 1 { "" } else { "s" }
+                ),
             );
         }
         // Fold conversions of literals now, so a bad literal is a load-time error.
@@ -526,7 +570,9 @@ impl<'a, 's> Compiler<'a, 's> {
                         Node::MatchesConst(Box::new(subject), Box::new(re), span),
                         Shape::Other,
                     ),
-                    Err(e) => self.error(all_args[1].span, format!("invalid regular expression: {e}")),
+                    Err(e) => {
+                        self.error(all_args[1].span, format!("invalid regular expression: {e}"))
+                    }
                 };
             }
         }

@@ -157,10 +157,7 @@ impl Node {
                 v => err(*span, format!("no such overload: !{}", v.type_name())),
             },
             Node::Neg(a, span) => match a.eval(env, locals)? {
-                Val::Int(i) => i
-                    .checked_neg()
-                    .map(Val::Int)
-                    .ok_or_else(|| overflow(*span)),
+                Val::Int(i) => i.checked_neg().map(Val::Int).ok_or_else(|| overflow(*span)),
                 Val::Double(d) => Ok(Val::Double(-d)),
                 Val::Decimal(d) => Ok(Val::Decimal(-d)),
                 Val::Duration(d) => Ok(Val::Duration(-d)),
@@ -171,7 +168,10 @@ impl Node {
             Node::Cond(c, a, b, span) => match c.eval(env, locals)? {
                 Val::Bool(true) => a.eval(env, locals),
                 Val::Bool(false) => b.eval(env, locals),
-                v => err(*span, format!("the condition of `? :` is {}, not a bool", v.type_name())),
+                v => err(
+                    *span,
+                    format!("the condition of `? :` is {}, not a bool", v.type_name()),
+                ),
             },
             Node::Binary(op, a, b, span) => {
                 let a = a.eval(env, locals)?;
@@ -189,10 +189,16 @@ impl Node {
                 let a = a.eval(env, locals)?;
                 let i = i.eval(env, locals)?;
                 let Val::Int(i) = i else {
-                    return err(*span, format!("list index must be an int, not {}", i.type_name()));
+                    return err(
+                        *span,
+                        format!("list index must be an int, not {}", i.type_name()),
+                    );
                 };
                 let item = match &a {
-                    Val::Rows(rows) => usize::try_from(i).ok().and_then(|i| rows.get(i)).map(Val::Row),
+                    Val::Rows(rows) => usize::try_from(i)
+                        .ok()
+                        .and_then(|i| rows.get(i))
+                        .map(Val::Row),
                     Val::List(items) => usize::try_from(i).ok().and_then(|i| items.get(i)).cloned(),
                     other => return err(*span, format!("cannot index {}", other.type_name())),
                 };
@@ -210,7 +216,10 @@ impl Node {
             }
             Node::MatchesConst(subject, re, span) => match subject.eval(env, locals)? {
                 Val::Str(s) => Ok(Val::Bool(re.is_match(&s))),
-                v => err(*span, format!("no such overload: {}.matches(string)", v.type_name())),
+                v => err(
+                    *span,
+                    format!("no such overload: {}.matches(string)", v.type_name()),
+                ),
             },
             Node::Comprehension {
                 kind,
@@ -311,7 +320,12 @@ fn comprehension<'a>(
             Comprehension::Filter => match result? {
                 Val::Bool(true) => out.push(item),
                 Val::Bool(false) => {}
-                v => return err(body.span(), format!("filter predicate is {}, not a bool", v.type_name())),
+                v => {
+                    return err(
+                        body.span(),
+                        format!("filter predicate is {}, not a bool", v.type_name()),
+                    );
+                }
             },
             _ => match result {
                 Ok(Val::Bool(b)) => {
@@ -406,7 +420,10 @@ fn as_timestamp(v: &Val<'_>, span: Span) -> Result<Option<i64>, EvalError> {
         Val::Timestamp(t) => Ok(Some(*t)),
         Val::Str(s) => match parse_timestamp_text(s) {
             Some(t) => Ok(Some(t)),
-            None => err(span, format!("`{s}` is not a timestamp (expected RFC 3339 text)")),
+            None => err(
+                span,
+                format!("`{s}` is not a timestamp (expected RFC 3339 text)"),
+            ),
         },
         _ => Ok(None),
     }
@@ -416,17 +433,21 @@ fn compare(a: &Val<'_>, b: &Val<'_>, op: BinaryOp, span: Span) -> Result<Orderin
     let mismatch = || {
         err(
             span,
-            format!("no such overload: {} {} {}", a.type_name(), op.symbol(), b.type_name()),
+            format!(
+                "no such overload: {} {} {}",
+                a.type_name(),
+                op.symbol(),
+                b.type_name()
+            ),
         )
     };
     if let Some(n) = numbers(a, b) {
         return match n {
             Num::Int(x, y) => Ok(x.cmp(&y)),
             Num::Decimal(x, y) => Ok(x.cmp(&y)),
-            Num::Double(x, y) => x.partial_cmp(&y).map_or_else(
-                || err(span, "comparison with NaN"),
-                Ok,
-            ),
+            Num::Double(x, y) => x
+                .partial_cmp(&y)
+                .map_or_else(|| err(span, "comparison with NaN"), Ok),
         };
     }
     match (a, b) {
@@ -494,7 +515,10 @@ fn binary<'a>(op: BinaryOp, a: Val<'a>, b: Val<'a>, span: Span) -> R<'a> {
                 }
                 Ok(Val::Bool(false))
             }
-            other => err(span, format!("`in` needs a list on the right, not {}", other.type_name())),
+            other => err(
+                span,
+                format!("`in` needs a list on the right, not {}", other.type_name()),
+            ),
         },
         Add | Sub | Mul | Div | Rem => arithmetic(op, a, b, span),
         And | Or => unreachable!("logic operators compile to their own nodes"),
@@ -506,7 +530,12 @@ fn arithmetic<'a>(op: BinaryOp, a: Val<'a>, b: Val<'a>, span: Span) -> R<'a> {
     let mismatch = |a: &Val<'_>, b: &Val<'_>| {
         err(
             span,
-            format!("no such overload: {} {} {}", a.type_name(), op.symbol(), b.type_name()),
+            format!(
+                "no such overload: {} {} {}",
+                a.type_name(),
+                op.symbol(),
+                b.type_name()
+            ),
         )
     };
     if let Some(n) = numbers(&a, &b) {
@@ -549,20 +578,28 @@ fn arithmetic<'a>(op: BinaryOp, a: Val<'a>, b: Val<'a>, span: Span) -> R<'a> {
     let checked = |r: Option<i64>| r.ok_or_else(|| overflow(span));
     match (op, &a, &b) {
         (Add, Val::Str(x), Val::Str(y)) => Ok(Val::Str(Cow::Owned(format!("{x}{y}")))),
-        (Add, Val::Bytes(x), Val::Bytes(y)) => Ok(Val::Bytes(Cow::Owned([&x[..], &y[..]].concat()))),
+        (Add, Val::Bytes(x), Val::Bytes(y)) => {
+            Ok(Val::Bytes(Cow::Owned([&x[..], &y[..]].concat())))
+        }
         (Add, Val::Rows(_) | Val::List(_), Val::Rows(_) | Val::List(_)) => {
             let mut items = list_items(&a);
             items.extend(list_items(&b));
             Ok(Val::List(items))
         }
-        (Add | Sub, Val::Duration(x), Val::Duration(y)) => Ok(Val::Duration(checked(if op == Add {
-            x.checked_add(*y)
-        } else {
-            x.checked_sub(*y)
-        })?)),
+        (Add | Sub, Val::Duration(x), Val::Duration(y)) => {
+            Ok(Val::Duration(checked(if op == Add {
+                x.checked_add(*y)
+            } else {
+                x.checked_sub(*y)
+            })?))
+        }
         (Add, Val::Duration(d), Val::Timestamp(_) | Val::Str(_))
         | (Add | Sub, Val::Timestamp(_) | Val::Str(_), Val::Duration(d)) => {
-            let t_val = if matches!(a, Val::Duration(_)) { &b } else { &a };
+            let t_val = if matches!(a, Val::Duration(_)) {
+                &b
+            } else {
+                &a
+            };
             let Some(t) = as_timestamp(t_val, span)? else {
                 return mismatch(&a, &b);
             };
@@ -587,7 +624,10 @@ fn arithmetic<'a>(op: BinaryOp, a: Val<'a>, b: Val<'a>, span: Span) -> R<'a> {
 fn call<'a>(func: Func, mut args: Vec<Val<'a>>, span: Span) -> R<'a> {
     let bad = |args: &[Val<'_>]| {
         let types: Vec<&str> = args.iter().map(Val::type_name).collect();
-        err(span, format!("no such overload: {func:?}({})", types.join(", ")).to_lowercase())
+        err(
+            span,
+            format!("no such overload: {func:?}({})", types.join(", ")).to_lowercase(),
+        )
     };
     let arg = args.swap_remove(0);
     let other = args.pop();
@@ -604,14 +644,12 @@ fn call<'a>(func: Func, mut args: Vec<Val<'a>>, span: Span) -> R<'a> {
                 err(span, format!("int({d}) is out of range"))
             }
         }
-        (Func::Int, Val::Decimal(d), None) => d
-            .trunc()
-            .to_i64()
-            .map(Val::Int)
-            .ok_or_else(|| EvalError {
+        (Func::Int, Val::Decimal(d), None) => {
+            d.trunc().to_i64().map(Val::Int).ok_or_else(|| EvalError {
                 message: format!("int({d}) is out of range"),
                 span,
-            }),
+            })
+        }
         (Func::Int, Val::Str(s), None) => s
             .trim()
             .parse()
@@ -625,16 +663,20 @@ fn call<'a>(func: Func, mut args: Vec<Val<'a>>, span: Span) -> R<'a> {
                 .parse()
                 .map(Val::Double)
                 .or_else(|_| err(span, format!("double(`{s}`): not a number"))),
-            v => to_f64(v).map(Val::Double).map_or_else(|| bad(&[arg.clone()]), Ok),
+            v => to_f64(v)
+                .map(Val::Double)
+                .map_or_else(|| bad(&[arg.clone()]), Ok),
         },
         (Func::Decimal, Val::Int(i), None) => Ok(Val::Decimal(Decimal::from(*i))),
         (Func::Decimal, Val::Decimal(_), None) => Ok(arg),
-        (Func::Decimal, Val::Double(d), None) => decimal_from_f64(*d)
-            .map(Val::Decimal)
-            .ok_or_else(|| EvalError {
-                message: format!("decimal({d}) is out of range"),
-                span,
-            }),
+        (Func::Decimal, Val::Double(d), None) => {
+            decimal_from_f64(*d)
+                .map(Val::Decimal)
+                .ok_or_else(|| EvalError {
+                    message: format!("decimal({d}) is out of range"),
+                    span,
+                })
+        }
         (Func::Decimal, Val::Str(s), None) => s
             .trim()
             .parse()

@@ -128,8 +128,8 @@ enum Tok {
 }
 
 const PUNCTS: [&str; 24] = [
-    "||", "&&", "==", "!=", "<=", ">=", "<", ">", "!", "+", "-", "*", "/", "%", "?", ":", ".",
-    ",", "(", ")", "[", "]", "{", "}",
+    "||", "&&", "==", "!=", "<=", ">=", "<", ">", "!", "+", "-", "*", "/", "%", "?", ":", ".", ",",
+    "(", ")", "[", "]", "{", "}",
 ];
 
 /// Reserved words of CEL that may not name anything.
@@ -192,7 +192,9 @@ impl<'a> Lexer<'a> {
         let Some(c) = rest.chars().next() else {
             return Ok((Tok::Eof, Span { start, end: start }));
         };
-        let tok = if c.is_ascii_digit() || (c == '.' && rest[1..].starts_with(|c: char| c.is_ascii_digit())) {
+        let tok = if c.is_ascii_digit()
+            || (c == '.' && rest[1..].starts_with(|c: char| c.is_ascii_digit()))
+        {
             self.number()?
         } else if c == '"' || c == '\'' {
             Tok::Str(self.string(false)?)
@@ -217,7 +219,13 @@ impl<'a> Lexer<'a> {
             self.pos += c.len_utf8();
             return self.err(format!("unexpected character `{c}`"), start);
         };
-        Ok((tok, Span { start, end: self.pos }))
+        Ok((
+            tok,
+            Span {
+                start,
+                end: self.pos,
+            },
+        ))
     }
 
     fn number(&mut self) -> Result<Tok, ParseError> {
@@ -292,7 +300,11 @@ impl<'a> Lexer<'a> {
         let rest = &self.src[start..];
         let quote = &rest[..1];
         let triple = rest.starts_with(&quote.repeat(3));
-        let delim = if triple { quote.repeat(3) } else { quote.to_string() };
+        let delim = if triple {
+            quote.repeat(3)
+        } else {
+            quote.to_string()
+        };
         self.pos += delim.len();
         let mut out = String::new();
         loop {
@@ -404,9 +416,7 @@ impl<'a> Parser<'a> {
             Tok::Ident(s) => format!("`{s}`"),
             Tok::Punct(p) => format!("`{p}`"),
             Tok::Str(_) | Tok::Bytes(_) => "a string".into(),
-            Tok::Int(_) | Tok::IntMinMagnitude | Tok::UInt(_) | Tok::Double(_) => {
-                "a number".into()
-            }
+            Tok::Int(_) | Tok::IntMinMagnitude | Tok::UInt(_) | Tok::Double(_) => "a number".into(),
         };
         ParseError {
             message: format!("expected {wanted}, found {found}"),
@@ -688,7 +698,10 @@ mod tests {
             }
             ExprKind::Index(a, b) => format!("{}[{}]", show(a), show(b)),
             ExprKind::List(items) => {
-                format!("[{}]", items.iter().map(show).collect::<Vec<_>>().join(", "))
+                format!(
+                    "[{}]",
+                    items.iter().map(show).collect::<Vec<_>>().join(", ")
+                )
             }
             ExprKind::Unary(op, a) => format!("({op:?} {})", show(a)),
             ExprKind::Binary(op, a, b) => format!("({} {} {})", show(a), op.symbol(), show(b)),

@@ -67,14 +67,20 @@ mod tests {
             SourceKind::Postgres,
         );
         assert_eq!(cols.unwrap(), ["order_id", "Amt", "n"]);
-        let cols = static_columns("SELECT Id FROM a UNION ALL SELECT id2 FROM b", SourceKind::MySql);
+        let cols = static_columns(
+            "SELECT Id FROM a UNION ALL SELECT id2 FROM b",
+            SourceKind::MySql,
+        );
         assert_eq!(cols.unwrap(), ["Id"]);
     }
 
     #[test]
     fn unknown_when_the_sql_does_not_say() {
         assert_eq!(static_columns("SELECT * FROM t", SourceKind::Sqlite), None);
-        assert_eq!(static_columns("SELECT id, count(*) FROM t GROUP BY id", SourceKind::Sqlite), None);
+        assert_eq!(
+            static_columns("SELECT id, count(*) FROM t GROUP BY id", SourceKind::Sqlite),
+            None
+        );
         assert_eq!(static_columns("not sql at all", SourceKind::Postgres), None);
     }
 }

@@ -84,7 +84,13 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file.display(), self.pos.line, self.pos.column)
+        write!(
+            f,
+            "{}:{}:{}",
+            self.file.display(),
+            self.pos.line,
+            self.pos.column
+        )
     }
 }
 
@@ -172,7 +178,11 @@ fn collect_yaml(dir: &Path, files: &mut Vec<PathBuf>, diags: &mut Diagnostics) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            diags.push(dir, Pos::default(), format!("cannot read the rules directory: {e}"));
+            diags.push(
+                dir,
+                Pos::default(),
+                format!("cannot read the rules directory: {e}"),
+            );
             return;
         }
     };
@@ -180,14 +190,20 @@ fn collect_yaml(dir: &Path, files: &mut Vec<PathBuf>, diags: &mut Diagnostics) {
         let path = entry.path();
         if path.is_dir() {
             collect_yaml(&path, files, diags);
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
             files.push(path);
         }
     }
 }
 
 /// Loads every rule under the config's rule paths.
-pub fn load(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Rule>, Diagnostics> {
+pub fn load(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Rule>, Diagnostics> {
     let mut diags = Diagnostics::default();
     let mut rules = Vec::new();
     let mut seen: HashMap<String, Origin> = HashMap::new();
@@ -195,7 +211,11 @@ pub fn load(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
             Err(e) => {
-                diags.push(&file, Pos::default(), format!("cannot read the rule file: {e}"));
+                diags.push(
+                    &file,
+                    Pos::default(),
+                    format!("cannot read the rule file: {e}"),
+                );
                 continue;
             }
         };
@@ -204,7 +224,10 @@ pub fn load(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec
                 diags.push(
                     &rule.origin.file,
                     rule.origin.pos,
-                    format!("duplicate rule name `{}` (first defined at {first})", rule.name),
+                    format!(
+                        "duplicate rule name `{}` (first defined at {first})",
+                        rule.name
+                    ),
                 );
                 continue;
             }
@@ -252,7 +275,11 @@ fn validate(
     let at = |s: &Spanned<String>| yaml::pos(s, doc.line_offset);
     let name = raw.name.value.clone();
     if !valid_name(&name) {
-        diags.push(file, at(&raw.name), format!("rule name `{name}` must match [a-z0-9_]+ (it is a metric label)"));
+        diags.push(
+            file,
+            at(&raw.name),
+            format!("rule name `{name}` must match [a-z0-9_]+ (it is a metric label)"),
+        );
     }
     let ctx = format!("rule `{name}`");
 
@@ -263,7 +290,11 @@ fn validate(
             "warning" => Severity::Warning,
             "info" => Severity::Info,
             other => {
-                diags.push(file, at(s), format!("{ctx}: severity `{other}` is not one of critical, warning, info"));
+                diags.push(
+                    file,
+                    at(s),
+                    format!("{ctx}: severity `{other}` is not one of critical, warning, info"),
+                );
                 Severity::Warning
             }
         },
@@ -271,18 +302,37 @@ fn validate(
 
     let mut labels = Vec::new();
     for (k, v) in raw.labels.0 {
-        let ok_chars = k.value.chars().enumerate().all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        let ok_chars = k
+            .value
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
         if k.value.is_empty() || !ok_chars || k.value.starts_with("__") {
-            diags.push(file, at(&k), format!("{ctx}: label name `{}` is not a valid Prometheus label name", k.value));
+            diags.push(
+                file,
+                at(&k),
+                format!(
+                    "{ctx}: label name `{}` is not a valid Prometheus label name",
+                    k.value
+                ),
+            );
         } else if ["rule", "severity", "alertname"].contains(&k.value.as_str()) {
-            diags.push(file, at(&k), format!("{ctx}: label `{}` is set by invariantd itself", k.value));
+            diags.push(
+                file,
+                at(&k),
+                format!("{ctx}: label `{}` is set by invariantd itself", k.value),
+            );
         }
         labels.push((k.value, v));
     }
 
     let schedule = match (&raw.schedule, &raw.every) {
         (Some(s), Some(_)) => {
-            diags.push(file, at(s), format!("{ctx}: give either `schedule` or `every`, not both"));
+            diags.push(
+                file,
+                at(s),
+                format!("{ctx}: give either `schedule` or `every`, not both"),
+            );
             Schedule::Every(DEFAULT_EVERY)
         }
         (Some(s), None) => Schedule::cron(&s.value).unwrap_or_else(|e| {
@@ -299,7 +349,14 @@ fn validate(
     let grace = match &raw.grace {
         None => Duration::ZERO,
         Some(g) => humantime::parse_duration(&g.value).unwrap_or_else(|_| {
-            diags.push(file, at(g), format!("{ctx}: grace: invalid duration `{}`; write it like 5m or 30s", g.value));
+            diags.push(
+                file,
+                at(g),
+                format!(
+                    "{ctx}: grace: invalid duration `{}`; write it like 5m or 30s",
+                    g.value
+                ),
+            );
             Duration::ZERO
         }),
     };
@@ -310,19 +367,40 @@ fn validate(
     }
 
     if raw.datasets.0.is_empty() {
-        diags.push(file, Pos { line: doc.line_offset + 1, column: 1 }, format!("{ctx}: at least one dataset is needed"));
+        diags.push(
+            file,
+            Pos {
+                line: doc.line_offset + 1,
+                column: 1,
+            },
+            format!("{ctx}: at least one dataset is needed"),
+        );
     }
     let mut datasets: Vec<Dataset> = Vec::new();
     for (ds_name, d) in raw.datasets.0 {
         let n = ds_name.value.clone();
-        let ident_ok = n.chars().next().is_some_and(|c| c == '_' || c.is_ascii_lowercase())
-            && n.chars().all(|c| c == '_' || c.is_ascii_lowercase() || c.is_ascii_digit());
+        let ident_ok = n
+            .chars()
+            .next()
+            .is_some_and(|c| c == '_' || c.is_ascii_lowercase())
+            && n.chars()
+                .all(|c| c == '_' || c.is_ascii_lowercase() || c.is_ascii_digit());
         if !ident_ok {
             diags.push(file, at(&ds_name), format!("{ctx}: dataset name `{n}` must match [a-z_][a-z0-9_]* (it is a name in `assert`)"));
         } else if RESERVED_DATASET_NAMES.contains(&n.as_str()) {
-            diags.push(file, at(&ds_name), format!("{ctx}: `{n}` is a reserved name in expressions; name the dataset otherwise"));
+            diags.push(
+                file,
+                at(&ds_name),
+                format!(
+                    "{ctx}: `{n}` is a reserved name in expressions; name the dataset otherwise"
+                ),
+            );
         } else if datasets.iter().any(|x| x.name == n) {
-            diags.push(file, at(&ds_name), format!("{ctx}: dataset `{n}` is defined twice"));
+            diags.push(
+                file,
+                at(&ds_name),
+                format!("{ctx}: dataset `{n}` is defined twice"),
+            );
         }
         let source = config.source(&d.source.value);
         if source.is_none() {
@@ -337,13 +415,28 @@ fn validate(
                     "{ctx}: dataset `{n}`: unknown source `{}`; {hint}sources in {}: {}",
                     d.source.value,
                     config.path.display(),
-                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
                 ),
             );
         }
-        let query = yaml::expand_spanned(&d.query, &format!("dataset `{n}` query"), file, doc.line_offset, env, diags);
+        let query = yaml::expand_spanned(
+            &d.query,
+            &format!("dataset `{n}` query"),
+            file,
+            doc.line_offset,
+            env,
+            diags,
+        );
         if d.query.value.trim().is_empty() {
-            diags.push(file, at(&d.query), format!("{ctx}: dataset `{n}`: the query is empty"));
+            diags.push(
+                file,
+                at(&d.query),
+                format!("{ctx}: dataset `{n}`: the query is empty"),
+            );
         }
         let query = query.trim().trim_end_matches(';').trim_end().to_string();
         let static_cols = source.and_then(|s| static_columns(&query, s.kind));
@@ -375,12 +468,19 @@ fn validate(
         });
     }
 
-    let columns: Vec<Option<&[String]>> = datasets.iter().map(|d| d.static_columns.as_deref()).collect();
+    let columns: Vec<Option<&[String]>> = datasets
+        .iter()
+        .map(|d| d.static_columns.as_deref())
+        .collect();
     let scope = Scope {
         datasets: datasets
             .iter()
             .zip(&columns)
-            .map(|(d, c)| ScopeDataset { name: &d.name, many: d.many, columns: *c })
+            .map(|(d, c)| ScopeDataset {
+                name: &d.name,
+                many: d.many,
+                columns: *c,
+            })
             .collect(),
     };
 
@@ -388,13 +488,21 @@ fn validate(
         Ok(ast) => {
             if let Err(errors) = expr::compile(&ast, &scope) {
                 for e in errors {
-                    diags.push(file, yaml::pos_in_scalar(doc, &raw.assertion, e.span.start), format!("{ctx}: assert: {}", e.message));
+                    diags.push(
+                        file,
+                        yaml::pos_in_scalar(doc, &raw.assertion, e.span.start),
+                        format!("{ctx}: assert: {}", e.message),
+                    );
                 }
             }
             ast
         }
         Err(e) => {
-            diags.push(file, yaml::pos_in_scalar(doc, &raw.assertion, e.span.start), format!("{ctx}: assert: {}", e.message));
+            diags.push(
+                file,
+                yaml::pos_in_scalar(doc, &raw.assertion, e.span.start),
+                format!("{ctx}: assert: {}", e.message),
+            );
             expr::parser::Expr {
                 kind: expr::parser::ExprKind::Lit(expr::parser::Lit::Bool(true)),
                 span: e.span,
@@ -405,7 +513,11 @@ fn validate(
     if let Some(m) = &raw.message {
         if let Err(errors) = Template::compile(&m.value, &scope) {
             for e in errors {
-                diags.push(file, yaml::pos_in_scalar(doc, m, e.offset), format!("{ctx}: message: {}", e.message));
+                diags.push(
+                    file,
+                    yaml::pos_in_scalar(doc, m, e.offset),
+                    format!("{ctx}: message: {}", e.message),
+                );
             }
         }
     }
@@ -421,10 +533,22 @@ fn validate(
         datasets,
         assertion: raw.assertion.value.clone(),
         assertion_ast,
-        message: raw.message.as_ref().map(|m| m.value.trim_end_matches('\n').to_string()),
-        origin: Origin { file: file.to_path_buf(), pos: at(&raw.name) },
-        assertion_origin: Origin { file: file.to_path_buf(), pos: at(&raw.assertion) },
-        message_origin: raw.message.as_ref().map(|m| Origin { file: file.to_path_buf(), pos: at(m) }),
+        message: raw
+            .message
+            .as_ref()
+            .map(|m| m.value.trim_end_matches('\n').to_string()),
+        origin: Origin {
+            file: file.to_path_buf(),
+            pos: at(&raw.name),
+        },
+        assertion_origin: Origin {
+            file: file.to_path_buf(),
+            pos: at(&raw.assertion),
+        },
+        message_origin: raw.message.as_ref().map(|m| Origin {
+            file: file.to_path_buf(),
+            pos: at(m),
+        }),
     }
 }
 

@@ -51,7 +51,9 @@ impl Schedule {
         match humantime::parse_duration(text) {
             Ok(d) if d >= Duration::from_secs(1) => Ok(Schedule::Every(d)),
             Ok(_) => Err(format!("every: `{text}` is shorter than the minimum of 1s")),
-            Err(_) => Err(format!("every: invalid duration `{text}`; write it like 30s or 5m")),
+            Err(_) => Err(format!(
+                "every: invalid duration `{text}`; write it like 30s or 5m"
+            )),
         }
     }
 }

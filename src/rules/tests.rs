@@ -20,7 +20,13 @@ rules: [rules/]
 
 fn load(text: &str) -> (Vec<Rule>, Vec<String>) {
     let mut diags = Diagnostics::default();
-    let rules = parse_file(Path::new("rules/shop.yaml"), text, &config(), &env, &mut diags);
+    let rules = parse_file(
+        Path::new("rules/shop.yaml"),
+        text,
+        &config(),
+        &env,
+        &mut diags,
+    );
     (rules, diags.0.iter().map(ToString::to_string).collect())
 }
 
@@ -72,7 +78,13 @@ fn a_rule_file_with_two_documents_loads() {
     assert_eq!(r.datasets[1].static_columns, None);
     assert!(r.datasets[1].many);
     assert_eq!(r.origin.pos, Pos { line: 2, column: 7 });
-    assert_eq!(rules[1].origin.pos, Pos { line: 21, column: 7 });
+    assert_eq!(
+        rules[1].origin.pos,
+        Pos {
+            line: 21,
+            column: 7
+        }
+    );
     assert!(matches!(rules[1].schedule, Schedule::Every(d) if d == Duration::from_secs(30)));
     assert_eq!(rules[1].severity, Severity::Warning);
 }

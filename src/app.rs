@@ -1,0 +1,98 @@
+//! Commands: loading what they need, running, and the exit status each one promises.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::cli::{CheckArgs, Cli, Command, Format};
+use crate::config::Config;
+use crate::diag::Diagnostics;
+use crate::rules::Rule;
+use crate::sources::Sources;
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate => Ok(validate(&cli.config)),
+        Command::Check(args) => check(&cli.config, args),
+        Command::Demo(args) => crate::demo::run(args),
+    }
+}
+
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Loads the config and its rules, reporting every problem in both.
+pub fn load(config_path: &Path) -> Result<(Config, Vec<Rule>), Diagnostics> {
+    let config = crate::config::load(config_path, &env_lookup)?;
+    let rules = crate::rules::load(&config, &env_lookup)?;
+    Ok((config, rules))
+}
+
+fn validate(config_path: &Path) -> ExitCode {
+    match load(config_path) {
+        Ok((config, rules)) => {
+            println!(
+                "{}: {} source{}, {} rule{}: valid",
+                config.path.display(),
+                config.sources.len(),
+                if config.sources.len() == 1 { "" } else { "s" },
+                rules.len(),
+                if rules.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            eprintln!("{diags}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn check(config_path: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let (config, rules) = match load(config_path) {
+        Ok(loaded) => loaded,
+        Err(diags) => {
+            eprintln!("{diags}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let selected = select_rules(rules, &args.rules)?;
+    let runtime = runtime()?;
+    let runs = runtime.block_on(async {
+        let sources = Sources::new(&config.sources);
+        crate::check::run_rules(&selected, &sources, usize::from(args.concurrency)).await
+    });
+    let text = match args.format {
+        Format::Table => crate::check::render_table(&selected, &runs),
+        Format::Json => crate::check::render_json(&selected, &runs),
+    };
+    print!("{text}");
+    Ok(ExitCode::from(crate::check::exit_code(&runs)))
+}
+
+/// The named rules in the order given, or all of them; an unknown name is an error.
+fn select_rules(rules: Vec<Rule>, names: &[String]) -> anyhow::Result<Vec<Rule>> {
+    if names.is_empty() {
+        return Ok(rules);
+    }
+    let mut selected = Vec::new();
+    for name in names {
+        match rules.iter().find(|r| &r.name == name) {
+            Some(r) => selected.push(r.clone()),
+            None => {
+                let known: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+                anyhow::bail!("no rule named `{name}`; rules: {}", known.join(", "));
+            }
+        }
+    }
+    Ok(selected)
+}

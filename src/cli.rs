@@ -1,0 +1,67 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "invariantd",
+    version,
+    about = "Keeps the databases of a microservice shop honest: evaluates declarative invariants across them."
+)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, short = 'c', global = true, env = "INVARIANTD_CONFIG", default_value = crate::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
+    /// Log filter for stderr, as in RUST_LOG (`info`, `invariantd=debug`, …).
+    #[arg(long, global = true, env = "INVARIANTD_LOG", default_value = "warn")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Evaluate rules once now and print what violates them.
+    ///
+    /// Exit status: 0 all hold, 1 violations found, 2 a rule could not be evaluated
+    /// (unknown) or the configuration is invalid.
+    Check(CheckArgs),
+    /// Load the configuration and every rule without touching a database; print every error.
+    ///
+    /// Exit status: 0 valid, 1 errors found.
+    Validate,
+    /// Build a small shop on SQLite with the inventory outage of the design story, and check it.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Rules to run (by name); all when none is given.
+    pub rules: Vec<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// How many rules run at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to create the shop's databases and configuration (default: a new temporary
+    /// directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}

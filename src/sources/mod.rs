@@ -1,0 +1,307 @@
+//! Sources: the databases rules read, one lazily connected pool each, and the reader that
+//! streams one dataset out of one of them in key order.
+//!
+//! A dataset is read in two steps on one connection, inside one read-only transaction with
+//! the source's statement timeout:
+//! 1. describe: the query is prepared (not run) to learn its columns and the type of its key;
+//! 2. stream: once every dataset of the rule is described, the engine picks one key order for
+//!    all of them (integers when every key column is an integer, byte-wise text otherwise) and
+//!    each reader runs its query with that `ORDER BY` pushed into the database, sending typed
+//!    rows in small batches through a bounded channel. Memory stays flat whatever the table size.
+//!
+//! Each database differs only in how it begins a read-only transaction, names its types, sorts
+//! byte-wise and decodes values: those live in `postgres.rs`, `mysql.rs` and `sqlite.rs`.
+
+mod mysql;
+mod postgres;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::{ConnectOptions, SourceConfig, SourceKind};
+use crate::expr::Row;
+use crate::value::{Key, Value};
+
+/// Rows per batch sent from a reader to the merge.
+const BATCH_ROWS: usize = 1024;
+/// Batches in flight per dataset: bounds memory at about `BATCH_ROWS * CHANNEL_BATCHES` rows.
+const CHANNEL_BATCHES: usize = 4;
+
+enum Pool {
+    Postgres(sqlx::PgPool),
+    MySql(sqlx::MySqlPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+/// A configured database with its connection pool.
+pub struct Source {
+    pub config: SourceConfig,
+    pool: Pool,
+}
+
+impl Source {
+    /// Creates the pool without connecting: a source that is down makes its rules `unknown`
+    /// when they run, and nothing else.
+    pub fn new(config: SourceConfig) -> Source {
+        let pool = match &config.options {
+            ConnectOptions::Postgres(o) => Pool::Postgres(
+                pool_options(&config).connect_lazy_with(o.clone().application_name("invariantd")),
+            ),
+            ConnectOptions::MySql(o) => {
+                Pool::MySql(pool_options(&config).connect_lazy_with(o.clone()))
+            }
+            // Checks only read: SQLite sources are opened read-only, which also means a
+            // missing database file is an error rather than a new empty database.
+            ConnectOptions::Sqlite(o) => Pool::Sqlite(
+                pool_options(&config)
+                    .connect_lazy_with(o.clone().read_only(true).create_if_missing(false)),
+            ),
+        };
+        Source { config, pool }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn kind(&self) -> SourceKind {
+        self.config.kind
+    }
+}
+
+fn pool_options<DB: sqlx::Database>(config: &SourceConfig) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .max_connections(config.max_connections)
+        .min_connections(0)
+        .acquire_timeout(config.connect_timeout)
+        .idle_timeout(Some(Duration::from_secs(300)))
+}
+
+/// All configured sources by name.
+#[derive(Clone, Default)]
+pub struct Sources(HashMap<String, Arc<Source>>);
+
+impl Sources {
+    pub fn new(configs: &[SourceConfig]) -> Sources {
+        Sources(
+            configs
+                .iter()
+                .map(|c| (c.name.clone(), Arc::new(Source::new(c.clone()))))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Source>> {
+        self.0.get(name)
+    }
+}
+
+/// How a key column can take part in the merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    Int,
+    Text,
+    /// A type that cannot be a join key (named for the error).
+    Unsupported(String),
+}
+
+/// The order every dataset of one rule run is read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMode {
+    Int,
+    Text,
+}
+
+/// What describing a dataset's query found.
+#[derive(Debug, Clone)]
+pub struct Description {
+    pub columns: Vec<String>,
+    /// Database type names, for messages.
+    pub types: Vec<String>,
+    pub key_index: Option<usize>,
+    pub key_kind: KeyKind,
+}
+
+/// Messages from a reader to the engine.
+#[derive(Debug)]
+pub enum ReaderMsg {
+    Described(Description),
+    Rows(Vec<Row>),
+    /// Every row was sent. Rows whose key was NULL were left out (they cannot be joined) and
+    /// are counted here. A channel that closes without `Done` means the reader died: the
+    /// engine must not take that for the end of the data.
+    Done {
+        null_keys: u64,
+    },
+    Failed(String),
+}
+
+/// The engine's end of a running reader.
+pub struct Reader {
+    pub messages: mpsc::Receiver<ReaderMsg>,
+    /// Send the run's key order once every dataset is described; drop to cancel.
+    pub mode: Option<oneshot::Sender<KeyMode>>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// What a reader needs to know about its dataset.
+#[derive(Debug, Clone)]
+pub struct ReadRequest {
+    pub query: String,
+    pub key: String,
+    /// When the whole read must be over: the statement timeout, enforced here too for
+    /// databases without one of their own (SQLite).
+    pub deadline: Instant,
+}
+
+/// Starts reading a dataset. The reader describes the query, waits for the key order, then
+/// streams rows until done, failed, or its receiver is dropped.
+pub fn spawn_reader(source: Arc<Source>, request: ReadRequest) -> Reader {
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    let (mode_tx, mode_rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let result = match &source.pool {
+            Pool::Postgres(pool) => {
+                postgres::read(pool, &source.config, &request, &tx, mode_rx).await
+            }
+            Pool::MySql(pool) => mysql::read(pool, &source.config, &request, &tx, mode_rx).await,
+            Pool::Sqlite(pool) => sqlite::read(pool, &request, &tx, mode_rx).await,
+        };
+        if let Err(message) = result {
+            let _ = tx.send(ReaderMsg::Failed(message)).await;
+        }
+    });
+    Reader {
+        messages: rx,
+        mode: Some(mode_tx),
+        task,
+    }
+}
+
+/// The query wrapped so its key order can be imposed from outside. The newlines keep a
+/// trailing `-- comment` in the user's query from swallowing the closing parenthesis.
+pub(crate) fn wrap(query: &str) -> String {
+    format!("SELECT * FROM (\n{query}\n) AS invariantd_q")
+}
+
+/// Connection errors, with the real cause when the pool only says it timed out.
+pub(crate) async fn acquire_error<DB: sqlx::Database>(
+    e: sqlx::Error,
+    options: &<DB::Connection as sqlx::Connection>::Options,
+    timeout: Duration,
+) -> String {
+    use sqlx::ConnectOptions;
+    if matches!(e, sqlx::Error::PoolTimedOut) {
+        // The pool hides why it could not connect; one direct attempt tells.
+        match tokio::time::timeout(timeout, options.connect()).await {
+            Ok(Err(cause)) => return format!("cannot connect: {cause}"),
+            Err(_) => {
+                return format!(
+                    "cannot connect: no answer within {}",
+                    humantime::format_duration(timeout)
+                );
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+    format!("cannot connect: {e}")
+}
+
+/// Streams decoded rows to the engine in key order, checking that the database really sorted
+/// them the way it was asked to (a collation surprise must not become false violations).
+pub(crate) async fn pump<S, R>(
+    mut stream: S,
+    key_index: usize,
+    mode: KeyMode,
+    deadline: Instant,
+    decode: impl Fn(&R) -> Result<Box<[Value]>, String>,
+    tx: &mpsc::Sender<ReaderMsg>,
+) -> Result<(), String>
+where
+    S: Stream<Item = Result<R, sqlx::Error>> + Unpin,
+{
+    let mut batch = Vec::with_capacity(BATCH_ROWS);
+    let mut last: Option<Key> = None;
+    let mut null_keys = 0u64;
+    loop {
+        let next = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(n) => n,
+            Err(_) => return Err("statement timeout: the query did not finish in time".into()),
+        };
+        let Some(row) = next else { break };
+        let row = row.map_err(|e| format!("query failed: {e}"))?;
+        let values = decode(&row)?;
+        let Some(key) = key_of(&values[key_index], mode)? else {
+            null_keys += 1;
+            continue;
+        };
+        if let Some(prev) = &last {
+            if key < *prev {
+                return Err(format!(
+                    "the database returned key {key} after {prev}: rows are not in byte-wise key order, so the datasets cannot be joined reliably"
+                ));
+            }
+        }
+        last = Some(key.clone());
+        batch.push(Row { key, values });
+        if batch.len() == BATCH_ROWS {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
+            if tx.send(ReaderMsg::Rows(full)).await.is_err() {
+                return Ok(()); // the engine stopped listening
+            }
+        }
+    }
+    if !batch.is_empty() && tx.send(ReaderMsg::Rows(batch)).await.is_err() {
+        return Ok(());
+    }
+    let _ = tx.send(ReaderMsg::Done { null_keys }).await;
+    Ok(())
+}
+
+fn key_of(v: &Value, mode: KeyMode) -> Result<Option<Key>, String> {
+    Ok(Some(match (v, mode) {
+        (Value::Null, _) => return Ok(None),
+        (Value::Int(i), KeyMode::Int) => Key::Int(*i),
+        (Value::Int(i), KeyMode::Text) => Key::Text(i.to_string().into()),
+        (Value::Text(s), KeyMode::Text) => Key::Text(s.clone()),
+        (other, _) => {
+            return Err(format!(
+                "key value `{other}` is a {}, not an {}",
+                other.type_name(),
+                if mode == KeyMode::Int {
+                    "integer"
+                } else {
+                    "integer or text"
+                }
+            ));
+        }
+    }))
+}
+
+/// Waits for the run's key order; `None` when the run was abandoned.
+pub(crate) async fn await_mode(mode: oneshot::Receiver<KeyMode>) -> Option<KeyMode> {
+    mode.await.ok()
+}
+
+/// Sends the description and locates the key column.
+pub(crate) async fn describe(
+    tx: &mpsc::Sender<ReaderMsg>,
+    description: Description,
+) -> Option<usize> {
+    let key_index = description.key_index;
+    if tx.send(ReaderMsg::Described(description)).await.is_err() {
+        return None;
+    }
+    key_index
+}
+
+pub(crate) fn quote_ident(name: &str, quote: char) -> String {
+    let q = quote.to_string();
+    format!("{quote}{}{quote}", name.replace(quote, &(q.clone() + &q)))
+}

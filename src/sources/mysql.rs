@@ -1,0 +1,220 @@
+//! MySQL and MariaDB: a READ ONLY transaction with the server's statement time limit
+//! (`max_statement_time` on MariaDB, `max_execution_time` on MySQL), byte-wise text order
+//! through `CAST(… AS BINARY)`, and decoding by the column's type.
+
+use sqlx::mysql::MySqlRow;
+use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, TypeInfo};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Description, KeyKind, KeyMode, ReadRequest, ReaderMsg, await_mode, describe, pump, quote_ident,
+    wrap,
+};
+use crate::config::{ConnectOptions, SourceConfig};
+use crate::value::{Value, timestamp_from_date, timestamp_from_datetime, timestamp_from_naive};
+
+#[derive(Debug, Clone, Copy)]
+enum Decode {
+    Bool,
+    Int,
+    UInt,
+    Float,
+    Double,
+    Decimal,
+    Text,
+    /// Binary types, and text columns with a binary collation (which MySQL reports as binary):
+    /// text when the bytes are UTF-8.
+    Binary,
+    Timestamp,
+    Datetime,
+    Date,
+    Time,
+}
+
+fn decoder(type_name: &str) -> Option<Decode> {
+    Some(match type_name {
+        "BOOLEAN" => Decode::Bool,
+        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => Decode::Int,
+        "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
+        | "BIGINT UNSIGNED" => Decode::UInt,
+        "FLOAT" => Decode::Float,
+        "DOUBLE" => Decode::Double,
+        "DECIMAL" => Decode::Decimal,
+        "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET"
+        | "JSON" => Decode::Text,
+        "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => Decode::Binary,
+        "TIMESTAMP" => Decode::Timestamp,
+        "DATETIME" => Decode::Datetime,
+        "DATE" => Decode::Date,
+        "TIME" => Decode::Time,
+        "NULL" => Decode::Text,
+        _ => return None,
+    })
+}
+
+fn key_kind(d: Option<Decode>, type_name: &str) -> KeyKind {
+    match d {
+        Some(Decode::Int | Decode::UInt) => KeyKind::Int,
+        Some(Decode::Text | Decode::Binary) => KeyKind::Text,
+        _ => KeyKind::Unsupported(type_name.to_string()),
+    }
+}
+
+fn decode(row: &MySqlRow, i: usize, d: Decode) -> Result<Value, sqlx::Error> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+    fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
+        v.map_or(Value::Null, f)
+    }
+    Ok(match d {
+        Decode::Bool => opt(row.try_get_unchecked::<Option<i8>, _>(i)?, |v| {
+            Value::Bool(v != 0)
+        }),
+        Decode::Int => opt(row.try_get_unchecked::<Option<i64>, _>(i)?, Value::Int),
+        Decode::UInt => opt(
+            row.try_get_unchecked::<Option<u64>, _>(i)?,
+            |v| match i64::try_from(v) {
+                Ok(i) => Value::Int(i),
+                Err(_) => Value::Decimal(v.into()),
+            },
+        ),
+        Decode::Float => opt(row.try_get_unchecked::<Option<f32>, _>(i)?, |v| {
+            Value::Double(v.into())
+        }),
+        Decode::Double => opt(row.try_get_unchecked::<Option<f64>, _>(i)?, Value::Double),
+        Decode::Decimal => opt(
+            row.try_get_unchecked::<Option<rust_decimal::Decimal>, _>(i)?,
+            Value::Decimal,
+        ),
+        Decode::Text => opt(row.try_get_unchecked::<Option<String>, _>(i)?, |s| {
+            Value::Text(s.into())
+        }),
+        Decode::Binary => {
+            opt(
+                row.try_get_unchecked::<Option<Vec<u8>>, _>(i)?,
+                |b| match String::from_utf8(b) {
+                    Ok(s) => Value::Text(s.into()),
+                    Err(e) => Value::Bytes(e.into_bytes().into()),
+                },
+            )
+        }
+        Decode::Timestamp => opt(row.try_get_unchecked::<Option<DateTime<Utc>>, _>(i)?, |t| {
+            Value::Timestamp(timestamp_from_datetime(t))
+        }),
+        Decode::Datetime => opt(row.try_get_unchecked::<Option<NaiveDateTime>, _>(i)?, |t| {
+            Value::Timestamp(timestamp_from_naive(t))
+        }),
+        Decode::Date => opt(row.try_get_unchecked::<Option<NaiveDate>, _>(i)?, |d| {
+            Value::Timestamp(timestamp_from_date(d))
+        }),
+        Decode::Time => opt(row.try_get_unchecked::<Option<NaiveTime>, _>(i)?, |t| {
+            Value::Text(t.to_string().into())
+        }),
+    })
+}
+
+pub(super) async fn read(
+    pool: &sqlx::MySqlPool,
+    config: &SourceConfig,
+    request: &ReadRequest,
+    tx: &mpsc::Sender<ReaderMsg>,
+    mode: oneshot::Receiver<KeyMode>,
+) -> Result<(), String> {
+    let mut conn = match pool.acquire().await {
+        Ok(c) => c,
+        Err(e) => {
+            let ConnectOptions::MySql(options) = &config.options else {
+                unreachable!()
+            };
+            return Err(
+                super::acquire_error::<sqlx::MySql>(e, options, config.connect_timeout).await,
+            );
+        }
+    };
+    // The limit is a session variable: set before the transaction, on this connection.
+    let timeout = config.statement_timeout;
+    let mariadb = format!("SET SESSION max_statement_time = {}", timeout.as_secs_f64());
+    if conn.execute(AssertSqlSafe(mariadb)).await.is_err() {
+        let mysql = format!(
+            "SET SESSION max_execution_time = {}",
+            timeout.as_millis().max(1)
+        );
+        conn.execute(AssertSqlSafe(mysql))
+            .await
+            .map_err(|e| format!("cannot set the statement timeout: {e}"))?;
+    }
+    let mut txn = sqlx::Connection::begin_with(&mut *conn, "START TRANSACTION READ ONLY")
+        .await
+        .map_err(|e| format!("cannot start a read-only transaction: {e}"))?;
+
+    let wrapped = wrap(&request.query);
+    let statement = (&mut *txn)
+        .prepare(AssertSqlSafe(wrapped.clone()).into_sql_str())
+        .await
+        .map_err(|e| format!("the query is not valid: {e}"))?;
+    let mut decoders = Vec::new();
+    let mut columns = Vec::new();
+    let mut types = Vec::new();
+    let mut unreadable = Vec::new();
+    for c in statement.columns() {
+        let name = c.type_info().name();
+        let d = decoder(name);
+        if d.is_none() {
+            unreadable.push(format!("{} ({name})", c.name()));
+        }
+        decoders.push(d);
+        columns.push(c.name().to_string());
+        types.push(name.to_string());
+    }
+    let key_index = columns.iter().position(|c| *c == request.key);
+    let key_kind = key_index.map_or(KeyKind::Text, |i| key_kind(decoders[i], &types[i]));
+    if !unreadable.is_empty() {
+        return Err(format!(
+            "invariantd cannot read the type of column {}; cast it in the query, e.g. `CAST(column AS CHAR)`",
+            unreadable.join(", ")
+        ));
+    }
+    let Some(key_index) = describe(
+        tx,
+        Description {
+            columns,
+            types,
+            key_index,
+            key_kind,
+        },
+    )
+    .await
+    else {
+        return Ok(());
+    };
+    let Some(mode) = await_mode(mode).await else {
+        return Ok(());
+    };
+    let key = format!("invariantd_q.{}", quote_ident(&request.key, '`'));
+    let order = match mode {
+        KeyMode::Int => key,
+        KeyMode::Text => format!("CAST({key} AS BINARY)"),
+    };
+    let sql = format!("{wrapped} ORDER BY {order}");
+    let decoders: Vec<Decode> = decoders
+        .into_iter()
+        .map(|d| d.expect("checked above"))
+        .collect();
+    let stream = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *txn);
+    pump(
+        stream,
+        key_index,
+        mode,
+        request.deadline,
+        |row: &MySqlRow| {
+            decoders
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    decode(row, i, *d).map_err(|e| format!("cannot decode column {i}: {e}"))
+                })
+                .collect()
+        },
+        tx,
+    )
+    .await
+}

@@ -1,0 +1,210 @@
+//! PostgreSQL: a REPEATABLE READ READ ONLY transaction with `SET LOCAL statement_timeout`,
+//! byte-wise text order through `COLLATE "C"`, and decoding by the column's type.
+
+use sqlx::postgres::{PgRow, PgTypeInfo, PgTypeKind};
+use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, TypeInfo};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Description, KeyKind, KeyMode, ReadRequest, ReaderMsg, await_mode, describe, pump, quote_ident,
+    wrap,
+};
+use crate::config::{ConnectOptions, SourceConfig};
+use crate::value::{Value, timestamp_from_date, timestamp_from_datetime, timestamp_from_naive};
+
+#[derive(Debug, Clone, Copy)]
+enum Decode {
+    Bool,
+    I16,
+    I32,
+    I64,
+    Oid,
+    F32,
+    F64,
+    Numeric,
+    Text,
+    Uuid,
+    Timestamptz,
+    Timestamp,
+    Date,
+    Bytea,
+    Jsonb,
+}
+
+fn decoder(ty: &PgTypeInfo) -> Option<Decode> {
+    Some(match ty.name() {
+        "BOOL" => Decode::Bool,
+        "INT2" => Decode::I16,
+        "INT4" => Decode::I32,
+        "INT8" => Decode::I64,
+        "OID" => Decode::Oid,
+        "FLOAT4" => Decode::F32,
+        "FLOAT8" => Decode::F64,
+        "NUMERIC" => Decode::Numeric,
+        "TEXT" | "VARCHAR" | "CHAR" | "NAME" | "\"CHAR\"" | "JSON" | "XML" => Decode::Text,
+        "UUID" => Decode::Uuid,
+        "TIMESTAMPTZ" => Decode::Timestamptz,
+        "TIMESTAMP" => Decode::Timestamp,
+        "DATE" => Decode::Date,
+        "BYTEA" => Decode::Bytea,
+        "JSONB" => Decode::Jsonb,
+        name if name.eq_ignore_ascii_case("citext") => Decode::Text,
+        _ => match ty.kind() {
+            // An enum's binary form is its label.
+            PgTypeKind::Enum(_) => Decode::Text,
+            PgTypeKind::Domain(base) => return decoder(base),
+            _ => return None,
+        },
+    })
+}
+
+fn key_kind(d: Option<Decode>, type_name: &str) -> KeyKind {
+    match d {
+        Some(Decode::I16 | Decode::I32 | Decode::I64 | Decode::Oid) => KeyKind::Int,
+        Some(Decode::Text | Decode::Uuid) => KeyKind::Text,
+        _ => KeyKind::Unsupported(type_name.to_string()),
+    }
+}
+
+fn decode(row: &PgRow, i: usize, d: Decode) -> Result<Value, sqlx::Error> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+    fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
+        v.map_or(Value::Null, f)
+    }
+    Ok(match d {
+        Decode::Bool => opt(row.try_get::<Option<bool>, _>(i)?, Value::Bool),
+        Decode::I16 => opt(row.try_get::<Option<i16>, _>(i)?, |v| Value::Int(v.into())),
+        Decode::I32 => opt(row.try_get::<Option<i32>, _>(i)?, |v| Value::Int(v.into())),
+        Decode::I64 => opt(row.try_get::<Option<i64>, _>(i)?, Value::Int),
+        Decode::Oid => opt(
+            row.try_get::<Option<sqlx::postgres::types::Oid>, _>(i)?,
+            |v| Value::Int(v.0.into()),
+        ),
+        Decode::F32 => opt(row.try_get::<Option<f32>, _>(i)?, |v| {
+            Value::Double(v.into())
+        }),
+        Decode::F64 => opt(row.try_get::<Option<f64>, _>(i)?, Value::Double),
+        Decode::Numeric => opt(
+            row.try_get::<Option<rust_decimal::Decimal>, _>(i)?,
+            Value::Decimal,
+        ),
+        Decode::Text => opt(row.try_get_unchecked::<Option<String>, _>(i)?, |s| {
+            Value::Text(s.into())
+        }),
+        Decode::Uuid => opt(row.try_get::<Option<uuid::Uuid>, _>(i)?, |u| {
+            Value::Text(u.to_string().into())
+        }),
+        Decode::Timestamptz => opt(row.try_get::<Option<DateTime<Utc>>, _>(i)?, |t| {
+            Value::Timestamp(timestamp_from_datetime(t))
+        }),
+        Decode::Timestamp => opt(row.try_get::<Option<NaiveDateTime>, _>(i)?, |t| {
+            Value::Timestamp(timestamp_from_naive(t))
+        }),
+        Decode::Date => opt(row.try_get::<Option<NaiveDate>, _>(i)?, |d| {
+            Value::Timestamp(timestamp_from_date(d))
+        }),
+        Decode::Bytea => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, |b| {
+            Value::Bytes(b.into())
+        }),
+        // JSONB's binary form is a version byte, then the JSON text.
+        Decode::Jsonb => opt(row.try_get_unchecked::<Option<Vec<u8>>, _>(i)?, |b| {
+            Value::Text(String::from_utf8_lossy(b.get(1..).unwrap_or_default()).into())
+        }),
+    })
+}
+
+pub(super) async fn read(
+    pool: &sqlx::PgPool,
+    config: &SourceConfig,
+    request: &ReadRequest,
+    tx: &mpsc::Sender<ReaderMsg>,
+    mode: oneshot::Receiver<KeyMode>,
+) -> Result<(), String> {
+    let mut txn = match pool
+        .begin_with("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            let ConnectOptions::Postgres(options) = &config.options else {
+                unreachable!()
+            };
+            return Err(
+                super::acquire_error::<sqlx::Postgres>(e, options, config.connect_timeout).await,
+            );
+        }
+    };
+    let timeout_ms = config.statement_timeout.as_millis().max(1);
+    txn.execute(AssertSqlSafe(format!(
+        "SET LOCAL statement_timeout = {timeout_ms}"
+    )))
+    .await
+    .map_err(|e| format!("cannot set the statement timeout: {e}"))?;
+
+    let wrapped = wrap(&request.query);
+    let statement = (&mut *txn)
+        .prepare(AssertSqlSafe(wrapped.clone()).into_sql_str())
+        .await
+        .map_err(|e| format!("the query is not valid: {e}"))?;
+    let mut decoders = Vec::new();
+    let mut columns = Vec::new();
+    let mut types = Vec::new();
+    let mut unreadable = Vec::new();
+    for c in statement.columns() {
+        let d = decoder(c.type_info());
+        if d.is_none() {
+            unreadable.push(format!("{} ({})", c.name(), c.type_info().name()));
+        }
+        decoders.push(d);
+        columns.push(c.name().to_string());
+        types.push(c.type_info().name().to_string());
+    }
+    let key_index = columns.iter().position(|c| *c == request.key);
+    let key_kind = key_index.map_or(KeyKind::Text, |i| key_kind(decoders[i], &types[i]));
+    if !unreadable.is_empty() {
+        return Err(format!(
+            "invariantd cannot read the type of column {}; cast it in the query, e.g. `column::text`",
+            unreadable.join(", ")
+        ));
+    }
+    let description = Description {
+        columns,
+        types,
+        key_index,
+        key_kind,
+    };
+    let Some(key_index) = describe(tx, description).await else {
+        return Ok(());
+    };
+    let Some(mode) = await_mode(mode).await else {
+        return Ok(());
+    };
+    let key = format!("invariantd_q.{}", quote_ident(&request.key, '"'));
+    let order = match mode {
+        KeyMode::Int => key,
+        KeyMode::Text => format!("({key})::text COLLATE \"C\""),
+    };
+    let sql = format!("{wrapped} ORDER BY {order}");
+    let decoders: Vec<Decode> = decoders
+        .into_iter()
+        .map(|d| d.expect("checked above"))
+        .collect();
+    let stream = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *txn);
+    pump(
+        stream,
+        key_index,
+        mode,
+        request.deadline,
+        |row: &PgRow| {
+            decoders
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    decode(row, i, *d).map_err(|e| format!("cannot decode column {i}: {e}"))
+                })
+                .collect()
+        },
+        tx,
+    )
+    .await
+}

@@ -1,0 +1,148 @@
+//! SQLite: read-only connections (see `Source::new`), a deferred transaction for one snapshot,
+//! byte-wise text order through the BINARY collation, and decoding by each value's own storage
+//! class, refined by the column's declared type (SQLite applications store timestamps as text
+//! and money in NUMERIC columns, which SQLite keeps as REAL).
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, TypeInfo, ValueRef};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Description, KeyKind, KeyMode, ReadRequest, ReaderMsg, await_mode, describe, pump, quote_ident,
+    wrap,
+};
+use crate::value::{Value, decimal_from_f64, parse_timestamp_text};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Declared {
+    Plain,
+    Bool,
+    Timestamp,
+    Decimal,
+}
+
+fn declared(type_name: &str) -> Declared {
+    let t = type_name.to_ascii_uppercase();
+    if t.contains("BOOL") {
+        Declared::Bool
+    } else if t.contains("DATE") || t.contains("TIME") {
+        Declared::Timestamp
+    } else if t.contains("DEC") || t.contains("NUMERIC") || t.contains("MONEY") {
+        Declared::Decimal
+    } else {
+        Declared::Plain
+    }
+}
+
+fn decode(row: &SqliteRow, i: usize, d: Declared) -> Result<Value, sqlx::Error> {
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let storage = raw.type_info().name().to_string();
+    Ok(match storage.as_str() {
+        "INTEGER" => {
+            let v: i64 = row.try_get_unchecked(i)?;
+            if d == Declared::Bool {
+                Value::Bool(v != 0)
+            } else {
+                Value::Int(v)
+            }
+        }
+        "REAL" => {
+            let v: f64 = row.try_get_unchecked(i)?;
+            match (d, decimal_from_f64(v)) {
+                (Declared::Decimal, Some(dec)) => Value::Decimal(dec),
+                _ => Value::Double(v),
+            }
+        }
+        "BLOB" => Value::Bytes(row.try_get_unchecked::<Vec<u8>, _>(i)?.into()),
+        _ => {
+            let s: String = row.try_get_unchecked(i)?;
+            match d {
+                Declared::Timestamp => match parse_timestamp_text(&s) {
+                    Some(t) => Value::Timestamp(t),
+                    None => Value::Text(s.into()),
+                },
+                Declared::Decimal => match s.trim().parse() {
+                    Ok(dec) => Value::Decimal(dec),
+                    Err(_) => Value::Text(s.into()),
+                },
+                _ => Value::Text(s.into()),
+            }
+        }
+    })
+}
+
+pub(super) async fn read(
+    pool: &sqlx::SqlitePool,
+    request: &ReadRequest,
+    tx: &mpsc::Sender<ReaderMsg>,
+    mode: oneshot::Receiver<KeyMode>,
+) -> Result<(), String> {
+    let mut txn = pool
+        .begin()
+        .await
+        .map_err(|e| format!("cannot open the database: {e}"))?;
+    let wrapped = wrap(&request.query);
+    let statement = (&mut *txn)
+        .prepare(AssertSqlSafe(wrapped.clone()).into_sql_str())
+        .await
+        .map_err(|e| format!("the query is not valid: {e}"))?;
+    let columns: Vec<String> = statement
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    let types: Vec<String> = statement
+        .columns()
+        .iter()
+        .map(|c| c.type_info().name().to_string())
+        .collect();
+    let key_index = columns.iter().position(|c| *c == request.key);
+    // SQLite's own rule for integer affinity: the declared type contains "INT".
+    let key_kind = match key_index {
+        Some(i) if types[i].to_ascii_uppercase().contains("INT") => KeyKind::Int,
+        _ => KeyKind::Text,
+    };
+    let decl: Vec<Declared> = types.iter().map(|t| declared(t)).collect();
+    let Some(key_index) = describe(
+        tx,
+        Description {
+            columns,
+            types,
+            key_index,
+            key_kind,
+        },
+    )
+    .await
+    else {
+        return Ok(());
+    };
+    let Some(mode) = await_mode(mode).await else {
+        return Ok(());
+    };
+    let key = format!("invariantd_q.{}", quote_ident(&request.key, '"'));
+    let order = match mode {
+        KeyMode::Int => key,
+        KeyMode::Text => format!("CAST({key} AS TEXT) COLLATE BINARY"),
+    };
+    let sql = format!("{wrapped} ORDER BY {order}");
+    let stream = (&mut *txn).fetch(sqlx::query(AssertSqlSafe(sql)));
+    pump(
+        stream,
+        key_index,
+        mode,
+        request.deadline,
+        |row: &SqliteRow| {
+            decl.iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    decode(row, i, *d).map_err(|e| format!("cannot decode column {i}: {e}"))
+                })
+                .collect()
+        },
+        tx,
+    )
+    .await
+}
