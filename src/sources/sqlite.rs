@@ -4,7 +4,7 @@
 //! and money in NUMERIC columns, which SQLite keeps as REAL).
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, TypeInfo, ValueRef};
+use sqlx::{AssertSqlSafe, Executor, Row as _, TypeInfo, ValueRef};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -74,6 +74,41 @@ fn decode(row: &SqliteRow, i: usize, d: Declared) -> Result<Value, sqlx::Error> 
     })
 }
 
+/// The result columns of a query with their declared types. sqlx maps declared types to a few
+/// families and drops the rest (`NUMERIC(10,2)` becomes nothing), so SQLite is asked directly:
+/// a TEMP view over the query reports each column's declared type. TEMP objects live outside
+/// the database file, so this works on a read-only connection, and the view is dropped again.
+async fn declared_columns(
+    txn: &mut sqlx::SqliteConnection,
+    wrapped: &str,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    const VIEW: &str = "invariantd_describe";
+    txn.execute(AssertSqlSafe(format!("DROP VIEW IF EXISTS temp.{VIEW}")))
+        .await
+        .map_err(|e| format!("cannot describe the query: {e}"))?;
+    txn.execute(AssertSqlSafe(format!(
+        "CREATE TEMP VIEW {VIEW} AS {wrapped}"
+    )))
+    .await
+    .map_err(|e| format!("the query is not valid: {e}"))?;
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT name, type FROM pragma_table_info('{VIEW}', 'temp') ORDER BY cid"
+    )))
+    .fetch_all(&mut *txn)
+    .await
+    .map_err(|e| format!("cannot describe the query: {e}"))?;
+    txn.execute(AssertSqlSafe(format!("DROP VIEW temp.{VIEW}")))
+        .await
+        .map_err(|e| format!("cannot describe the query: {e}"))?;
+    let mut columns = Vec::with_capacity(rows.len());
+    let mut types = Vec::with_capacity(rows.len());
+    for row in rows {
+        columns.push(row.try_get::<String, _>(0).map_err(|e| e.to_string())?);
+        types.push(row.try_get::<String, _>(1).map_err(|e| e.to_string())?);
+    }
+    Ok((columns, types))
+}
+
 pub(super) async fn read(
     pool: &sqlx::SqlitePool,
     request: &ReadRequest,
@@ -85,20 +120,7 @@ pub(super) async fn read(
         .await
         .map_err(|e| format!("cannot open the database: {e}"))?;
     let wrapped = wrap(&request.query);
-    let statement = (&mut *txn)
-        .prepare(AssertSqlSafe(wrapped.clone()).into_sql_str())
-        .await
-        .map_err(|e| format!("the query is not valid: {e}"))?;
-    let columns: Vec<String> = statement
-        .columns()
-        .iter()
-        .map(|c| c.name().to_string())
-        .collect();
-    let types: Vec<String> = statement
-        .columns()
-        .iter()
-        .map(|c| c.type_info().name().to_string())
-        .collect();
+    let (columns, types) = declared_columns(&mut txn, &wrapped).await?;
     let key_index = columns.iter().position(|c| *c == request.key);
     // SQLite's own rule for integer affinity: the declared type contains "INT".
     let key_kind = match key_index {

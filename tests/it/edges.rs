@@ -1,0 +1,375 @@
+//! The engine's contract at its edges, each on the databases where it matters.
+
+use invariantd::config::SourceKind::{MySql, Postgres, Sqlite};
+use invariantd::engine::Outcome;
+
+use crate::harness::{TestDb, Workdir, keys, run_of};
+
+#[tokio::test]
+async fn keys_changed_within_grace_are_not_judged_yet() {
+    let db = TestDb::new(Postgres, "grace").await;
+    db.exec_str(&[
+        "CREATE TABLE a (id INT, v INT, updated_at TIMESTAMPTZ)",
+        "CREATE TABLE b (id INT, updated_at TIMESTAMP)",
+        // 1: old and broken; 2: broken a minute ago; 3: old and fine;
+        // 4: old in `a`, but its row in `b` changed a minute ago (the newest change counts).
+        "INSERT INTO a VALUES (1, 0, now() - interval '1 hour'), (2, 0, now() - interval '1 minute'), (3, 5, now() - interval '1 hour'), (4, 0, now() - interval '1 hour')",
+        "INSERT INTO b VALUES (4, (now() AT TIME ZONE 'UTC') - interval '1 minute')",
+    ])
+    .await;
+    let rules = r#"
+name: positive
+grace: 5m
+key: id
+datasets:
+  a: { source: db, query: "SELECT id, v, updated_at FROM a", updated_at: updated_at }
+  b: { source: db, query: "SELECT id, updated_at FROM b", updated_at: updated_at }
+assert: a == null || a.v > 0
+"#;
+    let runs = Workdir::new(&[("db", &db.url)], Some(rules)).run().await;
+    let run = run_of(&runs, "positive");
+    assert_eq!(run.error, None);
+    assert_eq!(keys(run), ["1"]);
+    assert_eq!(run.keys_in_grace, 2);
+    assert_eq!(run.keys_judged, 2);
+}
+
+#[tokio::test]
+async fn many_binds_a_list_of_rows_that_is_empty_when_the_key_is_absent() {
+    let db = TestDb::new(Sqlite, "many").await;
+    db.exec_str(&[
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE items (order_id INTEGER, sku TEXT, qty INTEGER)",
+        "INSERT INTO orders VALUES (1), (2), (3)",
+        "INSERT INTO items VALUES (1, 'a', 1), (1, 'b', 2), (2, 'c', 0)",
+    ])
+    .await;
+    let rules = r#"
+name: orders_have_items
+key: order_id
+datasets:
+  order: { source: db, query: "SELECT id AS order_id FROM orders" }
+  item: { source: db, query: "SELECT order_id, sku, qty FROM items", many: true }
+assert: size(item) > 0 && item.all(i, i.qty > 0)
+message: "order {{key}}: {{size(item)}} items, skus {{item.map(i, i.sku)}}"
+"#;
+    let runs = Workdir::new(&[("db", &db.url)], Some(rules)).run().await;
+    let run = run_of(&runs, "orders_have_items");
+    assert_eq!(run.error, None);
+    assert_eq!(keys(run), ["2", "3"]);
+    assert_eq!(run.violations[0].message, "order 2: 1 items, skus [c]");
+    assert_eq!(run.violations[1].message, "order 3: 0 items, skus []");
+    assert_eq!(
+        serde_json::Value::Object(run.violations[1].datasets.clone()),
+        serde_json::json!({ "order": { "order_id": 3 }, "item": [] })
+    );
+    assert_eq!(run.rows_scanned, [3, 3]);
+}
+
+#[tokio::test]
+async fn two_rows_for_one_key_without_many_are_an_error_for_that_key_not_a_pick() {
+    let db = TestDb::new(MySql, "dups").await;
+    db.exec_str(&[
+        "CREATE TABLE a (id INT, v INT)",
+        "CREATE TABLE b (id INT)",
+        "INSERT INTO a VALUES (1, 1), (2, 1), (2, 2), (3, 1)",
+        "INSERT INTO b VALUES (1), (2), (3), (4)",
+    ])
+    .await;
+    let rules = r#"
+name: b_has_a
+key: id
+datasets:
+  a: { source: db, query: "SELECT id, v FROM a" }
+  b: { source: db, query: "SELECT id FROM b" }
+assert: a != null
+"#;
+    let runs = Workdir::new(&[("db", &db.url)], Some(rules)).run().await;
+    let run = run_of(&runs, "b_has_a");
+    assert_eq!(keys(run), ["4"]);
+    assert_eq!(run.outcome, Outcome::Fail);
+    assert_eq!(run.key_errors.len(), 1);
+    assert_eq!(run.key_errors[0].key.to_string(), "2");
+    assert_eq!(
+        run.error.as_deref(),
+        Some(
+            "1 key could not be judged: key 2: dataset `a` returned 2 rows for this key; without `many: true` a dataset must return at most one row per key"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_dataset_without_the_key_column_fails_the_rule_naming_the_columns_it_returned() {
+    let db = TestDb::new(Postgres, "nokey").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INT, v INT)",
+        "INSERT INTO t VALUES (1, 1)",
+    ])
+    .await;
+    // `SELECT *` cannot be read without the database: the check happens at run time.
+    let rules = r#"
+name: needs_order_id
+key: order_id
+datasets:
+  t: { source: db, query: "SELECT * FROM t" }
+assert: t.v > 0
+"#;
+    let runs = Workdir::new(&[("db", &db.url)], Some(rules)).run().await;
+    let run = run_of(&runs, "needs_order_id");
+    assert_eq!(run.outcome, Outcome::Unknown);
+    assert!(run.violations.is_empty());
+    assert_eq!(
+        run.error.as_deref(),
+        Some(
+            "dataset `t` (source `db`) returns no column `order_id` (the rule's key); it returns: id, v"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_source_that_is_down_makes_its_rules_unknown_and_the_others_still_run() {
+    let db = TestDb::new(Sqlite, "up").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, v INTEGER)",
+        "INSERT INTO t VALUES (1, 1)",
+    ])
+    .await;
+    let rules = r#"
+name: on_the_down_source
+key: id
+datasets:
+  t: { source: down, query: "SELECT id, v FROM t" }
+assert: t.v > 0
+---
+name: on_the_live_source
+key: id
+datasets:
+  t: { source: up, query: "SELECT id, v FROM t" }
+assert: t.v > 0
+"#;
+    let down = "postgres://postgres@127.0.0.1:1/nothing";
+    let runs = Workdir::new(&[("up", &db.url), ("down", down)], Some(rules))
+        .run()
+        .await;
+    let dead = run_of(&runs, "on_the_down_source");
+    assert_eq!(dead.outcome, Outcome::Unknown);
+    let error = dead.error.as_deref().unwrap();
+    assert!(
+        error.starts_with("dataset `t` (source `down`): cannot connect: "),
+        "{error}"
+    );
+    assert!(error.contains("onnection refused"), "{error}");
+    assert_eq!(run_of(&runs, "on_the_live_source").outcome, Outcome::Pass);
+}
+
+#[tokio::test]
+async fn numeric_and_decimal_values_compare_exactly_across_databases() {
+    let pg = TestDb::new(Postgres, "dec").await;
+    let my = TestDb::new(MySql, "dec").await;
+    let lite = TestDb::new(Sqlite, "dec").await;
+    pg.exec_str(&[
+        "CREATE TABLE lines (k INT, amount NUMERIC(10,2))",
+        "INSERT INTO lines VALUES (1, 0.10), (1, 0.10), (1, 0.10), (2, 1.00), (3, 100.50), (4, 0.30)",
+    ])
+    .await;
+    my.exec_str(&[
+        "CREATE TABLE totals (k INT, amount DECIMAL(10,3))",
+        "INSERT INTO totals VALUES (1, 0.300), (2, 1.000), (3, 100.500), (4, 0.301)",
+    ])
+    .await;
+    lite.exec_str(&[
+        "CREATE TABLE totals (k INTEGER, amount NUMERIC(10,2))",
+        "INSERT INTO totals VALUES (1, 0.3), (2, 1), (3, 100.5), (4, 0.3)",
+    ])
+    .await;
+    let rules = r#"
+name: sums_match
+key: k
+datasets:
+  pg: { source: pg, query: "SELECT k, SUM(amount) AS total FROM lines GROUP BY k" }
+  my: { source: my, query: "SELECT k, amount FROM totals" }
+  lite: { source: lite, query: "SELECT k, amount FROM totals" }
+assert: pg.total == my.amount && lite.amount == pg.total && lite.amount * 3 == pg.total + pg.total + pg.total
+message: "{{pg.total}} {{my.amount}} {{lite.amount}}"
+"#;
+    let runs = Workdir::new(
+        &[("pg", &pg.url), ("my", &my.url), ("lite", &lite.url)],
+        Some(rules),
+    )
+    .run()
+    .await;
+    let run = run_of(&runs, "sums_match");
+    assert_eq!(run.error, None);
+    assert_eq!(keys(run), ["4"]);
+    assert_eq!(run.violations[0].message, "0.30 0.301 0.3");
+}
+
+#[tokio::test]
+async fn text_keys_in_mixed_case_and_non_ascii_join_between_postgres_and_mariadb() {
+    let pg = TestDb::new(Postgres, "text").await;
+    let my = TestDb::new(MySql, "text").await;
+    let all = [
+        "apple", "Apple", "Banana", "banana", "éclair", "eclair", "Zebra", "zebra", "Ähre", "ähre",
+        "日本", "10", "9", "a b", "a_b",
+    ];
+    let values = |skip: &str| {
+        all.iter()
+            .filter(|k| **k != skip)
+            .map(|k| format!("('{k}', 1)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // Locale-aware collations on both sides: their orders differ from each other and from
+    // byte order, which is what the engine must impose.
+    pg.exec(&[
+        "CREATE TABLE t (k TEXT COLLATE \"und-x-icu\", v INT)".into(),
+        format!("INSERT INTO t VALUES {}", values("zebra")),
+    ])
+    .await;
+    my.exec(&[
+        "CREATE TABLE t (k VARCHAR(32) COLLATE utf8mb4_general_ci, v INT)".into(),
+        format!("INSERT INTO t VALUES {}", values("Ähre")),
+    ])
+    .await;
+    let rules = r#"
+name: both_sides
+key: k
+datasets:
+  pg: { source: pg, query: "SELECT k, v FROM t" }
+  my: { source: my, query: "SELECT k, v FROM t" }
+assert: pg != null && my != null
+"#;
+    let runs = Workdir::new(&[("pg", &pg.url), ("my", &my.url)], Some(rules))
+        .run()
+        .await;
+    let run = run_of(&runs, "both_sides");
+    assert_eq!(run.error, None);
+    assert_eq!(keys(run), ["zebra", "Ähre"]);
+    assert_eq!(run.rows_scanned, [14, 14]);
+}
+
+#[tokio::test]
+async fn integer_keys_on_one_side_and_text_keys_on_the_other_join_as_text() {
+    let pg = TestDb::new(Postgres, "mixed").await;
+    let lite = TestDb::new(Sqlite, "mixed").await;
+    pg.exec_str(&[
+        "CREATE TABLE t (id BIGINT)",
+        "INSERT INTO t SELECT generate_series(1, 12)",
+    ])
+    .await;
+    let mut inserts = vec!["CREATE TABLE t (id TEXT)".to_string()];
+    inserts.extend((1..=13).map(|i| format!("INSERT INTO t VALUES ('{i}')")));
+    lite.exec(&inserts).await;
+    let rules = r#"
+name: same_ids
+key: id
+datasets:
+  pg: { source: pg, query: "SELECT id FROM t" }
+  lite: { source: lite, query: "SELECT id FROM t" }
+assert: pg != null && lite != null
+"#;
+    let runs = Workdir::new(&[("pg", &pg.url), ("lite", &lite.url)], Some(rules))
+        .run()
+        .await;
+    let run = run_of(&runs, "same_ids");
+    assert_eq!(run.error, None);
+    assert_eq!(keys(run), ["13"]);
+}
+
+#[tokio::test]
+async fn timestamps_with_and_without_zone_and_as_text_are_the_same_instants() {
+    let pg = TestDb::new(Postgres, "ts").await;
+    let my = TestDb::new(MySql, "ts").await;
+    let lite = TestDb::new(Sqlite, "ts").await;
+    pg.exec_str(&[
+        "CREATE TABLE t (id INT, tz TIMESTAMPTZ, naive TIMESTAMP, day DATE)",
+        "INSERT INTO t VALUES (1, '2026-11-26 10:30:00+01', '2026-11-26 09:30:00', '2026-11-26'), (2, '2026-11-26 09:30:00.5+00', '2026-11-26 09:30:00', '2026-11-26')",
+    ])
+    .await;
+    my.exec_str(&[
+        "SET time_zone = '+00:00'",
+        "CREATE TABLE t (id INT, dt DATETIME(6), ts TIMESTAMP(6) NULL)",
+        "INSERT INTO t VALUES (1, '2026-11-26 09:30:00', '2026-11-26 09:30:00'), (2, '2026-11-26 09:30:00', '2026-11-26 09:30:00')",
+    ])
+    .await;
+    lite.exec_str(&[
+        "CREATE TABLE t (id INTEGER, at TEXT, created DATETIME)",
+        "INSERT INTO t VALUES (1, '2026-11-26T09:30:00Z', '2026-11-26 09:30:00'), (2, '2026-11-26T10:30:00+01:00', '2026-11-26 09:30:00')",
+    ])
+    .await;
+    let rules = r#"
+name: same_instant
+key: id
+datasets:
+  pg: { source: pg, query: "SELECT id, tz, naive, day FROM t" }
+  my: { source: my, query: "SELECT id, dt, ts FROM t" }
+  lite: { source: lite, query: "SELECT id, at, created FROM t" }
+assert: >-
+  pg.tz == pg.naive && pg.naive == my.dt && my.dt == my.ts && my.ts == lite.created
+  && lite.at == pg.tz && pg.day < pg.tz && pg.tz - pg.day == duration('9h30m')
+message: "{{pg.tz}} {{my.dt}} {{lite.at}}"
+"#;
+    let runs = Workdir::new(
+        &[("pg", &pg.url), ("my", &my.url), ("lite", &lite.url)],
+        Some(rules),
+    )
+    .run()
+    .await;
+    let run = run_of(&runs, "same_instant");
+    assert_eq!(run.error, None);
+    // Key 2's zoned value is half a second later.
+    assert_eq!(keys(run), ["2"]);
+    assert_eq!(
+        run.violations[0].message,
+        "2026-11-26T09:30:00.500Z 2026-11-26T09:30:00Z 2026-11-26T10:30:00+01:00"
+    );
+}
+
+#[tokio::test]
+async fn an_evaluation_error_for_one_key_is_reported_for_that_key_and_is_not_a_pass() {
+    let db = TestDb::new(Sqlite, "evalerr").await;
+    // SQLite lets a column hold any type: one row has a number where text was expected.
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, status)",
+        "INSERT INTO t VALUES (1, 'ok'), (2, 5), (3, 'bad')",
+    ])
+    .await;
+    let rules = r#"
+name: status_ok
+key: id
+datasets:
+  t: { source: db, query: "SELECT id, status FROM t" }
+assert: t.status == 'ok'
+"#;
+    let runs = Workdir::new(&[("db", &db.url)], Some(rules)).run().await;
+    let run = run_of(&runs, "status_ok");
+    assert_eq!(keys(run), ["3"]);
+    assert_eq!(run.outcome, Outcome::Fail);
+    assert_eq!(
+        run.error.as_deref(),
+        Some("1 key could not be judged: key 2: assert: no such overload: int == string")
+    );
+}
+
+#[tokio::test]
+async fn a_query_over_the_statement_timeout_makes_the_rule_unknown() {
+    let db = TestDb::new(Postgres, "slow").await;
+    let config = format!(
+        "sources:\n  db: {{ url: \"{}\", statement_timeout: 500ms }}\nrules: [rules/]\n",
+        db.url
+    );
+    let rules = r#"
+name: slow
+key: id
+datasets:
+  t: { source: db, query: "SELECT id FROM (SELECT 1 AS id, pg_sleep(5)) AS s" }
+assert: t != null
+"#;
+    let started = std::time::Instant::now();
+    let runs = Workdir::raw(&config, rules).run().await;
+    let run = run_of(&runs, "slow");
+    assert_eq!(run.outcome, Outcome::Unknown);
+    let error = run.error.as_deref().unwrap();
+    assert!(error.contains("statement timeout"), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+}

@@ -1,0 +1,263 @@
+//! Test harness: a fresh database per test on real PostgreSQL, MariaDB and SQLite servers,
+//! dropped when the test ends, and a working directory with a config and rules.
+//!
+//! Servers default to the local ones (`postgres://postgres@127.0.0.1:5432`,
+//! `mysql://root@127.0.0.1:3306`); `INVARIANTD_TEST_PG` and `INVARIANTD_TEST_MYSQL` override.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use invariantd::config::SourceKind;
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn pg_server() -> String {
+    std::env::var("INVARIANTD_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn mysql_server() -> String {
+    std::env::var("INVARIANTD_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub kind: SourceKind,
+    pub name: String,
+    /// The URL a config uses to reach it.
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn unique_name(label: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "invariantd_it_{}_{}_{n}",
+        label.to_lowercase(),
+        std::process::id()
+    )
+}
+
+impl TestDb {
+    pub async fn new(kind: SourceKind, label: &str) -> TestDb {
+        let name = unique_name(label);
+        match kind {
+            SourceKind::Postgres => {
+                let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server()))
+                    .await
+                    .expect("PostgreSQL is running (see README: Tests)");
+                admin
+                    .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .await
+                    .unwrap();
+                TestDb {
+                    kind,
+                    url: format!("{}/{name}", pg_server()),
+                    name,
+                    _dir: None,
+                }
+            }
+            SourceKind::MySql => {
+                let mut admin = sqlx::MySqlConnection::connect(&mysql_server())
+                    .await
+                    .expect("MariaDB is running (see README: Tests)");
+                admin
+                    .execute(AssertSqlSafe(format!(
+                        "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci"
+                    )))
+                    .await
+                    .unwrap();
+                TestDb {
+                    kind,
+                    url: format!("{}/{name}", mysql_server()),
+                    name,
+                    _dir: None,
+                }
+            }
+            SourceKind::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join(format!("{name}.db"));
+                let url = format!("sqlite://{}", path.display());
+                let conn = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+                    .unwrap()
+                    .create_if_missing(true)
+                    .connect()
+                    .await
+                    .unwrap();
+                conn.close().await.unwrap();
+                TestDb {
+                    kind,
+                    url,
+                    name,
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+
+    /// Runs statements one by one.
+    pub async fn exec(&self, statements: &[String]) {
+        match self.kind {
+            SourceKind::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                for s in statements {
+                    c.execute(AssertSqlSafe(s.clone()))
+                        .await
+                        .unwrap_or_else(|e| panic!("{s}: {e}"));
+                }
+                c.close().await.unwrap();
+            }
+            SourceKind::MySql => {
+                let mut c = sqlx::MySqlConnection::connect(&self.url).await.unwrap();
+                for s in statements {
+                    c.execute(AssertSqlSafe(s.clone()))
+                        .await
+                        .unwrap_or_else(|e| panic!("{s}: {e}"));
+                }
+                c.close().await.unwrap();
+            }
+            SourceKind::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                for s in statements {
+                    c.execute(AssertSqlSafe(s.clone()))
+                        .await
+                        .unwrap_or_else(|e| panic!("{s}: {e}"));
+                }
+                c.close().await.unwrap();
+            }
+        }
+    }
+
+    pub async fn exec_str(&self, statements: &[&str]) {
+        let owned: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
+        self.exec(&owned).await;
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (kind, name) = (self.kind, self.name.clone());
+        if kind == SourceKind::Sqlite {
+            return; // the temporary directory goes with it
+        }
+        // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                match kind {
+                    SourceKind::Postgres => {
+                        if let Ok(mut c) =
+                            sqlx::PgConnection::connect(&format!("{}/postgres", pg_server())).await
+                        {
+                            let _ = c
+                                .execute(AssertSqlSafe(format!(
+                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                                )))
+                                .await;
+                        }
+                    }
+                    _ => {
+                        if let Ok(mut c) = sqlx::MySqlConnection::connect(&mysql_server()).await {
+                            let _ = c
+                                .execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+                                .await;
+                        }
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A directory holding `invariantd.yaml` and a `rules/` directory.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    /// `sources` are (name, url); `rules` is the text of `rules/rules.yaml`, or `None` to use
+    /// the project's shipped rule pack.
+    pub fn new(sources: &[(&str, &str)], rules: Option<&str>) -> Workdir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = String::from("sources:\n");
+        for (name, url) in sources {
+            config.push_str(&format!(
+                "  {name}: {{ url: \"{url}\", connect_timeout: 2s, statement_timeout: 10s }}\n"
+            ));
+        }
+        match rules {
+            Some(text) => {
+                std::fs::create_dir(dir.path().join("rules")).unwrap();
+                std::fs::write(dir.path().join("rules/rules.yaml"), text).unwrap();
+                config.push_str("rules: [rules/]\n");
+            }
+            None => config.push_str(&format!("rules: [\"{}\"]\n", shipped_rules().display())),
+        }
+        std::fs::write(dir.path().join("invariantd.yaml"), config).unwrap();
+        Workdir { dir }
+    }
+
+    /// A directory with exactly this config and `rules/rules.yaml`.
+    pub fn raw(config: &str, rules: &str) -> Workdir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(dir.path().join("rules/rules.yaml"), rules).unwrap();
+        std::fs::write(dir.path().join("invariantd.yaml"), config).unwrap();
+        Workdir { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("invariantd.yaml")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Loads the config and rules, panicking with every diagnostic if they are invalid.
+    pub fn load(&self) -> (invariantd::config::Config, Vec<invariantd::rules::Rule>) {
+        invariantd::app::load(&self.config()).unwrap_or_else(|d| panic!("{d}"))
+    }
+
+    /// Runs every rule once; results in rule order, keyed by rule name.
+    pub async fn run(&self) -> Vec<invariantd::engine::RuleRun> {
+        let (config, rules) = self.load();
+        let sources = invariantd::sources::Sources::new(&config.sources);
+        invariantd::check::run_rules(&rules, &sources, 4).await
+    }
+
+    /// Runs the `invariantd` binary in this directory.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("INVARIANTD_CONFIG")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    }
+}
+
+pub fn shipped_rules() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")
+}
+
+pub fn run_of<'a>(
+    runs: &'a [invariantd::engine::RuleRun],
+    rule: &str,
+) -> &'a invariantd::engine::RuleRun {
+    runs.iter()
+        .find(|r| r.rule == rule)
+        .unwrap_or_else(|| panic!("no run of {rule}"))
+}
+
+/// The keys of a run's violations, as text.
+pub fn keys(run: &invariantd::engine::RuleRun) -> Vec<String> {
+    run.violations.iter().map(|v| v.key.to_string()).collect()
+}

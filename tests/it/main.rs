@@ -1,0 +1,7 @@
+//! Integration tests against real PostgreSQL, MariaDB and SQLite: one test binary, each test
+//! in databases of its own.
+
+mod cli;
+mod edges;
+mod harness;
+mod shop;
