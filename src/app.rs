@@ -25,9 +25,18 @@ fn env_lookup(name: &str) -> Option<String> {
 
 /// Loads the config and its rules, reporting every problem in both.
 pub fn load(config_path: &Path) -> Result<(Config, Vec<Rule>), Diagnostics> {
-    let config = crate::config::load(config_path, &env_lookup)?;
-    let rules = crate::rules::load(&config, &env_lookup)?;
-    Ok((config, rules))
+    let (config, mut diags) = crate::config::load_partial(config_path, &env_lookup);
+    let Some(config) = config else {
+        return Err(diags);
+    };
+    match crate::rules::load(&config, &env_lookup) {
+        Ok(rules) if diags.is_empty() => Ok((config, rules)),
+        Ok(_) => Err(diags),
+        Err(more) => {
+            diags.extend(more);
+            Err(diags)
+        }
+    }
 }
 
 fn validate(config_path: &Path) -> ExitCode {

@@ -100,6 +100,9 @@ pub struct Config {
     pub state: StateConfig,
     /// Rule files and directories, resolved against the config file's directory.
     pub rule_paths: Vec<RulePath>,
+    /// Sources named in the file whose settings are in error (already reported): rules may
+    /// name them without a second error.
+    pub unusable_sources: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,25 +125,38 @@ impl Config {
 fn base_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+        // A bare file name: paths stay relative, and print as the user wrote them.
+        _ => PathBuf::new(),
     }
 }
 
 /// Reads and validates the config file. `env` looks up environment variables.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Diagnostics> {
-    let mut diags = Diagnostics::default();
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let (config, diags) = load_partial(path, env);
+    match config {
+        Some(c) if diags.is_empty() => Ok(c),
+        _ => Err(diags),
+    }
+}
+
+/// Like `load`, but also returns what could be read of a config with errors, so that the
+/// rules can be checked against it and every error reported at once.
+pub fn load_partial(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (Option<Config>, Diagnostics) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_partial(path, &text, env),
         Err(e) => {
+            let mut diags = Diagnostics::default();
             diags.push(
                 path,
                 Pos::default(),
                 format!("cannot read the config file: {e}"),
             );
-            return Err(diags);
+            (None, diags)
         }
-    };
-    parse(path, &text, env)
+    }
 }
 
 /// Validates config text as if read from `path`.
@@ -149,6 +165,18 @@ pub fn parse(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Diagnostics> {
+    let (config, diags) = parse_partial(path, text, env);
+    match config {
+        Some(c) if diags.is_empty() => Ok(c),
+        _ => Err(diags),
+    }
+}
+
+fn parse_partial(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (Option<Config>, Diagnostics) {
     let mut diags = Diagnostics::default();
     let docs = yaml::documents(text);
     if docs.len() > 1 {
@@ -160,7 +188,7 @@ pub fn parse(
             },
             "the config file must hold one YAML document",
         );
-        return Err(diags);
+        return (None, diags);
     }
     let raw: RawConfig = match docs.first() {
         None => RawConfig {
@@ -172,13 +200,14 @@ pub fn parse(
             Ok(r) => r,
             Err((pos, msg)) => {
                 diags.push(path, pos, msg);
-                return Err(diags);
+                return (None, diags);
             }
         },
     };
     let base = base_dir(path);
 
     let mut sources = Vec::new();
+    let mut unusable_sources = Vec::new();
     for (name, raw_source) in raw.sources.0 {
         let what = format!("sources.{}.url", name.value);
         if !valid_name(&name.value) {
@@ -239,6 +268,8 @@ pub fn parse(
                 statement_timeout,
                 connect_timeout,
             });
+        } else {
+            unusable_sources.push(name.value);
         }
     }
 
@@ -280,15 +311,16 @@ pub fn parse(
         });
     }
 
-    match state {
-        Some(options) if diags.is_empty() => Ok(Config {
-            path: path.to_path_buf(),
-            sources,
-            state: StateConfig { options },
-            rule_paths,
-        }),
-        _ => Err(diags),
-    }
+    // A state URL in error is reported; the partial config carries the default in its place.
+    let state = state.or_else(|| connect_options("sqlite://invariantd.db?mode=rwc", &base).ok());
+    let config = state.map(|options| Config {
+        path: path.to_path_buf(),
+        sources,
+        state: StateConfig { options },
+        rule_paths,
+        unusable_sources,
+    });
+    (config, diags)
 }
 
 pub fn valid_name(name: &str) -> bool {

@@ -251,15 +251,12 @@ async fn execute(
         })
         .collect();
     let mut duplicates: Vec<(usize, usize)> = Vec::new();
-    loop {
-        let Some(key) = cursors
-            .iter()
-            .filter_map(|c| c.head.as_ref().map(|r| &r.key))
-            .min()
-            .cloned()
-        else {
-            break;
-        };
+    while let Some(key) = cursors
+        .iter()
+        .filter_map(|c| c.head.as_ref().map(|r| &r.key))
+        .min()
+        .cloned()
+    {
         for g in &mut groups {
             g.rows.clear();
         }

@@ -537,44 +537,42 @@ impl<'a, 's> Compiler<'a, 's> {
             );
         }
         // Fold conversions of literals now, so a bad literal is a load-time error.
-        if let [arg] = all_args.as_slice() {
-            if let ExprKind::Lit(Lit::String(s)) = &arg.kind {
-                match func {
-                    Func::Duration => {
-                        return match parse_duration(s) {
-                            Ok(d) => (Node::Const(Const::Duration(d)), Shape::Other),
-                            Err(msg) => self.error(arg.span, msg),
-                        };
-                    }
-                    Func::Timestamp => {
-                        return match parse_timestamp_text(s) {
-                            Some(t) => (Node::Const(Const::Timestamp(t)), Shape::Other),
-                            None => self.error(
-                                arg.span,
-                                format!("invalid timestamp `{s}`: expected RFC 3339, such as 2026-01-31T12:00:00Z"),
-                            ),
-                        };
-                    }
-                    Func::Decimal if s.parse::<Decimal>().is_err() => {
-                        return self.error(arg.span, format!("invalid decimal `{s}`"));
-                    }
-                    _ => {}
+        if let [arg] = all_args.as_slice()
+            && let ExprKind::Lit(Lit::String(s)) = &arg.kind
+        {
+            match func {
+                Func::Duration => {
+                    return match parse_duration(s) {
+                        Ok(d) => (Node::Const(Const::Duration(d)), Shape::Other),
+                        Err(msg) => self.error(arg.span, msg),
+                    };
                 }
+                Func::Timestamp => {
+                    return match parse_timestamp_text(s) {
+                        Some(t) => (Node::Const(Const::Timestamp(t)), Shape::Other),
+                        None => self.error(
+                            arg.span,
+                            format!("invalid timestamp `{s}`: expected RFC 3339, such as 2026-01-31T12:00:00Z"),
+                        ),
+                    };
+                }
+                Func::Decimal if s.parse::<Decimal>().is_err() => {
+                    return self.error(arg.span, format!("invalid decimal `{s}`"));
+                }
+                _ => {}
             }
         }
-        if func == Func::Matches {
-            if let ExprKind::Lit(Lit::String(pattern)) = &all_args[1].kind {
-                let (subject, _) = self.node(all_args[0]);
-                return match regex::Regex::new(pattern) {
-                    Ok(re) => (
-                        Node::MatchesConst(Box::new(subject), Box::new(re), span),
-                        Shape::Other,
-                    ),
-                    Err(e) => {
-                        self.error(all_args[1].span, format!("invalid regular expression: {e}"))
-                    }
-                };
-            }
+        if func == Func::Matches
+            && let ExprKind::Lit(Lit::String(pattern)) = &all_args[1].kind
+        {
+            let (subject, _) = self.node(all_args[0]);
+            return match regex::Regex::new(pattern) {
+                Ok(re) => (
+                    Node::MatchesConst(Box::new(subject), Box::new(re), span),
+                    Shape::Other,
+                ),
+                Err(e) => self.error(all_args[1].span, format!("invalid regular expression: {e}")),
+            };
         }
         let nodes = all_args.into_iter().map(|a| self.node(a).0).collect();
         (Node::Call(func, nodes, span), Shape::Other)

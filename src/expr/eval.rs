@@ -665,7 +665,7 @@ fn call<'a>(func: Func, mut args: Vec<Val<'a>>, span: Span) -> R<'a> {
                 .or_else(|_| err(span, format!("double(`{s}`): not a number"))),
             v => to_f64(v)
                 .map(Val::Double)
-                .map_or_else(|| bad(&[arg.clone()]), Ok),
+                .map_or_else(|| bad(std::slice::from_ref(&arg)), Ok),
         },
         (Func::Decimal, Val::Int(i), None) => Ok(Val::Decimal(Decimal::from(*i))),
         (Func::Decimal, Val::Decimal(_), None) => Ok(arg),

@@ -403,7 +403,7 @@ fn validate(
             );
         }
         let source = config.source(&d.source.value);
-        if source.is_none() {
+        if source.is_none() && !config.unusable_sources.contains(&d.source.value) {
             let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
             let hint = crate::expr::suggest_name(&d.source.value, &names)
                 .map(|s| format!("did you mean `{s}`? "))
@@ -448,14 +448,14 @@ fn validate(
                     format!("{ctx}: dataset `{n}` does not select the key column `{key}`; its query returns: {}", cols.join(", ")),
                 );
             }
-            if let Some(u) = &d.updated_at {
-                if !cols.contains(&u.value) {
-                    diags.push(
-                        file,
-                        at(u),
-                        format!("{ctx}: dataset `{n}`: updated_at names `{}`, which the query does not return; it returns: {}", u.value, cols.join(", ")),
-                    );
-                }
+            if let Some(u) = &d.updated_at
+                && !cols.contains(&u.value)
+            {
+                diags.push(
+                    file,
+                    at(u),
+                    format!("{ctx}: dataset `{n}`: updated_at names `{}`, which the query does not return; it returns: {}", u.value, cols.join(", ")),
+                );
             }
         }
         datasets.push(Dataset {
@@ -510,15 +510,15 @@ fn validate(
         }
     };
 
-    if let Some(m) = &raw.message {
-        if let Err(errors) = Template::compile(&m.value, &scope) {
-            for e in errors {
-                diags.push(
-                    file,
-                    yaml::pos_in_scalar(doc, m, e.offset),
-                    format!("{ctx}: message: {}", e.message),
-                );
-            }
+    if let Some(m) = &raw.message
+        && let Err(errors) = Template::compile(&m.value, &scope)
+    {
+        for e in errors {
+            diags.push(
+                file,
+                yaml::pos_in_scalar(doc, m, e.offset),
+                format!("{ctx}: message: {}", e.message),
+            );
         }
     }
 

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 #[derive(Clone)]
 pub enum Schedule {
-    Cron { pattern: String, cron: croner::Cron },
+    Cron {
+        pattern: String,
+        cron: Box<croner::Cron>,
+    },
     Every(Duration),
 }
 
@@ -42,7 +45,7 @@ impl Schedule {
         croner::Cron::from_str(pattern)
             .map(|cron| Schedule::Cron {
                 pattern: pattern.to_string(),
-                cron,
+                cron: Box::new(cron),
             })
             .map_err(|e| format!("invalid cron `{pattern}`: {e}"))
     }

@@ -241,16 +241,17 @@ where
             null_keys += 1;
             continue;
         };
-        if let Some(prev) = &last {
-            if key < *prev {
-                return Err(format!(
-                    "the database returned key {key} after {prev}: rows are not in byte-wise key order, so the datasets cannot be joined reliably"
-                ));
-            }
+        // The previous key is the batch's last row, or the last row of the batch before.
+        if let Some(prev) = batch.last().map(|r: &Row| &r.key).or(last.as_ref())
+            && key < *prev
+        {
+            return Err(format!(
+                "the database returned key {key} after {prev}: rows are not in byte-wise key order, so the datasets cannot be joined reliably"
+            ));
         }
-        last = Some(key.clone());
         batch.push(Row { key, values });
         if batch.len() == BATCH_ROWS {
+            last = batch.last().map(|r| r.key.clone());
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
             if tx.send(ReaderMsg::Rows(full)).await.is_err() {
                 return Ok(()); // the engine stopped listening

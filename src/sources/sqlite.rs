@@ -18,7 +18,8 @@ enum Declared {
     Plain,
     Bool,
     Timestamp,
-    Decimal,
+    /// An exact number, with the scale of `NUMERIC(p,s)` when declared.
+    Decimal(Option<u32>),
 }
 
 fn declared(type_name: &str) -> Declared {
@@ -28,10 +29,24 @@ fn declared(type_name: &str) -> Declared {
     } else if t.contains("DATE") || t.contains("TIME") {
         Declared::Timestamp
     } else if t.contains("DEC") || t.contains("NUMERIC") || t.contains("MONEY") {
-        Declared::Decimal
+        // NUMERIC(12,2): SQLite keeps the value as INTEGER or REAL; the scale is put back.
+        let scale = t
+            .split_once(',')
+            .and_then(|(_, rest)| rest.trim_end_matches(')').trim().parse().ok());
+        Declared::Decimal(scale)
     } else {
         Declared::Plain
     }
+}
+
+fn with_scale(d: rust_decimal::Decimal, scale: Option<u32>) -> Value {
+    let mut d = d;
+    if let Some(s) = scale
+        && d.scale() < s
+    {
+        d.rescale(s);
+    }
+    Value::Decimal(d)
 }
 
 fn decode(row: &SqliteRow, i: usize, d: Declared) -> Result<Value, sqlx::Error> {
@@ -43,16 +58,16 @@ fn decode(row: &SqliteRow, i: usize, d: Declared) -> Result<Value, sqlx::Error> 
     Ok(match storage.as_str() {
         "INTEGER" => {
             let v: i64 = row.try_get_unchecked(i)?;
-            if d == Declared::Bool {
-                Value::Bool(v != 0)
-            } else {
-                Value::Int(v)
+            match d {
+                Declared::Bool => Value::Bool(v != 0),
+                Declared::Decimal(scale) => with_scale(v.into(), scale),
+                _ => Value::Int(v),
             }
         }
         "REAL" => {
             let v: f64 = row.try_get_unchecked(i)?;
             match (d, decimal_from_f64(v)) {
-                (Declared::Decimal, Some(dec)) => Value::Decimal(dec),
+                (Declared::Decimal(scale), Some(dec)) => with_scale(dec, scale),
                 _ => Value::Double(v),
             }
         }
@@ -64,8 +79,8 @@ fn decode(row: &SqliteRow, i: usize, d: Declared) -> Result<Value, sqlx::Error> 
                     Some(t) => Value::Timestamp(t),
                     None => Value::Text(s.into()),
                 },
-                Declared::Decimal => match s.trim().parse() {
-                    Ok(dec) => Value::Decimal(dec),
+                Declared::Decimal(scale) => match s.trim().parse() {
+                    Ok(dec) => with_scale(dec, scale),
                     Err(_) => Value::Text(s.into()),
                 },
                 _ => Value::Text(s.into()),

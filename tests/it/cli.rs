@@ -1,1 +1,210 @@
+//! The `invariantd` binary as people and scripts use it: what it prints and the exit status.
 
+use chrono::Utc;
+use invariantd::demo::create_sqlite_shop;
+use invariantd::demo::shop::scenario;
+
+use crate::harness::Workdir;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// Durations and row timestamps change from run to run.
+macro_rules! assert_output_snapshot {
+    ($name:expr, $value:expr) => {
+        insta::with_settings!({filters => vec![
+            (r"\d+ms", "[ms]"),
+            (r#""duration_ms": \d+"#, r#""duration_ms": "[ms]""#),
+            (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", "[timestamp]"),
+        ]}, {
+            insta::assert_snapshot!($name, $value);
+        });
+    };
+}
+
+/// A SQLite shop with one order broken in every way, in a work directory with the shipped rules.
+async fn shop_workdir() -> Workdir {
+    let shop = scenario(Utc::now(), 3);
+    let dir = tempfile::tempdir().unwrap();
+    create_sqlite_shop(&shop, dir.path()).await.unwrap();
+    let sources: Vec<(String, String)> = ["orders", "payments", "inventory", "shipping"]
+        .iter()
+        .map(|s| {
+            (
+                s.to_string(),
+                format!("sqlite://{}", dir.path().join(format!("{s}.db")).display()),
+            )
+        })
+        .collect();
+    let sources: Vec<(&str, &str)> = sources
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let workdir = Workdir::new(&sources, None);
+    std::mem::forget(dir); // lives as long as the test process; the OS temp dir is cleaned
+    workdir
+}
+
+#[test]
+fn validate_reports_every_error_with_file_line_and_column() {
+    let config = "sources:\n  orders: { url: \"sqlite://orders.db\" }\n  payments: { url: \"${INVARIANTD_TEST_UNSET_VARIABLE}\" }\nrules: [rules/]\n";
+    let rules = r#"
+name: paid_implies_reserved
+severity: high
+schedule: "0 * * * * * * *"
+grace: 5 minutes
+key: order_id
+datasets:
+  payment:
+    source: payment
+    query: SELECT order_id, amount FROM payments
+  order:
+    source: orders
+    query: SELECT id, total FROM orders
+assert: payment == null || order.totl == payment.amount && size(reservation) > 0
+message: "order {{key}}: {{payment.amout}}"
+---
+name: paid_implies_reserved
+key: id
+datasets:
+  order: { source: orders, query: "SELECT id FROM orders" }
+assert: order.id >
+---
+name: third
+key: id
+datsets: {}
+"#;
+    let workdir = Workdir::raw(config, rules);
+    let out = workdir.cli(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    assert_output_snapshot!("validate_errors", stderr(&out));
+}
+
+#[test]
+fn validate_accepts_the_shipped_rules_without_touching_a_database() {
+    // Nothing listens on port 1: validate must not try.
+    let sources = [
+        ("orders", "postgres://postgres@127.0.0.1:1/orders"),
+        ("payments", "mysql://root@127.0.0.1:1/payments"),
+        ("inventory", "sqlite:///nonexistent/inventory.db"),
+        ("shipping", "postgres://postgres@127.0.0.1:1/shipping"),
+    ];
+    let workdir = Workdir::new(&sources, None);
+    let out = workdir.cli(&["validate"]);
+    assert_eq!(stderr(&out), "");
+    assert!(
+        stdout(&out).ends_with("4 sources, 7 rules: valid\n"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn check_prints_a_table_and_exits_1_when_violations_are_found() {
+    let workdir = shop_workdir().await;
+    let out = workdir.cli(&["check"]);
+    assert_eq!(stderr(&out), "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_output_snapshot!("check_table", stdout(&out));
+}
+
+#[tokio::test]
+async fn check_prints_one_json_document_of_the_documented_shape() {
+    let workdir = shop_workdir().await;
+    let out = workdir.cli(&[
+        "check",
+        "--format",
+        "json",
+        "single_capture_per_order",
+        "paid_implies_reserved",
+        "reservation_has_payment",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let rules = doc["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 3);
+    for r in rules {
+        let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "rule",
+                "severity",
+                "outcome",
+                "rows_scanned",
+                "duration_ms",
+                "error",
+                "violations"
+            ]
+        );
+        for v in r["violations"].as_array().unwrap() {
+            assert!(v["key"].is_string());
+        }
+    }
+    assert_output_snapshot!("check_json", stdout(&out));
+}
+
+#[tokio::test]
+async fn check_exits_2_when_a_source_is_down_and_still_reports_the_other_rules() {
+    let shop = shop_workdir().await;
+    let text = std::fs::read_to_string(shop.config()).unwrap();
+    let text = text.replace(
+        &text
+            .lines()
+            .find(|l| l.contains("shipping:"))
+            .unwrap()
+            .to_string(),
+        "  shipping: { url: \"postgres://postgres@127.0.0.1:1/shipping\", connect_timeout: 1s }",
+    );
+    std::fs::write(shop.config(), text).unwrap();
+    let out = shop.cli(&["check", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let by_rule = |name: &str| {
+        doc["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rule"] == name)
+            .unwrap()
+            .clone()
+    };
+    let shipped = by_rule("shipped_implies_paid");
+    assert_eq!(shipped["outcome"], "unknown");
+    assert_eq!(shipped["violations"], serde_json::json!([]));
+    let error = shipped["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("dataset `shipment` (source `shipping`): cannot connect: "),
+        "{error}"
+    );
+    assert_eq!(by_rule("paid_implies_reserved")["outcome"], "fail");
+    assert_eq!(by_rule("refund_releases_stock")["outcome"], "fail");
+}
+
+#[tokio::test]
+async fn check_names_the_rules_there_are_when_asked_for_one_that_is_not() {
+    let workdir = shop_workdir().await;
+    let out = workdir.cli(&["check", "paid_implies_reservd"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("error: no rule named `paid_implies_reservd`; rules: "),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn check_with_an_invalid_config_exits_2_and_runs_nothing() {
+    let workdir = Workdir::raw("sources: { a: { url: \"db2://x\" } }\n", "");
+    let out = workdir.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stdout(&out), "");
+    assert_output_snapshot!("check_invalid_config", stderr(&out));
+}

@@ -201,7 +201,7 @@ message: "{{pg.total}} {{my.amount}} {{lite.amount}}"
     let run = run_of(&runs, "sums_match");
     assert_eq!(run.error, None);
     assert_eq!(keys(run), ["4"]);
-    assert_eq!(run.violations[0].message, "0.30 0.301 0.3");
+    assert_eq!(run.violations[0].message, "0.30 0.301 0.30");
 }
 
 #[tokio::test]
