@@ -150,13 +150,14 @@ fn key_error_summary(run: &RuleRun) -> String {
     )
 }
 
-/// Abandons the readers of a run: their tasks stop and their transactions roll back.
-struct Readers(Vec<Reader>);
+/// The reader tasks of a run, abandoned with it: when a run ends early its readers stop and
+/// their transactions roll back.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
 
-impl Drop for Readers {
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        for r in &self.0 {
-            r.task.abort();
+        for task in &self.0 {
+            task.abort();
         }
     }
 }
@@ -173,7 +174,8 @@ async fn execute(
     };
 
     // 1. Start a reader per dataset; each describes its query first.
-    let mut readers = Readers(Vec::with_capacity(rule.datasets.len()));
+    let mut tasks = AbortOnDrop(Vec::with_capacity(rule.datasets.len()));
+    let mut readers = Vec::with_capacity(rule.datasets.len());
     for d in &rule.datasets {
         let source = sources
             .get(&d.source)
@@ -181,17 +183,24 @@ async fn execute(
         let cfg = &source.config;
         let deadline =
             Instant::now() + cfg.connect_timeout + cfg.statement_timeout + Duration::from_secs(5);
-        readers.0.push(spawn_reader(
+        let Reader {
+            messages,
+            mode,
+            task,
+        } = spawn_reader(
             source.clone(),
             ReadRequest {
                 query: d.query.clone(),
                 key: rule.key.clone(),
                 deadline,
             },
-        ));
+        );
+        tasks.0.push(task);
+        readers.push((messages, mode));
     }
     let firsts =
-        futures_util::future::join_all(readers.0.iter_mut().map(|r| r.messages.recv())).await;
+        futures_util::future::join_all(readers.iter_mut().map(|(messages, _)| messages.recv()))
+            .await;
     let mut descriptions = Vec::with_capacity(firsts.len());
     let mut failures = Vec::new();
     for (i, msg) in firsts.into_iter().enumerate() {
@@ -214,16 +223,11 @@ async fn execute(
     } else {
         KeyMode::Text
     };
-    let mut cursors = Vec::with_capacity(readers.0.len());
-    for r in &mut readers.0 {
-        if let Some(tx) = r.mode.take() {
-            let _ = tx.send(mode);
-        }
-    }
-    for (i, r) in readers.0.iter_mut().enumerate() {
-        let (_, dummy) = tokio::sync::mpsc::channel(1);
+    let mut cursors = Vec::with_capacity(readers.len());
+    for (i, (messages, mode_tx)) in readers.into_iter().enumerate() {
+        let _ = mode_tx.send(mode);
         cursors.push(Cursor {
-            rx: std::mem::replace(&mut r.messages, dummy),
+            rx: messages,
             batch: Vec::new().into_iter(),
             head: None,
             rows: 0,

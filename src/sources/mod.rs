@@ -146,7 +146,7 @@ pub enum ReaderMsg {
 pub struct Reader {
     pub messages: mpsc::Receiver<ReaderMsg>,
     /// Send the run's key order once every dataset is described; drop to cancel.
-    pub mode: Option<oneshot::Sender<KeyMode>>,
+    pub mode: oneshot::Sender<KeyMode>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -179,7 +179,7 @@ pub fn spawn_reader(source: Arc<Source>, request: ReadRequest) -> Reader {
     });
     Reader {
         messages: rx,
-        mode: Some(mode_tx),
+        mode: mode_tx,
         task,
     }
 }
