@@ -329,10 +329,11 @@ fn plan(
                 rule.key,
                 desc.columns.join(", ")
             )),
-            (Some(_), KeyKind::Unsupported(ty)) => problems.push(format!(
-                "{}: the key column `{}` has type {ty}; keys must be integers or text (cast it in the query)",
+            (Some(k), KeyKind::Unsupported) => problems.push(format!(
+                "{}: the key column `{}` has type {}; keys must be integers or text (cast it in the query)",
                 what(i),
-                rule.key
+                rule.key,
+                desc.types[*k]
             )),
             _ => {}
         }

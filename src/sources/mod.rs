@@ -107,8 +107,8 @@ impl Sources {
 pub enum KeyKind {
     Int,
     Text,
-    /// A type that cannot be a join key (named for the error).
-    Unsupported(String),
+    /// A type that cannot be a join key.
+    Unsupported,
 }
 
 /// The order every dataset of one rule run is read in.
@@ -285,21 +285,104 @@ fn key_of(v: &Value, mode: KeyMode) -> Result<Option<Key>, String> {
     }))
 }
 
-/// Waits for the run's key order; `None` when the run was abandoned.
-pub(crate) async fn await_mode(mode: oneshot::Receiver<KeyMode>) -> Option<KeyMode> {
-    mode.await.ok()
-}
-
-/// Sends the description and locates the key column.
-pub(crate) async fn describe(
-    tx: &mpsc::Sender<ReaderMsg>,
+/// The second half of every reader: sends the description, waits for the run's key order,
+/// then runs the query with that order pushed into the database and pumps its rows.
+/// `order_by` gives the database's ORDER BY expression for a key order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn describe_then_stream<'c, DB, E>(
+    executor: E,
     description: Description,
-) -> Option<usize> {
+    wrapped: &str,
+    order_by: impl FnOnce(KeyMode) -> String,
+    decode: impl Fn(&DB::Row) -> Result<Box<[Value]>, String>,
+    request: &ReadRequest,
+    tx: &mpsc::Sender<ReaderMsg>,
+    mode: oneshot::Receiver<KeyMode>,
+) -> Result<(), String>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'c, Database = DB>,
+{
     let key_index = description.key_index;
     if tx.send(ReaderMsg::Described(description)).await.is_err() {
-        return None;
+        return Ok(()); // the run was abandoned
     }
-    key_index
+    // Without a key column the engine reports the problem and drops the mode sender.
+    let (Some(key_index), Ok(mode)) = (key_index, mode.await) else {
+        return Ok(());
+    };
+    let sql = format!("{wrapped} ORDER BY {}", order_by(mode));
+    // With (empty) arguments the query is prepared and rows come in the binary format the
+    // decoders expect, as with `sqlx::query`; bare SQL would use PostgreSQL's text protocol.
+    let query = (sqlx::AssertSqlSafe(sql), Some(DB::Arguments::default()));
+    let stream = executor.fetch(query);
+    pump(stream, key_index, mode, request.deadline, decode, tx).await
+}
+
+/// A prepared query's columns, each with the decoder its type needs.
+pub(crate) struct Columns<D> {
+    pub names: Vec<String>,
+    pub types: Vec<String>,
+    pub decoders: Vec<D>,
+}
+
+impl<D: Copy> Columns<D> {
+    /// From (name, type name, decoder) per column; a column without a decoder is an error
+    /// naming it, with a hint how to cast it.
+    pub fn new(
+        columns: impl IntoIterator<Item = (String, String, Option<D>)>,
+        cast_hint: &str,
+    ) -> Result<Columns<D>, String> {
+        let mut out = Columns {
+            names: Vec::new(),
+            types: Vec::new(),
+            decoders: Vec::new(),
+        };
+        let mut unreadable = Vec::new();
+        for (name, ty, decoder) in columns {
+            match decoder {
+                Some(d) => out.decoders.push(d),
+                None => unreadable.push(format!("{name} ({ty})")),
+            }
+            out.names.push(name);
+            out.types.push(ty);
+        }
+        if unreadable.is_empty() {
+            Ok(out)
+        } else {
+            Err(format!(
+                "invariantd cannot read the type of column {}; cast it in the query, e.g. {cast_hint}",
+                unreadable.join(", ")
+            ))
+        }
+    }
+
+    /// What the engine needs to know; `key_kind` classifies the key column, by its index.
+    pub fn description(&self, key: &str, key_kind: impl FnOnce(usize) -> KeyKind) -> Description {
+        let key_index = self.names.iter().position(|c| c == key);
+        Description {
+            columns: self.names.clone(),
+            types: self.types.clone(),
+            key_index,
+            key_kind: key_index.map_or(KeyKind::Text, key_kind),
+        }
+    }
+
+    /// Decodes every column of a row.
+    pub fn decode<R>(
+        &self,
+        row: &R,
+        decode: impl Fn(&R, usize, D) -> Result<Value, sqlx::Error>,
+    ) -> Result<Box<[Value]>, String> {
+        self.decoders
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                decode(row, i, *d)
+                    .map_err(|e| format!("cannot decode column `{}`: {e}", self.names[i]))
+            })
+            .collect()
+    }
 }
 
 pub(crate) fn quote_ident(name: &str, quote: char) -> String {

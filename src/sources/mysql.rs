@@ -7,8 +7,7 @@ use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, Typ
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Description, KeyKind, KeyMode, ReadRequest, ReaderMsg, await_mode, describe, pump, quote_ident,
-    wrap,
+    Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
 };
 use crate::config::{ConnectOptions, SourceConfig};
 use crate::value::{Value, timestamp_from_date, timestamp_from_datetime, timestamp_from_naive};
@@ -52,11 +51,11 @@ fn decoder(type_name: &str) -> Option<Decode> {
     })
 }
 
-fn key_kind(d: Option<Decode>, type_name: &str) -> KeyKind {
+fn key_kind(d: Decode) -> KeyKind {
     match d {
-        Some(Decode::Int | Decode::UInt) => KeyKind::Int,
-        Some(Decode::Text | Decode::Binary) => KeyKind::Text,
-        _ => KeyKind::Unsupported(type_name.to_string()),
+        Decode::Int | Decode::UInt => KeyKind::Int,
+        Decode::Text | Decode::Binary => KeyKind::Text,
+        _ => KeyKind::Unsupported,
     }
 }
 
@@ -151,70 +150,29 @@ pub(super) async fn read(
         .prepare(AssertSqlSafe(wrapped.clone()).into_sql_str())
         .await
         .map_err(|e| format!("the query is not valid: {e}"))?;
-    let mut decoders = Vec::new();
-    let mut columns = Vec::new();
-    let mut types = Vec::new();
-    let mut unreadable = Vec::new();
-    for c in statement.columns() {
-        let name = c.type_info().name();
-        let d = decoder(name);
-        if d.is_none() {
-            unreadable.push(format!("{} ({name})", c.name()));
-        }
-        decoders.push(d);
-        columns.push(c.name().to_string());
-        types.push(name.to_string());
-    }
-    let key_index = columns.iter().position(|c| *c == request.key);
-    let key_kind = key_index.map_or(KeyKind::Text, |i| key_kind(decoders[i], &types[i]));
-    if !unreadable.is_empty() {
-        return Err(format!(
-            "invariantd cannot read the type of column {}; cast it in the query, e.g. `CAST(column AS CHAR)`",
-            unreadable.join(", ")
-        ));
-    }
-    let Some(key_index) = describe(
-        tx,
-        Description {
-            columns,
-            types,
-            key_index,
-            key_kind,
-        },
-    )
-    .await
-    else {
-        return Ok(());
-    };
-    let Some(mode) = await_mode(mode).await else {
-        return Ok(());
-    };
+    let columns = Columns::new(
+        statement.columns().iter().map(|c| {
+            let ty = c.type_info().name();
+            (c.name().to_string(), ty.to_string(), decoder(ty))
+        }),
+        "`CAST(column AS CHAR)`",
+    )?;
+    let description = columns.description(&request.key, |i| key_kind(columns.decoders[i]));
     let key = format!("invariantd_q.{}", quote_ident(&request.key, '`'));
-    let order = match mode {
+    let order_by = |mode| match mode {
         KeyMode::Int => key,
         KeyMode::Text => format!("CAST({key} AS BINARY)"),
     };
-    let sql = format!("{wrapped} ORDER BY {order}");
-    let decoders: Vec<Decode> = decoders
-        .into_iter()
-        .map(|d| d.expect("checked above"))
-        .collect();
-    let stream = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *txn);
-    pump(
-        stream,
-        key_index,
-        mode,
-        request.deadline,
-        |row: &MySqlRow| {
-            decoders
-                .iter()
-                .enumerate()
-                .map(|(i, d)| {
-                    decode(row, i, *d).map_err(|e| format!("cannot decode column {i}: {e}"))
-                })
-                .collect()
-        },
+    let decode_row = |row: &MySqlRow| columns.decode(row, decode);
+    describe_then_stream(
+        &mut *txn,
+        description,
+        &wrapped,
+        order_by,
+        decode_row,
+        request,
         tx,
+        mode,
     )
     .await
 }

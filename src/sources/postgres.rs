@@ -6,8 +6,7 @@ use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, Typ
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Description, KeyKind, KeyMode, ReadRequest, ReaderMsg, await_mode, describe, pump, quote_ident,
-    wrap,
+    Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
 };
 use crate::config::{ConnectOptions, SourceConfig};
 use crate::value::{Value, timestamp_from_date, timestamp_from_datetime, timestamp_from_naive};
@@ -58,11 +57,11 @@ fn decoder(ty: &PgTypeInfo) -> Option<Decode> {
     })
 }
 
-fn key_kind(d: Option<Decode>, type_name: &str) -> KeyKind {
+fn key_kind(d: Decode) -> KeyKind {
     match d {
-        Some(Decode::I16 | Decode::I32 | Decode::I64 | Decode::Oid) => KeyKind::Int,
-        Some(Decode::Text | Decode::Uuid) => KeyKind::Text,
-        _ => KeyKind::Unsupported(type_name.to_string()),
+        Decode::I16 | Decode::I32 | Decode::I64 | Decode::Oid => KeyKind::Int,
+        Decode::Text | Decode::Uuid => KeyKind::Text,
+        _ => KeyKind::Unsupported,
     }
 }
 
@@ -146,65 +145,29 @@ pub(super) async fn read(
         .prepare(AssertSqlSafe(wrapped.clone()).into_sql_str())
         .await
         .map_err(|e| format!("the query is not valid: {e}"))?;
-    let mut decoders = Vec::new();
-    let mut columns = Vec::new();
-    let mut types = Vec::new();
-    let mut unreadable = Vec::new();
-    for c in statement.columns() {
-        let d = decoder(c.type_info());
-        if d.is_none() {
-            unreadable.push(format!("{} ({})", c.name(), c.type_info().name()));
-        }
-        decoders.push(d);
-        columns.push(c.name().to_string());
-        types.push(c.type_info().name().to_string());
-    }
-    let key_index = columns.iter().position(|c| *c == request.key);
-    let key_kind = key_index.map_or(KeyKind::Text, |i| key_kind(decoders[i], &types[i]));
-    if !unreadable.is_empty() {
-        return Err(format!(
-            "invariantd cannot read the type of column {}; cast it in the query, e.g. `column::text`",
-            unreadable.join(", ")
-        ));
-    }
-    let description = Description {
-        columns,
-        types,
-        key_index,
-        key_kind,
-    };
-    let Some(key_index) = describe(tx, description).await else {
-        return Ok(());
-    };
-    let Some(mode) = await_mode(mode).await else {
-        return Ok(());
-    };
+    let columns = Columns::new(
+        statement.columns().iter().map(|c| {
+            let ty = c.type_info();
+            (c.name().to_string(), ty.name().to_string(), decoder(ty))
+        }),
+        "`column::text`",
+    )?;
+    let description = columns.description(&request.key, |i| key_kind(columns.decoders[i]));
     let key = format!("invariantd_q.{}", quote_ident(&request.key, '"'));
-    let order = match mode {
+    let order_by = |mode| match mode {
         KeyMode::Int => key,
         KeyMode::Text => format!("({key})::text COLLATE \"C\""),
     };
-    let sql = format!("{wrapped} ORDER BY {order}");
-    let decoders: Vec<Decode> = decoders
-        .into_iter()
-        .map(|d| d.expect("checked above"))
-        .collect();
-    let stream = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *txn);
-    pump(
-        stream,
-        key_index,
-        mode,
-        request.deadline,
-        |row: &PgRow| {
-            decoders
-                .iter()
-                .enumerate()
-                .map(|(i, d)| {
-                    decode(row, i, *d).map_err(|e| format!("cannot decode column {i}: {e}"))
-                })
-                .collect()
-        },
+    let decode_row = |row: &PgRow| columns.decode(row, decode);
+    describe_then_stream(
+        &mut *txn,
+        description,
+        &wrapped,
+        order_by,
+        decode_row,
+        request,
         tx,
+        mode,
     )
     .await
 }

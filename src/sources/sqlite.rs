@@ -8,8 +8,7 @@ use sqlx::{AssertSqlSafe, Executor, Row as _, TypeInfo, ValueRef};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Description, KeyKind, KeyMode, ReadRequest, ReaderMsg, await_mode, describe, pump, quote_ident,
-    wrap,
+    Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
 };
 use crate::value::{Value, decimal_from_f64, parse_timestamp_text};
 
@@ -135,51 +134,37 @@ pub(super) async fn read(
         .await
         .map_err(|e| format!("cannot open the database: {e}"))?;
     let wrapped = wrap(&request.query);
-    let (columns, types) = declared_columns(&mut txn, &wrapped).await?;
-    let key_index = columns.iter().position(|c| *c == request.key);
+    let (names, types) = declared_columns(&mut txn, &wrapped).await?;
+    let columns = Columns::new(
+        names.into_iter().zip(types).map(|(name, ty)| {
+            let d = declared(&ty);
+            (name, ty, Some(d))
+        }),
+        "",
+    )?;
     // SQLite's own rule for integer affinity: the declared type contains "INT".
-    let key_kind = match key_index {
-        Some(i) if types[i].to_ascii_uppercase().contains("INT") => KeyKind::Int,
-        _ => KeyKind::Text,
-    };
-    let decl: Vec<Declared> = types.iter().map(|t| declared(t)).collect();
-    let Some(key_index) = describe(
-        tx,
-        Description {
-            columns,
-            types,
-            key_index,
-            key_kind,
-        },
-    )
-    .await
-    else {
-        return Ok(());
-    };
-    let Some(mode) = await_mode(mode).await else {
-        return Ok(());
-    };
+    let description = columns.description(&request.key, |i| {
+        if columns.types[i].to_ascii_uppercase().contains("INT") {
+            KeyKind::Int
+        } else {
+            KeyKind::Text
+        }
+    });
     let key = format!("invariantd_q.{}", quote_ident(&request.key, '"'));
-    let order = match mode {
+    let order_by = |mode| match mode {
         KeyMode::Int => key,
         KeyMode::Text => format!("CAST({key} AS TEXT) COLLATE BINARY"),
     };
-    let sql = format!("{wrapped} ORDER BY {order}");
-    let stream = (&mut *txn).fetch(sqlx::query(AssertSqlSafe(sql)));
-    pump(
-        stream,
-        key_index,
-        mode,
-        request.deadline,
-        |row: &SqliteRow| {
-            decl.iter()
-                .enumerate()
-                .map(|(i, d)| {
-                    decode(row, i, *d).map_err(|e| format!("cannot decode column {i}: {e}"))
-                })
-                .collect()
-        },
+    let decode_row = |row: &SqliteRow| columns.decode(row, decode);
+    describe_then_stream(
+        &mut *txn,
+        description,
+        &wrapped,
+        order_by,
+        decode_row,
+        request,
         tx,
+        mode,
     )
     .await
 }
