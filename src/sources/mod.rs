@@ -49,18 +49,37 @@ impl Source {
     /// Creates the pool without connecting: a source that is down makes its rules `unknown`
     /// when they run, and nothing else.
     pub fn new(config: SourceConfig) -> Source {
+        use sqlx::ConnectOptions as _;
+        // A sweep of a large table takes seconds by design: sqlx's "slow statement" warnings
+        // would fire on every run, so statements are logged at debug level only.
+        let quiet = log::LevelFilter::Debug;
+        let slow = Duration::from_secs(60);
         let pool = match &config.options {
             ConnectOptions::Postgres(o) => Pool::Postgres(
-                pool_options(&config).connect_lazy_with(o.clone().application_name("invariantd")),
+                pool_options(&config).connect_lazy_with(
+                    o.clone()
+                        .application_name("invariantd")
+                        .log_statements(quiet)
+                        .log_slow_statements(quiet, slow),
+                ),
             ),
-            ConnectOptions::MySql(o) => {
-                Pool::MySql(pool_options(&config).connect_lazy_with(o.clone()))
-            }
+            ConnectOptions::MySql(o) => Pool::MySql(
+                pool_options(&config).connect_lazy_with(
+                    o.clone()
+                        .log_statements(quiet)
+                        .log_slow_statements(quiet, slow),
+                ),
+            ),
             // Checks only read: SQLite sources are opened read-only, which also means a
             // missing database file is an error rather than a new empty database.
             ConnectOptions::Sqlite(o) => Pool::Sqlite(
-                pool_options(&config)
-                    .connect_lazy_with(o.clone().read_only(true).create_if_missing(false)),
+                pool_options(&config).connect_lazy_with(
+                    o.clone()
+                        .read_only(true)
+                        .create_if_missing(false)
+                        .log_statements(quiet)
+                        .log_slow_statements(quiet, slow),
+                ),
             ),
         };
         Source { config, pool }
