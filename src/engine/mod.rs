@@ -173,7 +173,19 @@ async fn execute(
         format!("dataset `{}` (source `{}`)", d.name, d.source)
     };
 
-    // 1. Start a reader per dataset; each describes its query first.
+    // 1. Take the connections the run needs, source by source in name order so that two runs
+    //    can never each hold what the other waits for; then start a reader per dataset.
+    let mut needs: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
+    for d in &rule.datasets {
+        *needs.entry(d.source.as_str()).or_default() += 1;
+    }
+    let mut _permits = Vec::with_capacity(needs.len());
+    for (name, n) in needs {
+        let source = sources
+            .get(name)
+            .ok_or_else(|| format!("source `{name}` is not configured"))?;
+        _permits.push(source.reserve(n).await?);
+    }
     let mut tasks = AbortOnDrop(Vec::with_capacity(rule.datasets.len()));
     let mut readers = Vec::with_capacity(rule.datasets.len());
     for d in &rule.datasets {

@@ -43,6 +43,10 @@ enum Pool {
 pub struct Source {
     pub config: SourceConfig,
     pool: Pool,
+    /// One permit per pooled connection. A rule run takes the permits for all its datasets on
+    /// this source before it starts reading, so waiting for a busy pool is never mistaken for
+    /// a source that cannot be reached (the pool's own timeout then only measures connecting).
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Source {
@@ -82,7 +86,28 @@ impl Source {
                 ),
             ),
         };
-        Source { config, pool }
+        let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections as usize));
+        Source {
+            config,
+            pool,
+            permits,
+        }
+    }
+
+    /// Waits until `n` connections of this source are free for one run, and holds them until
+    /// the returned permit is dropped.
+    pub async fn reserve(&self, n: u32) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+        if n > self.config.max_connections {
+            return Err(format!(
+                "the rule reads {n} datasets from source `{}` at once, but its max_connections is {}",
+                self.config.name, self.config.max_connections
+            ));
+        }
+        self.permits
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| "the source is shutting down".to_string())
     }
 
     pub fn name(&self) -> &str {

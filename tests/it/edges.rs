@@ -373,3 +373,36 @@ assert: t != null
     assert!(error.contains("statement timeout"), "{error}");
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
 }
+
+#[tokio::test]
+async fn rules_waiting_for_a_busy_source_wait_their_turn_instead_of_failing() {
+    let db = TestDb::new(Postgres, "busy").await;
+    // Two connections, a one-second connect timeout, and four rules that each hold both
+    // connections for 0.8 s: the last rule waits about 2.4 s for its turn.
+    let config = format!(
+        "sources:\n  db: {{ url: \"{}\", max_connections: 2, connect_timeout: 1s }}\nrules: [rules/]\n",
+        db.url
+    );
+    let rule = |n: usize| {
+        format!(
+            "name: slow_{n}\nkey: id\ndatasets:\n  a: {{ source: db, query: \"SELECT 1 AS id FROM pg_sleep(0.8)\" }}\n  b: {{ source: db, query: \"SELECT 1 AS id\" }}\nassert: a != null && b != null\n"
+        )
+    };
+    let mut rules: Vec<String> = (1..=4).map(rule).collect();
+    rules.push(
+        "name: too_wide\nkey: id\ndatasets:\n  a: { source: db, query: \"SELECT 1 AS id\" }\n  b: { source: db, query: \"SELECT 1 AS id\" }\n  c: { source: db, query: \"SELECT 1 AS id\" }\nassert: a != null\n".into(),
+    );
+    let runs = Workdir::raw(&config, &rules.join("---\n")).run().await;
+    for n in 1..=4 {
+        let run = run_of(&runs, &format!("slow_{n}"));
+        assert_eq!(
+            (run.outcome, &run.error),
+            (Outcome::Pass, &None),
+            "slow_{n}"
+        );
+    }
+    assert_eq!(
+        run_of(&runs, "too_wide").error.as_deref(),
+        Some("the rule reads 3 datasets from source `db` at once, but its max_connections is 2")
+    );
+}
