@@ -81,7 +81,7 @@ fn check(config_path: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {
         crate::check::run_rules(&selected, &sources, usize::from(args.concurrency)).await
     });
     let text = match args.format {
-        Format::Table => crate::check::render_table(&selected, &runs),
+        Format::Table => crate::check::render_table(&selected, &runs, args.limit),
         Format::Json => crate::check::render_json(&selected, &runs),
     };
     print!("{text}");

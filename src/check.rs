@@ -61,7 +61,8 @@ pub fn render_json(rules: &[Rule], runs: &[RuleRun]) -> String {
     out
 }
 
-pub fn render_table(rules: &[Rule], runs: &[RuleRun]) -> String {
+/// The table for people: one line per rule, then up to `limit` violations per rule (0: all).
+pub fn render_table(rules: &[Rule], runs: &[RuleRun], limit: usize) -> String {
     let mut out = String::new();
     let name_w = rules.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
     let _ = writeln!(
@@ -104,8 +105,16 @@ pub fn render_table(rules: &[Rule], runs: &[RuleRun]) -> String {
                 .map(|v| v.key.to_string().len())
                 .max()
                 .unwrap_or(0);
-            for v in &run.violations {
+            let shown = if limit == 0 { n } else { n.min(limit) };
+            for v in &run.violations[..shown] {
                 let _ = writeln!(out, "  {:<key_w$}  {}", v.key.to_string(), v.message);
+            }
+            if shown < n {
+                let _ = writeln!(
+                    out,
+                    "  … and {} more (--limit 0 lists all, --format json gives every row)",
+                    n - shown
+                );
             }
         }
         if let Some(error) = &run.error {

@@ -47,6 +47,10 @@ pub struct CheckArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 
+    /// Violations listed per rule in the table (0: all). JSON always lists all.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+
     /// How many rules run at the same time.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,

@@ -109,7 +109,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let sources = crate::sources::Sources::new(&config.sources);
         crate::check::run_rules(&rules, &sources, 4).await
     });
-    print!("{}", crate::check::render_table(&rules, &runs));
+    print!("{}", crate::check::render_table(&rules, &runs, 5));
 
     let mut missed = Vec::new();
     let mut extra = Vec::new();

@@ -113,6 +113,10 @@ async fn check_prints_a_table_and_exits_1_when_violations_are_found() {
     assert_eq!(stderr(&out), "");
     assert_eq!(out.status.code(), Some(1));
     assert_output_snapshot!("check_table", stdout(&out));
+
+    let out = workdir.cli(&["check", "--limit", "1", "captured_amount_matches_total"]);
+    let text = stdout(&out);
+    assert!(text.contains("  6  order 6: captured 25 but the order total is 30.00\n  … and 1 more (--limit 0 lists all"), "{text}");
 }
 
 #[tokio::test]
