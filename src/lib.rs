@@ -11,6 +11,7 @@ pub mod engine;
 pub mod expr;
 pub mod rules;
 pub mod sources;
+pub mod state;
 pub mod telemetry;
 pub mod value;
 pub mod yaml;

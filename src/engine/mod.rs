@@ -8,6 +8,7 @@
 //! column — is `unknown`: it carries the reason and no verdicts at all, because no data is not
 //! good data.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -72,6 +73,12 @@ pub struct RuleRun {
     pub violations: Vec<Violation>,
     pub key_errors: Vec<KeyError>,
     pub key_errors_total: u64,
+    /// Whether the run read every dataset to the end. Only then do its verdicts count: a key
+    /// it did not report may be resolved.
+    pub finished: bool,
+    /// Keys that had an open violation before the run but were not judged by it (still in
+    /// `grace`, or an error for that key): they stay as they are.
+    pub unjudged_open: Vec<String>,
 }
 
 impl RuleRun {
@@ -82,6 +89,17 @@ impl RuleRun {
 
 /// Runs one rule once, at `now`.
 pub async fn run_rule(rule: &Rule, sources: &Sources, now: DateTime<Utc>) -> RuleRun {
+    run_rule_with_open(rule, sources, now, &HashSet::new()).await
+}
+
+/// Runs one rule once, at `now`, knowing which keys have an open violation, so that the run can
+/// say which of them it could not judge.
+pub async fn run_rule_with_open(
+    rule: &Rule,
+    sources: &Sources,
+    now: DateTime<Utc>,
+    open: &HashSet<String>,
+) -> RuleRun {
     let started = Instant::now();
     let mut run = RuleRun {
         rule: rule.name.clone(),
@@ -95,8 +113,10 @@ pub async fn run_rule(rule: &Rule, sources: &Sources, now: DateTime<Utc>) -> Rul
         violations: Vec::new(),
         key_errors: Vec::new(),
         key_errors_total: 0,
+        finished: false,
+        unjudged_open: Vec::new(),
     };
-    let result = execute(rule, sources, now, &mut run).await;
+    let result = execute(rule, sources, now, open, &mut run).await;
     run.duration = started.elapsed();
     match result {
         Err(reason) => {
@@ -105,8 +125,10 @@ pub async fn run_rule(rule: &Rule, sources: &Sources, now: DateTime<Utc>) -> Rul
             run.violations.clear();
             run.key_errors.clear();
             run.key_errors_total = 0;
+            run.unjudged_open.clear();
         }
         Ok(()) => {
+            run.finished = true;
             if run.key_errors_total > 0 {
                 run.error = Some(key_error_summary(&run));
             }
@@ -166,6 +188,7 @@ async fn execute(
     rule: &Rule,
     sources: &Sources,
     now: DateTime<Utc>,
+    open: &HashSet<String>,
     run: &mut RuleRun,
 ) -> Result<(), String> {
     let what = |i: usize| {
@@ -293,6 +316,7 @@ async fn execute(
         }
         if let Some(&(i, count)) = duplicates.first() {
             run.add_key_error(
+                open,
                 key,
                 format!(
                     "dataset `{}` returned {count} rows for this key; without `many: true` a dataset must return at most one row per key",
@@ -301,7 +325,7 @@ async fn execute(
             );
             continue;
         }
-        judge(rule, &plan, &groups, key, now_micros, grace_from, run);
+        judge(rule, &plan, &groups, key, now_micros, grace_from, open, run);
     }
     for c in &cursors {
         run.rows_scanned[c.index] = c.rows;
@@ -399,7 +423,8 @@ fn plan(
 }
 
 impl RuleRun {
-    fn add_key_error(&mut self, key: Key, message: String) {
+    fn add_key_error(&mut self, open: &HashSet<String>, key: Key, message: String) {
+        self.hold_if_open(open, &key);
         self.key_errors_total += 1;
         if self.key_errors.len() < MAX_KEY_ERRORS {
             self.key_errors.push(KeyError { key, message });
@@ -407,6 +432,7 @@ impl RuleRun {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn judge(
     rule: &Rule,
     plan: &Plan,
@@ -414,17 +440,19 @@ fn judge(
     key: Key,
     now: i64,
     grace_from: Option<i64>,
+    open: &HashSet<String>,
     run: &mut RuleRun,
 ) {
     if let Some(grace_from) = grace_from {
         match newest_update(rule, plan, groups) {
             Ok(Some(t)) if t > grace_from => {
                 run.keys_in_grace += 1;
+                run.hold_if_open(open, &key);
                 return;
             }
             Ok(_) => {}
             Err(msg) => {
-                run.add_key_error(key, msg);
+                run.add_key_error(open, key, msg);
                 return;
             }
         }
@@ -448,7 +476,19 @@ fn judge(
         }
         Err(e) => {
             let msg = format!("assert: {}", e.message);
-            run.add_key_error(key, msg);
+            run.add_key_error(open, key, msg);
+        }
+    }
+}
+
+impl RuleRun {
+    /// Remembers that an open key was not judged. Only skipped keys pay for the lookup.
+    fn hold_if_open(&mut self, open: &HashSet<String>, key: &Key) {
+        if !open.is_empty() {
+            let text = key.to_string();
+            if open.contains(&text) {
+                self.unjudged_open.push(text);
+            }
         }
     }
 }

@@ -5,3 +5,4 @@ mod cli;
 mod edges;
 mod harness;
 mod shop;
+mod state;

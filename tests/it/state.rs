@@ -1,0 +1,288 @@
+//! The violation lifecycle in the state store, on SQLite and on PostgreSQL, driven by real rule
+//! runs over a source whose data changes between runs.
+
+use std::str::FromStr;
+
+use chrono::Utc;
+use invariantd::config::{ConnectOptions, SourceKind, StateConfig};
+use invariantd::engine::{Outcome, RuleRun, run_rule_with_open};
+use invariantd::state::{Recorded, StateStore, ViolationFilter, ViolationRecord};
+
+use crate::harness::{TestDb, Workdir};
+
+async fn state_store(kind: SourceKind, db: &Option<TestDb>, dir: &std::path::Path) -> StateStore {
+    let options = match kind {
+        SourceKind::Postgres => ConnectOptions::Postgres(
+            sqlx::postgres::PgConnectOptions::from_str(&db.as_ref().unwrap().url).unwrap(),
+        ),
+        _ => ConnectOptions::Sqlite(
+            sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
+                .unwrap()
+                .filename(dir.join("state.db")),
+        ),
+    };
+    let store = StateStore::open(&StateConfig { options }).await.unwrap();
+    store.migrate().await.unwrap(); // a second time is a no-op
+    store
+}
+
+const RULE: &str = r#"
+name: ok
+grace: 5m
+key: id
+datasets:
+  t: { source: shop, query: "SELECT id, ok, updated_at FROM t", updated_at: updated_at }
+assert: t == null || t.ok == 1
+message: "{{key}} is not ok"
+"#;
+
+struct Fixture {
+    source: TestDb,
+    workdir: Workdir,
+    down: Workdir,
+    store: StateStore,
+    _state_db: Option<TestDb>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new(kind: SourceKind) -> Fixture {
+        let source = TestDb::new(SourceKind::Sqlite, "lifecycle").await;
+        source
+            .exec_str(&["CREATE TABLE t (id INTEGER, ok INTEGER, updated_at TEXT)"])
+            .await;
+        let workdir = Workdir::new(&[("shop", &source.url)], Some(RULE));
+        let down = Workdir::new(
+            &[("shop", "sqlite:///nonexistent/invariantd-test.db")],
+            Some(RULE),
+        );
+        let state_db = match kind {
+            SourceKind::Postgres => Some(TestDb::new(SourceKind::Postgres, "state").await),
+            _ => None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = state_store(kind, &state_db, dir.path()).await;
+        Fixture {
+            source,
+            workdir,
+            down,
+            store,
+            _state_db: state_db,
+            _dir: dir,
+        }
+    }
+
+    async fn set(&self, id: i64, ok: i64, minutes_ago: i64) {
+        let at = (Utc::now() - chrono::Duration::minutes(minutes_ago)).to_rfc3339();
+        self.source
+            .exec(&[
+                format!("DELETE FROM t WHERE id = {id}"),
+                format!("INSERT INTO t VALUES ({id}, {ok}, '{at}')"),
+            ])
+            .await;
+    }
+
+    async fn cycle_with(&self, workdir: &Workdir) -> (RuleRun, Recorded) {
+        let (config, rules) = workdir.load();
+        let sources = invariantd::sources::Sources::new(&config.sources);
+        let open = self.store.open_keys("ok").await.unwrap();
+        let run = run_rule_with_open(&rules[0], &sources, Utc::now(), &open).await;
+        let recorded = self.store.record(&run).await.unwrap();
+        (run, recorded)
+    }
+
+    async fn cycle(&self) -> Recorded {
+        let (run, recorded) = self.cycle_with(&self.workdir).await;
+        assert_ne!(run.outcome, Outcome::Unknown, "{:?}", run.error);
+        recorded
+    }
+
+    async fn all(&self) -> Vec<ViolationRecord> {
+        self.store
+            .violations(&ViolationFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+}
+
+fn rec(opened: u64, seen_again: u64, resolved: u64) -> (u64, u64, u64) {
+    (opened, seen_again, resolved)
+}
+
+fn counts(r: Recorded) -> (u64, u64, u64) {
+    (r.opened, r.seen_again, r.resolved)
+}
+
+async fn lifecycle(kind: SourceKind) {
+    let f = Fixture::new(kind).await;
+    f.set(1, 0, 60).await;
+    f.set(2, 0, 60).await;
+    f.set(3, 1, 60).await;
+
+    // Open.
+    assert_eq!(counts(f.cycle().await), rec(2, 0, 0));
+    // Seen again.
+    assert_eq!(counts(f.cycle().await), rec(0, 2, 0));
+    let v = f.all().await;
+    assert_eq!(
+        v.iter()
+            .map(|v| (v.key.as_str(), v.state.as_str(), v.occurrences))
+            .collect::<Vec<_>>(),
+        [("1", "open", 2), ("2", "open", 2)]
+    );
+    assert_eq!(v[0].message, "1 is not ok");
+    assert_eq!(v[0].datasets["t"]["ok"], 0);
+    assert!(v[0].last_seen_us > v[0].first_seen_us);
+
+    // Resolve: key 1 holds again.
+    f.set(1, 1, 60).await;
+    assert_eq!(counts(f.cycle().await), rec(0, 1, 1));
+    let first_id = f.all().await[0].id;
+
+    // Reopen: a new row, linked to the resolved one.
+    f.set(1, 0, 60).await;
+    assert_eq!(counts(f.cycle().await), rec(1, 1, 0));
+    let v = f.all().await;
+    assert_eq!(v.len(), 3);
+    let reopened = v
+        .iter()
+        .find(|v| v.key == "1" && v.state == "open")
+        .unwrap();
+    assert_eq!(reopened.previous_id, Some(first_id));
+    assert_eq!(reopened.occurrences, 1);
+    let resolved = v.iter().find(|v| v.id == first_id).unwrap();
+    assert_eq!(resolved.state, "resolved");
+    assert!(resolved.resolved_us.is_some());
+
+    // Unknown changes nothing.
+    let before = f.all().await;
+    let (run, recorded) = f.cycle_with(&f.down).await;
+    assert_eq!(run.outcome, Outcome::Unknown);
+    assert_eq!(counts(recorded), rec(0, 0, 0));
+    assert_eq!(f.all().await, before);
+
+    // A key changed within grace is not judged: its open violation stays open, untouched.
+    f.set(2, 1, 1).await;
+    assert_eq!(counts(f.cycle().await), rec(0, 1, 0));
+    let two = f
+        .all()
+        .await
+        .into_iter()
+        .find(|v| v.key == "2" && v.state == "open")
+        .unwrap();
+    assert_eq!(two.occurrences, 4);
+
+    // A key gone from every dataset violates nothing: resolved.
+    f.source.exec_str(&["DELETE FROM t WHERE id = 2"]).await;
+    assert_eq!(counts(f.cycle().await), rec(0, 1, 1));
+
+    // Filters and cursor.
+    let open = f
+        .store
+        .violations(&ViolationFilter {
+            state: Some("open".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        open.iter().map(|v| v.key.as_str()).collect::<Vec<_>>(),
+        ["1"]
+    );
+    let page = f
+        .store
+        .violations(&ViolationFilter {
+            rule: Some("ok".into()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let next = f
+        .store
+        .violations(&ViolationFilter {
+            rule: Some("ok".into()),
+            limit: 10,
+            after_id: Some(page[0].id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 2);
+
+    // Counters add up across runs.
+    let counters = f.store.counters().await.unwrap();
+    let c = |name: &str| {
+        counters
+            .get(&("ok".to_string(), name.to_string()))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        (
+            c("violations_detected"),
+            c("violations_resolved"),
+            c("runs_unknown")
+        ),
+        (3, 2, 1)
+    );
+    assert_eq!(c("runs_fail"), 6);
+
+    // Pruning keeps open violations and removes old resolved ones.
+    let deleted = f
+        .store
+        .prune(Utc::now().timestamp_micros() + 1)
+        .await
+        .unwrap();
+    assert!(deleted >= 2, "{deleted}");
+    let left = f.all().await;
+    assert_eq!(
+        left.iter()
+            .map(|v| (v.key.as_str(), v.state.as_str()))
+            .collect::<Vec<_>>(),
+        [("1", "open")]
+    );
+    assert_eq!(left[0].previous_id, None);
+}
+
+#[tokio::test]
+async fn violations_open_recur_resolve_and_reopen_in_a_sqlite_state_store() {
+    lifecycle(SourceKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn violations_open_recur_resolve_and_reopen_in_a_postgres_state_store() {
+    lifecycle(SourceKind::Postgres).await;
+}
+
+async fn many(kind: SourceKind) {
+    let f = Fixture::new(kind).await;
+    let at = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    f.source
+        .exec(&[format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) INSERT INTO t SELECT i, 0, '{at}' FROM n"
+        )])
+        .await;
+    assert_eq!(counts(f.cycle().await), rec(5000, 0, 0));
+    f.source
+        .exec_str(&["UPDATE t SET ok = 1 WHERE id % 2 = 0"])
+        .await;
+    assert_eq!(counts(f.cycle().await), rec(0, 2500, 2500));
+    let open = f.store.open_keys("ok").await.unwrap();
+    assert_eq!(open.len(), 2500);
+    assert!(open.contains("4999") && !open.contains("5000"));
+}
+
+#[tokio::test]
+async fn a_run_with_thousands_of_violations_is_recorded_in_batches_on_sqlite() {
+    many(SourceKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_run_with_thousands_of_violations_is_recorded_in_batches_on_postgres() {
+    many(SourceKind::Postgres).await;
+}
