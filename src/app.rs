@@ -5,18 +5,103 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cli::{CheckArgs, Cli, Command, Format};
+use crate::cli::{CheckArgs, Cli, Command, Format, RunArgs, ViolationsCommand, ViolationsListArgs};
 use crate::config::Config;
 use crate::diag::Diagnostics;
 use crate::rules::Rule;
 use crate::sources::Sources;
+use crate::state::{StateStore, ViolationFilter};
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate => Ok(validate(&cli.config)),
         Command::Check(args) => check(&cli.config, args),
         Command::Demo(args) => crate::demo::run(args),
+        Command::Run(args) => run_daemon(&cli.config, args),
+        Command::Migrate => migrate(&cli.config),
+        Command::Violations(ViolationsCommand::List(args)) => list_violations(&cli.config, args),
     }
+}
+
+fn config_only(config_path: &Path) -> Result<Config, ExitCode> {
+    crate::config::load(config_path, &env_lookup).map_err(|diags| {
+        eprintln!("{diags}");
+        ExitCode::from(2)
+    })
+}
+
+fn migrate(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match config_only(config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    runtime()?.block_on(async {
+        let store = StateStore::connect(&config.state).await?;
+        store.migrate().await?;
+        println!("The state store is migrated.");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn run_daemon(config_path: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (config, rules) = match load(config_path) {
+        Ok(loaded) => loaded,
+        Err(diags) => {
+            eprintln!("{diags}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    runtime()?.block_on(async {
+        let store = StateStore::open(&config.state).await?;
+        let sources = Sources::new(&config.sources);
+        let concurrency = config.max_concurrent_runs;
+        let retention = config.state.retention;
+        let rt = crate::daemon::Runtime {
+            config,
+            rules,
+            sources,
+            store,
+        };
+        if args.once {
+            let results = crate::daemon::run_once(&rt, concurrency).await?;
+            let runs: Vec<_> = results.into_iter().map(|(run, _)| run).collect();
+            print!("{}", crate::check::render_table(&rt.rules, &runs, 20));
+            return Ok(ExitCode::from(crate::check::exit_code(&runs)));
+        }
+        crate::daemon::serve(std::sync::Arc::new(rt), concurrency, retention).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn list_violations(config_path: &Path, args: ViolationsListArgs) -> anyhow::Result<ExitCode> {
+    let config = match config_only(config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    runtime()?.block_on(async {
+        let store = StateStore::open(&config.state).await?;
+        let filter = ViolationFilter {
+            rule: args.rule,
+            state: (args.state != "all").then_some(args.state),
+            after_id: args.after,
+            limit: args.limit,
+        };
+        let items = store.violations(&filter).await?;
+        let next = (items.len() as u32 == args.limit && args.limit > 0)
+            .then(|| items.last().map(|v| v.id))
+            .flatten();
+        match args.format {
+            Format::Json => {
+                let doc = serde_json::json!({
+                    "items": items.iter().map(crate::state::violation_json).collect::<Vec<_>>(),
+                    "next": next.map(|n| n.to_string()),
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            }
+            Format::Table => print!("{}", crate::state::violations_table(&items, next)),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn env_lookup(name: &str) -> Option<String> {

@@ -36,6 +36,51 @@ pub enum Command {
     Validate,
     /// Build a small shop on SQLite with the inventory outage of the design story, and check it.
     Demo(DemoArgs),
+    /// The daemon: run every rule on its schedule and keep the violations in the state store,
+    /// until SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Apply the state store's migrations (`run` also does this at start-up).
+    Migrate,
+    /// Violations in the state store.
+    #[command(subcommand)]
+    Violations(ViolationsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run every rule once, record the results, print them as `check` does, and exit (with
+    /// `check`'s exit status).
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ViolationsCommand {
+    /// List violations, oldest first.
+    List(ViolationsListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ViolationsListArgs {
+    /// Only this rule's violations.
+    #[arg(long)]
+    pub rule: Option<String>,
+
+    /// `open`, `resolved` or `all`.
+    #[arg(long, default_value = "open", value_parser = ["open", "resolved", "all"])]
+    pub state: String,
+
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+
+    /// Continue after this violation id (the `next` of a previous JSON page).
+    #[arg(long)]
+    pub after: Option<i64>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,7 @@ struct RawConfig {
     state: Option<RawState>,
     #[serde(default)]
     rules: Vec<Spanned<String>>,
+    max_concurrent_runs: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +45,7 @@ struct RawSource {
 #[serde(deny_unknown_fields)]
 struct RawState {
     url: Spanned<String>,
+    retention: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +93,12 @@ pub struct SourceConfig {
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     pub options: ConnectOptions,
+    /// How long resolved violations and runs are kept.
+    pub retention: Duration,
 }
+
+const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+const DEFAULT_MAX_CONCURRENT_RUNS: u32 = 4;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -100,6 +107,8 @@ pub struct Config {
     pub state: StateConfig,
     /// Rule files and directories, resolved against the config file's directory.
     pub rule_paths: Vec<RulePath>,
+    /// Rule runs at the same time in the daemon.
+    pub max_concurrent_runs: usize,
     /// Sources named in the file whose settings are in error (already reported): rules may
     /// name them without a second error.
     pub unusable_sources: Vec<String>,
@@ -195,6 +204,7 @@ fn parse_partial(
             sources: OrderedMap::default(),
             state: None,
             rules: Vec::new(),
+            max_concurrent_runs: None,
         },
         Some(doc) => match yaml::parse_document(doc) {
             Ok(r) => r,
@@ -273,6 +283,25 @@ fn parse_partial(
         }
     }
 
+    let retention = duration_field(
+        raw.state.as_ref().and_then(|s| s.retention.as_ref()),
+        DEFAULT_RETENTION,
+        "state.retention",
+        path,
+        &mut diags,
+    );
+    let max_concurrent_runs = match raw.max_concurrent_runs {
+        Some(m) if m.value == 0 => {
+            diags.push(
+                path,
+                yaml::pos(&m, 0),
+                "max_concurrent_runs must be at least 1",
+            );
+            DEFAULT_MAX_CONCURRENT_RUNS
+        }
+        Some(m) => m.value,
+        None => DEFAULT_MAX_CONCURRENT_RUNS,
+    } as usize;
     let state = match raw.state {
         None => connect_options("sqlite://invariantd.db?mode=rwc", &base).ok(),
         Some(s) => {
@@ -316,8 +345,9 @@ fn parse_partial(
     let config = state.map(|options| Config {
         path: path.to_path_buf(),
         sources,
-        state: StateConfig { options },
+        state: StateConfig { options, retention },
         rule_paths,
+        max_concurrent_runs,
         unusable_sources,
     });
     (config, diags)

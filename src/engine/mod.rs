@@ -82,6 +82,30 @@ pub struct RuleRun {
 }
 
 impl RuleRun {
+    /// A run that could not happen or was abandoned: it judges nothing.
+    pub fn unknown(
+        rule: &str,
+        started_at: DateTime<Utc>,
+        duration: Duration,
+        reason: String,
+    ) -> RuleRun {
+        RuleRun {
+            rule: rule.to_string(),
+            started_at,
+            duration,
+            outcome: Outcome::Unknown,
+            error: Some(reason),
+            rows_scanned: Vec::new(),
+            keys_judged: 0,
+            keys_in_grace: 0,
+            violations: Vec::new(),
+            key_errors: Vec::new(),
+            key_errors_total: 0,
+            finished: false,
+            unjudged_open: Vec::new(),
+        }
+    }
+
     pub fn total_rows_scanned(&self) -> u64 {
         self.rows_scanned.iter().sum()
     }

@@ -445,3 +445,65 @@ impl StateStore {
 fn datasets_json(v: &crate::engine::Violation) -> String {
     serde_json::Value::Object(v.datasets.clone()).to_string()
 }
+
+fn rfc3339(us: i64) -> String {
+    crate::value::format_timestamp(us)
+}
+
+/// A violation as the API and `violations list --format json` show it.
+pub fn violation_json(v: &ViolationRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": v.id.to_string(),
+        "rule": v.rule,
+        "key": v.key,
+        "state": v.state,
+        "message": v.message,
+        "first_seen": rfc3339(v.first_seen_us),
+        "last_seen": rfc3339(v.last_seen_us),
+        "occurrences": v.occurrences,
+        "resolved_at": v.resolved_us.map(rfc3339),
+        "previous_id": v.previous_id.map(|p| p.to_string()),
+        "datasets": v.datasets,
+    })
+}
+
+/// Violations as a table for people.
+pub fn violations_table(items: &[ViolationRecord], next: Option<i64>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let rule_w = items.iter().map(|v| v.rule.len()).max().unwrap_or(4).max(4);
+    let key_w = items.iter().map(|v| v.key.len()).max().unwrap_or(3).max(3);
+    let _ = writeln!(
+        out,
+        "{:>6}  {:<rule_w$}  {:<key_w$}  {:<8}  {:<20}  {:>5}  MESSAGE",
+        "ID", "RULE", "KEY", "STATE", "FIRST SEEN", "SEEN"
+    );
+    for v in items {
+        let first = rfc3339(v.first_seen_us);
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<rule_w$}  {:<key_w$}  {:<8}  {:<20}  {:>5}  {}",
+            v.id,
+            v.rule,
+            v.key,
+            v.state,
+            first.get(..19).unwrap_or(&first),
+            v.occurrences,
+            v.message
+        );
+    }
+    match next {
+        Some(n) => {
+            let _ = writeln!(out, "(more: --after {n})");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "{} violation{}",
+                items.len(),
+                if items.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
+    out
+}

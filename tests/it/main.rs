@@ -2,6 +2,7 @@
 //! in databases of its own.
 
 mod cli;
+mod daemon;
 mod edges;
 mod harness;
 mod shop;

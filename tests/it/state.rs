@@ -21,7 +21,10 @@ async fn state_store(kind: SourceKind, db: &Option<TestDb>, dir: &std::path::Pat
                 .filename(dir.join("state.db")),
         ),
     };
-    let store = StateStore::open(&StateConfig { options }).await.unwrap();
+    let retention = std::time::Duration::from_secs(3600);
+    let store = StateStore::open(&StateConfig { options, retention })
+        .await
+        .unwrap();
     store.migrate().await.unwrap(); // a second time is a no-op
     store
 }

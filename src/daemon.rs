@@ -1,0 +1,372 @@
+//! `invariantd run`: start-up order, the scheduler, and the one shutdown path.
+//!
+//! Start-up: load and validate config and rules, open and migrate the state store, then start
+//! one scheduling loop per rule and a pruning loop. Each rule runs on its own `schedule` or
+//! `every`, never overlapping itself (a run still going when the next is due makes that tick
+//! skipped and counted), with at most `max_concurrent_runs` runs at a time across rules, and
+//! with a small per-rule jitter so a hundred rules do not hit a database in the same second.
+//!
+//! Shutdown: SIGTERM or SIGINT cancels one token. Loops stop scheduling; runs in flight are
+//! abandoned (their read transactions roll back) and recorded as `unknown`, in one transaction
+//! like any run, so nothing is half-written. A second signal exits at once.
+
+use std::collections::hash_map::DefaultHasher;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::engine::{Outcome, RuleRun, run_rule_with_open};
+use crate::rules::{Rule, Schedule};
+use crate::sources::Sources;
+use crate::state::{Recorded, StateError, StateStore};
+
+/// How long shutdown waits for runs to be recorded before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How often old resolved violations and runs are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The longest start-time jitter: a tenth of the rule's period, at most ten seconds.
+pub fn jitter(rule: &str, schedule: &Schedule) -> Duration {
+    let period = match schedule {
+        Schedule::Every(d) => *d,
+        Schedule::Cron { .. } => Duration::from_secs(60),
+    };
+    let max = (period / 10).min(Duration::from_secs(10));
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    // Stable per rule name: a rule keeps its slot across restarts.
+    let mut h = DefaultHasher::new();
+    rule.hash(&mut h);
+    Duration::from_millis(h.finish() % (max.as_millis() as u64).max(1))
+}
+
+/// The next time a cron schedule fires strictly after `after`.
+pub fn next_cron(cron: &croner::Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    cron.find_next_occurrence(&after, false).ok()
+}
+
+/// Per-rule scheduling counts, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct LoopStats {
+    pub started: AtomicU64,
+    pub skipped: AtomicU64,
+}
+
+/// One rule's scheduling loop. `run` performs one run; it is spawned so that the loop sees a
+/// due time arrive while the previous run is still going, and skips it.
+pub async fn rule_loop<F, Fut>(
+    name: String,
+    schedule: Schedule,
+    limit: Arc<Semaphore>,
+    token: CancellationToken,
+    stats: Arc<LoopStats>,
+    run: F,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let jitter = jitter(&name, &schedule);
+    let running = Arc::new(AtomicBool::new(false));
+    let in_flight = TaskTracker::new();
+    let mut due = match &schedule {
+        Schedule::Every(_) => Instant::now() + jitter,
+        Schedule::Cron { cron, .. } => cron_instant(cron, jitter),
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(due) => {}
+            _ = token.cancelled() => break,
+        }
+        if running.swap(true, Ordering::SeqCst) {
+            stats.skipped.fetch_add(1, Ordering::Relaxed);
+            warn!(rule = %name, "Previous run still going; this run is skipped.");
+        } else {
+            stats.started.fetch_add(1, Ordering::Relaxed);
+            let fut = run();
+            let limit = limit.clone();
+            let running = running.clone();
+            let token = token.clone();
+            in_flight.spawn(async move {
+                // Waiting for a slot ends with shutdown too.
+                let permit = tokio::select! {
+                    p = limit.acquire_owned() => p.ok(),
+                    _ = token.cancelled() => None,
+                };
+                if permit.is_some() {
+                    fut.await;
+                }
+                running.store(false, Ordering::SeqCst);
+            });
+        }
+        due = match &schedule {
+            // From the previous due time, not from now: no drift.
+            Schedule::Every(period) => (due + *period).max(Instant::now()),
+            Schedule::Cron { cron, .. } => cron_instant(cron, jitter),
+        };
+    }
+    in_flight.close();
+    in_flight.wait().await;
+}
+
+fn cron_instant(cron: &croner::Cron, jitter: Duration) -> Instant {
+    let now = Utc::now();
+    let wait = next_cron(cron, now)
+        .and_then(|next| (next - now).to_std().ok())
+        // A pattern that never fires again (a past year): check back in a day.
+        .unwrap_or(Duration::from_secs(86_400));
+    Instant::now() + wait + jitter
+}
+
+/// Everything a run needs.
+pub struct Runtime {
+    pub config: Config,
+    pub rules: Vec<Rule>,
+    pub sources: Sources,
+    pub store: StateStore,
+}
+
+/// Runs a rule once and records it. On cancellation the run is abandoned and recorded as
+/// unknown.
+pub async fn run_and_record(
+    rt: &Runtime,
+    rule: &Rule,
+    token: &CancellationToken,
+) -> Result<(RuleRun, Recorded), StateError> {
+    let open = rt.store.open_keys(&rule.name).await?;
+    let started = Utc::now();
+    let clock = Instant::now();
+    let run = tokio::select! {
+        run = run_rule_with_open(rule, &rt.sources, started, &open) => run,
+        _ = token.cancelled() => RuleRun::unknown(
+            &rule.name,
+            started,
+            clock.elapsed(),
+            "cancelled: invariantd is shutting down".into(),
+        ),
+    };
+    let recorded = rt.store.record(&run).await?;
+    let log = |msg: &str| {
+        info!(
+            rule = %rule.name,
+            outcome = run.outcome.as_str(),
+            rows = run.total_rows_scanned(),
+            violations = run.violations.len(),
+            opened = recorded.opened,
+            resolved = recorded.resolved,
+            duration_ms = run.duration.as_millis() as u64,
+            "{msg}"
+        )
+    };
+    match (&run.outcome, &run.error) {
+        (Outcome::Unknown, Some(e)) => warn!(rule = %rule.name, error = %e, "Rule run is unknown."),
+        _ => log("Rule run finished."),
+    }
+    Ok((run, recorded))
+}
+
+/// `run --once`: every rule once, in order of the files, with full bookkeeping.
+pub async fn run_once(
+    rt: &Runtime,
+    concurrency: usize,
+) -> Result<Vec<(RuleRun, Recorded)>, StateError> {
+    use futures_util::StreamExt;
+    let token = CancellationToken::new();
+    let results: Vec<Result<(RuleRun, Recorded), StateError>> =
+        futures_util::stream::iter(&rt.rules)
+            .map(|rule| run_and_record(rt, rule, &token))
+            .buffered(concurrency.max(1))
+            .collect()
+            .await;
+    results.into_iter().collect()
+}
+
+/// `run`: schedules every rule until SIGTERM or SIGINT.
+pub async fn serve(
+    rt: Arc<Runtime>,
+    max_concurrent_runs: usize,
+    retention: Duration,
+) -> anyhow::Result<()> {
+    let token = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let limit = Arc::new(Semaphore::new(max_concurrent_runs.max(1)));
+    for (i, rule) in rt.rules.iter().enumerate() {
+        let rt2 = rt.clone();
+        let token2 = token.clone();
+        tasks.spawn(rule_loop(
+            rule.name.clone(),
+            rule.schedule.clone(),
+            limit.clone(),
+            token.clone(),
+            Arc::new(LoopStats::default()),
+            move || {
+                let rt = rt2.clone();
+                let token = token2.clone();
+                async move {
+                    let rule = &rt.rules[i];
+                    if let Err(e) = run_and_record(&rt, rule, &token).await {
+                        error!(rule = %rule.name, error = %e, "Could not record the rule run.");
+                    }
+                }
+            },
+        ));
+    }
+    {
+        let rt = rt.clone();
+        let token = token.clone();
+        tasks.spawn(async move {
+            loop {
+                let before = Utc::now()
+                    - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
+                match rt.store.prune(before.timestamp_micros()).await {
+                    Ok(n) if n > 0 => info!(rows = n, "Pruned old runs and resolved violations."),
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "Could not prune the state store."),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(PRUNE_EVERY) => {}
+                    _ = token.cancelled() => break,
+                }
+            }
+        });
+    }
+    tasks.close();
+    info!(rules = rt.rules.len(), "invariantd is running.");
+
+    shutdown_signal().await;
+    info!("Shutting down: abandoning runs in flight and recording them as unknown.");
+    token.cancel();
+    tokio::select! {
+        _ = tasks.wait() => info!("Stopped cleanly."),
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => warn!("Runs did not stop within {SHUTDOWN_GRACE:?}; exiting."),
+        _ = shutdown_signal() => warn!("Second signal: exiting now."),
+    }
+    Ok(())
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_still_going_when_the_next_is_due_is_skipped_and_counted() {
+        let token = CancellationToken::new();
+        let stats = Arc::new(LoopStats::default());
+        let runs = Arc::new(AtomicU64::new(0));
+        let runs2 = runs.clone();
+        let looping = tokio::spawn(rule_loop(
+            "slow".into(),
+            Schedule::Every(Duration::from_secs(10)),
+            Arc::new(Semaphore::new(4)),
+            token.clone(),
+            stats.clone(),
+            move || {
+                let runs = runs2.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_secs(25)).await; // longer than the period
+                }
+            },
+        ));
+        // Due at ~0 (+jitter < 1 s), 10, 20, 30, 40, 50: runs start at 0 and 30; 10 and 20
+        // find the first still going, 40 and 50 the second.
+        tokio::time::sleep(Duration::from_secs(55)).await;
+        assert_eq!(stats.started.load(Ordering::SeqCst), 2);
+        assert_eq!(stats.skipped.load(Ordering::SeqCst), 4);
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        token.cancel();
+        looping.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_beyond_the_concurrency_limit_wait_for_a_slot() {
+        let token = CancellationToken::new();
+        let limit = Arc::new(Semaphore::new(1));
+        let active = Arc::new(AtomicU64::new(0));
+        let most = Arc::new(AtomicU64::new(0));
+        let mut loops = Vec::new();
+        for name in ["a", "b", "c"] {
+            let (active, most) = (active.clone(), most.clone());
+            loops.push(tokio::spawn(rule_loop(
+                name.into(),
+                Schedule::Every(Duration::from_secs(60)),
+                limit.clone(),
+                token.clone(),
+                Arc::new(LoopStats::default()),
+                move || {
+                    let (active, most) = (active.clone(), most.clone());
+                    async move {
+                        let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    }
+                },
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+        token.cancel();
+        for l in loops {
+            l.await.unwrap();
+        }
+    }
+
+    #[test]
+    fn jitter_is_stable_per_rule_and_small() {
+        let every = Schedule::Every(Duration::from_secs(60));
+        assert_eq!(jitter("a", &every), jitter("a", &every));
+        assert!(jitter("a", &every) < Duration::from_secs(6));
+        assert!(jitter("b", &Schedule::Every(Duration::from_secs(3600))) < Duration::from_secs(10));
+        let names: std::collections::HashSet<Duration> = (0..100)
+            .map(|i| jitter(&format!("rule_{i}"), &every))
+            .collect();
+        assert!(names.len() > 50, "jitter spreads rules out");
+    }
+
+    #[test]
+    fn cron_lines_fire_at_their_next_match() {
+        let Schedule::Cron { cron, .. } = Schedule::cron("*/15 * * * *").unwrap() else {
+            panic!()
+        };
+        let at = "2026-11-26T10:07:30Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            next_cron(&cron, at).unwrap().to_rfc3339(),
+            "2026-11-26T10:15:00+00:00"
+        );
+        let Schedule::Cron { cron, .. } = Schedule::cron("30 * * * * *").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            next_cron(&cron, at).unwrap().to_rfc3339(),
+            "2026-11-26T10:08:30+00:00"
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! The daemon's commands as operators use them: `run --once`, `violations list`, and a clean
+//! stop on SIGTERM in the middle of a run.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use invariantd::config::SourceKind;
+use invariantd::demo::create_sqlite_shop;
+use invariantd::demo::shop::scenario;
+use sqlx::{Connection, Row};
+
+use crate::harness::{TestDb, Workdir};
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test]
+async fn run_once_records_violations_that_violations_list_shows_and_counts_again() {
+    let shop = scenario(Utc::now(), 3);
+    let dir = tempfile::tempdir().unwrap();
+    create_sqlite_shop(&shop, dir.path()).await.unwrap();
+    let urls: Vec<(String, String)> = ["orders", "payments", "inventory", "shipping"]
+        .iter()
+        .map(|s| {
+            (
+                s.to_string(),
+                format!("sqlite://{}", dir.path().join(format!("{s}.db")).display()),
+            )
+        })
+        .collect();
+    let sources: Vec<(&str, &str)> = urls.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let workdir = Workdir::new(&sources, None);
+
+    let out = workdir.cli(&["run", "--once"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: usize = shop.expected.values().map(|keys| keys.len()).sum();
+
+    let list = json(&workdir.cli(&["violations", "list", "--format", "json"]));
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), expected);
+    assert!(
+        items
+            .iter()
+            .all(|v| v["state"] == "open" && v["occurrences"] == 1)
+    );
+    assert_eq!(list["next"], serde_json::Value::Null);
+    let keys: Vec<&str> = items
+        .iter()
+        .filter(|v| v["rule"] == "single_capture_per_order")
+        .map(|v| v["key"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = shop.expected["single_capture_per_order"]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    assert_eq!(keys, want);
+
+    // Again: the same violations, seen twice, nothing new.
+    assert_eq!(workdir.cli(&["run", "--once"]).status.code(), Some(1));
+    let list = json(&workdir.cli(&["violations", "list", "--format", "json", "--limit", "3"]));
+    let page = list["items"].as_array().unwrap();
+    assert_eq!(page.len(), 3);
+    assert!(page.iter().all(|v| v["occurrences"] == 2));
+    let next = list["next"].as_str().unwrap().to_string();
+    let rest = json(&workdir.cli(&["violations", "list", "--format", "json", "--after", &next]));
+    assert_eq!(rest["items"].as_array().unwrap().len(), expected - 3);
+
+    let table = workdir.cli(&["violations", "list", "--rule", "paid_implies_reserved"]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.contains("paid_implies_reserved") && text.ends_with("1 violation\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_during_a_run_stops_the_daemon_and_records_the_run_as_unknown() {
+    let db = TestDb::new(SourceKind::Postgres, "sigterm").await;
+    let rules = r#"
+name: slow
+every: 1h
+key: id
+datasets:
+  t: { source: db, query: "SELECT 1 AS id FROM pg_sleep(60)" }
+assert: t != null
+"#;
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+        .args(["run", "--log-level", "info"])
+        .current_dir(workdir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Wait until the query is running in PostgreSQL.
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let running: i64 = sqlx::query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND application_name = 'invariantd'")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap()
+            .get(0);
+        if running > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let stopped_at = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(15),
+            "the daemon did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+
+    let state = workdir.path().join("invariantd.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", state.display()))
+        .await
+        .unwrap();
+    let runs: Vec<(String, String)> = sqlx::query("SELECT outcome, error FROM runs")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        runs,
+        [(
+            "unknown".to_string(),
+            "cancelled: invariantd is shutting down".to_string()
+        )]
+    );
+
+    // The abandoned query does not linger in PostgreSQL.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: i64 = sqlx::query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND application_name = 'invariantd'")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the query kept running after the daemon stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
