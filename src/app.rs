@@ -52,16 +52,9 @@ fn run_daemon(config_path: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     runtime()?.block_on(async {
-        let store = StateStore::open(&config.state).await?;
-        let sources = Sources::new(&config.sources);
         let concurrency = config.max_concurrent_runs;
         let retention = config.state.retention;
-        let rt = crate::daemon::Runtime {
-            config,
-            rules,
-            sources,
-            store,
-        };
+        let rt = crate::daemon::Runtime::start(config, rules).await?;
         if args.once {
             let results = crate::daemon::run_once(&rt, concurrency).await?;
             let runs: Vec<_> = results.into_iter().map(|(run, _)| run).collect();

@@ -30,6 +30,13 @@ struct RawConfig {
     #[serde(default)]
     rules: Vec<Spanned<String>>,
     max_concurrent_runs: Option<Spanned<u32>>,
+    http: Option<RawHttp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +106,9 @@ pub struct StateConfig {
 
 const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_MAX_CONCURRENT_RUNS: u32 = 4;
+/// 9464 is the port Prometheus' registry of default ports gives OpenTelemetry-style exporters;
+/// loopback unless the operator opens it up.
+const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -109,6 +119,8 @@ pub struct Config {
     pub rule_paths: Vec<RulePath>,
     /// Rule runs at the same time in the daemon.
     pub max_concurrent_runs: usize,
+    /// Where the daemon serves `/metrics`, health and the API.
+    pub http_listen: std::net::SocketAddr,
     /// Sources named in the file whose settings are in error (already reported): rules may
     /// name them without a second error.
     pub unusable_sources: Vec<String>,
@@ -205,6 +217,7 @@ fn parse_partial(
             state: None,
             rules: Vec::new(),
             max_concurrent_runs: None,
+            http: None,
         },
         Some(doc) => match yaml::parse_document(doc) {
             Ok(r) => r,
@@ -302,6 +315,20 @@ fn parse_partial(
         Some(m) => m.value,
         None => DEFAULT_MAX_CONCURRENT_RUNS,
     } as usize;
+    let http_listen = match &raw.http {
+        None => DEFAULT_LISTEN.parse().expect("a valid address"),
+        Some(h) => h.listen.value.parse().unwrap_or_else(|_| {
+            diags.push(
+                path,
+                yaml::pos(&h.listen, 0),
+                format!(
+                    "http.listen: `{}` is not an address and port such as 127.0.0.1:9464",
+                    h.listen.value
+                ),
+            );
+            DEFAULT_LISTEN.parse().expect("a valid address")
+        }),
+    };
     let state = match raw.state {
         None => connect_options("sqlite://invariantd.db?mode=rwc", &base).ok(),
         Some(s) => {
@@ -348,6 +375,7 @@ fn parse_partial(
         state: StateConfig { options, retention },
         rule_paths,
         max_concurrent_runs,
+        http_listen,
         unusable_sources,
     });
     (config, diags)

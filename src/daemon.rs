@@ -26,6 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::engine::{Outcome, RuleRun, run_rule_with_open};
+use crate::metrics::Metrics;
 use crate::rules::{Rule, Schedule};
 use crate::sources::Sources;
 use crate::state::{Recorded, StateError, StateStore};
@@ -71,6 +72,7 @@ pub async fn rule_loop<F, Fut>(
     limit: Arc<Semaphore>,
     token: CancellationToken,
     stats: Arc<LoopStats>,
+    on_skip: impl Fn(),
     run: F,
 ) where
     F: Fn() -> Fut,
@@ -90,6 +92,7 @@ pub async fn rule_loop<F, Fut>(
         }
         if running.swap(true, Ordering::SeqCst) {
             stats.skipped.fetch_add(1, Ordering::Relaxed);
+            on_skip();
             warn!(rule = %name, "Previous run still going; this run is skipped.");
         } else {
             stats.started.fetch_add(1, Ordering::Relaxed);
@@ -134,6 +137,24 @@ pub struct Runtime {
     pub rules: Vec<Rule>,
     pub sources: Sources,
     pub store: StateStore,
+    pub metrics: Metrics,
+}
+
+impl Runtime {
+    /// Opens the state store (migrating it) and restores the metrics from it.
+    pub async fn start(config: Config, rules: Vec<Rule>) -> Result<Runtime, StateError> {
+        let store = StateStore::open(&config.state).await?;
+        let metrics = Metrics::new();
+        metrics.restore(&rules, &store).await?;
+        let sources = Sources::new(&config.sources);
+        Ok(Runtime {
+            config,
+            rules,
+            sources,
+            store,
+            metrics,
+        })
+    }
 }
 
 /// Runs a rule once and records it. On cancellation the run is abandoned and recorded as
@@ -156,6 +177,9 @@ pub async fn run_and_record(
         ),
     };
     let recorded = rt.store.record(&run).await?;
+    let snapshot = rt.store.rule_snapshot(&rule.name).await?;
+    rt.metrics
+        .observe(rule, &run, recorded.opened, recorded.resolved, &snapshot);
     let log = |msg: &str| {
         info!(
             rule = %rule.name,
@@ -199,16 +223,41 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let token = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let listen = rt.config.http_listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    info!(address = %listener.local_addr()?, "Serving /metrics, /healthz, /readyz and /api/v1.");
+    {
+        let app = crate::http::router(crate::http::AppState {
+            rt: rt.clone(),
+            ready: ready.clone(),
+        });
+        let token = token.clone();
+        tasks.spawn(async move {
+            let stop = async move { token.cancelled().await };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                error!(error = %e, "The HTTP server stopped.");
+            }
+        });
+    }
     let limit = Arc::new(Semaphore::new(max_concurrent_runs.max(1)));
     for (i, rule) in rt.rules.iter().enumerate() {
         let rt2 = rt.clone();
+        let rt3 = rt.clone();
         let token2 = token.clone();
+        let name = rule.name.clone();
         tasks.spawn(rule_loop(
             rule.name.clone(),
             rule.schedule.clone(),
             limit.clone(),
             token.clone(),
             Arc::new(LoopStats::default()),
+            move || rt3.metrics.skipped(&name),
             move || {
                 let rt = rt2.clone();
                 let token = token2.clone();
@@ -241,6 +290,8 @@ pub async fn serve(
         });
     }
     tasks.close();
+    // The store is migrated and the rules are loaded (both before `serve`).
+    ready.store(true, Ordering::SeqCst);
     info!(rules = rt.rules.len(), "invariantd is running.");
 
     shutdown_signal().await;
@@ -287,6 +338,7 @@ mod tests {
             Arc::new(Semaphore::new(4)),
             token.clone(),
             stats.clone(),
+            || {},
             move || {
                 let runs = runs2.clone();
                 async move {
@@ -320,6 +372,7 @@ mod tests {
                 limit.clone(),
                 token.clone(),
                 Arc::new(LoopStats::default()),
+                || {},
                 move || {
                     let (active, most) = (active.clone(), most.clone());
                     async move {

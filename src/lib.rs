@@ -10,6 +10,8 @@ pub mod demo;
 pub mod diag;
 pub mod engine;
 pub mod expr;
+pub mod http;
+pub mod metrics;
 pub mod rules;
 pub mod sources;
 pub mod state;

@@ -66,6 +66,8 @@ pub struct RuleRun {
     pub outcome: Outcome,
     /// Why the run is unknown, or a summary of the keys that could not be judged.
     pub error: Option<String>,
+    /// The rule's dataset names, in rule order.
+    pub datasets: Vec<String>,
     /// Rows read, per dataset in rule order.
     pub rows_scanned: Vec<u64>,
     pub keys_judged: u64,
@@ -79,6 +81,8 @@ pub struct RuleRun {
     /// Keys that had an open violation before the run but were not judged by it (still in
     /// `grace`, or an error for that key): they stay as they are.
     pub unjudged_open: Vec<String>,
+    /// Sources this run could not connect to.
+    pub sources_down: Vec<String>,
 }
 
 impl RuleRun {
@@ -95,6 +99,7 @@ impl RuleRun {
             duration,
             outcome: Outcome::Unknown,
             error: Some(reason),
+            datasets: Vec::new(),
             rows_scanned: Vec::new(),
             keys_judged: 0,
             keys_in_grace: 0,
@@ -103,6 +108,7 @@ impl RuleRun {
             key_errors_total: 0,
             finished: false,
             unjudged_open: Vec::new(),
+            sources_down: Vec::new(),
         }
     }
 
@@ -131,6 +137,7 @@ pub async fn run_rule_with_open(
         duration: Duration::ZERO,
         outcome: Outcome::Unknown,
         error: None,
+        datasets: rule.datasets.iter().map(|d| d.name.clone()).collect(),
         rows_scanned: vec![0; rule.datasets.len()],
         keys_judged: 0,
         keys_in_grace: 0,
@@ -139,6 +146,7 @@ pub async fn run_rule_with_open(
         key_errors_total: 0,
         finished: false,
         unjudged_open: Vec::new(),
+        sources_down: Vec::new(),
     };
     let result = execute(rule, sources, now, open, &mut run).await;
     run.duration = started.elapsed();
@@ -265,7 +273,12 @@ async fn execute(
     for (i, msg) in firsts.into_iter().enumerate() {
         match msg {
             Some(ReaderMsg::Described(d)) => descriptions.push(d),
-            Some(ReaderMsg::Failed(e)) => failures.push(format!("{}: {e}", what(i))),
+            Some(ReaderMsg::Failed(e)) => {
+                if e.unreachable {
+                    run.sources_down.push(rule.datasets[i].source.clone());
+                }
+                failures.push(format!("{}: {e}", what(i)))
+            }
             _ => failures.push(format!("{}: the reader stopped unexpectedly", what(i))),
         }
     }
@@ -607,7 +620,7 @@ impl Cursor {
                     self.null_keys = null_keys;
                     self.done = true;
                 }
-                Some(ReaderMsg::Failed(e)) => return Err(e),
+                Some(ReaderMsg::Failed(e)) => return Err(e.message),
                 Some(ReaderMsg::Described(_)) => {
                     return Err("the reader described its query twice".into());
                 }

@@ -183,7 +183,39 @@ pub enum ReaderMsg {
     Done {
         null_keys: u64,
     },
-    Failed(String),
+    Failed(ReadError),
+}
+
+/// Why a reader failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadError {
+    pub message: String,
+    /// No connection to the source could be had: the source is down (`source_up` 0).
+    pub unreachable: bool,
+}
+
+impl ReadError {
+    pub(crate) fn unreachable(message: String) -> ReadError {
+        ReadError {
+            message,
+            unreachable: true,
+        }
+    }
+}
+
+impl From<String> for ReadError {
+    fn from(message: String) -> ReadError {
+        ReadError {
+            message,
+            unreachable: false,
+        }
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// The engine's end of a running reader.
@@ -217,8 +249,8 @@ pub fn spawn_reader(source: Arc<Source>, request: ReadRequest) -> Reader {
             Pool::MySql(pool) => mysql::read(pool, &source.config, &request, &tx, mode_rx).await,
             Pool::Sqlite(pool) => sqlite::read(pool, &request, &tx, mode_rx).await,
         };
-        if let Err(message) = result {
-            let _ = tx.send(ReaderMsg::Failed(message)).await;
+        if let Err(e) = result {
+            let _ = tx.send(ReaderMsg::Failed(e)).await;
         }
     });
     Reader {
@@ -342,7 +374,7 @@ pub(crate) async fn describe_then_stream<'c, DB, E>(
     request: &ReadRequest,
     tx: &mpsc::Sender<ReaderMsg>,
     mode: oneshot::Receiver<KeyMode>,
-) -> Result<(), String>
+) -> Result<(), ReadError>
 where
     DB: sqlx::Database,
     E: sqlx::Executor<'c, Database = DB>,
@@ -360,7 +392,7 @@ where
     // decoders expect, as with `sqlx::query`; bare SQL would use PostgreSQL's text protocol.
     let query = (sqlx::AssertSqlSafe(sql), Some(DB::Arguments::default()));
     let stream = executor.fetch(query);
-    pump(stream, key_index, mode, request.deadline, decode, tx).await
+    Ok(pump(stream, key_index, mode, request.deadline, decode, tx).await?)
 }
 
 /// A prepared query's columns, each with the decoder its type needs.

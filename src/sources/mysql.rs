@@ -7,7 +7,8 @@ use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, Typ
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
+    Columns, KeyKind, KeyMode, ReadError, ReadRequest, ReaderMsg, describe_then_stream,
+    quote_ident, wrap,
 };
 use crate::config::{ConnectOptions, SourceConfig};
 use crate::value::{Value, timestamp_from_date, timestamp_from_datetime, timestamp_from_naive};
@@ -117,16 +118,16 @@ pub(super) async fn read(
     request: &ReadRequest,
     tx: &mpsc::Sender<ReaderMsg>,
     mode: oneshot::Receiver<KeyMode>,
-) -> Result<(), String> {
+) -> Result<(), ReadError> {
     let mut conn = match pool.acquire().await {
         Ok(c) => c,
         Err(e) => {
             let ConnectOptions::MySql(options) = &config.options else {
                 unreachable!()
             };
-            return Err(
+            return Err(ReadError::unreachable(
                 super::acquire_error::<sqlx::MySql>(e, options, config.connect_timeout).await,
-            );
+            ));
         }
     };
     // The limit is a session variable: set before the transaction, on this connection.

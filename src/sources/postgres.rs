@@ -6,7 +6,8 @@ use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, Typ
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
+    Columns, KeyKind, KeyMode, ReadError, ReadRequest, ReaderMsg, describe_then_stream,
+    quote_ident, wrap,
 };
 use crate::config::{ConnectOptions, SourceConfig};
 use crate::value::{Value, timestamp_from_date, timestamp_from_datetime, timestamp_from_naive};
@@ -124,7 +125,7 @@ pub(super) async fn read(
     request: &ReadRequest,
     tx: &mpsc::Sender<ReaderMsg>,
     mode: oneshot::Receiver<KeyMode>,
-) -> Result<(), String> {
+) -> Result<(), ReadError> {
     let mut txn = match pool
         .begin_with("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
@@ -134,9 +135,9 @@ pub(super) async fn read(
             let ConnectOptions::Postgres(options) = &config.options else {
                 unreachable!()
             };
-            return Err(
+            return Err(ReadError::unreachable(
                 super::acquire_error::<sqlx::Postgres>(e, options, config.connect_timeout).await,
-            );
+            ));
         }
     };
     let timeout_ms = config.statement_timeout.as_millis().max(1);

@@ -8,7 +8,8 @@ use sqlx::{AssertSqlSafe, Executor, Row as _, TypeInfo, ValueRef};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
+    Columns, KeyKind, KeyMode, ReadError, ReadRequest, ReaderMsg, describe_then_stream,
+    quote_ident, wrap,
 };
 use crate::value::{Value, decimal_from_f64, parse_timestamp_text};
 
@@ -128,11 +129,11 @@ pub(super) async fn read(
     request: &ReadRequest,
     tx: &mpsc::Sender<ReaderMsg>,
     mode: oneshot::Receiver<KeyMode>,
-) -> Result<(), String> {
+) -> Result<(), ReadError> {
     let mut txn = pool
         .begin()
         .await
-        .map_err(|e| format!("cannot open the database: {e}"))?;
+        .map_err(|e| ReadError::unreachable(format!("cannot open the database: {e}")))?;
     let wrapped = wrap(&request.query);
     let (names, types) = declared_columns(&mut txn, &wrapped).await?;
     let columns = Columns::new(

@@ -81,6 +81,41 @@ pub struct ViolationRecord {
     pub previous_id: Option<i64>,
 }
 
+/// A rule's state at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSnapshot {
+    pub open: i64,
+    pub oldest_first_seen_us: Option<i64>,
+    pub last_success_us: Option<i64>,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: i64,
+    pub rule: String,
+    pub started_us: i64,
+    pub finished_us: i64,
+    pub outcome: String,
+    pub rows_scanned: i64,
+    pub violations: i64,
+    pub error: Option<String>,
+}
+
+/// A run as the API shows it.
+pub fn run_json(r: &RunRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id.to_string(),
+        "rule": r.rule,
+        "started_at": rfc3339(r.started_us),
+        "finished_at": rfc3339(r.finished_us),
+        "outcome": r.outcome,
+        "rows_scanned": r.rows_scanned,
+        "violations": r.violations,
+        "error": r.error,
+    })
+}
+
 /// Which violations to list: optional rule and state, in id order after a cursor.
 #[derive(Debug, Clone, Default)]
 pub struct ViolationFilter {
@@ -309,12 +344,15 @@ impl StateStore {
                 Outcome::Fail => "runs_fail",
                 Outcome::Unknown => "runs_unknown",
             };
-            for (name, value) in [
-                (outcome_counter, 1),
-                ("violations_detected", recorded.opened as i64),
-                ("violations_resolved", recorded.resolved as i64),
-                ("rows_scanned", run.total_rows_scanned() as i64),
-            ] {
+            let mut counts: Vec<(String, i64)> = vec![
+                (outcome_counter.to_string(), 1),
+                ("violations_detected".into(), recorded.opened as i64),
+                ("violations_resolved".into(), recorded.resolved as i64),
+            ];
+            for (dataset, rows) in run.datasets.iter().zip(&run.rows_scanned) {
+                counts.push((format!("rows_scanned:{dataset}"), *rows as i64));
+            }
+            for (name, value) in counts {
                 if value == 0 {
                     continue;
                 }
@@ -323,7 +361,7 @@ impl StateStore {
                      ON CONFLICT (rule, name) DO UPDATE SET value = rule_counters.value + excluded.value",
                 )
                 .bind(&run.rule)
-                .bind(name)
+                .bind(name.as_str())
                 .bind(value)
                 .execute(&mut *tx)
                 .await?;
@@ -394,6 +432,109 @@ impl StateStore {
                         previous_id: r.try_get(10)?,
                     })
                 })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(records)
+    }
+
+    /// Per rule: open violations, the oldest one's first sighting, the last run that finished.
+    /// For one rule, or every rule with `None`.
+    pub async fn rule_snapshots_for(
+        &self,
+        rule: Option<&str>,
+    ) -> Result<HashMap<String, RuleSnapshot>, StateError> {
+        let (open_sql, runs_sql) = match rule {
+            Some(_) => (
+                "SELECT rule, COUNT(*), MIN(first_seen_us) FROM violations WHERE state = 'open' AND rule = $1 GROUP BY rule",
+                "SELECT rule, MAX(finished_us) FROM runs WHERE outcome <> 'unknown' AND rule = $1 GROUP BY rule",
+            ),
+            None => (
+                "SELECT rule, COUNT(*), MIN(first_seen_us) FROM violations WHERE state = 'open' GROUP BY rule",
+                "SELECT rule, MAX(finished_us) FROM runs WHERE outcome <> 'unknown' GROUP BY rule",
+            ),
+        };
+        let mut map: HashMap<String, RuleSnapshot> = HashMap::new();
+        on_pool!(self, pool => {
+            let mut q = sqlx::query(open_sql);
+            if let Some(r) = rule {
+                q = q.bind(r);
+            }
+            for row in q.fetch_all(pool).await? {
+                let s = map.entry(row.try_get(0)?).or_default();
+                s.open = row.try_get(1)?;
+                s.oldest_first_seen_us = row.try_get(2)?;
+            }
+            let mut q = sqlx::query(runs_sql);
+            if let Some(r) = rule {
+                q = q.bind(r);
+            }
+            for row in q.fetch_all(pool).await? {
+                map.entry(row.try_get(0)?).or_default().last_success_us = row.try_get(1)?;
+            }
+        });
+        Ok(map)
+    }
+
+    pub async fn rule_snapshots(&self) -> Result<HashMap<String, RuleSnapshot>, StateError> {
+        self.rule_snapshots_for(None).await
+    }
+
+    pub async fn rule_snapshot(&self, rule: &str) -> Result<RuleSnapshot, StateError> {
+        Ok(self
+            .rule_snapshots_for(Some(rule))
+            .await?
+            .remove(rule)
+            .unwrap_or_default())
+    }
+
+    /// Runs, newest first, before `before_id`, optionally of one rule.
+    pub async fn runs(
+        &self,
+        rule: Option<&str>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        let mut conditions = Vec::new();
+        let mut n = 0;
+        if rule.is_some() {
+            n += 1;
+            conditions.push(format!("rule = ${n}"));
+        }
+        if before_id.is_some() {
+            n += 1;
+            conditions.push(format!("id < ${n}"));
+        }
+        let sql = format!(
+            "SELECT id, rule, started_us, finished_us, outcome, rows_scanned, violations, error FROM runs {} ORDER BY id DESC LIMIT ${}",
+            if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            },
+            n + 1
+        );
+        let records = on_pool!(self, pool => {
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            if let Some(r) = rule {
+                q = q.bind(r);
+            }
+            if let Some(b) = before_id {
+                q = q.bind(b);
+            }
+            q.bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| Ok(RunRecord {
+                    id: r.try_get(0)?,
+                    rule: r.try_get(1)?,
+                    started_us: r.try_get(2)?,
+                    finished_us: r.try_get(3)?,
+                    outcome: r.try_get(4)?,
+                    rows_scanned: r.try_get(5)?,
+                    violations: r.try_get(6)?,
+                    error: r.try_get(7)?,
+                }))
                 .collect::<Result<Vec<_>, sqlx::Error>>()?
         });
         Ok(records)

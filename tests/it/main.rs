@@ -5,5 +5,6 @@ mod cli;
 mod daemon;
 mod edges;
 mod harness;
+mod metrics_http;
 mod shop;
 mod state;

@@ -1,0 +1,334 @@
+//! Prometheus metrics: every name in one place, through the official client
+//! (`prometheus-client`). Labels come from bounded sets (rule, severity, outcome, dataset,
+//! source, receiver) — never a key, an id or an error text.
+//!
+//! Values survive restarts: at start-up counters and gauges are restored from the state store
+//! (cumulative counters, open violations, last success), and only the rules loaded now get
+//! series, so a deleted rule's series disappear.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::engine::{Outcome, RuleRun};
+use crate::rules::Rule;
+use crate::state::{RuleSnapshot, StateError, StateStore};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabel {
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleSeverity {
+    rule: String,
+    severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleOutcome {
+    rule: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleDataset {
+    rule: String,
+    dataset: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiverOutcome {
+    receiver: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildInfo {
+    version: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    violations_open: Family<RuleSeverity, Gauge>,
+    violations_detected: Family<RuleLabel, Counter>,
+    violations_resolved: Family<RuleLabel, Counter>,
+    oldest_open_age: Family<RuleLabel, FloatGauge>,
+    rule_runs: Family<RuleOutcome, Counter>,
+    rule_runs_skipped: Family<RuleLabel, Counter>,
+    run_duration: Family<RuleLabel, Histogram, fn() -> Histogram>,
+    last_success: Family<RuleLabel, FloatGauge>,
+    rows_scanned: Family<RuleDataset, Counter>,
+    source_up: Family<SourceLabel, Gauge>,
+    /// Filled by the repair and alert milestones; declared now so dashboards can rely on them.
+    repairs: Family<RuleOutcome, Counter>,
+    repairs_pending: Family<RuleLabel, Gauge>,
+    alerts_sent: Family<ReceiverOutcome, Counter>,
+    /// Rule → (severity, first_seen of its oldest open violation), for the age gauge at scrape.
+    oldest: Mutex<HashMap<String, (String, Option<i64>)>>,
+}
+
+fn duration_histogram() -> Histogram {
+    // 10 ms … about 5.5 minutes.
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("invariantd");
+        let m = Metrics {
+            violations_open: Family::default(),
+            violations_detected: Family::default(),
+            violations_resolved: Family::default(),
+            oldest_open_age: Family::default(),
+            rule_runs: Family::default(),
+            rule_runs_skipped: Family::default(),
+            run_duration: Family::new_with_constructor(duration_histogram),
+            last_success: Family::default(),
+            rows_scanned: Family::default(),
+            source_up: Family::default(),
+            repairs: Family::default(),
+            repairs_pending: Family::default(),
+            alerts_sent: Family::default(),
+            oldest: Mutex::new(HashMap::new()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "violations_open",
+            "Open violations, by rule.",
+            m.violations_open.clone(),
+        );
+        registry.register(
+            "violations_detected",
+            "Violations opened (a violation that comes back counts again).",
+            m.violations_detected.clone(),
+        );
+        registry.register(
+            "violations_resolved",
+            "Violations resolved: their key holds again.",
+            m.violations_resolved.clone(),
+        );
+        registry.register_with_unit(
+            "oldest_open_violation_age",
+            "Age of the rule's oldest open violation.",
+            Unit::Seconds,
+            m.oldest_open_age.clone(),
+        );
+        registry.register(
+            "rule_runs",
+            "Rule runs, by outcome: pass, fail (violations found) or unknown (could not run).",
+            m.rule_runs.clone(),
+        );
+        registry.register(
+            "rule_runs_skipped",
+            "Scheduled runs skipped because the previous run of the rule was still going.",
+            m.rule_runs_skipped.clone(),
+        );
+        registry.register_with_unit(
+            "rule_run_duration",
+            "Duration of rule runs.",
+            Unit::Seconds,
+            m.run_duration.clone(),
+        );
+        registry.register_with_unit(
+            "rule_last_success_timestamp",
+            "When the rule last ran to the end (pass or fail), as a Unix timestamp.",
+            Unit::Seconds,
+            m.last_success.clone(),
+        );
+        registry.register(
+            "rows_scanned",
+            "Rows read from each dataset of each rule.",
+            m.rows_scanned.clone(),
+        );
+        registry.register(
+            "source_up",
+            "Whether the last run that used the source could connect to it (1) or not (0).",
+            m.source_up.clone(),
+        );
+        registry.register("repairs", "Repairs by outcome.", m.repairs.clone());
+        registry.register(
+            "repairs_pending",
+            "Repairs waiting for approval.",
+            m.repairs_pending.clone(),
+        );
+        registry.register(
+            "alerts_sent",
+            "Alert notifications by receiver and outcome.",
+            m.alerts_sent.clone(),
+        );
+        let build_info: Family<BuildInfo, Gauge> = Family::default();
+        build_info
+            .get_or_create(&BuildInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        registry.register("build_info", "The running version (always 1).", build_info);
+        Metrics { registry, ..m }
+    }
+
+    /// Sets every series of `rules` from the state store, as after a restart.
+    pub async fn restore(&self, rules: &[Rule], store: &StateStore) -> Result<(), StateError> {
+        let counters = store.counters().await?;
+        let snapshots = store.rule_snapshots().await?;
+        let count = |rule: &str, name: &str| {
+            counters
+                .get(&(rule.to_string(), name.to_string()))
+                .copied()
+                .unwrap_or(0)
+                .max(0) as u64
+        };
+        let mut oldest = self.oldest.lock().expect("metrics lock");
+        for rule in rules {
+            let r = RuleLabel {
+                rule: rule.name.clone(),
+            };
+            self.violations_detected
+                .get_or_create(&r)
+                .inc_by(count(&rule.name, "violations_detected"));
+            self.violations_resolved
+                .get_or_create(&r)
+                .inc_by(count(&rule.name, "violations_resolved"));
+            for outcome in [Outcome::Pass, Outcome::Fail, Outcome::Unknown] {
+                let n = count(&rule.name, &format!("runs_{}", outcome.as_str()));
+                self.rule_runs
+                    .get_or_create(&RuleOutcome {
+                        rule: rule.name.clone(),
+                        outcome: outcome.as_str().into(),
+                    })
+                    .inc_by(n);
+            }
+            for d in &rule.datasets {
+                let n = count(&rule.name, &format!("rows_scanned:{}", d.name));
+                self.rows_scanned
+                    .get_or_create(&RuleDataset {
+                        rule: rule.name.clone(),
+                        dataset: d.name.clone(),
+                    })
+                    .inc_by(n);
+            }
+            let snap = snapshots.get(&rule.name).cloned().unwrap_or_default();
+            self.set_open(rule, &snap, &mut oldest);
+            if let Some(t) = snap.last_success_us {
+                self.last_success.get_or_create(&r).set(t as f64 / 1e6);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_open(
+        &self,
+        rule: &Rule,
+        snap: &RuleSnapshot,
+        oldest: &mut HashMap<String, (String, Option<i64>)>,
+    ) {
+        self.violations_open
+            .get_or_create(&RuleSeverity {
+                rule: rule.name.clone(),
+                severity: rule.severity.to_string(),
+            })
+            .set(snap.open);
+        oldest.insert(
+            rule.name.clone(),
+            (rule.severity.to_string(), snap.oldest_first_seen_us),
+        );
+    }
+
+    /// Accounts for one recorded run; `snap` is the rule's state after it.
+    pub fn observe(
+        &self,
+        rule: &Rule,
+        run: &RuleRun,
+        opened: u64,
+        resolved: u64,
+        snap: &RuleSnapshot,
+    ) {
+        let r = RuleLabel {
+            rule: rule.name.clone(),
+        };
+        self.rule_runs
+            .get_or_create(&RuleOutcome {
+                rule: rule.name.clone(),
+                outcome: run.outcome.as_str().into(),
+            })
+            .inc();
+        self.run_duration
+            .get_or_create(&r)
+            .observe(run.duration.as_secs_f64());
+        self.violations_detected.get_or_create(&r).inc_by(opened);
+        self.violations_resolved.get_or_create(&r).inc_by(resolved);
+        for (d, rows) in rule.datasets.iter().zip(&run.rows_scanned) {
+            self.rows_scanned
+                .get_or_create(&RuleDataset {
+                    rule: rule.name.clone(),
+                    dataset: d.name.clone(),
+                })
+                .inc_by(*rows);
+        }
+        if run.finished {
+            let end = run.started_at.timestamp_micros() + run.duration.as_micros() as i64;
+            self.last_success.get_or_create(&r).set(end as f64 / 1e6);
+        }
+        for d in &rule.datasets {
+            let up = if run.sources_down.contains(&d.source) {
+                0
+            } else if run.finished {
+                1
+            } else {
+                continue;
+            };
+            self.source_up
+                .get_or_create(&SourceLabel {
+                    source: d.source.clone(),
+                })
+                .set(up);
+        }
+        let mut oldest = self.oldest.lock().expect("metrics lock");
+        self.set_open(rule, snap, &mut oldest);
+    }
+
+    pub fn skipped(&self, rule: &str) {
+        self.rule_runs_skipped
+            .get_or_create(&RuleLabel {
+                rule: rule.to_string(),
+            })
+            .inc();
+    }
+
+    /// The classic Prometheus text format (what `promtool check metrics` and every Prometheus
+    /// version read), with ages computed at `now_us`.
+    pub fn render(&self, now_us: i64) -> String {
+        for (rule, (_, first_seen)) in self.oldest.lock().expect("metrics lock").iter() {
+            let age = first_seen.map_or(0.0, |t| ((now_us - t).max(0)) as f64 / 1e6);
+            self.oldest_open_age
+                .get_or_create(&RuleLabel { rule: rule.clone() })
+                .set(age);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

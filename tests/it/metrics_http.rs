@@ -1,0 +1,281 @@
+//! Metrics and the HTTP API: real values after runs, `promtool check metrics` on the output,
+//! values restored after a restart, series of deleted rules gone, and API errors that are
+//! clear and leak nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chrono::Utc;
+use invariantd::daemon::{Runtime, run_once};
+use invariantd::demo::create_sqlite_shop;
+use invariantd::demo::shop::scenario;
+use tower::ServiceExt;
+
+use crate::harness::Workdir;
+
+async fn shop() -> (Workdir, tempfile::TempDir, invariantd::demo::shop::Shop) {
+    let shop = scenario(Utc::now(), 3);
+    let dir = tempfile::tempdir().unwrap();
+    create_sqlite_shop(&shop, dir.path()).await.unwrap();
+    let urls: Vec<(String, String)> = ["orders", "payments", "inventory", "shipping"]
+        .iter()
+        .map(|s| {
+            (
+                s.to_string(),
+                format!("sqlite://{}", dir.path().join(format!("{s}.db")).display()),
+            )
+        })
+        .collect();
+    let sources: Vec<(&str, &str)> = urls.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    (Workdir::new(&sources, None), dir, shop)
+}
+
+async fn runtime(workdir: &Workdir, only: Option<&[&str]>) -> Runtime {
+    let (config, mut rules) = workdir.load();
+    if let Some(names) = only {
+        rules.retain(|r| names.contains(&r.name.as_str()));
+    }
+    Runtime::start(config, rules).await.unwrap()
+}
+
+/// The value of one series in a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn metrics_count_runs_and_violations_and_pass_promtool() {
+    let (workdir, _dir, shop) = shop().await;
+    let rt = runtime(&workdir, None).await;
+    run_once(&rt, 4).await.unwrap();
+    run_once(&rt, 4).await.unwrap();
+    let text = rt.metrics.render(Utc::now().timestamp_micros());
+
+    let captured = r#"{rule="captured_amount_matches_total"}"#;
+    let open = shop.expected["captured_amount_matches_total"].len() as f64;
+    assert_eq!(
+        sample(
+            &text,
+            &format!("invariantd_violations_detected_total{captured}")
+        ),
+        Some(open)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"invariantd_violations_open{rule="captured_amount_matches_total",severity="critical"}"#
+        ),
+        Some(open)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"invariantd_rule_runs_total{rule="captured_amount_matches_total",outcome="fail"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("invariantd_rule_run_duration_seconds_count{captured}")
+        ),
+        Some(2.0)
+    );
+    assert!(
+        sample(
+            &text,
+            &format!("invariantd_oldest_open_violation_age_seconds{captured}")
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert!(
+        sample(
+            &text,
+            &format!("invariantd_rule_last_success_timestamp_seconds{captured}")
+        )
+        .unwrap()
+            > 1.7e9
+    );
+    assert!(
+        sample(
+            &text,
+            r#"invariantd_rows_scanned_total{rule="captured_amount_matches_total",dataset="order"}"#
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert_eq!(
+        sample(&text, r#"invariantd_source_up{source="payments"}"#),
+        Some(1.0)
+    );
+    assert!(text.contains("# HELP invariantd_violations_open "));
+    assert!(text.contains("invariantd_build_info{version="));
+    // Never a key or an error text as a label.
+    assert!(!text.contains("key="));
+
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (Debian package `prometheus`; .ci/run installs it)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_restored_after_a_restart_and_deleted_rules_lose_their_series() {
+    let (workdir, _dir, _shop) = shop().await;
+    let before = {
+        let rt = runtime(&workdir, None).await;
+        run_once(&rt, 4).await.unwrap();
+        rt.metrics.render(Utc::now().timestamp_micros())
+    };
+    let kept = ["single_capture_per_order", "paid_implies_reserved"];
+    let rt = runtime(&workdir, Some(&kept)).await;
+    let after = rt.metrics.render(Utc::now().timestamp_micros());
+    for series in [
+        r#"invariantd_violations_detected_total{rule="single_capture_per_order"}"#,
+        r#"invariantd_violations_open{rule="single_capture_per_order",severity="critical"}"#,
+        r#"invariantd_rule_runs_total{rule="paid_implies_reserved",outcome="fail"}"#,
+        r#"invariantd_rows_scanned_total{rule="paid_implies_reserved",dataset="reservation"}"#,
+        r#"invariantd_rule_last_success_timestamp_seconds{rule="paid_implies_reserved"}"#,
+    ] {
+        let (b, a) = (sample(&before, series), sample(&after, series));
+        assert!(b.is_some() && b.unwrap() > 0.0, "{series} before: {b:?}");
+        assert_eq!(a, b, "{series}");
+    }
+    assert!(before.contains(r#"rule="shipped_implies_paid""#));
+    assert!(
+        !after.contains(r#"rule="shipped_implies_paid""#),
+        "a deleted rule's series remain:\n{after}"
+    );
+}
+
+async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String) {
+    let response = app
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn the_api_lists_rules_runs_and_violations_in_pages() {
+    let (workdir, _dir, shop) = shop().await;
+    let rt = Arc::new(runtime(&workdir, None).await);
+    run_once(&rt, 4).await.unwrap();
+    let ready = Arc::new(AtomicBool::new(false));
+    let app = invariantd::http::router(invariantd::http::AppState {
+        rt: rt.clone(),
+        ready: ready.clone(),
+    });
+
+    assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK);
+    assert_eq!(
+        get(&app, "/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
+
+    let (status, metrics) = get(&app, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(metrics.contains("invariantd_violations_open"));
+
+    let (_, rules) = get(&app, "/api/v1/rules").await;
+    let rules: serde_json::Value = serde_json::from_str(&rules).unwrap();
+    let single = rules["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "single_capture_per_order")
+        .unwrap();
+    assert_eq!(
+        single["open_violations"],
+        shop.expected["single_capture_per_order"].len()
+    );
+    assert_eq!(single["severity"], "critical");
+    assert!(single["last_success"].is_string());
+
+    let total: usize = shop.expected.values().map(|k| k.len()).sum();
+    let (_, page) = get(&app, "/api/v1/violations?limit=2").await;
+    let page: serde_json::Value = serde_json::from_str(&page).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let keys = [
+        "id",
+        "rule",
+        "key",
+        "state",
+        "message",
+        "first_seen",
+        "last_seen",
+        "occurrences",
+    ];
+    for k in keys {
+        assert!(page["items"][0].get(k).is_some(), "violation field {k}");
+    }
+    let cursor = page["next"].as_str().unwrap();
+    let (_, rest) = get(
+        &app,
+        &format!("/api/v1/violations?cursor={cursor}&limit=1000"),
+    )
+    .await;
+    let rest: serde_json::Value = serde_json::from_str(&rest).unwrap();
+    assert_eq!(rest["items"].as_array().unwrap().len(), total - 2);
+    assert_eq!(rest["next"], serde_json::Value::Null);
+
+    let (_, filtered) = get(
+        &app,
+        "/api/v1/violations?rule=shipped_implies_paid&state=open",
+    )
+    .await;
+    let filtered: serde_json::Value = serde_json::from_str(&filtered).unwrap();
+    assert_eq!(
+        filtered["items"].as_array().unwrap().len(),
+        shop.expected["shipped_implies_paid"].len()
+    );
+
+    let (_, runs) = get(&app, "/api/v1/runs?rule=paid_implies_reserved").await;
+    let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
+    assert_eq!(runs["items"][0]["outcome"], "fail");
+
+    assert_eq!(
+        get(&app, "/api/v1/violations?state=bogus").await,
+        (
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"state must be open, resolved or all, not `bogus`"}"#.to_string()
+        )
+    );
+    assert_eq!(
+        get(&app, "/api/v1/violations?cursor=x").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(get(&app, "/api/v1/nothing").await.0, StatusCode::NOT_FOUND);
+}
