@@ -53,7 +53,6 @@ fn run_daemon(config_path: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     runtime()?.block_on(async {
         let concurrency = config.max_concurrent_runs;
-        let retention = config.state.retention;
         let rt = crate::daemon::Runtime::start(config, rules).await?;
         if args.once {
             let results = crate::daemon::run_once(&rt, concurrency).await?;
@@ -61,7 +60,7 @@ fn run_daemon(config_path: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
             print!("{}", crate::check::render_table(&rt.rules, &runs, 20));
             return Ok(ExitCode::from(crate::check::exit_code(&runs)));
         }
-        crate::daemon::serve(std::sync::Arc::new(rt), concurrency, retention).await?;
+        crate::daemon::serve(std::sync::Arc::new(rt)).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -136,15 +136,16 @@ pub struct Runtime {
     pub config: Config,
     pub rules: Vec<Rule>,
     pub sources: Sources,
-    pub store: StateStore,
-    pub metrics: Metrics,
+    /// Shared by every generation of rules (see `serve`): reloads keep them.
+    pub store: Arc<StateStore>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Runtime {
     /// Opens the state store (migrating it) and restores the metrics from it.
     pub async fn start(config: Config, rules: Vec<Rule>) -> Result<Runtime, StateError> {
-        let store = StateStore::open(&config.state).await?;
-        let metrics = Metrics::new();
+        let store = Arc::new(StateStore::open(&config.state).await?);
+        let metrics = Arc::new(Metrics::new());
         metrics.restore(&rules, &store).await?;
         let sources = Sources::new(&config.sources);
         Ok(Runtime {
@@ -153,6 +154,56 @@ impl Runtime {
             sources,
             store,
             metrics,
+        })
+    }
+
+    /// The next generation: new config and rules on the same store and metrics.
+    pub async fn reloaded(&self, config: Config, rules: Vec<Rule>) -> Result<Runtime, StateError> {
+        if config.http_listen != self.config.http_listen {
+            warn!("A new http.listen takes effect at the next restart.");
+        }
+        // Every series of the old set goes; the new set's come back from the store, whose
+        // counters are cumulative: deleted rules lose their series, kept rules keep their values.
+        self.metrics.forget(&self.rules);
+        self.metrics.restore(&rules, &self.store).await?;
+        Ok(Runtime {
+            sources: Sources::new(&config.sources),
+            config,
+            rules,
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+}
+
+/// What the HTTP server and signal handling share with the scheduler.
+pub struct Shared {
+    current: std::sync::RwLock<Arc<Runtime>>,
+    reload: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<usize, String>>>,
+}
+
+impl Shared {
+    /// The rules, sources and store in force now.
+    pub fn current(&self) -> Arc<Runtime> {
+        self.current.read().expect("runtime lock").clone()
+    }
+
+    /// Asks the scheduler to reload config and rules; answers with the number of rules, or
+    /// every error of the refused new set.
+    pub async fn reload(&self) -> Result<usize, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gone = || "invariantd is shutting down".to_string();
+        self.reload.send(tx).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// A handle on a runtime with no scheduler behind it, for tests and embedding: reload
+    /// requests are refused.
+    pub fn fixed(rt: Arc<Runtime>) -> Arc<Shared> {
+        let (tx, _) = tokio::sync::mpsc::channel(1);
+        Arc::new(Shared {
+            current: std::sync::RwLock::new(rt),
+            reload: tx,
         })
     }
 }
@@ -215,15 +266,54 @@ pub async fn run_once(
     results.into_iter().collect()
 }
 
-/// `run`: schedules every rule until SIGTERM or SIGINT.
-pub async fn serve(
-    rt: Arc<Runtime>,
-    max_concurrent_runs: usize,
-    retention: Duration,
-) -> anyhow::Result<()> {
-    let token = CancellationToken::new();
+/// Starts one generation's scheduling loops: one per rule, stopped by `stop`. Runs in flight
+/// are abandoned only by `abort` (shutdown), not by `stop` (a reload lets them finish).
+fn start_generation(
+    rt: &Arc<Runtime>,
+    stop: &CancellationToken,
+    abort: &CancellationToken,
+) -> TaskTracker {
     let tasks = TaskTracker::new();
+    let limit = Arc::new(Semaphore::new(rt.config.max_concurrent_runs.max(1)));
+    for (i, rule) in rt.rules.iter().enumerate() {
+        let (rt_run, rt_skip) = (rt.clone(), rt.clone());
+        let abort = abort.clone();
+        let name = rule.name.clone();
+        tasks.spawn(rule_loop(
+            rule.name.clone(),
+            rule.schedule.clone(),
+            limit.clone(),
+            stop.clone(),
+            Arc::new(LoopStats::default()),
+            move || rt_skip.metrics.skipped(&name),
+            move || {
+                let rt = rt_run.clone();
+                let abort = abort.clone();
+                async move {
+                    let rule = &rt.rules[i];
+                    if let Err(e) = run_and_record(&rt, rule, &abort).await {
+                        error!(rule = %rule.name, error = %e, "Could not record the rule run.");
+                    }
+                }
+            },
+        ));
+    }
+    tasks.close();
+    tasks
+}
+
+/// `run`: serves HTTP and schedules every rule until SIGTERM or SIGINT; reloads config and
+/// rules on SIGHUP or `POST /api/v1/reload`.
+pub async fn serve(rt: Arc<Runtime>) -> anyhow::Result<()> {
+    let abort = CancellationToken::new();
+    let services = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
+    let shared = Arc::new(Shared {
+        current: std::sync::RwLock::new(rt.clone()),
+        reload: reload_tx,
+    });
+
     let listen = rt.config.http_listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -231,12 +321,12 @@ pub async fn serve(
     info!(address = %listener.local_addr()?, "Serving /metrics, /healthz, /readyz and /api/v1.");
     {
         let app = crate::http::router(crate::http::AppState {
-            rt: rt.clone(),
+            shared: shared.clone(),
             ready: ready.clone(),
         });
-        let token = token.clone();
-        tasks.spawn(async move {
-            let stop = async move { token.cancelled().await };
+        let abort = abort.clone();
+        services.spawn(async move {
+            let stop = async move { abort.cancelled().await };
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(stop)
                 .await
@@ -245,64 +335,120 @@ pub async fn serve(
             }
         });
     }
-    let limit = Arc::new(Semaphore::new(max_concurrent_runs.max(1)));
-    for (i, rule) in rt.rules.iter().enumerate() {
-        let rt2 = rt.clone();
-        let rt3 = rt.clone();
-        let token2 = token.clone();
-        let name = rule.name.clone();
-        tasks.spawn(rule_loop(
-            rule.name.clone(),
-            rule.schedule.clone(),
-            limit.clone(),
-            token.clone(),
-            Arc::new(LoopStats::default()),
-            move || rt3.metrics.skipped(&name),
-            move || {
-                let rt = rt2.clone();
-                let token = token2.clone();
-                async move {
-                    let rule = &rt.rules[i];
-                    if let Err(e) = run_and_record(&rt, rule, &token).await {
-                        error!(rule = %rule.name, error = %e, "Could not record the rule run.");
-                    }
-                }
-            },
-        ));
-    }
     {
-        let rt = rt.clone();
-        let token = token.clone();
-        tasks.spawn(async move {
+        let shared = shared.clone();
+        let abort = abort.clone();
+        services.spawn(async move {
             loop {
-                let before = Utc::now()
-                    - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
-                match rt.store.prune(before.timestamp_micros()).await {
+                let rt = shared.current();
+                let retention = chrono::Duration::from_std(rt.config.state.retention)
+                    .unwrap_or(chrono::Duration::days(30));
+                match rt
+                    .store
+                    .prune((Utc::now() - retention).timestamp_micros())
+                    .await
+                {
                     Ok(n) if n > 0 => info!(rows = n, "Pruned old runs and resolved violations."),
                     Ok(_) => {}
                     Err(e) => warn!(error = %e, "Could not prune the state store."),
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(PRUNE_EVERY) => {}
-                    _ = token.cancelled() => break,
+                    _ = abort.cancelled() => break,
                 }
             }
         });
     }
-    tasks.close();
+    services.close();
+
+    let mut stop = CancellationToken::new();
+    let mut generation = start_generation(&rt, &stop, &abort);
     // The store is migrated and the rules are loaded (both before `serve`).
     ready.store(true, Ordering::SeqCst);
     info!(rules = rt.rules.len(), "invariantd is running.");
 
-    shutdown_signal().await;
+    let mut hangup = hangup_signal();
+    loop {
+        let answer = tokio::select! {
+            _ = shutdown_signal() => break,
+            Some(()) = hangup.recv() => None,
+            Some(answer) = reload_rx.recv() => Some(answer),
+        };
+        let result = match load_again(&shared) {
+            Err(e) => Err(e),
+            Ok((config, rules)) => {
+                // Runs of the old set finish first: no rule overlaps itself, and metrics are
+                // rebuilt from a store no run is still writing to.
+                stop.cancel();
+                generation.wait().await;
+                let current = shared.current();
+                let next = match current.reloaded(config, rules).await {
+                    Ok(next) => Ok(Arc::new(next)),
+                    Err(e) => {
+                        error!(error = %e, "Reload failed; the previous rules keep running.");
+                        Err(e.to_string())
+                    }
+                };
+                let running = next.as_ref().map_or(current, Arc::clone);
+                *shared.current.write().expect("runtime lock") = running.clone();
+                stop = CancellationToken::new();
+                generation = start_generation(&running, &stop, &abort);
+                if next.is_ok() {
+                    info!(rules = running.rules.len(), "Reloaded config and rules.");
+                }
+                next
+            }
+        };
+        if let Some(answer) = answer {
+            let _ = answer.send(result.map(|rt| rt.rules.len()));
+        }
+    }
+
     info!("Shutting down: abandoning runs in flight and recording them as unknown.");
-    token.cancel();
+    stop.cancel();
+    abort.cancel();
+    let all = async {
+        generation.wait().await;
+        services.wait().await;
+    };
     tokio::select! {
-        _ = tasks.wait() => info!("Stopped cleanly."),
+        _ = all => info!("Stopped cleanly."),
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => warn!("Runs did not stop within {SHUTDOWN_GRACE:?}; exiting."),
         _ = shutdown_signal() => warn!("Second signal: exiting now."),
     }
     Ok(())
+}
+
+/// Loads the config file and rules again. An invalid new set is refused, with every error
+/// logged and returned; the old set keeps running.
+fn load_again(shared: &Shared) -> Result<(Config, Vec<Rule>), String> {
+    let path = shared.current().config.path.clone();
+    crate::app::load(&path).map_err(|diags| {
+        for d in &diags.0 {
+            error!(error = %d, "Reload refused.");
+        }
+        diags.to_string()
+    })
+}
+
+/// SIGHUP notifications (none where there is no SIGHUP).
+fn hangup_signal() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if tx.send(()).await.is_err() {
+                break;
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).

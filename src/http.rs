@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::daemon::Runtime;
+use crate::daemon::Shared;
 use crate::state::{ViolationFilter, run_json, violation_json};
 use crate::value::format_timestamp;
 
@@ -23,7 +23,7 @@ const DEFAULT_LIMIT: u32 = 100;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub rt: Arc<Runtime>,
+    pub shared: Arc<Shared>,
     /// Set once the state store is migrated and the rules are loaded.
     pub ready: Arc<AtomicBool>,
 }
@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/violations", get(violations))
+        .route("/api/v1/reload", axum::routing::post(reload))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
 }
@@ -75,7 +76,11 @@ impl IntoResponse for ApiError {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    let body = s.rt.metrics.render(chrono::Utc::now().timestamp_micros());
+    let body = s
+        .shared
+        .current()
+        .metrics
+        .render(chrono::Utc::now().timestamp_micros());
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
@@ -88,9 +93,9 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 async fn rules(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let snapshots = s.rt.store.rule_snapshots().await?;
-    let items: Vec<serde_json::Value> = s
-        .rt
+    let rt = s.shared.current();
+    let snapshots = rt.store.rule_snapshots().await?;
+    let items: Vec<serde_json::Value> = rt
         .rules
         .iter()
         .map(|r| {
@@ -153,15 +158,17 @@ async fn violations(
         }
     };
     let limit = p.limit()?;
-    let items =
-        s.rt.store
-            .violations(&ViolationFilter {
-                rule: p.rule.clone(),
-                state,
-                after_id: p.cursor()?,
-                limit,
-            })
-            .await?;
+    let items = s
+        .shared
+        .current()
+        .store
+        .violations(&ViolationFilter {
+            rule: p.rule.clone(),
+            state,
+            after_id: p.cursor()?,
+            limit,
+        })
+        .await?;
     let next = (items.len() as u32 == limit)
         .then(|| items.last().map(|v| v.id.to_string()))
         .flatten();
@@ -178,14 +185,29 @@ async fn runs(
         return Err(ApiError::bad_request("runs take rule, limit and cursor"));
     }
     let limit = p.limit()?;
-    let items =
-        s.rt.store
-            .runs(p.rule.as_deref(), p.cursor()?, limit)
-            .await?;
+    let items = s
+        .shared
+        .current()
+        .store
+        .runs(p.rule.as_deref(), p.cursor()?, limit)
+        .await?;
     let next = (items.len() as u32 == limit)
         .then(|| items.last().map(|r| r.id.to_string()))
         .flatten();
     Ok(Json(
         json!({ "items": items.iter().map(run_json).collect::<Vec<_>>(), "next": next }),
     ))
+}
+
+/// Reloads config and rules, as SIGHUP does. 200 with the number of rules, or 422 with every
+/// error of the refused set (the old set keeps running).
+async fn reload(State(s): State<AppState>) -> Response {
+    match s.shared.reload().await {
+        Ok(rules) => Json(json!({ "reloaded": true, "rules": rules })).into_response(),
+        Err(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": "the new configuration is invalid; the previous one keeps running", "details": errors })),
+        )
+            .into_response(),
+    }
 }

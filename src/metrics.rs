@@ -307,6 +307,38 @@ impl Metrics {
         self.set_open(rule, snap, &mut oldest);
     }
 
+    /// Removes every series of these rules (before a reload restores the new set's).
+    pub fn forget(&self, rules: &[Rule]) {
+        let mut oldest = self.oldest.lock().expect("metrics lock");
+        for rule in rules {
+            let name = rule.name.clone();
+            let r = RuleLabel { rule: name.clone() };
+            self.violations_open.remove(&RuleSeverity {
+                rule: name.clone(),
+                severity: rule.severity.to_string(),
+            });
+            self.violations_detected.remove(&r);
+            self.violations_resolved.remove(&r);
+            self.oldest_open_age.remove(&r);
+            self.rule_runs_skipped.remove(&r);
+            self.run_duration.remove(&r);
+            self.last_success.remove(&r);
+            for outcome in [Outcome::Pass, Outcome::Fail, Outcome::Unknown] {
+                self.rule_runs.remove(&RuleOutcome {
+                    rule: name.clone(),
+                    outcome: outcome.as_str().into(),
+                });
+            }
+            for d in &rule.datasets {
+                self.rows_scanned.remove(&RuleDataset {
+                    rule: name.clone(),
+                    dataset: d.name.clone(),
+                });
+            }
+            oldest.remove(&rule.name);
+        }
+    }
+
     pub fn skipped(&self, rule: &str) {
         self.rule_runs_skipped
             .get_or_create(&RuleLabel {

@@ -175,3 +175,121 @@ assert: t != null
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A plain HTTP/1.1 request to the daemon on loopback.
+fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn reload_refuses_a_broken_rule_set_and_keeps_the_old_one_then_takes_a_valid_one() {
+    let db = TestDb::new(SourceKind::Sqlite, "reload").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, ok INTEGER)",
+        "INSERT INTO t VALUES (1, 0), (2, 1)",
+    ])
+    .await;
+    let two = "name: first\nevery: 1h\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n---\nname: second\nevery: 1h\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok >= 0\n";
+    let workdir = Workdir::new(&[("db", &db.url)], Some(two));
+    let port = free_port();
+    let config = std::fs::read_to_string(workdir.config()).unwrap();
+    std::fs::write(
+        workdir.config(),
+        format!("{config}http: {{ listen: \"127.0.0.1:{port}\" }}\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+        .args(["run"])
+        .current_dir(workdir.path())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        || http(port, "GET", "/readyz").0 != 200
+    {
+        assert!(Instant::now() < deadline, "the daemon never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rules = |port| {
+        let (_, body) = http(port, "GET", "/api/v1/rules");
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        doc["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rules(port), ["first", "second"]);
+    // Wait for both first runs, so the metrics have series for both rules.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !http(port, "GET", "/metrics")
+        .1
+        .contains(r#"invariantd_rule_runs_total{rule="second",outcome="pass"} 1"#)
+    {
+        assert!(Instant::now() < deadline, "the rules never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A broken set is refused with its errors; the old set keeps running.
+    std::fs::write(
+        workdir.path().join("rules/rules.yaml"),
+        "name: first\nkey: id\ndatasets: {}\nassert: t.ok ==\n",
+    )
+    .unwrap();
+    let (status, body) = http(port, "POST", "/api/v1/reload");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("rules/rules.yaml:4:"), "{body}");
+    kill(&child, "HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rules(port), ["first", "second"]);
+
+    // A valid set replaces it; the deleted rule's series disappear, the kept rule's stay.
+    std::fs::write(
+        workdir.path().join("rules/rules.yaml"),
+        two.split("---\n").next().unwrap(),
+    )
+    .unwrap();
+    let (status, body) = http(port, "POST", "/api/v1/reload");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"reloaded":true,"rules":1}"#)
+    );
+    assert_eq!(rules(port), ["first"]);
+    let metrics = http(port, "GET", "/metrics").1;
+    assert!(!metrics.contains(r#"rule="second""#), "{metrics}");
+    assert!(
+        metrics.contains(r#"invariantd_violations_open{rule="first",severity="warning"} 1"#),
+        "{metrics}"
+    );
+
+    kill(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+}
+
+fn kill(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

@@ -193,7 +193,7 @@ async fn the_api_lists_rules_runs_and_violations_in_pages() {
     run_once(&rt, 4).await.unwrap();
     let ready = Arc::new(AtomicBool::new(false));
     let app = invariantd::http::router(invariantd::http::AppState {
-        rt: rt.clone(),
+        shared: invariantd::daemon::Shared::fixed(rt.clone()),
         ready: ready.clone(),
     });
 
