@@ -13,11 +13,14 @@ use crate::sources::Sources;
 use crate::state::{StateStore, ViolationFilter};
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !matches!(cli.command, Command::Run(_)) {
+        crate::telemetry::init(&cli.log_level);
+    }
     match cli.command {
         Command::Validate => Ok(validate(&cli.config)),
         Command::Check(args) => check(&cli.config, args),
         Command::Demo(args) => crate::demo::run(args),
-        Command::Run(args) => run_daemon(&cli.config, args),
+        Command::Run(args) => run_daemon(&cli.config, &cli.log_level, args),
         Command::Migrate => migrate(&cli.config),
         Command::Violations(ViolationsCommand::List(args)) => list_violations(&cli.config, args),
     }
@@ -43,7 +46,7 @@ fn migrate(config_path: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn run_daemon(config_path: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
+fn run_daemon(config_path: &Path, log_level: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
     let (config, rules) = match load(config_path) {
         Ok(loaded) => loaded,
         Err(diags) => {
@@ -51,6 +54,12 @@ fn run_daemon(config_path: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    // Flushes the traces not yet exported when the daemon returns.
+    let _telemetry = crate::telemetry::init_daemon(
+        log_level,
+        config.log_format,
+        config.otlp_endpoint.as_deref(),
+    )?;
     runtime()?.block_on(async {
         let concurrency = config.max_concurrent_runs;
         let rt = crate::daemon::Runtime::start(config, rules).await?;

@@ -31,6 +31,14 @@ struct RawConfig {
     rules: Vec<Spanned<String>>,
     max_concurrent_runs: Option<Spanned<u32>>,
     http: Option<RawHttp>,
+    telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    log_format: Option<Spanned<String>>,
+    otlp_endpoint: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +129,9 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// Where the daemon serves `/metrics`, health and the API.
     pub http_listen: std::net::SocketAddr,
+    pub log_format: crate::telemetry::LogFormat,
+    /// OTLP/HTTP base URL for traces; none means no traces are exported.
+    pub otlp_endpoint: Option<String>,
     /// Sources named in the file whose settings are in error (already reported): rules may
     /// name them without a second error.
     pub unusable_sources: Vec<String>,
@@ -218,6 +229,7 @@ fn parse_partial(
             rules: Vec::new(),
             max_concurrent_runs: None,
             http: None,
+            telemetry: None,
         },
         Some(doc) => match yaml::parse_document(doc) {
             Ok(r) => r,
@@ -329,6 +341,34 @@ fn parse_partial(
             DEFAULT_LISTEN.parse().expect("a valid address")
         }),
     };
+    let mut log_format = crate::telemetry::LogFormat::default();
+    let mut otlp_endpoint = None;
+    if let Some(t) = &raw.telemetry {
+        if let Some(f) = &t.log_format {
+            log_format = match f.value.as_str() {
+                "text" => crate::telemetry::LogFormat::Text,
+                "json" => crate::telemetry::LogFormat::Json,
+                other => {
+                    diags.push(
+                        path,
+                        yaml::pos(f, 0),
+                        format!("telemetry.log_format: `{other}` is not text or json"),
+                    );
+                    crate::telemetry::LogFormat::Text
+                }
+            };
+        }
+        if let Some(e) = &t.otlp_endpoint {
+            let url = yaml::expand_spanned(e, "telemetry.otlp_endpoint", path, 0, env, &mut diags);
+            if !url.is_empty() {
+                if url.starts_with("http://") || url.starts_with("https://") {
+                    otlp_endpoint = Some(url);
+                } else {
+                    diags.push(path, yaml::pos(e, 0), "telemetry.otlp_endpoint: an http:// or https:// URL (OTLP over HTTP) is expected");
+                }
+            }
+        }
+    }
     let state = match raw.state {
         None => connect_options("sqlite://invariantd.db?mode=rwc", &base).ok(),
         Some(s) => {
@@ -376,6 +416,8 @@ fn parse_partial(
         rule_paths,
         max_concurrent_runs,
         http_listen,
+        log_format,
+        otlp_endpoint,
         unusable_sources,
     });
     (config, diags)

@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use crate::config::Config;
 use crate::engine::{Outcome, RuleRun, run_rule_with_open};
@@ -211,6 +211,31 @@ impl Shared {
 /// Runs a rule once and records it. On cancellation the run is abandoned and recorded as
 /// unknown.
 pub async fn run_and_record(
+    rt: &Runtime,
+    rule: &Rule,
+    token: &CancellationToken,
+) -> Result<(RuleRun, Recorded), StateError> {
+    let span = tracing::info_span!(
+        "rule_run",
+        rule = %rule.name,
+        outcome = tracing::field::Empty,
+        rows = tracing::field::Empty,
+        violations = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
+    let result = run_and_record_inner(rt, rule, token)
+        .instrument(span.clone())
+        .await;
+    if let Ok((run, _)) = &result {
+        span.record("outcome", run.outcome.as_str());
+        span.record("rows", run.total_rows_scanned() as i64);
+        span.record("violations", run.violations.len() as i64);
+        span.record("duration_ms", run.duration.as_millis() as i64);
+    }
+    result
+}
+
+async fn run_and_record_inner(
     rt: &Runtime,
     rule: &Rule,
     token: &CancellationToken,

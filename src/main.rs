@@ -1,5 +1,5 @@
-//! The `invariantd` command: parses arguments, starts logging, runs the command and maps its
-//! result to an exit status. Everything else lives in the library.
+//! The `invariantd` command: parses arguments, runs the command and maps its result to an exit
+//! status. Everything else, logging included (the daemon's needs its config), is the library's.
 
 use std::process::ExitCode;
 
@@ -7,7 +7,6 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = invariantd::cli::Cli::parse();
-    invariantd::telemetry::init(&cli.log_level);
     match invariantd::app::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -293,3 +293,84 @@ fn kill(child: &std::process::Child, signal: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+#[tokio::test]
+async fn rule_runs_are_exported_as_spans_to_an_otlp_receiver() {
+    let spans = tempfile::NamedTempFile::new().unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/otlp_receiver.py");
+    let mut receiver = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(spans.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with opentelemetry-proto (pip install opentelemetry-proto; .ci/run installs it)");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(receiver.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let otlp_port: u16 = line.trim().parse().expect("the receiver prints its port");
+
+    let db = TestDb::new(SourceKind::Sqlite, "otlp").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, ok INTEGER)",
+        "INSERT INTO t VALUES (1, 0), (2, 1)",
+    ])
+    .await;
+    let rules = "name: traced\nevery: 10s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n";
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    let port = free_port();
+    let config = std::fs::read_to_string(workdir.config()).unwrap();
+    std::fs::write(
+        workdir.config(),
+        format!("{config}http: {{ listen: \"127.0.0.1:{port}\" }}\ntelemetry: {{ log_format: json, otlp_endpoint: \"http://127.0.0.1:{otlp_port}\" }}\n"),
+    )
+    .unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+        .args(["run", "--log-level", "info"])
+        .current_dir(workdir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ran = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http(port, "GET", "/metrics")
+                .1
+                .contains(r#"invariantd_rule_runs_total{rule="traced",outcome="fail"} 1"#);
+        if ran {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rule never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    kill(&child, "TERM"); // shutdown flushes the spans not yet exported
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    receiver.kill().unwrap();
+    let _ = receiver.wait();
+
+    let exported = std::fs::read_to_string(spans.path()).unwrap();
+    let span: serde_json::Value = exported
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|s| s["name"] == "rule_run")
+        .unwrap_or_else(|| panic!("no rule_run span in: {exported}"));
+    assert_eq!(span["service"], "invariantd");
+    assert_eq!(span["attributes"]["rule"], "traced");
+    assert_eq!(span["attributes"]["outcome"], "fail");
+    assert_eq!(span["attributes"]["rows"], 2);
+    assert_eq!(span["attributes"]["violations"], 1);
+
+    // Logs were JSON lines, with the run's fields.
+    let logs = String::from_utf8(out.stderr).unwrap();
+    let finished = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "Rule run finished.")
+        .unwrap_or_else(|| panic!("no JSON log line for the run in: {logs}"));
+    assert_eq!(finished["rule"], "traced");
+    assert_eq!(finished["level"], "INFO");
+}
