@@ -330,6 +330,17 @@ fn start_generation(
 /// `run`: serves HTTP and schedules every rule until SIGTERM or SIGINT; reloads config and
 /// rules on SIGHUP or `POST /api/v1/reload`.
 pub async fn serve(rt: Arc<Runtime>) -> anyhow::Result<()> {
+    serve_until(rt, shutdown_signal(), |_| {}).await
+}
+
+/// `serve`, stopping when `stop` completes instead of on a signal. `on_ready` gets the address
+/// the HTTP server listens on (for a `:0` port, the one the system chose).
+pub async fn serve_until(
+    rt: Arc<Runtime>,
+    stop_when: impl Future<Output = ()>,
+    on_ready: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
+    tokio::pin!(stop_when);
     let abort = CancellationToken::new();
     let services = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
@@ -343,7 +354,8 @@ pub async fn serve(rt: Arc<Runtime>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    info!(address = %listener.local_addr()?, "Serving /metrics, /healthz, /readyz and /api/v1.");
+    let address = listener.local_addr()?;
+    info!(address = %address, "Serving /metrics, /healthz, /readyz and /api/v1.");
     {
         let app = crate::http::router(crate::http::AppState {
             shared: shared.clone(),
@@ -391,11 +403,12 @@ pub async fn serve(rt: Arc<Runtime>) -> anyhow::Result<()> {
     // The store is migrated and the rules are loaded (both before `serve`).
     ready.store(true, Ordering::SeqCst);
     info!(rules = rt.rules.len(), "invariantd is running.");
+    on_ready(address);
 
     let mut hangup = hangup_signal();
     loop {
         let answer = tokio::select! {
-            _ = shutdown_signal() => break,
+            _ = &mut stop_when => break,
             Some(()) = hangup.recv() => None,
             Some(answer) = reload_rx.recv() => Some(answer),
         };

@@ -4,12 +4,14 @@
 //! config and the shipped rules next to them, and checks the shop — then says whether what was
 //! found is exactly what the outage broke.
 
+pub mod live;
 pub mod shop;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
@@ -18,7 +20,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
 
 use crate::cli::DemoArgs;
 use crate::config::SourceKind;
-use shop::{Anomaly, SERVICES, Shop};
+use shop::{SERVICES, Shop};
 
 /// The shipped rule pack, embedded so the demo works from the binary alone.
 pub const RULE_FILES: [(&str, &str); 4] = [
@@ -27,20 +29,6 @@ pub const RULE_FILES: [(&str, &str); 4] = [
     ("inventory.yaml", include_str!("../../rules/inventory.yaml")),
     ("shipping.yaml", include_str!("../../rules/shipping.yaml")),
 ];
-
-/// The demo's shop: steady traffic, with the outage in the middle of it.
-pub fn outage_shop() -> Shop {
-    let mut shop = Shop::new(Utc::now());
-    shop.healthy(60);
-    for _ in 0..12 {
-        shop.broken(Anomaly::Outage);
-    }
-    shop.healthy(30);
-    // Orders caught by the outage a minute ago: too fresh to judge yet (grace).
-    shop.broken(Anomaly::RecentOutage);
-    shop.broken(Anomaly::RecentOutage);
-    shop
-}
 
 /// Creates one SQLite database per service in `dir` from `shop`.
 pub async fn create_sqlite_shop(shop: &Shop, dir: &Path) -> anyhow::Result<()> {
@@ -60,15 +48,16 @@ pub async fn create_sqlite_shop(shop: &Shop, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The config for the shop's databases in `dir`.
-pub fn sqlite_config() -> String {
+/// The config for the shop's databases in `dir`, with the daemon on `port`.
+pub fn sqlite_config(port: u16) -> String {
     let mut text = String::from("# Written by `invariantd demo`.\nsources:\n");
     for service in SERVICES {
         text.push_str(&format!(
             "  {service}: {{ url: \"sqlite://{service}.db\" }}\n"
         ));
     }
-    text.push_str("state: { url: \"sqlite://invariantd-state.db?mode=rwc\" }\nrules: [rules/]\n");
+    text.push_str("state: { url: \"sqlite://invariantd-state.db\" }\nrules: [rules/]\n");
+    text.push_str(&format!("http: {{ listen: \"127.0.0.1:{port}\" }}\n"));
     text
 }
 
@@ -82,82 +71,108 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         )),
     };
     prepare_dir(&dir)?;
-    let shop = outage_shop();
-    let runtime = crate::app::runtime()?;
-    runtime.block_on(create_sqlite_shop(&shop, &dir))?;
+    let story = live::Story::new(args.speed);
     std::fs::create_dir_all(dir.join("rules"))?;
     for (name, text) in RULE_FILES {
-        std::fs::write(dir.join("rules").join(name), text)?;
+        std::fs::write(
+            dir.join("rules").join(name),
+            live::scale_durations(text, args.speed),
+        )?;
     }
+    // A port of our own: 9464 may be taken by a daemon already running.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let config_path = dir.join("invariantd.yaml");
-    std::fs::write(&config_path, sqlite_config())?;
+    std::fs::write(&config_path, sqlite_config(port))?;
 
-    println!("A shop with four services on SQLite, in {}:", dir.display());
-    println!(
-        "  {} orders, {} payments, {} reservations, {} shipments; the inventory service was down",
-        shop.orders.len(),
-        shop.payments.len(),
-        shop.reservations.len(),
-        shop.shipments.len()
-    );
-    println!(
-        "  for a while: payments were captured, nothing was reserved, orders stuck in processing.\n"
-    );
-
-    let (config, rules) = crate::app::load(&config_path).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let runs = runtime.block_on(async {
-        let sources = crate::sources::Sources::new(&config.sources);
-        crate::check::run_rules(&rules, &sources, 4).await
-    });
-    print!("{}", crate::check::render_table(&rules, &runs, 5));
-
-    let mut missed = Vec::new();
-    let mut extra = Vec::new();
-    for run in &runs {
-        let found: BTreeSet<i64> = run
-            .violations
-            .iter()
-            .filter_map(|v| v.key.to_string().parse().ok())
-            .collect();
-        let expected = shop
-            .expected
-            .get(run.rule.as_str())
-            .cloned()
-            .unwrap_or_default();
-        missed.extend(
-            expected
-                .difference(&found)
-                .map(|k| format!("{}:{k}", run.rule)),
-        );
-        extra.extend(
-            found
-                .difference(&expected)
-                .map(|k| format!("{}:{k}", run.rule)),
-        );
-        if let Some(e) = &run.error {
-            bail!("rule {} could not run: {e}", run.rule);
-        }
-    }
-    let broken: BTreeSet<i64> = shop.expected.values().flatten().copied().collect();
-    if missed.is_empty() && extra.is_empty() {
+    crate::app::runtime()?.block_on(async {
+        let mut sim = live::Simulator::create(&dir).await?;
+        let (config, rules) = crate::app::load(&config_path).map_err(|d| anyhow::anyhow!("{d}"))?;
+        let rt = Arc::new(crate::daemon::Runtime::start(config, rules).await?);
+        let minutes = |d: std::time::Duration| d.as_secs() / 60;
+        println!("invariantd demo: a shop of four services on SQLite, in {}", dir.display());
         println!(
-            "\ninvariantd found every one of the {} orders the outage broke, and nothing else.",
-            broken.len()
+            "The shop takes an order every {}s of shop time; at minute {} its inventory service goes down",
+            story.order_every.as_secs(),
+            minutes(story.outage.0)
         );
-    } else {
-        println!("\nUnexpected: missed {missed:?}, extra {extra:?}");
-    }
-    println!("\nLook around:");
-    println!("  invariantd check --config {}", config_path.display());
-    println!(
-        "  invariantd check --config {} --format json paid_implies_reserved",
-        config_path.display()
-    );
-    println!("  rules: {}", dir.join("rules").display());
-    Ok(if missed.is_empty() && extra.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+        println!(
+            "until minute {}. The story lasts {} minutes, played {}x faster (the demo's rules are too).\n",
+            minutes(story.outage.1),
+            minutes(story.length),
+            story.speed
+        );
+
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(crate::daemon::serve_until(
+            rt.clone(),
+            async move {
+                let _ = stop_rx.await;
+            },
+            |address| {
+                println!("Watch it while it runs:");
+                println!("  http://{address}/metrics");
+                println!("  http://{address}/api/v1/violations");
+                println!("  http://{address}/api/v1/rules\n");
+            },
+        ));
+        let (status_tx, mut status_rx) =
+            tokio::sync::watch::channel::<Option<(std::time::Duration, u64, bool, usize)>>(None);
+        let reporter = {
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                while status_rx.changed().await.is_ok() {
+                    let Some((elapsed, orders, up, broken)) = *status_rx.borrow_and_update() else { continue };
+                    let open = rt.store.rule_snapshots().await.unwrap_or_default();
+                    let mut found: Vec<String> = open
+                        .iter()
+                        .filter(|(_, s)| s.open > 0)
+                        .map(|(rule, s)| format!("{rule} {}", s.open))
+                        .collect();
+                    found.sort();
+                    println!(
+                        "[{:>3}s] {orders:>3} orders, inventory {}, {broken:>2} broken so far | open violations: {}",
+                        elapsed.as_secs(),
+                        if up { "up  " } else { "DOWN" },
+                        if found.is_empty() { "none".to_string() } else { found.join(", ") }
+                    );
+                }
+            })
+        };
+        live::simulate(&mut sim, &story, |elapsed, orders, up, broken| {
+            let _ = status_tx.send(Some((elapsed, orders, up, broken)));
+        })
+        .await?;
+        drop(status_tx);
+        let _ = reporter.await;
+        let _ = stop_tx.send(());
+        daemon.await??;
+
+        let expected = sim.expected();
+        let open = rt
+            .store
+            .violations(&crate::state::ViolationFilter { state: Some("open".into()), limit: 100_000, ..Default::default() })
+            .await?;
+        let mut found: std::collections::BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+        for v in &open {
+            found.entry(v.rule.as_str()).or_default().extend(v.key.parse::<i64>().ok());
+        }
+        let exact = expected.iter().all(|(rule, keys)| found.get(rule).cloned().unwrap_or_default() == *keys)
+            && found.keys().all(|r| expected.contains_key(r));
+        println!();
+        if exact {
+            println!(
+                "invariantd found every one of the {} orders the outage broke (captured, never reserved, stuck in processing), and nothing else.",
+                sim.broken.len()
+            );
+        } else {
+            println!("Unexpected: the outage broke orders {:?}, but the open violations are {found:?}", sim.broken);
+        }
+        println!("\nLook further:");
+        println!("  invariantd violations list --config {}", config_path.display());
+        println!("  invariantd run --config {}   (the daemon again, on the same databases)", config_path.display());
+        Ok(if exact { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
 }
 

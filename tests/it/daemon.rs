@@ -374,3 +374,22 @@ async fn rule_runs_are_exported_as_spans_to_an_otlp_receiver() {
     assert_eq!(finished["rule"], "traced");
     assert_eq!(finished["level"], "INFO");
 }
+
+#[test]
+fn the_demo_finds_exactly_the_orders_its_outage_broke() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+        .args(["demo", "--speed", "100", "--dir"])
+        .arg(dir.path().join("shop"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("orders the outage broke (captured, never reserved, stuck in processing), and nothing else."), "{stdout}");
+    assert!(stdout.contains("inventory DOWN"), "{stdout}");
+    assert!(stdout.contains("/api/v1/violations"), "{stdout}");
+}
