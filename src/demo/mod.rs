@@ -1,8 +1,8 @@
 //! `invariantd demo`: the quick start on embedded SQLite. It creates the databases of the four
-//! services of a small shop, breaks some orders the way the inventory outage of the design
-//! story did (payments captured, nothing reserved, orders stuck in `processing`), writes a
-//! config and the shipped rules next to them, and checks the shop — then says whether what was
-//! found is exactly what the outage broke.
+//! services of a small shop, writes a config and the shipped rules next to them, runs the shop
+//! through the inventory outage of the design story (`live`) with the daemon watching, and
+//! ends by saying whether the open violations are exactly the orders the outage broke.
+//! `shop` builds fixed scenarios of the same shop for the tests, on every database kind.
 
 pub mod live;
 pub mod shop;
