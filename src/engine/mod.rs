@@ -132,21 +132,10 @@ pub async fn run_rule_with_open(
 ) -> RuleRun {
     let started = Instant::now();
     let mut run = RuleRun {
-        rule: rule.name.clone(),
-        started_at: now,
-        duration: Duration::ZERO,
-        outcome: Outcome::Unknown,
-        error: None,
         datasets: rule.datasets.iter().map(|d| d.name.clone()).collect(),
         rows_scanned: vec![0; rule.datasets.len()],
-        keys_judged: 0,
-        keys_in_grace: 0,
-        violations: Vec::new(),
-        key_errors: Vec::new(),
-        key_errors_total: 0,
-        finished: false,
-        unjudged_open: Vec::new(),
-        sources_down: Vec::new(),
+        error: None,
+        ..RuleRun::unknown(&rule.name, now, Duration::ZERO, String::new())
     };
     let result = execute(rule, sources, now, open, &mut run).await;
     run.duration = started.elapsed();

@@ -1,9 +1,5 @@
 //! The `invariantd` binary as people and scripts use it: what it prints and the exit status.
 
-use chrono::Utc;
-use invariantd::demo::create_sqlite_shop;
-use invariantd::demo::shop::scenario;
-
 use crate::harness::Workdir;
 
 fn stdout(o: &std::process::Output) -> String {
@@ -27,27 +23,8 @@ macro_rules! assert_output_snapshot {
     };
 }
 
-/// A SQLite shop with one order broken in every way, in a work directory with the shipped rules.
 async fn shop_workdir() -> Workdir {
-    let shop = scenario(Utc::now(), 3);
-    let dir = tempfile::tempdir().unwrap();
-    create_sqlite_shop(&shop, dir.path()).await.unwrap();
-    let sources: Vec<(String, String)> = ["orders", "payments", "inventory", "shipping"]
-        .iter()
-        .map(|s| {
-            (
-                s.to_string(),
-                format!("sqlite://{}", dir.path().join(format!("{s}.db")).display()),
-            )
-        })
-        .collect();
-    let sources: Vec<(&str, &str)> = sources
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let workdir = Workdir::new(&sources, None);
-    std::mem::forget(dir); // lives as long as the test process; the OS temp dir is cleaned
-    workdir
+    Workdir::sqlite_shop(3).await.0
 }
 
 #[test]

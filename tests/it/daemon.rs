@@ -3,13 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use invariantd::config::SourceKind;
-use invariantd::demo::create_sqlite_shop;
-use invariantd::demo::shop::scenario;
 use sqlx::{Connection, Row};
 
-use crate::harness::{TestDb, Workdir};
+use crate::harness::{TestDb, Workdir, http, kill};
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -23,20 +20,7 @@ fn json(out: &std::process::Output) -> serde_json::Value {
 
 #[tokio::test]
 async fn run_once_records_violations_that_violations_list_shows_and_counts_again() {
-    let shop = scenario(Utc::now(), 3);
-    let dir = tempfile::tempdir().unwrap();
-    create_sqlite_shop(&shop, dir.path()).await.unwrap();
-    let urls: Vec<(String, String)> = ["orders", "payments", "inventory", "shipping"]
-        .iter()
-        .map(|s| {
-            (
-                s.to_string(),
-                format!("sqlite://{}", dir.path().join(format!("{s}.db")).display()),
-            )
-        })
-        .collect();
-    let sources: Vec<(&str, &str)> = urls.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let workdir = Workdir::new(&sources, None);
+    let (workdir, shop) = Workdir::sqlite_shop(3).await;
 
     let out = workdir.cli(&["run", "--once"]);
     assert_eq!(
@@ -176,30 +160,6 @@ assert: t != null
     }
 }
 
-/// A plain HTTP/1.1 request to the daemon on loopback.
-fn http(port: u16, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn reload_refuses_a_broken_rule_set_and_keeps_the_old_one_then_takes_a_valid_one() {
     let db = TestDb::new(SourceKind::Sqlite, "reload").await;
@@ -210,25 +170,9 @@ async fn reload_refuses_a_broken_rule_set_and_keeps_the_old_one_then_takes_a_val
     .await;
     let two = "name: first\nevery: 1h\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n---\nname: second\nevery: 1h\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok >= 0\n";
     let workdir = Workdir::new(&[("db", &db.url)], Some(two));
-    let port = free_port();
-    let config = std::fs::read_to_string(workdir.config()).unwrap();
-    std::fs::write(
-        workdir.config(),
-        format!("{config}http: {{ listen: \"127.0.0.1:{port}\" }}\n"),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
-        .args(["run"])
-        .current_dir(workdir.path())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-        || http(port, "GET", "/readyz").0 != 200
-    {
-        assert!(Instant::now() < deadline, "the daemon never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut child, port) = workdir
+        .spawn_daemon("", std::process::Stdio::inherit())
+        .await;
     let rules = |port| {
         let (_, body) = http(port, "GET", "/api/v1/rules");
         let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -286,14 +230,6 @@ async fn reload_refuses_a_broken_rule_set_and_keeps_the_old_one_then_takes_a_val
     assert!(child.wait().unwrap().success());
 }
 
-fn kill(child: &std::process::Child, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test]
 async fn rule_runs_are_exported_as_spans_to_an_otlp_receiver() {
     let spans = tempfile::NamedTempFile::new().unwrap();
@@ -321,19 +257,12 @@ async fn rule_runs_are_exported_as_spans_to_an_otlp_receiver() {
     .await;
     let rules = "name: traced\nevery: 10s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n";
     let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
-    let port = free_port();
-    let config = std::fs::read_to_string(workdir.config()).unwrap();
-    std::fs::write(
-        workdir.config(),
-        format!("{config}http: {{ listen: \"127.0.0.1:{port}\" }}\ntelemetry: {{ log_format: json, otlp_endpoint: \"http://127.0.0.1:{otlp_port}\" }}\n"),
-    )
-    .unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
-        .args(["run", "--log-level", "info"])
-        .current_dir(workdir.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let telemetry = format!(
+        "telemetry: {{ log_format: json, otlp_endpoint: \"http://127.0.0.1:{otlp_port}\" }}\n"
+    );
+    let (child, port) = workdir
+        .spawn_daemon(&telemetry, std::process::Stdio::piped())
+        .await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let ran = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()

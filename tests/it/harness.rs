@@ -212,6 +212,63 @@ impl Workdir {
         Workdir { dir }
     }
 
+    /// The example shop on SQLite (one order broken in every way, `healthy` healthy orders of
+    /// each kind around them), its databases next to the config, with the shipped rules.
+    pub async fn sqlite_shop(healthy: usize) -> (Workdir, invariantd::demo::shop::Shop) {
+        let shop = invariantd::demo::shop::scenario(chrono::Utc::now(), healthy);
+        let dir = tempfile::tempdir().unwrap();
+        invariantd::demo::create_sqlite_shop(&shop, dir.path())
+            .await
+            .unwrap();
+        // Relative SQLite paths are relative to the config file.
+        let mut config = String::from("sources:\n");
+        for service in invariantd::demo::shop::SERVICES {
+            config.push_str(&format!(
+                "  {service}: {{ url: \"sqlite://{service}.db\" }}\n"
+            ));
+        }
+        config.push_str(&format!("rules: [\"{}\"]\n", shipped_rules().display()));
+        std::fs::write(dir.path().join("invariantd.yaml"), config).unwrap();
+        (Workdir { dir }, shop)
+    }
+
+    /// Starts `invariantd run` here, serving HTTP on a free port, with `extra` appended to the
+    /// config; returns once `/readyz` answers 200.
+    pub async fn spawn_daemon(
+        &self,
+        extra: &str,
+        stderr: std::process::Stdio,
+    ) -> (std::process::Child, u16) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = std::fs::read_to_string(self.config()).unwrap();
+        std::fs::write(
+            self.config(),
+            format!("{config}http: {{ listen: \"127.0.0.1:{port}\" }}\n{extra}"),
+        )
+        .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+            .args(["run", "--log-level", "info"])
+            .current_dir(self.path())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            || http(port, "GET", "/readyz").0 != 200
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon never became ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        (child, port)
+    }
+
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("invariantd.yaml")
     }
@@ -260,4 +317,30 @@ pub fn run_of<'a>(
 /// The keys of a run's violations, as text.
 pub fn keys(run: &invariantd::engine::RuleRun) -> Vec<String> {
     run.violations.iter().map(|v| v.key.to_string()).collect()
+}
+
+/// A plain HTTP/1.1 request to a daemon on loopback: (status, body).
+pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Sends a signal to a child process.
+pub fn kill(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }

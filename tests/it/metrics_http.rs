@@ -9,28 +9,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::Utc;
 use invariantd::daemon::{Runtime, run_once};
-use invariantd::demo::create_sqlite_shop;
-use invariantd::demo::shop::scenario;
 use tower::ServiceExt;
 
 use crate::harness::Workdir;
-
-async fn shop() -> (Workdir, tempfile::TempDir, invariantd::demo::shop::Shop) {
-    let shop = scenario(Utc::now(), 3);
-    let dir = tempfile::tempdir().unwrap();
-    create_sqlite_shop(&shop, dir.path()).await.unwrap();
-    let urls: Vec<(String, String)> = ["orders", "payments", "inventory", "shipping"]
-        .iter()
-        .map(|s| {
-            (
-                s.to_string(),
-                format!("sqlite://{}", dir.path().join(format!("{s}.db")).display()),
-            )
-        })
-        .collect();
-    let sources: Vec<(&str, &str)> = urls.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    (Workdir::new(&sources, None), dir, shop)
-}
 
 async fn runtime(workdir: &Workdir, only: Option<&[&str]>) -> Runtime {
     let (config, mut rules) = workdir.load();
@@ -52,7 +33,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_count_runs_and_violations_and_pass_promtool() {
-    let (workdir, _dir, shop) = shop().await;
+    let (workdir, shop) = Workdir::sqlite_shop(3).await;
     let rt = runtime(&workdir, None).await;
     run_once(&rt, 4).await.unwrap();
     run_once(&rt, 4).await.unwrap();
@@ -146,7 +127,7 @@ async fn metrics_count_runs_and_violations_and_pass_promtool() {
 
 #[tokio::test]
 async fn metrics_are_restored_after_a_restart_and_deleted_rules_lose_their_series() {
-    let (workdir, _dir, _shop) = shop().await;
+    let (workdir, _shop) = Workdir::sqlite_shop(3).await;
     let before = {
         let rt = runtime(&workdir, None).await;
         run_once(&rt, 4).await.unwrap();
@@ -188,7 +169,7 @@ async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String) {
 
 #[tokio::test]
 async fn the_api_lists_rules_runs_and_violations_in_pages() {
-    let (workdir, _dir, shop) = shop().await;
+    let (workdir, shop) = Workdir::sqlite_shop(3).await;
     let rt = Arc::new(runtime(&workdir, None).await);
     run_once(&rt, 4).await.unwrap();
     let ready = Arc::new(AtomicBool::new(false));
