@@ -71,7 +71,7 @@ pub struct ViolationsListArgs {
     pub state: String,
 
     /// At most this many.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
 
     /// Continue after this violation id (the `next` of a previous JSON page).

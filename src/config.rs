@@ -147,11 +147,6 @@ impl Config {
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name == name)
     }
-
-    /// The directory relative paths in the config are resolved against.
-    pub fn base_dir(&self) -> PathBuf {
-        base_dir(&self.path)
-    }
 }
 
 fn base_dir(path: &Path) -> PathBuf {

@@ -14,7 +14,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -57,13 +57,6 @@ pub fn next_cron(cron: &croner::Cron, after: DateTime<Utc>) -> Option<DateTime<U
     cron.find_next_occurrence(&after, false).ok()
 }
 
-/// Per-rule scheduling counts, for logs and metrics.
-#[derive(Debug, Default)]
-pub struct LoopStats {
-    pub started: AtomicU64,
-    pub skipped: AtomicU64,
-}
-
 /// One rule's scheduling loop. `run` performs one run; it is spawned so that the loop sees a
 /// due time arrive while the previous run is still going, and skips it.
 pub async fn rule_loop<F, Fut>(
@@ -71,7 +64,6 @@ pub async fn rule_loop<F, Fut>(
     schedule: Schedule,
     limit: Arc<Semaphore>,
     token: CancellationToken,
-    stats: Arc<LoopStats>,
     on_skip: impl Fn(),
     run: F,
 ) where
@@ -91,11 +83,9 @@ pub async fn rule_loop<F, Fut>(
             _ = token.cancelled() => break,
         }
         if running.swap(true, Ordering::SeqCst) {
-            stats.skipped.fetch_add(1, Ordering::Relaxed);
             on_skip();
             warn!(rule = %name, "Previous run still going; this run is skipped.");
         } else {
-            stats.started.fetch_add(1, Ordering::Relaxed);
             let fut = run();
             let limit = limit.clone();
             let running = running.clone();
@@ -309,7 +299,6 @@ fn start_generation(
             rule.schedule.clone(),
             limit.clone(),
             stop.clone(),
-            Arc::new(LoopStats::default()),
             move || rt_skip.metrics.skipped(&name),
             move || {
                 let rt = rt_run.clone();
@@ -509,11 +498,13 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU64;
 
     #[tokio::test(start_paused = true)]
     async fn a_run_still_going_when_the_next_is_due_is_skipped_and_counted() {
         let token = CancellationToken::new();
-        let stats = Arc::new(LoopStats::default());
+        let skipped = Arc::new(AtomicU64::new(0));
+        let skipped2 = skipped.clone();
         let runs = Arc::new(AtomicU64::new(0));
         let runs2 = runs.clone();
         let looping = tokio::spawn(rule_loop(
@@ -521,8 +512,9 @@ mod tests {
             Schedule::Every(Duration::from_secs(10)),
             Arc::new(Semaphore::new(4)),
             token.clone(),
-            stats.clone(),
-            || {},
+            move || {
+                skipped2.fetch_add(1, Ordering::SeqCst);
+            },
             move || {
                 let runs = runs2.clone();
                 async move {
@@ -534,9 +526,8 @@ mod tests {
         // Due at ~0 (+jitter < 1 s), 10, 20, 30, 40, 50: runs start at 0 and 30; 10 and 20
         // find the first still going, 40 and 50 the second.
         tokio::time::sleep(Duration::from_secs(55)).await;
-        assert_eq!(stats.started.load(Ordering::SeqCst), 2);
-        assert_eq!(stats.skipped.load(Ordering::SeqCst), 4);
         assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(skipped.load(Ordering::SeqCst), 4);
         token.cancel();
         looping.await.unwrap();
     }
@@ -555,7 +546,6 @@ mod tests {
                 Schedule::Every(Duration::from_secs(60)),
                 limit.clone(),
                 token.clone(),
-                Arc::new(LoopStats::default()),
                 || {},
                 move || {
                     let (active, most) = (active.clone(), most.clone());

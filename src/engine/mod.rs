@@ -24,8 +24,7 @@ use crate::value::{Key, Value, parse_timestamp_text};
 /// At most this many per-key errors are kept with their text; all are counted.
 const MAX_KEY_ERRORS: usize = 100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Pass,
     Fail,

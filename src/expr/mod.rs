@@ -95,13 +95,13 @@ enum TemplatePart {
 }
 
 /// A `{{ … }}` part found in a template, with its position in the template text.
-pub struct Placeholder<'t> {
-    pub source: &'t str,
-    pub offset: usize,
+struct Placeholder<'t> {
+    source: &'t str,
+    offset: usize,
 }
 
 /// Splits a template into text and placeholders, or says where an unclosed `{{` starts.
-pub fn template_pieces(template: &str) -> Result<Vec<Result<&str, Placeholder<'_>>>, usize> {
+fn template_pieces(template: &str) -> Result<Vec<Result<&str, Placeholder<'_>>>, usize> {
     let mut pieces = Vec::new();
     let mut rest = 0;
     while let Some(open) = template[rest..].find("{{") {

@@ -17,7 +17,6 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use futures_util::future::BoxFuture;
-use serde::Serialize;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AssertSqlSafe, Row as _, SqlSafeStr};
 
@@ -57,7 +56,7 @@ pub struct StateStore {
 }
 
 /// What recording a run changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Recorded {
     pub run_id: i64,
     pub opened: u64,
@@ -65,8 +64,8 @@ pub struct Recorded {
     pub resolved: u64,
 }
 
-/// A violation as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A violation as stored; `violation_json` is how it is shown.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ViolationRecord {
     pub id: i64,
     pub rule: String,
