@@ -41,6 +41,7 @@ pub enum Command {
     Run(RunArgs),
     /// Apply the state store's migrations (`run` also does this at start-up).
     Migrate,
+
     /// Violations in the state store.
     #[command(subcommand)]
     Violations(ViolationsCommand),

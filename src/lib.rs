@@ -1,10 +1,16 @@
 //! invariantd: reads the databases of a microservice shop, evaluates declarative invariants
 //! across them, and reports the keys that violate them.
+//!
+//! Data flows one way, and a module imports only those before it in this list:
+//! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `config` → `expr` → `rules` → `sources`
+//! → `engine` → `scheduler` → `state` → `metrics` → `context` → `http` → `daemon` →
+//! `cli` → `telemetry`, `report`, `demo` → `app` (the only wiring). See the README's
+//! architecture section.
 
 pub mod app;
-pub mod check;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod daemon;
 pub mod demo;
 pub mod diag;
@@ -12,9 +18,12 @@ pub mod engine;
 pub mod expr;
 pub mod http;
 pub mod metrics;
+pub mod report;
 pub mod rules;
+pub mod scheduler;
 pub mod sources;
 pub mod state;
 pub mod telemetry;
 pub mod value;
+pub mod verdict;
 pub mod yaml;

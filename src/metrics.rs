@@ -2,9 +2,10 @@
 //! (`prometheus-client`). Labels come from bounded sets (rule, severity, outcome, dataset,
 //! source, receiver) — never a key, an id or an error text.
 //!
-//! Values survive restarts: at start-up counters and gauges are restored from the state store
-//! (cumulative counters, open violations, last success), and only the rules loaded now get
-//! series, so a deleted rule's series disappear.
+//! Values survive restarts: at start-up counters and gauges are restored from plain snapshots
+//! of the state store (`RuleTotals`, `RuleSnapshot`: cumulative counters, open violations, last
+//! success) — this module never queries the store — and only the rules loaded now get series,
+//! so a deleted rule's series disappear.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,9 +18,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::engine::{Outcome, RuleRun};
 use crate::rules::Rule;
-use crate::state::{RuleSnapshot, StateError, StateStore};
+use crate::state::{RuleSnapshot, RuleTotals};
+use crate::verdict::{ErrorKind, Outcome, RuleRun};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuleLabel {
@@ -36,6 +37,12 @@ struct RuleSeverity {
 struct RuleOutcome {
     rule: String,
     outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleKind {
+    rule: String,
+    kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,6 +80,7 @@ pub struct Metrics {
     run_duration: Family<RuleLabel, Histogram, fn() -> Histogram>,
     last_success: Family<RuleLabel, FloatGauge>,
     rows_scanned: Family<RuleDataset, Counter>,
+    run_errors: Family<RuleKind, Counter>,
     source_up: Family<SourceLabel, Gauge>,
     /// Filled by the repair and alert milestones; declared now so dashboards can rely on them.
     repairs: Family<RuleOutcome, Counter>,
@@ -106,6 +114,7 @@ impl Metrics {
             run_duration: Family::new_with_constructor(duration_histogram),
             last_success: Family::default(),
             rows_scanned: Family::default(),
+            run_errors: Family::default(),
             source_up: Family::default(),
             repairs: Family::default(),
             repairs_pending: Family::default(),
@@ -162,6 +171,11 @@ impl Metrics {
             m.rows_scanned.clone(),
         );
         registry.register(
+            "rule_run_errors",
+            "Rule runs that ended with an error, by kind (source_unreachable, query_failed, timeout, schema_mismatch, duplicate_rows, evaluation, cancelled).",
+            m.run_errors.clone(),
+        );
+        registry.register(
             "source_up",
             "Whether the last run that used the source could connect to it (1) or not (0).",
             m.source_up.clone(),
@@ -187,45 +201,50 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// Sets every series of `rules` from the state store, as after a restart.
-    pub async fn restore(&self, rules: &[Rule], store: &StateStore) -> Result<(), StateError> {
-        let counters = store.counters().await?;
-        let snapshots = store.rule_snapshots().await?;
-        let count = |rule: &str, name: &str| {
-            counters
-                .get(&(rule.to_string(), name.to_string()))
-                .copied()
-                .unwrap_or(0)
-                .max(0) as u64
-        };
+    /// Sets every series of `rules` from the state store's totals and snapshots, as after a
+    /// restart.
+    pub fn restore(
+        &self,
+        rules: &[Rule],
+        totals: &HashMap<String, RuleTotals>,
+        snapshots: &HashMap<String, RuleSnapshot>,
+    ) {
+        let none = RuleTotals::default();
         let mut oldest = self.oldest.lock().expect("metrics lock");
         for rule in rules {
+            let t = totals.get(&rule.name).unwrap_or(&none);
             let r = RuleLabel {
                 rule: rule.name.clone(),
             };
             self.violations_detected
                 .get_or_create(&r)
-                .inc_by(count(&rule.name, "violations_detected"));
+                .inc_by(t.detected);
             self.violations_resolved
                 .get_or_create(&r)
-                .inc_by(count(&rule.name, "violations_resolved"));
-            for outcome in [Outcome::Pass, Outcome::Fail, Outcome::Unknown] {
-                let n = count(&rule.name, &format!("runs_{}", outcome.as_str()));
+                .inc_by(t.resolved);
+            for outcome in Outcome::ALL {
                 self.rule_runs
                     .get_or_create(&RuleOutcome {
                         rule: rule.name.clone(),
                         outcome: outcome.as_str().into(),
                     })
-                    .inc_by(n);
+                    .inc_by(t.runs.get(&outcome).copied().unwrap_or(0));
+            }
+            for kind in ErrorKind::ALL {
+                self.run_errors
+                    .get_or_create(&RuleKind {
+                        rule: rule.name.clone(),
+                        kind: kind.as_str().into(),
+                    })
+                    .inc_by(t.errors.get(&kind).copied().unwrap_or(0));
             }
             for d in &rule.datasets {
-                let n = count(&rule.name, &format!("rows_scanned:{}", d.name));
                 self.rows_scanned
                     .get_or_create(&RuleDataset {
                         rule: rule.name.clone(),
                         dataset: d.name.clone(),
                     })
-                    .inc_by(n);
+                    .inc_by(t.rows_scanned.get(&d.name).copied().unwrap_or(0));
             }
             let snap = snapshots.get(&rule.name).cloned().unwrap_or_default();
             self.set_open(rule, &snap, &mut oldest);
@@ -233,7 +252,6 @@ impl Metrics {
                 self.last_success.get_or_create(&r).set(t as f64 / 1e6);
             }
         }
-        Ok(())
     }
 
     fn set_open(
@@ -277,6 +295,14 @@ impl Metrics {
             .observe(run.duration.as_secs_f64());
         self.violations_detected.get_or_create(&r).inc_by(opened);
         self.violations_resolved.get_or_create(&r).inc_by(resolved);
+        if let Some(kind) = run.error_kind() {
+            self.run_errors
+                .get_or_create(&RuleKind {
+                    rule: rule.name.clone(),
+                    kind: kind.as_str().into(),
+                })
+                .inc();
+        }
         for (d, rows) in rule.datasets.iter().zip(&run.rows_scanned) {
             self.rows_scanned
                 .get_or_create(&RuleDataset {
@@ -292,7 +318,7 @@ impl Metrics {
         for d in &rule.datasets {
             let up = if run.sources_down.contains(&d.source) {
                 0
-            } else if run.finished {
+            } else if run.sources_reached.contains(&d.source) {
                 1
             } else {
                 continue;
@@ -323,10 +349,16 @@ impl Metrics {
             self.rule_runs_skipped.remove(&r);
             self.run_duration.remove(&r);
             self.last_success.remove(&r);
-            for outcome in [Outcome::Pass, Outcome::Fail, Outcome::Unknown] {
+            for outcome in Outcome::ALL {
                 self.rule_runs.remove(&RuleOutcome {
                     rule: name.clone(),
                     outcome: outcome.as_str().into(),
+                });
+            }
+            for kind in ErrorKind::ALL {
+                self.run_errors.remove(&RuleKind {
+                    rule: name.clone(),
+                    kind: kind.as_str().into(),
                 });
             }
             for d in &rule.datasets {

@@ -9,12 +9,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
+use crate::config::LogFormat;
 
 /// Keeps the trace pipeline alive; dropping it flushes the spans not yet exported.
 pub struct Telemetry {

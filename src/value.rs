@@ -1,4 +1,4 @@
-//! Typed values as they come out of the databases: one `Value` per column slot of a row, the
+//! Typed values as they come out of the databases: one `Value` per column slot of a `Row`, the
 //! join `Key`, and their conversions to text and JSON for people and the API.
 //!
 //! Timestamps are kept as microseconds since the Unix epoch in UTC (the precision PostgreSQL and
@@ -113,6 +113,13 @@ impl fmt::Display for Key {
             Key::Text(s) => f.write_str(s),
         }
     }
+}
+
+/// One row of a dataset: its key and its column values in the order the query returned them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub key: Key,
+    pub values: Box<[Value]>,
 }
 
 pub const MICROS_PER_SECOND: i64 = 1_000_000;

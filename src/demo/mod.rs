@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
@@ -61,7 +60,7 @@ pub fn sqlite_config(port: u16) -> String {
     text
 }
 
-pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dir = match args.dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!(
@@ -86,12 +85,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let config_path = dir.join("invariantd.yaml");
     std::fs::write(&config_path, sqlite_config(port))?;
 
-    crate::app::runtime()?.block_on(async {
+    {
         let mut sim = live::Simulator::create(&dir).await?;
-        let (config, rules) = crate::app::load(&config_path).map_err(|d| anyhow::anyhow!("{d}"))?;
-        let rt = Arc::new(crate::daemon::Runtime::start(config, rules).await?);
+        let (config, rules) =
+            crate::context::load(&config_path).map_err(|d| anyhow::anyhow!("{d}"))?;
+        let ctx = crate::context::Context::start(config, rules).await?;
+        let store = ctx.store.clone();
         let minutes = |d: std::time::Duration| d.as_secs() / 60;
-        println!("invariantd demo: a shop of four services on SQLite, in {}", dir.display());
+        println!(
+            "invariantd demo: a shop of four services on SQLite, in {}",
+            dir.display()
+        );
         println!(
             "The shop takes an order every {}s of shop time; at minute {} its inventory service goes down",
             story.order_every.as_secs(),
@@ -104,27 +108,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             story.speed
         );
 
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let daemon = tokio::spawn(crate::daemon::serve_until(
-            rt.clone(),
-            async move {
-                let _ = stop_rx.await;
-            },
-            |address| {
-                println!("Watch it while it runs:");
-                println!("  http://{address}/metrics");
-                println!("  http://{address}/api/v1/violations");
-                println!("  http://{address}/api/v1/rules\n");
-            },
-        ));
+        let daemon = crate::daemon::start(ctx, Vec::new()).await?;
+        let address = daemon.address;
+        println!("Watch it while it runs:");
+        println!("  http://{address}/metrics");
+        println!("  http://{address}/api/v1/violations");
+        println!("  http://{address}/api/v1/rules\n");
         let (status_tx, mut status_rx) =
             tokio::sync::watch::channel::<Option<(std::time::Duration, u64, bool, usize)>>(None);
         let reporter = {
-            let rt = rt.clone();
+            let store = store.clone();
             tokio::spawn(async move {
                 while status_rx.changed().await.is_ok() {
-                    let Some((elapsed, orders, up, broken)) = *status_rx.borrow_and_update() else { continue };
-                    let open = rt.store.rule_snapshots().await.unwrap_or_default();
+                    let Some((elapsed, orders, up, broken)) = *status_rx.borrow_and_update() else {
+                        continue;
+                    };
+                    let open = store.rule_snapshots().await.unwrap_or_default();
                     let mut found: Vec<String> = open
                         .iter()
                         .filter(|(_, s)| s.open > 0)
@@ -135,7 +134,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                         "[{:>3}s] {orders:>3} orders, inventory {}, {broken:>2} broken so far | open violations: {}",
                         elapsed.as_secs(),
                         if up { "up  " } else { "DOWN" },
-                        if found.is_empty() { "none".to_string() } else { found.join(", ") }
+                        if found.is_empty() {
+                            "none".to_string()
+                        } else {
+                            found.join(", ")
+                        }
                     );
                 }
             })
@@ -146,19 +149,27 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .await?;
         drop(status_tx);
         let _ = reporter.await;
-        let _ = stop_tx.send(());
-        daemon.await??;
+        daemon.handle.send(crate::context::Control::Shutdown).await;
+        daemon.wait().await?;
 
         let expected = sim.expected();
-        let open = rt
-            .store
-            .violations(&crate::state::ViolationFilter { state: Some("open".into()), limit: 100_000, ..Default::default() })
+        let open = store
+            .violations(&crate::state::ViolationFilter {
+                state: Some(crate::state::ViolationState::Open),
+                limit: 100_000,
+                ..Default::default()
+            })
             .await?;
         let mut found: std::collections::BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
         for v in &open {
-            found.entry(v.rule.as_str()).or_default().extend(v.key.parse::<i64>().ok());
+            found
+                .entry(v.rule.as_str())
+                .or_default()
+                .extend(v.key.parse::<i64>().ok());
         }
-        let exact = expected.iter().all(|(rule, keys)| found.get(rule).cloned().unwrap_or_default() == *keys)
+        let exact = expected
+            .iter()
+            .all(|(rule, keys)| found.get(rule).cloned().unwrap_or_default() == *keys)
             && found.keys().all(|r| expected.contains_key(r));
         println!();
         if exact {
@@ -167,13 +178,26 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 sim.broken.len()
             );
         } else {
-            println!("Unexpected: the outage broke orders {:?}, but the open violations are {found:?}", sim.broken);
+            println!(
+                "Unexpected: the outage broke orders {:?}, but the open violations are {found:?}",
+                sim.broken
+            );
         }
         println!("\nLook further:");
-        println!("  invariantd violations list --config {}", config_path.display());
-        println!("  invariantd run --config {}   (the daemon again, on the same databases)", config_path.display());
-        Ok(if exact { ExitCode::SUCCESS } else { ExitCode::from(1) })
-    })
+        println!(
+            "  invariantd violations list --config {}",
+            config_path.display()
+        );
+        println!(
+            "  invariantd run --config {}   (the daemon again, on the same databases)",
+            config_path.display()
+        );
+        Ok(if exact {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    }
 }
 
 /// The demo writes only into a directory it owns: a new one, or an empty one.

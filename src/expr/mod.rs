@@ -28,14 +28,7 @@ pub use compile::{CompileError, Scope, ScopeDataset, compile, suggest as suggest
 pub use eval::{EvalError, Val};
 pub use parser::{ParseError, Span, parse};
 
-use crate::value::{Key, Value};
-
-/// One row of a dataset: its key and its column values in the order the query returned them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub key: Key,
-    pub values: Box<[Value]>,
-}
+use crate::value::{Key, Row, Value};
 
 /// What a dataset contributes for the key being judged: no row or one row, or (with
 /// `many: true`) any number of rows.

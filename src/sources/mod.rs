@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::{ConnectOptions, SourceConfig, SourceKind};
-use crate::expr::Row;
-use crate::value::{Key, Value};
+use crate::value::{Key, Row, Value};
+use crate::verdict::{ErrorKind, RunError};
 
 /// Rows per batch sent from a reader to the merge.
 const BATCH_ROWS: usize = 1024;
@@ -96,18 +96,21 @@ impl Source {
 
     /// Waits until `n` connections of this source are free for one run, and holds them until
     /// the returned permit is dropped.
-    pub async fn reserve(&self, n: u32) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+    pub async fn reserve(&self, n: u32) -> Result<tokio::sync::OwnedSemaphorePermit, RunError> {
         if n > self.config.max_connections {
-            return Err(format!(
-                "the rule reads {n} datasets from source `{}` at once, but its max_connections is {}",
-                self.config.name, self.config.max_connections
+            return Err(RunError::new(
+                ErrorKind::SchemaMismatch,
+                format!(
+                    "the rule reads {n} datasets from source `{}` at once, but its max_connections is {}",
+                    self.config.name, self.config.max_connections
+                ),
             ));
         }
         self.permits
             .clone()
             .acquire_many_owned(n)
             .await
-            .map_err(|_| "the source is shutting down".to_string())
+            .map_err(|_| RunError::new(ErrorKind::Cancelled, "the source is shutting down"))
     }
 
     pub fn name(&self) -> &str {
@@ -183,38 +186,25 @@ pub enum ReaderMsg {
     Done {
         null_keys: u64,
     },
-    Failed(ReadError),
+    Failed(RunError),
 }
 
-/// Why a reader failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadError {
-    pub message: String,
-    /// No connection to the source could be had: the source is down (`source_up` 0).
-    pub unreachable: bool,
-}
-
-impl ReadError {
-    pub(crate) fn unreachable(message: String) -> ReadError {
-        ReadError {
-            message,
-            unreachable: true,
-        }
-    }
-}
-
-impl From<String> for ReadError {
-    fn from(message: String) -> ReadError {
-        ReadError {
-            message,
-            unreachable: false,
-        }
-    }
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+/// A database error as a `RunError`: a statement cancelled by the source's own timeout
+/// (PostgreSQL 57014, MariaDB 1969, MySQL 3024) is a `timeout`, anything else `query_failed`.
+pub(crate) fn query_error(e: sqlx::Error, what: &str) -> RunError {
+    let timed_out = e.as_database_error().is_some_and(|d| {
+        matches!(
+            d.code().as_deref(),
+            Some("57014" | "1969" | "3024" | "70100")
+        ) && !d.message().contains("user request")
+    });
+    if timed_out {
+        RunError::new(
+            ErrorKind::Timeout,
+            format!("statement timeout: the query did not finish in time ({e})"),
+        )
+    } else {
+        RunError::new(ErrorKind::QueryFailed, format!("{what}: {e}"))
     }
 }
 
@@ -271,6 +261,17 @@ pub(crate) async fn acquire_error<DB: sqlx::Database>(
     e: sqlx::Error,
     options: &<DB::Connection as sqlx::Connection>::Options,
     timeout: Duration,
+) -> RunError {
+    RunError::new(
+        ErrorKind::SourceUnreachable,
+        acquire_message::<DB>(e, options, timeout).await,
+    )
+}
+
+async fn acquire_message<DB: sqlx::Database>(
+    e: sqlx::Error,
+    options: &<DB::Connection as sqlx::Connection>::Options,
+    timeout: Duration,
 ) -> String {
     use sqlx::ConnectOptions;
     if matches!(e, sqlx::Error::PoolTimedOut) {
@@ -296,9 +297,9 @@ pub(crate) async fn pump<S, R>(
     key_index: usize,
     mode: KeyMode,
     deadline: Instant,
-    decode: impl Fn(&R) -> Result<Box<[Value]>, String>,
+    decode: impl Fn(&R) -> Result<Box<[Value]>, RunError>,
     tx: &mpsc::Sender<ReaderMsg>,
-) -> Result<(), String>
+) -> Result<(), RunError>
 where
     S: Stream<Item = Result<R, sqlx::Error>> + Unpin,
 {
@@ -308,10 +309,15 @@ where
     loop {
         let next = match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(n) => n,
-            Err(_) => return Err("statement timeout: the query did not finish in time".into()),
+            Err(_) => {
+                return Err(RunError::new(
+                    ErrorKind::Timeout,
+                    "statement timeout: the query did not finish in time",
+                ));
+            }
         };
         let Some(row) = next else { break };
-        let row = row.map_err(|e| format!("query failed: {e}"))?;
+        let row = row.map_err(|e| query_error(e, "query failed"))?;
         let values = decode(&row)?;
         let Some(key) = key_of(&values[key_index], mode)? else {
             null_keys += 1;
@@ -321,8 +327,11 @@ where
         if let Some(prev) = batch.last().map(|r: &Row| &r.key).or(last.as_ref())
             && key < *prev
         {
-            return Err(format!(
-                "the database returned key {key} after {prev}: rows are not in byte-wise key order, so the datasets cannot be joined reliably"
+            return Err(RunError::new(
+                ErrorKind::QueryFailed,
+                format!(
+                    "the database returned key {key} after {prev}: rows are not in byte-wise key order, so the datasets cannot be joined reliably"
+                ),
             ));
         }
         batch.push(Row { key, values });
@@ -341,21 +350,25 @@ where
     Ok(())
 }
 
-fn key_of(v: &Value, mode: KeyMode) -> Result<Option<Key>, String> {
+/// The join key of a key column value in `mode`; `None` for NULL.
+pub fn key_of(v: &Value, mode: KeyMode) -> Result<Option<Key>, RunError> {
     Ok(Some(match (v, mode) {
         (Value::Null, _) => return Ok(None),
         (Value::Int(i), KeyMode::Int) => Key::Int(*i),
         (Value::Int(i), KeyMode::Text) => Key::Text(i.to_string().into()),
         (Value::Text(s), KeyMode::Text) => Key::Text(s.clone()),
         (other, _) => {
-            return Err(format!(
-                "key value `{other}` is a {}, not an {}",
-                other.type_name(),
-                if mode == KeyMode::Int {
-                    "integer"
-                } else {
-                    "integer or text"
-                }
+            return Err(RunError::new(
+                ErrorKind::SchemaMismatch,
+                format!(
+                    "key value `{other}` is a {}, not an {}",
+                    other.type_name(),
+                    if mode == KeyMode::Int {
+                        "integer"
+                    } else {
+                        "integer or text"
+                    }
+                ),
             ));
         }
     }))
@@ -370,11 +383,11 @@ pub(crate) async fn describe_then_stream<'c, DB, E>(
     description: Description,
     wrapped: &str,
     order_by: impl FnOnce(KeyMode) -> String,
-    decode: impl Fn(&DB::Row) -> Result<Box<[Value]>, String>,
+    decode: impl Fn(&DB::Row) -> Result<Box<[Value]>, RunError>,
     request: &ReadRequest,
     tx: &mpsc::Sender<ReaderMsg>,
     mode: oneshot::Receiver<KeyMode>,
-) -> Result<(), ReadError>
+) -> Result<(), RunError>
 where
     DB: sqlx::Database,
     E: sqlx::Executor<'c, Database = DB>,
@@ -392,7 +405,7 @@ where
     // decoders expect, as with `sqlx::query`; bare SQL would use PostgreSQL's text protocol.
     let query = (sqlx::AssertSqlSafe(sql), Some(DB::Arguments::default()));
     let stream = executor.fetch(query);
-    Ok(pump(stream, key_index, mode, request.deadline, decode, tx).await?)
+    pump(stream, key_index, mode, request.deadline, decode, tx).await
 }
 
 /// A prepared query's columns, each with the decoder its type needs.
@@ -408,7 +421,7 @@ impl<D: Copy> Columns<D> {
     pub fn new(
         columns: impl IntoIterator<Item = (String, String, Option<D>)>,
         cast_hint: &str,
-    ) -> Result<Columns<D>, String> {
+    ) -> Result<Columns<D>, RunError> {
         let mut out = Columns {
             names: Vec::new(),
             types: Vec::new(),
@@ -426,9 +439,12 @@ impl<D: Copy> Columns<D> {
         if unreadable.is_empty() {
             Ok(out)
         } else {
-            Err(format!(
-                "invariantd cannot read the type of column {}; cast it in the query, e.g. {cast_hint}",
-                unreadable.join(", ")
+            Err(RunError::new(
+                ErrorKind::SchemaMismatch,
+                format!(
+                    "invariantd cannot read the type of column {}; cast it in the query, e.g. {cast_hint}",
+                    unreadable.join(", ")
+                ),
             ))
         }
     }
@@ -449,13 +465,17 @@ impl<D: Copy> Columns<D> {
         &self,
         row: &R,
         decode: impl Fn(&R, usize, D) -> Result<Value, sqlx::Error>,
-    ) -> Result<Box<[Value]>, String> {
+    ) -> Result<Box<[Value]>, RunError> {
         self.decoders
             .iter()
             .enumerate()
             .map(|(i, d)| {
-                decode(row, i, *d)
-                    .map_err(|e| format!("cannot decode column `{}`: {e}", self.names[i]))
+                decode(row, i, *d).map_err(|e| {
+                    RunError::new(
+                        ErrorKind::SchemaMismatch,
+                        format!("cannot decode column `{}`: {e}", self.names[i]),
+                    )
+                })
             })
             .collect()
     }

@@ -7,11 +7,11 @@ use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, Typ
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Columns, KeyKind, KeyMode, ReadError, ReadRequest, ReaderMsg, describe_then_stream,
-    quote_ident, wrap,
+    Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
 };
 use crate::config::{ConnectOptions, SourceConfig};
 use crate::value::{Value, timestamp_from_date, timestamp_from_datetime, timestamp_from_naive};
+use crate::verdict::RunError;
 
 #[derive(Debug, Clone, Copy)]
 enum Decode {
@@ -118,16 +118,16 @@ pub(super) async fn read(
     request: &ReadRequest,
     tx: &mpsc::Sender<ReaderMsg>,
     mode: oneshot::Receiver<KeyMode>,
-) -> Result<(), ReadError> {
+) -> Result<(), RunError> {
     let mut conn = match pool.acquire().await {
         Ok(c) => c,
         Err(e) => {
             let ConnectOptions::MySql(options) = &config.options else {
                 unreachable!()
             };
-            return Err(ReadError::unreachable(
+            return Err(
                 super::acquire_error::<sqlx::MySql>(e, options, config.connect_timeout).await,
-            ));
+            );
         }
     };
     // The limit is a session variable: set before the transaction, on this connection.
@@ -140,17 +140,17 @@ pub(super) async fn read(
         );
         conn.execute(AssertSqlSafe(mysql))
             .await
-            .map_err(|e| format!("cannot set the statement timeout: {e}"))?;
+            .map_err(|e| super::query_error(e, "cannot set the statement timeout"))?;
     }
     let mut txn = sqlx::Connection::begin_with(&mut *conn, "START TRANSACTION READ ONLY")
         .await
-        .map_err(|e| format!("cannot start a read-only transaction: {e}"))?;
+        .map_err(|e| super::query_error(e, "cannot start a read-only transaction"))?;
 
     let wrapped = wrap(&request.query);
     let statement = (&mut *txn)
         .prepare(AssertSqlSafe(wrapped.clone()).into_sql_str())
         .await
-        .map_err(|e| format!("the query is not valid: {e}"))?;
+        .map_err(|e| super::query_error(e, "the query is not valid"))?;
     let columns = Columns::new(
         statement.columns().iter().map(|c| {
             let ty = c.type_info().name();

@@ -6,11 +6,11 @@ use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, Typ
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Columns, KeyKind, KeyMode, ReadError, ReadRequest, ReaderMsg, describe_then_stream,
-    quote_ident, wrap,
+    Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
 };
 use crate::config::{ConnectOptions, SourceConfig};
 use crate::value::{Value, timestamp_from_date, timestamp_from_datetime, timestamp_from_naive};
+use crate::verdict::RunError;
 
 #[derive(Debug, Clone, Copy)]
 enum Decode {
@@ -125,7 +125,7 @@ pub(super) async fn read(
     request: &ReadRequest,
     tx: &mpsc::Sender<ReaderMsg>,
     mode: oneshot::Receiver<KeyMode>,
-) -> Result<(), ReadError> {
+) -> Result<(), RunError> {
     let mut txn = match pool
         .begin_with("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
@@ -135,9 +135,9 @@ pub(super) async fn read(
             let ConnectOptions::Postgres(options) = &config.options else {
                 unreachable!()
             };
-            return Err(ReadError::unreachable(
+            return Err(
                 super::acquire_error::<sqlx::Postgres>(e, options, config.connect_timeout).await,
-            ));
+            );
         }
     };
     let timeout_ms = config.statement_timeout.as_millis().max(1);
@@ -145,13 +145,13 @@ pub(super) async fn read(
         "SET LOCAL statement_timeout = {timeout_ms}"
     )))
     .await
-    .map_err(|e| format!("cannot set the statement timeout: {e}"))?;
+    .map_err(|e| super::query_error(e, "cannot set the statement timeout"))?;
 
     let wrapped = wrap(&request.query);
     let statement = (&mut *txn)
         .prepare(AssertSqlSafe(wrapped.clone()).into_sql_str())
         .await
-        .map_err(|e| format!("the query is not valid: {e}"))?;
+        .map_err(|e| super::query_error(e, "the query is not valid"))?;
     let columns = Columns::new(
         statement.columns().iter().map(|c| {
             let ty = c.type_info();

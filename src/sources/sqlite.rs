@@ -8,10 +8,10 @@ use sqlx::{AssertSqlSafe, Executor, Row as _, TypeInfo, ValueRef};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Columns, KeyKind, KeyMode, ReadError, ReadRequest, ReaderMsg, describe_then_stream,
-    quote_ident, wrap,
+    Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
 };
 use crate::value::{Value, decimal_from_f64, parse_timestamp_text};
+use crate::verdict::{ErrorKind, RunError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Declared {
@@ -96,30 +96,36 @@ fn decode(row: &SqliteRow, i: usize, d: Declared) -> Result<Value, sqlx::Error> 
 async fn declared_columns(
     txn: &mut sqlx::SqliteConnection,
     wrapped: &str,
-) -> Result<(Vec<String>, Vec<String>), String> {
+) -> Result<(Vec<String>, Vec<String>), RunError> {
     const VIEW: &str = "invariantd_describe";
     txn.execute(AssertSqlSafe(format!("DROP VIEW IF EXISTS temp.{VIEW}")))
         .await
-        .map_err(|e| format!("cannot describe the query: {e}"))?;
+        .map_err(|e| super::query_error(e, "cannot describe the query"))?;
     txn.execute(AssertSqlSafe(format!(
         "CREATE TEMP VIEW {VIEW} AS {wrapped}"
     )))
     .await
-    .map_err(|e| format!("the query is not valid: {e}"))?;
+    .map_err(|e| super::query_error(e, "the query is not valid"))?;
     let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT name, type FROM pragma_table_info('{VIEW}', 'temp') ORDER BY cid"
     )))
     .fetch_all(&mut *txn)
     .await
-    .map_err(|e| format!("cannot describe the query: {e}"))?;
+    .map_err(|e| super::query_error(e, "cannot describe the query"))?;
     txn.execute(AssertSqlSafe(format!("DROP VIEW temp.{VIEW}")))
         .await
-        .map_err(|e| format!("cannot describe the query: {e}"))?;
+        .map_err(|e| super::query_error(e, "cannot describe the query"))?;
     let mut columns = Vec::with_capacity(rows.len());
     let mut types = Vec::with_capacity(rows.len());
     for row in rows {
-        columns.push(row.try_get::<String, _>(0).map_err(|e| e.to_string())?);
-        types.push(row.try_get::<String, _>(1).map_err(|e| e.to_string())?);
+        columns.push(
+            row.try_get::<String, _>(0)
+                .map_err(|e| super::query_error(e, "cannot describe the query"))?,
+        );
+        types.push(
+            row.try_get::<String, _>(1)
+                .map_err(|e| super::query_error(e, "cannot describe the query"))?,
+        );
     }
     Ok((columns, types))
 }
@@ -129,11 +135,13 @@ pub(super) async fn read(
     request: &ReadRequest,
     tx: &mpsc::Sender<ReaderMsg>,
     mode: oneshot::Receiver<KeyMode>,
-) -> Result<(), ReadError> {
-    let mut txn = pool
-        .begin()
-        .await
-        .map_err(|e| ReadError::unreachable(format!("cannot open the database: {e}")))?;
+) -> Result<(), RunError> {
+    let mut txn = pool.begin().await.map_err(|e| {
+        RunError::new(
+            ErrorKind::SourceUnreachable,
+            format!("cannot open the database: {e}"),
+        )
+    })?;
     let wrapped = wrap(&request.query);
     let (names, types) = declared_columns(&mut txn, &wrapped).await?;
     let columns = Columns::new(

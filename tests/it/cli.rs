@@ -160,7 +160,8 @@ async fn check_exits_2_when_a_source_is_down_and_still_reports_the_other_rules()
     let shipped = by_rule("shipped_implies_paid");
     assert_eq!(shipped["outcome"], "unknown");
     assert_eq!(shipped["violations"], serde_json::json!([]));
-    let error = shipped["error"].as_str().unwrap();
+    assert_eq!(shipped["error"]["kind"], "source_unreachable");
+    let error = shipped["error"]["message"].as_str().unwrap();
     assert!(
         error.starts_with("dataset `shipment` (source `shipping`): cannot connect: "),
         "{error}"

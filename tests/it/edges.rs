@@ -1,9 +1,9 @@
 //! The engine's contract at its edges, each on the databases where it matters.
 
 use invariantd::config::SourceKind::{MySql, Postgres, Sqlite};
-use invariantd::engine::Outcome;
+use invariantd::verdict::Outcome;
 
-use crate::harness::{TestDb, Workdir, keys, run_of};
+use crate::harness::{TestDb, Workdir, error_of, keys, run_of};
 
 #[tokio::test]
 async fn keys_changed_within_grace_are_not_judged_yet() {
@@ -91,10 +91,11 @@ assert: a != null
     assert_eq!(run.key_errors.len(), 1);
     assert_eq!(run.key_errors[0].key.to_string(), "2");
     assert_eq!(
-        run.error.as_deref(),
-        Some(
+        error_of(run),
+        Some((
+            "duplicate_rows",
             "1 key could not be judged: key 2: dataset `a` returned 2 rows for this key; without `many: true` a dataset must return at most one row per key"
-        )
+        ))
     );
 }
 
@@ -119,10 +120,11 @@ assert: t.v > 0
     assert_eq!(run.outcome, Outcome::Unknown);
     assert!(run.violations.is_empty());
     assert_eq!(
-        run.error.as_deref(),
-        Some(
+        error_of(run),
+        Some((
+            "schema_mismatch",
             "dataset `t` (source `db`) returns no column `order_id` (the rule's key); it returns: id, v"
-        )
+        ))
     );
 }
 
@@ -153,7 +155,9 @@ assert: t.v > 0
         .await;
     let dead = run_of(&runs, "on_the_down_source");
     assert_eq!(dead.outcome, Outcome::Unknown);
-    let error = dead.error.as_deref().unwrap();
+    let (kind, error) = error_of(dead).unwrap();
+    assert_eq!(kind, "source_unreachable");
+    assert_eq!(dead.sources_down, ["down"]);
     assert!(
         error.starts_with("dataset `t` (source `down`): cannot connect: "),
         "{error}"
@@ -346,8 +350,11 @@ assert: t.status == 'ok'
     assert_eq!(keys(run), ["3"]);
     assert_eq!(run.outcome, Outcome::Fail);
     assert_eq!(
-        run.error.as_deref(),
-        Some("1 key could not be judged: key 2: assert: no such overload: int == string")
+        error_of(run),
+        Some((
+            "evaluation",
+            "1 key could not be judged: key 2: assert: no such overload: int == string"
+        ))
     );
 }
 
@@ -369,7 +376,8 @@ assert: t != null
     let runs = Workdir::raw(&config, rules).run().await;
     let run = run_of(&runs, "slow");
     assert_eq!(run.outcome, Outcome::Unknown);
-    let error = run.error.as_deref().unwrap();
+    let (kind, error) = error_of(run).unwrap();
+    assert_eq!(kind, "timeout", "{error}");
     assert!(error.contains("statement timeout"), "{error}");
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
 }
@@ -402,7 +410,10 @@ async fn rules_waiting_for_a_busy_source_wait_their_turn_instead_of_failing() {
         );
     }
     assert_eq!(
-        run_of(&runs, "too_wide").error.as_deref(),
-        Some("the rule reads 3 datasets from source `db` at once, but its max_connections is 2")
+        error_of(run_of(&runs, "too_wide")),
+        Some((
+            "schema_mismatch",
+            "the rule reads 3 datasets from source `db` at once, but its max_connections is 2"
+        ))
     );
 }

@@ -279,14 +279,14 @@ impl Workdir {
 
     /// Loads the config and rules, panicking with every diagnostic if they are invalid.
     pub fn load(&self) -> (invariantd::config::Config, Vec<invariantd::rules::Rule>) {
-        invariantd::app::load(&self.config()).unwrap_or_else(|d| panic!("{d}"))
+        invariantd::context::load(&self.config()).unwrap_or_else(|d| panic!("{d}"))
     }
 
     /// Runs every rule once; results in rule order, keyed by rule name.
-    pub async fn run(&self) -> Vec<invariantd::engine::RuleRun> {
+    pub async fn run(&self) -> Vec<invariantd::verdict::RuleRun> {
         let (config, rules) = self.load();
         let sources = invariantd::sources::Sources::new(&config.sources);
-        invariantd::check::run_rules(&rules, &sources, 4).await
+        invariantd::engine::run_rules(&rules, &sources, 4).await
     }
 
     /// Runs the `invariantd` binary in this directory.
@@ -306,16 +306,23 @@ pub fn shipped_rules() -> PathBuf {
 }
 
 pub fn run_of<'a>(
-    runs: &'a [invariantd::engine::RuleRun],
+    runs: &'a [invariantd::verdict::RuleRun],
     rule: &str,
-) -> &'a invariantd::engine::RuleRun {
+) -> &'a invariantd::verdict::RuleRun {
     runs.iter()
         .find(|r| r.rule == rule)
         .unwrap_or_else(|| panic!("no run of {rule}"))
 }
 
+/// A run's error as (kind, message).
+pub fn error_of(run: &invariantd::verdict::RuleRun) -> Option<(&'static str, &str)> {
+    run.error
+        .as_ref()
+        .map(|e| (e.kind.as_str(), e.message.as_str()))
+}
+
 /// The keys of a run's violations, as text.
-pub fn keys(run: &invariantd::engine::RuleRun) -> Vec<String> {
+pub fn keys(run: &invariantd::verdict::RuleRun) -> Vec<String> {
     run.violations.iter().map(|v| v.key.to_string()).collect()
 }
 

@@ -3,22 +3,22 @@
 //! clear and leak nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::Utc;
-use invariantd::daemon::{Runtime, run_once};
+use invariantd::context::{Context, Handle};
+use invariantd::daemon::run_once;
 use tower::ServiceExt;
 
 use crate::harness::Workdir;
 
-async fn runtime(workdir: &Workdir, only: Option<&[&str]>) -> Runtime {
+async fn runtime(workdir: &Workdir, only: Option<&[&str]>) -> Context {
     let (config, mut rules) = workdir.load();
     if let Some(names) = only {
         rules.retain(|r| names.contains(&r.name.as_str()));
     }
-    Runtime::start(config, rules).await.unwrap()
+    Context::start(config, rules).await.unwrap()
 }
 
 /// The value of one series in a Prometheus text exposition.
@@ -172,18 +172,15 @@ async fn the_api_lists_rules_runs_and_violations_in_pages() {
     let (workdir, shop) = Workdir::sqlite_shop(3).await;
     let rt = Arc::new(runtime(&workdir, None).await);
     run_once(&rt, 4).await.unwrap();
-    let ready = Arc::new(AtomicBool::new(false));
-    let app = invariantd::http::router(invariantd::http::AppState {
-        shared: invariantd::daemon::Shared::fixed(rt.clone()),
-        ready: ready.clone(),
-    });
+    let (handle, _control) = Handle::new(rt.clone());
+    let app = invariantd::http::router(handle.clone());
 
     assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK);
     assert_eq!(
         get(&app, "/readyz").await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
-    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    handle.set_ready(true);
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
 
     let (status, metrics) = get(&app, "/metrics").await;

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use chrono::Utc;
 use invariantd::config::SourceKind::{self, MySql, Postgres, Sqlite};
 use invariantd::demo::shop::{SERVICES, scenario};
-use invariantd::engine::Outcome;
+use invariantd::verdict::Outcome;
 
 use crate::harness::{TestDb, Workdir};
 

@@ -5,8 +5,9 @@ use std::str::FromStr;
 
 use chrono::Utc;
 use invariantd::config::{ConnectOptions, SourceKind, StateConfig};
-use invariantd::engine::{Outcome, RuleRun, run_rule_with_open};
-use invariantd::state::{Recorded, StateStore, ViolationFilter, ViolationRecord};
+use invariantd::engine::run_rule_with_open;
+use invariantd::state::{Recorded, StateStore, ViolationFilter, ViolationRecord, ViolationState};
+use invariantd::verdict::{Outcome, RuleRun};
 
 use crate::harness::{TestDb, Workdir};
 
@@ -152,12 +153,12 @@ async fn lifecycle(kind: SourceKind) {
     assert_eq!(v.len(), 3);
     let reopened = v
         .iter()
-        .find(|v| v.key == "1" && v.state == "open")
+        .find(|v| v.key == "1" && v.state == ViolationState::Open)
         .unwrap();
     assert_eq!(reopened.previous_id, Some(first_id));
     assert_eq!(reopened.occurrences, 1);
     let resolved = v.iter().find(|v| v.id == first_id).unwrap();
-    assert_eq!(resolved.state, "resolved");
+    assert_eq!(resolved.state, ViolationState::Resolved);
     assert!(resolved.resolved_us.is_some());
 
     // Unknown changes nothing.
@@ -174,7 +175,7 @@ async fn lifecycle(kind: SourceKind) {
         .all()
         .await
         .into_iter()
-        .find(|v| v.key == "2" && v.state == "open")
+        .find(|v| v.key == "2" && v.state == ViolationState::Open)
         .unwrap();
     assert_eq!(two.occurrences, 4);
 
@@ -186,7 +187,7 @@ async fn lifecycle(kind: SourceKind) {
     let open = f
         .store
         .violations(&ViolationFilter {
-            state: Some("open".into()),
+            state: Some(ViolationState::Open),
             limit: 10,
             ..Default::default()
         })
@@ -218,22 +219,17 @@ async fn lifecycle(kind: SourceKind) {
     assert_eq!(next.len(), 2);
 
     // Counters add up across runs.
-    let counters = f.store.counters().await.unwrap();
-    let c = |name: &str| {
-        counters
-            .get(&("ok".to_string(), name.to_string()))
-            .copied()
-            .unwrap_or(0)
-    };
+    let totals = f.store.totals().await.unwrap();
+    let t = &totals["ok"];
     assert_eq!(
         (
-            c("violations_detected"),
-            c("violations_resolved"),
-            c("runs_unknown")
+            t.detected,
+            t.resolved,
+            t.runs.get(&Outcome::Unknown).copied()
         ),
-        (3, 2, 1)
+        (3, 2, Some(1))
     );
-    assert_eq!(c("runs_fail"), 6);
+    assert_eq!(t.runs.get(&Outcome::Fail).copied(), Some(6));
 
     // Pruning keeps open violations and removes old resolved ones.
     let deleted = f

@@ -1,10 +1,10 @@
 //! `invariantd.yaml`: the raw file as written (strict serde, unknown fields rejected), and the
 //! validated `Config` the rest of the program uses. Validation does no I/O and collects every
-//! error with its position; `${VAR}` is expanded from the environment.
+//! error with its position; `${VAR}` is expanded from the environment. Each section has its
+//! check function: `sources.rs` for the databases, `daemon.rs` for state, http and telemetry.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -12,6 +12,14 @@ use serde_saphyr::Spanned;
 use sqlx::mysql::MySqlConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
+
+mod daemon;
+mod sources;
+
+use daemon::{
+    check_http, check_max_concurrent_runs, check_retention, check_state, check_telemetry,
+};
+pub use sources::connect_options;
 
 use crate::diag::{Diagnostics, Pos};
 use crate::yaml::{self, OrderedMap};
@@ -61,6 +69,14 @@ struct RawSource {
 struct RawState {
     url: Spanned<String>,
     retention: Option<Spanned<String>>,
+}
+
+/// How the daemon writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +145,7 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// Where the daemon serves `/metrics`, health and the API.
     pub http_listen: std::net::SocketAddr,
-    pub log_format: crate::telemetry::LogFormat,
+    pub log_format: LogFormat,
     /// OTLP/HTTP base URL for traces; none means no traces are exported.
     pub otlp_endpoint: Option<String>,
     /// Sources named in the file whose settings are in error (already reported): rules may
@@ -236,156 +252,15 @@ fn parse_partial(
     };
     let base = base_dir(path);
 
-    let mut sources = Vec::new();
-    let mut unusable_sources = Vec::new();
-    for (name, raw_source) in raw.sources.0 {
-        let what = format!("sources.{}.url", name.value);
-        if !valid_name(&name.value) {
-            diags.push(
-                path,
-                yaml::pos(&name, 0),
-                format!(
-                    "source name `{}` must match [a-z0-9_]+ (it is used in metric labels)",
-                    name.value
-                ),
-            );
-        }
-        let url = yaml::expand_spanned(&raw_source.url, &what, path, 0, env, &mut diags);
-        let url_pos = yaml::pos(&raw_source.url, 0);
-        let options = if url.is_empty() && raw_source.url.value.contains("${") {
-            None // the missing variable is already reported
-        } else {
-            match connect_options(&url, &base) {
-                Ok(o) => Some(o),
-                Err(msg) => {
-                    diags.push(path, url_pos, format!("source `{}`: {msg}", name.value));
-                    None
-                }
-            }
-        };
-        let max_connections = match raw_source.max_connections {
-            Some(m) if m.value == 0 => {
-                diags.push(path, yaml::pos(&m, 0), "max_connections must be at least 1");
-                DEFAULT_MAX_CONNECTIONS
-            }
-            Some(m) => m.value,
-            None => DEFAULT_MAX_CONNECTIONS,
-        };
-        let statement_timeout = duration_field(
-            raw_source.statement_timeout.as_ref(),
-            DEFAULT_STATEMENT_TIMEOUT,
-            "statement_timeout",
-            path,
-            &mut diags,
-        );
-        let connect_timeout = duration_field(
-            raw_source.connect_timeout.as_ref(),
-            DEFAULT_CONNECT_TIMEOUT,
-            "connect_timeout",
-            path,
-            &mut diags,
-        );
-        if let Some(options) = options {
-            sources.push(SourceConfig {
-                name: name.value,
-                kind: match options {
-                    ConnectOptions::Postgres(_) => SourceKind::Postgres,
-                    ConnectOptions::MySql(_) => SourceKind::MySql,
-                    ConnectOptions::Sqlite(_) => SourceKind::Sqlite,
-                },
-                options,
-                max_connections,
-                statement_timeout,
-                connect_timeout,
-            });
-        } else {
-            unusable_sources.push(name.value);
-        }
-    }
+    let (sources, unusable_sources) =
+        sources::check_sources(raw.sources, path, &base, env, &mut diags);
 
-    let retention = duration_field(
-        raw.state.as_ref().and_then(|s| s.retention.as_ref()),
-        DEFAULT_RETENTION,
-        "state.retention",
-        path,
-        &mut diags,
-    );
-    let max_concurrent_runs = match raw.max_concurrent_runs {
-        Some(m) if m.value == 0 => {
-            diags.push(
-                path,
-                yaml::pos(&m, 0),
-                "max_concurrent_runs must be at least 1",
-            );
-            DEFAULT_MAX_CONCURRENT_RUNS
-        }
-        Some(m) => m.value,
-        None => DEFAULT_MAX_CONCURRENT_RUNS,
-    } as usize;
-    let http_listen = match &raw.http {
-        None => DEFAULT_LISTEN.parse().expect("a valid address"),
-        Some(h) => h.listen.value.parse().unwrap_or_else(|_| {
-            diags.push(
-                path,
-                yaml::pos(&h.listen, 0),
-                format!(
-                    "http.listen: `{}` is not an address and port such as 127.0.0.1:9464",
-                    h.listen.value
-                ),
-            );
-            DEFAULT_LISTEN.parse().expect("a valid address")
-        }),
-    };
-    let mut log_format = crate::telemetry::LogFormat::default();
-    let mut otlp_endpoint = None;
-    if let Some(t) = &raw.telemetry {
-        if let Some(f) = &t.log_format {
-            log_format = match f.value.as_str() {
-                "text" => crate::telemetry::LogFormat::Text,
-                "json" => crate::telemetry::LogFormat::Json,
-                other => {
-                    diags.push(
-                        path,
-                        yaml::pos(f, 0),
-                        format!("telemetry.log_format: `{other}` is not text or json"),
-                    );
-                    crate::telemetry::LogFormat::Text
-                }
-            };
-        }
-        if let Some(e) = &t.otlp_endpoint {
-            let url = yaml::expand_spanned(e, "telemetry.otlp_endpoint", path, 0, env, &mut diags);
-            if !url.is_empty() {
-                if url.starts_with("http://") || url.starts_with("https://") {
-                    otlp_endpoint = Some(url);
-                } else {
-                    diags.push(path, yaml::pos(e, 0), "telemetry.otlp_endpoint: an http:// or https:// URL (OTLP over HTTP) is expected");
-                }
-            }
-        }
-    }
-    let state = match raw.state {
-        None => connect_options("sqlite://invariantd.db?mode=rwc", &base).ok(),
-        Some(s) => {
-            let url = yaml::expand_spanned(&s.url, "state.url", path, 0, env, &mut diags);
-            match connect_options(&url, &base) {
-                Ok(ConnectOptions::MySql(_)) => {
-                    diags.push(
-                        path,
-                        yaml::pos(&s.url, 0),
-                        "state: the state store is SQLite or PostgreSQL",
-                    );
-                    None
-                }
-                Ok(o) => Some(o),
-                Err(msg) if !url.is_empty() => {
-                    diags.push(path, yaml::pos(&s.url, 0), format!("state: {msg}"));
-                    None
-                }
-                Err(_) => None,
-            }
-        }
-    };
+    let retention = check_retention(raw.state.as_ref(), path, &mut diags);
+    let max_concurrent_runs = check_max_concurrent_runs(raw.max_concurrent_runs, path, &mut diags);
+    let http_listen = check_http(raw.http.as_ref(), path, &mut diags);
+    let (log_format, otlp_endpoint) =
+        check_telemetry(raw.telemetry.as_ref(), path, env, &mut diags);
+    let state = check_state(raw.state, path, &base, env, &mut diags);
 
     let mut rule_paths = Vec::new();
     for p in raw.rules {
@@ -454,56 +329,6 @@ fn duration_field(
             );
             default
         }
-    }
-}
-
-/// Parses a database URL into connection options without connecting. Error messages never
-/// repeat the URL, which may hold a password.
-pub fn connect_options(url: &str, base: &Path) -> Result<ConnectOptions, String> {
-    let scheme = url.split(':').next().unwrap_or("");
-    let invalid = |e: sqlx::Error| {
-        format!(
-            "invalid {scheme} URL: {}",
-            redact_error(&e.to_string(), url)
-        )
-    };
-    match scheme {
-        "postgres" | "postgresql" => PgConnectOptions::from_str(url)
-            .map(ConnectOptions::Postgres)
-            .map_err(invalid),
-        "mysql" | "mariadb" => {
-            let url = url.replacen("mariadb:", "mysql:", 1);
-            MySqlConnectOptions::from_str(&url)
-                .map(ConnectOptions::MySql)
-                .map_err(invalid)
-        }
-        "sqlite" => {
-            let options = SqliteConnectOptions::from_str(url).map_err(invalid)?;
-            // Relative database files are relative to the config file, like rule paths, so a
-            // config means the same thing whatever directory the daemon starts in.
-            let file = options.get_filename().to_path_buf();
-            let in_memory =
-                file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
-            Ok(ConnectOptions::Sqlite(
-                if file.is_relative() && !in_memory {
-                    options.filename(base.join(file))
-                } else {
-                    options
-                },
-            ))
-        }
-        "" => Err("the URL is empty".into()),
-        other => Err(format!(
-            "unsupported database `{other}`: use a postgres://, mysql:// (also for MariaDB) or sqlite:// URL"
-        )),
-    }
-}
-
-fn redact_error(message: &str, url: &str) -> String {
-    if url.is_empty() {
-        message.to_string()
-    } else {
-        message.replace(url, "<url>")
     }
 }
 

@@ -1,24 +1,16 @@
-//! `invariantd check`: run rules once and report, as a table for people or as one JSON
-//! document for programs.
+//! What the terminal commands print: the results of `check` (and `run --once`) as a table for
+//! people or one JSON document for programs, with the exit status they promise; and the
+//! violations of `violations list`.
 
 use std::fmt::Write as _;
 
-use chrono::Utc;
-use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::engine::{Outcome, RuleRun, run_rule};
+use crate::http::views::{Page, ViolationView};
 use crate::rules::Rule;
-use crate::sources::Sources;
-
-/// Runs the rules, up to `concurrency` at a time; results come back in rule order.
-pub async fn run_rules(rules: &[Rule], sources: &Sources, concurrency: usize) -> Vec<RuleRun> {
-    futures_util::stream::iter(rules)
-        .map(|rule| run_rule(rule, sources, Utc::now()))
-        .buffered(concurrency.max(1))
-        .collect()
-        .await
-}
+use crate::state::ViolationRecord;
+use crate::value::format_timestamp;
+use crate::verdict::{Outcome, RuleRun};
 
 /// 0 when every rule holds, 1 when any violation was found, 2 when any rule is unknown or
 /// has keys that could not be judged.
@@ -46,7 +38,7 @@ pub fn render_json(rules: &[Rule], runs: &[RuleRun]) -> String {
                 "outcome": run.outcome.as_str(),
                 "rows_scanned": run.total_rows_scanned(),
                 "duration_ms": run.duration.as_millis() as u64,
-                "error": run.error,
+                "error": run.error.as_ref().map(|e| json!({"kind": e.kind.as_str(), "message": e.message})),
                 "violations": run.violations.iter().map(|v| json!({
                     "key": v.key.to_string(),
                     "message": v.message,
@@ -120,10 +112,11 @@ pub fn render_table(rules: &[Rule], runs: &[RuleRun], limit: usize) -> String {
         if let Some(error) = &run.error {
             let _ = writeln!(
                 out,
-                "{} ({}): {}: {error}",
+                "{} ({}): {} ({}): {error}",
                 run.rule,
                 rule.severity,
-                run.outcome.as_str()
+                run.outcome.as_str(),
+                error.kind
             );
         }
     }
@@ -139,5 +132,57 @@ pub fn render_table(rules: &[Rule], runs: &[RuleRun], limit: usize) -> String {
         count(Outcome::Unknown),
         if violations == 1 { "" } else { "s" }
     );
+    out
+}
+
+/// Violations as a table for people.
+pub fn violations_table(items: &[ViolationRecord], next: Option<i64>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let rule_w = items.iter().map(|v| v.rule.len()).max().unwrap_or(4).max(4);
+    let key_w = items.iter().map(|v| v.key.len()).max().unwrap_or(3).max(3);
+    let _ = writeln!(
+        out,
+        "{:>6}  {:<rule_w$}  {:<key_w$}  {:<8}  {:<20}  {:>5}  MESSAGE",
+        "ID", "RULE", "KEY", "STATE", "FIRST SEEN", "SEEN"
+    );
+    for v in items {
+        let first = format_timestamp(v.first_seen_us);
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<rule_w$}  {:<key_w$}  {:<8}  {:<20}  {:>5}  {}",
+            v.id,
+            v.rule,
+            v.key,
+            v.state.as_str(),
+            first.get(..19).unwrap_or(&first),
+            v.occurrences,
+            v.message
+        );
+    }
+    match next {
+        Some(n) => {
+            let _ = writeln!(out, "(more: --after {n})");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "{} violation{}",
+                items.len(),
+                if items.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
+    out
+}
+
+/// Violations as `{"items": […], "next": cursor}`, the API's shape.
+pub fn violations_json(items: &[ViolationRecord], next: Option<i64>) -> String {
+    let page = Page {
+        items: items.iter().map(ViolationView::from).collect(),
+        next: next.map(|n| n.to_string()),
+    };
+    let mut out = serde_json::to_string_pretty(&page).expect("views serialize");
+    out.push('\n');
     out
 }

@@ -1,0 +1,137 @@
+//! The daemon's sections: `state`, `max_concurrent_runs`, `http` and `telemetry`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::sources::connect_options;
+use super::{
+    ConnectOptions, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_RETENTION, LogFormat,
+    RawHttp, RawState, RawTelemetry, duration_field,
+};
+use crate::diag::Diagnostics;
+use crate::yaml;
+
+pub(super) fn check_retention(
+    state: Option<&RawState>,
+    path: &Path,
+    diags: &mut Diagnostics,
+) -> Duration {
+    duration_field(
+        state.and_then(|s| s.retention.as_ref()),
+        DEFAULT_RETENTION,
+        "state.retention",
+        path,
+        diags,
+    )
+}
+
+pub(super) fn check_max_concurrent_runs(
+    value: Option<Spanned<u32>>,
+    path: &Path,
+    diags: &mut Diagnostics,
+) -> usize {
+    (match value {
+        Some(m) if m.value == 0 => {
+            diags.push(
+                path,
+                yaml::pos(&m, 0),
+                "max_concurrent_runs must be at least 1",
+            );
+            DEFAULT_MAX_CONCURRENT_RUNS
+        }
+        Some(m) => m.value,
+        None => DEFAULT_MAX_CONCURRENT_RUNS,
+    }) as usize
+}
+
+pub(super) fn check_http(
+    http: Option<&RawHttp>,
+    path: &Path,
+    diags: &mut Diagnostics,
+) -> std::net::SocketAddr {
+    match http {
+        None => DEFAULT_LISTEN.parse().expect("a valid address"),
+        Some(h) => h.listen.value.parse().unwrap_or_else(|_| {
+            diags.push(
+                path,
+                yaml::pos(&h.listen, 0),
+                format!(
+                    "http.listen: `{}` is not an address and port such as 127.0.0.1:9464",
+                    h.listen.value
+                ),
+            );
+            DEFAULT_LISTEN.parse().expect("a valid address")
+        }),
+    }
+}
+
+pub(super) fn check_telemetry(
+    telemetry: Option<&RawTelemetry>,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> (LogFormat, Option<String>) {
+    let mut log_format = LogFormat::default();
+    let mut otlp_endpoint = None;
+    if let Some(t) = telemetry {
+        if let Some(f) = &t.log_format {
+            log_format = match f.value.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    diags.push(
+                        path,
+                        yaml::pos(f, 0),
+                        format!("telemetry.log_format: `{other}` is not text or json"),
+                    );
+                    LogFormat::Text
+                }
+            };
+        }
+        if let Some(e) = &t.otlp_endpoint {
+            let url = yaml::expand_spanned(e, "telemetry.otlp_endpoint", path, 0, env, diags);
+            if !url.is_empty() {
+                if url.starts_with("http://") || url.starts_with("https://") {
+                    otlp_endpoint = Some(url);
+                } else {
+                    diags.push(path, yaml::pos(e, 0), "telemetry.otlp_endpoint: an http:// or https:// URL (OTLP over HTTP) is expected");
+                }
+            }
+        }
+    }
+    (log_format, otlp_endpoint)
+}
+
+/// The state store's connection options; `None` when in error (already reported).
+pub(super) fn check_state(
+    state: Option<RawState>,
+    path: &Path,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> Option<ConnectOptions> {
+    match state {
+        None => connect_options("sqlite://invariantd.db?mode=rwc", base).ok(),
+        Some(s) => {
+            let url = yaml::expand_spanned(&s.url, "state.url", path, 0, env, diags);
+            match connect_options(&url, base) {
+                Ok(ConnectOptions::MySql(_)) => {
+                    diags.push(
+                        path,
+                        yaml::pos(&s.url, 0),
+                        "state: the state store is SQLite or PostgreSQL",
+                    );
+                    None
+                }
+                Ok(o) => Some(o),
+                Err(msg) if !url.is_empty() => {
+                    diags.push(path, yaml::pos(&s.url, 0), format!("state: {msg}"));
+                    None
+                }
+                Err(_) => None,
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The `sources` section: one named database each, its URL parsed into connection options
+//! without connecting, and its pool and timeout settings.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::mysql::MySqlConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+
+use super::{
+    ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_STATEMENT_TIMEOUT,
+    RawSource, SourceConfig, SourceKind, duration_field, valid_name,
+};
+use crate::diag::Diagnostics;
+use crate::yaml::{self, OrderedMap};
+
+/// Validates every source. Returns the usable ones, and the names of those whose settings are
+/// in error (already reported), so rules naming them get no second error.
+pub(super) fn check_sources(
+    raw: OrderedMap<RawSource>,
+    path: &Path,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> (Vec<SourceConfig>, Vec<String>) {
+    let mut sources = Vec::new();
+    let mut unusable_sources = Vec::new();
+    for (name, raw_source) in raw.0 {
+        let what = format!("sources.{}.url", name.value);
+        if !valid_name(&name.value) {
+            diags.push(
+                path,
+                yaml::pos(&name, 0),
+                format!(
+                    "source name `{}` must match [a-z0-9_]+ (it is used in metric labels)",
+                    name.value
+                ),
+            );
+        }
+        let url = yaml::expand_spanned(&raw_source.url, &what, path, 0, env, diags);
+        let url_pos = yaml::pos(&raw_source.url, 0);
+        let options = if url.is_empty() && raw_source.url.value.contains("${") {
+            None // the missing variable is already reported
+        } else {
+            match connect_options(&url, base) {
+                Ok(o) => Some(o),
+                Err(msg) => {
+                    diags.push(path, url_pos, format!("source `{}`: {msg}", name.value));
+                    None
+                }
+            }
+        };
+        let max_connections = match raw_source.max_connections {
+            Some(m) if m.value == 0 => {
+                diags.push(path, yaml::pos(&m, 0), "max_connections must be at least 1");
+                DEFAULT_MAX_CONNECTIONS
+            }
+            Some(m) => m.value,
+            None => DEFAULT_MAX_CONNECTIONS,
+        };
+        let statement_timeout = duration_field(
+            raw_source.statement_timeout.as_ref(),
+            DEFAULT_STATEMENT_TIMEOUT,
+            "statement_timeout",
+            path,
+            diags,
+        );
+        let connect_timeout = duration_field(
+            raw_source.connect_timeout.as_ref(),
+            DEFAULT_CONNECT_TIMEOUT,
+            "connect_timeout",
+            path,
+            diags,
+        );
+        if let Some(options) = options {
+            sources.push(SourceConfig {
+                name: name.value,
+                kind: match options {
+                    ConnectOptions::Postgres(_) => SourceKind::Postgres,
+                    ConnectOptions::MySql(_) => SourceKind::MySql,
+                    ConnectOptions::Sqlite(_) => SourceKind::Sqlite,
+                },
+                options,
+                max_connections,
+                statement_timeout,
+                connect_timeout,
+            });
+        } else {
+            unusable_sources.push(name.value);
+        }
+    }
+    (sources, unusable_sources)
+}
+
+/// Parses a database URL into connection options without connecting. Error messages never
+/// repeat the URL, which may hold a password.
+pub fn connect_options(url: &str, base: &Path) -> Result<ConnectOptions, String> {
+    let scheme = url.split(':').next().unwrap_or("");
+    let invalid = |e: sqlx::Error| {
+        format!(
+            "invalid {scheme} URL: {}",
+            redact_error(&e.to_string(), url)
+        )
+    };
+    match scheme {
+        "postgres" | "postgresql" => PgConnectOptions::from_str(url)
+            .map(ConnectOptions::Postgres)
+            .map_err(invalid),
+        "mysql" | "mariadb" => {
+            let url = url.replacen("mariadb:", "mysql:", 1);
+            MySqlConnectOptions::from_str(&url)
+                .map(ConnectOptions::MySql)
+                .map_err(invalid)
+        }
+        "sqlite" => {
+            let options = SqliteConnectOptions::from_str(url).map_err(invalid)?;
+            // Relative database files are relative to the config file, like rule paths, so a
+            // config means the same thing whatever directory the daemon starts in.
+            let file = options.get_filename().to_path_buf();
+            let in_memory =
+                file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
+            Ok(ConnectOptions::Sqlite(
+                if file.is_relative() && !in_memory {
+                    options.filename(base.join(file))
+                } else {
+                    options
+                },
+            ))
+        }
+        "" => Err("the URL is empty".into()),
+        other => Err(format!(
+            "unsupported database `{other}`: use a postgres://, mysql:// (also for MariaDB) or sqlite:// URL"
+        )),
+    }
+}
+
+fn redact_error(message: &str, url: &str) -> String {
+    if url.is_empty() {
+        message.to_string()
+    } else {
+        message.replace(url, "<url>")
+    }
+}

@@ -1,0 +1,174 @@
+//! One generation of the daemon's configuration — config, rules and source pools, on the state
+//! store and metrics that every generation shares — and the `Handle` through which the HTTP
+//! API, signal handling and the supervisor see the generation in force and ask for a reload or
+//! a shutdown (`Control`). Loading config and rules together also lives here, so that both the
+//! commands and a reload load them the same way.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Config;
+use crate::diag::Diagnostics;
+use crate::metrics::Metrics;
+use crate::rules::Rule;
+use crate::sources::Sources;
+use crate::state::{StateError, StateStore};
+
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Loads the config and its rules, reporting every problem in both.
+pub fn load(config_path: &Path) -> Result<(Config, Vec<Rule>), Diagnostics> {
+    let (config, mut diags) = crate::config::load_partial(config_path, &env_lookup);
+    let Some(config) = config else {
+        return Err(diags);
+    };
+    match crate::rules::load(&config, &env_lookup) {
+        Ok(rules) if diags.is_empty() => Ok((config, rules)),
+        Ok(_) => Err(diags),
+        Err(more) => {
+            diags.extend(more);
+            Err(diags)
+        }
+    }
+}
+
+/// Loads the config file alone (for commands that need no rules).
+pub fn load_config(config_path: &Path) -> Result<Config, Diagnostics> {
+    crate::config::load(config_path, &env_lookup)
+}
+
+/// Everything a rule run needs: one generation of config and rules, with the store and metrics
+/// shared by every generation.
+pub struct Context {
+    pub config: Config,
+    pub rules: Vec<Rule>,
+    pub sources: Sources,
+    pub store: Arc<StateStore>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// Opens the state store (migrating it) and restores the metrics from it.
+    pub async fn start(config: Config, rules: Vec<Rule>) -> Result<Context, StateError> {
+        let store = Arc::new(StateStore::open(&config.state).await?);
+        let metrics = Arc::new(Metrics::new());
+        restore(&metrics, &rules, &store).await?;
+        Ok(Context {
+            sources: Sources::new(&config.sources),
+            config,
+            rules,
+            store,
+            metrics,
+        })
+    }
+
+    /// The next generation: new config and rules on the same store and metrics.
+    pub async fn reloaded(&self, config: Config, rules: Vec<Rule>) -> Result<Context, StateError> {
+        if config.http_listen != self.config.http_listen {
+            tracing::warn!("A new http.listen takes effect at the next restart.");
+        }
+        // Every series of the old set goes; the new set's come back from the store, whose
+        // counters are cumulative: deleted rules lose their series, kept rules keep their values.
+        self.metrics.forget(&self.rules);
+        restore(&self.metrics, &rules, &self.store).await?;
+        Ok(Context {
+            sources: Sources::new(&config.sources),
+            config,
+            rules,
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+async fn restore(metrics: &Metrics, rules: &[Rule], store: &StateStore) -> Result<(), StateError> {
+    let totals = store.totals().await?;
+    let snapshots = store.rule_snapshots().await?;
+    metrics.restore(rules, &totals, &snapshots);
+    Ok(())
+}
+
+/// Why a reload did not take effect.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the new configuration is invalid; the previous one keeps running")]
+    Invalid(Diagnostics),
+    #[error("the reload failed ({0}); the previous configuration keeps running")]
+    Failed(String),
+    #[error("invariantd is shutting down")]
+    ShuttingDown,
+}
+
+/// What the supervisor is asked to do, from signals and the API alike.
+#[derive(Debug)]
+pub enum Control {
+    /// Load config and rules again (SIGHUP, `POST /api/v1/reload`); the answer goes to the
+    /// sender, when there is one.
+    Reload(Option<oneshot::Sender<Result<usize, ReloadError>>>),
+    /// Stop scheduling, abandon the runs in flight and exit cleanly (SIGTERM, SIGINT).
+    Shutdown,
+    /// Exit now, without waiting for anything (a second SIGTERM or SIGINT).
+    Quit,
+}
+
+/// What the HTTP server and signal handling share with the supervisor.
+pub struct Handle {
+    current: RwLock<Arc<Context>>,
+    control: mpsc::Sender<Control>,
+    ready: AtomicBool,
+}
+
+impl Handle {
+    /// A handle on `context`, and the receiving end of its control channel (the supervisor's).
+    pub fn new(context: Arc<Context>) -> (Arc<Handle>, mpsc::Receiver<Control>) {
+        let (tx, rx) = mpsc::channel(8);
+        let handle = Handle {
+            current: RwLock::new(context),
+            control: tx,
+            ready: AtomicBool::new(false),
+        };
+        (Arc::new(handle), rx)
+    }
+
+    /// The generation in force now.
+    pub fn current(&self) -> Arc<Context> {
+        self.current.read().expect("context lock").clone()
+    }
+
+    /// Puts a new generation in force.
+    pub fn replace(&self, context: Arc<Context>) {
+        *self.current.write().expect("context lock") = context;
+    }
+
+    /// Whether the state store is migrated, the rules are loaded and every service is up.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Sends a control message; false when nobody listens any more.
+    pub async fn send(&self, control: Control) -> bool {
+        self.control.send(control).await.is_ok()
+    }
+
+    /// Asks for a reload and waits for the answer: the number of rules now in force.
+    pub async fn reload(&self) -> Result<usize, ReloadError> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Control::Reload(Some(tx))).await {
+            return Err(ReloadError::ShuttingDown);
+        }
+        rx.await.unwrap_or(Err(ReloadError::ShuttingDown))
+    }
+}

@@ -1,0 +1,391 @@
+//! `invariantd run`: supervision — start-up order, the long-running services, and the one
+//! shutdown path.
+//!
+//! Start-up: the caller has loaded config and rules and opened the state store (`Context`).
+//! `start` binds the HTTP listener, then registers every long-running service with the
+//! supervisor: the scheduler (one loop per rule of the generation in force, and the swap to a
+//! new generation on reload), the HTTP server, the pruner, and any service the caller adds.
+//! Only then is the daemon ready.
+//!
+//! Control arrives one way: `Control` messages on the handle's channel, sent by the signal
+//! forwarder (`signals`) and the API alike. A reload is loaded and validated here; an invalid
+//! set is refused and the old one keeps running.
+//!
+//! A service that stops while the daemon runs — returns, fails or panics — is never left as a
+//! silent half-daemon: the daemon turns not ready, shuts down, and exits with an error naming
+//! the service and why.
+//!
+//! Shutdown: the abort token is cancelled. Loops stop scheduling; runs in flight are abandoned
+//! (their read transactions roll back) and recorded as unknown (`cancelled`), in one
+//! transaction like any run, so nothing is half-written. If services have not stopped within
+//! the grace period, the log names the runs still going; a second signal quits at once.
+
+pub mod prune;
+pub mod runner;
+pub mod signals;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::context::{Context, Control, Handle, ReloadError};
+use crate::rules::Rule;
+
+pub use runner::{InFlight, run_and_record, run_once};
+
+/// How long shutdown waits for services (and the runs in flight) to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What a long-running service returns when it stops: `Ok` when asked to, else why it failed.
+pub type ServiceResult = Result<(), String>;
+
+/// A long-running part of the daemon, registered with the supervisor by name.
+pub struct Service {
+    pub name: &'static str,
+    pub task: Pin<Box<dyn Future<Output = ServiceResult> + Send>>,
+}
+
+impl Service {
+    pub fn new(
+        name: &'static str,
+        task: impl Future<Output = ServiceResult> + Send + 'static,
+    ) -> Service {
+        Service {
+            name,
+            task: Box::pin(task),
+        }
+    }
+}
+
+/// Why the daemon stopped other than by being asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the {service} service stopped: {reason}")]
+    ServiceDied {
+        service: &'static str,
+        reason: String,
+    },
+}
+
+/// A started daemon.
+pub struct Running {
+    pub handle: Arc<Handle>,
+    /// Where the HTTP server listens (for a `:0` port, the one the system chose).
+    pub address: SocketAddr,
+    supervisor: tokio::task::JoinHandle<Result<(), DaemonError>>,
+}
+
+impl Running {
+    /// Waits until the daemon has stopped: `Ok` after a requested shutdown.
+    pub async fn wait(self) -> Result<(), DaemonError> {
+        match self.supervisor.await {
+            Ok(result) => result,
+            Err(e) => Err(DaemonError::ServiceDied {
+                service: "supervisor",
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// `run`: the daemon until SIGTERM or SIGINT, reloading on SIGHUP.
+pub async fn serve(ctx: Context) -> Result<(), DaemonError> {
+    let running = start(ctx, Vec::new()).await?;
+    let handle = running.handle.clone();
+    tokio::select! {
+        result = running.wait() => result,
+        // Forwards signals for as long as the daemon runs; never ends on its own.
+        () = signals::forward(handle) => Ok(()),
+    }
+}
+
+/// Starts the daemon on `ctx` with the standard services and `extra` ones, and returns once it
+/// listens and is ready. Stop it with `Control::Shutdown` through `handle`.
+pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonError> {
+    let listen = ctx.config.http_listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            address: listen,
+            source,
+        })?;
+    let address = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen {
+            address: listen,
+            source,
+        })?;
+    let rules = ctx.rules.len();
+    let (handle, control) = Handle::new(Arc::new(ctx));
+    let abort = CancellationToken::new();
+    let in_flight = Arc::new(InFlight::default());
+    let (swaps_tx, swaps_rx) = mpsc::channel(1);
+
+    let mut services = vec![
+        Service::new(
+            "scheduler",
+            scheduler(handle.clone(), swaps_rx, abort.clone(), in_flight.clone()),
+        ),
+        Service::new("http", {
+            let app = crate::http::router(handle.clone());
+            let stop = abort.clone();
+            async move {
+                let stopped = stop.clone();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stopped.cancelled().await })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if stop.is_cancelled() {
+                    Ok(())
+                } else {
+                    Err("the server stopped accepting connections".into())
+                }
+            }
+        }),
+        Service::new("pruner", prune::service(handle.clone(), abort.clone())),
+    ];
+    services.extend(extra);
+    let mut tasks = JoinSet::new();
+    for service in services {
+        let name = service.name;
+        tasks.spawn(async move { (name, service.task.await) });
+    }
+    info!(address = %address, "Serving /metrics, /healthz, /readyz and /api/v1.");
+    // The store is migrated and the rules are loaded (both before `start`).
+    handle.set_ready(true);
+    info!(rules, "invariantd is running.");
+    let supervisor = tokio::spawn(supervise(
+        handle.clone(),
+        control,
+        tasks,
+        swaps_tx,
+        abort,
+        in_flight,
+    ));
+    Ok(Running {
+        handle,
+        address,
+        supervisor,
+    })
+}
+
+/// A new set of config and rules for the scheduler to put in force.
+struct Swap {
+    config: Config,
+    rules: Vec<Rule>,
+    reply: Option<oneshot::Sender<Result<usize, ReloadError>>>,
+}
+
+async fn supervise(
+    handle: Arc<Handle>,
+    mut control: mpsc::Receiver<Control>,
+    mut tasks: JoinSet<(&'static str, ServiceResult)>,
+    swaps: mpsc::Sender<Swap>,
+    abort: CancellationToken,
+    in_flight: Arc<InFlight>,
+) -> Result<(), DaemonError> {
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            message = control.recv() => match message {
+                Some(Control::Reload(reply)) => reload(&handle, &swaps, reply).await,
+                Some(Control::Shutdown) | None => {
+                    info!("Shutting down: abandoning runs in flight and recording them as unknown.");
+                    break;
+                }
+                Some(Control::Quit) => {
+                    warn!("Quitting at once.");
+                    abort.cancel();
+                    return Ok(());
+                }
+            },
+            Some(joined) = tasks.join_next() => {
+                let (service, reason) = match joined {
+                    Ok((name, Ok(()))) => (name, "it ended while the daemon was running".to_string()),
+                    Ok((name, Err(e))) => (name, e),
+                    Err(e) => ("unknown", format!("it panicked: {e}")),
+                };
+                handle.set_ready(false);
+                error!(service, reason = %reason, "A service stopped; shutting the daemon down.");
+                failure = Some(DaemonError::ServiceDied { service, reason });
+                break;
+            }
+        }
+    }
+    handle.set_ready(false);
+    abort.cancel();
+    let drain = async {
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(()))) => {}
+                Ok((name, Err(e))) => {
+                    warn!(service = name, error = %e, "A service failed while stopping.")
+                }
+                Err(e) => warn!(error = %e, "A service panicked while stopping."),
+            }
+        }
+    };
+    let second_signal = async {
+        loop {
+            match control.recv().await {
+                Some(Control::Quit | Control::Shutdown) | None => return,
+                Some(Control::Reload(Some(reply))) => {
+                    let _ = reply.send(Err(ReloadError::ShuttingDown));
+                }
+                Some(Control::Reload(None)) => {}
+            }
+        }
+    };
+    tokio::select! {
+        () = drain => info!("Stopped cleanly."),
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            let runs = in_flight.describe();
+            warn!(
+                runs = %runs.join(", "),
+                "Services did not stop within {}s; exiting with these runs still going.",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
+        () = second_signal => warn!("Second signal: exiting now."),
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// Loads config and rules again and hands a valid set to the scheduler; an invalid set is
+/// refused with every error logged, and the old set keeps running.
+async fn reload(
+    handle: &Handle,
+    swaps: &mpsc::Sender<Swap>,
+    reply: Option<oneshot::Sender<Result<usize, ReloadError>>>,
+) {
+    let path = handle.current().config.path.clone();
+    match crate::context::load(&path) {
+        Err(diags) => {
+            for d in &diags.0 {
+                error!(error = %d, "Reload refused.");
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(ReloadError::Invalid(diags)));
+            }
+        }
+        Ok((config, rules)) => {
+            let swap = Swap {
+                config,
+                rules,
+                reply,
+            };
+            if let Err(mpsc::error::SendError(swap)) = swaps.send(swap).await
+                && let Some(reply) = swap.reply
+            {
+                let _ = reply.send(Err(ReloadError::ShuttingDown));
+            }
+        }
+    }
+}
+
+/// The scheduler service: runs the generation in force, and swaps generations on reload —
+/// the old set's runs finish first, so no rule overlaps itself and the metrics are rebuilt
+/// from a store no run is still writing to. A rule loop that dies fails the service.
+async fn scheduler(
+    handle: Arc<Handle>,
+    mut swaps: mpsc::Receiver<Swap>,
+    abort: CancellationToken,
+    in_flight: Arc<InFlight>,
+) -> ServiceResult {
+    let mut stop = CancellationToken::new();
+    let mut generation = start_generation(&handle.current(), &stop, &abort, &in_flight);
+    loop {
+        tokio::select! {
+            () = abort.cancelled() => break,
+            swap = swaps.recv() => {
+                let Some(swap) = swap else { break };
+                stop.cancel();
+                while generation.join_next().await.is_some() {}
+                let current = handle.current();
+                let result = match current.reloaded(swap.config, swap.rules).await {
+                    Ok(next) => {
+                        let rules = next.rules.len();
+                        handle.replace(Arc::new(next));
+                        info!(rules, "Reloaded config and rules.");
+                        Ok(rules)
+                    }
+                    Err(e) => {
+                        error!(error = %e, "Reload failed; the previous rules keep running.");
+                        Err(ReloadError::Failed(e.to_string()))
+                    }
+                };
+                stop = CancellationToken::new();
+                generation = start_generation(&handle.current(), &stop, &abort, &in_flight);
+                if let Some(reply) = swap.reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Some(joined) = generation.join_next() => {
+                let reason = match joined {
+                    Ok(rule) => format!("the scheduling loop of rule `{rule}` ended"),
+                    Err(e) => format!("a rule's scheduling loop panicked: {e}"),
+                };
+                return Err(reason);
+            }
+        }
+    }
+    stop.cancel();
+    while generation.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Starts one generation's scheduling loops, one per rule, stopped by `stop`. Runs in flight
+/// are abandoned only by `abort` (shutdown), not by `stop` (a reload lets them finish).
+fn start_generation(
+    ctx: &Arc<Context>,
+    stop: &CancellationToken,
+    abort: &CancellationToken,
+    in_flight: &Arc<InFlight>,
+) -> JoinSet<String> {
+    let mut loops = JoinSet::new();
+    let limit = Arc::new(Semaphore::new(ctx.config.max_concurrent_runs.max(1)));
+    for (i, rule) in ctx.rules.iter().enumerate() {
+        let (ctx_run, ctx_skip) = (ctx.clone(), ctx.clone());
+        let abort = abort.clone();
+        let in_flight = in_flight.clone();
+        let name = rule.name.clone();
+        let looping = crate::scheduler::rule_loop(
+            rule.name.clone(),
+            rule.schedule.clone(),
+            limit.clone(),
+            stop.clone(),
+            move || ctx_skip.metrics.skipped(&name),
+            move || {
+                let ctx = ctx_run.clone();
+                let abort = abort.clone();
+                let in_flight = in_flight.clone();
+                async move {
+                    let rule = &ctx.rules[i];
+                    if let Err(e) = run_and_record(&ctx, rule, &abort, &in_flight).await {
+                        error!(rule = %rule.name, error = %e, "Could not record the rule run.");
+                    }
+                }
+            },
+        );
+        let name = rule.name.clone();
+        loops.spawn(async move {
+            looping.await;
+            name
+        });
+    }
+    loops
+}

@@ -1,0 +1,162 @@
+//! Judging one key: held back while within `grace`, else the assertion decides between pass
+//! and violation; anything that prevents a decision (an evaluation error, an `updated_at` that
+//! is not a timestamp) is a key error, reported for that key and never taken for a pass.
+
+use std::collections::HashSet;
+
+use crate::expr::{Env, Group};
+use crate::rules::Rule;
+use crate::value::{Key, Row, Value, parse_timestamp_text};
+use crate::verdict::{ErrorKind, KeyError, RuleRun, Violation};
+
+use super::plan::Plan;
+
+/// At most this many per-key errors are kept with their text; all are counted.
+const MAX_KEY_ERRORS: usize = 100;
+
+/// Everything needed to judge the keys of one run.
+pub(crate) struct Judge<'a> {
+    pub rule: &'a Rule,
+    pub plan: &'a Plan,
+    /// The run's `now`, microseconds since the epoch.
+    pub now: i64,
+    /// Keys updated after this instant are within `grace`.
+    pub grace_from: Option<i64>,
+}
+
+impl Judge<'_> {
+    pub(crate) fn new<'a>(rule: &'a Rule, plan: &'a Plan, now: i64) -> Judge<'a> {
+        Judge {
+            rule,
+            plan,
+            now,
+            grace_from: (!rule.grace.is_zero()).then(|| now - rule.grace.as_micros() as i64),
+        }
+    }
+
+    pub(crate) fn judge(
+        &self,
+        groups: &[Group],
+        key: Key,
+        open: &HashSet<String>,
+        run: &mut RuleRun,
+    ) {
+        if let Some(grace_from) = self.grace_from {
+            match self.newest_update(groups) {
+                Ok(Some(t)) if t > grace_from => {
+                    run.keys_in_grace += 1;
+                    hold_if_open(run, open, &key);
+                    return;
+                }
+                Ok(_) => {}
+                Err(msg) => {
+                    add_key_error(run, open, key, ErrorKind::Evaluation, msg);
+                    return;
+                }
+            }
+        }
+        let env = Env {
+            now: self.now,
+            key: &key,
+            groups,
+        };
+        run.keys_judged += 1;
+        match self.plan.assertion.eval_bool(&env) {
+            Ok(true) => {}
+            Ok(false) => {
+                let message = self.plan.message.render(&env);
+                let datasets = self.snapshot(groups);
+                run.violations.push(Violation {
+                    key,
+                    message,
+                    datasets,
+                });
+            }
+            Err(e) => {
+                let msg = format!("assert: {}", e.message);
+                add_key_error(run, open, key, ErrorKind::Evaluation, msg);
+            }
+        }
+    }
+
+    /// The newest `updated_at` among the key's rows, across its datasets.
+    fn newest_update(&self, groups: &[Group]) -> Result<Option<i64>, String> {
+        let mut newest = None;
+        for (i, (group, slot)) in groups.iter().zip(&self.plan.updated_at).enumerate() {
+            let Some(slot) = slot else { continue };
+            for row in &group.rows {
+                let t = match &row.values[*slot] {
+                    Value::Null => continue,
+                    Value::Timestamp(t) => *t,
+                    Value::Text(s) => parse_timestamp_text(s).ok_or_else(|| {
+                        format!(
+                            "updated_at of dataset `{}` is `{s}`, not a timestamp",
+                            self.rule.datasets[i].name
+                        )
+                    })?,
+                    other => {
+                        return Err(format!(
+                            "updated_at of dataset `{}` is a {} (`{other}`), not a timestamp",
+                            self.rule.datasets[i].name,
+                            other.type_name()
+                        ));
+                    }
+                };
+                newest = newest.max(Some(t));
+            }
+        }
+        Ok(newest)
+    }
+
+    /// The rows behind a violation, for people and the API: each dataset's row as an object of
+    /// its columns, a list of them (`many`), or null.
+    fn snapshot(&self, groups: &[Group]) -> serde_json::Map<String, serde_json::Value> {
+        self.rule
+            .datasets
+            .iter()
+            .zip(groups)
+            .zip(&self.plan.columns)
+            .map(|((d, g), columns)| {
+                let object = |r: &Row| {
+                    serde_json::Value::Object(
+                        columns
+                            .iter()
+                            .zip(r.values.iter())
+                            .map(|(c, v)| (c.clone(), v.to_json()))
+                            .collect(),
+                    )
+                };
+                let value = if g.many {
+                    serde_json::Value::Array(g.rows.iter().map(object).collect())
+                } else {
+                    g.rows.first().map_or(serde_json::Value::Null, object)
+                };
+                (d.name.clone(), value)
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn add_key_error(
+    run: &mut RuleRun,
+    open: &HashSet<String>,
+    key: Key,
+    kind: ErrorKind,
+    message: String,
+) {
+    hold_if_open(run, open, &key);
+    run.key_errors_total += 1;
+    if run.key_errors.len() < MAX_KEY_ERRORS {
+        run.key_errors.push(KeyError { key, kind, message });
+    }
+}
+
+/// Remembers that an open key was not judged. Only skipped keys pay for the lookup.
+fn hold_if_open(run: &mut RuleRun, open: &HashSet<String>, key: &Key) {
+    if !open.is_empty() {
+        let text = key.to_string();
+        if open.contains(&text) {
+            run.unjudged_open.push(text);
+        }
+    }
+}

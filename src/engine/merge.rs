@@ -1,0 +1,147 @@
+//! The merge join: every dataset's rows arrive in key order, batch by batch, through
+//! `RowBatches`; one pass takes the smallest head key, gathers each dataset's rows for it into
+//! its `Group`, and hands the key to the judge. Memory is a batch per dataset, whatever the
+//! table size. The same code merges rows streamed from databases and in-memory fixtures, which
+//! is what lets it be tested against a naive join without a database.
+
+use std::collections::HashSet;
+use std::future::Future;
+
+use crate::expr::Group;
+use crate::rules::Rule;
+use crate::value::{Key, Row};
+use crate::verdict::{ErrorKind, RuleRun, RunError};
+
+use super::judge::{Judge, add_key_error};
+
+/// A dataset's rows in key order, in batches: what the merge reads.
+pub trait RowBatches: Send {
+    /// The next batch (never empty), or `None` once every row was delivered.
+    fn next_batch(&mut self) -> impl Future<Output = Result<Option<Vec<Row>>, RunError>> + Send;
+
+    /// Rows left out because their key was NULL (they cannot be joined); final once
+    /// `next_batch` returned `None`.
+    fn null_keys(&self) -> u64;
+}
+
+/// One dataset's position in the merge.
+pub(crate) struct Cursor<B> {
+    batches: B,
+    batch: std::vec::IntoIter<Row>,
+    head: Option<Row>,
+    rows: u64,
+    done: bool,
+}
+
+impl<B: RowBatches> Cursor<B> {
+    pub(crate) fn new(batches: B) -> Cursor<B> {
+        Cursor {
+            batches,
+            batch: Vec::new().into_iter(),
+            head: None,
+            rows: 0,
+            done: false,
+        }
+    }
+
+    /// Moves the head to the next row, waiting for the next batch when needed.
+    async fn advance(&mut self) -> Result<(), RunError> {
+        loop {
+            if let Some(row) = self.batch.next() {
+                self.rows += 1;
+                self.head = Some(row);
+                return Ok(());
+            }
+            if self.done {
+                self.head = None;
+                return Ok(());
+            }
+            match self.batches.next_batch().await? {
+                Some(rows) => self.batch = rows.into_iter(),
+                None => self.done = true,
+            }
+        }
+    }
+}
+
+/// Merges the cursors (one per dataset, in rule order) and judges every key. On error the run
+/// is abandoned part-way: the caller makes it `unknown`.
+pub(crate) async fn merge<B: RowBatches>(
+    rule: &Rule,
+    judge: &Judge<'_>,
+    cursors: &mut [Cursor<B>],
+    open: &HashSet<String>,
+    run: &mut RuleRun,
+) -> Result<(), RunError> {
+    let what = |i: usize| {
+        let d = &rule.datasets[i];
+        format!("dataset `{}` (source `{}`)", d.name, d.source)
+    };
+    for (i, c) in cursors.iter_mut().enumerate() {
+        c.advance().await.map_err(|e| e.context(what(i)))?;
+    }
+    let mut groups: Vec<Group> = rule
+        .datasets
+        .iter()
+        .map(|d| Group {
+            rows: Vec::new(),
+            many: d.many,
+        })
+        .collect();
+    let mut duplicates: Vec<(usize, usize)> = Vec::new();
+    while let Some(key) = next_key(cursors) {
+        for g in &mut groups {
+            g.rows.clear();
+        }
+        duplicates.clear();
+        for (i, c) in cursors.iter_mut().enumerate() {
+            let mut count = 0;
+            while c.head.as_ref().is_some_and(|r| r.key == key) {
+                let row = c.head.take().expect("checked");
+                count += 1;
+                if groups[i].many || groups[i].rows.is_empty() {
+                    groups[i].rows.push(row);
+                }
+                c.advance().await.map_err(|e| e.context(what(i)))?;
+            }
+            if count > 1 && !groups[i].many {
+                duplicates.push((i, count));
+            }
+        }
+        if let Some(&(i, count)) = duplicates.first() {
+            add_key_error(
+                run,
+                open,
+                key,
+                ErrorKind::DuplicateRows,
+                format!(
+                    "dataset `{}` returned {count} rows for this key; without `many: true` a dataset must return at most one row per key",
+                    rule.datasets[i].name
+                ),
+            );
+            continue;
+        }
+        judge.judge(&groups, key, open, run);
+    }
+    for (i, c) in cursors.iter().enumerate() {
+        let null_keys = c.batches.null_keys();
+        run.rows_scanned[i] = c.rows + null_keys;
+        if null_keys > 0 {
+            tracing::warn!(
+                rule = %rule.name,
+                dataset = %rule.datasets[i].name,
+                rows = null_keys,
+                "Rows with a NULL key were left out: they cannot be joined."
+            );
+        }
+    }
+    Ok(())
+}
+
+fn next_key<B>(cursors: &[Cursor<B>]) -> Option<Key> {
+    cursors
+        .iter()
+        .filter_map(|c| c.head.as_ref().map(|r| &r.key))
+        .min()
+        .cloned()
+}

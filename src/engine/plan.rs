@@ -1,0 +1,98 @@
+//! Planning a run once its datasets are described: checking what each query returns against
+//! what the rule needs (the key column and its type, `updated_at`), choosing one key order for
+//! every dataset, and compiling the assertion and message against the real columns.
+
+use crate::expr::{Program, Template};
+use crate::rules::Rule;
+use crate::sources::{Description, KeyKind, KeyMode};
+use crate::verdict::{ErrorKind, RunError};
+
+/// What a run needs after describing: the compiled assertion and message, and per dataset the
+/// slot of its `updated_at` column and its column names.
+pub(crate) struct Plan {
+    pub assertion: Program,
+    pub message: Template,
+    pub updated_at: Vec<Option<usize>>,
+    pub columns: Vec<Vec<String>>,
+    /// The key order every dataset is read in.
+    pub mode: KeyMode,
+}
+
+/// Checks the descriptions against the rule; every problem is reported in one schema error.
+pub(crate) fn plan(rule: &Rule, descriptions: &[Description]) -> Result<Plan, RunError> {
+    let what = |i: usize| {
+        let d = &rule.datasets[i];
+        format!("dataset `{}` (source `{}`)", d.name, d.source)
+    };
+    let mut problems = Vec::new();
+    let mut updated_at = Vec::new();
+    for (i, (d, desc)) in rule.datasets.iter().zip(descriptions).enumerate() {
+        match (&desc.key_index, &desc.key_kind) {
+            (None, _) => problems.push(format!(
+                "{} returns no column `{}` (the rule's key); it returns: {}",
+                what(i),
+                rule.key,
+                desc.columns.join(", ")
+            )),
+            (Some(k), KeyKind::Unsupported) => problems.push(format!(
+                "{}: the key column `{}` has type {}; keys must be integers or text (cast it in the query)",
+                what(i),
+                rule.key,
+                desc.types[*k]
+            )),
+            _ => {}
+        }
+        let slot = match &d.updated_at {
+            None => None,
+            Some(col) => match desc.columns.iter().position(|c| c == col) {
+                Some(s) => Some(s),
+                None => {
+                    problems.push(format!(
+                        "{}: updated_at names `{col}`, which the query does not return; it returns: {}",
+                        what(i),
+                        desc.columns.join(", ")
+                    ));
+                    None
+                }
+            },
+        };
+        updated_at.push(slot);
+    }
+    let columns: Vec<Option<&[String]>> = descriptions
+        .iter()
+        .map(|d| Some(d.columns.as_slice()))
+        .collect();
+    let scope = rule.scope(&columns);
+    let assertion = crate::expr::compile(&rule.assertion_ast, &scope).map_err(|errors| {
+        let msgs: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+        format!("assert ({}): {}", rule.assertion_origin, msgs.join("; "))
+    });
+    let message = Template::compile(rule.message_template(), &scope).map_err(|errors| {
+        let msgs: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+        let origin = rule.message_origin.as_ref().unwrap_or(&rule.origin);
+        format!("message ({origin}): {}", msgs.join("; "))
+    });
+    let (assertion, message) = match (assertion, message) {
+        (Ok(a), Ok(m)) if problems.is_empty() => (a, m),
+        (a, m) => {
+            problems.extend(a.err());
+            problems.extend(m.err());
+            return Err(RunError::new(
+                ErrorKind::SchemaMismatch,
+                problems.join("; "),
+            ));
+        }
+    };
+    let mode = if descriptions.iter().all(|d| d.key_kind == KeyKind::Int) {
+        KeyMode::Int
+    } else {
+        KeyMode::Text
+    };
+    Ok(Plan {
+        assertion,
+        message,
+        updated_at,
+        columns: descriptions.iter().map(|d| d.columns.clone()).collect(),
+        mode,
+    })
+}

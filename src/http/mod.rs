@@ -1,0 +1,184 @@
+//! HTTP: `/metrics` for Prometheus, `/healthz` and `/readyz` for the orchestrator (`probes`),
+//! and the JSON API under `/api/v1/` (rules, runs, violations, reload), answering with the
+//! `views`. `router()` takes the daemon's `Handle`, so tests call it without a port. Errors are
+//! JSON `{"error": …}` and never carry SQL or connection strings: the details go to the log.
+
+mod probes;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::context::{Handle, ReloadError};
+use crate::state::{ViolationFilter, ViolationState};
+use views::{Page, RuleView, RunView, ViolationView};
+
+const MAX_LIMIT: u32 = 1000;
+const DEFAULT_LIMIT: u32 = 100;
+
+pub fn router(handle: Arc<Handle>) -> Router {
+    Router::new()
+        .route("/metrics", get(probes::metrics))
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/runs", get(runs))
+        .route("/api/v1/violations", get(violations))
+        .route("/api/v1/reload", post(reload))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(handle)
+}
+
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<crate::state::StateError> for ApiError {
+    fn from(e: crate::state::StateError) -> ApiError {
+        tracing::error!(error = %e, "State store request failed.");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the state store is unavailable",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+async fn rules(State(handle): State<Arc<Handle>>) -> Result<Json<Page<RuleView>>, ApiError> {
+    let ctx = handle.current();
+    let snapshots = ctx.store.rule_snapshots().await?;
+    let none = Default::default();
+    let items = ctx
+        .rules
+        .iter()
+        .map(|r| RuleView::new(r, snapshots.get(&r.name).unwrap_or(&none)))
+        .collect();
+    Ok(Json(Page { items, next: None }))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    rule: Option<String>,
+    state: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+impl ListParams {
+    fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(0) => Err(ApiError::bad_request("limit must be at least 1")),
+            Some(n) => Ok(n.min(MAX_LIMIT)),
+        }
+    }
+
+    fn cursor(&self) -> Result<Option<i64>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| ApiError::bad_request(format!("invalid cursor `{c}`")))
+            })
+            .transpose()
+    }
+}
+
+/// The cursor of the next page: the last item's id when the page is full.
+fn next_cursor(len: usize, limit: u32, last: Option<i64>) -> Option<String> {
+    (len as u32 == limit)
+        .then(|| last.map(|id| id.to_string()))
+        .flatten()
+}
+
+async fn violations(
+    State(handle): State<Arc<Handle>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<Page<ViolationView>>, ApiError> {
+    let state = match p.state.as_deref() {
+        None => Some(ViolationState::Open),
+        Some("all") => None,
+        Some(other) => Some(ViolationState::parse(other).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "state must be open, resolved or all, not `{other}`"
+            ))
+        })?),
+    };
+    let limit = p.limit()?;
+    let items = handle
+        .current()
+        .store
+        .violations(&ViolationFilter {
+            rule: p.rule.clone(),
+            state,
+            after_id: p.cursor()?,
+            limit,
+        })
+        .await?;
+    Ok(Json(Page {
+        next: next_cursor(items.len(), limit, items.last().map(|v| v.id)),
+        items: items.iter().map(ViolationView::from).collect(),
+    }))
+}
+
+async fn runs(
+    State(handle): State<Arc<Handle>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<Page<RunView>>, ApiError> {
+    if p.state.is_some() {
+        return Err(ApiError::bad_request("runs take rule, limit and cursor"));
+    }
+    let limit = p.limit()?;
+    let items = handle
+        .current()
+        .store
+        .runs(p.rule.as_deref(), p.cursor()?, limit)
+        .await?;
+    Ok(Json(Page {
+        next: next_cursor(items.len(), limit, items.last().map(|r| r.id)),
+        items: items.iter().map(RunView::from).collect(),
+    }))
+}
+
+/// Reloads config and rules, as SIGHUP does. 200 with the number of rules, or 422 with every
+/// error of the refused set (the old set keeps running).
+async fn reload(State(handle): State<Arc<Handle>>) -> Response {
+    match handle.reload().await {
+        Ok(rules) => Json(json!({ "reloaded": true, "rules": rules })).into_response(),
+        Err(ReloadError::Invalid(diags)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": "the new configuration is invalid; the previous one keeps running",
+                "details": diags.to_string(),
+            })),
+        )
+            .into_response(),
+        Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}

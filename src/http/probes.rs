@@ -1,0 +1,30 @@
+//! What the orchestrator and Prometheus poll: `/metrics`, `/healthz` (the process answers) and
+//! `/readyz` (the state store is migrated, the rules are loaded, and every service runs).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::context::Handle;
+
+pub async fn metrics(State(handle): State<Arc<Handle>>) -> Response {
+    let body = handle
+        .current()
+        .metrics
+        .render(chrono::Utc::now().timestamp_micros());
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn readyz(State(handle): State<Arc<Handle>>) -> Response {
+    if handle.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}

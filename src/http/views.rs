@@ -1,0 +1,132 @@
+//! What the API answers, as types with derived `Serialize`: one view per resource, built from
+//! the state store's records and the rules in force. Ids are strings (JavaScript clients lose
+//! 64-bit integers), timestamps RFC 3339. `violations list --format json` prints the same views.
+
+use serde::Serialize;
+
+use crate::rules::Rule;
+use crate::state::{RuleSnapshot, RunRecord, ViolationRecord};
+use crate::value::format_timestamp;
+
+/// A page of a list: `{"items": [...], "next": null | "cursor"}`.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ViolationView {
+    pub id: String,
+    pub rule: String,
+    pub key: String,
+    pub state: &'static str,
+    pub message: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub occurrences: i64,
+    pub resolved_at: Option<String>,
+    pub previous_id: Option<String>,
+    pub datasets: serde_json::Value,
+}
+
+impl From<&ViolationRecord> for ViolationView {
+    fn from(v: &ViolationRecord) -> ViolationView {
+        ViolationView {
+            id: v.id.to_string(),
+            rule: v.rule.clone(),
+            key: v.key.clone(),
+            state: v.state.as_str(),
+            message: v.message.clone(),
+            first_seen: format_timestamp(v.first_seen_us),
+            last_seen: format_timestamp(v.last_seen_us),
+            occurrences: v.occurrences,
+            resolved_at: v.resolved_us.map(format_timestamp),
+            previous_id: v.previous_id.map(|p| p.to_string()),
+            datasets: v.datasets.clone(),
+        }
+    }
+}
+
+/// A run's error: its kind (null for runs recorded before kinds existed) and message.
+#[derive(Debug, Serialize)]
+pub struct ErrorView {
+    pub kind: Option<&'static str>,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunView {
+    pub id: String,
+    pub rule: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub outcome: &'static str,
+    pub rows_scanned: i64,
+    pub violations: i64,
+    pub error: Option<ErrorView>,
+}
+
+impl From<&RunRecord> for RunView {
+    fn from(r: &RunRecord) -> RunView {
+        RunView {
+            id: r.id.to_string(),
+            rule: r.rule.clone(),
+            started_at: format_timestamp(r.started_us),
+            finished_at: format_timestamp(r.finished_us),
+            outcome: r.outcome.as_str(),
+            rows_scanned: r.rows_scanned,
+            violations: r.violations,
+            error: r.error.as_ref().map(|message| ErrorView {
+                kind: r.error_kind.map(|k| k.as_str()),
+                message: message.clone(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DatasetView {
+    pub name: String,
+    pub source: String,
+    pub many: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleView {
+    pub name: String,
+    pub description: String,
+    pub severity: &'static str,
+    pub labels: serde_json::Map<String, serde_json::Value>,
+    pub schedule: String,
+    pub datasets: Vec<DatasetView>,
+    pub open_violations: i64,
+    pub last_success: Option<String>,
+}
+
+impl RuleView {
+    pub fn new(rule: &Rule, snapshot: &RuleSnapshot) -> RuleView {
+        RuleView {
+            name: rule.name.clone(),
+            description: rule.description.clone(),
+            severity: rule.severity.as_str(),
+            labels: rule
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+            schedule: rule.schedule.to_string(),
+            datasets: rule
+                .datasets
+                .iter()
+                .map(|d| DatasetView {
+                    name: d.name.clone(),
+                    source: d.source.clone(),
+                    many: d.many,
+                })
+                .collect(),
+            open_violations: snapshot.open,
+            last_success: snapshot.last_success_us.map(format_timestamp),
+        }
+    }
+}

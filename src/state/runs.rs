@@ -1,0 +1,121 @@
+//! The `runs` table: one row per rule run, with its outcome, counts and typed error.
+
+use sqlx::{AssertSqlSafe, Row as _};
+
+use super::{Bind, Pool, StateError, StateStore, Stmt, bound, on_pool};
+use crate::verdict::{ErrorKind, Outcome, RuleRun};
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: i64,
+    pub rule: String,
+    pub started_us: i64,
+    pub finished_us: i64,
+    pub outcome: Outcome,
+    pub rows_scanned: i64,
+    pub violations: i64,
+    /// The error's kind; `None` with an error text for runs recorded before kinds existed.
+    pub error_kind: Option<ErrorKind>,
+    pub error: Option<String>,
+}
+
+/// Inserts the run, returning its id.
+pub(super) fn insert(run: &RuleRun) -> Stmt {
+    let started_us = run.started_at.timestamp_micros();
+    Stmt {
+        sql: "INSERT INTO runs (rule, started_us, finished_us, outcome, rows_scanned, violations, error_kind, error) \
+              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id"
+            .into(),
+        binds: vec![
+            Bind::Text(run.rule.clone()),
+            Bind::I64(started_us),
+            Bind::I64(started_us + run.duration.as_micros() as i64),
+            Bind::Text(run.outcome.as_str().into()),
+            Bind::I64(run.total_rows_scanned() as i64),
+            Bind::I64(run.violations.len() as i64),
+            Bind::OptText(run.error.as_ref().map(|e| e.kind.as_str().into())),
+            Bind::OptText(run.error.as_ref().map(|e| e.message.clone())),
+        ],
+    }
+}
+
+pub(super) fn prune(before_us: i64) -> Vec<Stmt> {
+    vec![Stmt {
+        sql: "DELETE FROM runs WHERE started_us < $1".into(),
+        binds: vec![Bind::I64(before_us)],
+    }]
+}
+
+impl StateStore {
+    /// Runs, newest first, before `before_id`, optionally of one rule.
+    pub async fn runs(
+        &self,
+        rule: Option<&str>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        let mut conditions = Vec::new();
+        let mut binds = Vec::new();
+        if let Some(r) = rule {
+            binds.push(Bind::Text(r.into()));
+            conditions.push(format!("rule = ${}", binds.len()));
+        }
+        if let Some(b) = before_id {
+            binds.push(Bind::I64(b));
+            conditions.push(format!("id < ${}", binds.len()));
+        }
+        binds.push(Bind::I64(i64::from(limit)));
+        let sql = format!(
+            "SELECT id, rule, started_us, finished_us, outcome, rows_scanned, violations, error_kind, error \
+             FROM runs {} ORDER BY id DESC LIMIT ${}",
+            if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            },
+            binds.len()
+        );
+        let stmt = Stmt { sql, binds };
+        let rows = on_pool!(self, pool => {
+            bound!(stmt)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    let outcome: String = r.try_get(4)?;
+                    let kind: Option<String> = r.try_get(7)?;
+                    Ok((
+                        RunRecord {
+                            id: r.try_get(0)?,
+                            rule: r.try_get(1)?,
+                            started_us: r.try_get(2)?,
+                            finished_us: r.try_get(3)?,
+                            outcome: Outcome::Unknown,
+                            rows_scanned: r.try_get(5)?,
+                            violations: r.try_get(6)?,
+                            error_kind: None,
+                            error: r.try_get(8)?,
+                        },
+                        outcome,
+                        kind,
+                    ))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        rows.into_iter()
+            .map(|(mut record, outcome, kind)| {
+                record.outcome = Outcome::parse(&outcome)
+                    .ok_or_else(|| StateError::Corrupt(format!("run outcome `{outcome}`")))?;
+                record.error_kind = match kind {
+                    None => None,
+                    Some(k) => Some(
+                        ErrorKind::parse(&k)
+                            .ok_or_else(|| StateError::Corrupt(format!("error kind `{k}`")))?,
+                    ),
+                };
+                Ok(record)
+            })
+            .collect()
+    }
+}

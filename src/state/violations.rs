@@ -1,0 +1,314 @@
+//! The `violations` table: one row per violation occurrence, open until its key holds again.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{AssertSqlSafe, Row as _};
+
+use super::{BATCH, Bind, Pool, StateError, StateStore, Stmt, bound, on_pool};
+use crate::verdict::{RuleRun, Violation};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ViolationState {
+    Open,
+    Resolved,
+}
+
+impl ViolationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViolationState::Open => "open",
+            ViolationState::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ViolationState> {
+        match text {
+            "open" => Some(ViolationState::Open),
+            "resolved" => Some(ViolationState::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// A violation as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViolationRecord {
+    pub id: i64,
+    pub rule: String,
+    pub key: String,
+    pub state: ViolationState,
+    pub message: String,
+    pub datasets: serde_json::Value,
+    pub first_seen_us: i64,
+    pub last_seen_us: i64,
+    pub occurrences: i64,
+    pub resolved_us: Option<i64>,
+    pub previous_id: Option<i64>,
+}
+
+/// Which violations to list: optional rule and state, in id order after a cursor.
+#[derive(Debug, Clone, Default)]
+pub struct ViolationFilter {
+    pub rule: Option<String>,
+    pub state: Option<ViolationState>,
+    pub after_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// A rule's state at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSnapshot {
+    pub open: i64,
+    pub oldest_first_seen_us: Option<i64>,
+    pub last_success_us: Option<i64>,
+}
+
+/// What applying a run's verdicts changes.
+#[derive(Debug, Default)]
+pub(super) struct Applied {
+    pub opened: u64,
+    pub seen_again: u64,
+    pub resolved: u64,
+}
+
+pub(super) fn select_open(rule: &str) -> Stmt {
+    Stmt {
+        sql: "SELECT id, key FROM violations WHERE rule = $1 AND state = 'open'".into(),
+        binds: vec![Bind::Text(rule.into())],
+    }
+}
+
+fn datasets_json(v: &Violation) -> String {
+    serde_json::Value::Object(v.datasets.clone()).to_string()
+}
+
+/// The statements that apply a finished run's verdicts, given the rule's open violations
+/// (id, key): open the new, bump the seen again, resolve the open ones the run judged and
+/// found holding (or no longer saw), and leave the keys it did not judge alone.
+pub(super) fn apply(
+    run: &RuleRun,
+    open: &[(i64, String)],
+    started_us: i64,
+) -> (Vec<Stmt>, Applied) {
+    let open_ids: HashMap<&str, i64> = open.iter().map(|(id, k)| (k.as_str(), *id)).collect();
+    let found: Vec<(String, &Violation)> = run
+        .violations
+        .iter()
+        .map(|v| (v.key.to_string(), v))
+        .collect();
+    let found_keys: HashSet<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+    let held: HashSet<&str> = run.unjudged_open.iter().map(String::as_str).collect();
+    let (again, new): (Vec<_>, Vec<_>) = found
+        .iter()
+        .partition(|(k, _)| open_ids.contains_key(k.as_str()));
+    let resolved: Vec<i64> = open
+        .iter()
+        .filter(|(_, k)| !found_keys.contains(k.as_str()) && !held.contains(k.as_str()))
+        .map(|(id, _)| *id)
+        .collect();
+
+    let mut statements = Vec::new();
+    for chunk in new.chunks(BATCH) {
+        let mut sql = String::from(
+            "INSERT INTO violations (rule, key, state, message, datasets, first_seen_us, last_seen_us, occurrences, previous_id) VALUES ",
+        );
+        let mut binds = vec![Bind::Text(run.rule.clone()), Bind::I64(started_us)];
+        for (i, (key, v)) in chunk.iter().enumerate() {
+            let b = 3 + i * 3;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "($1, ${b}, 'open', ${m}, ${d}, $2, $2, 1, (SELECT MAX(p.id) FROM violations p WHERE p.rule = $1 AND p.key = ${b}))",
+                m = b + 1,
+                d = b + 2
+            ));
+            binds.push(Bind::Text(key.clone()));
+            binds.push(Bind::Text(v.message.clone()));
+            binds.push(Bind::Text(datasets_json(v)));
+        }
+        statements.push(Stmt { sql, binds });
+    }
+    for chunk in again.chunks(BATCH) {
+        let mut sql = String::from("WITH u (id, message, datasets) AS (VALUES ");
+        let mut binds = vec![Bind::I64(started_us)];
+        for (i, (key, v)) in chunk.iter().enumerate() {
+            let b = 2 + i * 3;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("(CAST(${b} AS BIGINT), ${}, ${})", b + 1, b + 2));
+            binds.push(Bind::I64(open_ids[key.as_str()]));
+            binds.push(Bind::Text(v.message.clone()));
+            binds.push(Bind::Text(datasets_json(v)));
+        }
+        sql.push_str(
+            ") UPDATE violations SET message = u.message, datasets = u.datasets, \
+             last_seen_us = $1, occurrences = violations.occurrences + 1 \
+             FROM u WHERE violations.id = u.id",
+        );
+        statements.push(Stmt { sql, binds });
+    }
+    for chunk in resolved.chunks(BATCH) {
+        let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let mut binds = vec![Bind::I64(started_us)];
+        binds.extend(chunk.iter().map(|id| Bind::I64(*id)));
+        statements.push(Stmt {
+            sql: format!(
+                "UPDATE violations SET state = 'resolved', resolved_us = $1 WHERE id IN ({})",
+                ids.join(", ")
+            ),
+            binds,
+        });
+    }
+    let applied = Applied {
+        opened: new.len() as u64,
+        seen_again: again.len() as u64,
+        resolved: resolved.len() as u64,
+    };
+    (statements, applied)
+}
+
+/// Unlinks newer rows from the resolved ones going away, then deletes those.
+pub(super) fn prune(before_us: i64) -> Vec<Stmt> {
+    vec![
+        Stmt {
+            sql: "UPDATE violations SET previous_id = NULL WHERE previous_id IN \
+                  (SELECT id FROM violations WHERE state = 'resolved' AND resolved_us < $1)"
+                .into(),
+            binds: vec![Bind::I64(before_us)],
+        },
+        Stmt {
+            sql: "DELETE FROM violations WHERE state = 'resolved' AND resolved_us < $1".into(),
+            binds: vec![Bind::I64(before_us)],
+        },
+    ]
+}
+
+impl StateStore {
+    /// The keys of a rule's open violations.
+    pub async fn open_keys(&self, rule: &str) -> Result<HashSet<String>, StateError> {
+        let keys = on_pool!(self, pool => {
+            bound!(select_open(rule))
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| r.try_get::<String, _>(1))
+                .collect::<Result<HashSet<_>, _>>()?
+        });
+        Ok(keys)
+    }
+
+    /// Violations in id order, after `filter.after_id`, at most `filter.limit`.
+    pub async fn violations(
+        &self,
+        filter: &ViolationFilter,
+    ) -> Result<Vec<ViolationRecord>, StateError> {
+        let mut conditions = Vec::new();
+        let mut binds = Vec::new();
+        if let Some(r) = &filter.rule {
+            binds.push(Bind::Text(r.clone()));
+            conditions.push(format!("rule = ${}", binds.len()));
+        }
+        if let Some(s) = filter.state {
+            binds.push(Bind::Text(s.as_str().into()));
+            conditions.push(format!("state = ${}", binds.len()));
+        }
+        if let Some(a) = filter.after_id {
+            binds.push(Bind::I64(a));
+            conditions.push(format!("id > ${}", binds.len()));
+        }
+        binds.push(Bind::I64(i64::from(filter.limit)));
+        let sql = format!(
+            "SELECT id, rule, key, state, message, datasets, first_seen_us, last_seen_us, occurrences, resolved_us, previous_id \
+             FROM violations {} ORDER BY id LIMIT ${}",
+            if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            },
+            binds.len()
+        );
+        let stmt = Stmt { sql, binds };
+        let rows = on_pool!(self, pool => {
+            bound!(stmt)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    let datasets: String = r.try_get(5)?;
+                    let state: String = r.try_get(3)?;
+                    Ok((
+                        ViolationRecord {
+                            id: r.try_get(0)?,
+                            rule: r.try_get(1)?,
+                            key: r.try_get(2)?,
+                            state: ViolationState::Open,
+                            message: r.try_get(4)?,
+                            datasets: serde_json::from_str(&datasets).unwrap_or(serde_json::Value::Null),
+                            first_seen_us: r.try_get(6)?,
+                            last_seen_us: r.try_get(7)?,
+                            occurrences: r.try_get(8)?,
+                            resolved_us: r.try_get(9)?,
+                            previous_id: r.try_get(10)?,
+                        },
+                        state,
+                    ))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        rows.into_iter()
+            .map(|(mut v, state)| {
+                v.state = ViolationState::parse(&state)
+                    .ok_or_else(|| StateError::Corrupt(format!("violation state `{state}`")))?;
+                Ok(v)
+            })
+            .collect()
+    }
+
+    /// Per rule: open violations, the oldest one's first sighting, the last run that finished.
+    /// For one rule, or every rule with `None`.
+    pub async fn rule_snapshots_for(
+        &self,
+        rule: Option<&str>,
+    ) -> Result<HashMap<String, RuleSnapshot>, StateError> {
+        let filter = if rule.is_some() { " AND rule = $1" } else { "" };
+        let binds: Vec<Bind> = rule.map(|r| Bind::Text(r.into())).into_iter().collect();
+        let open = Stmt {
+            sql: format!(
+                "SELECT rule, COUNT(*), MIN(first_seen_us) FROM violations WHERE state = 'open'{filter} GROUP BY rule"
+            ),
+            binds: binds.clone(),
+        };
+        let success = Stmt {
+            sql: format!(
+                "SELECT rule, MAX(finished_us) FROM runs WHERE outcome <> 'unknown'{filter} GROUP BY rule"
+            ),
+            binds,
+        };
+        let mut map: HashMap<String, RuleSnapshot> = HashMap::new();
+        on_pool!(self, pool => {
+            for row in bound!(open).fetch_all(pool).await? {
+                let s = map.entry(row.try_get(0)?).or_default();
+                s.open = row.try_get(1)?;
+                s.oldest_first_seen_us = row.try_get(2)?;
+            }
+            for row in bound!(success).fetch_all(pool).await? {
+                map.entry(row.try_get(0)?).or_default().last_success_us = row.try_get(1)?;
+            }
+        });
+        Ok(map)
+    }
+
+    pub async fn rule_snapshots(&self) -> Result<HashMap<String, RuleSnapshot>, StateError> {
+        self.rule_snapshots_for(None).await
+    }
+
+    pub async fn rule_snapshot(&self, rule: &str) -> Result<RuleSnapshot, StateError> {
+        Ok(self
+            .rule_snapshots_for(Some(rule))
+            .await?
+            .remove(rule)
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,234 @@
+//! What one run of one rule found: its `Outcome`, the `Violation`s, the keys that could not be
+//! judged, and — when the run could not finish or left keys unjudged — a typed `RunError`.
+//!
+//! These are the vocabulary shared by everything downstream of the engine (state, metrics,
+//! reports, the API, and later alerts and repairs), so they depend on nothing but `value`.
+//! Error kinds are a closed set with stable strings: they are metric label values
+//! (`invariantd_rule_run_errors_total{kind}`), stored in the state store, shown in the API and
+//! in `check --format json`, and alerts route on them. Add a kind only with a README entry.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::value::Key;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    Pass,
+    Fail,
+    Unknown,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Pass, Outcome::Fail, Outcome::Unknown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a run could not finish, or why some of its keys could not be judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// No connection to a source could be had: it is down, refuses, or its credentials are
+    /// wrong. Also what `source_up` reports.
+    SourceUnreachable,
+    /// The database rejected or aborted a query (a syntax error, a missing table, a lost
+    /// connection mid-read, rows not in the requested key order).
+    QueryFailed,
+    /// A query did not finish within the source's `statement_timeout`.
+    Timeout,
+    /// A query returns something the rule cannot use: no key column, a key of an unusable
+    /// type, no `updated_at` column, a column type invariantd cannot read, an assertion that
+    /// names a column the query does not return.
+    SchemaMismatch,
+    /// A dataset without `many: true` returned more than one row for a key.
+    DuplicateRows,
+    /// The assertion (or `updated_at`) could not be evaluated for a key.
+    Evaluation,
+    /// The run was abandoned: the daemon is shutting down.
+    Cancelled,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::SourceUnreachable,
+        ErrorKind::QueryFailed,
+        ErrorKind::Timeout,
+        ErrorKind::SchemaMismatch,
+        ErrorKind::DuplicateRows,
+        ErrorKind::Evaluation,
+        ErrorKind::Cancelled,
+    ];
+
+    /// The stable name: a metric label value, stored, and shown in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::SourceUnreachable => "source_unreachable",
+            ErrorKind::QueryFailed => "query_failed",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::SchemaMismatch => "schema_mismatch",
+            ErrorKind::DuplicateRows => "duplicate_rows",
+            ErrorKind::Evaluation => "evaluation",
+            ErrorKind::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A typed error of a rule run: its kind and a message for people (which may quote the
+/// database's own message, never a connection string).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RunError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl RunError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> RunError {
+        RunError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The same error with `context` (a dataset and source, say) in front of its message.
+    pub fn context(self, context: impl fmt::Display) -> RunError {
+        RunError {
+            kind: self.kind,
+            message: format!("{context}: {}", self.message),
+        }
+    }
+}
+
+/// A key for which the assertion is false.
+#[derive(Debug, Clone)]
+pub struct Violation {
+    pub key: Key,
+    pub message: String,
+    /// What each dataset held for the key: a row, a list of rows (`many`), or null.
+    pub datasets: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A key that could not be judged.
+#[derive(Debug, Clone)]
+pub struct KeyError {
+    pub key: Key,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleRun {
+    pub rule: String,
+    pub started_at: DateTime<Utc>,
+    pub duration: Duration,
+    pub outcome: Outcome,
+    /// Why the run is unknown, or a summary of the keys that could not be judged.
+    pub error: Option<RunError>,
+    /// The rule's dataset names, in rule order.
+    pub datasets: Vec<String>,
+    /// Rows read, per dataset in rule order.
+    pub rows_scanned: Vec<u64>,
+    pub keys_judged: u64,
+    pub keys_in_grace: u64,
+    pub violations: Vec<Violation>,
+    /// The first key errors, with their text; `key_errors_total` counts them all.
+    pub key_errors: Vec<KeyError>,
+    pub key_errors_total: u64,
+    /// Whether the run read every dataset to the end. Only then do its verdicts count: a key
+    /// it did not report may be resolved.
+    pub finished: bool,
+    /// Keys that had an open violation before the run but were not judged by it (still in
+    /// `grace`, or an error for that key): they stay as they are.
+    pub unjudged_open: Vec<String>,
+    /// Sources this run could not connect to.
+    pub sources_down: Vec<String>,
+    /// Sources this run connected to.
+    pub sources_reached: Vec<String>,
+}
+
+impl RuleRun {
+    /// A run that could not happen or was abandoned: it judges nothing.
+    pub fn unknown(
+        rule: &str,
+        started_at: DateTime<Utc>,
+        duration: Duration,
+        error: RunError,
+    ) -> RuleRun {
+        RuleRun {
+            rule: rule.to_string(),
+            started_at,
+            duration,
+            outcome: Outcome::Unknown,
+            error: Some(error),
+            datasets: Vec::new(),
+            rows_scanned: Vec::new(),
+            keys_judged: 0,
+            keys_in_grace: 0,
+            violations: Vec::new(),
+            key_errors: Vec::new(),
+            key_errors_total: 0,
+            finished: false,
+            unjudged_open: Vec::new(),
+            sources_down: Vec::new(),
+            sources_reached: Vec::new(),
+        }
+    }
+
+    pub fn total_rows_scanned(&self) -> u64 {
+        self.rows_scanned.iter().sum()
+    }
+
+    /// The error's kind, for metrics and routing.
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        self.error.as_ref().map(|e| e.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_outcomes_round_trip_through_their_stable_names() {
+        for k in ErrorKind::ALL {
+            assert_eq!(ErrorKind::parse(k.as_str()), Some(k));
+            assert!(
+                k.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_')
+            );
+        }
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
+        assert_eq!(ErrorKind::parse("nope"), None);
+    }
+}
