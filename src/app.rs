@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::cli::{CheckArgs, Cli, Command, Format, RunArgs, ViolationsCommand, ViolationsListArgs};
+use crate::cli::{
+    CheckArgs, Cli, Command, Format, RunArgs, TestArgs, ViolationsCommand, ViolationsListArgs,
+};
 use crate::context::{Context, load, load_config};
 use crate::diag::Diagnostics;
 use crate::rules::Rule;
@@ -23,6 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
         Command::Run(args) => run_daemon(&cli.config, &cli.log_level, args),
         Command::Migrate => migrate(&cli.config),
+        Command::Test(args) => test(&cli.config, args),
         Command::Violations(ViolationsCommand::List(args)) => list_violations(&cli.config, args),
     }
 }
@@ -140,6 +143,23 @@ fn check(config_path: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     print!("{text}");
     Ok(ExitCode::from(crate::report::exit_code(&runs)))
+}
+
+fn test(config_path: &Path, args: TestArgs) -> anyhow::Result<ExitCode> {
+    let (_, rules) = match load(config_path) {
+        Ok(loaded) => loaded,
+        Err(diags) => return Ok(invalid(&diags)),
+    };
+    let selected = match select_rules(rules, &args.rules) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let results = runtime()?.block_on(crate::rule_tests::run(&selected));
+    print!("{}", crate::rule_tests::render(&results));
+    Ok(ExitCode::from(crate::rule_tests::exit_code(&results)))
 }
 
 /// The named rules in the order given, or all of them; an unknown name is an error.

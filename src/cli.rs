@@ -41,10 +41,20 @@ pub enum Command {
     Run(RunArgs),
     /// Apply the state store's migrations (`run` also does this at start-up).
     Migrate,
-
+    /// Run the rules' unit tests (`tests:` in each rule) in memory, with no database.
+    ///
+    /// Exit status: 0 every case passes, 1 a case failed, 2 the configuration or a rule is
+    /// invalid, or a named rule does not exist.
+    Test(TestArgs),
     /// Violations in the state store.
     #[command(subcommand)]
     Violations(ViolationsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Rules whose cases to run (by name); all when none is given.
+    pub rules: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -4,7 +4,7 @@
 //! Data flows one way, and a module imports only those before it in this list:
 //! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `config` → `expr` → `rules` → `sources`
 //! → `engine` → `scheduler` → `state` → `metrics` → `context` → `http` → `daemon` →
-//! `cli` → `telemetry`, `report`, `demo` → `app` (the only wiring). See the README's
+//! `cli` → `telemetry`, `report`, `rule_tests`, `demo` → `app` (the only wiring). See the README's
 //! architecture section.
 
 pub mod app;
@@ -19,6 +19,7 @@ pub mod expr;
 pub mod http;
 pub mod metrics;
 pub mod report;
+pub mod rule_tests;
 pub mod rules;
 pub mod scheduler;
 pub mod sources;

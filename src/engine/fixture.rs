@@ -1,5 +1,5 @@
 //! In-memory datasets for the engine: rows given as values rather than read from a database,
-//! judged by the same plan, merge and judge as a real run. `invariantd test` will run rule unit
+//! judged by the same plan, merge and judge as a real run. `invariantd test` runs rule unit
 //! tests through it, and the property tests compare its merge with a naive join.
 //!
 //! A fixture is described the way a database describes a query: its columns are the ones
@@ -11,14 +11,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+pub use crate::rules::Fixture;
 use crate::rules::Rule;
-
-/// One dataset's rows, as values in the order of `columns`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Fixture {
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<Value>>,
-}
 use crate::sources::{Description, KeyKind, key_of};
 use crate::value::{Row, Value};
 use crate::verdict::{RuleRun, RunError};

@@ -1,9 +1,11 @@
 //! Rule files (`rules/*.yaml`): the raw documents as written, and the validated `Rule`s the
 //! engine runs. Loading is strict and pure: an unknown field, a duplicate name, an unknown
 //! source, a bad cron or duration, an assertion that does not parse or names something that
-//! does not exist, a template naming an unknown field — every one is reported with its file,
-//! line and column, and nothing runs until there are none.
+//! does not exist, a template naming an unknown field, a test fixture naming an unknown dataset
+//! or column (`cases`) — every one is reported with its file, line and column, and nothing runs
+//! until there are none.
 
+mod cases;
 mod columns;
 mod schedule;
 
@@ -15,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+pub use cases::{DEFAULT_NOW, Expect, ExpectedViolation, Fixture, TestCase};
 pub use columns::static_columns;
 pub use schedule::{DEFAULT_EVERY, Schedule};
 
@@ -39,6 +42,8 @@ struct RawRule {
     #[serde(rename = "assert")]
     assertion: Spanned<String>,
     message: Option<Spanned<String>>,
+    #[serde(default)]
+    tests: Vec<cases::RawCase>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +128,8 @@ pub struct Rule {
     pub origin: Origin,
     pub assertion_origin: Origin,
     pub message_origin: Option<Origin>,
+    /// The rule's unit tests, run by `invariantd test`.
+    pub tests: Vec<TestCase>,
 }
 
 impl Rule {
@@ -522,7 +529,10 @@ fn validate(
         }
     }
 
+    let tests = cases::check_cases(file, doc, raw.tests, &datasets, &key, &ctx, diags);
+
     Rule {
+        tests,
         name,
         description: raw.description.unwrap_or_default().trim().to_string(),
         severity,

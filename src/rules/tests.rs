@@ -2,6 +2,7 @@ use std::path::Path;
 
 use super::*;
 use crate::config;
+use crate::value::Value;
 
 fn env(name: &str) -> Option<String> {
     (name == "PAID").then(|| "captured".to_string())
@@ -123,4 +124,59 @@ assert: "true"
     let (rules, errors) = load(text);
     assert!(rules.is_empty());
     insta::assert_snapshot!(errors.join("\n"));
+}
+
+#[test]
+fn fixture_values_keep_their_yaml_types_and_fractions_stay_exact() {
+    let (rules, errors) = load(
+        r#"
+name: typed
+key: order_id
+datasets:
+  order:
+    source: orders
+    query: SELECT order_id, amount, big, note, paid, gone, at FROM orders
+assert: order.paid
+tests:
+  - name: every type
+    given:
+      order:
+        - { order_id: 7, amount: 10.10, big: 1.5e3, note: "7", paid: true, gone: null, at: "2026-01-01T11:00:00Z" }
+        - { order_id: "A-1", amount: -0.000001 }
+    expect: pass
+"#,
+    );
+    assert_eq!(errors, Vec::<String>::new());
+    let fixture = &rules[0].tests[0].given[0];
+    assert_eq!(
+        fixture.columns,
+        ["order_id", "amount", "big", "note", "paid", "gone", "at"]
+    );
+    let decimal = |s: &str| Value::Decimal(s.parse().unwrap());
+    assert_eq!(
+        fixture.rows[0],
+        [
+            Value::Int(7),
+            decimal("10.10"),
+            decimal("1500"),
+            Value::Text("7".into()),
+            Value::Bool(true),
+            Value::Null,
+            Value::Text("2026-01-01T11:00:00Z".into()),
+        ]
+    );
+    // The scale is kept, as NUMERIC columns keep it: 10.10 prints as 10.10, not 10.1.
+    assert_eq!(fixture.rows[0][1].to_string(), "10.10");
+    assert_eq!(fixture.rows[1][0], Value::Text("A-1".into()));
+    assert_eq!(fixture.rows[1][1], decimal("-0.000001"));
+    assert_eq!(
+        fixture.rows[1][2],
+        Value::Null,
+        "a column a row leaves out is null"
+    );
+    assert_eq!(
+        rules[0].tests[0].now.to_rfc3339(),
+        "2026-01-01T00:00:00+00:00",
+        "the default now is fixed"
+    );
 }

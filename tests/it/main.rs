@@ -6,5 +6,6 @@ mod daemon;
 mod edges;
 mod harness;
 mod metrics_http;
+mod rule_tests;
 mod shop;
 mod state;
