@@ -15,6 +15,8 @@ pub mod fixture;
 mod judge;
 mod merge;
 mod plan;
+#[cfg(test)]
+mod proptests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
