@@ -38,6 +38,7 @@ struct RawConfig {
     #[serde(default)]
     rules: Vec<Spanned<String>>,
     max_concurrent_runs: Option<Spanned<u32>>,
+    shutdown_grace: Option<Spanned<String>>,
     http: Option<RawHttp>,
     telemetry: Option<RawTelemetry>,
 }
@@ -130,6 +131,8 @@ pub struct StateConfig {
 
 const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_MAX_CONCURRENT_RUNS: u32 = 4;
+/// Kubernetes waits 30 s after SIGTERM before SIGKILL: stop within that by default.
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 /// 9464 is the port Prometheus' registry of default ports gives OpenTelemetry-style exporters;
 /// loopback unless the operator opens it up.
 const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -143,6 +146,8 @@ pub struct Config {
     pub rule_paths: Vec<RulePath>,
     /// Rule runs at the same time in the daemon.
     pub max_concurrent_runs: usize,
+    /// How long a stopping daemon waits for runs in flight and services before it exits.
+    pub shutdown_grace: Duration,
     /// Where the daemon serves `/metrics`, health and the API.
     pub http_listen: std::net::SocketAddr,
     pub log_format: LogFormat,
@@ -239,6 +244,7 @@ fn parse_partial(
             state: None,
             rules: Vec::new(),
             max_concurrent_runs: None,
+            shutdown_grace: None,
             http: None,
             telemetry: None,
         },
@@ -257,6 +263,13 @@ fn parse_partial(
 
     let retention = check_retention(raw.state.as_ref(), path, &mut diags);
     let max_concurrent_runs = check_max_concurrent_runs(raw.max_concurrent_runs, path, &mut diags);
+    let shutdown_grace = duration_field(
+        raw.shutdown_grace.as_ref(),
+        DEFAULT_SHUTDOWN_GRACE,
+        "shutdown_grace",
+        path,
+        &mut diags,
+    );
     let http_listen = check_http(raw.http.as_ref(), path, &mut diags);
     let (log_format, otlp_endpoint) =
         check_telemetry(raw.telemetry.as_ref(), path, env, &mut diags);
@@ -285,6 +298,7 @@ fn parse_partial(
         state: StateConfig { options, retention },
         rule_paths,
         max_concurrent_runs,
+        shutdown_grace,
         http_listen,
         log_format,
         otlp_endpoint,

@@ -18,7 +18,7 @@
 //! Shutdown: the abort token is cancelled. Loops stop scheduling; runs in flight are abandoned
 //! (their read transactions roll back) and recorded as unknown (`cancelled`), in one
 //! transaction like any run, so nothing is half-written. If services have not stopped within
-//! the grace period, the log names the runs still going; a second signal quits at once.
+//! `shutdown_grace`, the log names the runs still going; a second signal quits at once.
 
 pub mod prune;
 pub mod runner;
@@ -28,7 +28,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -40,9 +39,6 @@ use crate::context::{Context, Control, Handle, ReloadError};
 use crate::rules::Rule;
 
 pub use runner::{InFlight, run_and_record, run_once};
-
-/// How long shutdown waits for services (and the runs in flight) to stop.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// What a long-running service returns when it stops: `Ok` when asked to, else why it failed.
 pub type ServiceResult = Result<(), String>;
@@ -130,6 +126,7 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
             source,
         })?;
     let rules = ctx.rules.len();
+    let grace = ctx.config.shutdown_grace;
     let (handle, control) = Handle::new(Arc::new(ctx));
     let abort = CancellationToken::new();
     let in_flight = Arc::new(InFlight::default());
@@ -175,6 +172,7 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
         swaps_tx,
         abort,
         in_flight,
+        grace,
     ));
     Ok(Running {
         handle,
@@ -197,6 +195,7 @@ async fn supervise(
     swaps: mpsc::Sender<Swap>,
     abort: CancellationToken,
     in_flight: Arc<InFlight>,
+    grace: std::time::Duration,
 ) -> Result<(), DaemonError> {
     let mut failure = None;
     loop {
@@ -252,12 +251,12 @@ async fn supervise(
     };
     tokio::select! {
         () = drain => info!("Stopped cleanly."),
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+        () = tokio::time::sleep(grace) => {
             let runs = in_flight.describe();
             warn!(
                 runs = %runs.join(", "),
-                "Services did not stop within {}s; exiting with these runs still going.",
-                SHUTDOWN_GRACE.as_secs()
+                "Services did not stop within the shutdown grace of {}; exiting with these runs still going.",
+                humantime::format_duration(grace)
             );
         }
         () = second_signal => warn!("Second signal: exiting now."),

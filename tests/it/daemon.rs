@@ -126,17 +126,19 @@ assert: t != null
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", state.display()))
         .await
         .unwrap();
-    let runs: Vec<(String, String)> = sqlx::query("SELECT outcome, error FROM runs")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let runs: Vec<(String, String, String)> =
+        sqlx::query("SELECT outcome, error_kind, error FROM runs")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
     assert_eq!(
         runs,
         [(
             "unknown".to_string(),
+            "cancelled".to_string(),
             "cancelled: invariantd is shutting down".to_string()
         )]
     );
@@ -321,4 +323,87 @@ fn the_demo_finds_exactly_the_orders_its_outage_broke() {
     assert!(stdout.contains("orders the outage broke (captured, never reserved, stuck in processing), and nothing else."), "{stdout}");
     assert!(stdout.contains("inventory DOWN"), "{stdout}");
     assert!(stdout.contains("/api/v1/violations"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_service_that_stops_takes_the_daemon_down_with_an_error_naming_it() {
+    let (workdir, _) = Workdir::sqlite_shop(1).await;
+    let (mut config, rules) = workdir.load();
+    config.http_listen = "127.0.0.1:0".parse().unwrap();
+    let ctx = invariantd::context::Context::start(config, rules)
+        .await
+        .unwrap();
+    let flaky = invariantd::daemon::Service::new("flaky", async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Err("lost its connection".to_string())
+    });
+    let running = invariantd::daemon::start(ctx, vec![flaky]).await.unwrap();
+    let handle = running.handle.clone();
+    assert!(handle.is_ready());
+    let result = tokio::time::timeout(Duration::from_secs(20), running.wait())
+        .await
+        .expect("the daemon stops by itself");
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "the flaky service stopped: lost its connection"
+    );
+    assert!(!handle.is_ready(), "a half-daemon is never ready");
+}
+
+#[tokio::test]
+async fn a_shutdown_that_runs_out_of_grace_names_the_runs_still_going() {
+    let db = TestDb::new(SourceKind::Sqlite, "grace").await;
+    db.exec_str(&["CREATE TABLE t (id INTEGER)", "INSERT INTO t VALUES (1)"])
+        .await;
+    let rule = "name: blocked\nevery: 1s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id FROM t\" }\nassert: t != null\n";
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rule));
+    let (mut child, port) = workdir
+        .spawn_daemon("shutdown_grace: 1s\n", std::process::Stdio::piped())
+        .await;
+    let runs = |port| {
+        http(port, "GET", "/metrics")
+            .1
+            .contains(r#"invariantd_rule_runs_total{rule="blocked",outcome="pass"} 1"#)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !runs(port) {
+        assert!(Instant::now() < deadline, "the rule never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Hold the state store's write lock: the next run cannot record itself.
+    let state = workdir.path().join("invariantd.db");
+    let mut lock = sqlx::SqliteConnection::connect(&format!("sqlite://{}", state.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    kill(&child, "TERM");
+    let stopped_at = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(8),
+            "the daemon outlived its grace"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("shutdown grace"))
+        .unwrap_or_else(|| panic!("no grace warning in:\n{stderr}"));
+    // (Colour codes may sit between a field's name and its value.)
+    assert!(
+        line.contains("runs") && line.contains("blocked ("),
+        "{line}"
+    );
+    drop(lock);
 }

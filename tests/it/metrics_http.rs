@@ -257,3 +257,62 @@ async fn the_api_lists_rules_runs_and_violations_in_pages() {
     );
     assert_eq!(get(&app, "/api/v1/nothing").await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn run_errors_carry_their_kind_in_the_api_and_the_metrics_across_restarts() {
+    let db = crate::harness::TestDb::new(invariantd::config::SourceKind::Sqlite, "kinds").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, v INTEGER)",
+        "INSERT INTO t VALUES (1, 1)",
+    ])
+    .await;
+    let rules = "name: on_the_down_source\nkey: id\ndatasets:\n  t: { source: down, query: \"SELECT id, v FROM t\" }\nassert: t.v > 0\n---\nname: healthy\nkey: id\ndatasets:\n  t: { source: up, query: \"SELECT id, v FROM t\" }\nassert: t.v > 0\n";
+    let down = "postgres://postgres@127.0.0.1:1/nothing";
+    let workdir = Workdir::new(&[("up", &db.url), ("down", down)], Some(rules));
+    let down_series =
+        r#"invariantd_rule_run_errors_total{rule="on_the_down_source",kind="source_unreachable"}"#;
+    {
+        let ctx = Arc::new(runtime(&workdir, None).await);
+        run_once(&ctx, 4).await.unwrap();
+        let text = ctx.metrics.render(Utc::now().timestamp_micros());
+        assert_eq!(sample(&text, down_series), Some(1.0), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                r#"invariantd_rule_run_errors_total{rule="healthy",kind="source_unreachable"}"#
+            ),
+            Some(0.0),
+            "every kind has a series from the start"
+        );
+        assert_eq!(
+            sample(&text, r#"invariantd_source_up{source="down"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, r#"invariantd_source_up{source="up"}"#),
+            Some(1.0)
+        );
+
+        let (handle, _control) = Handle::new(ctx.clone());
+        let app = invariantd::http::router(handle);
+        let (_, body) = get(&app, "/api/v1/runs?rule=on_the_down_source").await;
+        let runs: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let error = &runs["items"][0]["error"];
+        assert_eq!(runs["items"][0]["outcome"], "unknown");
+        assert_eq!(error["kind"], "source_unreachable", "{body}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("dataset `t` (source `down`): cannot connect: "),
+            "{body}"
+        );
+        let (_, body) = get(&app, "/api/v1/runs?rule=healthy").await;
+        let runs: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(runs["items"][0]["error"], serde_json::Value::Null);
+    }
+    // The count survives a restart.
+    let ctx = runtime(&workdir, None).await;
+    let text = ctx.metrics.render(Utc::now().timestamp_micros());
+    assert_eq!(sample(&text, down_series), Some(1.0), "{text}");
+}
