@@ -105,7 +105,7 @@ pub async fn serve(ctx: Context) -> Result<(), DaemonError> {
     tokio::select! {
         result = running.wait() => result,
         // Forwards signals for as long as the daemon runs; never ends on its own.
-        () = signals::forward(handle) => Ok(()),
+        never = signals::forward(handle) => never,
     }
 }
 

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use crate::context::{Control, Handle};
 
-/// Forwards signals to the supervisor until it stops listening.
-pub async fn forward(handle: Arc<Handle>) {
+/// Forwards signals to the supervisor. Never returns: once the supervisor stops listening it
+/// waits for ever, so that the supervisor's own result always decides how the daemon ends.
+pub async fn forward(handle: Arc<Handle>) -> ! {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -16,7 +17,7 @@ pub async fn forward(handle: Arc<Handle>) {
             signal(SignalKind::interrupt()),
         ) else {
             tracing::error!("Cannot listen for signals; stop the daemon with SIGKILL.");
-            return std::future::pending().await;
+            wait_forever().await
         };
         let mut stopping = false;
         loop {
@@ -27,7 +28,7 @@ pub async fn forward(handle: Arc<Handle>) {
             };
             stopping |= matches!(control, Control::Shutdown);
             if !handle.send(control).await {
-                return;
+                wait_forever().await
             }
         }
     }
@@ -42,8 +43,15 @@ pub async fn forward(handle: Arc<Handle>) {
             };
             stopping = true;
             if !handle.send(control).await {
-                return;
+                break;
             }
         }
+        wait_forever().await
+    }
+}
+
+async fn wait_forever() -> ! {
+    loop {
+        std::future::pending::<()>().await;
     }
 }
