@@ -16,14 +16,19 @@ use crate::sources::Sources;
 use crate::state::{StateStore, ViolationFilter, ViolationState};
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if !matches!(cli.command, Command::Run(_)) {
-        crate::telemetry::init(&cli.log_level);
+    let is_daemon = matches!(cli.command, Command::Run(_));
+    let log_level = cli
+        .log_level
+        .clone()
+        .unwrap_or_else(|| if is_daemon { "info" } else { "warn" }.to_string());
+    if !is_daemon {
+        crate::telemetry::init(&log_level);
     }
     match cli.command {
         Command::Validate => Ok(validate(&cli.config)),
         Command::Check(args) => check(&cli.config, args),
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
-        Command::Run(args) => run_daemon(&cli.config, &cli.log_level, args),
+        Command::Run(args) => run_daemon(&cli.config, &log_level, args),
         Command::Migrate => migrate(&cli.config),
         Command::Test(args) => test(&cli.config, args),
         Command::Violations(ViolationsCommand::List(args)) => list_violations(&cli.config, args),

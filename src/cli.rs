@@ -15,9 +15,10 @@ pub struct Cli {
     #[arg(long, short = 'c', global = true, env = "INVARIANTD_CONFIG", default_value = crate::config::DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
 
-    /// Log filter for stderr, as in RUST_LOG (`info`, `invariantd=debug`, …).
-    #[arg(long, global = true, env = "INVARIANTD_LOG", default_value = "warn")]
-    pub log_level: String,
+    /// Log filter for stderr, as in RUST_LOG (`info`, `invariantd=debug`, …). Default: `info`
+    /// for `run` (start-up and changes of state), `warn` for the other commands.
+    #[arg(long, global = true, env = "INVARIANTD_LOG")]
+    pub log_level: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,

@@ -32,10 +32,17 @@ fn filter(level: &str) -> EnvFilter {
         .unwrap_or_else(|_| EnvFilter::new("warn"))
 }
 
+/// Colours only for a person at a terminal, and never when `NO_COLOR` is set (no-color.org).
+fn ansi() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Text logs on stderr, for the one-shot commands.
 pub fn init(level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter(level))
+        .with_ansi(ansi())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -86,7 +93,11 @@ pub fn init_daemon(
     });
     let (text, json) = match format {
         LogFormat::Text => (
-            Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)),
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi())
+                    .with_writer(std::io::stderr),
+            ),
             None,
         ),
         LogFormat::Json => (
@@ -96,6 +107,7 @@ pub fn init_daemon(
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
+                    .with_ansi(false)
                     .with_writer(std::io::stderr),
             ),
         ),

@@ -38,7 +38,7 @@ use crate::config::Config;
 use crate::context::{Context, Control, Handle, ReloadError};
 use crate::rules::Rule;
 
-pub use runner::{InFlight, run_and_record, run_once};
+pub use runner::{RunLog, run_and_record, run_once};
 
 /// What a long-running service returns when it stops: `Ok` when asked to, else why it failed.
 pub type ServiceResult = Result<(), String>;
@@ -126,16 +126,18 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
             source,
         })?;
     let rules = ctx.rules.len();
+    let sources = ctx.config.sources.len();
+    let config_path = ctx.config.path.display().to_string();
     let grace = ctx.config.shutdown_grace;
     let (handle, control) = Handle::new(Arc::new(ctx));
     let abort = CancellationToken::new();
-    let in_flight = Arc::new(InFlight::default());
+    let log = Arc::new(RunLog::default());
     let (swaps_tx, swaps_rx) = mpsc::channel(1);
 
     let mut services = vec![
         Service::new(
             "scheduler",
-            scheduler(handle.clone(), swaps_rx, abort.clone(), in_flight.clone()),
+            scheduler(handle.clone(), swaps_rx, abort.clone(), log.clone()),
         ),
         Service::new("http", {
             let app = crate::http::router(handle.clone());
@@ -161,17 +163,23 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
         let name = service.name;
         tasks.spawn(async move { (name, service.task.await) });
     }
-    info!(address = %address, "Serving /metrics, /healthz, /readyz and /api/v1.");
     // The store is migrated and the rules are loaded (both before `start`).
     handle.set_ready(true);
-    info!(rules, "invariantd is running.");
+    info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        config = %config_path,
+        rules,
+        sources,
+        address = %address,
+        "invariantd is running: /metrics, /healthz, /readyz and /api/v1 on the address."
+    );
     let supervisor = tokio::spawn(supervise(
         handle.clone(),
         control,
         tasks,
         swaps_tx,
         abort,
-        in_flight,
+        log,
         grace,
     ));
     Ok(Running {
@@ -194,7 +202,7 @@ async fn supervise(
     mut tasks: JoinSet<(&'static str, ServiceResult)>,
     swaps: mpsc::Sender<Swap>,
     abort: CancellationToken,
-    in_flight: Arc<InFlight>,
+    log: Arc<RunLog>,
     grace: std::time::Duration,
 ) -> Result<(), DaemonError> {
     let mut failure = None;
@@ -252,7 +260,7 @@ async fn supervise(
     tokio::select! {
         () = drain => info!("Stopped cleanly."),
         () = tokio::time::sleep(grace) => {
-            let runs = in_flight.describe();
+            let runs = log.in_flight.describe();
             warn!(
                 runs = %runs.join(", "),
                 "Services did not stop within the shutdown grace of {}; exiting with these runs still going.",
@@ -303,10 +311,10 @@ async fn scheduler(
     handle: Arc<Handle>,
     mut swaps: mpsc::Receiver<Swap>,
     abort: CancellationToken,
-    in_flight: Arc<InFlight>,
+    log: Arc<RunLog>,
 ) -> ServiceResult {
     let mut stop = CancellationToken::new();
-    let mut generation = start_generation(&handle.current(), &stop, &abort, &in_flight);
+    let mut generation = start_generation(&handle.current(), &stop, &abort, &log);
     loop {
         tokio::select! {
             () = abort.cancelled() => break,
@@ -328,7 +336,7 @@ async fn scheduler(
                     }
                 };
                 stop = CancellationToken::new();
-                generation = start_generation(&handle.current(), &stop, &abort, &in_flight);
+                generation = start_generation(&handle.current(), &stop, &abort, &log);
                 if let Some(reply) = swap.reply {
                     let _ = reply.send(result);
                 }
@@ -353,14 +361,14 @@ fn start_generation(
     ctx: &Arc<Context>,
     stop: &CancellationToken,
     abort: &CancellationToken,
-    in_flight: &Arc<InFlight>,
+    log: &Arc<RunLog>,
 ) -> JoinSet<String> {
     let mut loops = JoinSet::new();
     let limit = Arc::new(Semaphore::new(ctx.config.max_concurrent_runs.max(1)));
     for (i, rule) in ctx.rules.iter().enumerate() {
         let (ctx_run, ctx_skip) = (ctx.clone(), ctx.clone());
         let abort = abort.clone();
-        let in_flight = in_flight.clone();
+        let log = log.clone();
         let name = rule.name.clone();
         let looping = crate::scheduler::rule_loop(
             rule.name.clone(),
@@ -371,10 +379,10 @@ fn start_generation(
             move || {
                 let ctx = ctx_run.clone();
                 let abort = abort.clone();
-                let in_flight = in_flight.clone();
+                let log = log.clone();
                 async move {
                     let rule = &ctx.rules[i];
-                    if let Err(e) = run_and_record(&ctx, rule, &abort, &in_flight).await {
+                    if let Err(e) = run_and_record(&ctx, rule, &abort, &log).await {
                         error!(rule = %rule.name, error = %e, "Could not record the rule run.");
                     }
                 }

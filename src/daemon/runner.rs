@@ -2,15 +2,18 @@
 //! shutdown, then recorded as `cancelled`), record the run in the state store, account for it
 //! in the metrics, and log it — with a span per run. Runs in flight are registered, so that a
 //! shutdown that runs out of time can say which were still going.
+//!
+//! Logs say what changed, not what every run did: a rule turning unknown or recovering, a
+//! source going down or coming back (`Transitions`). Each run is logged at debug level.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::context::Context;
 use crate::engine::run_rule_with_open;
@@ -62,15 +65,68 @@ impl InFlight {
     }
 }
 
+/// The last state of each rule (unknown or not) and source (up or not), to log changes once.
+#[derive(Default)]
+pub struct Transitions {
+    rules: Mutex<HashMap<String, bool>>,
+    sources: Mutex<HashMap<String, bool>>,
+}
+
+impl Transitions {
+    fn observe(&self, run: &RuleRun) {
+        {
+            let mut sources = self.sources.lock().expect("transitions lock");
+            for source in &run.sources_down {
+                if sources.insert(source.clone(), false) != Some(false) {
+                    let error = run.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
+                    warn!(source = %source, error, "Source is down: its rules are unknown until it is back.");
+                }
+            }
+            for source in &run.sources_reached {
+                if sources.insert(source.clone(), true) == Some(false) {
+                    info!(source = %source, "Source is back.");
+                }
+            }
+        }
+        let unknown = run.outcome == Outcome::Unknown;
+        let before = self
+            .rules
+            .lock()
+            .expect("transitions lock")
+            .insert(run.rule.clone(), unknown);
+        match (before, unknown, &run.error) {
+            (None | Some(false), true, Some(e)) => warn!(
+                rule = %run.rule,
+                kind = e.kind.as_str(),
+                error = %e,
+                "Rule is unknown: it could not be judged."
+            ),
+            (Some(true), false, _) => info!(
+                rule = %run.rule,
+                outcome = run.outcome.as_str(),
+                "Rule recovered: it is judged again."
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// What the daemon's runs share: the runs in flight and the last states, for the logs.
+#[derive(Default)]
+pub struct RunLog {
+    pub in_flight: InFlight,
+    pub transitions: Transitions,
+}
+
 /// Runs a rule once and records it. On cancellation the run is abandoned and recorded as
 /// unknown (`cancelled`).
 pub async fn run_and_record(
     ctx: &Context,
     rule: &Rule,
     token: &CancellationToken,
-    in_flight: &InFlight,
+    log: &RunLog,
 ) -> Result<(RuleRun, Recorded), StateError> {
-    let _guard = in_flight.enter(&rule.name);
+    let _guard = log.in_flight.enter(&rule.name);
     let span = tracing::info_span!(
         "rule_run",
         rule = %rule.name,
@@ -81,6 +137,7 @@ pub async fn run_and_record(
     );
     let result = record(ctx, rule, token).instrument(span.clone()).await;
     if let Ok((run, _)) = &result {
+        log.transitions.observe(run);
         span.record("outcome", run.outcome.as_str());
         span.record("rows", run.total_rows_scanned() as i64);
         span.record("violations", run.violations.len() as i64);
@@ -110,24 +167,17 @@ async fn record(
     let snapshot = ctx.store.rule_snapshot(&rule.name).await?;
     ctx.metrics
         .observe(rule, &run, recorded.opened, recorded.resolved, &snapshot);
-    match (&run.outcome, &run.error) {
-        (Outcome::Unknown, Some(e)) => warn!(
-            rule = %rule.name,
-            kind = e.kind.as_str(),
-            error = %e,
-            "Rule run is unknown."
-        ),
-        _ => info!(
-            rule = %rule.name,
-            outcome = run.outcome.as_str(),
-            rows = run.total_rows_scanned(),
-            violations = run.violations.len(),
-            opened = recorded.opened,
-            resolved = recorded.resolved,
-            duration_ms = run.duration.as_millis() as u64,
-            "Rule run finished."
-        ),
-    }
+    debug!(
+        rule = %rule.name,
+        outcome = run.outcome.as_str(),
+        rows = run.total_rows_scanned(),
+        violations = run.violations.len(),
+        opened = recorded.opened,
+        resolved = recorded.resolved,
+        duration_ms = run.duration.as_millis() as u64,
+        error = run.error.as_ref().map(|e| e.message.as_str()),
+        "Rule run finished."
+    );
     Ok((run, recorded))
 }
 
@@ -138,10 +188,10 @@ pub async fn run_once(
 ) -> Result<Vec<(RuleRun, Recorded)>, StateError> {
     use futures_util::StreamExt;
     let token = CancellationToken::new();
-    let in_flight = InFlight::default();
+    let log = RunLog::default();
     let results: Vec<Result<(RuleRun, Recorded), StateError>> =
         futures_util::stream::iter(&ctx.rules)
-            .map(|rule| run_and_record(ctx, rule, &token, &in_flight))
+            .map(|rule| run_and_record(ctx, rule, &token, &log))
             .buffered(concurrency.max(1))
             .collect()
             .await;

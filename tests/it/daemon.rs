@@ -407,3 +407,73 @@ async fn a_shutdown_that_runs_out_of_grace_names_the_runs_still_going() {
     );
     drop(lock);
 }
+
+#[tokio::test]
+async fn the_log_says_what_started_and_what_changed_once_without_colours() {
+    let db = TestDb::new(SourceKind::Sqlite, "logs").await;
+    db.exec_str(&["CREATE TABLE t (id INTEGER)", "INSERT INTO t VALUES (1)"])
+        .await;
+    let rules = "name: fine\nevery: 1s\nkey: id\ndatasets:\n  t: { source: up, query: \"SELECT id FROM t\" }\nassert: t != null\n---\nname: stranded\nevery: 1s\nkey: id\ndatasets:\n  t: { source: down, query: \"SELECT id FROM t\" }\nassert: t != null\n";
+    let down = "postgres://postgres@127.0.0.1:1/nothing";
+    let workdir = Workdir::new(&[("up", &db.url), ("down", down)], Some(rules));
+    // The default level of `run`, not the harness's explicit one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = std::fs::read_to_string(workdir.config()).unwrap();
+    std::fs::write(
+        workdir.config(),
+        format!("{config}http: {{ listen: \"127.0.0.1:{port}\" }}\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+        .arg("run")
+        .current_dir(workdir.path())
+        .env_remove("INVARIANTD_LOG")
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let unknown_runs = |port| {
+        http(port, "GET", "/metrics")
+            .1
+            .lines()
+            .find(|l| l.starts_with(r#"invariantd_rule_runs_total{rule="stranded",outcome="unknown"}"#))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || unknown_runs(port) < 3.0 {
+        assert!(Instant::now() < deadline, "the rules did not run three times");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    kill(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!stderr.contains('\x1b'), "colour codes in a pipe:\n{stderr}");
+    let count = |text: &str| stderr.lines().filter(|l| l.contains(text)).count();
+    let started = stderr
+        .lines()
+        .find(|l| l.contains("invariantd is running"))
+        .unwrap_or_else(|| panic!("no start-up line:\n{stderr}"));
+    for field in [
+        "version=0.1.0",
+        "rules=2",
+        "sources=2",
+        &format!("address=127.0.0.1:{port}"),
+        "invariantd.yaml",
+    ] {
+        assert!(started.contains(field), "{field} missing: {started}");
+    }
+    assert_eq!(count("Source is down"), 1, "{stderr}");
+    assert_eq!(count("Rule is unknown"), 1, "{stderr}");
+    assert_eq!(count("Rule run finished"), 0, "runs are logged at debug:\n{stderr}");
+    assert!(
+        count("Source is down") == 1 && stderr.contains("source=down"),
+        "{stderr}"
+    );
+}
