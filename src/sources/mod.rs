@@ -256,38 +256,50 @@ pub(crate) fn wrap(query: &str) -> String {
     format!("SELECT * FROM (\n{query}\n) AS invariantd_q")
 }
 
-/// Connection errors, with the real cause when the pool only says it timed out.
-pub(crate) async fn acquire_error<DB: sqlx::Database>(
-    e: sqlx::Error,
+/// How long the pool may take to hand out a connection before a direct attempt asks the
+/// database why: a healthy pool answers well within it.
+const PROBE_AFTER: Duration = Duration::from_millis(250);
+
+/// Takes a connection (or begins a transaction) from the pool, failing fast when the database
+/// cannot be reached. The pool itself retries a refused connection until its timeout, so a
+/// source that is down would cost `connect_timeout` per run and hide the cause; when the pool
+/// has not answered within `PROBE_AFTER`, one direct attempt tells: an error (refused, unknown
+/// host, bad credentials) is returned at once, while success means the pool is only slow.
+pub(crate) async fn acquire_fast<DB: sqlx::Database, T>(
+    acquire: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     options: &<DB::Connection as sqlx::Connection>::Options,
     timeout: Duration,
-) -> RunError {
-    RunError::new(
-        ErrorKind::SourceUnreachable,
-        acquire_message::<DB>(e, options, timeout).await,
-    )
+) -> Result<T, RunError> {
+    use sqlx::ConnectOptions;
+    let unreachable = |message: String| RunError::new(ErrorKind::SourceUnreachable, message);
+    tokio::pin!(acquire);
+    if let Ok(result) = tokio::time::timeout(PROBE_AFTER, &mut acquire).await {
+        return result.map_err(|e| unreachable(pool_error(e, timeout)));
+    }
+    let probe = tokio::time::timeout(timeout, options.connect());
+    tokio::select! {
+        result = &mut acquire => result.map_err(|e| unreachable(pool_error(e, timeout))),
+        probed = probe => match probed {
+            Ok(Err(cause)) => Err(unreachable(format!("cannot connect: {cause}"))),
+            // The database answers: the pool is only slow. Wait for it.
+            Ok(Ok(_)) => acquire.await.map_err(|e| unreachable(pool_error(e, timeout))),
+            Err(_) => Err(unreachable(format!(
+                "cannot connect: no answer within {}",
+                humantime::format_duration(timeout)
+            ))),
+        },
+    }
 }
 
-async fn acquire_message<DB: sqlx::Database>(
-    e: sqlx::Error,
-    options: &<DB::Connection as sqlx::Connection>::Options,
-    timeout: Duration,
-) -> String {
-    use sqlx::ConnectOptions;
+fn pool_error(e: sqlx::Error, timeout: Duration) -> String {
     if matches!(e, sqlx::Error::PoolTimedOut) {
-        // The pool hides why it could not connect; one direct attempt tells.
-        match tokio::time::timeout(timeout, options.connect()).await {
-            Ok(Err(cause)) => return format!("cannot connect: {cause}"),
-            Err(_) => {
-                return format!(
-                    "cannot connect: no answer within {}",
-                    humantime::format_duration(timeout)
-                );
-            }
-            Ok(Ok(_)) => {}
-        }
+        format!(
+            "cannot connect: no connection within {}",
+            humantime::format_duration(timeout)
+        )
+    } else {
+        format!("cannot connect: {e}")
     }
-    format!("cannot connect: {e}")
 }
 
 /// Streams decoded rows to the engine in key order, checking that the database really sorted

@@ -119,17 +119,12 @@ pub(super) async fn read(
     tx: &mpsc::Sender<ReaderMsg>,
     mode: oneshot::Receiver<KeyMode>,
 ) -> Result<(), RunError> {
-    let mut conn = match pool.acquire().await {
-        Ok(c) => c,
-        Err(e) => {
-            let ConnectOptions::MySql(options) = &config.options else {
-                unreachable!()
-            };
-            return Err(
-                super::acquire_error::<sqlx::MySql>(e, options, config.connect_timeout).await,
-            );
-        }
+    let ConnectOptions::MySql(options) = &config.options else {
+        unreachable!("a MySQL pool has MySQL options")
     };
+    let mut conn =
+        super::acquire_fast::<sqlx::MySql, _>(pool.acquire(), options, config.connect_timeout)
+            .await?;
     // The limit is a session variable: set before the transaction, on this connection.
     let timeout = config.statement_timeout;
     let mariadb = format!("SET SESSION max_statement_time = {}", timeout.as_secs_f64());

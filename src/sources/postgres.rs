@@ -126,20 +126,15 @@ pub(super) async fn read(
     tx: &mpsc::Sender<ReaderMsg>,
     mode: oneshot::Receiver<KeyMode>,
 ) -> Result<(), RunError> {
-    let mut txn = match pool
-        .begin_with("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => {
-            let ConnectOptions::Postgres(options) = &config.options else {
-                unreachable!()
-            };
-            return Err(
-                super::acquire_error::<sqlx::Postgres>(e, options, config.connect_timeout).await,
-            );
-        }
+    let ConnectOptions::Postgres(options) = &config.options else {
+        unreachable!("a PostgreSQL pool has PostgreSQL options")
     };
+    let mut txn = super::acquire_fast::<sqlx::Postgres, _>(
+        pool.begin_with("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+        options,
+        config.connect_timeout,
+    )
+    .await?;
     let timeout_ms = config.statement_timeout.as_millis().max(1);
     txn.execute(AssertSqlSafe(format!(
         "SET LOCAL statement_timeout = {timeout_ms}"

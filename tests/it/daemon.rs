@@ -441,20 +441,28 @@ async fn the_log_says_what_started_and_what_changed_once_without_colours() {
         http(port, "GET", "/metrics")
             .1
             .lines()
-            .find(|l| l.starts_with(r#"invariantd_rule_runs_total{rule="stranded",outcome="unknown"}"#))
+            .find(|l| {
+                l.starts_with(r#"invariantd_rule_runs_total{rule="stranded",outcome="unknown"}"#)
+            })
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || unknown_runs(port) < 3.0 {
-        assert!(Instant::now() < deadline, "the rules did not run three times");
+        assert!(
+            Instant::now() < deadline,
+            "the rules did not run three times"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     kill(&child, "TERM");
     assert!(child.wait().unwrap().success());
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!stderr.contains('\x1b'), "colour codes in a pipe:\n{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in a pipe:\n{stderr}"
+    );
     let count = |text: &str| stderr.lines().filter(|l| l.contains(text)).count();
     let started = stderr
         .lines()
@@ -471,7 +479,11 @@ async fn the_log_says_what_started_and_what_changed_once_without_colours() {
     }
     assert_eq!(count("Source is down"), 1, "{stderr}");
     assert_eq!(count("Rule is unknown"), 1, "{stderr}");
-    assert_eq!(count("Rule run finished"), 0, "runs are logged at debug:\n{stderr}");
+    assert_eq!(
+        count("Rule run finished"),
+        0,
+        "runs are logged at debug:\n{stderr}"
+    );
     assert!(
         count("Source is down") == 1 && stderr.contains("source=down"),
         "{stderr}"

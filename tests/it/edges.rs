@@ -129,7 +129,7 @@ assert: t.v > 0
 }
 
 #[tokio::test]
-async fn a_source_that_is_down_makes_its_rules_unknown_and_the_others_still_run() {
+async fn a_source_that_is_down_makes_its_rules_unknown_at_once_and_the_others_still_run() {
     let db = TestDb::new(Sqlite, "up").await;
     db.exec_str(&[
         "CREATE TABLE t (id INTEGER, v INTEGER)",
@@ -143,26 +143,48 @@ datasets:
   t: { source: down, query: "SELECT id, v FROM t" }
 assert: t.v > 0
 ---
+name: on_the_down_mariadb
+key: id
+datasets:
+  t: { source: down_mariadb, query: "SELECT id, v FROM t" }
+assert: t.v > 0
+---
 name: on_the_live_source
 key: id
 datasets:
   t: { source: up, query: "SELECT id, v FROM t" }
 assert: t.v > 0
 "#;
-    let down = "postgres://postgres@127.0.0.1:1/nothing";
-    let runs = Workdir::new(&[("up", &db.url), ("down", down)], Some(rules))
-        .run()
-        .await;
-    let dead = run_of(&runs, "on_the_down_source");
-    assert_eq!(dead.outcome, Outcome::Unknown);
-    let (kind, error) = error_of(dead).unwrap();
-    assert_eq!(kind, "source_unreachable");
-    assert_eq!(dead.sources_down, ["down"]);
-    assert!(
-        error.starts_with("dataset `t` (source `down`): cannot connect: "),
-        "{error}"
+    // Nothing listens on port 1: connections are refused. A long connect_timeout shows that
+    // a refusal is reported at once rather than after the timeout.
+    let config = format!(
+        "sources:\n  up: {{ url: \"{}\" }}\n  down: {{ url: \"postgres://postgres@127.0.0.1:1/nothing\", connect_timeout: 20s }}\n  down_mariadb: {{ url: \"mysql://root@127.0.0.1:1/nothing\", connect_timeout: 20s }}\nrules: [rules/]\n",
+        db.url
     );
-    assert!(error.contains("onnection refused"), "{error}");
+    let started = std::time::Instant::now();
+    let runs = Workdir::raw(&config, rules).run().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "a refused connection waited {:?}",
+        started.elapsed()
+    );
+    for (rule, source) in [
+        ("on_the_down_source", "down"),
+        ("on_the_down_mariadb", "down_mariadb"),
+    ] {
+        let dead = run_of(&runs, rule);
+        assert_eq!(dead.outcome, Outcome::Unknown);
+        let (kind, error) = error_of(dead).unwrap();
+        assert_eq!(kind, "source_unreachable");
+        assert_eq!(dead.sources_down, [source]);
+        assert!(
+            error.starts_with(&format!(
+                "dataset `t` (source `{source}`): cannot connect: "
+            )),
+            "{error}"
+        );
+        assert!(error.contains("onnection refused"), "{error}");
+    }
     assert_eq!(run_of(&runs, "on_the_live_source").outcome, Outcome::Pass);
 }
 
