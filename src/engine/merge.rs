@@ -73,12 +73,12 @@ pub(crate) async fn merge<B: RowBatches>(
     open: &HashSet<String>,
     run: &mut RuleRun,
 ) -> Result<(), RunError> {
-    let what = |i: usize| {
-        let d = &rule.datasets[i];
-        format!("dataset `{}` (source `{}`)", d.name, d.source)
+    let what = |i: usize, e: RunError| {
+        let at = super::where_(rule, i, e.kind);
+        e.context(at)
     };
     for (i, c) in cursors.iter_mut().enumerate() {
-        c.advance().await.map_err(|e| e.context(what(i)))?;
+        c.advance().await.map_err(|e| what(i, e))?;
     }
     let mut groups: Vec<Group> = rule
         .datasets
@@ -102,7 +102,7 @@ pub(crate) async fn merge<B: RowBatches>(
                 if groups[i].many || groups[i].rows.is_empty() {
                     groups[i].rows.push(row);
                 }
-                c.advance().await.map_err(|e| e.context(what(i)))?;
+                c.advance().await.map_err(|e| what(i, e))?;
             }
             if count > 1 && !groups[i].many {
                 duplicates.push((i, count));

@@ -147,6 +147,19 @@ fn key_error_summary(run: &RuleRun) -> RunError {
     )
 }
 
+/// Where a dataset's error happened: the dataset and source, and for errors about the query
+/// itself, where the query is written.
+pub(crate) fn where_(rule: &Rule, i: usize, kind: ErrorKind) -> String {
+    let d = &rule.datasets[i];
+    match kind {
+        ErrorKind::QueryFailed | ErrorKind::Timeout | ErrorKind::SchemaMismatch => format!(
+            "dataset `{}` (source `{}`, query at {})",
+            d.name, d.source, d.query_origin
+        ),
+        _ => format!("dataset `{}` (source `{}`)", d.name, d.source),
+    }
+}
+
 /// The reader tasks of a run, abandoned with it: when a run ends early its readers stop and
 /// their transactions roll back.
 struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
@@ -263,7 +276,8 @@ async fn execute(
                 if e.kind == ErrorKind::SourceUnreachable {
                     run.sources_down.push(rule.datasets[i].source.clone());
                 }
-                failures.push(e.context(what(i)));
+                let at = where_(rule, i, e.kind);
+                failures.push(e.context(at));
             }
             _ => failures.push(RunError::new(
                 ErrorKind::QueryFailed,

@@ -20,10 +20,7 @@ pub(crate) struct Plan {
 
 /// Checks the descriptions against the rule; every problem is reported in one schema error.
 pub(crate) fn plan(rule: &Rule, descriptions: &[Description]) -> Result<Plan, RunError> {
-    let what = |i: usize| {
-        let d = &rule.datasets[i];
-        format!("dataset `{}` (source `{}`)", d.name, d.source)
-    };
+    let what = |i: usize| super::where_(rule, i, ErrorKind::SchemaMismatch);
     let mut problems = Vec::new();
     let mut updated_at = Vec::new();
     for (i, (d, desc)) in rule.datasets.iter().zip(descriptions).enumerate() {

@@ -109,6 +109,8 @@ pub struct Dataset {
     pub many: bool,
     /// The columns the SQL text says the query returns, when it says.
     pub static_columns: Option<Vec<String>>,
+    /// Where the query is written, for errors the database reports about it.
+    pub query_origin: Origin,
 }
 
 #[derive(Debug, Clone)]
@@ -472,6 +474,10 @@ fn validate(
             updated_at: d.updated_at.map(|u| u.value),
             many: d.many,
             static_columns: static_cols,
+            query_origin: Origin {
+                file: file.to_path_buf(),
+                pos: at(&d.query),
+            },
         });
     }
 

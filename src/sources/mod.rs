@@ -189,23 +189,57 @@ pub enum ReaderMsg {
     Failed(RunError),
 }
 
-/// A database error as a `RunError`: a statement cancelled by the source's own timeout
-/// (PostgreSQL 57014, MariaDB 1969, MySQL 3024) is a `timeout`, anything else `query_failed`.
-pub(crate) fn query_error(e: sqlx::Error, what: &str) -> RunError {
-    let timed_out = e.as_database_error().is_some_and(|d| {
-        matches!(
-            d.code().as_deref(),
-            Some("57014" | "1969" | "3024" | "70100")
-        ) && !d.message().contains("user request")
-    });
+/// A database error as a `RunError`, in the database's own words: a statement cancelled by
+/// the source's own timeout (PostgreSQL 57014, MariaDB 1969, MySQL 3024) is a `timeout`,
+/// anything else `query_failed`. A position PostgreSQL reports inside the wrapped query is
+/// translated into a line and column of the rule's query, which is all the user can see.
+pub(crate) fn query_error(e: sqlx::Error, what: &str, query: &str) -> RunError {
+    let Some(db) = e.as_database_error() else {
+        return RunError::new(ErrorKind::QueryFailed, format!("{what}: {e}"));
+    };
+    let code = db.code();
+    let timed_out = matches!(code.as_deref(), Some("57014" | "1969" | "3024" | "70100"))
+        && !db.message().contains("user request");
     if timed_out {
-        RunError::new(
+        return RunError::new(
             ErrorKind::Timeout,
-            format!("statement timeout: the query did not finish in time ({e})"),
-        )
-    } else {
-        RunError::new(ErrorKind::QueryFailed, format!("{what}: {e}"))
+            format!(
+                "statement timeout: the query did not finish in time ({})",
+                db.message()
+            ),
+        );
     }
+    let mut message = format!("{what}: {}", db.message());
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        if let Some(sqlx::postgres::PgErrorPosition::Original(at)) = pg.position()
+            && let Some((line, column)) = position_in_query(query, at)
+        {
+            message.push_str(&format!(" (line {line}, column {column} of the query)"));
+        }
+        if let Some(hint) = pg.hint() {
+            message.push_str(&format!("; hint: {hint}"));
+        }
+    } else if let Some(code) = code {
+        message.push_str(&format!(" ({code})"));
+    }
+    RunError::new(ErrorKind::QueryFailed, message)
+}
+
+/// The 1-based (line, column) in `query` of the 1-based character position `at` in the
+/// wrapped query (see `wrap`), when it falls inside the user's text.
+fn position_in_query(query: &str, at: usize) -> Option<(usize, usize)> {
+    let prefix = wrap("")
+        .split('\n')
+        .next()
+        .map_or(0, |p| p.chars().count() + 1);
+    let offset = at.checked_sub(1)?.checked_sub(prefix)?;
+    let before: String = query.chars().take(offset).collect();
+    if before.chars().count() < offset {
+        return None;
+    }
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Some((line, column))
 }
 
 /// The engine's end of a running reader.
@@ -304,8 +338,10 @@ fn pool_error(e: sqlx::Error, timeout: Duration) -> String {
 
 /// Streams decoded rows to the engine in key order, checking that the database really sorted
 /// them the way it was asked to (a collation surprise must not become false violations).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn pump<S, R>(
     mut stream: S,
+    query: &str,
     key_index: usize,
     mode: KeyMode,
     deadline: Instant,
@@ -329,7 +365,7 @@ where
             }
         };
         let Some(row) = next else { break };
-        let row = row.map_err(|e| query_error(e, "query failed"))?;
+        let row = row.map_err(|e| query_error(e, "query failed", query))?;
         let values = decode(&row)?;
         let Some(key) = key_of(&values[key_index], mode)? else {
             null_keys += 1;
@@ -417,7 +453,16 @@ where
     // decoders expect, as with `sqlx::query`; bare SQL would use PostgreSQL's text protocol.
     let query = (sqlx::AssertSqlSafe(sql), Some(DB::Arguments::default()));
     let stream = executor.fetch(query);
-    pump(stream, key_index, mode, request.deadline, decode, tx).await
+    pump(
+        stream,
+        &request.query,
+        key_index,
+        mode,
+        request.deadline,
+        decode,
+        tx,
+    )
+    .await
 }
 
 /// A prepared query's columns, each with the decoder its type needs.

@@ -133,19 +133,21 @@ pub(super) async fn read(
             "SET SESSION max_execution_time = {}",
             timeout.as_millis().max(1)
         );
-        conn.execute(AssertSqlSafe(mysql))
-            .await
-            .map_err(|e| super::query_error(e, "cannot set the statement timeout"))?;
+        conn.execute(AssertSqlSafe(mysql)).await.map_err(|e| {
+            super::query_error(e, "cannot set the statement timeout", &request.query)
+        })?;
     }
     let mut txn = sqlx::Connection::begin_with(&mut *conn, "START TRANSACTION READ ONLY")
         .await
-        .map_err(|e| super::query_error(e, "cannot start a read-only transaction"))?;
+        .map_err(|e| {
+            super::query_error(e, "cannot start a read-only transaction", &request.query)
+        })?;
 
     let wrapped = wrap(&request.query);
     let statement = (&mut *txn)
         .prepare(AssertSqlSafe(wrapped.clone()).into_sql_str())
         .await
-        .map_err(|e| super::query_error(e, "the query is not valid"))?;
+        .map_err(|e| super::query_error(e, "the query is not valid", &request.query))?;
     let columns = Columns::new(
         statement.columns().iter().map(|c| {
             let ty = c.type_info().name();

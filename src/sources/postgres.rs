@@ -140,13 +140,13 @@ pub(super) async fn read(
         "SET LOCAL statement_timeout = {timeout_ms}"
     )))
     .await
-    .map_err(|e| super::query_error(e, "cannot set the statement timeout"))?;
+    .map_err(|e| super::query_error(e, "cannot set the statement timeout", &request.query))?;
 
     let wrapped = wrap(&request.query);
     let statement = (&mut *txn)
         .prepare(AssertSqlSafe(wrapped.clone()).into_sql_str())
         .await
-        .map_err(|e| super::query_error(e, "the query is not valid"))?;
+        .map_err(|e| super::query_error(e, "the query is not valid", &request.query))?;
     let columns = Columns::new(
         statement.columns().iter().map(|c| {
             let ty = c.type_info();

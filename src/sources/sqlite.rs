@@ -100,31 +100,31 @@ async fn declared_columns(
     const VIEW: &str = "invariantd_describe";
     txn.execute(AssertSqlSafe(format!("DROP VIEW IF EXISTS temp.{VIEW}")))
         .await
-        .map_err(|e| super::query_error(e, "cannot describe the query"))?;
+        .map_err(|e| super::query_error(e, "cannot describe the query", ""))?;
     txn.execute(AssertSqlSafe(format!(
         "CREATE TEMP VIEW {VIEW} AS {wrapped}"
     )))
     .await
-    .map_err(|e| super::query_error(e, "the query is not valid"))?;
+    .map_err(|e| super::query_error(e, "the query is not valid", ""))?;
     let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT name, type FROM pragma_table_info('{VIEW}', 'temp') ORDER BY cid"
     )))
     .fetch_all(&mut *txn)
     .await
-    .map_err(|e| super::query_error(e, "cannot describe the query"))?;
+    .map_err(|e| super::query_error(e, "cannot describe the query", ""))?;
     txn.execute(AssertSqlSafe(format!("DROP VIEW temp.{VIEW}")))
         .await
-        .map_err(|e| super::query_error(e, "cannot describe the query"))?;
+        .map_err(|e| super::query_error(e, "cannot describe the query", ""))?;
     let mut columns = Vec::with_capacity(rows.len());
     let mut types = Vec::with_capacity(rows.len());
     for row in rows {
         columns.push(
             row.try_get::<String, _>(0)
-                .map_err(|e| super::query_error(e, "cannot describe the query"))?,
+                .map_err(|e| super::query_error(e, "cannot describe the query", ""))?,
         );
         types.push(
             row.try_get::<String, _>(1)
-                .map_err(|e| super::query_error(e, "cannot describe the query"))?,
+                .map_err(|e| super::query_error(e, "cannot describe the query", ""))?,
         );
     }
     Ok((columns, types))

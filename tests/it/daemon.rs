@@ -295,15 +295,19 @@ async fn rule_runs_are_exported_as_spans_to_an_otlp_receiver() {
     assert_eq!(span["attributes"]["rows"], 2);
     assert_eq!(span["attributes"]["violations"], 1);
 
-    // Logs were JSON lines, with the run's fields.
+    // Logs were JSON lines, with their fields.
     let logs = String::from_utf8(out.stderr).unwrap();
-    let finished = logs
+    let started = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["message"] == "Rule run finished.")
-        .unwrap_or_else(|| panic!("no JSON log line for the run in: {logs}"));
-    assert_eq!(finished["rule"], "traced");
-    assert_eq!(finished["level"], "INFO");
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("invariantd is running"))
+        })
+        .unwrap_or_else(|| panic!("no JSON start-up line in: {logs}"));
+    assert_eq!(started["rules"], 1);
+    assert_eq!(started["level"], "INFO");
 }
 
 #[test]

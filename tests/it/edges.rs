@@ -119,12 +119,14 @@ assert: t.v > 0
     let run = run_of(&runs, "needs_order_id");
     assert_eq!(run.outcome, Outcome::Unknown);
     assert!(run.violations.is_empty());
-    assert_eq!(
-        error_of(run),
-        Some((
-            "schema_mismatch",
-            "dataset `t` (source `db`) returns no column `order_id` (the rule's key); it returns: id, v"
-        ))
+    let (kind, error) = error_of(run).unwrap();
+    assert_eq!(kind, "schema_mismatch");
+    assert!(
+        error.starts_with("dataset `t` (source `db`, query at ")
+            && error.ends_with(
+                "rules/rules.yaml:5:27) returns no column `order_id` (the rule's key); it returns: id, v"
+            ),
+        "{error}"
     );
 }
 
@@ -437,5 +439,51 @@ async fn rules_waiting_for_a_busy_source_wait_their_turn_instead_of_failing() {
             "schema_mismatch",
             "the rule reads 3 datasets from source `db` at once, but its max_connections is 2"
         ))
+    );
+}
+
+#[tokio::test]
+async fn a_query_error_names_where_the_query_is_and_quotes_the_database() {
+    let pg = TestDb::new(Postgres, "misspelt").await;
+    let my = TestDb::new(MySql, "misspelt").await;
+    for db in [&pg, &my] {
+        db.exec_str(&["CREATE TABLE orders (id INT, total DECIMAL(10, 2))"])
+            .await;
+    }
+    let rules = r#"
+name: pg_rule
+key: id
+datasets:
+  o:
+    source: pg
+    query: >-
+      SELECT id, total FROM orders
+      WHERE totl > 0
+assert: o != null
+---
+name: my_rule
+key: id
+datasets:
+  o:
+    source: my
+    query: SELECT id, total FROM orders WHERE totl > 0
+assert: o != null
+"#;
+    let runs = Workdir::new(&[("pg", &pg.url), ("my", &my.url)], Some(rules))
+        .run()
+        .await;
+    let (kind, error) = error_of(run_of(&runs, "pg_rule")).unwrap();
+    assert_eq!(kind, "query_failed");
+    assert!(
+        error.starts_with("dataset `o` (source `pg`, query at ")
+            && error.contains("rules/rules.yaml:8:7): the query is not valid: column \"totl\" does not exist (line 1, column 36 of the query)"),
+        "{error}"
+    );
+    assert!(!error.contains("error returned from database"), "{error}");
+    let (kind, error) = error_of(run_of(&runs, "my_rule")).unwrap();
+    assert_eq!(kind, "query_failed");
+    assert!(
+        error.contains("rules/rules.yaml:17:12): the query is not valid: Unknown column 'totl'"),
+        "{error}"
     );
 }
