@@ -41,6 +41,13 @@ fn invalid(diags: &Diagnostics) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Prints what is valid but probably not meant, on stderr; commands go on.
+fn print_warnings(rules: &[Rule]) {
+    for w in rules.iter().flat_map(|r| &r.warnings) {
+        eprintln!("warning: {w}");
+    }
+}
+
 /// The multi-threaded runtime every command that does I/O runs on.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -115,6 +122,7 @@ fn list_violations(config_path: &Path, args: ViolationsListArgs) -> anyhow::Resu
 fn validate(config_path: &Path) -> ExitCode {
     match load(config_path) {
         Ok((config, rules)) => {
+            print_warnings(&rules);
             println!(
                 "{}: {} source{}, {} rule{}: valid",
                 config.path.display(),
@@ -137,6 +145,7 @@ fn check(config_path: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(diags) => return Ok(invalid(&diags)),
     };
+    print_warnings(&rules);
     let selected = select_rules(rules, &args.rules)?;
     let runs = runtime()?.block_on(async {
         let sources = Sources::new(&config.sources);
@@ -155,6 +164,7 @@ fn test(config_path: &Path, args: TestArgs) -> anyhow::Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(diags) => return Ok(invalid(&diags)),
     };
+    print_warnings(&rules);
     let selected = match select_rules(rules, &args.rules) {
         Ok(s) => s,
         Err(e) => {

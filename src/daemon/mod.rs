@@ -163,6 +163,7 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
         let name = service.name;
         tasks.spawn(async move { (name, service.task.await) });
     }
+    log_warnings(&handle.current().rules);
     // The store is migrated and the rules are loaded (both before `start`).
     handle.set_ready(true);
     info!(
@@ -187,6 +188,13 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
         address,
         supervisor,
     })
+}
+
+/// Logs what is valid in the rules but probably not meant.
+fn log_warnings(rules: &[Rule]) {
+    for w in rules.iter().flat_map(|r| &r.warnings) {
+        warn!(warning = %w, "Rule warning.");
+    }
 }
 
 /// A new set of config and rules for the scheduler to put in force.
@@ -325,6 +333,7 @@ async fn scheduler(
                 let current = handle.current();
                 let result = match current.reloaded(swap.config, swap.rules).await {
                     Ok(next) => {
+                        log_warnings(&next.rules);
                         let rules = next.rules.len();
                         handle.replace(Arc::new(next));
                         info!(rules, "Reloaded config and rules.");

@@ -59,6 +59,7 @@ impl Judge<'_> {
             now: self.now,
             key: &key,
             groups,
+            missing_is_null: false,
         };
         run.keys_judged += 1;
         match self.plan.assertion.eval_bool(&env) {

@@ -138,6 +138,7 @@ impl Node {
                 let group = &env.groups[*ds];
                 match group.rows.first() {
                     Some(row) => slot(row, *s, *span),
+                    None if env.missing_is_null => Ok(Val::Null),
                     None => err(*span, "no row for this key (check `!= null` first)"),
                 }
             }
@@ -146,8 +147,10 @@ impl Node {
                 local,
                 slot: s,
                 span,
-            } => row_field(&locals[*local], *s, *span),
-            Node::RowField { row, slot: s, span } => row_field(&row.eval(env, locals)?, *s, *span),
+            } => row_field(&locals[*local], *s, *span, env.missing_is_null),
+            Node::RowField { row, slot: s, span } => {
+                row_field(&row.eval(env, locals)?, *s, *span, env.missing_is_null)
+            }
             Node::Has(inner) => Ok(Val::Bool(matches!(
                 inner.eval(env, locals),
                 Ok(v) if !matches!(v, Val::Null)
@@ -232,9 +235,10 @@ impl Node {
     }
 }
 
-fn row_field<'a>(v: &Val<'a>, s: usize, span: Span) -> R<'a> {
+fn row_field<'a>(v: &Val<'a>, s: usize, span: Span, missing_is_null: bool) -> R<'a> {
     match v {
         Val::Row(row) => slot(row, s, span),
+        Val::Null if missing_is_null => Ok(Val::Null),
         Val::Null => err(span, "no row (check `!= null` first)"),
         other => err(span, format!("field access on {}", other.type_name())),
     }

@@ -17,6 +17,7 @@
 
 mod compile;
 mod eval;
+pub mod nullness;
 pub mod parser;
 
 use std::borrow::Cow;
@@ -39,11 +40,15 @@ pub struct Group {
 }
 
 /// Everything an expression can see while judging one key.
+#[derive(Clone, Copy)]
 pub struct Env<'a> {
     /// The run's `now`, in microseconds since the epoch.
     pub now: i64,
     pub key: &'a Key,
     pub groups: &'a [Group],
+    /// In messages, a field of a row that is not there is `null` rather than an error: a
+    /// message must reach a person whatever the rows are. Assertions keep the error.
+    pub missing_is_null: bool,
 }
 
 /// A compiled expression.
@@ -118,6 +123,19 @@ fn template_pieces(template: &str) -> Result<Vec<Result<&str, Placeholder<'_>>>,
     Ok(pieces)
 }
 
+/// The expressions of a template's `{{ … }}` parts that parse, each with the byte offset of
+/// its text within the template.
+pub fn template_exprs(template: &str) -> Vec<(parser::Expr, usize)> {
+    template_pieces(template)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|piece| {
+            let ph = piece.err()?;
+            parse(ph.source).ok().map(|e| (e, ph.offset))
+        })
+        .collect()
+}
+
 /// An error in a template: its message and the byte offset within the template text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemplateError {
@@ -161,9 +179,14 @@ impl Template {
         }
     }
 
-    /// Renders the template for one key. A part that cannot be evaluated renders as
-    /// `<error: …>` so the message still reaches a person.
+    /// Renders the template for one key. A field of a row that is not there renders as
+    /// `null`; a part that cannot be evaluated otherwise renders as `<error: …>`, so the
+    /// message still reaches a person.
     pub fn render(&self, env: &Env<'_>) -> String {
+        let env = &Env {
+            missing_is_null: true,
+            ..*env
+        };
         let mut out = String::new();
         for part in &self.parts {
             match part {

@@ -83,6 +83,7 @@ fn eval(src: &str) -> Result<String, String> {
         now: parse_timestamp_text("2026-11-26T09:30:00Z").unwrap(),
         key: &key,
         groups: &groups,
+        missing_is_null: false,
     };
     program
         .eval(&env)
@@ -242,6 +243,7 @@ fn templates_render_values_and_report_errors_with_offsets() {
         now: 0,
         key: &key,
         groups: &groups,
+        missing_is_null: false,
     };
     assert_eq!(t.render(&env), "order 7: 10.10 due, 2 payments");
     let errs = Template::compile("{{key}} {{ order.nope }}", &scope).unwrap_err();
@@ -258,4 +260,32 @@ fn durations_parse() {
     assert_eq!(parse_duration("-1h"), Ok(-3_600_000_000));
     assert!(parse_duration("15").is_err());
     assert!(parse_duration("m").is_err());
+}
+
+#[test]
+fn a_message_reading_a_row_that_is_not_there_says_null() {
+    let columns = vec!["total".to_string()];
+    let scope = Scope {
+        datasets: vec![ScopeDataset {
+            name: "order",
+            many: false,
+            columns: Some(&columns),
+        }],
+    };
+    let t = Template::compile("order {{key}}: total {{order.total}}", &scope).unwrap();
+    let groups = vec![Group {
+        rows: Vec::new(),
+        many: false,
+    }];
+    let key = Key::Int(7);
+    let env = Env {
+        now: 0,
+        key: &key,
+        groups: &groups,
+        missing_is_null: false,
+    };
+    assert_eq!(t.render(&env), "order 7: total null");
+    // The assertion itself still treats it as an error: `!= null` must be checked first.
+    let program = compile(&parse("order.total > 0").unwrap(), &scope).unwrap();
+    assert!(program.eval_bool(&env).is_err());
 }

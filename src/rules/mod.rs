@@ -22,7 +22,7 @@ pub use columns::static_columns;
 pub use schedule::{DEFAULT_EVERY, Schedule};
 
 use crate::config::{Config, valid_name};
-use crate::diag::{Diagnostics, Pos};
+use crate::diag::{Diagnostic, Diagnostics, Pos};
 use crate::expr::{self, Scope, ScopeDataset, Template};
 use crate::yaml::{self, Document, OrderedMap};
 
@@ -132,6 +132,8 @@ pub struct Rule {
     pub message_origin: Option<Origin>,
     /// The rule's unit tests, run by `invariantd test`.
     pub tests: Vec<TestCase>,
+    /// What is valid but probably not meant (a message field that renders as null).
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Rule {
@@ -535,10 +537,16 @@ fn validate(
         }
     }
 
+    let warnings = match &raw.message {
+        Some(m) => null_fields(file, doc, m, &assertion_ast, &datasets, &ctx),
+        None => Vec::new(),
+    };
+
     let tests = cases::check_cases(file, doc, raw.tests, &datasets, &key, &ctx, diags);
 
     Rule {
         tests,
+        warnings,
         name,
         description: raw.description.unwrap_or_default().trim().to_string(),
         severity,
@@ -566,6 +574,38 @@ fn validate(
             pos: at(m),
         }),
     }
+}
+
+/// Warnings for message fields that read a dataset a violation may have no row for.
+fn null_fields(
+    file: &Path,
+    doc: &Document<'_>,
+    message: &Spanned<String>,
+    assertion: &expr::parser::Expr,
+    datasets: &[Dataset],
+    ctx: &str,
+) -> Vec<Diagnostic> {
+    let singles: Vec<&str> = datasets
+        .iter()
+        .filter(|d| !d.many)
+        .map(|d| d.name.as_str())
+        .collect();
+    let sure = expr::nullness::rows_on_violation(assertion, &singles);
+    let mut warnings = Diagnostics::default();
+    for (e, offset) in expr::template_exprs(&message.value) {
+        for m in expr::nullness::unguarded_fields(&e, &singles, &sure) {
+            warnings.push(
+                file,
+                yaml::pos_in_scalar(doc, message, offset + m.span.start),
+                format!(
+                    "{ctx}: message reads `{d}.{f}`, but a violation does not need dataset `{d}` to have a row, and then it renders as null; guard it (`{d} == null ? 'none' : string({d}.{f})`) or check it in the assertion",
+                    d = m.dataset,
+                    f = m.field
+                ),
+            );
+        }
+    }
+    warnings.0
 }
 
 #[cfg(test)]

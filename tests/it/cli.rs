@@ -190,3 +190,32 @@ fn check_with_an_invalid_config_exits_2_and_runs_nothing() {
     assert_eq!(stdout(&out), "");
     assert_output_snapshot!("check_invalid_config", stderr(&out));
 }
+
+#[test]
+fn validate_warns_when_a_message_reads_a_row_a_violation_may_not_have() {
+    let config = "sources:\n  payments: { url: \"sqlite://p.db\" }\n  inventory: { url: \"sqlite://i.db\" }\nrules: [rules/]\n";
+    let rules = r#"name: paid_implies_reserved
+key: order_id
+datasets:
+  payment: { source: payments, query: "SELECT order_id, amount FROM payments" }
+  reservation: { source: inventory, query: "SELECT order_id, sku FROM reservations" }
+assert: payment == null || reservation != null
+message: "order {{key}}: {{payment.amount}} captured, {{reservation.sku}} reserved; {{reservation == null ? 'none' : reservation.sku}}"
+tests:
+  - name: unreserved
+    given:
+      payment: [{ order_id: 1, amount: 2.50 }]
+    expect:
+      violations: [{ key: 1, message: "order 1: 2.50 captured, null reserved; none" }]
+"#;
+    let workdir = Workdir::raw(config, rules);
+    let out = workdir.cli(&["validate"]);
+    assert_eq!(out.status.code(), Some(0), "warnings do not fail validate");
+    assert_eq!(
+        stderr(&out),
+        "warning: rules/rules.yaml:7:57: rule `paid_implies_reserved`: message reads `reservation.sku`, but a violation does not need dataset `reservation` to have a row, and then it renders as null; guard it (`reservation == null ? 'none' : string(reservation.sku)`) or check it in the assertion\n"
+    );
+    // And the message does say null, never an error text.
+    let out = workdir.cli(&["test"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
