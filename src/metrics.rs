@@ -46,6 +46,15 @@ struct RuleKind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleStatus {
+    rule: String,
+    status: String,
+}
+
+/// The statuses of `rule_keys`: what the last finished run did with each key.
+const KEY_STATUSES: [&str; 3] = ["judged", "in_grace", "error"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuleDataset {
     rule: String,
     dataset: String,
@@ -81,6 +90,7 @@ pub struct Metrics {
     last_success: Family<RuleLabel, FloatGauge>,
     rows_scanned: Family<RuleDataset, Counter>,
     run_errors: Family<RuleKind, Counter>,
+    rule_keys: Family<RuleStatus, Gauge>,
     source_up: Family<SourceLabel, Gauge>,
     /// Filled by the repair and alert milestones; declared now so dashboards can rely on them.
     repairs: Family<RuleOutcome, Counter>,
@@ -115,6 +125,7 @@ impl Metrics {
             last_success: Family::default(),
             rows_scanned: Family::default(),
             run_errors: Family::default(),
+            rule_keys: Family::default(),
             source_up: Family::default(),
             repairs: Family::default(),
             repairs_pending: Family::default(),
@@ -174,6 +185,11 @@ impl Metrics {
             "rule_run_errors",
             "Rule runs that ended with an error, by kind (source_unreachable, query_failed, timeout, schema_mismatch, duplicate_rows, evaluation, cancelled).",
             m.run_errors.clone(),
+        );
+        registry.register(
+            "rule_keys",
+            "Keys in the rule's last finished run, by status: judged, in_grace (changed too recently to judge) or error (could not be judged).",
+            m.rule_keys.clone(),
         );
         registry.register(
             "source_up",
@@ -251,6 +267,16 @@ impl Metrics {
             if let Some(t) = snap.last_success_us {
                 self.last_success.get_or_create(&r).set(t as f64 / 1e6);
             }
+            if let Some(counts) = snap.last_keys {
+                for (status, n) in KEY_STATUSES.iter().zip(counts) {
+                    self.rule_keys
+                        .get_or_create(&RuleStatus {
+                            rule: rule.name.clone(),
+                            status: (*status).into(),
+                        })
+                        .set(n);
+                }
+            }
         }
     }
 
@@ -314,6 +340,15 @@ impl Metrics {
         if run.finished {
             let end = run.started_at.timestamp_micros() + run.duration.as_micros() as i64;
             self.last_success.get_or_create(&r).set(end as f64 / 1e6);
+            let counts = [run.keys_judged, run.keys_in_grace, run.key_errors_total];
+            for (status, n) in KEY_STATUSES.iter().zip(counts) {
+                self.rule_keys
+                    .get_or_create(&RuleStatus {
+                        rule: rule.name.clone(),
+                        status: (*status).into(),
+                    })
+                    .set(n as i64);
+            }
         }
         for d in &rule.datasets {
             let up = if run.sources_down.contains(&d.source) {
@@ -353,6 +388,12 @@ impl Metrics {
                 self.rule_runs.remove(&RuleOutcome {
                     rule: name.clone(),
                     outcome: outcome.as_str().into(),
+                });
+            }
+            for status in KEY_STATUSES {
+                self.rule_keys.remove(&RuleStatus {
+                    rule: name.clone(),
+                    status: status.into(),
                 });
             }
             for kind in ErrorKind::ALL {

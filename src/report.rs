@@ -37,6 +37,9 @@ pub fn render_json(rules: &[Rule], runs: &[RuleRun]) -> String {
                 "severity": rule.severity.as_str(),
                 "outcome": run.outcome.as_str(),
                 "rows_scanned": run.total_rows_scanned(),
+                "keys_judged": run.keys_judged,
+                "keys_in_grace": run.keys_in_grace,
+                "keys_with_errors": run.key_errors_total,
                 "duration_ms": run.duration.as_millis() as u64,
                 "error": run.error.as_ref().map(|e| json!({"kind": e.kind.as_str(), "message": e.message})),
                 "violations": run.violations.iter().map(|v| json!({
@@ -59,17 +62,20 @@ pub fn render_table(rules: &[Rule], runs: &[RuleRun], limit: usize) -> String {
     let name_w = rules.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
     let _ = writeln!(
         out,
-        "{:<name_w$}  {:<8}  {:<7}  {:>10}  {:>10}  DURATION",
-        "RULE", "SEVERITY", "OUTCOME", "ROWS", "VIOLATIONS"
+        "{:<name_w$}  {:<8}  {:<7}  {:>10}  {:>8}  {:>6}  {:>6}  {:>10}  DURATION",
+        "RULE", "SEVERITY", "OUTCOME", "ROWS", "JUDGED", "GRACE", "ERRORS", "VIOLATIONS"
     );
     for (rule, run) in rules.iter().zip(runs) {
         let _ = writeln!(
             out,
-            "{:<name_w$}  {:<8}  {:<7}  {:>10}  {:>10}  {}ms",
+            "{:<name_w$}  {:<8}  {:<7}  {:>10}  {:>8}  {:>6}  {:>6}  {:>10}  {}ms",
             run.rule,
             rule.severity.as_str(),
             run.outcome.as_str(),
             run.total_rows_scanned(),
+            run.keys_judged,
+            run.keys_in_grace,
+            run.key_errors_total,
             run.violations.len(),
             run.duration.as_millis()
         );

@@ -64,6 +64,9 @@ pub struct RunView {
     pub outcome: &'static str,
     pub rows_scanned: i64,
     pub violations: i64,
+    pub keys_judged: i64,
+    pub keys_in_grace: i64,
+    pub keys_with_errors: i64,
     pub error: Option<ErrorView>,
 }
 
@@ -77,6 +80,9 @@ impl From<&RunRecord> for RunView {
             outcome: r.outcome.as_str(),
             rows_scanned: r.rows_scanned,
             violations: r.violations,
+            keys_judged: r.keys_judged,
+            keys_in_grace: r.keys_in_grace,
+            keys_with_errors: r.keys_with_errors,
             error: r.error.as_ref().map(|message| ErrorView {
                 kind: r.error_kind.map(|k| k.as_str()),
                 message: message.clone(),

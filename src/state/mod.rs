@@ -149,6 +149,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "run error kind",
         include_str!("../../migrations/sqlite/0002_run_error_kind.sql"),
     ),
+    (
+        3,
+        "run key counts",
+        include_str!("../../migrations/sqlite/0003_run_key_counts.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -160,6 +165,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         2,
         "run error kind",
         include_str!("../../migrations/postgres/0002_run_error_kind.sql"),
+    ),
+    (
+        3,
+        "run key counts",
+        include_str!("../../migrations/postgres/0003_run_key_counts.sql"),
     ),
 ]);
 

@@ -15,6 +15,9 @@ pub struct RunRecord {
     pub outcome: Outcome,
     pub rows_scanned: i64,
     pub violations: i64,
+    pub keys_judged: i64,
+    pub keys_in_grace: i64,
+    pub keys_with_errors: i64,
     /// The error's kind; `None` with an error text for runs recorded before kinds existed.
     pub error_kind: Option<ErrorKind>,
     pub error: Option<String>,
@@ -24,8 +27,9 @@ pub struct RunRecord {
 pub(super) fn insert(run: &RuleRun) -> Stmt {
     let started_us = run.started_at.timestamp_micros();
     Stmt {
-        sql: "INSERT INTO runs (rule, started_us, finished_us, outcome, rows_scanned, violations, error_kind, error) \
-              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id"
+        sql: "INSERT INTO runs (rule, started_us, finished_us, outcome, rows_scanned, violations, \
+              keys_judged, keys_in_grace, keys_with_errors, error_kind, error) \
+              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id"
             .into(),
         binds: vec![
             Bind::Text(run.rule.clone()),
@@ -34,6 +38,9 @@ pub(super) fn insert(run: &RuleRun) -> Stmt {
             Bind::Text(run.outcome.as_str().into()),
             Bind::I64(run.total_rows_scanned() as i64),
             Bind::I64(run.violations.len() as i64),
+            Bind::I64(run.keys_judged as i64),
+            Bind::I64(run.keys_in_grace as i64),
+            Bind::I64(run.key_errors_total as i64),
             Bind::OptText(run.error.as_ref().map(|e| e.kind.as_str().into())),
             Bind::OptText(run.error.as_ref().map(|e| e.message.clone())),
         ],
@@ -67,8 +74,8 @@ impl StateStore {
         }
         binds.push(Bind::I64(i64::from(limit)));
         let sql = format!(
-            "SELECT id, rule, started_us, finished_us, outcome, rows_scanned, violations, error_kind, error \
-             FROM runs {} ORDER BY id DESC LIMIT ${}",
+            "SELECT id, rule, started_us, finished_us, outcome, rows_scanned, violations, error_kind, error, \
+             keys_judged, keys_in_grace, keys_with_errors FROM runs {} ORDER BY id DESC LIMIT ${}",
             if conditions.is_empty() {
                 String::new()
             } else {
@@ -96,6 +103,9 @@ impl StateStore {
                             violations: r.try_get(6)?,
                             error_kind: None,
                             error: r.try_get(8)?,
+                            keys_judged: r.try_get(9)?,
+                            keys_in_grace: r.try_get(10)?,
+                            keys_with_errors: r.try_get(11)?,
                         },
                         outcome,
                         kind,

@@ -61,6 +61,8 @@ pub struct RuleSnapshot {
     pub open: i64,
     pub oldest_first_seen_us: Option<i64>,
     pub last_success_us: Option<i64>,
+    /// Keys judged, held back by grace, and with errors in the last finished run.
+    pub last_keys: Option<[i64; 3]>,
 }
 
 /// What applying a run's verdicts changes.
@@ -284,6 +286,14 @@ impl StateStore {
             sql: format!(
                 "SELECT rule, MAX(finished_us) FROM runs WHERE outcome <> 'unknown'{filter} GROUP BY rule"
             ),
+            binds: binds.clone(),
+        };
+        let keys = Stmt {
+            sql: format!(
+                "SELECT r.rule, r.keys_judged, r.keys_in_grace, r.keys_with_errors FROM runs r \
+                 JOIN (SELECT rule, MAX(id) AS id FROM runs WHERE outcome <> 'unknown'{filter} GROUP BY rule) l \
+                 ON r.id = l.id"
+            ),
             binds,
         };
         let mut map: HashMap<String, RuleSnapshot> = HashMap::new();
@@ -295,6 +305,10 @@ impl StateStore {
             }
             for row in bound!(success).fetch_all(pool).await? {
                 map.entry(row.try_get(0)?).or_default().last_success_us = row.try_get(1)?;
+            }
+            for row in bound!(keys).fetch_all(pool).await? {
+                map.entry(row.try_get(0)?).or_default().last_keys =
+                    Some([row.try_get(1)?, row.try_get(2)?, row.try_get(3)?]);
             }
         });
         Ok(map)

@@ -120,6 +120,9 @@ async fn check_prints_one_json_document_of_the_documented_shape() {
                 "severity",
                 "outcome",
                 "rows_scanned",
+                "keys_judged",
+                "keys_in_grace",
+                "keys_with_errors",
                 "duration_ms",
                 "error",
                 "violations"

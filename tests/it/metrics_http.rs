@@ -316,3 +316,81 @@ async fn run_errors_carry_their_kind_in_the_api_and_the_metrics_across_restarts(
     let text = ctx.metrics.render(Utc::now().timestamp_micros());
     assert_eq!(sample(&text, down_series), Some(1.0), "{text}");
 }
+
+#[tokio::test]
+async fn keys_held_back_by_grace_or_errors_are_counted_in_check_the_api_and_the_metrics() {
+    let db = crate::harness::TestDb::new(invariantd::config::SourceKind::Sqlite, "counts").await;
+    let now = Utc::now();
+    let old = (now - chrono::Duration::hours(1)).to_rfc3339();
+    let recent = (now - chrono::Duration::seconds(10)).to_rfc3339();
+    db.exec(&[
+        "CREATE TABLE t (id INTEGER, v TEXT, updated_at TEXT)".to_string(),
+        // 1 holds, 2 violates, 3 and 4 changed seconds ago, 5 cannot be compared.
+        format!("INSERT INTO t VALUES (1, '1', '{old}'), (2, '-1', '{old}'), (3, '-1', '{recent}'), (4, '1', '{recent}'), (5, 'x', '{old}')"),
+    ])
+    .await;
+    let rules = "name: positive\ngrace: 5m\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, CAST(v AS INTEGER) AS v, updated_at FROM t WHERE v <> 'x' UNION ALL SELECT id, v, updated_at FROM t WHERE v = 'x'\", updated_at: updated_at }\nassert: t.v > 0\n";
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+
+    let out = workdir.cli(&["check", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rule = &doc["rules"][0];
+    assert_eq!(
+        (
+            &rule["keys_judged"],
+            &rule["keys_in_grace"],
+            &rule["keys_with_errors"]
+        ),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!(2),
+            &serde_json::json!(1)
+        ),
+        "{doc}"
+    );
+    let table = String::from_utf8(workdir.cli(&["check"]).stdout).unwrap();
+    let header = table.lines().next().unwrap();
+    assert!(header.contains("JUDGED   GRACE  ERRORS"), "{table}");
+    let line = table.lines().nth(1).unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        &fields[..8],
+        ["positive", "warning", "fail", "5", "3", "2", "1", "1"],
+        "{table}"
+    );
+
+    let ctx = Arc::new(runtime(&workdir, None).await);
+    run_once(&ctx, 4).await.unwrap();
+    let (handle, _control) = Handle::new(ctx.clone());
+    let app = invariantd::http::router(handle);
+    let (_, body) = get(&app, "/api/v1/runs?rule=positive").await;
+    let runs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let run = &runs["items"][0];
+    assert_eq!(
+        (
+            &run["keys_judged"],
+            &run["keys_in_grace"],
+            &run["keys_with_errors"]
+        ),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!(2),
+            &serde_json::json!(1)
+        ),
+        "{body}"
+    );
+    let series =
+        |status: &str| format!(r#"invariantd_rule_keys{{rule="positive",status="{status}"}}"#);
+    for text in [
+        ctx.metrics.render(Utc::now().timestamp_micros()),
+        // After a restart, from the last finished run.
+        runtime(&workdir, None)
+            .await
+            .metrics
+            .render(Utc::now().timestamp_micros()),
+    ] {
+        assert_eq!(sample(&text, &series("judged")), Some(3.0), "{text}");
+        assert_eq!(sample(&text, &series("in_grace")), Some(2.0));
+        assert_eq!(sample(&text, &series("error")), Some(1.0));
+    }
+}
