@@ -103,6 +103,7 @@ fn list_violations(config_path: &Path, args: ViolationsListArgs) -> anyhow::Resu
         let store = StateStore::open(&config.state).await?;
         let filter = ViolationFilter {
             rule: args.rule,
+            key: args.key,
             state: ViolationState::parse(&args.state),
             after_id: args.after,
             limit: args.limit,

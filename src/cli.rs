@@ -78,6 +78,10 @@ pub struct ViolationsListArgs {
     #[arg(long)]
     pub rule: Option<String>,
 
+    /// Only the violations of this key (as text).
+    #[arg(long)]
+    pub key: Option<String>,
+
     /// `open`, `resolved` or `all`.
     #[arg(long, default_value = "open", value_parser = ["open", "resolved", "all"])]
     pub state: String,

@@ -1,6 +1,6 @@
 //! HTTP: `/metrics` for Prometheus, `/healthz` and `/readyz` for the orchestrator (`probes`),
-//! and the JSON API under `/api/v1/` (rules, runs, violations, reload), answering with the
-//! `views`. `router()` takes the daemon's `Handle`, so tests call it without a port. Errors are
+//! and the JSON API under `/api/v1/` (rules, runs, violations — lists and single ones —, and
+//! reload), answering with the `views`. `router()` takes the daemon's `Handle`, so tests call it without a port. Errors are
 //! JSON `{"error": …}` and never carry SQL or connection strings: the details go to the log.
 
 mod probes;
@@ -8,7 +8,8 @@ pub mod views;
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,7 +19,7 @@ use serde_json::json;
 
 use crate::context::{Handle, ReloadError};
 use crate::state::{ViolationFilter, ViolationState};
-use views::{Page, RuleView, RunView, ViolationView};
+use views::{DiagnosticView, Page, RuleDetailView, RuleView, RunView, ViolationView};
 
 const MAX_LIMIT: u32 = 1000;
 const DEFAULT_LIMIT: u32 = 100;
@@ -29,8 +30,10 @@ pub fn router(handle: Arc<Handle>) -> Router {
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/api/v1/rules", get(rules))
+        .route("/api/v1/rules/{name}", get(rule))
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/violations", get(violations))
+        .route("/api/v1/violations/{id}", get(violation))
         .route("/api/v1/reload", post(reload))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(handle)
@@ -51,6 +54,19 @@ impl ApiError {
 
     fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> ApiError {
+        // "Failed to deserialize query string: unknown field `x`, expected …": keep the reason.
+        let text = e.body_text();
+        let reason = text.split_once(": ").map_or(text.as_str(), |(_, r)| r);
+        ApiError::bad_request(format!("invalid query parameters: {reason}"))
     }
 }
 
@@ -82,9 +98,12 @@ async fn rules(State(handle): State<Arc<Handle>>) -> Result<Json<Page<RuleView>>
     Ok(Json(Page { items, next: None }))
 }
 
+/// The parameters of the lists; any other is refused rather than silently ignored.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListParams {
     rule: Option<String>,
+    key: Option<String>,
     state: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
@@ -94,8 +113,10 @@ impl ListParams {
     fn limit(&self) -> Result<u32, ApiError> {
         match self.limit {
             None => Ok(DEFAULT_LIMIT),
-            Some(0) => Err(ApiError::bad_request("limit must be at least 1")),
-            Some(n) => Ok(n.min(MAX_LIMIT)),
+            Some(n @ 1..=MAX_LIMIT) => Ok(n),
+            Some(n) => Err(ApiError::bad_request(format!(
+                "limit must be between 1 and {MAX_LIMIT}, not {n}"
+            ))),
         }
     }
 
@@ -119,8 +140,9 @@ fn next_cursor(len: usize, limit: u32, last: Option<i64>) -> Option<String> {
 
 async fn violations(
     State(handle): State<Arc<Handle>>,
-    Query(p): Query<ListParams>,
+    query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Page<ViolationView>>, ApiError> {
+    let Query(p) = query?;
     let state = match p.state.as_deref() {
         None => Some(ViolationState::Open),
         Some("all") => None,
@@ -136,6 +158,7 @@ async fn violations(
         .store
         .violations(&ViolationFilter {
             rule: p.rule.clone(),
+            key: p.key.clone(),
             state,
             after_id: p.cursor()?,
             limit,
@@ -149,9 +172,10 @@ async fn violations(
 
 async fn runs(
     State(handle): State<Arc<Handle>>,
-    Query(p): Query<ListParams>,
+    query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Page<RunView>>, ApiError> {
-    if p.state.is_some() {
+    let Query(p) = query?;
+    if p.state.is_some() || p.key.is_some() {
         return Err(ApiError::bad_request("runs take rule, limit and cursor"));
     }
     let limit = p.limit()?;
@@ -166,6 +190,52 @@ async fn runs(
     }))
 }
 
+async fn violation(
+    State(handle): State<Arc<Handle>>,
+    Path(id): Path<String>,
+) -> Result<Json<ViolationView>, ApiError> {
+    let missing = || ApiError::not_found(format!("no violation with id `{id}`"));
+    let number: i64 = id.parse().map_err(|_| missing())?;
+    let v = handle.current().store.violation(number).await?;
+    v.as_ref()
+        .map(|v| Json(ViolationView::from(v)))
+        .ok_or_else(missing)
+}
+
+/// How many open violations `GET /api/v1/rules/{name}` lists.
+const RULE_VIOLATIONS: u32 = 100;
+
+async fn rule(
+    State(handle): State<Arc<Handle>>,
+    Path(name): Path<String>,
+) -> Result<Json<RuleDetailView>, ApiError> {
+    let ctx = handle.current();
+    let rule = ctx
+        .rule(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no rule named `{name}`")))?;
+    let snapshot = ctx.store.rule_snapshot(&name).await?;
+    let last_run = ctx.store.runs(Some(&name), None, 1).await?;
+    let open = ctx
+        .store
+        .violations(&ViolationFilter {
+            rule: Some(name.clone()),
+            state: Some(ViolationState::Open),
+            limit: RULE_VIOLATIONS,
+            ..Default::default()
+        })
+        .await?;
+    Ok(Json(RuleDetailView {
+        rule: RuleView::new(rule, &snapshot),
+        assert: rule.assertion.clone(),
+        key: rule.key.clone(),
+        last_run: last_run.first().map(RunView::from),
+        violations: Page {
+            next: next_cursor(open.len(), RULE_VIOLATIONS, open.last().map(|v| v.id)),
+            items: open.iter().map(ViolationView::from).collect(),
+        },
+    }))
+}
+
 /// Reloads config and rules, as SIGHUP does. 200 with the number of rules, or 422 with every
 /// error of the refused set (the old set keeps running).
 async fn reload(State(handle): State<Arc<Handle>>) -> Response {
@@ -175,7 +245,7 @@ async fn reload(State(handle): State<Arc<Handle>>) -> Response {
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({
                 "error": "the new configuration is invalid; the previous one keeps running",
-                "details": diags.to_string(),
+                "diagnostics": diags.0.iter().map(DiagnosticView::from).collect::<Vec<_>>(),
             })),
         )
             .into_response(),

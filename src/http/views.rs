@@ -136,3 +136,35 @@ impl RuleView {
         }
     }
 }
+
+/// One rule in full: what the list shows, its last run, and its open violations (the oldest
+/// `limit`, with a cursor for the rest).
+#[derive(Debug, Serialize)]
+pub struct RuleDetailView {
+    #[serde(flatten)]
+    pub rule: RuleView,
+    pub assert: String,
+    pub key: String,
+    pub last_run: Option<RunView>,
+    pub violations: Page<ViolationView>,
+}
+
+/// A diagnostic of a refused configuration.
+#[derive(Debug, Serialize)]
+pub struct DiagnosticView {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl From<&crate::diag::Diagnostic> for DiagnosticView {
+    fn from(d: &crate::diag::Diagnostic) -> DiagnosticView {
+        DiagnosticView {
+            file: d.file.display().to_string(),
+            line: d.line,
+            column: d.column,
+            message: d.message.clone(),
+        }
+    }
+}

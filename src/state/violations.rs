@@ -50,6 +50,7 @@ pub struct ViolationRecord {
 #[derive(Debug, Clone, Default)]
 pub struct ViolationFilter {
     pub rule: Option<String>,
+    pub key: Option<String>,
     pub state: Option<ViolationState>,
     pub after_id: Option<i64>,
     pub limit: u32,
@@ -212,6 +213,10 @@ impl StateStore {
             binds.push(Bind::Text(r.clone()));
             conditions.push(format!("rule = ${}", binds.len()));
         }
+        if let Some(k) = &filter.key {
+            binds.push(Bind::Text(k.clone()));
+            conditions.push(format!("key = ${}", binds.len()));
+        }
         if let Some(s) = filter.state {
             binds.push(Bind::Text(s.as_str().into()));
             conditions.push(format!("state = ${}", binds.len()));
@@ -266,6 +271,18 @@ impl StateStore {
                 Ok(v)
             })
             .collect()
+    }
+
+    /// One violation by id.
+    pub async fn violation(&self, id: i64) -> Result<Option<ViolationRecord>, StateError> {
+        let page = self
+            .violations(&ViolationFilter {
+                after_id: Some(id - 1),
+                limit: 1,
+                ..Default::default()
+            })
+            .await?;
+        Ok(page.into_iter().next().filter(|v| v.id == id))
     }
 
     /// Per rule: open violations, the oldest one's first sighting, the last run that finished.

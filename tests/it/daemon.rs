@@ -204,7 +204,17 @@ async fn reload_refuses_a_broken_rule_set_and_keeps_the_old_one_then_takes_a_val
     .unwrap();
     let (status, body) = http(port, "POST", "/api/v1/reload");
     assert_eq!(status, 422, "{body}");
-    assert!(body.contains("rules/rules.yaml:4:"), "{body}");
+    let refused: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let diagnostics = refused["diagnostics"].as_array().unwrap();
+    assert!(
+        diagnostics.iter().any(
+            |d| d["file"].as_str().unwrap().ends_with("rules/rules.yaml")
+                && d["line"] == 4
+                && d["column"].as_u64().unwrap() > 0
+                && d["message"].as_str().unwrap().contains("assert")
+        ),
+        "{body}"
+    );
     kill(&child, "HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rules(port), ["first", "second"]);

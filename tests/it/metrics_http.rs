@@ -394,3 +394,90 @@ async fn keys_held_back_by_grace_or_errors_are_counted_in_check_the_api_and_the_
         assert_eq!(sample(&text, &series("error")), Some(1.0));
     }
 }
+
+#[tokio::test]
+async fn the_api_answers_single_items_filters_by_key_and_refuses_what_it_cannot_do() {
+    let (workdir, shop) = Workdir::sqlite_shop(3).await;
+    let ctx = Arc::new(runtime(&workdir, None).await);
+    run_once(&ctx, 4).await.unwrap();
+    let (handle, _control) = Handle::new(ctx.clone());
+    let app = invariantd::http::router(handle);
+    let json = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap();
+
+    // By key.
+    let key = shop.expected["single_capture_per_order"]
+        .iter()
+        .next()
+        .unwrap()
+        .to_string();
+    let (status, body) = get(&app, &format!("/api/v1/violations?key={key}&state=all")).await;
+    assert_eq!(status, StatusCode::OK);
+    let items = json(&body)["items"].as_array().unwrap().clone();
+    assert!(!items.is_empty());
+    assert!(items.iter().all(|v| v["key"] == key.as_str()), "{body}");
+
+    // One violation by id, and ids that do not exist.
+    let id = items[0]["id"].as_str().unwrap().to_string();
+    let (status, body) = get(&app, &format!("/api/v1/violations/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body)["id"], id.as_str());
+    assert_eq!(
+        get(&app, "/api/v1/violations/999999").await,
+        (
+            StatusCode::NOT_FOUND,
+            r#"{"error":"no violation with id `999999`"}"#.to_string()
+        )
+    );
+    assert_eq!(
+        get(&app, "/api/v1/violations/abc").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // One rule: its last run, counts, typed error and open violations.
+    let (status, body) = get(&app, "/api/v1/rules/captured_amount_matches_total").await;
+    assert_eq!(status, StatusCode::OK);
+    let rule = json(&body);
+    assert_eq!(rule["name"], "captured_amount_matches_total");
+    assert_eq!(rule["last_run"]["outcome"], "fail");
+    assert_eq!(rule["last_run"]["error"], serde_json::Value::Null);
+    assert!(rule["last_run"]["keys_judged"].as_i64().unwrap() > 0);
+    let open = rule["violations"]["items"].as_array().unwrap();
+    assert_eq!(
+        open.len(),
+        shop.expected["captured_amount_matches_total"].len()
+    );
+    assert_eq!(rule["open_violations"], open.len());
+    // Decimals (a NUMERIC(10,2) column) are strings here as everywhere.
+    let total = open
+        .iter()
+        .find_map(|v| v["datasets"]["order"]["total"].as_str())
+        .unwrap_or_else(|| panic!("no order total as a string in {open:?}"));
+    assert!(total.contains('.'), "{total}");
+    assert_eq!(
+        get(&app, "/api/v1/rules/nope").await,
+        (
+            StatusCode::NOT_FOUND,
+            r#"{"error":"no rule named `nope`"}"#.to_string()
+        )
+    );
+
+    // Limits out of range and unknown parameters are refused, not ignored.
+    for limit in ["0", "1001"] {
+        assert_eq!(
+            get(&app, &format!("/api/v1/violations?limit={limit}")).await,
+            (
+                StatusCode::BAD_REQUEST,
+                format!(r#"{{"error":"limit must be between 1 and 1000, not {limit}"}}"#)
+            )
+        );
+    }
+    assert_eq!(get(&app, "/api/v1/runs?limit=1000").await.0, StatusCode::OK);
+    let (status, body) = get(&app, "/api/v1/violations?kye=1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        json(&body)["error"].as_str().unwrap().starts_with(
+            "invalid query parameters: kye: unknown field `kye`, expected one of `rule`, `key`"
+        ),
+        "{body}"
+    );
+}
