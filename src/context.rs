@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::{AuthError, Tokens};
 use crate::config::Config;
 use crate::diag::Diagnostics;
 use crate::metrics::Metrics;
@@ -42,24 +43,46 @@ pub fn load_config(config_path: &Path) -> Result<Config, Diagnostics> {
     crate::config::load(config_path, &env_lookup)
 }
 
+/// Why a generation could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+/// The tokens of `auth.tokens_file`, or none.
+fn tokens(config: &Config) -> Result<Tokens, AuthError> {
+    match &config.auth.tokens_file {
+        Some(path) => Tokens::load(path),
+        None => Ok(Tokens::none()),
+    }
+}
+
 /// Everything a rule run needs: one generation of config and rules, with the store and metrics
 /// shared by every generation.
 pub struct Context {
     pub config: Config,
     pub rules: Vec<Rule>,
     pub sources: Sources,
+    /// Who may use the API: read from `auth.tokens_file` with each generation, so a reload
+    /// rotates tokens.
+    pub tokens: Tokens,
     pub store: Arc<StateStore>,
     pub metrics: Arc<Metrics>,
 }
 
 impl Context {
-    /// Opens the state store (migrating it) and restores the metrics from it.
-    pub async fn start(config: Config, rules: Vec<Rule>) -> Result<Context, StateError> {
+    /// Reads the tokens file, opens the state store (migrating it) and restores the metrics.
+    pub async fn start(config: Config, rules: Vec<Rule>) -> Result<Context, StartError> {
+        let tokens = tokens(&config)?;
         let store = Arc::new(StateStore::open(&config.state).await?);
         let metrics = Arc::new(Metrics::new());
         restore(&metrics, &rules, &store).await?;
         Ok(Context {
             sources: Sources::new(&config.sources),
+            tokens,
             config,
             rules,
             store,
@@ -68,7 +91,8 @@ impl Context {
     }
 
     /// The next generation: new config and rules on the same store and metrics.
-    pub async fn reloaded(&self, config: Config, rules: Vec<Rule>) -> Result<Context, StateError> {
+    pub async fn reloaded(&self, config: Config, rules: Vec<Rule>) -> Result<Context, StartError> {
+        let tokens = tokens(&config)?;
         if config.http_listen != self.config.http_listen {
             tracing::warn!("A new http.listen takes effect at the next restart.");
         }
@@ -78,6 +102,7 @@ impl Context {
         restore(&self.metrics, &rules, &self.store).await?;
         Ok(Context {
             sources: Sources::new(&config.sources),
+            tokens,
             config,
             rules,
             store: self.store.clone(),

@@ -1,4 +1,4 @@
-//! The daemon's sections: `state`, `max_concurrent_runs`, `http` and `telemetry`.
+//! The daemon's sections: `state`, `max_concurrent_runs`, `http`, `telemetry` and `auth`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,8 +7,8 @@ use serde_saphyr::Spanned;
 
 use super::sources::connect_options;
 use super::{
-    ConnectOptions, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_RETENTION, LogFormat,
-    RawHttp, RawState, RawTelemetry, duration_field,
+    AuthConfig, ConnectOptions, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_RETENTION,
+    LogFormat, RawAuth, RawHttp, RawState, RawTelemetry, duration_field,
 };
 use crate::diag::Diagnostics;
 use crate::yaml;
@@ -133,5 +133,47 @@ pub(super) fn check_state(
                 Err(_) => None,
             }
         }
+    }
+}
+
+pub(super) fn check_auth(
+    auth: Option<&RawAuth>,
+    path: &Path,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> AuthConfig {
+    let Some(auth) = auth else {
+        return AuthConfig::default();
+    };
+    let tokens_file = auth.tokens_file.as_ref().and_then(|f| {
+        let file = yaml::expand_spanned(f, "auth.tokens_file", path, 0, env, diags);
+        (!file.is_empty()).then(|| base.join(file))
+    });
+    let read_requires_token = match &auth.read {
+        None => false,
+        Some(r) => match r.value.as_str() {
+            "open" => false,
+            "token" => true,
+            other => {
+                diags.push(
+                    path,
+                    yaml::pos(r, 0),
+                    format!("auth.read: `{other}` is not open or token"),
+                );
+                false
+            }
+        },
+    };
+    if read_requires_token && tokens_file.is_none() {
+        diags.push(
+            path,
+            yaml::pos(auth.read.as_ref().expect("read is set"), 0),
+            "auth.read: token needs auth.tokens_file: no token could ever be accepted",
+        );
+    }
+    AuthConfig {
+        tokens_file,
+        read_requires_token,
     }
 }

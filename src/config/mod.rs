@@ -17,7 +17,8 @@ mod daemon;
 mod sources;
 
 use daemon::{
-    check_http, check_max_concurrent_runs, check_retention, check_state, check_telemetry,
+    check_auth, check_http, check_max_concurrent_runs, check_retention, check_state,
+    check_telemetry,
 };
 pub use sources::connect_options;
 
@@ -41,6 +42,14 @@ struct RawConfig {
     shutdown_grace: Option<Spanned<String>>,
     http: Option<RawHttp>,
     telemetry: Option<RawTelemetry>,
+    auth: Option<RawAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    tokens_file: Option<Spanned<String>>,
+    read: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,9 +162,19 @@ pub struct Config {
     pub log_format: LogFormat,
     /// OTLP/HTTP base URL for traces; none means no traces are exported.
     pub otlp_endpoint: Option<String>,
+    pub auth: AuthConfig,
     /// Sources named in the file whose settings are in error (already reported): rules may
     /// name them without a second error.
     pub unusable_sources: Vec<String>,
+}
+
+/// Who may use the API: bearer tokens from a file (read when the daemon starts or reloads).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// `name:token` per line; resolved against the config file's directory.
+    pub tokens_file: Option<PathBuf>,
+    /// Whether reads (the API's GETs and /metrics) need a token too; changes always do.
+    pub read_requires_token: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -247,6 +266,7 @@ fn parse_partial(
             shutdown_grace: None,
             http: None,
             telemetry: None,
+            auth: None,
         },
         Some(doc) => match yaml::parse_document(doc) {
             Ok(r) => r,
@@ -274,6 +294,7 @@ fn parse_partial(
     let (log_format, otlp_endpoint) =
         check_telemetry(raw.telemetry.as_ref(), path, env, &mut diags);
     let state = check_state(raw.state, path, &base, env, &mut diags);
+    let auth = check_auth(raw.auth.as_ref(), path, &base, env, &mut diags);
 
     let mut rule_paths = Vec::new();
     for p in raw.rules {
@@ -302,6 +323,7 @@ fn parse_partial(
         http_listen,
         log_format,
         otlp_endpoint,
+        auth,
         unusable_sources,
     });
     (config, diags)

@@ -3,6 +3,7 @@
 //! reload), answering with the `views`. `router()` takes the daemon's `Handle`, so tests call it without a port. Errors are
 //! JSON `{"error": …}` and never carry SQL or connection strings: the details go to the log.
 
+mod auth;
 mod probes;
 pub mod views;
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -25,16 +27,24 @@ const MAX_LIMIT: u32 = 1000;
 const DEFAULT_LIMIT: u32 = 100;
 
 pub fn router(handle: Arc<Handle>) -> Router {
-    Router::new()
-        .route("/metrics", get(probes::metrics))
+    // Probes stay open: orchestrators cannot send tokens.
+    let probes = Router::new()
         .route("/healthz", get(probes::healthz))
-        .route("/readyz", get(probes::readyz))
+        .route("/readyz", get(probes::readyz));
+    let reads = Router::new()
+        .route("/metrics", get(probes::metrics))
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/rules/{name}", get(rule))
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/violations", get(violations))
         .route("/api/v1/violations/{id}", get(violation))
+        .route_layer(from_fn_with_state(handle.clone(), auth::reader));
+    let changes = Router::new()
         .route("/api/v1/reload", post(reload))
+        .route_layer(from_fn_with_state(handle.clone(), auth::changer));
+    probes
+        .merge(reads)
+        .merge(changes)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(handle)
 }
@@ -238,7 +248,11 @@ async fn rule(
 
 /// Reloads config and rules, as SIGHUP does. 200 with the number of rules, or 422 with every
 /// error of the refused set (the old set keeps running).
-async fn reload(State(handle): State<Arc<Handle>>) -> Response {
+async fn reload(
+    State(handle): State<Arc<Handle>>,
+    axum::Extension(caller): axum::Extension<auth::Caller>,
+) -> Response {
+    tracing::info!(by = %caller.0, "Reload requested through the API.");
     match handle.reload().await {
         Ok(rules) => Json(json!({ "reloaded": true, "rules": rules })).into_response(),
         Err(ReloadError::Invalid(diags)) => (

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use invariantd::config::SourceKind;
 use sqlx::{Connection, Row};
 
-use crate::harness::{TestDb, Workdir, http, kill};
+use crate::harness::{TOKEN, TestDb, Workdir, http, http_as, kill, tokens_file};
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -172,8 +172,9 @@ async fn reload_refuses_a_broken_rule_set_and_keeps_the_old_one_then_takes_a_val
     .await;
     let two = "name: first\nevery: 1h\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n---\nname: second\nevery: 1h\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok >= 0\n";
     let workdir = Workdir::new(&[("db", &db.url)], Some(two));
+    let auth = tokens_file(workdir.path());
     let (mut child, port) = workdir
-        .spawn_daemon("", std::process::Stdio::inherit())
+        .spawn_daemon(&auth, std::process::Stdio::inherit())
         .await;
     let rules = |port| {
         let (_, body) = http(port, "GET", "/api/v1/rules");
@@ -202,7 +203,10 @@ async fn reload_refuses_a_broken_rule_set_and_keeps_the_old_one_then_takes_a_val
         "name: first\nkey: id\ndatasets: {}\nassert: t.ok ==\n",
     )
     .unwrap();
+    // Changes need a token.
     let (status, body) = http(port, "POST", "/api/v1/reload");
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = http_as(port, "POST", "/api/v1/reload", Some(TOKEN));
     assert_eq!(status, 422, "{body}");
     let refused: serde_json::Value = serde_json::from_str(&body).unwrap();
     let diagnostics = refused["diagnostics"].as_array().unwrap();
@@ -225,7 +229,7 @@ async fn reload_refuses_a_broken_rule_set_and_keeps_the_old_one_then_takes_a_val
         two.split("---\n").next().unwrap(),
     )
     .unwrap();
-    let (status, body) = http(port, "POST", "/api/v1/reload");
+    let (status, body) = http_as(port, "POST", "/api/v1/reload", Some(TOKEN));
     assert_eq!(
         (status, body.as_str()),
         (200, r#"{"reloaded":true,"rules":1}"#)

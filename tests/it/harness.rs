@@ -328,11 +328,29 @@ pub fn keys(run: &invariantd::verdict::RuleRun) -> Vec<String> {
 
 /// A plain HTTP/1.1 request to a daemon on loopback: (status, body).
 pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    http_as(port, method, path, None)
+}
+
+/// The tokens file every test daemon that needs one uses: private, as the daemon demands.
+pub const TOKEN: &str = "tests-token-0123456789abcdef";
+
+/// Writes `tokens` (private) into `dir` and returns the config line that names it.
+pub fn tokens_file(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("tokens");
+    std::fs::write(&path, format!("# test approvers\nops:{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    "auth: { tokens_file: tokens }\n".to_string()
+}
+
+/// As `http`, with `Authorization: Bearer <token>` when a token is given.
+pub fn http_as(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
     let status = response[9..12].parse().unwrap();

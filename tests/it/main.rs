@@ -2,6 +2,7 @@
 //! in databases of its own.
 
 mod architecture;
+mod auth;
 mod cli;
 mod daemon;
 mod edges;

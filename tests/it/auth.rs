@@ -1,0 +1,138 @@
+//! Admin behind a token: changes need a bearer token from `auth.tokens_file`, reads too with
+//! `auth.read: token`, probes never; a tokens file others can read stops the daemon at start.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use invariantd::context::{Context, Handle};
+use tower::ServiceExt;
+
+use crate::harness::{TOKEN, Workdir, tokens_file};
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+) -> (StatusCode, String, Option<String>) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let challenge = response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap(), challenge)
+}
+
+async fn router(extra_config: &str) -> axum::Router {
+    let (workdir, _) = Workdir::sqlite_shop(1).await;
+    let auth = tokens_file(workdir.path());
+    let config = std::fs::read_to_string(workdir.config()).unwrap();
+    std::fs::write(
+        workdir.config(),
+        format!(
+            "{config}{}",
+            auth.trim_end().replace('}', &format!("{extra_config} }}")) + "\n"
+        ),
+    )
+    .unwrap();
+    let (config, rules) = workdir.load();
+    let ctx = Context::start(config, rules).await.unwrap();
+    // No supervisor answers: a reload that gets through auth is answered 503.
+    let (handle, control) = Handle::new(Arc::new(ctx));
+    drop(control);
+    std::mem::forget(workdir);
+    invariantd::http::router(handle)
+}
+
+#[tokio::test]
+async fn changes_need_a_valid_bearer_token_and_reads_stay_open_by_default() {
+    let app = router("").await;
+    let (status, body, challenge) = call(&app, "POST", "/api/v1/reload", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        body,
+        r#"{"error":"this needs a bearer token: Authorization: Bearer <token>"}"#
+    );
+    assert_eq!(challenge.as_deref(), Some(r#"Bearer realm="invariantd""#));
+    let (status, body, _) =
+        call(&app, "POST", "/api/v1/reload", Some("not-the-token-at-all")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, r#"{"error":"the bearer token is not valid"}"#);
+    let (status, body, _) = call(&app, "POST", "/api/v1/reload", Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "past auth: {body}");
+
+    for uri in ["/api/v1/rules", "/metrics", "/healthz"] {
+        assert_eq!(
+            call(&app, "GET", uri, None).await.0,
+            StatusCode::OK,
+            "{uri}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_read_token_every_read_needs_one_but_the_probes() {
+    let app = router(", read: token").await;
+    for uri in [
+        "/api/v1/rules",
+        "/api/v1/violations",
+        "/api/v1/runs",
+        "/metrics",
+    ] {
+        assert_eq!(
+            call(&app, "GET", uri, None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
+        assert_eq!(
+            call(&app, "GET", uri, Some(TOKEN)).await.0,
+            StatusCode::OK,
+            "{uri}"
+        );
+    }
+    assert_eq!(call(&app, "GET", "/healthz", None).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&app, "GET", "/readyz", None).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn a_tokens_file_others_can_read_stops_the_daemon_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let (workdir, _) = Workdir::sqlite_shop(1).await;
+    let auth = tokens_file(workdir.path());
+    let config = std::fs::read_to_string(workdir.config()).unwrap();
+    std::fs::write(
+        workdir.config(),
+        format!("{config}{auth}http: {{ listen: \"127.0.0.1:0\" }}\n"),
+    )
+    .unwrap();
+    let tokens = workdir.path().join("tokens");
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = workdir.cli(&["run"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: the tokens file tokens can be read by group or others (mode 0644); make it private: chmod 600 tokens"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN), "a secret was printed: {stderr}");
+    // And `validate` says the config is fine: it reads no files but the config and rules.
+    assert_eq!(workdir.cli(&["validate"]).status.code(), Some(0));
+}
