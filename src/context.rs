@@ -78,7 +78,7 @@ impl Context {
     pub async fn start(config: Config, rules: Vec<Rule>) -> Result<Context, StartError> {
         let tokens = tokens(&config)?;
         let store = Arc::new(StateStore::open(&config.state).await?);
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(config.metric_rule_labels.clone()));
         restore(&metrics, &rules, &store).await?;
         Ok(Context {
             sources: Sources::new(&config.sources),
@@ -98,7 +98,10 @@ impl Context {
         }
         // Every series of the old set goes; the new set's come back from the store, whose
         // counters are cumulative: deleted rules lose their series, kept rules keep their values.
-        self.metrics.forget(&self.rules);
+        let sources: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+        self.metrics.forget(&self.rules, &sources);
+        self.metrics
+            .set_rule_labels(config.metric_rule_labels.clone());
         restore(&self.metrics, &rules, &self.store).await?;
         Ok(Context {
             sources: Sources::new(&config.sources),

@@ -1,4 +1,5 @@
-//! The daemon's sections: `state`, `max_concurrent_runs`, `http`, `telemetry` and `auth`.
+//! The daemon's sections: `state`, `max_concurrent_runs`, `http`, `telemetry`, `auth` and
+//! `metrics`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use serde_saphyr::Spanned;
 use super::sources::connect_options;
 use super::{
     AuthConfig, ConnectOptions, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_RETENTION,
-    LogFormat, RawAuth, RawHttp, RawState, RawTelemetry, duration_field,
+    LogFormat, RawAuth, RawHttp, RawMetrics, RawState, RawTelemetry, duration_field,
 };
 use crate::diag::Diagnostics;
 use crate::yaml;
@@ -176,4 +177,49 @@ pub(super) fn check_auth(
         tokens_file,
         read_requires_token,
     }
+}
+
+/// Label names invariantd's metrics set themselves, or Prometheus gives meaning to.
+const RESERVED_LABELS: [&str; 14] = [
+    "rule", "severity", "outcome", "dataset", "source", "receiver", "kind", "status", "unit",
+    "version", "le", "quantile", "job", "instance",
+];
+
+pub(super) fn check_metrics(
+    metrics: Option<&RawMetrics>,
+    path: &Path,
+    diags: &mut Diagnostics,
+) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in metrics
+        .map(|m| m.rule_labels.as_slice())
+        .unwrap_or_default()
+    {
+        let at = yaml::pos(name, 0);
+        let n = name.value.as_str();
+        if !super::valid_label_name(n) {
+            diags.push(
+                path,
+                at,
+                format!("metrics.rule_labels: `{n}` is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"),
+            );
+        } else if RESERVED_LABELS.contains(&n) {
+            diags.push(
+                path,
+                at,
+                format!(
+                    "metrics.rule_labels: `{n}` is a label invariantd or Prometheus sets itself"
+                ),
+            );
+        } else if names.iter().any(|x| x == n) {
+            diags.push(
+                path,
+                at,
+                format!("metrics.rule_labels: `{n}` is listed twice"),
+            );
+        } else {
+            names.push(n.to_string());
+        }
+    }
+    names
 }

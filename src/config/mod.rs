@@ -17,7 +17,7 @@ mod daemon;
 mod sources;
 
 use daemon::{
-    check_auth, check_http, check_max_concurrent_runs, check_retention, check_state,
+    check_auth, check_http, check_max_concurrent_runs, check_metrics, check_retention, check_state,
     check_telemetry,
 };
 pub use sources::connect_options;
@@ -43,6 +43,14 @@ struct RawConfig {
     http: Option<RawHttp>,
     telemetry: Option<RawTelemetry>,
     auth: Option<RawAuth>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default)]
+    rule_labels: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +171,8 @@ pub struct Config {
     /// OTLP/HTTP base URL for traces; none means no traces are exported.
     pub otlp_endpoint: Option<String>,
     pub auth: AuthConfig,
+    /// Rule labels copied to every per-rule metric series (`metrics.rule_labels`).
+    pub metric_rule_labels: Vec<String>,
     /// Sources named in the file whose settings are in error (already reported): rules may
     /// name them without a second error.
     pub unusable_sources: Vec<String>,
@@ -267,6 +277,7 @@ fn parse_partial(
             http: None,
             telemetry: None,
             auth: None,
+            metrics: None,
         },
         Some(doc) => match yaml::parse_document(doc) {
             Ok(r) => r,
@@ -295,6 +306,7 @@ fn parse_partial(
         check_telemetry(raw.telemetry.as_ref(), path, env, &mut diags);
     let state = check_state(raw.state, path, &base, env, &mut diags);
     let auth = check_auth(raw.auth.as_ref(), path, &base, env, &mut diags);
+    let metric_rule_labels = check_metrics(raw.metrics.as_ref(), path, &mut diags);
 
     let mut rule_paths = Vec::new();
     for p in raw.rules {
@@ -324,9 +336,20 @@ fn parse_partial(
         log_format,
         otlp_endpoint,
         auth,
+        metric_rule_labels,
         unusable_sources,
     });
     (config, diags)
+}
+
+/// A Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`) not reserved by Prometheus (`__…`).
+pub fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+        && !name.starts_with("__")
 }
 
 pub fn valid_name(name: &str) -> bool {

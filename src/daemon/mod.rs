@@ -4,7 +4,8 @@
 //! Start-up: the caller has loaded config and rules and opened the state store (`Context`).
 //! `start` binds the HTTP listener, then registers every long-running service with the
 //! supervisor: the scheduler (one loop per rule of the generation in force, and the swap to a
-//! new generation on reload), the HTTP server, the pruner, and any service the caller adds.
+//! new generation on reload), the HTTP server, the pruner, the source probe, and any service
+//! the caller adds.
 //! Only then is the daemon ready.
 //!
 //! Control arrives one way: `Control` messages on the handle's channel, sent by the signal
@@ -20,6 +21,7 @@
 //! transaction like any run, so nothing is half-written. If services have not stopped within
 //! `shutdown_grace`, the log names the runs still going; a second signal quits at once.
 
+pub mod probe;
 pub mod prune;
 pub mod runner;
 pub mod signals;
@@ -156,6 +158,10 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
             }
         }),
         Service::new("pruner", prune::service(handle.clone(), abort.clone())),
+        Service::new(
+            "source-probe",
+            probe::service(handle.clone(), abort.clone(), log.clone()),
+        ),
     ];
     services.extend(extra);
     let mut tasks = JoinSet::new();
@@ -378,13 +384,12 @@ fn start_generation(
         let (ctx_run, ctx_skip) = (ctx.clone(), ctx.clone());
         let abort = abort.clone();
         let log = log.clone();
-        let name = rule.name.clone();
         let looping = crate::scheduler::rule_loop(
             rule.name.clone(),
             rule.schedule.clone(),
             limit.clone(),
             stop.clone(),
-            move || ctx_skip.metrics.skipped(&name),
+            move || ctx_skip.metrics.skipped(&ctx_skip.rules[i]),
             move || {
                 let ctx = ctx_run.clone();
                 let abort = abort.clone();

@@ -73,20 +73,29 @@ pub struct Transitions {
 }
 
 impl Transitions {
+    /// Logs a source going down or coming back (from a run or a probe).
+    pub fn source(&self, source: &str, error: Option<&str>) {
+        let mut sources = self.sources.lock().expect("transitions lock");
+        let up = error.is_none();
+        let before = sources.insert(source.to_string(), up);
+        match (before, error) {
+            (None | Some(true), Some(error)) => warn!(
+                source = %source,
+                error,
+                "Source is down: its rules are unknown until it is back."
+            ),
+            (Some(false), None) => info!(source = %source, "Source is back."),
+            _ => {}
+        }
+    }
+
     fn observe(&self, run: &RuleRun) {
-        {
-            let mut sources = self.sources.lock().expect("transitions lock");
-            for source in &run.sources_down {
-                if sources.insert(source.clone(), false) != Some(false) {
-                    let error = run.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
-                    warn!(source = %source, error, "Source is down: its rules are unknown until it is back.");
-                }
-            }
-            for source in &run.sources_reached {
-                if sources.insert(source.clone(), true) == Some(false) {
-                    info!(source = %source, "Source is back.");
-                }
-            }
+        let error = run.error.as_ref().map(|e| e.message.as_str());
+        for source in &run.sources_down {
+            self.source(source, Some(error.unwrap_or("cannot connect")));
+        }
+        for source in &run.sources_reached {
+            self.source(source, None);
         }
         let unknown = run.outcome == Outcome::Unknown;
         let before = self

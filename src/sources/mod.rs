@@ -117,6 +117,44 @@ impl Source {
         &self.config.name
     }
 
+    /// Whether the source answers: one connection and `SELECT 1`, failing fast like a read.
+    pub async fn probe(&self) -> Result<(), RunError> {
+        let _permit = self.reserve(1).await?;
+        let timeout = self.config.connect_timeout;
+        let failed = |e| query_error(e, "the probe `SELECT 1` failed", "");
+        match (&self.pool, &self.config.options) {
+            (Pool::Postgres(pool), ConnectOptions::Postgres(o)) => {
+                let mut conn =
+                    acquire_fast::<sqlx::Postgres, _>(pool.acquire(), o, timeout).await?;
+                sqlx::query("SELECT 1")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(failed)?;
+            }
+            (Pool::MySql(pool), ConnectOptions::MySql(o)) => {
+                let mut conn = acquire_fast::<sqlx::MySql, _>(pool.acquire(), o, timeout).await?;
+                sqlx::query("SELECT 1")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(failed)?;
+            }
+            (Pool::Sqlite(pool), _) => {
+                let mut conn = pool.acquire().await.map_err(|e| {
+                    RunError::new(
+                        ErrorKind::SourceUnreachable,
+                        format!("cannot open the database: {e}"),
+                    )
+                })?;
+                sqlx::query("SELECT 1")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(failed)?;
+            }
+            _ => unreachable!("a source's pool matches its options"),
+        }
+        Ok(())
+    }
+
     pub fn kind(&self) -> SourceKind {
         self.config.kind
     }
@@ -146,6 +184,13 @@ impl Sources {
 
     pub fn get(&self, name: &str) -> Option<&Arc<Source>> {
         self.0.get(name)
+    }
+
+    /// Every source, in name order.
+    pub fn all(&self) -> Vec<&Arc<Source>> {
+        let mut all: Vec<&Arc<Source>> = self.0.values().collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
     }
 }
 

@@ -222,3 +222,20 @@ tests:
     let out = workdir.cli(&["test"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
+
+#[test]
+fn metric_rule_labels_must_be_prometheus_label_names_invariantd_does_not_set() {
+    let config =
+        "sources: {}\nmetrics: { rule_labels: [team, 1team, rule, __x, team] }\nrules: [rules/]\n";
+    let workdir = Workdir::raw(config, "");
+    let out = workdir.cli(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: invariantd.yaml:2:32: metrics.rule_labels: `1team` is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)\n\
+         error: invariantd.yaml:2:39: metrics.rule_labels: `rule` is a label invariantd or Prometheus sets itself\n\
+         error: invariantd.yaml:2:45: metrics.rule_labels: `__x` is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)\n\
+         error: invariantd.yaml:2:50: metrics.rule_labels: `team` is listed twice\n\
+         4 errors\n"
+    );
+}

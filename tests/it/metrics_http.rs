@@ -481,3 +481,117 @@ async fn the_api_answers_single_items_filters_by_key_and_refuses_what_it_cannot_
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn rule_labels_process_metrics_and_full_stops_are_on_every_scrape_and_promtool_clean() {
+    let (workdir, _shop) = Workdir::sqlite_shop(2).await;
+    let config = std::fs::read_to_string(workdir.config()).unwrap();
+    std::fs::write(
+        workdir.config(),
+        format!("{config}metrics: {{ rule_labels: [team, service] }}\n"),
+    )
+    .unwrap();
+    let ctx = runtime(&workdir, None).await;
+    // Before any run: every rule has its last-success series, at 0.
+    let fresh = ctx.metrics.render(Utc::now().timestamp_micros());
+    assert_eq!(
+        sample(
+            &fresh,
+            r#"invariantd_rule_last_success_timestamp_seconds{rule="shipped_implies_paid",team="shipping",service=""}"#
+        ),
+        Some(0.0),
+        "{fresh}"
+    );
+    run_once(&ctx, 4).await.unwrap();
+    let text = ctx.metrics.render(Utc::now().timestamp_micros());
+    for series in [
+        r#"invariantd_violations_open{rule="paid_implies_reserved",severity="critical",team="inventory",service=""}"#,
+        r#"invariantd_rule_runs_total{rule="paid_implies_reserved",outcome="fail",team="inventory",service=""}"#,
+        r#"invariantd_rule_run_duration_seconds_count{rule="paid_implies_reserved",team="inventory",service=""}"#,
+        r#"invariantd_rows_scanned_total{rule="paid_implies_reserved",dataset="payment",team="inventory",service=""}"#,
+    ] {
+        assert!(sample(&text, series).is_some(), "{series} missing:\n{text}");
+    }
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_start_time_seconds",
+        "process_open_fds",
+    ] {
+        let value = sample(&text, name).unwrap_or_else(|| panic!("{name} missing:\n{text}"));
+        assert!(value > 0.0, "{name} = {value}");
+    }
+    for help in text.lines().filter(|l| l.starts_with("# HELP ")) {
+        assert!(
+            help.ends_with('.') && !help.ends_with(".."),
+            "HELP must end in one full stop: {help}"
+        );
+    }
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn every_configured_source_has_source_up_from_start_even_with_no_rule_reading_it() {
+    let db = crate::harness::TestDb::new(invariantd::config::SourceKind::Sqlite, "probe").await;
+    db.exec_str(&["CREATE TABLE t (id INTEGER)"]).await;
+    let rules = "name: hourly\nevery: 1h\nkey: id\ndatasets:\n  t: { source: used, query: \"SELECT id FROM t\" }\nassert: t != null\n";
+    let workdir = Workdir::new(
+        &[
+            ("used", &db.url),
+            ("idle", &db.url),
+            ("dead", "postgres://postgres@127.0.0.1:1/nothing"),
+        ],
+        Some(rules),
+    );
+    let (mut config, rules) = workdir.load();
+    config.http_listen = "127.0.0.1:0".parse().unwrap();
+    let ctx = Context::start(config, rules).await.unwrap();
+    let metrics = ctx.metrics.clone();
+    let running = invariantd::daemon::start(ctx, Vec::new()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        let text = metrics.render(Utc::now().timestamp_micros());
+        let up = |s: &str| sample(&text, &format!(r#"invariantd_source_up{{source="{s}"}}"#));
+        if up("used").is_some() && up("idle").is_some() && up("dead").is_some() {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no source_up for every source:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        sample(&text, r#"invariantd_source_up{source="idle"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, r#"invariantd_source_up{source="dead"}"#),
+        Some(0.0)
+    );
+    running
+        .handle
+        .send(invariantd::context::Control::Shutdown)
+        .await;
+    running.wait().await.unwrap();
+}

@@ -1,0 +1,442 @@
+//! Prometheus metrics: every name in one place, through the official client
+//! (`prometheus-client`), plus the process metrics every Prometheus client exports (`process`).
+//! Labels come from bounded sets (rule, severity, outcome, dataset, source, receiver, kind,
+//! status, and the rule labels named in `metrics.rule_labels`) — never a key, an id or an
+//! error text.
+//!
+//! HELP texts are written without their closing full stop: the client adds it.
+//!
+//! Values survive restarts: at start-up counters and gauges are restored from plain snapshots
+//! of the state store (`RuleTotals`, `RuleSnapshot`: cumulative counters, open violations, last
+//! success) — this module never queries the store — and only the rules loaded now get series,
+//! so a deleted rule's series disappear.
+
+mod process;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::rules::Rule;
+use crate::state::{RuleSnapshot, RuleTotals};
+use crate::verdict::{ErrorKind, Outcome, RuleRun};
+
+/// A per-rule series' labels: `rule`, the family's own, then the configured rule labels.
+type Labels = Vec<(String, String)>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiverOutcome {
+    receiver: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildInfo {
+    version: String,
+}
+
+/// The statuses of `rule_keys`: what the last finished run did with each key.
+const KEY_STATUSES: [&str; 3] = ["judged", "in_grace", "error"];
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    violations_open: Family<Labels, Gauge>,
+    violations_detected: Family<Labels, Counter>,
+    violations_resolved: Family<Labels, Counter>,
+    oldest_open_age: Family<Labels, FloatGauge>,
+    rule_runs: Family<Labels, Counter>,
+    rule_runs_skipped: Family<Labels, Counter>,
+    run_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    last_success: Family<Labels, FloatGauge>,
+    rows_scanned: Family<Labels, Counter>,
+    run_errors: Family<Labels, Counter>,
+    rule_keys: Family<Labels, Gauge>,
+    source_up: Family<SourceLabel, Gauge>,
+    /// Filled by the repair and alert milestones; declared now so dashboards can rely on them.
+    repairs: Family<Labels, Counter>,
+    repairs_pending: Family<Labels, Gauge>,
+    alerts_sent: Family<ReceiverOutcome, Counter>,
+    /// The rule labels (`metrics.rule_labels`) every per-rule series carries.
+    label_names: Mutex<Vec<String>>,
+    /// Rule → (its labels, first_seen of its oldest open violation), for the age at scrape.
+    oldest: Mutex<HashMap<String, (Labels, Option<i64>)>>,
+    /// When each source was last seen by a run (or a probe), to know which need a probe.
+    sources_seen: Mutex<HashMap<String, Instant>>,
+}
+
+fn duration_histogram() -> Histogram {
+    // 10 ms … about 5.5 minutes.
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
+impl Metrics {
+    /// The metrics, with `rule_labels` (validated names) on every per-rule series.
+    pub fn new(rule_labels: Vec<String>) -> Metrics {
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector::new()));
+        let m = Metrics {
+            violations_open: Family::default(),
+            violations_detected: Family::default(),
+            violations_resolved: Family::default(),
+            oldest_open_age: Family::default(),
+            rule_runs: Family::default(),
+            rule_runs_skipped: Family::default(),
+            run_duration: Family::new_with_constructor(duration_histogram),
+            last_success: Family::default(),
+            rows_scanned: Family::default(),
+            run_errors: Family::default(),
+            rule_keys: Family::default(),
+            source_up: Family::default(),
+            repairs: Family::default(),
+            repairs_pending: Family::default(),
+            alerts_sent: Family::default(),
+            label_names: Mutex::new(rule_labels),
+            oldest: Mutex::new(HashMap::new()),
+            sources_seen: Mutex::new(HashMap::new()),
+            registry: Registry::default(),
+        };
+        let registry = root.sub_registry_with_prefix("invariantd");
+        registry.register(
+            "violations_open",
+            "Open violations, by rule",
+            m.violations_open.clone(),
+        );
+        registry.register(
+            "violations_detected",
+            "Violations opened; a violation that comes back counts again",
+            m.violations_detected.clone(),
+        );
+        registry.register(
+            "violations_resolved",
+            "Violations resolved because their key holds again",
+            m.violations_resolved.clone(),
+        );
+        registry.register_with_unit(
+            "oldest_open_violation_age",
+            "Age of the rule's oldest open violation",
+            Unit::Seconds,
+            m.oldest_open_age.clone(),
+        );
+        registry.register(
+            "rule_runs",
+            "Rule runs by outcome: pass, fail (violations found) or unknown (could not run)",
+            m.rule_runs.clone(),
+        );
+        registry.register(
+            "rule_runs_skipped",
+            "Scheduled runs skipped because the previous run of the rule was still going",
+            m.rule_runs_skipped.clone(),
+        );
+        registry.register_with_unit(
+            "rule_run_duration",
+            "Duration of rule runs",
+            Unit::Seconds,
+            m.run_duration.clone(),
+        );
+        registry.register_with_unit(
+            "rule_last_success_timestamp",
+            "When the rule last ran to the end as a Unix timestamp, 0 if it never has",
+            Unit::Seconds,
+            m.last_success.clone(),
+        );
+        registry.register(
+            "rows_scanned",
+            "Rows read from each dataset of each rule",
+            m.rows_scanned.clone(),
+        );
+        registry.register(
+            "rule_run_errors",
+            "Rule runs that ended with an error, by kind: source_unreachable, query_failed, timeout, schema_mismatch, duplicate_rows, evaluation or cancelled",
+            m.run_errors.clone(),
+        );
+        registry.register(
+            "rule_keys",
+            "Keys in the rule's last finished run by status: judged, in_grace (changed too recently to judge) or error (could not be judged)",
+            m.rule_keys.clone(),
+        );
+        registry.register(
+            "source_up",
+            "Whether invariantd could last connect to the source (1) or not (0), from rule runs or its own probe",
+            m.source_up.clone(),
+        );
+        registry.register("repairs", "Repairs by outcome", m.repairs.clone());
+        registry.register(
+            "repairs_pending",
+            "Repairs waiting for approval",
+            m.repairs_pending.clone(),
+        );
+        registry.register(
+            "alerts_sent",
+            "Alert notifications by receiver and outcome",
+            m.alerts_sent.clone(),
+        );
+        let build_info: Family<BuildInfo, Gauge> = Family::default();
+        build_info
+            .get_or_create(&BuildInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running version; the value is always 1",
+            build_info,
+        );
+        Metrics {
+            registry: root,
+            ..m
+        }
+    }
+
+    /// A rule's labels for a family: `rule`, then `extra`, then the configured rule labels
+    /// (empty where the rule has none, which Prometheus treats as absent).
+    fn labels(&self, rule: &Rule, extra: &[(&str, &str)]) -> Labels {
+        let names = self.label_names.lock().expect("metrics lock");
+        let mut labels = Vec::with_capacity(1 + extra.len() + names.len());
+        labels.push(("rule".to_string(), rule.name.clone()));
+        labels.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
+        );
+        for name in names.iter() {
+            let value = rule
+                .labels
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or(String::new(), |(_, v)| v.clone());
+            labels.push((name.clone(), value));
+        }
+        labels
+    }
+
+    /// Puts new rule label names in force (on reload, after `forget` and before `restore`).
+    pub fn set_rule_labels(&self, names: Vec<String>) {
+        *self.label_names.lock().expect("metrics lock") = names;
+    }
+
+    /// Sets every series of `rules` from the state store's totals and snapshots, as after a
+    /// restart; every rule has each series from the start, at 0 until something happens.
+    pub fn restore(
+        &self,
+        rules: &[Rule],
+        totals: &HashMap<String, RuleTotals>,
+        snapshots: &HashMap<String, RuleSnapshot>,
+    ) {
+        let none = RuleTotals::default();
+        let mut oldest = self.oldest.lock().expect("metrics lock");
+        for rule in rules {
+            let t = totals.get(&rule.name).unwrap_or(&none);
+            let r = self.labels(rule, &[]);
+            self.violations_detected
+                .get_or_create(&r)
+                .inc_by(t.detected);
+            self.violations_resolved
+                .get_or_create(&r)
+                .inc_by(t.resolved);
+            self.rule_runs_skipped.get_or_create(&r).inc_by(0);
+            for outcome in Outcome::ALL {
+                self.rule_runs
+                    .get_or_create(&self.labels(rule, &[("outcome", outcome.as_str())]))
+                    .inc_by(t.runs.get(&outcome).copied().unwrap_or(0));
+            }
+            for kind in ErrorKind::ALL {
+                self.run_errors
+                    .get_or_create(&self.labels(rule, &[("kind", kind.as_str())]))
+                    .inc_by(t.errors.get(&kind).copied().unwrap_or(0));
+            }
+            for d in &rule.datasets {
+                self.rows_scanned
+                    .get_or_create(&self.labels(rule, &[("dataset", &d.name)]))
+                    .inc_by(t.rows_scanned.get(&d.name).copied().unwrap_or(0));
+            }
+            let snap = snapshots.get(&rule.name).cloned().unwrap_or_default();
+            self.set_open(rule, &snap, &mut oldest);
+            let last = snap.last_success_us.map_or(0.0, |t| t as f64 / 1e6);
+            self.last_success.get_or_create(&r).set(last);
+            if let Some(counts) = snap.last_keys {
+                self.set_keys(rule, counts);
+            }
+        }
+    }
+
+    fn set_keys(&self, rule: &Rule, counts: [i64; 3]) {
+        for (status, n) in KEY_STATUSES.iter().zip(counts) {
+            self.rule_keys
+                .get_or_create(&self.labels(rule, &[("status", status)]))
+                .set(n);
+        }
+    }
+
+    fn set_open(
+        &self,
+        rule: &Rule,
+        snap: &RuleSnapshot,
+        oldest: &mut HashMap<String, (Labels, Option<i64>)>,
+    ) {
+        self.violations_open
+            .get_or_create(&self.labels(rule, &[("severity", rule.severity.as_str())]))
+            .set(snap.open);
+        oldest.insert(
+            rule.name.clone(),
+            (self.labels(rule, &[]), snap.oldest_first_seen_us),
+        );
+    }
+
+    /// Accounts for one recorded run; `snap` is the rule's state after it.
+    pub fn observe(
+        &self,
+        rule: &Rule,
+        run: &RuleRun,
+        opened: u64,
+        resolved: u64,
+        snap: &RuleSnapshot,
+    ) {
+        let r = self.labels(rule, &[]);
+        self.rule_runs
+            .get_or_create(&self.labels(rule, &[("outcome", run.outcome.as_str())]))
+            .inc();
+        self.run_duration
+            .get_or_create(&r)
+            .observe(run.duration.as_secs_f64());
+        self.violations_detected.get_or_create(&r).inc_by(opened);
+        self.violations_resolved.get_or_create(&r).inc_by(resolved);
+        if let Some(kind) = run.error_kind() {
+            self.run_errors
+                .get_or_create(&self.labels(rule, &[("kind", kind.as_str())]))
+                .inc();
+        }
+        for (d, rows) in rule.datasets.iter().zip(&run.rows_scanned) {
+            self.rows_scanned
+                .get_or_create(&self.labels(rule, &[("dataset", &d.name)]))
+                .inc_by(*rows);
+        }
+        if run.finished {
+            let end = run.started_at.timestamp_micros() + run.duration.as_micros() as i64;
+            self.last_success.get_or_create(&r).set(end as f64 / 1e6);
+            self.set_keys(
+                rule,
+                [
+                    run.keys_judged as i64,
+                    run.keys_in_grace as i64,
+                    run.key_errors_total as i64,
+                ],
+            );
+        }
+        for source in &run.sources_down {
+            self.source(source, false);
+        }
+        for source in &run.sources_reached {
+            self.source(source, true);
+        }
+        let mut oldest = self.oldest.lock().expect("metrics lock");
+        self.set_open(rule, snap, &mut oldest);
+    }
+
+    /// Whether a source could be reached, from a run or a probe.
+    pub fn source(&self, source: &str, up: bool) {
+        self.source_up
+            .get_or_create(&SourceLabel {
+                source: source.to_string(),
+            })
+            .set(i64::from(up));
+        self.sources_seen
+            .lock()
+            .expect("metrics lock")
+            .insert(source.to_string(), Instant::now());
+    }
+
+    /// When a run or a probe last told whether the source is up.
+    pub fn source_seen(&self, source: &str) -> Option<Instant> {
+        self.sources_seen
+            .lock()
+            .expect("metrics lock")
+            .get(source)
+            .copied()
+    }
+
+    /// Removes every series of these rules and sources not in `keep_sources` (before a reload
+    /// restores the new set's).
+    pub fn forget(&self, rules: &[Rule], keep_sources: &[String]) {
+        let mut oldest = self.oldest.lock().expect("metrics lock");
+        for rule in rules {
+            let r = self.labels(rule, &[]);
+            self.violations_open
+                .remove(&self.labels(rule, &[("severity", rule.severity.as_str())]));
+            self.violations_detected.remove(&r);
+            self.violations_resolved.remove(&r);
+            self.oldest_open_age.remove(&r);
+            self.rule_runs_skipped.remove(&r);
+            self.run_duration.remove(&r);
+            self.last_success.remove(&r);
+            for outcome in Outcome::ALL {
+                self.rule_runs
+                    .remove(&self.labels(rule, &[("outcome", outcome.as_str())]));
+            }
+            for kind in ErrorKind::ALL {
+                self.run_errors
+                    .remove(&self.labels(rule, &[("kind", kind.as_str())]));
+            }
+            for status in KEY_STATUSES {
+                self.rule_keys
+                    .remove(&self.labels(rule, &[("status", status)]));
+            }
+            for d in &rule.datasets {
+                self.rows_scanned
+                    .remove(&self.labels(rule, &[("dataset", &d.name)]));
+            }
+            oldest.remove(&rule.name);
+        }
+        let mut seen = self.sources_seen.lock().expect("metrics lock");
+        let gone: Vec<String> = seen
+            .keys()
+            .filter(|s| !keep_sources.contains(s))
+            .cloned()
+            .collect();
+        for source in gone {
+            seen.remove(&source);
+            self.source_up.remove(&SourceLabel { source });
+        }
+    }
+
+    pub fn skipped(&self, rule: &Rule) {
+        self.rule_runs_skipped
+            .get_or_create(&self.labels(rule, &[]))
+            .inc();
+    }
+
+    /// The classic Prometheus text format (what `promtool check metrics` and every Prometheus
+    /// version read), with ages computed at `now_us`.
+    pub fn render(&self, now_us: i64) -> String {
+        for (labels, first_seen) in self.oldest.lock().expect("metrics lock").values() {
+            let age = first_seen.map_or(0.0, |t| ((now_us - t).max(0)) as f64 / 1e6);
+            self.oldest_open_age.get_or_create(labels).set(age);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
