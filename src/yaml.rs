@@ -1,6 +1,10 @@
 //! Reading YAML files strictly, with positions: documents are parsed one at a time so that an
 //! error in one rule does not hide the errors of the next, and `${VAR}` references are
 //! expanded from the environment with the position of the value that used them.
+//!
+//! Unknown fields are found in a pass of their own (`unknown_fields`, against a `Shape` built
+//! from the raw structs' own field lists), so that one does not stop the typed parse: the raw
+//! structs ignore unknown keys, and every other error of the document is still reported.
 
 use std::path::Path;
 
@@ -39,6 +43,168 @@ impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for OrderedMap<V> 
             }
         }
         d.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// The field names of a struct deriving `Deserialize`, as serde knows them.
+pub fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    let mut fields = None;
+    let _ = T::deserialize(FieldsCapture(&mut fields));
+    fields.unwrap_or(&[])
+}
+
+/// A deserializer that only records the field list a struct asks for.
+struct FieldsCapture<'a>(&'a mut Option<&'static [&'static str]>);
+
+impl<'de> serde::Deserializer<'de> for FieldsCapture<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("only structs have fields"))
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = Some(fields);
+        Err(serde::de::Error::custom("fields captured"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+/// What a YAML value must look like, for finding unknown fields.
+pub enum Shape {
+    /// A mapping with these fields, some of which have shapes of their own.
+    Struct(&'static [&'static str], Vec<(&'static str, Shape)>),
+    /// A mapping of any keys to values of one shape.
+    MapOf(Box<Shape>),
+    /// A list of values of one shape.
+    SeqOf(Box<Shape>),
+    /// Anything (checked by its own parser).
+    Any,
+}
+
+impl Shape {
+    /// The shape of a struct deriving `Deserialize`, with the shapes of some of its fields.
+    pub fn of<T: DeserializeOwned>(children: Vec<(&'static str, Shape)>) -> Shape {
+        Shape::Struct(fields_of::<T>(), children)
+    }
+}
+
+/// A YAML value with the position of every mapping key.
+enum Node {
+    Map(Vec<(Spanned<String>, Node)>),
+    Seq(Vec<Node>),
+    Scalar,
+}
+
+impl<'de> serde::Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Node;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<Spanned<String>, Node>()? {
+                    entries.push(entry);
+                }
+                Ok(Node::Map(entries))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Node>()? {
+                    items.push(item);
+                }
+                Ok(Node::Seq(items))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_i128<E>(self, _: i128) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_u128<E>(self, _: u128) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_unit<E>(self) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+            fn visit_none<E>(self) -> Result<Node, E> {
+                Ok(Node::Scalar)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Every field of the document that `shape` does not know, with its position and a message in
+/// serde's words (plus a suggestion). A document that is not valid YAML gives none: its parse
+/// error says why.
+pub fn unknown_fields(doc: &Document<'_>, shape: &Shape) -> Vec<(Pos, String)> {
+    let options = serde_saphyr::options! {};
+    let Ok(node) = serde_saphyr::from_str_with_options::<Node>(doc.text, options) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    walk_unknown(&node, shape, doc.line_offset, &mut out);
+    out
+}
+
+fn walk_unknown(node: &Node, shape: &Shape, line_offset: u64, out: &mut Vec<(Pos, String)>) {
+    match (node, shape) {
+        (Node::Map(entries), Shape::Struct(fields, children)) => {
+            for (key, value) in entries {
+                if !fields.contains(&key.value.as_str()) {
+                    let hint = crate::diag::suggest(&key.value, fields)
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    out.push((
+                        pos(key, line_offset),
+                        format!(
+                            "unknown field `{}`{hint}, expected one of {}",
+                            key.value,
+                            fields.join(", ")
+                        ),
+                    ));
+                } else if let Some((_, child)) = children.iter().find(|(f, _)| *f == key.value) {
+                    walk_unknown(value, child, line_offset, out);
+                }
+            }
+        }
+        (Node::Map(entries), Shape::MapOf(child)) => {
+            for (_, value) in entries {
+                walk_unknown(value, child, line_offset, out);
+            }
+        }
+        (Node::Seq(items), Shape::SeqOf(child)) => {
+            for item in items {
+                walk_unknown(item, child, line_offset, out);
+            }
+        }
+        _ => {}
     }
 }
 

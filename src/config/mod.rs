@@ -31,7 +31,6 @@ const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
     sources: OrderedMap<RawSource>,
@@ -47,34 +46,29 @@ struct RawConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawMetrics {
     #[serde(default)]
     rule_labels: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawAuth {
     tokens_file: Option<Spanned<String>>,
     read: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawTelemetry {
     log_format: Option<Spanned<String>>,
     otlp_endpoint: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawSource {
     url: Spanned<String>,
     max_connections: Option<Spanned<u32>>,
@@ -83,7 +77,6 @@ struct RawSource {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawState {
     url: Spanned<String>,
     retention: Option<Spanned<String>>,
@@ -279,13 +272,19 @@ fn parse_partial(
             auth: None,
             metrics: None,
         },
-        Some(doc) => match yaml::parse_document(doc) {
-            Ok(r) => r,
-            Err((pos, msg)) => {
+        Some(doc) => {
+            // Unknown fields first, in a pass of their own: they do not stop the rest.
+            for (pos, msg) in yaml::unknown_fields(doc, &shape()) {
                 diags.push(path, pos, msg);
-                return (None, diags);
             }
-        },
+            match yaml::parse_document(doc) {
+                Ok(r) => r,
+                Err((pos, msg)) => {
+                    diags.push(path, pos, msg);
+                    return (None, diags);
+                }
+            }
+        }
     };
     let base = base_dir(path);
 
@@ -350,6 +349,23 @@ pub fn valid_label_name(name: &str) -> bool {
         .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
         && !name.starts_with("__")
+}
+
+/// The fields the config file may have, section by section: anything else is an unknown field.
+/// The raw structs ignore unknown keys, so one typo does not hide the file's other errors.
+fn shape() -> yaml::Shape {
+    use yaml::Shape;
+    Shape::of::<RawConfig>(vec![
+        (
+            "sources",
+            Shape::MapOf(Box::new(Shape::of::<RawSource>(vec![]))),
+        ),
+        ("state", Shape::of::<RawState>(vec![])),
+        ("http", Shape::of::<RawHttp>(vec![])),
+        ("telemetry", Shape::of::<RawTelemetry>(vec![])),
+        ("auth", Shape::of::<RawAuth>(vec![])),
+        ("metrics", Shape::of::<RawMetrics>(vec![])),
+    ])
 }
 
 pub fn valid_name(name: &str) -> bool {

@@ -73,7 +73,9 @@ pub(super) fn check_sources(
             path,
             diags,
         );
-        if let Some(options) = options {
+        // A source whose name is in error is reported once: rules may name it without a
+        // second error, and no suggestion ever points at it.
+        if let Some(options) = options.filter(|_| valid_name(&name.value)) {
             sources.push(SourceConfig {
                 name: name.value,
                 kind: match options {

@@ -27,7 +27,6 @@ use crate::yaml::{self, Document, OrderedMap};
 pub const DEFAULT_NOW: &str = "2026-01-01T00:00:00Z";
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawCase {
     name: Spanned<String>,
     now: Option<Spanned<String>>,

@@ -27,7 +27,6 @@ use crate::expr::{self, Scope, ScopeDataset, Template};
 use crate::yaml::{self, Document, OrderedMap};
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawRule {
     name: Spanned<String>,
     description: Option<String>,
@@ -47,7 +46,6 @@ struct RawRule {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawDataset {
     source: Spanned<String>,
     query: Spanned<String>,
@@ -230,21 +228,9 @@ pub fn load(
                 continue;
             }
         };
-        for rule in parse_file(&file, &text, config, env, &mut diags) {
-            if let Some(first) = seen.get(&rule.name) {
-                diags.push(
-                    &rule.origin.file,
-                    rule.origin.pos,
-                    format!(
-                        "duplicate rule name `{}` (first defined at {first})",
-                        rule.name
-                    ),
-                );
-                continue;
-            }
-            seen.insert(rule.name.clone(), rule.origin.clone());
-            rules.push(rule);
-        }
+        rules.extend(parse_file_into(
+            &file, &text, config, env, &mut diags, &mut seen,
+        ));
     }
     diags.into_result(rules)
 }
@@ -257,8 +243,41 @@ pub fn parse_file(
     env: &dyn Fn(&str) -> Option<String>,
     diags: &mut Diagnostics,
 ) -> Vec<Rule> {
+    parse_file_into(file, text, config, env, diags, &mut HashMap::new())
+}
+
+/// The fields a rule document may have: anything else is an unknown field, reported without
+/// stopping the rest of the document's checks.
+fn shape() -> yaml::Shape {
+    use yaml::Shape;
+    Shape::of::<RawRule>(vec![
+        (
+            "datasets",
+            Shape::MapOf(Box::new(Shape::of::<RawDataset>(vec![]))),
+        ),
+        (
+            "tests",
+            Shape::SeqOf(Box::new(Shape::of::<cases::RawCase>(vec![]))),
+        ),
+    ])
+}
+
+/// Like `parse_file`, with the rule names seen so far (in this and earlier files): a name seen
+/// before is an error, whether or not either document has other errors.
+fn parse_file_into(
+    file: &Path,
+    text: &str,
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+    seen: &mut HashMap<String, Origin>,
+) -> Vec<Rule> {
     let mut rules = Vec::new();
     for doc in yaml::documents(text) {
+        let before = diags.len();
+        for (pos, msg) in yaml::unknown_fields(&doc, &shape()) {
+            diags.push(file, pos, msg);
+        }
         let raw: RawRule = match yaml::parse_document(&doc) {
             Ok(r) => r,
             Err((pos, msg)) => {
@@ -266,8 +285,19 @@ pub fn parse_file(
                 continue;
             }
         };
-        let before = diags.len();
         let rule = validate(file, &doc, raw, config, env, diags);
+        if let Some(first) = seen.get(&rule.name) {
+            diags.push(
+                &rule.origin.file,
+                rule.origin.pos,
+                format!(
+                    "duplicate rule name `{}` (first defined at {first})",
+                    rule.name
+                ),
+            );
+            continue;
+        }
+        seen.insert(rule.name.clone(), rule.origin.clone());
         if diags.len() == before {
             rules.push(rule);
         }
@@ -416,9 +446,17 @@ fn validate(
         let source = config.source(&d.source.value);
         if source.is_none() && !config.unusable_sources.contains(&d.source.value) {
             let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-            let hint = crate::expr::suggest_name(&d.source.value, &names)
-                .map(|s| format!("did you mean `{s}`? "))
-                .unwrap_or_default();
+            // Suggest only names that are valid; a source whose name is in error is pointed at.
+            let invalid = config
+                .unusable_sources
+                .iter()
+                .find(|u| u.eq_ignore_ascii_case(&d.source.value));
+            let hint = match invalid {
+                Some(u) => format!("`{u}` is defined, but its name is invalid (reported above); "),
+                None => crate::expr::suggest_name(&d.source.value, &names)
+                    .map(|s| format!("did you mean `{s}`? "))
+                    .unwrap_or_default(),
+            };
             diags.push(
                 file,
                 at(&d.source),

@@ -239,3 +239,30 @@ fn metric_rule_labels_must_be_prometheus_label_names_invariantd_does_not_set() {
          4 errors\n"
     );
 }
+
+#[test]
+fn validate_finds_every_error_in_one_pass() {
+    // Four mistakes in the config and, in one rule document, an unknown field beside an
+    // assertion naming an undefined dataset, plus a duplicate name in the next: one run of
+    // `validate` reports them all, and never suggests a name that is itself invalid.
+    let config = "sources:\n  Payments: { url: \"sqlite://p.db\", max_conections: 2 }\n  orders: { url: \"sqlite://o.db\", statement_timeout: forever }\nstate: { url: \"sqlite://s.db\", retension: 7d }\nhtp: { listen: \"127.0.0.1:9464\" }\nmax_concurrent_runs: 0\nrules: [rules/]\n";
+    let rules = r#"name: paid_implies_reserved
+key: order_id
+datasets:
+  payment: { source: payments, query: "SELECT order_id, amount FROM payments" }
+  order: { source: orders, query: "SELECT order_id FROM orders", many: true, updated: x }
+assert: payment == null || reservation != null
+severty: critical
+---
+name: paid_implies_reserved
+key: order_id
+datasets:
+  order: { source: orders, query: "SELECT order_id FROM orders" }
+assert: order != null
+"#;
+    let workdir = Workdir::raw(config, rules);
+    let out = workdir.cli(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!stderr(&out).contains("did you mean `Payments`"));
+    assert_output_snapshot!("validate_one_pass", stderr(&out));
+}
