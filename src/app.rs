@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::cli::{
-    CheckArgs, Cli, Command, Format, RunArgs, TestArgs, ViolationsCommand, ViolationsListArgs,
+    CheckArgs, Cli, Command, Format, RunArgs, TestArgs, ValidateArgs, ViolationsCommand,
+    ViolationsListArgs,
 };
 use crate::context::{Context, load, load_config};
 use crate::diag::Diagnostics;
@@ -25,7 +26,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         crate::telemetry::init(&log_level);
     }
     match cli.command {
-        Command::Validate => Ok(validate(&cli.config)),
+        Command::Validate(args) => validate(&cli.config, args),
         Command::Check(args) => check(&cli.config, args),
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
         Command::Run(args) => run_daemon(&cli.config, &log_level, args),
@@ -120,25 +121,88 @@ fn list_violations(config_path: &Path, args: ViolationsListArgs) -> anyhow::Resu
     })
 }
 
-fn validate(config_path: &Path) -> ExitCode {
-    match load(config_path) {
-        Ok((config, rules)) => {
-            print_warnings(&rules);
-            println!(
-                "{}: {} source{}, {} rule{}: valid",
-                config.path.display(),
-                config.sources.len(),
-                if config.sources.len() == 1 { "" } else { "s" },
-                rules.len(),
-                if rules.len() == 1 { "" } else { "s" }
-            );
-            ExitCode::SUCCESS
-        }
+fn validate(config_path: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let (config, rules) = match load(config_path) {
+        Ok(loaded) => loaded,
         Err(diags) => {
             eprintln!("{diags}");
-            ExitCode::from(1)
+            return Ok(ExitCode::from(1));
+        }
+    };
+    print_warnings(&rules);
+    if args.connect {
+        let diags = runtime()?.block_on(prepare_all(&config, &rules));
+        if !diags.is_empty() {
+            eprintln!("{diags}");
+            return Ok(ExitCode::from(1));
         }
     }
+    println!(
+        "{}: {} source{}, {} rule{}: valid{}",
+        config.path.display(),
+        config.sources.len(),
+        if config.sources.len() == 1 { "" } else { "s" },
+        rules.len(),
+        if rules.len() == 1 { "" } else { "s" },
+        if args.connect {
+            ", every query prepared on its source"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `validate --connect`: every rule's queries prepared on their sources, each problem against
+/// the rule's file:line (the query's, for problems with a query), and each source that cannot
+/// be reached once, with the rules that need it.
+async fn prepare_all(config: &crate::config::Config, rules: &[Rule]) -> Diagnostics {
+    use futures_util::StreamExt;
+    let sources = Sources::new(&config.sources);
+    let found: Vec<Vec<crate::engine::Problem>> = futures_util::stream::iter(rules)
+        .map(|rule| crate::engine::prepare(rule, &sources))
+        .buffered(4)
+        .collect()
+        .await;
+    let mut diags = Diagnostics::default();
+    let mut down: std::collections::BTreeMap<String, (String, Vec<String>)> = Default::default();
+    for (rule, problems) in rules.iter().zip(found) {
+        for problem in problems {
+            let error = &problem.error;
+            let Some(origin) = &problem.origin else {
+                for d in &rule.datasets {
+                    if error.message.contains(&format!("(source `{}`", d.source)) {
+                        let entry = down
+                            .entry(d.source.clone())
+                            .or_insert_with(|| (error.message.clone(), Vec::new()));
+                        if !entry.1.contains(&rule.name) {
+                            entry.1.push(rule.name.clone());
+                        }
+                    }
+                }
+                continue;
+            };
+            diags.push(
+                &origin.file,
+                origin.pos,
+                format!("rule `{}`: {} ({})", rule.name, error.message, error.kind),
+            );
+        }
+    }
+    for (source, (message, needed_by)) in down {
+        let cause = message
+            .split_once("): ")
+            .map_or(message.as_str(), |(_, cause)| cause);
+        diags.push(
+            &config.path,
+            crate::diag::Pos::default(),
+            format!(
+                "source `{source}` cannot be reached: {cause} (needed by {})",
+                needed_by.join(", ")
+            ),
+        );
+    }
+    diags
 }
 
 fn check(config_path: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {

@@ -32,9 +32,10 @@ pub enum Command {
     /// (unknown) or the configuration is invalid.
     Check(CheckArgs),
     /// Load the configuration and every rule without touching a database; print every error.
+    /// With --connect, also prepare (never run) every dataset query on its source.
     ///
     /// Exit status: 0 valid, 1 errors found.
-    Validate,
+    Validate(ValidateArgs),
     /// Run a small shop on SQLite through an inventory outage, with the daemon watching it.
     Demo(DemoArgs),
     /// The daemon: run every rule on its schedule and keep the violations in the state store,
@@ -50,6 +51,16 @@ pub enum Command {
     /// Violations in the state store.
     #[command(subcommand)]
     Violations(ViolationsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Also connect to every source and prepare (describe, never run) each dataset's query:
+    /// report misspelt tables and columns, a missing or unusable key column, a missing
+    /// `updated_at`, an assertion that names a column the query does not return, and sources
+    /// that cannot be reached.
+    #[arg(long)]
+    pub connect: bool,
 }
 
 #[derive(Debug, Args)]

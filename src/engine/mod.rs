@@ -26,8 +26,8 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::rules::Rule;
-use crate::sources::{ReadRequest, Reader, ReaderMsg, Sources, spawn_reader};
+use crate::rules::{Origin, Rule};
+use crate::sources::{Description, KeyMode, ReadRequest, Reader, ReaderMsg, Sources, spawn_reader};
 use crate::value::Row;
 use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError};
 
@@ -203,34 +203,37 @@ impl RowBatches for ChannelBatches {
     }
 }
 
-async fn execute(
-    rule: &Rule,
-    sources: &Sources,
-    now: DateTime<Utc>,
-    open: &HashSet<String>,
-    run: &mut RuleRun,
-) -> Result<(), RunError> {
-    let what = |i: usize| {
-        let d = &rule.datasets[i];
-        format!("dataset `{}` (source `{}`)", d.name, d.source)
-    };
+/// The readers of one run, started and described: each dataset's description (or its typed
+/// error), and what the merge needs to go on. Dropping it abandons the readers.
+struct Described {
+    /// Held until the run ends: the connections reserved per source.
+    _permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    _tasks: AbortOnDrop,
+    readers: Vec<(
+        mpsc::Receiver<ReaderMsg>,
+        tokio::sync::oneshot::Sender<KeyMode>,
+    )>,
+    descriptions: Vec<Result<Description, RunError>>,
+}
+
+/// Takes the connections a run needs, source by source in name order so that two runs can
+/// never each hold what the other waits for; starts a reader per dataset; and waits until each
+/// has described its query (prepared, not run).
+async fn describe(rule: &Rule, sources: &Sources) -> Result<Described, RunError> {
     let not_configured = |name: &str| {
         RunError::new(
             ErrorKind::SourceUnreachable,
             format!("source `{name}` is not configured"),
         )
     };
-
-    // 1. Take the connections the run needs, source by source in name order so that two runs
-    //    can never each hold what the other waits for; then start a reader per dataset.
     let mut needs: BTreeMap<&str, u32> = BTreeMap::new();
     for d in &rule.datasets {
         *needs.entry(d.source.as_str()).or_default() += 1;
     }
-    let mut _permits = Vec::with_capacity(needs.len());
+    let mut permits = Vec::with_capacity(needs.len());
     for (name, n) in needs {
         let source = sources.get(name).ok_or_else(|| not_configured(name))?;
-        _permits.push(source.reserve(n).await?);
+        permits.push(source.reserve(n).await?);
     }
     let mut tasks = AbortOnDrop(Vec::with_capacity(rule.datasets.len()));
     let mut readers = Vec::with_capacity(rule.datasets.len());
@@ -256,33 +259,114 @@ async fn execute(
         tasks.0.push(task);
         readers.push((messages, mode));
     }
-
-    // 2. Every dataset describes its query; then the plan checks them against the rule.
     let firsts =
         futures_util::future::join_all(readers.iter_mut().map(|(messages, _)| messages.recv()))
             .await;
-    let mut descriptions = Vec::with_capacity(firsts.len());
+    let descriptions = firsts
+        .into_iter()
+        .enumerate()
+        .map(|(i, msg)| match msg {
+            Some(ReaderMsg::Described(d)) => Ok(d),
+            Some(ReaderMsg::Failed(e)) => {
+                let at = where_(rule, i, e.kind);
+                Err(e.context(at))
+            }
+            _ => Err(RunError::new(
+                ErrorKind::QueryFailed,
+                format!(
+                    "{}: the reader stopped unexpectedly",
+                    where_(rule, i, ErrorKind::QueryFailed)
+                ),
+            )),
+        })
+        .collect();
+    Ok(Described {
+        _permits: permits,
+        _tasks: tasks,
+        readers,
+        descriptions,
+    })
+}
+
+/// A problem `prepare` found: where it is written (the query, the assertion…), or `None`
+/// for a source that cannot be reached, and the error.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub origin: Option<Origin>,
+    pub error: RunError,
+}
+
+/// What is wrong with a rule against its databases, found without running anything: every
+/// dataset's query is prepared on its source (never executed) and the rule's plan is checked
+/// against the columns they return. Empty when nothing is.
+pub async fn prepare(rule: &Rule, sources: &Sources) -> Vec<Problem> {
+    let located = |i: usize, error: RunError| Problem {
+        origin: (error.kind != ErrorKind::SourceUnreachable)
+            .then(|| rule.datasets[i].query_origin.clone()),
+        error,
+    };
+    let described = match describe(rule, sources).await {
+        Ok(d) => d,
+        Err(error) => {
+            return vec![Problem {
+                origin: None,
+                error,
+            }];
+        }
+    };
+    let mut problems = Vec::new();
+    let mut descriptions = Vec::new();
+    for (i, d) in described.descriptions.into_iter().enumerate() {
+        match d {
+            Ok(d) => descriptions.push(d),
+            Err(e) => problems.push(located(i, e)),
+        }
+    }
+    if problems.is_empty()
+        && let Err(found) = plan::check(rule, &descriptions)
+    {
+        problems.extend(found.into_iter().map(|(origin, message)| Problem {
+            origin: Some(origin),
+            error: RunError::new(ErrorKind::SchemaMismatch, message),
+        }));
+    }
+    problems
+}
+
+async fn execute(
+    rule: &Rule,
+    sources: &Sources,
+    now: DateTime<Utc>,
+    open: &HashSet<String>,
+    run: &mut RuleRun,
+) -> Result<(), RunError> {
+    // 1. Reserve connections, start the readers, let each describe its query.
+    let described = describe(rule, sources).await?;
+    let Described {
+        _permits,
+        _tasks,
+        readers,
+        descriptions: described,
+    } = described;
+
+    // 2. Then the plan checks the descriptions against the rule.
+    let mut descriptions = Vec::with_capacity(described.len());
     let mut failures: Vec<RunError> = Vec::new();
-    for (i, msg) in firsts.into_iter().enumerate() {
-        match msg {
-            Some(ReaderMsg::Described(d)) => {
-                let source = &rule.datasets[i].source;
+    for (i, d) in described.into_iter().enumerate() {
+        let source = &rule.datasets[i].source;
+        match d {
+            Ok(d) => {
                 if !run.sources_reached.contains(source) {
                     run.sources_reached.push(source.clone());
                 }
                 descriptions.push(d);
             }
-            Some(ReaderMsg::Failed(e)) => {
+            Err(e) => {
                 if e.kind == ErrorKind::SourceUnreachable {
-                    run.sources_down.push(rule.datasets[i].source.clone());
+                    run.sources_down.push(source.clone());
                 }
-                let at = where_(rule, i, e.kind);
-                failures.push(e.context(at));
+                failures.push(e);
             }
-            _ => failures.push(RunError::new(
-                ErrorKind::QueryFailed,
-                format!("{}: the reader stopped unexpectedly", what(i)),
-            )),
         }
     }
     if let Some(first) = failures.first() {

@@ -3,7 +3,7 @@
 //! every dataset, and compiling the assertion and message against the real columns.
 
 use crate::expr::{Program, Template};
-use crate::rules::Rule;
+use crate::rules::{Origin, Rule};
 use crate::sources::{Description, KeyKind, KeyMode};
 use crate::verdict::{ErrorKind, RunError};
 
@@ -20,23 +20,36 @@ pub(crate) struct Plan {
 
 /// Checks the descriptions against the rule; every problem is reported in one schema error.
 pub(crate) fn plan(rule: &Rule, descriptions: &[Description]) -> Result<Plan, RunError> {
+    check(rule, descriptions).map_err(|problems| {
+        let messages: Vec<String> = problems.into_iter().map(|(_, m)| m).collect();
+        RunError::new(ErrorKind::SchemaMismatch, messages.join("; "))
+    })
+}
+
+/// Checks the descriptions against the rule: the plan, or every problem with where it is
+/// written (the query's, the assertion's or the message's position).
+pub(crate) fn check(
+    rule: &Rule,
+    descriptions: &[Description],
+) -> Result<Plan, Vec<(Origin, String)>> {
     let what = |i: usize| super::where_(rule, i, ErrorKind::SchemaMismatch);
-    let mut problems = Vec::new();
+    let mut problems: Vec<(Origin, String)> = Vec::new();
     let mut updated_at = Vec::new();
     for (i, (d, desc)) in rule.datasets.iter().zip(descriptions).enumerate() {
+        let at = || d.query_origin.clone();
         match (&desc.key_index, &desc.key_kind) {
-            (None, _) => problems.push(format!(
+            (None, _) => problems.push((at(), format!(
                 "{} returns no column `{}` (the rule's key); it returns: {}",
                 what(i),
                 rule.key,
                 desc.columns.join(", ")
-            )),
-            (Some(k), KeyKind::Unsupported) => problems.push(format!(
+            ))),
+            (Some(k), KeyKind::Unsupported) => problems.push((at(), format!(
                 "{}: the key column `{}` has type {}; keys must be integers or text (cast it in the query)",
                 what(i),
                 rule.key,
                 desc.types[*k]
-            )),
+            ))),
             _ => {}
         }
         let slot = match &d.updated_at {
@@ -44,11 +57,11 @@ pub(crate) fn plan(rule: &Rule, descriptions: &[Description]) -> Result<Plan, Ru
             Some(col) => match desc.columns.iter().position(|c| c == col) {
                 Some(s) => Some(s),
                 None => {
-                    problems.push(format!(
+                    problems.push((at(), format!(
                         "{}: updated_at names `{col}`, which the query does not return; it returns: {}",
                         what(i),
                         desc.columns.join(", ")
-                    ));
+                    )));
                     None
                 }
             },
@@ -62,22 +75,26 @@ pub(crate) fn plan(rule: &Rule, descriptions: &[Description]) -> Result<Plan, Ru
     let scope = rule.scope(&columns);
     let assertion = crate::expr::compile(&rule.assertion_ast, &scope).map_err(|errors| {
         let msgs: Vec<String> = errors.into_iter().map(|e| e.message).collect();
-        format!("assert ({}): {}", rule.assertion_origin, msgs.join("; "))
+        let origin = &rule.assertion_origin;
+        (
+            origin.clone(),
+            format!("assert ({origin}): {}", msgs.join("; ")),
+        )
     });
     let message = Template::compile(rule.message_template(), &scope).map_err(|errors| {
         let msgs: Vec<String> = errors.into_iter().map(|e| e.message).collect();
         let origin = rule.message_origin.as_ref().unwrap_or(&rule.origin);
-        format!("message ({origin}): {}", msgs.join("; "))
+        (
+            origin.clone(),
+            format!("message ({origin}): {}", msgs.join("; ")),
+        )
     });
     let (assertion, message) = match (assertion, message) {
         (Ok(a), Ok(m)) if problems.is_empty() => (a, m),
         (a, m) => {
             problems.extend(a.err());
             problems.extend(m.err());
-            return Err(RunError::new(
-                ErrorKind::SchemaMismatch,
-                problems.join("; "),
-            ));
+            return Err(problems);
         }
     };
     let mode = if descriptions.iter().all(|d| d.key_kind == KeyKind::Int) {

@@ -487,3 +487,91 @@ assert: o != null
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn validate_connect_prepares_every_query_and_reports_each_problem_where_it_is_written() {
+    let pg = TestDb::new(Postgres, "prepare").await;
+    let my = TestDb::new(MySql, "prepare").await;
+    pg.exec_str(&[
+        "CREATE TABLE orders (id INT, total NUMERIC(10, 2))",
+        "CREATE TABLE t2 (id FLOAT8, v INT)",
+    ])
+    .await;
+    my.exec_str(&["CREATE TABLE orders (id INT, total DECIMAL(10, 2))"])
+        .await;
+    let rules = r#"name: misspelt
+key: id
+datasets:
+  o: { source: pg, query: "SELECT * FROM orders WHERE totl > 0" }
+assert: o != null
+---
+name: float_key
+key: id
+datasets:
+  t: { source: pg, query: "SELECT * FROM t2", updated_at: changed_at }
+assert: t.nope > 0
+---
+name: no_key
+key: order_id
+datasets:
+  o: { source: my, query: "SELECT * FROM orders" }
+assert: o != null
+---
+name: on_dead
+key: id
+datasets:
+  o: { source: dead, query: "SELECT id FROM t" }
+assert: o != null
+---
+name: never_run
+key: id
+datasets:
+  o: { source: pg, query: "SELECT id FROM orders WHERE pg_sleep(20) IS NOT NULL" }
+assert: o != null
+"#;
+    let workdir = Workdir::new(
+        &[
+            ("pg", &pg.url),
+            ("my", &my.url),
+            ("dead", "postgres://postgres@127.0.0.1:1/nothing"),
+        ],
+        Some(rules),
+    );
+    // Without --connect, nothing here can be known.
+    assert_eq!(workdir.cli(&["validate"]).status.code(), Some(0));
+    let started = std::time::Instant::now();
+    let out = workdir.cli(&["validate", "--connect"]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "a query was run, not prepared"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let expected = [
+        "rules/rules.yaml:4:27: rule `misspelt`: dataset `o` (source `pg`, query at ",
+        "rules/rules.yaml:10:27: rule `float_key`: dataset `t` (source `pg`, query at ",
+        "rules/rules.yaml:10:27: rule `float_key`: dataset `t` (source `pg`, query at ",
+        "rules/rules.yaml:11:9: rule `float_key`: assert (",
+        "rules/rules.yaml:16:27: rule `no_key`: dataset `o` (source `my`, query at ",
+        "invariantd.yaml: source `dead` cannot be reached: cannot connect: ",
+    ];
+    assert_eq!(lines.len(), expected.len() + 1, "{stderr}");
+    for (line, start) in lines.iter().zip(expected) {
+        assert!(
+            line.starts_with("error: ") && line.contains(start),
+            "{line}\nwanted {start}"
+        );
+    }
+    for part in [
+        "column \"totl\" does not exist (line 1, column 28 of the query)",
+        "the key column `id` has type FLOAT8; keys must be integers or text",
+        "updated_at names `changed_at`, which the query does not return; it returns: id, v",
+        "dataset `t` has no column `nope`; its query returns: id, v",
+        "returns no column `order_id` (the rule's key); it returns: id, total",
+        "(needed by on_dead)",
+    ] {
+        assert!(stderr.contains(part), "{part} missing:\n{stderr}");
+    }
+    assert_eq!(lines.last(), Some(&"6 errors"));
+}
