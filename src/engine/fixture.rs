@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::expr::types::Types;
 pub use crate::rules::Fixture;
 use crate::rules::Rule;
 use crate::sources::{Description, KeyKind, key_of};
@@ -57,7 +58,23 @@ fn describe(fixture: &Fixture, key: &str) -> Description {
             kind
         }
     };
+    let value_types = (0..fixture.columns.len())
+        .map(|i| {
+            let seen = fixture
+                .rows
+                .iter()
+                .filter_map(|r| r.get(i))
+                .fold(Types::default(), |t, v| t.with(value_type(v)));
+            // A column with no value but NULL may hold anything.
+            if seen == Types::default() {
+                Types::COLUMN
+            } else {
+                seen
+            }
+        })
+        .collect();
     Description {
+        value_types,
         types: fixture
             .columns
             .iter()
@@ -72,6 +89,20 @@ fn describe(fixture: &Fixture, key: &str) -> Description {
         columns: fixture.columns.clone(),
         key_index,
         key_kind,
+    }
+}
+
+/// The type of a fixture value, as a query's column of that type would give it.
+fn value_type(v: &Value) -> Types {
+    match v {
+        Value::Null => Types::default(),
+        Value::Bool(_) => Types::BOOL,
+        Value::Int(_) => Types::INT,
+        Value::Double(_) => Types::DOUBLE,
+        Value::Decimal(_) => Types::DECIMAL,
+        Value::Text(_) => Types::STRING,
+        Value::Bytes(_) => Types::BYTES,
+        Value::Timestamp(_) => Types::TIMESTAMP,
     }
 }
 

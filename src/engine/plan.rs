@@ -1,7 +1,9 @@
 //! Planning a run once its datasets are described: checking what each query returns against
 //! what the rule needs (the key column and its type, `updated_at`), choosing one key order for
-//! every dataset, and compiling the assertion and message against the real columns.
+//! every dataset, and compiling the assertion and message against the real columns — and
+//! checking the assertion against their types, once, rather than failing key by key.
 
+use crate::expr::types::{Types, check_assertion};
 use crate::expr::{Program, Template};
 use crate::rules::{Origin, Rule};
 use crate::sources::{Description, KeyKind, KeyMode};
@@ -88,6 +90,25 @@ pub(crate) fn check(
             origin.clone(),
             format!("message ({origin}): {}", msgs.join("; ")),
         )
+    });
+    // With the column types known, the assertion's types are checked once for the run, not
+    // found out key by key.
+    let assertion = assertion.and_then(|a| {
+        let types: Vec<Vec<Types>> = descriptions.iter().map(|d| d.value_types.clone()).collect();
+        let errors = check_assertion(&a, &types);
+        if errors.is_empty() {
+            Ok(a)
+        } else {
+            let msgs: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+            let origin = &rule.assertion_origin;
+            Err((
+                origin.clone(),
+                format!(
+                    "assert ({origin}): {} (with the column types the queries return)",
+                    msgs.join("; ")
+                ),
+            ))
+        }
     });
     let (assertion, message) = match (assertion, message) {
         (Ok(a), Ok(m)) if problems.is_empty() => (a, m),

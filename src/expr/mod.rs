@@ -19,6 +19,7 @@ mod compile;
 mod eval;
 pub mod nullness;
 pub mod parser;
+pub mod types;
 
 use std::borrow::Cow;
 use std::fmt;

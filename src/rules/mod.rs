@@ -539,14 +539,18 @@ fn validate(
 
     let assertion_ast = match expr::parse(&raw.assertion.value) {
         Ok(ast) => {
-            if let Err(errors) = expr::compile(&ast, &scope) {
-                for e in errors {
-                    diags.push(
-                        file,
-                        yaml::pos_in_scalar(doc, &raw.assertion, e.span.start),
-                        format!("{ctx}: assert: {}", e.message),
-                    );
-                }
+            // Literal types are known now: an operation none of its operands' possible types
+            // allows is an error before any key is judged.
+            let errors = match expr::compile(&ast, &scope) {
+                Ok(program) => expr::types::check_assertion(&program, &[]),
+                Err(errors) => errors,
+            };
+            for e in errors {
+                diags.push(
+                    file,
+                    yaml::pos_in_scalar(doc, &raw.assertion, e.span.start),
+                    format!("{ctx}: assert: {}", e.message),
+                );
             }
             ast
         }

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::{ConnectOptions, SourceConfig, SourceKind};
+use crate::expr::types::Types;
 use crate::value::{Key, Row, Value};
 use crate::verdict::{ErrorKind, RunError};
 
@@ -216,6 +217,8 @@ pub struct Description {
     pub columns: Vec<String>,
     /// Database type names, for messages.
     pub types: Vec<String>,
+    /// The expression types each column's values can have (for the assertion's type check).
+    pub value_types: Vec<Types>,
     pub key_index: Option<usize>,
     pub key_kind: KeyKind,
 }
@@ -551,12 +554,19 @@ impl<D: Copy> Columns<D> {
         }
     }
 
-    /// What the engine needs to know; `key_kind` classifies the key column, by its index.
-    pub fn description(&self, key: &str, key_kind: impl FnOnce(usize) -> KeyKind) -> Description {
+    /// What the engine needs to know; `key_kind` classifies the key column, by its index, and
+    /// `value_types` says which expression types a decoder produces.
+    pub fn description(
+        &self,
+        key: &str,
+        key_kind: impl FnOnce(usize) -> KeyKind,
+        value_types: impl Fn(D) -> Types,
+    ) -> Description {
         let key_index = self.names.iter().position(|c| c == key);
         Description {
             columns: self.names.clone(),
             types: self.types.clone(),
+            value_types: self.decoders.iter().map(|d| value_types(*d)).collect(),
             key_index,
             key_kind: key_index.map_or(KeyKind::Text, key_kind),
         }

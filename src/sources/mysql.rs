@@ -10,6 +10,7 @@ use super::{
     Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
 };
 use crate::config::{ConnectOptions, SourceConfig};
+use crate::expr::types::Types;
 use crate::value::{Value, timestamp_from_date, timestamp_from_datetime, timestamp_from_naive};
 use crate::verdict::RunError;
 
@@ -29,6 +30,22 @@ enum Decode {
     Datetime,
     Date,
     Time,
+}
+
+/// What values each decoder produces (unsigned integers above 2^63 become decimals; binary
+/// data is text when it is UTF-8).
+fn value_types(d: Decode) -> Types {
+    match d {
+        Decode::Bool => Types::BOOL,
+        Decode::Int => Types::INT,
+        Decode::UInt => Types::INT.with(Types::DECIMAL),
+        Decode::Float | Decode::Double => Types::DOUBLE,
+        Decode::Decimal => Types::DECIMAL,
+        Decode::Text => Types::STRING,
+        Decode::Binary => Types::STRING.with(Types::BYTES),
+        Decode::Timestamp | Decode::Datetime | Decode::Date => Types::TIMESTAMP,
+        Decode::Time => Types::COLUMN,
+    }
 }
 
 fn decoder(type_name: &str) -> Option<Decode> {
@@ -155,7 +172,8 @@ pub(super) async fn read(
         }),
         "`CAST(column AS CHAR)`",
     )?;
-    let description = columns.description(&request.key, |i| key_kind(columns.decoders[i]));
+    let description =
+        columns.description(&request.key, |i| key_kind(columns.decoders[i]), value_types);
     let key = format!("invariantd_q.{}", quote_ident(&request.key, '`'));
     let order_by = |mode| match mode {
         KeyMode::Int => key,

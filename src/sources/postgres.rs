@@ -9,6 +9,7 @@ use super::{
     Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
 };
 use crate::config::{ConnectOptions, SourceConfig};
+use crate::expr::types::Types;
 use crate::value::{Value, timestamp_from_date, timestamp_from_datetime, timestamp_from_naive};
 use crate::verdict::RunError;
 
@@ -56,6 +57,18 @@ fn decoder(ty: &PgTypeInfo) -> Option<Decode> {
             _ => return None,
         },
     })
+}
+
+fn value_types(d: Decode) -> Types {
+    match d {
+        Decode::Bool => Types::BOOL,
+        Decode::I16 | Decode::I32 | Decode::I64 | Decode::Oid => Types::INT,
+        Decode::F32 | Decode::F64 => Types::DOUBLE,
+        Decode::Numeric => Types::DECIMAL,
+        Decode::Text | Decode::Uuid | Decode::Jsonb => Types::STRING,
+        Decode::Timestamptz | Decode::Timestamp | Decode::Date => Types::TIMESTAMP,
+        Decode::Bytea => Types::BYTES,
+    }
 }
 
 fn key_kind(d: Decode) -> KeyKind {
@@ -154,7 +167,8 @@ pub(super) async fn read(
         }),
         "`column::text`",
     )?;
-    let description = columns.description(&request.key, |i| key_kind(columns.decoders[i]));
+    let description =
+        columns.description(&request.key, |i| key_kind(columns.decoders[i]), value_types);
     let key = format!("invariantd_q.{}", quote_ident(&request.key, '"'));
     let order_by = |mode| match mode {
         KeyMode::Int => key,

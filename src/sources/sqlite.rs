@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
 };
+use crate::expr::types::Types;
 use crate::value::{Value, decimal_from_f64, parse_timestamp_text};
 use crate::verdict::{ErrorKind, RunError};
 
@@ -152,13 +153,18 @@ pub(super) async fn read(
         "",
     )?;
     // SQLite's own rule for integer affinity: the declared type contains "INT".
-    let description = columns.description(&request.key, |i| {
-        if columns.types[i].to_ascii_uppercase().contains("INT") {
-            KeyKind::Int
-        } else {
-            KeyKind::Text
-        }
-    });
+    // SQLite's types are the values', not the columns': any column may hold any of them.
+    let description = columns.description(
+        &request.key,
+        |i| {
+            if columns.types[i].to_ascii_uppercase().contains("INT") {
+                KeyKind::Int
+            } else {
+                KeyKind::Text
+            }
+        },
+        |_| Types::COLUMN,
+    );
     let key = format!("invariantd_q.{}", quote_ident(&request.key, '"'));
     let order_by = |mode| match mode {
         KeyMode::Int => key,

@@ -575,3 +575,47 @@ assert: o != null
     }
     assert_eq!(lines.last(), Some(&"6 errors"));
 }
+
+#[tokio::test]
+async fn type_errors_are_found_before_any_key_is_judged() {
+    // Literal types are known at load: `'30m'` is text, not a duration.
+    let config = "sources:\n  db: { url: \"sqlite://x.db\" }\nrules: [rules/]\n";
+    let rules = "name: stuck\nkey: id\ndatasets:\n  order: { source: db, query: \"SELECT id, placed_at FROM orders\" }\nassert: now - order.placed_at < '30m'\n";
+    let out = Workdir::raw(config, rules).cli(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: rules/rules.yaml:5:9: rule `stuck`: assert: no such overload: duration < string; did you mean duration('30m')?\n1 error\n"
+    );
+
+    // Column types are known once the query is described: one schema error for the run, not
+    // one error per key.
+    let db = TestDb::new(Postgres, "types").await;
+    db.exec_str(&[
+        "CREATE TABLE orders (id INT, total NUMERIC(10, 2))",
+        "INSERT INTO orders SELECT g, g FROM generate_series(1, 50) AS g",
+    ])
+    .await;
+    let rules = "name: priced\nkey: id\ndatasets:\n  order: { source: db, query: \"SELECT id, total FROM orders\" }\nassert: order.total > 'high'\n";
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    assert_eq!(workdir.cli(&["validate"]).status.code(), Some(0));
+    let runs = workdir.run().await;
+    let run = run_of(&runs, "priced");
+    assert_eq!(run.outcome, Outcome::Unknown);
+    assert_eq!(run.key_errors_total, 0, "not once per key");
+    let (kind, error) = error_of(run).unwrap();
+    assert_eq!(kind, "schema_mismatch");
+    assert!(
+        error.contains(
+            "no such overload: decimal > string (with the column types the queries return)"
+        ),
+        "{error}"
+    );
+    let out = workdir.cli(&["validate", "--connect"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("rules/rules.yaml:5:9: rule `priced`: assert ("),
+    );
+}

@@ -1,0 +1,394 @@
+//! Static types: the set of types each sub-expression can have, so that an operation no
+//! combination of its operands' types allows is an error before any key is judged — at load,
+//! where only literals have known types (`now - order.placed_at < '30m'`: a duration or a
+//! timestamp against text that is not a timestamp), and once per run, when the queries'
+//! column types are known (`order.total > 'high'` with `total` a NUMERIC).
+//!
+//! The sets mirror the evaluator's overloads (`eval.rs`). NULL is left out of column types on
+//! purpose: a NULL meets its own check at run time (`!= null`), and a rule must not be refused
+//! for columns that may be NULL.
+
+use super::compile::{Comprehension, Const, Func, Node};
+use super::parser::{BinaryOp, Span};
+use super::{CompileError, Program, parse_duration};
+use crate::value::parse_timestamp_text;
+
+/// A set of types, as bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Types(u16);
+
+impl Types {
+    pub const BOOL: Types = Types(1);
+    pub const INT: Types = Types(1 << 1);
+    pub const DOUBLE: Types = Types(1 << 2);
+    pub const DECIMAL: Types = Types(1 << 3);
+    pub const STRING: Types = Types(1 << 4);
+    pub const BYTES: Types = Types(1 << 5);
+    pub const TIMESTAMP: Types = Types(1 << 6);
+    pub const DURATION: Types = Types(1 << 7);
+    pub const NULL: Types = Types(1 << 8);
+    pub const ROW: Types = Types(1 << 9);
+    pub const LIST: Types = Types(1 << 10);
+    /// What a column of unknown type may hold.
+    pub const COLUMN: Types = Types(0b111_1111);
+    pub const ANY: Types = Types(0b111_1111_1111);
+
+    const NAMES: [&'static str; 11] = [
+        "bool",
+        "int",
+        "double",
+        "decimal",
+        "string",
+        "bytes",
+        "timestamp",
+        "duration",
+        "null",
+        "row",
+        "list",
+    ];
+
+    fn union(self, other: Types) -> Types {
+        Types(self.0 | other.0)
+    }
+
+    /// Both sets together.
+    pub const fn with(self, other: Types) -> Types {
+        Types(self.0 | other.0)
+    }
+
+    fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    fn singles(self) -> impl Iterator<Item = Types> {
+        (0..11)
+            .map(|i| Types(1 << i))
+            .filter(move |t| self.0 & t.0 != 0)
+    }
+
+    /// `int`, or `int or string` for a set.
+    fn describe(self) -> String {
+        let names: Vec<&str> = (0..11)
+            .filter(|i| self.0 & (1 << i) != 0)
+            .map(|i| Types::NAMES[i])
+            .collect();
+        names.join(" or ")
+    }
+}
+
+const NUMBERS: Types = Types(Types::INT.0 | Types::DOUBLE.0 | Types::DECIMAL.0);
+
+fn numeric(t: Types) -> bool {
+    NUMBERS.0 & t.0 != 0
+}
+
+/// An operand: its possible types, and its text when it is a string literal.
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    types: Types,
+    literal: Option<&'a str>,
+}
+
+/// Whether text is read as a timestamp next to one: any text may be, unless it is a literal
+/// that is not a timestamp.
+fn can_be_timestamp(o: &Operand<'_>) -> bool {
+    o.literal.is_none_or(|s| parse_timestamp_text(s).is_some())
+}
+
+/// The type of `a op b` for single types, or `None` where the evaluator has no overload.
+fn result(op: BinaryOp, a: Types, b: Types, oa: &Operand<'_>, ob: &Operand<'_>) -> Option<Types> {
+    use BinaryOp::*;
+    let ts_or_str = |t: Types, o: &Operand<'_>| {
+        t == Types::TIMESTAMP || (t == Types::STRING && can_be_timestamp(o))
+    };
+    let comparable = || {
+        (numeric(a) && numeric(b))
+            || (a == b
+                && [
+                    Types::STRING,
+                    Types::BYTES,
+                    Types::BOOL,
+                    Types::DURATION,
+                    Types::TIMESTAMP,
+                ]
+                .contains(&a))
+            || (a == Types::TIMESTAMP && ts_or_str(b, ob))
+            || (b == Types::TIMESTAMP && ts_or_str(a, oa))
+    };
+    match op {
+        Eq | Ne => {
+            let ok = a == Types::NULL
+                || b == Types::NULL
+                || (a == Types::ROW && b == Types::ROW)
+                || (a == Types::LIST && b == Types::LIST)
+                || comparable();
+            ok.then_some(Types::BOOL)
+        }
+        Lt | Le | Gt | Ge => comparable().then_some(Types::BOOL),
+        In => (b == Types::LIST).then_some(Types::BOOL),
+        Add | Sub | Mul | Div | Rem if numeric(a) && numeric(b) => {
+            Some(if a == Types::DECIMAL || b == Types::DECIMAL {
+                Types::DECIMAL
+            } else if a == Types::DOUBLE || b == Types::DOUBLE {
+                Types::DOUBLE
+            } else {
+                Types::INT
+            })
+        }
+        Add if a == b && [Types::STRING, Types::BYTES, Types::LIST].contains(&a) => Some(a),
+        Add | Sub if a == Types::DURATION && b == Types::DURATION => Some(Types::DURATION),
+        Add if a == Types::DURATION && ts_or_str(b, ob) => Some(Types::TIMESTAMP),
+        Add | Sub if b == Types::DURATION && ts_or_str(a, oa) => Some(Types::TIMESTAMP),
+        Sub if (a == Types::TIMESTAMP && ts_or_str(b, ob))
+            || (b == Types::TIMESTAMP && ts_or_str(a, oa)) =>
+        {
+            Some(Types::DURATION)
+        }
+        _ => None,
+    }
+}
+
+struct Checker<'a> {
+    /// Per dataset, per column slot: the column's possible types.
+    columns: &'a [Vec<Types>],
+    errors: Vec<CompileError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: Span, message: String) -> Types {
+        self.errors.push(CompileError { message, span });
+        Types::ANY
+    }
+
+    fn ty<'n>(&mut self, node: &'n Node) -> Operand<'n> {
+        let any = |types| Operand {
+            types,
+            literal: None,
+        };
+        match node {
+            Node::Const(c) => match c {
+                Const::Str(s) => Operand {
+                    types: Types::STRING,
+                    literal: Some(s),
+                },
+                Const::Null => any(Types::NULL),
+                Const::Bool(_) => any(Types::BOOL),
+                Const::Int(_) => any(Types::INT),
+                Const::Double(_) => any(Types::DOUBLE),
+                Const::Bytes(_) => any(Types::BYTES),
+                Const::Timestamp(_) => any(Types::TIMESTAMP),
+                Const::Duration(_) => any(Types::DURATION),
+            },
+            Node::Now => any(Types::TIMESTAMP),
+            Node::Key => any(Types(Types::INT.0 | Types::STRING.0)),
+            Node::Dataset(_) => any(Types(Types::ROW.0 | Types::LIST.0 | Types::NULL.0)),
+            Node::Field { ds, slot, .. } => any(self
+                .columns
+                .get(*ds)
+                .and_then(|c| c.get(*slot))
+                .copied()
+                .unwrap_or(Types::COLUMN)),
+            Node::Local(_) | Node::LocalField { .. } | Node::RowField { .. } | Node::Index(..) => {
+                self.walk_children(node);
+                any(Types::ANY)
+            }
+            Node::Has(_)
+            | Node::And(..)
+            | Node::Or(..)
+            | Node::Not(..)
+            | Node::MatchesConst(..) => {
+                self.walk_children(node);
+                any(Types::BOOL)
+            }
+            Node::Neg(a, span) => {
+                let t = self.ty(a).types;
+                let out = Types(t.0 & (NUMBERS.0 | Types::DURATION.0));
+                if out.is_empty() && !t.is_empty() {
+                    return any(self.error(*span, format!("no such overload: -{}", t.describe())));
+                }
+                any(out)
+            }
+            Node::Binary(op, a, b, span) => {
+                let oa = self.ty(a);
+                let ob = self.ty(b);
+                let mut out = Types::default();
+                for ta in oa.types.singles() {
+                    for tb in ob.types.singles() {
+                        if let Some(r) = result(*op, ta, tb, &oa, &ob) {
+                            out = out.union(r);
+                        }
+                    }
+                }
+                if out.is_empty() && !oa.types.is_empty() && !ob.types.is_empty() {
+                    let hint = [ob.literal, oa.literal]
+                        .into_iter()
+                        .flatten()
+                        .find(|s| parse_duration(s).is_ok())
+                        .map(|s| format!("; did you mean duration('{s}')?"))
+                        .unwrap_or_default();
+                    return any(self.error(
+                        *span,
+                        format!(
+                            "no such overload: {} {} {}{hint}",
+                            oa.types.describe(),
+                            op.symbol(),
+                            ob.types.describe()
+                        ),
+                    ));
+                }
+                any(out)
+            }
+            Node::Cond(c, a, b, span) => {
+                let tc = self.ty(c).types;
+                if tc.0 & Types::BOOL.0 == 0 {
+                    self.error(
+                        *span,
+                        format!("the condition of `? :` is a {}, not a bool", tc.describe()),
+                    );
+                }
+                let ta = self.ty(a).types;
+                let tb = self.ty(b).types;
+                any(ta.union(tb))
+            }
+            Node::List(items) => {
+                for i in items {
+                    self.ty(i);
+                }
+                any(Types::LIST)
+            }
+            Node::Call(func, args, _) => {
+                for a in args {
+                    self.ty(a);
+                }
+                any(match func {
+                    Func::Size | Func::Int => Types::INT,
+                    Func::Double => Types::DOUBLE,
+                    Func::Decimal => Types::DECIMAL,
+                    Func::String | Func::LowerAscii | Func::UpperAscii | Func::Trim => {
+                        Types::STRING
+                    }
+                    Func::Timestamp => Types::TIMESTAMP,
+                    Func::Duration => Types::DURATION,
+                    Func::Contains | Func::StartsWith | Func::EndsWith | Func::Matches => {
+                        Types::BOOL
+                    }
+                })
+            }
+            Node::Comprehension {
+                kind, range, body, ..
+            } => {
+                self.ty(range);
+                self.ty(body);
+                any(match kind {
+                    Comprehension::All | Comprehension::Exists | Comprehension::ExistsOne => {
+                        Types::BOOL
+                    }
+                    Comprehension::Filter | Comprehension::Map => Types::LIST,
+                })
+            }
+        }
+    }
+
+    fn walk_children(&mut self, node: &Node) {
+        match node {
+            Node::LocalField { .. } | Node::Local(_) => {}
+            Node::RowField { row, .. } => {
+                self.ty(row);
+            }
+            Node::Index(a, b, _) | Node::And(a, b) | Node::Or(a, b) => {
+                self.ty(a);
+                self.ty(b);
+            }
+            Node::Has(a) | Node::Not(a, _) | Node::MatchesConst(a, _, _) => {
+                self.ty(a);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Type errors of an assertion, given each dataset's column types (by slot; a dataset or slot
+/// not given may hold any column type). An assertion that cannot be a bool is one too.
+pub fn check_assertion(program: &Program, columns: &[Vec<Types>]) -> Vec<CompileError> {
+    let mut c = Checker {
+        columns,
+        errors: Vec::new(),
+    };
+    let t = c.ty(&program.root).types;
+    if c.errors.is_empty() && t.0 & Types::BOOL.0 == 0 && !t.is_empty() {
+        c.errors.push(CompileError {
+            message: format!("the assertion gives {}, not a bool", t.describe()),
+            span: program.root.span(),
+        });
+    }
+    c.errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expr::{Scope, ScopeDataset, compile, parse};
+
+    fn errors(expr: &str, column_types: Option<Vec<Types>>) -> Vec<String> {
+        let columns = vec![
+            "placed_at".to_string(),
+            "total".to_string(),
+            "status".to_string(),
+        ];
+        let scope = Scope {
+            datasets: vec![ScopeDataset {
+                name: "order",
+                many: false,
+                columns: Some(&columns),
+            }],
+        };
+        let program = compile(&parse(expr).unwrap(), &scope).unwrap();
+        let types: Vec<Vec<Types>> = column_types.into_iter().collect();
+        check_assertion(&program, &types)
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
+    }
+
+    #[test]
+    fn literal_types_are_checked_before_any_key_is_judged() {
+        assert_eq!(
+            errors("now - order.placed_at < '30m'", None),
+            ["no such overload: duration < string; did you mean duration('30m')?"]
+        );
+        assert!(errors("now - order.placed_at < duration('30m')", None).is_empty());
+        // Text that is a timestamp compares with one, as it does at run time.
+        assert!(errors("order.placed_at < '2026-01-01T00:00:00Z'", None).is_empty());
+        assert!(errors("order == null || order.total > 0", None).is_empty());
+        assert_eq!(
+            errors("1 + 'a' == 2", None),
+            ["no such overload: int + string"]
+        );
+        assert_eq!(
+            errors("order.total + 1", None),
+            ["the assertion gives int or double or decimal, not a bool"]
+        );
+    }
+
+    #[test]
+    fn column_types_are_checked_once_known() {
+        let described = Some(vec![Types::TIMESTAMP, Types::DECIMAL, Types::STRING]);
+        assert_eq!(
+            errors("order.total > 'high'", described.clone()),
+            ["no such overload: decimal > string"]
+        );
+        assert!(
+            errors(
+                "order.total > 10 && order.status == 'paid'",
+                described.clone()
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            errors("order.status < 3", described),
+            ["no such overload: string < int"]
+        );
+        // Unknown column types accept both.
+        assert!(errors("order.total > 'high'", None).is_empty());
+    }
+}
