@@ -177,14 +177,19 @@ pub fn parse_timestamp_text(s: &str) -> Option<i64> {
 pub fn format_duration(micros: i64) -> String {
     let sign = if micros < 0 { "-" } else { "" };
     let abs = micros.unsigned_abs();
-    let secs = abs / MICROS_PER_SECOND as u64;
-    let frac = abs % MICROS_PER_SECOND as u64;
+    // People read `48s`, not `47.99s`: below a second in milliseconds, below a minute in
+    // whole seconds, then hours, minutes and seconds.
+    if abs < MICROS_PER_SECOND as u64 {
+        let ms = (abs + 500) / 1000;
+        return if ms == 0 && abs > 0 {
+            format!("{sign}{abs}us")
+        } else {
+            format!("{sign}{ms}ms")
+        };
+    }
+    let secs = (abs + MICROS_PER_SECOND as u64 / 2) / MICROS_PER_SECOND as u64;
     if secs < 60 {
-        if frac == 0 {
-            return format!("{sign}{secs}s");
-        }
-        let frac = format!("{frac:06}");
-        return format!("{sign}{secs}.{}s", frac.trim_end_matches('0'));
+        return format!("{sign}{secs}s");
     }
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
     let mut out = sign.to_string();
@@ -259,7 +264,9 @@ mod tests {
         assert_eq!(format_duration(45 * MICROS_PER_SECOND), "45s");
         assert_eq!(format_duration(2700 * MICROS_PER_SECOND), "45m");
         assert_eq!(format_duration(3723 * MICROS_PER_SECOND + 5), "1h2m3s");
-        assert_eq!(format_duration(1_500_000), "1.5s");
-        assert_eq!(format_duration(-500_000), "-0.5s");
+        assert_eq!(format_duration(1_500_000), "2s");
+        assert_eq!(format_duration(47_990_000), "48s");
+        assert_eq!(format_duration(-500_000), "-500ms");
+        assert_eq!(format_duration(7), "7us");
     }
 }

@@ -85,7 +85,7 @@ impl Story {
         }
     }
 
-    fn real(&self, d: Duration) -> Duration {
+    pub fn real(&self, d: Duration) -> Duration {
         d / self.speed
     }
 }
@@ -232,6 +232,23 @@ impl Simulator {
         }
         self.orders.retain(|o| o.step != u32::MAX);
         Ok(())
+    }
+
+    /// What an operator does by hand for a broken order: reserves its stock and moves the order
+    /// on, so every rule holds for it again.
+    pub async fn fix_by_hand(&mut self, id: i64) -> anyhow::Result<()> {
+        let now = now();
+        let rid = self.id();
+        self.exec(
+            "inventory",
+            format!("INSERT INTO reservations VALUES ({rid}, {id}, 'SKU-{:03}', 1, 'reserved', '{now}')", id % 500),
+        )
+        .await?;
+        self.exec(
+            "orders",
+            format!("UPDATE orders SET status = 'paid', updated_at = '{now}' WHERE id = {id}"),
+        )
+        .await
     }
 
     /// What the rules must report when the story ends: every broken order, in the two rules

@@ -97,15 +97,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             dir.display()
         );
         println!(
-            "The shop takes an order every {}s of shop time; at minute {} its inventory service goes down",
+            "The shop takes an order every {}s of shop time. From minute {} to minute {} its inventory",
             story.order_every.as_secs(),
-            minutes(story.outage.0)
+            minutes(story.outage.0),
+            minutes(story.outage.1),
         );
         println!(
-            "until minute {}. The story lasts {} minutes, played {}x faster (the demo's rules are too).\n",
-            minutes(story.outage.1),
+            "service is down (its database stays up: invariantd keeps reading it), so orders are paid"
+        );
+        println!(
+            "but never reserved. The story lasts {} minutes of shop time, played {}x faster: the demo's",
             minutes(story.length),
             story.speed
+        );
+        println!(
+            "rules are sped up alike, so durations in violation messages are real time ({}s here is {} of shop time).\n",
+            1,
+            crate::value::format_duration(i64::from(story.speed) * 1_000_000)
         );
 
         let daemon = crate::daemon::start(ctx, Vec::new()).await?;
@@ -116,8 +124,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("  http://{address}/api/v1/rules\n");
         let (status_tx, mut status_rx) =
             tokio::sync::watch::channel::<Option<(std::time::Duration, u64, bool, usize)>>(None);
+        // The shipped rules' grace, in shop time.
+        let grace = "5-minute";
         let reporter = {
             let store = store.clone();
+            let speed = story.speed;
+            let length = minutes(story.length);
             tokio::spawn(async move {
                 while status_rx.changed().await.is_ok() {
                     let Some((elapsed, orders, up, broken)) = *status_rx.borrow_and_update() else {
@@ -130,14 +142,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                         .map(|(rule, s)| format!("{rule} {}", s.open))
                         .collect();
                     found.sort();
+                    // Broken orders not reported yet: changed within the rule's grace.
+                    let reported = open
+                        .get("paid_implies_reserved")
+                        .map_or(0, |s| s.open.max(0) as usize);
+                    let held = broken.saturating_sub(reported);
+                    let shop_minute = elapsed.as_secs() * u64::from(speed) / 60;
                     println!(
-                        "[{:>3}s] {orders:>3} orders, inventory {}, {broken:>2} broken so far | open violations: {}",
-                        elapsed.as_secs(),
+                        "[minute {shop_minute:>2} of {length}] {orders:>3} orders, inventory service {}, {broken:>2} broken so far | open violations: {}{}",
                         if up { "up  " } else { "DOWN" },
                         if found.is_empty() {
                             "none".to_string()
                         } else {
                             found.join(", ")
+                        },
+                        if held > 0 {
+                            format!(" | {held} broken orders still inside the {grace} grace")
+                        } else {
+                            String::new()
                         }
                     );
                 }
@@ -149,10 +171,49 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .await?;
         drop(status_tx);
         let _ = reporter.await;
+
+        // The end of the story: an operator fixes one broken order by hand, and invariantd sees
+        // its violations resolved once the change is past the grace.
+        let fixed = sim.broken.iter().next().copied();
+        let mut resolved_in = None;
+        if let Some(id) = fixed {
+            sim.fix_by_hand(id).await?;
+            println!(
+                "\nAn operator fixes order {id} by hand: reserves its stock and moves it on to paid."
+            );
+            let started = std::time::Instant::now();
+            let patience = story.real(std::time::Duration::from_secs(8 * 60))
+                + std::time::Duration::from_secs(10);
+            while started.elapsed() < patience {
+                let resolved = store
+                    .violations(&crate::state::ViolationFilter {
+                        key: Some(id.to_string()),
+                        state: Some(crate::state::ViolationState::Resolved),
+                        limit: 10,
+                        ..Default::default()
+                    })
+                    .await?;
+                if resolved.len() >= 2 {
+                    resolved_in = Some(started.elapsed());
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            match resolved_in {
+                Some(t) => println!(
+                    "invariantd resolved both of its violations {} later (real time): after the {grace} grace, at the next runs.",
+                    crate::value::format_duration(t.as_micros() as i64)
+                ),
+                None => println!("Unexpected: its violations were not resolved."),
+            }
+        }
         daemon.handle.send(crate::context::Control::Shutdown).await;
         daemon.wait().await?;
 
-        let expected = sim.expected();
+        let mut expected = sim.expected();
+        for keys in expected.values_mut() {
+            keys.retain(|k| Some(*k) != fixed);
+        }
         let open = store
             .violations(&crate::state::ViolationFilter {
                 state: Some(crate::state::ViolationState::Open),
@@ -170,13 +231,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let exact = expected
             .iter()
             .all(|(rule, keys)| found.get(rule).cloned().unwrap_or_default() == *keys)
-            && found.keys().all(|r| expected.contains_key(r));
+            && found.keys().all(|r| expected.contains_key(r))
+            && (fixed.is_none() || resolved_in.is_some());
         println!();
         if exact {
             println!(
                 "invariantd found every one of the {} orders the outage broke (captured, never reserved, stuck in processing), and nothing else.",
                 sim.broken.len()
             );
+            if let Some(id) = fixed {
+                println!(
+                    "The one fixed by hand (order {id}) is resolved; the other {} are still open, waiting for a person.",
+                    sim.broken.len() - 1
+                );
+            }
         } else {
             println!(
                 "Unexpected: the outage broke orders {:?}, but the open violations are {found:?}",
@@ -188,6 +256,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "  invariantd violations list --config {}",
             config_path.display()
         );
+        if let Some(id) = fixed {
+            println!(
+                "  invariantd violations list --state all --key {id} --config {}   (the fixed order's history)",
+                config_path.display()
+            );
+        }
         println!(
             "  invariantd run --config {}   (the daemon again, on the same databases)",
             config_path.display()

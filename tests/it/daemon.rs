@@ -339,7 +339,20 @@ fn the_demo_finds_exactly_the_orders_its_outage_broke() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("orders the outage broke (captured, never reserved, stuck in processing), and nothing else."), "{stdout}");
-    assert!(stdout.contains("inventory DOWN"), "{stdout}");
+    assert!(stdout.contains("inventory service DOWN"), "{stdout}");
+    assert!(stdout.contains("its database stays up"), "{stdout}");
+    assert!(
+        stdout.contains("broken orders still inside the 5-minute grace"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[minute "), "{stdout}");
+    // The story ends with a violation resolved.
+    assert!(stdout.contains("An operator fixes order "), "{stdout}");
+    assert!(
+        stdout.contains("invariantd resolved both of its violations "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("is resolved; the other "), "{stdout}");
     assert!(stdout.contains("/api/v1/violations"), "{stdout}");
 }
 
