@@ -523,6 +523,12 @@ datasets:
   o: { source: dead, query: "SELECT id FROM t" }
 assert: o != null
 ---
+name: no_table
+key: id
+datasets:
+  o: { source: my, query: "SELECT id FROM ordrs" }
+assert: o != null
+---
 name: never_run
 key: id
 datasets:
@@ -554,6 +560,7 @@ assert: o != null
         "rules/rules.yaml:10:27: rule `float_key`: dataset `t` (source `pg`, query at ",
         "rules/rules.yaml:11:9: rule `float_key`: assert (",
         "rules/rules.yaml:16:27: rule `no_key`: dataset `o` (source `my`, query at ",
+        "rules/rules.yaml:28:27: rule `no_table`: dataset `o` (source `my`, query at ",
         "invariantd.yaml: source `dead` cannot be reached: cannot connect: ",
     ];
     assert_eq!(lines.len(), expected.len() + 1, "{stderr}");
@@ -569,11 +576,13 @@ assert: o != null
         "updated_at names `changed_at`, which the query does not return; it returns: id, v",
         "dataset `t` has no column `nope`; its query returns: id, v",
         "returns no column `order_id` (the rule's key); it returns: id, total",
+        "the query is not valid: Table ",
+        "ordrs' doesn't exist (42S02)",
         "(needed by on_dead)",
     ] {
         assert!(stderr.contains(part), "{part} missing:\n{stderr}");
     }
-    assert_eq!(lines.last(), Some(&"6 errors"));
+    assert_eq!(lines.last(), Some(&"7 errors"));
 }
 
 #[tokio::test]
