@@ -114,10 +114,7 @@ pub(crate) async fn merge<B: RowBatches>(
                 open,
                 key,
                 ErrorKind::DuplicateRows,
-                format!(
-                    "dataset `{}` returned {count} rows for this key; without `many: true` a dataset must return at most one row per key",
-                    rule.datasets[i].name
-                ),
+                duplicate_rows(&rule.datasets[i].name, count),
             );
             continue;
         }
@@ -136,6 +133,13 @@ pub(crate) async fn merge<B: RowBatches>(
         }
     }
     Ok(())
+}
+
+/// The error of a key for which a dataset without `many` returned several rows.
+pub(crate) fn duplicate_rows(dataset: &str, count: usize) -> String {
+    format!(
+        "dataset `{dataset}` returned {count} rows for this key; without `many: true` a dataset must return at most one row per key"
+    )
 }
 
 fn next_key<B>(cursors: &[Cursor<B>]) -> Option<Key> {

@@ -187,10 +187,7 @@ fn naive(
                 &open,
                 key,
                 ErrorKind::DuplicateRows,
-                format!(
-                    "dataset `{}` returned {count} rows for this key; without `many: true` a dataset must return at most one row per key",
-                    rule.datasets[i].name
-                ),
+                super::merge::duplicate_rows(&rule.datasets[i].name, count),
             );
             continue;
         }

@@ -80,6 +80,41 @@ pub(crate) struct Stmt {
     pub binds: Vec<Bind>,
 }
 
+/// The optional conditions of a list query, each with its parameter, and the statement they
+/// make: `SELECT … [WHERE a AND b] ORDER BY … LIMIT $n`.
+#[derive(Default)]
+pub(crate) struct Where {
+    conditions: Vec<String>,
+    binds: Vec<Bind>,
+}
+
+impl Where {
+    /// Adds `lhs $n` (such as `rule =`) when there is a value.
+    pub fn and(&mut self, lhs: &str, value: Option<Bind>) -> &mut Where {
+        if let Some(v) = value {
+            self.binds.push(v);
+            self.conditions.push(format!("{lhs} ${}", self.binds.len()));
+        }
+        self
+    }
+
+    pub fn select(mut self, select: &str, order_by: &str, limit: u32) -> Stmt {
+        self.binds.push(Bind::I64(i64::from(limit)));
+        let filter = if self.conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.conditions.join(" AND "))
+        };
+        Stmt {
+            sql: format!(
+                "{select}{filter} ORDER BY {order_by} LIMIT ${}",
+                self.binds.len()
+            ),
+            binds: self.binds,
+        }
+    }
+}
+
 /// A `sqlx::query` with a `Stmt`'s parameters bound.
 macro_rules! bound {
     ($stmt:expr) => {{

@@ -2,7 +2,7 @@
 
 use sqlx::{AssertSqlSafe, Row as _};
 
-use super::{Bind, Pool, StateError, StateStore, Stmt, bound, on_pool};
+use super::{Bind, Pool, StateError, StateStore, Stmt, Where, bound, on_pool};
 use crate::verdict::{ErrorKind, Outcome, RuleRun};
 
 /// A run as stored.
@@ -62,28 +62,16 @@ impl StateStore {
         before_id: Option<i64>,
         limit: u32,
     ) -> Result<Vec<RunRecord>, StateError> {
-        let mut conditions = Vec::new();
-        let mut binds = Vec::new();
-        if let Some(r) = rule {
-            binds.push(Bind::Text(r.into()));
-            conditions.push(format!("rule = ${}", binds.len()));
-        }
-        if let Some(b) = before_id {
-            binds.push(Bind::I64(b));
-            conditions.push(format!("id < ${}", binds.len()));
-        }
-        binds.push(Bind::I64(i64::from(limit)));
-        let sql = format!(
+        let mut filter = Where::default();
+        filter
+            .and("rule =", rule.map(|r| Bind::Text(r.into())))
+            .and("id <", before_id.map(Bind::I64));
+        let stmt = filter.select(
             "SELECT id, rule, started_us, finished_us, outcome, rows_scanned, violations, error_kind, error, \
-             keys_judged, keys_in_grace, keys_with_errors FROM runs {} ORDER BY id DESC LIMIT ${}",
-            if conditions.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", conditions.join(" AND "))
-            },
-            binds.len()
+             keys_judged, keys_in_grace, keys_with_errors FROM runs",
+            "id DESC",
+            limit,
         );
-        let stmt = Stmt { sql, binds };
         let rows = on_pool!(self, pool => {
             bound!(stmt)
                 .fetch_all(pool)

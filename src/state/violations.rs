@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{AssertSqlSafe, Row as _};
 
-use super::{BATCH, Bind, Pool, StateError, StateStore, Stmt, bound, on_pool};
+use super::{BATCH, Bind, Pool, StateError, StateStore, Stmt, Where, bound, on_pool};
 use crate::verdict::{RuleRun, Violation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -207,36 +207,21 @@ impl StateStore {
         &self,
         filter: &ViolationFilter,
     ) -> Result<Vec<ViolationRecord>, StateError> {
-        let mut conditions = Vec::new();
-        let mut binds = Vec::new();
-        if let Some(r) = &filter.rule {
-            binds.push(Bind::Text(r.clone()));
-            conditions.push(format!("rule = ${}", binds.len()));
-        }
-        if let Some(k) = &filter.key {
-            binds.push(Bind::Text(k.clone()));
-            conditions.push(format!("key = ${}", binds.len()));
-        }
-        if let Some(s) = filter.state {
-            binds.push(Bind::Text(s.as_str().into()));
-            conditions.push(format!("state = ${}", binds.len()));
-        }
-        if let Some(a) = filter.after_id {
-            binds.push(Bind::I64(a));
-            conditions.push(format!("id > ${}", binds.len()));
-        }
-        binds.push(Bind::I64(i64::from(filter.limit)));
-        let sql = format!(
+        let mut conditions = Where::default();
+        conditions
+            .and("rule =", filter.rule.clone().map(Bind::Text))
+            .and("key =", filter.key.clone().map(Bind::Text))
+            .and(
+                "state =",
+                filter.state.map(|s| Bind::Text(s.as_str().into())),
+            )
+            .and("id >", filter.after_id.map(Bind::I64));
+        let stmt = conditions.select(
             "SELECT id, rule, key, state, message, datasets, first_seen_us, last_seen_us, occurrences, resolved_us, previous_id \
-             FROM violations {} ORDER BY id LIMIT ${}",
-            if conditions.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", conditions.join(" AND "))
-            },
-            binds.len()
+             FROM violations",
+            "id",
+            filter.limit,
         );
-        let stmt = Stmt { sql, binds };
         let rows = on_pool!(self, pool => {
             bound!(stmt)
                 .fetch_all(pool)
