@@ -363,6 +363,15 @@ impl<'a> Lexer<'a> {
 
 /// Parses one expression. The whole input must be consumed.
 pub fn parse(src: &str) -> Result<Expr, ParseError> {
+    if src.len() > MAX_LEN {
+        return Err(ParseError {
+            message: format!(
+                "expression is {} bytes long; at most {MAX_LEN} (for many alternatives use `key in [...]`, or move the logic into the query)",
+                src.len()
+            ),
+            span: Span { start: 0, end: 0 },
+        });
+    }
     let mut p = Parser::new(src)?;
     if p.tok == Tok::Eof {
         return Err(ParseError {
@@ -374,7 +383,74 @@ pub fn parse(src: &str) -> Result<Expr, ParseError> {
     if p.tok != Tok::Eof {
         return Err(p.unexpected("an operator or the end of the expression"));
     }
+    // Chains (`a || b || …`, `x.a.b…`) are built in loops, so only the finished tree says how
+    // deep it is. Compiling, evaluating and analysing recurse over it: whatever parses must be
+    // shallow enough for any thread's stack.
+    if let Some(span) = too_deep(&expr) {
+        dismantle(expr);
+        return Err(ParseError {
+            message: format!(
+                "expression nests more than {MAX_DEPTH} levels deep (each `||`, `&&`, operator or `.field` of a chain is a level); for many alternatives use `key in [...]`"
+            ),
+            span,
+        });
+    }
     Ok(expr)
+}
+
+fn children(e: &Expr) -> Vec<&Expr> {
+    match &e.kind {
+        ExprKind::Lit(_) | ExprKind::Ident(_) => Vec::new(),
+        ExprKind::Select(a, _, _) | ExprKind::Unary(_, a) => vec![a],
+        ExprKind::Call { target, args, .. } => target.iter().map(|t| &**t).chain(args).collect(),
+        ExprKind::Index(a, b) | ExprKind::Binary(_, a, b) => vec![a, b],
+        ExprKind::List(items) => items.iter().collect(),
+        ExprKind::Cond(c, a, b) => vec![c, a, b],
+    }
+}
+
+/// The span of a node deeper than `MAX_DEPTH`, found without recursion.
+fn too_deep(e: &Expr) -> Option<Span> {
+    let mut stack = vec![(e, 1usize)];
+    while let Some((node, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            return Some(node.span);
+        }
+        stack.extend(children(node).into_iter().map(|c| (c, depth + 1)));
+    }
+    None
+}
+
+/// Drops a tree without recursion (dropping a very deep one recursively would overflow).
+fn dismantle(e: Expr) {
+    let placeholder = || Expr {
+        kind: ExprKind::Lit(Lit::Null),
+        span: Span { start: 0, end: 0 },
+    };
+    let mut stack = vec![e];
+    while let Some(mut node) = stack.pop() {
+        let take = |b: &mut Box<Expr>| std::mem::replace(&mut **b, placeholder());
+        match &mut node.kind {
+            ExprKind::Lit(_) | ExprKind::Ident(_) => {}
+            ExprKind::Select(a, _, _) | ExprKind::Unary(_, a) => stack.push(take(a)),
+            ExprKind::Call { target, args, .. } => {
+                if let Some(t) = target {
+                    stack.push(take(t));
+                }
+                stack.append(args);
+            }
+            ExprKind::Index(a, b) | ExprKind::Binary(_, a, b) => {
+                stack.push(take(a));
+                stack.push(take(b));
+            }
+            ExprKind::List(items) => stack.append(items),
+            ExprKind::Cond(c, a, b) => {
+                stack.push(take(c));
+                stack.push(take(a));
+                stack.push(take(b));
+            }
+        }
+    }
 }
 
 struct Parser<'a> {
@@ -386,6 +462,8 @@ struct Parser<'a> {
 
 /// Deep nesting is almost certainly a mistake, and unbounded recursion would overflow the stack.
 const MAX_DEPTH: usize = 100;
+/// The longest expression: a rule is read by people, and evaluated for every key.
+const MAX_LEN: usize = 64 * 1024;
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str) -> Result<Self, ParseError> {
@@ -512,7 +590,15 @@ impl<'a> Parser<'a> {
                 span: start.to(end),
             });
         }
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(ParseError {
+                message: format!("expression nested more than {MAX_DEPTH} levels deep"),
+                span: start,
+            });
+        }
         let operand = self.unary()?;
+        self.depth -= 1;
         // Fold `-<number>` so that the most negative int literal parses.
         if op == UnaryOp::Neg {
             if let ExprKind::Lit(Lit::Int(i)) = operand.kind {

@@ -289,3 +289,60 @@ fn a_message_reading_a_row_that_is_not_there_says_null() {
     let program = compile(&parse("order.total > 0").unwrap(), &scope).unwrap();
     assert!(program.eval_bool(&env).is_err());
 }
+
+#[test]
+fn expressions_too_deep_for_a_stack_are_refused_with_a_position() {
+    let chain = |op: &str, n: usize| {
+        (1..=n)
+            .map(|i| format!("key == '{i}'"))
+            .collect::<Vec<_>>()
+            .join(op)
+    };
+    for (text, what) in [
+        (format!("{}true", "!".repeat(11_000)), "11,000 `!`"),
+        (chain(" && ", 3_000), "3,000 `&&`"),
+        (chain(" || ", 2_000), "2,000 `||`"),
+        (format!("a{}", ".f".repeat(10_500)), "10,500 `.field`"),
+        (
+            format!("{}1{}", "(".repeat(5_000), ")".repeat(5_000)),
+            "5,000 parentheses",
+        ),
+    ] {
+        let e = parse(&text).expect_err(what);
+        assert!(e.message.contains("levels deep"), "{what}: {}", e.message);
+    }
+    let e = parse(&format!("key == '{}'", "x".repeat(70_000))).unwrap_err();
+    assert!(
+        e.message
+            .starts_with("expression is 70009 bytes long; at most 65536"),
+        "{}",
+        e.message
+    );
+    // The same alternatives as a list are flat, and fine.
+    let items: Vec<String> = (1..=2_000).map(|i| format!("'{i}'")).collect();
+    assert!(parse(&format!("string(key) in [{}]", items.join(", "))).is_ok());
+}
+
+#[test]
+fn whatever_parses_also_compiles_and_evaluates_on_a_small_worker_stack() {
+    // The deepest chain that loads, judged on a thread with tokio's default worker stack.
+    let text = (1..=99)
+        .map(|i| format!("key == {i}"))
+        .collect::<Vec<_>>()
+        .join(" || ");
+    let handle = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || {
+            let program = compile(&parse(&text).unwrap(), &Scope::default()).unwrap();
+            let key = Key::Int(99);
+            let env = Env {
+                now: 0,
+                key: &key,
+                groups: &[],
+                missing_is_null: false,
+            };
+            program.eval_bool(&env).unwrap()
+        })
+        .unwrap();
+    assert!(handle.join().unwrap());
+}

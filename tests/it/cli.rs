@@ -266,3 +266,32 @@ assert: order != null
     assert!(!stderr(&out).contains("did you mean `Payments`"));
     assert_output_snapshot!("validate_one_pass", stderr(&out));
 }
+
+#[test]
+fn a_rule_too_deep_to_evaluate_is_refused_at_load_never_aborts() {
+    // The case: 2,000 alternatives (33 KB) used to pass validate and check, then abort
+    // the daemon in a worker thread.
+    let alternatives: Vec<String> = (2..=2001).map(|i| format!("key == '{i}'")).collect();
+    let rules = format!(
+        "name: deep\nkey: id\ndatasets:\n  t: {{ source: db, query: \"SELECT id FROM t\" }}\nassert: \"{}\"\n",
+        alternatives.join(" || ")
+    );
+    let workdir = Workdir::raw(
+        "sources:\n  db: { url: \"sqlite://x.db\" }\nrules: [rules/]\n",
+        &rules,
+    );
+    for command in ["validate", "check"] {
+        let out = workdir.cli(&[command]);
+        assert!(
+            out.status.code().is_some(),
+            "{command} was killed by a signal"
+        );
+        assert_ne!(out.status.code(), Some(0), "{command}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("rules/rules.yaml:5:")
+                && err.contains("rule `deep`: assert: expression nests more than 100 levels deep"),
+            "{err}"
+        );
+    }
+}
