@@ -383,9 +383,9 @@ fn duration_field(
     diags: &mut Diagnostics,
 ) -> Duration {
     let Some(v) = value else { return default };
+    let (max, max_text) = max_duration(what);
     match humantime::parse_duration(&v.value) {
-        Ok(d) if !d.is_zero() => d,
-        Ok(_) => {
+        Ok(d) if d.is_zero() => {
             diags.push(
                 path,
                 yaml::pos(v, 0),
@@ -393,6 +393,18 @@ fn duration_field(
             );
             default
         }
+        Ok(d) if d > max => {
+            diags.push(
+                path,
+                yaml::pos(v, 0),
+                format!(
+                    "{what}: `{}` is longer than the maximum of {max_text}",
+                    v.value
+                ),
+            );
+            default
+        }
+        Ok(d) => d,
         Err(_) => {
             diags.push(
                 path,
@@ -404,6 +416,19 @@ fn duration_field(
             );
             default
         }
+    }
+}
+
+/// The longest each duration may be, where it is used: PostgreSQL takes a statement timeout
+/// in milliseconds as a 32-bit integer (24 days), instants overflow long before a billion
+/// years, and nobody means a connect timeout of a week.
+fn max_duration(what: &str) -> (Duration, &'static str) {
+    const DAY: u64 = 24 * 3600;
+    match what {
+        "statement_timeout" => (Duration::from_secs(24 * DAY), "24d"),
+        "connect_timeout" => (Duration::from_secs(3600), "1h"),
+        "shutdown_grace" => (Duration::from_secs(3600), "1h"),
+        _ => (Duration::from_secs(36_500 * DAY), "36500d"),
     }
 }
 

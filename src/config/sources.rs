@@ -120,8 +120,13 @@ pub fn connect_options(url: &str, base: &Path) -> Result<ConnectOptions, String>
             // Relative database files are relative to the config file, like rule paths, so a
             // config means the same thing whatever directory the daemon starts in.
             let file = options.get_filename().to_path_buf();
-            let in_memory =
-                file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
+            let in_memory = file.to_string_lossy().contains(":memory:");
+            if file.as_os_str().is_empty() {
+                return Err(
+                    "a sqlite:// URL needs the path of the database file (sqlite://orders.db)"
+                        .into(),
+                );
+            }
             Ok(ConnectOptions::Sqlite(
                 if file.is_relative() && !in_memory {
                     options.filename(base.join(file))

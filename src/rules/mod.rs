@@ -159,6 +159,9 @@ impl Rule {
 
 const DEFAULT_MESSAGE: &str = "key {{key}} violates the invariant";
 
+/// The longest `grace`: ten years.
+const MAX_GRACE: Duration = Duration::from_secs(3650 * 24 * 3600);
+
 /// Names an expression reserves for itself; a dataset cannot take them.
 const RESERVED_DATASET_NAMES: [&str; 6] = ["now", "key", "null", "true", "false", "in"];
 
@@ -389,17 +392,33 @@ fn validate(
 
     let grace = match &raw.grace {
         None => Duration::ZERO,
-        Some(g) => humantime::parse_duration(&g.value).unwrap_or_else(|_| {
-            diags.push(
-                file,
-                at(g),
-                format!(
-                    "{ctx}: grace: invalid duration `{}`; write it like 5m or 30s",
-                    g.value
-                ),
-            );
-            Duration::ZERO
-        }),
+        Some(g) => match humantime::parse_duration(&g.value) {
+            // Keys are held back by comparing microsecond timestamps: beyond ten years the
+            // arithmetic would wrap and judge keys that are in grace.
+            Ok(d) if d > MAX_GRACE => {
+                diags.push(
+                    file,
+                    at(g),
+                    format!(
+                        "{ctx}: grace: `{}` is longer than the maximum of 3650d",
+                        g.value
+                    ),
+                );
+                Duration::ZERO
+            }
+            Ok(d) => d,
+            Err(_) => {
+                diags.push(
+                    file,
+                    at(g),
+                    format!(
+                        "{ctx}: grace: invalid duration `{}`; write it like 5m or 30s",
+                        g.value
+                    ),
+                );
+                Duration::ZERO
+            }
+        },
     };
 
     let key = raw.key.value.trim().to_string();
@@ -519,6 +538,20 @@ fn validate(
                 pos: at(&d.query),
             },
         });
+    }
+
+    if let Some(g) = &raw.grace
+        && !grace.is_zero()
+        && !datasets.is_empty()
+        && datasets.iter().all(|d| d.updated_at.is_none())
+    {
+        diags.push(
+            file,
+            at(g),
+            format!(
+                "{ctx}: grace needs `updated_at` on at least one dataset: it is the time a key last changed"
+            ),
+        );
     }
 
     let columns: Vec<Option<&[String]>> = datasets

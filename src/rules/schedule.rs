@@ -34,6 +34,10 @@ impl fmt::Display for Schedule {
 /// The default when a rule names neither `schedule` nor `every`.
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
 
+/// The longest interval: a year, leap or not. Longer ones overflow the clock's arithmetic and
+/// are not what anyone means.
+pub const MAX_EVERY: Duration = Duration::from_secs(366 * 24 * 3600);
+
 impl Schedule {
     pub fn cron(pattern: &str) -> Result<Schedule, String> {
         let fields = pattern.split_whitespace().count();
@@ -42,16 +46,29 @@ impl Schedule {
                 "invalid cron `{pattern}`: expected 5 fields (minute hour day month weekday) or 6 with seconds first, found {fields}"
             ));
         }
-        croner::Cron::from_str(pattern)
-            .map(|cron| Schedule::Cron {
-                pattern: pattern.to_string(),
-                cron: Box::new(cron),
-            })
-            .map_err(|e| format!("invalid cron `{pattern}`: {e}"))
+        let cron = croner::Cron::from_str(pattern)
+            .map_err(|e| format!("invalid cron `{pattern}`: {e}"))?;
+        // A line such as `0 0 31 2 *` (February 31st) parses but never fires: the rule would
+        // never run.
+        if cron
+            .find_next_occurrence(&chrono::Utc::now(), false)
+            .is_err()
+        {
+            return Err(format!(
+                "cron `{pattern}` never fires (no such date); the rule would never run"
+            ));
+        }
+        Ok(Schedule::Cron {
+            pattern: pattern.to_string(),
+            cron: Box::new(cron),
+        })
     }
 
     pub fn every(text: &str) -> Result<Schedule, String> {
         match humantime::parse_duration(text) {
+            Ok(d) if d > MAX_EVERY => Err(format!(
+                "every: `{text}` is longer than the maximum of 366d"
+            )),
             Ok(d) if d >= Duration::from_secs(1) => Ok(Schedule::Every(d)),
             Ok(_) => Err(format!("every: `{text}` is shorter than the minimum of 1s")),
             Err(_) => Err(format!(
@@ -74,5 +91,13 @@ mod tests {
         assert!(Schedule::cron("* * *").unwrap_err().contains("found 3"));
         assert!(Schedule::every("30s").is_ok());
         assert!(Schedule::every("0s").is_err());
+        assert_eq!(
+            Schedule::every("400000000000y").unwrap_err(),
+            "every: `400000000000y` is longer than the maximum of 366d"
+        );
+        assert_eq!(
+            Schedule::cron("0 0 31 2 *").unwrap_err(),
+            "cron `0 0 31 2 *` never fires (no such date); the rule would never run"
+        );
     }
 }

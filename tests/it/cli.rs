@@ -295,3 +295,58 @@ fn a_rule_too_deep_to_evaluate_is_refused_at_load_never_aborts() {
         );
     }
 }
+
+#[test]
+fn durations_and_schedules_that_would_break_at_run_time_are_refused_at_load() {
+    let config = "sources:\n  db: { url: \"sqlite://x.db\", connect_timeout: 400000000000y, statement_timeout: 25d }\n  nowhere: { url: \"sqlite://\" }\nrules: [rules/]\n";
+    let rules = r#"name: forever
+every: 400000000000y
+key: id
+datasets:
+  t: { source: db, query: "SELECT id FROM t" }
+assert: t != null
+---
+name: february_31
+schedule: "0 0 31 2 *"
+key: id
+datasets:
+  t: { source: db, query: "SELECT id FROM t" }
+assert: t != null
+---
+name: long_grace
+grace: 300000y
+key: id
+datasets:
+  t: { source: db, query: "SELECT id, at FROM t", updated_at: at }
+assert: t != null
+---
+name: grace_without_time
+grace: 5m
+key: id
+datasets:
+  t: { source: db, query: "SELECT id FROM t" }
+assert: t != null
+---
+name: not_boolean_int
+key: id
+datasets:
+  t: { source: db, query: "SELECT id FROM t" }
+assert: "1"
+---
+name: not_boolean_key
+key: id
+datasets:
+  t: { source: db, query: "SELECT id FROM t" }
+assert: key
+---
+name: not_boolean_row
+key: id
+datasets:
+  t: { source: db, query: "SELECT id FROM t" }
+assert: t
+"#;
+    let workdir = Workdir::raw(config, rules);
+    let out = workdir.cli(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_output_snapshot!("validate_runtime_breakers", stderr(&out));
+}
