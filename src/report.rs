@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::http::views::{Page, ViolationView};
 use crate::rules::Rule;
 use crate::state::ViolationRecord;
-use crate::value::format_timestamp;
+use crate::value::{format_timestamp, terminal_safe};
 use crate::verdict::{Outcome, RuleRun};
 
 /// 0 when every rule holds, 1 when any violation was found, 2 when any rule is unknown or
@@ -105,7 +105,12 @@ pub fn render_table(rules: &[Rule], runs: &[RuleRun], limit: usize) -> String {
                 .unwrap_or(0);
             let shown = if limit == 0 { n } else { n.min(limit) };
             for v in &run.violations[..shown] {
-                let _ = writeln!(out, "  {:<key_w$}  {}", v.key.to_string(), v.message);
+                let _ = writeln!(
+                    out,
+                    "  {:<key_w$}  {}",
+                    terminal_safe(&v.key.to_string()),
+                    terminal_safe(&v.message)
+                );
             }
             if shown < n {
                 let _ = writeln!(
@@ -118,11 +123,12 @@ pub fn render_table(rules: &[Rule], runs: &[RuleRun], limit: usize) -> String {
         if let Some(error) = &run.error {
             let _ = writeln!(
                 out,
-                "{} ({}): {} ({}): {error}",
+                "{} ({}): {} ({}): {}",
                 run.rule,
                 rule.severity,
                 run.outcome.as_str(),
-                error.kind
+                error.kind,
+                terminal_safe(&error.message)
             );
         }
     }
@@ -159,11 +165,11 @@ pub fn violations_table(items: &[ViolationRecord], next: Option<i64>) -> String 
             "{:>6}  {:<rule_w$}  {:<key_w$}  {:<8}  {:<20}  {:>5}  {}",
             v.id,
             v.rule,
-            v.key,
+            terminal_safe(&v.key),
             v.state.as_str(),
             first.get(..19).unwrap_or(&first),
             v.occurrences,
-            v.message
+            terminal_safe(&v.message)
         );
     }
     match next {

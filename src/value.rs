@@ -11,6 +11,10 @@ use std::fmt;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 
+/// The most text a violation keeps of one value, and of its message.
+pub const EVIDENCE_MAX: usize = 1024;
+pub const MESSAGE_MAX: usize = 4096;
+
 /// One column value of one row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -36,6 +40,19 @@ impl Value {
             Value::Text(_) => "string",
             Value::Bytes(_) => "bytes",
             Value::Timestamp(_) => "timestamp",
+        }
+    }
+
+    /// The value as evidence: as `to_json`, with text and bytes cut to `EVIDENCE_MAX` bytes.
+    pub fn to_evidence(&self) -> serde_json::Value {
+        match self {
+            Value::Text(s) => serde_json::Value::String(truncated(s, EVIDENCE_MAX).into_owned()),
+            Value::Bytes(b) if b.len() * 2 > EVIDENCE_MAX => serde_json::Value::String(format!(
+                "{}…[truncated: {} bytes]",
+                hex(&b[..EVIDENCE_MAX / 2]),
+                b.len()
+            )),
+            other => other.to_json(),
         }
     }
 
@@ -71,6 +88,45 @@ impl fmt::Display for Value {
             Value::Timestamp(t) => f.write_str(&format_timestamp(*t)),
         }
     }
+}
+
+/// Text for a terminal: control characters (C0 but tab, DEL, C1), and the bidirectional
+/// controls that reorder what a reader sees, are shown as `\u{…}` escapes, so a hostile value
+/// in a row can neither clear the screen, retitle the window, nor disguise itself.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary), with a marker saying how much
+/// was left out: stored messages and evidence stay bounded whatever a row holds.
+pub fn truncated(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}…[truncated: {} bytes]",
+        &text[..end],
+        text.len()
+    ))
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -221,6 +277,32 @@ pub fn decimal_from_f64(d: f64) -> Option<Decimal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_text_is_escaped_for_terminals_and_long_values_are_cut() {
+        assert_eq!(terminal_safe("order 7: fine"), "order 7: fine");
+        assert_eq!(
+            terminal_safe("a\u{1b}[2Jb\u{7}c\rd\u{0}e\u{202e}f\u{9b}g\th"),
+            "a\\u{1b}[2Jb\\u{7}c\\u{d}d\\u{0}e\\u{202e}f\\u{9b}g\th"
+        );
+        let long = "é".repeat(3000);
+        let cut = truncated(&long, 1001);
+        assert!(
+            cut.starts_with(&"é".repeat(500)),
+            "cut at a character boundary"
+        );
+        assert!(cut.ends_with("…[truncated: 6000 bytes]"), "{cut}");
+        let evidence = Value::Text("x".repeat(10_000_000).into()).to_evidence();
+        assert!(evidence.as_str().unwrap().len() < EVIDENCE_MAX + 40);
+        let bytes = Value::Bytes(vec![0xab; 5000].into()).to_evidence();
+        assert!(
+            bytes
+                .as_str()
+                .unwrap()
+                .ends_with("…[truncated: 5000 bytes]")
+        );
+        assert_eq!(Value::Text("short".into()).to_evidence(), "short");
+    }
 
     #[test]
     fn text_keys_order_bytewise_not_by_locale() {

@@ -46,6 +46,45 @@ impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for OrderedMap<V> 
     }
 }
 
+/// Why a file could not be read as text.
+pub enum ReadError {
+    Io(std::io::Error),
+    /// Not UTF-8: where the first bad byte is, and the byte.
+    Utf8(Pos, u8),
+}
+
+impl ReadError {
+    /// The position (in the file) and the message, for a diagnostic. `what` names the file's
+    /// role ("config file", "rule file").
+    pub fn diagnostic(&self, what: &str) -> (Pos, String) {
+        match self {
+            ReadError::Io(e) => (Pos::default(), format!("cannot read the {what}: {e}")),
+            ReadError::Utf8(pos, byte) => (
+                *pos,
+                format!("the {what} is not UTF-8 text: byte 0x{byte:02x} here is not valid UTF-8"),
+            ),
+        }
+    }
+}
+
+/// Reads a text file; invalid UTF-8 is located at the line and column of the first bad byte.
+pub fn read_text(path: &Path) -> Result<String, ReadError> {
+    let bytes = std::fs::read(path).map_err(ReadError::Io)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let good = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let before = &bytes[..good];
+        let line = before.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+        let line_start = before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let column =
+            std::str::from_utf8(&before[line_start..]).map_or(0, |s| s.chars().count()) as u64 + 1;
+        ReadError::Utf8(Pos { line, column }, bytes[good])
+    })
+}
+
 /// The field names of a struct deriving `Deserialize`, as serde knows them.
 pub fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
     let mut fields = None;

@@ -215,15 +215,12 @@ pub fn load_partial(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> (Option<Config>, Diagnostics) {
-    match std::fs::read_to_string(path) {
+    match yaml::read_text(path) {
         Ok(text) => parse_partial(path, &text, env),
         Err(e) => {
             let mut diags = Diagnostics::default();
-            diags.push(
-                path,
-                Pos::default(),
-                format!("cannot read the config file: {e}"),
-            );
+            let (pos, message) = e.diagnostic("config file");
+            diags.push(path, pos, message);
             (None, diags)
         }
     }

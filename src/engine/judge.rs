@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use crate::expr::{Env, Group};
 use crate::rules::Rule;
-use crate::value::{Key, Row, Value, parse_timestamp_text};
+use crate::value::{Key, MESSAGE_MAX, Row, Value, parse_timestamp_text, truncated};
 use crate::verdict::{ErrorKind, KeyError, RuleRun, Violation};
 
 use super::plan::Plan;
@@ -66,6 +66,10 @@ impl Judge<'_> {
             Ok(true) => {}
             Ok(false) => {
                 let message = self.plan.message.render(&env);
+                let message = match truncated(&message, MESSAGE_MAX) {
+                    std::borrow::Cow::Borrowed(_) => message,
+                    std::borrow::Cow::Owned(cut) => cut,
+                };
                 let datasets = self.snapshot(groups);
                 run.violations.push(Violation {
                     key,
@@ -123,7 +127,7 @@ impl Judge<'_> {
                         columns
                             .iter()
                             .zip(r.values.iter())
-                            .map(|(c, v)| (c.clone(), v.to_json()))
+                            .map(|(c, v)| (c.clone(), v.to_evidence()))
                             .collect(),
                     )
                 };

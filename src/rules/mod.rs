@@ -220,14 +220,11 @@ pub fn load(
     let mut rules = Vec::new();
     let mut seen: HashMap<String, Origin> = HashMap::new();
     for file in rule_files(config, &mut diags) {
-        let text = match std::fs::read_to_string(&file) {
+        let text = match yaml::read_text(&file) {
             Ok(t) => t,
             Err(e) => {
-                diags.push(
-                    &file,
-                    Pos::default(),
-                    format!("cannot read the rule file: {e}"),
-                );
+                let (pos, message) = e.diagnostic("rule file");
+                diags.push(&file, pos, message);
                 continue;
             }
         };

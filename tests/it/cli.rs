@@ -350,3 +350,22 @@ assert: t
     assert_eq!(out.status.code(), Some(1));
     assert_output_snapshot!("validate_runtime_breakers", stderr(&out));
 }
+
+#[test]
+fn invalid_utf8_is_reported_at_its_line_and_column() {
+    let workdir = Workdir::raw(
+        "sources:\n  db: { url: \"sqlite://x.db\" }\nrules: [rules/]\n",
+        "",
+    );
+    std::fs::write(
+        workdir.path().join("rules/rules.yaml"),
+        b"name: r\nkey: id\nassert: \"caf\xc3\xa9 \xff\"\n",
+    )
+    .unwrap();
+    let out = workdir.cli(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: rules/rules.yaml:3:15: the rule file is not UTF-8 text: byte 0xff here is not valid UTF-8\n1 error\n"
+    );
+}

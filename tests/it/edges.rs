@@ -628,3 +628,45 @@ async fn type_errors_are_found_before_any_key_is_judged() {
             .contains("rules/rules.yaml:5:9: rule `priced`: assert ("),
     );
 }
+
+#[tokio::test]
+async fn hostile_text_reaches_terminals_escaped_and_huge_values_are_stored_cut() {
+    let db = TestDb::new(Sqlite, "hostile").await;
+    db.exec(&[
+        "CREATE TABLE t (id INTEGER, note TEXT)".to_string(),
+        "INSERT INTO t VALUES (1, 'pwned' || char(27) || '[2J' || char(27) || ']0;title' || char(7) || char(13) || char(8238))".to_string(),
+        "INSERT INTO t VALUES (2, printf('%.*c', 2000000, 'x'))".to_string(),
+    ])
+    .await;
+    let rules = "name: hostile\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, note FROM t\" }\nassert: t == null\nmessage: \"{{t.note}}\"\n";
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    let out = workdir.cli(&["check"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(!table.contains('\u{1b}') && !table.contains('\u{7}') && !table.contains('\r'));
+    assert!(!table.contains('\u{202e}'), "bidi override printed raw");
+    assert!(
+        table.contains(r"pwned\u{1b}[2J\u{1b}]0;title\u{7}\u{d}\u{202e}"),
+        "{table}"
+    );
+    // Stored and printed, a 2 MB value is cut with a marker.
+    let out = workdir.cli(&["check", "--format", "json"]);
+    assert!(
+        out.stdout.len() < 20_000,
+        "{} bytes of JSON",
+        out.stdout.len()
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let huge = &doc["rules"][0]["violations"][1];
+    assert!(
+        huge["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("…[truncated: 2000000 bytes]")
+    );
+    assert!(
+        huge["datasets"]["t"]["note"]
+            .as_str()
+            .unwrap()
+            .ends_with("…[truncated: 2000000 bytes]")
+    );
+}
