@@ -158,7 +158,7 @@ fn validate(config_path: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> 
 /// be reached once, with the rules that need it.
 async fn prepare_all(config: &crate::config::Config, rules: &[Rule]) -> Diagnostics {
     use futures_util::StreamExt;
-    let sources = Sources::new(&config.sources);
+    let sources = Sources::new(&config.sources, config.secrets.clone());
     let found: Vec<Vec<crate::engine::Problem>> = futures_util::stream::iter(rules)
         .map(|rule| crate::engine::prepare(rule, &sources))
         .buffered(4)
@@ -213,7 +213,7 @@ fn check(config_path: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {
     print_warnings(&rules);
     let selected = select_rules(rules, &args.rules)?;
     let runs = runtime()?.block_on(async {
-        let sources = Sources::new(&config.sources);
+        let sources = Sources::new(&config.sources, config.secrets.clone());
         crate::engine::run_rules(&selected, &sources, usize::from(args.concurrency)).await
     });
     let text = match args.format {

@@ -134,6 +134,13 @@ impl Tokens {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Adds every token to the secrets no output may show.
+    pub fn add_to(&self, secrets: &mut crate::value::Secrets) {
+        for (_, token) in &self.entries {
+            secrets.add(token);
+        }
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

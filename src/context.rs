@@ -60,6 +60,13 @@ fn tokens(config: &Config) -> Result<Tokens, AuthError> {
     }
 }
 
+/// Every secret of a generation: the config's passwords and the API tokens.
+fn secrets(config: &Config, tokens: &Tokens) -> crate::value::Secrets {
+    let mut secrets = config.secrets.clone();
+    tokens.add_to(&mut secrets);
+    secrets
+}
+
 /// Everything a rule run needs: one generation of config and rules, with the store and metrics
 /// shared by every generation.
 pub struct Context {
@@ -77,11 +84,12 @@ impl Context {
     /// Reads the tokens file, opens the state store (migrating it) and restores the metrics.
     pub async fn start(config: Config, rules: Vec<Rule>) -> Result<Context, StartError> {
         let tokens = tokens(&config)?;
+        let secrets = secrets(&config, &tokens);
         let store = Arc::new(StateStore::open(&config.state).await?);
         let metrics = Arc::new(Metrics::new(config.metric_rule_labels.clone()));
         restore(&metrics, &rules, &store).await?;
         Ok(Context {
-            sources: Sources::new(&config.sources),
+            sources: Sources::new(&config.sources, secrets),
             tokens,
             config,
             rules,
@@ -93,6 +101,7 @@ impl Context {
     /// The next generation: new config and rules on the same store and metrics.
     pub async fn reloaded(&self, config: Config, rules: Vec<Rule>) -> Result<Context, StartError> {
         let tokens = tokens(&config)?;
+        let secrets = secrets(&config, &tokens);
         if config.http_listen != self.config.http_listen {
             tracing::warn!("A new http.listen takes effect at the next restart.");
         }
@@ -104,7 +113,7 @@ impl Context {
             .set_rule_labels(config.metric_rule_labels.clone());
         restore(&self.metrics, &rules, &self.store).await?;
         Ok(Context {
-            sources: Sources::new(&config.sources),
+            sources: Sources::new(&config.sources, secrets),
             tokens,
             config,
             rules,

@@ -112,6 +112,100 @@ pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The secrets invariantd knows (passwords of the source and state URLs, API tokens): never
+/// shown. A row that happens to hold one (a query that selects a connection string, say)
+/// is stored, logged and served with `***` in its place.
+#[derive(Clone, Default)]
+pub struct Secrets(Vec<String>);
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secrets({} redacted)", self.0.len())
+    }
+}
+
+/// Secrets shorter than this cannot be told from ordinary text, and are not redacted.
+const SECRET_MIN: usize = 4;
+
+impl Secrets {
+    pub fn add(&mut self, secret: &str) {
+        if secret.len() >= SECRET_MIN && !self.0.iter().any(|s| s == secret) {
+            self.0.push(secret.to_string());
+            // Longest first, so a secret containing another is replaced whole.
+            self.0.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
+    /// Adds the password of a database URL, as written and percent-decoded.
+    pub fn add_url_password(&mut self, url: &str) {
+        let Some((_, rest)) = url.split_once("://") else {
+            return;
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let Some((userinfo, _)) = authority.rsplit_once('@') else {
+            return;
+        };
+        if let Some((_, password)) = userinfo.split_once(':') {
+            self.add(password);
+            self.add(&percent_decode(password));
+        }
+    }
+
+    pub fn extend(&mut self, other: &Secrets) {
+        for s in &other.0 {
+            self.add(s);
+        }
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn redact<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        let mut out = std::borrow::Cow::Borrowed(text);
+        for s in &self.0 {
+            if out.contains(s.as_str()) {
+                out = std::borrow::Cow::Owned(out.replace(s.as_str(), "***"));
+            }
+        }
+        out
+    }
+
+    /// Every string in a JSON value redacted.
+    pub fn redact_json(&self, value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(s) => {
+                if let std::borrow::Cow::Owned(r) = self.redact(s) {
+                    *s = r;
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.redact_json(v)),
+            _ => {}
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `text` cut to at most `max` bytes (at a character boundary), with a marker saying how much
 /// was left out: stored messages and evidence stay bounded whatever a row holds.
 pub fn truncated(text: &str, max: usize) -> std::borrow::Cow<'_, str> {

@@ -112,11 +112,13 @@ pub(super) fn check_state(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
     diags: &mut Diagnostics,
+    secrets: &mut crate::value::Secrets,
 ) -> Option<ConnectOptions> {
     match state {
         None => connect_options("sqlite://invariantd.db?mode=rwc", base).ok(),
         Some(s) => {
             let url = yaml::expand_spanned(&s.url, "state.url", path, 0, env, diags);
+            secrets.add_url_password(&url);
             match connect_options(&url, base) {
                 Ok(ConnectOptions::MySql(_)) => {
                     diags.push(

@@ -164,6 +164,8 @@ pub struct Config {
     /// OTLP/HTTP base URL for traces; none means no traces are exported.
     pub otlp_endpoint: Option<String>,
     pub auth: AuthConfig,
+    /// The passwords of the source and state URLs: redacted wherever they might show.
+    pub secrets: crate::value::Secrets,
     /// Rule labels copied to every per-rule metric series (`metrics.rule_labels`).
     pub metric_rule_labels: Vec<String>,
     /// Sources named in the file whose settings are in error (already reported): rules may
@@ -285,8 +287,9 @@ fn parse_partial(
     };
     let base = base_dir(path);
 
+    let mut secrets = crate::value::Secrets::default();
     let (sources, unusable_sources) =
-        sources::check_sources(raw.sources, path, &base, env, &mut diags);
+        sources::check_sources(raw.sources, path, &base, env, &mut diags, &mut secrets);
 
     let retention = check_retention(raw.state.as_ref(), path, &mut diags);
     let max_concurrent_runs = check_max_concurrent_runs(raw.max_concurrent_runs, path, &mut diags);
@@ -300,7 +303,7 @@ fn parse_partial(
     let http_listen = check_http(raw.http.as_ref(), path, &mut diags);
     let (log_format, otlp_endpoint) =
         check_telemetry(raw.telemetry.as_ref(), path, env, &mut diags);
-    let state = check_state(raw.state, path, &base, env, &mut diags);
+    let state = check_state(raw.state, path, &base, env, &mut diags, &mut secrets);
     let auth = check_auth(raw.auth.as_ref(), path, &base, env, &mut diags);
     let metric_rule_labels = check_metrics(raw.metrics.as_ref(), path, &mut diags);
 
@@ -333,6 +336,7 @@ fn parse_partial(
         otlp_endpoint,
         auth,
         metric_rule_labels,
+        secrets,
         unusable_sources,
     });
     (config, diags)

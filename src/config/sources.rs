@@ -23,6 +23,7 @@ pub(super) fn check_sources(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
     diags: &mut Diagnostics,
+    secrets: &mut crate::value::Secrets,
 ) -> (Vec<SourceConfig>, Vec<String>) {
     let mut sources = Vec::new();
     let mut unusable_sources = Vec::new();
@@ -39,6 +40,7 @@ pub(super) fn check_sources(
             );
         }
         let url = yaml::expand_spanned(&raw_source.url, &what, path, 0, env, diags);
+        secrets.add_url_password(&url);
         let url_pos = yaml::pos(&raw_source.url, 0);
         let options = if url.is_empty() && raw_source.url.value.contains("${") {
             None // the missing variable is already reported

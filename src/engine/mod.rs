@@ -61,7 +61,35 @@ pub async fn run_rule_with_open(
     let started = Instant::now();
     let mut run = new_run(rule, now);
     let result = execute(rule, sources, now, open, &mut run).await;
-    finish(run, result, started.elapsed())
+    let mut run = finish(run, result, started.elapsed());
+    redact(&mut run, sources.secrets());
+    run
+}
+
+/// Replaces every secret in what a run found (messages, evidence, errors) by `***`: a query
+/// that selects a connection string must not publish its password to the store, the API or
+/// the logs.
+fn redact(run: &mut RuleRun, secrets: &crate::value::Secrets) {
+    if secrets.is_empty() {
+        return;
+    }
+    let clean = |s: &mut String| {
+        if let std::borrow::Cow::Owned(r) = secrets.redact(s) {
+            *s = r;
+        }
+    };
+    for v in &mut run.violations {
+        clean(&mut v.message);
+        for value in v.datasets.values_mut() {
+            secrets.redact_json(value);
+        }
+    }
+    for e in &mut run.key_errors {
+        clean(&mut e.message);
+    }
+    if let Some(e) = &mut run.error {
+        clean(&mut e.message);
+    }
 }
 
 /// A run of `rule` at `now` that has judged nothing yet.

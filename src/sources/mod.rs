@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::config::{ConnectOptions, SourceConfig, SourceKind};
 use crate::expr::types::Types;
-use crate::value::{Key, Row, Value};
+use crate::value::{Key, Row, Secrets, Value};
 use crate::verdict::{ErrorKind, RunError};
 
 /// Rows per batch sent from a reader to the merge.
@@ -55,25 +55,20 @@ impl Source {
     /// when they run, and nothing else.
     pub fn new(config: SourceConfig) -> Source {
         use sqlx::ConnectOptions as _;
-        // A sweep of a large table takes seconds by design: sqlx's "slow statement" warnings
-        // would fire on every run, so statements are logged at debug level only.
-        let quiet = log::LevelFilter::Debug;
-        let slow = Duration::from_secs(60);
+        // sqlx logs every statement's text, and a rule's query may hold what `${VAR}`
+        // expanded to (a connection string, a password): invariantd logs its runs itself, so
+        // the driver's statement logs are off. (A sweep also takes seconds by design, which
+        // would make its "slow statement" warnings fire on every run.)
         let pool = match &config.options {
             ConnectOptions::Postgres(o) => Pool::Postgres(
                 pool_options(&config).connect_lazy_with(
                     o.clone()
                         .application_name("invariantd")
-                        .log_statements(quiet)
-                        .log_slow_statements(quiet, slow),
+                        .disable_statement_logging(),
                 ),
             ),
             ConnectOptions::MySql(o) => Pool::MySql(
-                pool_options(&config).connect_lazy_with(
-                    o.clone()
-                        .log_statements(quiet)
-                        .log_slow_statements(quiet, slow),
-                ),
+                pool_options(&config).connect_lazy_with(o.clone().disable_statement_logging()),
             ),
             // Checks only read: SQLite sources are opened read-only, which also means a
             // missing database file is an error rather than a new empty database.
@@ -82,8 +77,7 @@ impl Source {
                     o.clone()
                         .read_only(true)
                         .create_if_missing(false)
-                        .log_statements(quiet)
-                        .log_slow_statements(quiet, slow),
+                        .disable_statement_logging(),
                 ),
             ),
         };
@@ -169,27 +163,36 @@ fn pool_options<DB: sqlx::Database>(config: &SourceConfig) -> sqlx::pool::PoolOp
         .idle_timeout(Some(Duration::from_secs(300)))
 }
 
-/// All configured sources by name.
+/// All configured sources by name, and the secrets no run may publish.
 #[derive(Clone, Default)]
-pub struct Sources(HashMap<String, Arc<Source>>);
+pub struct Sources {
+    sources: HashMap<String, Arc<Source>>,
+    secrets: Arc<Secrets>,
+}
 
 impl Sources {
-    pub fn new(configs: &[SourceConfig]) -> Sources {
-        Sources(
-            configs
+    pub fn new(configs: &[SourceConfig], secrets: Secrets) -> Sources {
+        Sources {
+            sources: configs
                 .iter()
                 .map(|c| (c.name.clone(), Arc::new(Source::new(c.clone()))))
                 .collect(),
-        )
+            secrets: Arc::new(secrets),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Source>> {
-        self.0.get(name)
+        self.sources.get(name)
+    }
+
+    /// What runs on these sources must never show.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
     }
 
     /// Every source, in name order.
     pub fn all(&self) -> Vec<&Arc<Source>> {
-        let mut all: Vec<&Arc<Source>> = self.0.values().collect();
+        let mut all: Vec<&Arc<Source>> = self.sources.values().collect();
         all.sort_by(|a, b| a.name().cmp(b.name()));
         all
     }

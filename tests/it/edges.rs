@@ -670,3 +670,50 @@ async fn hostile_text_reaches_terminals_escaped_and_huge_values_are_stored_cut()
             .ends_with("…[truncated: 2000000 bytes]")
     );
 }
+
+#[tokio::test]
+async fn a_password_selected_by_a_query_is_published_nowhere() {
+    const CANARY: &str = "canary-Pa55word";
+    let db = TestDb::new(Postgres, "canary").await;
+    // PostgreSQL trusts loopback here: any password is accepted, so the URL can carry one.
+    let url = db
+        .url
+        .replacen("postgres@", &format!("postgres:{CANARY}@"), 1);
+    assert!(url.contains(CANARY), "{url}");
+    let rules = format!(
+        "name: leaky\nkey: id\ndatasets:\n  t: {{ source: db, query: \"SELECT 1 AS id, '{url}' AS dsn\" }}\nassert: t == null\nmessage: \"connects with {{{{t.dsn}}}}\"\n"
+    );
+    let workdir = Workdir::new(&[("db", &url)], Some(&rules));
+    let mut seen = String::new();
+    for args in [
+        vec!["run", "--once", "--log-level", "debug"],
+        vec!["check", "--format", "json"],
+        vec!["check"],
+        vec!["violations", "list", "--format", "json"],
+    ] {
+        let out = workdir.cli(&args);
+        seen.push_str(&String::from_utf8_lossy(&out.stdout));
+        seen.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(
+        seen.contains("connects with postgres://postgres:***@"),
+        "{seen}"
+    );
+    let state = std::fs::read(workdir.path().join("invariantd.db")).unwrap();
+    let wal = std::fs::read(workdir.path().join("invariantd.db-wal")).unwrap_or_default();
+    for (what, bytes) in [
+        ("output", seen.as_bytes()),
+        ("state", &state[..]),
+        ("wal", &wal[..]),
+    ] {
+        assert!(
+            !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),
+            "the password is in the {what}: {}",
+            String::from_utf8_lossy(bytes)
+                .lines()
+                .filter(|l| l.contains(CANARY))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}

@@ -285,7 +285,7 @@ impl Workdir {
     /// Runs every rule once; results in rule order, keyed by rule name.
     pub async fn run(&self) -> Vec<invariantd::verdict::RuleRun> {
         let (config, rules) = self.load();
-        let sources = invariantd::sources::Sources::new(&config.sources);
+        let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
         invariantd::engine::run_rules(&rules, &sources, 4).await
     }
 
