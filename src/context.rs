@@ -162,6 +162,8 @@ pub struct Handle {
     current: RwLock<Arc<Context>>,
     control: mpsc::Sender<Control>,
     ready: AtomicBool,
+    /// Why the last run could not be recorded, until one is: the daemon is not ready then.
+    store_problem: RwLock<Option<String>>,
 }
 
 impl Handle {
@@ -172,6 +174,7 @@ impl Handle {
             current: RwLock::new(context),
             control: tx,
             ready: AtomicBool::new(false),
+            store_problem: RwLock::new(None),
         };
         (Arc::new(handle), rx)
     }
@@ -193,6 +196,19 @@ impl Handle {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Why runs cannot be recorded now, if they cannot.
+    pub fn store_problem(&self) -> Option<String> {
+        self.store_problem.read().expect("store lock").clone()
+    }
+
+    /// Records whether the last run could be recorded; returns whether that changed.
+    pub fn set_store_problem(&self, problem: Option<String>) -> bool {
+        let mut current = self.store_problem.write().expect("store lock");
+        let changed = current.is_some() != problem.is_some();
+        *current = problem;
+        changed
     }
 
     /// Sends a control message; false when nobody listens any more.

@@ -328,7 +328,7 @@ async fn scheduler(
     log: Arc<RunLog>,
 ) -> ServiceResult {
     let mut stop = CancellationToken::new();
-    let mut generation = start_generation(&handle.current(), &stop, &abort, &log);
+    let mut generation = start_generation(&handle, &handle.current(), &stop, &abort, &log);
     loop {
         tokio::select! {
             () = abort.cancelled() => break,
@@ -351,7 +351,7 @@ async fn scheduler(
                     }
                 };
                 stop = CancellationToken::new();
-                generation = start_generation(&handle.current(), &stop, &abort, &log);
+                generation = start_generation(&handle, &handle.current(), &stop, &abort, &log);
                 if let Some(reply) = swap.reply {
                     let _ = reply.send(result);
                 }
@@ -373,6 +373,7 @@ async fn scheduler(
 /// Starts one generation's scheduling loops, one per rule, stopped by `stop`. Runs in flight
 /// are abandoned only by `abort` (shutdown), not by `stop` (a reload lets them finish).
 fn start_generation(
+    handle: &Arc<Handle>,
     ctx: &Arc<Context>,
     stop: &CancellationToken,
     abort: &CancellationToken,
@@ -384,6 +385,7 @@ fn start_generation(
         let (ctx_run, ctx_skip) = (ctx.clone(), ctx.clone());
         let abort = abort.clone();
         let log = log.clone();
+        let handle = handle.clone();
         let looping = crate::scheduler::rule_loop(
             rule.name.clone(),
             rule.schedule.clone(),
@@ -394,10 +396,19 @@ fn start_generation(
                 let ctx = ctx_run.clone();
                 let abort = abort.clone();
                 let log = log.clone();
+                let handle = handle.clone();
                 async move {
                     let rule = &ctx.rules[i];
-                    if let Err(e) = run_and_record(&ctx, rule, &abort, &log).await {
-                        error!(rule = %rule.name, error = %e, "Could not record the rule run.");
+                    match run_and_record(&ctx, rule, &abort, &log).await {
+                        Ok(_) => {
+                            if handle.set_store_problem(None) {
+                                info!("The state store can be written again: ready.");
+                            }
+                        }
+                        Err(e) => {
+                            error!(rule = %rule.name, error = %e, "Could not record the rule run; its result is lost and no metric counts it.");
+                            handle.set_store_problem(Some(e.to_string()));
+                        }
                     }
                 }
             },

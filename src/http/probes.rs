@@ -1,5 +1,6 @@
 //! What the orchestrator and Prometheus poll: `/metrics`, `/healthz` (the process answers) and
-//! `/readyz` (the state store is migrated, the rules are loaded, and every service runs).
+//! `/readyz` (the state store is migrated and can be written, the rules are loaded, and every
+//! service runs).
 
 use std::sync::Arc;
 
@@ -22,9 +23,16 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(handle): State<Arc<Handle>>) -> Response {
-    if handle.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    if !handle.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    }
+    match handle.store_problem() {
+        // Verdicts that cannot be recorded are lost: not ready, and say why.
+        Some(problem) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the state store cannot be written: {problem}\n"),
+        )
+            .into_response(),
+        None => (StatusCode::OK, "ready\n").into_response(),
     }
 }

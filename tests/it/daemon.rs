@@ -520,3 +520,48 @@ async fn the_log_says_what_started_and_what_changed_once_without_colours() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_state_store_that_cannot_be_written_makes_the_daemon_not_ready_until_it_can() {
+    let db = TestDb::new(SourceKind::Sqlite, "unwritable").await;
+    db.exec_str(&["CREATE TABLE t (id INTEGER)", "INSERT INTO t VALUES (1)"])
+        .await;
+    let rule = "name: every_second\nevery: 1s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id FROM t\" }\nassert: t == null\n";
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rule));
+    let (mut child, port) = workdir.spawn_daemon("", std::process::Stdio::null()).await;
+    // Another writer holds the store: runs cannot be recorded (after SQLite's busy timeout).
+    let state = workdir.path().join("invariantd.db");
+    let mut lock = sqlx::SqliteConnection::connect(&format!("sqlite://{}", state.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let body = loop {
+        let (status, body) = http(port, "GET", "/readyz");
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready with an unwritable store"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        body.starts_with("not ready: the state store cannot be written: "),
+        "{body}"
+    );
+    // The writer goes away: the next run is recorded and the daemon is ready again by itself.
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    drop(lock);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http(port, "GET", "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    kill(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+}
