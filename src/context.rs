@@ -164,6 +164,8 @@ pub struct Handle {
     ready: AtomicBool,
     /// Why the last run could not be recorded, until one is: the daemon is not ready then.
     store_problem: RwLock<Option<String>>,
+    /// Sources whose role could do more than read, and why.
+    privileged: RwLock<std::collections::BTreeMap<String, String>>,
 }
 
 impl Handle {
@@ -175,6 +177,7 @@ impl Handle {
             control: tx,
             ready: AtomicBool::new(false),
             store_problem: RwLock::new(None),
+            privileged: RwLock::new(Default::default()),
         };
         (Arc::new(handle), rx)
     }
@@ -196,6 +199,25 @@ impl Handle {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Records what a source's role may do beyond reading (or `None`); true when it is news.
+    pub fn set_privileged(&self, source: &str, power: Option<String>) -> bool {
+        let mut map = self.privileged.write().expect("privileges lock");
+        match power {
+            Some(p) => map.insert(source.to_string(), p.clone()).as_ref() != Some(&p),
+            None => map.remove(source).is_some(),
+        }
+    }
+
+    /// Sources whose role could do more than read: (source, why).
+    pub fn privileged(&self) -> Vec<(String, String)> {
+        self.privileged
+            .read()
+            .expect("privileges lock")
+            .iter()
+            .map(|(s, p)| (s.clone(), p.clone()))
+            .collect()
     }
 
     /// Why runs cannot be recorded now, if they cannot.

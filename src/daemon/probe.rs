@@ -1,11 +1,15 @@
 //! Keeping `source_up` current for every configured source: a source that no rule run has
 //! touched for `IDLE` (its rules run rarely, or none uses it) is probed with one connection
-//! and `SELECT 1`. Every source is probed at start-up, so each has a series from the start.
+//! and one query. Every source is probed at start-up, so each has a series from the start —
+//! and the probe says when a source's role could do more than read (logged once, and shown
+//! by `/readyz`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+use tracing::warn;
 
 use super::ServiceResult;
 use super::runner::RunLog;
@@ -22,6 +26,8 @@ pub async fn service(
     stop: CancellationToken,
     log: Arc<RunLog>,
 ) -> ServiceResult {
+    // Every source is probed once at least, for its privileges, however busy its rules are.
+    let mut checked: std::collections::HashSet<String> = Default::default();
     loop {
         let ctx = handle.current();
         for source in ctx.sources.all() {
@@ -29,7 +35,7 @@ pub async fn service(
                 .metrics
                 .source_seen(source.name())
                 .is_none_or(|seen| seen.elapsed() >= IDLE);
-            if !idle {
+            if !idle && checked.contains(source.name()) {
                 continue;
             }
             let result = tokio::select! {
@@ -41,6 +47,18 @@ pub async fn service(
                 source.name(),
                 result.as_ref().err().map(|e| e.message.as_str()),
             );
+            if let Ok(power) = &result {
+                checked.insert(source.name().to_string());
+                if handle.set_privileged(source.name(), power.clone())
+                    && let Some(power) = power
+                {
+                    warn!(
+                        source = %source.name(),
+                        power = %power,
+                        "Source connects with more than read rights: a check could change the database or write files on its server. Give invariantd a read-only role (README: Least privilege)."
+                    );
+                }
+            }
         }
         drop(ctx);
         tokio::select! {

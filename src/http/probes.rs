@@ -33,6 +33,15 @@ pub async fn readyz(State(handle): State<Arc<Handle>>) -> Response {
             format!("not ready: the state store cannot be written: {problem}\n"),
         )
             .into_response(),
-        None => (StatusCode::OK, "ready\n").into_response(),
+        None => {
+            // Ready; but say what an operator should know.
+            let mut body = String::from("ready\n");
+            for (source, power) in handle.privileged() {
+                body.push_str(&format!(
+                    "warning: source `{source}` can do more than read: {power}\n"
+                ));
+            }
+            (StatusCode::OK, body).into_response()
+        }
     }
 }

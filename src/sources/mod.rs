@@ -112,26 +112,34 @@ impl Source {
         &self.config.name
     }
 
-    /// Whether the source answers: one connection and `SELECT 1`, failing fast like a read.
-    pub async fn probe(&self) -> Result<(), RunError> {
+    /// Whether the source answers — one connection and one query, failing fast like a read —
+    /// and whether its role could do more than read: `Some(reason)` when it is a PostgreSQL
+    /// superuser, or has MySQL's SUPER or FILE privilege (a "read-only" check could then write
+    /// files on the server, e.g. with `lo_export`).
+    pub async fn probe(&self) -> Result<Option<String>, RunError> {
         let _permit = self.reserve(1).await?;
         let timeout = self.config.connect_timeout;
-        let failed = |e| query_error(e, "the probe `SELECT 1` failed", "");
-        match (&self.pool, &self.config.options) {
+        let failed = |e| query_error(e, "the probe failed", "");
+        Ok(match (&self.pool, &self.config.options) {
             (Pool::Postgres(pool), ConnectOptions::Postgres(o)) => {
                 let mut conn =
                     acquire_fast::<sqlx::Postgres, _>(pool.acquire(), o, timeout).await?;
-                sqlx::query("SELECT 1")
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(failed)?;
+                let superuser: bool = sqlx::query_scalar(
+                    "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                )
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(failed)?
+                .unwrap_or(false);
+                superuser.then(|| "its role is a PostgreSQL superuser".to_string())
             }
             (Pool::MySql(pool), ConnectOptions::MySql(o)) => {
                 let mut conn = acquire_fast::<sqlx::MySql, _>(pool.acquire(), o, timeout).await?;
-                sqlx::query("SELECT 1")
-                    .execute(&mut *conn)
+                let grants: Vec<String> = sqlx::query_scalar("SHOW GRANTS")
+                    .fetch_all(&mut *conn)
                     .await
                     .map_err(failed)?;
+                mysql_power(&grants)
             }
             (Pool::Sqlite(pool), _) => {
                 let mut conn = pool.acquire().await.map_err(|e| {
@@ -144,10 +152,10 @@ impl Source {
                     .execute(&mut *conn)
                     .await
                     .map_err(failed)?;
+                None
             }
             _ => unreachable!("a source's pool matches its options"),
-        }
-        Ok(())
+        })
     }
 
     pub fn kind(&self) -> SourceKind {
@@ -238,6 +246,25 @@ pub enum ReaderMsg {
         null_keys: u64,
     },
     Failed(RunError),
+}
+
+/// Whether MySQL/MariaDB grants give more than reading: global ALL, SUPER or FILE.
+fn mysql_power(grants: &[String]) -> Option<String> {
+    grants.iter().find_map(|g| {
+        let upper = g.to_ascii_uppercase();
+        let global = upper.contains(" ON *.* ");
+        let privileges = upper.split(" ON ").next().unwrap_or("");
+        let power = if global && privileges.contains("ALL PRIVILEGES") {
+            "ALL PRIVILEGES on *.*"
+        } else if privileges.contains("SUPER") {
+            "SUPER"
+        } else if global && privileges.contains("FILE") {
+            "FILE"
+        } else {
+            return None;
+        };
+        Some(format!("its user has the MySQL privilege {power}"))
+    })
 }
 
 /// A database error as a `RunError`, in the database's own words: a statement cancelled by

@@ -555,3 +555,78 @@ async fn every_configured_source_has_source_up_from_start_even_with_no_rule_read
         .await;
     running.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn sources_that_can_do_more_than_read_are_named_at_start_and_in_readyz() {
+    let pg = crate::harness::TestDb::new(invariantd::config::SourceKind::Postgres, "power").await;
+    let my = crate::harness::TestDb::new(invariantd::config::SourceKind::MySql, "power").await;
+    let lite = crate::harness::TestDb::new(invariantd::config::SourceKind::Sqlite, "power").await;
+    // A login role with no more than it is given: what invariantd should connect as.
+    let role = format!("invariantd_it_reader_{}", std::process::id());
+    pg.exec(&[format!("CREATE ROLE {role} LOGIN")]).await;
+    let reader_url = pg.url.replacen("postgres@", &format!("{role}@"), 1);
+    let workdir = Workdir::new(
+        &[
+            ("pg_super", &pg.url),
+            ("maria_root", &my.url),
+            ("pg_reader", &reader_url),
+            ("lite", &lite.url),
+        ],
+        Some(""),
+    );
+    let (mut config, rules) = workdir.load();
+    config.http_listen = "127.0.0.1:0".parse().unwrap();
+    let running =
+        invariantd::daemon::start(Context::start(config, rules).await.unwrap(), Vec::new())
+            .await
+            .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while running.handle.privileged().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            running.handle.privileged()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Give the other two their probe too.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        running.handle.privileged(),
+        [
+            (
+                "maria_root".to_string(),
+                "its user has the MySQL privilege ALL PRIVILEGES on *.*".to_string()
+            ),
+            (
+                "pg_super".to_string(),
+                "its role is a PostgreSQL superuser".to_string()
+            ),
+        ]
+    );
+    let port = running.address.port();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || crate::harness::http(port, "GET", "/readyz"))
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(
+            "warning: source `pg_super` can do more than read: its role is a PostgreSQL superuser"
+        ),
+        "{body}"
+    );
+    running
+        .handle
+        .send(invariantd::context::Control::Shutdown)
+        .await;
+    running.wait().await.unwrap();
+    drop(workdir);
+    let mut admin = {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&pg.url).await.unwrap()
+    };
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {role}")))
+        .execute(&mut admin)
+        .await;
+}
