@@ -71,14 +71,19 @@ impl Source {
                 pool_options(&config).connect_lazy_with(o.clone().disable_statement_logging()),
             ),
             // Checks only read: SQLite sources are opened read-only, which also means a
-            // missing database file is an error rather than a new empty database.
+            // missing database file is an error rather than a new empty database. A kept
+            // connection would keep reading a file that was since replaced (`mv new.db
+            // orders.db`) or deleted, so connections are closed after each use: every run
+            // opens the file as it is now, which for SQLite costs microseconds.
             ConnectOptions::Sqlite(o) => Pool::Sqlite(
-                pool_options(&config).connect_lazy_with(
-                    o.clone()
-                        .read_only(true)
-                        .create_if_missing(false)
-                        .disable_statement_logging(),
-                ),
+                pool_options(&config)
+                    .after_release(|_, _| Box::pin(async { Ok(false) }))
+                    .connect_lazy_with(
+                        o.clone()
+                            .read_only(true)
+                            .create_if_missing(false)
+                            .disable_statement_logging(),
+                    ),
             ),
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections as usize));

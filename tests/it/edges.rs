@@ -717,3 +717,48 @@ async fn a_password_selected_by_a_query_is_published_nowhere() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_sqlite_source_replaced_or_deleted_under_the_daemon_is_seen_as_it_is_now() {
+    let db = TestDb::new(Sqlite, "replaced").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, ok INTEGER)",
+        "INSERT INTO t VALUES (1, 0), (2, 0), (3, 1)",
+    ])
+    .await;
+    let file = std::path::PathBuf::from(db.url.trim_start_matches("sqlite://"));
+    let rules = "name: ok\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n";
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    let (config, rules) = workdir.load();
+    // One set of pools for every run, as in the daemon.
+    let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
+    let run = || invariantd::engine::run_rules(&rules, &sources, 1);
+    assert_eq!(keys(&run().await[0]), ["1", "2"]);
+
+    // A new file moved over the old one, as a restore or a deploy does.
+    let fresh = file.with_extension("new");
+    {
+        use sqlx::{ConnectOptions, Executor};
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&fresh)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        conn.execute(
+            "CREATE TABLE t (id INTEGER, ok INTEGER); INSERT INTO t VALUES (1, 1), (2, 1), (3, 1);",
+        )
+        .await
+        .unwrap();
+    }
+    std::fs::rename(&fresh, &file).unwrap();
+    let after = run().await;
+    assert_eq!(after[0].outcome, Outcome::Pass, "{:?}", after[0].error);
+
+    // Deleted: unknown, and the source is down.
+    std::fs::remove_file(&file).unwrap();
+    let gone = run().await;
+    assert_eq!(gone[0].outcome, Outcome::Unknown);
+    assert_eq!(error_of(&gone[0]).unwrap().0, "source_unreachable");
+    assert_eq!(gone[0].sources_down, ["db"]);
+}
