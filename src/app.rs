@@ -169,19 +169,16 @@ async fn prepare_all(config: &crate::config::Config, rules: &[Rule]) -> Diagnost
     for (rule, problems) in rules.iter().zip(found) {
         for problem in problems {
             let error = &problem.error;
-            let Some(origin) = &problem.origin else {
-                for d in &rule.datasets {
-                    if error.message.contains(&format!("(source `{}`", d.source)) {
-                        let entry = down
-                            .entry(d.source.clone())
-                            .or_insert_with(|| (error.message.clone(), Vec::new()));
-                        if !entry.1.contains(&rule.name) {
-                            entry.1.push(rule.name.clone());
-                        }
-                    }
+            if let Some(source) = problem.unreachable {
+                let (_, needed_by) = down
+                    .entry(source)
+                    .or_insert_with(|| (error.message.clone(), Vec::new()));
+                if !needed_by.contains(&rule.name) {
+                    needed_by.push(rule.name.clone());
                 }
                 continue;
-            };
+            }
+            let origin = problem.origin.as_ref().unwrap_or(&rule.origin);
             diags.push(
                 &origin.file,
                 origin.pos,
@@ -189,10 +186,7 @@ async fn prepare_all(config: &crate::config::Config, rules: &[Rule]) -> Diagnost
             );
         }
     }
-    for (source, (message, needed_by)) in down {
-        let cause = message
-            .split_once("): ")
-            .map_or(message.as_str(), |(_, cause)| cause);
+    for (source, (cause, needed_by)) in down {
         diags.push(
             &config.path,
             crate::diag::Pos::default(),

@@ -151,12 +151,6 @@ impl Secrets {
         }
     }
 
-    pub fn extend(&mut self, other: &Secrets) {
-        for s in &other.0 {
-            self.add(s);
-        }
-    }
-
     /// `text` with every secret replaced by `***`.
     pub fn redact<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
         let mut out = std::borrow::Cow::Borrowed(text);

@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 use super::sources::connect_options;
 use super::{
     AuthConfig, ConnectOptions, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_RETENTION,
-    LogFormat, RawAuth, RawHttp, RawMetrics, RawState, RawTelemetry, duration_field,
+    LogFormat, MAX_RETENTION, RawAuth, RawHttp, RawMetrics, RawState, RawTelemetry, duration_field,
 };
 use crate::diag::Diagnostics;
 use crate::yaml;
@@ -22,6 +22,7 @@ pub(super) fn check_retention(
     duration_field(
         state.and_then(|s| s.retention.as_ref()),
         DEFAULT_RETENTION,
+        MAX_RETENTION,
         "state.retention",
         path,
         diags,

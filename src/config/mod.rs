@@ -296,6 +296,7 @@ fn parse_partial(
     let shutdown_grace = duration_field(
         raw.shutdown_grace.as_ref(),
         DEFAULT_SHUTDOWN_GRACE,
+        MAX_SHUTDOWN_GRACE,
         "shutdown_grace",
         path,
         &mut diags,
@@ -379,12 +380,12 @@ pub fn valid_name(name: &str) -> bool {
 fn duration_field(
     value: Option<&Spanned<String>>,
     default: Duration,
+    (max, max_text): Bound,
     what: &str,
     path: &Path,
     diags: &mut Diagnostics,
 ) -> Duration {
     let Some(v) = value else { return default };
-    let (max, max_text) = max_duration(what);
     match humantime::parse_duration(&v.value) {
         Ok(d) if d.is_zero() => {
             diags.push(
@@ -420,18 +421,17 @@ fn duration_field(
     }
 }
 
-/// The longest each duration may be, where it is used: PostgreSQL takes a statement timeout
-/// in milliseconds as a 32-bit integer (24 days), instants overflow long before a billion
-/// years, and nobody means a connect timeout of a week.
-fn max_duration(what: &str) -> (Duration, &'static str) {
-    const DAY: u64 = 24 * 3600;
-    match what {
-        "statement_timeout" => (Duration::from_secs(24 * DAY), "24d"),
-        "connect_timeout" => (Duration::from_secs(3600), "1h"),
-        "shutdown_grace" => (Duration::from_secs(3600), "1h"),
-        _ => (Duration::from_secs(36_500 * DAY), "36500d"),
-    }
-}
+/// The longest a duration may be where it is used, and how the error writes it.
+type Bound = (Duration, &'static str);
+
+const DAY: u64 = 24 * 3600;
+/// PostgreSQL takes a statement timeout in milliseconds as a 32-bit integer (24 days).
+const MAX_STATEMENT_TIMEOUT: Bound = (Duration::from_secs(24 * DAY), "24d");
+/// Nobody means to wait longer for a connection, or for a daemon to stop.
+const MAX_CONNECT_TIMEOUT: Bound = (Duration::from_secs(3600), "1h");
+const MAX_SHUTDOWN_GRACE: Bound = (Duration::from_secs(3600), "1h");
+/// A century: instants overflow long before a billion years.
+const MAX_RETENTION: Bound = (Duration::from_secs(36_500 * DAY), "36500d");
 
 #[cfg(test)]
 mod tests {

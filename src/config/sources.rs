@@ -10,7 +10,8 @@ use sqlx::sqlite::SqliteConnectOptions;
 
 use super::{
     ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_STATEMENT_TIMEOUT,
-    RawSource, SourceConfig, SourceKind, duration_field, valid_name,
+    MAX_CONNECT_TIMEOUT, MAX_STATEMENT_TIMEOUT, RawSource, SourceConfig, SourceKind,
+    duration_field, valid_name,
 };
 use crate::diag::Diagnostics;
 use crate::yaml::{self, OrderedMap};
@@ -64,6 +65,7 @@ pub(super) fn check_sources(
         let statement_timeout = duration_field(
             raw_source.statement_timeout.as_ref(),
             DEFAULT_STATEMENT_TIMEOUT,
+            MAX_STATEMENT_TIMEOUT,
             "statement_timeout",
             path,
             diags,
@@ -71,6 +73,7 @@ pub(super) fn check_sources(
         let connect_timeout = duration_field(
             raw_source.connect_timeout.as_ref(),
             DEFAULT_CONNECT_TIMEOUT,
+            MAX_CONNECT_TIMEOUT,
             "connect_timeout",
             path,
             diags,

@@ -328,7 +328,7 @@ async fn scheduler(
     log: Arc<RunLog>,
 ) -> ServiceResult {
     let mut stop = CancellationToken::new();
-    let mut generation = start_generation(&handle, &handle.current(), &stop, &abort, &log);
+    let mut generation = start_generation(&handle, &stop, &abort, &log);
     loop {
         tokio::select! {
             () = abort.cancelled() => break,
@@ -351,7 +351,7 @@ async fn scheduler(
                     }
                 };
                 stop = CancellationToken::new();
-                generation = start_generation(&handle, &handle.current(), &stop, &abort, &log);
+                generation = start_generation(&handle, &stop, &abort, &log);
                 if let Some(reply) = swap.reply {
                     let _ = reply.send(result);
                 }
@@ -370,15 +370,15 @@ async fn scheduler(
     Ok(())
 }
 
-/// Starts one generation's scheduling loops, one per rule, stopped by `stop`. Runs in flight
+/// Starts the scheduling loops of the generation in force, one per rule, stopped by `stop`. Runs in flight
 /// are abandoned only by `abort` (shutdown), not by `stop` (a reload lets them finish).
 fn start_generation(
     handle: &Arc<Handle>,
-    ctx: &Arc<Context>,
     stop: &CancellationToken,
     abort: &CancellationToken,
     log: &Arc<RunLog>,
 ) -> JoinSet<String> {
+    let ctx = &handle.current();
     let mut loops = JoinSet::new();
     let limit = Arc::new(Semaphore::new(ctx.config.max_concurrent_runs.max(1)));
     for (i, rule) in ctx.rules.iter().enumerate() {

@@ -292,19 +292,12 @@ async fn describe(rule: &Rule, sources: &Sources) -> Result<Described, RunError>
             .await;
     let descriptions = firsts
         .into_iter()
-        .enumerate()
-        .map(|(i, msg)| match msg {
+        .map(|msg| match msg {
             Some(ReaderMsg::Described(d)) => Ok(d),
-            Some(ReaderMsg::Failed(e)) => {
-                let at = where_(rule, i, e.kind);
-                Err(e.context(at))
-            }
+            Some(ReaderMsg::Failed(e)) => Err(e),
             _ => Err(RunError::new(
                 ErrorKind::QueryFailed,
-                format!(
-                    "{}: the reader stopped unexpectedly",
-                    where_(rule, i, ErrorKind::QueryFailed)
-                ),
+                "the reader stopped unexpectedly",
             )),
         })
         .collect();
@@ -316,11 +309,12 @@ async fn describe(rule: &Rule, sources: &Sources) -> Result<Described, RunError>
     })
 }
 
-/// A problem `prepare` found: where it is written (the query, the assertion…), or `None`
-/// for a source that cannot be reached, and the error.
+/// A problem `prepare` found: where it is written (the query, the assertion…) and the error,
+/// or the source that cannot be reached and why (the error's message is then only the cause).
 #[derive(Debug, Clone)]
 pub struct Problem {
     pub origin: Option<Origin>,
+    pub unreachable: Option<String>,
     pub error: RunError,
 }
 
@@ -328,16 +322,29 @@ pub struct Problem {
 /// dataset's query is prepared on its source (never executed) and the rule's plan is checked
 /// against the columns they return. Empty when nothing is.
 pub async fn prepare(rule: &Rule, sources: &Sources) -> Vec<Problem> {
-    let located = |i: usize, error: RunError| Problem {
-        origin: (error.kind != ErrorKind::SourceUnreachable)
-            .then(|| rule.datasets[i].query_origin.clone()),
-        error,
+    let located = |i: usize, error: RunError| {
+        let d = &rule.datasets[i];
+        if error.kind == ErrorKind::SourceUnreachable {
+            Problem {
+                origin: None,
+                unreachable: Some(d.source.clone()),
+                error,
+            }
+        } else {
+            let at = where_(rule, i, error.kind);
+            Problem {
+                origin: Some(d.query_origin.clone()),
+                unreachable: None,
+                error: error.context(at),
+            }
+        }
     };
     let described = match describe(rule, sources).await {
         Ok(d) => d,
         Err(error) => {
             return vec![Problem {
-                origin: None,
+                origin: Some(rule.origin.clone()),
+                unreachable: None,
                 error,
             }];
         }
@@ -355,6 +362,7 @@ pub async fn prepare(rule: &Rule, sources: &Sources) -> Vec<Problem> {
     {
         problems.extend(found.into_iter().map(|(origin, message)| Problem {
             origin: Some(origin),
+            unreachable: None,
             error: RunError::new(ErrorKind::SchemaMismatch, message),
         }));
     }
@@ -393,7 +401,8 @@ async fn execute(
                 if e.kind == ErrorKind::SourceUnreachable {
                     run.sources_down.push(source.clone());
                 }
-                failures.push(e);
+                let at = where_(rule, i, e.kind);
+                failures.push(e.context(at));
             }
         }
     }

@@ -47,10 +47,6 @@ impl Types {
         "list",
     ];
 
-    fn union(self, other: Types) -> Types {
-        Types(self.0 | other.0)
-    }
-
     /// Both sets together.
     pub const fn with(self, other: Types) -> Types {
         Types(self.0 | other.0)
@@ -215,7 +211,7 @@ impl Checker<'_> {
                 for ta in oa.types.singles() {
                     for tb in ob.types.singles() {
                         if let Some(r) = result(*op, ta, tb, &oa, &ob) {
-                            out = out.union(r);
+                            out = out.with(r);
                         }
                     }
                 }
@@ -248,7 +244,7 @@ impl Checker<'_> {
                 }
                 let ta = self.ty(a).types;
                 let tb = self.ty(b).types;
-                any(ta.union(tb))
+                any(ta.with(tb))
             }
             Node::List(items) => {
                 for i in items {

@@ -42,6 +42,7 @@ pub async fn changer(
     let caller = presented
         .and_then(|t| ctx.tokens.who(t))
         .map(str::to_string);
+    let no_tokens = ctx.tokens.is_empty();
     drop(ctx);
     match (caller, presented) {
         (Some(name), _) => {
@@ -49,7 +50,7 @@ pub async fn changer(
             next.run(request).await
         }
         (None, presented) => {
-            let message = if handle.current().tokens.is_empty() {
+            let message = if no_tokens {
                 "this needs a bearer token, and none is configured (auth.tokens_file)"
             } else if presented.is_some() {
                 "the bearer token is not valid"

@@ -288,9 +288,10 @@ impl StateStore {
                 for stmt in statements {
                     bound!(stmt).execute(&mut *tx).await?;
                 }
-                recorded.opened = counts.opened;
-                recorded.seen_again = counts.seen_again;
-                recorded.resolved = counts.resolved;
+                recorded = Recorded {
+                    run_id: recorded.run_id,
+                    ..counts
+                };
             }
             for stmt in counters::add(run, &recorded) {
                 bound!(stmt).execute(&mut *tx).await?;

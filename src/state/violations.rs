@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{AssertSqlSafe, Row as _};
 
-use super::{BATCH, Bind, Pool, StateError, StateStore, Stmt, Where, bound, on_pool};
+use super::{BATCH, Bind, Pool, Recorded, StateError, StateStore, Stmt, Where, bound, on_pool};
 use crate::verdict::{RuleRun, Violation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,16 +62,9 @@ pub struct RuleSnapshot {
     pub open: i64,
     pub oldest_first_seen_us: Option<i64>,
     pub last_success_us: Option<i64>,
-    /// Keys judged, held back by grace, and with errors in the last finished run.
+    /// Keys judged, held back by grace, and with errors in the last finished run (in the
+    /// every-rule snapshot only, which restores the metrics).
     pub last_keys: Option<[i64; 3]>,
-}
-
-/// What applying a run's verdicts changes.
-#[derive(Debug, Default)]
-pub(super) struct Applied {
-    pub opened: u64,
-    pub seen_again: u64,
-    pub resolved: u64,
 }
 
 pub(super) fn select_open(rule: &str) -> Stmt {
@@ -87,12 +80,13 @@ fn datasets_json(v: &Violation) -> String {
 
 /// The statements that apply a finished run's verdicts, given the rule's open violations
 /// (id, key): open the new, bump the seen again, resolve the open ones the run judged and
-/// found holding (or no longer saw), and leave the keys it did not judge alone.
+/// found holding (or no longer saw), and leave the keys it did not judge alone. The counts
+/// come back as a `Recorded` whose `run_id` the caller fills.
 pub(super) fn apply(
     run: &RuleRun,
     open: &[(i64, String)],
     started_us: i64,
-) -> (Vec<Stmt>, Applied) {
+) -> (Vec<Stmt>, Recorded) {
     let open_ids: HashMap<&str, i64> = open.iter().map(|(id, k)| (k.as_str(), *id)).collect();
     let found: Vec<(String, &Violation)> = run
         .violations
@@ -164,7 +158,8 @@ pub(super) fn apply(
             binds,
         });
     }
-    let applied = Applied {
+    let applied = Recorded {
+        run_id: 0,
         opened: new.len() as u64,
         seen_again: again.len() as u64,
         resolved: resolved.len() as u64,
@@ -308,9 +303,12 @@ impl StateStore {
             for row in bound!(success).fetch_all(pool).await? {
                 map.entry(row.try_get(0)?).or_default().last_success_us = row.try_get(1)?;
             }
-            for row in bound!(keys).fetch_all(pool).await? {
-                map.entry(row.try_get(0)?).or_default().last_keys =
-                    Some([row.try_get(1)?, row.try_get(2)?, row.try_get(3)?]);
+            // Only restoring the metrics needs these; a run knows its own counts.
+            if rule.is_none() {
+                for row in bound!(keys).fetch_all(pool).await? {
+                    map.entry(row.try_get(0)?).or_default().last_keys =
+                        Some([row.try_get(1)?, row.try_get(2)?, row.try_get(3)?]);
+                }
             }
         });
         Ok(map)
