@@ -361,6 +361,26 @@ pub fn http_as(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16
     (status, body)
 }
 
+/// Sends SIGTERM to a daemon and waits for it to exit, failing the test if it takes longer
+/// than `limit`.
+pub async fn terminate_within(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    kill(child, "TERM");
+    let stopped_at = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            stopped_at.elapsed() < limit,
+            "the daemon did not stop within {limit:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Sends a signal to a child process.
 pub fn kill(child: &std::process::Child, signal: &str) {
     let status = std::process::Command::new("kill")
