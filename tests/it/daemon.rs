@@ -540,3 +540,38 @@ async fn a_state_store_that_cannot_be_written_makes_the_daemon_not_ready_until_i
     kill(&child, "TERM");
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test]
+async fn colours_are_for_terminals_and_no_color_turns_them_off() {
+    // `script` runs the command on a pseudo-terminal, as a person's shell would.
+    let down = "postgres://postgres@127.0.0.1:1/nothing";
+    let rule = "name: stranded\nkey: id\ndatasets:\n  t: { source: down, query: \"SELECT id FROM t\" }\nassert: t != null\n";
+    let workdir = Workdir::new(&[("down", down)], Some(rule));
+    let on_terminal = |no_color: Option<&str>| {
+        let binary = env!("CARGO_BIN_EXE_invariantd");
+        let mut command = std::process::Command::new("script");
+        command
+            .args(["-qec", &format!("{binary} run --once"), "/dev/null"])
+            .current_dir(workdir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("INVARIANTD_LOG")
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            command.env("NO_COLOR", v);
+        }
+        let out = command.output().expect("script(1) from util-linux");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let coloured = on_terminal(None);
+    assert!(coloured.contains("Source is down"), "{coloured}");
+    assert!(
+        coloured.contains('\u{1b}'),
+        "no colours on a terminal:\n{coloured}"
+    );
+    let plain = on_terminal(Some("1"));
+    assert!(plain.contains("Source is down"), "{plain}");
+    assert!(
+        !plain.contains("\u{1b}["),
+        "colours despite NO_COLOR:\n{plain}"
+    );
+}
