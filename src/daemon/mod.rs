@@ -17,8 +17,8 @@
 //! the service and why.
 //!
 //! Shutdown: the abort token is cancelled. Loops stop scheduling; runs in flight are abandoned
-//! (their read transactions roll back) and recorded as unknown (`cancelled`), in one
-//! transaction like any run, so nothing is half-written. If services have not stopped within
+//! (their queries are stopped on the servers, their read transactions roll back) and recorded
+//! as unknown (`cancelled`), so nothing is half-written. If services have not stopped within
 //! `shutdown_grace`, the log names the runs still going; a second signal quits at once.
 
 pub mod probe;
@@ -367,8 +367,19 @@ async fn scheduler(
     }
     stop.cancel();
     while generation.join_next().await.is_some() {}
+    // The abandoned runs' readers stop their queries on the servers: wait for that, so that
+    // no query of ours outlives the daemon.
+    if !handle.current().sources.settle(STOP_QUERIES).await {
+        warn!(
+            "Some abandoned queries could not be stopped within {}; they end by their statement timeout.",
+            humantime::format_duration(STOP_QUERIES)
+        );
+    }
     Ok(())
 }
+
+/// How long a shutdown waits for abandoned queries to be stopped on their servers.
+const STOP_QUERIES: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Starts the scheduling loops of the generation in force, one per rule, stopped by `stop`. Runs in flight
 /// are abandoned only by `abort` (shutdown), not by `stop` (a reload lets them finish).

@@ -188,18 +188,6 @@ pub(crate) fn where_(rule: &Rule, i: usize, kind: ErrorKind) -> String {
     }
 }
 
-/// The reader tasks of a run, abandoned with it: when a run ends early its readers stop and
-/// their transactions roll back.
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
-}
-
 /// A database reader's rows after its description.
 struct ChannelBatches {
     rx: mpsc::Receiver<ReaderMsg>,
@@ -232,11 +220,9 @@ impl RowBatches for ChannelBatches {
 }
 
 /// The readers of one run, started and described: each dataset's description (or its typed
-/// error), and what the merge needs to go on. Dropping it abandons the readers.
+/// error), and what the merge needs to go on. Dropping it abandons the readers: each notices,
+/// stops its query on the server, rolls back and ends, giving back its reserved connection.
 struct Described {
-    /// Held until the run ends: the connections reserved per source.
-    _permits: Vec<tokio::sync::OwnedSemaphorePermit>,
-    _tasks: AbortOnDrop,
     readers: Vec<(
         mpsc::Receiver<ReaderMsg>,
         tokio::sync::oneshot::Sender<KeyMode>,
@@ -258,12 +244,11 @@ async fn describe(rule: &Rule, sources: &Sources) -> Result<Described, RunError>
     for d in &rule.datasets {
         *needs.entry(d.source.as_str()).or_default() += 1;
     }
-    let mut permits = Vec::with_capacity(needs.len());
+    let mut permits = BTreeMap::new();
     for (name, n) in needs {
         let source = sources.get(name).ok_or_else(|| not_configured(name))?;
-        permits.push(source.reserve(n).await?);
+        permits.insert(name, source.reserve(n).await?);
     }
-    let mut tasks = AbortOnDrop(Vec::with_capacity(rule.datasets.len()));
     let mut readers = Vec::with_capacity(rule.datasets.len());
     for d in &rule.datasets {
         let source = sources
@@ -272,19 +257,20 @@ async fn describe(rule: &Rule, sources: &Sources) -> Result<Described, RunError>
         let cfg = &source.config;
         let deadline =
             Instant::now() + cfg.connect_timeout + cfg.statement_timeout + Duration::from_secs(5);
-        let Reader {
-            messages,
-            mode,
-            task,
-        } = spawn_reader(
+        // Each reader holds one of the connections reserved for its source until it ends.
+        let permit = permits
+            .get_mut(d.source.as_str())
+            .and_then(|p| p.split(1))
+            .expect("one connection was reserved per dataset");
+        let Reader { messages, mode } = spawn_reader(
             source.clone(),
             ReadRequest {
                 query: d.query.clone(),
                 key: rule.key.clone(),
                 deadline,
             },
+            permit,
         );
-        tasks.0.push(task);
         readers.push((messages, mode));
     }
     let firsts =
@@ -302,8 +288,6 @@ async fn describe(rule: &Rule, sources: &Sources) -> Result<Described, RunError>
         })
         .collect();
     Ok(Described {
-        _permits: permits,
-        _tasks: tasks,
         readers,
         descriptions,
     })
@@ -379,8 +363,6 @@ async fn execute(
     // 1. Reserve connections, start the readers, let each describe its query.
     let described = describe(rule, sources).await?;
     let Described {
-        _permits,
-        _tasks,
         readers,
         descriptions: described,
     } = described;

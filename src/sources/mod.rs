@@ -23,6 +23,7 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{ConnectOptions, SourceConfig, SourceKind};
 use crate::expr::types::Types;
@@ -48,6 +49,9 @@ pub struct Source {
     /// this source before it starts reading, so waiting for a busy pool is never mistaken for
     /// a source that cannot be reached (the pool's own timeout then only measures connecting).
     permits: Arc<tokio::sync::Semaphore>,
+    /// The reader tasks on this source, so that a shutdown can wait for their queries to be
+    /// stopped on the server (see `Sources::settle`).
+    readers: TaskTracker,
 }
 
 impl Source {
@@ -91,6 +95,7 @@ impl Source {
             config,
             pool,
             permits,
+            readers: TaskTracker::new(),
         }
     }
 
@@ -203,6 +208,16 @@ impl Sources {
         &self.secrets
     }
 
+    /// Waits, at most `limit`, until every reader has ended, each having stopped its query on
+    /// the server if its run was abandoned. False when some were still going at the limit.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        let all = futures_util::future::join_all(self.sources.values().map(|s| {
+            s.readers.close();
+            s.readers.wait()
+        }));
+        tokio::time::timeout(limit, all).await.is_ok()
+    }
+
     /// Every source, in name order.
     pub fn all(&self) -> Vec<&Arc<Source>> {
         let mut all: Vec<&Arc<Source>> = self.sources.values().collect();
@@ -281,8 +296,13 @@ pub(crate) fn query_error(e: sqlx::Error, what: &str, query: &str) -> RunError {
         return RunError::new(ErrorKind::QueryFailed, format!("{what}: {e}"));
     };
     let code = db.code();
-    let timed_out = matches!(code.as_deref(), Some("57014" | "1969" | "3024" | "70100"))
-        && !db.message().contains("user request");
+    // SQLite's SQLITE_INTERRUPT (9) comes from the reader's own timeout (see `sqlite.rs`).
+    let sqlite_interrupt = db
+        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .is_some_and(|_| code.as_deref() == Some("9"));
+    let timed_out = sqlite_interrupt
+        || matches!(code.as_deref(), Some("57014" | "1969" | "3024" | "70100"))
+            && !db.message().contains("user request");
     if timed_out {
         return RunError::new(
             ErrorKind::Timeout,
@@ -330,7 +350,6 @@ pub struct Reader {
     pub messages: mpsc::Receiver<ReaderMsg>,
     /// Send the run's key order once every dataset is described; drop to cancel.
     pub mode: oneshot::Sender<KeyMode>,
-    pub task: tokio::task::JoinHandle<()>,
 }
 
 /// What a reader needs to know about its dataset.
@@ -343,18 +362,24 @@ pub struct ReadRequest {
     pub deadline: Instant,
 }
 
-/// Starts reading a dataset. The reader describes the query, waits for the key order, then
-/// streams rows until done, failed, or its receiver is dropped.
-pub fn spawn_reader(source: Arc<Source>, request: ReadRequest) -> Reader {
+/// Starts reading a dataset, holding `connection` (reserved with `Source::reserve`) until it
+/// ends. The reader describes the query, waits for the key order, then streams rows until
+/// done, failed, or its receiver is dropped — then it stops its query on the server.
+pub fn spawn_reader(
+    source: Arc<Source>,
+    request: ReadRequest,
+    connection: tokio::sync::OwnedSemaphorePermit,
+) -> Reader {
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let (mode_tx, mode_rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
+    source.readers.clone().spawn(async move {
+        let _connection = connection;
         let result = match &source.pool {
             Pool::Postgres(pool) => {
                 postgres::read(pool, &source.config, &request, &tx, mode_rx).await
             }
             Pool::MySql(pool) => mysql::read(pool, &source.config, &request, &tx, mode_rx).await,
-            Pool::Sqlite(pool) => sqlite::read(pool, &request, &tx, mode_rx).await,
+            Pool::Sqlite(pool) => sqlite::read(pool, &source.config, &request, &tx, mode_rx).await,
         };
         if let Err(e) = result {
             let _ = tx.send(ReaderMsg::Failed(e)).await;
@@ -363,7 +388,43 @@ pub fn spawn_reader(source: Arc<Source>, request: ReadRequest) -> Reader {
     Reader {
         messages: rx,
         mode: mode_tx,
-        task,
+    }
+}
+
+/// The error of a read whose run went away while its query was running.
+fn abandoned() -> RunError {
+    RunError::new(ErrorKind::Cancelled, "the run was abandoned")
+}
+
+/// Whether a read ended while its query may still be running on the server: its run was
+/// abandoned, or it gave up at its deadline. The database would go on running the query
+/// (PostgreSQL and MariaDB until their own timeout, or until they next write to a client that
+/// is gone; SQLite to the end of the statement), so the reader stops it there before it lets
+/// the connection go.
+pub(crate) fn interrupted<T>(result: &Result<T, RunError>) -> bool {
+    matches!(result, Err(e) if matches!(e.kind, ErrorKind::Timeout | ErrorKind::Cancelled))
+}
+
+/// Stops a query from outside its connection: `stop` opens a connection of its own and asks
+/// the server to cancel the query (the source's pool may have no connection to spare). It
+/// gets `limit`; a failure is logged, as the query then ends by the server's own timeout.
+pub(crate) async fn stop_on_server(
+    source: &str,
+    stop: impl std::future::Future<Output = Result<(), sqlx::Error>>,
+    limit: Duration,
+) {
+    match tokio::time::timeout(limit, stop).await {
+        Ok(Ok(())) => tracing::debug!(source, "Stopped an abandoned query on the server."),
+        Ok(Err(e)) => tracing::warn!(
+            source,
+            error = %e,
+            "Could not stop an abandoned query on the server; it runs until its statement timeout."
+        ),
+        Err(_) => tracing::warn!(
+            source,
+            "Could not stop an abandoned query on the server within {}; it runs until its statement timeout.",
+            humantime::format_duration(limit)
+        ),
     }
 }
 
@@ -438,14 +499,19 @@ where
     let mut last: Option<Key> = None;
     let mut null_keys = 0u64;
     loop {
-        let next = match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(n) => n,
-            Err(_) => {
-                return Err(RunError::new(
-                    ErrorKind::Timeout,
-                    "statement timeout: the query did not finish in time",
-                ));
-            }
+        // The database may take long before the next row: the run may be abandoned meanwhile,
+        // and the caller then stops the query on the server (see `Interrupted`).
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, stream.next()) => match next {
+                Ok(n) => n,
+                Err(_) => {
+                    return Err(RunError::new(
+                        ErrorKind::Timeout,
+                        "statement timeout: the query did not finish in time",
+                    ));
+                }
+            },
+            () = tx.closed() => return Err(abandoned()),
         };
         let Some(row) = next else { break };
         let row = row.map_err(|e| query_error(e, "query failed", query))?;
@@ -470,12 +536,12 @@ where
             last = batch.last().map(|r| r.key.clone());
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
             if tx.send(ReaderMsg::Rows(full)).await.is_err() {
-                return Ok(()); // the engine stopped listening
+                return Err(abandoned());
             }
         }
     }
     if !batch.is_empty() && tx.send(ReaderMsg::Rows(batch)).await.is_err() {
-        return Ok(());
+        return Err(abandoned());
     }
     let _ = tx.send(ReaderMsg::Done { null_keys }).await;
     Ok(())

@@ -1,6 +1,7 @@
 //! MySQL and MariaDB: a READ ONLY transaction with the server's statement time limit
 //! (`max_statement_time` on MariaDB, `max_execution_time` on MySQL), byte-wise text order
-//! through `CAST(… AS BINARY)`, and decoding by the column's type.
+//! through `CAST(… AS BINARY)`, and decoding by the column's type. A query whose run is
+//! abandoned is stopped with `KILL QUERY` from a connection of its own.
 
 use sqlx::mysql::MySqlRow;
 use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, TypeInfo};
@@ -154,6 +155,11 @@ pub(super) async fn read(
             super::query_error(e, "cannot set the statement timeout", &request.query)
         })?;
     }
+    // To stop the query from another connection if the run is abandoned.
+    let thread: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| super::query_error(e, "cannot start reading", &request.query))?;
     let mut txn = sqlx::Connection::begin_with(&mut *conn, "START TRANSACTION READ ONLY")
         .await
         .map_err(|e| {
@@ -180,7 +186,7 @@ pub(super) async fn read(
         KeyMode::Text => format!("CAST({key} AS BINARY)"),
     };
     let decode_row = |row: &MySqlRow| columns.decode(row, decode);
-    describe_then_stream(
+    let result = describe_then_stream(
         &mut *txn,
         description,
         &wrapped,
@@ -190,5 +196,17 @@ pub(super) async fn read(
         tx,
         mode,
     )
-    .await
+    .await;
+    if super::interrupted(&result) {
+        // The connection is still held, so the thread cannot be running anyone else's query.
+        let stop = async {
+            use sqlx::{ConnectOptions as _, Connection as _};
+            let mut conn = options.connect().await?;
+            conn.execute(AssertSqlSafe(format!("KILL QUERY {thread}")))
+                .await?;
+            conn.close().await
+        };
+        super::stop_on_server(&config.name, stop, config.connect_timeout).await;
+    }
+    result
 }

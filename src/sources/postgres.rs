@@ -1,5 +1,6 @@
 //! PostgreSQL: a REPEATABLE READ READ ONLY transaction with `SET LOCAL statement_timeout`,
-//! byte-wise text order through `COLLATE "C"`, and decoding by the column's type.
+//! byte-wise text order through `COLLATE "C"`, and decoding by the column's type. A query
+//! whose run is abandoned is cancelled with `pg_cancel_backend` from a connection of its own.
 
 use sqlx::postgres::{PgRow, PgTypeInfo, PgTypeKind};
 use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, TypeInfo};
@@ -154,6 +155,11 @@ pub(super) async fn read(
     )))
     .await
     .map_err(|e| super::query_error(e, "cannot set the statement timeout", &request.query))?;
+    // To stop the query from another connection if the run is abandoned.
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *txn)
+        .await
+        .map_err(|e| super::query_error(e, "cannot start reading", &request.query))?;
 
     let wrapped = wrap(&request.query);
     let statement = (&mut *txn)
@@ -175,7 +181,7 @@ pub(super) async fn read(
         KeyMode::Text => format!("({key})::text COLLATE \"C\""),
     };
     let decode_row = |row: &PgRow| columns.decode(row, decode);
-    describe_then_stream(
+    let result = describe_then_stream(
         &mut *txn,
         description,
         &wrapped,
@@ -185,5 +191,19 @@ pub(super) async fn read(
         tx,
         mode,
     )
-    .await
+    .await;
+    if super::interrupted(&result) {
+        // The connection is still held, so the backend cannot be running anyone else's query.
+        let stop = async {
+            use sqlx::{ConnectOptions as _, Connection as _};
+            let mut conn = options.connect().await?;
+            sqlx::query("SELECT pg_cancel_backend($1)")
+                .bind(backend)
+                .execute(&mut conn)
+                .await?;
+            conn.close().await
+        };
+        super::stop_on_server(&config.name, stop, config.connect_timeout).await;
+    }
+    result
 }

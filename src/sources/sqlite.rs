@@ -2,6 +2,13 @@
 //! byte-wise text order through the BINARY collation, and decoding by each value's own storage
 //! class, refined by the column's declared type (SQLite applications store timestamps as text
 //! and money in NUMERIC columns, which SQLite keeps as REAL).
+//!
+//! SQLite has no statement timeout of its own: a progress handler, called every few thousand
+//! virtual-machine steps, interrupts the statement once `statement_timeout` has passed or the
+//! run was abandoned, so the query stops using the CPU then and there.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Executor, Row as _, TypeInfo, ValueRef};
@@ -10,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
 };
+use crate::config::SourceConfig;
 use crate::expr::types::Types;
 use crate::value::{Value, decimal_from_f64, parse_timestamp_text};
 use crate::verdict::{ErrorKind, RunError};
@@ -131,8 +139,12 @@ async fn declared_columns(
     Ok((columns, types))
 }
 
+/// Virtual-machine steps between two looks at the clock: well under a millisecond.
+const STEPS_PER_CHECK: i32 = 10_000;
+
 pub(super) async fn read(
     pool: &sqlx::SqlitePool,
+    config: &SourceConfig,
     request: &ReadRequest,
     tx: &mpsc::Sender<ReaderMsg>,
     mode: oneshot::Receiver<KeyMode>,
@@ -143,6 +155,15 @@ pub(super) async fn read(
             format!("cannot open the database: {e}"),
         )
     })?;
+    let deadline = std::time::Instant::now() + config.statement_timeout;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    txn.lock_handle()
+        .await
+        .map_err(|e| super::query_error(e, "cannot start reading", ""))?
+        .set_progress_handler(STEPS_PER_CHECK, move || {
+            !stopping.load(Ordering::Relaxed) && std::time::Instant::now() < deadline
+        });
     let wrapped = wrap(&request.query);
     let (names, types) = declared_columns(&mut txn, &wrapped).await?;
     let columns = Columns::new(
@@ -171,7 +192,7 @@ pub(super) async fn read(
         KeyMode::Text => format!("CAST({key} AS TEXT) COLLATE BINARY"),
     };
     let decode_row = |row: &SqliteRow| columns.decode(row, decode);
-    describe_then_stream(
+    let result = describe_then_stream(
         &mut *txn,
         description,
         &wrapped,
@@ -181,5 +202,9 @@ pub(super) async fn read(
         tx,
         mode,
     )
-    .await
+    .await;
+    if super::interrupted(&result) {
+        stop.store(true, Ordering::Relaxed);
+    }
+    result
 }

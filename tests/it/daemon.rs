@@ -127,24 +127,7 @@ assert: t != null
             "cancelled: invariantd is shutting down".to_string()
         )]
     );
-
-    // The abandoned query does not linger in PostgreSQL.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left: i64 = sqlx::query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND application_name = 'invariantd'")
-            .fetch_one(&mut admin)
-            .await
-            .unwrap()
-            .get(0);
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the query kept running after the daemon stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // That the query itself stops on the server is `faults.rs`'s to show.
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod daemon;
 mod edges;
+mod faults;
 mod harness;
 mod metrics_http;
 mod rule_tests;
