@@ -1,7 +1,9 @@
 //! When each rule runs: one loop per rule on its `schedule` (cron) or `every` (interval), with a
 //! stable per-rule start jitter so a hundred rules do not hit a database in the same second. A
 //! rule never overlaps itself: a run still going when the next is due makes that tick skipped
-//! (and counted by the caller). A shared semaphore caps the runs in flight across rules.
+//! (and counted by the caller). A shared semaphore caps the runs in flight across rules: a
+//! run is started with its slot, and gives it back as soon as it no longer needs it (the
+//! daemon's runs, once their sources are read: recording never keeps another rule waiting).
 //!
 //! The loop knows nothing of what a run does: it is handed a function that starts one.
 
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -42,8 +44,8 @@ pub fn next_cron(cron: &croner::Cron, after: DateTime<Utc>) -> Option<DateTime<U
     cron.find_next_occurrence(&after, false).ok()
 }
 
-/// One rule's scheduling loop. `run` performs one run; it is spawned so that the loop sees a
-/// due time arrive while the previous run is still going, and skips it.
+/// One rule's scheduling loop. `run` performs one run, given its slot; it is spawned so that
+/// the loop sees a due time arrive while the previous run is still going, and skips it.
 pub async fn rule_loop<F, Fut>(
     name: String,
     schedule: Schedule,
@@ -52,7 +54,7 @@ pub async fn rule_loop<F, Fut>(
     on_skip: impl Fn(),
     run: F,
 ) where
-    F: Fn() -> Fut,
+    F: Fn(OwnedSemaphorePermit) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let jitter = jitter(&name, &schedule);
@@ -71,7 +73,7 @@ pub async fn rule_loop<F, Fut>(
             on_skip();
             warn!(rule = %name, "Previous run still going; this run is skipped.");
         } else {
-            let fut = run();
+            let run = run.clone();
             let limit = limit.clone();
             let running = running.clone();
             let token = token.clone();
@@ -79,12 +81,12 @@ pub async fn rule_loop<F, Fut>(
                 // However the run ends (even by panicking), the rule may run again.
                 let _running = ClearOnDrop(running);
                 // Waiting for a slot ends with shutdown too.
-                let permit = tokio::select! {
+                let slot = tokio::select! {
                     p = limit.acquire_owned() => p.ok(),
                     _ = token.cancelled() => None,
                 };
-                if permit.is_some() {
-                    fut.await;
+                if let Some(slot) = slot {
+                    run(slot).await;
                 }
             });
         }
@@ -136,7 +138,7 @@ mod tests {
             move || {
                 skipped2.fetch_add(1, Ordering::SeqCst);
             },
-            move || {
+            move |_slot| {
                 let runs = runs2.clone();
                 async move {
                     runs.fetch_add(1, Ordering::SeqCst);
@@ -168,9 +170,10 @@ mod tests {
                 limit.clone(),
                 token.clone(),
                 || {},
-                move || {
+                move |slot| {
                     let (active, most) = (active.clone(), most.clone());
                     async move {
+                        let _slot = slot;
                         let now = active.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_secs(5)).await;

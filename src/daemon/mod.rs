@@ -403,14 +403,14 @@ fn start_generation(
             limit.clone(),
             stop.clone(),
             move || ctx_skip.metrics.skipped(&ctx_skip.rules[i]),
-            move || {
+            move |slot| {
                 let ctx = ctx_run.clone();
                 let abort = abort.clone();
                 let log = log.clone();
                 let handle = handle.clone();
                 async move {
                     let rule = &ctx.rules[i];
-                    match run_and_record(&ctx, rule, &abort, &log).await {
+                    match run_and_record(&ctx, rule, &abort, &log, Some(slot)).await {
                         Ok(_) => {
                             if handle.set_store_problem(None) {
                                 info!("The state store can be written again: ready.");

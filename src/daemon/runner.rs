@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
@@ -128,12 +129,15 @@ pub struct RunLog {
 }
 
 /// Runs a rule once and records it. On cancellation the run is abandoned and recorded as
-/// unknown (`cancelled`).
+/// unknown (`cancelled`). `slot`, the run's share of `max_concurrent_runs`, is given back
+/// once the sources are read: recording takes no slot, so a big write never holds up other
+/// rules' runs.
 pub async fn run_and_record(
     ctx: &Context,
     rule: &Rule,
     token: &CancellationToken,
     log: &RunLog,
+    slot: Option<OwnedSemaphorePermit>,
 ) -> Result<(RuleRun, Recorded), StateError> {
     let _guard = log.in_flight.enter(&rule.name);
     let span = tracing::info_span!(
@@ -144,7 +148,9 @@ pub async fn run_and_record(
         violations = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
     );
-    let result = record(ctx, rule, token).instrument(span.clone()).await;
+    let result = record(ctx, rule, token, slot)
+        .instrument(span.clone())
+        .await;
     if let Ok((run, _)) = &result {
         log.transitions.observe(run);
         span.record("outcome", run.outcome.as_str());
@@ -159,6 +165,7 @@ async fn record(
     ctx: &Context,
     rule: &Rule,
     token: &CancellationToken,
+    slot: Option<OwnedSemaphorePermit>,
 ) -> Result<(RuleRun, Recorded), StateError> {
     let open = ctx.store.open_keys(&rule.name).await?;
     let started = Utc::now();
@@ -172,6 +179,7 @@ async fn record(
             RunError::new(ErrorKind::Cancelled, "cancelled: invariantd is shutting down"),
         ),
     };
+    drop(slot);
     let recorded = ctx.store.record(&run).await?;
     let snapshot = ctx.store.rule_snapshot(&rule.name).await?;
     ctx.metrics
@@ -200,7 +208,7 @@ pub async fn run_once(
     let log = RunLog::default();
     let results: Vec<Result<(RuleRun, Recorded), StateError>> =
         futures_util::stream::iter(&ctx.rules)
-            .map(|rule| run_and_record(ctx, rule, &token, &log))
+            .map(|rule| run_and_record(ctx, rule, &token, &log, None))
             .buffered(concurrency.max(1))
             .collect()
             .await;

@@ -71,19 +71,31 @@ impl RuleTotals {
     }
 }
 
-/// What a recorded run adds to its rule's counters.
-pub(super) fn add(run: &RuleRun, recorded: &Recorded) -> Vec<Stmt> {
-    let mut counts = vec![
-        (Counter::Runs(run.outcome), 1),
-        (Counter::Detected, recorded.opened),
-        (Counter::Resolved, recorded.resolved),
-    ];
+/// What a recorded run itself adds to its rule's counters: its outcome, rows and error.
+pub(super) fn add_run(run: &RuleRun) -> Vec<Stmt> {
+    let mut counts = vec![(Counter::Runs(run.outcome), 1)];
     for (dataset, rows) in run.datasets.iter().zip(&run.rows_scanned) {
         counts.push((Counter::RowsScanned(dataset.clone()), *rows));
     }
     if let Some(kind) = run.error_kind() {
         counts.push((Counter::Errors(kind), 1));
     }
+    increments(&run.rule, counts)
+}
+
+/// The counter increments for the violations one part of a run opened and resolved: written
+/// in the same transaction as those changes, so the counters always agree with the rows.
+pub(super) fn add_changes(rule: &str, changed: &Recorded) -> Vec<Stmt> {
+    increments(
+        rule,
+        vec![
+            (Counter::Detected, changed.opened),
+            (Counter::Resolved, changed.resolved),
+        ],
+    )
+}
+
+fn increments(rule: &str, counts: Vec<(Counter, u64)>) -> Vec<Stmt> {
     counts
         .into_iter()
         .filter(|(_, value)| *value > 0)
@@ -92,7 +104,7 @@ pub(super) fn add(run: &RuleRun, recorded: &Recorded) -> Vec<Stmt> {
                   ON CONFLICT (rule, name) DO UPDATE SET value = rule_counters.value + excluded.value"
                 .into(),
             binds: vec![
-                Bind::Text(run.rule.clone()),
+                Bind::Text(rule.to_string()),
                 Bind::Text(counter.name()),
                 Bind::I64(value as i64),
             ],

@@ -10,8 +10,9 @@
 //! source down, a timeout…) changes nothing but the record of the run: no data is not good
 //! data. Keys a run did not judge (grace, an error for that key) keep their state.
 //!
-//! All of a run's bookkeeping happens in one transaction with batched statements, so a run
-//! with 100,000 violations costs a few hundred statements, not 100,000. Every statement is
+//! A run's bookkeeping is done with batched statements, so a run with 100,000 violations
+//! costs a few hundred statements, not 100,000; in one transaction for a usual run, in parts
+//! of bounded size for a big one, so that no write holds the store for long. Every statement is
 //! written once for both databases (`$N` placeholders, `CAST`, `ON CONFLICT`, `UPDATE … FROM`
 //! are common to both); only the DDL differs, in `migrations/sqlite` and `migrations/postgres`.
 //! Statements are built as plain values (`Stmt`) by the table modules and executed here, so
@@ -134,6 +135,44 @@ pub(crate) use bound;
 
 pub struct StateStore {
     pool: Pool,
+    /// Writers take turns, in the order they asked (tokio's mutex is fair): SQLite has one
+    /// writer at a time, and its own busy handler would let a big recording starve the rest.
+    writer: tokio::sync::Mutex<()>,
+}
+
+/// Violation rows one transaction of a recording changes at most (see `StateStore::record`).
+const ROWS_PER_TRANSACTION: usize = 2 * BATCH;
+
+/// A recording's statements in parts of at most `ROWS_PER_TRANSACTION` rows (a statement
+/// alone may be the part), in order.
+fn split(statements: Vec<(Stmt, Recorded)>) -> Vec<Vec<(Stmt, Recorded)>> {
+    let mut parts: Vec<Vec<(Stmt, Recorded)>> = Vec::new();
+    let mut rows = 0;
+    for (stmt, counts) in statements {
+        let n = (counts.opened + counts.seen_again + counts.resolved) as usize;
+        if parts.is_empty() || rows + n > ROWS_PER_TRANSACTION {
+            parts.push(Vec::new());
+            rows = 0;
+        }
+        rows += n;
+        parts
+            .last_mut()
+            .expect("a part was pushed")
+            .push((stmt, counts));
+    }
+    parts
+}
+
+/// A part of a recording's statements, followed by the counter increments they cause.
+fn with_counters(rule: &str, part: Vec<(Stmt, Recorded)>) -> (Vec<Stmt>, Recorded) {
+    let mut changed = Recorded::default();
+    let mut statements = Vec::with_capacity(part.len() + 2);
+    for (stmt, counts) in part {
+        statements.push(stmt);
+        changed.add(&counts);
+    }
+    statements.extend(counters::add_changes(rule, &changed));
+    (statements, changed)
 }
 
 /// What recording a run changed.
@@ -143,6 +182,14 @@ pub struct Recorded {
     pub opened: u64,
     pub seen_again: u64,
     pub resolved: u64,
+}
+
+impl Recorded {
+    fn add(&mut self, other: &Recorded) {
+        self.opened += other.opened;
+        self.seen_again += other.seen_again;
+        self.resolved += other.resolved;
+    }
 }
 
 struct Embedded(&'static [(i64, &'static str, &'static str)]);
@@ -189,6 +236,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "run key counts",
         include_str!("../../migrations/sqlite/0003_run_key_counts.sql"),
     ),
+    (
+        4,
+        "violations by key",
+        include_str!("../../migrations/sqlite/0004_violations_by_key.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -205,6 +257,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         3,
         "run key counts",
         include_str!("../../migrations/postgres/0003_run_key_counts.sql"),
+    ),
+    (
+        4,
+        "violations by key",
+        include_str!("../../migrations/postgres/0004_violations_by_key.sql"),
     ),
 ]);
 
@@ -242,7 +299,10 @@ impl StateStore {
                 unreachable!("config validation allows SQLite and PostgreSQL only")
             }
         };
-        Ok(StateStore { pool })
+        Ok(StateStore {
+            pool,
+            writer: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// Applies the migrations not applied yet.
@@ -266,44 +326,72 @@ impl StateStore {
         .map_err(StateError::Migrate)
     }
 
-    /// Records a run and applies its verdicts to the violations and counters, in one
-    /// transaction.
+    /// Records a run and applies its verdicts to the violations and counters.
+    ///
+    /// A run that changes at most `ROWS_PER_TRANSACTION` violations is recorded in one
+    /// transaction. A bigger one is recorded in several, so that it never holds the store for
+    /// long (SQLite has a single writer): its violation changes go first, each part with the
+    /// counter increments it causes, and the run's own row and counters last. Other rules'
+    /// runs are recorded in between, in the order they asked. If the daemon dies half-way,
+    /// the store holds some of the changes and no run: still consistent (counters agree with
+    /// the rows), and the rule's next run judges every key again.
     pub async fn record(&self, run: &RuleRun) -> Result<Recorded, StateError> {
         let started_us = run.started_at.timestamp_micros();
-        let mut recorded = Recorded::default();
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            recorded.run_id = bound!(runs::insert(run))
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get::<i64, _>(0)?;
-            if run.finished {
-                let open: Vec<(i64, String)> = bound!(violations::select_open(&run.rule))
-                    .fetch_all(&mut *tx)
+        let mut parts: Vec<Vec<(Stmt, Recorded)>> = Vec::new();
+        if run.finished {
+            // Only this rule's runs change its violations, and they never overlap.
+            let open: Vec<(i64, String)> = on_pool!(self, pool => {
+                bound!(violations::select_open(&run.rule))
+                    .fetch_all(pool)
                     .await?
                     .into_iter()
                     .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?)))
-                    .collect::<Result<_, sqlx::Error>>()?;
-                let (statements, counts) = violations::apply(run, &open, started_us);
-                for stmt in statements {
-                    bound!(stmt).execute(&mut *tx).await?;
-                }
-                recorded = Recorded {
-                    run_id: recorded.run_id,
-                    ..counts
-                };
-            }
-            for stmt in counters::add(run, &recorded) {
+                    .collect::<Result<_, sqlx::Error>>()?
+            });
+            parts = split(violations::apply(run, &open, started_us));
+        }
+        let last = parts.pop().unwrap_or_default();
+        let mut recorded = Recorded::default();
+        for part in parts {
+            let (statements, changed) = with_counters(&run.rule, part);
+            self.write(None, statements).await?;
+            recorded.add(&changed);
+        }
+        let (mut statements, changed) = with_counters(&run.rule, last);
+        statements.extend(counters::add_run(run));
+        let run_id = self.write(Some(runs::insert(run)), statements).await?;
+        recorded.add(&changed);
+        recorded.run_id = run_id.expect("the run's insert returns its id");
+        Ok(recorded)
+    }
+
+    /// One write transaction, after the writes that asked before it: `first` returns an id
+    /// (an `INSERT … RETURNING id`), then `statements` run in order.
+    async fn write(
+        &self,
+        first: Option<Stmt>,
+        statements: Vec<Stmt>,
+    ) -> Result<Option<i64>, StateError> {
+        let _turn = self.writer.lock().await;
+        let id = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let id = match first {
+                Some(stmt) => Some(bound!(stmt).fetch_one(&mut *tx).await?.try_get::<i64, _>(0)?),
+                None => None,
+            };
+            for stmt in statements {
                 bound!(stmt).execute(&mut *tx).await?;
             }
             tx.commit().await?;
+            id
         });
-        Ok(recorded)
+        Ok(id)
     }
 
     /// Deletes resolved violations resolved before `before_us` and runs started before it.
     /// Open violations are never pruned. Returns the rows deleted.
     pub async fn prune(&self, before_us: i64) -> Result<u64, StateError> {
+        let _turn = self.writer.lock().await;
         let deleted = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut deleted = 0;
@@ -319,5 +407,51 @@ impl StateStore {
             deleted
         });
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Key;
+    use crate::verdict::{ErrorKind, Outcome, RunError, Violation};
+
+    #[test]
+    fn a_big_recording_is_split_in_bounded_parts_in_order() {
+        let mut run = RuleRun::unknown(
+            "big",
+            chrono::Utc::now(),
+            std::time::Duration::ZERO,
+            RunError::new(ErrorKind::Cancelled, ""),
+        );
+        run.outcome = Outcome::Fail;
+        run.error = None;
+        run.finished = true;
+        run.violations = (0..10_000)
+            .map(|i| Violation {
+                key: Key::Int(i),
+                message: String::new(),
+                datasets: serde_json::Map::new(),
+            })
+            .collect();
+        // 3,000 of them were open already, and 1,000 open ones are gone.
+        let open: Vec<(i64, String)> = (7_000..11_000).map(|i| (i, i.to_string())).collect();
+        let statements = violations::apply(&run, &open, 0);
+        let sql: Vec<String> = statements.iter().map(|(s, _)| s.sql.clone()).collect();
+        let parts = split(statements);
+        assert!(parts.len() > 1);
+        let mut total = Recorded::default();
+        for part in &parts {
+            let mut rows = Recorded::default();
+            part.iter().for_each(|(_, c)| rows.add(c));
+            assert!(rows.opened + rows.seen_again + rows.resolved <= ROWS_PER_TRANSACTION as u64);
+            total.add(&rows);
+        }
+        assert_eq!(
+            (total.opened, total.seen_again, total.resolved),
+            (7_000, 3_000, 1_000)
+        );
+        let again: Vec<String> = parts.into_iter().flatten().map(|(s, _)| s.sql).collect();
+        assert_eq!(again, sql);
     }
 }

@@ -86,7 +86,7 @@ pub(super) fn apply(
     run: &RuleRun,
     open: &[(i64, String)],
     started_us: i64,
-) -> (Vec<Stmt>, Recorded) {
+) -> Vec<(Stmt, Recorded)> {
     let open_ids: HashMap<&str, i64> = open.iter().map(|(id, k)| (k.as_str(), *id)).collect();
     let found: Vec<(String, &Violation)> = run
         .violations
@@ -124,7 +124,11 @@ pub(super) fn apply(
             binds.push(Bind::Text(v.message.clone()));
             binds.push(Bind::Text(datasets_json(v)));
         }
-        statements.push(Stmt { sql, binds });
+        let counts = Recorded {
+            opened: chunk.len() as u64,
+            ..Recorded::default()
+        };
+        statements.push((Stmt { sql, binds }, counts));
     }
     for chunk in again.chunks(BATCH) {
         let mut sql = String::from("WITH u (id, message, datasets) AS (VALUES ");
@@ -144,27 +148,30 @@ pub(super) fn apply(
              last_seen_us = $1, occurrences = violations.occurrences + 1 \
              FROM u WHERE violations.id = u.id",
         );
-        statements.push(Stmt { sql, binds });
+        let counts = Recorded {
+            seen_again: chunk.len() as u64,
+            ..Recorded::default()
+        };
+        statements.push((Stmt { sql, binds }, counts));
     }
     for chunk in resolved.chunks(BATCH) {
         let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
         let mut binds = vec![Bind::I64(started_us)];
         binds.extend(chunk.iter().map(|id| Bind::I64(*id)));
-        statements.push(Stmt {
+        let stmt = Stmt {
             sql: format!(
                 "UPDATE violations SET state = 'resolved', resolved_us = $1 WHERE id IN ({})",
                 ids.join(", ")
             ),
             binds,
-        });
+        };
+        let counts = Recorded {
+            resolved: chunk.len() as u64,
+            ..Recorded::default()
+        };
+        statements.push((stmt, counts));
     }
-    let applied = Recorded {
-        run_id: 0,
-        opened: new.len() as u64,
-        seen_again: again.len() as u64,
-        resolved: resolved.len() as u64,
-    };
-    (statements, applied)
+    statements
 }
 
 /// Unlinks newer rows from the resolved ones going away, then deletes those.

@@ -133,3 +133,91 @@ async fn sqlite_statement_timeout_interrupts_the_query_on_time() {
     );
     terminate_within(&mut child, Duration::from_secs(15)).await;
 }
+
+#[tokio::test]
+async fn a_run_recording_ten_thousand_violations_holds_up_no_other_rule() {
+    let db = TestDb::new(SourceKind::Sqlite, "bigwrite").await;
+    db.exec_str(&[
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, note TEXT)",
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000) \
+         INSERT INTO big SELECT i, printf('%.400c', 'x') FROM n",
+        "CREATE TABLE small (id INTEGER PRIMARY KEY)",
+        "INSERT INTO small VALUES (1)",
+    ])
+    .await;
+    let config = format!(
+        "sources:\n  db: {{ url: \"{}\" }}\nrules: [rules/]\n",
+        db.url
+    );
+    let mut rules = vec![
+        "name: big\nevery: 1h\nkey: id\ndatasets:\n  b: { source: db, query: \"SELECT id, note FROM big\" }\nassert: b.note == ''\n".to_string(),
+    ];
+    const SMALL: usize = 40;
+    for n in 0..SMALL {
+        rules.push(format!(
+            "name: small_{n}\nevery: 1s\nkey: id\ndatasets:\n  s: {{ source: db, query: \"SELECT id FROM small\" }}\nassert: s != null\n"
+        ));
+    }
+    let workdir = Workdir::raw(&config, &rules.join("---\n"));
+    let (mut child, port) = workdir.spawn_daemon("", std::process::Stdio::null()).await;
+    let store = format!(
+        "sqlite://{}",
+        workdir.path().join("invariantd.db").display()
+    );
+    let mut conn = sqlx::SqliteConnection::connect(&store).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let big_recorded: i64 = loop {
+        let recorded: Option<i64> = sqlx::query_scalar("SELECT 1 FROM runs WHERE rule = 'big'")
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap();
+        if recorded.is_some() {
+            break chrono::Utc::now().timestamp_micros();
+        }
+        assert!(Instant::now() < deadline, "the big run never finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Two more seconds of small runs after the big one was recorded.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM violations WHERE state = 'open'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(open, 10_000);
+
+    // Each small rule ran about every second throughout, the big recording included.
+    let runs: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT rule, started_us FROM runs WHERE rule <> 'big' ORDER BY rule, started_us",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let mut worst = (0, 0);
+    for pair in runs.windows(2) {
+        if pair[0].0 == pair[1].0 && pair[1].1 - pair[0].1 > worst.0 {
+            worst = (pair[1].1 - pair[0].1, pair[1].1);
+        }
+    }
+    let big_started: i64 = sqlx::query_scalar("SELECT started_us FROM runs WHERE rule = 'big'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let at = |us: i64| (us - big_started) / 1000;
+    let timing = format!(
+        "the big run was recorded by {} ms; the longest wait between two runs of a small rule was {} ms, ending {} ms after the big run started",
+        at(big_recorded),
+        worst.0 / 1000,
+        at(worst.1)
+    );
+    let (_, metrics) = http(port, "GET", "/metrics");
+    let skipped: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("invariantd_rule_runs_skipped_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(
+        skipped.is_empty(),
+        "{timing}; runs were skipped: {skipped:?}"
+    );
+    assert!(worst.0 <= 2_000_000, "{timing}");
+    terminate_within(&mut child, Duration::from_secs(15)).await;
+}

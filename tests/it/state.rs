@@ -274,6 +274,14 @@ async fn many(kind: SourceKind) {
     let open = f.store.open_keys("ok").await.unwrap();
     assert_eq!(open.len(), 2500);
     assert!(open.contains("4999") && !open.contains("5000"));
+
+    // A big recording is written in parts (see `state::parts`), each with its counters.
+    f.source.exec_str(&["UPDATE t SET ok = 0"]).await;
+    assert_eq!(counts(f.cycle().await), rec(2500, 2500, 0));
+    // Each part counted what it changed: the counters agree with the rows.
+    let totals = f.store.totals().await.unwrap();
+    assert_eq!(totals["ok"].detected, 7500);
+    assert_eq!(totals["ok"].resolved, 2500);
 }
 
 #[tokio::test]
