@@ -146,8 +146,7 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
             let stop = abort.clone();
             async move {
                 let stopped = stop.clone();
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stopped.cancelled().await })
+                crate::http::serve::serve(listener, app, stopped)
                     .await
                     .map_err(|e| e.to_string())?;
                 if stop.is_cancelled() {

@@ -2,9 +2,13 @@
 //! and the JSON API under `/api/v1/` (rules, runs, violations — lists and single ones —, and
 //! reload), answering with the `views`. `router()` takes the daemon's `Handle`, so tests call it without a port. Errors are
 //! JSON `{"error": …}` and never carry SQL or connection strings: the details go to the log.
+//! Every request passes `guard` first (CSRF, body size, JSON errors); `serve` is the server
+//! loop with its timeouts and connection cap.
 
 mod auth;
+mod guard;
 mod probes;
+pub mod serve;
 pub mod views;
 
 use std::sync::Arc;
@@ -46,6 +50,7 @@ pub fn router(handle: Arc<Handle>) -> Router {
         .merge(reads)
         .merge(changes)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn(guard::guard))
         .with_state(handle)
 }
 

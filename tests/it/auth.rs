@@ -36,7 +36,7 @@ async fn call(
     (status, String::from_utf8(body.to_vec()).unwrap(), challenge)
 }
 
-async fn router(extra_config: &str) -> axum::Router {
+pub async fn router(extra_config: &str) -> axum::Router {
     let (workdir, _) = Workdir::sqlite_shop(1).await;
     let auth = tokens_file(workdir.path());
     let config = std::fs::read_to_string(workdir.config()).unwrap();

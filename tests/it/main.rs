@@ -8,6 +8,7 @@ mod daemon;
 mod edges;
 mod faults;
 mod harness;
+mod http_limits;
 mod metrics_http;
 mod rule_tests;
 mod shop;
