@@ -221,3 +221,121 @@ async fn a_run_recording_ten_thousand_violations_holds_up_no_other_rule() {
     assert!(worst.0 <= 2_000_000, "{timing}");
     terminate_within(&mut child, Duration::from_secs(15)).await;
 }
+
+#[tokio::test]
+async fn a_postgres_source_that_goes_away_mid_run_is_unknown_and_recovers_without_resolving() {
+    let db = TestDb::new(SourceKind::Postgres, "goesaway").await;
+    db.exec_str(&[
+        "CREATE TABLE orders (id INT PRIMARY KEY, ok BOOLEAN)",
+        "INSERT INTO orders VALUES (1, true), (2, false), (3, false)",
+    ])
+    .await;
+    let address = crate::harness::pg_server()
+        .rsplit_once('@')
+        .map(|(_, a)| a.to_string())
+        .unwrap();
+    let proxy = crate::harness::Proxy::start(address).await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, db.name);
+    let config = format!(
+        "sources:\n  db: {{ url: \"{url}\", connect_timeout: 2s, statement_timeout: 10s }}\nrules: [rules/]\n"
+    );
+    // Each run takes about half a second, so the cut lands in the middle of one.
+    let rules = "name: ok\nevery: 1s\nkey: id\ndatasets:\n  o: { source: db, query: \"SELECT id, ok FROM orders, pg_sleep(0.5)\" }\nassert: o.ok\n";
+    let workdir = Workdir::raw(&config, rules);
+    let (mut child, port) = workdir.spawn_daemon("", std::process::Stdio::null()).await;
+    let store = format!(
+        "sqlite://{}",
+        workdir.path().join("invariantd.db").display()
+    );
+    let mut conn = sqlx::SqliteConnection::connect(&store).await.unwrap();
+    let open_ids = async |conn: &mut sqlx::SqliteConnection| -> Vec<i64> {
+        sqlx::query_scalar("SELECT id FROM violations WHERE state = 'open' ORDER BY id")
+            .fetch_all(conn)
+            .await
+            .unwrap()
+    };
+    // First run after `since`, with its outcome, waiting at most `limit` for it to finish.
+    let first_run_after = async |conn: &mut sqlx::SqliteConnection,
+                                 since: i64,
+                                 outcome: &str,
+                                 limit: Duration|
+           -> i64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let at: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(finished_us) FROM runs WHERE started_us >= $1 AND outcome = $2",
+            )
+            .bind(since)
+            .bind(outcome)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+            if let Some(at) = at {
+                return at;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {outcome} run within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let now_us = || chrono::Utc::now().timestamp_micros();
+    first_run_after(&mut conn, 0, "fail", Duration::from_secs(20)).await;
+    let before = open_ids(&mut conn).await;
+    assert_eq!(before.len(), 2);
+
+    // The database goes away, mid-run.
+    while running(&db, "pg_sleep(0.5)").await == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cut = now_us();
+    proxy.cut();
+    let unknown = first_run_after(
+        &mut conn,
+        cut - 1_000_000,
+        "unknown",
+        Duration::from_secs(5),
+    )
+    .await;
+    let took = (unknown - cut) / 1000;
+    assert!(took < 2000, "unknown {took} ms after the cut");
+    // The run it cut is `query_failed` (the connection was lost); the next cannot connect, and
+    // the source is down.
+    let down = loop {
+        let (_, metrics) = http(port, "GET", "/metrics");
+        if metrics.contains("invariantd_source_up{source=\"db\"} 0") {
+            break (now_us() - cut) / 1000;
+        }
+        assert!(now_us() - cut < 5_000_000, "the source never looked down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(down < 2500, "source_up was 0 only {down} ms after the cut");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        open_ids(&mut conn).await,
+        before,
+        "a violation changed while the source was away"
+    );
+
+    // It comes back.
+    let back = now_us();
+    proxy.restore();
+    let judged = first_run_after(&mut conn, back, "fail", Duration::from_secs(5)).await;
+    let took = (judged - back) / 1000;
+    assert!(
+        took < 2500,
+        "judged again {took} ms after the source came back"
+    );
+    let (_, metrics) = http(port, "GET", "/metrics");
+    assert!(
+        metrics.contains("invariantd_source_up{source=\"db\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        open_ids(&mut conn).await,
+        before,
+        "violations were resolved and opened again"
+    );
+    terminate_within(&mut child, Duration::from_secs(15)).await;
+}

@@ -415,3 +415,62 @@ pub fn promtool_check_metrics(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A TCP proxy on loopback that a test can cut (every connection closed, new ones refused)
+/// and restore: a database that goes away and comes back, without touching the real server.
+pub struct Proxy {
+    pub port: u16,
+    generation: tokio::sync::watch::Sender<(u64, bool)>,
+}
+
+impl Proxy {
+    pub async fn start(target: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (generation, watch) = tokio::sync::watch::channel((0u64, true));
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let (born, up) = *watch.borrow();
+                if !up {
+                    drop(client);
+                    continue;
+                }
+                let mut watch = watch.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let cut = async {
+                        while watch.borrow().0 == born {
+                            if watch.changed().await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = cut => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, generation }
+    }
+
+    /// Closes every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.generation.send_modify(|(n, up)| {
+            *n += 1;
+            *up = false;
+        });
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.generation.send_modify(|(_, up)| *up = true);
+    }
+}
