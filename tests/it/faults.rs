@@ -339,3 +339,104 @@ async fn a_postgres_source_that_goes_away_mid_run_is_unknown_and_recovers_withou
     );
     terminate_within(&mut child, Duration::from_secs(15)).await;
 }
+
+#[tokio::test]
+async fn sigkill_at_random_points_leaves_a_store_a_fresh_sweep_agrees_with() {
+    let db = TestDb::new(SourceKind::Sqlite, "sigkill").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, ok INTEGER)",
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+         INSERT INTO t SELECT i, 1 FROM n",
+    ])
+    .await;
+    let config = format!(
+        "sources:\n  db: {{ url: \"{}\" }}\nhttp: {{ listen: \"127.0.0.1:0\" }}\nrules: [rules/]\n",
+        db.url
+    );
+    let rules = "name: ok\nevery: 1s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n";
+    let workdir = Workdir::raw(&config, rules);
+    // A fixed seed: the same kill points at every run of the test.
+    let mut seed: u64 = 0x5eed_1234_abcd_0001;
+    let mut random = |below: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % below
+    };
+    for _ in 0..20 {
+        // About half the keys change their verdict before each start: big recordings.
+        let flip = random(1_000_000);
+        db.exec(&[format!(
+            "UPDATE t SET ok = CASE WHEN ((id * 2654435761 + {flip}) % 7) < 3 THEN 0 ELSE 1 END"
+        )])
+        .await;
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+            .args(["run"])
+            .current_dir(workdir.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(random(2500))).await;
+        crate::harness::kill(&child, "KILL");
+        let mut child = child;
+        child.wait().unwrap();
+    }
+
+    let store = format!(
+        "sqlite://{}",
+        workdir.path().join("invariantd.db").display()
+    );
+    let mut conn = sqlx::SqliteConnection::connect(&store).await.unwrap();
+    let duplicates: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT key FROM violations WHERE state = 'open' GROUP BY rule, key HAVING count(*) > 1)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(duplicates, 0, "a key has two open violations");
+    // The counters agree with the rows, whatever was cut half-way.
+    let counters = async |conn: &mut sqlx::SqliteConnection| -> (i64, i64, i64) {
+        let counter = |name: &'static str| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COALESCE(SUM(value), 0) FROM rule_counters WHERE name = $1",
+            )
+            .bind(name)
+        };
+        let detected = counter("violations_detected")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let resolved = counter("violations_resolved")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let open = sqlx::query_scalar("SELECT count(*) FROM violations WHERE state = 'open'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        (detected, resolved, open)
+    };
+    let (detected, resolved, open) = counters(&mut conn).await;
+    assert_eq!(detected - resolved, open, "counters disagree with the rows");
+
+    // One clean run later, the store holds exactly what a fresh sweep finds.
+    let out = workdir.cli(&["run", "--once"]);
+    assert!(
+        out.status.code() == Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut stored: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM violations WHERE state = 'open'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    stored.sort();
+    let runs = workdir.run().await;
+    let mut fresh = crate::harness::keys(&runs[0]);
+    fresh.sort();
+    assert!(!fresh.is_empty());
+    assert_eq!(stored, fresh);
+    let (detected, resolved, open) = counters(&mut conn).await;
+    assert_eq!(detected - resolved, open);
+}
