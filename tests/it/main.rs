@@ -7,6 +7,7 @@ mod cli;
 mod daemon;
 mod edges;
 mod faults;
+mod fuzz;
 mod harness;
 mod http_limits;
 mod metrics_http;
