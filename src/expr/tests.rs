@@ -309,7 +309,12 @@ fn expressions_too_deep_for_a_stack_are_refused_with_a_position() {
         ),
     ] {
         let e = parse(&text).expect_err(what);
-        assert!(e.message.contains("levels deep"), "{what}: {}", e.message);
+        let expected = if what.contains("parentheses") {
+            "32 brackets"
+        } else {
+            "levels deep"
+        };
+        assert!(e.message.contains(expected), "{what}: {}", e.message);
     }
     let e = parse(&format!("key == '{}'", "x".repeat(70_000))).unwrap_err();
     assert!(
@@ -345,4 +350,52 @@ fn whatever_parses_also_compiles_and_evaluates_on_a_small_worker_stack() {
         })
         .unwrap();
     assert!(handle.join().unwrap());
+}
+
+#[test]
+fn nested_brackets_are_bounded_so_parsing_fits_a_small_worker_stack() {
+    // Found by fuzzing: 100 unclosed calls, each holding an `||` and a comparison, overflowed
+    // a 2 MiB stack in the debug build while the parser went down.
+    let run = |text: String| {
+        std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                let parsed = parse(&text);
+                parsed.map(|e| {
+                    let program = compile(&e, &Scope::default()).unwrap();
+                    let key = Key::Int(1);
+                    let env = Env {
+                        now: 0,
+                        key: &key,
+                        groups: &[],
+                        missing_is_null: false,
+                    };
+                    program.eval_bool(&env).unwrap()
+                })
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    };
+    let unclosed = format!("(a.to{}", "|| b.total >= decimao(to".repeat(100));
+    let e = run(unclosed).unwrap_err();
+    assert!(e.message.contains("more than 32 brackets"), "{}", e.message);
+    // The deepest nesting that loads also compiles and evaluates there.
+    let deepest = format!("{}key == 1{}", "(key == 0 || ".repeat(32), ")".repeat(32));
+    assert_eq!(run(deepest), Ok(true));
+    let e = run(format!(
+        "{}key == 1{}",
+        "(key == 0 || ".repeat(33),
+        ")".repeat(33)
+    ))
+    .unwrap_err();
+    assert!(e.message.contains("more than 32 brackets"), "{}", e.message);
+}
+
+#[test]
+fn negating_the_most_negative_int_is_an_overflow_not_a_panic() {
+    // Found by fuzzing: folding `- -9223372036854775808` panicked in the parser.
+    let e = eval("- -9223372036854775808 == 0").unwrap_err();
+    assert!(e.contains("overflow"), "{e}");
+    check("-9223372036854775808 < 0", "true");
 }
