@@ -676,9 +676,10 @@ async fn a_password_selected_by_a_query_is_published_nowhere() {
     const CANARY: &str = "canary-Pa55word";
     let db = TestDb::new(Postgres, "canary").await;
     // PostgreSQL trusts loopback here: any password is accepted, so the URL can carry one.
+    let checker = crate::harness::CHECKER;
     let url = db
         .url
-        .replacen("postgres@", &format!("postgres:{CANARY}@"), 1);
+        .replacen(&format!("{checker}@"), &format!("{checker}:{CANARY}@"), 1);
     assert!(url.contains(CANARY), "{url}");
     let rules = format!(
         "name: leaky\nkey: id\ndatasets:\n  t: {{ source: db, query: \"SELECT 1 AS id, '{url}' AS dsn\" }}\nassert: t == null\nmessage: \"connects with {{{{t.dsn}}}}\"\n"
@@ -696,7 +697,7 @@ async fn a_password_selected_by_a_query_is_published_nowhere() {
         seen.push_str(&String::from_utf8_lossy(&out.stderr));
     }
     assert!(
-        seen.contains("connects with postgres://postgres:***@"),
+        seen.contains(&format!("connects with postgres://{checker}:***@")),
         "{seen}"
     );
     let state = std::fs::read(workdir.path().join("invariantd.db")).unwrap();

@@ -234,8 +234,10 @@ async fn a_postgres_source_that_goes_away_mid_run_is_unknown_and_recovers_withou
         .rsplit_once('@')
         .map(|(_, a)| a.to_string())
         .unwrap();
-    let proxy = crate::harness::Proxy::start(address).await;
-    let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, db.name);
+    let proxy = crate::harness::Proxy::start(address.clone()).await;
+    let url = db
+        .url
+        .replacen(&address, &format!("127.0.0.1:{}", proxy.port), 1);
     let config = format!(
         "sources:\n  db: {{ url: \"{url}\", connect_timeout: 2s, statement_timeout: 10s }}\nrules: [rules/]\n"
     );

@@ -3,6 +3,7 @@
 //!
 //! Servers default to the local ones (`postgres://postgres@127.0.0.1:5432`,
 //! `mysql://root@127.0.0.1:3306`); `INVARIANTD_TEST_PG` and `INVARIANTD_TEST_MYSQL` override.
+//! Sources connect as `CHECKER`, a role that may only read; tables are made as the administrator.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -22,12 +23,26 @@ pub fn mysql_server() -> String {
     std::env::var("INVARIANTD_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
 
+/// The role sources connect as in the tests: it may read, and nothing more. The servers must
+/// let it in without a password (trust on loopback, as on the CI machines).
+pub const CHECKER: &str = "invariantd_checker";
+
+/// A server URL with the checker role as its user (`scheme://user[:password]@host/db`).
+fn as_checker(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{CHECKER}@{host}")
+}
+
 /// A database that exists for one test.
 pub struct TestDb {
     pub kind: SourceKind,
     pub name: String,
-    /// The URL a config uses to reach it.
+    /// The URL a config uses to reach it: as the checker role, which may only read (see
+    /// README: Least privilege). SQLite has no roles.
     pub url: String,
+    /// The URL of the server's administrator, to create and fill tables.
+    pub admin_url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -52,9 +67,31 @@ impl TestDb {
                     .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .await
                     .unwrap();
+                // The grants the README gives a checker role; tables come later, so the
+                // default privileges give it SELECT on them.
+                admin
+                    .execute(AssertSqlSafe(format!(
+                        "DO $$ BEGIN CREATE ROLE {CHECKER} LOGIN; \
+                         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+                    )))
+                    .await
+                    .unwrap();
+                let admin_url = format!("{}/{name}", pg_server());
+                let mut db = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+                for grant in [
+                    format!("GRANT CONNECT ON DATABASE {name} TO {CHECKER}"),
+                    format!("GRANT USAGE ON SCHEMA public TO {CHECKER}"),
+                    format!(
+                        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {CHECKER}"
+                    ),
+                ] {
+                    db.execute(AssertSqlSafe(grant)).await.unwrap();
+                }
+                db.close().await.unwrap();
                 TestDb {
                     kind,
-                    url: format!("{}/{name}", pg_server()),
+                    url: as_checker(&admin_url),
+                    admin_url,
                     name,
                     _dir: None,
                 }
@@ -69,9 +106,19 @@ impl TestDb {
                     )))
                     .await
                     .unwrap();
+                for host in ["%", "localhost"] {
+                    for statement in [
+                        format!("CREATE USER IF NOT EXISTS '{CHECKER}'@'{host}'"),
+                        format!("GRANT SELECT ON {name}.* TO '{CHECKER}'@'{host}'"),
+                    ] {
+                        admin.execute(AssertSqlSafe(statement)).await.unwrap();
+                    }
+                }
+                let admin_url = format!("{}/{name}", mysql_server());
                 TestDb {
                     kind,
-                    url: format!("{}/{name}", mysql_server()),
+                    url: as_checker(&admin_url),
+                    admin_url,
                     name,
                     _dir: None,
                 }
@@ -89,6 +136,7 @@ impl TestDb {
                 conn.close().await.unwrap();
                 TestDb {
                     kind,
+                    admin_url: url.clone(),
                     url,
                     name,
                     _dir: Some(dir),
@@ -101,7 +149,7 @@ impl TestDb {
     pub async fn exec(&self, statements: &[String]) {
         match self.kind {
             SourceKind::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                let mut c = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
                 for s in statements {
                     c.execute(AssertSqlSafe(s.clone()))
                         .await
@@ -110,7 +158,9 @@ impl TestDb {
                 c.close().await.unwrap();
             }
             SourceKind::MySql => {
-                let mut c = sqlx::MySqlConnection::connect(&self.url).await.unwrap();
+                let mut c = sqlx::MySqlConnection::connect(&self.admin_url)
+                    .await
+                    .unwrap();
                 for s in statements {
                     c.execute(AssertSqlSafe(s.clone()))
                         .await

@@ -561,15 +561,13 @@ async fn sources_that_can_do_more_than_read_are_named_at_start_and_in_readyz() {
     let pg = crate::harness::TestDb::new(invariantd::config::SourceKind::Postgres, "power").await;
     let my = crate::harness::TestDb::new(invariantd::config::SourceKind::MySql, "power").await;
     let lite = crate::harness::TestDb::new(invariantd::config::SourceKind::Sqlite, "power").await;
-    // A login role with no more than it is given: what invariantd should connect as.
-    let role = format!("invariantd_it_reader_{}", std::process::id());
-    pg.exec(&[format!("CREATE ROLE {role} LOGIN")]).await;
-    let reader_url = pg.url.replacen("postgres@", &format!("{role}@"), 1);
+    // The administrators, and the checker role every other test connects as.
     let workdir = Workdir::new(
         &[
-            ("pg_super", &pg.url),
-            ("maria_root", &my.url),
-            ("pg_reader", &reader_url),
+            ("pg_super", &pg.admin_url),
+            ("maria_root", &my.admin_url),
+            ("pg_reader", &pg.url),
+            ("maria_reader", &my.url),
             ("lite", &lite.url),
         ],
         Some(""),
@@ -589,7 +587,7 @@ async fn sources_that_can_do_more_than_read_are_named_at_start_and_in_readyz() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    // Give the other two their probe too.
+    // Give the other three their probe too.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(
         running.handle.privileged(),
@@ -621,12 +619,4 @@ async fn sources_that_can_do_more_than_read_are_named_at_start_and_in_readyz() {
         .send(invariantd::context::Control::Shutdown)
         .await;
     running.wait().await.unwrap();
-    drop(workdir);
-    let mut admin = {
-        use sqlx::Connection;
-        sqlx::PgConnection::connect(&pg.url).await.unwrap()
-    };
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {role}")))
-        .execute(&mut admin)
-        .await;
 }

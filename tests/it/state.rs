@@ -14,7 +14,7 @@ use crate::harness::{TestDb, Workdir};
 async fn state_store(kind: SourceKind, db: &Option<TestDb>, dir: &std::path::Path) -> StateStore {
     let options = match kind {
         SourceKind::Postgres => ConnectOptions::Postgres(
-            sqlx::postgres::PgConnectOptions::from_str(&db.as_ref().unwrap().url).unwrap(),
+            sqlx::postgres::PgConnectOptions::from_str(&db.as_ref().unwrap().admin_url).unwrap(),
         ),
         _ => ConnectOptions::Sqlite(
             sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
