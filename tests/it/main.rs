@@ -1,6 +1,7 @@
 //! Integration tests against real PostgreSQL, MariaDB and SQLite: one test binary, each test
 //! in databases of its own.
 
+mod alerts;
 mod architecture;
 mod auth;
 mod cli;
