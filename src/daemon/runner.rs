@@ -182,8 +182,13 @@ async fn record(
     drop(slot);
     let recorded = ctx.store.record(&run).await?;
     let snapshot = ctx.store.rule_snapshot(&rule.name).await?;
-    ctx.metrics
-        .observe(rule, &run, recorded.opened, recorded.resolved, &snapshot);
+    ctx.metrics.observe(
+        rule,
+        &run,
+        recorded.opened,
+        &recorded.healed_after,
+        &snapshot,
+    );
     debug!(
         rule = %rule.name,
         outcome = run.outcome.as_str(),

@@ -62,6 +62,8 @@ pub struct Metrics {
     rule_runs: Family<Labels, Counter>,
     rule_runs_skipped: Family<Labels, Counter>,
     run_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    /// How long violations stayed open until resolved: the time to consistency.
+    open_duration: Family<Labels, Histogram, fn() -> Histogram>,
     last_success: Family<Labels, FloatGauge>,
     rows_scanned: Family<Labels, Counter>,
     run_errors: Family<Labels, Counter>,
@@ -77,6 +79,16 @@ pub struct Metrics {
     oldest: Mutex<HashMap<String, (Labels, Option<i64>)>>,
     /// When each source was last seen by a run (or a probe), to know which need a probe.
     sources_seen: Mutex<HashMap<String, Instant>>,
+}
+
+/// A minute … a week: the range an "inconsistencies heal within N" objective is set in.
+fn open_duration_histogram() -> Histogram {
+    Histogram::new(
+        [
+            60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0, 259200.0,
+            604800.0,
+        ],
+    )
 }
 
 fn duration_histogram() -> Histogram {
@@ -103,6 +115,7 @@ impl Metrics {
             rule_runs: Family::default(),
             rule_runs_skipped: Family::default(),
             run_duration: Family::new_with_constructor(duration_histogram),
+            open_duration: Family::new_with_constructor(open_duration_histogram),
             last_success: Family::default(),
             rows_scanned: Family::default(),
             run_errors: Family::default(),
@@ -153,6 +166,12 @@ impl Metrics {
             "Duration of rule runs",
             Unit::Seconds,
             m.run_duration.clone(),
+        );
+        registry.register_with_unit(
+            "violation_open_duration",
+            "How long violations stayed open until they were resolved (time to consistency)",
+            Unit::Seconds,
+            m.open_duration.clone(),
         );
         registry.register_with_unit(
             "rule_last_success_timestamp",
@@ -255,6 +274,8 @@ impl Metrics {
                 .get_or_create(&r)
                 .inc_by(t.resolved);
             self.rule_runs_skipped.get_or_create(&r).inc_by(0);
+            // Empty until a violation resolves; there from start-up for queries and alerts.
+            let _ = self.open_duration.get_or_create(&r);
             for outcome in Outcome::ALL {
                 self.rule_runs
                     .get_or_create(&self.labels(rule, &[("outcome", outcome.as_str())]))
@@ -303,15 +324,17 @@ impl Metrics {
         );
     }
 
-    /// Accounts for one recorded run; `snap` is the rule's state after it.
+    /// Accounts for one recorded run; `snap` is the rule's state after it, and `healed_after`
+    /// how long each violation it resolved had been open.
     pub fn observe(
         &self,
         rule: &Rule,
         run: &RuleRun,
         opened: u64,
-        resolved: u64,
+        healed_after: &[std::time::Duration],
         snap: &RuleSnapshot,
     ) {
+        let resolved = healed_after.len() as u64;
         let r = self.labels(rule, &[]);
         self.rule_runs
             .get_or_create(&self.labels(rule, &[("outcome", run.outcome.as_str())]))
@@ -321,6 +344,10 @@ impl Metrics {
             .observe(run.duration.as_secs_f64());
         self.violations_detected.get_or_create(&r).inc_by(opened);
         self.violations_resolved.get_or_create(&r).inc_by(resolved);
+        let histogram = self.open_duration.get_or_create(&r);
+        for d in healed_after {
+            histogram.observe(d.as_secs_f64());
+        }
         if let Some(kind) = run.error_kind() {
             self.run_errors
                 .get_or_create(&self.labels(rule, &[("kind", kind.as_str())]))
@@ -388,6 +415,7 @@ impl Metrics {
             self.oldest_open_age.remove(&r);
             self.rule_runs_skipped.remove(&r);
             self.run_duration.remove(&r);
+            self.open_duration.remove(&r);
             self.last_success.remove(&r);
             for outcome in Outcome::ALL {
                 self.rule_runs

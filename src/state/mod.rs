@@ -176,12 +176,14 @@ fn with_counters(rule: &str, part: Vec<(Stmt, Recorded)>) -> (Vec<Stmt>, Recorde
 }
 
 /// What recording a run changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recorded {
     pub run_id: i64,
     pub opened: u64,
     pub seen_again: u64,
     pub resolved: u64,
+    /// How long each violation the run resolved had been open: the time to consistency.
+    pub healed_after: Vec<std::time::Duration>,
 }
 
 impl Recorded {
@@ -189,6 +191,7 @@ impl Recorded {
         self.opened += other.opened;
         self.seen_again += other.seen_again;
         self.resolved += other.resolved;
+        self.healed_after.extend_from_slice(&other.healed_after);
     }
 }
 
@@ -340,12 +343,18 @@ impl StateStore {
         let mut parts: Vec<Vec<(Stmt, Recorded)>> = Vec::new();
         if run.finished {
             // Only this rule's runs change its violations, and they never overlap.
-            let open: Vec<(i64, String)> = on_pool!(self, pool => {
+            let open: Vec<violations::OpenViolation> = on_pool!(self, pool => {
                 bound!(violations::select_open(&run.rule))
                     .fetch_all(pool)
                     .await?
                     .into_iter()
-                    .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?)))
+                    .map(|r| {
+                        Ok(violations::OpenViolation {
+                            id: r.try_get(0)?,
+                            key: r.try_get(1)?,
+                            first_seen_us: r.try_get(2)?,
+                        })
+                    })
                     .collect::<Result<_, sqlx::Error>>()?
             });
             parts = split(violations::apply(run, &open, started_us));
@@ -435,7 +444,13 @@ mod tests {
             })
             .collect();
         // 3,000 of them were open already, and 1,000 open ones are gone.
-        let open: Vec<(i64, String)> = (7_000..11_000).map(|i| (i, i.to_string())).collect();
+        let open: Vec<violations::OpenViolation> = (7_000..11_000)
+            .map(|i| violations::OpenViolation {
+                id: i,
+                key: i.to_string(),
+                first_seen_us: -60_000_000,
+            })
+            .collect();
         let statements = violations::apply(&run, &open, 0);
         let sql: Vec<String> = statements.iter().map(|(s, _)| s.sql.clone()).collect();
         let parts = split(statements);
@@ -450,6 +465,14 @@ mod tests {
         assert_eq!(
             (total.opened, total.seen_again, total.resolved),
             (7_000, 3_000, 1_000)
+        );
+        // Each resolved violation had been open for the minute before the run.
+        assert_eq!(total.healed_after.len(), 1_000);
+        assert!(
+            total
+                .healed_after
+                .iter()
+                .all(|d| *d == std::time::Duration::from_secs(60))
         );
         let again: Vec<String> = parts.into_iter().flatten().map(|(s, _)| s.sql).collect();
         assert_eq!(again, sql);

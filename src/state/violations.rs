@@ -1,6 +1,7 @@
 //! The `violations` table: one row per violation occurrence, open until its key holds again.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Row as _};
 
@@ -69,9 +70,18 @@ pub struct RuleSnapshot {
 
 pub(super) fn select_open(rule: &str) -> Stmt {
     Stmt {
-        sql: "SELECT id, key FROM violations WHERE rule = $1 AND state = 'open'".into(),
+        sql: "SELECT id, key, first_seen_us FROM violations WHERE rule = $1 AND state = 'open'"
+            .into(),
         binds: vec![Bind::Text(rule.into())],
     }
+}
+
+/// An open violation of a rule, as a run's recording needs it.
+#[derive(Debug, Clone)]
+pub(super) struct OpenViolation {
+    pub id: i64,
+    pub key: String,
+    pub first_seen_us: i64,
 }
 
 fn datasets_json(v: &Violation) -> String {
@@ -84,10 +94,10 @@ fn datasets_json(v: &Violation) -> String {
 /// come back as a `Recorded` whose `run_id` the caller fills.
 pub(super) fn apply(
     run: &RuleRun,
-    open: &[(i64, String)],
+    open: &[OpenViolation],
     started_us: i64,
 ) -> Vec<(Stmt, Recorded)> {
-    let open_ids: HashMap<&str, i64> = open.iter().map(|(id, k)| (k.as_str(), *id)).collect();
+    let open_ids: HashMap<&str, i64> = open.iter().map(|o| (o.key.as_str(), o.id)).collect();
     let found: Vec<(String, &Violation)> = run
         .violations
         .iter()
@@ -98,10 +108,9 @@ pub(super) fn apply(
     let (again, new): (Vec<_>, Vec<_>) = found
         .iter()
         .partition(|(k, _)| open_ids.contains_key(k.as_str()));
-    let resolved: Vec<i64> = open
+    let resolved: Vec<&OpenViolation> = open
         .iter()
-        .filter(|(_, k)| !found_keys.contains(k.as_str()) && !held.contains(k.as_str()))
-        .map(|(id, _)| *id)
+        .filter(|o| !found_keys.contains(o.key.as_str()) && !held.contains(o.key.as_str()))
         .collect();
 
     let mut statements = Vec::new();
@@ -157,7 +166,7 @@ pub(super) fn apply(
     for chunk in resolved.chunks(BATCH) {
         let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
         let mut binds = vec![Bind::I64(started_us)];
-        binds.extend(chunk.iter().map(|id| Bind::I64(*id)));
+        binds.extend(chunk.iter().map(|o| Bind::I64(o.id)));
         let stmt = Stmt {
             sql: format!(
                 "UPDATE violations SET state = 'resolved', resolved_us = $1 WHERE id IN ({})",
@@ -167,6 +176,12 @@ pub(super) fn apply(
         };
         let counts = Recorded {
             resolved: chunk.len() as u64,
+            healed_after: chunk
+                .iter()
+                .map(|o| {
+                    Duration::from_micros(started_us.saturating_sub(o.first_seen_us).max(0) as u64)
+                })
+                .collect(),
             ..Recorded::default()
         };
         statements.push((stmt, counts));

@@ -134,8 +134,11 @@ async fn every_metric_the_alerts_and_dashboards_query_is_exported() {
         .filter_map(|l| l.split(' ').next())
         .collect();
     for (name, file) in &named {
-        // Samples carry `_total` (counters) or `_bucket` (histograms); TYPE lines do not.
-        let base = name.trim_end_matches("_total").trim_end_matches("_bucket");
+        // Samples carry `_total` (counters) or `_bucket`, `_count`, `_sum` (histograms); TYPE
+        // lines do not.
+        let base = ["_total", "_bucket", "_count", "_sum"]
+            .iter()
+            .fold(name.as_str(), |n, suffix| n.trim_end_matches(suffix));
         assert!(
             exported.contains(name.as_str()) || exported.contains(base),
             "{file} queries {name}, which invariantd does not export"

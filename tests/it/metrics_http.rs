@@ -101,7 +101,47 @@ async fn metrics_count_runs_and_violations_and_pass_promtool() {
     assert!(text.contains("invariantd_build_info{version="));
     // Never a key or an error text as a label.
     assert!(!text.contains("key="));
+    crate::harness::promtool_check_metrics(&text);
 
+    // The payments go (the keys are no longer in any dataset): every violation resolves, and
+    // the time to consistency counts each, open for seconds.
+    let payments = format!("sqlite://{}", workdir.path().join("payments.db").display());
+    let mut conn = {
+        use sqlx::Connection;
+        sqlx::SqliteConnection::connect(&payments).await.unwrap()
+    };
+    let orders = format!("sqlite://{}", workdir.path().join("orders.db").display());
+    let mut orders = {
+        use sqlx::Connection;
+        sqlx::SqliteConnection::connect(&orders).await.unwrap()
+    };
+    for (conn, table) in [(&mut conn, "payments"), (&mut orders, "orders")] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+            .execute(conn)
+            .await
+            .unwrap();
+    }
+    run_once(&rt, 4).await.unwrap();
+    let text = rt.metrics.render(Utc::now().timestamp_micros());
+    let healed = |suffix: &str| {
+        sample(
+            &text,
+            &format!("invariantd_violation_open_duration_seconds_{suffix}"),
+        )
+    };
+    assert_eq!(healed(&format!("count{captured}")), Some(open));
+    assert_eq!(
+        healed(r#"bucket{rule="captured_amount_matches_total",le="60"}"#),
+        Some(open)
+    );
+    assert!(healed(&format!("sum{captured}")).unwrap() < 60.0 * open);
+    assert_eq!(
+        sample(
+            &text,
+            &format!("invariantd_violations_resolved_total{captured}")
+        ),
+        Some(open)
+    );
     crate::harness::promtool_check_metrics(&text);
 }
 
