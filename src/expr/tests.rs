@@ -328,55 +328,44 @@ fn expressions_too_deep_for_a_stack_are_refused_with_a_position() {
     assert!(parse(&format!("string(key) in [{}]", items.join(", "))).is_ok());
 }
 
+/// Parses, compiles and evaluates `text` (for `key`) on a thread with tokio's default
+/// worker stack, as the daemon would.
+fn judge_on_worker_stack(text: String, key: i64) -> Result<bool, ParseError> {
+    std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || {
+            parse(&text).map(|e| {
+                let program = compile(&e, &Scope::default()).unwrap();
+                let key = Key::Int(key);
+                let env = Env {
+                    now: 0,
+                    key: &key,
+                    groups: &[],
+                    missing_is_null: false,
+                };
+                program.eval_bool(&env).unwrap()
+            })
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
 #[test]
 fn whatever_parses_also_compiles_and_evaluates_on_a_small_worker_stack() {
-    // The deepest chain that loads, judged on a thread with tokio's default worker stack.
+    // The deepest chain that loads.
     let text = (1..=99)
         .map(|i| format!("key == {i}"))
         .collect::<Vec<_>>()
         .join(" || ");
-    let handle = std::thread::Builder::new()
-        .stack_size(2 * 1024 * 1024)
-        .spawn(move || {
-            let program = compile(&parse(&text).unwrap(), &Scope::default()).unwrap();
-            let key = Key::Int(99);
-            let env = Env {
-                now: 0,
-                key: &key,
-                groups: &[],
-                missing_is_null: false,
-            };
-            program.eval_bool(&env).unwrap()
-        })
-        .unwrap();
-    assert!(handle.join().unwrap());
+    assert_eq!(judge_on_worker_stack(text, 99), Ok(true));
 }
 
 #[test]
 fn nested_brackets_are_bounded_so_parsing_fits_a_small_worker_stack() {
     // Found by fuzzing: 100 unclosed calls, each holding an `||` and a comparison, overflowed
     // a 2 MiB stack in the debug build while the parser went down.
-    let run = |text: String| {
-        std::thread::Builder::new()
-            .stack_size(2 * 1024 * 1024)
-            .spawn(move || {
-                let parsed = parse(&text);
-                parsed.map(|e| {
-                    let program = compile(&e, &Scope::default()).unwrap();
-                    let key = Key::Int(1);
-                    let env = Env {
-                        now: 0,
-                        key: &key,
-                        groups: &[],
-                        missing_is_null: false,
-                    };
-                    program.eval_bool(&env).unwrap()
-                })
-            })
-            .unwrap()
-            .join()
-            .unwrap()
-    };
+    let run = |text: String| judge_on_worker_stack(text, 1);
     let unclosed = format!("(a.to{}", "|| b.total >= decimao(to".repeat(100));
     let e = run(unclosed).unwrap_err();
     assert!(e.message.contains("more than 32 brackets"), "{}", e.message);

@@ -83,12 +83,9 @@ pub struct Metrics {
 
 /// A minute … a week: the range an "inconsistencies heal within N" objective is set in.
 fn open_duration_histogram() -> Histogram {
-    Histogram::new(
-        [
-            60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0, 259200.0,
-            604800.0,
-        ],
-    )
+    Histogram::new([
+        60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0, 259200.0, 604800.0,
+    ])
 }
 
 fn duration_histogram() -> Histogram {
