@@ -167,11 +167,12 @@ async fn record(
     token: &CancellationToken,
     slot: Option<OwnedSemaphorePermit>,
 ) -> Result<(RuleRun, Recorded), StateError> {
-    let open = ctx.store.open_keys(&rule.name).await?;
+    let open = ctx.store.open_violations(&rule.name).await?;
+    let open_keys = crate::state::keys_of(&open);
     let started = Utc::now();
     let clock = Instant::now();
     let run = tokio::select! {
-        run = run_rule_with_open(rule, &ctx.sources, started, &open) => run,
+        run = run_rule_with_open(rule, &ctx.sources, started, &open_keys) => run,
         _ = token.cancelled() => RuleRun::unknown(
             &rule.name,
             started,
@@ -180,7 +181,7 @@ async fn record(
         ),
     };
     drop(slot);
-    let recorded = ctx.store.record(&run).await?;
+    let recorded = ctx.store.record(&run, &open).await?;
     let snapshot = ctx.store.rule_snapshot(&rule.name).await?;
     ctx.metrics.observe(
         rule,

@@ -9,7 +9,8 @@
 //! Values survive restarts: at start-up counters and gauges are restored from plain snapshots
 //! of the state store (`RuleTotals`, `RuleSnapshot`: cumulative counters, open violations, last
 //! success) — this module never queries the store — and only the rules loaded now get series,
-//! so a deleted rule's series disappear.
+//! so a deleted rule's series disappear. The two histograms (run duration, time to
+//! consistency) start afresh.
 
 mod process;
 

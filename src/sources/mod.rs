@@ -9,8 +9,13 @@
 //!    each reader runs its query with that `ORDER BY` pushed into the database, sending typed
 //!    rows in small batches through a bounded channel. Memory stays flat whatever the table size.
 //!
+//! A reader whose run goes away, or whose deadline passes, stops its query on the server before
+//! it lets the connection go (`interrupted`), and holds its reserved connection until it ends;
+//! `Sources::settle` waits for readers at shutdown.
+//!
 //! Each database differs only in how it begins a read-only transaction, names its types, sorts
-//! byte-wise and decodes values: those live in `postgres.rs`, `mysql.rs` and `sqlite.rs`.
+//! byte-wise, decodes values and stops a query: those live in `postgres.rs`, `mysql.rs` and
+//! `sqlite.rs`.
 
 mod mysql;
 mod postgres;

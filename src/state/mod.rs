@@ -33,7 +33,9 @@ use crate::verdict::RuleRun;
 
 pub use counters::RuleTotals;
 pub use runs::RunRecord;
-pub use violations::{RuleSnapshot, ViolationFilter, ViolationRecord, ViolationState};
+pub use violations::{
+    OpenViolation, RuleSnapshot, ViolationFilter, ViolationRecord, ViolationState, keys_of,
+};
 
 /// Rows per batched statement: far below both databases' parameter limits.
 const BATCH: usize = 400;
@@ -338,27 +340,20 @@ impl StateStore {
     /// runs are recorded in between, in the order they asked. If the daemon dies half-way,
     /// the store holds some of the changes and no run: still consistent (counters agree with
     /// the rows), and the rule's next run judges every key again.
-    pub async fn record(&self, run: &RuleRun) -> Result<Recorded, StateError> {
+    ///
+    /// `open` is the rule's open violations as read before the run (`open_violations`): only
+    /// the rule's own runs change them, and those never overlap.
+    pub async fn record(
+        &self,
+        run: &RuleRun,
+        open: &[OpenViolation],
+    ) -> Result<Recorded, StateError> {
         let started_us = run.started_at.timestamp_micros();
-        let mut parts: Vec<Vec<(Stmt, Recorded)>> = Vec::new();
-        if run.finished {
-            // Only this rule's runs change its violations, and they never overlap.
-            let open: Vec<violations::OpenViolation> = on_pool!(self, pool => {
-                bound!(violations::select_open(&run.rule))
-                    .fetch_all(pool)
-                    .await?
-                    .into_iter()
-                    .map(|r| {
-                        Ok(violations::OpenViolation {
-                            id: r.try_get(0)?,
-                            key: r.try_get(1)?,
-                            first_seen_us: r.try_get(2)?,
-                        })
-                    })
-                    .collect::<Result<_, sqlx::Error>>()?
-            });
-            parts = split(violations::apply(run, &open, started_us));
-        }
+        let mut parts = if run.finished {
+            split(violations::apply(run, open, started_us))
+        } else {
+            Vec::new()
+        };
         let last = parts.pop().unwrap_or_default();
         let mut recorded = Recorded::default();
         for part in parts {
@@ -444,8 +439,8 @@ mod tests {
             })
             .collect();
         // 3,000 of them were open already, and 1,000 open ones are gone.
-        let open: Vec<violations::OpenViolation> = (7_000..11_000)
-            .map(|i| violations::OpenViolation {
+        let open: Vec<OpenViolation> = (7_000..11_000)
+            .map(|i| OpenViolation {
                 id: i,
                 key: i.to_string(),
                 first_seen_us: -60_000_000,

@@ -78,10 +78,15 @@ pub(super) fn select_open(rule: &str) -> Stmt {
 
 /// An open violation of a rule, as a run's recording needs it.
 #[derive(Debug, Clone)]
-pub(super) struct OpenViolation {
+pub struct OpenViolation {
     pub id: i64,
     pub key: String,
     pub first_seen_us: i64,
+}
+
+/// The keys of open violations, as the engine takes them.
+pub fn keys_of(open: &[OpenViolation]) -> HashSet<String> {
+    open.iter().map(|o| o.key.clone()).collect()
 }
 
 fn datasets_json(v: &Violation) -> String {
@@ -206,17 +211,29 @@ pub(super) fn prune(before_us: i64) -> Vec<Stmt> {
 }
 
 impl StateStore {
-    /// The keys of a rule's open violations.
-    pub async fn open_keys(&self, rule: &str) -> Result<HashSet<String>, StateError> {
-        let keys = on_pool!(self, pool => {
+    /// A rule's open violations: what a run needs to know before it starts (their keys) and
+    /// to be recorded (their ids, and since when each is open).
+    pub async fn open_violations(&self, rule: &str) -> Result<Vec<OpenViolation>, StateError> {
+        let open = on_pool!(self, pool => {
             bound!(select_open(rule))
                 .fetch_all(pool)
                 .await?
                 .into_iter()
-                .map(|r| r.try_get::<String, _>(1))
-                .collect::<Result<HashSet<_>, _>>()?
+                .map(|r| {
+                    Ok(OpenViolation {
+                        id: r.try_get(0)?,
+                        key: r.try_get(1)?,
+                        first_seen_us: r.try_get(2)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
         });
-        Ok(keys)
+        Ok(open)
+    }
+
+    /// The keys of a rule's open violations.
+    pub async fn open_keys(&self, rule: &str) -> Result<HashSet<String>, StateError> {
+        Ok(keys_of(&self.open_violations(rule).await?))
     }
 
     /// Violations in id order, after `filter.after_id`, at most `filter.limit`.

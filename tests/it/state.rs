@@ -89,9 +89,10 @@ impl Fixture {
     async fn cycle_with(&self, workdir: &Workdir) -> (RuleRun, Recorded) {
         let (config, rules) = workdir.load();
         let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
-        let open = self.store.open_keys("ok").await.unwrap();
-        let run = run_rule_with_open(&rules[0], &sources, Utc::now(), &open).await;
-        let recorded = self.store.record(&run).await.unwrap();
+        let open = self.store.open_violations("ok").await.unwrap();
+        let keys = invariantd::state::keys_of(&open);
+        let run = run_rule_with_open(&rules[0], &sources, Utc::now(), &keys).await;
+        let recorded = self.store.record(&run, &open).await.unwrap();
         (run, recorded)
     }
 
