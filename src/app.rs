@@ -43,8 +43,9 @@ fn invalid(diags: &Diagnostics) -> ExitCode {
 }
 
 /// Prints what is valid but probably not meant, on stderr; commands go on.
-fn print_warnings(rules: &[Rule]) {
-    for w in rules.iter().flat_map(|r| &r.warnings) {
+fn print_warnings(config: &crate::config::Config, rules: &[Rule]) {
+    let config_warnings = config.alerting.warnings.iter();
+    for w in config_warnings.chain(rules.iter().flat_map(|r| &r.warnings)) {
         eprintln!("warning: {w}");
     }
 }
@@ -129,7 +130,7 @@ fn validate(config_path: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> 
             return Ok(ExitCode::from(1));
         }
     };
-    print_warnings(&rules);
+    print_warnings(&config, &rules);
     if args.connect {
         let diags = runtime()?.block_on(prepare_all(&config, &rules));
         if !diags.is_empty() {
@@ -204,7 +205,7 @@ fn check(config_path: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(diags) => return Ok(invalid(&diags)),
     };
-    print_warnings(&rules);
+    print_warnings(&config, &rules);
     let selected = select_rules(rules, &args.rules)?;
     let runs = runtime()?.block_on(async {
         let sources = Sources::new(&config.sources, config.secrets.clone());
@@ -219,11 +220,11 @@ fn check(config_path: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn test(config_path: &Path, args: TestArgs) -> anyhow::Result<ExitCode> {
-    let (_, rules) = match load(config_path) {
+    let (config, rules) = match load(config_path) {
         Ok(loaded) => loaded,
         Err(diags) => return Ok(invalid(&diags)),
     };
-    print_warnings(&rules);
+    print_warnings(&config, &rules);
     let selected = match select_rules(rules, &args.rules) {
         Ok(s) => s,
         Err(e) => {

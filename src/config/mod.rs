@@ -1,7 +1,8 @@
 //! `invariantd.yaml`: the raw file as written (strict serde, unknown fields rejected), and the
 //! validated `Config` the rest of the program uses. Validation does no I/O and collects every
 //! error with its position; `${VAR}` is expanded from the environment. Each section has its
-//! check function: `sources.rs` for the databases, `daemon.rs` for state, http and telemetry.
+//! check function: `sources.rs` for the databases, `daemon.rs` for state, http and telemetry,
+//! `alerting.rs` for receivers and routes.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,9 +14,14 @@ use sqlx::mysql::MySqlConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 
+mod alerting;
 mod daemon;
 mod sources;
 
+pub use alerting::{
+    ALERT_KINDS, AlertingConfig, AlertmanagerConfig, EmailConfig, MATCH_FIELDS, Matcher,
+    ReceiverConfig, ReceiverKind, RouteConfig, WebhookConfig, WebhookFormat,
+};
 use daemon::{
     check_auth, check_http, check_max_concurrent_runs, check_metrics, check_retention, check_state,
     check_telemetry,
@@ -43,6 +49,7 @@ struct RawConfig {
     telemetry: Option<RawTelemetry>,
     auth: Option<RawAuth>,
     metrics: Option<RawMetrics>,
+    alerting: Option<alerting::RawAlerting>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +175,8 @@ pub struct Config {
     pub secrets: crate::value::Secrets,
     /// Rule labels copied to every per-rule metric series (`metrics.rule_labels`).
     pub metric_rule_labels: Vec<String>,
+    /// Receivers, routes and the timing of alerts.
+    pub alerting: AlertingConfig,
     /// Sources named in the file whose settings are in error (already reported): rules may
     /// name them without a second error.
     pub unusable_sources: Vec<String>,
@@ -270,6 +279,7 @@ fn parse_partial(
             telemetry: None,
             auth: None,
             metrics: None,
+            alerting: None,
         },
         Some(doc) => {
             // Unknown fields first, in a pass of their own: they do not stop the rest.
@@ -307,6 +317,8 @@ fn parse_partial(
     let state = check_state(raw.state, path, &base, env, &mut diags, &mut secrets);
     let auth = check_auth(raw.auth.as_ref(), path, &base, env, &mut diags);
     let metric_rule_labels = check_metrics(raw.metrics.as_ref(), path, &mut diags);
+    let alerting =
+        alerting::check_alerting(raw.alerting, path, &base, env, &mut diags, &mut secrets);
 
     let mut rule_paths = Vec::new();
     for p in raw.rules {
@@ -337,6 +349,7 @@ fn parse_partial(
         otlp_endpoint,
         auth,
         metric_rule_labels,
+        alerting,
         secrets,
         unusable_sources,
     });
@@ -367,7 +380,16 @@ fn shape() -> yaml::Shape {
         ("telemetry", Shape::of::<RawTelemetry>(vec![])),
         ("auth", Shape::of::<RawAuth>(vec![])),
         ("metrics", Shape::of::<RawMetrics>(vec![])),
+        ("alerting", alerting::shape()),
     ])
+}
+
+/// A receiver name: a label value in metrics, so plain.
+fn valid_receiver_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 pub fn valid_name(name: &str) -> bool {

@@ -232,7 +232,38 @@ pub fn load(
             &file, &text, config, env, &mut diags, &mut seen,
         ));
     }
+    // Rules with errors are left out: their labels would look unknown.
+    if diags.is_empty() {
+        check_routes(config, &rules, &mut diags);
+    }
     diags.into_result(rules)
+}
+
+/// Every route matcher names something that exists: a field alerts have, a rule's label, a
+/// rule or a source. A typo there would silently route nothing.
+fn check_routes(config: &Config, rules: &[Rule], diags: &mut Diagnostics) {
+    use crate::config::MATCH_FIELDS;
+    for (i, route) in config.alerting.routes.iter().enumerate() {
+        for m in &route.matchers {
+            let problem = match m.field.as_str() {
+                "rule" if !rules.iter().any(|r| r.name == m.value) => {
+                    Some(format!("no rule is named `{}`", m.value))
+                }
+                "source" if config.source(&m.value).is_none() => {
+                    Some(format!("no source is named `{}`", m.value))
+                }
+                f if MATCH_FIELDS.contains(&f) => None,
+                f if rules.iter().any(|r| r.labels.iter().any(|(k, _)| k == f)) => None,
+                f => Some(format!(
+                    "matches on `{f}`, which is not {} or a label of any rule",
+                    MATCH_FIELDS.join(", ")
+                )),
+            };
+            if let Some(p) = problem {
+                diags.push(&config.path, m.pos, format!("alerting.routes[{i}]: {p}"));
+            }
+        }
+    }
 }
 
 /// Parses the rules of one file, adding every problem to `diags`. Rules with errors are left out.
