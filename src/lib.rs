@@ -3,10 +3,11 @@
 //!
 //! Data flows one way, and a module imports only those before it in this list:
 //! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `config` → `expr` → `rules` → `sources`
-//! → `engine` → `scheduler` → `state` → `metrics` → `auth` → `context` → `http` → `daemon` →
+//! → `engine` → `scheduler` → `state` → `metrics` → `alert` → `auth` → `context` → `http` → `daemon` →
 //! `cli` → `telemetry`, `report`, `rule_tests`, `demo` → `app` (the only wiring). See the README's
 //! architecture section.
 
+pub mod alert;
 pub mod app;
 pub mod auth;
 pub mod cli;

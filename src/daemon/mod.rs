@@ -4,8 +4,8 @@
 //! Start-up: the caller has loaded config and rules and opened the state store (`Context`).
 //! `start` binds the HTTP listener, then registers every long-running service with the
 //! supervisor: the scheduler (one loop per rule of the generation in force, and the swap to a
-//! new generation on reload), the HTTP server, the pruner, the source probe, and any service
-//! the caller adds.
+//! new generation on reload), the HTTP server, the pruner, the source probe, the alert
+//! evaluator and delivery (`alerting`), and any service the caller adds.
 //! Only then is the daemon ready.
 //!
 //! Control arrives one way: `Control` messages on the handle's channel, sent by the signal
@@ -21,6 +21,7 @@
 //! as unknown (`cancelled`), so nothing is half-written. If services have not stopped within
 //! `shutdown_grace`, the log names the runs still going; a second signal quits at once.
 
+pub mod alerting;
 pub mod probe;
 pub mod prune;
 pub mod runner;
@@ -135,6 +136,7 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
     let abort = CancellationToken::new();
     let log = Arc::new(RunLog::default());
     let (swaps_tx, swaps_rx) = mpsc::channel(1);
+    let delivery_wake = Arc::new(tokio::sync::Notify::new());
 
     let mut services = vec![
         Service::new(
@@ -161,6 +163,19 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
             "source-probe",
             probe::service(handle.clone(), abort.clone(), log.clone()),
         ),
+        Service::new(
+            "alert-evaluator",
+            alerting::evaluator(
+                handle.clone(),
+                abort.clone(),
+                log.clone(),
+                delivery_wake.clone(),
+            ),
+        ),
+        Service::new(
+            "alert-delivery",
+            alerting::delivery(handle.clone(), abort.clone(), delivery_wake),
+        ),
     ];
     services.extend(extra);
     let mut tasks = JoinSet::new();
@@ -168,7 +183,7 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
         let name = service.name;
         tasks.spawn(async move { (name, service.task.await) });
     }
-    log_warnings(&handle.current().rules);
+    log_warnings(&handle.current());
     // The store is migrated and the rules are loaded (both before `start`).
     handle.set_ready(true);
     info!(
@@ -196,8 +211,9 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
 }
 
 /// Logs what is valid in the rules but probably not meant.
-fn log_warnings(rules: &[Rule]) {
-    for w in rules.iter().flat_map(|r| &r.warnings) {
+fn log_warnings(ctx: &Context) {
+    let config_warnings = ctx.config.alerting.warnings.iter();
+    for w in config_warnings.chain(ctx.rules.iter().flat_map(|r| &r.warnings)) {
         warn!(warning = %w, "Rule warning.");
     }
 }
@@ -338,7 +354,7 @@ async fn scheduler(
                 let current = handle.current();
                 let result = match current.reloaded(swap.config, swap.rules).await {
                     Ok(next) => {
-                        log_warnings(&next.rules);
+                        log_warnings(&next);
                         let rules = next.rules.len();
                         handle.replace(Arc::new(next));
                         info!(rules, "Reloaded config and rules.");

@@ -121,11 +121,14 @@ impl Transitions {
     }
 }
 
-/// What the daemon's runs share: the runs in flight and the last states, for the logs.
+/// What the daemon's runs share: the runs in flight and the last states, for the logs, and
+/// the alert evaluator's wake-up.
 #[derive(Default)]
 pub struct RunLog {
     pub in_flight: InFlight,
     pub transitions: Transitions,
+    /// Woken after every recorded run: alerts are evaluated at once.
+    pub alerts: tokio::sync::Notify,
 }
 
 /// Runs a rule once and records it. On cancellation the run is abandoned and recorded as
@@ -153,6 +156,7 @@ pub async fn run_and_record(
         .await;
     if let Ok((run, _)) = &result {
         log.transitions.observe(run);
+        log.alerts.notify_one();
         span.record("outcome", run.outcome.as_str());
         span.record("rows", run.total_rows_scanned() as i64);
         span.record("violations", run.violations.len() as i64);

@@ -391,6 +391,29 @@ impl Metrics {
             .insert(source.to_string(), Instant::now());
     }
 
+    /// Whether the source was up when a run or a probe last told; `None` before either has.
+    pub fn source_is_up(&self, source: &str) -> Option<bool> {
+        self.source_seen(source)?;
+        Some(
+            self.source_up
+                .get_or_create(&SourceLabel {
+                    source: source.to_string(),
+                })
+                .get()
+                == 1,
+        )
+    }
+
+    /// A delivery attempt of an alert: `sent`, `failed` (to be retried) or `dropped`.
+    pub fn alert_sent(&self, receiver: &str, outcome: &str) {
+        self.alerts_sent
+            .get_or_create(&ReceiverOutcome {
+                receiver: receiver.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
     /// When a run or a probe last told whether the source is up.
     pub fn source_seen(&self, source: &str) -> Option<Instant> {
         self.sources_seen

@@ -76,6 +76,26 @@ impl Schedule {
             )),
         }
     }
+
+    /// The longest wait between two runs around `at` (the next two gaps of a cron line), so
+    /// that a rule is not called stale between runs it was never meant to make.
+    pub fn gap(&self, at: chrono::DateTime<chrono::Utc>) -> Duration {
+        match self {
+            Schedule::Every(d) => *d,
+            Schedule::Cron { cron, .. } => {
+                let mut gap = Duration::ZERO;
+                let mut from = at;
+                for _ in 0..2 {
+                    let Ok(next) = cron.find_next_occurrence(&from, false) else {
+                        break;
+                    };
+                    gap = gap.max((next - from).to_std().unwrap_or_default());
+                    from = next;
+                }
+                gap
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The state store: rule runs, violations and their lifecycle, and cumulative counters, in
 //! SQLite (embedded, the default) or PostgreSQL (for production and several replicas). One
-//! file per table: `runs`, `violations`, `counters`; this file owns the connection, the
+//! file per table: `runs`, `violations`, `counters`, `alerts` (alert groups and the outbox);
+//! this file owns the connection, the
 //! migrations and the transaction that records a run.
 //!
 //! Lifecycle, per (rule, key): a finished run that finds a violation opens it, or bumps
@@ -18,6 +19,7 @@
 //! Statements are built as plain values (`Stmt`) by the table modules and executed here, so
 //! the per-table code is written once for both pools.
 
+mod alerts;
 mod counters;
 mod runs;
 mod violations;
@@ -31,6 +33,7 @@ use sqlx::{AssertSqlSafe, Row as _, SqlSafeStr};
 use crate::config::{ConnectOptions, StateConfig};
 use crate::verdict::RuleRun;
 
+pub use alerts::{AlertGroupState, OutboxEntry, OutboxRow};
 pub use counters::RuleTotals;
 pub use runs::RunRecord;
 pub use violations::{
@@ -74,6 +77,7 @@ pub(crate) enum Bind {
     I64(i64),
     Text(String),
     OptText(Option<String>),
+    OptI64(Option<i64>),
 }
 
 /// A statement and its parameters, built by a table module and executed on either pool.
@@ -128,6 +132,7 @@ macro_rules! bound {
                 Bind::I64(v) => q.bind(v),
                 Bind::Text(v) => q.bind(v),
                 Bind::OptText(v) => q.bind(v),
+                Bind::OptI64(v) => q.bind(v),
             };
         }
         q
@@ -246,6 +251,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "violations by key",
         include_str!("../../migrations/sqlite/0004_violations_by_key.sql"),
     ),
+    (
+        5,
+        "alerts",
+        include_str!("../../migrations/sqlite/0005_alerts.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -267,6 +277,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         4,
         "violations by key",
         include_str!("../../migrations/postgres/0004_violations_by_key.sql"),
+    ),
+    (
+        5,
+        "alerts",
+        include_str!("../../migrations/postgres/0005_alerts.sql"),
     ),
 ]);
 
@@ -399,7 +414,11 @@ impl StateStore {
         let deleted = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut deleted = 0;
-            for stmt in violations::prune(before_us).into_iter().chain(runs::prune(before_us)) {
+            for stmt in violations::prune(before_us)
+                .into_iter()
+                .chain(runs::prune(before_us))
+                .chain(alerts::prune(before_us))
+            {
                 // Unlinking newer rows from the ones going away is not a deletion.
                 let counts = stmt.sql.starts_with("DELETE");
                 let n = bound!(stmt).execute(&mut *tx).await?.rows_affected();

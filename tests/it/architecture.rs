@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// Every top-level module, in the order data flows (see the README's architecture section).
-const ORDER: [&str; 22] = [
+const ORDER: [&str; 23] = [
     "value",
     "diag",
     "yaml",
@@ -18,6 +18,7 @@ const ORDER: [&str; 22] = [
     "scheduler",
     "state",
     "metrics",
+    "alert",
     "auth",
     "context",
     "http",

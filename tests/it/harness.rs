@@ -319,6 +319,27 @@ impl Workdir {
         (child, port)
     }
 
+    /// Starts `invariantd run` again on the config as it is (after `spawn_daemon`, which set
+    /// its port); returns once `/readyz` answers 200.
+    pub async fn respawn(&self, port: u16) -> std::process::Child {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+            .args(["run", "--log-level", "info"])
+            .current_dir(self.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        eventually(
+            std::time::Duration::from_secs(20),
+            "the daemon never became ready",
+            || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && http(port, "GET", "/readyz").0 == 200
+            },
+        )
+        .await;
+        child
+    }
+
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("invariantd.yaml")
     }
@@ -522,5 +543,128 @@ impl Proxy {
     /// Lets connections through again.
     pub fn restore(&self) {
         self.generation.send_modify(|(_, up)| *up = true);
+    }
+}
+
+/// A helper server from `tests/support` (a Python script that prints its port), killed when
+/// dropped.
+pub struct Helper {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl Helper {
+    pub fn start(script: &str, args: &[&str]) -> Helper {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/support")
+            .join(script);
+        let mut child = std::process::Command::new("python3")
+            .arg(&path)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3 {script}: {e}"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            panic!("{script} printed no port (are its Python packages installed? .ci/run installs them)")
+        });
+        Helper { port, child }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real Alertmanager (Debian's `prometheus-alertmanager`) on a free loopback port, with no
+/// clustering and a receiver that sends nothing: the tests read its API. Killed when dropped.
+pub struct Alertmanager {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    pub async fn start() -> Alertmanager {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("am.yml"),
+            "route: { receiver: none, group_wait: 0s }\nreceivers: [{ name: none }]\n",
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("prometheus-alertmanager")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("am.yml").display()
+            ))
+            .arg(format!("--storage.path={}", dir.path().display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus-alertmanager (Debian package; .ci/run installs it)");
+        let am = Alertmanager {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            || http(port, "GET", "/-/ready").0 != 200
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Alertmanager never became ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        am
+    }
+
+    /// The alerts Alertmanager holds now (active, silenced or inhibited; not resolved ones).
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        let (status, body) = http(self.port, "GET", "/api/v2/alerts");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The JSON lines a helper has written so far.
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Waits up to `limit` for `check` to hold, failing with `what`.
+pub async fn eventually(limit: std::time::Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

@@ -12,6 +12,7 @@ mod fuzz;
 mod harness;
 mod http_limits;
 mod metrics_http;
+mod notify;
 mod rule_tests;
 mod shop;
 mod state;

@@ -1,0 +1,84 @@
+//! The `email` receiver: one text mail per notification over SMTP (lettre), with STARTTLS or
+//! TLS as the `smtp` URL says, and the password from the URL (environment) or a file. The
+//! message id becomes the mail's `Message-ID`, so a mail system can drop a repeat.
+
+use futures_util::future::BoxFuture;
+use lettre::message::{Mailbox, Message, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use super::message::Notification;
+use super::receiver::{Receiver, SEND_TIMEOUT, SendError};
+use crate::config::EmailConfig;
+
+pub struct Email {
+    from: Mailbox,
+    to: Vec<Mailbox>,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+impl Email {
+    pub fn new(config: &EmailConfig) -> Result<Email, String> {
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&config.smtp)
+            .map_err(|e| format!("smtp URL: {e}"))?
+            .timeout(Some(SEND_TIMEOUT));
+        if let Some(file) = &config.password_file {
+            let password = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read password_file {}: {e}", file.display()))?;
+            let user = reqwest::Url::parse(&config.smtp)
+                .map(|u| u.username().to_string())
+                .unwrap_or_default();
+            if user.is_empty() {
+                return Err("password_file is set but the smtp URL names no user".into());
+            }
+            builder = builder.credentials(Credentials::new(user, password.trim_end().into()));
+        }
+        let parse = |a: &String| {
+            a.parse::<Mailbox>()
+                .map_err(|e| format!("`{a}` is not an email address: {e}"))
+        };
+        Ok(Email {
+            from: parse(&config.from)?,
+            to: config.to.iter().map(parse).collect::<Result<_, _>>()?,
+            transport: builder.build(),
+        })
+    }
+}
+
+/// `<id@invariantd>`, with the id's characters kept to what a Message-ID allows.
+fn message_id(id: &str) -> String {
+    let local: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                c
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    format!("<{local}@invariantd>")
+}
+
+impl Receiver for Email {
+    fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let mut builder = Message::builder()
+                .from(self.from.clone())
+                .subject(n.subject())
+                .message_id(Some(message_id(&n.id)))
+                .header(ContentType::TEXT_PLAIN);
+            for to in &self.to {
+                builder = builder.to(to.clone());
+            }
+            let mail = builder
+                .body(n.text())
+                .map_err(|e| SendError::new(format!("cannot build the mail: {e}")))?;
+            self.transport
+                .send(mail)
+                .await
+                .map(|_| ())
+                .map_err(|e| SendError::new(format!("SMTP: {e}")))
+        })
+    }
+}

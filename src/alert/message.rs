@@ -1,0 +1,499 @@
+//! What an announcement says (`Notification`, stored in the outbox as JSON) and how it reads
+//! in each format: an email's subject and text body, invariantd's webhook JSON, a
+//! Slack-compatible body, and Alertmanager's API v2 alert. Every format carries the message's
+//! stable id, the rule's description, severity and labels, the counts, a sample of keys with
+//! their messages, and links.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::lifecycle::Event;
+
+/// One announcement of an alert group, as queued for every receiver it is routed to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Stable across retries and restarts: a receiver deduplicates on it.
+    pub id: String,
+    /// The group: `violation/RULE`, `unknown/RULE`, `stale/RULE` or `source_down/SOURCE`.
+    pub group: String,
+    pub event: Event,
+    /// `violation`, `unknown`, `stale` or `source_down`.
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub severity: String,
+    /// The rule's description, or what a dependency alert means.
+    pub description: String,
+    /// The rule's labels (`team`, `runbook_url`, …).
+    pub labels: BTreeMap<String, String>,
+    /// Open violations (for `violation`), or rules affected (for `source_down`).
+    pub count: i64,
+    /// Age of the oldest open violation, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_age_seconds: Option<i64>,
+    /// The oldest open violations, at most `sample_size`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample: Vec<Sample>,
+    /// Why the rule cannot be judged (`unknown`): the typed kind and the text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The rules a source down leaves blind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+    /// The rule's last successful run (RFC 3339), for `stale`; none if it never succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
+    /// When the group started firing (RFC 3339).
+    pub starts_at: String,
+    /// When it resolved (RFC 3339), for `resolved`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
+    /// When this announcement was made (RFC 3339).
+    pub at: String,
+    /// Where to look: the rule's page and its violations in the API, when `base_url` is set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub links: BTreeMap<String, String>,
+}
+
+/// A violating key and its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    pub key: String,
+    pub message: String,
+    /// When it was first seen (RFC 3339).
+    pub since: String,
+}
+
+impl Notification {
+    fn what(&self) -> String {
+        match self.kind.as_str() {
+            "violation" => format!(
+                "{}: {} violation{}",
+                self.rule.as_deref().unwrap_or(""),
+                self.count,
+                plural(self.count)
+            ),
+            "unknown" => format!(
+                "{}: cannot be judged ({})",
+                self.rule.as_deref().unwrap_or(""),
+                self.error_kind.as_deref().unwrap_or("error")
+            ),
+            "stale" => format!(
+                "{}: no successful run {}",
+                self.rule.as_deref().unwrap_or(""),
+                match &self.last_success {
+                    Some(t) => format!("since {t}"),
+                    None => "yet".into(),
+                }
+            ),
+            _ => format!(
+                "source {} is down ({} rule{} blind)",
+                self.source.as_deref().unwrap_or(""),
+                self.count,
+                plural(self.count)
+            ),
+        }
+    }
+
+    /// `[FIRING critical] paid_implies_reserved: 100 violations`.
+    pub fn subject(&self) -> String {
+        match self.event {
+            Event::Resolved => format!("[RESOLVED] {}", self.resolved_what()),
+            e => format!(
+                "[{} {}] {}",
+                if e == Event::Firing {
+                    "FIRING"
+                } else {
+                    "STILL FIRING"
+                },
+                self.severity,
+                self.what()
+            ),
+        }
+    }
+
+    fn resolved_what(&self) -> String {
+        match self.kind.as_str() {
+            "violation" => format!(
+                "{}: every violation cleared",
+                self.rule.as_deref().unwrap_or("")
+            ),
+            "unknown" => format!("{}: judged again", self.rule.as_deref().unwrap_or("")),
+            "stale" => format!("{}: ran successfully", self.rule.as_deref().unwrap_or("")),
+            _ => format!("source {} is back", self.source.as_deref().unwrap_or("")),
+        }
+    }
+
+    /// The plain-text body of an email (and of webhook messages); the subject is apart.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        if !self.description.is_empty() {
+            let _ = writeln!(out, "{}", self.description);
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(out, "Severity:  {}", self.severity);
+        if let Some(rule) = &self.rule {
+            let _ = writeln!(out, "Rule:      {rule}");
+        }
+        if let Some(source) = &self.source {
+            let _ = writeln!(out, "Source:    {source}");
+        }
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .filter(|(k, _)| *k != "runbook_url")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !labels.is_empty() {
+            let _ = writeln!(out, "Labels:    {}", labels.join(", "));
+        }
+        let _ = writeln!(out, "Since:     {}", self.starts_at);
+        if let Some(end) = &self.ends_at {
+            let _ = writeln!(out, "Resolved:  {end}");
+        }
+        match self.kind.as_str() {
+            "violation" if self.event != Event::Resolved => {
+                let _ = writeln!(out, "Open:      {}", self.count);
+                if let Some(age) = self.oldest_age_seconds {
+                    let _ = writeln!(out, "Oldest:    {} open", age_text(age));
+                }
+            }
+            "unknown" => {
+                if let (Some(kind), Some(error)) = (&self.error_kind, &self.error) {
+                    let _ = writeln!(out, "Error:     {kind}: {error}");
+                }
+            }
+            "stale" => {
+                let _ = writeln!(
+                    out,
+                    "Last success: {}",
+                    self.last_success.as_deref().unwrap_or("never")
+                );
+            }
+            "source_down" if !self.rules.is_empty() => {
+                let _ = writeln!(out, "Blind rules: {}", self.rules.join(", "));
+            }
+            _ => {}
+        }
+        if !self.sample.is_empty() && self.event != Event::Resolved {
+            let _ = writeln!(out);
+            let shown = self.sample.len() as i64;
+            if shown < self.count {
+                let _ = writeln!(out, "The oldest {shown} of {}:", self.count);
+            } else {
+                let _ = writeln!(out, "Violations:");
+            }
+            for s in &self.sample {
+                let _ = writeln!(out, "  - {}: {} (since {})", s.key, s.message, s.since);
+            }
+        }
+        if !self.links.is_empty() || self.labels.contains_key("runbook_url") {
+            let _ = writeln!(out);
+            if let Some(runbook) = self.labels.get("runbook_url") {
+                let _ = writeln!(out, "Runbook:    {runbook}");
+            }
+            for (name, url) in &self.links {
+                let _ = writeln!(out, "{:<11} {url}", format!("{}:", capitalise(name)));
+            }
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "-- invariantd, message {}", self.id);
+        out
+    }
+
+    /// invariantd's webhook body: the notification itself, with a version, a title and the
+    /// text, so that a receiver can show it without formatting its own.
+    pub fn webhook_json(&self) -> serde_json::Value {
+        let mut body = serde_json::to_value(self).expect("a notification serialises");
+        let map = body.as_object_mut().expect("an object");
+        map.insert("version".into(), json!(1));
+        map.insert("title".into(), json!(self.subject()));
+        map.insert("text".into(), json!(self.text()));
+        body
+    }
+
+    /// A Slack incoming-webhook body (also taken by Mattermost, Rocket.Chat and others).
+    pub fn slack_json(&self) -> serde_json::Value {
+        let mut lines = vec![format!("*{}*", escape_slack(&self.subject()))];
+        if !self.description.is_empty() {
+            lines.push(escape_slack(&self.description));
+        }
+        if self.event != Event::Resolved {
+            for s in &self.sample {
+                lines.push(format!(
+                    "• `{}`: {}",
+                    escape_slack(&s.key),
+                    escape_slack(&s.message)
+                ));
+            }
+            if (self.sample.len() as i64) < self.count && !self.sample.is_empty() {
+                lines.push(format!(
+                    "… and {} more",
+                    self.count - self.sample.len() as i64
+                ));
+            }
+        }
+        let mut links: Vec<String> = Vec::new();
+        if let Some(r) = self.labels.get("runbook_url") {
+            links.push(format!("<{r}|runbook>"));
+        }
+        links.extend(self.links.iter().map(|(n, u)| format!("<{u}|{n}>")));
+        if !links.is_empty() {
+            lines.push(links.join(" · "));
+        }
+        json!({
+            "text": self.subject(),
+            "blocks": [
+                { "type": "section", "text": { "type": "mrkdwn", "text": lines.join("\n") } },
+                { "type": "context", "elements": [
+                    { "type": "mrkdwn", "text": format!("invariantd · {}", self.id) }
+                ] }
+            ]
+        })
+    }
+
+    /// The labels that identify the alert in Alertmanager: the same for every announcement of
+    /// a group, so Alertmanager groups, deduplicates and resolves them.
+    pub fn alertmanager_labels(&self) -> BTreeMap<String, String> {
+        let mut labels: BTreeMap<String, String> = self
+            .labels
+            .iter()
+            .filter(|(k, _)| *k != "runbook_url" && crate::config::valid_label_name(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let alertname = match self.kind.as_str() {
+            "violation" => "InvariantViolated",
+            "unknown" => "InvariantRuleUnknown",
+            "stale" => "InvariantRuleStale",
+            _ => "InvariantSourceDown",
+        };
+        labels.insert("alertname".into(), alertname.into());
+        labels.insert("severity".into(), self.severity.clone());
+        labels.insert("kind".into(), self.kind.clone());
+        if let Some(rule) = &self.rule {
+            labels.insert("rule".into(), rule.clone());
+        }
+        if let Some(source) = &self.source {
+            labels.insert("source".into(), source.clone());
+        }
+        labels
+    }
+
+    /// One alert for Alertmanager's `POST /api/v2/alerts`. A firing alert ends at
+    /// `now + valid_for` unless it is sent again (`resend_interval` keeps it alive); a
+    /// resolved one ends when it resolved.
+    pub fn alertmanager_json(&self, now: &str, valid_for: Duration) -> serde_json::Value {
+        let ends_at = match &self.ends_at {
+            Some(end) => end.clone(),
+            None => chrono::DateTime::parse_from_rfc3339(now)
+                .map(|t| {
+                    (t + chrono::Duration::from_std(valid_for).unwrap_or_default())
+                        .to_utc()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                })
+                .unwrap_or_else(|_| now.to_string()),
+        };
+        let mut annotations = BTreeMap::new();
+        annotations.insert("summary".to_string(), self.what());
+        annotations.insert("description".to_string(), self.text());
+        annotations.insert("message_id".to_string(), self.id.clone());
+        if let Some(r) = self.labels.get("runbook_url") {
+            annotations.insert("runbook_url".into(), r.clone());
+        }
+        let mut alert = json!({
+            "labels": self.alertmanager_labels(),
+            "annotations": annotations,
+            "startsAt": self.starts_at,
+            "endsAt": ends_at,
+        });
+        if let Some(url) = self.links.get("rule") {
+            alert["generatorURL"] = json!(url);
+        }
+        json!([alert])
+    }
+}
+
+fn plural(n: i64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// `3h 12m`, `45s`: an age as people read it.
+pub fn age_text(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{sec}s"),
+        (0, 0, _) => format!("{m}m {sec}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// Slack treats `&`, `<` and `>` as markup.
+fn escape_slack(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn firing() -> Notification {
+        Notification {
+            id: "violation/paid_implies_reserved/1795000000000000/1".into(),
+            group: "violation/paid_implies_reserved".into(),
+            event: Event::Firing,
+            kind: "violation".into(),
+            rule: Some("paid_implies_reserved".into()),
+            source: None,
+            severity: "critical".into(),
+            description: "Every captured payment has its stock reserved.".into(),
+            labels: [
+                ("team".to_string(), "inventory".to_string()),
+                (
+                    "runbook_url".to_string(),
+                    "https://runbooks.example.com/paid".to_string(),
+                ),
+            ]
+            .into(),
+            count: 100,
+            oldest_age_seconds: Some(3 * 3600 + 12 * 60),
+            sample: (1..=3)
+                .map(|i| Sample {
+                    key: format!("{}", 1000 + i),
+                    message: format!("order {}: 4999 cents captured, nothing reserved", 1000 + i),
+                    since: "2026-11-27T09:00:00Z".into(),
+                })
+                .collect(),
+            error_kind: None,
+            error: None,
+            rules: Vec::new(),
+            last_success: None,
+            starts_at: "2026-11-27T09:05:00Z".into(),
+            ends_at: None,
+            at: "2026-11-27T12:17:00Z".into(),
+            links: [
+                (
+                    "rule".to_string(),
+                    "https://invariantd.example.com/api/v1/rules/paid_implies_reserved".to_string(),
+                ),
+                (
+                    "violations".to_string(),
+                    "https://invariantd.example.com/api/v1/violations?rule=paid_implies_reserved&state=open".to_string(),
+                ),
+            ]
+            .into(),
+        }
+    }
+
+    fn resolved() -> Notification {
+        Notification {
+            id: "violation/paid_implies_reserved/1795000000000000/2".into(),
+            event: Event::Resolved,
+            count: 0,
+            oldest_age_seconds: None,
+            sample: Vec::new(),
+            ends_at: Some("2026-11-27T13:00:00Z".into()),
+            at: "2026-11-27T13:00:00Z".into(),
+            ..firing()
+        }
+    }
+
+    fn source_down() -> Notification {
+        Notification {
+            id: "source_down/payments/1795000000000000/1".into(),
+            group: "source_down/payments".into(),
+            kind: "source_down".into(),
+            rule: None,
+            source: Some("payments".into()),
+            description: "invariantd cannot reach this source: the rules that read it are blind until it is back.".into(),
+            labels: BTreeMap::new(),
+            count: 2,
+            oldest_age_seconds: None,
+            sample: Vec::new(),
+            rules: vec!["paid_implies_reserved".into(), "shipped_implies_paid".into()],
+            links: BTreeMap::new(),
+            ..firing()
+        }
+    }
+
+    fn unknown() -> Notification {
+        Notification {
+            id: "unknown/paid_implies_reserved/1795000000000000/1".into(),
+            group: "unknown/paid_implies_reserved".into(),
+            kind: "unknown".into(),
+            count: 1,
+            oldest_age_seconds: None,
+            sample: Vec::new(),
+            error_kind: Some("timeout".into()),
+            error: Some("dataset `payment` (source `payments`): the query ran longer than its statement_timeout of 30s".into()),
+            ..firing()
+        }
+    }
+
+    #[test]
+    fn email_subject_and_body() {
+        for (name, n) in [
+            ("firing", firing()),
+            ("resolved", resolved()),
+            ("source_down", source_down()),
+            ("unknown", unknown()),
+        ] {
+            insta::assert_snapshot!(
+                format!("email_{name}"),
+                format!("Subject: {}\n\n{}", n.subject(), n.text())
+            );
+        }
+    }
+
+    #[test]
+    fn webhook_bodies() {
+        insta::assert_json_snapshot!("webhook_firing", firing().webhook_json());
+        insta::assert_json_snapshot!("slack_firing", firing().slack_json());
+        insta::assert_json_snapshot!("slack_resolved", resolved().slack_json());
+    }
+
+    #[test]
+    fn alertmanager_alerts() {
+        let valid = Duration::from_secs(240);
+        insta::assert_json_snapshot!(
+            "alertmanager_firing",
+            firing().alertmanager_json("2026-11-27T12:17:00Z", valid)
+        );
+        insta::assert_json_snapshot!(
+            "alertmanager_resolved",
+            resolved().alertmanager_json("2026-11-27T13:00:00Z", valid)
+        );
+        // The labels that identify the alert are the same in every announcement of the group.
+        assert_eq!(
+            firing().alertmanager_labels(),
+            resolved().alertmanager_labels()
+        );
+    }
+
+    #[test]
+    fn notifications_round_trip_through_the_outbox() {
+        for n in [firing(), resolved(), source_down(), unknown()] {
+            let text = serde_json::to_string(&n).unwrap();
+            assert_eq!(serde_json::from_str::<Notification>(&text).unwrap(), n);
+        }
+    }
+}

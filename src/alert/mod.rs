@@ -1,0 +1,473 @@
+//! Alerting: turning what the state store and the metrics say into announcements, and
+//! delivering them.
+//!
+//! Alerts are grouped: one group per rule for its violations (`violation/RULE`), one per rule
+//! that cannot be judged (`unknown/RULE`, with the typed error kind) or has not succeeded for
+//! long (`stale/RULE`), one per source down (`source_down/SOURCE`) — never one per key.
+//! `evaluate` observes every group, steps its lifecycle (`lifecycle`), and for each
+//! announcement renders a `Notification` (`message`), routes it (`route`) and queues it in
+//! the state store's outbox for each receiver, in the same transaction as the group's new
+//! state. `deliver` sends a receiver's queue in order, retrying failures with backoff and
+//! jitter; each receiver has its own, so one that is down delays no other. Receivers
+//! (`email`, `webhook`, `alertmanager`) implement `receiver::Receiver`.
+//!
+//! A rule unknown because a source is down is covered by that source's alert, not alerted
+//! again; a run cancelled by a shutdown is not an incident.
+
+pub mod alertmanager;
+pub mod email;
+pub mod lifecycle;
+pub mod message;
+pub mod receiver;
+pub mod route;
+pub mod webhook;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ReceiverKind};
+use crate::metrics::Metrics;
+use crate::rules::Rule;
+use crate::state::{
+    AlertGroupState, OutboxEntry, StateError, StateStore, ViolationFilter, ViolationState,
+};
+use crate::verdict::{ErrorKind, Outcome};
+use lifecycle::{Event, Timing};
+use message::{Notification, Sample};
+use receiver::Receiver;
+
+/// What one evaluation looks at besides the store.
+pub struct Inputs<'a> {
+    pub config: &'a Config,
+    pub rules: &'a [Rule],
+    /// The sources known to be down now.
+    pub sources_down: &'a [String],
+    /// When the daemon started: a rule that has not succeeded since is stale once
+    /// `stale_after` has passed.
+    pub started_us: i64,
+}
+
+/// One group as observed now.
+struct Observed {
+    key: String,
+    kind: &'static str,
+    rule: Option<String>,
+    source: Option<String>,
+    failing: bool,
+    count: i64,
+    severity: String,
+    description: String,
+    labels: BTreeMap<String, String>,
+    error_kind: Option<String>,
+    error: Option<String>,
+    rules: Vec<String>,
+    last_success_us: Option<i64>,
+    oldest_first_seen_us: Option<i64>,
+}
+
+impl Observed {
+    fn new(key: String, kind: &'static str, rule: Option<&Rule>) -> Observed {
+        Observed {
+            key,
+            kind,
+            rule: rule.map(|r| r.name.clone()),
+            source: None,
+            failing: false,
+            count: 0,
+            severity: rule.map_or("warning", |r| r.severity.as_str()).into(),
+            description: rule.map(|r| r.description.clone()).unwrap_or_default(),
+            labels: rule
+                .map(|r| r.labels.iter().cloned().collect())
+                .unwrap_or_default(),
+            error_kind: None,
+            error: None,
+            rules: Vec::new(),
+            last_success_us: None,
+            oldest_first_seen_us: None,
+        }
+    }
+
+    /// What routes match on: the rule's labels, then the alert's own fields.
+    fn fields(&self) -> BTreeMap<String, String> {
+        let mut fields = self.labels.clone();
+        fields.insert("severity".into(), self.severity.clone());
+        fields.insert("kind".into(), self.kind.into());
+        if let Some(r) = &self.rule {
+            fields.insert("rule".into(), r.clone());
+        }
+        if let Some(s) = &self.source {
+            fields.insert("source".into(), s.clone());
+        }
+        fields
+    }
+}
+
+fn rfc3339(us: i64) -> String {
+    DateTime::<Utc>::from_timestamp_micros(us)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Every group, as observed now.
+async fn observe(
+    store: &StateStore,
+    inputs: &Inputs<'_>,
+    now_us: i64,
+) -> Result<Vec<Observed>, StateError> {
+    let alerting = &inputs.config.alerting;
+    let snapshots = store.rule_snapshots().await?;
+    let mut out = Vec::new();
+    let mut blind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut worst: HashMap<&str, crate::rules::Severity> = HashMap::new();
+    for rule in inputs.rules {
+        let snap = snapshots.get(&rule.name).cloned().unwrap_or_default();
+        let mut v = Observed::new(format!("violation/{}", rule.name), "violation", Some(rule));
+        v.failing = snap.open > 0;
+        v.count = snap.open;
+        v.oldest_first_seen_us = snap.oldest_first_seen_us;
+        out.push(v);
+
+        let last = store.runs(Some(&rule.name), None, 1).await?.pop();
+        let mut u = Observed::new(format!("unknown/{}", rule.name), "unknown", Some(rule));
+        u.description = format!(
+            "invariantd cannot judge this rule: its violations are neither found nor cleared until it can. {}",
+            rule.description
+        );
+        if let Some(run) = last.filter(|r| r.outcome == Outcome::Unknown) {
+            let covered = matches!(
+                run.error_kind,
+                Some(ErrorKind::SourceUnreachable | ErrorKind::Cancelled)
+            );
+            u.failing = !covered;
+            u.count = 1;
+            u.error_kind = Some(
+                run.error_kind
+                    .map_or("unknown", ErrorKind::as_str)
+                    .to_string(),
+            );
+            u.error = run.error;
+        }
+        out.push(u);
+
+        let mut s = Observed::new(format!("stale/{}", rule.name), "stale", Some(rule));
+        s.description = format!(
+            "This rule has not run successfully for longer than alerting.stale_after (or twice its schedule): nobody is checking it. {}",
+            rule.description
+        );
+        let threshold = alerting.stale_after.max(rule.schedule.gap(Utc::now()) * 2);
+        let since = snap.last_success_us.unwrap_or(inputs.started_us);
+        s.failing = now_us.saturating_sub(since) > micros(threshold);
+        s.count = 1;
+        s.last_success_us = snap.last_success_us;
+        out.push(s);
+
+        for d in &rule.datasets {
+            blind
+                .entry(d.source.as_str())
+                .or_default()
+                .push(rule.name.clone());
+            let w = worst.entry(d.source.as_str()).or_insert(rule.severity);
+            *w = (*w).min(rule.severity);
+        }
+    }
+    for source in &inputs.config.sources {
+        let mut rules = blind.remove(source.name.as_str()).unwrap_or_default();
+        rules.dedup();
+        let mut o = Observed::new(format!("source_down/{}", source.name), "source_down", None);
+        o.source = Some(source.name.clone());
+        o.description = "invariantd cannot reach this source: the rules that read it are blind until it is back.".into();
+        o.severity = worst
+            .get(source.name.as_str())
+            .map_or("warning", |s| s.as_str())
+            .into();
+        o.failing = inputs.sources_down.contains(&source.name);
+        o.count = rules.len() as i64;
+        o.rules = rules;
+        out.push(o);
+    }
+    Ok(out)
+}
+
+/// One evaluation: steps every group's lifecycle and queues the announcements. Returns how
+/// many notifications were queued.
+pub async fn evaluate(
+    store: &StateStore,
+    inputs: &Inputs<'_>,
+    now_us: i64,
+) -> Result<usize, StateError> {
+    let alerting = &inputs.config.alerting;
+    let timing = Timing {
+        for_: alerting.for_,
+        repeat_interval: alerting.repeat_interval,
+        group_interval: alerting.group_interval,
+    };
+    let mut groups = store.alert_groups().await?;
+    let mut observed = observe(store, inputs, now_us).await?;
+    // Groups of rules and sources no longer configured resolve.
+    for (key, state) in &groups {
+        if state.firing && !observed.iter().any(|o| &o.key == key) {
+            let (kind, name) = key.split_once('/').unwrap_or(("violation", key));
+            let kind = crate::config::ALERT_KINDS
+                .into_iter()
+                .find(|k| *k == kind)
+                .unwrap_or("violation");
+            let mut o = Observed::new(key.clone(), kind, None);
+            o.description = "No longer configured.".into();
+            if kind == "source_down" {
+                o.source = Some(name.into());
+            } else {
+                o.rule = Some(name.into());
+            }
+            observed.push(o);
+        }
+    }
+    let mut queued = 0;
+    for o in observed {
+        let state = groups.remove(&o.key).unwrap_or_else(|| AlertGroupState {
+            group_key: o.key.clone(),
+            ..Default::default()
+        });
+        let (mut next, event) = lifecycle::step(&state, o.failing, o.count, now_us, timing);
+        let receivers = route::receivers(&alerting.routes, &o.fields());
+        let mut entries = Vec::new();
+        if let Some(event) = event {
+            let n = notification(store, inputs, &o, &next, event, now_us).await?;
+            let text = serde_json::to_string(&n).expect("a notification serialises");
+            entries.extend(receivers.iter().map(|r| OutboxEntry {
+                message_id: n.id.clone(),
+                receiver: r.clone(),
+                notification: text.clone(),
+            }));
+            info!(
+                group = %o.key,
+                event = event.as_str(),
+                count = o.count,
+                receivers = %receivers.join(","),
+                "Alert {}.", event.as_str()
+            );
+            if next.firing {
+                next.refreshed_us = Some(now_us);
+            }
+        } else if next.firing {
+            // Alertmanager expects a firing alert to be sent again while it fires.
+            let resend: Vec<(&String, Duration)> = receivers
+                .iter()
+                .filter_map(|r| match alerting.receiver(r).map(|c| &c.kind) {
+                    Some(ReceiverKind::Alertmanager(a)) => Some((r, a.resend_interval)),
+                    _ => None,
+                })
+                .collect();
+            let due = resend.iter().map(|(_, d)| *d).min().is_some_and(|d| {
+                now_us.saturating_sub(next.refreshed_us.unwrap_or(i64::MIN)) >= micros(d)
+            });
+            if due {
+                let mut n = notification(store, inputs, &o, &next, Event::Repeat, now_us).await?;
+                n.id = format!("{}/resend/{now_us}", n.id);
+                let text = serde_json::to_string(&n).expect("a notification serialises");
+                entries.extend(resend.iter().map(|(r, _)| OutboxEntry {
+                    message_id: n.id.clone(),
+                    receiver: (*r).clone(),
+                    notification: text.clone(),
+                }));
+                next.refreshed_us = Some(now_us);
+            }
+        }
+        if next != state || !entries.is_empty() {
+            queued += entries.len();
+            store.save_alert_group(&next, &entries, now_us).await?;
+        }
+    }
+    Ok(queued)
+}
+
+async fn notification(
+    store: &StateStore,
+    inputs: &Inputs<'_>,
+    o: &Observed,
+    state: &AlertGroupState,
+    event: Event,
+    now_us: i64,
+) -> Result<Notification, StateError> {
+    let alerting = &inputs.config.alerting;
+    let started = state.started_us.unwrap_or(now_us);
+    let mut sample = Vec::new();
+    if o.kind == "violation" && event != Event::Resolved && alerting.sample_size > 0 {
+        let rows = store
+            .violations(&ViolationFilter {
+                rule: o.rule.clone(),
+                state: Some(ViolationState::Open),
+                limit: alerting.sample_size as u32,
+                ..Default::default()
+            })
+            .await?;
+        sample = rows
+            .into_iter()
+            .map(|v| Sample {
+                key: crate::value::truncated(&v.key, 200).into_owned(),
+                message: crate::value::truncated(&v.message, 500).into_owned(),
+                since: rfc3339(v.first_seen_us),
+            })
+            .collect();
+    }
+    let mut links = BTreeMap::new();
+    if let (Some(base), Some(rule)) = (&alerting.base_url, &o.rule) {
+        links.insert("rule".into(), format!("{base}/api/v1/rules/{rule}"));
+        if o.kind == "violation" {
+            links.insert(
+                "violations".into(),
+                format!("{base}/api/v1/violations?rule={rule}&state=open"),
+            );
+        }
+    }
+    Ok(Notification {
+        id: format!("{}/{started}/{}", o.key, state.sequence),
+        group: o.key.clone(),
+        event,
+        kind: o.kind.into(),
+        rule: o.rule.clone(),
+        source: o.source.clone(),
+        severity: o.severity.clone(),
+        description: o.description.clone(),
+        labels: o.labels.clone(),
+        count: o.count,
+        oldest_age_seconds: o
+            .oldest_first_seen_us
+            .filter(|_| o.kind == "violation")
+            .map(|f| (now_us - f) / 1_000_000),
+        sample,
+        error_kind: o.error_kind.clone(),
+        error: o.error.clone(),
+        rules: o.rules.clone(),
+        last_success: o.last_success_us.map(rfc3339),
+        starts_at: rfc3339(started),
+        ends_at: (event == Event::Resolved).then(|| rfc3339(now_us)),
+        at: rfc3339(now_us),
+        links,
+    })
+}
+
+/// The wait before attempt `attempts + 1`: doubling from 1 s up to 5 min, with jitter (a
+/// random 50–100 % of it), so that receivers coming back are not hit by every daemon at once.
+pub fn backoff(attempts: i64) -> Duration {
+    let base = Duration::from_secs(1u64 << attempts.clamp(0, 20)).min(Duration::from_secs(300));
+    let jitter = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_i64(attempts);
+        (h.finish() % 1000) as f64 / 1000.0
+    };
+    base.mul_f64(0.5 + jitter / 2.0)
+}
+
+/// Delivers `name`'s notifications in order until `stop`: waits for the next one (woken by
+/// `wake` when some are queued), sends it, marks it sent, or records the failure and retries
+/// after `backoff`.
+pub async fn deliver(
+    store: Arc<StateStore>,
+    metrics: Arc<Metrics>,
+    name: String,
+    receiver: Box<dyn Receiver>,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let row = match store.next_notification(&name).await {
+            Ok(row) => row,
+            Err(e) => {
+                error!(receiver = %name, error = %e, "Cannot read the alert outbox; trying again.");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    () = stop.cancelled() => return,
+                }
+            }
+        };
+        let Some(row) = row else {
+            tokio::select! {
+                () = &mut notified => continue,
+                () = tokio::time::sleep(Duration::from_secs(30)) => continue,
+                () = stop.cancelled() => return,
+            }
+        };
+        let now_us = Utc::now().timestamp_micros();
+        if row.next_attempt_us > now_us {
+            let wait = Duration::from_micros((row.next_attempt_us - now_us) as u64);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => continue,
+                () = stop.cancelled() => return,
+            }
+        }
+        let n: Notification = match serde_json::from_str(&row.notification) {
+            Ok(n) => n,
+            Err(e) => {
+                // Written by another version: nothing can send it. Dropped, and said so.
+                error!(receiver = %name, message = %row.message_id, error = %e, "An alert in the outbox cannot be read; it is dropped.");
+                metrics.alert_sent(&name, "dropped");
+                let _ = store.notification_sent(row.id, now_us).await;
+                continue;
+            }
+        };
+        let result = tokio::select! {
+            r = receiver.send(&n) => r,
+            () = stop.cancelled() => return,
+        };
+        let done = Utc::now().timestamp_micros();
+        let recorded = match result {
+            Ok(()) => {
+                metrics.alert_sent(&name, "sent");
+                if row.attempts > 0 {
+                    info!(receiver = %name, message = %n.id, attempts = row.attempts + 1, "Alert delivered after retrying.");
+                }
+                store.notification_sent(row.id, done).await
+            }
+            Err(e) => {
+                metrics.alert_sent(&name, "failed");
+                let wait = backoff(row.attempts);
+                warn!(
+                    receiver = %name,
+                    message = %n.id,
+                    attempt = row.attempts + 1,
+                    retry_in = %humantime::format_duration(Duration::from_secs(wait.as_secs().max(1))),
+                    error = %e,
+                    "Alert not delivered; it will be retried."
+                );
+                store
+                    .notification_failed(row.id, done + micros(wait), &e.message)
+                    .await
+            }
+        };
+        if let Err(e) = recorded {
+            error!(receiver = %name, error = %e, "Cannot update the alert outbox; trying again.");
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_five_minutes() {
+        for attempts in 0..30 {
+            let d = backoff(attempts);
+            let base = Duration::from_secs(1u64 << attempts.min(20)).min(Duration::from_secs(300));
+            assert!(d >= base / 2 && d <= base, "{attempts}: {d:?}");
+        }
+    }
+}

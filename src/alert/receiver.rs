@@ -1,0 +1,101 @@
+//! The `Receiver` trait every kind of receiver implements — send one notification, say
+//! whether a failure is worth retrying — and building a receiver from its config. A new kind
+//! is a new file and one arm in `build`.
+
+use futures_util::future::BoxFuture;
+
+use super::message::Notification;
+use crate::config::{ReceiverConfig, ReceiverKind};
+
+/// Why a notification did not get through.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    pub message: String,
+}
+
+impl SendError {
+    pub fn new(message: impl Into<String>) -> SendError {
+        SendError {
+            message: message.into(),
+        }
+    }
+}
+
+/// Somewhere notifications go.
+pub trait Receiver: Send + Sync {
+    /// Delivers one notification. Sending the same notification (same `id`) twice must be
+    /// harmless for the receiver: every format carries the id to deduplicate on.
+    fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>>;
+}
+
+/// How long one delivery attempt may take, connection included.
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The receiver a config describes. Fails when a file it needs cannot be read.
+pub fn build(config: &ReceiverConfig) -> Result<Box<dyn Receiver>, String> {
+    Ok(match &config.kind {
+        ReceiverKind::Email(e) => Box::new(super::email::Email::new(e)?),
+        ReceiverKind::Webhook(w) => Box::new(super::webhook::Webhook::new(w)?),
+        ReceiverKind::Alertmanager(a) => Box::new(super::alertmanager::Alertmanager::new(a)?),
+    })
+}
+
+/// An HTTP client with invariantd's user agent and the send timeout.
+pub fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .user_agent(concat!("invariantd/", env!("CARGO_PKG_VERSION")))
+        .timeout(SEND_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+/// Posts a JSON body; any answer but 2xx is a failure, with the start of the answer's body.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+    idempotency_key: Option<&str>,
+) -> Result<(), SendError> {
+    let mut request = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string());
+    if let Some(key) = idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| SendError::new(describe_reqwest(&e)))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = response.text().await.unwrap_or_default();
+    Err(SendError::new(format!(
+        "answered {status}: {}",
+        crate::value::truncated(text.trim(), 200)
+    )))
+}
+
+/// A reqwest error with its causes, without the URL (which may hold a token).
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        causes.push(s.to_string());
+        source = s.source();
+    }
+    match causes.last() {
+        Some(c) => format!("{what}: {c}"),
+        None => what,
+    }
+}

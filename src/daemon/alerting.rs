@@ -1,0 +1,110 @@
+//! The two alerting services: the evaluator (after every run, and every
+//! `alerting.evaluation_interval` for repeats, staleness and `for`) and the delivery service,
+//! which keeps one delivery task per configured receiver and follows reloads (a receiver
+//! added, changed or removed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use super::ServiceResult;
+use super::runner::RunLog;
+use crate::config::ReceiverConfig;
+use crate::context::Handle;
+
+/// Evaluates alerts until `stop`.
+pub async fn evaluator(
+    handle: Arc<Handle>,
+    stop: CancellationToken,
+    log: Arc<RunLog>,
+    delivery: Arc<Notify>,
+) -> ServiceResult {
+    let started_us = Utc::now().timestamp_micros();
+    loop {
+        let ctx = handle.current();
+        let sources_down: Vec<String> = ctx
+            .config
+            .sources
+            .iter()
+            .filter(|s| ctx.metrics.source_is_up(&s.name) == Some(false))
+            .map(|s| s.name.clone())
+            .collect();
+        let inputs = crate::alert::Inputs {
+            config: &ctx.config,
+            rules: &ctx.rules,
+            sources_down: &sources_down,
+            started_us,
+        };
+        match crate::alert::evaluate(&ctx.store, &inputs, Utc::now().timestamp_micros()).await {
+            Ok(0) => {}
+            Ok(_) => delivery.notify_waiters(),
+            Err(e) => error!(error = %e, "Cannot evaluate alerts; trying again."),
+        }
+        let interval = ctx.config.alerting.evaluation_interval;
+        drop(ctx);
+        tokio::select! {
+            () = log.alerts.notified() => {}
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// Keeps a delivery task per receiver of the generation in force, until `stop`.
+pub async fn delivery(
+    handle: Arc<Handle>,
+    stop: CancellationToken,
+    wake: Arc<Notify>,
+) -> ServiceResult {
+    let mut running: HashMap<String, (ReceiverConfig, CancellationToken)> = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let ctx = handle.current();
+        let wanted = &ctx.config.alerting.receivers;
+        running.retain(|name, (config, token)| {
+            let keep = wanted.iter().any(|w| w == config && &w.name == name);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        for config in wanted {
+            if running.contains_key(&config.name) {
+                continue;
+            }
+            let receiver = match crate::alert::receiver::build(config) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Its notifications stay queued until a reload fixes it.
+                    warn!(receiver = %config.name, error = %e, "Receiver cannot start; its alerts wait in the outbox.");
+                    continue;
+                }
+            };
+            let token = stop.child_token();
+            tasks.spawn(crate::alert::deliver(
+                ctx.store.clone(),
+                ctx.metrics.clone(),
+                config.name.clone(),
+                receiver,
+                wake.clone(),
+                token.clone(),
+            ));
+            running.insert(config.name.clone(), (config.clone(), token));
+        }
+        drop(ctx);
+        // Reloads are noticed within this; new notifications wake the delivery tasks directly.
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            Some(Err(e)) = tasks.join_next(), if !tasks.is_empty() => {
+                return Err(format!("an alert delivery task panicked: {e}"));
+            }
+            () = stop.cancelled() => break,
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}

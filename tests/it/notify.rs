@@ -1,0 +1,364 @@
+//! Alerting end to end, against real receivers on loopback: an SMTP server (aiosmtpd), HTTP
+//! endpoints that record webhooks, and a real Alertmanager. One grouped message per rule, with
+//! a sample; retries until a receiver takes it; a restart that neither loses nor repeats; the
+//! resolve; and the checker's own blindness (a source down, a rule that cannot be judged).
+
+use std::time::Duration;
+
+use invariantd::config::SourceKind;
+
+use crate::harness::{
+    Alertmanager, Helper, Proxy, TestDb, Workdir, eventually, http, json_lines, terminate_within,
+};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Requests a recorder answered with 200.
+fn delivered(lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter(|l| l["status"] == 200)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failing_rule_is_announced_once_everywhere_survives_a_restart_and_resolves() {
+    let out = tempfile::tempdir().unwrap();
+    let mails = out.path().join("mails.jsonl");
+    let hooks = out.path().join("hooks.jsonl");
+    let chats = out.path().join("chats.jsonl");
+    let smtp = Helper::start(
+        "smtp_server.py",
+        &[mails.to_str().unwrap(), "alerts", "mail-password-123"],
+    );
+    // The webhook endpoint refuses the first two attempts: delivery retries.
+    let hook = Helper::start("http_recorder.py", &[hooks.to_str().unwrap(), "2"]);
+    let chat = Helper::start("http_recorder.py", &[chats.to_str().unwrap()]);
+    let am = Alertmanager::start().await;
+    // Nothing listens here: a receiver that is down.
+    let dead = free_port();
+
+    let db = TestDb::new(SourceKind::Sqlite, "notify").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, ok INTEGER)",
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) INSERT INTO t SELECT i, 0 FROM n",
+    ])
+    .await;
+    let rules = r#"name: broken
+description: Every row is ok.
+severity: critical
+labels: { team: inventory, runbook_url: "https://runbooks.example.com/broken" }
+every: 1s
+key: id
+datasets:
+  t: { source: db, query: "SELECT id, ok FROM t" }
+assert: t.ok == 1
+message: "row {{key}} is not ok"
+"#;
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    std::fs::write(workdir.path().join("smtp-password"), "mail-password-123\n").unwrap();
+    let alerting = format!(
+        r#"alerting:
+  for: 0s
+  evaluation_interval: 1s
+  sample_size: 5
+  base_url: "http://invariantd.example.com"
+  receivers:
+    mail:
+      email:
+        to: [oncall@example.com]
+        from: "invariantd <alerts@example.com>"
+        smtp: "smtp://alerts@127.0.0.1:{}"
+        password_file: smtp-password
+    hook: {{ webhook: {{ url: "http://127.0.0.1:{}/hook" }} }}
+    chat: {{ webhook: {{ url: "http://127.0.0.1:{}/slack", format: slack }} }}
+    am: {{ alertmanager: {{ url: "http://127.0.0.1:{}", resend_interval: 2s }} }}
+    dead: {{ webhook: {{ url: "http://127.0.0.1:{dead}/" }} }}
+  routes:
+    - {{ match: {{ severity: critical, team: inventory }}, receivers: [mail, am, dead], continue: true }}
+    - {{ match: {{ kind: violation }}, receivers: [hook, chat] }}
+"#,
+        smtp.port, hook.port, chat.port, am.port
+    );
+    let (mut child, port) = workdir
+        .spawn_daemon(&alerting, std::process::Stdio::null())
+        .await;
+
+    // One mail for the 100 violations, with a sample of 5, through SMTP AUTH.
+    eventually(Duration::from_secs(30), "no mail arrived", || {
+        !json_lines(&mails).is_empty()
+    })
+    .await;
+    let mail = &json_lines(&mails)[0];
+    assert_eq!(mail["to"], serde_json::json!(["oncall@example.com"]));
+    assert_eq!(mail["login"], "alerts");
+    assert_eq!(mail["subject"], "[FIRING critical] broken: 100 violations");
+    assert!(
+        mail["message_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("<violation.broken."),
+        "{mail}"
+    );
+    let data = mail["body"].as_str().unwrap();
+    for part in [
+        "Every row is ok.",
+        "The oldest 5 of 100:",
+        "  - 1: row 1 is not ok",
+        "Runbook:    https://runbooks.example.com/broken",
+        "Violations: http://invariantd.example.com/api/v1/violations?rule=broken&state=open",
+    ] {
+        assert!(data.contains(part), "{part:?} not in:\n{data}");
+    }
+
+    // The webhook got it on the third attempt, the same message each time.
+    eventually(Duration::from_secs(30), "the webhook never took it", || {
+        !delivered(&json_lines(&hooks)).is_empty()
+    })
+    .await;
+    let attempts = json_lines(&hooks);
+    assert_eq!(attempts.len(), 3, "{attempts:#?}");
+    let id = attempts[2]["body"]["id"].as_str().unwrap().to_string();
+    for a in &attempts {
+        assert_eq!(a["headers"]["idempotency-key"], id.as_str());
+        assert_eq!(a["body"]["id"], id.as_str());
+    }
+    let body = &attempts[2]["body"];
+    assert_eq!(body["event"], "firing");
+    assert_eq!(body["kind"], "violation");
+    assert_eq!(body["rule"], "broken");
+    assert_eq!(body["count"], 100);
+    assert_eq!(body["sample"].as_array().unwrap().len(), 5);
+    assert_eq!(body["labels"]["team"], "inventory");
+
+    eventually(Duration::from_secs(10), "no Slack message", || {
+        !json_lines(&chats).is_empty()
+    })
+    .await;
+    let slack = &json_lines(&chats)[0]["body"];
+    assert_eq!(slack["text"], "[FIRING critical] broken: 100 violations");
+
+    // Alertmanager shows the alert, with labels that identify the group.
+    eventually(Duration::from_secs(10), "Alertmanager has no alert", || {
+        !am.alerts().is_empty()
+    })
+    .await;
+    let alerts = am.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let labels = &alerts[0]["labels"];
+    assert_eq!(labels["alertname"], "InvariantViolated");
+    assert_eq!(labels["rule"], "broken");
+    assert_eq!(labels["severity"], "critical");
+    assert_eq!(labels["team"], "inventory");
+    assert_eq!(alerts[0]["status"]["state"], "active");
+
+    let metrics = http(port, "GET", "/metrics").1;
+    for line in [
+        r#"invariantd_alerts_sent_total{receiver="hook",outcome="failed"} 2"#,
+        r#"invariantd_alerts_sent_total{receiver="hook",outcome="sent"} 1"#,
+        r#"invariantd_alerts_sent_total{receiver="mail",outcome="sent"} 1"#,
+        r#"invariantd_alerts_sent_total{receiver="dead",outcome="failed"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+
+    // A restart: nothing is announced again, nothing is lost.
+    assert!(
+        terminate_within(&mut child, Duration::from_secs(15))
+            .await
+            .success()
+    );
+    let mut child = workdir.respawn(port).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(json_lines(&mails).len(), 1);
+    assert_eq!(delivered(&json_lines(&hooks)).len(), 1);
+    assert_eq!(json_lines(&chats).len(), 1);
+    assert_eq!(am.alerts().len(), 1);
+
+    // The data is repaired: one resolve message each, and Alertmanager resolves the alert.
+    db.exec_str(&["UPDATE t SET ok = 1"]).await;
+    eventually(Duration::from_secs(30), "no resolve mail", || {
+        json_lines(&mails).len() == 2
+    })
+    .await;
+    assert_eq!(
+        json_lines(&mails)[1]["subject"],
+        "[RESOLVED] broken: every violation cleared"
+    );
+    eventually(Duration::from_secs(30), "no resolve webhook", || {
+        delivered(&json_lines(&hooks)).len() == 2
+    })
+    .await;
+    let resolved = &delivered(&json_lines(&hooks))[1]["body"];
+    assert_eq!(resolved["event"], "resolved");
+    assert_ne!(resolved["id"], id.as_str());
+    assert!(resolved["ends_at"].is_string());
+    eventually(
+        Duration::from_secs(30),
+        "Alertmanager still shows the alert",
+        || am.alerts().is_empty(),
+    )
+    .await;
+    assert!(
+        terminate_within(&mut child, Duration::from_secs(15))
+            .await
+            .success()
+    );
+    // Still exactly one of each: no message per key, no repeat.
+    assert_eq!(json_lines(&mails).len(), 2);
+    assert_eq!(json_lines(&chats).len(), 2);
+}
+
+#[tokio::test]
+async fn a_source_down_and_a_rule_that_cannot_be_judged_alert_on_their_own() {
+    let out = tempfile::tempdir().unwrap();
+    let hooks = out.path().join("hooks.jsonl");
+    let hook = Helper::start("http_recorder.py", &[hooks.to_str().unwrap()]);
+
+    let pg = TestDb::new(SourceKind::Postgres, "notify_dep").await;
+    pg.exec_str(&[
+        "CREATE TABLE t (id INT, ok BOOLEAN)",
+        "INSERT INTO t VALUES (1, true)",
+    ])
+    .await;
+    let address = crate::harness::pg_server()
+        .rsplit_once('@')
+        .map(|(_, a)| a.to_string())
+        .unwrap();
+    let proxy = Proxy::start(address.clone()).await;
+    let pg_url = pg
+        .url
+        .replacen(&address, &format!("127.0.0.1:{}", proxy.port), 1);
+    let lite = TestDb::new(SourceKind::Sqlite, "notify_dep").await;
+    let rules = r#"name: pg_rule
+severity: critical
+every: 1s
+key: id
+datasets:
+  t: { source: pg, query: "SELECT id, ok FROM t" }
+assert: t.ok
+---
+name: no_table
+severity: warning
+every: 1s
+key: id
+datasets:
+  t: { source: lite, query: "SELECT id FROM missing_table" }
+assert: t != null
+"#;
+    let workdir = Workdir::new(&[("pg", &pg_url), ("lite", &lite.url)], Some(rules));
+    let alerting = format!(
+        r#"alerting:
+  for: 0s
+  evaluation_interval: 1s
+  receivers:
+    hook: {{ webhook: {{ url: "http://127.0.0.1:{}/hook" }} }}
+  routes:
+    - {{ match: {{ kind: source_down }}, receivers: [hook] }}
+    - {{ match: {{ kind: unknown }}, receivers: [hook] }}
+"#,
+        hook.port
+    );
+    let (mut child, _port) = workdir
+        .spawn_daemon(&alerting, std::process::Stdio::null())
+        .await;
+    let bodies = || -> Vec<serde_json::Value> {
+        json_lines(&hooks)
+            .into_iter()
+            .map(|l| l["body"].clone())
+            .collect()
+    };
+    let find = |group: &str, event: &str| {
+        bodies()
+            .into_iter()
+            .find(|b| b["group"] == group && b["event"] == event)
+    };
+
+    eventually(
+        Duration::from_secs(30),
+        "no alert for the rule that cannot run",
+        || find("unknown/no_table", "firing").is_some(),
+    )
+    .await;
+    let unknown = find("unknown/no_table", "firing").unwrap();
+    assert_eq!(unknown["error_kind"], "query_failed");
+    assert_eq!(unknown["severity"], "warning");
+
+    proxy.cut();
+    eventually(
+        Duration::from_secs(30),
+        "no alert for the source down",
+        || find("source_down/pg", "firing").is_some(),
+    )
+    .await;
+    let down = find("source_down/pg", "firing").unwrap();
+    assert_eq!(down["rules"], serde_json::json!(["pg_rule"]));
+    // As bad as the worst rule it blinds.
+    assert_eq!(down["severity"], "critical");
+
+    proxy.restore();
+    eventually(
+        Duration::from_secs(30),
+        "the source down never resolved",
+        || find("source_down/pg", "resolved").is_some(),
+    )
+    .await;
+    assert!(
+        terminate_within(&mut child, Duration::from_secs(15))
+            .await
+            .success()
+    );
+    // The rule blinded by the source is covered by the source's alert, not alerted again.
+    assert!(
+        bodies().iter().all(|b| b["group"] != "unknown/pg_rule"),
+        "{:#?}",
+        bodies()
+    );
+}
+
+#[test]
+fn validate_rejects_routes_to_nowhere_and_matchers_on_nothing() {
+    let config = r#"sources:
+  db: { url: "sqlite://db.sqlite" }
+rules: [rules/]
+alerting:
+  receivers:
+    hook: { webhook: { url: "http://127.0.0.1:9/hook" } }
+    spare: { webhook: { url: "http://127.0.0.1:9/spare" } }
+  routes:
+    - { match: { tem: inventory }, receivers: [hook] }
+    - { match: { severity: urgent, kind: violation }, receivers: [hok] }
+"#;
+    let rules = "name: r\nlabels: { team: inventory }\nevery: 1m\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id FROM t\" }\nassert: t != null\n";
+    let workdir = Workdir::raw(config, rules);
+    let out = workdir.cli(&["validate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for part in [
+        "invariantd.yaml:10:67: alerting.routes[1]: no receiver is named `hok`; did you mean `hook`?",
+        "invariantd.yaml:10:28: alerting.routes[1]: severity `urgent` is not one of critical, warning, info",
+        "invariantd.yaml:9:18: alerting.routes[0]: matches on `tem`, which is not severity, rule, kind, source or a label of any rule",
+    ] {
+        assert!(stderr.contains(part), "{part:?} not in:\n{stderr}");
+    }
+    // Fixed: valid, with a warning for the receiver no route reaches.
+    let fixed = config
+        .replace("urgent", "critical")
+        .replace("hok", "hook")
+        .replace("tem:", "team:");
+    std::fs::write(workdir.config(), fixed).unwrap();
+    let out = workdir.cli(&["validate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: invariantd.yaml: alerting: no route sends to receiver `spare`"),
+        "{stderr}"
+    );
+}
