@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::cli::{
-    CheckArgs, Cli, Command, Format, RunArgs, TestArgs, ValidateArgs, ViolationsCommand,
-    ViolationsListArgs,
+    CheckArgs, Cli, Command, Format, RunArgs, SilenceArgs, SilenceCommand, TestArgs, ValidateArgs,
+    ViolationsCommand, ViolationsListArgs,
 };
 use crate::context::{Context, load, load_config};
 use crate::diag::Diagnostics;
@@ -33,7 +33,86 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => migrate(&cli.config),
         Command::Test(args) => test(&cli.config, args),
         Command::Violations(ViolationsCommand::List(args)) => list_violations(&cli.config, args),
+        Command::Silence(args) => silence(&cli.config, args),
     }
+}
+
+/// `silence add|list|expire`: requests to the daemon's API, whose answer is printed.
+fn silence(config_path: &Path, args: SilenceArgs) -> anyhow::Result<ExitCode> {
+    let base = match &args.url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => match load_config(config_path) {
+            Ok(c) => format!("http://{}", c.http_listen),
+            Err(diags) => return Ok(invalid(&diags)),
+        },
+    };
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let request = match &args.command {
+        SilenceCommand::Add(a) => {
+            let mut matchers = serde_json::Map::new();
+            if let Some(rule) = &a.rule {
+                matchers.insert("rule".into(), rule.clone().into());
+            }
+            for m in &a.matchers {
+                let Some((field, value)) = m.split_once('=') else {
+                    eprintln!("error: --match `{m}`: write FIELD=VALUE, such as team=inventory");
+                    return Ok(ExitCode::from(2));
+                };
+                matchers.insert(field.trim().into(), value.trim().into());
+            }
+            let mut body = serde_json::json!({ "matchers": matchers, "comment": a.comment });
+            if let Some(k) = &a.key {
+                body["key"] = k.clone().into();
+            }
+            match (&a.duration, &a.until) {
+                (Some(d), _) => body["duration"] = d.clone().into(),
+                (None, Some(u)) => body["ends_at"] = u.clone().into(),
+                (None, None) => {}
+            }
+            client
+                .post(format!("{base}/api/v1/silences"))
+                .header("Content-Type", "application/json")
+                .body(body.to_string())
+        }
+        SilenceCommand::List(l) => client.get(format!(
+            "{base}/api/v1/silences{}",
+            if l.all { "?state=all" } else { "" }
+        )),
+        SilenceCommand::Expire { id } => client.delete(format!("{base}/api/v1/silences/{id}")),
+    };
+    let request = match &args.token {
+        Some(t) => request.bearer_auth(t),
+        None => request,
+    };
+    let response = match request.send() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot reach the daemon at {base}: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let status = response.status();
+    let body: serde_json::Value = response
+        .text()
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    if !status.is_success() {
+        eprintln!(
+            "error: the daemon answered {status}: {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let json = matches!(&args.command, SilenceCommand::List(l) if l.format == Format::Json);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        print!("{}", crate::report::silences_table(&body));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints the diagnostics of a config that cannot be used, with the exit status for it.

@@ -51,6 +51,82 @@ pub enum Command {
     /// Violations in the state store.
     #[command(subcommand)]
     Violations(ViolationsCommand),
+    /// Silences of a running daemon's alerts, through its API (`INVARIANTD_TOKEN` holds the
+    /// bearer token for changes).
+    ///
+    /// Exit status: 0 done, 1 the daemon refused (the reason is printed), 2 it could not be
+    /// reached.
+    Silence(SilenceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SilenceArgs {
+    /// The daemon's address (default: `http.listen` of the config file).
+    #[arg(long, env = "INVARIANTD_URL", global = true)]
+    pub url: Option<String>,
+
+    /// The bearer token (a name:token line's token in auth.tokens_file).
+    #[arg(long, env = "INVARIANTD_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+
+    #[command(subcommand)]
+    pub command: SilenceCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SilenceCommand {
+    /// Silence a rule, one of its keys, or whatever matches labels, until a time.
+    Add(SilenceAddArgs),
+    /// List the active silences (or every one kept, with --all).
+    List(SilenceListArgs),
+    /// Lift a silence now.
+    Expire {
+        /// The silence's id (from `silence list`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SilenceAddArgs {
+    /// The rule to silence.
+    #[arg(long)]
+    pub rule: Option<String>,
+
+    /// Only this key's violation of the rule.
+    #[arg(long, requires = "rule")]
+    pub key: Option<String>,
+
+    /// More matchers, FIELD=VALUE: severity, kind, source, or a rule label (`team=inventory`).
+    #[arg(long = "match", value_name = "FIELD=VALUE")]
+    pub matchers: Vec<String>,
+
+    /// How long, from now (`2h`, `30m`).
+    #[arg(
+        long = "for",
+        value_name = "DURATION",
+        conflicts_with = "until",
+        required_unless_present = "until"
+    )]
+    pub duration: Option<String>,
+
+    /// Until this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+
+    /// Why: a ticket, what you are doing. Recorded with your name.
+    #[arg(long)]
+    pub comment: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SilenceListArgs {
+    /// Also silences that are over.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

@@ -198,3 +198,59 @@ pub fn violations_json(items: &[ViolationRecord], next: Option<i64>) -> String {
     out.push('\n');
     out
 }
+
+/// Silences as the API gives them (a page, or one silence) as a table.
+pub fn silences_table(body: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let items: Vec<&serde_json::Value> = match body["items"].as_array() {
+        Some(items) => items.iter().collect(),
+        None => vec![body],
+    };
+    let text = |v: &serde_json::Value| terminal_safe(v.as_str().unwrap_or("")).into_owned();
+    let rows: Vec<[String; 5]> = items
+        .iter()
+        .map(|s| {
+            let mut what: Vec<String> = s["matchers"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", text(v))).collect())
+                .unwrap_or_default();
+            if s["key"].is_string() {
+                what.push(format!("key={}", text(&s["key"])));
+            }
+            let state = if s["active"] == true {
+                "active"
+            } else {
+                "over"
+            };
+            [
+                text(&s["id"]),
+                what.join(","),
+                format!("{state} until {}", text(&s["ends_at"])),
+                text(&s["created_by"]),
+                text(&s["comment"]),
+            ]
+        })
+        .collect();
+    let w = |i: usize, head: &str| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(head.len())
+    };
+    let (wi, wm, ws, wb) = (w(0, "ID"), w(1, "MATCHES"), w(2, "STATE"), w(3, "BY"));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>wi$}  {:<wm$}  {:<ws$}  {:<wb$}  COMMENT",
+        "ID", "MATCHES", "STATE", "BY"
+    );
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "{:>wi$}  {:<wm$}  {:<ws$}  {:<wb$}  {}",
+            r[0], r[1], r[2], r[3], r[4]
+        );
+    }
+    out
+}

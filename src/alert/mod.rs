@@ -12,7 +12,10 @@
 //! (`email`, `webhook`, `alertmanager`) implement `receiver::Receiver`.
 //!
 //! A rule unknown because a source is down is covered by that source's alert, not alerted
-//! again; a run cancelled by a shutdown is not an incident.
+//! again; a run cancelled by a shutdown is not an incident. A silence that matches a group
+//! keeps it from being announced (its lifecycle goes on, so the API shows it; a group still
+//! firing when the silence ends is announced then); one for a key takes that key's violation
+//! out of its group's count and sample.
 
 pub mod alertmanager;
 pub mod email;
@@ -35,7 +38,7 @@ use crate::config::{Config, ReceiverKind};
 use crate::metrics::Metrics;
 use crate::rules::Rule;
 use crate::state::{
-    AlertGroupState, OutboxEntry, StateError, StateStore, ViolationFilter, ViolationState,
+    AlertGroupState, OutboxEntry, Silence, StateError, StateStore, ViolationFilter, ViolationState,
 };
 use crate::verdict::{ErrorKind, Outcome};
 use lifecycle::{Event, Timing};
@@ -231,17 +234,40 @@ pub async fn evaluate(
             observed.push(o);
         }
     }
+    let silences = store.silences(false, now_us).await?;
     let mut queued = 0;
-    for o in observed {
+    for mut o in observed {
+        let fields = o.fields();
+        let silenced = silences
+            .iter()
+            .any(|s| s.key.is_none() && silence_matches(s, &fields));
+        let silenced_keys = silenced_keys(store, &o, &fields, &silences).await?;
+        if !silenced_keys.is_empty() {
+            o.count -= silenced_keys.len() as i64;
+            o.failing = o.count > 0;
+        }
         let state = groups.remove(&o.key).unwrap_or_else(|| AlertGroupState {
             group_key: o.key.clone(),
             ..Default::default()
         });
         let (mut next, event) = lifecycle::step(&state, o.failing, o.count, now_us, timing);
-        let receivers = route::receivers(&alerting.routes, &o.fields());
+        if silenced {
+            // Not announced. A start or an end is still recorded, without a last announcement,
+            // so that a group still firing when the silence ends is announced at once.
+            match event {
+                Some(Event::Firing | Event::Resolved) => next.last_sent_us = None,
+                Some(Event::Repeat | Event::Grown) => next = state.clone(),
+                None => {}
+            }
+            if next != state {
+                store.save_alert_group(&next, &[], now_us).await?;
+            }
+            continue;
+        }
+        let receivers = route::receivers(&alerting.routes, &fields);
         let mut entries = Vec::new();
         if let Some(event) = event {
-            let n = notification(store, inputs, &o, &next, event, now_us).await?;
+            let n = notification(store, inputs, &o, &next, event, now_us, &silenced_keys).await?;
             let text = serde_json::to_string(&n).expect("a notification serialises");
             entries.extend(receivers.iter().map(|r| OutboxEntry {
                 message_id: n.id.clone(),
@@ -271,7 +297,16 @@ pub async fn evaluate(
                 now_us.saturating_sub(next.refreshed_us.unwrap_or(i64::MIN)) >= micros(d)
             });
             if due {
-                let mut n = notification(store, inputs, &o, &next, Event::Repeat, now_us).await?;
+                let mut n = notification(
+                    store,
+                    inputs,
+                    &o,
+                    &next,
+                    Event::Repeat,
+                    now_us,
+                    &silenced_keys,
+                )
+                .await?;
                 n.id = format!("{}/resend/{now_us}", n.id);
                 let text = serde_json::to_string(&n).expect("a notification serialises");
                 entries.extend(resend.iter().map(|(r, _)| OutboxEntry {
@@ -290,6 +325,111 @@ pub async fn evaluate(
     Ok(queued)
 }
 
+/// Whether every matcher of a silence holds for an alert with these fields.
+pub fn silence_matches(silence: &Silence, fields: &BTreeMap<String, String>) -> bool {
+    silence
+        .matchers
+        .iter()
+        .all(|(k, v)| fields.get(k) == Some(v))
+}
+
+/// The open violations of a `violation` group that key silences cover.
+async fn silenced_keys(
+    store: &StateStore,
+    o: &Observed,
+    fields: &BTreeMap<String, String>,
+    silences: &[Silence],
+) -> Result<Vec<String>, StateError> {
+    let mut keys = Vec::new();
+    if o.kind != "violation" {
+        return Ok(keys);
+    }
+    for s in silences {
+        let Some(key) = &s.key else { continue };
+        if !silence_matches(s, fields) || keys.contains(key) {
+            continue;
+        }
+        let open = store
+            .violations(&ViolationFilter {
+                rule: o.rule.clone(),
+                key: Some(key.clone()),
+                state: Some(ViolationState::Open),
+                limit: 1,
+                ..Default::default()
+            })
+            .await?;
+        if !open.is_empty() {
+            keys.push(key.clone());
+        }
+    }
+    Ok(keys)
+}
+
+/// What a silence may match on, checked as routes are: an alert field or a rule's label, with
+/// valid values, at least one of them.
+pub fn check_silence(
+    matchers: &BTreeMap<String, String>,
+    key: Option<&str>,
+    rules: &[Rule],
+) -> Result<(), String> {
+    use crate::config::{ALERT_KINDS, MATCH_FIELDS};
+    if matchers.is_empty() {
+        return Err("a silence needs at least one matcher (such as rule)".into());
+    }
+    for (field, value) in matchers {
+        let ok = match field.as_str() {
+            "severity" => ["critical", "warning", "info"].contains(&value.as_str()),
+            "kind" => ALERT_KINDS.contains(&value.as_str()),
+            "rule" => rules.iter().any(|r| &r.name == value),
+            f if MATCH_FIELDS.contains(&f) => true,
+            f => {
+                if !rules.iter().any(|r| r.labels.iter().any(|(k, _)| k == f)) {
+                    return Err(format!(
+                        "matchers: `{f}` is not {} or a label of any rule",
+                        MATCH_FIELDS.join(", ")
+                    ));
+                }
+                true
+            }
+        };
+        if !ok {
+            return Err(format!("matchers: no {field} is `{value}`"));
+        }
+    }
+    if key.is_some() && matchers.get("kind").is_some_and(|k| k != "violation") {
+        return Err("a silence for one key applies to violations (kind: violation)".into());
+    }
+    Ok(())
+}
+
+/// The fields an alert group is matched on (routes, silences), from its key and the rules.
+pub fn group_fields(group_key: &str, rules: &[Rule]) -> BTreeMap<String, String> {
+    let (kind, name) = group_key
+        .split_once('/')
+        .unwrap_or(("violation", group_key));
+    let mut fields = BTreeMap::new();
+    if kind == "source_down" {
+        fields.insert("source".into(), name.to_string());
+        let worst = rules
+            .iter()
+            .filter(|r| r.datasets.iter().any(|d| d.source == name))
+            .map(|r| r.severity)
+            .min();
+        fields.insert(
+            "severity".into(),
+            worst.map_or("warning", |s| s.as_str()).into(),
+        );
+    } else if let Some(rule) = rules.iter().find(|r| r.name == name) {
+        fields.extend(rule.labels.iter().cloned());
+        fields.insert("rule".into(), name.to_string());
+        fields.insert("severity".into(), rule.severity.as_str().into());
+    } else {
+        fields.insert("rule".into(), name.to_string());
+    }
+    fields.insert("kind".into(), kind.to_string());
+    fields
+}
+
 async fn notification(
     store: &StateStore,
     inputs: &Inputs<'_>,
@@ -297,6 +437,7 @@ async fn notification(
     state: &AlertGroupState,
     event: Event,
     now_us: i64,
+    silenced_keys: &[String],
 ) -> Result<Notification, StateError> {
     let alerting = &inputs.config.alerting;
     let started = state.started_us.unwrap_or(now_us);
@@ -306,12 +447,14 @@ async fn notification(
             .violations(&ViolationFilter {
                 rule: o.rule.clone(),
                 state: Some(ViolationState::Open),
-                limit: alerting.sample_size as u32,
+                limit: (alerting.sample_size + silenced_keys.len()) as u32,
                 ..Default::default()
             })
             .await?;
         sample = rows
             .into_iter()
+            .filter(|v| !silenced_keys.contains(&v.key))
+            .take(alerting.sample_size)
             .map(|v| Sample {
                 key: crate::value::truncated(&v.key, 200).into_owned(),
                 message: crate::value::truncated(&v.message, 500).into_owned(),

@@ -1,6 +1,6 @@
 //! HTTP: `/metrics` for Prometheus, `/healthz` and `/readyz` for the orchestrator (`probes`),
-//! and the JSON API under `/api/v1/` (rules, runs, violations — lists and single ones —, and
-//! reload), answering with the `views`. `router()` takes the daemon's `Handle`, so tests call it without a port. Errors are
+//! and the JSON API under `/api/v1/` (rules, runs, violations — lists and single ones —,
+//! reload, and alerts and their silences in `silences`), answering with the `views`. `router()` takes the daemon's `Handle`, so tests call it without a port. Errors are
 //! JSON `{"error": …}` and never carry SQL or connection strings: the details go to the log.
 //! Every request passes `guard` first (CSRF, body size, JSON errors); `serve` is the server
 //! loop with its timeouts and connection cap.
@@ -9,6 +9,7 @@ mod auth;
 mod guard;
 mod probes;
 pub mod serve;
+mod silences;
 pub mod views;
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -42,9 +43,13 @@ pub fn router(handle: Arc<Handle>) -> Router {
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/violations", get(violations))
         .route("/api/v1/violations/{id}", get(violation))
+        .route("/api/v1/alerts", get(silences::alerts))
+        .route("/api/v1/silences", get(silences::list))
         .route_layer(from_fn_with_state(handle.clone(), auth::reader));
     let changes = Router::new()
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/silences", post(silences::add))
+        .route("/api/v1/silences/{id}", delete(silences::expire))
         .route_layer(from_fn_with_state(handle.clone(), auth::changer));
     probes
         .merge(reads)

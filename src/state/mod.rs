@@ -1,6 +1,6 @@
 //! The state store: rule runs, violations and their lifecycle, and cumulative counters, in
 //! SQLite (embedded, the default) or PostgreSQL (for production and several replicas). One
-//! file per table: `runs`, `violations`, `counters`, `alerts` (alert groups and the outbox);
+//! file per table: `runs`, `violations`, `counters`, `alerts` (alert groups and the outbox), `silences`;
 //! this file owns the connection, the
 //! migrations and the transaction that records a run.
 //!
@@ -22,6 +22,7 @@
 mod alerts;
 mod counters;
 mod runs;
+mod silences;
 mod violations;
 
 use std::borrow::Cow;
@@ -36,6 +37,7 @@ use crate::verdict::RuleRun;
 pub use alerts::{AlertGroupState, OutboxEntry, OutboxRow};
 pub use counters::RuleTotals;
 pub use runs::RunRecord;
+pub use silences::{NewSilence, Silence};
 pub use violations::{
     OpenViolation, RuleSnapshot, ViolationFilter, ViolationRecord, ViolationState, keys_of,
 };
@@ -256,6 +258,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "alerts",
         include_str!("../../migrations/sqlite/0005_alerts.sql"),
     ),
+    (
+        6,
+        "silences",
+        include_str!("../../migrations/sqlite/0006_silences.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -282,6 +289,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         5,
         "alerts",
         include_str!("../../migrations/postgres/0005_alerts.sql"),
+    ),
+    (
+        6,
+        "silences",
+        include_str!("../../migrations/postgres/0006_silences.sql"),
     ),
 ]);
 
@@ -418,6 +430,7 @@ impl StateStore {
                 .into_iter()
                 .chain(runs::prune(before_us))
                 .chain(alerts::prune(before_us))
+                .chain(silences::prune(before_us))
             {
                 // Unlinking newer rows from the ones going away is not a deletion.
                 let counts = stmt.sql.starts_with("DELETE");

@@ -362,3 +362,217 @@ alerting:
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn silences_hold_a_rule_or_one_key_are_listed_and_lifted() {
+    let out = tempfile::tempdir().unwrap();
+    let hooks = out.path().join("hooks.jsonl");
+    let hook = Helper::start("http_recorder.py", &[hooks.to_str().unwrap()]);
+    let db = TestDb::new(SourceKind::Sqlite, "silences").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, ok INTEGER)",
+        "INSERT INTO t VALUES (1, 1), (2, 1), (3, 1)",
+        "CREATE TABLE u (id INTEGER, ok INTEGER)",
+        "INSERT INTO u VALUES (7, 1), (8, 1)",
+    ])
+    .await;
+    let rules = r#"name: broken
+labels: { team: inventory }
+every: 1s
+key: id
+datasets:
+  t: { source: db, query: "SELECT id, ok FROM t" }
+assert: t.ok == 1
+---
+name: other
+every: 1s
+key: id
+datasets:
+  u: { source: db, query: "SELECT id, ok FROM u" }
+assert: u.ok == 1
+"#;
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    let extra = format!(
+        "{}alerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/hook\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
+        crate::harness::tokens_file(workdir.path()),
+        hook.port
+    );
+    let (mut child, port) = workdir
+        .spawn_daemon(&extra, std::process::Stdio::null())
+        .await;
+    let url = format!("http://127.0.0.1:{port}");
+    let silence = |args: &[&str], token: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"));
+        cmd.arg("silence").args(args).env("INVARIANTD_URL", &url);
+        cmd.env_remove("INVARIANTD_TOKEN");
+        if let Some(t) = token {
+            cmd.env("INVARIANTD_TOKEN", t);
+        }
+        let out = cmd.current_dir(workdir.path()).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let token = Some(crate::harness::TOKEN);
+
+    // Without a token: refused, and said why.
+    let (code, _, err) = silence(
+        &["add", "--rule", "broken", "--for", "1h", "--comment", "x"],
+        None,
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("needs a bearer token"), "{err}");
+    // A matcher on nothing: refused by the daemon.
+    let (code, _, err) = silence(
+        &[
+            "add",
+            "--match",
+            "tem=inventory",
+            "--for",
+            "1h",
+            "--comment",
+            "x",
+        ],
+        token,
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("`tem` is not"), "{err}");
+
+    let (code, whole, err) = silence(
+        &[
+            "add",
+            "--match",
+            "team=inventory",
+            "--for",
+            "1h",
+            "--comment",
+            "INC-42: restocking",
+        ],
+        token,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let whole_id = whole
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let (code, _, err) = silence(
+        &[
+            "add",
+            "--rule",
+            "other",
+            "--key",
+            "7",
+            "--for",
+            "1h",
+            "--comment",
+            "known bad row",
+        ],
+        token,
+    );
+    assert_eq!(code, Some(0), "{err}");
+
+    // Break both rules.
+    db.exec_str(&["UPDATE t SET ok = 0", "UPDATE u SET ok = 0"])
+        .await;
+    let bodies = || -> Vec<serde_json::Value> {
+        json_lines(&hooks)
+            .into_iter()
+            .map(|l| l["body"].clone())
+            .collect()
+    };
+    eventually(Duration::from_secs(30), "no alert for `other`", || {
+        bodies().iter().any(|b| b["group"] == "violation/other")
+    })
+    .await;
+    let other = bodies()
+        .into_iter()
+        .find(|b| b["group"] == "violation/other")
+        .unwrap();
+    // Key 7 is silenced: the group counts and shows key 8 alone.
+    assert_eq!(other["count"], 1);
+    assert_eq!(other["sample"][0]["key"], "8");
+    assert_eq!(other["sample"].as_array().unwrap().len(), 1);
+
+    // `broken` is silenced whole: not sent, but visible and marked in the API.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(bodies().iter().all(|b| b["group"] != "violation/broken"));
+    let (status, alerts) = http(port, "GET", "/api/v1/alerts");
+    assert_eq!(status, 200, "{alerts}");
+    let alerts: serde_json::Value = serde_json::from_str(&alerts).unwrap();
+    let broken = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["group"] == "violation/broken")
+        .unwrap_or_else(|| panic!("{alerts:#}"));
+    assert_eq!(broken["state"], "firing");
+    assert_eq!(broken["silenced_by"], serde_json::json!([whole_id]));
+    // Metrics are not silenced.
+    assert!(
+        http(port, "GET", "/metrics")
+            .1
+            .contains(r#"invariantd_violations_open{rule="broken",severity="warning"} 3"#)
+    );
+
+    let (code, list, err) = silence(&["list"], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        list.contains("team=inventory") && list.contains("INC-42: restocking"),
+        "{list}"
+    );
+    assert!(
+        list.contains("rule=other,key=7") && list.contains("ops"),
+        "{list}"
+    );
+
+    // Lifted: the rule still fails, so it is announced at once.
+    let (code, _, err) = silence(&["expire", &whole_id], token);
+    assert_eq!(code, Some(0), "{err}");
+    eventually(
+        Duration::from_secs(30),
+        "no alert once the silence was lifted",
+        || bodies().iter().any(|b| b["group"] == "violation/broken"),
+    )
+    .await;
+    let broken = bodies()
+        .into_iter()
+        .find(|b| b["group"] == "violation/broken")
+        .unwrap();
+    assert_eq!(broken["count"], 3);
+    // Expiring again is harmless; the list no longer shows it as active.
+    assert_eq!(silence(&["expire", &whole_id], token).0, Some(0));
+    let (_, list, _) = silence(&["list", "--format", "json"], None);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list:#}");
+
+    // A silence ends by itself.
+    let (code, _, err) = silence(
+        &[
+            "add",
+            "--rule",
+            "other",
+            "--for",
+            "1s",
+            "--comment",
+            "brief",
+        ],
+        token,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, list, _) = silence(&["list", "--format", "json"], None);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list:#}");
+    let (_, all, _) = silence(&["list", "--all", "--format", "json"], None);
+    let all: serde_json::Value = serde_json::from_str(&all).unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 3, "{all:#}");
+    assert!(
+        terminate_within(&mut child, Duration::from_secs(15))
+            .await
+            .success()
+    );
+}
