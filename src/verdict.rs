@@ -134,6 +134,8 @@ pub struct Violation {
     pub message: String,
     /// What each dataset held for the key: a row, a list of rows (`many`), or null.
     pub datasets: serde_json::Map<String, serde_json::Value>,
+    /// What it puts at risk, in the rule's `impact.unit`.
+    pub impact: Option<rust_decimal::Decimal>,
 }
 
 /// A key that could not be judged.

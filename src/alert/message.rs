@@ -37,6 +37,9 @@ pub struct Notification {
     /// Age of the oldest open violation, in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oldest_age_seconds: Option<i64>,
+    /// What the open violations put at risk, for a rule with an `impact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact: Option<ImpactSum>,
     /// The oldest open violations, at most `sample_size`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sample: Vec<Sample>,
@@ -63,6 +66,15 @@ pub struct Notification {
     pub links: BTreeMap<String, String>,
 }
 
+/// A rule's open violations' impact summed: in its unit, and as people read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImpactSum {
+    pub total: f64,
+    pub unit: String,
+    /// `12,345.67 EUR`.
+    pub display: String,
+}
+
 /// A violating key and its message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {
@@ -76,10 +88,14 @@ impl Notification {
     fn what(&self) -> String {
         match self.kind.as_str() {
             "violation" => format!(
-                "{}: {} violation{}",
+                "{}: {} violation{}{}",
                 self.rule.as_deref().unwrap_or(""),
                 self.count,
-                plural(self.count)
+                plural(self.count),
+                match &self.impact {
+                    Some(i) => format!(", {} at risk", i.display),
+                    None => String::new(),
+                }
             ),
             "unknown" => format!(
                 "{}: cannot be judged ({})",
@@ -162,6 +178,9 @@ impl Notification {
         match self.kind.as_str() {
             "violation" if self.event != Event::Resolved => {
                 let _ = writeln!(out, "Open:      {}", self.count);
+                if let Some(i) = &self.impact {
+                    let _ = writeln!(out, "At risk:   {}", i.display);
+                }
                 if let Some(age) = self.oldest_age_seconds {
                     let _ = writeln!(out, "Oldest:    {} open", age_text(age));
                 }
@@ -375,6 +394,11 @@ mod tests {
             ]
             .into(),
             count: 100,
+            impact: Some(ImpactSum {
+                total: 1_234_567.0,
+                unit: "cents".into(),
+                display: "12,345.67 EUR".into(),
+            }),
             oldest_age_seconds: Some(3 * 3600 + 12 * 60),
             sample: (1..=3)
                 .map(|i| Sample {
@@ -409,6 +433,7 @@ mod tests {
             id: "violation/paid_implies_reserved/1795000000000000/2".into(),
             event: Event::Resolved,
             count: 0,
+            impact: None,
             oldest_age_seconds: None,
             sample: Vec::new(),
             ends_at: Some("2026-11-27T13:00:00Z".into()),
@@ -427,6 +452,7 @@ mod tests {
             description: "invariantd cannot reach this source: the rules that read it are blind until it is back.".into(),
             labels: BTreeMap::new(),
             count: 2,
+            impact: None,
             oldest_age_seconds: None,
             sample: Vec::new(),
             rules: vec!["paid_implies_reserved".into(), "shipped_implies_paid".into()],
@@ -441,6 +467,7 @@ mod tests {
             group: "unknown/paid_implies_reserved".into(),
             kind: "unknown".into(),
             count: 1,
+            impact: None,
             oldest_age_seconds: None,
             sample: Vec::new(),
             error_kind: Some("timeout".into()),

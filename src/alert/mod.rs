@@ -72,6 +72,7 @@ struct Observed {
     rules: Vec<String>,
     last_success_us: Option<i64>,
     oldest_first_seen_us: Option<i64>,
+    impact: Option<message::ImpactSum>,
 }
 
 impl Observed {
@@ -93,6 +94,7 @@ impl Observed {
             rules: Vec::new(),
             last_success_us: None,
             oldest_first_seen_us: None,
+            impact: None,
         }
     }
 
@@ -138,6 +140,14 @@ async fn observe(
         v.failing = snap.open > 0;
         v.count = snap.open;
         v.oldest_first_seen_us = snap.oldest_first_seen_us;
+        v.impact = rule.impact.as_ref().map(|i| {
+            let total = snap.impact.unwrap_or(0.0);
+            message::ImpactSum {
+                total,
+                unit: i.unit.clone(),
+                display: i.describe(total),
+            }
+        });
         out.push(v);
 
         let last = store.runs(Some(&rule.name), None, 1).await?.pop();
@@ -241,10 +251,20 @@ pub async fn evaluate(
         let silenced = silences
             .iter()
             .any(|s| s.key.is_none() && silence_matches(s, &fields));
-        let silenced_keys = silenced_keys(store, &o, &fields, &silences).await?;
+        let (silenced_keys, silenced_impact) = silenced_keys(store, &o, &fields, &silences).await?;
         if !silenced_keys.is_empty() {
             o.count -= silenced_keys.len() as i64;
             o.failing = o.count > 0;
+            let rule = inputs
+                .rules
+                .iter()
+                .find(|r| Some(&r.name) == o.rule.as_ref());
+            if let (Some(sum), Some(rule_impact)) =
+                (o.impact.as_mut(), rule.and_then(|r| r.impact.as_ref()))
+            {
+                sum.total -= silenced_impact;
+                sum.display = rule_impact.describe(sum.total);
+            }
         }
         let state = groups.remove(&o.key).unwrap_or_else(|| AlertGroupState {
             group_key: o.key.clone(),
@@ -333,16 +353,17 @@ pub fn silence_matches(silence: &Silence, fields: &BTreeMap<String, String>) -> 
         .all(|(k, v)| fields.get(k) == Some(v))
 }
 
-/// The open violations of a `violation` group that key silences cover.
+/// The open violations of a `violation` group that key silences cover, and their impact.
 async fn silenced_keys(
     store: &StateStore,
     o: &Observed,
     fields: &BTreeMap<String, String>,
     silences: &[Silence],
-) -> Result<Vec<String>, StateError> {
+) -> Result<(Vec<String>, f64), StateError> {
     let mut keys = Vec::new();
+    let mut impact = 0.0;
     if o.kind != "violation" {
-        return Ok(keys);
+        return Ok((keys, impact));
     }
     for s in silences {
         let Some(key) = &s.key else { continue };
@@ -358,11 +379,16 @@ async fn silenced_keys(
                 ..Default::default()
             })
             .await?;
-        if !open.is_empty() {
+        if let Some(v) = open.first() {
             keys.push(key.clone());
+            impact += v
+                .impact
+                .as_deref()
+                .and_then(|i| i.parse::<f64>().ok())
+                .unwrap_or(0.0);
         }
     }
-    Ok(keys)
+    Ok((keys, impact))
 }
 
 /// What a silence may match on, checked as routes are: an alert field or a rule's label, with
@@ -483,6 +509,7 @@ async fn notification(
         description: o.description.clone(),
         labels: o.labels.clone(),
         count: o.count,
+        impact: o.impact.clone().filter(|_| event != Event::Resolved),
         oldest_age_seconds: o
             .oldest_first_seen_us
             .filter(|_| o.kind == "violation")

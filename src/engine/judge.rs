@@ -71,16 +71,30 @@ impl Judge<'_> {
                     std::borrow::Cow::Owned(cut) => cut,
                 };
                 let datasets = self.snapshot(groups);
+                let impact = self.impact(&env);
                 run.violations.push(Violation {
                     key,
                     message,
                     datasets,
+                    impact,
                 });
             }
             Err(e) => {
                 let msg = format!("assert: {}", e.message);
                 add_key_error(run, open, key, ErrorKind::Evaluation, msg);
             }
+        }
+    }
+
+    /// The violation's impact: its `impact` value as a number; none when the rule has none,
+    /// or the value is null or not a number for this key (a double that is not finite).
+    fn impact(&self, env: &Env<'_>) -> Option<rust_decimal::Decimal> {
+        use crate::expr::Val;
+        match self.plan.impact.as_ref()?.eval(env).ok()? {
+            Val::Int(i) => Some(i.into()),
+            Val::Decimal(d) => Some(d),
+            Val::Double(f) => rust_decimal::Decimal::from_f64_retain(f),
+            _ => None,
         }
     }
 

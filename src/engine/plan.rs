@@ -1,9 +1,9 @@
 //! Planning a run once its datasets are described: checking what each query returns against
 //! what the rule needs (the key column and its type, `updated_at`), choosing one key order for
-//! every dataset, and compiling the assertion and message against the real columns — and
-//! checking the assertion against their types, once, rather than failing key by key.
+//! every dataset, and compiling the assertion, message and impact against the real columns —
+//! and checking the assertion and impact against their types, once, rather than failing key by key.
 
-use crate::expr::types::{Types, check_assertion};
+use crate::expr::types::{Types, check_assertion, check_number};
 use crate::expr::{Program, Template};
 use crate::rules::{Origin, Rule};
 use crate::sources::{Description, KeyKind, KeyMode};
@@ -14,6 +14,8 @@ use crate::verdict::{ErrorKind, RunError};
 pub(crate) struct Plan {
     pub assertion: Program,
     pub message: Template,
+    /// The rule's `impact` value, when it has one.
+    pub impact: Option<Program>,
     pub updated_at: Vec<Option<usize>>,
     pub columns: Vec<Vec<String>>,
     /// The key order every dataset is read in.
@@ -110,11 +112,36 @@ pub(crate) fn check(
             ))
         }
     });
-    let (assertion, message) = match (assertion, message) {
-        (Ok(a), Ok(m)) if problems.is_empty() => (a, m),
-        (a, m) => {
+    let impact = rule.impact.as_ref().map(|i| {
+        let origin = &i.origin;
+        let program = crate::expr::compile(&i.ast, &scope).map_err(|errors| {
+            let msgs: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+            (
+                origin.clone(),
+                format!("impact ({origin}): {}", msgs.join("; ")),
+            )
+        })?;
+        let types: Vec<Vec<Types>> = descriptions.iter().map(|d| d.value_types.clone()).collect();
+        let errors = check_number(&program, &types);
+        if errors.is_empty() {
+            Ok(program)
+        } else {
+            let msgs: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+            Err((
+                origin.clone(),
+                format!(
+                    "impact ({origin}): {} (with the column types the queries return)",
+                    msgs.join("; ")
+                ),
+            ))
+        }
+    });
+    let (assertion, message, impact) = match (assertion, message, impact.transpose()) {
+        (Ok(a), Ok(m), Ok(i)) if problems.is_empty() => (a, m, i),
+        (a, m, i) => {
             problems.extend(a.err());
             problems.extend(m.err());
+            problems.extend(i.err());
             return Err(problems);
         }
     };
@@ -126,6 +153,7 @@ pub(crate) fn check(
     Ok(Plan {
         assertion,
         message,
+        impact,
         updated_at,
         columns: descriptions.iter().map(|d| d.columns.clone()).collect(),
         mode,

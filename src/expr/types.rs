@@ -306,14 +306,31 @@ impl Checker<'_> {
 /// Type errors of an assertion, given each dataset's column types (by slot; a dataset or slot
 /// not given may hold any column type). An assertion that cannot be a bool is one too.
 pub fn check_assertion(program: &Program, columns: &[Vec<Types>]) -> Vec<CompileError> {
+    check_gives(program, columns, Types::BOOL, "the assertion", "a bool")
+}
+
+/// Type errors of a rule's `impact` value, which must be a number (or null: no impact known).
+pub fn check_number(program: &Program, columns: &[Vec<Types>]) -> Vec<CompileError> {
+    let numbers = Types::INT.with(Types::DOUBLE).with(Types::DECIMAL);
+    check_gives(program, columns, numbers, "the value", "a number")
+}
+
+/// Type errors of an expression, and one if it cannot give any of `want`.
+fn check_gives(
+    program: &Program,
+    columns: &[Vec<Types>],
+    want: Types,
+    what: &str,
+    want_text: &str,
+) -> Vec<CompileError> {
     let mut c = Checker {
         columns,
         errors: Vec::new(),
     };
     let t = c.ty(&program.root).types;
-    if c.errors.is_empty() && t.0 & Types::BOOL.0 == 0 && !t.is_empty() {
+    if c.errors.is_empty() && t.0 & want.0 == 0 && !t.is_empty() {
         c.errors.push(CompileError {
-            message: format!("the assertion gives {}, not a bool", t.describe()),
+            message: format!("{what} gives {}, not {want_text}", t.describe()),
             span: program.root.span(),
         });
     }

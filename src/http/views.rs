@@ -28,6 +28,9 @@ pub struct ViolationView {
     pub resolved_at: Option<String>,
     pub previous_id: Option<String>,
     pub datasets: serde_json::Value,
+    /// The rule's impact value for this key (a decimal string), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impact: Option<String>,
 }
 
 impl From<&ViolationRecord> for ViolationView {
@@ -44,6 +47,7 @@ impl From<&ViolationRecord> for ViolationView {
             resolved_at: v.resolved_us.map(format_timestamp),
             previous_id: v.previous_id.map(|p| p.to_string()),
             datasets: v.datasets.clone(),
+            impact: v.impact.clone(),
         }
     }
 }
@@ -108,6 +112,17 @@ pub struct RuleView {
     pub datasets: Vec<DatasetView>,
     pub open_violations: i64,
     pub last_success: Option<String>,
+    /// What the open violations put at risk, for a rule with an `impact`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impact: Option<ImpactView>,
+}
+
+/// A rule's open violations' impact: the sum in its unit, and as people read it.
+#[derive(Debug, Serialize)]
+pub struct ImpactView {
+    pub total: f64,
+    pub unit: String,
+    pub display: String,
 }
 
 impl RuleView {
@@ -133,6 +148,14 @@ impl RuleView {
                 .collect(),
             open_violations: snapshot.open,
             last_success: snapshot.last_success_us.map(format_timestamp),
+            impact: rule.impact.as_ref().map(|i| {
+                let total = snapshot.impact.unwrap_or(0.0);
+                ImpactView {
+                    total,
+                    unit: i.unit.clone(),
+                    display: i.describe(total),
+                }
+            }),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Prometheus metrics: every name in one place, through the official client
 //! (`prometheus-client`), plus the process metrics every Prometheus client exports (`process`).
 //! Labels come from bounded sets (rule, severity, outcome, dataset, source, receiver, kind,
-//! status, and the rule labels named in `metrics.rule_labels`) — never a key, an id or an
+//! status, unit, and the rule labels named in `metrics.rule_labels`) — never a key, an id or an
 //! error text.
 //!
 //! HELP texts are written without their closing full stop: the client adds it.
@@ -60,6 +60,8 @@ pub struct Metrics {
     violations_detected: Family<Labels, Counter>,
     violations_resolved: Family<Labels, Counter>,
     oldest_open_age: Family<Labels, FloatGauge>,
+    /// The open violations' impact summed, per rule with an `impact` (money at risk).
+    impact: Family<Labels, FloatGauge>,
     rule_runs: Family<Labels, Counter>,
     rule_runs_skipped: Family<Labels, Counter>,
     run_duration: Family<Labels, Histogram, fn() -> Histogram>,
@@ -110,6 +112,7 @@ impl Metrics {
             violations_detected: Family::default(),
             violations_resolved: Family::default(),
             oldest_open_age: Family::default(),
+            impact: Family::default(),
             rule_runs: Family::default(),
             rule_runs_skipped: Family::default(),
             run_duration: Family::new_with_constructor(duration_histogram),
@@ -148,6 +151,11 @@ impl Metrics {
             "Age of the rule's oldest open violation",
             Unit::Seconds,
             m.oldest_open_age.clone(),
+        );
+        registry.register(
+            "violations_impact",
+            "What the rule's open violations put at risk (its impact value summed), in the rule's impact unit",
+            m.impact.clone(),
         );
         registry.register(
             "rule_runs",
@@ -320,6 +328,11 @@ impl Metrics {
             rule.name.clone(),
             (self.labels(rule, &[]), snap.oldest_first_seen_us),
         );
+        if let Some(i) = &rule.impact {
+            self.impact
+                .get_or_create(&self.labels(rule, &[("unit", &i.unit)]))
+                .set(snap.impact.unwrap_or(0.0));
+        }
     }
 
     /// Accounts for one recorded run; `snap` is the rule's state after it, and `healed_after`
@@ -434,6 +447,9 @@ impl Metrics {
             self.violations_detected.remove(&r);
             self.violations_resolved.remove(&r);
             self.oldest_open_age.remove(&r);
+            if let Some(i) = &rule.impact {
+                self.impact.remove(&self.labels(rule, &[("unit", &i.unit)]));
+            }
             self.rule_runs_skipped.remove(&r);
             self.run_duration.remove(&r);
             self.open_duration.remove(&r);

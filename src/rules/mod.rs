@@ -41,8 +41,80 @@ struct RawRule {
     #[serde(rename = "assert")]
     assertion: Spanned<String>,
     message: Option<Spanned<String>>,
+    impact: Option<RawImpact>,
     #[serde(default)]
     tests: Vec<cases::RawCase>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawImpact {
+    value: Spanned<String>,
+    unit: Spanned<String>,
+    scale: Option<Spanned<f64>>,
+    display_unit: Option<String>,
+}
+
+/// What a violation puts at risk: a number per violating key (`value`), in `unit`; shown
+/// multiplied by `scale`, in `display_unit` (cents → EUR).
+#[derive(Debug, Clone)]
+pub struct Impact {
+    pub value: String,
+    pub ast: expr::parser::Expr,
+    pub unit: String,
+    pub scale: Option<f64>,
+    pub display_unit: Option<String>,
+    pub origin: Origin,
+}
+
+impl Impact {
+    /// A sum as people read it: `1,234,567 cents`, or with `scale: 0.01` and
+    /// `display_unit: EUR`, `12,345.67 EUR`.
+    pub fn describe(&self, sum: f64) -> String {
+        match self.scale {
+            Some(scale) => {
+                let decimals = if scale < 1.0 {
+                    (-scale.log10()).ceil().clamp(0.0, 6.0) as usize
+                } else {
+                    0
+                };
+                format!(
+                    "{} {}",
+                    grouped(sum * scale, decimals),
+                    self.display_unit.as_deref().unwrap_or(&self.unit)
+                )
+            }
+            None => {
+                // Whole units as they are; anything else as money is written.
+                let decimals = if sum.fract() == 0.0 { 0 } else { 2 };
+                format!(
+                    "{} {}",
+                    grouped(sum, decimals),
+                    self.display_unit.as_deref().unwrap_or(&self.unit)
+                )
+            }
+        }
+    }
+}
+
+/// `1234567.891` with 2 decimals → `1,234,567.89`.
+fn grouped(value: f64, decimals: usize) -> String {
+    let text = format!("{:.*}", decimals, value.abs());
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let mut out = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+    if value < 0.0 && value.abs() >= 0.5 * 10f64.powi(-(decimals as i32)) {
+        out.insert(0, '-');
+    }
+    out
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +204,8 @@ pub struct Rule {
     pub tests: Vec<TestCase>,
     /// What is valid but probably not meant (a message field that renders as null).
     pub warnings: Vec<Diagnostic>,
+    /// Money (or anything countable) at risk per violation.
+    pub impact: Option<Impact>,
 }
 
 impl Rule {
@@ -290,6 +364,7 @@ fn shape() -> yaml::Shape {
             "tests",
             Shape::SeqOf(Box::new(Shape::of::<cases::RawCase>(vec![]))),
         ),
+        ("impact", Shape::of::<RawImpact>(vec![])),
     ])
 }
 
@@ -645,11 +720,73 @@ fn validate(
         None => Vec::new(),
     };
 
+    let impact = raw.impact.as_ref().and_then(|i| {
+        let mut ok = true;
+        if !valid_name(&i.unit.value) {
+            diags.push(
+                file,
+                at(&i.unit),
+                format!(
+                    "{ctx}: impact.unit `{}` must match [a-z0-9_]+ (it is a metric label value), such as cents",
+                    i.unit.value
+                ),
+            );
+            ok = false;
+        }
+        if let Some(s) = &i.scale
+            && !(s.value.is_finite() && s.value > 0.0)
+        {
+            diags.push(
+                file,
+                yaml::pos(s, doc.line_offset),
+                format!("{ctx}: impact.scale must be a positive number, such as 0.01"),
+            );
+            ok = false;
+        }
+        let ast = match expr::parse(&i.value.value) {
+            Ok(ast) => {
+                let errors = match expr::compile(&ast, &scope) {
+                    Ok(program) => expr::types::check_number(&program, &[]),
+                    Err(errors) => errors,
+                };
+                for e in &errors {
+                    diags.push(
+                        file,
+                        yaml::pos_in_scalar(doc, &i.value, e.span.start),
+                        format!("{ctx}: impact: {}", e.message),
+                    );
+                }
+                ok &= errors.is_empty();
+                ast
+            }
+            Err(e) => {
+                diags.push(
+                    file,
+                    yaml::pos_in_scalar(doc, &i.value, e.span.start),
+                    format!("{ctx}: impact: {}", e.message),
+                );
+                return None;
+            }
+        };
+        ok.then(|| Impact {
+            value: i.value.value.clone(),
+            ast,
+            unit: i.unit.value.clone(),
+            scale: i.scale.as_ref().map(|s| s.value),
+            display_unit: i.display_unit.clone(),
+            origin: Origin {
+                file: file.to_path_buf(),
+                pos: at(&i.value),
+            },
+        })
+    });
+
     let tests = cases::check_cases(file, doc, raw.tests, &datasets, &key, &ctx, diags);
 
     Rule {
         tests,
         warnings,
+        impact,
         name,
         description: raw.description.unwrap_or_default().trim().to_string(),
         severity,

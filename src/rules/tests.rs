@@ -180,3 +180,47 @@ tests:
         "the default now is fixed"
     );
 }
+
+#[test]
+fn an_impact_is_a_number_in_a_unit_and_reads_as_money() {
+    let rule = |impact: &str| {
+        format!(
+            "name: r\nkey: id\ndatasets:\n  p: {{ source: orders, query: \"SELECT id, amount_cents FROM p\" }}\nassert: p == null\nimpact: {impact}\n"
+        )
+    };
+    let (rules, errors) = load(&rule(
+        "{ value: p.amount_cents, unit: cents, scale: 0.01, display_unit: EUR }",
+    ));
+    assert_eq!(errors, Vec::<String>::new());
+    let impact = rules[0].impact.as_ref().unwrap();
+    assert_eq!(impact.describe(1_234_567.0), "12,345.67 EUR");
+    let plain = Impact {
+        scale: None,
+        display_unit: None,
+        ..impact.clone()
+    };
+    assert_eq!(plain.describe(1_234_567.0), "1,234,567 cents");
+    assert_eq!(plain.describe(-1_500.5), "-1,500.50 cents");
+
+    // Not a number, not an expression, not a unit a label can carry: each said where.
+    let (_, errors) = load(&rule("{ value: \"'a lot'\", unit: cents }"));
+    assert_eq!(
+        errors,
+        ["rules/shop.yaml:6:19: rule `r`: impact: the value gives string, not a number"]
+    );
+    let (_, errors) = load(&rule("{ value: \"p.amount_cents +\", unit: cents }"));
+    assert!(errors[0].starts_with("rules/shop.yaml:6:"), "{errors:?}");
+    assert!(errors[0].contains("impact:"), "{errors:?}");
+    let (_, errors) = load(&rule(
+        "{ value: p.amount_cents, unit: Euro Cents, scale: -1 }",
+    ));
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].contains("impact.unit `Euro Cents` must match"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("impact.scale must be a positive number"),
+        "{errors:?}"
+    );
+}

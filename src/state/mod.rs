@@ -263,6 +263,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "silences",
         include_str!("../../migrations/sqlite/0006_silences.sql"),
     ),
+    (
+        7,
+        "violation impact",
+        include_str!("../../migrations/sqlite/0007_violation_impact.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -294,6 +299,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         6,
         "silences",
         include_str!("../../migrations/postgres/0006_silences.sql"),
+    ),
+    (
+        7,
+        "violation impact",
+        include_str!("../../migrations/postgres/0007_violation_impact.sql"),
     ),
 ]);
 
@@ -468,6 +478,7 @@ mod tests {
                 key: Key::Int(i),
                 message: String::new(),
                 datasets: serde_json::Map::new(),
+                impact: None,
             })
             .collect();
         // 3,000 of them were open already, and 1,000 open ones are gone.

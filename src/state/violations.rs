@@ -45,6 +45,8 @@ pub struct ViolationRecord {
     pub occurrences: i64,
     pub resolved_us: Option<i64>,
     pub previous_id: Option<i64>,
+    /// The rule's impact value for this key, as an exact decimal.
+    pub impact: Option<String>,
 }
 
 /// Which violations to list: optional rule and state, in id order after a cursor.
@@ -58,10 +60,12 @@ pub struct ViolationFilter {
 }
 
 /// A rule's state at a glance.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleSnapshot {
     pub open: i64,
     pub oldest_first_seen_us: Option<i64>,
+    /// The sum of the open violations' impact (none when none has one).
+    pub impact: Option<f64>,
     pub last_success_us: Option<i64>,
     /// Keys judged, held back by grace, and with errors in the last finished run (in the
     /// every-rule snapshot only, which restores the metrics).
@@ -121,22 +125,24 @@ pub(super) fn apply(
     let mut statements = Vec::new();
     for chunk in new.chunks(BATCH) {
         let mut sql = String::from(
-            "INSERT INTO violations (rule, key, state, message, datasets, first_seen_us, last_seen_us, occurrences, previous_id) VALUES ",
+            "INSERT INTO violations (rule, key, state, message, datasets, impact, first_seen_us, last_seen_us, occurrences, previous_id) VALUES ",
         );
         let mut binds = vec![Bind::Text(run.rule.clone()), Bind::I64(started_us)];
         for (i, (key, v)) in chunk.iter().enumerate() {
-            let b = 3 + i * 3;
+            let b = 3 + i * 4;
             if i > 0 {
                 sql.push_str(", ");
             }
             sql.push_str(&format!(
-                "($1, ${b}, 'open', ${m}, ${d}, $2, $2, 1, (SELECT MAX(p.id) FROM violations p WHERE p.rule = $1 AND p.key = ${b}))",
+                "($1, ${b}, 'open', ${m}, ${d}, ${x}, $2, $2, 1, (SELECT MAX(p.id) FROM violations p WHERE p.rule = $1 AND p.key = ${b}))",
                 m = b + 1,
-                d = b + 2
+                d = b + 2,
+                x = b + 3
             ));
             binds.push(Bind::Text(key.clone()));
             binds.push(Bind::Text(v.message.clone()));
             binds.push(Bind::Text(datasets_json(v)));
+            binds.push(Bind::OptText(v.impact.map(|d| d.to_string())));
         }
         let counts = Recorded {
             opened: chunk.len() as u64,
@@ -145,20 +151,26 @@ pub(super) fn apply(
         statements.push((Stmt { sql, binds }, counts));
     }
     for chunk in again.chunks(BATCH) {
-        let mut sql = String::from("WITH u (id, message, datasets) AS (VALUES ");
+        let mut sql = String::from("WITH u (id, message, datasets, impact) AS (VALUES ");
         let mut binds = vec![Bind::I64(started_us)];
         for (i, (key, v)) in chunk.iter().enumerate() {
-            let b = 2 + i * 3;
+            let b = 2 + i * 4;
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("(CAST(${b} AS BIGINT), ${}, ${})", b + 1, b + 2));
+            sql.push_str(&format!(
+                "(CAST(${b} AS BIGINT), ${}, ${}, CAST(${} AS TEXT))",
+                b + 1,
+                b + 2,
+                b + 3
+            ));
             binds.push(Bind::I64(open_ids[key.as_str()]));
             binds.push(Bind::Text(v.message.clone()));
             binds.push(Bind::Text(datasets_json(v)));
+            binds.push(Bind::OptText(v.impact.map(|d| d.to_string())));
         }
         sql.push_str(
-            ") UPDATE violations SET message = u.message, datasets = u.datasets, \
+            ") UPDATE violations SET message = u.message, datasets = u.datasets, impact = u.impact, \
              last_seen_us = $1, occurrences = violations.occurrences + 1 \
              FROM u WHERE violations.id = u.id",
         );
@@ -251,7 +263,7 @@ impl StateStore {
             )
             .and("id >", filter.after_id.map(Bind::I64));
         let stmt = conditions.select(
-            "SELECT id, rule, key, state, message, datasets, first_seen_us, last_seen_us, occurrences, resolved_us, previous_id \
+            "SELECT id, rule, key, state, message, datasets, first_seen_us, last_seen_us, occurrences, resolved_us, previous_id, impact \
              FROM violations",
             "id",
             filter.limit,
@@ -277,6 +289,7 @@ impl StateStore {
                             occurrences: r.try_get(8)?,
                             resolved_us: r.try_get(9)?,
                             previous_id: r.try_get(10)?,
+                            impact: r.try_get(11)?,
                         },
                         state,
                     ))
@@ -314,7 +327,7 @@ impl StateStore {
         let binds: Vec<Bind> = rule.map(|r| Bind::Text(r.into())).into_iter().collect();
         let open = Stmt {
             sql: format!(
-                "SELECT rule, COUNT(*), MIN(first_seen_us) FROM violations WHERE state = 'open'{filter} GROUP BY rule"
+                "SELECT rule, COUNT(*), MIN(first_seen_us), SUM(CAST(impact AS DOUBLE PRECISION)) FROM violations WHERE state = 'open'{filter} GROUP BY rule"
             ),
             binds: binds.clone(),
         };
@@ -338,6 +351,7 @@ impl StateStore {
                 let s = map.entry(row.try_get(0)?).or_default();
                 s.open = row.try_get(1)?;
                 s.oldest_first_seen_us = row.try_get(2)?;
+                s.impact = row.try_get(3)?;
             }
             for row in bound!(success).fetch_all(pool).await? {
                 map.entry(row.try_get(0)?).or_default().last_success_us = row.try_get(1)?;

@@ -47,8 +47,8 @@ async fn a_failing_rule_is_announced_once_everywhere_survives_a_restart_and_reso
 
     let db = TestDb::new(SourceKind::Sqlite, "notify").await;
     db.exec_str(&[
-        "CREATE TABLE t (id INTEGER, ok INTEGER)",
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) INSERT INTO t SELECT i, 0 FROM n",
+        "CREATE TABLE t (id INTEGER, ok INTEGER, amount_cents INTEGER)",
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) INSERT INTO t SELECT i, 0, 4999 FROM n",
     ])
     .await;
     let rules = r#"name: broken
@@ -58,9 +58,10 @@ labels: { team: inventory, runbook_url: "https://runbooks.example.com/broken" }
 every: 1s
 key: id
 datasets:
-  t: { source: db, query: "SELECT id, ok FROM t" }
+  t: { source: db, query: "SELECT id, ok, amount_cents FROM t" }
 assert: t.ok == 1
 message: "row {{key}} is not ok"
+impact: { value: t.amount_cents, unit: cents, scale: 0.01, display_unit: EUR }
 "#;
     let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
     std::fs::write(workdir.path().join("smtp-password"), "mail-password-123\n").unwrap();
@@ -99,7 +100,10 @@ message: "row {{key}} is not ok"
     let mail = &json_lines(&mails)[0];
     assert_eq!(mail["to"], serde_json::json!(["oncall@example.com"]));
     assert_eq!(mail["login"], "alerts");
-    assert_eq!(mail["subject"], "[FIRING critical] broken: 100 violations");
+    assert_eq!(
+        mail["subject"],
+        "[FIRING critical] broken: 100 violations, 4,999.00 EUR at risk"
+    );
     assert!(
         mail["message_id"]
             .as_str()
@@ -110,6 +114,7 @@ message: "row {{key}} is not ok"
     let data = mail["body"].as_str().unwrap();
     for part in [
         "Every row is ok.",
+        "At risk:   4,999.00 EUR",
         "The oldest 5 of 100:",
         "  - 1: row 1 is not ok",
         "Runbook:    https://runbooks.example.com/broken",
@@ -137,13 +142,18 @@ message: "row {{key}} is not ok"
     assert_eq!(body["count"], 100);
     assert_eq!(body["sample"].as_array().unwrap().len(), 5);
     assert_eq!(body["labels"]["team"], "inventory");
+    assert_eq!(body["impact"]["total"], 499_900.0);
+    assert_eq!(body["impact"]["unit"], "cents");
 
     eventually(Duration::from_secs(10), "no Slack message", || {
         !json_lines(&chats).is_empty()
     })
     .await;
     let slack = &json_lines(&chats)[0]["body"];
-    assert_eq!(slack["text"], "[FIRING critical] broken: 100 violations");
+    assert_eq!(
+        slack["text"],
+        "[FIRING critical] broken: 100 violations, 4,999.00 EUR at risk"
+    );
 
     // Alertmanager shows the alert, with labels that identify the group.
     eventually(Duration::from_secs(10), "Alertmanager has no alert", || {
@@ -165,9 +175,15 @@ message: "row {{key}} is not ok"
         r#"invariantd_alerts_sent_total{receiver="hook",outcome="sent"} 1"#,
         r#"invariantd_alerts_sent_total{receiver="mail",outcome="sent"} 1"#,
         r#"invariantd_alerts_sent_total{receiver="dead",outcome="failed"}"#,
+        r#"invariantd_violations_impact{rule="broken",unit="cents"} 499900.0"#,
     ] {
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");
     }
+    // The API shows the money at risk per rule and per violation.
+    let rule: serde_json::Value =
+        serde_json::from_str(&http(port, "GET", "/api/v1/rules/broken").1).unwrap();
+    assert_eq!(rule["impact"]["display"], "4,999.00 EUR");
+    assert_eq!(rule["violations"]["items"][0]["impact"], "4999");
 
     // A restart: nothing is announced again, nothing is lost.
     assert!(
