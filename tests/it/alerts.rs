@@ -111,13 +111,24 @@ async fn every_metric_the_alerts_and_dashboards_query_is_exported() {
     }
     assert!(named.len() >= 20, "{named:?}");
     let (workdir, _shop) = Workdir::sqlite_shop(2).await;
-    let (mut child, port) = workdir.spawn_daemon("", std::process::Stdio::null()).await;
-    // Once every rule has run, every family has its series (a family with none is not shown).
+    // A receiver, so that the alert delivery counter has series too.
+    let hooks = tempfile::NamedTempFile::new().unwrap();
+    let hook = crate::harness::Helper::start("http_recorder.py", &[hooks.path().to_str().unwrap()]);
+    let alerting = format!(
+        "alerting:\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
+        hook.port
+    );
+    let (mut child, port) = workdir
+        .spawn_daemon(&alerting, std::process::Stdio::null())
+        .await;
+    // Once every rule has run and an alert went out, every family has its series (a family
+    // with none is not shown).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let scrape = loop {
         let (_, scrape) = http(port, "GET", "/metrics");
         if scrape.contains("invariantd_rule_keys{")
             && scrape.contains("invariantd_rule_run_duration_seconds_bucket{")
+            && scrape.contains("invariantd_alerts_sent_total{")
         {
             break scrape;
         }
