@@ -1,9 +1,12 @@
 //! `invariantd demo`: the quick start on embedded SQLite. It creates the databases of the four
 //! services of a small shop, writes a config and the shipped rules next to them, runs the shop
-//! through the inventory outage of the design story (`live`) with the daemon watching, and
-//! ends by saying whether the open violations are exactly the orders the outage broke.
+//! through the inventory outage of the design story (`live`) with the daemon watching and its
+//! alerts going to a local on-call webhook (`inbox`), and ends by saying whether the open
+//! violations are exactly the orders the outage broke — then the team fixes the rest, and
+//! on-call hears each rule heal.
 //! `shop` builds fixed scenarios of the same shop for the tests, on every database kind.
 
+pub mod inbox;
 pub mod live;
 pub mod shop;
 
@@ -83,7 +86,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .local_addr()?
         .port();
     let config_path = dir.join("invariantd.yaml");
-    std::fs::write(&config_path, sqlite_config(port))?;
+    let inbox = inbox::Inbox::start(&dir).await?;
+    std::fs::write(
+        &config_path,
+        format!("{}{}", sqlite_config(port), inbox.config()),
+    )?;
 
     {
         let mut sim = live::Simulator::create(&dir).await?;
@@ -121,7 +128,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("Watch it while it runs:");
         println!("  http://{address}/metrics");
         println!("  http://{address}/api/v1/violations");
-        println!("  http://{address}/api/v1/rules\n");
+        println!("  http://{address}/api/v1/rules");
+        println!(
+            "Its alerts go to an on-call webhook: each is printed here, and kept in {}\n",
+            inbox.file.display()
+        );
         let (status_tx, mut status_rx) =
             tokio::sync::watch::channel::<Option<(std::time::Duration, u64, bool, usize)>>(None);
         // The shipped rules' grace, in shop time.
@@ -207,8 +218,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 None => println!("Unexpected: its violations were not resolved."),
             }
         }
-        daemon.handle.send(crate::context::Control::Shutdown).await;
-        daemon.wait().await?;
 
         let mut expected = sim.expected();
         for keys in expected.values_mut() {
@@ -251,6 +260,49 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 sim.broken
             );
         }
+        // The last act: the team fixes every other broken order, and on-call hears that each
+        // rule is consistent again.
+        let rest: Vec<i64> = sim
+            .broken
+            .iter()
+            .copied()
+            .filter(|id| Some(*id) != fixed)
+            .collect();
+        for id in &rest {
+            sim.fix_by_hand(*id).await?;
+        }
+        let groups = [
+            "violation/paid_implies_reserved",
+            "violation/order_not_stuck_processing",
+        ];
+        let mut all_resolved = groups.iter().all(|g| !inbox.has(g, "firing"));
+        if !rest.is_empty() {
+            println!(
+                "\nThe team fixes the other {} broken orders by hand.",
+                rest.len()
+            );
+            let started = std::time::Instant::now();
+            let patience = story.real(std::time::Duration::from_secs(8 * 60))
+                + std::time::Duration::from_secs(10);
+            while started.elapsed() < patience && !all_resolved {
+                all_resolved = groups.iter().all(|g| inbox.has(g, "resolved"));
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            if all_resolved {
+                println!(
+                    "On-call got one alert per rule when it broke, and one when it healed: none per order."
+                );
+            } else {
+                println!("Unexpected: not every rule's alert was resolved.");
+            }
+        }
+        let alerted = groups.iter().all(|g| inbox.has(g, "firing"));
+        if !alerted {
+            println!("Unexpected: on-call was not alerted for every rule the outage broke.");
+        }
+        daemon.handle.send(crate::context::Control::Shutdown).await;
+        daemon.wait().await?;
+        let exact = exact && alerted && all_resolved;
         println!("\nLook further:");
         println!(
             "  invariantd violations list --config {}",

@@ -322,6 +322,18 @@ fn the_demo_finds_exactly_the_orders_its_outage_broke() {
     );
     assert!(stdout.contains("is resolved; the other "), "{stdout}");
     assert!(stdout.contains("/api/v1/violations"), "{stdout}");
+    // On-call heard of each broken rule once, with the money at risk, and of its healing.
+    for line in [
+        "alert to on-call: [FIRING critical] paid_implies_reserved: ",
+        "alert to on-call: [FIRING warning] order_not_stuck_processing: ",
+        "alert to on-call: [RESOLVED] paid_implies_reserved: every violation cleared",
+        "alert to on-call: [RESOLVED] order_not_stuck_processing: every violation cleared",
+    ] {
+        assert_eq!(stdout.matches(line).count(), 1, "{line}: {stdout}");
+    }
+    assert!(stdout.contains(" EUR at risk"), "{stdout}");
+    let alerts = std::fs::read_to_string(dir.path().join("shop/alerts.jsonl")).unwrap();
+    assert_eq!(alerts.lines().count(), 4, "{alerts}");
 }
 
 #[tokio::test]
