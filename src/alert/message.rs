@@ -472,6 +472,31 @@ mod tests {
             sample: Vec::new(),
             error_kind: Some("timeout".into()),
             error: Some("dataset `payment` (source `payments`): the query ran longer than its statement_timeout of 30s".into()),
+            links: rule_link(),
+            ..firing()
+        }
+    }
+
+    /// What dependency alerts link to: the rule, not its violations.
+    fn rule_link() -> BTreeMap<String, String> {
+        [(
+            "rule".to_string(),
+            "https://invariantd.example.com/api/v1/rules/paid_implies_reserved".to_string(),
+        )]
+        .into()
+    }
+
+    fn stale() -> Notification {
+        Notification {
+            id: "stale/paid_implies_reserved/1795000000000000/1".into(),
+            group: "stale/paid_implies_reserved".into(),
+            kind: "stale".into(),
+            count: 1,
+            impact: None,
+            oldest_age_seconds: None,
+            sample: Vec::new(),
+            last_success: Some("2026-11-27T07:00:00Z".into()),
+            links: rule_link(),
             ..firing()
         }
     }
@@ -483,6 +508,7 @@ mod tests {
             ("resolved", resolved()),
             ("source_down", source_down()),
             ("unknown", unknown()),
+            ("stale", stale()),
         ] {
             insta::assert_snapshot!(
                 format!("email_{name}"),
@@ -518,7 +544,7 @@ mod tests {
 
     #[test]
     fn notifications_round_trip_through_the_outbox() {
-        for n in [firing(), resolved(), source_down(), unknown()] {
+        for n in [firing(), resolved(), source_down(), unknown(), stale()] {
             let text = serde_json::to_string(&n).unwrap();
             assert_eq!(serde_json::from_str::<Notification>(&text).unwrap(), n);
         }

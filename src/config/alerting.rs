@@ -164,7 +164,7 @@ impl ReceiverKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct EmailConfig {
     pub to: Vec<String>,
     pub from: String,
@@ -183,7 +183,7 @@ pub enum WebhookFormat {
     Slack,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct WebhookConfig {
     pub url: String,
     pub format: WebhookFormat,
@@ -570,9 +570,72 @@ fn check_address(addr: &str, what: &str, at: Pos, path: &Path, diags: &mut Diagn
     }
 }
 
+/// Only where a URL goes (scheme, host, port): its user, password, path and query may hold
+/// secrets (a Slack webhook's path is one), so they are never printed.
+fn url_origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}/…",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        Err(_) => "<invalid URL>".into(),
+    }
+}
+
+impl std::fmt::Debug for EmailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailConfig")
+            .field("to", &self.to)
+            .field("from", &self.from)
+            .field("smtp", &url_origin(&self.smtp))
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &url_origin(&self.url))
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
 /// A URL with its password, if any, replaced by `***`.
 fn redact_url(url: &str) -> String {
     let mut secrets = crate::value::Secrets::default();
     secrets.add_url_password(url);
     secrets.redact(url).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receivers_never_print_their_secrets() {
+        let email = EmailConfig {
+            to: vec!["oncall@example.com".into()],
+            from: "a@example.com".into(),
+            smtp: "smtps://alerts:s3cr3t-pw@mail.example.com:465".into(),
+            password_file: None,
+        };
+        let hook = WebhookConfig {
+            url: "https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX".into(),
+            format: WebhookFormat::Slack,
+        };
+        let printed = format!("{email:?} {hook:?}");
+        assert!(
+            !printed.contains("s3cr3t") && !printed.contains("SECRET"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("smtps://mail.example.com:465/…"),
+            "{printed}"
+        );
+        assert!(printed.contains("https://hooks.slack.com/…"), "{printed}");
+    }
 }

@@ -168,6 +168,10 @@ impact: { value: t.amount_cents, unit: cents, scale: 0.01, display_unit: EUR }
     assert_eq!(labels["severity"], "critical");
     assert_eq!(labels["team"], "inventory");
     assert_eq!(alerts[0]["status"]["state"], "active");
+    let ends_at = |alerts: &[serde_json::Value]| {
+        chrono::DateTime::parse_from_rfc3339(alerts[0]["endsAt"].as_str().unwrap()).unwrap()
+    };
+    let first_end = ends_at(&alerts);
 
     let metrics = http(port, "GET", "/metrics").1;
     for line in [
@@ -196,7 +200,10 @@ impact: { value: t.amount_cents, unit: cents, scale: 0.01, display_unit: EUR }
     assert_eq!(json_lines(&mails).len(), 1);
     assert_eq!(delivered(&json_lines(&hooks)).len(), 1);
     assert_eq!(json_lines(&chats).len(), 1);
-    assert_eq!(am.alerts().len(), 1);
+    let alerts = am.alerts();
+    assert_eq!(alerts.len(), 1);
+    // Sent again while it fires (every resend_interval): Alertmanager keeps it alive.
+    assert!(ends_at(&alerts) > first_end, "{alerts:#?}");
 
     // The data is repaired: one resolve message each, and Alertmanager resolves the alert.
     db.exec_str(&["UPDATE t SET ok = 1"]).await;
@@ -274,11 +281,13 @@ assert: t != null
         r#"alerting:
   for: 0s
   evaluation_interval: 1s
+  stale_after: 3s
   receivers:
     hook: {{ webhook: {{ url: "http://127.0.0.1:{}/hook" }} }}
   routes:
     - {{ match: {{ kind: source_down }}, receivers: [hook] }}
     - {{ match: {{ kind: unknown }}, receivers: [hook] }}
+    - {{ match: {{ kind: stale, rule: no_table }}, receivers: [hook] }}
 "#,
         hook.port
     );
@@ -306,6 +315,15 @@ assert: t != null
     let unknown = find("unknown/no_table", "firing").unwrap();
     assert_eq!(unknown["error_kind"], "query_failed");
     assert_eq!(unknown["severity"], "warning");
+    // A rule that never succeeded is stale once stale_after has passed since the start.
+    eventually(
+        Duration::from_secs(30),
+        "no alert for the stale rule",
+        || find("stale/no_table", "firing").is_some(),
+    )
+    .await;
+    let stale = find("stale/no_table", "firing").unwrap();
+    assert!(stale["last_success"].is_null(), "{stale}");
 
     proxy.cut();
     eventually(
