@@ -131,6 +131,12 @@ async fn observe(
 ) -> Result<Vec<Observed>, StateError> {
     let alerting = &inputs.config.alerting;
     let snapshots = store.rule_snapshots().await?;
+    let mut last_runs: HashMap<String, crate::state::RunRecord> = store
+        .last_runs()
+        .await?
+        .into_iter()
+        .map(|r| (r.rule.clone(), r))
+        .collect();
     let mut out = Vec::new();
     let mut blind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut worst: HashMap<&str, crate::rules::Severity> = HashMap::new();
@@ -150,7 +156,7 @@ async fn observe(
         });
         out.push(v);
 
-        let last = store.runs(Some(&rule.name), None, 1).await?.pop();
+        let last = last_runs.remove(&rule.name);
         let mut u = Observed::new(format!("unknown/{}", rule.name), "unknown", Some(rule));
         u.description = format!(
             "invariantd cannot judge this rule: its violations are neither found nor cleared until it can. {}",

@@ -54,6 +54,10 @@ pub(super) fn prune(before_us: i64) -> Vec<Stmt> {
     }]
 }
 
+/// The columns every run query selects, in `fetch`'s order.
+const COLUMNS: &str = "id, rule, started_us, finished_us, outcome, rows_scanned, violations, error_kind, error, \
+     keys_judged, keys_in_grace, keys_with_errors";
+
 impl StateStore {
     /// Runs, newest first, before `before_id`, optionally of one rule.
     pub async fn runs(
@@ -66,12 +70,28 @@ impl StateStore {
         filter
             .and("rule =", rule.map(|r| Bind::Text(r.into())))
             .and("id <", before_id.map(Bind::I64));
-        let stmt = filter.select(
-            "SELECT id, rule, started_us, finished_us, outcome, rows_scanned, violations, error_kind, error, \
-             keys_judged, keys_in_grace, keys_with_errors FROM runs",
-            "id DESC",
-            limit,
-        );
+        let stmt = filter.select(&format!("SELECT {COLUMNS} FROM runs"), "id DESC", limit);
+        self.fetch_runs(stmt).await
+    }
+
+    /// Every rule's last run, in one query (the alert evaluator's view of every rule).
+    pub async fn last_runs(&self) -> Result<Vec<RunRecord>, StateError> {
+        let columns: Vec<String> = COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{}", c.trim()))
+            .collect();
+        let stmt = Stmt {
+            sql: format!(
+                "SELECT {} FROM runs r JOIN (SELECT rule, MAX(id) AS id FROM runs GROUP BY rule) l \
+                 ON r.id = l.id",
+                columns.join(", ")
+            ),
+            binds: Vec::new(),
+        };
+        self.fetch_runs(stmt).await
+    }
+
+    async fn fetch_runs(&self, stmt: Stmt) -> Result<Vec<RunRecord>, StateError> {
         let rows = on_pool!(self, pool => {
             bound!(stmt)
                 .fetch_all(pool)

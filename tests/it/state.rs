@@ -294,3 +294,139 @@ async fn a_run_with_thousands_of_violations_is_recorded_in_batches_on_sqlite() {
 async fn a_run_with_thousands_of_violations_is_recorded_in_batches_on_postgres() {
     many(SourceKind::Postgres).await;
 }
+
+/// The alerting tables and money at risk, on either store: what the evaluator and delivery
+/// rely on — outbox order, no duplicates, retries, silences, impact sums, the last runs.
+async fn alert_bookkeeping(kind: SourceKind) {
+    use invariantd::state::{AlertGroupState, NewSilence, OutboxEntry};
+    let f = Fixture::new(kind).await;
+    let with_impact = Workdir::new(
+        &[("shop", &f.source.url)],
+        Some(&format!(
+            "{RULE}impact: {{ value: t.id * 10, unit: cents, scale: 0.01, display_unit: EUR }}\n"
+        )),
+    );
+    f.set(1, 0, 10).await;
+    f.set(2, 0, 10).await;
+    let (_, recorded) = f.cycle_with(&with_impact).await;
+    assert_eq!(recorded.opened, 2);
+    let snapshot = f.store.rule_snapshot("ok").await.unwrap();
+    assert_eq!(snapshot.impact, Some(30.0));
+    let mut impacts: Vec<Option<String>> = f.all().await.into_iter().map(|v| v.impact).collect();
+    impacts.sort();
+    assert_eq!(impacts, [Some("10".to_string()), Some("20".to_string())]);
+    let last = f.store.last_runs().await.unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].rule, "ok");
+    assert_eq!(last[0].outcome, Outcome::Fail);
+
+    let now = Utc::now().timestamp_micros();
+    let group = AlertGroupState {
+        group_key: "violation/ok".into(),
+        firing: true,
+        started_us: Some(now),
+        last_sent_us: Some(now),
+        sent_count: 2,
+        sequence: 1,
+        ..Default::default()
+    };
+    let entry = |id: &str, receiver: &str| OutboxEntry {
+        message_id: id.into(),
+        receiver: receiver.into(),
+        notification: format!("{{\"id\": \"{id}\"}}"),
+    };
+    let entries = [
+        entry("m1", "mail"),
+        entry("m1", "hook"),
+        entry("m2", "mail"),
+    ];
+    f.store
+        .save_alert_group(&group, &entries, now)
+        .await
+        .unwrap();
+    // Saving the same notifications again (a retried evaluation) queues nothing twice.
+    f.store
+        .save_alert_group(&group, &entries, now)
+        .await
+        .unwrap();
+    let groups = f.store.alert_groups().await.unwrap();
+    assert_eq!(groups["violation/ok"], group);
+    assert_eq!(f.store.undelivered().await.unwrap()["mail"], 2);
+
+    let first = f.store.next_notification("mail").await.unwrap().unwrap();
+    assert_eq!(first.message_id, "m1");
+    f.store
+        .notification_failed(first.id, now + 5_000_000, "connection refused")
+        .await
+        .unwrap();
+    // A failure keeps the order: the same one is next, with its attempt counted.
+    let again = f.store.next_notification("mail").await.unwrap().unwrap();
+    assert_eq!((again.id, again.attempts), (first.id, 1));
+    assert_eq!(again.next_attempt_us, now + 5_000_000);
+    f.store.notification_sent(first.id, now).await.unwrap();
+    let second = f.store.next_notification("mail").await.unwrap().unwrap();
+    assert_eq!(second.message_id, "m2");
+    // Delivered notifications go with the retention; undelivered ones stay.
+    f.store.prune(now + 1).await.unwrap();
+    assert_eq!(f.store.undelivered().await.unwrap()["mail"], 1);
+    assert_eq!(f.store.undelivered().await.unwrap()["hook"], 1);
+
+    let id = f
+        .store
+        .add_silence(
+            &NewSilence {
+                matchers: [("rule".to_string(), "ok".to_string())].into(),
+                key: Some("1".into()),
+                comment: "refunded by hand".into(),
+                created_by: "ops".into(),
+                ends_us: now + 3_600_000_000,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let active = f.store.silences(false, now).await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].key.as_deref(), Some("1"));
+    assert!(
+        f.store
+            .silences(false, now + 3_600_000_001)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let expired = f
+        .store
+        .expire_silence(id, "ops", now + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(expired.expired_us, Some(now + 1));
+    // Expiring again changes nothing; an unknown id is none.
+    let again = f
+        .store
+        .expire_silence(id, "someone", now + 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.expired_by.as_deref(), Some("ops"));
+    assert!(
+        f.store
+            .expire_silence(9999, "ops", now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(f.store.silences(false, now + 2).await.unwrap().is_empty());
+    assert_eq!(f.store.silences(true, now + 2).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn alert_bookkeeping_on_sqlite() {
+    alert_bookkeeping(SourceKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn alert_bookkeeping_on_postgres() {
+    alert_bookkeeping(SourceKind::Postgres).await;
+}
