@@ -230,14 +230,7 @@ async fn a_postgres_source_that_goes_away_mid_run_is_unknown_and_recovers_withou
         "INSERT INTO orders VALUES (1, true), (2, false), (3, false)",
     ])
     .await;
-    let address = crate::harness::pg_server()
-        .rsplit_once('@')
-        .map(|(_, a)| a.to_string())
-        .unwrap();
-    let proxy = crate::harness::Proxy::start(address.clone()).await;
-    let url = db
-        .url
-        .replacen(&address, &format!("127.0.0.1:{}", proxy.port), 1);
+    let (proxy, url) = crate::harness::Proxy::in_front_of(&db).await;
     let config = format!(
         "sources:\n  db: {{ url: \"{url}\", connect_timeout: 2s, statement_timeout: 10s }}\nrules: [rules/]\n"
     );

@@ -532,6 +532,19 @@ impl Proxy {
         Proxy { port, generation }
     }
 
+    /// A proxy in front of the PostgreSQL server of `db`, and `db`'s URL through it.
+    pub async fn in_front_of(db: &TestDb) -> (Proxy, String) {
+        let address = pg_server()
+            .rsplit_once('@')
+            .map(|(_, a)| a.to_string())
+            .unwrap();
+        let proxy = Proxy::start(address.clone()).await;
+        let url = db
+            .url
+            .replacen(&address, &format!("127.0.0.1:{}", proxy.port), 1);
+        (proxy, url)
+    }
+
     /// Closes every connection through the proxy and refuses new ones.
     pub fn cut(&self) {
         self.generation.send_modify(|(n, up)| {

@@ -251,14 +251,7 @@ async fn a_source_down_and_a_rule_that_cannot_be_judged_alert_on_their_own() {
         "INSERT INTO t VALUES (1, true)",
     ])
     .await;
-    let address = crate::harness::pg_server()
-        .rsplit_once('@')
-        .map(|(_, a)| a.to_string())
-        .unwrap();
-    let proxy = Proxy::start(address.clone()).await;
-    let pg_url = pg
-        .url
-        .replacen(&address, &format!("127.0.0.1:{}", proxy.port), 1);
+    let (proxy, pg_url) = Proxy::in_front_of(&pg).await;
     let lite = TestDb::new(SourceKind::Sqlite, "notify_dep").await;
     let rules = r#"name: pg_rule
 severity: critical
