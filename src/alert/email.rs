@@ -1,10 +1,12 @@
 //! The `email` receiver: one text mail per notification over SMTP (lettre), with STARTTLS or
-//! TLS as the `smtp` URL says, and the password from the URL (environment) or a file. The
+//! TLS as the `smtp` URL says (trusting a private CA's certificates from `ca_file` too), and
+//! the password from the URL (environment) or a file. The
 //! message id becomes the mail's `Message-ID`, so a mail system can drop a repeat.
 
 use futures_util::future::BoxFuture;
 use lettre::message::{Mailbox, Message, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::message::Notification;
@@ -33,6 +35,9 @@ impl Email {
             }
             builder = builder.credentials(Credentials::new(user, password.trim_end().into()));
         }
+        if let Some(file) = &config.ca_file {
+            builder = builder.tls(tls_with_ca(&config.smtp, file)?);
+        }
         let parse = |a: &String| {
             a.parse::<Mailbox>()
                 .map_err(|e| format!("`{a}` is not an email address: {e}"))
@@ -43,6 +48,28 @@ impl Email {
             transport: builder.build(),
         })
     }
+}
+
+/// The TLS the smtp URL asks for, trusting the certificates in `file` besides the system's.
+fn tls_with_ca(smtp: &str, file: &std::path::Path) -> Result<Tls, String> {
+    let pem =
+        std::fs::read(file).map_err(|e| format!("cannot read ca_file {}: {e}", file.display()))?;
+    let cert = Certificate::from_pem(&pem)
+        .map_err(|e| format!("ca_file {}: not a PEM certificate: {e}", file.display()))?;
+    let url = reqwest::Url::parse(smtp).map_err(|e| format!("smtp URL: {e}"))?;
+    let params = TlsParameters::builder(url.host_str().unwrap_or_default().to_string())
+        .add_root_certificate(cert)
+        .build()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let mode = url
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    Ok(match (url.scheme(), mode.as_deref()) {
+        ("smtps", _) => Tls::Wrapper(params),
+        (_, Some("opportunistic")) => Tls::Opportunistic(params),
+        _ => Tls::Required(params),
+    })
 }
 
 /// `<id@invariantd>`, with the id's characters kept to what a Message-ID allows.

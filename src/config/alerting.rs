@@ -43,6 +43,7 @@ struct RawEmail {
     from: Option<Spanned<String>>,
     smtp: Spanned<String>,
     password_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +174,8 @@ pub struct EmailConfig {
     pub smtp: String,
     /// A file holding the SMTP password (read when the receiver starts).
     pub password_file: Option<PathBuf>,
+    /// PEM certificates to trust besides the system's, for a mail server with a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,11 +343,26 @@ pub(super) fn check_alerting(
                     yaml::expand_spanned(f, &format!("{what}.password_file"), path, 0, env, diags);
                 (!file.is_empty()).then(|| base.join(file))
             });
+            let ca_file = e.ca_file.as_ref().and_then(|f| {
+                let file = yaml::expand_spanned(f, &format!("{what}.ca_file"), path, 0, env, diags);
+                let plain = reqwest::Url::parse(&smtp).is_ok_and(|u| {
+                    u.scheme() == "smtp" && !u.query_pairs().any(|(k, _)| k == "tls")
+                });
+                if plain {
+                    diags.push(
+                        path,
+                        yaml::pos(f, 0),
+                        format!("{what}.ca_file: the smtp URL uses no TLS (use smtps:// or ?tls=required)"),
+                    );
+                }
+                (!file.is_empty()).then(|| base.join(file))
+            });
             ReceiverKind::Email(EmailConfig {
                 to,
                 from,
                 smtp,
                 password_file,
+                ca_file,
             })
         } else if let Some(w) = r.webhook {
             let url = yaml::expand_spanned(&w.url, &format!("{what}.url"), path, 0, env, diags);
@@ -591,6 +609,7 @@ impl std::fmt::Debug for EmailConfig {
             .field("from", &self.from)
             .field("smtp", &url_origin(&self.smtp))
             .field("password_file", &self.password_file)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -622,6 +641,7 @@ mod tests {
             from: "a@example.com".into(),
             smtp: "smtps://alerts:s3cr3t-pw@mail.example.com:465".into(),
             password_file: None,
+            ca_file: None,
         };
         let hook = WebhookConfig {
             url: "https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX".into(),

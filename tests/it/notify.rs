@@ -36,7 +36,12 @@ async fn a_failing_rule_is_announced_once_everywhere_survives_a_restart_and_reso
     let chats = out.path().join("chats.jsonl");
     let smtp = Helper::start(
         "smtp_server.py",
-        &[mails.to_str().unwrap(), "alerts", "mail-password-123"],
+        &[
+            mails.to_str().unwrap(),
+            "--auth",
+            "alerts",
+            "mail-password-123",
+        ],
     );
     // The webhook endpoint refuses the first two attempts: delivery retries.
     let hook = Helper::start("http_recorder.py", &[hooks.to_str().unwrap(), "2"]);
@@ -597,6 +602,128 @@ assert: u.ok == 1
     let (_, all, _) = silence(&["list", "--all", "--format", "json"], None);
     let all: serde_json::Value = serde_json::from_str(&all).unwrap();
     assert_eq!(all["items"].as_array().unwrap().len(), 3, "{all:#}");
+    assert!(
+        terminate_within(&mut child, Duration::from_secs(15))
+            .await
+            .success()
+    );
+}
+
+/// A certificate authority and a certificate for 127.0.0.1 it signed, made with openssl.
+fn private_ca(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=invariantd test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[tokio::test]
+async fn mail_goes_over_starttls_to_a_server_signed_by_a_private_ca() {
+    let out = tempfile::tempdir().unwrap();
+    private_ca(out.path());
+    let mails = out.path().join("mails.jsonl");
+    let smtp = Helper::start(
+        "smtp_server.py",
+        &[
+            mails.to_str().unwrap(),
+            "--auth",
+            "alerts",
+            "tls-password-456",
+            "--starttls",
+            out.path().join("server.pem").to_str().unwrap(),
+            out.path().join("server.key").to_str().unwrap(),
+        ],
+    );
+    let db = TestDb::new(SourceKind::Sqlite, "starttls").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, ok INTEGER)",
+        "INSERT INTO t VALUES (1, 0)",
+    ])
+    .await;
+    let rules = "name: broken\nevery: 1s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n";
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    // The password comes from the environment, in the URL.
+    let alerting = format!(
+        "alerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    mail:\n      email:\n        to: [oncall@example.com]\n        smtp: \"smtp://alerts:${{SMTP_PASSWORD}}@127.0.0.1:{}?tls=required\"\n        ca_file: {}\n  routes:\n    - {{ receivers: [mail] }}\n",
+        smtp.port,
+        out.path().join("ca.pem").display()
+    );
+    std::fs::write(
+        workdir.config(),
+        format!(
+            "{}http: {{ listen: \"127.0.0.1:0\" }}\n{alerting}",
+            std::fs::read_to_string(workdir.config()).unwrap()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+        .args(["run"])
+        .env("SMTP_PASSWORD", "tls-password-456")
+        .current_dir(workdir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), "no mail over STARTTLS", || {
+        !json_lines(&mails).is_empty()
+    })
+    .await;
+    let mail = &json_lines(&mails)[0];
+    assert_eq!(mail["tls"], true);
+    assert_eq!(mail["login"], "alerts");
+    assert_eq!(mail["subject"], "[FIRING warning] broken: 1 violation");
     assert!(
         terminate_within(&mut child, Duration::from_secs(15))
             .await

@@ -1,29 +1,39 @@
 """A real SMTP server for the tests (aiosmtpd): accepts mail on 127.0.0.1 and appends one JSON
-line per message (envelope sender, recipients, login, and the message's subject, id and decoded body) to a file.
-With USER and PASSWORD it offers AUTH PLAIN/LOGIN and accepts only that login.
+line per message (envelope sender, recipients, login, whether it came over TLS, and the
+message's subject, id and decoded body) to a file.
 
-Usage: python3 smtp_server.py OUT_FILE [USER PASSWORD]  -- prints the port it listens on.
+Usage: python3 smtp_server.py OUT_FILE [--auth USER PASSWORD] [--starttls CERT KEY]
+-- prints the port it listens on. With --auth it accepts only that login; with --starttls it
+requires STARTTLS (with that certificate) before anything else.
 """
+import argparse
 import email
 import email.policy
 import json
 import socket
-import sys
+import ssl
 import time
 import warnings
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+parser = argparse.ArgumentParser()
+parser.add_argument("out")
+parser.add_argument("--auth", nargs=2, metavar=("USER", "PASSWORD"))
+parser.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"))
+args = parser.parse_args()
+
 
 class Store:
     async def handle_DATA(self, server, session, envelope):
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        with open(sys.argv[1], "a") as out:
+        with open(args.out, "a") as out:
             out.write(json.dumps({
                 "from": envelope.mail_from,
                 "to": envelope.rcpt_tos,
                 "login": session.auth_data if session.authenticated else None,
+                "tls": session.ssl is not None,
                 "subject": message["Subject"],
                 "message_id": message["Message-ID"],
                 "body": message.get_content(),
@@ -44,12 +54,17 @@ def free_port():
         return s.getsockname()[1]
 
 
-# Plain AUTH on loopback is the point here.
+# Plain AUTH on loopback is the point of some tests.
 warnings.filterwarnings("ignore")
 port = free_port()
 kwargs = {}
-if len(sys.argv) == 4:
-    kwargs = dict(authenticator=authenticator(sys.argv[2], sys.argv[3]), auth_require_tls=False, auth_required=True)
+if args.auth:
+    kwargs.update(authenticator=authenticator(*args.auth), auth_required=True,
+                  auth_require_tls=bool(args.starttls))
+if args.starttls:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*args.starttls)
+    kwargs.update(tls_context=context, require_starttls=True)
 controller = Controller(Store(), hostname="127.0.0.1", port=port, **kwargs)
 controller.start()
 print(port, flush=True)
