@@ -251,6 +251,8 @@ pub async fn evaluate(
         }
     }
     let silences = store.silences(false, now_us).await?;
+    // A receiver that has not taken what is queued for it gets no re-sends on top.
+    let backlog = store.undelivered().await?;
     let mut queued = 0;
     for mut o in observed {
         let fields = o.fields();
@@ -314,6 +316,7 @@ pub async fn evaluate(
             // Alertmanager expects a firing alert to be sent again while it fires.
             let resend: Vec<(&String, Duration)> = receivers
                 .iter()
+                .filter(|r| backlog.get(*r).copied().unwrap_or(0) == 0)
                 .filter_map(|r| match alerting.receiver(r).map(|c| &c.kind) {
                     Some(ReceiverKind::Alertmanager(a)) => Some((r, a.resend_interval)),
                     _ => None,

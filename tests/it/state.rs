@@ -363,13 +363,19 @@ async fn alert_bookkeeping(kind: SourceKind) {
     let again = f.store.next_notification("mail").await.unwrap().unwrap();
     assert_eq!((again.id, again.attempts), (first.id, 1));
     assert_eq!(again.next_attempt_us, now + 5_000_000);
-    f.store.notification_sent(first.id, now).await.unwrap();
+    f.store.notification_sent(first.id, now - 1).await.unwrap();
     let second = f.store.next_notification("mail").await.unwrap().unwrap();
     assert_eq!(second.message_id, "m2");
-    // Delivered notifications go with the retention; undelivered ones stay.
-    f.store.prune(now + 1).await.unwrap();
+    // Delivered notifications go with the retention; undelivered ones stay until they are
+    // older than it too.
+    f.store.prune(now).await.unwrap();
     assert_eq!(f.store.undelivered().await.unwrap()["mail"], 1);
     assert_eq!(f.store.undelivered().await.unwrap()["hook"], 1);
+    assert!(f.store.next_notification("mail").await.unwrap().is_some());
+    let deleted = f.store.prune(now).await.unwrap();
+    assert_eq!(deleted, 0, "the delivered one went at the first prune");
+    f.store.prune(now + 1).await.unwrap();
+    assert!(f.store.undelivered().await.unwrap().is_empty());
 
     let id = f
         .store
