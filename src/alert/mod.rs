@@ -550,7 +550,9 @@ pub fn backoff(attempts: i64) -> Duration {
 
 /// Delivers `name`'s notifications in order until `stop`: waits for the next one (woken by
 /// `wake` when some are queued), sends it, marks it sent, or records the failure and retries
-/// after `backoff`.
+/// after `backoff`. Before each attempt it asks `is_current` whether its receiver is still
+/// configured as it was built, and returns if not: after a reload, nothing goes out through an
+/// old receiver's address or credentials.
 pub async fn deliver(
     store: Arc<StateStore>,
     metrics: Arc<Metrics>,
@@ -558,6 +560,7 @@ pub async fn deliver(
     receiver: Box<dyn Receiver>,
     wake: Arc<Notify>,
     stop: CancellationToken,
+    is_current: impl Fn() -> bool + Send,
 ) {
     loop {
         let notified = wake.notified();
@@ -598,6 +601,9 @@ pub async fn deliver(
                 continue;
             }
         };
+        if !is_current() {
+            return;
+        }
         let result = tokio::select! {
             r = receiver.send(&n) => r,
             () = stop.cancelled() => return,

@@ -1,7 +1,7 @@
 //! The two alerting services: the evaluator (after every run, and every
 //! `alerting.evaluation_interval` for repeats, staleness and `for`) and the delivery service,
 //! which keeps one delivery task per configured receiver and follows reloads (a receiver
-//! added, changed or removed).
+//! added, changed or removed; a task never sends through a receiver the config no longer has).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -85,6 +85,10 @@ pub async fn delivery(
                 }
             };
             let token = stop.child_token();
+            let is_current = {
+                let (handle, config) = (handle.clone(), config.clone());
+                move || handle.current().config.alerting.receiver(&config.name) == Some(&config)
+            };
             tasks.spawn(crate::alert::deliver(
                 ctx.store.clone(),
                 ctx.metrics.clone(),
@@ -92,15 +96,19 @@ pub async fn delivery(
                 receiver,
                 wake.clone(),
                 token.clone(),
+                is_current,
             ));
             running.insert(config.name.clone(), (config.clone(), token));
         }
         drop(ctx);
-        // Reloads are noticed within this; new notifications wake the delivery tasks directly.
+        // A delivery task whose receiver a reload changed stops before it sends (and is
+        // replaced here at once); other reloads are noticed within this.
         tokio::select! {
             () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
-            Some(Err(e)) = tasks.join_next(), if !tasks.is_empty() => {
-                return Err(format!("an alert delivery task panicked: {e}"));
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = joined {
+                    return Err(format!("an alert delivery task panicked: {e}"));
+                }
             }
             () = stop.cancelled() => break,
         }

@@ -730,3 +730,58 @@ async fn mail_goes_over_starttls_to_a_server_signed_by_a_private_ca() {
             .success()
     );
 }
+
+#[tokio::test]
+async fn a_reload_sends_to_the_receivers_of_the_new_config() {
+    let out = tempfile::tempdir().unwrap();
+    let (old_log, new_log) = (out.path().join("old.jsonl"), out.path().join("new.jsonl"));
+    let old = Helper::start("http_recorder.py", &[old_log.to_str().unwrap()]);
+    let new = Helper::start("http_recorder.py", &[new_log.to_str().unwrap()]);
+    let db = TestDb::new(SourceKind::Sqlite, "reload_receivers").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, ok INTEGER)",
+        "INSERT INTO t VALUES (1, 0)",
+    ])
+    .await;
+    let rules = "name: broken\nevery: 1s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n";
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    let alerting = |port: u16| {
+        format!(
+            "alerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{port}/\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n"
+        )
+    };
+    let (mut child, _port) = workdir
+        .spawn_daemon(&alerting(old.port), std::process::Stdio::null())
+        .await;
+    eventually(Duration::from_secs(30), "no firing alert", || {
+        !json_lines(&old_log).is_empty()
+    })
+    .await;
+
+    // The receiver now points elsewhere: the resolve goes there.
+    let config = std::fs::read_to_string(workdir.config()).unwrap();
+    std::fs::write(
+        workdir.config(),
+        config.replace(&format!(":{}/", old.port), &format!(":{}/", new.port)),
+    )
+    .unwrap();
+    crate::harness::kill(&child, "HUP");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    db.exec_str(&["UPDATE t SET ok = 1"]).await;
+    eventually(
+        Duration::from_secs(30),
+        "the resolve did not reach the new receiver",
+        || {
+            json_lines(&new_log)
+                .iter()
+                .any(|l| l["body"]["event"] == "resolved")
+        },
+    )
+    .await;
+    assert_eq!(json_lines(&old_log).len(), 1);
+    assert!(
+        terminate_within(&mut child, Duration::from_secs(15))
+            .await
+            .success()
+    );
+}
