@@ -1,6 +1,6 @@
 //! What the terminal commands print: the results of `check` (and `run --once`) as a table for
-//! people or one JSON document for programs, with the exit status they promise; and the
-//! violations of `violations list`.
+//! people or one JSON document for programs, with the exit status they promise; the
+//! violations of `violations list`; and the silences of `silence list`.
 
 use std::fmt::Write as _;
 

@@ -2,7 +2,7 @@
 //! judged, and — when the run could not finish or left keys unjudged — a typed `RunError`.
 //!
 //! These are the vocabulary shared by everything downstream of the engine (state, metrics,
-//! reports, the API, and later alerts and repairs), so they depend on nothing but `value`.
+//! reports, the API, alerts, and later repairs), so they depend on nothing but `value`.
 //! Error kinds are a closed set with stable strings: they are metric label values
 //! (`invariantd_rule_run_errors_total{kind}`), stored in the state store, shown in the API and
 //! in `check --format json`, and alerts route on them. Add a kind only with a README entry.

@@ -1,6 +1,7 @@
 //! Judging one key: held back while within `grace`, else the assertion decides between pass
 //! and violation; anything that prevents a decision (an evaluation error, an `updated_at` that
-//! is not a timestamp) is a key error, reported for that key and never taken for a pass.
+//! is not a timestamp) is a key error, reported for that key and never taken for a pass. A
+//! violation carries the rule's `impact` value for its key, when the rule has one.
 
 use std::collections::HashSet;
 
