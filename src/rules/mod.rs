@@ -1,9 +1,10 @@
 //! Rule files (`rules/*.yaml`): the raw documents as written, and the validated `Rule`s the
 //! engine runs. Loading is strict and pure: an unknown field, a duplicate name, an unknown
 //! source, a bad cron or duration, an assertion (or `impact`) that does not parse or names
-//! something that does not exist, an `impact` that cannot be a number, a template naming an unknown field, a test fixture naming an unknown dataset
-//! or column (`cases`) — every one is reported with its file, line and column, and nothing runs
-//! until there are none.
+//! something that does not exist, an `impact` that cannot be a number, a template naming an
+//! unknown field, a test fixture naming an unknown dataset or column (`cases`), a route
+//! matcher on nothing (`check_routes`) — every one is reported with its file, line and column,
+//! and nothing runs until there are none.
 
 mod cases;
 mod columns;
