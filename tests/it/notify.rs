@@ -671,7 +671,7 @@ fn private_ca(dir: &std::path::Path) {
 }
 
 #[tokio::test]
-async fn mail_goes_over_starttls_to_a_server_signed_by_a_private_ca() {
+async fn mail_goes_over_starttls_and_tls_to_servers_signed_by_a_private_ca() {
     let out = tempfile::tempdir().unwrap();
     private_ca(out.path());
     let mails = out.path().join("mails.jsonl");
@@ -687,6 +687,19 @@ async fn mail_goes_over_starttls_to_a_server_signed_by_a_private_ca() {
             out.path().join("server.key").to_str().unwrap(),
         ],
     );
+    let tls_mails = out.path().join("tls-mails.jsonl");
+    let smtps = Helper::start(
+        "smtp_server.py",
+        &[
+            tls_mails.to_str().unwrap(),
+            "--auth",
+            "alerts",
+            "tls-password-456",
+            "--tls",
+            out.path().join("server.pem").to_str().unwrap(),
+            out.path().join("server.key").to_str().unwrap(),
+        ],
+    );
     let db = TestDb::new(SourceKind::Sqlite, "starttls").await;
     db.exec_str(&[
         "CREATE TABLE t (id INTEGER, ok INTEGER)",
@@ -697,9 +710,10 @@ async fn mail_goes_over_starttls_to_a_server_signed_by_a_private_ca() {
     let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
     // The password comes from the environment, in the URL.
     let alerting = format!(
-        "alerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    mail:\n      email:\n        to: [oncall@example.com]\n        smtp: \"smtp://alerts:${{SMTP_PASSWORD}}@127.0.0.1:{}?tls=required\"\n        ca_file: {}\n  routes:\n    - {{ receivers: [mail] }}\n",
+        "alerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    mail:\n      email:\n        to: [oncall@example.com]\n        smtp: \"smtp://alerts:${{SMTP_PASSWORD}}@127.0.0.1:{}?tls=required\"\n        ca_file: {ca}\n    smtps:\n      email:\n        to: [oncall@example.com]\n        smtp: \"smtps://alerts:${{SMTP_PASSWORD}}@127.0.0.1:{}\"\n        ca_file: {ca}\n  routes:\n    - {{ receivers: [mail, smtps] }}\n",
         smtp.port,
-        out.path().join("ca.pem").display()
+        smtps.port,
+        ca = out.path().join("ca.pem").display()
     );
     std::fs::write(
         workdir.config(),
@@ -720,10 +734,15 @@ async fn mail_goes_over_starttls_to_a_server_signed_by_a_private_ca() {
         !json_lines(&mails).is_empty()
     })
     .await;
-    let mail = &json_lines(&mails)[0];
-    assert_eq!(mail["tls"], true);
-    assert_eq!(mail["login"], "alerts");
-    assert_eq!(mail["subject"], "[FIRING warning] broken: 1 violation");
+    eventually(Duration::from_secs(30), "no mail over TLS", || {
+        !json_lines(&tls_mails).is_empty()
+    })
+    .await;
+    for mail in [&json_lines(&mails)[0], &json_lines(&tls_mails)[0]] {
+        assert_eq!(mail["tls"], true, "{mail}");
+        assert_eq!(mail["login"], "alerts");
+        assert_eq!(mail["subject"], "[FIRING warning] broken: 1 violation");
+    }
     assert!(
         terminate_within(&mut child, Duration::from_secs(15))
             .await
