@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::cli::{
-    CheckArgs, Cli, Command, Format, RunArgs, SilenceArgs, SilenceCommand, TestArgs, ValidateArgs,
-    ViolationsCommand, ViolationsListArgs,
+    AuditCommand, CheckArgs, Cli, Command, Format, RunArgs, SilenceArgs, SilenceCommand, TestArgs,
+    ValidateArgs, ViolationsCommand, ViolationsListArgs,
 };
 use crate::context::{Context, load, load_config};
 use crate::diag::Diagnostics;
@@ -34,7 +34,55 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(args) => test(&cli.config, args),
         Command::Violations(ViolationsCommand::List(args)) => list_violations(&cli.config, args),
         Command::Silence(args) => silence(&cli.config, args),
+        Command::Audit(cmd) => audit(&cli.config, cmd),
     }
+}
+
+/// `audit verify|list`, on the state store directly.
+fn audit(config_path: &Path, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(diags) => return Ok(invalid(&diags)),
+    };
+    runtime()?.block_on(async {
+        let store = StateStore::open(&config.state).await?;
+        match cmd {
+            AuditCommand::Verify => match store.verify_audit().await? {
+                crate::state::Verification::Intact {
+                    entries,
+                    head,
+                    unsealed,
+                } => {
+                    println!(
+                        "audit log intact: {entries} entr{}{}",
+                        if entries == 1 { "y" } else { "ies" },
+                        match head {
+                            Some(h) => format!(
+                                ", head {h}\n(keep the head elsewhere: a log cut short after it is whole too, but ends before it)"
+                            ),
+                            None => String::new(),
+                        }
+                    );
+                    if unsealed > 0 {
+                        println!("{unsealed} newer entries are not sealed yet (the daemon seals them)");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                crate::state::Verification::Broken { at, reason } => {
+                    println!("audit log BROKEN at entry {at}: {reason}");
+                    Ok(ExitCode::from(1))
+                }
+            },
+            AuditCommand::List(args) => {
+                let entries = store.audit_entries(None, args.limit).await?;
+                match args.format {
+                    Format::Json => print!("{}", crate::report::audit_json(&entries)),
+                    Format::Table => print!("{}", crate::report::audit_table(&entries)),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
 }
 
 /// `silence add|list|expire`: requests to the daemon's API, whose answer is printed.

@@ -57,6 +57,31 @@ pub enum Command {
     /// Exit status: 0 done, 1 the daemon refused (the reason is printed), 2 it could not be
     /// reached.
     Silence(SilenceArgs),
+    /// The audit log: every change made through invariantd (silences, reloads), who made it
+    /// and when, hash-chained.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check that no entry was edited or deleted.
+    ///
+    /// Exit status: 0 the chain is whole, 1 it is broken (where and how is printed).
+    Verify,
+    /// The newest entries first.
+    List(AuditListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditListArgs {
+    /// At most this many.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: u32,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

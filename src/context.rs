@@ -86,6 +86,8 @@ impl Context {
         let tokens = tokens(&config)?;
         let secrets = secrets(&config, &tokens);
         let store = Arc::new(StateStore::open(&config.state).await?);
+        // Entries a crash left unsealed join the chain now.
+        store.seal_audit().await?;
         let metrics = Arc::new(Metrics::new(config.metric_rule_labels.clone()));
         restore(&metrics, &rules, &store).await?;
         Ok(Context {

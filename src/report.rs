@@ -254,3 +254,57 @@ pub fn silences_table(body: &serde_json::Value) -> String {
     }
     out
 }
+
+/// Audit entries, newest first, as a table.
+pub fn audit_table(entries: &[crate::state::AuditRecord]) -> String {
+    let mut out = String::new();
+    let actor_w = entries
+        .iter()
+        .map(|e| e.actor.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let action_w = entries
+        .iter()
+        .map(|e| e.action.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let _ = writeln!(
+        out,
+        "{:>5}  {:<20}  {:<actor_w$}  {:<action_w$}  SUBJECT",
+        "SEQ", "AT", "ACTOR", "ACTION"
+    );
+    for e in entries {
+        let at = format_timestamp(e.at_us);
+        let _ = writeln!(
+            out,
+            "{:>5}  {:<20}  {:<actor_w$}  {:<action_w$}  {}",
+            e.seal_seq.map_or("-".to_string(), |s| s.to_string()),
+            at.get(..19).unwrap_or(&at),
+            terminal_safe(&e.actor),
+            terminal_safe(&e.action),
+            terminal_safe(&e.subject)
+        );
+    }
+    out
+}
+
+/// Audit entries, newest first, as `{"items": [...]}`.
+pub fn audit_json(entries: &[crate::state::AuditRecord]) -> String {
+    let items: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "seq": e.seal_seq,
+                "at": format_timestamp(e.at_us),
+                "actor": e.actor,
+                "action": e.action,
+                "subject": e.subject,
+                "details": serde_json::from_str::<serde_json::Value>(&e.details).unwrap_or_default(),
+                "hash": e.hash,
+            })
+        })
+        .collect();
+    format!("{:#}\n", serde_json::json!({ "items": items }))
+}

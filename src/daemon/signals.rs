@@ -22,7 +22,10 @@ pub async fn forward(handle: Arc<Handle>) -> ! {
         let mut stopping = false;
         loop {
             let control = tokio::select! {
-                _ = hup.recv() => Control::Reload(None),
+                _ = hup.recv() => {
+                    crate::http::audit(&handle, "signal", "config.reload", "config", serde_json::json!({ "by": "SIGHUP" })).await;
+                    Control::Reload(None)
+                }
                 _ = term.recv() => if stopping { Control::Quit } else { Control::Shutdown },
                 _ = int.recv() => if stopping { Control::Quit } else { Control::Shutdown },
             };

@@ -1,6 +1,6 @@
 //! The state store: rule runs, violations and their lifecycle, and cumulative counters, in
 //! SQLite (embedded, the default) or PostgreSQL (for production and several replicas). One
-//! file per table: `runs`, `violations`, `counters`, `alerts` (alert groups and the outbox), `silences`;
+//! file per table: `runs`, `violations`, `counters`, `alerts` (alert groups and the outbox), `silences`, `audit`;
 //! this file owns the connection, the
 //! migrations and the transaction that records a run.
 //!
@@ -20,6 +20,7 @@
 //! the per-table code is written once for both pools.
 
 mod alerts;
+mod audit;
 mod counters;
 mod runs;
 mod silences;
@@ -35,6 +36,7 @@ use crate::config::{ConnectOptions, StateConfig};
 use crate::verdict::RuleRun;
 
 pub use alerts::{AlertGroupState, OutboxEntry, OutboxRow};
+pub use audit::{AuditEntry, AuditRecord, Verification};
 pub use counters::RuleTotals;
 pub use runs::RunRecord;
 pub use silences::{NewSilence, Silence};
@@ -268,6 +270,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "violation impact",
         include_str!("../../migrations/sqlite/0007_violation_impact.sql"),
     ),
+    (
+        8,
+        "audit log",
+        include_str!("../../migrations/sqlite/0008_audit_log.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -304,6 +311,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         7,
         "violation impact",
         include_str!("../../migrations/postgres/0007_violation_impact.sql"),
+    ),
+    (
+        8,
+        "audit log",
+        include_str!("../../migrations/postgres/0008_audit_log.sql"),
     ),
 ]);
 

@@ -602,6 +602,33 @@ assert: u.ok == 1
     let (_, all, _) = silence(&["list", "--all", "--format", "json"], None);
     let all: serde_json::Value = serde_json::from_str(&all).unwrap();
     assert_eq!(all["items"].as_array().unwrap().len(), 3, "{all:#}");
+    // Each change is in the audit log, with who made it; the chain is whole.
+    let audit = workdir.cli(&["audit", "list", "--format", "json"]);
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let actions: Vec<(&str, &str)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("ops", "silence.add"),
+            ("ops", "silence.expire"),
+            ("ops", "silence.expire"),
+            ("ops", "silence.add"),
+            ("ops", "silence.add"),
+        ],
+        "{audit:#}"
+    );
+    let verify = workdir.cli(&["audit", "verify"]);
+    assert!(verify.status.success());
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).starts_with("audit log intact: 5 entries, head "),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
     assert!(
         terminate_within(&mut child, Duration::from_secs(15))
             .await

@@ -436,3 +436,95 @@ async fn alert_bookkeeping_on_sqlite() {
 async fn alert_bookkeeping_on_postgres() {
     alert_bookkeeping(SourceKind::Postgres).await;
 }
+
+/// The audit log's chain on either store: whole after appends (also across a crash that left
+/// entries unsealed), and broken — at the right entry — by an edit or a deletion.
+async fn audit_chain(kind: SourceKind) {
+    use invariantd::state::{AuditEntry, Verification};
+    let state_db = match kind {
+        SourceKind::Postgres => Some(TestDb::new(SourceKind::Postgres, "audit").await),
+        _ => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = state_store(kind, &state_db, dir.path()).await;
+    let entry = |i: usize| AuditEntry {
+        actor: "ops".into(),
+        action: "silence.add".into(),
+        subject: format!("silence/{i}"),
+        details: serde_json::json!({ "comment": format!("number {i}\nwith a newline") }),
+    };
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        Verification::Intact {
+            entries: 0,
+            head: None,
+            unsealed: 0
+        }
+    );
+    for i in 1..=5 {
+        store.audit(&entry(i), 1_000 + i as i64).await.unwrap();
+    }
+    let Verification::Intact {
+        entries: 5,
+        head: Some(head),
+        unsealed: 0,
+    } = store.verify_audit().await.unwrap()
+    else {
+        panic!("not intact")
+    };
+    let listed = store.audit_entries(None, 10).await.unwrap();
+    assert_eq!(listed[0].subject, "silence/5");
+    assert_eq!(listed[0].hash.as_deref(), Some(head.as_str()));
+
+    // Edited: the entry no longer matches its hash.
+    let url = match kind {
+        SourceKind::Postgres => state_db.as_ref().unwrap().admin_url.clone(),
+        _ => format!("sqlite://{}", dir.path().join("state.db").display()),
+    };
+    let tamper = |sql: &'static str| {
+        let url = url.clone();
+        async move {
+            if url.starts_with("postgres") {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                sqlx::query(sql).execute(&pool).await.unwrap();
+                pool.close().await;
+            } else {
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                sqlx::query(sql).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+        }
+    };
+    tamper("UPDATE audit_log SET actor = 'someone else' WHERE seal_seq = 3").await;
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        Verification::Broken {
+            at: 3,
+            reason: "entry 3 does not match its hash (edited)".into()
+        }
+    );
+    tamper("UPDATE audit_log SET actor = 'ops' WHERE seal_seq = 3").await;
+    assert!(matches!(
+        store.verify_audit().await.unwrap(),
+        Verification::Intact { entries: 5, .. }
+    ));
+    // Deleted: a gap.
+    tamper("DELETE FROM audit_log WHERE seal_seq = 2").await;
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        Verification::Broken {
+            at: 2,
+            reason: "entry 2 is missing: the chain goes on at 3 (deleted)".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn the_audit_chain_finds_edits_and_deletions_on_sqlite() {
+    audit_chain(SourceKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_audit_chain_finds_edits_and_deletions_on_postgres() {
+    audit_chain(SourceKind::Postgres).await;
+}
