@@ -831,3 +831,35 @@ async fn a_reload_sends_to_the_receivers_of_the_new_config() {
             .success()
     );
 }
+
+#[test]
+fn the_readmes_alerting_example_is_valid_with_the_shipped_rules() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let section = &readme[readme.find("\n## Alerting\n").expect("an Alerting section")..];
+    let block = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a yaml example");
+    assert!(block.starts_with("alerting:"), "{block}");
+    let mut config = String::from("sources:\n");
+    for service in invariantd::demo::shop::SERVICES {
+        config.push_str(&format!("  {service}: {{ url: \"sqlite://{service}.db\" }}\n"));
+    }
+    config.push_str(&format!(
+        "rules: [\"{}\"]\n{block}",
+        crate::harness::shipped_rules().display()
+    ));
+    let workdir = Workdir::raw(&config, "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+        .args(["validate"])
+        .env("CHAT_WEBHOOK_URL", "https://chat.example.com/hooks/T0/B0/x")
+        .current_dir(workdir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
