@@ -130,18 +130,14 @@ async fn observe(
     now_us: i64,
 ) -> Result<Vec<Observed>, StateError> {
     let alerting = &inputs.config.alerting;
-    let snapshots = store.rule_snapshots().await?;
-    let mut last_runs: HashMap<String, crate::state::RunRecord> = store
-        .last_runs()
-        .await?
-        .into_iter()
-        .map(|r| (r.rule.clone(), r))
-        .collect();
+    // Costs what is open, and two index lookups per rule: never a scan of the run history.
+    let open = store.open_summaries().await?;
     let mut out = Vec::new();
     let mut blind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut worst: HashMap<&str, crate::rules::Severity> = HashMap::new();
     for rule in inputs.rules {
-        let snap = snapshots.get(&rule.name).cloned().unwrap_or_default();
+        let mut snap = open.get(&rule.name).cloned().unwrap_or_default();
+        snap.last_success_us = store.last_success(&rule.name).await?;
         let mut v = Observed::new(format!("violation/{}", rule.name), "violation", Some(rule));
         v.failing = snap.open > 0;
         v.count = snap.open;
@@ -156,7 +152,7 @@ async fn observe(
         });
         out.push(v);
 
-        let last = last_runs.remove(&rule.name);
+        let last = store.runs(Some(&rule.name), None, 1).await?.pop();
         let mut u = Observed::new(format!("unknown/{}", rule.name), "unknown", Some(rule));
         u.description = format!(
             "invariantd cannot judge this rule: its violations are neither found nor cleared until it can. {}",

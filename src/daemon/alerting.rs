@@ -16,6 +16,9 @@ use super::runner::RunLog;
 use crate::config::ReceiverConfig;
 use crate::context::Handle;
 
+/// The least time between two evaluations: many rules finishing at once cost one.
+const MIN_GAP: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Evaluates alerts until `stop`.
 pub async fn evaluator(
     handle: Arc<Handle>,
@@ -46,6 +49,11 @@ pub async fn evaluator(
         }
         let interval = ctx.config.alerting.evaluation_interval;
         drop(ctx);
+        // Runs finishing meanwhile are taken together by the next evaluation.
+        tokio::select! {
+            () = tokio::time::sleep(MIN_GAP) => {}
+            () = stop.cancelled() => return Ok(()),
+        }
         tokio::select! {
             () = log.alerts.notified() => {}
             () = tokio::time::sleep(interval) => {}

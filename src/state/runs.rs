@@ -74,21 +74,20 @@ impl StateStore {
         self.fetch_runs(stmt).await
     }
 
-    /// Every rule's last run, in one query (the alert evaluator's view of every rule).
-    pub async fn last_runs(&self) -> Result<Vec<RunRecord>, StateError> {
-        let columns: Vec<String> = COLUMNS
-            .split(", ")
-            .map(|c| format!("r.{}", c.trim()))
-            .collect();
+    /// When the rule's last run that judged its keys (not `unknown`) finished: the newest
+    /// runs first, by the (rule, id) index, so it costs little however long the history.
+    pub async fn last_success(&self, rule: &str) -> Result<Option<i64>, StateError> {
         let stmt = Stmt {
-            sql: format!(
-                "SELECT {} FROM runs r JOIN (SELECT rule, MAX(id) AS id FROM runs GROUP BY rule) l \
-                 ON r.id = l.id",
-                columns.join(", ")
-            ),
-            binds: Vec::new(),
+            sql: "SELECT finished_us FROM runs WHERE rule = $1 AND outcome <> 'unknown' \
+                  ORDER BY id DESC LIMIT 1"
+                .into(),
+            binds: vec![Bind::Text(rule.into())],
         };
-        self.fetch_runs(stmt).await
+        let found = on_pool!(self, pool => match bound!(stmt).fetch_optional(pool).await? {
+            Some(row) => Some(row.try_get::<i64, _>(0)?),
+            None => None,
+        });
+        Ok(found)
     }
 
     async fn fetch_runs(&self, stmt: Stmt) -> Result<Vec<RunRecord>, StateError> {

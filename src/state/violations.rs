@@ -367,6 +367,28 @@ impl StateStore {
         Ok(map)
     }
 
+    /// Per rule with open violations: their count, the oldest one's first sighting and the
+    /// impact summed — from the open violations alone, so it costs what is open, not what
+    /// the run history holds (the alert evaluator asks after every run).
+    pub async fn open_summaries(&self) -> Result<HashMap<String, RuleSnapshot>, StateError> {
+        let mut map: HashMap<String, RuleSnapshot> = HashMap::new();
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT rule, COUNT(*), MIN(first_seen_us), SUM(CAST(impact AS DOUBLE PRECISION)) \
+                 FROM violations WHERE state = 'open' GROUP BY rule",
+            )
+            .fetch_all(pool)
+            .await?;
+            for row in rows {
+                let s = map.entry(row.try_get(0)?).or_default();
+                s.open = row.try_get(1)?;
+                s.oldest_first_seen_us = row.try_get(2)?;
+                s.impact = row.try_get(3)?;
+            }
+        });
+        Ok(map)
+    }
+
     pub async fn rule_snapshots(&self) -> Result<HashMap<String, RuleSnapshot>, StateError> {
         self.rule_snapshots_for(None).await
     }

@@ -846,7 +846,9 @@ fn the_readmes_alerting_example_is_valid_with_the_shipped_rules() {
     assert!(block.starts_with("alerting:"), "{block}");
     let mut config = String::from("sources:\n");
     for service in invariantd::demo::shop::SERVICES {
-        config.push_str(&format!("  {service}: {{ url: \"sqlite://{service}.db\" }}\n"));
+        config.push_str(&format!(
+            "  {service}: {{ url: \"sqlite://{service}.db\" }}\n"
+        ));
     }
     config.push_str(&format!(
         "rules: [\"{}\"]\n{block}",

@@ -315,10 +315,10 @@ async fn alert_bookkeeping(kind: SourceKind) {
     let mut impacts: Vec<Option<String>> = f.all().await.into_iter().map(|v| v.impact).collect();
     impacts.sort();
     assert_eq!(impacts, [Some("10".to_string()), Some("20".to_string())]);
-    let last = f.store.last_runs().await.unwrap();
-    assert_eq!(last.len(), 1);
-    assert_eq!(last[0].rule, "ok");
-    assert_eq!(last[0].outcome, Outcome::Fail);
+    let open = f.store.open_summaries().await.unwrap();
+    assert_eq!((open["ok"].open, open["ok"].impact), (2, Some(30.0)));
+    assert!(f.store.last_success("ok").await.unwrap().is_some());
+    assert_eq!(f.store.last_success("other").await.unwrap(), None);
 
     let now = Utc::now().timestamp_micros();
     let group = AlertGroupState {
