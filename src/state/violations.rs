@@ -353,8 +353,11 @@ impl StateStore {
                 s.oldest_first_seen_us = row.try_get(2)?;
                 s.impact = row.try_get(3)?;
             }
-            for row in bound!(success).fetch_all(pool).await? {
-                map.entry(row.try_get(0)?).or_default().last_success_us = row.try_get(1)?;
+            // One rule's (after each of its runs) comes from the index below instead.
+            if rule.is_none() {
+                for row in bound!(success).fetch_all(pool).await? {
+                    map.entry(row.try_get(0)?).or_default().last_success_us = row.try_get(1)?;
+                }
             }
             // Only restoring the metrics needs these; a run knows its own counts.
             if rule.is_none() {
@@ -394,10 +397,12 @@ impl StateStore {
     }
 
     pub async fn rule_snapshot(&self, rule: &str) -> Result<RuleSnapshot, StateError> {
-        Ok(self
+        let mut snapshot = self
             .rule_snapshots_for(Some(rule))
             .await?
             .remove(rule)
-            .unwrap_or_default())
+            .unwrap_or_default();
+        snapshot.last_success_us = self.last_success(rule).await?;
+        Ok(snapshot)
     }
 }
