@@ -448,40 +448,26 @@ assert: u.ok == 1
         )
     };
     let token = Some(crate::harness::TOKEN);
+    // `silence add ARGS --comment COMMENT`.
+    let add = |args: &str, comment: &str, token: Option<&str>| {
+        let mut all: Vec<&str> = vec!["add"];
+        all.extend(args.split_whitespace());
+        all.extend(["--comment", comment]);
+        silence(&all, token)
+    };
 
     // Without a token: refused, and said why.
-    let (code, _, err) = silence(
-        &["add", "--rule", "broken", "--for", "1h", "--comment", "x"],
-        None,
-    );
+    let (code, _, err) = add("--rule broken --for 1h", "x", None);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("needs a bearer token"), "{err}");
     // A matcher on nothing: refused by the daemon.
-    let (code, _, err) = silence(
-        &[
-            "add",
-            "--match",
-            "tem=inventory",
-            "--for",
-            "1h",
-            "--comment",
-            "x",
-        ],
-        token,
-    );
+    let (code, _, err) = add("--match tem=inventory --for 1h", "x", token);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("`tem` is not"), "{err}");
 
-    let (code, whole, err) = silence(
-        &[
-            "add",
-            "--match",
-            "team=inventory",
-            "--for",
-            "1h",
-            "--comment",
-            "INC-42: restocking",
-        ],
+    let (code, whole, err) = add(
+        "--match team=inventory --for 1h",
+        "INC-42: restocking",
         token,
     );
     assert_eq!(code, Some(0), "{err}");
@@ -491,20 +477,7 @@ assert: u.ok == 1
         .and_then(|l| l.split_whitespace().next())
         .unwrap()
         .to_string();
-    let (code, _, err) = silence(
-        &[
-            "add",
-            "--rule",
-            "other",
-            "--key",
-            "7",
-            "--for",
-            "1h",
-            "--comment",
-            "known bad row",
-        ],
-        token,
-    );
+    let (code, _, err) = add("--rule other --key 7 --for 1h", "known bad row", token);
     assert_eq!(code, Some(0), "{err}");
 
     // Break both rules.
@@ -582,18 +555,7 @@ assert: u.ok == 1
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list:#}");
 
     // A silence ends by itself.
-    let (code, _, err) = silence(
-        &[
-            "add",
-            "--rule",
-            "other",
-            "--for",
-            "1s",
-            "--comment",
-            "brief",
-        ],
-        token,
-    );
+    let (code, _, err) = add("--rule other --for 1s", "brief", token);
     assert_eq!(code, Some(0), "{err}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, list, _) = silence(&["list", "--format", "json"], None);
