@@ -1,7 +1,7 @@
 //! One generation of the daemon's configuration — config, rules and source pools, on the state
 //! store and metrics that every generation shares — and the `Handle` through which the HTTP
-//! API, signal handling and the supervisor see the generation in force and ask for a reload or
-//! a shutdown (`Control`). Loading config and rules together also lives here, so that both the
+//! API, signal handling and the supervisor see the generation in force, ask for a reload or
+//! a shutdown (`Control`), and record who changed what in the audit log. Loading config and rules together also lives here, so that both the
 //! commands and a reload load them the same way.
 
 use std::path::Path;
@@ -187,6 +187,27 @@ impl Handle {
     /// The generation in force now.
     pub fn current(&self) -> Arc<Context> {
         self.current.read().expect("context lock").clone()
+    }
+
+    /// Records a change someone made (`actor`: a token's name, or `signal`) in the audit log.
+    /// A failure to record is logged: the change itself has been made.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        details: serde_json::Value,
+    ) {
+        let entry = crate::state::AuditEntry {
+            actor: actor.into(),
+            action: action.into(),
+            subject: subject.into(),
+            details,
+        };
+        let now_us = chrono::Utc::now().timestamp_micros();
+        if let Err(e) = self.current().store.audit(&entry, now_us).await {
+            tracing::error!(error = %e, action, subject, "Could not record the change in the audit log.");
+        }
     }
 
     /// Puts a new generation in force.

@@ -40,7 +40,8 @@ pub struct Timing {
     pub group_interval: Duration,
 }
 
-fn micros(d: Duration) -> i64 {
+/// A duration in microseconds, as the store keeps times (saturating).
+pub(crate) fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 

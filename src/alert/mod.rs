@@ -25,7 +25,7 @@ pub mod receiver;
 pub mod route;
 pub mod webhook;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ use crate::state::{
     AlertGroupState, OutboxEntry, Silence, StateError, StateStore, ViolationFilter, ViolationState,
 };
 use crate::verdict::{ErrorKind, Outcome};
-use lifecycle::{Event, Timing};
+use lifecycle::{Event, Timing, micros};
 use message::{Notification, Sample};
 use receiver::Receiver;
 
@@ -119,10 +119,6 @@ fn rfc3339(us: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
-}
-
 /// Every group, as observed now.
 async fn observe(
     store: &StateStore,
@@ -134,7 +130,6 @@ async fn observe(
     let open = store.open_summaries().await?;
     let mut out = Vec::new();
     let mut blind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    let mut worst: HashMap<&str, crate::rules::Severity> = HashMap::new();
     for rule in inputs.rules {
         let mut snap = open.get(&rule.name).cloned().unwrap_or_default();
         snap.last_success_us = store.last_success(&rule.name).await?;
@@ -179,7 +174,8 @@ async fn observe(
             "This rule has not run successfully for longer than alerting.stale_after (or twice its schedule): nobody is checking it. {}",
             rule.description
         );
-        let threshold = alerting.stale_after.max(rule.schedule.gap(Utc::now()) * 2);
+        let at = DateTime::<Utc>::from_timestamp_micros(now_us).unwrap_or_default();
+        let threshold = alerting.stale_after.max(rule.schedule.gap(at) * 2);
         let since = snap.last_success_us.unwrap_or(inputs.started_us);
         s.failing = now_us.saturating_sub(since) > micros(threshold);
         s.count = 1;
@@ -191,8 +187,6 @@ async fn observe(
                 .entry(d.source.as_str())
                 .or_default()
                 .push(rule.name.clone());
-            let w = worst.entry(d.source.as_str()).or_insert(rule.severity);
-            *w = (*w).min(rule.severity);
         }
     }
     for source in &inputs.config.sources {
@@ -201,10 +195,7 @@ async fn observe(
         let mut o = Observed::new(format!("source_down/{}", source.name), "source_down", None);
         o.source = Some(source.name.clone());
         o.description = "invariantd cannot reach this source: the rules that read it are blind until it is back.".into();
-        o.severity = worst
-            .get(source.name.as_str())
-            .map_or("warning", |s| s.as_str())
-            .into();
+        o.severity = source_severity(inputs.rules, &source.name).into();
         o.failing = inputs.sources_down.contains(&source.name);
         o.count = rules.len() as i64;
         o.rules = rules;
@@ -433,6 +424,16 @@ pub fn check_silence(
     Ok(())
 }
 
+/// A source down is as bad as the worst rule it blinds (`warning` when none reads it).
+fn source_severity(rules: &[Rule], source: &str) -> &'static str {
+    rules
+        .iter()
+        .filter(|r| r.datasets.iter().any(|d| d.source == source))
+        .map(|r| r.severity)
+        .min()
+        .map_or("warning", |s| s.as_str())
+}
+
 /// The fields an alert group is matched on (routes, silences), from its key and the rules.
 pub fn group_fields(group_key: &str, rules: &[Rule]) -> BTreeMap<String, String> {
     let (kind, name) = group_key
@@ -441,15 +442,7 @@ pub fn group_fields(group_key: &str, rules: &[Rule]) -> BTreeMap<String, String>
     let mut fields = BTreeMap::new();
     if kind == "source_down" {
         fields.insert("source".into(), name.to_string());
-        let worst = rules
-            .iter()
-            .filter(|r| r.datasets.iter().any(|d| d.source == name))
-            .map(|r| r.severity)
-            .min();
-        fields.insert(
-            "severity".into(),
-            worst.map_or("warning", |s| s.as_str()).into(),
-        );
+        fields.insert("severity".into(), source_severity(rules, name).into());
     } else if let Some(rule) = rules.iter().find(|r| r.name == name) {
         fields.extend(rule.labels.iter().cloned());
         fields.insert("rule".into(), name.to_string());

@@ -74,7 +74,7 @@ pub async fn delivery(
         let ctx = handle.current();
         let wanted = &ctx.config.alerting.receivers;
         running.retain(|name, (config, token)| {
-            let keep = wanted.iter().any(|w| w == config && &w.name == name);
+            let keep = wanted.contains(config) && &config.name == name;
             if !keep {
                 token.cancel();
             }

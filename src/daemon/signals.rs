@@ -23,7 +23,7 @@ pub async fn forward(handle: Arc<Handle>) -> ! {
         loop {
             let control = tokio::select! {
                 _ = hup.recv() => {
-                    crate::http::audit(&handle, "signal", "config.reload", "config", serde_json::json!({ "by": "SIGHUP" })).await;
+                    handle.audit("signal", "config.reload", "config", serde_json::json!({ "by": "SIGHUP" })).await;
                     Control::Reload(None)
                 }
                 _ = term.recv() => if stopping { Control::Quit } else { Control::Shutdown },

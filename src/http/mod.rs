@@ -59,27 +59,6 @@ pub fn router(handle: Arc<Handle>) -> Router {
         .with_state(handle)
 }
 
-/// Records a change made through the API in the audit log. A failure to record is logged: the
-/// change itself has been made.
-pub async fn audit(
-    handle: &Handle,
-    actor: &str,
-    action: &str,
-    subject: &str,
-    details: serde_json::Value,
-) {
-    let entry = crate::state::AuditEntry {
-        actor: actor.into(),
-        action: action.into(),
-        subject: subject.into(),
-        details,
-    };
-    let now_us = chrono::Utc::now().timestamp_micros();
-    if let Err(e) = handle.current().store.audit(&entry, now_us).await {
-        tracing::error!(error = %e, action, subject, "Could not record the change in the audit log.");
-    }
-}
-
 struct ApiError {
     status: StatusCode,
     message: String,
@@ -289,7 +268,9 @@ async fn reload(
         Ok(rules) => json!({ "reloaded": true, "rules": rules }),
         Err(e) => json!({ "reloaded": false, "error": e.to_string() }),
     };
-    audit(&handle, &caller.0, "config.reload", "config", outcome).await;
+    handle
+        .audit(&caller.0, "config.reload", "config", outcome)
+        .await;
     match result {
         Ok(rules) => Json(json!({ "reloaded": true, "rules": rules })).into_response(),
         Err(ReloadError::Invalid(diags)) => (

@@ -125,24 +125,22 @@ pub async fn add(
         created_by: caller.0.clone(),
         ends_us,
     };
-    let id = ctx.store.add_silence(&new, now_us).await?;
-    let silence = ctx.store.silence(id).await?.ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the silence went missing")
-    })?;
+    let silence = ctx.store.add_silence(&new, now_us).await?;
+    let id = silence.id;
     tracing::info!(by = %caller.0, id, matchers = ?new.matchers, key = ?new.key, ends_at = %format_timestamp(ends_us), "Silence added.");
-    super::audit(
-        &handle,
-        &caller.0,
-        "silence.add",
-        &format!("silence/{id}"),
-        serde_json::json!({
-            "matchers": new.matchers,
-            "key": new.key,
-            "comment": new.comment,
-            "ends_at": format_timestamp(ends_us),
-        }),
-    )
-    .await;
+    handle
+        .audit(
+            &caller.0,
+            "silence.add",
+            &format!("silence/{id}"),
+            serde_json::json!({
+                "matchers": new.matchers,
+                "key": new.key,
+                "comment": new.comment,
+                "ends_at": format_timestamp(ends_us),
+            }),
+        )
+        .await;
     Ok((
         StatusCode::CREATED,
         Json(SilenceView::new(&silence, now_us)),
@@ -196,14 +194,14 @@ pub async fn expire(
         .await?
         .ok_or_else(missing)?;
     tracing::info!(by = %caller.0, id = number, "Silence expired.");
-    super::audit(
-        &handle,
-        &caller.0,
-        "silence.expire",
-        &format!("silence/{number}"),
-        serde_json::json!({ "expired_at": silence.expired_us.map(format_timestamp) }),
-    )
-    .await;
+    handle
+        .audit(
+            &caller.0,
+            "silence.expire",
+            &format!("silence/{number}"),
+            serde_json::json!({ "expired_at": silence.expired_us.map(format_timestamp) }),
+        )
+        .await;
     Ok(Json(SilenceView::new(&silence, now_us)))
 }
 

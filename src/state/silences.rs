@@ -62,7 +62,8 @@ macro_rules! silence_of {
 }
 
 impl StateStore {
-    pub async fn add_silence(&self, new: &NewSilence, now_us: i64) -> Result<i64, StateError> {
+    /// Adds a silence and returns it as stored.
+    pub async fn add_silence(&self, new: &NewSilence, now_us: i64) -> Result<Silence, StateError> {
         let stmt = Stmt {
             sql: "INSERT INTO silences (matchers, key, comment, created_by, created_us, ends_us) \
                   VALUES ($1, $2, $3, $4, $5, $6) RETURNING id"
@@ -77,7 +78,17 @@ impl StateStore {
             ],
         };
         let id = self.write(Some(stmt), Vec::new()).await?;
-        Ok(id.expect("the insert returns its id"))
+        Ok(Silence {
+            id: id.expect("the insert returns its id"),
+            matchers: new.matchers.clone(),
+            key: new.key.clone(),
+            comment: new.comment.clone(),
+            created_by: new.created_by.clone(),
+            created_us: now_us,
+            ends_us: new.ends_us,
+            expired_us: None,
+            expired_by: None,
+        })
     }
 
     /// Silences active at `now_us`, or with `all` every one kept, newest first.

@@ -377,7 +377,7 @@ async fn alert_bookkeeping(kind: SourceKind) {
     f.store.prune(now + 1).await.unwrap();
     assert!(f.store.undelivered().await.unwrap().is_empty());
 
-    let id = f
+    let added = f
         .store
         .add_silence(
             &NewSilence {
@@ -391,8 +391,9 @@ async fn alert_bookkeeping(kind: SourceKind) {
         )
         .await
         .unwrap();
+    let id = added.id;
     let active = f.store.silences(false, now).await.unwrap();
-    assert_eq!(active.len(), 1);
+    assert_eq!(active, [added]);
     assert_eq!(active[0].key.as_deref(), Some("1"));
     assert!(
         f.store
