@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::cli::{
-    AuditCommand, CheckArgs, Cli, Command, Format, RunArgs, SilenceArgs, SilenceCommand, TestArgs,
-    ValidateArgs, ViolationsCommand, ViolationsListArgs,
+    AuditCommand, CheckArgs, Cli, Command, Format, RepairsArgs, RepairsCommand, RunArgs,
+    SilenceArgs, SilenceCommand, TestArgs, ValidateArgs, ViolationsCommand, ViolationsListArgs,
 };
 use crate::context::{Context, load, load_config};
 use crate::diag::Diagnostics;
@@ -35,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Violations(ViolationsCommand::List(args)) => list_violations(&cli.config, args),
         Command::Silence(args) => silence(&cli.config, args),
         Command::Audit(cmd) => audit(&cli.config, cmd),
+        Command::Repairs(args) => repairs(&cli.config, args),
     }
 }
 
@@ -85,18 +86,75 @@ fn audit(config_path: &Path, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `silence add|list|expire`: requests to the daemon's API, whose answer is printed.
-fn silence(config_path: &Path, args: SilenceArgs) -> anyhow::Result<ExitCode> {
-    let base = match &args.url {
+/// A client for a running daemon's API: its base URL (`--url`, else the config's
+/// `http.listen`) and a blocking HTTP client; or the exit status when neither can be had.
+fn api_client(
+    config_path: &Path,
+    url: &Option<String>,
+) -> anyhow::Result<Result<(String, reqwest::blocking::Client), ExitCode>> {
+    let base = match url {
         Some(url) => url.trim_end_matches('/').to_string(),
         None => match load_config(config_path) {
             Ok(c) => format!("http://{}", c.http_listen),
-            Err(diags) => return Ok(invalid(&diags)),
+            Err(diags) => return Ok(Err(invalid(&diags))),
         },
     };
     let client = reqwest::blocking::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
+    Ok(Ok((base, client)))
+}
+
+/// Sends an API request (with the token, if any): the answer's JSON, or the exit status after
+/// saying why not (1 refused, 2 not reached).
+fn api_send(
+    request: reqwest::blocking::RequestBuilder,
+    token: &Option<String>,
+    base: &str,
+) -> Result<serde_json::Value, ExitCode> {
+    let request = match token {
+        Some(t) => request.bearer_auth(t),
+        None => request,
+    };
+    let response = match request.send() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot reach the daemon at {base}: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let status = response.status();
+    let body: serde_json::Value = response
+        .text()
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    if !status.is_success() {
+        eprintln!(
+            "error: the daemon answered {status}: {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        );
+        return Err(ExitCode::from(1));
+    }
+    Ok(body)
+}
+
+/// A JSON request body.
+fn json_body(
+    request: reqwest::blocking::RequestBuilder,
+    body: &serde_json::Value,
+) -> reqwest::blocking::RequestBuilder {
+    request
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+}
+
+/// `silence add|list|expire`: requests to the daemon's API, whose answer is printed.
+fn silence(config_path: &Path, args: SilenceArgs) -> anyhow::Result<ExitCode> {
+    let (base, client) = match api_client(config_path, &args.url)? {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
     let request = match &args.command {
         SilenceCommand::Add(a) => {
             let mut matchers = serde_json::Map::new();
@@ -119,10 +177,7 @@ fn silence(config_path: &Path, args: SilenceArgs) -> anyhow::Result<ExitCode> {
                 (None, Some(u)) => body["ends_at"] = u.clone().into(),
                 (None, None) => {}
             }
-            client
-                .post(format!("{base}/api/v1/silences"))
-                .header("Content-Type", "application/json")
-                .body(body.to_string())
+            json_body(client.post(format!("{base}/api/v1/silences")), &body)
         }
         SilenceCommand::List(l) => client.get(format!(
             "{base}/api/v1/silences{}",
@@ -130,35 +185,101 @@ fn silence(config_path: &Path, args: SilenceArgs) -> anyhow::Result<ExitCode> {
         )),
         SilenceCommand::Expire { id } => client.delete(format!("{base}/api/v1/silences/{id}")),
     };
-    let request = match &args.token {
-        Some(t) => request.bearer_auth(t),
-        None => request,
+    let body = match api_send(request, &args.token, &base) {
+        Ok(b) => b,
+        Err(code) => return Ok(code),
     };
-    let response = match request.send() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot reach the daemon at {base}: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let status = response.status();
-    let body: serde_json::Value = response
-        .text()
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    if !status.is_success() {
-        eprintln!(
-            "error: the daemon answered {status}: {}",
-            body["error"].as_str().unwrap_or("no reason given")
-        );
-        return Ok(ExitCode::from(1));
-    }
     let json = matches!(&args.command, SilenceCommand::List(l) if l.format == Format::Json);
     if json {
         println!("{}", serde_json::to_string_pretty(&body)?);
     } else {
         print!("{}", crate::report::silences_table(&body));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `repairs list|show|approve|reject|enable`: requests to the daemon's API.
+fn repairs(config_path: &Path, args: RepairsArgs) -> anyhow::Result<ExitCode> {
+    let (base, client) = match api_client(config_path, &args.url)? {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let api = format!("{base}/api/v1");
+    let decision = |action: &Option<String>, comment: &Option<String>| {
+        let mut body = serde_json::Map::new();
+        if let Some(a) = action {
+            body.insert("action".into(), a.clone().into());
+        }
+        if let Some(c) = comment {
+            body.insert("comment".into(), c.clone().into());
+        }
+        serde_json::Value::Object(body)
+    };
+    let (request, format) = match &args.command {
+        RepairsCommand::List(l) => {
+            let mut url = reqwest::Url::parse(&format!("{api}/repairs"))?;
+            url.query_pairs_mut()
+                .append_pair("state", &l.state)
+                .append_pair("limit", &l.limit.to_string());
+            if let Some(r) = &l.rule {
+                url.query_pairs_mut().append_pair("rule", r);
+            }
+            (client.get(url), l.format)
+        }
+        RepairsCommand::Show { id, format } => (client.get(format!("{api}/repairs/{id}")), *format),
+        RepairsCommand::Approve {
+            id,
+            rule,
+            action,
+            comment,
+        } => {
+            let url = match (id, rule) {
+                (_, Some(rule)) => format!("{api}/rules/{rule}/repairs/approve"),
+                (Some(id), None) => format!("{api}/repairs/{id}/approve"),
+                (None, None) => unreachable!("clap requires an id or --rule"),
+            };
+            (
+                json_body(client.post(url), &decision(action, comment)),
+                Format::Table,
+            )
+        }
+        RepairsCommand::Reject { id, comment } => (
+            json_body(
+                client.post(format!("{api}/repairs/{id}/reject")),
+                &decision(&None, comment),
+            ),
+            Format::Table,
+        ),
+        RepairsCommand::Enable { rule } => (
+            client.post(format!("{api}/rules/{rule}/repairs/enable")),
+            Format::Table,
+        ),
+    };
+    let body = match api_send(request, &args.token, &base) {
+        Ok(b) => b,
+        Err(code) => return Ok(code),
+    };
+    match (format, &args.command) {
+        (Format::Json, _) => println!("{}", serde_json::to_string_pretty(&body)?),
+        (_, RepairsCommand::List(_)) => print!("{}", crate::report::repairs_table(&body)),
+        (_, RepairsCommand::Enable { rule }) => {
+            println!(
+                "automatic repairs of `{rule}` enabled (fingerprint {})",
+                body["fingerprint"].as_str().unwrap_or("?")
+            )
+        }
+        (_, RepairsCommand::Approve { rule: Some(_), .. }) => {
+            let n = body["approved"].as_array().map_or(0, Vec::len);
+            println!("{n} repair{} approved", if n == 1 { "" } else { "s" });
+            for r in body["refused"].as_array().into_iter().flatten() {
+                println!(
+                    "repair {} not approved: {}",
+                    r["id"].as_str().unwrap_or("?"),
+                    r["error"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        _ => print!("{}", crate::report::repair_detail(&body)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -199,10 +320,14 @@ fn migrate(config_path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn run_daemon(config_path: &Path, log_level: &str, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (config, rules) = match load(config_path) {
+    let (mut config, rules) = match load(config_path) {
         Ok(loaded) => loaded,
         Err(diags) => return Ok(invalid(&diags)),
     };
+    if args.dry_run {
+        config.repairs.dry_run = true;
+        config.repairs.dry_run_forced = true;
+    }
     // Flushes the traces not yet exported when the daemon returns.
     let _telemetry = crate::telemetry::init_daemon(
         log_level,

@@ -57,10 +57,88 @@ pub enum Command {
     /// Exit status: 0 done, 1 the daemon refused (the reason is printed), 2 it could not be
     /// reached.
     Silence(SilenceArgs),
-    /// The audit log: every change made through invariantd (silences, reloads), who made it
-    /// and when, hash-chained.
+    /// The audit log: every change made through invariantd (silences, reloads, repairs), who
+    /// made it and when, hash-chained.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Repairs of a running daemon, through its API: list, show, approve, reject, and enable
+    /// a rule's automatic repairs (`INVARIANTD_TOKEN` holds the bearer token for changes).
+    ///
+    /// Exit status: 0 done, 1 the daemon refused (the reason is printed), 2 it could not be
+    /// reached.
+    Repairs(RepairsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RepairsArgs {
+    /// The daemon's address (default: `http.listen` of the config file).
+    #[arg(long, env = "INVARIANTD_URL", global = true)]
+    pub url: Option<String>,
+
+    /// The bearer token (a name:token line's token in auth.tokens_file); your name in the
+    /// audit log.
+    #[arg(long, env = "INVARIANTD_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+
+    #[command(subcommand)]
+    pub command: RepairsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepairsCommand {
+    /// List repairs, oldest first.
+    List(RepairsListArgs),
+    /// One repair: its planned actions, state, approvals and result.
+    Show {
+        id: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Approve a repair (or, with --rule, every repair of a rule waiting for a person).
+    Approve {
+        /// The repair's id (from `repairs list`).
+        #[arg(required_unless_present = "rule", conflicts_with = "rule")]
+        id: Option<String>,
+        /// Every repair of this rule waiting for a person.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Another of the rule's actions than the planned one.
+        #[arg(long)]
+        action: Option<String>,
+        /// Why; recorded with your name.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject a repair: it will not be applied.
+    Reject {
+        id: String,
+        /// Why; recorded with your name.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Let a rule, as it is loaded now, apply its automatic repairs (new and changed rules
+    /// start in dry run).
+    Enable { rule: String },
+}
+
+#[derive(Debug, Args)]
+pub struct RepairsListArgs {
+    /// pending, dry_run, approved, applied, failed, skipped, rejected, needs_manual or all.
+    #[arg(long, default_value = "all")]
+    pub state: String,
+
+    /// Only this rule's repairs.
+    #[arg(long)]
+    pub rule: Option<String>,
+
+    /// At most this many.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +254,10 @@ pub struct RunArgs {
     /// `check`'s exit status).
     #[arg(long)]
     pub once: bool,
+
+    /// Plan and show repairs, apply none (as `repairs.dry_run: true`).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

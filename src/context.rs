@@ -101,7 +101,15 @@ impl Context {
     }
 
     /// The next generation: new config and rules on the same store and metrics.
-    pub async fn reloaded(&self, config: Config, rules: Vec<Rule>) -> Result<Context, StartError> {
+    pub async fn reloaded(
+        &self,
+        mut config: Config,
+        rules: Vec<Rule>,
+    ) -> Result<Context, StartError> {
+        if self.config.repairs.dry_run_forced {
+            config.repairs.dry_run = true;
+            config.repairs.dry_run_forced = true;
+        }
         let tokens = tokens(&config)?;
         let secrets = secrets(&config, &tokens);
         if config.http_listen != self.config.http_listen {

@@ -20,6 +20,7 @@ pub mod engine;
 pub mod expr;
 pub mod http;
 pub mod metrics;
+pub mod repair;
 pub mod report;
 pub mod rule_tests;
 pub mod rules;

@@ -308,3 +308,117 @@ pub fn audit_json(entries: &[crate::state::AuditRecord]) -> String {
         .collect();
     format!("{:#}\n", serde_json::json!({ "items": items }))
 }
+
+/// Columns of text, each as wide as its widest cell; the last one is not padded.
+fn columns(head: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..head.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([head[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let last = cells.len() - 1;
+        for (i, c) in cells.into_iter().enumerate() {
+            if i == last {
+                let _ = writeln!(out, "{c}");
+            } else {
+                let _ = write!(out, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+    };
+    line(head.to_vec(), &mut out);
+    for r in rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+/// A JSON string field, safe to print on a terminal.
+fn field(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => terminal_safe(s).into_owned(),
+        serde_json::Value::Null => String::new(),
+        other => terminal_safe(&other.to_string()).into_owned(),
+    }
+}
+
+/// `repairs list`: the API's page of repairs as a table.
+pub fn repairs_table(body: &serde_json::Value) -> String {
+    let rows: Vec<Vec<String>> = body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let why = match (&r["result"], &r["hold_reason"]) {
+                (serde_json::Value::String(_), _) => field(&r["result"]),
+                (_, h) => field(h),
+            };
+            vec![
+                field(&r["id"]),
+                field(&r["rule"]),
+                field(&r["key"]),
+                field(&r["state"]),
+                field(&r["action"]),
+                field(&r["created_at"]).chars().take(19).collect(),
+                why,
+            ]
+        })
+        .collect();
+    let mut out = columns(
+        &[
+            "ID",
+            "RULE",
+            "KEY",
+            "STATE",
+            "ACTION",
+            "CREATED",
+            "RESULT / WHY",
+        ],
+        &rows,
+    );
+    if let Some(next) = body["next"].as_str() {
+        let _ = writeln!(out, "(more: --cursor {next})");
+    }
+    out
+}
+
+/// `repairs show` / `approve` / `reject`: one repair, field by field, with its actions.
+pub fn repair_detail(r: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for name in [
+        "id",
+        "rule",
+        "key",
+        "state",
+        "action",
+        "mode",
+        "hold_reason",
+        "approved_by",
+        "comment",
+        "attempts",
+        "result",
+        "idempotency_key",
+        "violation_first_seen",
+        "created_at",
+        "updated_at",
+        "finished_at",
+    ] {
+        let v = field(&r[name]);
+        if !v.is_empty() {
+            let _ = writeln!(out, "{name:<21} {v}");
+        }
+    }
+    for a in r["actions"].as_array().into_iter().flatten() {
+        let mut spec = a.clone();
+        if let Some(m) = spec.as_object_mut() {
+            m.remove("name");
+        }
+        let _ = writeln!(out, "action {:<14} {}", field(&a["name"]), field(&spec));
+    }
+    out
+}

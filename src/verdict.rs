@@ -136,6 +136,53 @@ pub struct Violation {
     pub datasets: serde_json::Map<String, serde_json::Value>,
     /// What it puts at risk, in the rule's `impact.unit`.
     pub impact: Option<rust_decimal::Decimal>,
+    /// The rule's repair actions filled in for this key, in the rule's order; empty when the
+    /// rule offers none.
+    pub repairs: Vec<PlannedAction>,
+}
+
+/// One repair action filled in for one violation: what will be done, exactly, as shown to an
+/// approver and kept with the repair. What is the same for every repair (a statement's text,
+/// an HTTP method and headers, a NATS server) stays in the rule.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PlannedAction {
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: ActionSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ActionSpec {
+    /// The statement's parameters, in order.
+    Sql { params: Vec<Param> },
+    Http {
+        url: String,
+        body: Option<serde_json::Value>,
+    },
+    Publish {
+        subject: String,
+        payload: Option<serde_json::Value>,
+    },
+    /// The action could not be filled in for this key (a parameter that is not a single
+    /// value, a URL that is not valid); the repair needs a person.
+    Invalid { error: String },
+}
+
+/// A SQL parameter with its type, so that it is bound as the database expects.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum Param {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    /// Exact, as text.
+    Decimal(String),
+    Text(String),
+    /// Microseconds since the epoch, UTC.
+    Timestamp(i64),
+    Bytes(Vec<u8>),
 }
 
 /// A key that could not be judged.

@@ -16,6 +16,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 
 mod alerting;
 mod daemon;
+mod repairs;
 mod sources;
 
 pub use alerting::{
@@ -26,6 +27,7 @@ use daemon::{
     check_auth, check_http, check_max_concurrent_runs, check_metrics, check_retention, check_state,
     check_telemetry,
 };
+pub use repairs::RepairsConfig;
 pub use sources::connect_options;
 
 use crate::diag::{Diagnostics, Pos};
@@ -50,6 +52,7 @@ struct RawConfig {
     auth: Option<RawAuth>,
     metrics: Option<RawMetrics>,
     alerting: Option<alerting::RawAlerting>,
+    repairs: Option<repairs::RawRepairs>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +180,8 @@ pub struct Config {
     pub metric_rule_labels: Vec<String>,
     /// Receivers, routes and the timing of alerts.
     pub alerting: AlertingConfig,
+    /// How repairs are applied and approved.
+    pub repairs: RepairsConfig,
     /// Sources named in the file whose settings are in error (already reported): rules may
     /// name them without a second error.
     pub unusable_sources: Vec<String>,
@@ -280,6 +285,7 @@ fn parse_partial(
             auth: None,
             metrics: None,
             alerting: None,
+            repairs: None,
         },
         Some(doc) => {
             // Unknown fields first, in a pass of their own: they do not stop the rest.
@@ -317,6 +323,7 @@ fn parse_partial(
     let state = check_state(raw.state, path, &base, env, &mut diags, &mut secrets);
     let auth = check_auth(raw.auth.as_ref(), path, &base, env, &mut diags);
     let metric_rule_labels = check_metrics(raw.metrics.as_ref(), path, &mut diags);
+    let repairs = repairs::check_repairs(raw.repairs, path, &mut diags);
     let alerting =
         alerting::check_alerting(raw.alerting, path, &base, env, &mut diags, &mut secrets);
 
@@ -350,6 +357,7 @@ fn parse_partial(
         auth,
         metric_rule_labels,
         alerting,
+        repairs,
         secrets,
         unusable_sources,
     });
@@ -381,6 +389,7 @@ fn shape() -> yaml::Shape {
         ("auth", Shape::of::<RawAuth>(vec![])),
         ("metrics", Shape::of::<RawMetrics>(vec![])),
         ("alerting", alerting::shape()),
+        ("repairs", Shape::of::<repairs::RawRepairs>(vec![])),
     ])
 }
 

@@ -5,7 +5,8 @@
 //! `start` binds the HTTP listener, then registers every long-running service with the
 //! supervisor: the scheduler (one loop per rule of the generation in force, and the swap to a
 //! new generation on reload), the HTTP server, the pruner, the source probe, the alert
-//! evaluator and delivery (`alerting`), and any service the caller adds.
+//! evaluator and delivery (`alerting`), the repair workers (`repairs`), and any service the
+//! caller adds.
 //! Only then is the daemon ready.
 //!
 //! Control arrives one way: `Control` messages on the handle's channel, sent by the signal
@@ -24,6 +25,7 @@
 pub mod alerting;
 pub mod probe;
 pub mod prune;
+pub mod repairs;
 pub mod runner;
 pub mod signals;
 
@@ -175,6 +177,10 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
         Service::new(
             "alert-delivery",
             alerting::delivery(handle.clone(), abort.clone(), delivery_wake),
+        ),
+        Service::new(
+            "repairs",
+            repairs::service(handle.clone(), abort.clone(), log.clone()),
         ),
     ];
     services.extend(extra);

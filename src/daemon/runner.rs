@@ -129,6 +129,11 @@ pub struct RunLog {
     pub transitions: Transitions,
     /// Woken after every recorded run: alerts are evaluated at once.
     pub alerts: tokio::sync::Notify,
+    /// Woken when repairs may be due (planned, approved): the repair workers look at once.
+    pub repairs: tokio::sync::Notify,
+    /// Rows each dataset of a rule returned in its last finished run, to notice a dataset
+    /// that suddenly returns nothing.
+    rows: Mutex<HashMap<String, Vec<u64>>>,
 }
 
 /// Runs a rule once and records it. On cancellation the run is abandoned and recorded as
@@ -151,7 +156,7 @@ pub async fn run_and_record(
         violations = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
     );
-    let result = record(ctx, rule, token, slot)
+    let result = record(ctx, rule, token, slot, log)
         .instrument(span.clone())
         .await;
     if let Ok((run, _)) = &result {
@@ -170,6 +175,7 @@ async fn record(
     rule: &Rule,
     token: &CancellationToken,
     slot: Option<OwnedSemaphorePermit>,
+    log: &RunLog,
 ) -> Result<(RuleRun, Recorded), StateError> {
     let open = ctx.store.open_violations(&rule.name).await?;
     let open_keys = crate::state::keys_of(&open);
@@ -186,6 +192,7 @@ async fn record(
     };
     drop(slot);
     let recorded = ctx.store.record(&run, &open).await?;
+    plan_repairs(ctx, rule, &run, &open, log).await?;
     let snapshot = ctx.store.rule_snapshot(&rule.name).await?;
     ctx.metrics.observe(
         rule,
@@ -206,6 +213,59 @@ async fn record(
         "Rule run finished."
     );
     Ok((run, recorded))
+}
+
+/// Plans the repairs of a finished run (see `repair::plan`), and remembers its row counts.
+async fn plan_repairs(
+    ctx: &Context,
+    rule: &Rule,
+    run: &RuleRun,
+    open: &[crate::state::OpenViolation],
+    log: &RunLog,
+) -> Result<(), StateError> {
+    if !run.finished {
+        return Ok(());
+    }
+    let previous = log
+        .rows
+        .lock()
+        .expect("rows lock")
+        .insert(rule.name.clone(), run.rows_scanned.clone());
+    let Some(repair) = &rule.repair else {
+        return Ok(());
+    };
+    if run.violations.is_empty() {
+        return Ok(());
+    }
+    let enabled = match repair.mode {
+        crate::rules::RepairMode::Auto => {
+            ctx.store.enabled_fingerprint(&rule.name).await?.as_deref()
+                == Some(rule.fingerprint.as_str())
+        }
+        crate::rules::RepairMode::Approve => false,
+    };
+    let guard = crate::repair::Guardrails {
+        dry_run: ctx.config.repairs.dry_run,
+        enabled,
+        suspicious: previous.and_then(|p| crate::repair::suspicious(rule, &p, run)),
+    };
+    let planned = crate::repair::plan(rule, run, open, &guard);
+    let now = Utc::now().timestamp_micros();
+    let ids = ctx
+        .store
+        .plan_repairs(&rule.name, &planned.repairs, now)
+        .await?;
+    if let Some((reason, why)) = &planned.held
+        && !ids.is_empty()
+    {
+        ctx.metrics.repairs_held(rule, reason);
+        warn!(rule = %rule.name, reason, planned = ids.len(), "Automatic repairs held for a person: {why}");
+    }
+    if !ids.is_empty() {
+        info!(rule = %rule.name, planned = ids.len(), "Repairs planned.");
+        log.repairs.notify_one();
+    }
+    Ok(())
 }
 
 /// `run --once`: every rule once, in order of the files, with full bookkeeping.

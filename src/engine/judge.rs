@@ -1,7 +1,8 @@
 //! Judging one key: held back while within `grace`, else the assertion decides between pass
 //! and violation; anything that prevents a decision (an evaluation error, an `updated_at` that
 //! is not a timestamp) is a key error, reported for that key and never taken for a pass. A
-//! violation carries the rule's `impact` value for its key, when the rule has one.
+//! violation carries the rule's `impact` value for its key, when the rule has one, and its
+//! repair actions filled in for the key.
 
 use std::collections::HashSet;
 
@@ -73,11 +74,13 @@ impl Judge<'_> {
                 };
                 let datasets = self.snapshot(groups);
                 let impact = self.impact(&env);
+                let repairs = super::render::render(self.rule, &self.plan.repairs, &env);
                 run.violations.push(Violation {
                     key,
                     message,
                     datasets,
                     impact,
+                    repairs,
                 });
             }
             Err(e) => {

@@ -17,6 +17,7 @@ mod merge;
 mod plan;
 #[cfg(test)]
 mod proptests;
+mod render;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -32,6 +33,7 @@ use crate::value::Row;
 use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError};
 
 pub use merge::RowBatches;
+pub use render::percent_encode;
 
 use judge::Judge;
 use merge::Cursor;
@@ -58,9 +60,32 @@ pub async fn run_rule_with_open(
     now: DateTime<Utc>,
     open: &HashSet<String>,
 ) -> RuleRun {
+    run_keys(rule, sources, now, open, None).await
+}
+
+/// Judges the rule for these keys only, now: each dataset's query is read with the key
+/// filter pushed into it (`WHERE key IN (…)`), so the cost follows the number of keys, not
+/// the table. Keys with no row in any dataset are not judged. This is how a repair's
+/// violation is checked again before and after acting, and what `explain` shows.
+pub async fn run_rule_for_keys(
+    rule: &Rule,
+    sources: &Sources,
+    now: DateTime<Utc>,
+    keys: &[String],
+) -> RuleRun {
+    run_keys(rule, sources, now, &HashSet::new(), Some(keys)).await
+}
+
+async fn run_keys(
+    rule: &Rule,
+    sources: &Sources,
+    now: DateTime<Utc>,
+    open: &HashSet<String>,
+    keys: Option<&[String]>,
+) -> RuleRun {
     let started = Instant::now();
     let mut run = new_run(rule, now);
-    let result = execute(rule, sources, now, open, &mut run).await;
+    let result = execute(rule, sources, now, open, keys, &mut run).await;
     let mut run = finish(run, result, started.elapsed());
     redact(&mut run, sources.secrets());
     run
@@ -82,6 +107,14 @@ fn redact(run: &mut RuleRun, secrets: &crate::value::Secrets) {
         clean(&mut v.message);
         for value in v.datasets.values_mut() {
             secrets.redact_json(value);
+        }
+        for action in &mut v.repairs {
+            if let Ok(mut json) = serde_json::to_value(&action.spec) {
+                secrets.redact_json(&mut json);
+                if let Ok(spec) = serde_json::from_value(json) {
+                    action.spec = spec;
+                }
+            }
         }
     }
     for e in &mut run.key_errors {
@@ -233,7 +266,11 @@ struct Described {
 /// Takes the connections a run needs, source by source in name order so that two runs can
 /// never each hold what the other waits for; starts a reader per dataset; and waits until each
 /// has described its query (prepared, not run).
-async fn describe(rule: &Rule, sources: &Sources) -> Result<Described, RunError> {
+async fn describe(
+    rule: &Rule,
+    sources: &Sources,
+    keys: Option<&[String]>,
+) -> Result<Described, RunError> {
     let not_configured = |name: &str| {
         RunError::new(
             ErrorKind::SourceUnreachable,
@@ -268,6 +305,7 @@ async fn describe(rule: &Rule, sources: &Sources) -> Result<Described, RunError>
                 query: d.query.clone(),
                 key: rule.key.clone(),
                 deadline,
+                keys: keys.map(<[String]>::to_vec),
             },
             permit,
         );
@@ -323,7 +361,7 @@ pub async fn prepare(rule: &Rule, sources: &Sources) -> Vec<Problem> {
             }
         }
     };
-    let described = match describe(rule, sources).await {
+    let described = match describe(rule, sources, None).await {
         Ok(d) => d,
         Err(error) => {
             return vec![Problem {
@@ -358,10 +396,11 @@ async fn execute(
     sources: &Sources,
     now: DateTime<Utc>,
     open: &HashSet<String>,
+    keys: Option<&[String]>,
     run: &mut RuleRun,
 ) -> Result<(), RunError> {
     // 1. Reserve connections, start the readers, let each describe its query.
-    let described = describe(rule, sources).await?;
+    let described = describe(rule, sources, keys).await?;
     let Described {
         readers,
         descriptions: described,

@@ -1,7 +1,8 @@
 //! Planning a run once its datasets are described: checking what each query returns against
 //! what the rule needs (the key column and its type, `updated_at`), choosing one key order for
 //! every dataset, and compiling the assertion, message and impact against the real columns —
-//! and checking the assertion and impact against their types, once, rather than failing key by key.
+//! and checking the assertion and impact against their types, once, rather than failing key by key;
+//! and compiling the repair actions' templates against the same columns.
 
 use crate::expr::types::{Types, check_assertion, check_number};
 use crate::expr::{Program, Template};
@@ -20,6 +21,8 @@ pub(crate) struct Plan {
     pub columns: Vec<Vec<String>>,
     /// The key order every dataset is read in.
     pub mode: KeyMode,
+    /// The rule's repair actions, compiled against the real columns.
+    pub repairs: Vec<super::render::Compiled>,
 }
 
 /// Checks the descriptions against the rule; every problem is reported in one schema error.
@@ -136,15 +139,24 @@ pub(crate) fn check(
             ))
         }
     });
-    let (assertion, message, impact) = match (assertion, message, impact.transpose()) {
-        (Ok(a), Ok(m), Ok(i)) if problems.is_empty() => (a, m, i),
-        (a, m, i) => {
-            problems.extend(a.err());
-            problems.extend(m.err());
-            problems.extend(i.err());
-            return Err(problems);
-        }
-    };
+    let repairs = super::render::compile(rule, &scope).map_err(|errors| {
+        let origin = &rule.origin;
+        (
+            origin.clone(),
+            format!("repair ({origin}): {}", errors.join("; ")),
+        )
+    });
+    let (assertion, message, impact, repairs) =
+        match (assertion, message, impact.transpose(), repairs) {
+            (Ok(a), Ok(m), Ok(i), Ok(r)) if problems.is_empty() => (a, m, i, r),
+            (a, m, i, r) => {
+                problems.extend(a.err());
+                problems.extend(m.err());
+                problems.extend(i.err());
+                problems.extend(r.err());
+                return Err(problems);
+            }
+        };
     let mode = if descriptions.iter().all(|d| d.key_kind == KeyKind::Int) {
         KeyMode::Int
     } else {
@@ -157,5 +169,6 @@ pub(crate) fn check(
         updated_at,
         columns: descriptions.iter().map(|d| d.columns.clone()).collect(),
         mode,
+        repairs,
     })
 }

@@ -184,17 +184,49 @@ impl Template {
     /// `null`; a part that cannot be evaluated otherwise renders as `<error: …>`, so the
     /// message still reaches a person.
     pub fn render(&self, env: &Env<'_>) -> String {
+        self.render_escaped(env, |text, out| out.push_str(text))
+            .unwrap_or_else(|e| e)
+    }
+
+    /// Renders the template, passing each value through `escape` (to URL-encode it, say).
+    /// Unlike `render`, a part that cannot be evaluated is an error: what is rendered here is
+    /// acted upon, not only read.
+    pub fn render_strict(
+        &self,
+        env: &Env<'_>,
+        escape: impl Fn(&str, &mut String),
+    ) -> Result<String, String> {
+        self.render_escaped(env, escape)
+    }
+
+    /// The single expression of a template that is nothing else (`{{ payment.id }}`).
+    pub fn single_expr(&self) -> Option<&Program> {
+        match self.parts.as_slice() {
+            [TemplatePart::Expr(p)] => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Renders with `escape` applied to values; `Err` holds the text rendered with
+    /// `<error: …>` in place of what failed.
+    fn render_escaped(
+        &self,
+        env: &Env<'_>,
+        escape: impl Fn(&str, &mut String),
+    ) -> Result<String, String> {
         let env = &Env {
             missing_is_null: true,
             ..*env
         };
         let mut out = String::new();
+        let mut failed = false;
         for part in &self.parts {
             match part {
                 TemplatePart::Text(t) => out.push_str(t),
                 TemplatePart::Expr(p) => match p.eval(env) {
-                    Ok(v) => out.push_str(&v.display()),
+                    Ok(v) => escape(&v.display(), &mut out),
                     Err(e) => {
+                        failed = true;
                         out.push_str("<error: ");
                         out.push_str(&e.message);
                         out.push('>');
@@ -202,7 +234,7 @@ impl Template {
                 },
             }
         }
-        out
+        if failed { Err(out) } else { Ok(out) }
     }
 }
 

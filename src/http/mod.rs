@@ -1,6 +1,6 @@
 //! HTTP: `/metrics` for Prometheus, `/healthz` and `/readyz` for the orchestrator (`probes`),
 //! and the JSON API under `/api/v1/` (rules, runs, violations — lists and single ones —,
-//! reload, and alerts and their silences in `silences`), answering with the `views`. `router()` takes the daemon's `Handle`, so tests call it without a port. Errors are
+//! reload, alerts and their silences in `silences`, repairs and their approvals in `repairs`), answering with the `views`. `router()` takes the daemon's `Handle`, so tests call it without a port. Errors are
 //! JSON `{"error": …}` and never carry SQL or connection strings: the details go to the log.
 //! Every request passes `guard` first (CSRF, body size, JSON errors); `serve` is the server
 //! loop with its timeouts and connection cap.
@@ -8,6 +8,7 @@
 mod auth;
 mod guard;
 mod probes;
+mod repairs;
 pub mod serve;
 mod silences;
 pub mod views;
@@ -45,11 +46,20 @@ pub fn router(handle: Arc<Handle>) -> Router {
         .route("/api/v1/violations/{id}", get(violation))
         .route("/api/v1/alerts", get(silences::alerts))
         .route("/api/v1/silences", get(silences::list))
+        .route("/api/v1/repairs", get(repairs::list))
+        .route("/api/v1/repairs/{id}", get(repairs::show))
         .route_layer(from_fn_with_state(handle.clone(), auth::reader));
     let changes = Router::new()
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/silences", post(silences::add))
         .route("/api/v1/silences/{id}", delete(silences::expire))
+        .route("/api/v1/repairs/{id}/approve", post(repairs::approve))
+        .route("/api/v1/repairs/{id}/reject", post(repairs::reject))
+        .route(
+            "/api/v1/rules/{name}/repairs/approve",
+            post(repairs::approve_rule),
+        )
+        .route("/api/v1/rules/{name}/repairs/enable", post(repairs::enable))
         .route_layer(from_fn_with_state(handle.clone(), auth::changer));
     probes
         .merge(reads)

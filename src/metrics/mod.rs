@@ -49,6 +49,9 @@ struct BuildInfo {
     version: String,
 }
 
+/// How a repair can end.
+const REPAIR_OUTCOMES: [&str; 5] = ["applied", "failed", "skipped", "rejected", "needs_manual"];
+
 /// The statuses of `rule_keys`: what the last finished run did with each key.
 const KEY_STATUSES: [&str; 3] = ["judged", "in_grace", "error"];
 
@@ -72,9 +75,10 @@ pub struct Metrics {
     run_errors: Family<Labels, Counter>,
     rule_keys: Family<Labels, Gauge>,
     source_up: Family<SourceLabel, Gauge>,
-    /// Filled by the repair and alert milestones; declared now so dashboards can rely on them.
     repairs: Family<Labels, Counter>,
     repairs_pending: Family<Labels, Gauge>,
+    repairs_oldest_pending: Family<Labels, FloatGauge>,
+    repairs_held: Family<Labels, Counter>,
     alerts_sent: Family<ReceiverOutcome, Counter>,
     /// The rule labels (`metrics.rule_labels`) every per-rule series carries.
     label_names: Mutex<Vec<String>>,
@@ -124,6 +128,8 @@ impl Metrics {
             source_up: Family::default(),
             repairs: Family::default(),
             repairs_pending: Family::default(),
+            repairs_oldest_pending: Family::default(),
+            repairs_held: Family::default(),
             alerts_sent: Family::default(),
             label_names: Mutex::new(rule_labels),
             oldest: Mutex::new(HashMap::new()),
@@ -205,11 +211,25 @@ impl Metrics {
             "Whether invariantd could last connect to the source (1) or not (0), from rule runs or its own probe",
             m.source_up.clone(),
         );
-        registry.register("repairs", "Repairs by outcome", m.repairs.clone());
+        registry.register(
+            "repairs",
+            "Repairs that ended, by outcome: applied, failed, skipped, rejected or needs_manual",
+            m.repairs.clone(),
+        );
         registry.register(
             "repairs_pending",
             "Repairs waiting for approval",
             m.repairs_pending.clone(),
+        );
+        registry.register(
+            "repairs_oldest_pending_age_seconds",
+            "How long the rule's oldest repair has been waiting for approval (0 when none waits)",
+            m.repairs_oldest_pending.clone(),
+        );
+        registry.register(
+            "repairs_held",
+            "Runs whose automatic repairs a guardrail held for a person, by reason: dry_run, not_enabled, too_many or suspicious",
+            m.repairs_held.clone(),
         );
         registry.register(
             "alerts_sent",
@@ -335,6 +355,44 @@ impl Metrics {
         }
     }
 
+    /// Sets the repair series of the rules with a `repair:` section from the store: the
+    /// cumulative outcomes (`totals`) and what waits for a person (`pending`).
+    pub fn repairs(
+        &self,
+        rules: &[Rule],
+        totals: &HashMap<String, RuleTotals>,
+        pending: &HashMap<String, crate::state::RepairSummary>,
+        now_us: i64,
+    ) {
+        for rule in rules.iter().filter(|r| r.repair.is_some()) {
+            for outcome in REPAIR_OUTCOMES {
+                let counter = self
+                    .repairs
+                    .get_or_create(&self.labels(rule, &[("outcome", outcome)]));
+                let stored = totals
+                    .get(&rule.name)
+                    .and_then(|t| t.repairs.get(outcome))
+                    .copied()
+                    .unwrap_or(0);
+                counter.inc_by(stored.saturating_sub(counter.get()));
+            }
+            let p = pending.get(&rule.name).cloned().unwrap_or_default();
+            let r = self.labels(rule, &[]);
+            self.repairs_pending.get_or_create(&r).set(p.pending as i64);
+            let age = p
+                .oldest_pending_us
+                .map_or(0.0, |t| (now_us - t).max(0) as f64 / 1e6);
+            self.repairs_oldest_pending.get_or_create(&r).set(age);
+        }
+    }
+
+    /// A guardrail held a run's automatic repairs.
+    pub fn repairs_held(&self, rule: &Rule, reason: &str) {
+        self.repairs_held
+            .get_or_create(&self.labels(rule, &[("reason", reason)]))
+            .inc();
+    }
+
     /// Accounts for one recorded run; `snap` is the rule's state after it, and `healed_after`
     /// how long each violation it resolved had been open.
     pub fn observe(
@@ -454,6 +512,16 @@ impl Metrics {
             self.run_duration.remove(&r);
             self.open_duration.remove(&r);
             self.last_success.remove(&r);
+            self.repairs_pending.remove(&r);
+            self.repairs_oldest_pending.remove(&r);
+            for outcome in REPAIR_OUTCOMES {
+                self.repairs
+                    .remove(&self.labels(rule, &[("outcome", outcome)]));
+            }
+            for reason in ["dry_run", "not_enabled", "too_many", "suspicious"] {
+                self.repairs_held
+                    .remove(&self.labels(rule, &[("reason", reason)]));
+            }
             for outcome in Outcome::ALL {
                 self.rule_runs
                     .remove(&self.labels(rule, &[("outcome", outcome.as_str())]));

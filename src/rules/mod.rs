@@ -8,6 +8,7 @@
 
 mod cases;
 mod columns;
+mod repair;
 mod schedule;
 
 use std::collections::HashMap;
@@ -20,6 +21,9 @@ use serde_saphyr::Spanned;
 
 pub use cases::{DEFAULT_NOW, Expect, ExpectedViolation, Fixture, TestCase};
 pub use columns::static_columns;
+pub use repair::{
+    Action, ActionKind, DEFAULT_MAX_AUTO_PER_RUN, Repair, RepairMode, StatusMeaning, json_templates,
+};
 pub use schedule::{DEFAULT_EVERY, Schedule};
 
 use crate::config::{Config, valid_name};
@@ -43,6 +47,7 @@ struct RawRule {
     assertion: Spanned<String>,
     message: Option<Spanned<String>>,
     impact: Option<RawImpact>,
+    repair: Option<repair::RawRepair>,
     #[serde(default)]
     tests: Vec<cases::RawCase>,
 }
@@ -207,6 +212,12 @@ pub struct Rule {
     pub warnings: Vec<Diagnostic>,
     /// Money (or anything countable) at risk per violation.
     pub impact: Option<Impact>,
+    /// The compensating actions the rule offers, and their guardrails.
+    pub repair: Option<Repair>,
+    /// A hash of what decides the rule's verdicts and repairs (key, grace, datasets,
+    /// assertion, repair section): a rule whose fingerprint changed is a changed rule, whose
+    /// automatic repairs wait until a person enables them again.
+    pub fingerprint: String,
 }
 
 impl Rule {
@@ -366,6 +377,7 @@ fn shape() -> yaml::Shape {
             Shape::SeqOf(Box::new(Shape::of::<cases::RawCase>(vec![]))),
         ),
         ("impact", Shape::of::<RawImpact>(vec![])),
+        ("repair", repair::shape()),
     ])
 }
 
@@ -782,12 +794,27 @@ fn validate(
         })
     });
 
+    let repair = raw.repair.and_then(|r| {
+        repair::Checker {
+            file,
+            doc,
+            config,
+            env,
+            scope: &scope,
+            ctx: &ctx,
+        }
+        .check(r, diags)
+    });
+
     let tests = cases::check_cases(file, doc, raw.tests, &datasets, &key, &ctx, diags);
+    let fingerprint = fingerprint(&key, grace, &datasets, &raw.assertion.value, &repair);
 
     Rule {
         tests,
         warnings,
         impact,
+        repair,
+        fingerprint,
         name,
         description: raw.description.unwrap_or_default().trim().to_string(),
         severity,
@@ -815,6 +842,35 @@ fn validate(
             pos: at(m),
         }),
     }
+}
+
+/// See `Rule::fingerprint`.
+fn fingerprint(
+    key: &str,
+    grace: Duration,
+    datasets: &[Dataset],
+    assertion: &str,
+    repair: &Option<Repair>,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |s: &str| {
+        h.update(s.len().to_string().as_bytes());
+        h.update(b":");
+        h.update(s.as_bytes());
+    };
+    field(key);
+    field(&grace.as_micros().to_string());
+    for d in datasets {
+        field(&d.name);
+        field(&d.source);
+        field(&d.query);
+        field(d.updated_at.as_deref().unwrap_or(""));
+        field(if d.many { "many" } else { "one" });
+    }
+    field(assertion);
+    field(&format!("{repair:?}"));
+    crate::value::hex(&h.finalize()[..8])
 }
 
 /// Warnings for message fields that read a dataset a violation may have no row for.

@@ -5,7 +5,11 @@ use crate::config;
 use crate::value::Value;
 
 fn env(name: &str) -> Option<String> {
-    (name == "PAID").then(|| "captured".to_string())
+    match name {
+        "PAID" => Some("captured".to_string()),
+        "TOKEN" => Some("t0ken".to_string()),
+        _ => None,
+    }
 }
 
 fn config() -> Config {
@@ -223,4 +227,92 @@ fn an_impact_is_a_number_in_a_unit_and_reads_as_money() {
         errors[1].contains("impact.scale must be a positive number"),
         "{errors:?}"
     );
+}
+
+#[test]
+fn a_repair_section_offers_named_actions_with_guardrails() {
+    let text = r#"
+name: paid
+key: order_id
+datasets:
+  payment: { source: payments, query: "SELECT order_id, id, amount FROM payments" }
+assert: payment == null
+repair:
+  mode: auto
+  max_auto_per_run: 3
+  max_per_hour: 50
+  actions:
+    refund:
+      http:
+        url: "http://127.0.0.1:1/payments/{{payment.id}}/refunds"
+        headers: { Authorization: "Bearer ${TOKEN}" }
+        json: { amount: "{{payment.amount}}", reason: "stock not reserved for {{key}}" }
+        on_409: applied
+      idempotent: true
+    reserve:
+      sql:
+        source: orders
+        statement: "UPDATE orders SET state = 'reserved' WHERE id = $1"
+        params: [key]
+"#;
+    let (rules, errors) = load(text);
+    assert_eq!(errors, Vec::<String>::new());
+    let repair = rules[0].repair.as_ref().expect("a repair section");
+    assert_eq!(repair.mode, crate::rules::RepairMode::Auto);
+    assert_eq!(
+        (repair.max_auto_per_run, repair.max_per_hour),
+        (3, Some(50))
+    );
+    let names: Vec<&str> = repair.actions.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["refund", "reserve"]);
+    assert!(repair.actions[0].idempotent && !repair.actions[1].idempotent);
+    match &repair.actions[0].kind {
+        crate::rules::ActionKind::Http {
+            method,
+            headers,
+            on_409,
+            ..
+        } => {
+            assert_eq!(method, "POST");
+            assert_eq!(headers[0].1, "Bearer t0ken");
+            assert_eq!(*on_409, crate::rules::StatusMeaning::Applied);
+        }
+        other => panic!("not http: {other:?}"),
+    }
+    match &repair.actions[1].kind {
+        crate::rules::ActionKind::Sql { expect_rows, .. } => assert_eq!(*expect_rows, 1),
+        other => panic!("not sql: {other:?}"),
+    }
+    // Any change to the repair makes another rule version, which must be enabled again.
+    let (changed, _) = load(&text.replace("max_per_hour: 50", "max_per_hour: 51"));
+    assert_ne!(changed[0].fingerprint, rules[0].fingerprint);
+    let (same, _) = load(text);
+    assert_eq!(same[0].fingerprint, rules[0].fingerprint);
+}
+
+#[test]
+fn every_repair_error_is_reported_where_it_is_written() {
+    let text = r#"
+name: paid
+key: order_id
+datasets:
+  payment: { source: payments, query: "SELECT order_id, id FROM payments" }
+assert: payment == null
+repair:
+  mode: sometimes
+  max_auto_per_run: 0
+  actions:
+    both:
+      sql: { source: orders, statement: "DELETE FROM x", params: [key] }
+      http: { url: "http://127.0.0.1:1/" }
+    splice:
+      sql: { source: nowhere, statement: "DELETE FROM x WHERE id = '{{key}}'", params: ["payment.idd"] }
+    web:
+      http: { url: "ftp://x/{{payment.nope}}", method: FETCH, headers: { Idempotency-Key: "x" }, on_422: maybe }
+    event:
+      publish: { url: "http://127.0.0.1:4222", subject: "orders.{{payment.id}}" }
+"#;
+    let (rules, errors) = load(text);
+    assert!(rules.is_empty());
+    insta::assert_snapshot!(errors.join("\n"));
 }

@@ -13,6 +13,8 @@
 //! it lets the connection go (`interrupted`), and holds its reserved connection until it ends;
 //! `Sources::settle` waits for readers at shutdown.
 //!
+//! Repairs write through `write.rs`: one statement, bound parameters, its own transaction.
+//!
 //! Each database differs only in how it begins a read-only transaction, names its types, sorts
 //! byte-wise, decodes values and stops a query: those live in `postgres.rs`, `mysql.rs` and
 //! `sqlite.rs`.
@@ -20,6 +22,9 @@
 mod mysql;
 mod postgres;
 mod sqlite;
+mod write;
+
+pub use write::WriteError;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -365,6 +370,57 @@ pub struct ReadRequest {
     /// When the whole read must be over: the statement timeout, enforced here too for
     /// databases without one of their own (SQLite).
     pub deadline: Instant,
+    /// Read only these keys (`WHERE key IN (…)` pushed into the query, each key a bound
+    /// parameter); `None` reads every key.
+    pub keys: Option<Vec<String>>,
+}
+
+/// How a database names a dataset's key column in the statement around the query: as it is
+/// (for integer keys, so that an index serves the filter) and as text.
+pub(crate) struct KeySql {
+    pub column: String,
+    pub as_text: String,
+}
+
+/// `WHERE …` restricting the wrapped query to `keys`, with its parameters added to `args`.
+/// An integer key column is compared with integers (keys that are not integers cannot match
+/// and are left out); any other with text.
+fn key_filter<DB: sqlx::Database>(
+    keys: &[String],
+    kind: KeyKind,
+    key: &KeySql,
+    args: &mut DB::Arguments,
+) -> Result<String, RunError>
+where
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    use sqlx::Arguments as _;
+    let bind_error = |e: sqlx::error::BoxDynError| {
+        RunError::new(ErrorKind::QueryFailed, format!("cannot bind a key: {e}"))
+    };
+    let mut placeholders = Vec::new();
+    for k in keys {
+        match kind {
+            KeyKind::Int => match k.parse::<i64>() {
+                Ok(i) => args.add(i).map_err(bind_error)?,
+                Err(_) => continue,
+            },
+            _ => args.add(k.clone()).map_err(bind_error)?,
+        }
+        let mut p = String::new();
+        let _ = args.format_placeholder(&mut p);
+        placeholders.push(p);
+    }
+    let column = match kind {
+        KeyKind::Int => &key.column,
+        _ => &key.as_text,
+    };
+    Ok(if placeholders.is_empty() {
+        " WHERE 1 = 0".to_string()
+    } else {
+        format!(" WHERE {column} IN ({})", placeholders.join(", "))
+    })
 }
 
 /// Starts reading a dataset, holding `connection` (reserved with `Source::reserve`) until it
@@ -585,6 +641,7 @@ pub(crate) async fn describe_then_stream<'c, DB, E>(
     description: Description,
     wrapped: &str,
     order_by: impl FnOnce(KeyMode) -> String,
+    key_sql: KeySql,
     decode: impl Fn(&DB::Row) -> Result<Box<[Value]>, RunError>,
     request: &ReadRequest,
     tx: &mpsc::Sender<ReaderMsg>,
@@ -593,8 +650,11 @@ pub(crate) async fn describe_then_stream<'c, DB, E>(
 where
     DB: sqlx::Database,
     E: sqlx::Executor<'c, Database = DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
 {
     let key_index = description.key_index;
+    let key_kind = description.key_kind.clone();
     if tx.send(ReaderMsg::Described(description)).await.is_err() {
         return Ok(()); // the run was abandoned
     }
@@ -602,10 +662,15 @@ where
     let (Some(key_index), Ok(mode)) = (key_index, mode.await) else {
         return Ok(());
     };
-    let sql = format!("{wrapped} ORDER BY {}", order_by(mode));
-    // With (empty) arguments the query is prepared and rows come in the binary format the
+    // With arguments (even none) the query is prepared and rows come in the binary format the
     // decoders expect, as with `sqlx::query`; bare SQL would use PostgreSQL's text protocol.
-    let query = (sqlx::AssertSqlSafe(sql), Some(DB::Arguments::default()));
+    let mut args = DB::Arguments::default();
+    let filter = match &request.keys {
+        Some(keys) => key_filter::<DB>(keys, key_kind, &key_sql, &mut args)?,
+        None => String::new(),
+    };
+    let sql = format!("{wrapped}{filter} ORDER BY {}", order_by(mode));
+    let query = (sqlx::AssertSqlSafe(sql), Some(args));
     let stream = executor.fetch(query);
     pump(
         stream,

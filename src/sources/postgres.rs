@@ -7,7 +7,8 @@ use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, Typ
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
+    Columns, KeyKind, KeyMode, KeySql, ReadRequest, ReaderMsg, describe_then_stream, quote_ident,
+    wrap,
 };
 use crate::config::{ConnectOptions, SourceConfig};
 use crate::expr::types::Types;
@@ -176,6 +177,10 @@ pub(super) async fn read(
     let description =
         columns.description(&request.key, |i| key_kind(columns.decoders[i]), value_types);
     let key = format!("invariantd_q.{}", quote_ident(&request.key, '"'));
+    let key_sql = KeySql {
+        column: key.clone(),
+        as_text: format!("({key})::text"),
+    };
     let order_by = |mode| match mode {
         KeyMode::Int => key,
         KeyMode::Text => format!("({key})::text COLLATE \"C\""),
@@ -186,6 +191,7 @@ pub(super) async fn read(
         description,
         &wrapped,
         order_by,
+        key_sql,
         decode_row,
         request,
         tx,

@@ -15,7 +15,8 @@ use sqlx::{AssertSqlSafe, Executor, Row as _, TypeInfo, ValueRef};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Columns, KeyKind, KeyMode, ReadRequest, ReaderMsg, describe_then_stream, quote_ident, wrap,
+    Columns, KeyKind, KeyMode, KeySql, ReadRequest, ReaderMsg, describe_then_stream, quote_ident,
+    wrap,
 };
 use crate::config::SourceConfig;
 use crate::expr::types::Types;
@@ -187,6 +188,10 @@ pub(super) async fn read(
         |_| Types::COLUMN,
     );
     let key = format!("invariantd_q.{}", quote_ident(&request.key, '"'));
+    let key_sql = KeySql {
+        column: key.clone(),
+        as_text: format!("CAST({key} AS TEXT)"),
+    };
     let order_by = |mode| match mode {
         KeyMode::Int => key,
         KeyMode::Text => format!("CAST({key} AS TEXT) COLLATE BINARY"),
@@ -197,6 +202,7 @@ pub(super) async fn read(
         description,
         &wrapped,
         order_by,
+        key_sql,
         decode_row,
         request,
         tx,

@@ -1,5 +1,5 @@
-//! The `audit_log` table: who changed what through invariantd (silences, reloads, and the
-//! repairs to come), append-only and hash-chained.
+//! The `audit_log` table: who changed what through invariantd (silences, reloads, and every
+//! transition of a repair), append-only and hash-chained.
 //!
 //! An entry is inserted plain, then sealed: sealing, one writer at a time, gives each unsealed
 //! entry the next number of the chain (`seal_seq`, from 1, without gaps) and a hash of the
@@ -86,25 +86,30 @@ macro_rules! record_of {
     }};
 }
 
+/// The statement that records an entry, unsealed: written in the same transaction as the
+/// change it records, so that the change and its entry are committed together or not at all.
+pub(super) fn insert(entry: &AuditEntry, now_us: i64) -> Stmt {
+    Stmt {
+        sql: "INSERT INTO audit_log (at_us, actor, action, subject, details) \
+              VALUES ($1, $2, $3, $4, $5)"
+            .into(),
+        binds: vec![
+            Bind::I64(now_us),
+            Bind::Text(entry.actor.clone()),
+            Bind::Text(entry.action.clone()),
+            Bind::Text(entry.subject.clone()),
+            Bind::Text(entry.details.to_string()),
+        ],
+    }
+}
+
 /// Entries sealed per transaction.
 const SEAL_BATCH: u32 = 500;
 
 impl StateStore {
     /// Records an entry and seals the chain.
     pub async fn audit(&self, entry: &AuditEntry, now_us: i64) -> Result<(), StateError> {
-        let stmt = Stmt {
-            sql: "INSERT INTO audit_log (at_us, actor, action, subject, details) \
-                  VALUES ($1, $2, $3, $4, $5)"
-                .into(),
-            binds: vec![
-                Bind::I64(now_us),
-                Bind::Text(entry.actor.clone()),
-                Bind::Text(entry.action.clone()),
-                Bind::Text(entry.subject.clone()),
-                Bind::Text(entry.details.to_string()),
-            ],
-        };
-        self.write(None, vec![stmt]).await?;
+        self.write(None, vec![insert(entry, now_us)]).await?;
         self.seal_audit().await
     }
 

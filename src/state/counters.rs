@@ -17,6 +17,8 @@ enum Counter {
     Resolved,
     RowsScanned(String),
     Errors(ErrorKind),
+    /// Repairs that ended, by how (`applied`, `failed`, …).
+    Repairs(String),
 }
 
 impl Counter {
@@ -27,12 +29,16 @@ impl Counter {
             Counter::Resolved => "violations_resolved".into(),
             Counter::RowsScanned(dataset) => format!("rows_scanned:{dataset}"),
             Counter::Errors(kind) => format!("errors:{}", kind.as_str()),
+            Counter::Repairs(outcome) => format!("repairs:{outcome}"),
         }
     }
 
     fn parse(name: &str) -> Option<Counter> {
         if let Some(dataset) = name.strip_prefix("rows_scanned:") {
             return Some(Counter::RowsScanned(dataset.into()));
+        }
+        if let Some(outcome) = name.strip_prefix("repairs:") {
+            return Some(Counter::Repairs(outcome.into()));
         }
         if let Some(kind) = name.strip_prefix("errors:") {
             return ErrorKind::parse(kind).map(Counter::Errors);
@@ -57,6 +63,8 @@ pub struct RuleTotals {
     /// Rows read, by dataset name.
     pub rows_scanned: HashMap<String, u64>,
     pub errors: HashMap<ErrorKind, u64>,
+    /// Repairs that ended, by outcome.
+    pub repairs: HashMap<String, u64>,
 }
 
 impl RuleTotals {
@@ -67,6 +75,7 @@ impl RuleTotals {
             Counter::Resolved => self.resolved += value,
             Counter::RowsScanned(d) => *self.rows_scanned.entry(d).or_default() += value,
             Counter::Errors(k) => *self.errors.entry(k).or_default() += value,
+            Counter::Repairs(o) => *self.repairs.entry(o).or_default() += value,
         }
     }
 }
@@ -93,6 +102,11 @@ pub(super) fn add_changes(rule: &str, changed: &Recorded) -> Vec<Stmt> {
             (Counter::Resolved, changed.resolved),
         ],
     )
+}
+
+/// One more repair of the rule ended this way.
+pub(super) fn add_repair(rule: &str, outcome: &str) -> Vec<Stmt> {
+    increments(rule, vec![(Counter::Repairs(outcome.to_string()), 1)])
 }
 
 fn increments(rule: &str, counts: Vec<(Counter, u64)>) -> Vec<Stmt> {
@@ -153,6 +167,7 @@ mod tests {
             Counter::Resolved,
             Counter::RowsScanned("payment".into()),
             Counter::Errors(ErrorKind::Timeout),
+            Counter::Repairs("applied".into()),
         ];
         for c in all {
             assert_eq!(Counter::parse(&c.name()), Some(c));

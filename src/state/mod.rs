@@ -1,6 +1,6 @@
 //! The state store: rule runs, violations and their lifecycle, and cumulative counters, in
 //! SQLite (embedded, the default) or PostgreSQL (for production and several replicas). One
-//! file per table: `runs`, `violations`, `counters`, `alerts` (alert groups and the outbox), `silences`, `audit`;
+//! file per table: `runs`, `violations`, `counters`, `alerts` (alert groups and the outbox), `silences`, `audit`, `repairs`;
 //! this file owns the connection, the
 //! migrations and the transaction that records a run.
 //!
@@ -22,6 +22,7 @@
 mod alerts;
 mod audit;
 mod counters;
+mod repairs;
 mod runs;
 mod silences;
 mod violations;
@@ -38,6 +39,10 @@ use crate::verdict::RuleRun;
 pub use alerts::{AlertGroupState, OutboxEntry, OutboxRow};
 pub use audit::{AuditEntry, AuditRecord, Verification};
 pub use counters::RuleTotals;
+pub use repairs::{
+    Claimed, Decision, NOT_ENABLED, NewRepair, Refusal, RepairEnd, RepairFilter, RepairRecord,
+    RepairState, RepairSummary, SECOND_APPROVER,
+};
 pub use runs::RunRecord;
 pub use silences::{NewSilence, Silence};
 pub use violations::{
@@ -275,6 +280,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "audit log",
         include_str!("../../migrations/sqlite/0008_audit_log.sql"),
     ),
+    (
+        9,
+        "repairs",
+        include_str!("../../migrations/sqlite/0009_repairs.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -316,6 +326,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         8,
         "audit log",
         include_str!("../../migrations/postgres/0008_audit_log.sql"),
+    ),
+    (
+        9,
+        "repairs",
+        include_str!("../../migrations/postgres/0009_repairs.sql"),
     ),
 ]);
 
@@ -491,6 +506,7 @@ mod tests {
                 message: String::new(),
                 datasets: serde_json::Map::new(),
                 impact: None,
+                repairs: Vec::new(),
             })
             .collect();
         // 3,000 of them were open already, and 1,000 open ones are gone.

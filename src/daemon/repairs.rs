@@ -1,0 +1,76 @@
+//! The repair service: applies approved repairs with the generation in force (its rules,
+//! sources and settings), woken when repairs are planned or approved and every second for
+//! retries that come due; and keeps the repair metrics current. In dry run
+//! (`run --dry-run`, `repairs.dry_run`) it applies nothing.
+//!
+//! On shutdown the repairs in hand are finished (each bounded by its action's timeout), never
+//! dropped half-way; one the daemon dies in the middle of is found by its expired lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use super::ServiceResult;
+use super::runner::RunLog;
+use crate::context::Handle;
+use crate::repair::{Clients, RepairEnv, work};
+
+/// How often due retries and the metrics are looked at without being woken.
+const TICK: Duration = Duration::from_secs(1);
+
+pub async fn service(
+    handle: Arc<Handle>,
+    stop: CancellationToken,
+    log: Arc<RunLog>,
+) -> ServiceResult {
+    // Unique per process, so a restarted daemon never mistakes an old lease for its own.
+    let owner = format!("{}-{}", std::process::id(), Utc::now().timestamp_micros());
+    let mut clients: Option<(Duration, Arc<Clients>)> = None;
+    loop {
+        let ctx = handle.current();
+        let timeout = ctx.config.repairs.timeout;
+        let c = match &clients {
+            Some((t, c)) if *t == timeout => c.clone(),
+            _ => {
+                let c = Arc::new(Clients::new(timeout));
+                clients = Some((timeout, c.clone()));
+                c
+            }
+        };
+        let mut busy = false;
+        if !ctx.config.repairs.dry_run && !stop.is_cancelled() {
+            let env = RepairEnv {
+                rules: &ctx.rules,
+                sources: &ctx.sources,
+                store: &ctx.store,
+                clients: &c,
+                config: &ctx.config.repairs,
+                owner: &owner,
+            };
+            match work(&env).await {
+                Ok(n) => busy = n > 0,
+                Err(e) => error!(error = %e, "Cannot apply repairs; trying again."),
+            }
+        }
+        let now = Utc::now().timestamp_micros();
+        match (ctx.store.totals().await, ctx.store.repair_summaries().await) {
+            (Ok(totals), Ok(pending)) => ctx.metrics.repairs(&ctx.rules, &totals, &pending, now),
+            (Err(e), _) | (_, Err(e)) => error!(error = %e, "Cannot read repair counts."),
+        }
+        drop(ctx);
+        if busy {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            continue;
+        }
+        tokio::select! {
+            () = log.repairs.notified() => {}
+            () = tokio::time::sleep(TICK) => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Repairs in the API: `GET /api/v1/repairs` (filter by state, rule, key), `GET
+//! /api/v1/repairs/{id}`, `POST /api/v1/repairs/{id}/approve` (optionally picking another of
+//! the rule's actions, with a comment) and `/reject`, `POST /api/v1/rules/{name}/repairs/approve`
+//! (every repair of the rule waiting for a person), and `POST
+//! /api/v1/rules/{name}/repairs/enable` (let the rule as it is now repair by itself). Every
+//! decision is the token's name's, recorded in the audit log with the change.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Caller;
+use super::views::Page;
+use super::{ApiError, ListParams, next_cursor};
+use crate::context::Handle;
+use crate::state::{Decision, Refusal, RepairFilter, RepairRecord, RepairState};
+use crate::value::format_timestamp;
+use crate::verdict::PlannedAction;
+
+#[derive(Debug, Serialize)]
+pub struct RepairView {
+    pub id: String,
+    pub rule: String,
+    pub key: String,
+    pub state: RepairState,
+    pub action: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub mode: String,
+    /// Every action the rule offers, filled in for this key; `action` names the chosen one.
+    pub actions: Vec<PlannedAction>,
+    pub idempotency_key: String,
+    pub hold_reason: Option<String>,
+    pub approved_by: Option<String>,
+    pub comment: Option<String>,
+    pub attempts: i64,
+    pub next_attempt_at: Option<String>,
+    pub result: Option<String>,
+    pub finished_at: Option<String>,
+    /// When the violation it repairs was first seen.
+    pub violation_first_seen: String,
+}
+
+impl From<&RepairRecord> for RepairView {
+    fn from(r: &RepairRecord) -> RepairView {
+        RepairView {
+            id: r.id.to_string(),
+            rule: r.rule.clone(),
+            key: r.key.clone(),
+            state: r.state,
+            action: r.action.clone(),
+            created_at: format_timestamp(r.created_us),
+            updated_at: format_timestamp(r.updated_us),
+            mode: r.mode.clone(),
+            actions: r.actions.clone(),
+            idempotency_key: r.idempotency_key.clone(),
+            hold_reason: r.hold_reason.clone(),
+            approved_by: r.approved_by.clone(),
+            comment: r.comment.clone(),
+            attempts: r.attempts,
+            next_attempt_at: (r.state == RepairState::Approved)
+                .then(|| format_timestamp(r.next_attempt_us)),
+            result: r.result.clone(),
+            finished_at: r.finished_us.map(format_timestamp),
+            violation_first_seen: format_timestamp(r.occurrence_us),
+        }
+    }
+}
+
+pub async fn list(
+    State(handle): State<Arc<Handle>>,
+    query: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Page<RepairView>>, ApiError> {
+    let Query(p) = query?;
+    let state = match p.state.as_deref() {
+        None | Some("all") => None,
+        Some(s) => Some(RepairState::parse(s).ok_or_else(|| {
+            let all: Vec<&str> = RepairState::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::bad_request(format!(
+                "state must be one of {} or all, not `{s}`",
+                all.join(", ")
+            ))
+        })?),
+    };
+    let limit = p.limit()?;
+    let items = handle
+        .current()
+        .store
+        .repairs(&RepairFilter {
+            state,
+            rule: p.rule.clone(),
+            key: p.key.clone(),
+            after_id: p.cursor()?,
+            limit,
+        })
+        .await?;
+    Ok(Json(Page {
+        next: next_cursor(items.len(), limit, items.last().map(|r| r.id)),
+        items: items.iter().map(RepairView::from).collect(),
+    }))
+}
+
+fn id_of(id: &str) -> Result<i64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::not_found(format!("no repair with id `{id}`")))
+}
+
+pub async fn show(
+    State(handle): State<Arc<Handle>>,
+    Path(id): Path<String>,
+) -> Result<Json<RepairView>, ApiError> {
+    let number = id_of(&id)?;
+    handle
+        .current()
+        .store
+        .repair(number)
+        .await?
+        .map(|r| Json(RepairView::from(&r)))
+        .ok_or_else(|| ApiError::not_found(format!("no repair with id `{id}`")))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    /// Another of the rule's actions than the planned one.
+    action: Option<String>,
+    comment: Option<String>,
+}
+
+/// The body, which may be empty.
+fn decision_body(body: &Bytes) -> Result<DecisionBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DecisionBody::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn refusal(r: Refusal, id: i64) -> ApiError {
+    let status = match &r {
+        Refusal::NotFound => StatusCode::NOT_FOUND,
+        Refusal::NotWaiting(_) => StatusCode::CONFLICT,
+        Refusal::SelfApproval => StatusCode::FORBIDDEN,
+        Refusal::UnknownAction(_) => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, format!("repair {id}: {r}"))
+}
+
+/// Decides one repair: shared by the single and bulk endpoints.
+async fn decide_one(
+    handle: &Handle,
+    id: i64,
+    by: &str,
+    approve: bool,
+    body: &DecisionBody,
+) -> Result<Result<RepairRecord, Refusal>, ApiError> {
+    let ctx = handle.current();
+    let action = match (&body.action, approve) {
+        (Some(a), true) => {
+            let Some(current) = ctx.store.repair(id).await? else {
+                return Ok(Err(Refusal::NotFound));
+            };
+            Some((
+                a.clone(),
+                crate::repair::idempotency_key(
+                    &current.rule,
+                    &current.key,
+                    a,
+                    current.occurrence_us,
+                ),
+            ))
+        }
+        (Some(_), false) => return Err(ApiError::bad_request("a rejection takes no action")),
+        (None, _) => None,
+    };
+    let decision = Decision {
+        by: by.to_string(),
+        approve,
+        action,
+        comment: body.comment.clone(),
+        four_eyes: ctx.config.repairs.four_eyes,
+    };
+    let result = ctx
+        .store
+        .decide(id, &decision, Utc::now().timestamp_micros())
+        .await?;
+    if let Ok(r) = &result {
+        tracing::info!(by, repair = id, rule = %r.rule, key = %r.key, state = r.state.as_str(), "Repair decided.");
+    }
+    Ok(result)
+}
+
+pub async fn approve(
+    State(handle): State<Arc<Handle>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<RepairView>, ApiError> {
+    let number = id_of(&id)?;
+    let body = decision_body(&body)?;
+    decide_one(&handle, number, &caller.0, true, &body)
+        .await?
+        .map(|r| Json(RepairView::from(&r)))
+        .map_err(|r| refusal(r, number))
+}
+
+pub async fn reject(
+    State(handle): State<Arc<Handle>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<RepairView>, ApiError> {
+    let number = id_of(&id)?;
+    let body = decision_body(&body)?;
+    decide_one(&handle, number, &caller.0, false, &body)
+        .await?
+        .map(|r| Json(RepairView::from(&r)))
+        .map_err(|r| refusal(r, number))
+}
+
+#[derive(Debug, Serialize)]
+pub struct BulkView {
+    pub approved: Vec<String>,
+    /// Repairs not approved, each with why (four eyes: your own first approval).
+    pub refused: Vec<serde_json::Value>,
+}
+
+/// How many repairs one bulk approval decides at most; call again for more.
+const BULK_MAX: u32 = 1000;
+
+/// Approves every repair of the rule waiting for a person (up to 1,000 per call).
+pub async fn approve_rule(
+    State(handle): State<Arc<Handle>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<BulkView>, ApiError> {
+    let body = decision_body(&body)?;
+    let ctx = handle.current();
+    if ctx.rule(&name).is_none() {
+        return Err(ApiError::not_found(format!("no rule named `{name}`")));
+    }
+    let mut waiting = Vec::new();
+    for state in [RepairState::Pending, RepairState::DryRun] {
+        waiting.extend(
+            ctx.store
+                .repairs(&RepairFilter {
+                    state: Some(state),
+                    rule: Some(name.clone()),
+                    limit: BULK_MAX,
+                    ..Default::default()
+                })
+                .await?,
+        );
+    }
+    drop(ctx);
+    let mut view = BulkView {
+        approved: Vec::new(),
+        refused: Vec::new(),
+    };
+    for r in waiting.iter().take(BULK_MAX as usize) {
+        match decide_one(&handle, r.id, &caller.0, true, &body).await? {
+            Ok(done) => view.approved.push(done.id.to_string()),
+            Err(why) => view
+                .refused
+                .push(serde_json::json!({ "id": r.id.to_string(), "error": why.to_string() })),
+        }
+    }
+    Ok(Json(view))
+}
+
+/// Lets the rule, as it is loaded now, apply its automatic repairs.
+pub async fn enable(
+    State(handle): State<Arc<Handle>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let ctx = handle.current();
+    let rule = ctx
+        .rule(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no rule named `{name}`")))?;
+    if rule.repair.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "rule `{name}` has no repair section"
+        )));
+    }
+    let approved = ctx
+        .store
+        .enable_repairs(
+            &name,
+            &rule.fingerprint,
+            &caller.0,
+            Utc::now().timestamp_micros(),
+        )
+        .await?;
+    tracing::info!(by = %caller.0, rule = %name, fingerprint = %rule.fingerprint, approved, "Automatic repairs enabled.");
+    Ok((
+        StatusCode::OK,
+        Json(serde_json::json!({
+            "rule": name,
+            "enabled": true,
+            "fingerprint": rule.fingerprint,
+            "approved": approved,
+        })),
+    ))
+}

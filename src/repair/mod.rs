@@ -1,0 +1,16 @@
+//! Repairs: planning one per violation occurrence after a run (`plan`), with the guardrails
+//! that decide whether it may be applied by itself or waits for a person; and applying them
+//! (`worker`): claim with a lease, check the key again, act once through the rule's action
+//! (`action`: `sql`, `http`, `publish`, one file each), check again, record — each transition
+//! with its audit entry, in the state store's transaction.
+
+mod action;
+mod http;
+mod plan;
+mod publish;
+mod sql;
+mod worker;
+
+pub use action::{Action, Attempt, Clients};
+pub use plan::{Guardrails, Planned, idempotency_key, plan, suspicious};
+pub use worker::{Check, RepairEnv, check_key, work};

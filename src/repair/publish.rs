@@ -1,0 +1,70 @@
+//! `publish` actions: an event on a NATS subject, with the idempotency key as its message id
+//! (`Nats-Msg-Id`, which JetStream streams deduplicate on). The publish is flushed: the
+//! server has the message when the attempt says applied. Connections are kept per URL.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use super::action::{Action, Attempt, Clients, mismatch};
+use crate::verdict::ActionSpec;
+
+pub struct Publish<'a> {
+    pub clients: &'a Arc<Clients>,
+    pub url: &'a str,
+}
+
+impl Publish<'_> {
+    async fn client(&self) -> Result<async_nats::Client, String> {
+        let mut clients = self.clients.nats.lock().await;
+        if let Some(c) = clients.get(self.url)
+            && c.connection_state() == async_nats::connection::State::Connected
+        {
+            return Ok(c.clone());
+        }
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(self.clients.timeout)
+            .connect(self.url)
+            .await
+            .map_err(|e| format!("cannot connect to NATS: {e}"))?;
+        clients.insert(self.url.to_string(), client.clone());
+        Ok(client)
+    }
+}
+
+impl Action for Publish<'_> {
+    fn apply<'a>(&'a self, spec: &'a ActionSpec, key: &'a str) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move {
+            let ActionSpec::Publish { subject, payload } = spec else {
+                return mismatch(spec, "publish");
+            };
+            let client = match self.client().await {
+                Ok(c) => c,
+                Err(e) => return Attempt::Retry(e),
+            };
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", key);
+            headers.insert("Content-Type", "application/json");
+            let body = payload
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default()
+                .into_bytes();
+            if let Err(e) = client
+                .publish_with_headers(subject.clone(), headers, body.into())
+                .await
+            {
+                return Attempt::Retry(format!("cannot publish on `{subject}`: {e}"));
+            }
+            match tokio::time::timeout(self.clients.timeout, client.flush()).await {
+                Ok(Ok(())) => Attempt::Applied(format!("published on `{subject}`")),
+                Ok(Err(e)) => {
+                    Attempt::Ambiguous(format!("published on `{subject}`, not confirmed: {e}"))
+                }
+                Err(_) => {
+                    Attempt::Ambiguous(format!("published on `{subject}`, not confirmed in time"))
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,212 @@
+//! Applying repairs. `work` claims the approved repairs that are due (leased, with a fence),
+//! then for each: checks the key again through the engine's one-key path — a key that holds
+//! now is `skipped`, one that cannot be judged now waits — acts once, checks again, and
+//! records the result under its fence.
+//!
+//! Failures: what the target refused is `failed`; what may work later is retried with backoff
+//! up to `repairs.max_attempts`; an ambiguous one (sent, no answer), and a claim that finds an
+//! earlier attempt interrupted (its worker died while acting), is retried only for actions
+//! marked `idempotent`, and otherwise goes to `needs_manual` — unless the key holds now, which
+//! says the interrupted attempt did its work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::StreamExt;
+
+use super::action::{Attempt, Clients, build};
+use crate::config::RepairsConfig;
+use crate::engine::run_rule_for_keys;
+use crate::rules::Rule;
+use crate::sources::Sources;
+use crate::state::{Claimed, RepairEnd, RepairState, StateError, StateStore};
+use crate::verdict::ActionSpec;
+
+/// What applying repairs needs: the generation's rules and sources, the store, the clients.
+pub struct RepairEnv<'a> {
+    pub rules: &'a [Rule],
+    pub sources: &'a Sources,
+    pub store: &'a StateStore,
+    pub clients: &'a Arc<Clients>,
+    pub config: &'a RepairsConfig,
+    /// Who holds the leases: unique per process.
+    pub owner: &'a str,
+}
+
+/// What the rule says about one key now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Holds,
+    Violated,
+    /// It cannot be judged now (a source down, the key within its grace): why.
+    NotNow(String),
+}
+
+/// Judges the rule for one key, now.
+pub async fn check_key(rule: &Rule, sources: &Sources, key: &str) -> Check {
+    let run = run_rule_for_keys(rule, sources, Utc::now(), &[key.to_string()]).await;
+    if let Some(e) = &run.error {
+        return Check::NotNow(format!("{}: {}", e.kind.as_str(), e.message));
+    }
+    if run.keys_in_grace > 0 {
+        return Check::NotNow(format!(
+            "the key changed within the rule's grace ({})",
+            humantime::format_duration(rule.grace)
+        ));
+    }
+    if run.violations.iter().any(|v| v.key.to_string() == key) {
+        Check::Violated
+    } else {
+        Check::Holds
+    }
+}
+
+/// Claims and applies the repairs that are due, up to `repairs.workers` at a time. Returns
+/// how many it handled.
+pub async fn work(env: &RepairEnv<'_>) -> Result<usize, StateError> {
+    let now = Utc::now().timestamp_micros();
+    let mut over_limit = Vec::new();
+    for rule in env.rules {
+        if let Some(max) = rule.repair.as_ref().and_then(|r| r.max_per_hour) {
+            let hour_ago = now - 3_600_000_000;
+            if env.store.applied_since(&rule.name, hour_ago).await? >= u64::from(max) {
+                over_limit.push(rule.name.clone());
+            }
+        }
+    }
+    let lease_until = now + env.config.lease.as_micros() as i64;
+    let claimed = env
+        .store
+        .claim_repairs(env.owner, now, lease_until, env.config.workers, &over_limit)
+        .await?;
+    let n = claimed.len();
+    let results: Vec<Result<(), StateError>> = futures_util::stream::iter(claimed)
+        .map(|c| apply(env, c))
+        .buffer_unordered(env.config.workers.max(1) as usize)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(n)
+}
+
+fn retry(attempts: i64, error: String, config: &RepairsConfig) -> RepairEnd {
+    if attempts >= i64::from(config.max_attempts) {
+        return RepairEnd::Final(
+            RepairState::Failed,
+            format!("{error} (gave up after {attempts} attempts)"),
+        );
+    }
+    let wait = crate::alert::backoff(attempts).max(Duration::from_secs(1));
+    RepairEnd::Retry {
+        at_us: Utc::now().timestamp_micros() + wait.as_micros() as i64,
+        error,
+    }
+}
+
+async fn apply(env: &RepairEnv<'_>, claimed: Claimed) -> Result<(), StateError> {
+    let end = decide(env, &claimed).await;
+    let r = &claimed.repair;
+    match &end {
+        RepairEnd::Final(state, result) => tracing::info!(
+            repair = r.id,
+            rule = %r.rule,
+            key = %r.key,
+            action = %r.action,
+            state = state.as_str(),
+            result = %result,
+            "Repair ended."
+        ),
+        RepairEnd::Retry { error, .. } => tracing::warn!(
+            repair = r.id,
+            rule = %r.rule,
+            key = %r.key,
+            attempt = r.attempts,
+            error = %error,
+            "Repair attempt did not go through; it will be tried again."
+        ),
+    }
+    let now = Utc::now().timestamp_micros();
+    if !env.store.end_attempt(&claimed, &end, now).await? {
+        tracing::warn!(
+            repair = r.id,
+            "Repair result not recorded: its lease passed to another worker, whose result stands."
+        );
+    }
+    Ok(())
+}
+
+/// Runs one claimed repair to the end of this attempt.
+async fn decide(env: &RepairEnv<'_>, claimed: &Claimed) -> RepairEnd {
+    let r = &claimed.repair;
+    let manual = |why: String| RepairEnd::Final(RepairState::NeedsManual, why);
+    let Some(rule) = env.rules.iter().find(|x| x.name == r.rule) else {
+        return manual(format!("rule `{}` is no longer configured", r.rule));
+    };
+    let Some(action) = rule
+        .repair
+        .as_ref()
+        .and_then(|rep| rep.actions.iter().find(|a| a.name == r.action))
+    else {
+        return manual(format!(
+            "rule `{}` no longer offers action `{}`",
+            r.rule, r.action
+        ));
+    };
+    let Some(planned) = r.chosen() else {
+        return manual(format!(
+            "action `{}` was not planned for this repair",
+            r.action
+        ));
+    };
+    if let ActionSpec::Invalid { error } = &planned.spec {
+        return manual(format!("the action could not be filled in: {error}"));
+    }
+
+    // Before acting: does the key still violate the rule?
+    match check_key(rule, env.sources, &r.key).await {
+        Check::Holds if claimed.interrupted => {
+            return RepairEnd::Final(
+                RepairState::Applied,
+                "an earlier attempt was interrupted while acting; the invariant holds now (that attempt, or something else, repaired it)".into(),
+            );
+        }
+        Check::Holds => {
+            return RepairEnd::Final(
+                RepairState::Skipped,
+                "the invariant holds again for this key: nothing to do".into(),
+            );
+        }
+        Check::NotNow(why) => {
+            return retry(
+                r.attempts,
+                format!("cannot check the key before acting: {why}"),
+                env.config,
+            );
+        }
+        Check::Violated if claimed.interrupted && !action.idempotent => {
+            return manual(
+                "an earlier attempt was interrupted while acting and the key still violates the rule; the action is not marked idempotent, so a person must look".into(),
+            );
+        }
+        Check::Violated => {}
+    }
+
+    let act = build(&action.kind, env.sources, env.clients);
+    match act.apply(&planned.spec, &r.idempotency_key).await {
+        Attempt::Applied(said) => {
+            let after = match check_key(rule, env.sources, &r.key).await {
+                Check::Holds => "the invariant holds now".to_string(),
+                Check::Violated => "the key still violates the rule after the action".to_string(),
+                Check::NotNow(why) => format!("not checked after the action: {why}"),
+            };
+            RepairEnd::Final(RepairState::Applied, format!("{said}; {after}"))
+        }
+        Attempt::Failed(why) => RepairEnd::Final(RepairState::Failed, why),
+        Attempt::Retry(why) => retry(r.attempts, why, env.config),
+        Attempt::Ambiguous(why) if action.idempotent => retry(r.attempts, why, env.config),
+        Attempt::Ambiguous(why) => manual(format!(
+            "{why}; it may have been applied, and the action is not marked idempotent"
+        )),
+    }
+}

@@ -1,0 +1,691 @@
+//! The `repairs` table: a repair per violation occurrence, its approval, its claims by
+//! workers and its end; and `repair_enablement`, which version of a rule may repair by itself.
+//!
+//! Every transition writes its audit entry in the same transaction as the change (planned,
+//! approved by whom, rejected, applied, failed, skipped, needs_manual), so the log can never
+//! miss a change nor record one that did not happen; the chain is sealed right after.
+//!
+//! Claiming: a worker takes up to N approved repairs whose turn has come and whose lease (if
+//! any) ran out, setting its lease and a new fence. On PostgreSQL the rows are picked with
+//! `FOR UPDATE SKIP LOCKED`, so several workers (or replicas) never wait on or take the same
+//! repair; SQLite has a single writer, which serialises claims the same way. A result is
+//! written only `WHERE fence = <the claim's fence>`: a worker that lost its lease (it stalled,
+//! and another took the repair) cannot overwrite what the newer claim did.
+
+use std::collections::HashMap;
+
+use sqlx::{AssertSqlSafe, Row as _};
+
+use super::audit::insert as audit_insert;
+use super::{AuditEntry, Bind, Pool, StateError, StateStore, Stmt, Where, bound, on_pool};
+use crate::verdict::PlannedAction;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepairState {
+    Pending,
+    DryRun,
+    Approved,
+    Applied,
+    Failed,
+    Skipped,
+    Rejected,
+    NeedsManual,
+}
+
+impl RepairState {
+    pub const ALL: [RepairState; 8] = [
+        RepairState::Pending,
+        RepairState::DryRun,
+        RepairState::Approved,
+        RepairState::Applied,
+        RepairState::Failed,
+        RepairState::Skipped,
+        RepairState::Rejected,
+        RepairState::NeedsManual,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepairState::Pending => "pending",
+            RepairState::DryRun => "dry_run",
+            RepairState::Approved => "approved",
+            RepairState::Applied => "applied",
+            RepairState::Failed => "failed",
+            RepairState::Skipped => "skipped",
+            RepairState::Rejected => "rejected",
+            RepairState::NeedsManual => "needs_manual",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RepairState> {
+        RepairState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Waiting for a person: approve or reject it.
+    pub fn awaits_person(self) -> bool {
+        matches!(self, RepairState::Pending | RepairState::DryRun)
+    }
+}
+
+/// A repair to plan.
+#[derive(Debug, Clone)]
+pub struct NewRepair {
+    pub key: String,
+    pub occurrence_us: i64,
+    pub state: RepairState,
+    pub mode: String,
+    pub action: String,
+    pub actions: Vec<PlannedAction>,
+    pub idempotency_key: String,
+    pub hold_reason: Option<String>,
+}
+
+/// A repair as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RepairRecord {
+    pub id: i64,
+    pub rule: String,
+    pub key: String,
+    pub occurrence_us: i64,
+    pub state: RepairState,
+    pub mode: String,
+    pub action: String,
+    pub actions: Vec<PlannedAction>,
+    pub idempotency_key: String,
+    pub hold_reason: Option<String>,
+    pub created_us: i64,
+    pub updated_us: i64,
+    pub approved_by: Option<String>,
+    pub comment: Option<String>,
+    pub attempts: i64,
+    pub next_attempt_us: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until_us: Option<i64>,
+    pub fence: i64,
+    pub result: Option<String>,
+    pub finished_us: Option<i64>,
+}
+
+impl RepairRecord {
+    /// The chosen action, filled in.
+    pub fn chosen(&self) -> Option<&PlannedAction> {
+        self.actions.iter().find(|a| a.name == self.action)
+    }
+}
+
+/// A repair a worker claimed, with the fence its result must carry.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub repair: RepairRecord,
+    pub fence: i64,
+    /// An earlier claim ended without a result: its worker died or lost its lease while it
+    /// may have been acting.
+    pub interrupted: bool,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum RepairEnd {
+    /// Done for good, in this state (applied, failed, skipped, needs_manual).
+    Final(RepairState, String),
+    /// Try again at this time.
+    Retry { at_us: i64, error: String },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RepairFilter {
+    pub state: Option<RepairState>,
+    pub rule: Option<String>,
+    pub key: Option<String>,
+    pub after_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// Repairs waiting for a person, per rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairSummary {
+    pub pending: u64,
+    pub oldest_pending_us: Option<i64>,
+}
+
+const COLUMNS: &str = "id, rule, key, occurrence_us, state, mode, action, actions, idempotency_key, \
+     hold_reason, created_us, updated_us, approved_by, comment, attempts, next_attempt_us, \
+     lease_owner, lease_until_us, fence, result, finished_us";
+
+/// Planned repairs per insert statement (9 parameters each).
+const PLAN_BATCH: usize = 200;
+
+macro_rules! repair_of {
+    ($row:expr) => {{
+        let row = $row;
+        let state: String = row.try_get(4)?;
+        let actions: String = row.try_get(7)?;
+        RepairRecord {
+            id: row.try_get(0)?,
+            rule: row.try_get(1)?,
+            key: row.try_get(2)?,
+            occurrence_us: row.try_get(3)?,
+            state: RepairState::parse(&state)
+                .ok_or_else(|| StateError::Corrupt(format!("repair state `{state}`")))?,
+            mode: row.try_get(5)?,
+            action: row.try_get(6)?,
+            actions: serde_json::from_str(&actions)
+                .map_err(|e| StateError::Corrupt(format!("repair actions: {e}")))?,
+            idempotency_key: row.try_get(8)?,
+            hold_reason: row.try_get(9)?,
+            created_us: row.try_get(10)?,
+            updated_us: row.try_get(11)?,
+            approved_by: row.try_get(12)?,
+            comment: row.try_get(13)?,
+            attempts: row.try_get(14)?,
+            next_attempt_us: row.try_get(15)?,
+            lease_owner: row.try_get(16)?,
+            lease_until_us: row.try_get(17)?,
+            fence: row.try_get(18)?,
+            result: row.try_get(19)?,
+            finished_us: row.try_get(20)?,
+        }
+    }};
+}
+
+fn entry(actor: &str, action: &str, r: &RepairRecord, details: serde_json::Value) -> AuditEntry {
+    let mut d = serde_json::json!({ "rule": r.rule, "key": r.key, "action": r.action });
+    if let (Some(map), serde_json::Value::Object(extra)) = (d.as_object_mut(), details) {
+        map.extend(extra);
+    }
+    AuditEntry {
+        actor: actor.to_string(),
+        action: action.to_string(),
+        subject: format!("repair/{}", r.id),
+        details: d,
+    }
+}
+
+/// Why a person's decision on a repair was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    NotFound,
+    /// It is not waiting for a person (already approved, applied, rejected…).
+    NotWaiting(RepairState),
+    /// Four eyes: the same person cannot give both approvals.
+    SelfApproval,
+    /// The rule offers no action of that name.
+    UnknownAction(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotFound => f.write_str("no such repair"),
+            Refusal::NotWaiting(s) => {
+                write!(f, "the repair is {}, not waiting for approval", s.as_str())
+            }
+            Refusal::SelfApproval => f.write_str(
+                "four eyes: you gave the first approval; a second person must give the other",
+            ),
+            Refusal::UnknownAction(a) => write!(f, "the repair offers no action `{a}`"),
+        }
+    }
+}
+
+/// A person's decision.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub by: String,
+    pub approve: bool,
+    /// The action the approver picked, with the idempotency key it has.
+    pub action: Option<(String, String)>,
+    pub comment: Option<String>,
+    /// Two different people must approve.
+    pub four_eyes: bool,
+}
+
+impl StateStore {
+    /// Plans repairs for a rule: those already planned for the same occurrence are left as
+    /// they are. Returns the ids of the new ones. Each gets its `repair.planned` entry in the
+    /// same transaction.
+    pub async fn plan_repairs(
+        &self,
+        rule: &str,
+        repairs: &[NewRepair],
+        now_us: i64,
+    ) -> Result<Vec<i64>, StateError> {
+        let mut ids = Vec::new();
+        for chunk in repairs.chunks(PLAN_BATCH) {
+            let mut sql = String::from(
+                "INSERT INTO repairs (rule, key, occurrence_us, state, mode, action, actions, \
+                 idempotency_key, hold_reason, created_us, updated_us, approved_by) VALUES ",
+            );
+            let mut binds = vec![Bind::Text(rule.to_string()), Bind::I64(now_us)];
+            for (i, r) in chunk.iter().enumerate() {
+                let b = 3 + i * 9;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let p: Vec<String> = (b..b + 9).map(|n| format!("${n}")).collect();
+                sql.push_str(&format!(
+                    "($1, {}, CAST({} AS BIGINT), {}, {}, {}, {}, {}, {}, $2, $2, {})",
+                    p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
+                ));
+                binds.push(Bind::Text(r.key.clone()));
+                binds.push(Bind::I64(r.occurrence_us));
+                binds.push(Bind::Text(r.state.as_str().into()));
+                binds.push(Bind::Text(r.mode.clone()));
+                binds.push(Bind::Text(r.action.clone()));
+                binds.push(Bind::Text(
+                    serde_json::to_string(&r.actions).expect("actions serialise"),
+                ));
+                binds.push(Bind::Text(r.idempotency_key.clone()));
+                binds.push(Bind::OptText(r.hold_reason.clone()));
+                binds.push(Bind::OptText(
+                    (r.state == RepairState::Approved).then(|| "invariantd (auto)".to_string()),
+                ));
+            }
+            sql.push_str(&format!(
+                " ON CONFLICT (rule, key, occurrence_us) DO NOTHING RETURNING {COLUMNS}"
+            ));
+            let stmt = Stmt { sql, binds };
+            let _turn = self.writer.lock().await;
+            on_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                let mut planned = Vec::new();
+                for row in bound!(stmt).fetch_all(&mut *tx).await? {
+                    planned.push(repair_of!(row));
+                }
+                for r in &planned {
+                    let e = entry(
+                        "invariantd",
+                        "repair.planned",
+                        r,
+                        serde_json::json!({
+                            "state": r.state.as_str(),
+                            "mode": r.mode,
+                            "hold_reason": r.hold_reason,
+                            "idempotency_key": r.idempotency_key,
+                        }),
+                    );
+                    bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+                    ids.push(r.id);
+                }
+                tx.commit().await?;
+            });
+        }
+        if !ids.is_empty() {
+            self.seal_audit().await?;
+        }
+        Ok(ids)
+    }
+
+    pub async fn repairs(&self, filter: &RepairFilter) -> Result<Vec<RepairRecord>, StateError> {
+        let mut w = Where::default();
+        w.and(
+            "state =",
+            filter.state.map(|s| Bind::Text(s.as_str().into())),
+        )
+        .and("rule =", filter.rule.clone().map(Bind::Text))
+        .and("key =", filter.key.clone().map(Bind::Text))
+        .and("id >", filter.after_id.map(Bind::I64));
+        let stmt = w.select(
+            &format!("SELECT {COLUMNS} FROM repairs"),
+            "id",
+            filter.limit,
+        );
+        let mut out = Vec::new();
+        on_pool!(self, pool => {
+            for row in bound!(stmt).fetch_all(pool).await? {
+                out.push(repair_of!(row));
+            }
+        });
+        Ok(out)
+    }
+
+    pub async fn repair(&self, id: i64) -> Result<Option<RepairRecord>, StateError> {
+        let stmt = Stmt {
+            sql: format!("SELECT {COLUMNS} FROM repairs WHERE id = $1"),
+            binds: vec![Bind::I64(id)],
+        };
+        Ok(on_pool!(self, pool => {
+            match bound!(stmt).fetch_optional(pool).await? {
+                Some(row) => Some(repair_of!(row)),
+                None => None,
+            }
+        }))
+    }
+
+    /// Approves or rejects a repair waiting for a person, recording who in the audit log.
+    pub async fn decide(
+        &self,
+        id: i64,
+        decision: &Decision,
+        now_us: i64,
+    ) -> Result<Result<RepairRecord, Refusal>, StateError> {
+        let _turn = self.writer.lock().await;
+        let select = Stmt {
+            sql: format!("SELECT {COLUMNS} FROM repairs WHERE id = $1"),
+            binds: vec![Bind::I64(id)],
+        };
+        let outcome = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let current = match bound!(select).fetch_optional(&mut *tx).await? {
+                Some(row) => repair_of!(row),
+                None => return Ok(Err(Refusal::NotFound)),
+            };
+            if !current.state.awaits_person() {
+                return Ok(Err(Refusal::NotWaiting(current.state)));
+            }
+            let (action, idem) = match &decision.action {
+                Some((name, idem)) => {
+                    if !current.actions.iter().any(|a| &a.name == name) {
+                        return Ok(Err(Refusal::UnknownAction(name.clone())));
+                    }
+                    (name.clone(), idem.clone())
+                }
+                None => (current.action.clone(), current.idempotency_key.clone()),
+            };
+            // Four eyes: the first approval is kept (in approved_by) while the repair waits
+            // for the second, which must come from someone else.
+            let first = current
+                .approved_by
+                .clone()
+                .filter(|_| current.hold_reason.as_deref() == Some(SECOND_APPROVER));
+            let (state, approved_by, hold, audit_action) = if !decision.approve {
+                (RepairState::Rejected, current.approved_by.clone(), None, "repair.rejected")
+            } else if decision.four_eyes {
+                match first {
+                    Some(f) if f == decision.by => return Ok(Err(Refusal::SelfApproval)),
+                    Some(f) => (
+                        RepairState::Approved,
+                        Some(format!("{f}, {}", decision.by)),
+                        None,
+                        "repair.approved",
+                    ),
+                    None => (
+                        current.state,
+                        Some(decision.by.clone()),
+                        Some(SECOND_APPROVER.to_string()),
+                        "repair.approved_once",
+                    ),
+                }
+            } else {
+                (RepairState::Approved, Some(decision.by.clone()), None, "repair.approved")
+            };
+            let finished = (state == RepairState::Rejected).then_some(now_us);
+            let update = Stmt {
+                sql: format!(
+                    "UPDATE repairs SET state = $2, approved_by = $3, hold_reason = $4, action = $5, \
+                     idempotency_key = $6, comment = COALESCE($7, comment), updated_us = $8, \
+                     finished_us = $9, next_attempt_us = $8 WHERE id = $1 RETURNING {COLUMNS}"
+                ),
+                binds: vec![
+                    Bind::I64(id),
+                    Bind::Text(state.as_str().into()),
+                    Bind::OptText(approved_by),
+                    Bind::OptText(hold),
+                    Bind::Text(action),
+                    Bind::Text(idem),
+                    Bind::OptText(decision.comment.clone()),
+                    Bind::I64(now_us),
+                    Bind::OptI64(finished),
+                ],
+            };
+            let row = bound!(update).fetch_one(&mut *tx).await?;
+            let updated = repair_of!(row);
+            let e = entry(
+                &decision.by,
+                audit_action,
+                &updated,
+                serde_json::json!({ "comment": decision.comment, "from": current.state.as_str() }),
+            );
+            bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+            if state == RepairState::Rejected {
+                for stmt in super::counters::add_repair(&updated.rule, "rejected") {
+                    bound!(stmt).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            updated
+        });
+        drop(_turn);
+        self.seal_audit().await?;
+        Ok(Ok(outcome))
+    }
+
+    /// Claims up to `limit` approved repairs that are due, leasing them to `owner` until
+    /// `lease_until_us`. Rules in `skip_rules` (over their rate limit) are left alone.
+    pub async fn claim_repairs(
+        &self,
+        owner: &str,
+        now_us: i64,
+        lease_until_us: i64,
+        limit: u32,
+        skip_rules: &[String],
+    ) -> Result<Vec<Claimed>, StateError> {
+        let mut binds = vec![
+            Bind::I64(now_us),
+            Bind::I64(i64::from(limit)),
+            Bind::Text(owner.into()),
+            Bind::I64(lease_until_us),
+        ];
+        let mut skip = String::new();
+        for r in skip_rules {
+            binds.push(Bind::Text(r.clone()));
+            skip.push_str(&format!(" AND rule <> ${}", binds.len()));
+        }
+        let lock = match self.pool {
+            Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+            Pool::Sqlite(_) => "",
+        };
+        // `lease_owner` is only cleared by a result: a claim that finds one set took over
+        // from a worker that never wrote its result.
+        let stmt = Stmt {
+            sql: format!(
+                "UPDATE repairs SET lease_owner = $3, lease_until_us = $4, fence = fence + 1, \
+                 attempts = attempts + 1, result = CASE WHEN lease_owner IS NULL THEN result \
+                 ELSE 'interrupted' END \
+                 WHERE id IN (SELECT id FROM repairs WHERE state = 'approved' \
+                 AND next_attempt_us <= $1 AND (lease_until_us IS NULL OR lease_until_us < $1){skip} \
+                 ORDER BY next_attempt_us, id LIMIT $2{lock}) RETURNING {COLUMNS}"
+            ),
+            binds,
+        };
+        let _turn = self.writer.lock().await;
+        let mut out = Vec::new();
+        on_pool!(self, pool => {
+            for row in bound!(stmt).fetch_all(pool).await? {
+                let repair = repair_of!(row);
+                out.push(Claimed {
+                    fence: repair.fence,
+                    interrupted: repair.result.as_deref() == Some("interrupted"),
+                    repair,
+                });
+            }
+        });
+        out.sort_by_key(|c| c.repair.id);
+        Ok(out)
+    }
+
+    /// Writes an attempt's end, if `fence` is still the repair's (else returns false and
+    /// changes nothing: a newer claim owns it). A final end is counted and audited with it.
+    pub async fn end_attempt(
+        &self,
+        claimed: &Claimed,
+        end: &RepairEnd,
+        now_us: i64,
+    ) -> Result<bool, StateError> {
+        let r = &claimed.repair;
+        let (state, result, next, finished) = match end {
+            RepairEnd::Final(state, result) => {
+                (*state, result.clone(), r.next_attempt_us, Some(now_us))
+            }
+            RepairEnd::Retry { at_us, error } => {
+                (RepairState::Approved, error.clone(), *at_us, None)
+            }
+        };
+        let update = Stmt {
+            sql: "UPDATE repairs SET state = $3, result = $4, next_attempt_us = $5, finished_us = $6, \
+                  updated_us = $7, lease_owner = NULL, lease_until_us = NULL \
+                  WHERE id = $1 AND fence = $2"
+                .into(),
+            binds: vec![
+                Bind::I64(r.id),
+                Bind::I64(claimed.fence),
+                Bind::Text(state.as_str().into()),
+                Bind::Text(result.clone()),
+                Bind::I64(next),
+                Bind::OptI64(finished),
+                Bind::I64(now_us),
+            ],
+        };
+        let _turn = self.writer.lock().await;
+        let written = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = bound!(update).execute(&mut *tx).await?.rows_affected();
+            if n == 1 {
+                let (action, details) = match end {
+                    RepairEnd::Final(..) => (
+                        format!("repair.{}", state.as_str()),
+                        serde_json::json!({ "result": result, "attempt": r.attempts, "idempotency_key": r.idempotency_key }),
+                    ),
+                    RepairEnd::Retry { at_us, .. } => (
+                        "repair.retry".to_string(),
+                        serde_json::json!({ "error": result, "attempt": r.attempts, "next_attempt_us": at_us }),
+                    ),
+                };
+                let e = entry("invariantd", &action, r, details);
+                bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+                if let RepairEnd::Final(..) = end {
+                    for stmt in super::counters::add_repair(&r.rule, state.as_str()) {
+                        bound!(stmt).execute(&mut *tx).await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+            n == 1
+        });
+        drop(_turn);
+        if written {
+            self.seal_audit().await?;
+        }
+        Ok(written)
+    }
+
+    /// Repairs of a rule applied since `since_us`: what its rate limit counts.
+    pub async fn applied_since(&self, rule: &str, since_us: i64) -> Result<u64, StateError> {
+        let stmt = Stmt {
+            sql: "SELECT COUNT(*) FROM repairs WHERE rule = $1 AND state = 'applied' \
+                  AND finished_us >= $2"
+                .into(),
+            binds: vec![Bind::Text(rule.into()), Bind::I64(since_us)],
+        };
+        let n: i64 = on_pool!(self, pool => bound!(stmt).fetch_one(pool).await?.try_get(0)?);
+        Ok(n.max(0) as u64)
+    }
+
+    /// Per rule: repairs waiting for a person, and since when the oldest waits.
+    pub async fn repair_summaries(&self) -> Result<HashMap<String, RepairSummary>, StateError> {
+        let stmt = Stmt {
+            sql: "SELECT rule, COUNT(*), MIN(created_us) FROM repairs WHERE state = 'pending' \
+                  GROUP BY rule"
+                .into(),
+            binds: Vec::new(),
+        };
+        let mut out = HashMap::new();
+        on_pool!(self, pool => {
+            for row in bound!(stmt).fetch_all(pool).await? {
+                let n: i64 = row.try_get(1)?;
+                out.insert(
+                    row.try_get::<String, _>(0)?,
+                    RepairSummary {
+                        pending: n.max(0) as u64,
+                        oldest_pending_us: row.try_get(2)?,
+                    },
+                );
+            }
+        });
+        Ok(out)
+    }
+
+    /// Allows the rule as it is now (its fingerprint) to apply its automatic repairs. The
+    /// repairs it planned while it waited for this (in dry run because it was new or changed)
+    /// are approved by the same person, each with its audit entry. Returns how many.
+    pub async fn enable_repairs(
+        &self,
+        rule: &str,
+        fingerprint: &str,
+        by: &str,
+        now_us: i64,
+    ) -> Result<u64, StateError> {
+        let upsert = Stmt {
+            sql: "INSERT INTO repair_enablement (rule, fingerprint, enabled_by, enabled_us) \
+                  VALUES ($1, $2, $3, $4) ON CONFLICT (rule) DO UPDATE SET \
+                  fingerprint = excluded.fingerprint, enabled_by = excluded.enabled_by, \
+                  enabled_us = excluded.enabled_us"
+                .into(),
+            binds: vec![
+                Bind::Text(rule.into()),
+                Bind::Text(fingerprint.into()),
+                Bind::Text(by.into()),
+                Bind::I64(now_us),
+            ],
+        };
+        let promote = Stmt {
+            sql: format!(
+                "UPDATE repairs SET state = 'approved', approved_by = $2, hold_reason = NULL, \
+                 updated_us = $3, next_attempt_us = $3 \
+                 WHERE rule = $1 AND state = 'dry_run' AND hold_reason LIKE $4 RETURNING {COLUMNS}"
+            ),
+            binds: vec![
+                Bind::Text(rule.into()),
+                Bind::Text(by.into()),
+                Bind::I64(now_us),
+                Bind::Text(format!("{NOT_ENABLED}%")),
+            ],
+        };
+        let e = AuditEntry {
+            actor: by.into(),
+            action: "repair.enabled".into(),
+            subject: format!("rule/{rule}"),
+            details: serde_json::json!({ "fingerprint": fingerprint }),
+        };
+        let _turn = self.writer.lock().await;
+        let promoted = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            bound!(upsert).execute(&mut *tx).await?;
+            bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+            let mut promoted = Vec::new();
+            for row in bound!(promote).fetch_all(&mut *tx).await? {
+                promoted.push(repair_of!(row));
+            }
+            for r in &promoted {
+                let e = entry(by, "repair.approved", r, serde_json::json!({ "from": "dry_run", "by_enabling": true }));
+                bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            promoted.len() as u64
+        });
+        drop(_turn);
+        self.seal_audit().await?;
+        Ok(promoted)
+    }
+
+    /// The fingerprint of the rule version enabled to repair automatically, if any.
+    pub async fn enabled_fingerprint(&self, rule: &str) -> Result<Option<String>, StateError> {
+        let stmt = Stmt {
+            sql: "SELECT fingerprint FROM repair_enablement WHERE rule = $1".into(),
+            binds: vec![Bind::Text(rule.into())],
+        };
+        Ok(on_pool!(self, pool => {
+            match bound!(stmt).fetch_optional(pool).await? {
+                Some(row) => Some(row.try_get::<String, _>(0)?),
+                None => None,
+            }
+        }))
+    }
+}
+
+/// How the hold reason of a repair planned before its rule was enabled starts.
+pub const NOT_ENABLED: &str = "the rule is new or changed";
+
+/// The hold reason of a repair that has its first of two approvals.
+pub const SECOND_APPROVER: &str = "four eyes: approved once, waiting for a second person";
