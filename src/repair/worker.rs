@@ -66,24 +66,37 @@ pub async fn check_key(rule: &Rule, sources: &Sources, key: &str) -> Check {
 /// how many it handled.
 pub async fn work(env: &RepairEnv<'_>) -> Result<usize, StateError> {
     let now = Utc::now().timestamp_micros();
-    let mut over_limit = Vec::new();
+    let times = (now, now + env.config.lease.as_micros() as i64);
+    let workers = env.config.workers;
+    // A rule with a rate limit is claimed on its own, no more than its budget for the hour.
+    let mut limited = Vec::new();
+    let mut claimed = Vec::new();
     for rule in env.rules {
         if let Some(max) = rule.repair.as_ref().and_then(|r| r.max_per_hour) {
+            limited.push(rule.name.clone());
             let hour_ago = now - 3_600_000_000;
-            if env.store.applied_since(&rule.name, hour_ago).await? >= u64::from(max) {
-                over_limit.push(rule.name.clone());
+            let applied = env.store.applied_since(&rule.name, hour_ago).await?;
+            let budget = u64::from(max)
+                .saturating_sub(applied)
+                .min(u64::from(workers)) as u32;
+            if budget > 0 {
+                claimed.extend(
+                    env.store
+                        .claim_repairs(env.owner, times, budget, &[], Some(&rule.name))
+                        .await?,
+                );
             }
         }
     }
-    let lease_until = now + env.config.lease.as_micros() as i64;
-    let claimed = env
-        .store
-        .claim_repairs(env.owner, now, lease_until, env.config.workers, &over_limit)
-        .await?;
+    claimed.extend(
+        env.store
+            .claim_repairs(env.owner, times, workers, &limited, None)
+            .await?,
+    );
     let n = claimed.len();
     let results: Vec<Result<(), StateError>> = futures_util::stream::iter(claimed)
         .map(|c| apply(env, c))
-        .buffer_unordered(env.config.workers.max(1) as usize)
+        .buffer_unordered(workers.max(1) as usize)
         .collect()
         .await;
     results.into_iter().collect::<Result<Vec<()>, _>>()?;

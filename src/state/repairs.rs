@@ -452,14 +452,14 @@ impl StateStore {
     }
 
     /// Claims up to `limit` approved repairs that are due, leasing them to `owner` until
-    /// `lease_until_us`. Rules in `skip_rules` (over their rate limit) are left alone.
+    /// `lease_until_us`: of `only_rule` when given, else of any rule but `skip_rules`.
     pub async fn claim_repairs(
         &self,
         owner: &str,
-        now_us: i64,
-        lease_until_us: i64,
+        (now_us, lease_until_us): (i64, i64),
         limit: u32,
         skip_rules: &[String],
+        only_rule: Option<&str>,
     ) -> Result<Vec<Claimed>, StateError> {
         let mut binds = vec![
             Bind::I64(now_us),
@@ -471,6 +471,10 @@ impl StateStore {
         for r in skip_rules {
             binds.push(Bind::Text(r.clone()));
             skip.push_str(&format!(" AND rule <> ${}", binds.len()));
+        }
+        if let Some(r) = only_rule {
+            binds.push(Bind::Text(r.to_string()));
+            skip.push_str(&format!(" AND rule = ${}", binds.len()));
         }
         let lock = match self.pool {
             Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",

@@ -180,6 +180,33 @@ impl TestDb {
         }
     }
 
+    /// The first column of the first row of a query, as an integer (`SELECT COUNT(*) …`).
+    pub async fn count(&self, sql: &str) -> i64 {
+        let sql = AssertSqlSafe(sql.to_string());
+        match self.kind {
+            SourceKind::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
+                let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+                c.close().await.unwrap();
+                n
+            }
+            SourceKind::MySql => {
+                let mut c = sqlx::MySqlConnection::connect(&self.admin_url)
+                    .await
+                    .unwrap();
+                let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+                c.close().await.unwrap();
+                n
+            }
+            SourceKind::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+                c.close().await.unwrap();
+                n
+            }
+        }
+    }
+
     pub async fn exec_str(&self, statements: &[&str]) {
         let owned: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
         self.exec(&owned).await;
@@ -404,12 +431,18 @@ pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
 
 /// The tokens file every test daemon that needs one uses: private, as the daemon demands.
 pub const TOKEN: &str = "tests-token-0123456789abcdef";
+/// A second approver's token (`lead`), for four eyes.
+pub const LEAD_TOKEN: &str = "tests-lead-token-fedcba9876543210";
 
 /// Writes `tokens` (private) into `dir` and returns the config line that names it.
 pub fn tokens_file(dir: &Path) -> String {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("tokens");
-    std::fs::write(&path, format!("# test approvers\nops:{TOKEN}\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("# test approvers\nops:{TOKEN}\nlead:{LEAD_TOKEN}\n"),
+    )
+    .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     "auth: { tokens_file: tokens }\n".to_string()
 }

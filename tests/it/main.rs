@@ -13,6 +13,7 @@ mod harness;
 mod http_limits;
 mod metrics_http;
 mod notify;
+mod repairs;
 mod rule_tests;
 mod shop;
 mod state;

@@ -1,0 +1,920 @@
+//! Repairs end to end, against real targets on loopback: SQL statements on PostgreSQL, MariaDB
+//! and SQLite, HTTP requests to a server that records them, events on NATS. Planned once per
+//! violation, approved through the API (four eyes too), applied exactly once across a kill -9,
+//! skipped when the violation healed first, held for a person when a rule suddenly flags many
+//! keys or its data looks wrong — and every transition in the audit log.
+
+use std::time::Duration;
+
+use invariantd::config::SourceKind;
+
+use crate::harness::{
+    Helper, LEAD_TOKEN, TOKEN, TestDb, Workdir, eventually, http, http_as, json_lines, kill,
+    terminate_within, tokens_file,
+};
+
+/// A POST with a JSON body and a token: (status, answer).
+fn post(
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let body = body.to_string();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let answer = response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or_default();
+    (status, answer)
+}
+
+/// The repairs the API lists for a query (`state=pending&rule=…`).
+fn repairs(port: u16, query: &str) -> Vec<serde_json::Value> {
+    let (status, body) = http(port, "GET", &format!("/api/v1/repairs?limit=1000&{query}"));
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    page["items"].as_array().unwrap().clone()
+}
+
+fn by_key<'a>(items: &'a [serde_json::Value], key: &str) -> &'a serde_json::Value {
+    items
+        .iter()
+        .find(|r| r["key"] == key)
+        .unwrap_or_else(|| panic!("no repair for key {key} in {items:?}"))
+}
+
+/// The value of one series in a scrape.
+fn metric(port: u16, series: &str) -> Option<f64> {
+    let (_, text) = http(port, "GET", "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Payments on one database, reservations on another: `orders` captured payments, and a
+/// reservation for each order in `reserved`.
+async fn shop(
+    payments: SourceKind,
+    inventory: SourceKind,
+    orders: i64,
+    reserved: &[i64],
+) -> (TestDb, TestDb) {
+    let p = TestDb::new(payments, "repair_payments").await;
+    let i = TestDb::new(inventory, "repair_inventory").await;
+    let mut statements = vec![
+        "CREATE TABLE payments (order_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL, reference VARCHAR(40) NOT NULL, status VARCHAR(20) NOT NULL)".to_string(),
+    ];
+    for chunk in (1..=orders).collect::<Vec<_>>().chunks(500) {
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|o| format!("({o}, {}, 'ref/{o} x', 'captured')", 1000 + o))
+            .collect();
+        statements.push(format!("INSERT INTO payments VALUES {}", rows.join(", ")));
+    }
+    p.exec(&statements).await;
+    let mut statements = vec![
+        "CREATE TABLE reservations (order_id BIGINT NOT NULL, state VARCHAR(20) NOT NULL)"
+            .to_string(),
+    ];
+    for chunk in reserved.chunks(500) {
+        let rows: Vec<String> = chunk.iter().map(|o| format!("({o}, 'reserved')")).collect();
+        statements.push(format!(
+            "INSERT INTO reservations VALUES {}",
+            rows.join(", ")
+        ));
+    }
+    i.exec(&statements).await;
+    (p, i)
+}
+
+/// The rule "every captured payment has a reservation", with `repair` as its repair section.
+fn rule(repair: &str) -> String {
+    format!(
+        r#"
+name: paid_implies_reserved
+every: 1s
+key: order_id
+datasets:
+  payment:
+    source: payments
+    query: "SELECT order_id, amount_cents, reference FROM payments WHERE status = 'captured'"
+  reservation:
+    source: inventory
+    query: "SELECT order_id, state FROM reservations"
+    many: true
+assert: payment == null || size(reservation) > 0
+repair:
+{repair}
+"#
+    )
+}
+
+/// A `sql` action reserving the order on the inventory database, through a source that may
+/// write (the checks read through one that may not).
+fn reserve_action(kind: SourceKind, idempotent: bool) -> String {
+    let placeholder = if kind == SourceKind::MySql { "?" } else { "$1" };
+    format!(
+        "    reserve:\n      sql:\n        source: inventory_writer\n        statement: \"INSERT INTO reservations (order_id, state) VALUES ({placeholder}, 'reserved')\"\n        params: [key]\n      idempotent: {idempotent}\n"
+    )
+}
+
+fn workdir(payments: &TestDb, inventory: &TestDb, rules: &str) -> Workdir {
+    let w = Workdir::new(
+        &[
+            ("payments", &payments.url),
+            ("inventory", &inventory.url),
+            ("inventory_writer", &inventory.admin_url),
+        ],
+        Some(rules),
+    );
+    tokens_file(w.path());
+    w
+}
+
+/// Reservations per order on the inventory database: (orders with none, orders with more
+/// than one).
+async fn reservation_counts(inventory: &TestDb, orders: i64) -> (i64, i64) {
+    let reserved = inventory
+        .count("SELECT COUNT(DISTINCT order_id) FROM reservations")
+        .await;
+    let doubled = inventory
+        .count("SELECT COUNT(*) FROM (SELECT order_id FROM reservations GROUP BY order_id HAVING COUNT(*) > 1) d")
+        .await;
+    (orders - reserved, doubled)
+}
+
+async fn approved_sql_repairs_apply_once_and_are_audited(
+    payments: SourceKind,
+    inventory: SourceKind,
+) {
+    let (p, i) = shop(payments, inventory, 3, &[1]).await;
+    let w = workdir(
+        &p,
+        &i,
+        &rule(&format!(
+            "  mode: approve\n  actions:\n{}",
+            reserve_action(inventory, false)
+        )),
+    );
+    let (mut daemon, port) = w
+        .spawn_daemon(
+            &format!("{}repairs: {{ workers: 2 }}\n", tokens_file(w.path())),
+            std::process::Stdio::null(),
+        )
+        .await;
+    eventually(Duration::from_secs(20), "two repairs pending", || {
+        repairs(port, "state=pending").len() == 2
+    })
+    .await;
+    let pending = repairs(port, "state=pending");
+    let two = by_key(&pending, "2")["id"].as_str().unwrap().to_string();
+    let three = by_key(&pending, "3")["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        by_key(&pending, "2")["actions"][0]["params"][0],
+        serde_json::json!({"type": "int", "value": 2})
+    );
+
+    // Nothing happens without a person with a token.
+    let (status, _) = post(
+        port,
+        &format!("/api/v1/repairs/{two}/approve"),
+        None,
+        &serde_json::json!({}),
+    );
+    assert_eq!(status, 401);
+    let (status, _) = http_as(
+        port,
+        "POST",
+        &format!("/api/v1/repairs/{two}/approve"),
+        Some("wrong"),
+    );
+    assert_eq!(status, 401);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(i.count("SELECT COUNT(*) FROM reservations").await, 1);
+
+    let (status, answer) = post(
+        port,
+        &format!("/api/v1/repairs/{two}/approve"),
+        Some(TOKEN),
+        &serde_json::json!({ "comment": "stock is there, INC-42" }),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["approved_by"], "ops");
+    let (status, answer) = post(
+        port,
+        &format!("/api/v1/repairs/{three}/reject"),
+        Some(TOKEN),
+        &serde_json::json!({ "comment": "refund instead" }),
+    );
+    assert_eq!((status, answer["state"].as_str()), (200, Some("rejected")));
+    // A decided repair cannot be decided again.
+    let (status, _) = post(
+        port,
+        &format!("/api/v1/repairs/{three}/approve"),
+        Some(TOKEN),
+        &serde_json::json!({}),
+    );
+    assert_eq!(status, 409);
+
+    eventually(
+        Duration::from_secs(20),
+        "the approved repair is applied",
+        || repairs(port, "state=applied").len() == 1,
+    )
+    .await;
+    let applied = &repairs(port, "state=applied")[0];
+    assert_eq!(applied["key"], "2");
+    let result = applied["result"].as_str().unwrap();
+    assert!(
+        result.contains("1 row changed") && result.contains("the invariant holds now"),
+        "{result}"
+    );
+    assert_eq!(
+        reservation_counts(&i, 3).await,
+        (1, 0),
+        "order 3 stays unreserved, nothing doubled"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the violation of order 2 resolves",
+        || {
+            let (_, body) = http(port, "GET", "/api/v1/violations?state=resolved");
+            body.contains("\"key\":\"2\"")
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the repair metrics", || {
+        metric(
+            port,
+            "invariantd_repairs_total{rule=\"paid_implies_reserved\",outcome=\"applied\"}",
+        ) == Some(1.0)
+            && metric(
+                port,
+                "invariantd_repairs_total{rule=\"paid_implies_reserved\",outcome=\"rejected\"}",
+            ) == Some(1.0)
+            && metric(
+                port,
+                "invariantd_repairs_pending{rule=\"paid_implies_reserved\"}",
+            ) == Some(0.0)
+    })
+    .await;
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+
+    // Every transition, with who, in the chain.
+    let out = w.cli(&["audit", "list", "--format", "json", "--limit", "100"]);
+    let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries: Vec<(String, String, String)> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["subject"].as_str().unwrap().starts_with("repair/"))
+        .map(|e| {
+            (
+                e["subject"].as_str().unwrap().to_string(),
+                e["action"].as_str().unwrap().to_string(),
+                e["actor"].as_str().unwrap().to_string(),
+            )
+        })
+        .rev()
+        .collect();
+    let of = |id: &str| -> Vec<(String, String)> {
+        entries
+            .iter()
+            .filter(|(s, _, _)| *s == format!("repair/{id}"))
+            .map(|(_, a, who)| (a.clone(), who.clone()))
+            .collect()
+    };
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        of(&two),
+        [
+            pair("repair.planned", "invariantd"),
+            pair("repair.approved", "ops"),
+            pair("repair.applied", "invariantd")
+        ]
+    );
+    assert_eq!(
+        of(&three),
+        [
+            pair("repair.planned", "invariantd"),
+            pair("repair.rejected", "ops")
+        ]
+    );
+    let verify = w.cli(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+#[tokio::test]
+async fn approved_sql_repairs_apply_once_on_mariadb_and_are_audited() {
+    approved_sql_repairs_apply_once_and_are_audited(SourceKind::Postgres, SourceKind::MySql).await;
+}
+
+#[tokio::test]
+async fn approved_sql_repairs_apply_once_on_postgres_and_are_audited() {
+    approved_sql_repairs_apply_once_and_are_audited(SourceKind::MySql, SourceKind::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_violation_that_heals_before_its_repair_runs_is_skipped() {
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 2, &[1]).await;
+    let w = workdir(
+        &p,
+        &i,
+        &rule(&format!(
+            "  mode: approve\n  actions:\n{}",
+            reserve_action(SourceKind::Sqlite, false)
+        )),
+    );
+    let (mut daemon, port) = w
+        .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
+        .await;
+    eventually(Duration::from_secs(20), "a repair pending", || {
+        repairs(port, "state=pending").len() == 1
+    })
+    .await;
+    let id = repairs(port, "state=pending")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Someone reserves order 2 by hand before the repair is approved.
+    i.exec_str(&["INSERT INTO reservations VALUES (2, 'reserved')"])
+        .await;
+    let (status, _) = post(
+        port,
+        &format!("/api/v1/repairs/{id}/approve"),
+        Some(TOKEN),
+        &serde_json::json!({}),
+    );
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(20), "the repair is skipped", || {
+        repairs(port, "state=skipped").len() == 1
+    })
+    .await;
+    assert_eq!(
+        reservation_counts(&i, 2).await,
+        (0, 0),
+        "nothing was reserved twice"
+    );
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn four_eyes_needs_a_second_person_and_a_picked_action_changes_the_key() {
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 2, &[1]).await;
+    let recorder_out = tempfile::tempdir().unwrap();
+    let requests = recorder_out.path().join("requests.jsonl");
+    let target = Helper::start("http_recorder.py", &[requests.to_str().unwrap()]);
+    let actions = format!(
+        "{}    refund:\n      http:\n        url: \"http://127.0.0.1:{}/refunds/{{{{payment.reference}}}}\"\n        json: {{ amount_cents: \"{{{{payment.amount_cents}}}}\", order: \"order {{{{key}}}}\" }}\n",
+        reserve_action(SourceKind::Sqlite, false),
+        target.port
+    );
+    let w = workdir(
+        &p,
+        &i,
+        &rule(&format!("  mode: approve\n  actions:\n{actions}")),
+    );
+    let (mut daemon, port) = w
+        .spawn_daemon(
+            &format!("{}repairs: {{ four_eyes: true }}\n", tokens_file(w.path())),
+            std::process::Stdio::null(),
+        )
+        .await;
+    eventually(Duration::from_secs(20), "a repair pending", || {
+        repairs(port, "state=pending").len() == 1
+    })
+    .await;
+    let planned = repairs(port, "state=pending")[0].clone();
+    let id = planned["id"].as_str().unwrap().to_string();
+    assert_eq!(planned["action"], "reserve", "the first action is planned");
+
+    // ops picks the refund: the first of two approvals.
+    let approve = |token, action: Option<&str>| {
+        let body = match action {
+            Some(a) => serde_json::json!({ "action": a }),
+            None => serde_json::json!({}),
+        };
+        post(
+            port,
+            &format!("/api/v1/repairs/{id}/approve"),
+            Some(token),
+            &body,
+        )
+    };
+    let (status, first) = approve(TOKEN, Some("refund"));
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["state"], "pending");
+    assert_eq!(first["action"], "refund");
+    assert_ne!(first["idempotency_key"], planned["idempotency_key"]);
+    let (status, answer) = approve(TOKEN, None);
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = approve(LEAD_TOKEN, Some("nothing"));
+    assert_eq!(status, 400, "{answer}");
+    let (status, second) = approve(LEAD_TOKEN, None);
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(
+        (second["state"].as_str(), second["approved_by"].as_str()),
+        (Some("approved"), Some("ops, lead"))
+    );
+
+    eventually(Duration::from_secs(20), "the refund is sent", || {
+        !json_lines(&requests).is_empty()
+    })
+    .await;
+    eventually(Duration::from_secs(20), "the repair is applied", || {
+        repairs(port, "state=applied").len() == 1
+    })
+    .await;
+    let sent = json_lines(&requests);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0]["path"], "/refunds/ref%2F2%20x",
+        "values are encoded into one path segment"
+    );
+    assert_eq!(
+        sent[0]["headers"]["idempotency-key"],
+        first["idempotency_key"]
+    );
+    assert_eq!(
+        sent[0]["body"],
+        serde_json::json!({ "amount_cents": 1002, "order": "order 2" })
+    );
+    // The refund does not reserve: the key still violates, and the result says so.
+    let applied = &repairs(port, "state=applied")[0];
+    assert!(
+        applied["result"]
+            .as_str()
+            .unwrap()
+            .contains("still violates"),
+        "{applied}"
+    );
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn http_repairs_retry_with_the_same_idempotency_key_and_ambiguous_ones_need_a_person() {
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 3, &[1]).await;
+    let out = tempfile::tempdir().unwrap();
+    let requests = out.path().join("requests.jsonl");
+    // Refuses the first two requests with 503.
+    let target = Helper::start("http_recorder.py", &[requests.to_str().unwrap(), "2"]);
+    // Accepts connections and reads, never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let _held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for s in silent.incoming().take(10) {
+            open.push(s);
+        }
+    });
+    let actions = format!(
+        "    refund:\n      http:\n        url: \"http://127.0.0.1:{}/refunds/{{{{key}}}}\"\n        json: {{ amount_cents: \"{{{{payment.amount_cents}}}}\" }}\n    ask:\n      http:\n        url: \"http://127.0.0.1:{silent_port}/ask/{{{{key}}}}\"\n",
+        target.port
+    );
+    let w = workdir(
+        &p,
+        &i,
+        &rule(&format!("  mode: approve\n  actions:\n{actions}")),
+    );
+    let (mut daemon, port) = w
+        .spawn_daemon(
+            &format!("{}repairs: {{ timeout: 1s }}\n", tokens_file(w.path())),
+            std::process::Stdio::null(),
+        )
+        .await;
+    eventually(Duration::from_secs(20), "two repairs pending", || {
+        repairs(port, "state=pending").len() == 2
+    })
+    .await;
+    let pending = repairs(port, "state=pending");
+    let two = by_key(&pending, "2")["id"].as_str().unwrap().to_string();
+    let three = by_key(&pending, "3")["id"].as_str().unwrap().to_string();
+    post(
+        port,
+        &format!("/api/v1/repairs/{two}/approve"),
+        Some(TOKEN),
+        &serde_json::json!({}),
+    );
+    post(
+        port,
+        &format!("/api/v1/repairs/{three}/approve"),
+        Some(TOKEN),
+        &serde_json::json!({ "action": "ask" }),
+    );
+
+    eventually(
+        Duration::from_secs(30),
+        "the refund goes through on its third attempt",
+        || repairs(port, "state=applied").len() == 1,
+    )
+    .await;
+    let sent = json_lines(&requests);
+    assert_eq!(
+        sent.iter()
+            .map(|r| r["status"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [503, 503, 200]
+    );
+    let keys: std::collections::HashSet<&str> = sent
+        .iter()
+        .map(|r| r["headers"]["idempotency-key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys.len(),
+        1,
+        "every attempt carries the same key: {sent:?}"
+    );
+    assert_eq!(repairs(port, "state=applied")[0]["attempts"], 3);
+
+    eventually(
+        Duration::from_secs(20),
+        "the unanswered request needs a person",
+        || repairs(port, "state=needs_manual").len() == 1,
+    )
+    .await;
+    let manual = &repairs(port, "state=needs_manual")[0];
+    assert_eq!(manual["key"], "3");
+    assert!(
+        manual["result"]
+            .as_str()
+            .unwrap()
+            .contains("not marked idempotent"),
+        "{manual}"
+    );
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn automatic_repairs_wait_until_enabled_and_a_rule_flagging_many_keys_applies_nothing() {
+    let reserved: Vec<i64> = (1..=150).collect();
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 152, &reserved).await;
+    let w = workdir(
+        &p,
+        &i,
+        &rule(&format!(
+            "  mode: auto\n  max_auto_per_run: 5\n  max_per_hour: 4\n  actions:\n{}",
+            reserve_action(SourceKind::Sqlite, false)
+        )),
+    );
+    let (mut daemon, port) = w
+        .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
+        .await;
+    // A new rule: its automatic repairs are shown, not applied.
+    eventually(Duration::from_secs(20), "two repairs in dry run", || {
+        repairs(port, "state=dry_run").len() == 2
+    })
+    .await;
+    assert!(
+        repairs(port, "state=dry_run")[0]["hold_reason"]
+            .as_str()
+            .unwrap()
+            .contains("enables them")
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(reservation_counts(&i, 152).await, (2, 0));
+
+    let (status, answer) = post(
+        port,
+        "/api/v1/rules/paid_implies_reserved/repairs/enable",
+        Some(TOKEN),
+        &serde_json::json!({}),
+    );
+    assert_eq!(
+        (status, answer["approved"].as_i64()),
+        (200, Some(2)),
+        "{answer}"
+    );
+    eventually(Duration::from_secs(20), "both applied", || {
+        repairs(port, "state=applied").len() == 2
+    })
+    .await;
+    assert_eq!(reservation_counts(&i, 152).await, (0, 0));
+
+    // A new order unreserved: repaired by itself, now that the rule is enabled.
+    p.exec_str(&["INSERT INTO payments VALUES (153, 1153, 'ref/153', 'captured')"])
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "the new one applied by itself",
+        || repairs(port, "state=applied").len() == 3,
+    )
+    .await;
+
+    // Then the rule suddenly flags 10 orders, more than max_auto_per_run: none is applied.
+    p.exec_str(&["INSERT INTO payments SELECT order_id + 1000, amount_cents, reference, status FROM payments WHERE order_id <= 10"]).await;
+    eventually(
+        Duration::from_secs(20),
+        "ten repairs held for a person",
+        || repairs(port, "state=pending").len() == 10,
+    )
+    .await;
+    let held = repairs(port, "state=pending");
+    assert!(
+        held[0]["hold_reason"]
+            .as_str()
+            .unwrap()
+            .contains("more than max_auto_per_run (5)"),
+        "{held:?}"
+    );
+    eventually(Duration::from_secs(10), "the held counter", || {
+        metric(
+            port,
+            "invariantd_repairs_held_total{rule=\"paid_implies_reserved\",reason=\"too_many\"}",
+        ) == Some(1.0)
+    })
+    .await;
+    // Approving them all at once: the rate limit (4 an hour) lets one more through.
+    let (status, bulk) = post(
+        port,
+        "/api/v1/rules/paid_implies_reserved/repairs/approve",
+        Some(TOKEN),
+        &serde_json::json!({ "comment": "checked" }),
+    );
+    assert_eq!(
+        (status, bulk["approved"].as_array().map(Vec::len)),
+        (200, Some(10)),
+        "{bulk}"
+    );
+    eventually(Duration::from_secs(20), "one more applied", || {
+        repairs(port, "state=applied").len() == 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        repairs(port, "state=applied").len(),
+        4,
+        "the rate limit holds the rest"
+    );
+    assert_eq!(repairs(port, "state=approved").len(), 9);
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn a_dataset_that_suddenly_returns_nothing_pauses_automatic_repairs() {
+    let reserved: Vec<i64> = (1..=120).collect();
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 120, &reserved).await;
+    let w = workdir(
+        &p,
+        &i,
+        &rule(&format!(
+            "  mode: auto\n  max_auto_per_run: 1000\n  actions:\n{}",
+            reserve_action(SourceKind::Sqlite, false)
+        )),
+    );
+    let (mut daemon, port) = w
+        .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
+        .await;
+    let (status, _) = post(
+        port,
+        "/api/v1/rules/paid_implies_reserved/repairs/enable",
+        Some(TOKEN),
+        &serde_json::json!({}),
+    );
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(20), "a first run", || {
+        metric(
+            port,
+            "invariantd_rule_runs_total{rule=\"paid_implies_reserved\",outcome=\"pass\"}",
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    })
+    .await;
+    // The reservations table is emptied (a botched migration, a replica resync).
+    i.exec_str(&["DELETE FROM reservations"]).await;
+    eventually(Duration::from_secs(20), "120 repairs held", || {
+        repairs(port, "state=pending").len() == 120
+    })
+    .await;
+    let held = repairs(port, "state=pending");
+    let why = held[0]["hold_reason"].as_str().unwrap();
+    assert!(
+        why.contains("dataset `reservation` returned no rows, where the run before returned 120"),
+        "{why}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        i.count("SELECT COUNT(*) FROM reservations").await,
+        0,
+        "nothing applied"
+    );
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn a_thousand_repairs_are_applied_exactly_once_across_a_kill_9() {
+    const ORDERS: i64 = 1000;
+    let (p, i) = shop(SourceKind::Postgres, SourceKind::Postgres, ORDERS, &[]).await;
+    let w = workdir(
+        &p,
+        &i,
+        &rule(&format!(
+            "  mode: approve\n  actions:\n{}",
+            reserve_action(SourceKind::Postgres, true)
+        )),
+    );
+    let (mut daemon, port) = w
+        .spawn_daemon(
+            &format!(
+                "{}repairs: {{ workers: 4, lease: 2s }}\n",
+                tokens_file(w.path())
+            ),
+            std::process::Stdio::null(),
+        )
+        .await;
+    eventually(
+        Duration::from_secs(60),
+        "a thousand repairs pending",
+        || repairs(port, "state=pending").len() == ORDERS as usize,
+    )
+    .await;
+    let (status, bulk) = post(
+        port,
+        "/api/v1/rules/paid_implies_reserved/repairs/approve",
+        Some(TOKEN),
+        &serde_json::json!({}),
+    );
+    assert_eq!(
+        (status, bulk["approved"].as_array().map(Vec::len)),
+        (200, Some(ORDERS as usize))
+    );
+    // Killed in the middle of the batch.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while i.count("SELECT COUNT(*) FROM reservations").await < 150 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "repairs never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kill(&daemon, "KILL");
+    daemon.wait().unwrap();
+    let before = i.count("SELECT COUNT(*) FROM reservations").await;
+    assert!(before < ORDERS, "killed before the end ({before})");
+
+    let mut daemon = w.respawn(port).await;
+    eventually(Duration::from_secs(180), "every repair ends", || {
+        let ended = ["applied", "skipped", "failed", "needs_manual"]
+            .iter()
+            .map(|s| repairs(port, &format!("state={s}")).len())
+            .sum::<usize>();
+        ended == ORDERS as usize
+    })
+    .await;
+    assert_eq!(repairs(port, "state=failed").len(), 0);
+    assert_eq!(repairs(port, "state=needs_manual").len(), 0);
+    assert_eq!(
+        reservation_counts(&i, ORDERS).await,
+        (0, 0),
+        "every order reserved exactly once"
+    );
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+    let verify = w.cli(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+#[tokio::test]
+async fn publish_actions_send_the_idempotency_key_as_the_message_id() {
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 2, &[1]).await;
+    let nats = async_nats::connect("nats://127.0.0.1:4222")
+        .await
+        .expect("NATS on 127.0.0.1:4222 (.ci/run starts it)");
+    let subject = format!("invariantd.test.{}", std::process::id());
+    let mut events = nats.subscribe(format!("{subject}.>")).await.unwrap();
+    nats.flush().await.unwrap();
+    let actions = format!(
+        "    announce:\n      publish:\n        url: \"nats://127.0.0.1:4222\"\n        subject: \"{subject}.reserve.{{{{key}}}}\"\n        json: {{ order_id: \"{{{{key}}}}\", amount_cents: \"{{{{payment.amount_cents}}}}\" }}\n"
+    );
+    let w = workdir(
+        &p,
+        &i,
+        &rule(&format!("  mode: approve\n  actions:\n{actions}")),
+    );
+    let (mut daemon, port) = w
+        .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
+        .await;
+    eventually(Duration::from_secs(20), "a repair pending", || {
+        repairs(port, "state=pending").len() == 1
+    })
+    .await;
+    let planned = repairs(port, "state=pending")[0].clone();
+    let id = planned["id"].as_str().unwrap();
+    post(
+        port,
+        &format!("/api/v1/repairs/{id}/approve"),
+        Some(TOKEN),
+        &serde_json::json!({}),
+    );
+    let message = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures_util::StreamExt::next(&mut events),
+    )
+    .await
+    .expect("an event within 20 s")
+    .unwrap();
+    assert_eq!(message.subject.as_str(), format!("{subject}.reserve.2"));
+    let headers = message.headers.expect("headers");
+    assert_eq!(
+        headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        planned["idempotency_key"].as_str()
+    );
+    let body: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({ "order_id": 2, "amount_cents": 1002 })
+    );
+    eventually(Duration::from_secs(20), "the repair is applied", || {
+        repairs(port, "state=applied").len() == 1
+    })
+    .await;
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn the_cli_lists_shows_and_decides_repairs() {
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 3, &[1]).await;
+    let w = workdir(
+        &p,
+        &i,
+        &rule(&format!(
+            "  mode: approve\n  actions:\n{}",
+            reserve_action(SourceKind::Sqlite, false)
+        )),
+    );
+    let (mut daemon, port) = w
+        .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
+        .await;
+    eventually(Duration::from_secs(20), "two repairs pending", || {
+        repairs(port, "state=pending").len() == 2
+    })
+    .await;
+    let cli = |args: &[&str], token: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"));
+        c.args(args)
+            .current_dir(w.path())
+            .env_remove("INVARIANTD_CONFIG");
+        match token {
+            Some(t) => c.env("INVARIANTD_TOKEN", t),
+            None => c.env_remove("INVARIANTD_TOKEN"),
+        };
+        c.output().unwrap()
+    };
+    let list = cli(&["repairs", "list", "--state", "pending"], None);
+    assert!(list.status.success());
+    let text = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(
+        text.starts_with("ID")
+            && text.contains("paid_implies_reserved")
+            && text.contains("pending"),
+        "{text}"
+    );
+    let id = repairs(port, "state=pending")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let show = cli(&["repairs", "show", &id], None);
+    assert!(
+        String::from_utf8_lossy(&show.stdout).contains("action reserve"),
+        "{show:?}"
+    );
+
+    let refused = cli(&["repairs", "approve", &id], None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+    let approved = cli(&["repairs", "approve", &id, "--comment", "ok"], Some(TOKEN));
+    assert!(approved.status.success(), "{approved:?}");
+    let other = repairs(port, "state=pending")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rejected = cli(&["repairs", "reject", &other], Some(TOKEN));
+    assert!(rejected.status.success(), "{rejected:?}");
+    eventually(Duration::from_secs(20), "applied", || {
+        repairs(port, "state=applied").len() == 1
+    })
+    .await;
+    let json = cli(&["repairs", "list", "--format", "json"], None);
+    let body: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(body["items"].as_array().unwrap().len(), 2);
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
