@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::cli::{
-    AuditCommand, CheckArgs, Cli, Command, Format, RepairsArgs, RepairsCommand, RunArgs,
-    SilenceArgs, SilenceCommand, TestArgs, ValidateArgs, ViolationsCommand, ViolationsListArgs,
+    AuditCommand, CheckArgs, Cli, Command, ExplainArgs, Format, RepairsArgs, RepairsCommand,
+    RunArgs, SilenceArgs, SilenceCommand, TestArgs, ValidateArgs, ViolationsCommand,
+    ViolationsListArgs,
 };
 use crate::context::{Context, load, load_config};
 use crate::diag::Diagnostics;
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Silence(args) => silence(&cli.config, args),
         Command::Audit(cmd) => audit(&cli.config, cmd),
         Command::Repairs(args) => repairs(&cli.config, args),
+        Command::Explain(args) => explain(&cli.config, args),
     }
 }
 
@@ -83,6 +85,38 @@ fn audit(config_path: &Path, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         }
+    })
+}
+
+/// `explain RULE KEY`: the evidence, judged now from the sources, with the state store's
+/// history of the key.
+fn explain(config_path: &Path, args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let (config, rules) = match load(config_path) {
+        Ok(loaded) => loaded,
+        Err(diags) => return Ok(invalid(&diags)),
+    };
+    let Some(rule) = rules.iter().find(|r| r.name == args.rule) else {
+        let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        eprintln!(
+            "error: no rule named `{}`; rules: {}",
+            args.rule,
+            names.join(", ")
+        );
+        return Ok(ExitCode::from(2));
+    };
+    runtime()?.block_on(async {
+        let store = StateStore::open(&config.state).await?;
+        let sources = Sources::new(&config.sources, config.secrets.clone());
+        let evidence = crate::repair::evidence(rule, &sources, &store, &args.key).await?;
+        match args.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&evidence)?),
+            Format::Table => print!("{}", crate::report::evidence_text(&evidence)),
+        }
+        Ok(ExitCode::from(match evidence.now.verdict {
+            "holds" => 0,
+            "violated" => 1,
+            _ => 2,
+        }))
     })
 }
 

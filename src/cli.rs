@@ -61,12 +61,28 @@ pub enum Command {
     /// made it and when, hash-chained.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The evidence for one key of a rule, judged now: each dataset's rows for it, grace, the
+    /// value of every part of the assertion, the verdict, its violations and repairs.
+    ///
+    /// Exit status: 0 the rule holds for the key, 1 it is violated, 2 it cannot be judged
+    /// (in grace, no rows, an error) or the configuration is invalid.
+    Explain(ExplainArgs),
     /// Repairs of a running daemon, through its API: list, show, approve, reject, and enable
     /// a rule's automatic repairs (`INVARIANTD_TOKEN` holds the bearer token for changes).
     ///
     /// Exit status: 0 done, 1 the daemon refused (the reason is printed), 2 it could not be
     /// reached.
     Repairs(RepairsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    pub rule: String,
+    pub key: String,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

@@ -422,3 +422,86 @@ pub fn repair_detail(r: &serde_json::Value) -> String {
     }
     out
 }
+
+/// `explain`: the evidence for one key, for a terminal.
+pub fn evidence_text(e: &crate::repair::Evidence) -> String {
+    let n = &e.now;
+    let safe = |s: &str| terminal_safe(s).into_owned();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "rule {}, key {} (judged at {})",
+        safe(&n.rule),
+        safe(&n.key),
+        n.at
+    );
+    for d in &n.datasets {
+        let _ = writeln!(
+            out,
+            "\ndataset {} (source {}): {} row{}",
+            d.name,
+            d.source,
+            d.rows.len(),
+            if d.rows.len() == 1 { "" } else { "s" }
+        );
+        for r in &d.rows {
+            let _ = writeln!(out, "  {}", safe(&r.to_string()));
+        }
+    }
+    if let Some(g) = &n.grace {
+        let _ = writeln!(out, "\ngrace: {g}");
+    }
+    let _ = writeln!(out, "\nassert: {}", safe(&n.assertion));
+    let width = n
+        .steps
+        .iter()
+        .map(|s| s.expr.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(60);
+    for s in &n.steps {
+        let _ = writeln!(out, "  {:<width$}  = {}", safe(&s.expr), safe(&s.value));
+    }
+    let _ = writeln!(out, "\nverdict: {}", n.verdict);
+    if let Some(m) = &n.message {
+        let _ = writeln!(out, "message: {}", safe(m));
+    }
+    if let Some(err) = &n.error {
+        let _ = writeln!(out, "error: {}", safe(err));
+    }
+    if !e.history.is_empty() {
+        let _ = writeln!(out, "\nviolations of this key:");
+        for v in &e.history {
+            let _ = writeln!(
+                out,
+                "  #{} {} since {} ({} runs){}",
+                field(&v["id"]),
+                field(&v["state"]),
+                field(&v["first_seen"]),
+                field(&v["occurrences"]),
+                match v["resolved_at"].as_str() {
+                    Some(t) => format!(", resolved {t}"),
+                    None => String::new(),
+                }
+            );
+        }
+    }
+    if !e.repairs.is_empty() {
+        let _ = writeln!(out, "\nrepairs:");
+        for r in &e.repairs {
+            let why = match r["result"].as_str() {
+                Some(_) => field(&r["result"]),
+                None => field(&r["hold_reason"]),
+            };
+            let _ = writeln!(
+                out,
+                "  #{} {} {} {}",
+                field(&r["id"]),
+                field(&r["state"]),
+                field(&r["action"]),
+                why
+            );
+        }
+    }
+    out
+}

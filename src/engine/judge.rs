@@ -103,7 +103,7 @@ impl Judge<'_> {
     }
 
     /// The newest `updated_at` among the key's rows, across its datasets.
-    fn newest_update(&self, groups: &[Group]) -> Result<Option<i64>, String> {
+    pub(crate) fn newest_update(&self, groups: &[Group]) -> Result<Option<i64>, String> {
         let mut newest = None;
         for (i, (group, slot)) in groups.iter().zip(&self.plan.updated_at).enumerate() {
             let Some(slot) = slot else { continue };

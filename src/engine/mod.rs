@@ -11,6 +11,7 @@
 //! fixtures (`fixture`, for `invariantd test` and property tests) both implement, so the same
 //! code judges both.
 
+mod explain;
 pub mod fixture;
 mod judge;
 mod merge;
@@ -32,6 +33,7 @@ use crate::sources::{Description, KeyMode, ReadRequest, Reader, ReaderMsg, Sourc
 use crate::value::Row;
 use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError};
 
+pub use explain::{DatasetRows, Explanation, Step, explain};
 pub use merge::RowBatches;
 pub use render::percent_encode;
 

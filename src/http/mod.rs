@@ -44,6 +44,7 @@ pub fn router(handle: Arc<Handle>) -> Router {
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/violations", get(violations))
         .route("/api/v1/violations/{id}", get(violation))
+        .route("/api/v1/violations/{id}/explain", get(explain))
         .route("/api/v1/alerts", get(silences::alerts))
         .route("/api/v1/silences", get(silences::list))
         .route("/api/v1/repairs", get(repairs::list))
@@ -230,6 +231,22 @@ async fn violation(
     v.as_ref()
         .map(|v| Json(ViolationView::from(v)))
         .ok_or_else(missing)
+}
+
+/// The evidence for a violation's key, judged now, with its history and repairs.
+async fn explain(
+    State(handle): State<Arc<Handle>>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::repair::Evidence>, ApiError> {
+    let missing = || ApiError::not_found(format!("no violation with id `{id}`"));
+    let number: i64 = id.parse().map_err(|_| missing())?;
+    let ctx = handle.current();
+    let v = ctx.store.violation(number).await?.ok_or_else(missing)?;
+    let rule = ctx
+        .rule(&v.rule)
+        .ok_or_else(|| ApiError::not_found(format!("rule `{}` is no longer configured", v.rule)))?;
+    let evidence = crate::repair::evidence(rule, &ctx.sources, &ctx.store, &v.key).await?;
+    Ok(Json(evidence))
 }
 
 /// How many open violations `GET /api/v1/rules/{name}` lists.

@@ -918,3 +918,102 @@ async fn the_cli_lists_shows_and_decides_repairs() {
     assert_eq!(body["items"].as_array().unwrap().len(), 2);
     terminate_within(&mut daemon, Duration::from_secs(20)).await;
 }
+
+#[tokio::test]
+async fn explain_shows_the_rows_each_part_of_the_assertion_grace_and_history() {
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 2, &[1]).await;
+    let rules = format!(
+        "{}---\nname: fresh\nkey: order_id\ngrace: 1h\ndatasets:\n  payment: {{ source: payments, query: \"SELECT order_id, CURRENT_TIMESTAMP AS changed FROM payments\", updated_at: changed }}\nassert: payment == null\n",
+        rule(&format!(
+            "  mode: approve\n  actions:\n{}",
+            reserve_action(SourceKind::Sqlite, false)
+        ))
+    );
+    let w = workdir(&p, &i, &rules);
+    let (mut daemon, port) = w
+        .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
+        .await;
+    eventually(Duration::from_secs(20), "a repair pending", || {
+        repairs(port, "state=pending").len() == 1
+    })
+    .await;
+
+    let out = w.cli(&["explain", "paid_implies_reserved", "2", "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["verdict"], "violated");
+    assert_eq!(e["datasets"][0]["rows"][0]["amount_cents"], 1002);
+    assert_eq!(e["datasets"][1]["rows"], serde_json::json!([]));
+    let step = |expr: &str| {
+        e["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["expr"] == expr)
+            .unwrap_or_else(|| panic!("no step {expr}: {}", e["steps"]))["value"]
+            .clone()
+    };
+    assert_eq!(step("payment == null || size(reservation) > 0"), "false");
+    assert_eq!(step("size(reservation)"), "0");
+    assert_eq!(step("payment == null"), "false");
+    assert_eq!(e["history"][0]["state"], "open");
+    assert_eq!(e["repairs"][0]["state"], "pending");
+    assert_eq!(e["repairs"][0]["planned"]["params"][0]["value"], 2);
+
+    // The text form, for a terminal.
+    let text = String::from_utf8_lossy(&w.cli(&["explain", "paid_implies_reserved", "2"]).stdout)
+        .to_string();
+    assert!(
+        text.contains("verdict: violated")
+            && text.contains("size(reservation)")
+            && text.contains("= 0"),
+        "{text}"
+    );
+    // A key that holds, one nobody has, one within its grace.
+    assert_eq!(
+        w.cli(&["explain", "paid_implies_reserved", "1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let none = w.cli(&[
+        "explain",
+        "paid_implies_reserved",
+        "999",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(none.status.code(), Some(2));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&none.stdout).unwrap()["verdict"],
+        "not_found"
+    );
+    let fresh = w.cli(&["explain", "fresh", "2", "--format", "json"]);
+    let fresh: serde_json::Value = serde_json::from_slice(&fresh.stdout).unwrap();
+    assert_eq!(fresh["verdict"], "in_grace", "{fresh}");
+    assert!(
+        fresh["grace"].as_str().unwrap().contains("grace (1h)"),
+        "{fresh}"
+    );
+
+    // The API gives the same for a violation.
+    let (_, body) = http(port, "GET", "/api/v1/violations?rule=paid_implies_reserved");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = http(port, "GET", &format!("/api/v1/violations/{id}/explain"));
+    assert_eq!(status, 200, "{body}");
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (api["verdict"].as_str(), api["key"].as_str()),
+        (Some("violated"), Some("2"))
+    );
+    assert_eq!(api["steps"], e["steps"]);
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
