@@ -1,5 +1,5 @@
 //! HTTP: `/metrics` for Prometheus, `/healthz` and `/readyz` for the orchestrator (`probes`),
-//! and the JSON API under `/api/v1/` (rules, runs, violations — lists and single ones —,
+//! the web page at `/` (`ui`), and the JSON API under `/api/v1/` (rules, runs, violations — lists and single ones —,
 //! reload, alerts and their silences in `silences`, repairs and their approvals in `repairs`), answering with the `views`. `router()` takes the daemon's `Handle`, so tests call it without a port. Errors are
 //! JSON `{"error": …}` and never carry SQL or connection strings: the details go to the log.
 //! Every request passes `guard` first (CSRF, body size, JSON errors); `serve` is the server
@@ -11,6 +11,7 @@ mod probes;
 mod repairs;
 pub mod serve;
 mod silences;
+mod ui;
 pub mod views;
 
 use std::sync::Arc;
@@ -37,7 +38,14 @@ pub fn router(handle: Arc<Handle>) -> Router {
     let probes = Router::new()
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz));
+    // The page's shell, script and style: no data without the read token (see `ui::page`).
+    let assets = Router::new()
+        .route("/", get(ui::page))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/app.css", get(ui::style));
     let reads = Router::new()
+        .route("/ui/content", get(ui::content))
+        .route("/ui/explain/{id}", get(ui::explain))
         .route("/metrics", get(probes::metrics))
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/rules/{name}", get(rule))
@@ -63,6 +71,7 @@ pub fn router(handle: Arc<Handle>) -> Router {
         .route("/api/v1/rules/{name}/repairs/enable", post(repairs::enable))
         .route_layer(from_fn_with_state(handle.clone(), auth::changer));
     probes
+        .merge(assets)
         .merge(reads)
         .merge(changes)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })

@@ -17,3 +17,4 @@ mod repairs;
 mod rule_tests;
 mod shop;
 mod state;
+mod web;

@@ -1,0 +1,105 @@
+// invariantd's page: approve, reject and explain, with the bearer token entered once per
+// browser session (sessionStorage, sent as a header, never a cookie).
+"use strict";
+
+const KEY = "invariantd-token";
+
+function token(ask) {
+  let t = sessionStorage.getItem(KEY);
+  if (!t && ask) {
+    t = window.prompt("Your bearer token (from auth.tokens_file), kept for this browser session:");
+    if (t) sessionStorage.setItem(KEY, t.trim());
+  }
+  async function load() {
+  const main = document.getElementById("content");
+  if (!main || !main.dataset.needsToken) return;
+  const h = headers(true);
+  if (!h.Authorization) return;
+  const r = await fetch("/ui/content", { headers: h });
+  if (r.status === 401) { sessionStorage.removeItem(KEY); showToken(); return; }
+  // Rendered by the server, every value escaped.
+  if (r.ok) main.innerHTML = await r.text();
+}
+
+showToken();
+load();
+  return t ? t.trim() : null;
+}
+
+function showToken() {
+  const el = document.getElementById("token-state");
+  if (!el) return;
+  el.textContent = sessionStorage.getItem(KEY) ? "token set for this session" : "no token yet";
+}
+
+function headers(ask) {
+  const h = { "Content-Type": "application/json" };
+  const t = token(ask);
+  if (t) h["Authorization"] = "Bearer " + t;
+  return h;
+}
+
+async function decide(button) {
+  const id = button.dataset.id;
+  const card = button.closest(".card");
+  const out = card.querySelector(".result");
+  const comment = card.querySelector("input.comment");
+  const choice = card.querySelector("select.action");
+  const body = { comment: comment && comment.value ? comment.value : null };
+  if (button.dataset.act === "approve" && choice && choice.value !== choice.dataset.planned) {
+    body.action = choice.value;
+  }
+  const h = headers(true);
+  if (!h.Authorization) { out.textContent = "a token is needed to decide"; return; }
+  const r = await fetch(`/api/v1/repairs/${encodeURIComponent(id)}/${button.dataset.act}`, {
+    method: "POST", headers: h, body: JSON.stringify(body),
+  });
+  const answer = await r.json().catch(() => ({}));
+  if (r.status === 401) sessionStorage.removeItem(KEY);
+  out.textContent = r.ok ? `${answer.state}${answer.approved_by ? " by " + answer.approved_by : ""}` : `refused (${r.status}): ${answer.error || ""}`;
+  out.dataset.state = r.ok ? answer.state : "refused";
+  async function load() {
+  const main = document.getElementById("content");
+  if (!main || !main.dataset.needsToken) return;
+  const h = headers(true);
+  if (!h.Authorization) return;
+  const r = await fetch("/ui/content", { headers: h });
+  if (r.status === 401) { sessionStorage.removeItem(KEY); showToken(); return; }
+  // Rendered by the server, every value escaped.
+  if (r.ok) main.innerHTML = await r.text();
+}
+
+showToken();
+load();
+}
+
+async function explain(button) {
+  const target = document.getElementById(button.dataset.target);
+  target.textContent = "judging now…";
+  const r = await fetch(button.dataset.url, { headers: headers(false) });
+  // The fragment is rendered by the server, every value escaped.
+  target.innerHTML = r.ok ? await r.text() : "";
+  if (!r.ok) target.textContent = `could not explain (${r.status})`;
+}
+
+document.addEventListener("click", (ev) => {
+  const b = ev.target.closest("button[data-act]");
+  if (!b) return;
+  if (b.dataset.act === "explain") explain(b);
+  else if (b.dataset.act === "token") { sessionStorage.removeItem(KEY); token(true); load(); }
+  else decide(b);
+});
+
+async function load() {
+  const main = document.getElementById("content");
+  if (!main || !main.dataset.needsToken) return;
+  const h = headers(true);
+  if (!h.Authorization) return;
+  const r = await fetch("/ui/content", { headers: h });
+  if (r.status === 401) { sessionStorage.removeItem(KEY); showToken(); return; }
+  // Rendered by the server, every value escaped.
+  if (r.ok) main.innerHTML = await r.text();
+}
+
+showToken();
+load();
