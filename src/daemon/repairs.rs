@@ -1,7 +1,8 @@
 //! The repair service: applies approved repairs with the generation in force (its rules,
 //! sources and settings), woken when repairs are planned or approved and every second for
 //! retries that come due; and keeps the repair metrics current. In dry run
-//! (`run --dry-run`, `repairs.dry_run`) it applies nothing.
+//! (`run --dry-run`, `repairs.dry_run`) it applies nothing. Repairs still waiting for a person
+//! whose violation healed meanwhile are closed as `skipped`.
 //!
 //! On shutdown the repairs in hand are finished (each bounded by its action's timeout), never
 //! dropped half-way; one the daemon dies in the middle of is found by its expired lease.
@@ -56,6 +57,9 @@ pub async fn service(
             }
         }
         let now = Utc::now().timestamp_micros();
+        if let Err(e) = ctx.store.skip_healed_repairs(now).await {
+            error!(error = %e, "Cannot close the repairs of healed violations.");
+        }
         match (ctx.store.totals().await, ctx.store.repair_summaries().await) {
             (Ok(totals), Ok(pending)) => ctx.metrics.repairs(&ctx.rules, &totals, &pending, now),
             (Err(e), _) | (_, Err(e)) => error!(error = %e, "Cannot read repair counts."),

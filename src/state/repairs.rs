@@ -574,6 +574,48 @@ impl StateStore {
         Ok(written)
     }
 
+    /// Closes the repairs still waiting for a person whose violation is no longer open (it
+    /// healed, or was fixed by hand): `skipped`, each with its audit entry. Returns how many.
+    pub async fn skip_healed_repairs(&self, now_us: i64) -> Result<u64, StateError> {
+        let stmt = Stmt {
+            sql: format!(
+                "UPDATE repairs SET state = 'skipped', updated_us = $1, finished_us = $1, \
+                 result = $2 WHERE state IN ('pending', 'dry_run') AND NOT EXISTS \
+                 (SELECT 1 FROM violations v WHERE v.rule = repairs.rule AND v.key = repairs.key \
+                 AND v.state = 'open' AND v.first_seen_us = repairs.occurrence_us) RETURNING {COLUMNS}"
+            ),
+            binds: vec![
+                Bind::I64(now_us),
+                Bind::Text(
+                    "the violation was resolved before anyone approved the repair: nothing to do"
+                        .into(),
+                ),
+            ],
+        };
+        let _turn = self.writer.lock().await;
+        let skipped = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut skipped = Vec::new();
+            for row in bound!(stmt).fetch_all(&mut *tx).await? {
+                skipped.push(repair_of!(row));
+            }
+            for r in &skipped {
+                let e = entry("invariantd", "repair.skipped", r, serde_json::json!({ "result": r.result }));
+                bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+                for stmt in super::counters::add_repair(&r.rule, "skipped") {
+                    bound!(stmt).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            skipped.len() as u64
+        });
+        drop(_turn);
+        if skipped > 0 {
+            self.seal_audit().await?;
+        }
+        Ok(skipped)
+    }
+
     /// Repairs of a rule applied since `since_us`: what its rate limit counts.
     pub async fn applied_since(&self, rule: &str, since_us: i64) -> Result<u64, StateError> {
         let stmt = Stmt {

@@ -375,6 +375,45 @@ async fn a_violation_that_heals_before_its_repair_runs_is_skipped() {
 }
 
 #[tokio::test]
+async fn a_waiting_repair_whose_violation_resolves_is_closed_without_anyone() {
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 2, &[1]).await;
+    let rules = rule(&format!(
+        "  mode: approve\n  actions:\n{}",
+        reserve_action(SourceKind::Sqlite, false)
+    ));
+    let w = workdir(&p, &i, &rules);
+    let (mut daemon, port) = w
+        .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
+        .await;
+    eventually(Duration::from_secs(20), "a repair pending", || {
+        repairs(port, "state=pending").len() == 1
+    })
+    .await;
+    i.exec_str(&["INSERT INTO reservations VALUES (2, 'reserved')"])
+        .await;
+    eventually(Duration::from_secs(20), "the repair is closed", || {
+        repairs(port, "state=skipped").len() == 1
+    })
+    .await;
+    let closed = &repairs(port, "state=skipped")[0];
+    assert!(
+        closed["result"]
+            .as_str()
+            .unwrap()
+            .contains("resolved before anyone approved"),
+        "{closed}"
+    );
+    eventually(Duration::from_secs(10), "counted as skipped", || {
+        metric(
+            port,
+            "invariantd_repairs_total{rule=\"paid_implies_reserved\",outcome=\"skipped\"}",
+        ) == Some(1.0)
+    })
+    .await;
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
 async fn four_eyes_needs_a_second_person_and_a_picked_action_changes_the_key() {
     let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 2, &[1]).await;
     let recorder_out = tempfile::tempdir().unwrap();
