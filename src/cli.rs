@@ -344,4 +344,9 @@ pub struct DemoArgs {
     /// default). The demo's copy of the rules is sped up by the same factor.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=120))]
     pub speed: u32,
+
+    /// How long the repairs wait for you to approve them on the web page before the demo
+    /// approves them itself, in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=3600))]
+    pub approve_after: u32,
 }

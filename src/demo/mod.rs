@@ -2,7 +2,8 @@
 //! services of a small shop, writes a config and the shipped rules next to them, runs the shop
 //! through the inventory outage of the design story (`live`) with the daemon watching and its
 //! alerts going to a local on-call webhook (`inbox`), and ends by saying whether the open
-//! violations are exactly the orders the outage broke — then the team fixes the rest, and
+//! violations are exactly the orders the outage broke — then the repairs invariantd planned
+//! for the rest are approved (on the web page, or by the demo after a while) and applied, and
 //! on-call hears each rule heal.
 //! `shop` builds fixed scenarios of the same shop for the tests, on every database kind.
 
@@ -31,6 +32,75 @@ pub const RULE_FILES: [(&str, &str); 4] = [
     ("inventory.yaml", include_str!("../../rules/inventory.yaml")),
     ("shipping.yaml", include_str!("../../rules/shipping.yaml")),
 ];
+
+/// The repairs the demo's rules offer (the shipped pack offers none: its statements would be
+/// the demo shop's, in SQLite's dialect). Both wait for a person's approval.
+const DEMO_REPAIRS: [(&str, &str); 2] = [
+    (
+        "paid_implies_reserved",
+        r#"repair:
+  mode: approve
+  action:
+    sql:
+      source: inventory
+      statement: >-
+        INSERT INTO reservations (id, order_id, sku, quantity, state, updated_at)
+        SELECT COALESCE(MAX(id), 0) + 1, ?1, printf('SKU-%03d', ?1 % 500), 1, 'reserved',
+        strftime('%Y-%m-%dT%H:%M:%fZ', 'now') FROM reservations
+      params: [key]
+"#,
+    ),
+    (
+        "order_not_stuck_processing",
+        r#"repair:
+  mode: approve
+  action:
+    sql:
+      source: orders
+      statement: >-
+        UPDATE orders SET status = 'paid', updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+        WHERE id = ?1 AND status = 'processing'
+      params: [key]
+"#,
+    ),
+];
+
+/// A rule file with the demo's repairs added to the rules that have one.
+fn with_repairs(text: &str) -> String {
+    text.split("\n---\n")
+        .map(|doc| {
+            let repair = DEMO_REPAIRS.iter().find(|(rule, _)| {
+                doc.lines()
+                    .any(|l| l.strip_prefix("name: ").map(str::trim) == Some(*rule))
+            });
+            match repair {
+                Some((_, block)) => format!("{}\n{block}", doc.trim_end_matches('\n')),
+                None => doc.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// A fresh bearer token for the demo's on-call approver, in a private tokens file in `dir`.
+fn demo_token(dir: &Path) -> anyhow::Result<String> {
+    use sha2::Digest;
+    use std::os::unix::fs::PermissionsExt;
+    let seed = format!(
+        "{}-{}-{:?}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        dir
+    );
+    let token = crate::value::hex(&sha2::Sha256::digest(seed.as_bytes())[..16]);
+    let path = dir.join("tokens");
+    std::fs::write(
+        &path,
+        format!("# the demo's on-call approver\noncall:{token}\n"),
+    )?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(token)
+}
 
 /// Creates one SQLite database per service in `dir` from `shop`.
 pub async fn create_sqlite_shop(shop: &Shop, dir: &Path) -> anyhow::Result<()> {
@@ -78,9 +148,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     for (name, text) in RULE_FILES {
         std::fs::write(
             dir.join("rules").join(name),
-            live::scale_durations(text, args.speed),
+            with_repairs(&live::scale_durations(text, args.speed)),
         )?;
     }
+    let token = demo_token(&dir)?;
     // A port of our own: 9464 may be taken by a daemon already running.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -89,7 +160,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let inbox = inbox::Inbox::start(&dir).await?;
     std::fs::write(
         &config_path,
-        format!("{}{}", sqlite_config(port), inbox.config()),
+        format!(
+            "{}auth: {{ tokens_file: tokens }}\n{}",
+            sqlite_config(port),
+            inbox.config()
+        ),
     )?;
 
     {
@@ -126,6 +201,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let daemon = crate::daemon::start(ctx, Vec::new()).await?;
         let address = daemon.address;
         println!("Watch it while it runs:");
+        println!("  http://{address}/   (the page on-call approves repairs on; token: {token})");
         println!("  http://{address}/metrics");
         println!("  http://{address}/api/v1/violations");
         println!("  http://{address}/api/v1/rules");
@@ -260,27 +336,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 sim.broken
             );
         }
-        // The last act: the team fixes every other broken order, and on-call hears that each
-        // rule is consistent again.
+        // The last act: the repairs invariantd planned for the other broken orders wait for
+        // on-call's approval; approved, they are applied, and on-call hears each rule heal.
         let rest: Vec<i64> = sim
             .broken
             .iter()
             .copied()
             .filter(|id| Some(*id) != fixed)
             .collect();
-        for id in &rest {
-            sim.fix_by_hand(*id).await?;
-        }
         let groups = [
             "violation/paid_implies_reserved",
             "violation/order_not_stuck_processing",
         ];
         let mut all_resolved = groups.iter().all(|g| !inbox.has(g, "firing"));
+        let mut repaired = rest.is_empty();
         if !rest.is_empty() {
-            println!(
-                "\nThe team fixes the other {} broken orders by hand.",
-                rest.len()
-            );
+            repaired =
+                approve_and_apply(&store, &rest, address, &token, args.approve_after, &story)
+                    .await?;
             let started = std::time::Instant::now();
             let patience = story.real(std::time::Duration::from_secs(8 * 60))
                 + std::time::Duration::from_secs(10);
@@ -290,7 +363,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             }
             if all_resolved {
                 println!(
-                    "On-call got one alert per rule when it broke, and one when it healed: none per order."
+                    "Every invariant holds again. On-call got one alert per rule when it broke, and one when it healed: none per order."
                 );
             } else {
                 println!("Unexpected: not every rule's alert was resolved.");
@@ -302,7 +375,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         daemon.handle.send(crate::context::Control::Shutdown).await;
         daemon.wait().await?;
-        let exact = exact && alerted && all_resolved;
+        let exact = exact && alerted && all_resolved && repaired;
         println!("\nLook further:");
         println!(
             "  invariantd violations list --config {}",
@@ -314,6 +387,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 config_path.display()
             );
         }
+        if let Some(id) = rest.first() {
+            println!(
+                "  invariantd explain paid_implies_reserved {id} --config {}   (the evidence for one order, now repaired)",
+                config_path.display()
+            );
+        }
+        println!(
+            "  invariantd audit list --config {}   (who approved what, and what was applied)",
+            config_path.display()
+        );
         println!(
             "  invariantd run --config {}   (the daemon again, on the same databases)",
             config_path.display()
@@ -324,6 +407,96 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         })
     }
+}
+
+/// The repairs of the orders still broken: waits until they are planned, lets a person approve
+/// them on the page for `--approve-after` seconds, approves what is left through the API as
+/// that person would, and waits until each is applied. Whether they all were.
+async fn approve_and_apply(
+    store: &crate::state::StateStore,
+    rest: &[i64],
+    address: std::net::SocketAddr,
+    token: &str,
+    approve_after: u32,
+    story: &live::Story,
+) -> anyhow::Result<bool> {
+    use crate::state::{RepairFilter, RepairState};
+    let want = rest.len() * 2;
+    let count = |state: RepairState| async move {
+        store
+            .repairs(&RepairFilter {
+                state: Some(state),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.len())
+    };
+    let patience =
+        story.real(std::time::Duration::from_secs(2 * 60)) + std::time::Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    while count(RepairState::Pending).await? < want && started.elapsed() < patience {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    println!(
+        "\ninvariantd planned {want} repairs for the other {} broken orders: reserve their stock, move them on to paid.",
+        rest.len()
+    );
+    println!("They wait for on-call. Approve them on the page, with the token {token}:");
+    println!("  http://{address}/");
+    println!(
+        "or: invariantd repairs approve --rule paid_implies_reserved --url http://{address} --token {token}"
+    );
+    let wait = std::time::Duration::from_secs(u64::from(approve_after));
+    if !wait.is_zero() {
+        println!(
+            "In {}s the demo approves what is left itself, through the same API.",
+            wait.as_secs()
+        );
+    }
+    let started = std::time::Instant::now();
+    while started.elapsed() < wait && count(RepairState::Pending).await? > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let client = reqwest::Client::new();
+    for rule in ["paid_implies_reserved", "order_not_stuck_processing"] {
+        let answer = client
+            .post(format!(
+                "http://{address}/api/v1/rules/{rule}/repairs/approve"
+            ))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .body(r#"{"comment": "approved in the demo"}"#)
+            .send()
+            .await?;
+        if !answer.status().is_success() {
+            println!(
+                "Unexpected: approving the repairs of {rule} was refused ({}).",
+                answer.status()
+            );
+        }
+    }
+    let started = std::time::Instant::now();
+    while count(RepairState::Applied).await? < want && started.elapsed() < patience {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let applied = count(RepairState::Applied).await?;
+    let skipped = count(RepairState::Skipped).await?;
+    if applied == want {
+        println!(
+            "Approved by oncall: {applied} repairs applied, each checked against the data before and after.{}",
+            if skipped > 0 {
+                format!(
+                    " {skipped} planned for the order fixed by hand were closed: nothing left to do."
+                )
+            } else {
+                String::new()
+            }
+        );
+    } else {
+        println!("Unexpected: {applied} of {want} repairs were applied.");
+    }
+    Ok(applied == want)
 }
 
 /// The demo writes only into a directory it owns: a new one, or an empty one.

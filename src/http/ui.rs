@@ -81,7 +81,12 @@ fn json_pre(v: &impl serde::Serialize) -> String {
     )
 }
 
-fn repair_card(r: &RepairRecord, evidence: Option<&serde_json::Value>, out: &mut String) {
+fn repair_card(
+    r: &RepairRecord,
+    rule: Option<&crate::rules::Rule>,
+    violation: Option<&crate::state::ViolationRecord>,
+    out: &mut String,
+) {
     let id = r.id.to_string();
     let _ = write!(
         out,
@@ -98,21 +103,28 @@ fn repair_card(r: &RepairRecord, evidence: Option<&serde_json::Value>, out: &mut
             .map(|h| format!(" · {}", esc(h)))
             .unwrap_or_default(),
     );
-    if let Some(e) = evidence {
+    if let Some(v) = violation {
         let _ = write!(
             out,
-            "<div class=\"meta\">the rows when last seen:</div>{}",
-            json_pre(e)
+            "<div class=\"message\">{}</div><div class=\"meta\">the rows when last seen:</div>{}",
+            esc(&v.message),
+            json_pre(&v.datasets)
         );
     }
-    let _ = write!(out, "<div class=\"meta\">planned action:</div>");
     for a in &r.actions {
+        let kind = rule
+            .and_then(|rule| rule.repair.as_ref())
+            .and_then(|rep| rep.actions.iter().find(|x| x.name == a.name));
+        let text = match kind {
+            Some(k) => crate::repair::describe(&k.kind, &a.spec),
+            None => serde_json::to_string_pretty(&a.spec).unwrap_or_default(),
+        };
         let _ = write!(
             out,
-            "<div class=\"meta\">{}{}</div>{}",
+            "<div class=\"meta\">action <b>{}</b>{}:</div><pre class=\"action\">{}</pre>",
             esc(&a.name),
-            if a.name == r.action { " (chosen)" } else { "" },
-            json_pre(&a.spec)
+            if a.name == r.action { " (planned)" } else { "" },
+            esc(&text)
         );
     }
     if r.state.awaits_person() {
@@ -211,8 +223,25 @@ async fn content_html(handle: &Handle) -> Result<String, ApiError> {
     if waiting.is_empty() {
         let _ = write!(body, "<p class=\"empty\">None.</p>");
     }
+    let mut rules_waiting: Vec<&str> = waiting
+        .iter()
+        .filter(|r| r.state.awaits_person())
+        .map(|r| r.rule.as_str())
+        .collect();
+    rules_waiting.dedup();
+    for rule in rules_waiting {
+        let n = waiting
+            .iter()
+            .filter(|r| r.rule == rule && r.state.awaits_person())
+            .count();
+        let _ = write!(
+            body,
+            "<div class=\"card bulk\"><button class=\"approve\" data-act=\"approve-rule\" data-rule=\"{r}\">Approve all {n} of {r}</button><span class=\"result\" aria-live=\"polite\"></span></div>",
+            r = esc(rule)
+        );
+    }
     for r in &waiting {
-        let evidence = ctx
+        let violation = ctx
             .store
             .violations(&ViolationFilter {
                 rule: Some(r.rule.clone()),
@@ -223,9 +252,8 @@ async fn content_html(handle: &Handle) -> Result<String, ApiError> {
             })
             .await?
             .into_iter()
-            .next()
-            .map(|v| v.datasets);
-        repair_card(r, evidence.as_ref(), &mut body);
+            .next();
+        repair_card(r, ctx.rule(&r.rule), violation.as_ref(), &mut body);
     }
     let _ = write!(body, "<h2>Open violations by rule</h2>");
     let mut any = false;

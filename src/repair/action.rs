@@ -99,3 +99,54 @@ pub(super) fn mismatch(spec: &ActionSpec, kind: &str) -> Attempt {
         "the repair was planned as a different kind of action than the rule's `{kind}` now ({spec:?}); plan it again"
     ))
 }
+
+/// What an action will do, as an approver reads it: the statement and its parameters, the
+/// request, or the event — the rule's fixed parts with this repair's values.
+pub fn describe(kind: &ActionKind, spec: &ActionSpec) -> String {
+    let json = |v: &Option<serde_json::Value>| {
+        v.as_ref()
+            .map(|v| serde_json::to_string_pretty(v).unwrap_or_default())
+            .unwrap_or_default()
+    };
+    match (kind, spec) {
+        (
+            ActionKind::Sql {
+                source, statement, ..
+            },
+            ActionSpec::Sql { params },
+        ) => {
+            let values: Vec<String> = params
+                .iter()
+                .map(|p| match p {
+                    crate::verdict::Param::Null => "NULL".to_string(),
+                    crate::verdict::Param::Bool(b) => b.to_string(),
+                    crate::verdict::Param::Int(i) => i.to_string(),
+                    crate::verdict::Param::Double(d) => d.to_string(),
+                    crate::verdict::Param::Decimal(d) => d.clone(),
+                    crate::verdict::Param::Text(t) => format!("'{t}'"),
+                    crate::verdict::Param::Timestamp(t) => crate::value::format_timestamp(*t),
+                    crate::verdict::Param::Bytes(b) => crate::value::hex(b),
+                })
+                .collect();
+            format!(
+                "on source `{source}`, in one transaction:\n{statement}\nwith parameters: {}",
+                values.join(", ")
+            )
+        }
+        (ActionKind::Http { method, .. }, ActionSpec::Http { url, body }) => {
+            format!("{method} {url}\n{}", json(body))
+                .trim_end()
+                .to_string()
+        }
+        (ActionKind::Publish { .. }, ActionSpec::Publish { subject, payload }) => {
+            format!("publish on `{subject}`\n{}", json(payload))
+                .trim_end()
+                .to_string()
+        }
+        (_, ActionSpec::Invalid { error }) => format!("cannot be filled in: {error}"),
+        (kind, spec) => format!(
+            "planned as {spec:?}, but the rule's action is now a {} action",
+            kind.kind_name()
+        ),
+    }
+}

@@ -13,7 +13,7 @@ mod publish;
 mod sql;
 mod worker;
 
-pub use action::{Action, Attempt, Clients};
+pub use action::{Action, Attempt, Clients, describe};
 pub use explain::{Evidence, evidence};
 pub use plan::{Guardrails, Planned, idempotency_key, plan, suspicious};
 pub use worker::{Check, RepairEnv, check_key, work};

@@ -296,7 +296,7 @@ async fn rule_runs_are_exported_as_spans_to_an_otlp_receiver() {
 fn the_demo_finds_exactly_the_orders_its_outage_broke() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
-        .args(["demo", "--speed", "100", "--dir"])
+        .args(["demo", "--speed", "100", "--approve-after", "0", "--dir"])
         .arg(dir.path().join("shop"))
         .output()
         .unwrap();
@@ -321,6 +321,14 @@ fn the_demo_finds_exactly_the_orders_its_outage_broke() {
         "{stdout}"
     );
     assert!(stdout.contains("is resolved; the other "), "{stdout}");
+    // The rest are repaired: planned, approved through the API, applied.
+    assert!(stdout.contains("repairs for the other "), "{stdout}");
+    assert!(
+        stdout.contains("(the page on-call approves repairs on; token: "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Approved by oncall: "), "{stdout}");
+    assert!(stdout.contains("Every invariant holds again."), "{stdout}");
     assert!(stdout.contains("/api/v1/violations"), "{stdout}");
     // On-call heard of each broken rule once, with the money at risk, and of its healing.
     for line in [

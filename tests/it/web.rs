@@ -248,6 +248,12 @@ repair:
         "{text}"
     );
     assert_eq!(browser.run("return document.title;").await, "invariantd");
+    // The planned action as it will run: the statement and this repair's values.
+    assert!(
+        text.contains("INSERT INTO reservations (order_id) VALUES ($1)")
+            && text.contains("with parameters: 2"),
+        "{text}"
+    );
     // It fits a phone: nothing wider than the screen.
     assert_eq!(
         browser

@@ -73,6 +73,21 @@ showToken();
 load();
 }
 
+async function approveRule(button) {
+  const out = button.parentElement.querySelector(".result");
+  const h = headers(true);
+  if (!h.Authorization) { out.textContent = "a token is needed to decide"; return; }
+  const r = await fetch(`/api/v1/rules/${encodeURIComponent(button.dataset.rule)}/repairs/approve`, {
+    method: "POST", headers: h, body: "{}",
+  });
+  const answer = await r.json().catch(() => ({}));
+  if (r.status === 401) sessionStorage.removeItem(KEY);
+  out.textContent = r.ok
+    ? `${(answer.approved || []).length} approved` + ((answer.refused || []).length ? `, ${answer.refused.length} not: ${answer.refused[0].error}` : "")
+    : `refused (${r.status}): ${answer.error || ""}`;
+  showToken();
+}
+
 async function explain(button) {
   const target = document.getElementById(button.dataset.target);
   target.textContent = "judging now…";
@@ -86,6 +101,7 @@ document.addEventListener("click", (ev) => {
   const b = ev.target.closest("button[data-act]");
   if (!b) return;
   if (b.dataset.act === "explain") explain(b);
+  else if (b.dataset.act === "approve-rule") approveRule(b);
   else if (b.dataset.act === "token") { sessionStorage.removeItem(KEY); token(true); load(); }
   else decide(b);
 });
