@@ -1056,3 +1056,181 @@ async fn explain_shows_the_rows_each_part_of_the_assertion_grace_and_history() {
     assert_eq!(api["steps"], e["steps"]);
     terminate_within(&mut daemon, Duration::from_secs(20)).await;
 }
+
+#[tokio::test]
+async fn a_conflict_means_what_the_rule_says_and_other_refusals_fail() {
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 3, &[1]).await;
+    let out = tempfile::tempdir().unwrap();
+    let conflicts = out.path().join("409.jsonl");
+    let refusals = out.path().join("422.jsonl");
+    let conflict = Helper::start(
+        "http_recorder.py",
+        &[conflicts.to_str().unwrap(), "0", "409"],
+    );
+    let refusal = Helper::start(
+        "http_recorder.py",
+        &[refusals.to_str().unwrap(), "0", "422"],
+    );
+    let actions = format!(
+        "    done_before:\n      http:\n        url: \"http://127.0.0.1:{}/refunds/{{{{key}}}}\"\n        on_409: applied\n    refused:\n      http:\n        url: \"http://127.0.0.1:{}/refunds/{{{{key}}}}\"\n",
+        conflict.port, refusal.port
+    );
+    let w = workdir(
+        &p,
+        &i,
+        &rule(&format!("  mode: approve\n  actions:\n{actions}")),
+    );
+    let (mut daemon, port) = w
+        .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
+        .await;
+    eventually(Duration::from_secs(20), "two repairs pending", || {
+        repairs(port, "state=pending").len() == 2
+    })
+    .await;
+    // Waiting repairs have an age.
+    eventually(Duration::from_secs(10), "the oldest pending age", || {
+        metric(
+            port,
+            "invariantd_repairs_oldest_pending_age_seconds{rule=\"paid_implies_reserved\"}",
+        )
+        .is_some_and(|age| age > 0.0)
+            && metric(
+                port,
+                "invariantd_repairs_pending{rule=\"paid_implies_reserved\"}",
+            ) == Some(2.0)
+    })
+    .await;
+    let pending = repairs(port, "state=pending");
+    let two = by_key(&pending, "2")["id"].as_str().unwrap().to_string();
+    let three = by_key(&pending, "3")["id"].as_str().unwrap().to_string();
+    post(
+        port,
+        &format!("/api/v1/repairs/{two}/approve"),
+        Some(TOKEN),
+        &serde_json::json!({}),
+    );
+    post(
+        port,
+        &format!("/api/v1/repairs/{three}/approve"),
+        Some(TOKEN),
+        &serde_json::json!({ "action": "refused" }),
+    );
+    eventually(Duration::from_secs(20), "both ended", || {
+        repairs(port, "state=applied").len() == 1 && repairs(port, "state=failed").len() == 1
+    })
+    .await;
+    assert_eq!(
+        repairs(port, "state=applied")[0]["key"],
+        "2",
+        "409 with on_409: applied"
+    );
+    let failed = &repairs(port, "state=failed")[0];
+    assert_eq!(failed["key"], "3");
+    assert!(
+        failed["result"].as_str().unwrap().contains("422"),
+        "{failed}"
+    );
+    assert_eq!(failed["attempts"], 1, "a refusal is not retried");
+    assert_eq!(json_lines(&refusals).len(), 1);
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn dry_run_plans_and_shows_without_applying_and_a_changed_rule_needs_enabling_again() {
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 3, &[1]).await;
+    let auto = |extra: &str| {
+        rule(&format!(
+            "  mode: auto\n{extra}  actions:\n{}",
+            reserve_action(SourceKind::Sqlite, false)
+        ))
+    };
+    let w = workdir(&p, &i, &auto("  dry_run: true\n"));
+    let (mut daemon, port) = w
+        .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
+        .await;
+    // The rule's own dry run: enabling does not apply them.
+    let (status, _) = post(
+        port,
+        "/api/v1/rules/paid_implies_reserved/repairs/enable",
+        Some(TOKEN),
+        &serde_json::json!({}),
+    );
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(20), "two repairs in dry run", || {
+        repairs(port, "state=dry_run").len() == 2
+    })
+    .await;
+    assert!(
+        repairs(port, "state=dry_run")[0]["hold_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("dry run")
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(reservation_counts(&i, 3).await, (2, 0));
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+
+    // `run --dry-run` with the rule enabled: still nothing applied, also after a reload.
+    std::fs::write(w.path().join("rules/rules.yaml"), auto("")).unwrap();
+    p.exec_str(&["INSERT INTO payments VALUES (4, 1004, 'ref/4', 'captured')"])
+        .await;
+    let mut dry = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+        .args(["run", "--dry-run"])
+        .current_dir(w.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(20), "the daemon is ready", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http(port, "GET", "/readyz").0 == 200
+    })
+    .await;
+    let (status, _) = post(
+        port,
+        "/api/v1/rules/paid_implies_reserved/repairs/enable",
+        Some(TOKEN),
+        &serde_json::json!({}),
+    );
+    assert_eq!(status, 200);
+    kill(&dry, "HUP");
+    eventually(
+        Duration::from_secs(20),
+        "order 4's repair in dry run",
+        || by_key_opt(&repairs(port, "state=dry_run"), "4"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(repairs(port, "state=applied").len(), 0);
+    terminate_within(&mut dry, Duration::from_secs(20)).await;
+
+    // Without --dry-run the enabled rule repairs by itself; changed, it waits to be enabled again.
+    let mut daemon = w.respawn(port).await;
+    p.exec_str(&["INSERT INTO payments VALUES (5, 1005, 'ref/5', 'captured')"])
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "order 5 repaired by itself",
+        || by_key_opt(&repairs(port, "state=applied"), "5"),
+    )
+    .await;
+    std::fs::write(
+        w.path().join("rules/rules.yaml"),
+        auto("  max_auto_per_run: 20\n"),
+    )
+    .unwrap();
+    kill(&daemon, "HUP");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    p.exec_str(&["INSERT INTO payments VALUES (6, 1006, 'ref/6', 'captured')"])
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "order 6's repair waits in dry run",
+        || by_key_opt(&repairs(port, "state=dry_run"), "6"),
+    )
+    .await;
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
+
+fn by_key_opt(items: &[serde_json::Value], key: &str) -> bool {
+    items.iter().any(|r| r["key"] == key)
+}

@@ -529,3 +529,139 @@ async fn the_audit_chain_finds_edits_and_deletions_on_sqlite() {
 async fn the_audit_chain_finds_edits_and_deletions_on_postgres() {
     audit_chain(SourceKind::Postgres).await;
 }
+
+/// Repairs in the store: planned once per occurrence, claimed once while leased, taken over
+/// after the lease with a new fence, and a stale fence's result refused.
+async fn repair_claims(kind: SourceKind) {
+    use invariantd::state::{Decision, NewRepair, RepairEnd, RepairFilter, RepairState};
+    let state_db = match kind {
+        SourceKind::Postgres => Some(TestDb::new(SourceKind::Postgres, "claims").await),
+        _ => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = state_store(kind, &state_db, dir.path()).await;
+    let new = |key: &str| NewRepair {
+        key: key.into(),
+        occurrence_us: 1_000,
+        state: RepairState::Pending,
+        mode: "approve".into(),
+        action: "reserve".into(),
+        actions: Vec::new(),
+        idempotency_key: format!("idem-{key}"),
+        hold_reason: None,
+    };
+    let planned = store
+        .plan_repairs("r", &[new("1"), new("2")], 10)
+        .await
+        .unwrap();
+    assert_eq!(planned.len(), 2);
+    // Planning the same occurrences again adds nothing.
+    assert!(
+        store
+            .plan_repairs("r", &[new("1"), new("2")], 20)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let approve = Decision {
+        by: "ops".into(),
+        approve: true,
+        action: None,
+        comment: None,
+        four_eyes: false,
+    };
+    for id in &planned {
+        store.decide(*id, &approve, 30).await.unwrap().unwrap();
+    }
+    // Worker A takes both; worker B finds nothing while A's leases run.
+    let a = store
+        .claim_repairs("a", (100, 1_000), 10, &[], None)
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 2);
+    assert!(a.iter().all(|c| c.fence == 1 && !c.interrupted));
+    assert!(
+        store
+            .claim_repairs("b", (500, 1_500), 10, &[], None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A stalls past its leases: B takes them over, with a new fence, and knows an attempt was
+    // interrupted.
+    let b = store
+        .claim_repairs("b", (2_000, 3_000), 10, &[], None)
+        .await
+        .unwrap();
+    assert_eq!(b.len(), 2);
+    assert!(b.iter().all(|c| c.fence == 2 && c.interrupted));
+    // A wakes up: its result is refused; B's stands.
+    let done = RepairEnd::Final(RepairState::Applied, "done".into());
+    assert!(!store.end_attempt(&a[0], &done, 2_100).await.unwrap());
+    assert!(store.end_attempt(&b[0], &done, 2_200).await.unwrap());
+    let retry = RepairEnd::Retry {
+        at_us: 10_000,
+        error: "busy".into(),
+    };
+    assert!(store.end_attempt(&b[1], &retry, 2_300).await.unwrap());
+    // Not due before its time, then due again.
+    assert!(
+        store
+            .claim_repairs("c", (5_000, 6_000), 10, &[], None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .claim_repairs("c", (10_000, 11_000), 10, &[], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.len(), again[0].fence, again[0].interrupted),
+        (1, 3, false)
+    );
+    let applied = store
+        .repairs(&RepairFilter {
+            state: Some(RepairState::Applied),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(applied.len(), 1);
+    assert_eq!(applied[0].result.as_deref(), Some("done"));
+    // The audit log has every transition, in one whole chain.
+    let actions: Vec<String> = store
+        .audit_entries(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .rev()
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "repair.planned",
+            "repair.planned",
+            "repair.approved",
+            "repair.approved",
+            "repair.applied",
+            "repair.retry"
+        ]
+    );
+    assert!(matches!(
+        store.verify_audit().await.unwrap(),
+        invariantd::state::Verification::Intact { entries: 6, .. }
+    ));
+}
+
+#[tokio::test]
+async fn repairs_are_claimed_once_and_a_stale_fence_is_refused_on_sqlite() {
+    repair_claims(SourceKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn repairs_are_claimed_once_and_a_stale_fence_is_refused_on_postgres() {
+    repair_claims(SourceKind::Postgres).await;
+}

@@ -1,14 +1,15 @@
 """An HTTP endpoint for the tests that records requests: appends one JSON line per POST
 (path, headers, body) to a file. It answers 503 to the first FAIL_FIRST requests (to test
-retries), then 200.
+retries), then STATUS (200 unless given).
 
-Usage: python3 http_recorder.py OUT_FILE [FAIL_FIRST]  -- prints the port (127.0.0.1).
+Usage: python3 http_recorder.py OUT_FILE [FAIL_FIRST] [STATUS]  -- prints the port (127.0.0.1).
 """
 import json
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 fail_first = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+answer = int(sys.argv[3]) if len(sys.argv) > 3 else 200
 seen = 0
 
 
@@ -17,7 +18,7 @@ class Handler(BaseHTTPRequestHandler):
         global seen
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         seen += 1
-        status = 503 if seen <= fail_first else 200
+        status = 503 if seen <= fail_first else answer
         with open(sys.argv[1], "a") as out:
             out.write(json.dumps({
                 "path": self.path,
