@@ -1234,3 +1234,32 @@ async fn dry_run_plans_and_shows_without_applying_and_a_changed_rule_needs_enabl
 fn by_key_opt(items: &[serde_json::Value], key: &str) -> bool {
     items.iter().any(|r| r["key"] == key)
 }
+
+#[test]
+fn the_readmes_repair_example_is_valid() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let section = &readme[readme.find("\n## Repairs\n").expect("a Repairs section")..];
+    let block = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a yaml example");
+    assert!(block.starts_with("repair:"), "{block}");
+    let rules = format!(
+        "name: paid_implies_reserved\nkey: order_id\ndatasets:\n  payment: {{ source: payments, query: \"SELECT order_id, id, amount_cents FROM payments\" }}\n  reservation: {{ source: inventory, query: \"SELECT order_id FROM reservations\" }}\nassert: payment == null || reservation != null\n{block}"
+    );
+    let config = "sources:\n  payments: { url: \"sqlite://payments.db\" }\n  inventory: { url: \"sqlite://inventory.db\" }\n  inventory_writer: { url: \"sqlite://inventory.db\" }\nrules: [rules/]\n";
+    let workdir = Workdir::raw(config, &rules);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+        .args(["validate"])
+        .env("PAYMENTS_URL", "https://payments.example.com")
+        .env("PAYMENTS_TOKEN", "t")
+        .current_dir(workdir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
