@@ -52,6 +52,9 @@ struct BuildInfo {
 /// How a repair can end.
 const REPAIR_OUTCOMES: [&str; 5] = ["applied", "failed", "skipped", "rejected", "needs_manual"];
 
+/// Why a guardrail held a run's automatic repairs.
+const HELD_REASONS: [&str; 4] = ["dry_run", "not_enabled", "too_many", "suspicious"];
+
 /// The statuses of `rule_keys`: what the last finished run did with each key.
 const KEY_STATUSES: [&str; 3] = ["judged", "in_grace", "error"];
 
@@ -376,6 +379,12 @@ impl Metrics {
                     .unwrap_or(0);
                 counter.inc_by(stored.saturating_sub(counter.get()));
             }
+            // From the first tick, so that `increase()` sees the first hold.
+            for reason in HELD_REASONS {
+                self.repairs_held
+                    .get_or_create(&self.labels(rule, &[("reason", reason)]))
+                    .inc_by(0);
+            }
             let p = pending.get(&rule.name).cloned().unwrap_or_default();
             let r = self.labels(rule, &[]);
             self.repairs_pending.get_or_create(&r).set(p.pending as i64);
@@ -518,7 +527,7 @@ impl Metrics {
                 self.repairs
                     .remove(&self.labels(rule, &[("outcome", outcome)]));
             }
-            for reason in ["dry_run", "not_enabled", "too_many", "suspicious"] {
+            for reason in HELD_REASONS {
                 self.repairs_held
                     .remove(&self.labels(rule, &[("reason", reason)]));
             }

@@ -111,6 +111,19 @@ async fn every_metric_the_alerts_and_dashboards_query_is_exported() {
     }
     assert!(named.len() >= 20, "{named:?}");
     let (workdir, _shop) = Workdir::sqlite_shop(2).await;
+    // And a rule with a repair, so that the repair families have their series.
+    std::fs::create_dir(workdir.path().join("repairing")).unwrap();
+    std::fs::write(
+        workdir.path().join("repairing/rule.yaml"),
+        "name: order_reserved\nkey: order_id\nevery: 1s\ndatasets:\n  order: { source: orders, query: \"SELECT id AS order_id FROM orders\" }\nassert: order != null\nrepair:\n  action:\n    sql: { source: orders, statement: \"UPDATE orders SET status = status WHERE id = ?\", params: [key] }\n",
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(workdir.config()).unwrap();
+    std::fs::write(
+        workdir.config(),
+        config.replace("rules: [", "rules: [\"repairing/\", "),
+    )
+    .unwrap();
     // A receiver, so that the alert delivery counter has series too.
     let hooks = tempfile::NamedTempFile::new().unwrap();
     let hook = crate::harness::Helper::start("http_recorder.py", &[hooks.path().to_str().unwrap()]);
@@ -129,6 +142,7 @@ async fn every_metric_the_alerts_and_dashboards_query_is_exported() {
         if scrape.contains("invariantd_rule_keys{")
             && scrape.contains("invariantd_rule_run_duration_seconds_bucket{")
             && scrape.contains("invariantd_alerts_sent_total{")
+            && scrape.contains("invariantd_repairs_held_total{")
         {
             break scrape;
         }
