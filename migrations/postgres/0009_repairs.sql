@@ -23,6 +23,7 @@ CREATE TABLE repairs (
     lease_owner      TEXT,
     lease_until_us   BIGINT,
     fence            BIGINT  NOT NULL DEFAULT 0,
+    interrupted      BIGINT  NOT NULL DEFAULT 0,  -- 1: an attempt may have acted without a result
     result           TEXT,              -- what the last attempt found or did
     finished_us      BIGINT
 );

@@ -43,7 +43,10 @@ impl Action for Http<'_> {
             }
             let response = match request.send().await {
                 Ok(r) => r,
-                Err(e) if e.is_connect() || e.is_builder() => {
+                Err(e) if e.is_builder() => {
+                    return Attempt::Failed(format!("{} {url}: {e}", self.method));
+                }
+                Err(e) if e.is_connect() => {
                     return Attempt::Retry(format!("{} {url}: {e}", self.method));
                 }
                 Err(e) => {

@@ -4,7 +4,8 @@
 //! records the result under its fence.
 //!
 //! Failures: what the target refused is `failed`; what may work later is retried with backoff
-//! up to `repairs.max_attempts`; an ambiguous one (sent, no answer), and a claim that finds an
+//! up to `repairs.max_attempts`; a key that cannot be judged now (its source down, the key
+//! within its grace) waits with backoff as long as it takes, since nothing was tried; an ambiguous one (sent, no answer), and a claim that finds an
 //! earlier attempt interrupted (its worker died while acting), is retried only for actions
 //! marked `idempotent`, and otherwise goes to `needs_manual` — unless the key holds now, which
 //! says the interrupted attempt did its work.
@@ -103,6 +104,17 @@ pub async fn work(env: &RepairEnv<'_>) -> Result<usize, StateError> {
     Ok(n)
 }
 
+/// Tries again later without giving up: the key cannot be judged now (a source down, the key
+/// within its grace), which says nothing about the action.
+fn wait(attempts: i64, why: String) -> RepairEnd {
+    let wait = crate::alert::backoff(attempts).max(Duration::from_secs(1));
+    RepairEnd::Retry {
+        at_us: Utc::now().timestamp_micros() + wait.as_micros() as i64,
+        error: why,
+        acted: false,
+    }
+}
+
 fn retry(attempts: i64, error: String, config: &RepairsConfig) -> RepairEnd {
     if attempts >= i64::from(config.max_attempts) {
         return RepairEnd::Final(
@@ -114,6 +126,7 @@ fn retry(attempts: i64, error: String, config: &RepairsConfig) -> RepairEnd {
     RepairEnd::Retry {
         at_us: Utc::now().timestamp_micros() + wait.as_micros() as i64,
         error,
+        acted: true,
     }
 }
 
@@ -191,10 +204,9 @@ async fn decide(env: &RepairEnv<'_>, claimed: &Claimed) -> RepairEnd {
             );
         }
         Check::NotNow(why) => {
-            return retry(
+            return wait(
                 r.attempts,
                 format!("cannot check the key before acting: {why}"),
-                env.config,
             );
         }
         Check::Violated if claimed.interrupted && !action.idempotent => {

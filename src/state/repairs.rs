@@ -103,6 +103,9 @@ pub struct RepairRecord {
     pub lease_owner: Option<String>,
     pub lease_until_us: Option<i64>,
     pub fence: i64,
+    /// An earlier claim ended without a result (its worker died or lost its lease while it
+    /// may have been acting), and no attempt has acted since.
+    pub interrupted: bool,
     pub result: Option<String>,
     pub finished_us: Option<i64>,
 }
@@ -129,8 +132,12 @@ pub struct Claimed {
 pub enum RepairEnd {
     /// Done for good, in this state (applied, failed, skipped, needs_manual).
     Final(RepairState, String),
-    /// Try again at this time.
-    Retry { at_us: i64, error: String },
+    /// Try again at this time; `acted` when this attempt acted (so it was not interrupted).
+    Retry {
+        at_us: i64,
+        error: String,
+        acted: bool,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -151,7 +158,7 @@ pub struct RepairSummary {
 
 const COLUMNS: &str = "id, rule, key, occurrence_us, state, mode, action, actions, idempotency_key, \
      hold_reason, created_us, updated_us, approved_by, comment, attempts, next_attempt_us, \
-     lease_owner, lease_until_us, fence, result, finished_us";
+     lease_owner, lease_until_us, fence, result, finished_us, interrupted";
 
 /// Planned repairs per insert statement (9 parameters each).
 const PLAN_BATCH: usize = 200;
@@ -185,6 +192,7 @@ macro_rules! repair_of {
             fence: row.try_get(18)?,
             result: row.try_get(19)?,
             finished_us: row.try_get(20)?,
+            interrupted: row.try_get::<i64, _>(21)? != 0,
         }
     }};
 }
@@ -485,8 +493,8 @@ impl StateStore {
         let stmt = Stmt {
             sql: format!(
                 "UPDATE repairs SET lease_owner = $3, lease_until_us = $4, fence = fence + 1, \
-                 attempts = attempts + 1, result = CASE WHEN lease_owner IS NULL THEN result \
-                 ELSE 'interrupted' END \
+                 attempts = attempts + 1, \
+                 interrupted = CASE WHEN lease_owner IS NULL THEN interrupted ELSE 1 END \
                  WHERE id IN (SELECT id FROM repairs WHERE state = 'approved' \
                  AND next_attempt_us <= $1 AND (lease_until_us IS NULL OR lease_until_us < $1){skip} \
                  ORDER BY next_attempt_us, id LIMIT $2{lock}) RETURNING {COLUMNS}"
@@ -500,7 +508,7 @@ impl StateStore {
                 let repair = repair_of!(row);
                 out.push(Claimed {
                     fence: repair.fence,
-                    interrupted: repair.result.as_deref() == Some("interrupted"),
+                    interrupted: repair.interrupted,
                     repair,
                 });
             }
@@ -518,17 +526,29 @@ impl StateStore {
         now_us: i64,
     ) -> Result<bool, StateError> {
         let r = &claimed.repair;
-        let (state, result, next, finished) = match end {
-            RepairEnd::Final(state, result) => {
-                (*state, result.clone(), r.next_attempt_us, Some(now_us))
-            }
-            RepairEnd::Retry { at_us, error } => {
-                (RepairState::Approved, error.clone(), *at_us, None)
-            }
+        let (state, result, next, finished, interrupted) = match end {
+            RepairEnd::Final(state, result) => (
+                *state,
+                result.clone(),
+                r.next_attempt_us,
+                Some(now_us),
+                false,
+            ),
+            RepairEnd::Retry {
+                at_us,
+                error,
+                acted,
+            } => (
+                RepairState::Approved,
+                error.clone(),
+                *at_us,
+                None,
+                claimed.interrupted && !acted,
+            ),
         };
         let update = Stmt {
             sql: "UPDATE repairs SET state = $3, result = $4, next_attempt_us = $5, finished_us = $6, \
-                  updated_us = $7, lease_owner = NULL, lease_until_us = NULL \
+                  updated_us = $7, lease_owner = NULL, lease_until_us = NULL, interrupted = $8 \
                   WHERE id = $1 AND fence = $2"
                 .into(),
             binds: vec![
@@ -539,6 +559,7 @@ impl StateStore {
                 Bind::I64(next),
                 Bind::OptI64(finished),
                 Bind::I64(now_us),
+                Bind::I64(i64::from(interrupted)),
             ],
         };
         let _turn = self.writer.lock().await;

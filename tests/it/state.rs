@@ -599,9 +599,12 @@ async fn repair_claims(kind: SourceKind) {
     let done = RepairEnd::Final(RepairState::Applied, "done".into());
     assert!(!store.end_attempt(&a[0], &done, 2_100).await.unwrap());
     assert!(store.end_attempt(&b[0], &done, 2_200).await.unwrap());
+    // B could not check the key (its source down): it did not act, so the repair stays
+    // marked interrupted for whoever takes it next.
     let retry = RepairEnd::Retry {
         at_us: 10_000,
         error: "busy".into(),
+        acted: false,
     };
     assert!(store.end_attempt(&b[1], &retry, 2_300).await.unwrap());
     // Not due before its time, then due again.
@@ -618,7 +621,22 @@ async fn repair_claims(kind: SourceKind) {
         .unwrap();
     assert_eq!(
         (again.len(), again[0].fence, again[0].interrupted),
-        (1, 3, false)
+        (1, 3, true)
+    );
+    // Once an attempt acted, the mark is gone.
+    let acted = RepairEnd::Retry {
+        at_us: 20_000,
+        error: "503".into(),
+        acted: true,
+    };
+    assert!(store.end_attempt(&again[0], &acted, 10_500).await.unwrap());
+    let last = store
+        .claim_repairs("c", (20_000, 21_000), 10, &[], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (last.len(), last[0].fence, last[0].interrupted),
+        (1, 4, false)
     );
     let applied = store
         .repairs(&RepairFilter {
@@ -647,12 +665,13 @@ async fn repair_claims(kind: SourceKind) {
             "repair.approved",
             "repair.approved",
             "repair.applied",
+            "repair.retry",
             "repair.retry"
         ]
     );
     assert!(matches!(
         store.verify_audit().await.unwrap(),
-        invariantd::state::Verification::Intact { entries: 6, .. }
+        invariantd::state::Verification::Intact { entries: 7, .. }
     ));
 }
 

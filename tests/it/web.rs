@@ -317,3 +317,86 @@ repair:
     drop(browser);
     terminate_within(&mut daemon, Duration::from_secs(20)).await;
 }
+
+#[tokio::test]
+async fn with_read_tokens_the_page_asks_once_and_approve_all_approves_a_rule() {
+    let payments = TestDb::new(SourceKind::Sqlite, "web_payments").await;
+    let inventory = TestDb::new(SourceKind::Sqlite, "web_inventory").await;
+    payments
+        .exec_str(&[
+            "CREATE TABLE payments (order_id INTEGER NOT NULL)",
+            "INSERT INTO payments VALUES (1), (2), (3)",
+        ])
+        .await;
+    inventory
+        .exec_str(&["CREATE TABLE reservations (order_id INTEGER NOT NULL)"])
+        .await;
+    let rules = r#"
+name: paid_implies_reserved
+every: 1s
+key: order_id
+datasets:
+  payment: { source: payments, query: "SELECT order_id FROM payments" }
+  reservation: { source: inventory, query: "SELECT order_id FROM reservations" }
+assert: payment == null || reservation != null
+repair:
+  action:
+    sql:
+      source: inventory_writer
+      statement: "INSERT INTO reservations (order_id) VALUES ($1)"
+      params: [key]
+"#;
+    let w = Workdir::new(
+        &[
+            ("payments", &payments.url),
+            ("inventory", &inventory.url),
+            ("inventory_writer", &inventory.admin_url),
+        ],
+        Some(rules),
+    );
+    let auth =
+        tokens_file(w.path()).replace("tokens_file: tokens", "tokens_file: tokens, read: token");
+    let (mut daemon, port) = w.spawn_daemon(&auth, std::process::Stdio::null()).await;
+    let pending = || {
+        crate::harness::http_as(port, "GET", "/api/v1/repairs?state=pending", Some(TOKEN))
+            .1
+            .matches("\"key\"")
+            .count()
+    };
+    eventually(Duration::from_secs(20), "three repairs pending", || {
+        pending() == 3
+    })
+    .await;
+
+    let browser = Browser::start().await;
+    browser.go(&format!("http://127.0.0.1:{port}/")).await;
+    // Reads need the token: the page asks for it once, then loads its content with it.
+    browser.answer_prompt(TOKEN).await;
+    browser
+        .until(
+            "document.body.innerText.includes('Approve all 3 of paid_implies_reserved')",
+            "the content loads with the token",
+        )
+        .await;
+    browser.click("button[data-act=approve-rule]").await;
+    browser
+        .until(
+            "document.querySelector('.bulk .result').textContent == '3 approved'",
+            "all three approved without asking again",
+        )
+        .await;
+    eventually(Duration::from_secs(20), "all three applied", || {
+        crate::harness::http_as(port, "GET", "/api/v1/repairs?state=applied", Some(TOKEN))
+            .1
+            .matches("\"key\"")
+            .count()
+            == 3
+    })
+    .await;
+    assert_eq!(
+        inventory.count("SELECT COUNT(*) FROM reservations").await,
+        3
+    );
+    drop(browser);
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}

@@ -4,32 +4,20 @@
 
 const KEY = "invariantd-token";
 
+function showToken() {
+  const el = document.getElementById("token-state");
+  if (!el) return;
+  el.textContent = sessionStorage.getItem(KEY) ? "token set for this session" : "no token yet";
+}
+
 function token(ask) {
   let t = sessionStorage.getItem(KEY);
   if (!t && ask) {
     t = window.prompt("Your bearer token (from auth.tokens_file), kept for this browser session:");
     if (t) sessionStorage.setItem(KEY, t.trim());
   }
-  async function load() {
-  const main = document.getElementById("content");
-  if (!main || !main.dataset.needsToken) return;
-  const h = headers(true);
-  if (!h.Authorization) return;
-  const r = await fetch("/ui/content", { headers: h });
-  if (r.status === 401) { sessionStorage.removeItem(KEY); showToken(); return; }
-  // Rendered by the server, every value escaped.
-  if (r.ok) main.innerHTML = await r.text();
-}
-
-showToken();
-load();
+  showToken();
   return t ? t.trim() : null;
-}
-
-function showToken() {
-  const el = document.getElementById("token-state");
-  if (!el) return;
-  el.textContent = sessionStorage.getItem(KEY) ? "token set for this session" : "no token yet";
 }
 
 function headers(ask) {
@@ -39,8 +27,26 @@ function headers(ask) {
   return h;
 }
 
+// Sends a decision; returns the answer's JSON, or says why not in `out`.
+async function send(url, body, out) {
+  const h = headers(true);
+  if (!h.Authorization) {
+    out.textContent = "a token is needed to decide";
+    return null;
+  }
+  const r = await fetch(url, { method: "POST", headers: h, body: JSON.stringify(body) });
+  const answer = await r.json().catch(() => ({}));
+  if (r.status === 401) sessionStorage.removeItem(KEY);
+  showToken();
+  if (!r.ok) {
+    out.textContent = `refused (${r.status}): ${answer.error || ""}`;
+    out.dataset.state = "refused";
+    return null;
+  }
+  return answer;
+}
+
 async function decide(button) {
-  const id = button.dataset.id;
   const card = button.closest(".card");
   const out = card.querySelector(".result");
   const comment = card.querySelector("input.comment");
@@ -49,43 +55,23 @@ async function decide(button) {
   if (button.dataset.act === "approve" && choice && choice.value !== choice.dataset.planned) {
     body.action = choice.value;
   }
-  const h = headers(true);
-  if (!h.Authorization) { out.textContent = "a token is needed to decide"; return; }
-  const r = await fetch(`/api/v1/repairs/${encodeURIComponent(id)}/${button.dataset.act}`, {
-    method: "POST", headers: h, body: JSON.stringify(body),
-  });
-  const answer = await r.json().catch(() => ({}));
-  if (r.status === 401) sessionStorage.removeItem(KEY);
-  out.textContent = r.ok ? `${answer.state}${answer.approved_by ? " by " + answer.approved_by : ""}` : `refused (${r.status}): ${answer.error || ""}`;
-  out.dataset.state = r.ok ? answer.state : "refused";
-  async function load() {
-  const main = document.getElementById("content");
-  if (!main || !main.dataset.needsToken) return;
-  const h = headers(true);
-  if (!h.Authorization) return;
-  const r = await fetch("/ui/content", { headers: h });
-  if (r.status === 401) { sessionStorage.removeItem(KEY); showToken(); return; }
-  // Rendered by the server, every value escaped.
-  if (r.ok) main.innerHTML = await r.text();
-}
-
-showToken();
-load();
+  const url = `/api/v1/repairs/${encodeURIComponent(button.dataset.id)}/${button.dataset.act}`;
+  const answer = await send(url, body, out);
+  if (answer) {
+    out.textContent = `${answer.state}${answer.approved_by ? " by " + answer.approved_by : ""}`;
+    out.dataset.state = answer.state;
+  }
 }
 
 async function approveRule(button) {
   const out = button.parentElement.querySelector(".result");
-  const h = headers(true);
-  if (!h.Authorization) { out.textContent = "a token is needed to decide"; return; }
-  const r = await fetch(`/api/v1/rules/${encodeURIComponent(button.dataset.rule)}/repairs/approve`, {
-    method: "POST", headers: h, body: "{}",
-  });
-  const answer = await r.json().catch(() => ({}));
-  if (r.status === 401) sessionStorage.removeItem(KEY);
-  out.textContent = r.ok
-    ? `${(answer.approved || []).length} approved` + ((answer.refused || []).length ? `, ${answer.refused.length} not: ${answer.refused[0].error}` : "")
-    : `refused (${r.status}): ${answer.error || ""}`;
-  showToken();
+  const url = `/api/v1/rules/${encodeURIComponent(button.dataset.rule)}/repairs/approve`;
+  const answer = await send(url, {}, out);
+  if (answer) {
+    const refused = answer.refused || [];
+    out.textContent = `${(answer.approved || []).length} approved` +
+      (refused.length ? `, ${refused.length} not: ${refused[0].error}` : "");
+  }
 }
 
 async function explain(button) {
@@ -93,19 +79,11 @@ async function explain(button) {
   target.textContent = "judging now…";
   const r = await fetch(button.dataset.url, { headers: headers(false) });
   // The fragment is rendered by the server, every value escaped.
-  target.innerHTML = r.ok ? await r.text() : "";
-  if (!r.ok) target.textContent = `could not explain (${r.status})`;
+  if (r.ok) target.innerHTML = await r.text();
+  else target.textContent = `could not explain (${r.status})`;
 }
 
-document.addEventListener("click", (ev) => {
-  const b = ev.target.closest("button[data-act]");
-  if (!b) return;
-  if (b.dataset.act === "explain") explain(b);
-  else if (b.dataset.act === "approve-rule") approveRule(b);
-  else if (b.dataset.act === "token") { sessionStorage.removeItem(KEY); token(true); load(); }
-  else decide(b);
-});
-
+// With `auth.read: token` the page comes empty: its content is fetched with the token.
 async function load() {
   const main = document.getElementById("content");
   if (!main || !main.dataset.needsToken) return;
@@ -116,6 +94,15 @@ async function load() {
   // Rendered by the server, every value escaped.
   if (r.ok) main.innerHTML = await r.text();
 }
+
+document.addEventListener("click", (ev) => {
+  const b = ev.target.closest("button[data-act]");
+  if (!b) return;
+  if (b.dataset.act === "explain") explain(b);
+  else if (b.dataset.act === "approve-rule") approveRule(b);
+  else if (b.dataset.act === "token") { sessionStorage.removeItem(KEY); token(true); load(); }
+  else decide(b);
+});
 
 showToken();
 load();
