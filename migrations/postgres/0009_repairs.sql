@@ -13,7 +13,8 @@ CREATE TABLE repairs (
     action           TEXT    NOT NULL,  -- the chosen action's name
     actions          TEXT    NOT NULL,  -- JSON: every action the rule offers, filled in for the key
     idempotency_key  TEXT    NOT NULL,  -- from rule, key, chosen action and occurrence
-    hold_reason      TEXT,              -- why it waits for a person
+    hold_reason      TEXT,              -- why it waits for a person, as people read it
+    held_by          TEXT,              -- which guardrail holds it: dry_run, not_enabled, too_many, suspicious, four_eyes, invalid
     created_us       BIGINT  NOT NULL,
     updated_us       BIGINT  NOT NULL,
     approved_by      TEXT,

@@ -110,6 +110,12 @@ impl Notification {
                     None => "yet".into(),
                 }
             ),
+            "repairs_held" => format!(
+                "{}: {} automatic repair{} held for a person",
+                self.rule.as_deref().unwrap_or(""),
+                self.count,
+                plural(self.count)
+            ),
             _ => format!(
                 "source {} is down ({} rule{} blind)",
                 self.source.as_deref().unwrap_or(""),
@@ -144,6 +150,10 @@ impl Notification {
             ),
             "unknown" => format!("{}: judged again", self.rule.as_deref().unwrap_or("")),
             "stale" => format!("{}: ran successfully", self.rule.as_deref().unwrap_or("")),
+            "repairs_held" => format!(
+                "{}: every held repair decided",
+                self.rule.as_deref().unwrap_or("")
+            ),
             _ => format!("source {} is back", self.source.as_deref().unwrap_or("")),
         }
     }
@@ -292,6 +302,7 @@ impl Notification {
             "violation" => "InvariantViolated",
             "unknown" => "InvariantRuleUnknown",
             "stale" => "InvariantRuleStale",
+            "repairs_held" => "InvariantRepairsHeld",
             _ => "InvariantSourceDown",
         };
         labels.insert("alertname".into(), alertname.into());
@@ -501,6 +512,29 @@ mod tests {
         }
     }
 
+    fn repairs_held() -> Notification {
+        Notification {
+            id: "repairs_held/paid_implies_reserved/1795000000000000/1".into(),
+            group: "repairs_held/paid_implies_reserved".into(),
+            kind: "repairs_held".into(),
+            severity: "critical".into(),
+            description: "A guardrail stopped the automatic repairs of this rule: the run found 150 violations, more than max_auto_per_run (10): none is applied automatically. Nothing is applied until a person approves or rejects them.".into(),
+            count: 150,
+            impact: None,
+            oldest_age_seconds: None,
+            sample: Vec::new(),
+            links: [
+                (
+                    "repairs".to_string(),
+                    "https://invariantd.example.com/api/v1/repairs?rule=paid_implies_reserved&state=pending".to_string(),
+                ),
+                ("page".to_string(), "https://invariantd.example.com/".to_string()),
+            ]
+            .into(),
+            ..firing()
+        }
+    }
+
     #[test]
     fn email_subject_and_body() {
         for (name, n) in [
@@ -509,6 +543,7 @@ mod tests {
             ("source_down", source_down()),
             ("unknown", unknown()),
             ("stale", stale()),
+            ("repairs_held", repairs_held()),
         ] {
             insta::assert_snapshot!(
                 format!("email_{name}"),
@@ -535,6 +570,10 @@ mod tests {
             "alertmanager_resolved",
             resolved().alertmanager_json("2026-11-27T13:00:00Z", valid)
         );
+        insta::assert_json_snapshot!(
+            "alertmanager_repairs_held",
+            repairs_held().alertmanager_json("2026-11-27T12:17:00Z", valid)
+        );
         // The labels that identify the alert are the same in every announcement of the group.
         assert_eq!(
             firing().alertmanager_labels(),
@@ -544,7 +583,14 @@ mod tests {
 
     #[test]
     fn notifications_round_trip_through_the_outbox() {
-        for n in [firing(), resolved(), source_down(), unknown(), stale()] {
+        for n in [
+            firing(),
+            resolved(),
+            source_down(),
+            unknown(),
+            stale(),
+            repairs_held(),
+        ] {
             let text = serde_json::to_string(&n).unwrap();
             assert_eq!(serde_json::from_str::<Notification>(&text).unwrap(), n);
         }

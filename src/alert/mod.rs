@@ -128,6 +128,7 @@ async fn observe(
     let alerting = &inputs.config.alerting;
     // Costs what is open, and two index lookups per rule: never a scan of the run history.
     let open = store.open_summaries().await?;
+    let held = store.held_repairs().await?;
     let mut out = Vec::new();
     let mut blind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for rule in inputs.rules {
@@ -181,6 +182,25 @@ async fn observe(
         s.count = 1;
         s.last_success_us = snap.last_success_us;
         out.push(s);
+
+        if rule.repair.is_some() {
+            let mut h = Observed::new(
+                format!("repairs_held/{}", rule.name),
+                "repairs_held",
+                Some(rule),
+            );
+            // A guardrail that fired says more often that the check is broken than the data:
+            // whoever owns the rule must look before anything is applied.
+            h.severity = "critical".into();
+            if let Some((count, why)) = held.get(&rule.name) {
+                h.failing = *count > 0;
+                h.count = *count;
+                h.description = format!(
+                    "A guardrail stopped the automatic repairs of this rule: {why}. Nothing is applied until a person approves or rejects them."
+                );
+            }
+            out.push(h);
+        }
 
         for d in &rule.datasets {
             blind
@@ -494,6 +514,14 @@ async fn notification(
                 "violations".into(),
                 format!("{base}/api/v1/violations?rule={rule}&state=open"),
             );
+        }
+        if o.kind == "repairs_held" {
+            links.remove("rule");
+            links.insert(
+                "repairs".into(),
+                format!("{base}/api/v1/repairs?rule={rule}&state=pending"),
+            );
+            links.insert("page".into(), format!("{base}/"));
         }
     }
     Ok(Notification {

@@ -221,7 +221,13 @@ pub struct Matcher {
 /// The fields a matcher may name besides the rules' labels.
 pub const MATCH_FIELDS: [&str; 4] = ["severity", "rule", "kind", "source"];
 /// What an alert is about: `violation` (a rule failing) and the checker's own blindness.
-pub const ALERT_KINDS: [&str; 4] = ["violation", "unknown", "stale", "source_down"];
+pub const ALERT_KINDS: [&str; 5] = [
+    "violation",
+    "unknown",
+    "stale",
+    "source_down",
+    "repairs_held",
+];
 
 pub(super) fn check_alerting(
     raw: Option<RawAlerting>,

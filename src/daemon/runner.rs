@@ -258,8 +258,8 @@ async fn plan_repairs(
     if let Some((reason, why)) = &planned.held
         && !ids.is_empty()
     {
-        ctx.metrics.repairs_held(rule, reason);
-        warn!(rule = %rule.name, reason, planned = ids.len(), "Automatic repairs held for a person: {why}");
+        ctx.metrics.repairs_held(rule, reason.as_str());
+        warn!(rule = %rule.name, reason = reason.as_str(), planned = ids.len(), "Automatic repairs held for a person: {why}");
     }
     if !ids.is_empty() {
         info!(rule = %rule.name, planned = ids.len(), "Repairs planned.");

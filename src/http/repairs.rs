@@ -37,6 +37,8 @@ pub struct RepairView {
     pub actions: Vec<PlannedAction>,
     pub idempotency_key: String,
     pub hold_reason: Option<String>,
+    /// Which guardrail holds it: dry_run, not_enabled, too_many, suspicious, four_eyes, invalid.
+    pub held_by: Option<crate::state::Hold>,
     pub approved_by: Option<String>,
     pub comment: Option<String>,
     pub attempts: i64,
@@ -61,6 +63,7 @@ impl From<&RepairRecord> for RepairView {
             actions: r.actions.clone(),
             idempotency_key: r.idempotency_key.clone(),
             hold_reason: r.hold_reason.clone(),
+            held_by: r.held_by,
             approved_by: r.approved_by.clone(),
             comment: r.comment.clone(),
             attempts: r.attempts,

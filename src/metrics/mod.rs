@@ -52,7 +52,7 @@ struct BuildInfo {
 /// How a repair can end.
 const REPAIR_OUTCOMES: [&str; 5] = ["applied", "failed", "skipped", "rejected", "needs_manual"];
 
-/// Why a guardrail held a run's automatic repairs.
+/// Why a guardrail held a run's automatic repairs (`state::Hold`, those a run decides).
 const HELD_REASONS: [&str; 4] = ["dry_run", "not_enabled", "too_many", "suspicious"];
 
 /// The statuses of `rule_keys`: what the last finished run did with each key.

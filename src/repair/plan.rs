@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 
 use crate::rules::{RepairMode, Rule};
-use crate::state::{NOT_ENABLED, NewRepair, OpenViolation, RepairState};
+use crate::state::{Hold, NewRepair, OpenViolation, RepairState};
 use crate::verdict::{ActionSpec, RuleRun};
 
 /// A dataset that returned at least this many rows in the previous run and none now is
@@ -36,7 +36,7 @@ pub struct Guardrails {
 #[derive(Debug, Clone, Default)]
 pub struct Planned {
     pub repairs: Vec<NewRepair>,
-    pub held: Option<(&'static str, String)>,
+    pub held: Option<(Hold, String)>,
 }
 
 /// The idempotency key of a repair: from the rule, key, action and occurrence, so the same
@@ -82,20 +82,21 @@ pub fn plan(rule: &Rule, run: &RuleRun, open: &[OpenViolation], guard: &Guardrai
         .map(|o| (o.key.as_str(), o.first_seen_us))
         .collect();
     let found = run.violations.len();
-    let held: Option<(&'static str, String)> = match repair.mode {
+    let held: Option<(Hold, String)> = match repair.mode {
         RepairMode::Approve => None,
-        RepairMode::Auto if guard.dry_run || repair.dry_run => {
-            Some(("dry_run", "dry run: planned and shown, not applied".into()))
-        }
+        RepairMode::Auto if guard.dry_run || repair.dry_run => Some((
+            Hold::DryRun,
+            "dry run: planned and shown, not applied".into(),
+        )),
         RepairMode::Auto if !guard.enabled => Some((
-            "not_enabled",
+            Hold::NotEnabled,
             format!(
-                "{NOT_ENABLED}: its automatic repairs are in dry run until a person enables them (invariantd repairs enable {})",
+                "the rule is new or changed: its automatic repairs are in dry run until a person enables them (invariantd repairs enable {})",
                 rule.name
             ),
         )),
         RepairMode::Auto if found > repair.max_auto_per_run as usize => Some((
-            "too_many",
+            Hold::TooMany,
             format!(
                 "the run found {found} violations, more than max_auto_per_run ({}): none is applied automatically",
                 repair.max_auto_per_run
@@ -103,14 +104,14 @@ pub fn plan(rule: &Rule, run: &RuleRun, open: &[OpenViolation], guard: &Guardrai
         )),
         RepairMode::Auto => guard.suspicious.clone().map(|why| {
             (
-                "suspicious",
+                Hold::Suspicious,
                 format!("suspicious data: {why}; automatic repairs pause"),
             )
         }),
     };
     let auto_state = match &held {
         None => RepairState::Approved,
-        Some(("dry_run" | "not_enabled", _)) => RepairState::DryRun,
+        Some((Hold::DryRun | Hold::NotEnabled, _)) => RepairState::DryRun,
         Some(_) => RepairState::Pending,
     };
     let first = &repair.actions[0].name;
@@ -124,13 +125,18 @@ pub fn plan(rule: &Rule, run: &RuleRun, open: &[OpenViolation], guard: &Guardrai
                 (ActionSpec::Invalid { error }, name) if name == first => Some(error.clone()),
                 _ => None,
             });
-            let (state, hold_reason) = match (&invalid, repair.mode) {
+            let (state, hold_reason, held_by) = match (&invalid, repair.mode) {
                 (Some(e), _) => (
                     RepairState::NeedsManual,
                     Some(format!("the action could not be filled in: {e}")),
+                    Some(Hold::Invalid),
                 ),
-                (None, RepairMode::Approve) => (RepairState::Pending, None),
-                (None, RepairMode::Auto) => (auto_state, held.as_ref().map(|(_, why)| why.clone())),
+                (None, RepairMode::Approve) => (RepairState::Pending, None, None),
+                (None, RepairMode::Auto) => (
+                    auto_state,
+                    held.as_ref().map(|(_, why)| why.clone()),
+                    held.as_ref().map(|(h, _)| *h),
+                ),
             };
             NewRepair {
                 idempotency_key: idempotency_key(&rule.name, &key, first, occurrence_us),
@@ -141,6 +147,7 @@ pub fn plan(rule: &Rule, run: &RuleRun, open: &[OpenViolation], guard: &Guardrai
                 action: first.clone(),
                 actions: v.repairs.clone(),
                 hold_reason,
+                held_by,
             }
         })
         .collect();

@@ -40,7 +40,7 @@ pub use alerts::{AlertGroupState, OutboxEntry, OutboxRow};
 pub use audit::{AuditEntry, AuditRecord, Verification};
 pub use counters::RuleTotals;
 pub use repairs::{
-    Claimed, Decision, NOT_ENABLED, NewRepair, Refusal, RepairEnd, RepairFilter, RepairRecord,
+    Claimed, Decision, Hold, NewRepair, Refusal, RepairEnd, RepairFilter, RepairRecord,
     RepairState, RepairSummary, SECOND_APPROVER,
 };
 pub use runs::RunRecord;

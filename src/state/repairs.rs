@@ -68,6 +68,55 @@ impl RepairState {
     }
 }
 
+/// What holds a repair for a person (beside `mode: approve` itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    /// `run --dry-run`, `repairs.dry_run`, or the rule's `dry_run`.
+    DryRun,
+    /// The rule is new or changed since a person enabled its automatic repairs.
+    NotEnabled,
+    /// The run found more violations than `max_auto_per_run`.
+    TooMany,
+    /// A dataset suddenly returned nothing.
+    Suspicious,
+    /// Four eyes: approved once, waiting for a second person.
+    FourEyes,
+    /// The action could not be filled in for the key.
+    Invalid,
+}
+
+impl Hold {
+    pub const ALL: [Hold; 6] = [
+        Hold::DryRun,
+        Hold::NotEnabled,
+        Hold::TooMany,
+        Hold::Suspicious,
+        Hold::FourEyes,
+        Hold::Invalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hold::DryRun => "dry_run",
+            Hold::NotEnabled => "not_enabled",
+            Hold::TooMany => "too_many",
+            Hold::Suspicious => "suspicious",
+            Hold::FourEyes => "four_eyes",
+            Hold::Invalid => "invalid",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Hold> {
+        Hold::ALL.into_iter().find(|h| h.as_str() == text)
+    }
+
+    /// A guardrail that stopped automatic repairs because the data looks wrong: on-call hears.
+    pub fn alerts(self) -> bool {
+        matches!(self, Hold::TooMany | Hold::Suspicious)
+    }
+}
+
 /// A repair to plan.
 #[derive(Debug, Clone)]
 pub struct NewRepair {
@@ -79,6 +128,7 @@ pub struct NewRepair {
     pub actions: Vec<PlannedAction>,
     pub idempotency_key: String,
     pub hold_reason: Option<String>,
+    pub held_by: Option<Hold>,
 }
 
 /// A repair as stored.
@@ -94,6 +144,7 @@ pub struct RepairRecord {
     pub actions: Vec<PlannedAction>,
     pub idempotency_key: String,
     pub hold_reason: Option<String>,
+    pub held_by: Option<Hold>,
     pub created_us: i64,
     pub updated_us: i64,
     pub approved_by: Option<String>,
@@ -158,9 +209,9 @@ pub struct RepairSummary {
 
 const COLUMNS: &str = "id, rule, key, occurrence_us, state, mode, action, actions, idempotency_key, \
      hold_reason, created_us, updated_us, approved_by, comment, attempts, next_attempt_us, \
-     lease_owner, lease_until_us, fence, result, finished_us, interrupted";
+     lease_owner, lease_until_us, fence, result, finished_us, interrupted, held_by";
 
-/// Planned repairs per insert statement (9 parameters each).
+/// Planned repairs per insert statement (10 parameters each).
 const PLAN_BATCH: usize = 200;
 
 macro_rules! repair_of {
@@ -193,6 +244,13 @@ macro_rules! repair_of {
             result: row.try_get(19)?,
             finished_us: row.try_get(20)?,
             interrupted: row.try_get::<i64, _>(21)? != 0,
+            held_by: row
+                .try_get::<Option<String>, _>(22)?
+                .as_deref()
+                .map(|h| {
+                    Hold::parse(h).ok_or_else(|| StateError::Corrupt(format!("repair hold `{h}`")))
+                })
+                .transpose()?,
         }
     }};
 }
@@ -263,18 +321,18 @@ impl StateStore {
         for chunk in repairs.chunks(PLAN_BATCH) {
             let mut sql = String::from(
                 "INSERT INTO repairs (rule, key, occurrence_us, state, mode, action, actions, \
-                 idempotency_key, hold_reason, created_us, updated_us, approved_by) VALUES ",
+                 idempotency_key, hold_reason, held_by, created_us, updated_us, approved_by) VALUES ",
             );
             let mut binds = vec![Bind::Text(rule.to_string()), Bind::I64(now_us)];
             for (i, r) in chunk.iter().enumerate() {
-                let b = 3 + i * 9;
+                let b = 3 + i * 10;
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                let p: Vec<String> = (b..b + 9).map(|n| format!("${n}")).collect();
+                let p: Vec<String> = (b..b + 10).map(|n| format!("${n}")).collect();
                 sql.push_str(&format!(
-                    "($1, {}, CAST({} AS BIGINT), {}, {}, {}, {}, {}, {}, $2, $2, {})",
-                    p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
+                    "($1, {}, CAST({} AS BIGINT), {}, {}, {}, {}, {}, {}, {}, $2, $2, {})",
+                    p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]
                 ));
                 binds.push(Bind::Text(r.key.clone()));
                 binds.push(Bind::I64(r.occurrence_us));
@@ -286,6 +344,7 @@ impl StateStore {
                 ));
                 binds.push(Bind::Text(r.idempotency_key.clone()));
                 binds.push(Bind::OptText(r.hold_reason.clone()));
+                binds.push(Bind::OptText(r.held_by.map(|h| h.as_str().to_string())));
                 binds.push(Bind::OptText(
                     (r.state == RepairState::Approved).then(|| "invariantd (auto)".to_string()),
                 ));
@@ -310,6 +369,7 @@ impl StateStore {
                             "state": r.state.as_str(),
                             "mode": r.mode,
                             "hold_reason": r.hold_reason,
+                            "held_by": r.held_by,
                             "idempotency_key": r.idempotency_key,
                         }),
                     );
@@ -396,34 +456,40 @@ impl StateStore {
             let first = current
                 .approved_by
                 .clone()
-                .filter(|_| current.hold_reason.as_deref() == Some(SECOND_APPROVER));
-            let (state, approved_by, hold, audit_action) = if !decision.approve {
-                (RepairState::Rejected, current.approved_by.clone(), None, "repair.rejected")
+                .filter(|_| current.held_by == Some(Hold::FourEyes));
+            let kept = (current.hold_reason.clone(), current.held_by);
+            let (state, approved_by, (hold, held_by), audit_action) = if !decision.approve {
+                (RepairState::Rejected, current.approved_by.clone(), kept, "repair.rejected")
             } else if decision.four_eyes {
                 match first {
                     Some(f) if f == decision.by => return Ok(Err(Refusal::SelfApproval)),
                     Some(f) => (
                         RepairState::Approved,
                         Some(format!("{f}, {}", decision.by)),
-                        None,
+                        (None, None),
                         "repair.approved",
                     ),
                     None => (
                         current.state,
                         Some(decision.by.clone()),
-                        Some(SECOND_APPROVER.to_string()),
+                        (Some(SECOND_APPROVER.to_string()), Some(Hold::FourEyes)),
                         "repair.approved_once",
                     ),
                 }
             } else {
-                (RepairState::Approved, Some(decision.by.clone()), None, "repair.approved")
+                (
+                    RepairState::Approved,
+                    Some(decision.by.clone()),
+                    (None, None),
+                    "repair.approved",
+                )
             };
             let finished = (state == RepairState::Rejected).then_some(now_us);
             let update = Stmt {
                 sql: format!(
                     "UPDATE repairs SET state = $2, approved_by = $3, hold_reason = $4, action = $5, \
                      idempotency_key = $6, comment = COALESCE($7, comment), updated_us = $8, \
-                     finished_us = $9, next_attempt_us = $8 WHERE id = $1 RETURNING {COLUMNS}"
+                     finished_us = $9, next_attempt_us = $8, held_by = $10 WHERE id = $1 RETURNING {COLUMNS}"
                 ),
                 binds: vec![
                     Bind::I64(id),
@@ -435,6 +501,7 @@ impl StateStore {
                     Bind::OptText(decision.comment.clone()),
                     Bind::I64(now_us),
                     Bind::OptI64(finished),
+                    Bind::OptText(held_by.map(|h| h.as_str().to_string())),
                 ],
             };
             let row = bound!(update).fetch_one(&mut *tx).await?;
@@ -649,6 +716,28 @@ impl StateStore {
         Ok(n.max(0) as u64)
     }
 
+    /// Per rule: the repairs a guardrail that alerts (`Hold::alerts`) holds for a person, and
+    /// the reason of one of them.
+    pub async fn held_repairs(&self) -> Result<HashMap<String, (i64, String)>, StateError> {
+        let stmt = Stmt {
+            sql: "SELECT rule, COUNT(*), MIN(hold_reason) FROM repairs WHERE state = 'pending' \
+                  AND held_by IN ('too_many', 'suspicious') GROUP BY rule"
+                .into(),
+            binds: Vec::new(),
+        };
+        let mut out = HashMap::new();
+        on_pool!(self, pool => {
+            for row in bound!(stmt).fetch_all(pool).await? {
+                let reason: Option<String> = row.try_get(2)?;
+                out.insert(
+                    row.try_get::<String, _>(0)?,
+                    (row.try_get::<i64, _>(1)?, reason.unwrap_or_default()),
+                );
+            }
+        });
+        Ok(out)
+    }
+
     /// Per rule: repairs waiting for a person, and since when the oldest waits.
     pub async fn repair_summaries(&self) -> Result<HashMap<String, RepairSummary>, StateError> {
         let stmt = Stmt {
@@ -699,14 +788,13 @@ impl StateStore {
         let promote = Stmt {
             sql: format!(
                 "UPDATE repairs SET state = 'approved', approved_by = $2, hold_reason = NULL, \
-                 updated_us = $3, next_attempt_us = $3 \
-                 WHERE rule = $1 AND state = 'dry_run' AND hold_reason LIKE $4 RETURNING {COLUMNS}"
+                 held_by = NULL, updated_us = $3, next_attempt_us = $3 \
+                 WHERE rule = $1 AND state = 'dry_run' AND held_by = 'not_enabled' RETURNING {COLUMNS}"
             ),
             binds: vec![
                 Bind::Text(rule.into()),
                 Bind::Text(by.into()),
                 Bind::I64(now_us),
-                Bind::Text(format!("{NOT_ENABLED}%")),
             ],
         };
         let e = AuditEntry {
@@ -750,9 +838,6 @@ impl StateStore {
         }))
     }
 }
-
-/// How the hold reason of a repair planned before its rule was enabled starts.
-pub const NOT_ENABLED: &str = "the rule is new or changed";
 
 /// The hold reason of a repair that has its first of two approvals.
 pub const SECOND_APPROVER: &str = "four eyes: approved once, waiting for a second person";

@@ -611,8 +611,19 @@ async fn automatic_repairs_wait_until_enabled_and_a_rule_flagging_many_keys_appl
             reserve_action(SourceKind::Sqlite, false)
         )),
     );
+    // On-call hears when a guardrail holds repairs, and when they are all decided.
+    let out = tempfile::tempdir().unwrap();
+    let alerts = out.path().join("alerts.jsonl");
+    let hook = Helper::start("http_recorder.py", &[alerts.to_str().unwrap()]);
+    let alerting = format!(
+        "alerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/\" }} }}\n  routes:\n    - {{ match: {{ kind: repairs_held }}, receivers: [hook] }}\n",
+        hook.port
+    );
     let (mut daemon, port) = w
-        .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
+        .spawn_daemon(
+            &format!("{}{alerting}", tokens_file(w.path())),
+            std::process::Stdio::null(),
+        )
         .await;
     // A new rule: its automatic repairs are shown, not applied.
     eventually(Duration::from_secs(20), "two repairs in dry run", || {
@@ -671,6 +682,25 @@ async fn automatic_repairs_wait_until_enabled_and_a_rule_flagging_many_keys_appl
             .contains("more than max_auto_per_run (5)"),
         "{held:?}"
     );
+    eventually(Duration::from_secs(20), "on-call hears why", || {
+        json_lines(&alerts).iter().any(|a| {
+            a["body"]["group"] == "repairs_held/paid_implies_reserved"
+                && a["body"]["event"] == "firing"
+        })
+    })
+    .await;
+    let fired = json_lines(&alerts)[0]["body"].clone();
+    assert_eq!(
+        fired["title"],
+        "[FIRING critical] paid_implies_reserved: 10 automatic repairs held for a person"
+    );
+    assert!(
+        fired["description"]
+            .as_str()
+            .unwrap()
+            .contains("more than max_auto_per_run (5)"),
+        "{fired}"
+    );
     eventually(Duration::from_secs(10), "the held counter", || {
         metric(
             port,
@@ -690,6 +720,13 @@ async fn automatic_repairs_wait_until_enabled_and_a_rule_flagging_many_keys_appl
         (200, Some(10)),
         "{bulk}"
     );
+    eventually(Duration::from_secs(20), "the held alert resolves", || {
+        json_lines(&alerts).iter().any(|a| {
+            a["body"]["group"] == "repairs_held/paid_implies_reserved"
+                && a["body"]["event"] == "resolved"
+        })
+    })
+    .await;
     eventually(Duration::from_secs(20), "one more applied", || {
         repairs(port, "state=applied").len() == 4
     })

@@ -549,6 +549,7 @@ async fn repair_claims(kind: SourceKind) {
         actions: Vec::new(),
         idempotency_key: format!("idem-{key}"),
         hold_reason: None,
+        held_by: None,
     };
     let planned = store
         .plan_repairs("r", &[new("1"), new("2")], 10)
