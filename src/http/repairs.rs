@@ -199,18 +199,29 @@ async fn decide_one(
     Ok(result)
 }
 
+/// `approve` and `reject` of one repair.
+async fn decide_route(
+    handle: &Handle,
+    by: &str,
+    id: &str,
+    body: &Bytes,
+    approve: bool,
+) -> Result<Json<RepairView>, ApiError> {
+    let number = id_of(id)?;
+    let body = decision_body(body)?;
+    decide_one(handle, number, by, approve, &body)
+        .await?
+        .map(|r| Json(RepairView::from(&r)))
+        .map_err(|r| refusal(r, number))
+}
+
 pub async fn approve(
     State(handle): State<Arc<Handle>>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<RepairView>, ApiError> {
-    let number = id_of(&id)?;
-    let body = decision_body(&body)?;
-    decide_one(&handle, number, &caller.0, true, &body)
-        .await?
-        .map(|r| Json(RepairView::from(&r)))
-        .map_err(|r| refusal(r, number))
+    decide_route(&handle, &caller.0, &id, &body, true).await
 }
 
 pub async fn reject(
@@ -219,12 +230,7 @@ pub async fn reject(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<RepairView>, ApiError> {
-    let number = id_of(&id)?;
-    let body = decision_body(&body)?;
-    decide_one(&handle, number, &caller.0, false, &body)
-        .await?
-        .map(|r| Json(RepairView::from(&r)))
-        .map_err(|r| refusal(r, number))
+    decide_route(&handle, &caller.0, &id, &body, false).await
 }
 
 #[derive(Debug, Serialize)]

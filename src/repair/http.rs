@@ -1,6 +1,7 @@
 //! `http` actions: a request with a JSON body and an `Idempotency-Key` header. 2xx is done;
-//! 409 and 422 mean what the rule says (`on_409`, `on_422`); 408, 429 and 5xx are tried again;
-//! any other status is a failure. A request that was sent and got no answer is ambiguous.
+//! 409 and 422 mean what the rule says (`on_409`, `on_422`); any other status is tried again
+//! (with the same key) until `repairs.max_attempts`. A request that was sent and got no
+//! answer is ambiguous.
 
 use futures_util::future::BoxFuture;
 
@@ -73,8 +74,7 @@ impl Action for Http<'_> {
                         StatusMeaning::Failed => Attempt::Failed(said),
                     }
                 }
-                408 | 429 | 500..=599 => Attempt::Retry(said),
-                _ => Attempt::Failed(said),
+                _ => Attempt::Retry(said),
             }
         })
     }

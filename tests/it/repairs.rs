@@ -1095,8 +1095,8 @@ async fn explain_shows_the_rows_each_part_of_the_assertion_grace_and_history() {
 }
 
 #[tokio::test]
-async fn a_conflict_means_what_the_rule_says_and_other_refusals_fail() {
-    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 3, &[1]).await;
+async fn a_conflict_means_what_the_rule_says_and_other_statuses_are_retried() {
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 4, &[1]).await;
     let out = tempfile::tempdir().unwrap();
     let conflicts = out.path().join("409.jsonl");
     let refusals = out.path().join("422.jsonl");
@@ -1108,9 +1108,11 @@ async fn a_conflict_means_what_the_rule_says_and_other_refusals_fail() {
         "http_recorder.py",
         &[refusals.to_str().unwrap(), "0", "422"],
     );
+    let missing = out.path().join("404.jsonl");
+    let gone = Helper::start("http_recorder.py", &[missing.to_str().unwrap(), "0", "404"]);
     let actions = format!(
-        "    done_before:\n      http:\n        url: \"http://127.0.0.1:{}/refunds/{{{{key}}}}\"\n        on_409: applied\n    refused:\n      http:\n        url: \"http://127.0.0.1:{}/refunds/{{{{key}}}}\"\n",
-        conflict.port, refusal.port
+        "    done_before:\n      http:\n        url: \"http://127.0.0.1:{}/refunds/{{{{key}}}}\"\n        on_409: applied\n    refused:\n      http:\n        url: \"http://127.0.0.1:{}/refunds/{{{{key}}}}\"\n    lost:\n      http:\n        url: \"http://127.0.0.1:{}/refunds/{{{{key}}}}\"\n",
+        conflict.port, refusal.port, gone.port
     );
     let w = workdir(
         &p,
@@ -1118,10 +1120,13 @@ async fn a_conflict_means_what_the_rule_says_and_other_refusals_fail() {
         &rule(&format!("  mode: approve\n  actions:\n{actions}")),
     );
     let (mut daemon, port) = w
-        .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
+        .spawn_daemon(
+            &format!("{}repairs: {{ max_attempts: 2 }}\n", tokens_file(w.path())),
+            std::process::Stdio::null(),
+        )
         .await;
-    eventually(Duration::from_secs(20), "two repairs pending", || {
-        repairs(port, "state=pending").len() == 2
+    eventually(Duration::from_secs(20), "three repairs pending", || {
+        repairs(port, "state=pending").len() == 3
     })
     .await;
     // Waiting repairs have an age.
@@ -1134,12 +1139,19 @@ async fn a_conflict_means_what_the_rule_says_and_other_refusals_fail() {
             && metric(
                 port,
                 "invariantd_repairs_pending{rule=\"paid_implies_reserved\"}",
-            ) == Some(2.0)
+            ) == Some(3.0)
     })
     .await;
     let pending = repairs(port, "state=pending");
     let two = by_key(&pending, "2")["id"].as_str().unwrap().to_string();
     let three = by_key(&pending, "3")["id"].as_str().unwrap().to_string();
+    let four = by_key(&pending, "4")["id"].as_str().unwrap().to_string();
+    post(
+        port,
+        &format!("/api/v1/repairs/{four}/approve"),
+        Some(TOKEN),
+        &serde_json::json!({ "action": "lost" }),
+    );
     post(
         port,
         &format!("/api/v1/repairs/{two}/approve"),
@@ -1152,8 +1164,8 @@ async fn a_conflict_means_what_the_rule_says_and_other_refusals_fail() {
         Some(TOKEN),
         &serde_json::json!({ "action": "refused" }),
     );
-    eventually(Duration::from_secs(20), "both ended", || {
-        repairs(port, "state=applied").len() == 1 && repairs(port, "state=failed").len() == 1
+    eventually(Duration::from_secs(30), "all three ended", || {
+        repairs(port, "state=applied").len() == 1 && repairs(port, "state=failed").len() == 2
     })
     .await;
     assert_eq!(
@@ -1161,7 +1173,23 @@ async fn a_conflict_means_what_the_rule_says_and_other_refusals_fail() {
         "2",
         "409 with on_409: applied"
     );
-    let failed = &repairs(port, "state=failed")[0];
+    // Any other status is retried, with the same key, until max_attempts.
+    let lost = by_key(&repairs(port, "state=failed"), "4").clone();
+    assert_eq!(lost["attempts"], 2, "{lost}");
+    assert!(
+        lost["result"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 2 attempts"),
+        "{lost}"
+    );
+    let tries = json_lines(&missing);
+    assert_eq!(tries.len(), 2);
+    assert_eq!(
+        tries[0]["headers"]["idempotency-key"],
+        tries[1]["headers"]["idempotency-key"]
+    );
+    let failed = by_key(&repairs(port, "state=failed"), "3").clone();
     assert_eq!(failed["key"], "3");
     assert!(
         failed["result"].as_str().unwrap().contains("422"),
@@ -1299,4 +1327,58 @@ fn the_readmes_repair_example_is_valid() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_statement_changing_other_than_expect_rows_is_rolled_back_and_fails() {
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 3, &[1]).await;
+    // A careless statement: it would refund every order up to the key, not the key's alone.
+    let rules = rule(
+        "  mode: approve\n  action:\n    sql:\n      source: payments_writer\n      statement: \"UPDATE payments SET status = 'refunded' WHERE order_id <= $1\"\n      params: [key]\n",
+    );
+    let w = Workdir::new(
+        &[
+            ("payments", &p.url),
+            ("payments_writer", &p.admin_url),
+            ("inventory", &i.url),
+        ],
+        Some(&rules),
+    );
+    let (mut daemon, port) = w
+        .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
+        .await;
+    eventually(Duration::from_secs(20), "two repairs pending", || {
+        repairs(port, "state=pending").len() == 2
+    })
+    .await;
+    let two = by_key(&repairs(port, "state=pending"), "2")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    post(
+        port,
+        &format!("/api/v1/repairs/{two}/approve"),
+        Some(TOKEN),
+        &serde_json::json!({}),
+    );
+    eventually(Duration::from_secs(20), "the repair fails", || {
+        repairs(port, "state=failed").len() == 1
+    })
+    .await;
+    let failed = &repairs(port, "state=failed")[0];
+    assert!(
+        failed["result"]
+            .as_str()
+            .unwrap()
+            .contains("affected 2 rows, not the 1 expected (expect_rows); rolled back"),
+        "{failed}"
+    );
+    assert_eq!(failed["attempts"], 1, "a wrong row count is not retried");
+    assert_eq!(
+        p.count("SELECT COUNT(*) FROM payments WHERE status = 'refunded'")
+            .await,
+        0,
+        "nothing was changed"
+    );
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
 }
