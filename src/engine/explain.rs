@@ -12,7 +12,7 @@ use crate::sources::Sources;
 use crate::value::{Key, format_timestamp};
 use crate::verdict::RunError;
 
-use super::judge::Judge;
+use super::judge::{Judge, evidence};
 use super::{ChannelBatches, RowBatches, describe, plan, where_};
 
 /// At most this many sub-expressions are shown.
@@ -102,18 +102,7 @@ async fn judge(
         out.datasets.push(DatasetRows {
             name: rule.datasets[i].name.clone(),
             source: rule.datasets[i].source.clone(),
-            rows: rows
-                .iter()
-                .map(|r| {
-                    serde_json::Value::Object(
-                        columns
-                            .iter()
-                            .zip(r.values.iter())
-                            .map(|(c, v)| (c.clone(), v.to_evidence()))
-                            .collect(),
-                    )
-                })
-                .collect(),
+            rows: rows.iter().map(|r| evidence(columns, r)).collect(),
         });
         groups.push(Group {
             rows,

@@ -140,15 +140,7 @@ impl Judge<'_> {
             .zip(groups)
             .zip(&self.plan.columns)
             .map(|((d, g), columns)| {
-                let object = |r: &Row| {
-                    serde_json::Value::Object(
-                        columns
-                            .iter()
-                            .zip(r.values.iter())
-                            .map(|(c, v)| (c.clone(), v.to_evidence()))
-                            .collect(),
-                    )
-                };
+                let object = |r: &Row| evidence(columns, r);
                 let value = if g.many {
                     serde_json::Value::Array(g.rows.iter().map(object).collect())
                 } else {
@@ -158,6 +150,17 @@ impl Judge<'_> {
             })
             .collect()
     }
+}
+
+/// A row as people read it: an object of its columns, values as stored evidence.
+pub(crate) fn evidence(columns: &[String], row: &Row) -> serde_json::Value {
+    serde_json::Value::Object(
+        columns
+            .iter()
+            .zip(row.values.iter())
+            .map(|(c, v)| (c.clone(), v.to_evidence()))
+            .collect(),
+    )
 }
 
 pub(crate) fn add_key_error(

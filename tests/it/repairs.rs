@@ -41,6 +41,16 @@ fn post(
     (status, answer)
 }
 
+/// Approves a repair as `ops`, with `body` (`{}`, an action, a comment): (status, answer).
+fn approve(port: u16, id: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    post(
+        port,
+        &format!("/api/v1/repairs/{id}/approve"),
+        Some(TOKEN),
+        &body,
+    )
+}
+
 /// The repairs the API lists for a query (`state=pending&rule=…`).
 fn repairs(port: u16, query: &str) -> Vec<serde_json::Value> {
     let (status, body) = http(port, "GET", &format!("/api/v1/repairs?limit=1000&{query}"));
@@ -204,11 +214,10 @@ async fn approved_sql_repairs_apply_once_and_are_audited(
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(i.count("SELECT COUNT(*) FROM reservations").await, 1);
 
-    let (status, answer) = post(
+    let (status, answer) = approve(
         port,
-        &format!("/api/v1/repairs/{two}/approve"),
-        Some(TOKEN),
-        &serde_json::json!({ "comment": "stock is there, INC-42" }),
+        &two,
+        serde_json::json!({ "comment": "stock is there, INC-42" }),
     );
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["approved_by"], "ops");
@@ -220,12 +229,7 @@ async fn approved_sql_repairs_apply_once_and_are_audited(
     );
     assert_eq!((status, answer["state"].as_str()), (200, Some("rejected")));
     // A decided repair cannot be decided again.
-    let (status, _) = post(
-        port,
-        &format!("/api/v1/repairs/{three}/approve"),
-        Some(TOKEN),
-        &serde_json::json!({}),
-    );
+    let (status, _) = approve(port, &three, serde_json::json!({}));
     assert_eq!(status, 409);
 
     eventually(
@@ -355,12 +359,7 @@ async fn a_violation_that_heals_before_its_repair_runs_is_skipped() {
     // Someone reserves order 2 by hand before the repair is approved.
     i.exec_str(&["INSERT INTO reservations VALUES (2, 'reserved')"])
         .await;
-    let (status, _) = post(
-        port,
-        &format!("/api/v1/repairs/{id}/approve"),
-        Some(TOKEN),
-        &serde_json::json!({}),
-    );
+    let (status, _) = approve(port, &id, serde_json::json!({}));
     assert_eq!(status, 200);
     eventually(Duration::from_secs(20), "the repair is skipped", || {
         repairs(port, "state=skipped").len() == 1
@@ -544,18 +543,8 @@ async fn http_repairs_retry_with_the_same_idempotency_key_and_ambiguous_ones_nee
     let pending = repairs(port, "state=pending");
     let two = by_key(&pending, "2")["id"].as_str().unwrap().to_string();
     let three = by_key(&pending, "3")["id"].as_str().unwrap().to_string();
-    post(
-        port,
-        &format!("/api/v1/repairs/{two}/approve"),
-        Some(TOKEN),
-        &serde_json::json!({}),
-    );
-    post(
-        port,
-        &format!("/api/v1/repairs/{three}/approve"),
-        Some(TOKEN),
-        &serde_json::json!({ "action": "ask" }),
-    );
+    approve(port, &two, serde_json::json!({}));
+    approve(port, &three, serde_json::json!({ "action": "ask" }));
 
     eventually(
         Duration::from_secs(30),
@@ -895,12 +884,7 @@ async fn publish_actions_send_the_idempotency_key_as_the_message_id() {
     .await;
     let planned = repairs(port, "state=pending")[0].clone();
     let id = planned["id"].as_str().unwrap();
-    post(
-        port,
-        &format!("/api/v1/repairs/{id}/approve"),
-        Some(TOKEN),
-        &serde_json::json!({}),
-    );
+    approve(port, id, serde_json::json!({}));
     let message = tokio::time::timeout(
         Duration::from_secs(20),
         futures_util::StreamExt::next(&mut events),
@@ -1146,24 +1130,9 @@ async fn a_conflict_means_what_the_rule_says_and_other_statuses_are_retried() {
     let two = by_key(&pending, "2")["id"].as_str().unwrap().to_string();
     let three = by_key(&pending, "3")["id"].as_str().unwrap().to_string();
     let four = by_key(&pending, "4")["id"].as_str().unwrap().to_string();
-    post(
-        port,
-        &format!("/api/v1/repairs/{four}/approve"),
-        Some(TOKEN),
-        &serde_json::json!({ "action": "lost" }),
-    );
-    post(
-        port,
-        &format!("/api/v1/repairs/{two}/approve"),
-        Some(TOKEN),
-        &serde_json::json!({}),
-    );
-    post(
-        port,
-        &format!("/api/v1/repairs/{three}/approve"),
-        Some(TOKEN),
-        &serde_json::json!({ "action": "refused" }),
-    );
+    approve(port, &four, serde_json::json!({ "action": "lost" }));
+    approve(port, &two, serde_json::json!({}));
+    approve(port, &three, serde_json::json!({ "action": "refused" }));
     eventually(Duration::from_secs(30), "all three ended", || {
         repairs(port, "state=applied").len() == 1 && repairs(port, "state=failed").len() == 2
     })
@@ -1355,12 +1324,7 @@ async fn a_statement_changing_other_than_expect_rows_is_rolled_back_and_fails() 
         .as_str()
         .unwrap()
         .to_string();
-    post(
-        port,
-        &format!("/api/v1/repairs/{two}/approve"),
-        Some(TOKEN),
-        &serde_json::json!({}),
-    );
+    approve(port, &two, serde_json::json!({}));
     eventually(Duration::from_secs(20), "the repair fails", || {
         repairs(port, "state=failed").len() == 1
     })
