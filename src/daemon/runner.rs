@@ -134,6 +134,9 @@ pub struct RunLog {
     /// Rows each dataset of a rule returned in its last finished run, to notice a dataset
     /// that suddenly returns nothing.
     rows: Mutex<HashMap<String, Vec<u64>>>,
+    /// The rule versions (name, fingerprint) whose open violations all have their repair
+    /// planned by this process: their next runs plan only what they open.
+    planned: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// Runs a rule once and records it. On cancellation the run is abandoned and recorded as
@@ -244,17 +247,33 @@ async fn plan_repairs(
         }
         crate::rules::RepairMode::Approve => false,
     };
+    // The first run of a rule version in this process plans every violation (those opened
+    // before a restart or a new repair section included); later runs, only what they open.
+    let version = (rule.name.clone(), rule.fingerprint.clone());
+    let only_new = log.planned.lock().expect("planned lock").contains(&version);
     let guard = crate::repair::Guardrails {
         dry_run: ctx.config.repairs.dry_run,
         enabled,
         suspicious: previous.and_then(|p| crate::repair::suspicious(rule, &p, run)),
+        only_new,
     };
     let planned = crate::repair::plan(rule, run, open, &guard);
     let now = Utc::now().timestamp_micros();
-    let ids = ctx
+    let ids = match ctx
         .store
         .plan_repairs(&rule.name, &planned.repairs, now)
-        .await?;
+        .await
+    {
+        Ok(ids) => {
+            log.planned.lock().expect("planned lock").insert(version);
+            ids
+        }
+        Err(e) => {
+            // What this run opened is planned in full by the next run.
+            log.planned.lock().expect("planned lock").remove(&version);
+            return Err(e);
+        }
+    };
     if let Some((reason, why)) = &planned.held
         && !ids.is_empty()
     {

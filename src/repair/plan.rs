@@ -29,6 +29,9 @@ pub struct Guardrails {
     pub enabled: bool,
     /// Why the run's data looks wrong, if it does.
     pub suspicious: Option<String>,
+    /// Plan only the violations this run opened: those open before were planned by an
+    /// earlier run (planning them again would add nothing, at the cost of a write each).
+    pub only_new: bool,
 }
 
 /// The repairs to plan for a run, and why they are held, if they are (for the logs and the
@@ -118,6 +121,7 @@ pub fn plan(rule: &Rule, run: &RuleRun, open: &[OpenViolation], guard: &Guardrai
     let repairs = run
         .violations
         .iter()
+        .filter(|v| !(guard.only_new && since.contains_key(v.key.to_string().as_str())))
         .map(|v| {
             let key = v.key.to_string();
             let occurrence_us = since.get(key.as_str()).copied().unwrap_or(started_us);
@@ -152,4 +156,142 @@ pub fn plan(rule: &Rule, run: &RuleRun, open: &[OpenViolation], guard: &Guardrai
         })
         .collect();
     Planned { repairs, held }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Key;
+    use crate::verdict::{ErrorKind, Outcome, RunError, Violation};
+    use std::path::Path;
+
+    fn rule(repair: &str) -> Rule {
+        let config = crate::config::parse(
+            Path::new("invariantd.yaml"),
+            "sources:\n  db: { url: \"sqlite://db.db\" }\nrules: [rules/]\n",
+            &|_| None,
+        )
+        .expect("a valid config");
+        let text = format!(
+            "name: r\nkey: k\ndatasets:\n  a: {{ source: db, query: \"SELECT k FROM t\" }}\nassert: a == null\nrepair:\n{repair}  action:\n    sql: {{ source: db, statement: \"DELETE FROM t WHERE k = ?\", params: [key] }}\n"
+        );
+        let mut diags = crate::diag::Diagnostics::default();
+        let mut rules = crate::rules::parse_file(
+            Path::new("rules/r.yaml"),
+            &text,
+            &config,
+            &|_| None,
+            &mut diags,
+        );
+        assert!(diags.is_empty(), "{diags}");
+        rules.remove(0)
+    }
+
+    fn run(keys: std::ops::RangeInclusive<i64>, rows: Vec<u64>) -> RuleRun {
+        let mut run = RuleRun::unknown(
+            "r",
+            chrono::Utc::now(),
+            std::time::Duration::ZERO,
+            RunError::new(ErrorKind::Cancelled, ""),
+        );
+        run.outcome = Outcome::Fail;
+        run.error = None;
+        run.finished = true;
+        run.rows_scanned = rows;
+        run.violations = keys
+            .map(|k| Violation {
+                key: Key::Int(k),
+                message: String::new(),
+                datasets: serde_json::Map::new(),
+                impact: None,
+                repairs: vec![crate::verdict::PlannedAction {
+                    name: "default".into(),
+                    spec: crate::verdict::ActionSpec::Sql {
+                        params: vec![crate::verdict::Param::Int(k)],
+                    },
+                }],
+            })
+            .collect();
+        run
+    }
+
+    fn enabled() -> Guardrails {
+        Guardrails {
+            enabled: true,
+            ..Guardrails::default()
+        }
+    }
+
+    #[test]
+    fn approve_mode_waits_and_auto_mode_goes_to_the_queue_once_enabled() {
+        let p = plan(
+            &rule("  mode: approve\n"),
+            &run(1..=3, vec![3]),
+            &[],
+            &enabled(),
+        );
+        assert!(p.repairs.iter().all(|r| r.state == RepairState::Pending));
+        assert_eq!(p.held, None);
+        let auto = rule("  mode: auto\n");
+        let p = plan(&auto, &run(1..=3, vec![3]), &[], &enabled());
+        assert!(p.repairs.iter().all(|r| r.state == RepairState::Approved));
+        let p = plan(&auto, &run(1..=3, vec![3]), &[], &Guardrails::default());
+        assert!(p.repairs.iter().all(|r| r.state == RepairState::DryRun));
+        assert_eq!(p.held.map(|h| h.0), Some(Hold::NotEnabled));
+    }
+
+    #[test]
+    fn too_many_violations_or_an_emptied_dataset_hold_every_repair_of_the_run() {
+        let auto = rule("  mode: auto\n  max_auto_per_run: 2\n");
+        let p = plan(&auto, &run(1..=3, vec![3]), &[], &enabled());
+        assert_eq!(p.repairs.len(), 3);
+        assert!(
+            p.repairs
+                .iter()
+                .all(|r| r.state == RepairState::Pending && r.held_by == Some(Hold::TooMany))
+        );
+        let why = suspicious(&auto, &[150], &run(1..=1, vec![0]));
+        assert_eq!(
+            why.as_deref(),
+            Some("dataset `a` returned no rows, where the run before returned 150")
+        );
+        assert_eq!(suspicious(&auto, &[99], &run(1..=1, vec![0])), None);
+        let guard = Guardrails {
+            suspicious: why,
+            ..enabled()
+        };
+        let p = plan(&auto, &run(1..=1, vec![0]), &[], &guard);
+        assert_eq!(p.repairs[0].held_by, Some(Hold::Suspicious));
+    }
+
+    #[test]
+    fn later_runs_plan_only_what_they_opened_with_stable_keys() {
+        let auto = rule("  mode: auto\n");
+        let open = vec![OpenViolation {
+            id: 1,
+            key: "1".into(),
+            first_seen_us: 42,
+        }];
+        let all = plan(&auto, &run(1..=2, vec![2]), &open, &enabled());
+        assert_eq!(all.repairs.len(), 2);
+        assert_eq!(
+            all.repairs[0].occurrence_us, 42,
+            "the open violation's occurrence"
+        );
+        let only_new = Guardrails {
+            only_new: true,
+            ..enabled()
+        };
+        let new = plan(&auto, &run(1..=2, vec![2]), &open, &only_new);
+        assert_eq!(new.repairs.len(), 1);
+        assert_eq!(new.repairs[0].key, "2");
+        assert_eq!(
+            idempotency_key("r", "1", "default", 42),
+            all.repairs[0].idempotency_key
+        );
+        assert_ne!(
+            idempotency_key("r", "1", "refund", 42),
+            idempotency_key("r", "1", "default", 42)
+        );
+    }
 }
