@@ -223,12 +223,12 @@ async fn content_html(handle: &Handle) -> Result<String, ApiError> {
     if waiting.is_empty() {
         let _ = write!(body, "<p class=\"empty\">None.</p>");
     }
-    let mut rules_waiting: Vec<&str> = waiting
+    // One button per rule: the list is by state, so a rule's repairs need not be adjacent.
+    let rules_waiting: std::collections::BTreeSet<&str> = waiting
         .iter()
         .filter(|r| r.state.awaits_person())
         .map(|r| r.rule.as_str())
         .collect();
-    rules_waiting.dedup();
     for rule in rules_waiting {
         let n = waiting
             .iter()
