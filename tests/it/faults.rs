@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use invariantd::config::SourceKind;
 use sqlx::{Connection, Row};
 
-use crate::harness::{TestDb, Workdir, http, terminate_within};
+use crate::harness::{TestDb, Workdir, eventually, http, terminate_within};
 
 /// How many of invariantd's queries containing `marker` the server is running now.
 async fn running(db: &TestDb, marker: &str) -> i64 {
@@ -322,11 +322,13 @@ async fn a_postgres_source_that_goes_away_mid_run_is_unknown_and_recovers_withou
         took < 2500,
         "judged again {took} ms after the source came back"
     );
-    let (_, metrics) = http(port, "GET", "/metrics");
-    assert!(
-        metrics.contains("invariantd_source_up{source=\"db\"} 1"),
-        "{metrics}"
-    );
+    // The metrics follow the run's row in the store by a moment: wait for them.
+    eventually(Duration::from_secs(5), "source_up back to 1", || {
+        http(port, "GET", "/metrics")
+            .1
+            .contains("invariantd_source_up{source=\"db\"} 1")
+    })
+    .await;
     assert_eq!(
         open_ids(&mut conn).await,
         before,
