@@ -37,6 +37,30 @@ impl Outcome {
     }
 }
 
+/// How much a run read: every key (the ground truth), or only the keys that changed since the
+/// previous run and the keys of open violations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunMode {
+    #[default]
+    Full,
+    Incremental,
+}
+
+impl RunMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMode::Full => "full",
+            RunMode::Incremental => "incremental",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunMode> {
+        [RunMode::Full, RunMode::Incremental]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+    }
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -221,6 +245,11 @@ pub struct RuleRun {
     pub sources_down: Vec<String>,
     /// Sources this run connected to.
     pub sources_reached: Vec<String>,
+    pub mode: RunMode,
+    /// The fingerprint of the rule version that ran (empty for a run that never started).
+    pub fingerprint: String,
+    /// In an incremental run, the keys found changed (open violations' keys are judged too).
+    pub keys_changed: u64,
 }
 
 impl RuleRun {
@@ -248,6 +277,9 @@ impl RuleRun {
             unjudged_open: Vec::new(),
             sources_down: Vec::new(),
             sources_reached: Vec::new(),
+            mode: RunMode::Full,
+            fingerprint: String::new(),
+            keys_changed: 0,
         }
     }
 

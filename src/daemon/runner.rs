@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::context::Context;
-use crate::engine::run_rule_with_open;
+use crate::engine::{run_rule_incremental, run_rule_with_open};
 use crate::rules::Rule;
-use crate::state::{Recorded, StateError};
-use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError};
+use crate::state::{Recorded, StateError, SweepMarks};
+use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError, RunMode};
 
 /// The runs going on now, by rule, with when each started.
 #[derive(Default)]
@@ -137,6 +137,74 @@ pub struct RunLog {
     /// The rule versions (name, fingerprint) whose open violations all have their repair
     /// planned by this process: their next runs plan only what they open.
     planned: Mutex<std::collections::HashSet<(String, String)>>,
+    /// Where each rule's incremental runs stand, by rule: the version (fingerprint) the marks
+    /// are of, read from the store on the version's first run in this process.
+    marks: Mutex<HashMap<String, (String, SweepMarks)>>,
+}
+
+impl RunLog {
+    /// The instant an incremental run of `rule` at `now` reads changes from, or `None` when
+    /// this run must be a full sweep: the rule is not incremental, or no run of this version
+    /// judged its keys yet, or its `full_sweep` is due. The window reaches back from the last
+    /// run's start by the overlap, and by `grace` (or the consistent cut's lag) so that keys
+    /// held back then are looked at again.
+    async fn changed_since(
+        &self,
+        ctx: &Context,
+        rule: &Rule,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Option<chrono::DateTime<Utc>>, StateError> {
+        let Some(incremental) = &rule.incremental else {
+            return Ok(None);
+        };
+        let known = self
+            .marks
+            .lock()
+            .expect("marks lock")
+            .get(&rule.name)
+            .filter(|(fingerprint, _)| *fingerprint == rule.fingerprint)
+            .map(|(_, marks)| *marks);
+        let marks = match known {
+            Some(marks) => marks,
+            None => {
+                let marks = ctx.store.sweep_marks(&rule.name, &rule.fingerprint).await?;
+                self.marks
+                    .lock()
+                    .expect("marks lock")
+                    .insert(rule.name.clone(), (rule.fingerprint.clone(), marks));
+                marks
+            }
+        };
+        let (Some(last), false) = (
+            marks.last_run_us,
+            incremental.full_sweep_due(marks.last_full_us, now),
+        ) else {
+            return Ok(None);
+        };
+        let back = incremental.overlap + rule.grace.max(rule.consistent_cut.unwrap_or_default());
+        Ok(chrono::DateTime::from_timestamp_micros(
+            last - back.as_micros() as i64,
+        ))
+    }
+
+    /// Moves the marks on after a run that judged its keys.
+    fn mark(&self, rule: &Rule, run: &RuleRun) {
+        if rule.incremental.is_none() || !matches!(run.outcome, Outcome::Pass | Outcome::Fail) {
+            return;
+        }
+        let started = run.started_at.timestamp_micros();
+        let mut marks = self.marks.lock().expect("marks lock");
+        let entry = marks
+            .entry(rule.name.clone())
+            .or_insert_with(|| (rule.fingerprint.clone(), SweepMarks::default()));
+        if entry.0 != rule.fingerprint {
+            *entry = (rule.fingerprint.clone(), SweepMarks::default());
+        }
+        entry.1.last_run_us = entry.1.last_run_us.max(Some(started));
+        if run.mode == RunMode::Full {
+            entry.1.last_full_us = entry.1.last_full_us.max(Some(started));
+        }
+    }
 }
 
 /// Runs a rule once and records it. On cancellation the run is abandoned and recorded as
@@ -184,8 +252,17 @@ async fn record(
     let open_keys = crate::state::keys_of(&open);
     let started = Utc::now();
     let clock = Instant::now();
+    let since = log.changed_since(ctx, rule, started).await?;
+    let engine = async {
+        match since {
+            Some(since) => {
+                run_rule_incremental(rule, &ctx.sources, started, since, &open_keys).await
+            }
+            None => run_rule_with_open(rule, &ctx.sources, started, &open_keys).await,
+        }
+    };
     let run = tokio::select! {
-        run = run_rule_with_open(rule, &ctx.sources, started, &open_keys) => run,
+        run = engine => run,
         _ = token.cancelled() => RuleRun::unknown(
             &rule.name,
             started,
@@ -195,6 +272,7 @@ async fn record(
     };
     drop(slot);
     let recorded = ctx.store.record(&run, &open).await?;
+    log.mark(rule, &run);
     plan_repairs(ctx, rule, &run, &open, log).await?;
     let snapshot = ctx.store.rule_snapshot(&rule.name).await?;
     ctx.metrics.observe(
@@ -207,6 +285,8 @@ async fn record(
     debug!(
         rule = %rule.name,
         outcome = run.outcome.as_str(),
+        mode = run.mode.as_str(),
+        keys_changed = run.keys_changed,
         rows = run.total_rows_scanned(),
         violations = run.violations.len(),
         opened = recorded.opened,
@@ -229,11 +309,15 @@ async fn plan_repairs(
     if !run.finished {
         return Ok(());
     }
-    let previous = log
-        .rows
-        .lock()
-        .expect("rows lock")
-        .insert(rule.name.clone(), run.rows_scanned.clone());
+    // Only full sweeps count a dataset's rows.
+    let previous = if run.mode == RunMode::Full {
+        log.rows
+            .lock()
+            .expect("rows lock")
+            .insert(rule.name.clone(), run.rows_scanned.clone())
+    } else {
+        None
+    };
     let Some(repair) = &rule.repair else {
         return Ok(());
     };

@@ -22,17 +22,19 @@ pub(crate) struct Judge<'a> {
     pub plan: &'a Plan,
     /// The run's `now`, microseconds since the epoch.
     pub now: i64,
-    /// Keys updated after this instant are within `grace`.
+    /// Keys updated after this instant are within `grace` (or after the consistent cut).
     pub grace_from: Option<i64>,
 }
 
 impl Judge<'_> {
     pub(crate) fn new<'a>(rule: &'a Rule, plan: &'a Plan, now: i64) -> Judge<'a> {
+        // A consistent cut holds back the keys changed after `now - lag` as grace does.
+        let hold = rule.grace.max(rule.consistent_cut.unwrap_or_default());
         Judge {
             rule,
             plan,
             now,
-            grace_from: (!rule.grace.is_zero()).then(|| now - rule.grace.as_micros() as i64),
+            grace_from: (!hold.is_zero()).then(|| now - hold.as_micros() as i64),
         }
     }
 

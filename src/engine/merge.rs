@@ -122,7 +122,7 @@ pub(crate) async fn merge<B: RowBatches>(
     }
     for (i, c) in cursors.iter().enumerate() {
         let null_keys = c.batches.null_keys();
-        run.rows_scanned[i] = c.rows + null_keys;
+        run.rows_scanned[i] += c.rows + null_keys;
         if null_keys > 0 {
             tracing::warn!(
                 rule = %rule.name,

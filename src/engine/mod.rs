@@ -13,6 +13,7 @@
 
 mod explain;
 pub mod fixture;
+mod incremental;
 mod judge;
 mod merge;
 mod plan;
@@ -34,6 +35,7 @@ use crate::value::Row;
 use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError};
 
 pub use explain::{DatasetRows, Explanation, Step, explain};
+pub use incremental::{MAX_INCREMENTAL_KEYS, run_rule_incremental};
 pub use merge::RowBatches;
 pub use render::percent_encode;
 
@@ -133,6 +135,7 @@ fn new_run(rule: &Rule, now: DateTime<Utc>) -> RuleRun {
         datasets: rule.datasets.iter().map(|d| d.name.clone()).collect(),
         rows_scanned: vec![0; rule.datasets.len()],
         error: None,
+        fingerprint: rule.fingerprint.clone(),
         ..RuleRun::unknown(
             &rule.name,
             now,
@@ -308,6 +311,7 @@ async fn describe(
                 key: rule.key.clone(),
                 deadline,
                 keys: keys.map(<[String]>::to_vec),
+                changed_since: None,
             },
             permit,
         );

@@ -71,6 +71,10 @@ pub struct RunView {
     pub keys_judged: i64,
     pub keys_in_grace: i64,
     pub keys_with_errors: i64,
+    /// `full` or `incremental`.
+    pub mode: &'static str,
+    /// In an incremental run, the keys found changed.
+    pub keys_changed: i64,
     pub error: Option<ErrorView>,
 }
 
@@ -87,6 +91,8 @@ impl From<&RunRecord> for RunView {
             keys_judged: r.keys_judged,
             keys_in_grace: r.keys_in_grace,
             keys_with_errors: r.keys_with_errors,
+            mode: r.mode.as_str(),
+            keys_changed: r.keys_changed,
             error: r.error.as_ref().map(|message| ErrorView {
                 kind: r.error_kind.map(|k| k.as_str()),
                 message: message.clone(),

@@ -56,7 +56,11 @@ pub fn idempotency_key(rule: &str, key: &str, action: &str, occurrence_us: i64) 
 
 /// Why a run's data looks wrong: a dataset that returned many rows last time and none now.
 pub fn suspicious(rule: &Rule, previous: &[u64], run: &RuleRun) -> Option<String> {
-    if !run.finished || previous.len() != run.rows_scanned.len() {
+    // An incremental run reads only some keys' rows: its counts say nothing of the tables.
+    if !run.finished
+        || run.mode != crate::verdict::RunMode::Full
+        || previous.len() != run.rows_scanned.len()
+    {
         return None;
     }
     rule.datasets

@@ -8,6 +8,7 @@
 
 mod cases;
 mod columns;
+mod incremental;
 mod repair;
 mod schedule;
 
@@ -21,6 +22,7 @@ use serde_saphyr::Spanned;
 
 pub use cases::{DEFAULT_NOW, Expect, ExpectedViolation, Fixture, TestCase};
 pub use columns::static_columns;
+pub use incremental::{DEFAULT_FULL_SWEEP, DEFAULT_OVERLAP, Incremental};
 pub use repair::{
     Action, ActionKind, DEFAULT_MAX_AUTO_PER_RUN, Repair, RepairMode, StatusMeaning, json_templates,
 };
@@ -48,6 +50,8 @@ struct RawRule {
     message: Option<Spanned<String>>,
     impact: Option<RawImpact>,
     repair: Option<repair::RawRepair>,
+    incremental: Option<Spanned<incremental::RawIncremental>>,
+    consistent_cut: Option<Spanned<incremental::RawCut>>,
     #[serde(default)]
     tests: Vec<cases::RawCase>,
 }
@@ -214,6 +218,11 @@ pub struct Rule {
     pub impact: Option<Impact>,
     /// The compensating actions the rule offers, and their guardrails.
     pub repair: Option<Repair>,
+    /// Runs judge only what changed, with full sweeps on their own schedule.
+    pub incremental: Option<Incremental>,
+    /// `consistent_cut.lag`: keys are judged as of `now - lag`; a key with a row updated
+    /// after that is not judged in this run.
+    pub consistent_cut: Option<Duration>,
     /// A hash of what decides the rule's verdicts and repairs (key, grace, datasets,
     /// assertion, repair section): a rule whose fingerprint changed is a changed rule, whose
     /// automatic repairs wait until a person enables them again.
@@ -378,6 +387,11 @@ fn shape() -> yaml::Shape {
         ),
         ("impact", Shape::of::<RawImpact>(vec![])),
         ("repair", repair::shape()),
+        (
+            "incremental",
+            Shape::of::<incremental::RawIncremental>(vec![]),
+        ),
+        ("consistent_cut", Shape::of::<incremental::RawCut>(vec![])),
     ])
 }
 
@@ -806,14 +820,33 @@ fn validate(
         .check(r, diags)
     });
 
+    let reads = incremental::Checker {
+        file,
+        doc,
+        ctx: &ctx,
+        datasets: &datasets,
+    };
+    let incremental = raw.incremental.and_then(|i| reads.incremental(i, diags));
+    let consistent_cut = raw
+        .consistent_cut
+        .and_then(|c| reads.consistent_cut(c, diags));
+
     let tests = cases::check_cases(file, doc, raw.tests, &datasets, &key, &ctx, diags);
-    let fingerprint = fingerprint(&key, grace, &datasets, &raw.assertion.value, &repair);
+    let fingerprint = fingerprint(
+        &key,
+        grace.max(consistent_cut.unwrap_or_default()),
+        &datasets,
+        &raw.assertion.value,
+        &repair,
+    );
 
     Rule {
         tests,
         warnings,
         impact,
         repair,
+        incremental,
+        consistent_cut,
         fingerprint,
         name,
         description: raw.description.unwrap_or_default().trim().to_string(),

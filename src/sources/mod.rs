@@ -373,13 +373,36 @@ pub struct ReadRequest {
     /// Read only these keys (`WHERE key IN (…)` pushed into the query, each key a bound
     /// parameter); `None` reads every key.
     pub keys: Option<Vec<String>>,
+    /// Read only the rows whose `updated_at` column is at or after this instant (an
+    /// incremental run's first step: which keys changed).
+    pub changed_since: Option<ChangedSince>,
 }
 
-/// How a database names a dataset's key column in the statement around the query: as it is
-/// (for integer keys, so that an index serves the filter) and as text.
-pub(crate) struct KeySql {
+/// `WHERE updated_at >= since`, for a dataset's `updated_at` column.
+#[derive(Debug, Clone)]
+pub struct ChangedSince {
+    pub column: String,
+    pub since: chrono::DateTime<chrono::Utc>,
+}
+
+impl ChangedSince {
+    /// The bound value: UTC, to the millisecond, rounded down (every database's date functions
+    /// read this form; the overlap margin makes the lost microseconds irrelevant).
+    fn value(&self) -> String {
+        self.since.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+    }
+}
+
+/// How a database writes what the statement around the query needs: the key column as it is
+/// (for integer keys, so that an index serves the filter) and as text; the `ORDER BY` of each
+/// key order; and `updated_at >= <placeholder>` for a column (by its index in the description),
+/// or an error saying why that column cannot be compared with a time.
+pub(crate) struct KeySql<'a> {
     pub column: String,
     pub as_text: String,
+    pub order_int: String,
+    pub order_text: String,
+    pub since: &'a (dyn Fn(usize, &str) -> Result<String, String> + Sync),
 }
 
 /// `WHERE …` restricting the wrapped query to `keys`, with its parameters added to `args`.
@@ -388,7 +411,7 @@ pub(crate) struct KeySql {
 fn key_filter<DB: sqlx::Database>(
     keys: &[String],
     kind: KeyKind,
-    key: &KeySql,
+    key: &KeySql<'_>,
     args: &mut DB::Arguments,
 ) -> Result<String, RunError>
 where
@@ -417,9 +440,50 @@ where
         _ => &key.as_text,
     };
     Ok(if placeholders.is_empty() {
-        " WHERE 1 = 0".to_string()
+        "1 = 0".to_string()
     } else {
-        format!(" WHERE {column} IN ({})", placeholders.join(", "))
+        format!("{column} IN ({})", placeholders.join(", "))
+    })
+}
+
+/// `updated_at >= …` restricting the wrapped query to rows changed since an instant, with
+/// its parameter added to `args`.
+fn since_filter<DB: sqlx::Database>(
+    changed: &ChangedSince,
+    description: &Description,
+    key: &KeySql<'_>,
+    args: &mut DB::Arguments,
+) -> Result<String, RunError>
+where
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    use sqlx::Arguments as _;
+    let Some(i) = description
+        .columns
+        .iter()
+        .position(|c| *c == changed.column)
+    else {
+        return Err(RunError::new(
+            ErrorKind::SchemaMismatch,
+            format!(
+                "updated_at names `{}`, which the query does not return; it returns: {}",
+                changed.column,
+                description.columns.join(", ")
+            ),
+        ));
+    };
+    args.add(changed.value())
+        .map_err(|e| RunError::new(ErrorKind::QueryFailed, format!("cannot bind a time: {e}")))?;
+    let mut p = String::new();
+    let _ = args.format_placeholder(&mut p);
+    (key.since)(i, &p).map_err(|why| {
+        RunError::new(
+            ErrorKind::SchemaMismatch,
+            format!(
+                "updated_at column `{}` ({}) {why}",
+                changed.column, description.types[i]
+            ),
+        )
     })
 }
 
@@ -640,8 +704,7 @@ pub(crate) async fn describe_then_stream<'c, DB, E>(
     executor: E,
     description: Description,
     wrapped: &str,
-    order_by: impl FnOnce(KeyMode) -> String,
-    key_sql: KeySql,
+    key_sql: KeySql<'_>,
     decode: impl Fn(&DB::Row) -> Result<Box<[Value]>, RunError>,
     request: &ReadRequest,
     tx: &mpsc::Sender<ReaderMsg>,
@@ -655,6 +718,17 @@ where
 {
     let key_index = description.key_index;
     let key_kind = description.key_kind.clone();
+    // The filters are built before the description is handed over, which they read.
+    let mut args = DB::Arguments::default();
+    let mut filters = Vec::new();
+    if let Some(changed) = &request.changed_since {
+        filters.push(since_filter::<DB>(
+            changed,
+            &description,
+            &key_sql,
+            &mut args,
+        )?);
+    }
     if tx.send(ReaderMsg::Described(description)).await.is_err() {
         return Ok(()); // the run was abandoned
     }
@@ -664,12 +738,19 @@ where
     };
     // With arguments (even none) the query is prepared and rows come in the binary format the
     // decoders expect, as with `sqlx::query`; bare SQL would use PostgreSQL's text protocol.
-    let mut args = DB::Arguments::default();
-    let filter = match &request.keys {
-        Some(keys) => key_filter::<DB>(keys, key_kind, &key_sql, &mut args)?,
-        None => String::new(),
+    if let Some(keys) = &request.keys {
+        filters.push(key_filter::<DB>(keys, key_kind, &key_sql, &mut args)?);
+    }
+    let filter = if filters.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", filters.join(" AND "))
     };
-    let sql = format!("{wrapped}{filter} ORDER BY {}", order_by(mode));
+    let order_by = match mode {
+        KeyMode::Int => &key_sql.order_int,
+        KeyMode::Text => &key_sql.order_text,
+    };
+    let sql = format!("{wrapped}{filter} ORDER BY {order_by}");
     let query = (sqlx::AssertSqlSafe(sql), Some(args));
     let stream = executor.fetch(query);
     pump(

@@ -182,20 +182,28 @@ pub(super) async fn read(
     let description =
         columns.description(&request.key, |i| key_kind(columns.decoders[i]), value_types);
     let key = format!("invariantd_q.{}", quote_ident(&request.key, '`'));
-    let key_sql = KeySql {
-        column: key.clone(),
-        as_text: format!("CAST({key} AS CHAR)"),
+    // sqlx sets the session's time zone to UTC: the value compares with TIMESTAMP and
+    // DATETIME columns (UTC, as the engine reads them) as it is.
+    let since = |i: usize, p: &str| {
+        let column = format!("invariantd_q.{}", quote_ident(&columns.names[i], '`'));
+        Ok(match columns.decoders[i] {
+            Decode::Timestamp | Decode::Datetime | Decode::Date => format!("{column} >= {p}"),
+            Decode::Text => format!("CAST({column} AS DATETIME(6)) >= {p}"),
+            _ => return Err("is not a time".to_string()),
+        })
     };
-    let order_by = |mode| match mode {
-        KeyMode::Int => key,
-        KeyMode::Text => format!("CAST({key} AS BINARY)"),
+    let key_sql = KeySql {
+        as_text: format!("CAST({key} AS CHAR)"),
+        order_text: format!("CAST({key} AS BINARY)"),
+        order_int: key.clone(),
+        column: key,
+        since: &since,
     };
     let decode_row = |row: &MySqlRow| columns.decode(row, decode);
     let result = describe_then_stream(
         &mut *txn,
         description,
         &wrapped,
-        order_by,
         key_sql,
         decode_row,
         request,

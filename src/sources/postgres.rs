@@ -177,20 +177,30 @@ pub(super) async fn read(
     let description =
         columns.description(&request.key, |i| key_kind(columns.decoders[i]), value_types);
     let key = format!("invariantd_q.{}", quote_ident(&request.key, '"'));
-    let key_sql = KeySql {
-        column: key.clone(),
-        as_text: format!("({key})::text"),
+    let since = |i: usize, p: &str| {
+        let column = format!("invariantd_q.{}", quote_ident(&columns.names[i], '"'));
+        // The value is UTC: a `timestamp` column holds UTC (as the engine reads it), a `date`
+        // compares with the day of the instant.
+        Ok(match columns.decoders[i] {
+            Decode::Timestamptz => format!("{column} >= CAST({p} || '+00' AS timestamptz)"),
+            Decode::Timestamp => format!("{column} >= CAST({p} AS timestamp)"),
+            Decode::Date => format!("{column} >= CAST({p} AS date)"),
+            Decode::Text => format!("CAST({column} AS timestamp) >= CAST({p} AS timestamp)"),
+            _ => return Err("is not a time".to_string()),
+        })
     };
-    let order_by = |mode| match mode {
-        KeyMode::Int => key,
-        KeyMode::Text => format!("({key})::text COLLATE \"C\""),
+    let key_sql = KeySql {
+        as_text: format!("({key})::text"),
+        order_text: format!("({key})::text COLLATE \"C\""),
+        order_int: key.clone(),
+        column: key,
+        since: &since,
     };
     let decode_row = |row: &PgRow| columns.decode(row, decode);
     let result = describe_then_stream(
         &mut *txn,
         description,
         &wrapped,
-        order_by,
         key_sql,
         decode_row,
         request,

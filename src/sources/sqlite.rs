@@ -188,20 +188,23 @@ pub(super) async fn read(
         |_| Types::COLUMN,
     );
     let key = format!("invariantd_q.{}", quote_ident(&request.key, '"'));
-    let key_sql = KeySql {
-        column: key.clone(),
-        as_text: format!("CAST({key} AS TEXT)"),
+    // SQLite keeps times as text (or numbers) in any of the forms its date functions read.
+    let since = |i: usize, p: &str| {
+        let column = format!("invariantd_q.{}", quote_ident(&columns.names[i], '"'));
+        Ok(format!("julianday({column}) >= julianday({p})"))
     };
-    let order_by = |mode| match mode {
-        KeyMode::Int => key,
-        KeyMode::Text => format!("CAST({key} AS TEXT) COLLATE BINARY"),
+    let key_sql = KeySql {
+        as_text: format!("CAST({key} AS TEXT)"),
+        order_text: format!("CAST({key} AS TEXT) COLLATE BINARY"),
+        order_int: key.clone(),
+        column: key,
+        since: &since,
     };
     let decode_row = |row: &SqliteRow| columns.decode(row, decode);
     let result = describe_then_stream(
         &mut *txn,
         description,
         &wrapped,
-        order_by,
         key_sql,
         decode_row,
         request,

@@ -43,7 +43,7 @@ pub use repairs::{
     Claimed, Decision, Hold, NewRepair, Refusal, RepairEnd, RepairFilter, RepairRecord,
     RepairState, RepairSummary, SECOND_APPROVER,
 };
-pub use runs::RunRecord;
+pub use runs::{RunRecord, SweepMarks};
 pub use silences::{NewSilence, Silence};
 pub use violations::{
     OpenViolation, RuleSnapshot, ViolationFilter, ViolationRecord, ViolationState, keys_of,
@@ -285,6 +285,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "repairs",
         include_str!("../../migrations/sqlite/0009_repairs.sql"),
     ),
+    (
+        10,
+        "run mode",
+        include_str!("../../migrations/sqlite/0010_run_mode.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -331,6 +336,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         9,
         "repairs",
         include_str!("../../migrations/postgres/0009_repairs.sql"),
+    ),
+    (
+        10,
+        "run mode",
+        include_str!("../../migrations/postgres/0010_run_mode.sql"),
     ),
 ]);
 

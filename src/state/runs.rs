@@ -3,7 +3,7 @@
 use sqlx::{AssertSqlSafe, Row as _};
 
 use super::{Bind, Pool, StateError, StateStore, Stmt, Where, bound, on_pool};
-use crate::verdict::{ErrorKind, Outcome, RuleRun};
+use crate::verdict::{ErrorKind, Outcome, RuleRun, RunMode};
 
 /// A run as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +21,16 @@ pub struct RunRecord {
     /// The error's kind; `None` with an error text for runs recorded before kinds existed.
     pub error_kind: Option<ErrorKind>,
     pub error: Option<String>,
+    pub mode: RunMode,
+    pub keys_changed: i64,
+}
+
+/// Where incremental runs of one version of a rule stand: when its last run that judged its
+/// keys (pass or fail) and its last such full sweep started, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepMarks {
+    pub last_run_us: Option<i64>,
+    pub last_full_us: Option<i64>,
 }
 
 /// Inserts the run, returning its id.
@@ -28,8 +38,9 @@ pub(super) fn insert(run: &RuleRun) -> Stmt {
     let started_us = run.started_at.timestamp_micros();
     Stmt {
         sql: "INSERT INTO runs (rule, started_us, finished_us, outcome, rows_scanned, violations, \
-              keys_judged, keys_in_grace, keys_with_errors, error_kind, error) \
-              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id"
+              keys_judged, keys_in_grace, keys_with_errors, error_kind, error, mode, keys_changed, \
+              fingerprint) \
+              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id"
             .into(),
         binds: vec![
             Bind::Text(run.rule.clone()),
@@ -43,6 +54,9 @@ pub(super) fn insert(run: &RuleRun) -> Stmt {
             Bind::I64(run.key_errors_total as i64),
             Bind::OptText(run.error.as_ref().map(|e| e.kind.as_str().into())),
             Bind::OptText(run.error.as_ref().map(|e| e.message.clone())),
+            Bind::Text(run.mode.as_str().into()),
+            Bind::I64(run.keys_changed as i64),
+            Bind::OptText((!run.fingerprint.is_empty()).then(|| run.fingerprint.clone())),
         ],
     }
 }
@@ -56,7 +70,7 @@ pub(super) fn prune(before_us: i64) -> Vec<Stmt> {
 
 /// The columns every run query selects, in `fetch`'s order.
 const COLUMNS: &str = "id, rule, started_us, finished_us, outcome, rows_scanned, violations, error_kind, error, \
-     keys_judged, keys_in_grace, keys_with_errors";
+     keys_judged, keys_in_grace, keys_with_errors, mode, keys_changed";
 
 impl StateStore {
     /// Runs, newest first, before `before_id`, optionally of one rule.
@@ -90,6 +104,28 @@ impl StateStore {
         Ok(found)
     }
 
+    /// Where the incremental runs of this version of the rule stand (see `SweepMarks`).
+    pub async fn sweep_marks(
+        &self,
+        rule: &str,
+        fingerprint: &str,
+    ) -> Result<SweepMarks, StateError> {
+        let stmt = Stmt {
+            sql: "SELECT MAX(started_us), MAX(CASE WHEN mode = 'full' THEN started_us END) \
+                  FROM runs WHERE rule = $1 AND fingerprint = $2 AND outcome IN ('pass', 'fail')"
+                .into(),
+            binds: vec![Bind::Text(rule.into()), Bind::Text(fingerprint.into())],
+        };
+        let marks = on_pool!(self, pool => {
+            let row = bound!(stmt).fetch_one(pool).await?;
+            SweepMarks {
+                last_run_us: row.try_get::<Option<i64>, _>(0)?,
+                last_full_us: row.try_get::<Option<i64>, _>(1)?,
+            }
+        });
+        Ok(marks)
+    }
+
     async fn fetch_runs(&self, stmt: Stmt) -> Result<Vec<RunRecord>, StateError> {
         let rows = on_pool!(self, pool => {
             bound!(stmt)
@@ -113,15 +149,20 @@ impl StateStore {
                             keys_judged: r.try_get(9)?,
                             keys_in_grace: r.try_get(10)?,
                             keys_with_errors: r.try_get(11)?,
+                            mode: RunMode::Full,
+                            keys_changed: r.try_get(13)?,
                         },
                         outcome,
                         kind,
+                        r.try_get::<String, _>(12)?,
                     ))
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?
         });
         rows.into_iter()
-            .map(|(mut record, outcome, kind)| {
+            .map(|(mut record, outcome, kind, mode)| {
+                record.mode = RunMode::parse(&mode)
+                    .ok_or_else(|| StateError::Corrupt(format!("run mode `{mode}`")))?;
                 record.outcome = Outcome::parse(&outcome)
                     .ok_or_else(|| StateError::Corrupt(format!("run outcome `{outcome}`")))?;
                 record.error_kind = match kind {

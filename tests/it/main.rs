@@ -11,6 +11,7 @@ mod faults;
 mod fuzz;
 mod harness;
 mod http_limits;
+mod incremental;
 mod metrics_http;
 mod notify;
 mod repairs;
