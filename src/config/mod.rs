@@ -84,6 +84,7 @@ struct RawSource {
     max_connections: Option<Spanned<u32>>,
     statement_timeout: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
+    max_rows_per_second: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +141,9 @@ pub struct SourceConfig {
     pub max_connections: u32,
     pub statement_timeout: Duration,
     pub connect_timeout: Duration,
+    /// The most rows per second all reads of this source together may take: a sweep that
+    /// would go faster waits between batches.
+    pub max_rows_per_second: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

@@ -78,6 +78,17 @@ pub(super) fn check_sources(
             path,
             diags,
         );
+        let max_rows_per_second = match raw_source.max_rows_per_second {
+            Some(m) if m.value == 0 => {
+                diags.push(
+                    path,
+                    yaml::pos(&m, 0),
+                    "max_rows_per_second must be at least 1 (leave it out for no limit)",
+                );
+                None
+            }
+            m => m.map(|m| m.value),
+        };
         // A source whose name is in error is reported once: rules may name it without a
         // second error, and no suggestion ever points at it.
         if let Some(options) = options.filter(|_| valid_name(&name.value)) {
@@ -92,6 +103,7 @@ pub(super) fn check_sources(
                 max_connections,
                 statement_timeout,
                 connect_timeout,
+                max_rows_per_second,
             });
         } else {
             unusable_sources.push(name.value);

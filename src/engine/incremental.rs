@@ -106,6 +106,7 @@ async fn changed_keys(
                 deadline,
                 keys: None,
                 changed_since: Some(ChangedSince { column, since }),
+                snapshot: None,
             },
             permit,
         );

@@ -30,7 +30,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::rules::{Origin, Rule};
-use crate::sources::{Description, KeyMode, ReadRequest, Reader, ReaderMsg, Sources, spawn_reader};
+use crate::sources::{
+    Description, KeyMode, ReadRequest, Reader, ReaderMsg, SharedSnapshot, Sources, spawn_reader,
+};
 use crate::value::Row;
 use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError};
 
@@ -291,6 +293,18 @@ async fn describe(
         let source = sources.get(name).ok_or_else(|| not_configured(name))?;
         permits.insert(name, source.reserve(n).await?);
     }
+    // Datasets on one PostgreSQL source read from one snapshot.
+    let mut snapshots: BTreeMap<&str, Vec<SharedSnapshot>> = BTreeMap::new();
+    for (name, permit) in &permits {
+        let shares = permit.num_permits();
+        if shares > 1
+            && sources
+                .get(name)
+                .is_some_and(|s| s.kind() == crate::config::SourceKind::Postgres)
+        {
+            snapshots.insert(name, SharedSnapshot::group(shares));
+        }
+    }
     let mut readers = Vec::with_capacity(rule.datasets.len());
     for d in &rule.datasets {
         let source = sources
@@ -312,6 +326,7 @@ async fn describe(
                 deadline,
                 keys: keys.map(<[String]>::to_vec),
                 changed_since: None,
+                snapshot: snapshots.get_mut(d.source.as_str()).and_then(Vec::pop),
             },
             permit,
         );

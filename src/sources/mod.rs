@@ -62,6 +62,36 @@ pub struct Source {
     /// The reader tasks on this source, so that a shutdown can wait for their queries to be
     /// stopped on the server (see `Sources::settle`).
     readers: TaskTracker,
+    /// `max_rows_per_second`, shared by every read of this source.
+    throttle: Option<Throttle>,
+}
+
+/// A rows-per-second budget shared by the readers of one source: each batch books its rows'
+/// share of time after the bookings before it, and waits for its turn. A source that was
+/// idle may take one second's worth at once.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    rows_per_second: u64,
+    next: std::sync::Mutex<Instant>,
+}
+
+impl Throttle {
+    fn new(rows_per_second: u64) -> Throttle {
+        Throttle {
+            rows_per_second,
+            next: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// When a batch of `rows` may be sent.
+    fn book(&self, rows: usize) -> Instant {
+        let now = Instant::now();
+        let mut next = self.next.lock().expect("throttle lock");
+        let banked = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        let start = (*next).max(banked);
+        *next = start + Duration::from_secs_f64(rows as f64 / self.rows_per_second as f64);
+        start.max(now)
+    }
 }
 
 impl Source {
@@ -102,6 +132,7 @@ impl Source {
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections as usize));
         Source {
+            throttle: config.max_rows_per_second.map(Throttle::new),
             config,
             pool,
             permits,
@@ -376,6 +407,56 @@ pub struct ReadRequest {
     /// Read only the rows whose `updated_at` column is at or after this instant (an
     /// incremental run's first step: which keys changed).
     pub changed_since: Option<ChangedSince>,
+    /// The snapshot this read shares with the rule's other datasets on the same source.
+    pub snapshot: Option<SharedSnapshot>,
+}
+
+/// One snapshot for the datasets of a rule run on one PostgreSQL source: the first reader
+/// exports its transaction's snapshot (`pg_export_snapshot()`), the others import it (`SET
+/// TRANSACTION SNAPSHOT`) before their first query, so every dataset sees the same committed
+/// data. The exporter's transaction stays open until every reader has described its query,
+/// which is after every import.
+#[derive(Debug, Clone)]
+pub struct SharedSnapshot {
+    pub exporter: bool,
+    /// `Some(Some(id))` once exported, `Some(None)` when the exporter could not (each reader
+    /// then takes its own snapshot).
+    pub id: Arc<tokio::sync::watch::Sender<Option<Option<String>>>>,
+}
+
+impl SharedSnapshot {
+    /// Snapshots for `n` readers, the first the exporter.
+    pub fn group(n: usize) -> Vec<SharedSnapshot> {
+        let id = Arc::new(tokio::sync::watch::Sender::new(None));
+        (0..n)
+            .map(|i| SharedSnapshot {
+                exporter: i == 0,
+                id: id.clone(),
+            })
+            .collect()
+    }
+
+    /// Publishes the exported snapshot (or that there is none) to the other readers.
+    pub(crate) fn publish(&self, id: Option<String>) {
+        self.id.send_if_modified(|v| {
+            let unset = v.is_none();
+            if unset {
+                *v = Some(id);
+            }
+            unset
+        });
+    }
+
+    /// The exported snapshot to import, waiting for the exporter until `deadline`; `None`
+    /// when it could not export one.
+    pub(crate) async fn wait(&self, deadline: Instant) -> Option<String> {
+        let mut rx = self.id.subscribe();
+        let published = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await;
+        match published {
+            Ok(Ok(v)) => v.clone().flatten(),
+            _ => None,
+        }
+    }
 }
 
 /// `WHERE updated_at >= since`, for a dataset's `updated_at` column.
@@ -499,12 +580,22 @@ pub fn spawn_reader(
     let (mode_tx, mode_rx) = oneshot::channel();
     source.readers.clone().spawn(async move {
         let _connection = connection;
+        // However the reader ends, the readers waiting for its snapshot go on.
+        let _published = request
+            .snapshot
+            .clone()
+            .filter(|s| s.exporter)
+            .map(PublishOnDrop);
+        let to = Sink {
+            tx: &tx,
+            throttle: source.throttle.as_ref(),
+        };
         let result = match &source.pool {
             Pool::Postgres(pool) => {
-                postgres::read(pool, &source.config, &request, &tx, mode_rx).await
+                postgres::read(pool, &source.config, &request, to, mode_rx).await
             }
-            Pool::MySql(pool) => mysql::read(pool, &source.config, &request, &tx, mode_rx).await,
-            Pool::Sqlite(pool) => sqlite::read(pool, &source.config, &request, &tx, mode_rx).await,
+            Pool::MySql(pool) => mysql::read(pool, &source.config, &request, to, mode_rx).await,
+            Pool::Sqlite(pool) => sqlite::read(pool, &source.config, &request, to, mode_rx).await,
         };
         if let Err(e) = result {
             let _ = tx.send(ReaderMsg::Failed(e)).await;
@@ -513,6 +604,40 @@ pub fn spawn_reader(
     Reader {
         messages: rx,
         mode: mode_tx,
+    }
+}
+
+/// Where a reader sends its messages, at the pace its source allows.
+#[derive(Clone, Copy)]
+pub(crate) struct Sink<'a> {
+    pub tx: &'a mpsc::Sender<ReaderMsg>,
+    pub throttle: Option<&'a Throttle>,
+}
+
+impl Sink<'_> {
+    /// Sends a batch of rows once the source's budget allows; an error when the run is gone.
+    async fn rows(&self, batch: Vec<Row>) -> Result<(), RunError> {
+        if let Some(throttle) = self.throttle {
+            let at = throttle.book(batch.len());
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = self.tx.closed() => return Err(abandoned()),
+            }
+        }
+        self.tx
+            .send(ReaderMsg::Rows(batch))
+            .await
+            .map_err(|_| abandoned())
+    }
+}
+
+/// Tells the readers waiting for an exporter's snapshot that there is none, if the exporter
+/// ends without publishing one.
+struct PublishOnDrop(SharedSnapshot);
+
+impl Drop for PublishOnDrop {
+    fn drop(&mut self) {
+        self.0.publish(None);
     }
 }
 
@@ -615,11 +740,12 @@ pub(crate) async fn pump<S, R>(
     mode: KeyMode,
     deadline: Instant,
     decode: impl Fn(&R) -> Result<Box<[Value]>, RunError>,
-    tx: &mpsc::Sender<ReaderMsg>,
+    to: Sink<'_>,
 ) -> Result<(), RunError>
 where
     S: Stream<Item = Result<R, sqlx::Error>> + Unpin,
 {
+    let tx = to.tx;
     let mut batch = Vec::with_capacity(BATCH_ROWS);
     let mut last: Option<Key> = None;
     let mut null_keys = 0u64;
@@ -660,13 +786,11 @@ where
         if batch.len() == BATCH_ROWS {
             last = batch.last().map(|r| r.key.clone());
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
-            if tx.send(ReaderMsg::Rows(full)).await.is_err() {
-                return Err(abandoned());
-            }
+            to.rows(full).await?;
         }
     }
-    if !batch.is_empty() && tx.send(ReaderMsg::Rows(batch)).await.is_err() {
-        return Err(abandoned());
+    if !batch.is_empty() {
+        to.rows(batch).await?;
     }
     let _ = tx.send(ReaderMsg::Done { null_keys }).await;
     Ok(())
@@ -707,7 +831,7 @@ pub(crate) async fn describe_then_stream<'c, DB, E>(
     key_sql: KeySql<'_>,
     decode: impl Fn(&DB::Row) -> Result<Box<[Value]>, RunError>,
     request: &ReadRequest,
-    tx: &mpsc::Sender<ReaderMsg>,
+    to: Sink<'_>,
     mode: oneshot::Receiver<KeyMode>,
 ) -> Result<(), RunError>
 where
@@ -729,7 +853,7 @@ where
             &mut args,
         )?);
     }
-    if tx.send(ReaderMsg::Described(description)).await.is_err() {
+    if to.tx.send(ReaderMsg::Described(description)).await.is_err() {
         return Ok(()); // the run was abandoned
     }
     // Without a key column the engine reports the problem and drops the mode sender.
@@ -760,7 +884,7 @@ where
         mode,
         request.deadline,
         decode,
-        tx,
+        to,
     )
     .await
 }

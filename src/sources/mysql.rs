@@ -5,11 +5,10 @@
 
 use sqlx::mysql::MySqlRow;
 use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, TypeInfo};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::{
-    Columns, KeyKind, KeyMode, KeySql, ReadRequest, ReaderMsg, describe_then_stream, quote_ident,
-    wrap,
+    Columns, KeyKind, KeyMode, KeySql, ReadRequest, Sink, describe_then_stream, quote_ident, wrap,
 };
 use crate::config::{ConnectOptions, SourceConfig};
 use crate::expr::types::Types;
@@ -135,7 +134,7 @@ pub(super) async fn read(
     pool: &sqlx::MySqlPool,
     config: &SourceConfig,
     request: &ReadRequest,
-    tx: &mpsc::Sender<ReaderMsg>,
+    to: Sink<'_>,
     mode: oneshot::Receiver<KeyMode>,
 ) -> Result<(), RunError> {
     let ConnectOptions::MySql(options) = &config.options else {
@@ -207,7 +206,7 @@ pub(super) async fn read(
         key_sql,
         decode_row,
         request,
-        tx,
+        to,
         mode,
     )
     .await;

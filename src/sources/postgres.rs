@@ -4,11 +4,10 @@
 
 use sqlx::postgres::{PgRow, PgTypeInfo, PgTypeKind};
 use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, TypeInfo};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::{
-    Columns, KeyKind, KeyMode, KeySql, ReadRequest, ReaderMsg, describe_then_stream, quote_ident,
-    wrap,
+    Columns, KeyKind, KeyMode, KeySql, ReadRequest, Sink, describe_then_stream, quote_ident, wrap,
 };
 use crate::config::{ConnectOptions, SourceConfig};
 use crate::expr::types::Types;
@@ -138,7 +137,7 @@ pub(super) async fn read(
     pool: &sqlx::PgPool,
     config: &SourceConfig,
     request: &ReadRequest,
-    tx: &mpsc::Sender<ReaderMsg>,
+    to: Sink<'_>,
     mode: oneshot::Receiver<KeyMode>,
 ) -> Result<(), RunError> {
     let ConnectOptions::Postgres(options) = &config.options else {
@@ -156,11 +155,35 @@ pub(super) async fn read(
     )))
     .await
     .map_err(|e| super::query_error(e, "cannot set the statement timeout", &request.query))?;
+    // One snapshot for the rule's datasets on this source: imported before the first query.
+    if let Some(shared) = request.snapshot.as_ref().filter(|s| !s.exporter)
+        && let Some(id) = shared.wait(request.deadline).await
+    {
+        // The id comes from the server's own `pg_export_snapshot()` (hex digits and dashes).
+        let id = id.replace('\'', "");
+        txn.execute(AssertSqlSafe(format!("SET TRANSACTION SNAPSHOT '{id}'")))
+            .await
+            .map_err(|e| {
+                super::query_error(e, "cannot share the run's snapshot", &request.query)
+            })?;
+    }
     // To stop the query from another connection if the run is abandoned.
     let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut *txn)
         .await
         .map_err(|e| super::query_error(e, "cannot start reading", &request.query))?;
+    if let Some(shared) = request.snapshot.as_ref().filter(|s| s.exporter) {
+        // A server that cannot export one (a standby before PostgreSQL 10…) leaves each
+        // dataset with its own snapshot, as before sharing existed.
+        let exported: Option<String> = sqlx::query_scalar("SELECT pg_export_snapshot()")
+            .fetch_one(&mut *txn)
+            .await
+            .inspect_err(
+                |e| tracing::debug!(source = %config.name, error = %e, "Cannot export a snapshot."),
+            )
+            .ok();
+        shared.publish(exported);
+    }
 
     let wrapped = wrap(&request.query);
     let statement = (&mut *txn)
@@ -204,7 +227,7 @@ pub(super) async fn read(
         key_sql,
         decode_row,
         request,
-        tx,
+        to,
         mode,
     )
     .await;

@@ -12,11 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Executor, Row as _, TypeInfo, ValueRef};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::{
-    Columns, KeyKind, KeyMode, KeySql, ReadRequest, ReaderMsg, describe_then_stream, quote_ident,
-    wrap,
+    Columns, KeyKind, KeyMode, KeySql, ReadRequest, Sink, describe_then_stream, quote_ident, wrap,
 };
 use crate::config::SourceConfig;
 use crate::expr::types::Types;
@@ -147,7 +146,7 @@ pub(super) async fn read(
     pool: &sqlx::SqlitePool,
     config: &SourceConfig,
     request: &ReadRequest,
-    tx: &mpsc::Sender<ReaderMsg>,
+    to: Sink<'_>,
     mode: oneshot::Receiver<KeyMode>,
 ) -> Result<(), RunError> {
     let mut txn = pool.begin().await.map_err(|e| {
@@ -208,7 +207,7 @@ pub(super) async fn read(
         key_sql,
         decode_row,
         request,
-        tx,
+        to,
         mode,
     )
     .await;

@@ -14,6 +14,7 @@ mod http_limits;
 mod incremental;
 mod metrics_http;
 mod notify;
+mod reads;
 mod repairs;
 mod rule_tests;
 mod shop;

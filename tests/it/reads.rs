@@ -1,0 +1,134 @@
+//! How a run reads: one snapshot for a rule's datasets on one PostgreSQL source, the
+//! consistent cut, and the limits that keep a sweep gentle on a production database.
+
+use invariantd::config::SourceKind::Postgres;
+use invariantd::verdict::Outcome;
+use sqlx::Connection as _;
+
+use crate::harness::{TestDb, Workdir, run_of};
+
+#[tokio::test]
+async fn datasets_on_one_postgres_source_read_from_one_snapshot() {
+    let db = TestDb::new(Postgres, "snapshot").await;
+    db.exec_str(&["CREATE TABLE ticks (n BIGINT)"]).await;
+    // Each dataset says which transactions its snapshot sees. Another connection commits
+    // transactions as fast as it can meanwhile, so two snapshots taken apart would differ.
+    let rules = r#"
+name: one_snapshot
+key: id
+datasets:
+  a: { source: db, query: "SELECT 1 AS id, CAST(pg_current_snapshot() AS text) AS snap" }
+  b: { source: db, query: "SELECT 1 AS id, CAST(pg_current_snapshot() AS text) AS snap" }
+  c: { source: db, query: "SELECT 1 AS id, CAST(pg_current_snapshot() AS text) AS snap" }
+assert: a.snap == b.snap && b.snap == c.snap
+message: "{{a.snap}} {{b.snap}} {{c.snap}}"
+"#;
+    let work = Workdir::new(&[("db", &db.url)], Some(rules));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let url = db.admin_url.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query("SET synchronous_commit = off")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                sqlx::query("INSERT INTO ticks VALUES (1)")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    for _ in 0..10 {
+        let runs = work.run().await;
+        let run = run_of(&runs, "one_snapshot");
+        assert_eq!(run.error, None);
+        assert_eq!(
+            run.outcome,
+            Outcome::Pass,
+            "{:?}",
+            run.violations.first().map(|v| &v.message)
+        );
+    }
+    stop.cancel();
+    assert!(writer.await.unwrap() > 10, "the writer kept committing");
+}
+
+#[tokio::test]
+async fn a_consistent_cut_leaves_keys_changed_after_it_for_a_later_run() {
+    let db = TestDb::new(invariantd::config::SourceKind::Sqlite, "cut").await;
+    db.exec_str(&[
+        "CREATE TABLE payments (id INTEGER, updated_at TEXT)",
+        "CREATE TABLE reservations (id INTEGER, updated_at TEXT)",
+        // 1: paid an hour ago, nothing reserved; 2: paid 10 s ago, its reservation not yet
+        // replicated or written; 3: fine, both sides old.
+        "INSERT INTO payments VALUES (1, datetime('now', '-1 hour')), (2, datetime('now', '-10 seconds')), (3, datetime('now', '-1 hour'))",
+        "INSERT INTO reservations VALUES (3, datetime('now', '-1 hour'))",
+    ])
+    .await;
+    let rules = r#"
+name: cut
+key: id
+consistent_cut: { lag: 30s }
+datasets:
+  p: { source: db, query: "SELECT id, updated_at FROM payments", updated_at: updated_at }
+  r: { source: db, query: "SELECT id, updated_at FROM reservations", updated_at: updated_at }
+assert: p == null || r != null
+"#;
+    let runs = Workdir::new(&[("db", &db.url)], Some(rules)).run().await;
+    let run = run_of(&runs, "cut");
+    assert_eq!(run.error, None);
+    assert_eq!(crate::harness::keys(run), ["1"]);
+    assert_eq!(run.keys_in_grace, 1, "key 2 changed after the cut");
+    assert_eq!(run.keys_judged, 2);
+}
+
+#[tokio::test]
+async fn max_rows_per_second_paces_every_read_of_a_source() {
+    let db = TestDb::new(invariantd::config::SourceKind::Sqlite, "paced").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) INSERT INTO t SELECT i FROM n",
+    ])
+    .await;
+    let rules = r#"
+name: paced
+key: id
+datasets:
+  a: { source: db, query: "SELECT id FROM t" }
+assert: a != null
+"#;
+    let work = Workdir::new(&[("db", &db.url)], Some(rules));
+    let started = std::time::Instant::now();
+    let runs = work.run().await;
+    assert_eq!(run_of(&runs, "paced").rows_scanned, [3000]);
+    let unpaced = started.elapsed();
+
+    let config = std::fs::read_to_string(work.config()).unwrap();
+    std::fs::write(
+        work.config(),
+        config.replace(
+            "statement_timeout: 10s",
+            "statement_timeout: 10s, max_rows_per_second: 1000",
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let runs = work.run().await;
+    let run = run_of(&runs, "paced");
+    assert_eq!(run.outcome, Outcome::Pass);
+    assert_eq!(run.rows_scanned, [3000]);
+    // Three batches of up to 1,024 rows at 1,000 rows a second: the first at once (the budget
+    // of an idle second), the others a second or so apart.
+    let paced = started.elapsed();
+    assert!(
+        paced >= std::time::Duration::from_millis(1900),
+        "3,000 rows at 1,000 a second took {paced:?} (unpaced {unpaced:?})"
+    );
+}
