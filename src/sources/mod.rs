@@ -20,6 +20,7 @@
 //! `sqlite.rs`.
 
 mod mysql;
+mod pgcopy;
 mod postgres;
 mod sqlite;
 mod write;
@@ -641,8 +642,16 @@ impl Drop for PublishOnDrop {
     }
 }
 
+/// The error of a read past its deadline.
+pub(crate) fn timed_out() -> RunError {
+    RunError::new(
+        ErrorKind::Timeout,
+        "statement timeout: the query did not finish in time",
+    )
+}
+
 /// The error of a read whose run went away while its query was running.
-fn abandoned() -> RunError {
+pub(crate) fn abandoned() -> RunError {
     RunError::new(ErrorKind::Cancelled, "the run was abandoned")
 }
 
@@ -739,7 +748,7 @@ pub(crate) async fn pump<S, R>(
     key_index: usize,
     mode: KeyMode,
     deadline: Instant,
-    decode: impl Fn(&R) -> Result<Box<[Value]>, RunError>,
+    decode: impl Fn(R) -> Result<Box<[Value]>, RunError>,
     to: Sink<'_>,
 ) -> Result<(), RunError>
 where
@@ -755,18 +764,13 @@ where
         let next = tokio::select! {
             next = tokio::time::timeout_at(deadline, stream.next()) => match next {
                 Ok(n) => n,
-                Err(_) => {
-                    return Err(RunError::new(
-                        ErrorKind::Timeout,
-                        "statement timeout: the query did not finish in time",
-                    ));
-                }
+                Err(_) => return Err(timed_out()),
             },
             () = tx.closed() => return Err(abandoned()),
         };
         let Some(row) = next else { break };
         let row = row.map_err(|e| query_error(e, "query failed", query))?;
-        let values = decode(&row)?;
+        let values = decode(row)?;
         let Some(key) = key_of(&values[key_index], mode)? else {
             null_keys += 1;
             continue;
@@ -820,6 +824,21 @@ pub fn key_of(v: &Value, mode: KeyMode) -> Result<Option<Key>, RunError> {
     }))
 }
 
+/// Hands the description to the engine and waits for the run's key order: the key column's
+/// index and the order, or `None` when there is nothing to read (the run was abandoned, or the
+/// query has no key column, which the engine reports).
+pub(crate) async fn handshake(
+    description: Description,
+    to: Sink<'_>,
+    mode: oneshot::Receiver<KeyMode>,
+) -> Option<(usize, KeyMode)> {
+    let key_index = description.key_index;
+    if to.tx.send(ReaderMsg::Described(description)).await.is_err() {
+        return None;
+    }
+    Some((key_index?, mode.await.ok()?))
+}
+
 /// The second half of every reader: sends the description, waits for the run's key order,
 /// then runs the query with that order pushed into the database and pumps its rows.
 /// `order_by` gives the database's ORDER BY expression for a key order.
@@ -840,7 +859,6 @@ where
     for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
 {
-    let key_index = description.key_index;
     let key_kind = description.key_kind.clone();
     // The filters are built before the description is handed over, which they read.
     let mut args = DB::Arguments::default();
@@ -853,11 +871,7 @@ where
             &mut args,
         )?);
     }
-    if to.tx.send(ReaderMsg::Described(description)).await.is_err() {
-        return Ok(()); // the run was abandoned
-    }
-    // Without a key column the engine reports the problem and drops the mode sender.
-    let (Some(key_index), Ok(mode)) = (key_index, mode.await) else {
+    let Some((key_index, mode)) = handshake(description, to, mode).await else {
         return Ok(());
     };
     // With arguments (even none) the query is prepared and rows come in the binary format the
@@ -883,7 +897,7 @@ where
         key_index,
         mode,
         request.deadline,
-        decode,
+        |row| decode(&row),
         to,
     )
     .await

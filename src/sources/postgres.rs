@@ -15,7 +15,7 @@ use crate::value::{Value, timestamp_from_date, timestamp_from_datetime, timestam
 use crate::verdict::RunError;
 
 #[derive(Debug, Clone, Copy)]
-enum Decode {
+pub(super) enum Decode {
     Bool,
     I16,
     I32,
@@ -143,12 +143,50 @@ pub(super) async fn read(
     let ConnectOptions::Postgres(options) = &config.options else {
         unreachable!("a PostgreSQL pool has PostgreSQL options")
     };
-    let mut txn = super::acquire_fast::<sqlx::Postgres, _>(
-        pool.begin_with("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"),
-        options,
-        config.connect_timeout,
+    let mut conn =
+        super::acquire_fast::<sqlx::Postgres, _>(pool.acquire(), options, config.connect_timeout)
+            .await?;
+    let mut backend = None;
+    let result = read_on(&mut conn, config, request, to, mode, &mut backend).await;
+    if result.is_err() {
+        // A read that ended early may leave COPY data or a statement's rows unread on the
+        // connection: it is closed, never handed to another run.
+        conn.close_on_drop();
+    }
+    if super::interrupted(&result)
+        && let Some(backend) = backend
+    {
+        // The connection is still held, so the backend cannot be running anyone else's query.
+        let stop = async {
+            use sqlx::{ConnectOptions as _, Connection as _};
+            let mut conn = options.connect().await?;
+            sqlx::query("SELECT pg_cancel_backend($1)")
+                .bind(backend)
+                .execute(&mut conn)
+                .await?;
+            conn.close().await
+        };
+        super::stop_on_server(&config.name, stop, config.connect_timeout).await;
+    }
+    result
+}
+
+/// A read on one connection, in a read-only transaction; `backend` is set to the server
+/// process that runs it, to stop it from outside if the read is abandoned.
+async fn read_on(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+    config: &SourceConfig,
+    request: &ReadRequest,
+    to: Sink<'_>,
+    mode: oneshot::Receiver<KeyMode>,
+    backend: &mut Option<i32>,
+) -> Result<(), RunError> {
+    let mut txn = sqlx::Connection::begin_with(
+        &mut **conn,
+        "BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY",
     )
-    .await?;
+    .await
+    .map_err(|e| super::query_error(e, "cannot start a read-only transaction", &request.query))?;
     let timeout_ms = config.statement_timeout.as_millis().max(1);
     txn.execute(AssertSqlSafe(format!(
         "SET LOCAL statement_timeout = {timeout_ms}"
@@ -168,10 +206,12 @@ pub(super) async fn read(
             })?;
     }
     // To stop the query from another connection if the run is abandoned.
-    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *txn)
-        .await
-        .map_err(|e| super::query_error(e, "cannot start reading", &request.query))?;
+    *backend = Some(
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *txn)
+            .await
+            .map_err(|e| super::query_error(e, "cannot start reading", &request.query))?,
+    );
     if let Some(shared) = request.snapshot.as_ref().filter(|s| s.exporter) {
         // A server that cannot export one (a standby before PostgreSQL 10…) leaves each
         // dataset with its own snapshot, as before sharing existed.
@@ -220,29 +260,75 @@ pub(super) async fn read(
         since: &since,
     };
     let decode_row = |row: &PgRow| columns.decode(row, decode);
-    let result = describe_then_stream(
-        &mut *txn,
-        description,
-        &wrapped,
-        key_sql,
-        decode_row,
-        request,
-        to,
-        mode,
-    )
-    .await;
-    if super::interrupted(&result) {
-        // The connection is still held, so the backend cannot be running anyone else's query.
-        let stop = async {
-            use sqlx::{ConnectOptions as _, Connection as _};
-            let mut conn = options.connect().await?;
-            sqlx::query("SELECT pg_cancel_backend($1)")
-                .bind(backend)
-                .execute(&mut conn)
-                .await?;
-            conn.close().await
-        };
-        super::stop_on_server(&config.name, stop, config.connect_timeout).await;
-    }
+    // A full sweep streams through binary COPY; reads of some keys or of recent changes bind
+    // parameters, which COPY cannot, and use the prepared statement.
+    let result = if request.keys.is_none() && request.changed_since.is_none() {
+        copy_sweep(
+            &mut txn,
+            description,
+            &wrapped,
+            &key_sql,
+            &columns,
+            request,
+            to,
+            mode,
+        )
+        .await
+    } else {
+        describe_then_stream(
+            &mut *txn,
+            description,
+            &wrapped,
+            key_sql,
+            decode_row,
+            request,
+            to,
+            mode,
+        )
+        .await
+    };
     result
+}
+
+/// A full sweep: `COPY (query ORDER BY key) TO STDOUT (FORMAT binary)`, decoded by the types
+/// the query was described with (see `pgcopy`).
+#[allow(clippy::too_many_arguments)]
+async fn copy_sweep(
+    conn: &mut sqlx::PgConnection,
+    description: super::Description,
+    wrapped: &str,
+    key_sql: &KeySql<'_>,
+    columns: &Columns<Decode>,
+    request: &ReadRequest,
+    to: Sink<'_>,
+    mode: oneshot::Receiver<KeyMode>,
+) -> Result<(), RunError> {
+    let Some((key_index, mode)) = super::handshake(description, to, mode).await else {
+        return Ok(());
+    };
+    let order_by = match mode {
+        KeyMode::Int => &key_sql.order_int,
+        KeyMode::Text => &key_sql.order_text,
+    };
+    let sql = format!("COPY ({wrapped} ORDER BY {order_by}) TO STDOUT (FORMAT binary)");
+    // The server answers once the query has started: the wait may end with the run.
+    let chunks = tokio::select! {
+        chunks = tokio::time::timeout_at(request.deadline, conn.copy_out_raw(&sql)) => match chunks {
+            Ok(chunks) => chunks.map_err(|e| super::query_error(e, "query failed", &request.query))?,
+            Err(_) => return Err(super::timed_out()),
+        },
+        () = to.tx.closed() => return Err(super::abandoned()),
+    };
+    let rows =
+        super::pgcopy::CopyRows::new(chunks, columns.decoders.clone(), columns.names.clone());
+    super::pump(
+        rows,
+        &request.query,
+        key_index,
+        mode,
+        request.deadline,
+        |row| row,
+        to,
+    )
+    .await
 }

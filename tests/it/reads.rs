@@ -132,3 +132,54 @@ assert: a != null
         "3,000 rows at 1,000 a second took {paced:?} (unpaced {unpaced:?})"
     );
 }
+
+#[tokio::test]
+async fn a_full_sweep_through_binary_copy_reads_every_type_as_the_row_path_does() {
+    let db = TestDb::new(Postgres, "copy_types").await;
+    db.exec_str(&[
+        "CREATE TYPE mood AS ENUM ('ok', 'sad')",
+        "CREATE DOMAIN cents AS BIGINT",
+        "CREATE TABLE t (id INT, b BOOL, s SMALLINT, i INT, l BIGINT, o OID, f REAL, d DOUBLE PRECISION, \
+         n NUMERIC, n2 NUMERIC(12,2), tx TEXT, vc VARCHAR(10), u UUID, tz TIMESTAMPTZ, ts TIMESTAMP, dt DATE, \
+         by BYTEA, j JSONB, js JSON, m mood, c cents)",
+        "INSERT INTO t VALUES \
+         (1, true, -3, 7, 9000000000, 42, 1.5, -2.25, 0, 49.90, 'héllo', 'v', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', \
+          '2026-11-28 10:11:12.345678+00', '1999-12-31 23:59:59', '1970-01-01', '\\x00ff', '{\"a\": [1, 2]}', '{\"b\":1}', 'sad', 1234), \
+         (2, false, 0, 0, -1, 0, 0, 0, -12345678901234567.000123, -0.01, '', '', NULL, '1900-01-01 00:00:00+00', '2100-06-30 12:00:00', '2000-01-01', '\\x', '[]', 'null', 'ok', -5), \
+         (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL), \
+         (4, true, 1, 1, 1, 1, 'NaN', 'Infinity', 0.00120, 1e9, 'x', 'y', '00000000-0000-0000-0000-000000000000', \
+          '2026-01-01 00:00:00.000001+00', '2026-01-01 00:00:00.000001', '2026-02-28', '\\x01', '{}', '1', 'ok', 0)",
+    ])
+    .await;
+    let rules = r#"
+name: every_type
+key: id
+datasets:
+  t: { source: db, query: "SELECT * FROM t" }
+assert: t == null
+"#;
+    let work = Workdir::new(&[("db", &db.url)], Some(rules));
+    let (config, rules) = work.load();
+    let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
+    let now = chrono::Utc::now();
+    // A full sweep reads through COPY; a read of some keys binds them, through the prepared
+    // statement's rows.
+    let copy = invariantd::engine::run_rule(&rules[0], &sources, now).await;
+    let keys: Vec<String> = (1..=4).map(|k| k.to_string()).collect();
+    let rows = invariantd::engine::run_rule_for_keys(&rules[0], &sources, now, &keys).await;
+    assert_eq!(copy.error, None);
+    assert_eq!(rows.error, None);
+    assert_eq!(copy.violations.len(), 4);
+    for (a, b) in copy.violations.iter().zip(&rows.violations) {
+        assert_eq!(a.key, b.key);
+        assert_eq!(
+            serde_json::Value::Object(a.datasets.clone()),
+            serde_json::Value::Object(b.datasets.clone()),
+            "key {}",
+            a.key
+        );
+    }
+    let first = serde_json::Value::Object(copy.violations[0].datasets.clone());
+    assert_eq!(first["t"]["n2"], "49.90");
+    assert_eq!(first["t"]["m"], "sad");
+}
