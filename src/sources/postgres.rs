@@ -262,7 +262,7 @@ async fn read_on(
     let decode_row = |row: &PgRow| columns.decode(row, decode);
     // A full sweep streams through binary COPY; reads of some keys or of recent changes bind
     // parameters, which COPY cannot, and use the prepared statement.
-    let result = if request.keys.is_none() && request.changed_since.is_none() {
+    if request.keys.is_none() && request.changed_since.is_none() {
         copy_sweep(
             &mut txn,
             description,
@@ -286,8 +286,7 @@ async fn read_on(
             mode,
         )
         .await
-    };
-    result
+    }
 }
 
 /// A full sweep: `COPY (query ORDER BY key) TO STDOUT (FORMAT binary)`, decoded by the types
