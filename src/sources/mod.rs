@@ -618,8 +618,10 @@ pub(crate) struct Sink<'a> {
 impl Sink<'_> {
     /// Sends a batch of rows once the source's budget allows; an error when the run is gone.
     async fn rows(&self, batch: Vec<Row>) -> Result<(), RunError> {
-        if let Some(throttle) = self.throttle {
-            let at = throttle.book(batch.len());
+        if let Some(throttle) = self.throttle
+            && let at = throttle.book(batch.len())
+            && at > Instant::now()
+        {
             tokio::select! {
                 () = tokio::time::sleep_until(at) => {}
                 () = self.tx.closed() => return Err(abandoned()),
