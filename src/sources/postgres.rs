@@ -213,15 +213,15 @@ async fn read_on(
             .map_err(|e| super::query_error(e, "cannot start reading", &request.query))?,
     );
     if let Some(shared) = request.snapshot.as_ref().filter(|s| s.exporter) {
-        // A server that cannot export one (a standby before PostgreSQL 10…) leaves each
-        // dataset with its own snapshot, as before sharing existed.
-        let exported: Option<String> = sqlx::query_scalar("SELECT pg_export_snapshot()")
-            .fetch_one(&mut *txn)
-            .await
-            .inspect_err(
-                |e| tracing::debug!(source = %config.name, error = %e, "Cannot export a snapshot."),
-            )
-            .ok();
+        // A standby before PostgreSQL 10 cannot export one (and a failed statement would end
+        // the transaction): there each dataset keeps its own snapshot, as before sharing.
+        let exported: Option<String> = sqlx::query_scalar(
+            "SELECT CASE WHEN current_setting('server_version_num')::int >= 100000 \
+             OR NOT pg_is_in_recovery() THEN pg_export_snapshot() END",
+        )
+        .fetch_one(&mut *txn)
+        .await
+        .map_err(|e| super::query_error(e, "cannot share the run's snapshot", &request.query))?;
         shared.publish(exported);
     }
 
