@@ -141,6 +141,10 @@ async fn restore(metrics: &Metrics, rules: &[Rule], store: &StateStore) -> Resul
     let totals = store.totals().await?;
     let snapshots = store.rule_snapshots().await?;
     metrics.restore(rules, &totals, &snapshots);
+    for rule in rules {
+        let marks = store.sweep_marks(&rule.name, &rule.fingerprint).await?;
+        metrics.set_last_full_sweep(rule, marks.last_full_us);
+    }
     Ok(())
 }
 

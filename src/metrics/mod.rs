@@ -74,6 +74,7 @@ pub struct Metrics {
     /// How long violations stayed open until resolved: the time to consistency.
     open_duration: Family<Labels, Histogram, fn() -> Histogram>,
     last_success: Family<Labels, FloatGauge>,
+    last_full_sweep: Family<Labels, FloatGauge>,
     rows_scanned: Family<Labels, Counter>,
     run_errors: Family<Labels, Counter>,
     rule_keys: Family<Labels, Gauge>,
@@ -125,6 +126,7 @@ impl Metrics {
             run_duration: Family::new_with_constructor(duration_histogram),
             open_duration: Family::new_with_constructor(open_duration_histogram),
             last_success: Family::default(),
+            last_full_sweep: Family::default(),
             rows_scanned: Family::default(),
             run_errors: Family::default(),
             rule_keys: Family::default(),
@@ -193,6 +195,12 @@ impl Metrics {
             "When the rule last ran to the end as a Unix timestamp, 0 if it never has",
             Unit::Seconds,
             m.last_success.clone(),
+        );
+        registry.register_with_unit(
+            "rule_last_full_sweep_timestamp",
+            "When the rule's last full sweep that judged every key started, as a Unix timestamp; 0 if this version of the rule has had none (incremental runs judge only what changed)",
+            Unit::Seconds,
+            m.last_full_sweep.clone(),
         );
         registry.register(
             "rows_scanned",
@@ -330,6 +338,14 @@ impl Metrics {
         }
     }
 
+    /// When the rule's last full sweep started (microseconds), as restored from the store or
+    /// seen; 0 when there was none.
+    pub fn set_last_full_sweep(&self, rule: &Rule, started_us: Option<i64>) {
+        self.last_full_sweep
+            .get_or_create(&self.labels(rule, &[]))
+            .set(started_us.map_or(0.0, |t| t as f64 / 1e6));
+    }
+
     fn set_keys(&self, rule: &Rule, counts: [i64; 3]) {
         for (status, n) in KEY_STATUSES.iter().zip(counts) {
             self.rule_keys
@@ -436,6 +452,11 @@ impl Metrics {
                 .get_or_create(&self.labels(rule, &[("dataset", &d.name)]))
                 .inc_by(*rows);
         }
+        if run.mode == crate::verdict::RunMode::Full
+            && matches!(run.outcome, Outcome::Pass | Outcome::Fail)
+        {
+            self.set_last_full_sweep(rule, Some(run.started_at.timestamp_micros()));
+        }
         if run.finished {
             let end = run.started_at.timestamp_micros() + run.duration.as_micros() as i64;
             self.last_success.get_or_create(&r).set(end as f64 / 1e6);
@@ -521,6 +542,7 @@ impl Metrics {
             self.run_duration.remove(&r);
             self.open_duration.remove(&r);
             self.last_success.remove(&r);
+            self.last_full_sweep.remove(&r);
             self.repairs_pending.remove(&r);
             self.repairs_oldest_pending.remove(&r);
             for outcome in REPAIR_OUTCOMES {

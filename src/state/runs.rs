@@ -110,20 +110,32 @@ impl StateStore {
         rule: &str,
         fingerprint: &str,
     ) -> Result<SweepMarks, StateError> {
-        let stmt = Stmt {
-            sql: "SELECT MAX(started_us), MAX(CASE WHEN mode = 'full' THEN started_us END) \
-                  FROM runs WHERE rule = $1 AND fingerprint = $2 AND outcome IN ('pass', 'fail')"
-                .into(),
-            binds: vec![Bind::Text(rule.into()), Bind::Text(fingerprint.into())],
-        };
-        let marks = on_pool!(self, pool => {
-            let row = bound!(stmt).fetch_one(pool).await?;
-            SweepMarks {
-                last_run_us: row.try_get::<Option<i64>, _>(0)?,
-                last_full_us: row.try_get::<Option<i64>, _>(1)?,
-            }
-        });
-        Ok(marks)
+        // Newest first along the (rule, fingerprint, mode, started_us) index: each query stops
+        // at the first run that judged its keys, however long the history.
+        let mut newest = [None, None];
+        for (i, mode) in [RunMode::Full, RunMode::Incremental]
+            .into_iter()
+            .enumerate()
+        {
+            let stmt = Stmt {
+                sql: "SELECT started_us FROM runs WHERE rule = $1 AND fingerprint = $2 AND mode = $3 \
+                      AND outcome IN ('pass', 'fail') ORDER BY started_us DESC LIMIT 1"
+                    .into(),
+                binds: vec![
+                    Bind::Text(rule.into()),
+                    Bind::Text(fingerprint.into()),
+                    Bind::Text(mode.as_str().into()),
+                ],
+            };
+            newest[i] = on_pool!(self, pool => match bound!(stmt).fetch_optional(pool).await? {
+                Some(row) => Some(row.try_get::<i64, _>(0)?),
+                None => None,
+            });
+        }
+        Ok(SweepMarks {
+            last_run_us: newest[0].max(newest[1]),
+            last_full_us: newest[0],
+        })
     }
 
     async fn fetch_runs(&self, stmt: Stmt) -> Result<Vec<RunRecord>, StateError> {

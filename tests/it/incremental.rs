@@ -299,3 +299,50 @@ async fn runs_sweep_first_then_go_on_from_the_store_and_sweep_again_when_due() {
     assert_eq!(run_modes(&work).await[2].0, "full");
     assert_eq!(open_keys(&work), ["1", "2", "3"]);
 }
+
+/// The value of a metric series on a daemon's /metrics, by its exact text before the value.
+fn metric(port: u16, series: &str) -> Option<f64> {
+    let (_, body) = crate::harness::http(port, "GET", "/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn the_last_full_sweep_is_a_metric_that_incremental_runs_leave_and_a_restart_restores() {
+    let db = TestDb::new(Sqlite, "sweep_metric").await;
+    db.exec_str(&[
+        "CREATE TABLE payments (id INTEGER PRIMARY KEY, amount INT, updated_at TEXT)",
+        "CREATE TABLE reservations (id INTEGER PRIMARY KEY, qty INT, updated_at TEXT)",
+        "INSERT INTO payments VALUES (1, 10, '2026-01-01T00:00:00Z')",
+    ])
+    .await;
+    let rules = RULE.replace("key: id", "key: id\nevery: 1s");
+    let work = Workdir::new(&[("db", &db.url)], Some(&rules));
+    let (mut child, port) = work.spawn_daemon("", std::process::Stdio::null()).await;
+    let series =
+        r#"invariantd_rule_last_full_sweep_timestamp_seconds{rule="paid_implies_reserved"}"#;
+    let mut swept = 0.0;
+    crate::harness::eventually(
+        std::time::Duration::from_secs(20),
+        "a full sweep and two incremental runs",
+        || {
+            swept = metric(port, series).unwrap_or(0.0);
+            let (_, runs) =
+                crate::harness::http(port, "GET", "/api/v1/runs?rule=paid_implies_reserved");
+            swept > 0.0 && runs.matches(r#""mode":"incremental""#).count() >= 2
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(port, series),
+        Some(swept),
+        "incremental runs are not sweeps"
+    );
+    let status =
+        crate::harness::terminate_within(&mut child, std::time::Duration::from_secs(15)).await;
+    assert!(status.success());
+
+    let mut child = work.respawn(port).await;
+    assert_eq!(metric(port, series), Some(swept), "restored from the store");
+    crate::harness::terminate_within(&mut child, std::time::Duration::from_secs(15)).await;
+}
