@@ -7,12 +7,13 @@
 #   (d) peak RSS of (b) and (c);
 #   (e) reladiff on the same two key sets;
 #   (f) the full sweep again with the source's `max_rows_per_second` (PACE, default 1,000,000);
+#   (g) the hand-written anti-join a monolith would run, with both tables in one database;
 #   and the same rule with both datasets on MariaDB against `mariadb --quick --batch`.
 # It prints the ratios to COPY and a Markdown block for bench/RESULTS.md.
 #
 #   bench/sweep.sh                     # N=1000000 orders
 #   N=10000000 bench/sweep.sh          # ten million (about 3 GB of tables)
-#   RUNS=5 SKIP_MARIADB=1 SKIP_RELADIFF=1 bench/sweep.sh
+#   RUNS=5 SKIP_MARIADB=1 SKIP_RELADIFF=1 SKIP_ANTIJOIN=1 bench/sweep.sh
 #   INVARIANTD_BENCH_PG=postgres://user@host:5432 INVARIANTD_BENCH_MYSQL=mysql://root@host:3306 bench/sweep.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -156,6 +157,24 @@ import json, sys
 print(sum(r['rows_scanned'] for r in json.load(open(sys.argv[1]))['rules']))
 " "$work/paced/out.json")
 
+antijoin_t=-
+if [ -z "${SKIP_ANTIJOIN:-}" ]; then
+    log "the single-database anti-join: the reservations copied beside the payments"
+    psql "$PG/${P}_payments" -qX <<SQL
+CREATE TABLE reservations (order_id BIGINT, sku INT, quantity INT, state TEXT, updated_at TIMESTAMPTZ, PRIMARY KEY (order_id, sku));
+INSERT INTO reservations SELECT g, s, 1 + g % 3, CASE WHEN g % 1000 = 7 THEN 'released' ELSE 'reserved' END,
+    now() - interval '1 day' FROM generate_series(1, $N) g, generate_series(1, 2) s WHERE g % 50 < 41;
+VACUUM ANALYZE reservations;
+SQL
+    antijoin() {
+        psql "$PG/${P}_payments" -qX -c "\\copy (SELECT p.order_id FROM payments p WHERE p.status = 'captured' AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.order_id = p.order_id AND r.state = 'reserved')) TO '$work/antijoin.out'"
+    }
+    antijoin
+    antijoin_t=$(for _ in $(seq "$RUNS"); do seconds antijoin; done | best)
+    [ "$(wc -l < "$work/antijoin.out")" -eq "$expected" ] || { echo "error: the anti-join found $(wc -l < "$work/antijoin.out")" >&2; exit 1; }
+    psql "$PG/${P}_payments" -qX -c "DROP TABLE reservations"
+fi
+
 reladiff_t=-
 if [ -z "${SKIP_RELADIFF:-}" ]; then
     if [ ! -x "$VENV/bin/reladiff" ]; then
@@ -259,12 +278,12 @@ Rows read per sweep: about $rows (captured payments and their reserved lines). B
 | client CPU of (b) | $check_cpu s | | |
 | (c) incremental run after 1,000 orders changed | $(printf '%.3f' "$incr_t") s | $(ratio "$incr_t" "$check_t") × (b) | $((incr_rss / 1024)) MiB |
 | (f) (b) with \`max_rows_per_second: $PACE\` (both sources) | $(fmt "$paced_t") s | $(echo "$paced_rows / $paced_t" | bc) rows/s in all, at most $PACE per source | |
+| (g) the anti-join in one database (both tables there) | $(fmt "$antijoin_t") s | $( [ "$antijoin_t" = - ] && echo - || echo "(b) = $(ratio "$check_t" "$antijoin_t") ×") this | |
 | (e) reladiff, same two key sets | $(fmt "$reladiff_t") s | $( [ "$reladiff_t" = - ] && echo - || ratio "$reladiff_t" "$copy_t") × COPY | |
 | \`mariadb --quick --batch\` of both datasets | $(fmt "$my_copy_t") s | 1 | |
 | \`invariantd check\`, MariaDB | $(fmt "$my_check_t") s | **$( [ "$my_check_t" = - ] && echo - || ratio "$my_check_t" "$my_copy_t") × mariadb** | $(( ${my_rss:-0} / 1024 )) MiB |
 
 Results: (b) found exactly the $check_found planted violations; (c) was an \`$incr_mode\` run that
 found $incr_changed keys changed, judged $incr_judged keys, and left open exactly the planted
-violations and the 10 new ones; reladiff found $expected differing keys; MariaDB's check found
-exactly the planted violations.
+violations and the 10 new ones.$( [ "$reladiff_t" = - ] || echo " reladiff found $expected differing keys.")$( [ "$my_check_t" = - ] || echo " MariaDB's check found exactly the planted violations.")
 EOF
