@@ -81,12 +81,14 @@ datasets:
 assert: t != null
 "#;
     let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
-        .args(["run", "--log-level", "info"])
-        .current_dir(workdir.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = crate::harness::Daemon::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+            .args(["run", "--log-level", "info"])
+            .current_dir(workdir.path())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
 
     // Wait until the query is running in PostgreSQL.
     let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
@@ -260,7 +262,7 @@ async fn rule_runs_are_exported_as_spans_to_an_otlp_receiver() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     kill(&child, "TERM"); // shutdown flushes the spans not yet exported
-    let out = child.wait_with_output().unwrap();
+    let out = child.into_child().wait_with_output().unwrap();
     assert!(out.status.success());
     receiver.kill().unwrap();
     let _ = receiver.wait();
@@ -437,15 +439,17 @@ async fn the_log_says_what_started_and_what_changed_once_without_colours() {
         format!("{config}http: {{ listen: \"127.0.0.1:{port}\" }}\n"),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
-        .arg("run")
-        .current_dir(workdir.path())
-        .env_remove("INVARIANTD_LOG")
-        .env_remove("RUST_LOG")
-        .env_remove("NO_COLOR")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = crate::harness::Daemon::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+            .arg("run")
+            .current_dir(workdir.path())
+            .env_remove("INVARIANTD_LOG")
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let unknown_runs = |port| {
         http(port, "GET", "/metrics")
             .1

@@ -34,6 +34,49 @@ fn as_checker(url: &str) -> String {
     format!("{scheme}://{CHECKER}@{host}")
 }
 
+/// A running `invariantd run`: used as its `Child`, and killed when dropped if it is still
+/// running — so a test that fails half-way leaves no daemon behind.
+pub struct Daemon(Option<std::process::Child>);
+
+impl Daemon {
+    pub fn new(child: std::process::Child) -> Daemon {
+        Daemon(Some(child))
+    }
+
+    /// The process, no longer killed on drop (to wait for its output).
+    pub fn into_child(mut self) -> std::process::Child {
+        self.0.take().expect("a daemon has its process until taken")
+    }
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0
+            .as_ref()
+            .expect("a daemon has its process until taken")
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0
+            .as_mut()
+            .expect("a daemon has its process until taken")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0
+            && let Ok(None) = child.try_wait()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A database that exists for one test.
 pub struct TestDb {
     pub kind: SourceKind,
@@ -311,11 +354,7 @@ impl Workdir {
 
     /// Starts `invariantd run` here, serving HTTP on a free port, with `extra` appended to the
     /// config; returns once `/readyz` answers 200.
-    pub async fn spawn_daemon(
-        &self,
-        extra: &str,
-        stderr: std::process::Stdio,
-    ) -> (std::process::Child, u16) {
+    pub async fn spawn_daemon(&self, extra: &str, stderr: std::process::Stdio) -> (Daemon, u16) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -327,12 +366,14 @@ impl Workdir {
             format!("{config}http: {{ listen: \"127.0.0.1:{port}\" }}\n{extra}"),
         )
         .unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
-            .args(["run", "--log-level", "info"])
-            .current_dir(self.path())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
+        let child = Daemon::new(
+            std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+                .args(["run", "--log-level", "info"])
+                .current_dir(self.path())
+                .stderr(stderr)
+                .spawn()
+                .unwrap(),
+        );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
             || http(port, "GET", "/readyz").0 != 200
@@ -348,13 +389,15 @@ impl Workdir {
 
     /// Starts `invariantd run` again on the config as it is (after `spawn_daemon`, which set
     /// its port); returns once `/readyz` answers 200.
-    pub async fn respawn(&self, port: u16) -> std::process::Child {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
-            .args(["run", "--log-level", "info"])
-            .current_dir(self.path())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+    pub async fn respawn(&self, port: u16) -> Daemon {
+        let child = Daemon::new(
+            std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+                .args(["run", "--log-level", "info"])
+                .current_dir(self.path())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         eventually(
             std::time::Duration::from_secs(20),
             "the daemon never became ready",

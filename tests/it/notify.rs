@@ -712,13 +712,15 @@ async fn mail_goes_over_starttls_and_tls_to_servers_signed_by_a_private_ca() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
-        .args(["run"])
-        .env("SMTP_PASSWORD", "tls-password-456")
-        .current_dir(workdir.path())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = crate::harness::Daemon::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+            .args(["run"])
+            .env("SMTP_PASSWORD", "tls-password-456")
+            .current_dir(workdir.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     eventually(Duration::from_secs(30), "no mail over STARTTLS", || {
         !json_lines(&mails).is_empty()
     })

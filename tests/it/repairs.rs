@@ -1208,12 +1208,14 @@ async fn dry_run_plans_and_shows_without_applying_and_a_changed_rule_needs_enabl
     std::fs::write(w.path().join("rules/rules.yaml"), auto("")).unwrap();
     p.exec_str(&["INSERT INTO payments VALUES (4, 1004, 'ref/4', 'captured')"])
         .await;
-    let mut dry = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
-        .args(["run", "--dry-run"])
-        .current_dir(w.path())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut dry = crate::harness::Daemon::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+            .args(["run", "--dry-run"])
+            .current_dir(w.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     eventually(Duration::from_secs(20), "the daemon is ready", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
             && http(port, "GET", "/readyz").0 == 200
