@@ -4,6 +4,9 @@
 //! (`run --dry-run`, `repairs.dry_run`) it applies nothing. Repairs still waiting for a person
 //! whose violation healed meanwhile are closed as `skipped`.
 //!
+//! With no rule that offers repairs the service only waits, looking again every `IDLE` for a
+//! reload that adds some: a daemon that does not repair does no repair work in its store.
+//!
 //! On shutdown the repairs in hand are finished (each bounded by its action's timeout), never
 //! dropped half-way; one the daemon dies in the middle of is found by its expired lease.
 
@@ -19,8 +22,10 @@ use super::runner::RunLog;
 use crate::context::Handle;
 use crate::repair::{Clients, RepairEnv, work};
 
-/// How often due retries and the metrics are looked at without being woken.
+/// How often due retries are looked for without being woken.
 const TICK: Duration = Duration::from_secs(1);
+/// How often a generation without repairs is looked at again.
+const IDLE: Duration = Duration::from_secs(10);
 
 pub async fn service(
     handle: Arc<Handle>,
@@ -32,6 +37,15 @@ pub async fn service(
     let mut clients: Option<(Duration, Arc<Clients>)> = None;
     loop {
         let ctx = handle.current();
+        if !ctx.rules.iter().any(|r| r.repair.is_some()) {
+            drop(ctx);
+            tokio::select! {
+                () = log.repairs.notified() => {}
+                () = tokio::time::sleep(IDLE) => {}
+                () = stop.cancelled() => return Ok(()),
+            }
+            continue;
+        }
         let timeout = ctx.config.repairs.timeout;
         let c = match &clients {
             Some((t, c)) if *t == timeout => c.clone(),

@@ -129,7 +129,8 @@ pub struct RunLog {
     pub transitions: Transitions,
     /// Woken after every recorded run: alerts are evaluated at once.
     pub alerts: tokio::sync::Notify,
-    /// Woken when repairs may be due (planned, approved): the repair workers look at once.
+    /// Woken when repairs may be due (planned, approved) or moot (their violation resolved):
+    /// the repair service looks at once.
     pub repairs: tokio::sync::Notify,
     /// Rows each dataset of a rule returned in its last finished run, to notice a dataset
     /// that suddenly returns nothing.
@@ -273,6 +274,10 @@ async fn record(
     drop(slot);
     let recorded = ctx.store.record(&run, &open).await?;
     log.mark(rule, &run);
+    if recorded.resolved > 0 && rule.repair.is_some() {
+        // Repairs waiting for a person may be for violations that just healed.
+        log.repairs.notify_one();
+    }
     plan_repairs(ctx, rule, &run, &open, log).await?;
     let snapshot = ctx.store.rule_snapshot(&rule.name).await?;
     ctx.metrics.observe(
