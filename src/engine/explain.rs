@@ -78,7 +78,7 @@ async fn judge(
     key: &str,
     out: &mut Explanation,
 ) -> Result<(), RunError> {
-    let described = describe(rule, sources, Some(&[key.to_string()])).await?;
+    let described = describe(rule, sources, super::Read::Keys(&[key.to_string()])).await?;
     let mut descriptions = Vec::new();
     for (i, d) in described.descriptions.into_iter().enumerate() {
         descriptions.push(d.map_err(|e| {

@@ -13,10 +13,11 @@ use std::collections::{BTreeSet, HashSet};
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::{ChannelBatches, RowBatches, execute, finish, new_run, redact, where_};
+use super::merge::Cursor;
+use super::{Read, RowBatches, describe, execute, finish, new_run, redact, start, where_};
 use crate::rules::Rule;
-use crate::sources::{ChangedSince, KeyKind, KeyMode, ReadRequest, Reader, ReaderMsg, Sources};
-use crate::verdict::{ErrorKind, RuleRun, RunError, RunMode};
+use crate::sources::Sources;
+use crate::verdict::{RuleRun, RunError, RunMode};
 
 /// Keys per look-up: each a bound parameter, well under every database's limit.
 const KEYS_PER_BATCH: usize = 1000;
@@ -65,89 +66,23 @@ pub async fn run_rule_incremental(
     run
 }
 
-/// The keys of the rows of every dataset changed at or after `since`, one dataset at a time
-/// (each read takes one connection of its source, as a sweep's do).
+/// The keys of the rows of every dataset changed at or after `since`: each dataset's query
+/// with `updated_at >= since` pushed into it, read as a run's datasets are (its connections,
+/// one snapshot per source, the key order of the plan).
 async fn changed_keys(
     rule: &Rule,
     sources: &Sources,
     since: DateTime<Utc>,
     run: &mut RuleRun,
 ) -> Result<BTreeSet<String>, RunError> {
+    let described = describe(rule, sources, Read::ChangedSince(since)).await?;
+    let (_, cursors) = start(rule, described, run)?;
     let mut keys = BTreeSet::new();
-    for (i, d) in rule.datasets.iter().enumerate() {
-        let located = |e: RunError| {
+    for (i, mut rows) in cursors.into_iter().map(Cursor::into_batches).enumerate() {
+        while let Some(batch) = rows.next_batch().await.map_err(|e| {
             let at = where_(rule, i, e.kind);
             e.context(at)
-        };
-        let Some(source) = sources.get(&d.source) else {
-            run.sources_down.push(d.source.clone());
-            return Err(RunError::new(
-                ErrorKind::SourceUnreachable,
-                format!("source `{}` is not configured", d.source),
-            ));
-        };
-        let column = d.updated_at.clone().ok_or_else(|| {
-            located(RunError::new(
-                ErrorKind::SchemaMismatch,
-                "an incremental run needs `updated_at` on every dataset",
-            ))
-        })?;
-        let permit = source.reserve(1).await?;
-        let cfg = &source.config;
-        let deadline = Instant::now()
-            + cfg.connect_timeout
-            + cfg.statement_timeout
-            + std::time::Duration::from_secs(5);
-        let Reader { mut messages, mode } = crate::sources::spawn_reader(
-            source.clone(),
-            ReadRequest {
-                query: d.query.clone(),
-                key: rule.key.clone(),
-                deadline,
-                keys: None,
-                changed_since: Some(ChangedSince { column, since }),
-                snapshot: None,
-            },
-            permit,
-        );
-        let description = match messages.recv().await {
-            Some(ReaderMsg::Described(description)) => description,
-            Some(ReaderMsg::Failed(e)) => {
-                if e.kind == ErrorKind::SourceUnreachable {
-                    run.sources_down.push(d.source.clone());
-                }
-                return Err(located(e));
-            }
-            _ => {
-                return Err(located(RunError::new(
-                    ErrorKind::QueryFailed,
-                    "the reader stopped unexpectedly",
-                )));
-            }
-        };
-        if !run.sources_reached.contains(&d.source) {
-            run.sources_reached.push(d.source.clone());
-        }
-        if description.key_index.is_none() {
-            return Err(located(RunError::new(
-                ErrorKind::SchemaMismatch,
-                format!(
-                    "the query does not return the key column `{}`; it returns: {}",
-                    rule.key,
-                    description.columns.join(", ")
-                ),
-            )));
-        }
-        let order = match description.key_kind {
-            KeyKind::Int => KeyMode::Int,
-            _ => KeyMode::Text,
-        };
-        let _ = mode.send(order);
-        let mut rows = ChannelBatches {
-            rx: messages,
-            null_keys: 0,
-        };
-        while let Some(batch) = rows.next_batch().await.map_err(located)? {
+        })? {
             run.rows_scanned[i] += batch.len() as u64;
             keys.extend(batch.into_iter().map(|r| r.key.to_string()));
             if keys.len() > MAX_INCREMENTAL_KEYS {

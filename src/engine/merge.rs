@@ -44,6 +44,12 @@ impl<B: RowBatches> Cursor<B> {
         }
     }
 
+    /// The dataset's batches, for a reader that takes them whole (an incremental run's
+    /// changed keys), before any was read.
+    pub(crate) fn into_batches(self) -> B {
+        self.batches
+    }
+
     /// Moves the head to the next row, waiting for the next batch when needed.
     async fn advance(&mut self) -> Result<(), RunError> {
         loop {

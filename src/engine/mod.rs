@@ -31,7 +31,8 @@ use tokio::time::Instant;
 
 use crate::rules::{Origin, Rule};
 use crate::sources::{
-    Description, KeyMode, ReadRequest, Reader, ReaderMsg, SharedSnapshot, Sources, spawn_reader,
+    ChangedSince, Description, KeyMode, ReadRequest, Reader, ReaderMsg, SharedSnapshot, Sources,
+    spawn_reader,
 };
 use crate::value::Row;
 use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError};
@@ -270,14 +271,26 @@ struct Described {
     descriptions: Vec<Result<Description, RunError>>,
 }
 
+/// Which rows of each dataset a run reads.
+#[derive(Debug, Clone, Copy)]
+enum Read<'a> {
+    All,
+    /// The rows of these keys (`WHERE key IN (…)`).
+    Keys(&'a [String]),
+    /// The rows whose `updated_at` is at or after this instant.
+    ChangedSince(DateTime<Utc>),
+}
+
+impl<'a> Read<'a> {
+    fn keys(keys: Option<&'a [String]>) -> Read<'a> {
+        keys.map_or(Read::All, Read::Keys)
+    }
+}
+
 /// Takes the connections a run needs, source by source in name order so that two runs can
 /// never each hold what the other waits for; starts a reader per dataset; and waits until each
 /// has described its query (prepared, not run).
-async fn describe(
-    rule: &Rule,
-    sources: &Sources,
-    keys: Option<&[String]>,
-) -> Result<Described, RunError> {
+async fn describe(rule: &Rule, sources: &Sources, read: Read<'_>) -> Result<Described, RunError> {
     let not_configured = |name: &str| {
         RunError::new(
             ErrorKind::SourceUnreachable,
@@ -306,7 +319,20 @@ async fn describe(
         }
     }
     let mut readers = Vec::with_capacity(rule.datasets.len());
-    for d in &rule.datasets {
+    for (i, d) in rule.datasets.iter().enumerate() {
+        let changed_since = match read {
+            Read::ChangedSince(since) => Some(ChangedSince {
+                column: d.updated_at.clone().ok_or_else(|| {
+                    let e = RunError::new(
+                        ErrorKind::SchemaMismatch,
+                        "an incremental run needs `updated_at` on every dataset",
+                    );
+                    e.context(where_(rule, i, ErrorKind::SchemaMismatch))
+                })?,
+                since,
+            }),
+            _ => None,
+        };
         let source = sources
             .get(&d.source)
             .ok_or_else(|| not_configured(&d.source))?;
@@ -324,8 +350,11 @@ async fn describe(
                 query: d.query.clone(),
                 key: rule.key.clone(),
                 deadline,
-                keys: keys.map(<[String]>::to_vec),
-                changed_since: None,
+                keys: match read {
+                    Read::Keys(keys) => Some(keys.to_vec()),
+                    _ => None,
+                },
+                changed_since,
                 snapshot: snapshots.get_mut(d.source.as_str()).and_then(Vec::pop),
             },
             permit,
@@ -382,7 +411,7 @@ pub async fn prepare(rule: &Rule, sources: &Sources) -> Vec<Problem> {
             }
         }
     };
-    let described = match describe(rule, sources, None).await {
+    let described = match describe(rule, sources, Read::All).await {
         Ok(d) => d,
         Err(error) => {
             return vec![Problem {
@@ -412,22 +441,17 @@ pub async fn prepare(rule: &Rule, sources: &Sources) -> Vec<Problem> {
     problems
 }
 
-async fn execute(
+/// Checks what the readers described against the rule (noting the sources reached and
+/// down), then gives every reader the plan's key order: the plan, and a cursor per dataset.
+fn start(
     rule: &Rule,
-    sources: &Sources,
-    now: DateTime<Utc>,
-    open: &HashSet<String>,
-    keys: Option<&[String]>,
+    described: Described,
     run: &mut RuleRun,
-) -> Result<(), RunError> {
-    // 1. Reserve connections, start the readers, let each describe its query.
-    let described = describe(rule, sources, keys).await?;
+) -> Result<(plan::Plan, Vec<Cursor<ChannelBatches>>), RunError> {
     let Described {
         readers,
         descriptions: described,
     } = described;
-
-    // 2. Then the plan checks the descriptions against the rule.
     let mut descriptions = Vec::with_capacity(described.len());
     let mut failures: Vec<RunError> = Vec::new();
     for (i, d) in described.into_iter().enumerate() {
@@ -453,16 +477,33 @@ async fn execute(
         return Err(RunError::new(first.kind, message.join("; ")));
     }
     let plan = plan::plan(rule, &descriptions)?;
+    let cursors = readers
+        .into_iter()
+        .map(|(messages, mode_tx)| {
+            let _ = mode_tx.send(plan.mode);
+            Cursor::new(ChannelBatches {
+                rx: messages,
+                null_keys: 0,
+            })
+        })
+        .collect();
+    Ok((plan, cursors))
+}
 
-    // 3. One key order for every dataset, then stream, merge and judge.
-    let mut cursors = Vec::with_capacity(readers.len());
-    for (messages, mode_tx) in readers {
-        let _ = mode_tx.send(plan.mode);
-        cursors.push(Cursor::new(ChannelBatches {
-            rx: messages,
-            null_keys: 0,
-        }));
-    }
+async fn execute(
+    rule: &Rule,
+    sources: &Sources,
+    now: DateTime<Utc>,
+    open: &HashSet<String>,
+    keys: Option<&[String]>,
+    run: &mut RuleRun,
+) -> Result<(), RunError> {
+    // 1. Reserve connections, start the readers, let each describe its query.
+    let described = describe(rule, sources, Read::keys(keys)).await?;
+    // 2. Then the plan checks the descriptions against the rule, and every reader is told
+    //    the one key order.
+    let (plan, mut cursors) = start(rule, described, run)?;
+    // 3. Stream, merge and judge.
     let judge = Judge::new(rule, &plan, now.timestamp_micros());
     merge::merge(rule, &judge, &mut cursors, open, run).await
 }
