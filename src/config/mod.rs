@@ -484,7 +484,7 @@ mod tests {
         let text = r#"
 sources:
   orders: { url: "${ORDERS_URL}", max_connections: 2, statement_timeout: 10s }
-  shop: { url: "sqlite://shop.db" }
+  shop: { url: "sqlite://shop.db", max_rows_per_second: 50000 }
   stock: { url: "mariadb://root@127.0.0.1/stock" }
 state: { url: "sqlite://state.db" }
 rules: [rules/, extra.yaml]
@@ -494,6 +494,8 @@ rules: [rules/, extra.yaml]
         assert_eq!(cfg.sources[0].kind, SourceKind::Postgres);
         assert_eq!(cfg.sources[0].max_connections, 2);
         assert_eq!(cfg.sources[0].statement_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.sources[0].max_rows_per_second, None);
+        assert_eq!(cfg.sources[1].max_rows_per_second, Some(50_000));
         assert_eq!(cfg.sources[2].kind, SourceKind::MySql);
         let ConnectOptions::Sqlite(o) = &cfg.sources[1].options else {
             panic!()
@@ -513,7 +515,7 @@ rules: [rules/, extra.yaml]
 
     #[test]
     fn every_error_is_reported_with_its_position() {
-        let text = "sources:\n  a: { url: \"${NOPE}\" }\n  b: { url: \"oracle://x\" }\n  C: { url: \"sqlite://c.db\", statement_timeout: soon }\n";
+        let text = "sources:\n  a: { url: \"${NOPE}\" }\n  b: { url: \"oracle://x\" }\n  C: { url: \"sqlite://c.db\", statement_timeout: soon }\n  d: { url: \"sqlite://d.db\", max_rows_per_second: 0 }\n";
         let err = parse(Path::new("invariantd.yaml"), text, &env).unwrap_err();
         let lines: Vec<String> = err.0.iter().map(ToString::to_string).collect();
         assert_eq!(
@@ -523,6 +525,7 @@ rules: [rules/, extra.yaml]
                 "invariantd.yaml:3:13: source `b`: unsupported database `oracle`: use a postgres://, mysql:// (also for MariaDB) or sqlite:// URL",
                 "invariantd.yaml:4:3: source name `C` must match [a-z0-9_]+ (it is used in metric labels)",
                 "invariantd.yaml:4:49: statement_timeout: invalid duration `soon`; write it like 30s or 5m",
+                "invariantd.yaml:5:51: max_rows_per_second must be at least 1 (leave it out for no limit)",
             ]
         );
     }

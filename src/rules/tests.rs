@@ -316,3 +316,36 @@ repair:
     assert!(rules.is_empty());
     insta::assert_snapshot!(errors.join("\n"));
 }
+
+#[test]
+fn incremental_and_consistent_cut_settings_are_checked_where_written() {
+    let rule = |settings: &str| {
+        format!(
+            "name: r\nkey: order_id\n{settings}\ndatasets:\n  o: {{ source: orders, query: \"SELECT order_id, updated_at FROM o\", updated_at: updated_at }}\nassert: o != null\n"
+        )
+    };
+    let (rules, errors) = load(&rule("incremental: {}\nconsistent_cut: { lag: 30s }"));
+    assert_eq!(errors, Vec::<String>::new());
+    let inc = rules[0].incremental.as_ref().unwrap();
+    assert_eq!(inc.overlap, DEFAULT_OVERLAP);
+    assert!(matches!(inc.full_sweep, Schedule::Every(d) if d == DEFAULT_FULL_SWEEP));
+    assert_eq!(rules[0].consistent_cut, Some(Duration::from_secs(30)));
+    let (rules, errors) = load(&rule("incremental: { full_sweep: \"0 3 * * *\" }"));
+    assert_eq!(errors, Vec::<String>::new());
+    assert!(matches!(
+        rules[0].incremental.as_ref().unwrap().full_sweep,
+        Schedule::Cron { .. }
+    ));
+
+    let (_, errors) = load(&rule(
+        "incremental: { overlap: soon, full_sweep: \"61 * * * *\" }\nconsistent_cut: { lag: 8d }",
+    ));
+    assert_eq!(
+        errors,
+        [
+            "rules/shop.yaml:3:25: rule `r`: incremental.overlap: invalid duration `soon`; write it like 1m or 30s",
+            "rules/shop.yaml:3:43: rule `r`: incremental.full_sweep: invalid cron `61 * * * *`: Component error: Number out of bounds.",
+            "rules/shop.yaml:4:24: rule `r`: consistent_cut.lag: `8d` is longer than the maximum of 7d",
+        ]
+    );
+}
