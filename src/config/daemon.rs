@@ -121,7 +121,7 @@ pub(super) fn check_state(
             let url = yaml::expand_spanned(&s.url, "state.url", path, 0, env, diags);
             secrets.add_url_password(&url);
             match connect_options(&url, base) {
-                Ok(ConnectOptions::MySql(_)) => {
+                Ok(ConnectOptions::MySql(..)) => {
                     diags.push(
                         path,
                         yaml::pos(&s.url, 0),

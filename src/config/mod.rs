@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -123,8 +124,18 @@ impl fmt::Display for SourceKind {
 #[derive(Clone)]
 pub enum ConnectOptions {
     Postgres(PgConnectOptions),
-    MySql(MySqlConnectOptions),
+    /// The driver's options, and what the full-sweep reader (`sources::mysqlwire`) needs
+    /// from the URL that the driver keeps to itself.
+    MySql(MySqlConnectOptions, Arc<MySqlLogin>),
     Sqlite(SqliteConnectOptions),
+}
+
+/// The parts of a MySQL URL that sqlx's options do not hand back: the password and the
+/// session time zone (`?timezone=`, UTC when absent, as the driver sets it).
+#[derive(Clone, Default)]
+pub struct MySqlLogin {
+    pub password: Option<String>,
+    pub timezone: Option<String>,
 }
 
 impl fmt::Debug for ConnectOptions {

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sqlx::mysql::MySqlConnectOptions;
 use sqlx::postgres::PgConnectOptions;
@@ -10,7 +11,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 
 use super::{
     ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_STATEMENT_TIMEOUT,
-    MAX_CONNECT_TIMEOUT, MAX_STATEMENT_TIMEOUT, RawSource, SourceConfig, SourceKind,
+    MAX_CONNECT_TIMEOUT, MAX_STATEMENT_TIMEOUT, MySqlLogin, RawSource, SourceConfig, SourceKind,
     duration_field, valid_name,
 };
 use crate::diag::Diagnostics;
@@ -96,7 +97,7 @@ pub(super) fn check_sources(
                 name: name.value,
                 kind: match options {
                     ConnectOptions::Postgres(_) => SourceKind::Postgres,
-                    ConnectOptions::MySql(_) => SourceKind::MySql,
+                    ConnectOptions::MySql(..) => SourceKind::MySql,
                     ConnectOptions::Sqlite(_) => SourceKind::Sqlite,
                 },
                 options,
@@ -110,6 +111,27 @@ pub(super) fn check_sources(
         }
     }
     (sources, unusable_sources)
+}
+
+/// The password and time zone of a MySQL URL that sqlx accepted, read as sqlx reads them.
+fn mysql_login(url: &str) -> MySqlLogin {
+    let Ok(url) = url::Url::parse(url) else {
+        return MySqlLogin::default();
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .ok()
+    };
+    MySqlLogin {
+        password: url.password().and_then(decode),
+        timezone: url
+            .query_pairs()
+            .filter(|(k, _)| k == "timezone" || k == "time-zone")
+            .last()
+            .map(|(_, v)| v.into_owned()),
+    }
 }
 
 /// Parses a database URL into connection options without connecting. Error messages never
@@ -128,9 +150,8 @@ pub fn connect_options(url: &str, base: &Path) -> Result<ConnectOptions, String>
             .map_err(invalid),
         "mysql" | "mariadb" => {
             let url = url.replacen("mariadb:", "mysql:", 1);
-            MySqlConnectOptions::from_str(&url)
-                .map(ConnectOptions::MySql)
-                .map_err(invalid)
+            let options = MySqlConnectOptions::from_str(&url).map_err(invalid)?;
+            Ok(ConnectOptions::MySql(options, Arc::new(mysql_login(&url))))
         }
         "sqlite" => {
             let options = SqliteConnectOptions::from_str(url).map_err(invalid)?;

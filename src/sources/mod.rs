@@ -20,6 +20,7 @@
 //! `sqlite.rs`.
 
 mod mysql;
+mod mysqlwire;
 mod pgcopy;
 mod postgres;
 mod sqlite;
@@ -48,7 +49,7 @@ const CHANNEL_BATCHES: usize = 4;
 
 enum Pool {
     Postgres(sqlx::PgPool),
-    MySql(sqlx::MySqlPool),
+    MySql(sqlx::MySqlPool, mysql::WireSweeps),
     Sqlite(sqlx::SqlitePool),
 }
 
@@ -112,8 +113,9 @@ impl Source {
                         .disable_statement_logging(),
                 ),
             ),
-            ConnectOptions::MySql(o) => Pool::MySql(
+            ConnectOptions::MySql(o, _) => Pool::MySql(
                 pool_options(&config).connect_lazy_with(o.clone().disable_statement_logging()),
+                mysql::WireSweeps::default(),
             ),
             // Checks only read: SQLite sources are opened read-only, which also means a
             // missing database file is an error rather than a new empty database. A kept
@@ -185,7 +187,7 @@ impl Source {
                 .unwrap_or(false);
                 superuser.then(|| "its role is a PostgreSQL superuser".to_string())
             }
-            (Pool::MySql(pool), ConnectOptions::MySql(o)) => {
+            (Pool::MySql(pool, _), ConnectOptions::MySql(o, _)) => {
                 let mut conn = acquire_fast::<sqlx::MySql, _>(pool.acquire(), o, timeout).await?;
                 let grants: Vec<String> = sqlx::query_scalar("SHOW GRANTS")
                     .fetch_all(&mut *conn)
@@ -342,32 +344,48 @@ pub(crate) fn query_error(e: sqlx::Error, what: &str, query: &str) -> RunError {
     let sqlite_interrupt = db
         .try_downcast_ref::<sqlx::sqlite::SqliteError>()
         .is_some_and(|_| code.as_deref() == Some("9"));
-    let timed_out = sqlite_interrupt
-        || matches!(code.as_deref(), Some("57014" | "1969" | "3024" | "70100"))
-            && !db.message().contains("user request");
-    if timed_out {
-        return RunError::new(
-            ErrorKind::Timeout,
-            format!(
-                "statement timeout: the query did not finish in time ({})",
-                db.message()
-            ),
-        );
+    if sqlite_interrupt {
+        return statement_timeout(db.message());
+    }
+    let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() else {
+        return db_error(what, code.as_deref(), db.message());
+    };
+    if is_timeout(code.as_deref(), db.message()) {
+        return statement_timeout(db.message());
     }
     let mut message = format!("{what}: {}", db.message());
-    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-        if let Some(sqlx::postgres::PgErrorPosition::Original(at)) = pg.position()
-            && let Some((line, column)) = position_in_query(query, at)
-        {
-            message.push_str(&format!(" (line {line}, column {column} of the query)"));
-        }
-        if let Some(hint) = pg.hint() {
-            message.push_str(&format!("; hint: {hint}"));
-        }
-    } else if let Some(code) = code {
-        message.push_str(&format!(" ({code})"));
+    if let Some(sqlx::postgres::PgErrorPosition::Original(at)) = pg.position()
+        && let Some((line, column)) = position_in_query(query, at)
+    {
+        message.push_str(&format!(" (line {line}, column {column} of the query)"));
+    }
+    if let Some(hint) = pg.hint() {
+        message.push_str(&format!("; hint: {hint}"));
     }
     RunError::new(ErrorKind::QueryFailed, message)
+}
+
+/// A database's error by its code (SQLSTATE) and message, as `query_error` words it.
+pub(crate) fn db_error(what: &str, code: Option<&str>, message: &str) -> RunError {
+    if is_timeout(code, message) {
+        return statement_timeout(message);
+    }
+    let mut out = format!("{what}: {message}");
+    if let Some(code) = code {
+        out.push_str(&format!(" ({code})"));
+    }
+    RunError::new(ErrorKind::QueryFailed, out)
+}
+
+fn is_timeout(code: Option<&str>, message: &str) -> bool {
+    matches!(code, Some("57014" | "1969" | "3024" | "70100")) && !message.contains("user request")
+}
+
+fn statement_timeout(message: &str) -> RunError {
+    RunError::new(
+        ErrorKind::Timeout,
+        format!("statement timeout: the query did not finish in time ({message})"),
+    )
 }
 
 /// The 1-based (line, column) in `query` of the 1-based character position `at` in the
@@ -595,7 +613,9 @@ pub fn spawn_reader(
             Pool::Postgres(pool) => {
                 postgres::read(pool, &source.config, &request, to, mode_rx).await
             }
-            Pool::MySql(pool) => mysql::read(pool, &source.config, &request, to, mode_rx).await,
+            Pool::MySql(pool, sweeps) => {
+                mysql::read(pool, sweeps, &source.config, &request, to, mode_rx).await
+            }
             Pool::Sqlite(pool) => sqlite::read(pool, &source.config, &request, to, mode_rx).await,
         };
         if let Err(e) = result {

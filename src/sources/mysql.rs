@@ -1,22 +1,25 @@
 //! MySQL and MariaDB: a READ ONLY transaction with the server's statement time limit
 //! (`max_statement_time` on MariaDB, `max_execution_time` on MySQL), byte-wise text order
-//! through `CAST(… AS BINARY)`, and decoding by the column's type. A query whose run is
-//! abandoned is stopped with `KILL QUERY` from a connection of its own.
+//! through `CAST(… AS BINARY)`, and decoding by the column's type. A full sweep speaks the
+//! protocol itself on a connection of its own (`mysqlwire`), where it can (no TLS, a known
+//! authentication plugin); reads of some keys or of recent changes go through the driver. A
+//! query whose run is abandoned is stopped with `KILL QUERY` from a connection of its own.
 
 use sqlx::mysql::MySqlRow;
 use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, TypeInfo};
 use tokio::sync::oneshot;
 
+use super::mysqlwire::{self, WireError};
 use super::{
     Columns, KeyKind, KeyMode, KeySql, ReadRequest, Sink, describe_then_stream, quote_ident, wrap,
 };
 use crate::config::{ConnectOptions, SourceConfig};
 use crate::expr::types::Types;
 use crate::value::{Value, timestamp_from_date, timestamp_from_datetime, timestamp_from_naive};
-use crate::verdict::RunError;
+use crate::verdict::{ErrorKind, RunError};
 
 #[derive(Debug, Clone, Copy)]
-enum Decode {
+pub(super) enum Decode {
     Bool,
     Int,
     UInt,
@@ -78,8 +81,36 @@ fn key_kind(d: Decode) -> KeyKind {
     }
 }
 
+/// A TIME value: a time of day, or a duration of up to ±838:59:59 (MySQL allows both).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct TimeOfDay {
+    pub negative: bool,
+    pub hours: u32,
+    pub minutes: u8,
+    pub seconds: u8,
+    pub micros: u32,
+}
+
+/// `[-]HH:MM:SS`, with milliseconds or microseconds when there are any (as chrono writes a
+/// time of day).
+impl std::fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.negative { "-" } else { "" };
+        write!(
+            f,
+            "{sign}{:02}:{:02}:{:02}",
+            self.hours, self.minutes, self.seconds
+        )?;
+        match self.micros {
+            0 => Ok(()),
+            us if us % 1000 == 0 => write!(f, ".{:03}", us / 1000),
+            us => write!(f, ".{us:06}"),
+        }
+    }
+}
+
 fn decode(row: &MySqlRow, i: usize, d: Decode) -> Result<Value, sqlx::Error> {
-    use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
     fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
         v.map_or(Value::Null, f)
     }
@@ -124,33 +155,64 @@ fn decode(row: &MySqlRow, i: usize, d: Decode) -> Result<Value, sqlx::Error> {
         Decode::Date => opt(row.try_get_unchecked::<Option<NaiveDate>, _>(i)?, |d| {
             Value::Timestamp(timestamp_from_date(d))
         }),
-        Decode::Time => opt(row.try_get_unchecked::<Option<NaiveTime>, _>(i)?, |t| {
-            Value::Text(t.to_string().into())
-        }),
+        Decode::Time => opt(
+            row.try_get_unchecked::<Option<sqlx::mysql::types::MySqlTime>, _>(i)?,
+            |t| {
+                let time = TimeOfDay {
+                    // sqlx 0.9's `is_negative` answers `is_positive`.
+                    negative: !t.is_positive(),
+                    hours: t.hours(),
+                    minutes: t.minutes(),
+                    seconds: t.seconds(),
+                    micros: t.microseconds(),
+                };
+                Value::Text(time.to_string().into())
+            },
+        ),
     })
+}
+
+/// Per source: why full sweeps go through the driver rather than `mysqlwire`, once a
+/// connection found out (TLS, an authentication plugin). It is not tried again until the
+/// configuration is reloaded.
+#[derive(Debug, Default)]
+pub(super) struct WireSweeps {
+    unsupported: std::sync::OnceLock<String>,
 }
 
 pub(super) async fn read(
     pool: &sqlx::MySqlPool,
+    sweeps: &WireSweeps,
     config: &SourceConfig,
     request: &ReadRequest,
     to: Sink<'_>,
-    mode: oneshot::Receiver<KeyMode>,
+    mut mode: oneshot::Receiver<KeyMode>,
 ) -> Result<(), RunError> {
-    let ConnectOptions::MySql(options) = &config.options else {
+    let ConnectOptions::MySql(options, login) = &config.options else {
         unreachable!("a MySQL pool has MySQL options")
     };
+    if request.keys.is_none()
+        && request.changed_since.is_none()
+        && sweeps.unsupported.get().is_none()
+    {
+        match wire_sweep(pool, options, login, config, request, to, mode).await {
+            Ok(result) => return result,
+            Err((why, returned)) => {
+                tracing::info!(
+                    source = %config.name,
+                    "Full sweeps of this source read through the driver's row stream, which is slower: {why}."
+                );
+                let _ = sweeps.unsupported.set(why);
+                mode = returned;
+            }
+        }
+    }
     let mut conn =
         super::acquire_fast::<sqlx::MySql, _>(pool.acquire(), options, config.connect_timeout)
             .await?;
     // The limit is a session variable: set before the transaction, on this connection.
-    let timeout = config.statement_timeout;
-    let mariadb = format!("SET SESSION max_statement_time = {}", timeout.as_secs_f64());
+    let [mariadb, mysql] = statement_time_limits(config);
     if conn.execute(AssertSqlSafe(mariadb)).await.is_err() {
-        let mysql = format!(
-            "SET SESSION max_execution_time = {}",
-            timeout.as_millis().max(1)
-        );
         conn.execute(AssertSqlSafe(mysql)).await.map_err(|e| {
             super::query_error(e, "cannot set the statement timeout", &request.query)
         })?;
@@ -180,7 +242,7 @@ pub(super) async fn read(
     )?;
     let description =
         columns.description(&request.key, |i| key_kind(columns.decoders[i]), value_types);
-    let key = format!("invariantd_q.{}", quote_ident(&request.key, '`'));
+    let key = key_column(&request.key);
     // sqlx sets the session's time zone to UTC: the value compares with TIMESTAMP and
     // DATETIME columns (UTC, as the engine reads them) as it is.
     let since = |i: usize, p: &str| {
@@ -193,8 +255,8 @@ pub(super) async fn read(
     };
     let key_sql = KeySql {
         as_text: format!("CAST({key} AS CHAR)"),
-        order_text: format!("CAST({key} AS BINARY)"),
-        order_int: key.clone(),
+        order_text: order_by(&key, KeyMode::Text),
+        order_int: order_by(&key, KeyMode::Int),
         column: key,
         since: &since,
     };
@@ -212,14 +274,205 @@ pub(super) async fn read(
     .await;
     if super::interrupted(&result) {
         // The connection is still held, so the thread cannot be running anyone else's query.
-        let stop = async {
-            use sqlx::{ConnectOptions as _, Connection as _};
-            let mut conn = options.connect().await?;
-            conn.execute(AssertSqlSafe(format!("KILL QUERY {thread}")))
-                .await?;
-            conn.close().await
-        };
-        super::stop_on_server(&config.name, stop, config.connect_timeout).await;
+        kill_query(config, options, thread).await;
     }
     result
+}
+
+/// The statements that limit a session's statements to the source's statement_timeout:
+/// MariaDB's, then MySQL's (the first fails on MySQL).
+fn statement_time_limits(config: &SourceConfig) -> [String; 2] {
+    let timeout = config.statement_timeout;
+    [
+        format!("SET SESSION max_statement_time = {}", timeout.as_secs_f64()),
+        format!(
+            "SET SESSION max_execution_time = {}",
+            timeout.as_millis().max(1)
+        ),
+    ]
+}
+
+fn key_column(key: &str) -> String {
+    format!("invariantd_q.{}", quote_ident(key, '`'))
+}
+
+/// The ORDER BY expression for the key column in `mode`: byte-wise for text.
+fn order_by(key: &str, mode: KeyMode) -> String {
+    match mode {
+        KeyMode::Int => key.to_string(),
+        KeyMode::Text => format!("CAST({key} AS BINARY)"),
+    }
+}
+
+/// Stops a query from a connection of its own. The caller still holds the query's
+/// connection, so the thread cannot be running anyone else's query.
+async fn kill_query(
+    config: &SourceConfig,
+    options: &sqlx::mysql::MySqlConnectOptions,
+    thread: u64,
+) {
+    let stop = async {
+        use sqlx::{ConnectOptions as _, Connection as _};
+        let mut conn = options.connect().await?;
+        conn.execute(AssertSqlSafe(format!("KILL QUERY {thread}")))
+            .await?;
+        conn.close().await
+    };
+    super::stop_on_server(&config.name, stop, config.connect_timeout).await;
+}
+
+/// A full sweep over a connection of its own, speaking the protocol directly (`mysqlwire`).
+/// `Err` hands the key-order receiver back when this connection cannot be made without what
+/// the reader does not speak (TLS, another authentication plugin): nothing was read yet, and
+/// the caller reads through the driver.
+#[allow(clippy::type_complexity)]
+async fn wire_sweep(
+    pool: &sqlx::MySqlPool,
+    options: &sqlx::mysql::MySqlConnectOptions,
+    login: &crate::config::MySqlLogin,
+    config: &SourceConfig,
+    request: &ReadRequest,
+    to: Sink<'_>,
+    mode: oneshot::Receiver<KeyMode>,
+) -> Result<Result<(), RunError>, (String, oneshot::Receiver<KeyMode>)> {
+    let unreachable = |m: String| RunError::new(ErrorKind::SourceUnreachable, m);
+    // The sweep's connection takes the place of an idle pooled one, so that the source's
+    // connections stay within max_connections.
+    if let Some(idle) = pool.try_acquire() {
+        let _ = sqlx::Connection::close(idle.detach()).await;
+    }
+    let connect = tokio::time::timeout(
+        config.connect_timeout,
+        mysqlwire::Conn::connect(options, login),
+    );
+    let mut conn = tokio::select! {
+        connected = connect => match connected {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(WireError::Unsupported(why))) => return Err((why, mode)),
+            Ok(Err(e)) => return Ok(Err(unreachable(format!("cannot connect: {e}")))),
+            Err(_) => {
+                return Ok(Err(unreachable(format!(
+                    "cannot connect: no answer within {}",
+                    humantime::format_duration(config.connect_timeout)
+                ))));
+            }
+        },
+        () = to.tx.closed() => return Ok(Err(super::abandoned())),
+    };
+    tracing::debug!(
+        source = %config.name,
+        "Full sweep over the MySQL protocol, on a connection of its own."
+    );
+    let result = sweep_on(&mut conn, login, options, config, request, to, mode).await;
+    if super::interrupted(&result) {
+        kill_query(config, options, conn.thread.into()).await;
+    }
+    conn.quit().await;
+    Ok(result)
+}
+
+/// The steps of a wire sweep, as the driver's path takes them: the session as sqlx sets it
+/// up, the statement time limit, a read-only transaction, the description, then the rows in
+/// the run's key order.
+async fn sweep_on(
+    conn: &mut mysqlwire::Conn,
+    login: &crate::config::MySqlLogin,
+    options: &sqlx::mysql::MySqlConnectOptions,
+    config: &SourceConfig,
+    request: &ReadRequest,
+    to: Sink<'_>,
+    mode: oneshot::Receiver<KeyMode>,
+) -> Result<(), RunError> {
+    // Each step may wait on the server: the run's deadline and its abandonment bound it.
+    async fn step<T>(
+        request: &ReadRequest,
+        to: Sink<'_>,
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, WireError>>,
+    ) -> Result<T, RunError> {
+        tokio::select! {
+            r = tokio::time::timeout_at(request.deadline, f) => match r {
+                Ok(r) => r.map_err(|e| e.into_run_error(what)),
+                Err(_) => Err(super::timed_out()),
+            },
+            () = to.tx.closed() => Err(super::abandoned()),
+        }
+    }
+    let names = match options.get_collation() {
+        Some(collation) => format!("NAMES {} COLLATE {collation}", options.get_charset()),
+        None => format!("NAMES {}", options.get_charset()),
+    };
+    let session = format!(
+        "SET sql_mode=(SELECT CONCAT(@@sql_mode, ',PIPES_AS_CONCAT,NO_ENGINE_SUBSTITUTION')),\
+         time_zone='{}',{names}",
+        login
+            .timezone
+            .as_deref()
+            .unwrap_or("+00:00")
+            .replace('\'', "")
+    );
+    step(
+        request,
+        to,
+        "cannot start reading",
+        conn.execute_sql(&session),
+    )
+    .await?;
+    let [mariadb, mysql] = statement_time_limits(config);
+    if conn.execute_sql(&mariadb).await.is_err() {
+        let what = "cannot set the statement timeout";
+        step(request, to, what, conn.execute_sql(&mysql)).await?;
+    }
+    let what = "cannot start a read-only transaction";
+    step(
+        request,
+        to,
+        what,
+        conn.execute_sql("START TRANSACTION READ ONLY"),
+    )
+    .await?;
+    let wrapped = wrap(&request.query);
+    let described = step(
+        request,
+        to,
+        "the query is not valid",
+        conn.prepare(&wrapped),
+    )
+    .await?;
+    let columns = Columns::new(
+        described.columns.iter().map(|c| {
+            let ty = c.type_name();
+            (c.name.clone(), ty.to_string(), decoder(ty))
+        }),
+        "`CAST(column AS CHAR)`",
+    )?;
+    step(
+        request,
+        to,
+        "cannot start reading",
+        conn.close_statement(described.id),
+    )
+    .await?;
+    let description =
+        columns.description(&request.key, |i| key_kind(columns.decoders[i]), value_types);
+    let Some((key_index, mode)) = super::handshake(description, to, mode).await else {
+        return Ok(());
+    };
+    let sql = format!(
+        "{wrapped} ORDER BY {}",
+        order_by(&key_column(&request.key), mode)
+    );
+    let ordered = step(request, to, "the query is not valid", conn.prepare(&sql)).await?;
+    step(request, to, "query failed", conn.execute(ordered.id)).await?;
+    let mut rows = conn.rows(columns.decoders.clone(), columns.names.clone());
+    super::pump(
+        &mut rows,
+        &request.query,
+        key_index,
+        mode,
+        request.deadline,
+        |row| row,
+        to,
+    )
+    .await
 }

@@ -148,7 +148,7 @@ impl Source {
                         .map_err(|e| classify(e, false))?;
                     transact!(conn, statement, params, expect_rows,)
                 }
-                Pool::MySql(pool) => {
+                Pool::MySql(pool, _) => {
                     let mut conn = pool.acquire().await.map_err(|e| classify(e, false))?;
                     transact!(conn, statement, params, expect_rows,)
                 }

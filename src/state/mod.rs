@@ -374,7 +374,7 @@ impl StateStore {
                     .await
                     .map_err(StateError::Connect)?,
             ),
-            ConnectOptions::MySql(_) => {
+            ConnectOptions::MySql(..) => {
                 unreachable!("config validation allows SQLite and PostgreSQL only")
             }
         };

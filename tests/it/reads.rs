@@ -1,11 +1,13 @@
 //! How a run reads: one snapshot for a rule's datasets on one PostgreSQL source, the
-//! consistent cut, and the limits that keep a sweep gentle on a production database.
+//! consistent cut, the limits that keep a sweep gentle on a production database, and the
+//! full-sweep paths of their own (PostgreSQL's binary COPY, MySQL's protocol) against the
+//! driver's row path.
 
-use invariantd::config::SourceKind::Postgres;
+use invariantd::config::SourceKind::{MySql, Postgres};
 use invariantd::verdict::Outcome;
 use sqlx::Connection as _;
 
-use crate::harness::{TestDb, Workdir, run_of};
+use crate::harness::{CHECKER, TestDb, Workdir, run_of};
 
 #[tokio::test]
 async fn datasets_on_one_postgres_source_read_from_one_snapshot() {
@@ -182,4 +184,87 @@ assert: t == null
     let first = serde_json::Value::Object(copy.violations[0].datasets.clone());
     assert_eq!(first["t"]["n2"], "49.90");
     assert_eq!(first["t"]["m"], "sad");
+}
+
+#[tokio::test]
+async fn a_mariadb_full_sweep_over_the_wire_reads_every_type_as_the_driver_does() {
+    let db = TestDb::new(MySql, "wire_types").await;
+    // A user of its own with a password that needs escaping in a URL: the wire reader
+    // authenticates itself (mysql_native_password) with what it reads from the URL.
+    let user = format!("wire_{}", std::process::id());
+    db.exec(&[
+        format!("DROP USER IF EXISTS '{user}'@'%'"),
+        format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'p@ss:w/rd%é'"),
+        format!("GRANT SELECT ON {}.* TO '{user}'@'%'", db.name),
+    ])
+    .await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INT, b BOOLEAN, ti TINYINT, si SMALLINT, mi MEDIUMINT, i INT, l BIGINT, \
+         tu TINYINT UNSIGNED, su SMALLINT UNSIGNED, mu MEDIUMINT UNSIGNED, iu INT UNSIGNED, lu BIGINT UNSIGNED, \
+         y YEAR, f FLOAT, d DOUBLE, n DECIMAL(30,10), n2 DECIMAL(12,2), c CHAR(3), vc VARCHAR(10), tx TEXT, \
+         vb VARCHAR(10) COLLATE utf8mb4_bin, bn BINARY(2), vbn VARBINARY(10), bl BLOB, e ENUM('ok','sad'), \
+         st SET('a','b'), j JSON, ts TIMESTAMP(6) NULL, dtm DATETIME(6), dt DATE, tm TIME(6))",
+        "INSERT INTO t VALUES \
+         (1, true, -128, -32768, -8388608, -2147483648, -9223372036854775808, \
+          255, 65535, 16777215, 4294967295, 18446744073709551615, \
+          2155, 1.1, -2.25, 123456789012345678.0123456789, 49.90, 'abc', 'héllo', 'long text', \
+          'Bin', 'x', 'héllo', X'00FF', 'sad', 'a,b', '{\"a\": [1, 2]}', '2026-11-28 10:11:12.345678', \
+          '1000-01-01 00:00:00', '9999-12-31', '-838:59:59'), \
+         (2, false, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1901, 0, 0, -0.0000000001, -0.01, '', '', '', '', '', '', '', \
+          'ok', '', '[]', '1970-01-02 00:00:00', '2026-01-01 00:00:00.000001', '1970-01-01', '-00:00:01.5'), \
+         (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL), \
+         (4, true, 1, 1, 1, 1, 9223372036854775807, 1, 1, 1, 1, 9223372036854775808, 2026, -3.25e38, 1e308, \
+          0, 1e9, 'a', 'b', 'c', 'd', 'e', 'f', X'C3A9', 'ok', 'b', 'null', '2038-01-19 03:14:07.999999', \
+          '2026-11-28 23:59:59.999999', '2000-02-29', '838:59:59')",
+    ])
+    .await;
+    let password = "p%40ss%3Aw%2Frd%25%C3%A9";
+    let url = db
+        .url
+        .replacen(&format!("{CHECKER}@"), &format!("{user}:{password}@"), 1);
+    let rules = r#"
+name: every_type
+key: id
+datasets:
+  t: { source: db, query: "SELECT * FROM t" }
+assert: t == null
+"#;
+    let work = Workdir::new(&[("db", &url)], Some(rules));
+    let (config, rules) = work.load();
+    let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
+    let now = chrono::Utc::now();
+    // A full sweep reads over the wire; a read of some keys binds them, through the driver.
+    let wire = invariantd::engine::run_rule(&rules[0], &sources, now).await;
+    let keys: Vec<String> = (1..=4).map(|k| k.to_string()).collect();
+    let driver = invariantd::engine::run_rule_for_keys(&rules[0], &sources, now, &keys).await;
+    assert_eq!(wire.error, None);
+    assert_eq!(driver.error, None);
+    assert_eq!(wire.violations.len(), 4);
+    for (a, b) in wire.violations.iter().zip(&driver.violations) {
+        assert_eq!(a.key, b.key);
+        assert_eq!(
+            serde_json::Value::Object(a.datasets.clone()),
+            serde_json::Value::Object(b.datasets.clone()),
+            "key {}",
+            a.key
+        );
+    }
+    let first = serde_json::Value::Object(wire.violations[0].datasets.clone());
+    assert_eq!(first["t"]["lu"], "18446744073709551615");
+    assert_eq!(first["t"]["n"], "123456789012345678.0123456789");
+    assert_eq!(first["t"]["tm"], "-838:59:59");
+    assert_eq!(first["t"]["vc"], "héllo");
+    let second = serde_json::Value::Object(wire.violations[1].datasets.clone());
+    assert_eq!(second["t"]["tm"], "-00:00:01.500");
+
+    // The sweep went over the wire, not through the driver.
+    let check = work.cli(&["--log-level", "invariantd=debug", "check"]);
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.contains("Full sweep over the MySQL protocol"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("driver's row stream"), "{stderr}");
+    db.exec(&[format!("DROP USER '{user}'@'%'")]).await;
 }
