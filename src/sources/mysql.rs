@@ -419,9 +419,12 @@ async fn sweep_on(
     )
     .await?;
     let [mariadb, mysql] = statement_time_limits(config);
-    if conn.execute_sql(&mariadb).await.is_err() {
-        let what = "cannot set the statement timeout";
-        step(request, to, what, conn.execute_sql(&mysql)).await?;
+    let what = "cannot set the statement timeout";
+    match step(request, to, what, conn.execute_sql(&mariadb)).await {
+        Err(e) if e.kind == ErrorKind::QueryFailed => {
+            step(request, to, what, conn.execute_sql(&mysql)).await?;
+        }
+        other => other?,
     }
     let what = "cannot start a read-only transaction";
     step(
