@@ -4,8 +4,6 @@
 
 use std::fmt::Write as _;
 
-use serde_json::json;
-
 use crate::http::views::{Page, ViolationView};
 use crate::rules::Rule;
 use crate::state::ViolationRecord;
@@ -27,36 +25,71 @@ pub fn exit_code(runs: &[RuleRun]) -> u8 {
     }
 }
 
+/// `check --format json`. The document borrows the runs' violations rather than copying them
+/// into a JSON tree first: a sweep's report may hold many thousands, each with its rows.
 pub fn render_json(rules: &[Rule], runs: &[RuleRun]) -> String {
-    let items: Vec<serde_json::Value> = rules
-        .iter()
-        .zip(runs)
-        .map(|(rule, run)| {
-            json!({
-                "rule": run.rule,
-                "severity": rule.severity.as_str(),
-                "outcome": run.outcome.as_str(),
-                "rows_scanned": run.total_rows_scanned(),
-                "keys_judged": run.keys_judged,
-                "keys_in_grace": run.keys_in_grace,
-                "keys_with_errors": run.key_errors_total,
-                "duration_ms": run.duration.as_millis() as u64,
-                "error": run.error.as_ref().map(|e| json!({"kind": e.kind.as_str(), "message": e.message})),
-                "violations": run.violations.iter().map(|v| json!({
-                    "key": v.key.to_string(),
-                    "message": v.message,
-                    "datasets": v.datasets,
-                })).collect::<Vec<_>>(),
+    #[derive(serde::Serialize)]
+    struct Report<'a> {
+        rules: Vec<RuleReport<'a>>,
+    }
+    #[derive(serde::Serialize)]
+    struct RuleReport<'a> {
+        rule: &'a str,
+        severity: &'a str,
+        outcome: &'a str,
+        rows_scanned: u64,
+        keys_judged: u64,
+        keys_in_grace: u64,
+        keys_with_errors: u64,
+        duration_ms: u64,
+        error: Option<ErrorReport<'a>>,
+        violations: Vec<ViolationReport<'a>>,
+    }
+    #[derive(serde::Serialize)]
+    struct ErrorReport<'a> {
+        kind: &'a str,
+        message: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct ViolationReport<'a> {
+        key: String,
+        message: &'a str,
+        datasets: &'a serde_json::Map<String, serde_json::Value>,
+    }
+    let report = Report {
+        rules: rules
+            .iter()
+            .zip(runs)
+            .map(|(rule, run)| RuleReport {
+                rule: &run.rule,
+                severity: rule.severity.as_str(),
+                outcome: run.outcome.as_str(),
+                rows_scanned: run.total_rows_scanned(),
+                keys_judged: run.keys_judged,
+                keys_in_grace: run.keys_in_grace,
+                keys_with_errors: run.key_errors_total,
+                duration_ms: run.duration.as_millis() as u64,
+                error: run.error.as_ref().map(|e| ErrorReport {
+                    kind: e.kind.as_str(),
+                    message: &e.message,
+                }),
+                violations: run
+                    .violations
+                    .iter()
+                    .map(|v| ViolationReport {
+                        key: v.key.to_string(),
+                        message: &v.message,
+                        datasets: &v.datasets,
+                    })
+                    .collect(),
             })
-        })
-        .collect();
-    let mut out =
-        serde_json::to_string_pretty(&json!({ "rules": items })).expect("JSON values serialize");
+            .collect(),
+    };
+    let mut out = serde_json::to_string_pretty(&report).expect("JSON values serialize");
     out.push('\n');
     out
 }
 
-/// The table for people: one line per rule, then up to `limit` violations per rule (0: all).
 pub fn render_table(rules: &[Rule], runs: &[RuleRun], limit: usize) -> String {
     let mut out = String::new();
     let name_w = rules.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);

@@ -336,8 +336,8 @@ async fn wire_sweep(
     mode: oneshot::Receiver<KeyMode>,
 ) -> Result<Result<(), RunError>, (String, oneshot::Receiver<KeyMode>)> {
     let unreachable = |m: String| RunError::new(ErrorKind::SourceUnreachable, m);
-    // The sweep's connection takes the place of an idle pooled one, so that the source's
-    // connections stay within max_connections.
+    // The sweep's connection takes the place of an idle pooled one, so that sweeps do not add
+    // to the connections kept open on the server.
     if let Some(idle) = pool.try_acquire() {
         let _ = sqlx::Connection::close(idle.detach()).await;
     }
