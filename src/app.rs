@@ -18,6 +18,8 @@ use crate::sources::Sources;
 use crate::state::{StateStore, ViolationFilter, ViolationState};
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Before any connection: the state store's too.
+    crate::sources::install_tls_provider();
     let is_daemon = matches!(cli.command, Command::Run(_));
     let log_level = cli
         .log_level

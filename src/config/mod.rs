@@ -130,12 +130,16 @@ pub enum ConnectOptions {
     Sqlite(SqliteConnectOptions),
 }
 
-/// The parts of a MySQL URL that sqlx's options do not hand back: the password and the
-/// session time zone (`?timezone=`, UTC when absent, as the driver sets it).
+/// The parts of a MySQL URL that sqlx's options do not hand back: the password, the session
+/// time zone (`?timezone=`, UTC when absent, as the driver sets it) and the TLS files
+/// (`ssl-ca`, `ssl-cert`, `ssl-key`, paths as the driver reads them).
 #[derive(Clone, Default)]
 pub struct MySqlLogin {
     pub password: Option<String>,
     pub timezone: Option<String>,
+    pub ssl_ca: Option<PathBuf>,
+    pub ssl_cert: Option<PathBuf>,
+    pub ssl_key: Option<PathBuf>,
 }
 
 impl fmt::Debug for ConnectOptions {

@@ -113,7 +113,7 @@ pub(super) fn check_sources(
     (sources, unusable_sources)
 }
 
-/// The password and time zone of a MySQL URL that sqlx accepted, read as sqlx reads them.
+/// What the wire reader needs from a MySQL URL that sqlx accepted, read as sqlx reads it.
 fn mysql_login(url: &str) -> MySqlLogin {
     let Ok(url) = url::Url::parse(url) else {
         return MySqlLogin::default();
@@ -124,13 +124,19 @@ fn mysql_login(url: &str) -> MySqlLogin {
             .map(|s| s.into_owned())
             .ok()
     };
+    // The last of a parameter's spellings wins, as in sqlx.
+    let param = |names: &[&str]| {
+        url.query_pairs()
+            .filter(|(k, _)| names.contains(&k.as_ref()))
+            .last()
+            .map(|(_, v)| v.into_owned())
+    };
     MySqlLogin {
         password: url.password().and_then(decode),
-        timezone: url
-            .query_pairs()
-            .filter(|(k, _)| k == "timezone" || k == "time-zone")
-            .last()
-            .map(|(_, v)| v.into_owned()),
+        timezone: param(&["timezone", "time-zone"]),
+        ssl_ca: param(&["sslca", "ssl-ca"]).map(Into::into),
+        ssl_cert: param(&["sslcert", "ssl-cert"]).map(Into::into),
+        ssl_key: param(&["sslkey", "ssl-key"]).map(Into::into),
     }
 }
 

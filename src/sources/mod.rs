@@ -20,6 +20,7 @@
 //! `sqlite.rs`.
 
 mod mysql;
+mod mysqltls;
 mod mysqlwire;
 mod pgcopy;
 mod postgres;
@@ -225,6 +226,15 @@ fn pool_options<DB: sqlx::Database>(config: &SourceConfig) -> sqlx::pool::PoolOp
         .idle_timeout(Some(Duration::from_secs(300)))
 }
 
+/// Makes ring the process's default TLS provider. sqlx builds its certificate verifiers
+/// (MySQL `verify_ca`/`verify_identity`, PostgreSQL `verify-ca`/`verify-full`) with the
+/// default provider, and with both ring (sqlx) and aws-lc (reqwest, lettre) in the build
+/// there is none: the first verified connection would panic. ring is the one sqlx's TLS runs
+/// on. Called at start and by `Sources::new`; a second call finds it installed.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// All configured sources by name, and the secrets no run may publish.
 #[derive(Clone, Default)]
 pub struct Sources {
@@ -234,6 +244,7 @@ pub struct Sources {
 
 impl Sources {
     pub fn new(configs: &[SourceConfig], secrets: Secrets) -> Sources {
+        install_tls_provider();
         Sources {
             sources: configs
                 .iter()

@@ -4,12 +4,13 @@
 //! its column metadata, an async generator step per row), which was most of a sweep's client
 //! time; it is to MySQL what `pgcopy` is to PostgreSQL.
 //!
-//! It speaks only what a sweep needs: the connection phase over TCP or a Unix socket without
-//! TLS (`mysql_native_password`, and `caching_sha2_password` when the server has the password
-//! cached), `COM_QUERY` for session settings, `COM_STMT_PREPARE`, `COM_STMT_EXECUTE` and
-//! `COM_QUIT`. Anything else — a server that offers TLS, a URL that asks for it, another
-//! authentication plugin — is `WireError::Unsupported`, said before any row, and the read
-//! goes through the driver instead (see `mysql.rs`).
+//! It speaks only what a sweep needs: the connection phase over TCP or a Unix socket, with TLS
+//! as the URL's `ssl-mode` and the server decide, as the driver would (`mysqltls`), and the
+//! `mysql_native_password` or `caching_sha2_password` plugin (the latter's full authentication
+//! over TLS only); then `COM_QUERY` for session settings, `COM_STMT_PREPARE`,
+//! `COM_STMT_EXECUTE` and `COM_QUIT`. Another authentication plugin is
+//! `WireError::Unsupported`, said before any row, and the read goes through the driver
+//! instead (see `mysql.rs`).
 //!
 //! Packets: a 3-byte little-endian payload length and a sequence number, then the payload; a
 //! payload of 2^24 − 1 bytes or more continues in the next packet.
@@ -60,6 +61,8 @@ pub(super) enum WireError {
     },
     Io(std::io::Error),
     Protocol(String),
+    /// TLS could not be set up as the URL asks (no TLS on the server, a bad certificate).
+    Tls(String),
 }
 
 impl From<std::io::Error> for WireError {
@@ -79,6 +82,7 @@ impl std::fmt::Display for WireError {
             } => write!(f, "{message} ({number}, SQLSTATE {state})"),
             WireError::Io(e) => write!(f, "{e}"),
             WireError::Protocol(e) => write!(f, "protocol error: {e}"),
+            WireError::Tls(e) => write!(f, "TLS: {e}"),
         }
     }
 }
@@ -130,12 +134,6 @@ impl Conn {
         options: &MySqlConnectOptions,
         login: &MySqlLogin,
     ) -> Result<Conn, WireError> {
-        if !matches!(
-            options.get_ssl_mode(),
-            MySqlSslMode::Disabled | MySqlSslMode::Preferred
-        ) {
-            return Err(WireError::Unsupported("the URL asks for TLS".into()));
-        }
         let io: Box<dyn Io> = match options.get_socket() {
             #[cfg(unix)]
             Some(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
@@ -165,11 +163,18 @@ impl Conn {
     ) -> Result<(), WireError> {
         let greeting = self.packet().await?;
         let handshake = Handshake::parse(&greeting)?;
-        if handshake.capabilities & SSL != 0
-            && !matches!(options.get_ssl_mode(), MySqlSslMode::Disabled)
-        {
-            return Err(WireError::Unsupported("the server offers TLS".into()));
-        }
+        let mode = options.get_ssl_mode();
+        // As the driver decides: `preferred` takes TLS when the server offers it.
+        let tls = match mode {
+            MySqlSslMode::Disabled => false,
+            MySqlSslMode::Preferred => handshake.capabilities & SSL != 0,
+            _ if handshake.capabilities & SSL != 0 => true,
+            _ => {
+                return Err(WireError::Tls(
+                    "the server does not offer TLS, which the URL's ssl-mode requires".into(),
+                ));
+            }
+        };
         for needed in [PROTOCOL_41, SECURE_CONNECTION] {
             if handshake.capabilities & needed == 0 {
                 return Err(WireError::Unsupported(
@@ -191,13 +196,21 @@ impl Conn {
         if database.is_some() {
             caps |= CONNECT_WITH_DB;
         }
+        if tls {
+            caps |= SSL;
+        }
         caps &= handshake.capabilities | LONG_PASSWORD;
-        let scramble = plugin.scramble(password, &nonce);
         let mut response = Vec::with_capacity(128);
         response.extend_from_slice(&caps.to_le_bytes());
         response.extend_from_slice(&(MAX_PAYLOAD as u32).to_le_bytes());
         response.push(INITIAL_CHARSET);
         response.extend_from_slice(&[0; 23]);
+        if tls {
+            // The SSL request is the response's head; the rest follows encrypted.
+            self.write(&response).await?;
+            self.start_tls(options, login).await?;
+        }
+        let scramble = plugin.scramble(password, &nonce);
         response.extend_from_slice(options.get_username().as_bytes());
         response.push(0);
         response.push(scramble.len() as u8);
@@ -235,8 +248,14 @@ impl Conn {
                     self.write(&plugin.scramble(password, &nonce)).await?;
                 }
                 // caching_sha2_password: 3 is "the cached hash matched" (an OK follows), 4
-                // asks for the password in full, which needs TLS or the server's RSA key.
+                // asks for the password in full: over TLS as it is, else it would need the
+                // server's RSA key.
                 Some(0x01) if plugin == Plugin::CachingSha2 && packet.get(1) == Some(&3) => {}
+                Some(0x01) if plugin == Plugin::CachingSha2 && packet.get(1) == Some(&4) && tls => {
+                    let mut clear = password.as_bytes().to_vec();
+                    clear.push(0);
+                    self.write(&clear).await?;
+                }
                 Some(0x01) if plugin == Plugin::CachingSha2 => {
                     return Err(WireError::Unsupported(
                         "caching_sha2_password's full authentication".into(),
@@ -249,6 +268,26 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Upgrades the connection to TLS, after the SSL request was sent.
+    async fn start_tls(
+        &mut self,
+        options: &MySqlConnectOptions,
+        login: &MySqlLogin,
+    ) -> Result<(), WireError> {
+        let config = super::mysqltls::client_config(options.get_ssl_mode(), login)
+            .map_err(WireError::Tls)?;
+        let name = super::mysqltls::server_name(options.get_host()).map_err(WireError::Tls)?;
+        let closed = tokio::io::join(tokio::io::empty(), tokio::io::sink());
+        let plain = std::mem::replace(&mut self.io, Box::new(closed));
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tls = connector
+            .connect(name, plain)
+            .await
+            .map_err(|e| WireError::Tls(e.to_string()))?;
+        self.io = Box::new(tls);
+        Ok(())
     }
 
     /// Runs a statement without a result set (`SET …`, `START TRANSACTION …`).

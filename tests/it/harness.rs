@@ -757,3 +757,166 @@ pub async fn eventually(limit: std::time::Duration, what: &str, mut check: impl 
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A certificate authority and a certificate for 127.0.0.1 it signed, made with openssl.
+pub fn private_ca(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=invariantd test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+/// A MariaDB server of its own, with TLS (`private_ca`'s certificate for 127.0.0.1), on a free
+/// loopback port: the shared test server has no TLS. Its root has no password over the Unix
+/// socket, where `sql` runs statements. Killed when dropped.
+pub struct TlsMariaDb {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl TlsMariaDb {
+    pub async fn start() -> TlsMariaDb {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        private_ca(path);
+        let user = String::from_utf8(
+            std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let user = format!("--user={}", user.trim());
+        let data = format!("--datadir={}", path.join("data").display());
+        let install = std::process::Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                &data,
+                &user,
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .output()
+            .expect("mariadb-install-db (MariaDB's server package)");
+        assert!(
+            install.status.success(),
+            "{}",
+            String::from_utf8_lossy(&install.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let at = |name: &str| path.join(name).display().to_string();
+        let child = std::process::Command::new("mariadbd")
+            .args([
+                "--no-defaults".to_string(),
+                data,
+                user,
+                format!("--port={port}"),
+                "--bind-address=127.0.0.1".to_string(),
+                format!("--socket={}", at("sock")),
+                format!("--pid-file={}", at("pid")),
+                format!("--log-error={}", at("error.log")),
+                format!("--ssl-cert={}", at("server.pem")),
+                format!("--ssl-key={}", at("server.key")),
+                format!("--ssl-ca={}", at("ca.pem")),
+                "--innodb-buffer-pool-size=16M".to_string(),
+                "--skip-log-bin".to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        let server = TlsMariaDb { port, dir, child };
+        let up = std::time::Instant::now();
+        while !server.try_sql("SELECT 1") {
+            assert!(
+                up.elapsed() < std::time::Duration::from_secs(30),
+                "mariadbd did not start: {}",
+                std::fs::read_to_string(server.dir.path().join("error.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        server
+    }
+
+    fn try_sql(&self, sql: &str) -> bool {
+        std::process::Command::new("mariadb")
+            .args(["--no-defaults", "-uroot", "-e", sql])
+            .arg(format!(
+                "--socket={}",
+                self.dir.path().join("sock").display()
+            ))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Runs statements as root.
+    pub fn sql(&self, sql: &str) {
+        assert!(self.try_sql(sql), "{sql}");
+    }
+}
+
+impl Drop for TlsMariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

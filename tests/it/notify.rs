@@ -8,7 +8,8 @@ use std::time::Duration;
 use invariantd::config::SourceKind;
 
 use crate::harness::{
-    Alertmanager, Helper, Proxy, TestDb, Workdir, eventually, http, json_lines, terminate_within,
+    Alertmanager, Helper, Proxy, TestDb, Workdir, eventually, http, json_lines, private_ca,
+    terminate_within,
 };
 
 fn free_port() -> u16 {
@@ -596,67 +597,6 @@ assert: u.ok == 1
             .await
             .success()
     );
-}
-
-/// A certificate authority and a certificate for 127.0.0.1 it signed, made with openssl.
-fn private_ca(dir: &std::path::Path) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=invariantd test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-    ]);
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use invariantd::config::SourceKind::{MySql, Postgres};
 use invariantd::verdict::Outcome;
 use sqlx::Connection as _;
 
-use crate::harness::{CHECKER, TestDb, Workdir, run_of};
+use crate::harness::{CHECKER, TestDb, TlsMariaDb, Workdir, private_ca, run_of};
 
 #[tokio::test]
 async fn datasets_on_one_postgres_source_read_from_one_snapshot() {
@@ -267,4 +267,76 @@ assert: t == null
     );
     assert!(!stderr.contains("driver's row stream"), "{stderr}");
     db.exec(&[format!("DROP USER '{user}'@'%'")]).await;
+}
+
+#[tokio::test]
+async fn a_mariadb_full_sweep_over_the_wire_takes_tls_as_the_driver_would() {
+    let server = TlsMariaDb::start().await;
+    server.sql(
+        "CREATE DATABASE shop; CREATE USER 'checker'@'%' IDENTIFIED BY 'secret'; \
+         GRANT SELECT ON shop.* TO 'checker'@'%'; CREATE TABLE shop.t (id INT); \
+         INSERT INTO shop.t VALUES (1), (2), (3)",
+    );
+    // Each row carries the cipher of the session that read it (empty without TLS).
+    let rules = r#"
+name: ciphers
+key: id
+datasets:
+  t:
+    source: db
+    query: >-
+      SELECT id, (SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS
+      WHERE VARIABLE_NAME = 'Ssl_cipher') AS cipher FROM t
+assert: t == null
+"#;
+    let ca = server.dir.path().join("ca.pem");
+    let other = tempfile::tempdir().unwrap();
+    private_ca(other.path());
+    let base = format!("mysql://checker:secret@127.0.0.1:{}/shop", server.port);
+    let ca_param = format!("ssl-ca={}", ca.display());
+    for (params, encrypted) in [
+        (String::new(), true),
+        ("?ssl-mode=disabled".to_string(), false),
+        ("?ssl-mode=required".to_string(), true),
+        (format!("?ssl-mode=verify_ca&{ca_param}"), true),
+        (format!("?ssl-mode=verify_identity&{ca_param}"), true),
+    ] {
+        let url = format!("{base}{params}");
+        let work = Workdir::new(&[("db", &url)], Some(rules));
+        let (config, rules) = work.load();
+        let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
+        let now = chrono::Utc::now();
+        let wire = invariantd::engine::run_rule(&rules[0], &sources, now).await;
+        let driver =
+            invariantd::engine::run_rule_for_keys(&rules[0], &sources, now, &["1".into()]).await;
+        assert_eq!(wire.error, None, "{params}");
+        assert_eq!(driver.error, None, "{params}");
+        assert_eq!(wire.violations.len(), 3, "{params}");
+        for (path, run) in [("wire", &wire), ("driver", &driver)] {
+            let cipher = run.violations[0].datasets["t"]["cipher"].as_str().unwrap();
+            assert_eq!(!cipher.is_empty(), encrypted, "{path} {params}: `{cipher}`");
+        }
+        let check = work.cli(&["--log-level", "invariantd=debug", "check"]);
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        assert!(
+            stderr.contains("Full sweep over the MySQL protocol")
+                && !stderr.contains("driver's row stream"),
+            "{params}: {stderr}"
+        );
+    }
+    // A certificate the given CA did not sign is refused, as the driver refuses it.
+    let url = format!(
+        "{base}?ssl-mode=verify_ca&ssl-ca={}",
+        other.path().join("ca.pem").display()
+    );
+    let work = Workdir::new(&[("db", &url)], Some(rules));
+    let (config, rules) = work.load();
+    let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
+    let run = invariantd::engine::run_rule(&rules[0], &sources, chrono::Utc::now()).await;
+    let error = run.error.expect("an untrusted certificate is refused");
+    assert_eq!(
+        error.kind,
+        invariantd::verdict::ErrorKind::SourceUnreachable
+    );
+    assert!(error.message.contains("certificate"), "{}", error.message);
 }
