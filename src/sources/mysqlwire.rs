@@ -127,9 +127,8 @@ pub(super) struct Prepared {
 }
 
 impl Conn {
-    /// Connects and authenticates as the URL says, without TLS: a URL that requires TLS, a
-    /// server that offers it (the driver would take it) or an authentication plugin other than
-    /// the two above is `Unsupported`.
+    /// Connects and authenticates as the URL says, with TLS where the driver would take it;
+    /// an authentication plugin other than the two above is `Unsupported`.
     pub(super) async fn connect(
         options: &MySqlConnectOptions,
         login: &MySqlLogin,
