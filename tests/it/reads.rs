@@ -161,26 +161,11 @@ datasets:
 assert: t == null
 "#;
     let work = Workdir::new(&[("db", &db.url)], Some(rules));
-    let (config, rules) = work.load();
-    let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
-    let now = chrono::Utc::now();
     // A full sweep reads through COPY; a read of some keys binds them, through the prepared
     // statement's rows.
-    let copy = invariantd::engine::run_rule(&rules[0], &sources, now).await;
     let keys: Vec<String> = (1..=4).map(|k| k.to_string()).collect();
-    let rows = invariantd::engine::run_rule_for_keys(&rules[0], &sources, now, &keys).await;
-    assert_eq!(copy.error, None);
-    assert_eq!(rows.error, None);
-    assert_eq!(copy.violations.len(), 4);
-    for (a, b) in copy.violations.iter().zip(&rows.violations) {
-        assert_eq!(a.key, b.key);
-        assert_eq!(
-            serde_json::Value::Object(a.datasets.clone()),
-            serde_json::Value::Object(b.datasets.clone()),
-            "key {}",
-            a.key
-        );
-    }
+    let (copy, rows) = sweep_and_keys(&work, &keys).await;
+    assert_same_violations(&copy, &rows, 4);
     let first = serde_json::Value::Object(copy.violations[0].datasets.clone());
     assert_eq!(first["t"]["n2"], "49.90");
     assert_eq!(first["t"]["m"], "sad");
@@ -231,25 +216,10 @@ datasets:
 assert: t == null
 "#;
     let work = Workdir::new(&[("db", &url)], Some(rules));
-    let (config, rules) = work.load();
-    let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
-    let now = chrono::Utc::now();
     // A full sweep reads over the wire; a read of some keys binds them, through the driver.
-    let wire = invariantd::engine::run_rule(&rules[0], &sources, now).await;
     let keys: Vec<String> = (1..=4).map(|k| k.to_string()).collect();
-    let driver = invariantd::engine::run_rule_for_keys(&rules[0], &sources, now, &keys).await;
-    assert_eq!(wire.error, None);
-    assert_eq!(driver.error, None);
-    assert_eq!(wire.violations.len(), 4);
-    for (a, b) in wire.violations.iter().zip(&driver.violations) {
-        assert_eq!(a.key, b.key);
-        assert_eq!(
-            serde_json::Value::Object(a.datasets.clone()),
-            serde_json::Value::Object(b.datasets.clone()),
-            "key {}",
-            a.key
-        );
-    }
+    let (wire, driver) = sweep_and_keys(&work, &keys).await;
+    assert_same_violations(&wire, &driver, 4);
     let first = serde_json::Value::Object(wire.violations[0].datasets.clone());
     assert_eq!(first["t"]["lu"], "18446744073709551615");
     assert_eq!(first["t"]["n"], "123456789012345678.0123456789");
@@ -303,12 +273,7 @@ assert: t == null
     ] {
         let url = format!("{base}{params}");
         let work = Workdir::new(&[("db", &url)], Some(rules));
-        let (config, rules) = work.load();
-        let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
-        let now = chrono::Utc::now();
-        let wire = invariantd::engine::run_rule(&rules[0], &sources, now).await;
-        let driver =
-            invariantd::engine::run_rule_for_keys(&rules[0], &sources, now, &["1".into()]).await;
+        let (wire, driver) = sweep_and_keys(&work, &["1".into()]).await;
         assert_eq!(wire.error, None, "{params}");
         assert_eq!(driver.error, None, "{params}");
         assert_eq!(wire.violations.len(), 3, "{params}");
@@ -330,13 +295,45 @@ assert: t == null
         other.path().join("ca.pem").display()
     );
     let work = Workdir::new(&[("db", &url)], Some(rules));
-    let (config, rules) = work.load();
-    let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
-    let run = invariantd::engine::run_rule(&rules[0], &sources, chrono::Utc::now()).await;
+    let (run, _) = sweep_and_keys(&work, &[]).await;
     let error = run.error.expect("an untrusted certificate is refused");
     assert_eq!(
         error.kind,
         invariantd::verdict::ErrorKind::SourceUnreachable
     );
     assert!(error.message.contains("certificate"), "{}", error.message);
+}
+
+/// The rule of `work` run twice: a full sweep (a reader's own path, where it has one) and a
+/// read of `keys`, which binds them and goes through the driver's prepared statement.
+async fn sweep_and_keys(
+    work: &Workdir,
+    keys: &[String],
+) -> (invariantd::verdict::RuleRun, invariantd::verdict::RuleRun) {
+    let (config, rules) = work.load();
+    let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
+    let now = chrono::Utc::now();
+    let sweep = invariantd::engine::run_rule(&rules[0], &sources, now).await;
+    let some = invariantd::engine::run_rule_for_keys(&rules[0], &sources, now, keys).await;
+    (sweep, some)
+}
+
+/// Both runs read every key without error and found the same rows for each.
+fn assert_same_violations(
+    sweep: &invariantd::verdict::RuleRun,
+    some: &invariantd::verdict::RuleRun,
+    n: usize,
+) {
+    assert_eq!(sweep.error, None);
+    assert_eq!(some.error, None);
+    assert_eq!(sweep.violations.len(), n);
+    for (a, b) in sweep.violations.iter().zip(&some.violations) {
+        assert_eq!(a.key, b.key);
+        assert_eq!(
+            serde_json::Value::Object(a.datasets.clone()),
+            serde_json::Value::Object(b.datasets.clone()),
+            "key {}",
+            a.key
+        );
+    }
 }
