@@ -41,10 +41,21 @@ fn at(kind: SourceKind, t: DateTime<Utc>) -> String {
 }
 
 async fn incremental_judges_changed_and_open_keys(kind: SourceKind) {
-    let db = TestDb::new(kind, "incremental").await;
     let (pt, rt) = time_types(kind);
+    incremental_judges_changed_and_open_keys_in(kind, pt, rt, Delta::hours(2)).await;
+}
+
+/// With `updated_at` of types `pt` and `rt`; the old rows changed `age` ago (a `DATE` needs
+/// days to tell them from the recent ones).
+async fn incremental_judges_changed_and_open_keys_in(
+    kind: SourceKind,
+    pt: &str,
+    rt: &str,
+    age: Delta,
+) {
+    let db = TestDb::new(kind, "incremental").await;
     let now = Utc::now();
-    let old = at(kind, now - Delta::hours(2));
+    let old = at(kind, now - age);
     let recent = at(kind, now - Delta::minutes(2));
     db.exec(&[
         format!("CREATE TABLE payments (id BIGINT PRIMARY KEY, amount INT, updated_at {pt})"),
@@ -83,6 +94,11 @@ async fn incremental_judges_changed_and_open_keys(kind: SourceKind) {
 #[tokio::test]
 async fn incremental_runs_judge_changed_and_open_keys_on_postgres() {
     incremental_judges_changed_and_open_keys(Postgres).await;
+}
+
+#[tokio::test]
+async fn incremental_runs_compare_postgres_dates_and_text_times_with_the_instant() {
+    incremental_judges_changed_and_open_keys_in(Postgres, "DATE", "TEXT", Delta::days(3)).await;
 }
 
 #[tokio::test]
