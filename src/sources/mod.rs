@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -792,14 +792,19 @@ where
     let mut last: Option<Key> = None;
     let mut null_keys = 0u64;
     loop {
-        // The database may take long before the next row: the run may be abandoned meanwhile,
-        // and the caller then stops the query on the server (see `Interrupted`).
-        let next = tokio::select! {
-            next = tokio::time::timeout_at(deadline, stream.next()) => match next {
-                Ok(n) => n,
-                Err(_) => return Err(timed_out()),
+        // A row already received is taken at once. Only a wait for the database watches the
+        // deadline and the run: it may take long before the next row, the run may be abandoned
+        // meanwhile, and the caller then stops the query on the server (see `interrupted`).
+        // Rows that keep coming are held to both at every batch.
+        let next = match stream.next().now_or_never() {
+            Some(next) => next,
+            None => tokio::select! {
+                next = tokio::time::timeout_at(deadline, stream.next()) => match next {
+                    Ok(n) => n,
+                    Err(_) => return Err(timed_out()),
+                },
+                () = tx.closed() => return Err(abandoned()),
             },
-            () = tx.closed() => return Err(abandoned()),
         };
         let Some(row) = next else { break };
         let row = row.map_err(|e| query_error(e, "query failed", query))?;
@@ -821,6 +826,9 @@ where
         }
         batch.push(Row { key, values });
         if batch.len() == BATCH_ROWS {
+            if Instant::now() >= deadline {
+                return Err(timed_out());
+            }
             last = batch.last().map(|r| r.key.clone());
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
             to.rows(full).await?;
