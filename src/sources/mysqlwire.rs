@@ -981,3 +981,80 @@ impl Stream for WireRows<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+        out.push(seq);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn payloads_wait_for_all_their_bytes_and_join_across_packets() {
+        let one = packet(3, b"hello");
+        assert_eq!(payload_at(&one[..2]), None);
+        assert_eq!(payload_at(&one[..6]), None);
+        let (p, used, seq) = payload_at(&one).unwrap();
+        assert_eq!((&*p, used, seq), (&b"hello"[..], 9, 3));
+
+        // A payload of 2^24 - 1 bytes or more goes on in the next packet.
+        let big = vec![7u8; MAX_PAYLOAD];
+        let mut split = packet(0, &big);
+        split.extend(packet(1, b"tail"));
+        assert_eq!(payload_at(&split[..split.len() - 1]), None);
+        let (p, used, seq) = payload_at(&split).unwrap();
+        assert_eq!((p.len(), used, seq), (MAX_PAYLOAD + 4, split.len(), 1));
+        assert_eq!(&p[MAX_PAYLOAD..], b"tail");
+        // Exactly 2^24 - 1 bytes: an empty packet ends it.
+        let mut exact = packet(0, &big);
+        exact.extend(packet(1, b""));
+        let (p, used, _) = payload_at(&exact).unwrap();
+        assert_eq!((p.len(), used), (MAX_PAYLOAD, exact.len()));
+    }
+
+    #[test]
+    fn binary_rows_skip_nulls_by_the_bitmap_and_read_each_layout() {
+        // Columns: BIGINT, VARCHAR (NULL), DECIMAL, DATETIME, TIME.
+        let layout = [
+            Layout::Fixed(8),
+            Layout::Lenenc,
+            Layout::Lenenc,
+            Layout::Counted,
+            Layout::Counted,
+        ];
+        let decoders = [
+            Decode::Int,
+            Decode::Text,
+            Decode::Decimal,
+            Decode::Datetime,
+            Decode::Time,
+        ];
+        // Null bitmap: (5 + 9) / 8 = 1 byte, column i at bit i + 2.
+        let mut row = vec![1u8 << (1 + 2)];
+        row.extend((-5i64).to_le_bytes());
+        row.extend([5, b'4', b'9', b'.', b'9', b'0']);
+        row.extend([7, 0xEA, 0x07, 11, 28, 10, 11, 12]);
+        row.extend([8, 1, 1, 0, 0, 0, 2, 3, 4]);
+        let values = decode_row(&row, &layout, &decoders).unwrap();
+        assert_eq!(values[0], Value::Int(-5));
+        assert_eq!(values[1], Value::Null);
+        assert_eq!(values[2], Value::Decimal("49.90".parse().unwrap()));
+        assert_eq!(
+            values[3],
+            Value::Timestamp(timestamp_from_naive(
+                chrono::NaiveDate::from_ymd_opt(2026, 11, 28)
+                    .unwrap()
+                    .and_hms_opt(10, 11, 12)
+                    .unwrap()
+            ))
+        );
+        // Negative, one day and two hours.
+        assert_eq!(values[4], Value::Text("-26:03:04".into()));
+        // A row cut short names the column it stopped in.
+        assert_eq!(decode_row(&row[..12], &layout, &decoders).unwrap_err().0, 2);
+    }
+}
