@@ -299,10 +299,25 @@ fn repairs(config_path: &Path, args: RepairsArgs) -> anyhow::Result<ExitCode> {
         (Format::Json, _) => println!("{}", serde_json::to_string_pretty(&body)?),
         (_, RepairsCommand::List(_)) => print!("{}", crate::report::repairs_table(&body)),
         (_, RepairsCommand::Enable { rule }) => {
-            println!(
-                "automatic repairs of `{rule}` enabled (fingerprint {})",
-                body["fingerprint"].as_str().unwrap_or("?")
-            )
+            let fingerprint = body["fingerprint"].as_str().unwrap_or("?");
+            if body["enabled"] == true {
+                println!("automatic repairs of `{rule}` enabled (fingerprint {fingerprint})");
+                let approved = body["approved"].as_u64().unwrap_or(0);
+                println!(
+                    "{approved} waiting repair{} approved",
+                    if approved == 1 { "" } else { "s" }
+                );
+                if let Some(why) = body["hold_reason"].as_str() {
+                    println!(
+                        "{} held for a person: {why}",
+                        body["held"].as_u64().unwrap_or(0)
+                    );
+                }
+            } else {
+                println!(
+                    "enabling `{rule}` (fingerprint {fingerprint}) asked for; four eyes: a second person must enable it too"
+                );
+            }
         }
         (_, RepairsCommand::Approve { rule: Some(_), .. }) => {
             let n = body["approved"].as_array().map_or(0, Vec::len);
@@ -370,7 +385,8 @@ fn run_daemon(config_path: &Path, log_level: &str, args: RunArgs) -> anyhow::Res
         config.log_format,
         config.otlp_endpoint.as_deref(),
     )?;
-    runtime()?.block_on(async {
+    let runtime = runtime()?;
+    let result = runtime.block_on(async {
         let concurrency = config.max_concurrent_runs;
         let ctx = Context::start(config, rules).await?;
         if args.once {
@@ -381,7 +397,11 @@ fn run_daemon(config_path: &Path, log_level: &str, args: RunArgs) -> anyhow::Res
         }
         crate::daemon::serve(ctx).await?;
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Once the daemon has returned (after `shutdown_grace` at the latest), a task still
+    // running does not hold the process: dropping the runtime would wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 fn list_violations(config_path: &Path, args: ViolationsListArgs) -> anyhow::Result<ExitCode> {

@@ -20,7 +20,8 @@
 //! Shutdown: the abort token is cancelled. Loops stop scheduling; runs in flight are abandoned
 //! (their queries are stopped on the servers, their read transactions roll back) and recorded
 //! as unknown (`cancelled`), so nothing is half-written. If services have not stopped within
-//! `shutdown_grace`, the log names the runs still going; a second signal quits at once.
+//! `shutdown_grace`, the log names the runs still going and the process exits anyway (a thread
+//! outside the runtime makes sure of it); a second signal quits at once.
 
 pub mod alerting;
 pub mod probe;
@@ -231,6 +232,9 @@ struct Swap {
     reply: Option<oneshot::Sender<Result<usize, ReloadError>>>,
 }
 
+/// How long after `shutdown_grace` a stopping daemon that has not exited is made to exit.
+const FORCED_EXIT_AFTER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn supervise(
     handle: Arc<Handle>,
     mut control: mpsc::Receiver<Control>,
@@ -270,6 +274,17 @@ async fn supervise(
     }
     handle.set_ready(false);
     abort.cancel();
+    // The last resort, on a thread of its own so that it needs nothing from the runtime: if
+    // the process is still here well after the grace (the runtime's timers or threads held by
+    // a task that does not yield), it exits anyway.
+    std::thread::spawn(move || {
+        std::thread::sleep(grace + FORCED_EXIT_AFTER_GRACE);
+        eprintln!(
+            "invariantd: still running {} after the shutdown grace; exiting now.",
+            humantime::format_duration(FORCED_EXIT_AFTER_GRACE)
+        );
+        std::process::exit(1);
+    });
     let drain = async {
         while let Some(joined) = tasks.join_next().await {
             match joined {

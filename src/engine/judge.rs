@@ -5,16 +5,25 @@
 //! repair actions filled in for the key.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::expr::{Env, Group};
+use crate::expr::{Env, Group, MAX_STEPS_PER_KEY};
 use crate::rules::Rule;
 use crate::value::{Key, MESSAGE_MAX, Row, Value, parse_timestamp_text, truncated};
-use crate::verdict::{ErrorKind, KeyError, RuleRun, Violation};
+use crate::verdict::{ErrorKind, KeyError, RuleRun, RunError, Violation};
 
 use super::plan::Plan;
 
 /// At most this many per-key errors are kept with their text; all are counted.
 const MAX_KEY_ERRORS: usize = 100;
+
+/// How many evaluation steps one run may take in all (assertions of every key): about a few
+/// minutes of one core. A run over it is `unknown` (`timeout`).
+pub const MAX_STEPS_PER_RUN: u64 = 10_000_000_000;
+
+/// After this many steps a run lets other tasks run (about a millisecond of work), so that
+/// evaluation never starves the runtime: probes, `/metrics`, other rules and shutdown.
+const STEPS_PER_YIELD: u64 = 100_000;
 
 /// Everything needed to judge the keys of one run.
 pub(crate) struct Judge<'a> {
@@ -24,6 +33,10 @@ pub(crate) struct Judge<'a> {
     pub now: i64,
     /// Keys updated after this instant are within `grace` (or after the consistent cut).
     pub grace_from: Option<i64>,
+    /// Evaluation steps the run may still take.
+    steps_left: AtomicU64,
+    /// Steps taken since the run last let other tasks run.
+    since_yield: AtomicU64,
 }
 
 impl Judge<'_> {
@@ -35,27 +48,62 @@ impl Judge<'_> {
             plan,
             now,
             grace_from: (!hold.is_zero()).then(|| now - hold.as_micros() as i64),
+            steps_left: AtomicU64::new(MAX_STEPS_PER_RUN),
+            since_yield: AtomicU64::new(0),
         }
     }
 
+    /// Whether the run has worked long enough since it last let other tasks run; if so, the
+    /// caller yields (`tokio::task::yield_now`) before judging the next key.
+    pub(crate) fn should_yield(&self) -> bool {
+        let due = self.since_yield.load(Relaxed) >= STEPS_PER_YIELD;
+        if due {
+            self.since_yield.store(0, Relaxed);
+        }
+        due
+    }
+
+    /// Charges the run for `steps`; an error once its budget is spent.
+    fn charge(&self, steps: u64, key: &Key) -> Result<(), RunError> {
+        // One run judges its keys one after the other: the atomics are never contended,
+        // they only let the run's future move between threads.
+        self.since_yield.fetch_add(steps, Relaxed);
+        match self.steps_left.load(Relaxed).checked_sub(steps) {
+            Some(left) => {
+                self.steps_left.store(left, Relaxed);
+                Ok(())
+            }
+            None => Err(RunError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the assertion at {} took more than the run's evaluation budget of \
+                     {MAX_STEPS_PER_RUN} steps (at key {key})",
+                    self.rule.assertion_origin
+                ),
+            )),
+        }
+    }
+
+    /// Judges one key into `run`. An error, which ends the run, only when evaluation went
+    /// over its budget: for this key (`MAX_STEPS_PER_KEY`), or for the run.
     pub(crate) fn judge(
         &self,
         groups: &[Group],
         key: Key,
         open: &HashSet<String>,
         run: &mut RuleRun,
-    ) {
+    ) -> Result<(), RunError> {
         if let Some(grace_from) = self.grace_from {
             match self.newest_update(groups) {
                 Ok(Some(t)) if t > grace_from => {
                     run.keys_in_grace += 1;
                     hold_if_open(run, open, &key);
-                    return;
+                    return Ok(());
                 }
                 Ok(_) => {}
                 Err(msg) => {
                     add_key_error(run, open, key, ErrorKind::Evaluation, msg);
-                    return;
+                    return Ok(());
                 }
             }
         }
@@ -66,7 +114,24 @@ impl Judge<'_> {
             missing_is_null: false,
         };
         run.keys_judged += 1;
-        match self.plan.assertion.eval_bool(&env) {
+        let evaluated = self
+            .plan
+            .assertion
+            .eval_bool_within(&env, MAX_STEPS_PER_KEY);
+        if evaluated.exhausted {
+            // A key over budget says the rule is: judging the other keys would only spend
+            // the budget again, key after key.
+            return Err(RunError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the assertion at {} took more than its evaluation budget of \
+                     {MAX_STEPS_PER_KEY} steps for key {key}",
+                    self.rule.assertion_origin
+                ),
+            ));
+        }
+        self.charge(evaluated.steps, &key)?;
+        match evaluated.result {
             Ok(true) => {}
             Ok(false) => {
                 let message = self.plan.message.render(&env);
@@ -90,6 +155,7 @@ impl Judge<'_> {
                 add_key_error(run, open, key, ErrorKind::Evaluation, msg);
             }
         }
+        Ok(())
     }
 
     /// The violation's impact: its `impact` value as a number; none when the rule has none,

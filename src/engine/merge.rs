@@ -124,7 +124,10 @@ pub(crate) async fn merge<B: RowBatches>(
             );
             continue;
         }
-        judge.judge(&groups, key, open, run);
+        judge.judge(&groups, key, open, run)?;
+        if judge.should_yield() {
+            tokio::task::yield_now().await;
+        }
     }
     for (i, c) in cursors.iter().enumerate() {
         let null_keys = c.batches.null_keys();

@@ -191,7 +191,9 @@ fn naive(
             );
             continue;
         }
-        judge.judge(&groups, key, &open, &mut run);
+        judge
+            .judge(&groups, key, &open, &mut run)
+            .expect("within the evaluation budget");
     }
     for (i, f) in fixtures.iter().enumerate() {
         run.rows_scanned[i] = f.rows.len() as u64;

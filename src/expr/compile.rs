@@ -170,6 +170,18 @@ pub fn compile(expr: &Expr, scope: &Scope<'_>) -> Result<Program, Vec<CompileErr
         errors: Vec::new(),
     };
     let (root, _) = c.node(expr);
+    if c.errors.is_empty()
+        && let Some((steps, span)) = over_budget(&root)
+    {
+        c.errors.push(CompileError {
+            message: format!(
+                "these nested comprehensions take {steps} steps or more for one key, over the \
+                 evaluation budget of {} (iterate over a dataset or a shorter list)",
+                super::MAX_STEPS_PER_KEY
+            ),
+            span,
+        });
+    }
     if c.errors.is_empty() {
         Ok(Program {
             root,
@@ -177,6 +189,71 @@ pub fn compile(expr: &Expr, scope: &Scope<'_>) -> Result<Program, Vec<CompileErr
         })
     } else {
         Err(c.errors)
+    }
+}
+
+/// The comprehension whose worst case alone is over the per-key budget, if there is one, with
+/// that worst case. Lists written out in the expression count with their length and every
+/// other range (a dataset's rows, say) as one element, so what is refused is over budget for
+/// any data; a comprehension over rows is held to the budget when it runs.
+fn over_budget(root: &Node) -> Option<(u64, Span)> {
+    let (steps, outermost) = worst_steps(root);
+    (steps > super::MAX_STEPS_PER_KEY).then(|| (steps, outermost.unwrap_or_else(|| root.span())))
+}
+
+/// The most steps a node can take with each unknown range of one element, and the span of
+/// its outermost comprehension.
+fn worst_steps(node: &Node) -> (u64, Option<Span>) {
+    let children: Vec<&Node> = match node {
+        Node::Const(_)
+        | Node::Now
+        | Node::Key
+        | Node::Dataset(_)
+        | Node::Field { .. }
+        | Node::Local(_)
+        | Node::LocalField { .. } => Vec::new(),
+        Node::RowField { row: a, .. }
+        | Node::Has(a)
+        | Node::Not(a, _)
+        | Node::Neg(a, _)
+        | Node::MatchesConst(a, _, _) => vec![a],
+        Node::And(a, b) | Node::Or(a, b) | Node::Binary(_, a, b, _) | Node::Index(a, b, _) => {
+            vec![a, b]
+        }
+        Node::Cond(a, b, c, _) => vec![a, b, c],
+        Node::List(items) | Node::Call(_, items, _) => items.iter().collect(),
+        Node::Comprehension {
+            range, body, span, ..
+        } => {
+            let (r, _) = worst_steps(range);
+            let (b, _) = worst_steps(body);
+            let n = range_len(range);
+            return (
+                1u64.saturating_add(r)
+                    .saturating_add(n.saturating_mul(b.saturating_add(1))),
+                Some(*span),
+            );
+        }
+    };
+    children
+        .into_iter()
+        .fold((1, None), |(steps, span), child| {
+            let (s, inner) = worst_steps(child);
+            (steps.saturating_add(s), span.or(inner))
+        })
+}
+
+/// How many elements a range has at most, when the expression says: a list written out, or
+/// what a `map` or `filter` makes of one. Anything else counts as one.
+fn range_len(range: &Node) -> u64 {
+    match range {
+        Node::List(items) => items.len() as u64,
+        Node::Comprehension {
+            kind: Comprehension::Map | Comprehension::Filter,
+            range,
+            ..
+        } => range_len(range),
+        _ => 1,
     }
 }
 

@@ -48,6 +48,19 @@ impl fmt::Display for EvalError {
 
 type R<'a> = Result<Val<'a>, EvalError>;
 
+/// The message of the error every node returns once an evaluation's budget is spent.
+pub(crate) const BUDGET_SPENT: &str = "evaluation budget spent";
+
+/// The state of one evaluation: the comprehension variables in scope, and how many more
+/// nodes it may evaluate (its budget of steps).
+pub(crate) struct Frame<'a> {
+    pub locals: Vec<Val<'a>>,
+    pub steps_left: u64,
+    /// The budget ran out at some point, even if `||`, `&&` or a comprehension absorbed the
+    /// error it caused: the evaluation as a whole is then over budget.
+    pub exhausted: bool,
+}
+
 fn err<T>(span: Span, message: impl Into<String>) -> Result<T, EvalError> {
     Err(EvalError {
         message: message.into(),
@@ -128,7 +141,14 @@ fn slot<'a>(row: &'a Row, slot: usize, span: Span) -> R<'a> {
 }
 
 impl Node {
-    pub(crate) fn eval<'a>(&'a self, env: &Env<'a>, locals: &mut Vec<Val<'a>>) -> R<'a> {
+    pub(crate) fn eval<'a>(&'a self, env: &Env<'a>, cx: &mut Frame<'a>) -> R<'a> {
+        // Every node evaluated is a step; once the budget is spent every node fails at once,
+        // so a spent evaluation unwinds in as many steps as it is deep.
+        if cx.steps_left == 0 {
+            cx.exhausted = true;
+            return err(self.span(), BUDGET_SPENT);
+        }
+        cx.steps_left -= 1;
         match self {
             Node::Const(c) => Ok(const_val(c)),
             Node::Now => Ok(Val::Timestamp(env.now)),
@@ -142,55 +162,55 @@ impl Node {
                     None => err(*span, "no row for this key (check `!= null` first)"),
                 }
             }
-            Node::Local(i) => Ok(locals[*i].clone()),
+            Node::Local(i) => Ok(cx.locals[*i].clone()),
             Node::LocalField {
                 local,
                 slot: s,
                 span,
-            } => row_field(&locals[*local], *s, *span, env.missing_is_null),
+            } => row_field(&cx.locals[*local], *s, *span, env.missing_is_null),
             Node::RowField { row, slot: s, span } => {
-                row_field(&row.eval(env, locals)?, *s, *span, env.missing_is_null)
+                row_field(&row.eval(env, cx)?, *s, *span, env.missing_is_null)
             }
             Node::Has(inner) => Ok(Val::Bool(matches!(
-                inner.eval(env, locals),
+                inner.eval(env, cx),
                 Ok(v) if !matches!(v, Val::Null)
             ))),
-            Node::Not(a, span) => match a.eval(env, locals)? {
+            Node::Not(a, span) => match a.eval(env, cx)? {
                 Val::Bool(b) => Ok(Val::Bool(!b)),
                 v => err(*span, format!("no such overload: !{}", v.type_name())),
             },
-            Node::Neg(a, span) => match a.eval(env, locals)? {
+            Node::Neg(a, span) => match a.eval(env, cx)? {
                 Val::Int(i) => i.checked_neg().map(Val::Int).ok_or_else(|| overflow(*span)),
                 Val::Double(d) => Ok(Val::Double(-d)),
                 Val::Decimal(d) => Ok(Val::Decimal(-d)),
                 Val::Duration(d) => Ok(Val::Duration(-d)),
                 v => err(*span, format!("no such overload: -{}", v.type_name())),
             },
-            Node::And(a, b) => logic(env, locals, a, b, false),
-            Node::Or(a, b) => logic(env, locals, a, b, true),
-            Node::Cond(c, a, b, span) => match c.eval(env, locals)? {
-                Val::Bool(true) => a.eval(env, locals),
-                Val::Bool(false) => b.eval(env, locals),
+            Node::And(a, b) => logic(env, cx, a, b, false),
+            Node::Or(a, b) => logic(env, cx, a, b, true),
+            Node::Cond(c, a, b, span) => match c.eval(env, cx)? {
+                Val::Bool(true) => a.eval(env, cx),
+                Val::Bool(false) => b.eval(env, cx),
                 v => err(
                     *span,
                     format!("the condition of `? :` is {}, not a bool", v.type_name()),
                 ),
             },
             Node::Binary(op, a, b, span) => {
-                let a = a.eval(env, locals)?;
-                let b = b.eval(env, locals)?;
+                let a = a.eval(env, cx)?;
+                let b = b.eval(env, cx)?;
                 binary(*op, a, b, *span)
             }
             Node::List(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for item in items {
-                    out.push(item.eval(env, locals)?);
+                    out.push(item.eval(env, cx)?);
                 }
                 Ok(Val::List(out))
             }
             Node::Index(a, i, span) => {
-                let a = a.eval(env, locals)?;
-                let i = i.eval(env, locals)?;
+                let a = a.eval(env, cx)?;
+                let i = i.eval(env, cx)?;
                 let Val::Int(i) = i else {
                     return err(
                         *span,
@@ -213,11 +233,11 @@ impl Node {
             Node::Call(func, args, span) => {
                 let mut vals = Vec::with_capacity(args.len());
                 for a in args {
-                    vals.push(a.eval(env, locals)?);
+                    vals.push(a.eval(env, cx)?);
                 }
                 call(*func, vals, *span)
             }
-            Node::MatchesConst(subject, re, span) => match subject.eval(env, locals)? {
+            Node::MatchesConst(subject, re, span) => match subject.eval(env, cx)? {
                 Val::Str(s) => Ok(Val::Bool(re.is_match(&s))),
                 v => err(
                     *span,
@@ -230,7 +250,7 @@ impl Node {
                 local,
                 body,
                 span,
-            } => comprehension(env, locals, *kind, range, *local, body, *span),
+            } => comprehension(env, cx, *kind, range, *local, body, *span),
         }
     }
 }
@@ -257,15 +277,9 @@ fn dataset<'a>(env: &Env<'a>, ds: usize) -> Val<'a> {
 }
 
 /// CEL's commutative logic: the deciding side wins even if the other side is an error.
-fn logic<'a>(
-    env: &Env<'a>,
-    locals: &mut Vec<Val<'a>>,
-    a: &'a Node,
-    b: &'a Node,
-    is_or: bool,
-) -> R<'a> {
+fn logic<'a>(env: &Env<'a>, cx: &mut Frame<'a>, a: &'a Node, b: &'a Node, is_or: bool) -> R<'a> {
     let decide = is_or;
-    let first = match a.eval(env, locals) {
+    let first = match a.eval(env, cx) {
         Ok(Val::Bool(x)) if x == decide => return Ok(Val::Bool(decide)),
         Ok(Val::Bool(_)) => None,
         Ok(v) => Some(EvalError {
@@ -278,7 +292,7 @@ fn logic<'a>(
         }),
         Err(e) => Some(e),
     };
-    match b.eval(env, locals) {
+    match b.eval(env, cx) {
         Ok(Val::Bool(x)) if x == decide => Ok(Val::Bool(decide)),
         Ok(Val::Bool(x)) => match first {
             Some(e) => Err(e),
@@ -298,14 +312,14 @@ fn logic<'a>(
 
 fn comprehension<'a>(
     env: &Env<'a>,
-    locals: &mut Vec<Val<'a>>,
+    cx: &mut Frame<'a>,
     kind: Comprehension,
     range: &'a Node,
     local: usize,
     body: &'a Node,
     span: Span,
 ) -> R<'a> {
-    let items: Vec<Val<'a>> = match range.eval(env, locals)? {
+    let items: Vec<Val<'a>> = match range.eval(env, cx)? {
         Val::Rows(rows) => rows.iter().map(Val::Row).collect(),
         Val::List(items) => items,
         Val::Null => Vec::new(),
@@ -315,10 +329,13 @@ fn comprehension<'a>(
     let mut count = 0usize;
     let mut first_error = None;
     for item in items {
-        locals.truncate(local);
-        locals.push(item.clone());
-        let result = body.eval(env, locals);
-        locals.truncate(local);
+        cx.locals.truncate(local);
+        cx.locals.push(item.clone());
+        let result = body.eval(env, cx);
+        cx.locals.truncate(local);
+        if cx.exhausted {
+            return err(span, BUDGET_SPENT);
+        }
         match kind {
             Comprehension::Map => out.push(result?),
             Comprehension::Filter => match result? {

@@ -59,15 +59,71 @@ pub struct Program {
     locals: usize,
 }
 
+/// How many steps (nodes evaluated, comprehension elements included) one evaluation of an
+/// expression may take for one key. A typical assertion takes 5–50; a comprehension over a
+/// `many` dataset takes a few per row. An evaluation over budget is an error of its own
+/// (`Evaluated::exhausted`), which makes a run `unknown` with the kind `timeout`.
+pub const MAX_STEPS_PER_KEY: u64 = 1_000_000;
+
+/// An evaluation with its cost.
+pub struct Evaluated<T> {
+    pub result: Result<T, EvalError>,
+    /// Steps taken.
+    pub steps: u64,
+    /// The budget ran out: `result` is an error, or a value that an absorbed error decided.
+    pub exhausted: bool,
+}
+
 impl Program {
+    /// Evaluates within `MAX_STEPS_PER_KEY` steps; over budget is an error.
     pub fn eval<'a>(&'a self, env: &Env<'a>) -> Result<Val<'a>, EvalError> {
-        let mut locals = Vec::with_capacity(self.locals);
-        self.root.eval(env, &mut locals)
+        self.eval_within(env, MAX_STEPS_PER_KEY).result
+    }
+
+    /// Evaluates within `max_steps` steps, saying how many it took.
+    pub fn eval_within<'a>(&'a self, env: &Env<'a>, max_steps: u64) -> Evaluated<Val<'a>> {
+        let mut cx = eval::Frame {
+            locals: Vec::with_capacity(self.locals),
+            steps_left: max_steps,
+            exhausted: false,
+        };
+        let mut result = self.root.eval(env, &mut cx);
+        if cx.exhausted {
+            result = Err(EvalError {
+                message: format!(
+                    "the evaluation took more than its budget of {max_steps} steps for one key"
+                ),
+                span: self.root.span(),
+            });
+        }
+        Evaluated {
+            result,
+            steps: max_steps - cx.steps_left,
+            exhausted: cx.exhausted,
+        }
     }
 
     /// Evaluates an assertion: it must produce a boolean.
     pub fn eval_bool(&self, env: &Env<'_>) -> Result<bool, EvalError> {
-        match self.eval(env)? {
+        self.eval_bool_within(env, MAX_STEPS_PER_KEY).result
+    }
+
+    /// Evaluates an assertion within `max_steps` steps, saying how many it took.
+    pub fn eval_bool_within(&self, env: &Env<'_>, max_steps: u64) -> Evaluated<bool> {
+        let Evaluated {
+            result,
+            steps,
+            exhausted,
+        } = self.eval_within(env, max_steps);
+        Evaluated {
+            result: result.and_then(|v| self.expect_bool(v)),
+            steps,
+            exhausted,
+        }
+    }
+
+    fn expect_bool(&self, v: Val<'_>) -> Result<bool, EvalError> {
+        match v {
             Val::Bool(b) => Ok(b),
             other => Err(EvalError {
                 message: format!(

@@ -437,3 +437,102 @@ async fn sigkill_at_random_points_leaves_a_store_a_fresh_sweep_agrees_with() {
     let (detected, resolved, open) = counters(&mut conn).await;
     assert_eq!(detected - resolved, open);
 }
+
+/// Rules whose assertion over 50 rows a key takes 50⁴ steps: over the budget of one key.
+fn costly_rules(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "name: costly_{i}\nevery: 1s\nkey: k\ndatasets:\n  items: {{ source: db, query: \"SELECT k, n FROM items\", many: true }}\n\
+                 assert: items.all(a, items.all(b, items.all(c, items.all(d, a.n + b.n + c.n + d.n >= 0))))\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[tokio::test]
+async fn an_assertion_over_its_budget_is_unknown_and_never_starves_the_daemon() {
+    let db = TestDb::new(SourceKind::Sqlite, "costly").await;
+    let mut setup = vec!["CREATE TABLE items (k INTEGER, n INTEGER)".to_string()];
+    for k in 1..=3 {
+        for n in 0..50 {
+            setup.push(format!("INSERT INTO items VALUES ({k}, {n})"));
+        }
+    }
+    db.exec(&setup).await;
+    let config = format!(
+        "sources:\n  db: {{ url: \"{}\" }}\nrules: [rules/]\nshutdown_grace: 3s\n",
+        db.url
+    );
+    let workdir = Workdir::raw(&config, &costly_rules(3));
+
+    // `check` ends, with the run unknown for its budget.
+    let started = Instant::now();
+    let out = workdir.cli(&["check", "costly_0", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &report["rules"][0];
+    assert_eq!(run["outcome"], "unknown", "{run}");
+    assert_eq!(run["error"]["kind"], "timeout", "{run}");
+    let message = run["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("evaluation budget of 1000000 steps for key 1")
+            && message.contains("rules.yaml:6:9"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "check took {:?}",
+        started.elapsed()
+    );
+
+    // Three such rules every second on a daemon: the probes and /metrics still answer at
+    // once, every run is unknown (timeout), and a SIGTERM ends the process.
+    let (mut child, port) = workdir.spawn_daemon("", std::process::Stdio::null()).await;
+    for _ in 0..20 {
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            let asked = Instant::now();
+            let (status, _) = http(port, "GET", path);
+            assert_eq!(status, 200, "{path}");
+            assert!(
+                asked.elapsed() < Duration::from_millis(500),
+                "{path} took {:?}",
+                asked.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = http(port, "GET", "/metrics");
+    for i in 0..3 {
+        let line =
+            format!("invariantd_rule_run_errors_total{{rule=\"costly_{i}\",kind=\"timeout\"}}");
+        assert!(metrics.contains(&line), "no {line} in\n{metrics}");
+    }
+    let status = terminate_within(&mut child, Duration::from_secs(5)).await;
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn nested_comprehensions_over_the_budget_are_refused_at_load_with_their_position() {
+    let mut assertion = String::from("key != null");
+    for depth in 0..9 {
+        assertion = format!("[0, 1, 2, 3, 4, 5, 6, 7, 8, 9].all(x{depth}, {assertion})");
+    }
+    let rules = format!(
+        "name: nested\nkey: k\ndatasets:\n  t: {{ source: db, query: \"SELECT k FROM t\" }}\nassert: \"{assertion}\"\n"
+    );
+    let workdir = Workdir::raw(
+        "sources:\n  db: { url: \"sqlite://db.db\" }\nrules: [rules/]\n",
+        &rules,
+    );
+    let out = workdir.cli(&["validate"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("rules.yaml:5:10")
+            && stderr.contains("steps or more for one key")
+            && stderr.contains("over the evaluation budget of 1000000"),
+        "{stderr}"
+    );
+}
