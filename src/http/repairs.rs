@@ -19,7 +19,9 @@ use super::auth::Caller;
 use super::views::Page;
 use super::{ApiError, ListParams, next_cursor};
 use crate::context::Handle;
-use crate::state::{Decision, Refusal, RepairFilter, RepairRecord, RepairState};
+use crate::state::{
+    Decision, EnableRequest, Enabling, Refusal, RepairFilter, RepairRecord, RepairState,
+};
 use crate::value::format_timestamp;
 use crate::verdict::PlannedAction;
 
@@ -284,7 +286,9 @@ pub async fn approve_rule(
     Ok(Json(view))
 }
 
-/// Lets the rule, as it is loaded now, apply its automatic repairs.
+/// Lets the rule, as it is loaded now, apply its automatic repairs: at once, or under four
+/// eyes when a second person asks for the same version (202 until then). What it planned
+/// meanwhile is approved, or held for a person when it is more than the rule's cap.
 pub async fn enable(
     State(handle): State<Arc<Handle>>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -294,28 +298,65 @@ pub async fn enable(
     let rule = ctx
         .rule(&name)
         .ok_or_else(|| ApiError::not_found(format!("no rule named `{name}`")))?;
-    if rule.repair.is_none() {
+    let Some(repair) = &rule.repair else {
         return Err(ApiError::bad_request(format!(
             "rule `{name}` has no repair section"
         )));
-    }
-    let approved = ctx
+    };
+    let request = EnableRequest {
+        rule: &name,
+        fingerprint: &rule.fingerprint,
+        by: &caller.0,
+        four_eyes: ctx.config.repairs.four_eyes,
+        max_auto_per_run: repair.max_auto_per_run,
+    };
+    let enabling = ctx
         .store
-        .enable_repairs(
-            &name,
-            &rule.fingerprint,
-            &caller.0,
-            Utc::now().timestamp_micros(),
-        )
-        .await?;
-    tracing::info!(by = %caller.0, rule = %name, fingerprint = %rule.fingerprint, approved, "Automatic repairs enabled.");
-    Ok((
-        StatusCode::OK,
-        Json(serde_json::json!({
-            "rule": name,
-            "enabled": true,
-            "fingerprint": rule.fingerprint,
-            "approved": approved,
-        })),
-    ))
+        .enable_repairs(&request, Utc::now().timestamp_micros())
+        .await?
+        .map_err(|r| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("rule `{name}`: {}", match r {
+                    Refusal::SelfApproval => "four eyes: you asked to enable this version; a second person must enable it too".to_string(),
+                    other => other.to_string(),
+                }),
+            )
+        })?;
+    match enabling {
+        Enabling::Requested { reset } => {
+            tracing::info!(by = %caller.0, rule = %name, fingerprint = %rule.fingerprint, "Enabling automatic repairs asked for; four eyes: waiting for a second person.");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({
+                    "rule": name,
+                    "enabled": false,
+                    "fingerprint": rule.fingerprint,
+                    "requested_by": caller.0,
+                    "waiting_for": "four eyes: a second person to enable the same version",
+                    "reset": reset,
+                })),
+            ))
+        }
+        Enabling::Enabled { by, approved, held } => {
+            if let Some((hold, why, n)) = &held {
+                ctx.metrics.repairs_held(rule, hold.as_str());
+                tracing::warn!(rule = %name, reason = hold.as_str(), held = n, "Automatic repairs held for a person: {why}");
+            }
+            tracing::info!(by = %by, rule = %name, fingerprint = %rule.fingerprint, approved, "Automatic repairs enabled.");
+            Ok((
+                StatusCode::OK,
+                Json(serde_json::json!({
+                    "rule": name,
+                    "enabled": true,
+                    "enabled_by": by,
+                    "fingerprint": rule.fingerprint,
+                    "approved": approved,
+                    "held": held.as_ref().map_or(0, |h| h.2),
+                    "held_by": held.as_ref().map(|h| h.0),
+                    "hold_reason": held.as_ref().map(|h| h.1.clone()),
+                })),
+            ))
+        }
+    }
 }

@@ -2,9 +2,12 @@
 //! and adds nothing). A rule in `mode: approve` plans `pending` repairs. A rule in
 //! `mode: auto` plans `approved` ones, unless a guardrail holds them for a person:
 //! - dry run (`run --dry-run`, `repairs.dry_run`, or the rule's `dry_run`): `dry_run`;
-//! - the rule is new or changed since a person enabled its automatic repairs: `dry_run`;
 //! - the run found more violations than `max_auto_per_run`: all `pending`;
-//! - a dataset suddenly returned nothing where it returned many rows: all `pending`.
+//! - a dataset suddenly returned nothing where it returned many rows: all `pending`;
+//! - the rule is new or changed since a person enabled its automatic repairs: `dry_run`.
+//!
+//! The data guardrails come before enabling, so that enabling (which releases only what waits
+//! for it) never approves what they held.
 //!
 //! An action that could not be filled in for the key is `needs_manual` from the start.
 
@@ -95,13 +98,6 @@ pub fn plan(rule: &Rule, run: &RuleRun, open: &[OpenViolation], guard: &Guardrai
             Hold::DryRun,
             "dry run: planned and shown, not applied".into(),
         )),
-        RepairMode::Auto if !guard.enabled => Some((
-            Hold::NotEnabled,
-            format!(
-                "the rule is new or changed: its automatic repairs are in dry run until a person enables them (invariantd repairs enable {})",
-                rule.name
-            ),
-        )),
         RepairMode::Auto if found > repair.max_auto_per_run as usize => Some((
             Hold::TooMany,
             format!(
@@ -109,12 +105,22 @@ pub fn plan(rule: &Rule, run: &RuleRun, open: &[OpenViolation], guard: &Guardrai
                 repair.max_auto_per_run
             ),
         )),
-        RepairMode::Auto => guard.suspicious.clone().map(|why| {
+        RepairMode::Auto if guard.suspicious.is_some() => guard.suspicious.clone().map(|why| {
             (
                 Hold::Suspicious,
                 format!("suspicious data: {why}; automatic repairs pause"),
             )
         }),
+        // After the data guardrails, so that enabling the rule later cannot approve what they
+        // held: enabling only releases repairs held as `not_enabled`.
+        RepairMode::Auto if !guard.enabled => Some((
+            Hold::NotEnabled,
+            format!(
+                "the rule is new or changed: its automatic repairs are in dry run until a person enables them (invariantd repairs enable {})",
+                rule.name
+            ),
+        )),
+        RepairMode::Auto => None,
     };
     let auto_state = match &held {
         None => RepairState::Approved,
@@ -266,6 +272,26 @@ mod tests {
         };
         let p = plan(&auto, &run(1..=1, vec![0]), &[], &guard);
         assert_eq!(p.repairs[0].held_by, Some(Hold::Suspicious));
+    }
+
+    #[test]
+    fn a_rule_not_yet_enabled_is_still_held_by_the_data_guardrails() {
+        // Enabling releases only what waits as `not_enabled`: what the cap or suspicious data
+        // held must not wait that way, or enabling would approve it.
+        let auto = rule("  mode: auto\n  max_auto_per_run: 2\n");
+        let p = plan(&auto, &run(1..=3, vec![3]), &[], &Guardrails::default());
+        assert!(
+            p.repairs
+                .iter()
+                .all(|r| r.state == RepairState::Pending && r.held_by == Some(Hold::TooMany))
+        );
+        let guard = Guardrails {
+            suspicious: Some("emptied".into()),
+            ..Guardrails::default()
+        };
+        let p = plan(&auto, &run(1..=1, vec![0]), &[], &guard);
+        assert_eq!(p.repairs[0].held_by, Some(Hold::Suspicious));
+        assert_eq!(p.repairs[0].state, RepairState::Pending);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The state store: rule runs, violations and their lifecycle, and cumulative counters, in
 //! SQLite (embedded, the default) or PostgreSQL (for production and several replicas). One
 //! file per table: `runs`, `violations`, `counters`, `alerts` (alert groups and the outbox), `silences`, `audit`, `repairs`;
-//! this file owns the connection, the
-//! migrations and the transaction that records a run.
+//! `approval` holds the pure decisions (four eyes, enabling under the caps) that `repairs`
+//! applies; this file owns the connection, the migrations and the transaction that records a run.
 //!
 //! Lifecycle, per (rule, key): a finished run that finds a violation opens it, or bumps
 //! `last_seen` and `occurrences` if it is already open; an open violation whose key the run
@@ -20,6 +20,7 @@
 //! the per-table code is written once for both pools.
 
 mod alerts;
+mod approval;
 mod audit;
 mod counters;
 mod repairs;
@@ -37,11 +38,12 @@ use crate::config::{ConnectOptions, StateConfig};
 use crate::verdict::RuleRun;
 
 pub use alerts::{AlertGroupState, OutboxEntry, OutboxRow};
+pub use approval::{Approval, Promotion, Refusal, Step, approve, promote};
 pub use audit::{AuditEntry, AuditRecord, Verification};
 pub use counters::RuleTotals;
 pub use repairs::{
-    Claimed, Decision, Hold, NewRepair, Refusal, RepairEnd, RepairFilter, RepairRecord,
-    RepairState, RepairSummary, SECOND_APPROVER,
+    Claimed, Decision, EnableRequest, Enabling, Hold, NewRepair, RepairEnd, RepairFilter,
+    RepairRecord, RepairState, RepairSummary, SECOND_APPROVER,
 };
 pub use runs::{RunRecord, SweepMarks};
 pub use silences::{NewSilence, Silence};
@@ -290,6 +292,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "run mode",
         include_str!("../../migrations/sqlite/0010_run_mode.sql"),
     ),
+    (
+        11,
+        "enable requests",
+        include_str!("../../migrations/sqlite/0011_enable_requests.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -341,6 +348,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         10,
         "run mode",
         include_str!("../../migrations/postgres/0010_run_mode.sql"),
+    ),
+    (
+        11,
+        "enable requests",
+        include_str!("../../migrations/postgres/0011_enable_requests.sql"),
     ),
 ]);
 

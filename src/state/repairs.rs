@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 use sqlx::{AssertSqlSafe, Row as _};
 
+use super::approval::{Approval, Promotion, Refusal, Step};
 use super::audit::insert as audit_insert;
 use super::{AuditEntry, Bind, Pool, StateError, StateStore, Stmt, Where, bound, on_pool};
 use crate::verdict::PlannedAction;
@@ -268,33 +269,6 @@ fn entry(actor: &str, action: &str, r: &RepairRecord, details: serde_json::Value
     }
 }
 
-/// Why a person's decision on a repair was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    NotFound,
-    /// It is not waiting for a person (already approved, applied, rejected…).
-    NotWaiting(RepairState),
-    /// Four eyes: the same person cannot give both approvals.
-    SelfApproval,
-    /// The rule offers no action of that name.
-    UnknownAction(String),
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::NotFound => f.write_str("no such repair"),
-            Refusal::NotWaiting(s) => {
-                write!(f, "the repair is {}, not waiting for approval", s.as_str())
-            }
-            Refusal::SelfApproval => f.write_str(
-                "four eyes: you gave the first approval; a second person must give the other",
-            ),
-            Refusal::UnknownAction(a) => write!(f, "the repair offers no action `{a}`"),
-        }
-    }
-}
-
 /// A person's decision.
 #[derive(Debug, Clone)]
 pub struct Decision {
@@ -451,38 +425,40 @@ impl StateStore {
                 }
                 None => (current.action.clone(), current.idempotency_key.clone()),
             };
-            // Four eyes: the first approval is kept (in approved_by) while the repair waits
-            // for the second, which must come from someone else.
+            // Four eyes: the first approval is kept (in approved_by, with the action it
+            // approved as the repair's action) while the repair waits for the second.
             let first = current
                 .approved_by
                 .clone()
-                .filter(|_| current.held_by == Some(Hold::FourEyes));
+                .filter(|_| current.held_by == Some(Hold::FourEyes))
+                .map(|by| Approval {
+                    by,
+                    action: current.action.clone(),
+                });
             let kept = (current.hold_reason.clone(), current.held_by);
+            let mut details = serde_json::json!({ "comment": decision.comment, "from": current.state.as_str() });
             let (state, approved_by, (hold, held_by), audit_action) = if !decision.approve {
                 (RepairState::Rejected, current.approved_by.clone(), kept, "repair.rejected")
-            } else if decision.four_eyes {
-                match first {
-                    Some(f) if f == decision.by => return Ok(Err(Refusal::SelfApproval)),
-                    Some(f) => (
-                        RepairState::Approved,
-                        Some(format!("{f}, {}", decision.by)),
-                        (None, None),
-                        "repair.approved",
-                    ),
-                    None => (
-                        current.state,
-                        Some(decision.by.clone()),
-                        (Some(SECOND_APPROVER.to_string()), Some(Hold::FourEyes)),
-                        "repair.approved_once",
-                    ),
-                }
             } else {
-                (
-                    RepairState::Approved,
-                    Some(decision.by.clone()),
-                    (None, None),
-                    "repair.approved",
-                )
+                match super::approval::approve(first.as_ref(), &decision.by, &action, decision.four_eyes) {
+                    Err(refusal) => return Ok(Err(refusal)),
+                    Ok(Step::Approved(approvals)) => {
+                        let names: Vec<&str> = approvals.iter().map(|a| a.by.as_str()).collect();
+                        details["approvals"] = serde_json::json!(approvals);
+                        (RepairState::Approved, Some(names.join(", ")), (None, None), "repair.approved")
+                    }
+                    Ok(Step::ApprovedOnce { reset }) => {
+                        if let Some(reset) = reset {
+                            details["reset"] = serde_json::json!(reset);
+                        }
+                        (
+                            current.state,
+                            Some(decision.by.clone()),
+                            (Some(SECOND_APPROVER.to_string()), Some(Hold::FourEyes)),
+                            "repair.approved_once",
+                        )
+                    }
+                }
             };
             let finished = (state == RepairState::Rejected).then_some(now_us);
             let update = Stmt {
@@ -506,12 +482,7 @@ impl StateStore {
             };
             let row = bound!(update).fetch_one(&mut *tx).await?;
             let updated = repair_of!(row);
-            let e = entry(
-                &decision.by,
-                audit_action,
-                &updated,
-                serde_json::json!({ "comment": decision.comment, "from": current.state.as_str() }),
-            );
+            let e = entry(&decision.by, audit_action, &updated, details);
             bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
             if state == RepairState::Rejected {
                 for stmt in super::counters::add_repair(&updated.rule, "rejected") {
@@ -762,66 +733,104 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Allows the rule as it is now (its fingerprint) to apply its automatic repairs. The
-    /// repairs it planned while it waited for this (in dry run because it was new or changed)
-    /// are approved by the same person, each with its audit entry. Returns how many.
+    /// A person's request to let the rule as it is now (its fingerprint) apply its automatic
+    /// repairs. Under four eyes it takes two different people enabling the same version: the
+    /// first request waits (`Enabling::Requested`). Once enabled, the repairs the rule planned
+    /// meanwhile (in dry run because it was new or changed) are approved by the same people,
+    /// each with its audit entry, unless they are more than `max_auto_per_run`: then each is
+    /// held for a person (`too_many`) instead, as a run's would be.
     pub async fn enable_repairs(
         &self,
-        rule: &str,
-        fingerprint: &str,
-        by: &str,
+        request: &EnableRequest<'_>,
         now_us: i64,
-    ) -> Result<u64, StateError> {
-        let upsert = Stmt {
-            sql: "INSERT INTO repair_enablement (rule, fingerprint, enabled_by, enabled_us) \
-                  VALUES ($1, $2, $3, $4) ON CONFLICT (rule) DO UPDATE SET \
-                  fingerprint = excluded.fingerprint, enabled_by = excluded.enabled_by, \
-                  enabled_us = excluded.enabled_us"
+    ) -> Result<Result<Enabling, Refusal>, StateError> {
+        let EnableRequest {
+            rule,
+            fingerprint,
+            by,
+            four_eyes,
+            max_auto_per_run,
+        } = *request;
+        let pending = Stmt {
+            sql: "SELECT requested_by, fingerprint FROM repair_enable_requests WHERE rule = $1"
                 .into(),
-            binds: vec![
-                Bind::Text(rule.into()),
-                Bind::Text(fingerprint.into()),
-                Bind::Text(by.into()),
-                Bind::I64(now_us),
-            ],
-        };
-        let promote = Stmt {
-            sql: format!(
-                "UPDATE repairs SET state = 'approved', approved_by = $2, hold_reason = NULL, \
-                 held_by = NULL, updated_us = $3, next_attempt_us = $3 \
-                 WHERE rule = $1 AND state = 'dry_run' AND held_by = 'not_enabled' RETURNING {COLUMNS}"
-            ),
-            binds: vec![
-                Bind::Text(rule.into()),
-                Bind::Text(by.into()),
-                Bind::I64(now_us),
-            ],
-        };
-        let e = AuditEntry {
-            actor: by.into(),
-            action: "repair.enabled".into(),
-            subject: format!("rule/{rule}"),
-            details: serde_json::json!({ "fingerprint": fingerprint }),
+            binds: vec![Bind::Text(rule.into())],
         };
         let _turn = self.writer.lock().await;
-        let promoted = on_pool!(self, pool => {
+        let outcome = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            bound!(upsert).execute(&mut *tx).await?;
-            bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
-            let mut promoted = Vec::new();
-            for row in bound!(promote).fetch_all(&mut *tx).await? {
-                promoted.push(repair_of!(row));
-            }
-            for r in &promoted {
-                let e = entry(by, "repair.approved", r, serde_json::json!({ "from": "dry_run", "by_enabling": true }));
-                bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
-            }
+            let first = match bound!(pending).fetch_optional(&mut *tx).await? {
+                Some(row) => Some(Approval { by: row.try_get(0)?, action: row.try_get(1)? }),
+                None => None,
+            };
+            let outcome = match super::approval::approve(first.as_ref(), by, fingerprint, four_eyes) {
+                Err(refusal) => return Ok(Err(refusal)),
+                Ok(Step::ApprovedOnce { reset }) => {
+                    bound!(enable_request(rule, fingerprint, by, now_us)).execute(&mut *tx).await?;
+                    let e = AuditEntry {
+                        actor: by.into(),
+                        action: "repair.enable_requested".into(),
+                        subject: format!("rule/{rule}"),
+                        details: serde_json::json!({ "fingerprint": fingerprint, "reset": reset }),
+                    };
+                    bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+                    Enabling::Requested { reset }
+                }
+                Ok(Step::Approved(approvals)) => {
+                    let names: Vec<&str> = approvals.iter().map(|a| a.by.as_str()).collect();
+                    let enabled_by = names.join(", ");
+                    for stmt in enable_statements(rule, fingerprint, &enabled_by, now_us) {
+                        bound!(stmt).execute(&mut *tx).await?;
+                    }
+                    let e = AuditEntry {
+                        actor: by.into(),
+                        action: "repair.enabled".into(),
+                        subject: format!("rule/{rule}"),
+                        details: serde_json::json!({ "fingerprint": fingerprint, "approvals": approvals }),
+                    };
+                    bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+                    let waiting = Stmt {
+                        sql: "SELECT COUNT(*) FROM repairs WHERE rule = $1 AND state = 'dry_run' \
+                              AND held_by = 'not_enabled'".into(),
+                        binds: vec![Bind::Text(rule.into())],
+                    };
+                    let count: i64 = bound!(waiting).fetch_one(&mut *tx).await?.try_get(0)?;
+                    let (promote, audit_action, details) =
+                        match super::approval::promote(count as usize, max_auto_per_run) {
+                            Promotion::Approve => (
+                                promote_statement(rule, "approved", Some(&enabled_by), None, None, now_us),
+                                "repair.approved",
+                                serde_json::json!({ "from": "dry_run", "by_enabling": true, "approvals": approvals }),
+                            ),
+                            Promotion::TooMany(why) => (
+                                promote_statement(rule, "pending", None, Some(&why), Some(Hold::TooMany), now_us),
+                                "repair.held",
+                                serde_json::json!({ "from": "dry_run", "by_enabling": true, "held_by": "too_many", "why": why }),
+                            ),
+                        };
+                    let mut promoted = Vec::new();
+                    for row in bound!(promote).fetch_all(&mut *tx).await? {
+                        promoted.push(repair_of!(row));
+                    }
+                    for r in &promoted {
+                        let e = entry(by, audit_action, r, details.clone());
+                        bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+                    }
+                    let n = promoted.len() as u64;
+                    let held = promoted.first().and_then(|r| r.held_by.zip(r.hold_reason.clone()));
+                    Enabling::Enabled {
+                        by: enabled_by,
+                        approved: if held.is_none() { n } else { 0 },
+                        held: held.map(|(h, why)| (h, why, n)),
+                    }
+                }
+            };
             tx.commit().await?;
-            promoted.len() as u64
+            outcome
         });
         drop(_turn);
         self.seal_audit().await?;
-        Ok(promoted)
+        Ok(Ok(outcome))
     }
 
     /// The fingerprint of the rule version enabled to repair automatically, if any.
@@ -836,6 +845,98 @@ impl StateStore {
                 None => None,
             }
         }))
+    }
+}
+
+/// A person's request to enable a rule version's automatic repairs.
+#[derive(Debug, Clone, Copy)]
+pub struct EnableRequest<'a> {
+    pub rule: &'a str,
+    pub fingerprint: &'a str,
+    pub by: &'a str,
+    pub four_eyes: bool,
+    pub max_auto_per_run: u32,
+}
+
+/// What enabling did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Enabling {
+    /// Four eyes: the first of two requests, recorded; `reset` is an earlier request for
+    /// another version, which no longer counts.
+    Requested { reset: Option<Approval> },
+    /// The version is enabled, by these people (`a, b` under four eyes). `approved` repairs it
+    /// planned meanwhile were approved; or, when they were more than the rule's cap, all are
+    /// held for a person (`held`: the guardrail, why, and how many).
+    Enabled {
+        by: String,
+        approved: u64,
+        held: Option<(Hold, String, u64)>,
+    },
+}
+
+/// Records a first request to enable a version, replacing any earlier one for the rule.
+fn enable_request(rule: &str, fingerprint: &str, by: &str, now_us: i64) -> Stmt {
+    Stmt {
+        sql: "INSERT INTO repair_enable_requests (rule, fingerprint, requested_by, requested_us) \
+              VALUES ($1, $2, $3, $4) ON CONFLICT (rule) DO UPDATE SET \
+              fingerprint = excluded.fingerprint, requested_by = excluded.requested_by, \
+              requested_us = excluded.requested_us"
+            .into(),
+        binds: vec![
+            Bind::Text(rule.into()),
+            Bind::Text(fingerprint.into()),
+            Bind::Text(by.into()),
+            Bind::I64(now_us),
+        ],
+    }
+}
+
+/// Enables a version (and forgets any request waiting for a second person).
+fn enable_statements(rule: &str, fingerprint: &str, by: &str, now_us: i64) -> [Stmt; 2] {
+    [
+        Stmt {
+            sql: "INSERT INTO repair_enablement (rule, fingerprint, enabled_by, enabled_us) \
+                  VALUES ($1, $2, $3, $4) ON CONFLICT (rule) DO UPDATE SET \
+                  fingerprint = excluded.fingerprint, enabled_by = excluded.enabled_by, \
+                  enabled_us = excluded.enabled_us"
+                .into(),
+            binds: vec![
+                Bind::Text(rule.into()),
+                Bind::Text(fingerprint.into()),
+                Bind::Text(by.into()),
+                Bind::I64(now_us),
+            ],
+        },
+        Stmt {
+            sql: "DELETE FROM repair_enable_requests WHERE rule = $1".into(),
+            binds: vec![Bind::Text(rule.into())],
+        },
+    ]
+}
+
+/// Moves the repairs a rule planned while it was not enabled to `state`.
+fn promote_statement(
+    rule: &str,
+    state: &str,
+    approved_by: Option<&str>,
+    hold_reason: Option<&str>,
+    held_by: Option<Hold>,
+    now_us: i64,
+) -> Stmt {
+    Stmt {
+        sql: format!(
+            "UPDATE repairs SET state = $2, approved_by = $3, hold_reason = $4, held_by = $5, \
+             updated_us = $6, next_attempt_us = $6 \
+             WHERE rule = $1 AND state = 'dry_run' AND held_by = 'not_enabled' RETURNING {COLUMNS}"
+        ),
+        binds: vec![
+            Bind::Text(rule.into()),
+            Bind::Text(state.into()),
+            Bind::OptText(approved_by.map(str::to_string)),
+            Bind::OptText(hold_reason.map(str::to_string)),
+            Bind::OptText(held_by.map(|h| h.as_str().to_string())),
+            Bind::I64(now_us),
+        ],
     }
 }
 

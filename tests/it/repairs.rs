@@ -464,12 +464,58 @@ async fn four_eyes_needs_a_second_person_and_a_picked_action_changes_the_key() {
     assert_eq!(status, 403, "{answer}");
     let (status, answer) = approve(LEAD_TOKEN, Some("nothing"));
     assert_eq!(status, 400, "{answer}");
+    // lead approving another action is not a second approval of the refund: it starts over,
+    // and what lead picked waits for a second person in turn.
+    let (status, switched) = approve(LEAD_TOKEN, Some("reserve"));
+    assert_eq!(status, 200, "{switched}");
+    assert_eq!(
+        (
+            switched["state"].as_str(),
+            switched["action"].as_str(),
+            switched["approved_by"].as_str(),
+            switched["held_by"].as_str()
+        ),
+        (
+            Some("pending"),
+            Some("reserve"),
+            Some("lead"),
+            Some("four_eyes")
+        ),
+        "{switched}"
+    );
+    let (status, back) = approve(TOKEN, Some("refund"));
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(
+        (back["state"].as_str(), back["approved_by"].as_str()),
+        (Some("pending"), Some("ops"))
+    );
     let (status, second) = approve(LEAD_TOKEN, None);
     assert_eq!(status, 200, "{second}");
     assert_eq!(
         (second["state"].as_str(), second["approved_by"].as_str()),
         (Some("approved"), Some("ops, lead"))
     );
+    // The audit log says which action each person approved.
+    let out = w.cli(&["audit", "list", "--format", "json", "--limit", "100"]);
+    let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let approved = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "repair.approved" && e["subject"] == format!("repair/{id}"))
+        .unwrap_or_else(|| panic!("no approval in {log}"));
+    assert_eq!(
+        approved["details"]["approvals"],
+        serde_json::json!([{ "by": "ops", "action": "refund" }, { "by": "lead", "action": "refund" }]),
+        "{approved}"
+    );
+    let resets = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "repair.approved_once" && !e["details"]["reset"].is_null())
+        .count();
+    assert_eq!(resets, 2, "{log}");
 
     eventually(Duration::from_secs(20), "the refund is sent", || {
         !json_lines(&requests).is_empty()

@@ -685,3 +685,154 @@ async fn repairs_are_claimed_once_and_a_stale_fence_is_refused_on_sqlite() {
 async fn repairs_are_claimed_once_and_a_stale_fence_is_refused_on_postgres() {
     repair_claims(SourceKind::Postgres).await;
 }
+
+/// Enabling a rule's automatic repairs: under four eyes it takes two different people asking
+/// for the same version, and it never approves more repairs at once than the rule's cap — the
+/// 300 repairs an older daemon left waiting for enabling are held for a person instead.
+async fn enabling(kind: SourceKind) {
+    use invariantd::state::{
+        EnableRequest, Enabling, Hold, NewRepair, Refusal, RepairFilter, RepairState,
+    };
+    let state_db = match kind {
+        SourceKind::Postgres => Some(TestDb::new(SourceKind::Postgres, "enabling").await),
+        _ => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = state_store(kind, &state_db, dir.path()).await;
+    let waiting = |rule: &str, n: usize| -> Vec<NewRepair> {
+        (0..n)
+            .map(|k| NewRepair {
+                key: k.to_string(),
+                occurrence_us: 1_000,
+                state: RepairState::DryRun,
+                mode: "auto".into(),
+                action: "reserve".into(),
+                actions: Vec::new(),
+                idempotency_key: format!("idem-{rule}-{k}"),
+                hold_reason: Some("not enabled".into()),
+                held_by: Some(Hold::NotEnabled),
+            })
+            .collect()
+    };
+    store
+        .plan_repairs("many", &waiting("many", 300), 10)
+        .await
+        .unwrap();
+    store
+        .plan_repairs("few", &waiting("few", 3), 10)
+        .await
+        .unwrap();
+    let request = |rule: &'static str, by: &'static str, fingerprint: &'static str| EnableRequest {
+        rule,
+        fingerprint,
+        by,
+        four_eyes: true,
+        max_auto_per_run: 5,
+    };
+    let in_state = |rule: &str, state: RepairState| {
+        let store = &store;
+        let rule = rule.to_string();
+        async move {
+            store
+                .repairs(&RepairFilter {
+                    state: Some(state),
+                    rule: Some(rule),
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+
+    // One person: recorded, nothing enabled or approved; the same person again is refused.
+    let first = store
+        .enable_repairs(&request("few", "ops", "v1"), 20)
+        .await
+        .unwrap();
+    assert_eq!(first, Ok(Enabling::Requested { reset: None }));
+    assert_eq!(store.enabled_fingerprint("few").await.unwrap(), None);
+    assert_eq!(in_state("few", RepairState::DryRun).await.len(), 3);
+    let again = store
+        .enable_repairs(&request("few", "ops", "v1"), 21)
+        .await
+        .unwrap();
+    assert_eq!(again, Err(Refusal::SelfApproval));
+    // A second person asking for another version starts over.
+    let other = store
+        .enable_repairs(&request("few", "lead", "v2"), 22)
+        .await
+        .unwrap();
+    assert!(
+        matches!(other, Ok(Enabling::Requested { reset: Some(ref r) }) if r.by == "ops" && r.action == "v1"),
+        "{other:?}"
+    );
+    assert_eq!(store.enabled_fingerprint("few").await.unwrap(), None);
+    // The second person for the same version enables it, and the few waiting are approved by both.
+    let done = store
+        .enable_repairs(&request("few", "ops", "v2"), 23)
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        Ok(Enabling::Enabled {
+            by: "lead, ops".into(),
+            approved: 3,
+            held: None
+        })
+    );
+    assert_eq!(
+        store.enabled_fingerprint("few").await.unwrap().as_deref(),
+        Some("v2")
+    );
+    let approved = in_state("few", RepairState::Approved).await;
+    assert_eq!(approved.len(), 3);
+    assert!(
+        approved
+            .iter()
+            .all(|r| r.approved_by.as_deref() == Some("lead, ops"))
+    );
+
+    // 300 waiting, over the cap of 5: enabled, but every one is held for a person.
+    store
+        .enable_repairs(&request("many", "ops", "v1"), 30)
+        .await
+        .unwrap()
+        .unwrap();
+    let done = store
+        .enable_repairs(&request("many", "lead", "v1"), 31)
+        .await
+        .unwrap()
+        .unwrap();
+    let Enabling::Enabled {
+        approved: 0,
+        held: Some((Hold::TooMany, why, 300)),
+        ..
+    } = &done
+    else {
+        panic!("{done:?}");
+    };
+    assert!(why.contains("more than max_auto_per_run (5)"), "{why}");
+    assert!(in_state("many", RepairState::Approved).await.is_empty());
+    let held = in_state("many", RepairState::Pending).await;
+    assert_eq!(held.len(), 300);
+    assert!(
+        held.iter()
+            .all(|r| r.held_by == Some(Hold::TooMany) && r.approved_by.is_none())
+    );
+    // And the chain records every step.
+    assert!(matches!(
+        store.verify_audit().await.unwrap(),
+        invariantd::state::Verification::Intact { .. }
+    ));
+}
+
+#[tokio::test]
+async fn enabling_needs_two_people_under_four_eyes_and_keeps_the_cap_on_sqlite() {
+    enabling(SourceKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn enabling_needs_two_people_under_four_eyes_and_keeps_the_cap_on_postgres() {
+    enabling(SourceKind::Postgres).await;
+}
