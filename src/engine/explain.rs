@@ -68,7 +68,35 @@ pub async fn explain(rule: &Rule, sources: &Sources, now: DateTime<Utc>, key: &s
         out.verdict = "unknown";
         out.error = Some(format!("{}: {}", e.kind.as_str(), e.message));
     }
+    redact(&mut out, sources.secrets());
     out
+}
+
+/// Replaces every secret in the evidence by `***`, as a run's output is: rows, the value of
+/// each part of the assertion, the message and errors all come from the data.
+fn redact(out: &mut Explanation, secrets: &crate::value::Secrets) {
+    if secrets.is_empty() {
+        return;
+    }
+    let clean = |s: &mut String| {
+        if let std::borrow::Cow::Owned(r) = secrets.redact(s) {
+            *s = r;
+        }
+    };
+    for d in &mut out.datasets {
+        d.rows.iter_mut().for_each(|r| secrets.redact_json(r));
+    }
+    for step in &mut out.steps {
+        clean(&mut step.expr);
+        clean(&mut step.value);
+    }
+    for text in [&mut out.message, &mut out.error, &mut out.grace]
+        .into_iter()
+        .flatten()
+    {
+        clean(text);
+    }
+    clean(&mut out.key);
 }
 
 async fn judge(

@@ -30,7 +30,7 @@ pub async fn evidence(
     key: &str,
 ) -> Result<Evidence, StateError> {
     let now = crate::engine::explain(rule, sources, Utc::now(), key).await;
-    let history = store
+    let history: Vec<serde_json::Value> = store
         .violations(&ViolationFilter {
             rule: Some(rule.name.clone()),
             key: Some(key.to_string()),
@@ -52,7 +52,7 @@ pub async fn evidence(
             })
         })
         .collect();
-    let repairs = store
+    let repairs: Vec<serde_json::Value> = store
         .repairs(&RepairFilter {
             rule: Some(rule.name.clone()),
             key: Some(key.to_string()),
@@ -74,6 +74,12 @@ pub async fn evidence(
             })
         })
         .collect();
+    // What the store kept was redacted when it was written; a secret added since (a new
+    // token, a changed password) is redacted now too.
+    let (mut history, mut repairs) = (history, repairs);
+    for value in history.iter_mut().chain(repairs.iter_mut()) {
+        sources.secrets().redact_json(value);
+    }
     Ok(Evidence {
         now,
         history,

@@ -671,8 +671,29 @@ async fn hostile_text_reaches_terminals_escaped_and_huge_values_are_stored_cut()
     );
 }
 
+/// Every leaf command of the CLI, as clap knows it (`repairs approve`, `check`…).
+fn every_command() -> Vec<String> {
+    use clap::CommandFactory;
+    fn leaves(cmd: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+        let subs: Vec<&clap::Command> = cmd
+            .get_subcommands()
+            .filter(|c| c.get_name() != "help")
+            .collect();
+        if subs.is_empty() {
+            out.push(prefix.trim().to_string());
+        }
+        for sub in subs {
+            leaves(sub, &format!("{prefix} {}", sub.get_name()), out);
+        }
+    }
+    let mut out = Vec::new();
+    leaves(&invariantd::cli::Cli::command(), "", &mut out);
+    out
+}
+
 #[tokio::test]
-async fn a_password_selected_by_a_query_is_published_nowhere() {
+async fn a_password_selected_by_a_query_is_published_by_no_endpoint_or_command() {
+    use crate::harness::{TOKEN, eventually, http_as, terminate_within, tokens_file};
     const CANARY: &str = "canary-Pa55word";
     let db = TestDb::new(Postgres, "canary").await;
     // PostgreSQL trusts loopback here: any password is accepted, so the URL can carry one.
@@ -681,29 +702,174 @@ async fn a_password_selected_by_a_query_is_published_nowhere() {
         .url
         .replacen(&format!("{checker}@"), &format!("{checker}:{CANARY}@"), 1);
     assert!(url.contains(CANARY), "{url}");
+    // The password reaches a row, the message, the assertion's parts, a repair's parameters
+    // and its error.
     let rules = format!(
-        "name: leaky\nkey: id\ndatasets:\n  t: {{ source: db, query: \"SELECT 1 AS id, '{url}' AS dsn\" }}\nassert: t == null\nmessage: \"connects with {{{{t.dsn}}}}\"\n"
+        "name: leaky\nevery: 1s\nkey: id\ndatasets:\n  t: {{ source: db, query: \"SELECT 1 AS id, '{url}' AS dsn\" }}\nassert: t == null || t.dsn == ''\nmessage: \"connects with {{{{t.dsn}}}}\"\nrepair:\n  action:\n    sql: {{ source: db, statement: \"SELECT no_such_column WHERE $1 = ''\", params: [t.dsn] }}\n"
     );
     let workdir = Workdir::new(&[("db", &url)], Some(&rules));
+    let auth = tokens_file(workdir.path());
     let mut seen = String::new();
-    for args in [
-        vec!["run", "--once", "--log-level", "debug"],
-        vec!["check", "--format", "json"],
-        vec!["check"],
-        vec!["violations", "list", "--format", "json"],
-    ] {
-        let out = workdir.cli(&args);
-        seen.push_str(&String::from_utf8_lossy(&out.stdout));
-        seen.push_str(&String::from_utf8_lossy(&out.stderr));
-    }
+    let cli = |args: &[&str]| -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+            .args(args)
+            .current_dir(workdir.path())
+            .env("INVARIANTD_TOKEN", TOKEN)
+            .env_remove("INVARIANTD_CONFIG")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        format!(
+            "$ invariantd {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    // Commands that work on the files, the sources and the store.
+    let mut covered: Vec<&str> = vec![
+        "run",
+        "migrate",
+        "validate",
+        "test",
+        "check",
+        "violations list",
+        "audit verify",
+        "audit list",
+        "explain",
+    ];
+    seen.push_str(&cli(&["run", "--once", "--log-level", "debug"]));
+    seen.push_str(&cli(&["migrate"]));
+    seen.push_str(&cli(&["validate"]));
+    seen.push_str(&cli(&["test"]));
+    seen.push_str(&cli(&["check", "--format", "json"]));
+    seen.push_str(&cli(&["check"]));
+    seen.push_str(&cli(&["violations", "list", "--format", "json"]));
+    seen.push_str(&cli(&["violations", "list"]));
+    seen.push_str(&cli(&["audit", "verify"]));
+    seen.push_str(&cli(&["audit", "list", "--format", "json"]));
+    seen.push_str(&cli(&["explain", "leaky", "1"]));
+    seen.push_str(&cli(&["explain", "leaky", "1", "--format", "json"]));
     assert!(
         seen.contains(&format!("connects with postgres://{checker}:***@")),
         "{seen}"
     );
+
+    // The daemon, and every endpoint it serves.
+    let log = workdir.path().join("daemon.log");
+    let (mut daemon, port) = workdir
+        .spawn_daemon(
+            &format!(
+                "{}repairs: {{ max_attempts: 1 }}\n",
+                auth.replace('}', ", read: token }")
+            ),
+            std::process::Stdio::from(std::fs::File::create(&log).unwrap()),
+        )
+        .await;
+    eventually(
+        std::time::Duration::from_secs(20),
+        "a repair planned",
+        || {
+            http_as(port, "GET", "/api/v1/repairs", Some(TOKEN))
+                .1
+                .contains("\"pending\"")
+        },
+    )
+    .await;
+    let (_, silence) = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let body = r#"{"matchers":{"rule":"leaky"},"duration":"1h","comment":"canary"}"#;
+        write!(s, "POST /api/v1/silences HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        seen.push_str(&r);
+        ((), r)
+    };
+    let silence_id: serde_json::Value =
+        serde_json::from_str(silence.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let silence_id = silence_id["id"].as_str().unwrap().to_string();
+    let mut endpoints = invariantd::http::endpoints();
+    // Reads first, then what changes things, the reload last.
+    endpoints.sort_by_key(|e| (e.method != "GET", e.path == "/api/v1/reload"));
+    for e in &endpoints {
+        let id = if e.path.contains("silences") {
+            silence_id.as_str()
+        } else {
+            "1"
+        };
+        let uri = e.path.replace("{id}", id).replace("{name}", "leaky");
+        let (status, body) = http_as(port, e.method, &uri, Some(TOKEN));
+        assert!(
+            status != 401 && status != 403 && status != 404,
+            "{} {uri}: {status} {body}",
+            e.method
+        );
+        seen.push_str(&format!("{} {uri}\n{body}\n", e.method));
+    }
+    // Every command that talks to the daemon.
+    covered.extend([
+        "repairs list",
+        "repairs show",
+        "repairs approve",
+        "repairs reject",
+        "repairs enable",
+        "silence add",
+        "silence list",
+        "silence expire",
+    ]);
+    seen.push_str(&cli(&["repairs", "list"]));
+    seen.push_str(&cli(&["repairs", "list", "--format", "json"]));
+    seen.push_str(&cli(&["repairs", "show", "1"]));
+    seen.push_str(&cli(&["repairs", "show", "1", "--format", "json"]));
+    seen.push_str(&cli(&["repairs", "approve", "1"]));
+    seen.push_str(&cli(&["repairs", "approve", "--rule", "leaky"]));
+    seen.push_str(&cli(&["repairs", "reject", "1"]));
+    seen.push_str(&cli(&["repairs", "enable", "leaky"]));
+    seen.push_str(&cli(&[
+        "silence",
+        "add",
+        "--rule",
+        "leaky",
+        "--for",
+        "1h",
+        "--comment",
+        "canary",
+    ]));
+    seen.push_str(&cli(&["silence", "list", "--all"]));
+    seen.push_str(&cli(&["silence", "expire", &silence_id]));
+    eventually(
+        std::time::Duration::from_secs(20),
+        "the repair attempted",
+        || {
+            http_as(port, "GET", "/api/v1/repairs/1", Some(TOKEN))
+                .1
+                .contains("\"failed\"")
+        },
+    )
+    .await;
+    seen.push_str(&http_as(port, "GET", "/api/v1/repairs/1", Some(TOKEN)).1);
+    seen.push_str(&cli(&["repairs", "show", "1", "--format", "json"]));
+    seen.push_str(&cli(&["explain", "leaky", "1", "--format", "json"]));
+    terminate_within(&mut daemon, std::time::Duration::from_secs(20)).await;
+
+    // No command was forgotten ("demo" makes its own databases, with no secret of yours).
+    covered.push("demo");
+    let missing: Vec<String> = every_command()
+        .into_iter()
+        .filter(|c| !covered.contains(&c.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "commands the canary does not try: {missing:?}"
+    );
+
+    let logged = std::fs::read(&log).unwrap();
     let state = std::fs::read(workdir.path().join("invariantd.db")).unwrap();
     let wal = std::fs::read(workdir.path().join("invariantd.db-wal")).unwrap_or_default();
     for (what, bytes) in [
         ("output", seen.as_bytes()),
+        ("daemon's log", &logged[..]),
         ("state", &state[..]),
         ("wal", &wal[..]),
     ] {
