@@ -439,6 +439,27 @@ fn validate(config_path: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> 
         }
     };
     print_warnings(&config, &rules);
+    // The tokens file as `run` reads it: the same verdict, with the line of each problem.
+    match crate::context::tokens(&config) {
+        Ok(tokens) => {
+            if let Some(w) = config
+                .auth
+                .tokens_file
+                .as_deref()
+                .and_then(|p| tokens.warning(p))
+            {
+                eprintln!("warning: {w}");
+            }
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            let n = errors.0.len();
+            eprintln!("{n} error{}", if n == 1 { "" } else { "s" });
+            return Ok(ExitCode::from(1));
+        }
+    }
     if args.connect {
         let diags = runtime()?.block_on(prepare_all(&config, &rules));
         if !diags.is_empty() {

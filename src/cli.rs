@@ -91,8 +91,8 @@ pub struct RepairsArgs {
     #[arg(long, env = "INVARIANTD_URL", global = true)]
     pub url: Option<String>,
 
-    /// The bearer token (a name:token line's token in auth.tokens_file); your name in the
-    /// audit log.
+    /// The bearer token (a name:role:token line's token in auth.tokens_file); your name in
+    /// the audit log.
     #[arg(long, env = "INVARIANTD_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 
@@ -111,7 +111,8 @@ pub enum RepairsCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Approve a repair (or, with --rule, every repair of a rule waiting for a person).
+    /// Approve a repair (or, with --rule, every repair of a rule waiting for a person). Needs
+    /// a token of role `approve`.
     Approve {
         /// The repair's id (from `repairs list`).
         #[arg(required_unless_present = "rule", conflicts_with = "rule")]
@@ -126,7 +127,7 @@ pub enum RepairsCommand {
         #[arg(long)]
         comment: Option<String>,
     },
-    /// Reject a repair: it will not be applied.
+    /// Reject a repair: it will not be applied. Needs a token of role `approve`.
     Reject {
         id: String,
         /// Why; recorded with your name.
@@ -134,7 +135,8 @@ pub enum RepairsCommand {
         comment: Option<String>,
     },
     /// Let a rule, as it is loaded now, apply its automatic repairs (new and changed rules
-    /// start in dry run).
+    /// start in dry run); under four eyes a second person must enable it too. Needs a token of
+    /// role `admin`.
     Enable { rule: String },
 }
 
@@ -184,7 +186,7 @@ pub struct SilenceArgs {
     #[arg(long, env = "INVARIANTD_URL", global = true)]
     pub url: Option<String>,
 
-    /// The bearer token (a name:token line's token in auth.tokens_file).
+    /// The bearer token (a name:role:token line's token in auth.tokens_file).
     #[arg(long, env = "INVARIANTD_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 
@@ -194,11 +196,12 @@ pub struct SilenceArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SilenceCommand {
-    /// Silence a rule, one of its keys, or whatever matches labels, until a time.
+    /// Silence a rule, one of its keys, or whatever matches labels, until a time. Needs a
+    /// token of role `approve`.
     Add(SilenceAddArgs),
     /// List the active silences (or every one kept, with --all).
     List(SilenceListArgs),
-    /// Lift a silence now.
+    /// Lift a silence now. Needs a token of role `approve`.
     Expire {
         /// The silence's id (from `silence list`).
         id: String,

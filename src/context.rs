@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::{AuthError, Tokens};
+use crate::auth::{AuthErrors, Tokens};
 use crate::config::Config;
 use crate::diag::Diagnostics;
 use crate::metrics::Metrics;
@@ -49,11 +49,11 @@ pub enum StartError {
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
-    Auth(#[from] AuthError),
+    Auth(#[from] AuthErrors),
 }
 
 /// The tokens of `auth.tokens_file`, or none.
-fn tokens(config: &Config) -> Result<Tokens, AuthError> {
+pub fn tokens(config: &Config) -> Result<Tokens, AuthErrors> {
     match &config.auth.tokens_file {
         Some(path) => Tokens::load(path),
         None => Ok(Tokens::none()),
@@ -84,6 +84,14 @@ impl Context {
     /// Reads the tokens file, opens the state store (migrating it) and restores the metrics.
     pub async fn start(config: Config, rules: Vec<Rule>) -> Result<Context, StartError> {
         let tokens = tokens(&config)?;
+        if let Some(w) = config
+            .auth
+            .tokens_file
+            .as_deref()
+            .and_then(|p| tokens.warning(p))
+        {
+            tracing::warn!("{w}");
+        }
         let secrets = secrets(&config, &tokens);
         let store = Arc::new(StateStore::open(&config.state).await?);
         // Entries a crash left unsealed join the chain now.

@@ -96,7 +96,7 @@ fn demo_token(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join("tokens");
     std::fs::write(
         &path,
-        format!("# the demo's on-call approver\noncall:{token}\n"),
+        format!("# the demo's on-call approver\noncall:approve:{token}\n"),
     )?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(token)

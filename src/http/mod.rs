@@ -26,6 +26,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::Role;
 use crate::context::{Handle, ReloadError};
 use crate::state::{ViolationFilter, ViolationState};
 use views::{DiagnosticView, Page, RuleDetailView, RuleView, RunView, ViolationView};
@@ -33,47 +34,101 @@ use views::{DiagnosticView, Page, RuleDetailView, RuleView, RunView, ViolationVi
 const MAX_LIMIT: u32 = 1000;
 const DEFAULT_LIMIT: u32 = 100;
 
-pub fn router(handle: Arc<Handle>) -> Router {
-    // Probes stay open: orchestrators cannot send tokens.
-    let probes = Router::new()
-        .route("/healthz", get(probes::healthz))
-        .route("/readyz", get(probes::readyz));
-    // The page's shell, script and style: no data without the read token (see `ui::page`).
-    let assets = Router::new()
-        .route("/", get(ui::page))
-        .route("/ui/app.js", get(ui::script))
-        .route("/ui/app.css", get(ui::style));
-    let reads = Router::new()
-        .route("/ui/content", get(ui::content))
-        .route("/ui/explain/{id}", get(ui::explain))
-        .route("/metrics", get(probes::metrics))
-        .route("/api/v1/rules", get(rules))
-        .route("/api/v1/rules/{name}", get(rule))
-        .route("/api/v1/runs", get(runs))
-        .route("/api/v1/violations", get(violations))
-        .route("/api/v1/violations/{id}", get(violation))
-        .route("/api/v1/violations/{id}/explain", get(explain))
-        .route("/api/v1/alerts", get(silences::alerts))
-        .route("/api/v1/silences", get(silences::list))
-        .route("/api/v1/repairs", get(repairs::list))
-        .route("/api/v1/repairs/{id}", get(repairs::show))
-        .route_layer(from_fn_with_state(handle.clone(), auth::reader));
-    let changes = Router::new()
-        .route("/api/v1/reload", post(reload))
-        .route("/api/v1/silences", post(silences::add))
-        .route("/api/v1/silences/{id}", delete(silences::expire))
-        .route("/api/v1/repairs/{id}/approve", post(repairs::approve))
-        .route("/api/v1/repairs/{id}/reject", post(repairs::reject))
-        .route(
-            "/api/v1/rules/{name}/repairs/approve",
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: the probes (orchestrators send no tokens) and the page's shell, script and style.
+    Open,
+    /// A token of this role or above; for `Role::Read`, only with `auth.read: token`.
+    Role(Role),
+}
+
+/// One endpoint of the API, as `endpoints()` lists them.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// Every endpoint with who may call it and its handler: the one place both the router and
+/// `endpoints()` read, so that no endpoint can be served without a role, or listed without
+/// being served.
+fn table() -> Vec<(Endpoint, axum::routing::MethodRouter<Arc<Handle>>)> {
+    use Access::Open;
+    const READ: Access = Access::Role(Role::Read);
+    const APPROVE: Access = Access::Role(Role::Approve);
+    const ADMIN: Access = Access::Role(Role::Admin);
+    let e = |method, path, access| Endpoint {
+        method,
+        path,
+        access,
+    };
+    vec![
+        (e("GET", "/healthz", Open), get(probes::healthz)),
+        (e("GET", "/readyz", Open), get(probes::readyz)),
+        // The page's shell, script and style: no data without the read token (`ui::page`).
+        (e("GET", "/", Open), get(ui::page)),
+        (e("GET", "/ui/app.js", Open), get(ui::script)),
+        (e("GET", "/ui/app.css", Open), get(ui::style)),
+        (e("GET", "/ui/content", READ), get(ui::content)),
+        (e("GET", "/ui/explain/{id}", READ), get(ui::explain)),
+        (e("GET", "/metrics", READ), get(probes::metrics)),
+        (e("GET", "/api/v1/rules", READ), get(rules)),
+        (e("GET", "/api/v1/rules/{name}", READ), get(rule)),
+        (e("GET", "/api/v1/runs", READ), get(runs)),
+        (e("GET", "/api/v1/violations", READ), get(violations)),
+        (e("GET", "/api/v1/violations/{id}", READ), get(violation)),
+        (
+            e("GET", "/api/v1/violations/{id}/explain", READ),
+            get(explain),
+        ),
+        (e("GET", "/api/v1/alerts", READ), get(silences::alerts)),
+        (e("GET", "/api/v1/silences", READ), get(silences::list)),
+        (e("GET", "/api/v1/repairs", READ), get(repairs::list)),
+        (e("GET", "/api/v1/repairs/{id}", READ), get(repairs::show)),
+        (e("POST", "/api/v1/silences", APPROVE), post(silences::add)),
+        (
+            e("DELETE", "/api/v1/silences/{id}", APPROVE),
+            delete(silences::expire),
+        ),
+        (
+            e("POST", "/api/v1/repairs/{id}/approve", APPROVE),
+            post(repairs::approve),
+        ),
+        (
+            e("POST", "/api/v1/repairs/{id}/reject", APPROVE),
+            post(repairs::reject),
+        ),
+        (
+            e("POST", "/api/v1/rules/{name}/repairs/approve", APPROVE),
             post(repairs::approve_rule),
-        )
-        .route("/api/v1/rules/{name}/repairs/enable", post(repairs::enable))
-        .route_layer(from_fn_with_state(handle.clone(), auth::changer));
-    probes
-        .merge(assets)
-        .merge(reads)
-        .merge(changes)
+        ),
+        (
+            e("POST", "/api/v1/rules/{name}/repairs/enable", ADMIN),
+            post(repairs::enable),
+        ),
+        (e("POST", "/api/v1/reload", ADMIN), post(reload)),
+    ]
+}
+
+/// Every endpoint the daemon serves, with who may call it.
+pub fn endpoints() -> Vec<Endpoint> {
+    table().into_iter().map(|(e, _)| e).collect()
+}
+
+pub fn router(handle: Arc<Handle>) -> Router {
+    let mut router = Router::new();
+    for (endpoint, route) in table() {
+        let route = match endpoint.access {
+            Access::Open => route,
+            Access::Role(role) => {
+                route.route_layer(from_fn_with_state((handle.clone(), role), auth::require))
+            }
+        };
+        router = router.route(endpoint.path, route);
+    }
+    router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::from_fn(guard::guard))
         .with_state(handle)

@@ -133,6 +133,155 @@ async fn a_tokens_file_others_can_read_stops_the_daemon_at_start() {
         "{stderr}"
     );
     assert!(!stderr.contains(TOKEN), "a secret was printed: {stderr}");
-    // And `validate` says the config is fine: it reads no files but the config and rules.
-    assert_eq!(workdir.cli(&["validate"]).status.code(), Some(0));
+    // And `validate` gives the same verdict.
+    let out = workdir.cli(&["validate"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("(mode 0644)"), "{stderr}");
+}
+
+#[tokio::test]
+async fn validate_refuses_the_tokens_file_run_refuses_with_the_line_of_each_problem() {
+    use std::os::unix::fs::PermissionsExt;
+    let (workdir, _) = Workdir::sqlite_shop(1).await;
+    let auth = tokens_file(workdir.path());
+    let config = std::fs::read_to_string(workdir.config()).unwrap();
+    std::fs::write(workdir.config(), format!("{config}{auth}")).unwrap();
+    let tokens = workdir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        b"ok:admin:aaaaaaaaaaaaaaaaaaaaaaaa\nshort:read:12345\nbad:read:bbbb\xfe\xffbbbbbbbbbbbbbbbbb\nlegacy:cccccccccccccccccccccc\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for args in [&["validate"][..], &["run"][..]] {
+        let out = workdir.cli(args);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("tokens:2: the token of `short` must be at least 16 characters")
+                && stderr.contains("tokens:3: not UTF-8 text"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("12345"), "a secret was printed: {stderr}");
+    }
+    // Fixed, it is valid, with a warning for the line that gives no role.
+    std::fs::write(
+        &tokens,
+        "ok:admin:aaaaaaaaaaaaaaaaaaaaaaaa\nlegacy:cccccccccccccccccccccc\n",
+    )
+    .unwrap();
+    let out = workdir.cli(&["validate"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: tokens: line 2 gives no role, so it is admin"),
+        "{stderr}"
+    );
+}
+
+/// Every endpoint, as the router serves it, with its path parameters filled in.
+fn every_endpoint() -> Vec<(invariantd::http::Endpoint, String)> {
+    invariantd::http::endpoints()
+        .into_iter()
+        .map(|e| {
+            let uri = e
+                .path
+                .replace("{id}", "1")
+                .replace("{name}", "paid_implies_reserved");
+            (e, uri)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_endpoint_needs_its_role_and_a_lesser_token_gets_403() {
+    use crate::harness::{LEAD_TOKEN, READ_TOKEN};
+    use invariantd::auth::Role;
+    use invariantd::http::Access;
+    let app = router(", read: token").await;
+    let token_of = |role: Role| match role {
+        Role::Read => READ_TOKEN,
+        Role::Approve => LEAD_TOKEN,
+        Role::Admin => TOKEN,
+    };
+    let endpoints = every_endpoint();
+    assert!(endpoints.len() >= 25, "{}", endpoints.len());
+    for (e, uri) in &endpoints {
+        let Access::Role(needed) = e.access else {
+            let (status, body, _) = call(&app, e.method, uri, None).await;
+            assert!(
+                status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                "{} {uri}: {status} {body}",
+                e.method
+            );
+            continue;
+        };
+        let (status, _, _) = call(&app, e.method, uri, None).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{} {uri} without a token",
+            e.method
+        );
+        for role in Role::ALL {
+            let (status, body, _) = call(&app, e.method, uri, Some(token_of(role))).await;
+            if role >= needed {
+                assert!(
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                    "{} {uri} as {role}: {status} {body}",
+                    e.method
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{} {uri} as {role}: {body}",
+                    e.method
+                );
+                assert!(
+                    body.contains(&format!("this needs the `{needed}` role")),
+                    "{body}"
+                );
+            }
+        }
+    }
+    // The roles as documented: reads for Prometheus and Grafana; on-call decides; admin changes
+    // what runs.
+    let role_of = |method: &str, path: &str| {
+        endpoints
+            .iter()
+            .find(|(e, _)| e.method == method && e.path == path)
+            .map(|(e, _)| e.access)
+            .unwrap()
+    };
+    assert_eq!(role_of("GET", "/metrics"), Access::Role(Role::Read));
+    assert_eq!(
+        role_of("POST", "/api/v1/repairs/{id}/approve"),
+        Access::Role(Role::Approve)
+    );
+    assert_eq!(
+        role_of("POST", "/api/v1/rules/{name}/repairs/enable"),
+        Access::Role(Role::Admin)
+    );
+    assert_eq!(role_of("POST", "/api/v1/reload"), Access::Role(Role::Admin));
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = router(", read: token").await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let response = app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri("/api/v1/rules")
+                    .header(header::AUTHORIZATION, format!("{scheme} {TOKEN}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{scheme}");
+    }
 }

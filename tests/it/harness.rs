@@ -473,9 +473,12 @@ pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
 }
 
 /// The tokens file every test daemon that needs one uses: private, as the daemon demands.
+/// `ops` is an admin.
 pub const TOKEN: &str = "tests-token-0123456789abcdef";
-/// A second approver's token (`lead`), for four eyes.
+/// A second approver's token (`lead`, role `approve`), for four eyes.
 pub const LEAD_TOKEN: &str = "tests-lead-token-fedcba9876543210";
+/// A token that may only read (`grafana`, role `read`).
+pub const READ_TOKEN: &str = "tests-read-token-5555aaaa5555aaaa";
 
 /// Writes `tokens` (private) into `dir` and returns the config line that names it.
 pub fn tokens_file(dir: &Path) -> String {
@@ -483,7 +486,9 @@ pub fn tokens_file(dir: &Path) -> String {
     let path = dir.join("tokens");
     std::fs::write(
         &path,
-        format!("# test approvers\nops:{TOKEN}\nlead:{LEAD_TOKEN}\n"),
+        format!(
+            "# test approvers\nops:admin:{TOKEN}\nlead:approve:{LEAD_TOKEN}\ngrafana:read:{READ_TOKEN}\n"
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
