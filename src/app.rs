@@ -52,29 +52,38 @@ fn audit(config_path: &Path, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let store = StateStore::open(&config.state).await?;
         match cmd {
-            AuditCommand::Verify => match store.verify_audit().await? {
+            AuditCommand::Verify { head: kept } => match store.verify_audit(kept.as_deref()).await? {
                 crate::state::Verification::Intact {
                     entries,
                     head,
-                    unsealed,
+                    unkeyed,
                 } => {
                     println!(
                         "audit log intact: {entries} entr{}{}",
                         if entries == 1 { "y" } else { "ies" },
                         match head {
                             Some(h) => format!(
-                                ", head {h}\n(keep the head elsewhere: a log cut short after it is whole too, but ends before it)"
+                                ", head {h}\n(keep the head elsewhere and give it to --head: a log cut short after it is whole too, but ends before it)"
                             ),
                             None => String::new(),
                         }
                     );
-                    if unsealed > 0 {
-                        println!("{unsealed} newer entries are not sealed yet (the daemon seals them)");
+                    if unkeyed > 0 {
+                        println!(
+                            "{unkeyed} entr{} hashed without a key (written before auth.audit_key_file was set{}): anyone who can write the store could have rewritten {}",
+                            if unkeyed == 1 { "y is" } else { "ies are" },
+                            if config.auth.audit_key_file.is_none() { "; set it" } else { "" },
+                            if unkeyed == 1 { "it" } else { "them" },
+                        );
                     }
                     Ok(ExitCode::SUCCESS)
                 }
                 crate::state::Verification::Broken { at, reason } => {
-                    println!("audit log BROKEN at entry {at}: {reason}");
+                    if at > 0 {
+                        println!("audit log BROKEN at entry {at}: {reason}");
+                    } else {
+                        println!("audit log BROKEN: {reason}");
+                    }
                     Ok(ExitCode::from(1))
                 }
             },
@@ -439,6 +448,15 @@ fn validate(config_path: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> 
         }
     };
     print_warnings(&config, &rules);
+    if let Some(Err(e)) = config
+        .auth
+        .audit_key_file
+        .as_deref()
+        .map(crate::state::load_audit_key)
+    {
+        eprintln!("error: {e}\n1 error");
+        return Ok(ExitCode::from(1));
+    }
     // The tokens file as `run` reads it: the same verdict, with the line of each problem.
     match crate::context::tokens(&config) {
         Ok(tokens) => {

@@ -161,10 +161,16 @@ pub struct RepairsListArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check that no entry was edited or deleted.
+    /// Check that no entry was edited, deleted or added by hand, and that every repair has
+    /// its entries.
     ///
     /// Exit status: 0 the chain is whole, 1 it is broken (where and how is printed).
-    Verify,
+    Verify {
+        /// A head kept elsewhere (from `/api/v1/audit/head` or an earlier `verify`; its first
+        /// 12 characters or more): the chain must still reach it, or it was cut short.
+        #[arg(long, value_name = "HASH")]
+        head: Option<String>,
+    },
     /// The newest entries first.
     List(AuditListArgs),
 }

@@ -94,8 +94,8 @@ impl Context {
         }
         let secrets = secrets(&config, &tokens);
         let store = Arc::new(StateStore::open(&config.state).await?);
-        // Entries a crash left unsealed join the chain now.
-        store.seal_audit().await?;
+        // A key that cannot be used stops the start, not the first approval.
+        store.audit_key()?;
         let metrics = Arc::new(Metrics::new(config.metric_rule_labels.clone()));
         restore(&metrics, &rules, &store).await?;
         Ok(Context {

@@ -154,6 +154,10 @@ pub(super) fn check_auth(
         let file = yaml::expand_spanned(f, "auth.tokens_file", path, 0, env, diags);
         (!file.is_empty()).then(|| base.join(file))
     });
+    let audit_key_file = auth.audit_key_file.as_ref().and_then(|f| {
+        let file = yaml::expand_spanned(f, "auth.audit_key_file", path, 0, env, diags);
+        (!file.is_empty()).then(|| base.join(file))
+    });
     let read_requires_token = match &auth.read {
         None => false,
         Some(r) => match r.value.as_str() {
@@ -179,6 +183,7 @@ pub(super) fn check_auth(
     AuthConfig {
         tokens_file,
         read_requires_token,
+        audit_key_file,
     }
 }
 

@@ -66,6 +66,7 @@ struct RawMetrics {
 struct RawAuth {
     tokens_file: Option<Spanned<String>>,
     read: Option<Spanned<String>>,
+    audit_key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +167,9 @@ pub struct StateConfig {
     pub options: ConnectOptions,
     /// How long resolved violations and runs are kept.
     pub retention: Duration,
+    /// The key of the audit chain's HMAC (`auth.audit_key_file`); without one the chain is
+    /// hashed unkeyed.
+    pub audit_key_file: Option<PathBuf>,
 }
 
 const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -209,10 +213,12 @@ pub struct Config {
 /// Who may use the API: bearer tokens from a file (read when the daemon starts or reloads).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthConfig {
-    /// `name:token` per line; resolved against the config file's directory.
+    /// `name:role:token` per line; resolved against the config file's directory.
     pub tokens_file: Option<PathBuf>,
     /// Whether reads (the API's GETs and /metrics) need a token too; changes always do.
     pub read_requires_token: bool,
+    /// The key of the audit chain's HMAC; resolved against the config file's directory.
+    pub audit_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -366,7 +372,11 @@ fn parse_partial(
     let config = state.map(|options| Config {
         path: path.to_path_buf(),
         sources,
-        state: StateConfig { options, retention },
+        state: StateConfig {
+            options,
+            retention,
+            audit_key_file: auth.audit_key_file.clone(),
+        },
         rule_paths,
         max_concurrent_runs,
         shutdown_grace,

@@ -87,6 +87,7 @@ fn table() -> Vec<(Endpoint, axum::routing::MethodRouter<Arc<Handle>>)> {
         (e("GET", "/api/v1/silences", READ), get(silences::list)),
         (e("GET", "/api/v1/repairs", READ), get(repairs::list)),
         (e("GET", "/api/v1/repairs/{id}", READ), get(repairs::show)),
+        (e("GET", "/api/v1/audit/head", READ), get(audit_head)),
         (e("POST", "/api/v1/silences", APPROVE), post(silences::add)),
         (
             e("DELETE", "/api/v1/silences/{id}", APPROVE),
@@ -132,6 +133,14 @@ pub fn router(handle: Arc<Handle>) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::from_fn(guard::guard))
         .with_state(handle)
+}
+
+/// The audit chain's head, to keep elsewhere and give back to `audit verify --head`.
+async fn audit_head(
+    State(handle): State<Arc<Handle>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (entries, hash) = handle.current().store.audit_head().await?;
+    Ok(Json(json!({ "entries": entries, "hash": hash })))
 }
 
 struct ApiError {

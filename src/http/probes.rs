@@ -11,10 +11,18 @@ use axum::response::{IntoResponse, Response};
 use crate::context::Handle;
 
 pub async fn metrics(State(handle): State<Arc<Handle>>) -> Response {
-    let body = handle
-        .current()
-        .metrics
-        .render(chrono::Utc::now().timestamp_micros());
+    let ctx = handle.current();
+    // The audit chain's head, read at scrape time (one indexed row); a store that does not
+    // answer at once leaves the last value.
+    if let Ok(Ok((entries, hash))) = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        ctx.store.audit_head(),
+    )
+    .await
+    {
+        ctx.metrics.set_audit_head(entries, hash.as_deref());
+    }
+    let body = ctx.metrics.render(chrono::Utc::now().timestamp_micros());
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 

@@ -84,6 +84,8 @@ pub struct Metrics {
     repairs_oldest_pending: Family<Labels, FloatGauge>,
     repairs_held: Family<Labels, Counter>,
     alerts_sent: Family<ReceiverOutcome, Counter>,
+    audit_entries: Gauge,
+    audit_head: Gauge,
     /// The rule labels (`metrics.rule_labels`) every per-rule series carries.
     label_names: Mutex<Vec<String>>,
     /// Rule → (its labels, first_seen of its oldest open violation), for the age at scrape.
@@ -136,6 +138,8 @@ impl Metrics {
             repairs_oldest_pending: Family::default(),
             repairs_held: Family::default(),
             alerts_sent: Family::default(),
+            audit_entries: Gauge::default(),
+            audit_head: Gauge::default(),
             label_names: Mutex::new(rule_labels),
             oldest: Mutex::new(HashMap::new()),
             sources_seen: Mutex::new(HashMap::new()),
@@ -246,6 +250,16 @@ impl Metrics {
             "alerts_sent",
             "Alert notifications by receiver and outcome",
             m.alerts_sent.clone(),
+        );
+        registry.register(
+            "audit_entries",
+            "Entries in the audit chain: keep it elsewhere with audit_head_fingerprint, and a log cut short shows as a drop",
+            m.audit_entries.clone(),
+        );
+        registry.register(
+            "audit_head_fingerprint",
+            "The first 48 bits of the audit chain's newest hash, as a number (the hash in full: /api/v1/audit/head)",
+            m.audit_head.clone(),
         );
         let build_info: Family<BuildInfo, Gauge> = Family::default();
         build_info
@@ -412,6 +426,17 @@ impl Metrics {
     }
 
     /// A guardrail held a run's automatic repairs.
+    /// The audit chain's head: how many entries, and the newest hash.
+    pub fn set_audit_head(&self, entries: i64, hash: Option<&str>) {
+        self.audit_entries.set(entries);
+        let hex = hash.map_or("", |h| h.trim_start_matches("hmac-sha256:"));
+        self.audit_head.set(
+            hex.get(..12)
+                .and_then(|h| i64::from_str_radix(h, 16).ok())
+                .unwrap_or(0),
+        );
+    }
+
     pub fn repairs_held(&self, rule: &Rule, reason: &str) {
         self.repairs_held
             .get_or_create(&self.labels(rule, &[("reason", reason)]))

@@ -1,14 +1,19 @@
 //! The `audit_log` table: who changed what through invariantd (silences, reloads, and every
 //! transition of a repair), append-only and hash-chained.
 //!
-//! An entry is inserted plain, then sealed: sealing, one writer at a time, gives each unsealed
-//! entry the next number of the chain (`seal_seq`, from 1, without gaps) and a hash of the
-//! previous entry's hash and its own fields. Chaining in seal order rather than id order keeps
-//! the chain whole when a transaction that took an id earlier commits later. `verify` walks
-//! the chain: an edited entry no longer matches its hash, a deleted one leaves a gap. Deleting
-//! the newest entries leaves a shorter chain that is whole, so `verify` gives the head's hash
-//! to be kept elsewhere and compared.
+//! An entry is sealed in the transaction that writes it, with the change it records: it takes
+//! the next number of the chain (`seal_seq`, from 1, without gaps) and a hash of the previous
+//! entry's hash and its own fields — an HMAC-SHA256 under `auth.audit_key_file` when there is
+//! one (`hmac-sha256:` before the hex), so that a chain cannot be recomputed without the key.
+//! The daemon never seals a row it did not write: a row inserted by hand stays unsealed, and
+//! `verify` reports it. `verify` walks the chain: an edited entry no longer matches its hash, a
+//! deleted one leaves a gap, an unkeyed entry after a keyed one was rewritten without the key,
+//! and a repair with no entry means entries were deleted (an emptied log included). Deleting
+//! the newest entries leaves a shorter chain that is whole, so the head (count and hash) is
+//! exported (`/api/v1/audit/head`, `invariantd_audit_entries`) to be kept elsewhere and given
+//! back to `audit verify --head`.
 
+use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, Row as _};
 
@@ -40,28 +45,80 @@ pub struct AuditRecord {
 /// What `verify` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verification {
-    /// Every sealed entry is where it should be and unchanged; `head` is the last hash.
+    /// Every entry is sealed, where it should be and unchanged, and every repair has its
+    /// entries; `head` is the last hash. `unkeyed` entries (the first ones, written before
+    /// `auth.audit_key_file` was set) are hashed without the key.
     Intact {
         entries: i64,
         head: Option<String>,
-        unsealed: i64,
+        unkeyed: i64,
     },
-    /// The chain breaks at this entry (its `seal_seq`), for this reason.
+    /// The chain breaks at this entry (its `seal_seq`, or 0 for the log as a whole), for this
+    /// reason.
     Broken { at: i64, reason: String },
 }
 
-/// The hash of an entry: SHA-256 over the previous hash and each field, length-prefixed so no
-/// two different entries read the same.
-fn hash(prev: &str, seq: i64, r: &AuditRecord) -> String {
-    let mut h = Sha256::new();
+/// The hash of an entry: over the previous hash and each field, length-prefixed so no two
+/// different entries read the same; an HMAC-SHA256 under the key when there is one.
+fn hash(key: Option<&[u8]>, prev: &str, seq: i64, r: &AuditRecord) -> String {
     let seq = seq.to_string();
     let at = r.at_us.to_string();
-    for field in [prev, &seq, &at, &r.actor, &r.action, &r.subject, &r.details] {
-        h.update(field.len().to_string().as_bytes());
-        h.update(b":");
-        h.update(field.as_bytes());
+    let fields = [prev, &seq, &at, &r.actor, &r.action, &r.subject, &r.details];
+    let framed = |update: &mut dyn FnMut(&[u8])| {
+        for field in fields {
+            update(field.len().to_string().as_bytes());
+            update(b":");
+            update(field.as_bytes());
+        }
+    };
+    match key {
+        Some(key) => {
+            let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
+            framed(&mut |b| mac.update(b));
+            format!("{KEYED}{}", crate::value::hex(&mac.finalize().into_bytes()))
+        }
+        None => {
+            let mut h = Sha256::new();
+            framed(&mut |b| h.update(b));
+            crate::value::hex(&h.finalize())
+        }
     }
-    crate::value::hex(&h.finalize())
+}
+
+/// What a keyed hash starts with.
+const KEYED: &str = "hmac-sha256:";
+
+/// The shortest audit key accepted.
+const MIN_KEY_LEN: usize = 32;
+
+/// Reads the audit chain's key: a private file of at least 32 bytes (surrounding white space
+/// is not part of it). Errors say the file, never the key.
+pub fn load_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let shown = path.display();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read the audit key file {shown}: {e}"))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "the audit key file {shown} can be read by group or others (mode {mode:04o}); make it private: chmod 600 {shown}"
+            ));
+        }
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read the audit key file {shown}: {e}"))?;
+    let key = bytes.trim_ascii();
+    if key.len() < MIN_KEY_LEN {
+        return Err(format!(
+            "the audit key file {shown} holds {} bytes; the key needs at least {MIN_KEY_LEN} (e.g. head -c 32 /dev/urandom | base64 > {shown})",
+            key.len()
+        ));
+    }
+    Ok(key.to_vec())
 }
 
 /// The hash the first entry chains to.
@@ -86,83 +143,101 @@ macro_rules! record_of {
     }};
 }
 
-/// The statement that records an entry, unsealed: written in the same transaction as the
-/// change it records, so that the change and its entry are committed together or not at all.
-pub(super) fn insert(entry: &AuditEntry, now_us: i64) -> Stmt {
+/// The statement that records an entry sealed after `head` (the chain's last number and
+/// hash): run in the transaction that makes the change it records, after reading the head in
+/// that transaction (`append!`), so that the change and its sealed entry are committed
+/// together or not at all.
+pub(super) fn sealed_insert(
+    key: Option<&[u8]>,
+    entry: &AuditEntry,
+    now_us: i64,
+    head: (i64, String),
+) -> Stmt {
+    let (last, prev) = head;
+    let seq = last + 1;
+    let record = AuditRecord {
+        id: 0,
+        at_us: now_us,
+        actor: entry.actor.clone(),
+        action: entry.action.clone(),
+        subject: entry.subject.clone(),
+        details: entry.details.to_string(),
+        seal_seq: None,
+        prev_hash: None,
+        hash: None,
+    };
+    let h = hash(key, &prev, seq, &record);
     Stmt {
-        sql: "INSERT INTO audit_log (at_us, actor, action, subject, details) \
-              VALUES ($1, $2, $3, $4, $5)"
+        sql: "INSERT INTO audit_log (at_us, actor, action, subject, details, seal_seq, prev_hash, hash) \
+              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
             .into(),
         binds: vec![
             Bind::I64(now_us),
-            Bind::Text(entry.actor.clone()),
-            Bind::Text(entry.action.clone()),
-            Bind::Text(entry.subject.clone()),
-            Bind::Text(entry.details.to_string()),
+            Bind::Text(record.actor),
+            Bind::Text(record.action),
+            Bind::Text(record.subject),
+            Bind::Text(record.details),
+            Bind::I64(seq),
+            Bind::Text(prev),
+            Bind::Text(h),
         ],
     }
 }
 
-/// Entries sealed per transaction.
-const SEAL_BATCH: u32 = 500;
+/// The query of the chain's head: its last number and hash.
+pub(super) const HEAD: &str = "SELECT seal_seq, hash FROM audit_log WHERE seal_seq IS NOT NULL ORDER BY seal_seq DESC LIMIT 1";
+
+/// The head from `HEAD`'s row: (0, the genesis) for an empty chain.
+pub(super) fn head_of(row: Option<(i64, String)>) -> (i64, String) {
+    row.unwrap_or_else(|| (0, GENESIS.to_string()))
+}
+
+/// Appends an entry, sealed, inside a transaction: `append!(store, tx, &entry, now_us)`.
+macro_rules! append {
+    ($store:expr, $tx:expr, $entry:expr, $now:expr) => {{
+        let key = $store.audit_key()?;
+        let row = sqlx::query($crate::state::audit::HEAD_SQL)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        let head = match row {
+            Some(row) => Some((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?)),
+            None => None,
+        };
+        let stmt = $crate::state::audit::sealed_insert(
+            key,
+            $entry,
+            $now,
+            $crate::state::audit::head_of(head),
+        );
+        bound!(stmt).execute(&mut *$tx).await?;
+    }};
+}
+pub(crate) use append;
+
+/// `HEAD` as a `&'static str` for `sqlx::query`.
+pub(crate) const HEAD_SQL: &str = HEAD;
 
 impl StateStore {
-    /// Records an entry and seals the chain.
+    /// Records an entry, sealed, in a transaction of its own.
     pub async fn audit(&self, entry: &AuditEntry, now_us: i64) -> Result<(), StateError> {
-        self.write(None, vec![insert(entry, now_us)]).await?;
-        self.seal_audit().await
+        let _turn = self.writer.lock().await;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            append!(self, tx, entry, now_us);
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
-    /// Seals every unsealed entry, in id order, after the chain's head.
-    pub async fn seal_audit(&self) -> Result<(), StateError> {
-        loop {
-            let _turn = self.writer.lock().await;
-            let sealed = on_pool!(self, pool => {
-                let mut tx = pool.begin().await?;
-                let head = sqlx::query(
-                    "SELECT seal_seq, hash FROM audit_log WHERE seal_seq IS NOT NULL \
-                     ORDER BY seal_seq DESC LIMIT 1",
-                )
-                .fetch_optional(&mut *tx)
-                .await?;
-                let (mut seq, mut prev): (i64, String) = match head {
-                    Some(row) => (row.try_get(0)?, row.try_get(1)?),
-                    None => (0, GENESIS.to_string()),
-                };
-                let stmt = Stmt {
-                    sql: format!(
-                        "SELECT {COLUMNS} FROM audit_log WHERE seal_seq IS NULL ORDER BY id LIMIT $1"
-                    ),
-                    binds: vec![Bind::I64(i64::from(SEAL_BATCH))],
-                };
-                let mut rows = Vec::new();
-                for row in bound!(stmt).fetch_all(&mut *tx).await? {
-                    rows.push(record_of!(row));
-                }
-                for r in &rows {
-                    seq += 1;
-                    let h = hash(&prev, seq, r);
-                    let update = Stmt {
-                        sql: "UPDATE audit_log SET seal_seq = $2, prev_hash = $3, hash = $4 \
-                              WHERE id = $1"
-                            .into(),
-                        binds: vec![
-                            Bind::I64(r.id),
-                            Bind::I64(seq),
-                            Bind::Text(prev.clone()),
-                            Bind::Text(h.clone()),
-                        ],
-                    };
-                    bound!(update).execute(&mut *tx).await?;
-                    prev = h;
-                }
-                tx.commit().await?;
-                rows.len()
-            });
-            if sealed < SEAL_BATCH as usize {
-                return Ok(());
+    /// The chain's head: how many entries it has, and the last one's hash.
+    pub async fn audit_head(&self) -> Result<(i64, Option<String>), StateError> {
+        let row = on_pool!(self, pool => {
+            match sqlx::query(HEAD).fetch_optional(pool).await? {
+                Some(row) => Some((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?)),
+                None => None,
             }
-        }
+        });
+        Ok(row.map_or((0, None), |(n, h)| (n, Some(h))))
     }
 
     /// The newest entries first, before `before_id`.
@@ -187,10 +262,32 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Walks the sealed chain from its start and says whether it is whole.
-    pub async fn verify_audit(&self) -> Result<Verification, StateError> {
+    /// Walks the chain from its start and says whether it is whole; with `kept`, a head kept
+    /// elsewhere (its hash, or the first 12 or more characters of it), also whether the chain
+    /// still reaches it.
+    pub async fn verify_audit(&self, kept: Option<&str>) -> Result<Verification, StateError> {
+        let key = self.audit_key()?;
+        let broken = |at: i64, reason: String| Ok(Verification::Broken { at, reason });
+        // Rows the daemon did not seal were not written by it.
+        let foreign = on_pool!(self, pool => {
+            sqlx::query("SELECT id FROM audit_log WHERE seal_seq IS NULL ORDER BY id LIMIT 1")
+                .fetch_optional(pool)
+                .await?
+                .map(|row| row.try_get::<i64, _>(0))
+                .transpose()?
+        });
+        if let Some(id) = foreign {
+            return broken(
+                0,
+                format!(
+                    "row id {id} is not sealed: invariantd did not write it (inserted by hand?)"
+                ),
+            );
+        }
         let mut prev = GENESIS.to_string();
         let mut expected = 1;
+        let mut unkeyed = 0;
+        let mut reached = kept.is_none();
         loop {
             let stmt = Stmt {
                 sql: format!(
@@ -210,43 +307,90 @@ impl StateStore {
             for r in &page {
                 let seq = r.seal_seq.expect("only sealed entries are selected");
                 if seq != expected {
-                    return Ok(Verification::Broken {
-                        at: expected,
-                        reason: format!(
+                    return broken(
+                        expected,
+                        format!(
                             "entry {expected} is missing: the chain goes on at {seq} (deleted)"
                         ),
-                    });
+                    );
                 }
                 if r.prev_hash.as_deref() != Some(prev.as_str()) {
-                    return Ok(Verification::Broken {
-                        at: seq,
-                        reason: format!(
+                    return broken(
+                        seq,
+                        format!(
                             "entry {seq} does not follow entry {}: its link was changed",
                             seq - 1
                         ),
-                    });
+                    );
                 }
-                let h = hash(&prev, seq, r);
-                if r.hash.as_deref() != Some(h.as_str()) {
-                    return Ok(Verification::Broken {
-                        at: seq,
-                        reason: format!("entry {seq} does not match its hash (edited)"),
-                    });
+                let stored = r.hash.as_deref().unwrap_or_default();
+                let keyed = stored.starts_with(KEYED);
+                if keyed && key.is_none() {
+                    return broken(
+                        seq,
+                        format!("entry {seq} is keyed: verify it with auth.audit_key_file set"),
+                    );
+                }
+                if !keyed && unkeyed + 1 < seq {
+                    return broken(
+                        seq,
+                        format!(
+                            "entry {seq} is not keyed though the entries before it are: rewritten without the key"
+                        ),
+                    );
+                }
+                let h = hash(key.filter(|_| keyed), &prev, seq, r);
+                if stored != h {
+                    return broken(seq, format!("entry {seq} does not match its hash (edited)"));
+                }
+                if !keyed {
+                    unkeyed += 1;
+                }
+                if let Some(k) = kept
+                    && k.len() >= 12
+                    && h.trim_start_matches(KEYED)
+                        .starts_with(k.trim_start_matches(KEYED))
+                {
+                    reached = true;
                 }
                 prev = h;
                 expected += 1;
             }
         }
-        let unsealed = on_pool!(self, pool => {
-            sqlx::query("SELECT COUNT(*) FROM audit_log WHERE seal_seq IS NULL")
-                .fetch_one(pool)
-                .await?
-                .try_get::<i64, _>(0)?
+        // Every repair records its planning: one without an entry lost it (an emptied log too).
+        let orphan = on_pool!(self, pool => {
+            sqlx::query(
+                "SELECT r.id FROM repairs r WHERE NOT EXISTS \
+                 (SELECT 1 FROM audit_log a WHERE a.subject = 'repair/' || CAST(r.id AS TEXT)) \
+                 ORDER BY r.id LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await?
+            .map(|row| row.try_get::<i64, _>(0))
+            .transpose()?
         });
+        if let Some(id) = orphan {
+            return broken(
+                0,
+                format!(
+                    "repair {id} has no entry in the log: entries were deleted ({} entries left)",
+                    expected - 1
+                ),
+            );
+        }
+        if !reached {
+            return broken(
+                0,
+                format!(
+                    "the head you kept is not in the chain: the log was cut short or rewritten ({} entries now)",
+                    expected - 1
+                ),
+            );
+        }
         Ok(Verification::Intact {
             entries: expected - 1,
             head: (expected > 1).then_some(prev),
-            unsealed,
+            unkeyed,
         })
     }
 }

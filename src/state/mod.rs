@@ -39,7 +39,7 @@ use crate::verdict::RuleRun;
 
 pub use alerts::{AlertGroupState, OutboxEntry, OutboxRow};
 pub use approval::{Approval, Promotion, Refusal, Step, approve, promote};
-pub use audit::{AuditEntry, AuditRecord, Verification};
+pub use audit::{AuditEntry, AuditRecord, Verification, load_key as load_audit_key};
 pub use counters::RuleTotals;
 pub use repairs::{
     Claimed, Decision, EnableRequest, Enabling, Hold, NewRepair, RepairEnd, RepairFilter,
@@ -64,6 +64,9 @@ pub enum StateError {
     Query(#[from] sqlx::Error),
     #[error("the state store holds a value this version does not know: {0}")]
     Corrupt(String),
+    /// `auth.audit_key_file` cannot be used: nothing is audited, so nothing is changed.
+    #[error("{0}")]
+    AuditKey(String),
 }
 
 enum Pool {
@@ -156,6 +159,19 @@ pub struct StateStore {
     /// Writers take turns, in the order they asked (tokio's mutex is fair): SQLite has one
     /// writer at a time, and its own busy handler would let a big recording starve the rest.
     writer: tokio::sync::Mutex<()>,
+    /// The audit chain's key (`auth.audit_key_file`), or why it cannot be used: read at
+    /// open, so that commands that write no audit entry work without it.
+    audit_key: Result<Option<Vec<u8>>, String>,
+}
+
+impl StateStore {
+    /// The audit chain's key, if one is configured; an error if it cannot be used.
+    pub fn audit_key(&self) -> Result<Option<&[u8]>, StateError> {
+        match &self.audit_key {
+            Ok(key) => Ok(key.as_deref()),
+            Err(e) => Err(StateError::AuditKey(e.clone())),
+        }
+    }
 }
 
 /// Violation rows one transaction of a recording changes at most (see `StateStore::record`).
@@ -390,9 +406,15 @@ impl StateStore {
                 unreachable!("config validation allows SQLite and PostgreSQL only")
             }
         };
+        let audit_key = config
+            .audit_key_file
+            .as_deref()
+            .map(audit::load_key)
+            .transpose();
         Ok(StateStore {
             pool,
             writer: tokio::sync::Mutex::new(()),
+            audit_key,
         })
     }
 

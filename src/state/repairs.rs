@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use sqlx::{AssertSqlSafe, Row as _};
 
 use super::approval::{Approval, Promotion, Refusal, Step};
-use super::audit::insert as audit_insert;
+use super::audit::append;
 use super::{AuditEntry, Bind, Pool, StateError, StateStore, Stmt, Where, bound, on_pool};
 use crate::verdict::PlannedAction;
 
@@ -347,14 +347,11 @@ impl StateStore {
                             "idempotency_key": r.idempotency_key,
                         }),
                     );
-                    bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+                    append!(self, tx, &e, now_us);
                     ids.push(r.id);
                 }
                 tx.commit().await?;
             });
-        }
-        if !ids.is_empty() {
-            self.seal_audit().await?;
         }
         Ok(ids)
     }
@@ -483,7 +480,7 @@ impl StateStore {
             let row = bound!(update).fetch_one(&mut *tx).await?;
             let updated = repair_of!(row);
             let e = entry(&decision.by, audit_action, &updated, details);
-            bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+            append!(self, tx, &e, now_us);
             if state == RepairState::Rejected {
                 for stmt in super::counters::add_repair(&updated.rule, "rejected") {
                     bound!(stmt).execute(&mut *tx).await?;
@@ -493,7 +490,6 @@ impl StateStore {
             updated
         });
         drop(_turn);
-        self.seal_audit().await?;
         Ok(Ok(outcome))
     }
 
@@ -616,7 +612,7 @@ impl StateStore {
                     ),
                 };
                 let e = entry("invariantd", &action, r, details);
-                bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+                append!(self, tx, &e, now_us);
                 if let RepairEnd::Final(..) = end {
                     for stmt in super::counters::add_repair(&r.rule, state.as_str()) {
                         bound!(stmt).execute(&mut *tx).await?;
@@ -627,9 +623,6 @@ impl StateStore {
             n == 1
         });
         drop(_turn);
-        if written {
-            self.seal_audit().await?;
-        }
         Ok(written)
     }
 
@@ -660,7 +653,7 @@ impl StateStore {
             }
             for r in &skipped {
                 let e = entry("invariantd", "repair.skipped", r, serde_json::json!({ "result": r.result }));
-                bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+                append!(self, tx, &e, now_us);
                 for stmt in super::counters::add_repair(&r.rule, "skipped") {
                     bound!(stmt).execute(&mut *tx).await?;
                 }
@@ -669,9 +662,6 @@ impl StateStore {
             skipped.len() as u64
         });
         drop(_turn);
-        if skipped > 0 {
-            self.seal_audit().await?;
-        }
         Ok(skipped)
     }
 
@@ -773,7 +763,7 @@ impl StateStore {
                         subject: format!("rule/{rule}"),
                         details: serde_json::json!({ "fingerprint": fingerprint, "reset": reset }),
                     };
-                    bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+                    append!(self, tx, &e, now_us);
                     Enabling::Requested { reset }
                 }
                 Ok(Step::Approved(approvals)) => {
@@ -788,7 +778,7 @@ impl StateStore {
                         subject: format!("rule/{rule}"),
                         details: serde_json::json!({ "fingerprint": fingerprint, "approvals": approvals }),
                     };
-                    bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+                    append!(self, tx, &e, now_us);
                     let waiting = Stmt {
                         sql: "SELECT COUNT(*) FROM repairs WHERE rule = $1 AND state = 'dry_run' \
                               AND held_by = 'not_enabled'".into(),
@@ -814,7 +804,7 @@ impl StateStore {
                     }
                     for r in &promoted {
                         let e = entry(by, audit_action, r, details.clone());
-                        bound!(audit_insert(&e, now_us)).execute(&mut *tx).await?;
+                        append!(self, tx, &e, now_us);
                     }
                     let n = promoted.len() as u64;
                     let held = promoted.first().and_then(|r| r.held_by.zip(r.hold_reason.clone()));
@@ -829,7 +819,6 @@ impl StateStore {
             outcome
         });
         drop(_turn);
-        self.seal_audit().await?;
         Ok(Ok(outcome))
     }
 

@@ -12,6 +12,16 @@ use invariantd::verdict::{Outcome, RuleRun};
 use crate::harness::{TestDb, Workdir};
 
 async fn state_store(kind: SourceKind, db: &Option<TestDb>, dir: &std::path::Path) -> StateStore {
+    keyed_state_store(kind, db, dir, None).await
+}
+
+/// A state store whose audit chain is keyed with the key in `key_file`.
+async fn keyed_state_store(
+    kind: SourceKind,
+    db: &Option<TestDb>,
+    dir: &std::path::Path,
+    key_file: Option<std::path::PathBuf>,
+) -> StateStore {
     let options = match kind {
         SourceKind::Postgres => ConnectOptions::Postgres(
             sqlx::postgres::PgConnectOptions::from_str(&db.as_ref().unwrap().admin_url).unwrap(),
@@ -23,9 +33,13 @@ async fn state_store(kind: SourceKind, db: &Option<TestDb>, dir: &std::path::Pat
         ),
     };
     let retention = std::time::Duration::from_secs(3600);
-    let store = StateStore::open(&StateConfig { options, retention })
-        .await
-        .unwrap();
+    let store = StateStore::open(&StateConfig {
+        options,
+        retention,
+        audit_key_file: key_file,
+    })
+    .await
+    .unwrap();
     store.migrate().await.unwrap(); // a second time is a no-op
     store
 }
@@ -438,8 +452,10 @@ async fn alert_bookkeeping_on_postgres() {
     alert_bookkeeping(SourceKind::Postgres).await;
 }
 
-/// The audit log's chain on either store: whole after appends (also across a crash that left
-/// entries unsealed), and broken — at the right entry — by an edit or a deletion.
+/// The audit log's chain on either store, keyed: whole after appends, and broken — at the
+/// right entry — by each way of laundering it: an edit, a deletion, a row inserted by hand, an
+/// entry rewritten without the key, the whole chain rewritten without it (found with the head
+/// kept elsewhere), and an emptied log where repairs exist.
 async fn audit_chain(kind: SourceKind) {
     use invariantd::state::{AuditEntry, Verification};
     let state_db = match kind {
@@ -447,7 +463,13 @@ async fn audit_chain(kind: SourceKind) {
         _ => None,
     };
     let dir = tempfile::tempdir().unwrap();
-    let store = state_store(kind, &state_db, dir.path()).await;
+    let key_file = dir.path().join("audit.key");
+    std::fs::write(&key_file, "0123456789abcdef0123456789abcdef-secret\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let store = keyed_state_store(kind, &state_db, dir.path(), Some(key_file.clone())).await;
     let entry = |i: usize| AuditEntry {
         actor: "ops".into(),
         action: "silence.add".into(),
@@ -455,11 +477,11 @@ async fn audit_chain(kind: SourceKind) {
         details: serde_json::json!({ "comment": format!("number {i}\nwith a newline") }),
     };
     assert_eq!(
-        store.verify_audit().await.unwrap(),
+        store.verify_audit(None).await.unwrap(),
         Verification::Intact {
             entries: 0,
             head: None,
-            unsealed: 0
+            unkeyed: 0
         }
     );
     for i in 1..=5 {
@@ -468,16 +490,21 @@ async fn audit_chain(kind: SourceKind) {
     let Verification::Intact {
         entries: 5,
         head: Some(head),
-        unsealed: 0,
-    } = store.verify_audit().await.unwrap()
+        unkeyed: 0,
+    } = store.verify_audit(None).await.unwrap()
     else {
         panic!("not intact")
     };
+    assert!(head.starts_with("hmac-sha256:"), "{head}");
+    assert_eq!(store.audit_head().await.unwrap(), (5, Some(head.clone())));
+    assert!(matches!(
+        store.verify_audit(Some(&head[12..30])).await.unwrap(),
+        Verification::Intact { entries: 5, .. }
+    ));
     let listed = store.audit_entries(None, 10).await.unwrap();
     assert_eq!(listed[0].subject, "silence/5");
     assert_eq!(listed[0].hash.as_deref(), Some(head.as_str()));
 
-    // Edited: the entry no longer matches its hash.
     let url = match kind {
         SourceKind::Postgres => state_db.as_ref().unwrap().admin_url.clone(),
         _ => format!("sqlite://{}", dir.path().join("state.db").display()),
@@ -496,9 +523,10 @@ async fn audit_chain(kind: SourceKind) {
             }
         }
     };
+    // Edited: the entry no longer matches its hash.
     tamper("UPDATE audit_log SET actor = 'someone else' WHERE seal_seq = 3").await;
     assert_eq!(
-        store.verify_audit().await.unwrap(),
+        store.verify_audit(None).await.unwrap(),
         Verification::Broken {
             at: 3,
             reason: "entry 3 does not match its hash (edited)".into()
@@ -506,18 +534,91 @@ async fn audit_chain(kind: SourceKind) {
     );
     tamper("UPDATE audit_log SET actor = 'ops' WHERE seal_seq = 3").await;
     assert!(matches!(
-        store.verify_audit().await.unwrap(),
+        store.verify_audit(None).await.unwrap(),
         Verification::Intact { entries: 5, .. }
     ));
+    // A row inserted by hand, backdated: the daemon's next entry does not seal it, and verify
+    // names it.
+    tamper("INSERT INTO audit_log (at_us, actor, action, subject, details) VALUES (1, 'ops', 'repair.approved', 'repair/9', '{}')").await;
+    store.audit(&entry(6), 2_000).await.unwrap();
+    let Verification::Broken { at: 0, reason } = store.verify_audit(None).await.unwrap() else {
+        panic!("a hand-made row passed");
+    };
+    assert!(
+        reason.contains("is not sealed: invariantd did not write it"),
+        "{reason}"
+    );
+    tamper("DELETE FROM audit_log WHERE seal_seq IS NULL").await;
+    // The newest entry rewritten by someone without the key: they can only hash it unkeyed.
+    let unkeyed = keyed_state_store(kind, &state_db, dir.path(), None).await;
+    tamper("DELETE FROM audit_log WHERE seal_seq = 6").await;
+    unkeyed.audit(&entry(66), 2_000).await.unwrap();
+    assert_eq!(
+        store.verify_audit(None).await.unwrap(),
+        Verification::Broken {
+            at: 6,
+            reason:
+                "entry 6 is not keyed though the entries before it are: rewritten without the key"
+                    .into()
+        }
+    );
+    // The whole chain rewritten without the key: whole, all unkeyed, and the head kept
+    // elsewhere is not in it.
+    tamper("DELETE FROM audit_log").await;
+    for i in 1..=5 {
+        unkeyed.audit(&entry(i), 1_000 + i as i64).await.unwrap();
+    }
+    assert!(matches!(
+        store.verify_audit(None).await.unwrap(),
+        Verification::Intact {
+            entries: 5,
+            unkeyed: 5,
+            ..
+        }
+    ));
+    let Verification::Broken { at: 0, reason } = store.verify_audit(Some(&head)).await.unwrap()
+    else {
+        panic!("a rewritten chain reached the kept head");
+    };
+    assert!(
+        reason.contains("the head you kept is not in the chain"),
+        "{reason}"
+    );
     // Deleted: a gap.
     tamper("DELETE FROM audit_log WHERE seal_seq = 2").await;
     assert_eq!(
-        store.verify_audit().await.unwrap(),
+        store.verify_audit(None).await.unwrap(),
         Verification::Broken {
             at: 2,
             reason: "entry 2 is missing: the chain goes on at 3 (deleted)".into()
         }
     );
+    // Emptied, where a repair exists: its entries are missing.
+    let planned = invariantd::state::NewRepair {
+        key: "1".into(),
+        occurrence_us: 1,
+        state: invariantd::state::RepairState::Pending,
+        mode: "approve".into(),
+        action: "a".into(),
+        actions: Vec::new(),
+        idempotency_key: "k".into(),
+        hold_reason: None,
+        held_by: None,
+    };
+    store.plan_repairs("r", &[planned], 3_000).await.unwrap();
+    tamper("DELETE FROM audit_log").await;
+    let Verification::Broken { at: 0, reason } = store.verify_audit(None).await.unwrap() else {
+        panic!("an emptied log passed");
+    };
+    assert!(
+        reason.contains("has no entry in the log: entries were deleted (0 entries left)"),
+        "{reason}"
+    );
+    // A key that cannot be used writes nothing, and says why.
+    std::fs::write(&key_file, "short").unwrap();
+    let bad = keyed_state_store(kind, &state_db, dir.path(), Some(key_file)).await;
+    let e = bad.audit(&entry(7), 4_000).await.unwrap_err().to_string();
+    assert!(e.contains("needs at least 32"), "{e}");
 }
 
 #[tokio::test]
@@ -671,7 +772,7 @@ async fn repair_claims(kind: SourceKind) {
         ]
     );
     assert!(matches!(
-        store.verify_audit().await.unwrap(),
+        store.verify_audit(None).await.unwrap(),
         invariantd::state::Verification::Intact { entries: 7, .. }
     ));
 }
@@ -822,7 +923,7 @@ async fn enabling(kind: SourceKind) {
     );
     // And the chain records every step.
     assert!(matches!(
-        store.verify_audit().await.unwrap(),
+        store.verify_audit(None).await.unwrap(),
         invariantd::state::Verification::Intact { .. }
     ));
 }
