@@ -85,8 +85,30 @@ pub fn render_json(rules: &[Rule], runs: &[RuleRun]) -> String {
             })
             .collect(),
     };
-    let mut out = serde_json::to_string_pretty(&report).expect("JSON values serialize");
+    let mut out = inert_json(serde_json::to_string_pretty(&report).expect("JSON values serialize"));
     out.push('\n');
+    out
+}
+
+/// JSON with the characters that can reorder or hide what a terminal shows — C1 controls and
+/// bidirectional controls (U+202E, U+2066…) — escaped as `\uXXXX`, as JSON allows for any
+/// character; serde_json writes them raw. They can only stand inside strings, so each is
+/// replaced where it is.
+pub fn inert_json(json: String) -> String {
+    fn hostile(c: char) -> bool {
+        matches!(c, '\u{80}'..='\u{9f}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}' | '\u{061c}')
+    }
+    if !json.chars().any(hostile) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if hostile(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
     out
 }
 
@@ -227,7 +249,7 @@ pub fn violations_json(items: &[ViolationRecord], next: Option<i64>) -> String {
         items: items.iter().map(ViolationView::from).collect(),
         next: next.map(|n| n.to_string()),
     };
-    let mut out = serde_json::to_string_pretty(&page).expect("views serialize");
+    let mut out = inert_json(serde_json::to_string_pretty(&page).expect("views serialize"));
     out.push('\n');
     out
 }
@@ -339,7 +361,7 @@ pub fn audit_json(entries: &[crate::state::AuditRecord]) -> String {
             })
         })
         .collect();
-    format!("{:#}\n", serde_json::json!({ "items": items }))
+    inert_json(format!("{:#}\n", serde_json::json!({ "items": items })))
 }
 
 /// Columns of text, each as wide as its widest cell; the last one is not padded.
@@ -537,4 +559,16 @@ pub fn evidence_text(e: &crate::repair::Evidence) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bidi_and_c1_controls_are_escaped_in_json_and_it_reads_back_the_same() {
+        let text = "a\u{202e}b\u{2066}c\u{2069}d\u{200f}e\u{9b}f";
+        let json = super::inert_json(serde_json::json!({ "k": text }).to_string());
+        assert_eq!(json, r#"{"k":"a\u202eb\u2066c\u2069d\u200fe\u009bf"}"#);
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["k"], text);
+    }
 }

@@ -235,6 +235,15 @@ struct Swap {
 /// How long after `shutdown_grace` a stopping daemon that has not exited is made to exit.
 const FORCED_EXIT_AFTER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Sets its flag when dropped: the supervisor has returned.
+struct Disarm(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Disarm {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 async fn supervise(
     handle: Arc<Handle>,
     mut control: mpsc::Receiver<Control>,
@@ -275,15 +284,20 @@ async fn supervise(
     handle.set_ready(false);
     abort.cancel();
     // The last resort, on a thread of its own so that it needs nothing from the runtime: if
-    // the process is still here well after the grace (the runtime's timers or threads held by
-    // a task that does not yield), it exits anyway.
+    // the supervisor has not returned well after the grace (the runtime's timers or threads
+    // held by a task that does not yield), the process exits anyway. Returning disarms it (the
+    // demo runs the daemon inside a longer-lived process).
+    let returned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _disarm = Disarm(returned.clone());
     std::thread::spawn(move || {
         std::thread::sleep(grace + FORCED_EXIT_AFTER_GRACE);
-        eprintln!(
-            "invariantd: still running {} after the shutdown grace; exiting now.",
-            humantime::format_duration(FORCED_EXIT_AFTER_GRACE)
-        );
-        std::process::exit(1);
+        if !returned.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!(
+                "invariantd: still running {} after the shutdown grace; exiting now.",
+                humantime::format_duration(FORCED_EXIT_AFTER_GRACE)
+            );
+            std::process::exit(1);
+        }
     });
     let drain = async {
         while let Some(joined) = tasks.join_next().await {

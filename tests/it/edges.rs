@@ -634,7 +634,7 @@ async fn hostile_text_reaches_terminals_escaped_and_huge_values_are_stored_cut()
     let db = TestDb::new(Sqlite, "hostile").await;
     db.exec(&[
         "CREATE TABLE t (id INTEGER, note TEXT)".to_string(),
-        "INSERT INTO t VALUES (1, 'pwned' || char(27) || '[2J' || char(27) || ']0;title' || char(7) || char(13) || char(8238))".to_string(),
+        "INSERT INTO t VALUES (1, 'pwned' || char(27) || '[2J' || char(27) || ']0;title' || char(7) || char(13) || char(8238) || char(8294) || char(8297) || char(8207) || char(155))".to_string(),
         "INSERT INTO t VALUES (2, printf('%.*c', 2000000, 'x'))".to_string(),
     ])
     .await;
@@ -648,6 +648,24 @@ async fn hostile_text_reaches_terminals_escaped_and_huge_values_are_stored_cut()
         table.contains(r"pwned\u{1b}[2J\u{1b}]0;title\u{7}\u{d}\u{202e}"),
         "{table}"
     );
+    // In JSON too, bidi and C1 controls are escaped, and read back as they were.
+    workdir.cli(&["run", "--once"]);
+    for args in [
+        &["check", "--format", "json"][..],
+        &["violations", "list", "--format", "json"][..],
+    ] {
+        let out = workdir.cli(args);
+        let json = String::from_utf8(out.stdout).unwrap();
+        for c in ['\u{202e}', '\u{2066}', '\u{2069}', '\u{200f}', '\u{9b}'] {
+            assert!(!json.contains(c), "{args:?} printed U+{:04X} raw", c as u32);
+        }
+        assert!(
+            json.contains(r"\u202e\u2066\u2069\u200f\u009b"),
+            "{args:?}: {json}"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert!(doc.to_string().contains("\u{202e}\u{2066}"), "{args:?}");
+    }
     // Stored and printed, a 2 MB value is cut with a marker.
     let out = workdir.cli(&["check", "--format", "json"]);
     assert!(
