@@ -556,14 +556,76 @@ fn check(config_path: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {
     let selected = select_rules(rules, &args.rules)?;
     let runs = runtime()?.block_on(async {
         let sources = Sources::new(&config.sources, config.secrets.clone());
-        crate::engine::run_rules(&selected, &sources, usize::from(args.concurrency)).await
+        warn_privileged(&sources, &selected).await;
+        let mut runs = Box::pin(crate::engine::run_rules(
+            &selected,
+            &sources,
+            usize::from(args.concurrency),
+        ));
+        let finished = tokio::select! {
+            runs = &mut runs => Some(runs),
+            () = interrupted() => None,
+        };
+        if finished.is_none() {
+            // Dropping the runs abandons their readers, which stop their queries on the
+            // servers: wait for them on this runtime, as the daemon does, before exiting.
+            drop(runs);
+            eprintln!("interrupted: stopping the queries in flight");
+            sources.settle(std::time::Duration::from_secs(5)).await;
+        }
+        finished
     });
+    let Some(runs) = runs else {
+        return Ok(ExitCode::from(130));
+    };
     let text = match args.format {
         Format::Table => crate::report::render_table(&selected, &runs, args.limit),
         Format::Json => crate::report::render_json(&selected, &runs),
     };
     print!("{text}");
     Ok(ExitCode::from(crate::report::exit_code(&runs)))
+}
+
+/// The first SIGINT or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            },
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Warns, as the daemon does, about each source the rules read whose role may do more than
+/// read (README: Least privilege).
+async fn warn_privileged(sources: &Sources, rules: &[Rule]) {
+    let mut names: Vec<&str> = rules
+        .iter()
+        .flat_map(|r| r.datasets.iter().map(|d| d.source.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        if let Some(source) = sources.get(name)
+            && let Ok(Some(power)) = source.probe().await
+        {
+            eprintln!(
+                "warning: source `{name}` connects with more than read rights ({power}): a check could change the database or write files on its server; give invariantd a read-only role (README: Least privilege)"
+            );
+        }
+    }
 }
 
 fn test(config_path: &Path, args: TestArgs) -> anyhow::Result<ExitCode> {

@@ -18,7 +18,7 @@ pub(super) struct RawAlerting {
     #[serde(default)]
     receivers: OrderedMap<RawReceiver>,
     #[serde(default)]
-    routes: Vec<RawRoute>,
+    routes: Vec<Spanned<RawRoute>>,
     #[serde(rename = "for")]
     for_: Option<Spanned<String>>,
     repeat_interval: Option<Spanned<String>>,
@@ -436,13 +436,16 @@ pub(super) fn check_alerting(
 
     let mut routes = Vec::new();
     let mut reached = std::collections::HashSet::new();
-    for (i, r) in raw.routes.into_iter().enumerate() {
+    for (i, spanned) in raw.routes.into_iter().enumerate() {
+        // Where the route is written: its first receiver or matcher, else the route itself.
+        let r = &spanned.value;
         let pos = r
             .receivers
             .first()
             .map(|s| yaml::pos(s, 0))
             .or_else(|| r.matchers.0.first().map(|(k, _)| yaml::pos(k, 0)))
-            .unwrap_or_default();
+            .unwrap_or_else(|| yaml::pos(&spanned, 0));
+        let r = spanned.value;
         if r.receivers.is_empty() {
             diags.push(
                 path,

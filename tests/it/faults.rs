@@ -536,3 +536,74 @@ fn nested_comprehensions_over_the_budget_are_refused_at_load_with_their_position
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn check_interrupted_stops_its_postgres_query_on_the_server() {
+    let db = TestDb::new(SourceKind::Postgres, "check_int").await;
+    let config = format!(
+        "sources:\n  db: {{ url: \"{}\", statement_timeout: 90s }}\nrules: [rules/]\n",
+        db.url
+    );
+    let rules = "name: slow\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT 1 AS id FROM (SELECT pg_sleep(60)) AS s\" }\nassert: t != null\n";
+    let workdir = Workdir::raw(&config, rules);
+    let mut child = crate::harness::Daemon::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+            .arg("check")
+            .current_dir(workdir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+    .into_child();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while running(&db, "pg_sleep(60)").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the check never started its query"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    crate::harness::kill(&child, "INT");
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "check did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let exited = Instant::now();
+    while running(&db, "pg_sleep(60)").await > 0 {
+        assert!(
+            exited.elapsed() < Duration::from_secs(1),
+            "the query kept running on the server after check exited"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn check_warns_about_a_source_that_can_do_more_than_read_as_run_does() {
+    let db = TestDb::new(SourceKind::Postgres, "check_super").await;
+    db.exec_str(&["CREATE TABLE t (id INT)", "INSERT INTO t VALUES (1)"])
+        .await;
+    let rules = "name: r\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id FROM t\" }\nassert: t != null\n";
+    for (url, warned) in [(&db.admin_url, true), (&db.url, false)] {
+        let workdir = Workdir::new(&[("db", url)], Some(rules));
+        let out = workdir.cli(&["check"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(
+            stderr.contains(
+                "warning: source `db` connects with more than read rights (its role is a PostgreSQL superuser)"
+            ),
+            warned,
+            "{stderr}"
+        );
+    }
+}

@@ -245,6 +245,10 @@ fn fuzz_the_config_loader() {
         if let Err(diags) = invariantd::config::parse(file, &text, &|_| Some("pw".into())) {
             assert!(!diags.0.is_empty());
             located(&diags, file, &text);
+            // Every config error has its line: something in the file is wrong, somewhere.
+            for d in &diags.0 {
+                assert!(d.line >= 1, "no line: {d}\n{text}");
+            }
         }
     });
 }

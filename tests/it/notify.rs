@@ -368,6 +368,7 @@ alerting:
   routes:
     - { match: { tem: inventory }, receivers: [hook] }
     - { match: { severity: urgent, kind: violation }, receivers: [hok] }
+    - {}
 "#;
     let rules = "name: r\nlabels: { team: inventory }\nevery: 1m\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id FROM t\" }\nassert: t != null\n";
     let workdir = Workdir::raw(config, rules);
@@ -378,6 +379,7 @@ alerting:
         "invariantd.yaml:10:67: alerting.routes[1]: no receiver is named `hok`; did you mean `hook`?",
         "invariantd.yaml:10:28: alerting.routes[1]: severity `urgent` is not one of critical, warning, info",
         "invariantd.yaml:9:18: alerting.routes[0]: matches on `tem`, which is not severity, rule, kind, source or a label of any rule",
+        "invariantd.yaml:11:7: alerting.routes[2]: a route needs at least one receiver",
     ] {
         assert!(stderr.contains(part), "{part:?} not in:\n{stderr}");
     }
@@ -385,7 +387,8 @@ alerting:
     let fixed = config
         .replace("urgent", "critical")
         .replace("hok", "hook")
-        .replace("tem:", "team:");
+        .replace("tem:", "team:")
+        .replace("    - {}\n", "");
     std::fs::write(workdir.config(), fixed).unwrap();
     let out = workdir.cli(&["validate"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
