@@ -186,6 +186,8 @@ pub struct Handle {
     ready: AtomicBool,
     /// Why the last run could not be recorded, until one is: the daemon is not ready then.
     store_problem: RwLock<Option<String>>,
+    /// Why the state store does not answer, while the watch finds it away (`daemon::store`).
+    store_away: RwLock<Option<String>>,
     /// Sources whose role could do more than read, and why.
     privileged: RwLock<std::collections::BTreeMap<String, String>>,
 }
@@ -199,6 +201,7 @@ impl Handle {
             control: tx,
             ready: AtomicBool::new(false),
             store_problem: RwLock::new(None),
+            store_away: RwLock::new(None),
             privileged: RwLock::new(Default::default()),
         };
         (Arc::new(handle), rx)
@@ -266,6 +269,19 @@ impl Handle {
     /// Why runs cannot be recorded now, if they cannot.
     pub fn store_problem(&self) -> Option<String> {
         self.store_problem.read().expect("store lock").clone()
+    }
+
+    /// Why the state store does not answer now, if it does not.
+    pub fn store_away(&self) -> Option<String> {
+        self.store_away.read().expect("store lock").clone()
+    }
+
+    /// Records whether the state store answered its last ping; returns whether that changed.
+    pub fn set_store_away(&self, problem: Option<String>) -> bool {
+        let mut current = self.store_away.write().expect("store lock");
+        let changed = current.is_some() != problem.is_some();
+        *current = problem;
+        changed
     }
 
     /// Records whether the last run could be recorded; returns whether that changed.

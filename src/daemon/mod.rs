@@ -29,6 +29,7 @@ pub mod prune;
 pub mod repairs;
 pub mod runner;
 pub mod signals;
+pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -162,6 +163,7 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
             }
         }),
         Service::new("pruner", prune::service(handle.clone(), abort.clone())),
+        Service::new("store-watch", store::service(handle.clone(), abort.clone())),
         Service::new(
             "source-probe",
             probe::service(handle.clone(), abort.clone(), log.clone()),

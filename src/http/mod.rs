@@ -121,6 +121,14 @@ pub fn endpoints() -> Vec<Endpoint> {
 pub fn router(handle: Arc<Handle>) -> Router {
     let mut router = Router::new();
     for (endpoint, route) in table() {
+        // What reads or writes the state store answers 503 at once while it is away.
+        let uses_store = endpoint.path.starts_with("/api/")
+            || (endpoint.path.starts_with("/ui/") && endpoint.access != Access::Open);
+        let route = if uses_store {
+            route.route_layer(from_fn_with_state(handle.clone(), store_answers))
+        } else {
+            route
+        };
         let route = match endpoint.access {
             Access::Open => route,
             Access::Role(role) => {
@@ -133,6 +141,22 @@ pub fn router(handle: Arc<Handle>) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::from_fn(guard::guard))
         .with_state(handle)
+}
+
+/// 503 at once while the state store does not answer (`daemon::store` watches it).
+async fn store_answers(
+    State(handle): State<Arc<Handle>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if handle.store_away().is_some() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the state store is unavailable",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// The audit chain's head, to keep elsewhere and give back to `audit verify --head`.

@@ -34,6 +34,13 @@ pub async fn readyz(State(handle): State<Arc<Handle>>) -> Response {
     if !handle.is_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
     }
+    if let Some(away) = handle.store_away() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the state store does not answer: {away}\n"),
+        )
+            .into_response();
+    }
     match handle.store_problem() {
         // Verdicts that cannot be recorded are lost: not ready, and say why.
         Some(problem) => (

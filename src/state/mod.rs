@@ -165,6 +165,14 @@ pub struct StateStore {
 }
 
 impl StateStore {
+    /// Whether the store answers a trivial query.
+    pub async fn ping(&self) -> Result<(), StateError> {
+        on_pool!(self, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
     /// The audit chain's key, if one is configured; an error if it cannot be used.
     pub fn audit_key(&self) -> Result<Option<&[u8]>, StateError> {
         match &self.audit_key {
@@ -398,6 +406,9 @@ impl StateStore {
             ConnectOptions::Postgres(o) => Pool::Postgres(
                 sqlx::postgres::PgPoolOptions::new()
                     .max_connections(8)
+                    // A store that went away answers with an error within seconds, not the
+                    // 30 s default: the API says 503 and readiness turns while it is away.
+                    .acquire_timeout(std::time::Duration::from_secs(3))
                     .connect_with(o.clone().application_name("invariantd-state"))
                     .await
                     .map_err(StateError::Connect)?,

@@ -607,3 +607,68 @@ async fn check_warns_about_a_source_that_can_do_more_than_read_as_run_does() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_postgres_state_store_that_goes_away_turns_readiness_and_the_api_answers_503_at_once() {
+    let source = TestDb::new(SourceKind::Sqlite, "store_away_src").await;
+    source
+        .exec_str(&["CREATE TABLE t (id INTEGER)", "INSERT INTO t VALUES (1)"])
+        .await;
+    let state = TestDb::new(SourceKind::Postgres, "store_away").await;
+    let (proxy, _) = crate::harness::Proxy::in_front_of(&state).await;
+    let address = crate::harness::pg_server()
+        .rsplit_once('@')
+        .map(|(_, a)| a.to_string())
+        .unwrap();
+    let state_url = state
+        .admin_url
+        .replacen(&address, &format!("127.0.0.1:{}", proxy.port), 1);
+    let config = format!(
+        "sources:\n  db: {{ url: \"{}\" }}\nstate: {{ url: \"{state_url}\" }}\nrules: [rules/]\n",
+        source.url
+    );
+    let rules = "name: r\nevery: 1s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id FROM t\" }\nassert: t != null\n";
+    let workdir = Workdir::raw(&config, rules);
+    let (mut child, port) = workdir.spawn_daemon("", std::process::Stdio::null()).await;
+    let asked = |path: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let (status, body) = http(port, "GET", path);
+            (status, body, started.elapsed())
+        })
+    };
+    assert_eq!(asked("/api/v1/violations").await.unwrap().0, 200);
+
+    proxy.cut();
+    let cut = Instant::now();
+    loop {
+        let (status, body, _) = asked("/readyz").await.unwrap();
+        if status == 503 {
+            assert!(body.contains("the state store does not answer"), "{body}");
+            break;
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(5),
+            "still ready {:?} after the cut",
+            cut.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for path in ["/api/v1/violations", "/api/v1/repairs", "/api/v1/runs"] {
+        let (status, body, took) = asked(path).await.unwrap();
+        assert_eq!(status, 503, "{path}: {body}");
+        assert!(took < Duration::from_millis(500), "{path} took {took:?}");
+        assert_eq!(body, r#"{"error":"the state store is unavailable"}"#);
+    }
+    // /metrics and /healthz are served from memory all the while.
+    assert_eq!(asked("/metrics").await.unwrap().0, 200);
+    assert_eq!(asked("/healthz").await.unwrap().0, 200);
+
+    proxy.restore();
+    eventually(Duration::from_secs(10), "ready again", || {
+        http(port, "GET", "/readyz").0 == 200
+    })
+    .await;
+    assert_eq!(asked("/api/v1/violations").await.unwrap().0, 200);
+    terminate_within(&mut child, Duration::from_secs(15)).await;
+}
