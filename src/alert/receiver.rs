@@ -41,11 +41,14 @@ pub fn build(config: &ReceiverConfig) -> Result<Box<dyn Receiver>, String> {
     })
 }
 
-/// An HTTP client with invariantd's user agent and the send timeout.
+/// An HTTP client with invariantd's user agent and the send timeout. It follows no redirect:
+/// a receiver's answer must not send alerts to another address (a 307 to a service on
+/// loopback); a 3xx is a failed delivery, retried as any other.
 pub fn http_client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .user_agent(concat!("invariantd/", env!("CARGO_PKG_VERSION")))
         .timeout(SEND_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }

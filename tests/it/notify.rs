@@ -772,3 +772,49 @@ fn the_readmes_alerting_example_is_valid_with_the_shipped_rules() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_receiver_that_answers_with_a_redirect_is_not_followed() {
+    // The other service on loopback the redirect points at: it must never hear from us.
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere_log = dir.path().join("elsewhere.jsonl");
+    let elsewhere = Helper::start("http_recorder.py", &[elsewhere_log.to_str().unwrap()]);
+    let hook_log = dir.path().join("hook.jsonl");
+    let target = format!("http://127.0.0.1:{}/internal", elsewhere.port);
+    let hook = Helper::start(
+        "http_recorder.py",
+        &[hook_log.to_str().unwrap(), "0", "307", &target],
+    );
+    let db = TestDb::new(SourceKind::Sqlite, "redirect").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, ok INTEGER)",
+        "INSERT INTO t VALUES (1, 0)",
+    ])
+    .await;
+    let rules = "name: r\nevery: 1s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n";
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    let alerting = format!(
+        "alerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/hook\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
+        hook.port
+    );
+    let (mut daemon, port) = workdir
+        .spawn_daemon(&alerting, std::process::Stdio::null())
+        .await;
+    eventually(Duration::from_secs(20), "the hook asked", || {
+        !json_lines(&hook_log).is_empty()
+    })
+    .await;
+    eventually(Duration::from_secs(20), "counted as failed", || {
+        http(port, "GET", "/metrics")
+            .1
+            .contains("invariantd_alerts_sent_total{receiver=\"hook\",outcome=\"failed\"}")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        json_lines(&elsewhere_log).is_empty(),
+        "the redirect was followed: {:?}",
+        json_lines(&elsewhere_log)
+    );
+    terminate_within(&mut daemon, Duration::from_secs(15)).await;
+}

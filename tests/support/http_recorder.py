@@ -1,8 +1,10 @@
 """An HTTP endpoint for the tests that records requests: appends one JSON line per POST
 (path, headers, body) to a file. It answers 503 to the first FAIL_FIRST requests (to test
-retries), then STATUS (200 unless given).
+retries), then STATUS (200 unless given), with `Location: LOCATION` when one is given (a
+redirect).
 
-Usage: python3 http_recorder.py OUT_FILE [FAIL_FIRST] [STATUS]  -- prints the port (127.0.0.1).
+Usage: python3 http_recorder.py OUT_FILE [FAIL_FIRST] [STATUS] [LOCATION]  -- prints the port
+(127.0.0.1).
 """
 import json
 import sys
@@ -10,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 fail_first = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 answer = int(sys.argv[3]) if len(sys.argv) > 3 else 200
+location = sys.argv[4] if len(sys.argv) > 4 else None
 seen = 0
 
 
@@ -27,6 +30,8 @@ class Handler(BaseHTTPRequestHandler):
                 "body": json.loads(body) if body else None,
             }) + "\n")
         self.send_response(status)
+        if location:
+            self.send_header("Location", location)
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
