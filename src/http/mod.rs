@@ -333,6 +333,7 @@ async fn violation(
 /// The evidence for a violation's key, judged now, with its history and repairs.
 async fn explain(
     State(handle): State<Arc<Handle>>,
+    caller: Option<axum::Extension<auth::Caller>>,
     Path(id): Path<String>,
 ) -> Result<Json<crate::repair::Evidence>, ApiError> {
     let missing = || ApiError::not_found(format!("no violation with id `{id}`"));
@@ -342,7 +343,14 @@ async fn explain(
     let rule = ctx
         .rule(&v.rule)
         .ok_or_else(|| ApiError::not_found(format!("rule `{}` is no longer configured", v.rule)))?;
-    let evidence = crate::repair::evidence(rule, &ctx.sources, &ctx.store, &v.key).await?;
+    let mut evidence = crate::repair::evidence(rule, &ctx.sources, &ctx.store, &v.key).await?;
+    if caller.is_none() {
+        for r in &mut evidence.repairs {
+            if let Some(serde_json::Value::String(t)) = r.get_mut("result") {
+                *t = crate::repair::public_result(t).into_owned();
+            }
+        }
+    }
     Ok(Json(evidence))
 }
 

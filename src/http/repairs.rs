@@ -51,6 +51,20 @@ pub struct RepairView {
     pub violation_first_seen: String,
 }
 
+impl RepairView {
+    /// The repair as `caller` may see it: without a token, the result keeps the target's
+    /// status but not the start of its answer.
+    pub fn for_caller(r: &RepairRecord, caller: Option<&Caller>) -> RepairView {
+        let mut view = RepairView::from(r);
+        if caller.is_none() {
+            view.result = view
+                .result
+                .map(|t| crate::repair::public_result(&t).into_owned());
+        }
+        view
+    }
+}
+
 impl From<&RepairRecord> for RepairView {
     fn from(r: &RepairRecord) -> RepairView {
         RepairView {
@@ -80,8 +94,10 @@ impl From<&RepairRecord> for RepairView {
 
 pub async fn list(
     State(handle): State<Arc<Handle>>,
+    caller: Option<axum::Extension<Caller>>,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Page<RepairView>>, ApiError> {
+    let caller = caller.map(|axum::Extension(c)| c);
     let Query(p) = query?;
     let state = match p.state.as_deref() {
         None | Some("all") => None,
@@ -107,7 +123,10 @@ pub async fn list(
         .await?;
     Ok(Json(Page {
         next: next_cursor(items.len(), limit, items.last().map(|r| r.id)),
-        items: items.iter().map(RepairView::from).collect(),
+        items: items
+            .iter()
+            .map(|r| RepairView::for_caller(r, caller.as_ref()))
+            .collect(),
     }))
 }
 
@@ -118,15 +137,17 @@ fn id_of(id: &str) -> Result<i64, ApiError> {
 
 pub async fn show(
     State(handle): State<Arc<Handle>>,
+    caller: Option<axum::Extension<Caller>>,
     Path(id): Path<String>,
 ) -> Result<Json<RepairView>, ApiError> {
     let number = id_of(&id)?;
+    let caller = caller.map(|axum::Extension(c)| c);
     handle
         .current()
         .store
         .repair(number)
         .await?
-        .map(|r| Json(RepairView::from(&r)))
+        .map(|r| Json(RepairView::for_caller(&r, caller.as_ref())))
         .ok_or_else(|| ApiError::not_found(format!("no repair with id `{id}`")))
 }
 

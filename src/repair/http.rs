@@ -17,8 +17,41 @@ pub struct Http<'a> {
     pub on_422: StatusMeaning,
 }
 
-/// The first bytes of a response body, for the repair's result.
-const BODY_SHOWN: usize = 300;
+/// At most this many bytes of a target's answer are read and kept, for the repair's result:
+/// enough to say why, never a whole page.
+const BODY_SHOWN: usize = 200;
+
+/// Where the start of a target's answer stands in a result (`« … »`): the API shows it only to
+/// a caller with a token (`public_result`).
+const ANSWER: &str = " — answer: «";
+const ANSWER_END: char = '»';
+
+/// A result as a caller without a token sees it: the status and everything else, without the
+/// target's own words.
+pub fn public_result(result: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = result.find(ANSWER) else {
+        return result.into();
+    };
+    let from = start + ANSWER.len();
+    let end = result[from..]
+        .find(ANSWER_END)
+        .map_or(result.len(), |e| from + e);
+    format!("{}(shown with a token){}", &result[..from], &result[end..]).into()
+}
+
+/// The start of a response body, read no further than `BODY_SHOWN` bytes.
+async fn excerpt(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < BODY_SHOWN {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    bytes.truncate(BODY_SHOWN);
+    let text = String::from_utf8_lossy(&bytes);
+    crate::value::terminal_safe(text.trim()).replace(ANSWER_END, "\"")
+}
 
 impl Action for Http<'_> {
     fn apply<'a>(&'a self, spec: &'a ActionSpec, key: &'a str) -> BoxFuture<'a, Attempt> {
@@ -58,9 +91,15 @@ impl Action for Http<'_> {
                 }
             };
             let status = response.status();
-            let text = response.text().await.unwrap_or_default();
-            let shown: String = text.chars().take(BODY_SHOWN).collect();
-            let said = format!("{} {url} answered {status}: {shown}", self.method);
+            let shown = excerpt(response).await;
+            let said = if shown.is_empty() {
+                format!("{} {url} answered {status}", self.method)
+            } else {
+                format!(
+                    "{} {url} answered {status}{ANSWER}{shown}{ANSWER_END}",
+                    self.method
+                )
+            };
             match status.as_u16() {
                 200..=299 => Attempt::Applied(said),
                 409 | 422 => {
@@ -77,5 +116,20 @@ impl Action for Http<'_> {
                 _ => Attempt::Retry(said),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_result;
+
+    #[test]
+    fn without_a_token_a_result_keeps_all_but_the_targets_words() {
+        let r = "POST http://t/x answered 500 Internal Server Error — answer: «db password is hunter2» (gave up after 5 attempts)";
+        assert_eq!(
+            public_result(r),
+            "POST http://t/x answered 500 Internal Server Error — answer: «(shown with a token)» (gave up after 5 attempts)"
+        );
+        assert_eq!(public_result("no answer"), "no answer");
     }
 }

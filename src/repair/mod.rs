@@ -15,5 +15,6 @@ mod worker;
 
 pub use action::{Action, Attempt, Clients, describe};
 pub use explain::{Evidence, evidence};
+pub use http::public_result;
 pub use plan::{Guardrails, Planned, idempotency_key, plan, suspicious};
 pub use worker::{Check, RepairEnv, check_key, work};

@@ -131,7 +131,17 @@ fn retry(attempts: i64, error: String, config: &RepairsConfig) -> RepairEnd {
 }
 
 async fn apply(env: &RepairEnv<'_>, claimed: Claimed) -> Result<(), StateError> {
-    let end = decide(env, &claimed).await;
+    let mut end = decide(env, &claimed).await;
+    // What a target answered, or an error quoting a URL, may carry a secret: the store, the
+    // API and the log get it redacted.
+    let secrets = env.sources.secrets();
+    match &mut end {
+        RepairEnd::Final(_, text) | RepairEnd::Retry { error: text, .. } => {
+            if let std::borrow::Cow::Owned(clean) = secrets.redact(text) {
+                *text = clean;
+            }
+        }
+    }
     let r = &claimed.repair;
     match &end {
         RepairEnd::Final(state, result) => tracing::info!(

@@ -425,6 +425,17 @@ impl Checker<'_> {
                 self.at(&raw.url),
                 format!("{ctx}: url must start with http:// or https://, before any {{{{…}}}}"),
             );
+        } else if url.contains("{{") && !authority_ends(prefix) {
+            // A value from a row must never choose where the request goes: only the path and
+            // the query take templates.
+            let offset = raw.url.value.find("{{").unwrap_or_default();
+            diags.push(
+                self.file,
+                yaml::pos_in_scalar(self.doc, &raw.url, offset),
+                format!(
+                    "{ctx}: url takes {{{{…}}}} only in its path and query, never in the scheme, host or port: write the host out (`http://payments.internal/refunds/{{{{key}}}}`)"
+                ),
+            );
         }
         let mut headers = Vec::new();
         for (k, v) in raw.headers.0 {
@@ -509,4 +520,11 @@ impl Checker<'_> {
             json: raw.json.map(|j| j.value),
         })
     }
+}
+
+/// Whether the literal start of a URL (up to its first `{{`) holds the whole authority: a `/`,
+/// `?` or `#` follows a non-empty host after the scheme.
+fn authority_ends(prefix: &str) -> bool {
+    let rest = prefix.split_once("://").map_or("", |(_, r)| r);
+    rest.find(['/', '?', '#']).is_some_and(|end| end > 0)
 }

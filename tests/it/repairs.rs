@@ -539,14 +539,19 @@ async fn four_eyes_needs_a_second_person_and_a_picked_action_changes_the_key() {
         sent[0]["body"],
         serde_json::json!({ "amount_cents": 1002, "order": "order 2" })
     );
-    // The refund does not reserve: the key still violates, and the result says so.
+    // The refund does not reserve: the key still violates, and the result says so. What the
+    // target answered is shown to a caller with a token only.
     let applied = &repairs(port, "state=applied")[0];
+    let result = applied["result"].as_str().unwrap();
+    assert!(result.contains("still violates"), "{applied}");
     assert!(
-        applied["result"]
-            .as_str()
-            .unwrap()
-            .contains("still violates"),
+        result.contains("answered 200 OK — answer: «(shown with a token)»"),
         "{applied}"
+    );
+    let (_, with_token) = http_as(port, "GET", "/api/v1/repairs?state=applied", Some(TOKEN));
+    assert!(
+        with_token.contains("answered 200 OK — answer: «ok»"),
+        "{with_token}"
     );
     terminate_within(&mut daemon, Duration::from_secs(20)).await;
 }
@@ -1393,4 +1398,51 @@ async fn a_statement_changing_other_than_expect_rows_is_rolled_back_and_fails() 
         "nothing was changed"
     );
     terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
+
+#[test]
+fn a_repair_url_takes_values_only_in_its_path_and_query() {
+    let action = |url: &str| {
+        format!(
+            "name: r{n}\nkey: id\ndatasets:\n  t: {{ source: db, query: \"SELECT id, host FROM t\" }}\nassert: t == null\nrepair:\n  action:\n    http: {{ url: \"{url}\" }}\n",
+            n = url.len()
+        )
+    };
+    let refused = [
+        "http://{{t.host}}/x",
+        "http://127.0.0.1:{{key}}/x",
+        "https://pay{{key}}.example.com/",
+        "http://user@{{t.host}}",
+    ];
+    let rules: Vec<String> = refused.iter().map(|u| action(u)).collect();
+    let workdir = Workdir::raw(
+        "sources:\n  db: { url: \"sqlite://db.db\" }\nrules: [rules/]\n",
+        &rules.join("---\n"),
+    );
+    let out = workdir.cli(&["validate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let located: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("url takes {{…}} only in its path and query"))
+        .collect();
+    assert_eq!(located.len(), refused.len(), "{stderr}");
+    // Each points at the `{{` in the file: line 9 of its document, after `url: "` and the
+    // literal start.
+    for (line, url) in located.iter().zip(refused) {
+        let column = "    http: { url: \"".len() + url.find("{{").unwrap() + 1;
+        assert!(line.contains(&format!(":{column}: ")), "{line}");
+    }
+    // In the path and the query, values are fine.
+    let fine = Workdir::raw(
+        "sources:\n  db: { url: \"sqlite://db.db\" }\nrules: [rules/]\n",
+        &action("http://payments.internal:8080/refunds/{{key}}?host={{t.host}}"),
+    );
+    let out = fine.cli(&["validate"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
