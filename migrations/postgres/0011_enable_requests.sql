@@ -6,3 +6,6 @@ CREATE TABLE repair_enable_requests (
     requested_by  TEXT    NOT NULL,
     requested_us  BIGINT  NOT NULL
 );
+
+-- `audit verify` looks up each repair's entries by subject (`repair/12`).
+CREATE INDEX audit_log_subject ON audit_log (subject);

@@ -262,6 +262,17 @@ impl StateStore {
         Ok(out)
     }
 
+    /// The id a query's first row has, if it has one.
+    async fn first_id(&self, sql: &'static str) -> Result<Option<i64>, StateError> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query(sql)
+                .fetch_optional(pool)
+                .await?
+                .map(|row| row.try_get::<i64, _>(0))
+                .transpose()?
+        }))
+    }
+
     /// Walks the chain from its start and says whether it is whole; with `kept`, a head kept
     /// elsewhere (its hash, or the first 12 or more characters of it), also whether the chain
     /// still reaches it.
@@ -269,13 +280,9 @@ impl StateStore {
         let key = self.audit_key()?;
         let broken = |at: i64, reason: String| Ok(Verification::Broken { at, reason });
         // Rows the daemon did not seal were not written by it.
-        let foreign = on_pool!(self, pool => {
-            sqlx::query("SELECT id FROM audit_log WHERE seal_seq IS NULL ORDER BY id LIMIT 1")
-                .fetch_optional(pool)
-                .await?
-                .map(|row| row.try_get::<i64, _>(0))
-                .transpose()?
-        });
+        let foreign = self
+            .first_id("SELECT id FROM audit_log WHERE seal_seq IS NULL ORDER BY id LIMIT 1")
+            .await?;
         if let Some(id) = foreign {
             return broken(
                 0,
@@ -358,17 +365,13 @@ impl StateStore {
             }
         }
         // Every repair records its planning: one without an entry lost it (an emptied log too).
-        let orphan = on_pool!(self, pool => {
-            sqlx::query(
+        let orphan = self
+            .first_id(
                 "SELECT r.id FROM repairs r WHERE NOT EXISTS \
                  (SELECT 1 FROM audit_log a WHERE a.subject = 'repair/' || CAST(r.id AS TEXT)) \
                  ORDER BY r.id LIMIT 1",
             )
-            .fetch_optional(pool)
-            .await?
-            .map(|row| row.try_get::<i64, _>(0))
-            .transpose()?
-        });
+            .await?;
         if let Some(id) = orphan {
             return broken(
                 0,

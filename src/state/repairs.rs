@@ -863,14 +863,23 @@ pub enum Enabling {
     },
 }
 
-/// Records a first request to enable a version, replacing any earlier one for the rule.
-fn enable_request(rule: &str, fingerprint: &str, by: &str, now_us: i64) -> Stmt {
+/// Records a rule version with who and when in `table` (`repair_enable_requests`: a first
+/// request waiting for a second person; `repair_enablement`: enabled), replacing the rule's
+/// earlier row.
+fn upsert_version(
+    table: &str,
+    (who, when): (&str, &str),
+    rule: &str,
+    fingerprint: &str,
+    by: &str,
+    now_us: i64,
+) -> Stmt {
     Stmt {
-        sql: "INSERT INTO repair_enable_requests (rule, fingerprint, requested_by, requested_us) \
-              VALUES ($1, $2, $3, $4) ON CONFLICT (rule) DO UPDATE SET \
-              fingerprint = excluded.fingerprint, requested_by = excluded.requested_by, \
-              requested_us = excluded.requested_us"
-            .into(),
+        sql: format!(
+            "INSERT INTO {table} (rule, fingerprint, {who}, {when}) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (rule) DO UPDATE SET fingerprint = excluded.fingerprint, \
+             {who} = excluded.{who}, {when} = excluded.{when}"
+        ),
         binds: vec![
             Bind::Text(rule.into()),
             Bind::Text(fingerprint.into()),
@@ -880,22 +889,24 @@ fn enable_request(rule: &str, fingerprint: &str, by: &str, now_us: i64) -> Stmt 
     }
 }
 
+/// Records a first request to enable a version, replacing any earlier one for the rule.
+fn enable_request(rule: &str, fingerprint: &str, by: &str, now_us: i64) -> Stmt {
+    let columns = ("requested_by", "requested_us");
+    upsert_version(
+        "repair_enable_requests",
+        columns,
+        rule,
+        fingerprint,
+        by,
+        now_us,
+    )
+}
+
 /// Enables a version (and forgets any request waiting for a second person).
 fn enable_statements(rule: &str, fingerprint: &str, by: &str, now_us: i64) -> [Stmt; 2] {
+    let columns = ("enabled_by", "enabled_us");
     [
-        Stmt {
-            sql: "INSERT INTO repair_enablement (rule, fingerprint, enabled_by, enabled_us) \
-                  VALUES ($1, $2, $3, $4) ON CONFLICT (rule) DO UPDATE SET \
-                  fingerprint = excluded.fingerprint, enabled_by = excluded.enabled_by, \
-                  enabled_us = excluded.enabled_us"
-                .into(),
-            binds: vec![
-                Bind::Text(rule.into()),
-                Bind::Text(fingerprint.into()),
-                Bind::Text(by.into()),
-                Bind::I64(now_us),
-            ],
-        },
+        upsert_version("repair_enablement", columns, rule, fingerprint, by, now_us),
         Stmt {
             sql: "DELETE FROM repair_enable_requests WHERE rule = $1".into(),
             binds: vec![Bind::Text(rule.into())],
