@@ -52,21 +52,39 @@ pub(super) fn check_http(
     http: Option<&RawHttp>,
     path: &Path,
     diags: &mut Diagnostics,
-) -> std::net::SocketAddr {
-    match http {
-        None => DEFAULT_LISTEN.parse().expect("a valid address"),
-        Some(h) => h.listen.value.parse().unwrap_or_else(|_| {
+) -> (std::net::SocketAddr, Option<std::net::SocketAddr>) {
+    let default = || DEFAULT_LISTEN.parse().expect("a valid address");
+    let Some(h) = http else {
+        return (default(), None);
+    };
+    let mut address = |field: &str, s: &Spanned<String>| {
+        s.value.parse().map_err(|_| {
             diags.push(
                 path,
-                yaml::pos(&h.listen, 0),
+                yaml::pos(s, 0),
                 format!(
-                    "http.listen: `{}` is not an address and port such as 127.0.0.1:9464",
-                    h.listen.value
+                    "http.{field}: `{}` is not an address and port such as 127.0.0.1:9464",
+                    s.value
                 ),
             );
-            DEFAULT_LISTEN.parse().expect("a valid address")
-        }),
+        })
+    };
+    let listen = address("listen", &h.listen).unwrap_or_else(|()| default());
+    let probes = h
+        .probes_listen
+        .as_ref()
+        .and_then(|p| address("probes_listen", p).ok());
+    if let (Some(p), Some(raw)) = (probes, &h.probes_listen)
+        && p == listen
+        && p.port() != 0
+    {
+        diags.push(
+            path,
+            yaml::pos(raw, 0),
+            "http.probes_listen must differ from http.listen: it is a listener of its own",
+        );
     }
+    (listen, probes)
 }
 
 pub(super) fn check_telemetry(

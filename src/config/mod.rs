@@ -78,6 +78,7 @@ struct RawTelemetry {
 #[derive(Debug, Deserialize)]
 struct RawHttp {
     listen: Spanned<String>,
+    probes_listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +194,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where the daemon serves `/metrics`, health and the API.
     pub http_listen: std::net::SocketAddr,
+    /// A listener of its own for `/healthz`, `/readyz` and `/metrics` (`http.probes_listen`),
+    /// so that clients that hold the main listener's connections cannot blind them.
+    pub probes_listen: Option<std::net::SocketAddr>,
     pub log_format: LogFormat,
     /// OTLP/HTTP base URL for traces; none means no traces are exported.
     pub otlp_endpoint: Option<String>,
@@ -342,7 +346,7 @@ fn parse_partial(
         path,
         &mut diags,
     );
-    let http_listen = check_http(raw.http.as_ref(), path, &mut diags);
+    let (http_listen, probes_listen) = check_http(raw.http.as_ref(), path, &mut diags);
     let (log_format, otlp_endpoint) =
         check_telemetry(raw.telemetry.as_ref(), path, env, &mut diags);
     let state = check_state(raw.state, path, &base, env, &mut diags, &mut secrets);
@@ -381,6 +385,7 @@ fn parse_partial(
         max_concurrent_runs,
         shutdown_grace,
         http_listen,
+        probes_listen,
         log_format,
         otlp_endpoint,
         auth,

@@ -132,6 +132,14 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
             address: listen,
             source,
         })?;
+    let probes_listener = match ctx.config.probes_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| DaemonError::Listen { address, source })?,
+        ),
+        None => None,
+    };
     let rules = ctx.rules.len();
     let sources = ctx.config.sources.len();
     let config_path = ctx.config.path.display().to_string();
@@ -186,6 +194,20 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
             repairs::service(handle.clone(), abort.clone(), log.clone()),
         ),
     ];
+    if let Some(listener) = probes_listener {
+        let app = crate::http::probes_router(handle.clone());
+        let stop = abort.clone();
+        services.push(Service::new("probes-http", async move {
+            crate::http::serve::serve(listener, app, stop.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            if stop.is_cancelled() {
+                Ok(())
+            } else {
+                Err("the probes' server stopped accepting connections".into())
+            }
+        }));
+    }
     services.extend(extra);
     let mut tasks = JoinSet::new();
     for service in services {

@@ -118,9 +118,21 @@ pub fn endpoints() -> Vec<Endpoint> {
     table().into_iter().map(|(e, _)| e).collect()
 }
 
+/// The endpoints `http.probes_listen` serves: what orchestrators and Prometheus ask.
+pub const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 pub fn router(handle: Arc<Handle>) -> Router {
+    build(handle, |_| true)
+}
+
+/// The probes and `/metrics` alone, with the same access, for a listener of their own.
+pub fn probes_router(handle: Arc<Handle>) -> Router {
+    build(handle, |e| PROBES.contains(&e.path))
+}
+
+fn build(handle: Arc<Handle>, keep: impl Fn(&Endpoint) -> bool) -> Router {
     let mut router = Router::new();
-    for (endpoint, route) in table() {
+    for (endpoint, route) in table().into_iter().filter(|(e, _)| keep(e)) {
         // What reads or writes the state store answers 503 at once while it is away.
         let uses_store = endpoint.path.starts_with("/api/")
             || (endpoint.path.starts_with("/ui/") && endpoint.access != Access::Open);

@@ -214,3 +214,68 @@ async fn changes_from_another_origin_big_bodies_and_router_errors_get_json_refus
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "no such endpoint");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn the_probes_listener_answers_while_slow_bodies_hold_every_main_connection() {
+    let (workdir, _) = crate::harness::Workdir::sqlite_shop(1).await;
+    let (main, probes) = (free_port(), free_port());
+    let config = std::fs::read_to_string(workdir.config()).unwrap();
+    std::fs::write(
+        workdir.config(),
+        format!(
+            "{config}http: {{ listen: \"127.0.0.1:{main}\", probes_listen: \"127.0.0.1:{probes}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let _daemon = crate::harness::Daemon::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+            .args(["run"])
+            .current_dir(workdir.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    crate::harness::eventually(Duration::from_secs(20), "ready", || {
+        TcpStream::connect(("127.0.0.1", probes)).is_ok()
+            && crate::harness::http(probes, "GET", "/readyz").0 == 200
+    })
+    .await;
+    // The probes listener serves the probes and /metrics, nothing else.
+    assert_eq!(crate::harness::http(probes, "GET", "/metrics").0, 200);
+    assert_eq!(crate::harness::http(probes, "GET", "/api/v1/rules").0, 404);
+    // 530 clients announce a 60,000-byte body and send one byte: every slot of the main
+    // listener is held.
+    let mut held = Vec::new();
+    for _ in 0..530 {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", main)) else {
+            continue;
+        };
+        let _ = write!(
+            s,
+            "POST /api/v1/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\nx"
+        );
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..20 {
+        let asked = Instant::now();
+        let (status, _) = crate::harness::http(probes, "GET", "/readyz");
+        assert_eq!(status, 200);
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
+        );
+        let (status, _) = crate::harness::http(probes, "GET", "/metrics");
+        assert_eq!(status, 200);
+    }
+    drop(held);
+}
