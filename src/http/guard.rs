@@ -1,6 +1,7 @@
 //! What every request goes through first: changes from a foreign web page are refused (CSRF),
-//! request bodies are bounded, and every error answer — including the router's own (404, 405)
-//! — is the documented JSON `{"error": …}`.
+//! and every error answer — including the router's own (404, 405) — is the documented JSON
+//! `{"error": …}`. Request bodies are read by `body`, after the token check, bounded in size
+//! and time.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -13,20 +14,38 @@ use super::ApiError;
 /// The largest request body taken: no endpoint needs more.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// How long a client may take to send a request's body, once its token is accepted.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub async fn guard(request: Request, next: Next) -> Response {
-    let request = if is_safe(request.method()) {
-        request
-    } else {
-        if let Some(reason) = foreign(&request) {
-            tracing::warn!(path = %request.uri().path(), reason, "Refused a cross-site request.");
-            return ApiError::new(StatusCode::FORBIDDEN, reason).into_response();
-        }
-        match bounded(request).await {
-            Ok(request) => request,
-            Err(response) => return response,
-        }
-    };
+    if !is_safe(request.method())
+        && let Some(reason) = foreign(&request)
+    {
+        tracing::warn!(path = %request.uri().path(), reason, "Refused a cross-site request.");
+        return ApiError::new(StatusCode::FORBIDDEN, reason).into_response();
+    }
     json_errors(next.run(request).await)
+}
+
+/// Reads a change's body, bounded in size and time. Layered inside the token check, so that
+/// a client without a valid token is answered before a byte of its body is read, and cannot
+/// hold a connection by sending it slowly.
+pub async fn body(request: Request, next: Next) -> Response {
+    if is_safe(request.method()) {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(BODY_TIMEOUT, bounded(request)).await {
+        Ok(Ok(request)) => next.run(request).await,
+        Ok(Err(response)) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {}",
+                humantime::format_duration(BODY_TIMEOUT)
+            ),
+        )
+        .into_response(),
+    }
 }
 
 fn is_safe(method: &Method) -> bool {

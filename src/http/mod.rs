@@ -134,6 +134,8 @@ fn build(handle: Arc<Handle>, keep: impl Fn(&Endpoint) -> bool) -> Router {
     let mut router = Router::new();
     for (endpoint, route) in table().into_iter().filter(|(e, _)| keep(e)) {
         // What reads or writes the state store answers 503 at once while it is away.
+        // The body is read only once the token has been accepted (`guard::body`).
+        let route = route.route_layer(axum::middleware::from_fn(guard::body));
         let uses_store = endpoint.path.starts_with("/api/")
             || (endpoint.path.starts_with("/ui/") && endpoint.access != Access::Open);
         let route = if uses_store {

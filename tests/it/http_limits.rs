@@ -279,3 +279,29 @@ async fn the_probes_listener_answers_while_slow_bodies_hold_every_main_connectio
     }
     drop(held);
 }
+
+#[tokio::test]
+async fn a_change_without_a_valid_token_is_refused_before_its_body_is_read() {
+    let app = crate::auth::router("").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(invariantd::http::serve::serve(listener, app, stop.clone()));
+    let answered = tokio::task::spawn_blocking(move || {
+        // A body of 60,000 bytes announced, one sent: the 401 comes at once, not after it.
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let asked = Instant::now();
+        s.write_all(b"POST /api/v1/silences HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\nx")
+            .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        (String::from_utf8_lossy(&head).to_string(), asked.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(answered.0, "HTTP/1.1 401");
+    assert!(answered.1 < Duration::from_secs(1), "{:?}", answered.1);
+    stop.cancel();
+    let _ = server.await;
+}
