@@ -295,6 +295,15 @@ impl Drop for TestDb {
     }
 }
 
+/// A loopback port free now, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A directory holding `invariantd.yaml` and a `rules/` directory.
 pub struct Workdir {
     pub dir: tempfile::TempDir,

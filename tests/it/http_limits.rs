@@ -12,7 +12,7 @@ use axum::http::{Request, StatusCode, header};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::harness::TOKEN;
+use crate::harness::{TOKEN, free_port};
 
 /// A log sink for one test's events.
 #[derive(Clone, Default)]
@@ -213,14 +213,6 @@ async fn changes_from_another_origin_big_bodies_and_router_errors_get_json_refus
     let (status, _, body) = call(&app, Request::get("/nothing/here"), Body::empty()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "no such endpoint");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

@@ -8,17 +8,9 @@ use std::time::Duration;
 use invariantd::config::SourceKind;
 
 use crate::harness::{
-    Alertmanager, Helper, Proxy, TestDb, Workdir, eventually, http, json_lines, private_ca,
-    terminate_within,
+    Alertmanager, Helper, Proxy, TestDb, Workdir, eventually, free_port, http, json_lines,
+    private_ca, terminate_within,
 };
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Requests a recorder answered with 200.
 fn delivered(lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
