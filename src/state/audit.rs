@@ -185,7 +185,7 @@ pub(super) fn sealed_insert(
 }
 
 /// The query of the chain's head: its last number and hash.
-pub(super) const HEAD: &str = "SELECT seal_seq, hash FROM audit_log WHERE seal_seq IS NOT NULL ORDER BY seal_seq DESC LIMIT 1";
+pub(crate) const HEAD: &str = "SELECT seal_seq, hash FROM audit_log WHERE seal_seq IS NOT NULL ORDER BY seal_seq DESC LIMIT 1";
 
 /// The head from `HEAD`'s row: (0, the genesis) for an empty chain.
 pub(super) fn head_of(row: Option<(i64, String)>) -> (i64, String) {
@@ -196,7 +196,7 @@ pub(super) fn head_of(row: Option<(i64, String)>) -> (i64, String) {
 macro_rules! append {
     ($store:expr, $tx:expr, $entry:expr, $now:expr) => {{
         let key = $store.audit_key()?;
-        let row = sqlx::query($crate::state::audit::HEAD_SQL)
+        let row = sqlx::query($crate::state::audit::HEAD)
             .fetch_optional(&mut *$tx)
             .await?;
         let head = match row {
@@ -213,9 +213,6 @@ macro_rules! append {
     }};
 }
 pub(crate) use append;
-
-/// `HEAD` as a `&'static str` for `sqlx::query`.
-pub(crate) const HEAD_SQL: &str = HEAD;
 
 impl StateStore {
     /// Records an entry, sealed, in a transaction of its own.

@@ -794,7 +794,7 @@ async fn a_password_selected_by_a_query_is_published_by_no_endpoint_or_command()
         },
     )
     .await;
-    let (_, silence) = {
+    let silence = {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let body = r#"{"matchers":{"rule":"leaky"},"duration":"1h","comment":"canary"}"#;
@@ -802,7 +802,7 @@ async fn a_password_selected_by_a_query_is_published_by_no_endpoint_or_command()
         let mut r = String::new();
         s.read_to_string(&mut r).unwrap();
         seen.push_str(&r);
-        ((), r)
+        r
     };
     let silence_id: serde_json::Value =
         serde_json::from_str(silence.split_once("\r\n\r\n").unwrap().1).unwrap();

@@ -1446,3 +1446,71 @@ fn a_repair_url_takes_values_only_in_its_path_and_query() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn enabling_under_four_eyes_through_the_api_takes_two_admins_and_no_one_alone() {
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 3, &[1]).await;
+    let w = workdir(
+        &p,
+        &i,
+        &rule(&format!(
+            "  mode: auto\n  actions:\n{}",
+            reserve_action(SourceKind::Sqlite, false)
+        )),
+    );
+    // Two admins and an on-call approver of our own.
+    const SECOND_ADMIN: &str = "tests-second-admin-0000111122223333";
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let path = w.path().join("tokens");
+        std::fs::write(
+            &path,
+            format!("ops:admin:{TOKEN}\nlead:approve:{LEAD_TOKEN}\nboss:admin:{SECOND_ADMIN}\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (mut daemon, port) = w
+        .spawn_daemon(
+            "auth: { tokens_file: tokens }\nrepairs: { four_eyes: true }\n",
+            std::process::Stdio::null(),
+        )
+        .await;
+    eventually(Duration::from_secs(20), "two repairs in dry run", || {
+        repairs(port, "state=dry_run").len() == 2
+    })
+    .await;
+    let enable = |token| {
+        post(
+            port,
+            "/api/v1/rules/paid_implies_reserved/repairs/enable",
+            Some(token),
+            &serde_json::json!({}),
+        )
+    };
+    // An on-call approver may not enable at all.
+    let (status, answer) = enable(LEAD_TOKEN);
+    assert_eq!(status, 403, "{answer}");
+    // One admin: asked for, nothing enabled, nothing approved; the same admin again is refused.
+    let (status, answer) = enable(TOKEN);
+    assert_eq!(
+        (status, &answer["enabled"]),
+        (202, &serde_json::json!(false)),
+        "{answer}"
+    );
+    let (status, answer) = enable(TOKEN);
+    assert_eq!(status, 403, "{answer}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(repairs(port, "state=dry_run").len(), 2);
+    assert_eq!(reservation_counts(&i, 3).await, (2, 0));
+    // A second admin: enabled by both, and the two waiting repairs go through.
+    let (status, answer) = enable(SECOND_ADMIN);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["enabled_by"], "ops, boss");
+    assert_eq!(answer["approved"], 2);
+    eventually(Duration::from_secs(20), "both applied", || {
+        repairs(port, "state=applied").len() == 2
+    })
+    .await;
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
