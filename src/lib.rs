@@ -2,7 +2,7 @@
 //! across them, and reports the keys that violate them.
 //!
 //! Data flows one way, and a module imports only those before it in this list:
-//! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `config` → `expr` → `rules` → `sources`
+//! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `config` → `outbound` → `expr` → `rules` → `sources`
 //! → `engine` → `scheduler` → `state` → `metrics` → `alert` → `auth` → `context` → `http` → `daemon` →
 //! `cli` → `telemetry`, `report`, `rule_tests`, `demo` → `app` (the only wiring). See the README's
 //! architecture section.
@@ -20,6 +20,7 @@ pub mod engine;
 pub mod expr;
 pub mod http;
 pub mod metrics;
+pub mod outbound;
 pub mod repair;
 pub mod report;
 pub mod rule_tests;

@@ -9,20 +9,20 @@ use futures_util::future::BoxFuture;
 
 use super::message::Notification;
 use super::receiver::{Receiver, SendError, http_client, post_json};
-use crate::config::AlertmanagerConfig;
+use crate::config::{AlertmanagerConfig, Allowed};
 
 pub struct Alertmanager {
     url: String,
     valid_for: Duration,
-    client: reqwest::Client,
+    client: crate::outbound::Client,
 }
 
 impl Alertmanager {
-    pub fn new(config: &AlertmanagerConfig) -> Result<Alertmanager, String> {
+    pub fn new(config: &AlertmanagerConfig, allow: &[Allowed]) -> Result<Alertmanager, String> {
         Ok(Alertmanager {
             url: format!("{}/api/v2/alerts", config.url),
             valid_for: config.resend_interval * 4,
-            client: http_client()?,
+            client: http_client(allow)?,
         })
     }
 }

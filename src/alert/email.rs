@@ -1,7 +1,8 @@
 //! The `email` receiver: one text mail per notification over SMTP (lettre), with STARTTLS or
 //! TLS as the `smtp` URL says (trusting a private CA's certificates from `ca_file` too), and
 //! the password from the URL (environment) or a file. The
-//! message id becomes the mail's `Message-ID`, so a mail system can drop a repeat.
+//! message id becomes the mail's `Message-ID`, so a mail system can drop a repeat. The
+//! server's addresses are checked against `outbound.allow` before each send.
 
 use futures_util::future::BoxFuture;
 use lettre::message::{Mailbox, Message, header::ContentType};
@@ -11,16 +12,19 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::message::Notification;
 use super::receiver::{Receiver, SEND_TIMEOUT, SendError};
-use crate::config::EmailConfig;
+use crate::config::{Allowed, EmailConfig};
 
 pub struct Email {
     from: Mailbox,
     to: Vec<Mailbox>,
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// The SMTP server's host and port, checked against `outbound.allow` before each send.
+    server: (String, u16),
+    allow: Vec<Allowed>,
 }
 
 impl Email {
-    pub fn new(config: &EmailConfig) -> Result<Email, String> {
+    pub fn new(config: &EmailConfig, allow: &[Allowed]) -> Result<Email, String> {
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&config.smtp)
             .map_err(|e| format!("smtp URL: {e}"))?
             .timeout(Some(SEND_TIMEOUT));
@@ -42,7 +46,13 @@ impl Email {
             a.parse::<Mailbox>()
                 .map_err(|e| format!("`{a}` is not an email address: {e}"))
         };
+        let url = reqwest::Url::parse(&config.smtp).map_err(|e| format!("smtp URL: {e}"))?;
+        let port = url
+            .port()
+            .unwrap_or(if url.scheme() == "smtps" { 465 } else { 587 });
         Ok(Email {
+            server: (url.host_str().unwrap_or_default().to_string(), port),
+            allow: allow.to_vec(),
             from: parse(&config.from)?,
             to: config.to.iter().map(parse).collect::<Result<_, _>>()?,
             transport: builder.build(),
@@ -90,6 +100,9 @@ fn message_id(id: &str) -> String {
 impl Receiver for Email {
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
+            crate::outbound::check_server(&self.server.0, self.server.1, &self.allow)
+                .await
+                .map_err(|r| SendError::new(format!("SMTP server {}", r.0)))?;
             let mut builder = Message::builder()
                 .from(self.from.clone())
                 .subject(n.subject())

@@ -5,7 +5,7 @@
 use futures_util::future::BoxFuture;
 
 use super::message::Notification;
-use crate::config::{ReceiverConfig, ReceiverKind};
+use crate::config::{Allowed, ReceiverConfig, ReceiverKind};
 
 /// Why a notification did not get through.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -32,36 +32,35 @@ pub trait Receiver: Send + Sync {
 /// How long one delivery attempt may take, connection included.
 pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The receiver a config describes. Fails when a file it needs cannot be read.
-pub fn build(config: &ReceiverConfig) -> Result<Box<dyn Receiver>, String> {
+/// The receiver a config describes, sending only where `allow` (`outbound.allow`) lets it.
+/// Fails when a file it needs cannot be read.
+pub fn build(config: &ReceiverConfig, allow: &[Allowed]) -> Result<Box<dyn Receiver>, String> {
     Ok(match &config.kind {
-        ReceiverKind::Email(e) => Box::new(super::email::Email::new(e)?),
-        ReceiverKind::Webhook(w) => Box::new(super::webhook::Webhook::new(w)?),
-        ReceiverKind::Alertmanager(a) => Box::new(super::alertmanager::Alertmanager::new(a)?),
+        ReceiverKind::Email(e) => Box::new(super::email::Email::new(e, allow)?),
+        ReceiverKind::Webhook(w) => Box::new(super::webhook::Webhook::new(w, allow)?),
+        ReceiverKind::Alertmanager(a) => {
+            Box::new(super::alertmanager::Alertmanager::new(a, allow)?)
+        }
     })
 }
 
-/// An HTTP client with invariantd's user agent and the send timeout. It follows no redirect:
-/// a receiver's answer must not send alerts to another address (a 307 to a service on
-/// loopback); a 3xx is a failed delivery, retried as any other.
-pub fn http_client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .user_agent(concat!("invariantd/", env!("CARGO_PKG_VERSION")))
-        .timeout(SEND_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+/// An HTTP client with invariantd's user agent and the send timeout, going only where `allow`
+/// lets it. It follows no redirect: a receiver's answer must not send alerts to another
+/// address (a 307 to a service on loopback); a 3xx is a failed delivery, retried as any other.
+pub fn http_client(allow: &[Allowed]) -> Result<crate::outbound::Client, String> {
+    crate::outbound::Client::new(allow, SEND_TIMEOUT, SEND_TIMEOUT)
 }
 
 /// Posts a JSON body; any answer but 2xx is a failure, with the start of the answer's body.
 pub async fn post_json(
-    client: &reqwest::Client,
+    client: &crate::outbound::Client,
     url: &str,
     body: &serde_json::Value,
     idempotency_key: Option<&str>,
 ) -> Result<(), SendError> {
     let mut request = client
-        .post(url)
+        .request(reqwest::Method::POST, url)
+        .map_err(|r| SendError::new(r.0))?
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body.to_string());
     if let Some(key) = idempotency_key {
@@ -84,6 +83,9 @@ pub async fn post_json(
 
 /// A reqwest error with its causes, without the URL (which may hold a token).
 fn describe_reqwest(e: &reqwest::Error) -> String {
+    if let Some(refused) = crate::outbound::refused_in(e) {
+        return refused;
+    }
     let what = if e.is_timeout() {
         "timed out".to_string()
     } else if e.is_connect() {

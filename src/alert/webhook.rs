@@ -5,20 +5,20 @@ use futures_util::future::BoxFuture;
 
 use super::message::Notification;
 use super::receiver::{Receiver, SendError, http_client, post_json};
-use crate::config::{WebhookConfig, WebhookFormat};
+use crate::config::{Allowed, WebhookConfig, WebhookFormat};
 
 pub struct Webhook {
     url: String,
     format: WebhookFormat,
-    client: reqwest::Client,
+    client: crate::outbound::Client,
 }
 
 impl Webhook {
-    pub fn new(config: &WebhookConfig) -> Result<Webhook, String> {
+    pub fn new(config: &WebhookConfig, allow: &[Allowed]) -> Result<Webhook, String> {
         Ok(Webhook {
             url: config.url.clone(),
             format: config.format,
-            client: http_client()?,
+            client: http_client(allow)?,
         })
     }
 }

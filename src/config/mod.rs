@@ -17,6 +17,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 
 mod alerting;
 mod daemon;
+mod outbound_allow;
 mod repairs;
 mod sources;
 
@@ -28,6 +29,7 @@ use daemon::{
     check_auth, check_http, check_max_concurrent_runs, check_metrics, check_retention, check_state,
     check_telemetry,
 };
+pub use outbound_allow::{Allowed, parse_allowed};
 pub use repairs::RepairsConfig;
 pub use sources::connect_options;
 
@@ -54,6 +56,7 @@ struct RawConfig {
     metrics: Option<RawMetrics>,
     alerting: Option<alerting::RawAlerting>,
     repairs: Option<repairs::RawRepairs>,
+    outbound: Option<outbound_allow::RawOutbound>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +212,9 @@ pub struct Config {
     pub alerting: AlertingConfig,
     /// How repairs are applied and approved.
     pub repairs: RepairsConfig,
+    /// What receivers and repair actions may reach although it is loopback, private,
+    /// link-local or a metadata address (`outbound.allow`).
+    pub outbound_allow: Vec<Allowed>,
     /// Sources named in the file whose settings are in error (already reported): rules may
     /// name them without a second error.
     pub unusable_sources: Vec<String>,
@@ -315,6 +321,7 @@ fn parse_partial(
             metrics: None,
             alerting: None,
             repairs: None,
+            outbound: None,
         },
         Some(doc) => {
             // Unknown fields first, in a pass of their own: they do not stop the rest.
@@ -353,6 +360,7 @@ fn parse_partial(
     let auth = check_auth(raw.auth.as_ref(), path, &base, env, &mut diags);
     let metric_rule_labels = check_metrics(raw.metrics.as_ref(), path, &mut diags);
     let repairs = repairs::check_repairs(raw.repairs, path, &mut diags);
+    let outbound_allow = outbound_allow::check_outbound(raw.outbound.as_ref(), path, &mut diags);
     let alerting =
         alerting::check_alerting(raw.alerting, path, &base, env, &mut diags, &mut secrets);
 
@@ -392,6 +400,7 @@ fn parse_partial(
         metric_rule_labels,
         alerting,
         repairs,
+        outbound_allow,
         secrets,
         unusable_sources,
     });
@@ -424,6 +433,7 @@ fn shape() -> yaml::Shape {
         ("metrics", Shape::of::<RawMetrics>(vec![])),
         ("alerting", alerting::shape()),
         ("repairs", Shape::of::<repairs::RawRepairs>(vec![])),
+        ("outbound", Shape::of::<outbound_allow::RawOutbound>(vec![])),
     ])
 }
 
@@ -558,6 +568,28 @@ rules: [rules/, extra.yaml]
                 "invariantd.yaml:5:51: max_rows_per_second must be at least 1 (leave it out for no limit)",
             ]
         );
+    }
+
+    #[test]
+    fn outbound_allow_entries_are_checked_where_written() {
+        let text = "outbound:\n  allow:\n    - 10.0.0.0/8\n    - \"*.svc.cluster.local\"\n    - 10.0.0.0/33\n    - http://x\n    - 10.1.0.0/8\n";
+        let err = parse(Path::new("c.yaml"), text, &env).unwrap_err();
+        let lines: Vec<String> = err.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "c.yaml:5:7: outbound.allow: `10.0.0.0/33` is not a network (like 10.0.0.0/8 or fd00::/8)",
+                "c.yaml:6:7: outbound.allow: `http://x` is a URL: list its host or address alone",
+                "c.yaml:7:7: outbound.allow: `10.1.0.0/8` is listed twice",
+            ]
+        );
+        let ok = parse(
+            Path::new("c.yaml"),
+            "outbound: { allow: [127.0.0.1, hooks.internal] }\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(ok.outbound_allow.len(), 2);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tracing::{error, warn};
 
 use super::ServiceResult;
 use super::runner::RunLog;
-use crate::config::ReceiverConfig;
+use crate::config::{Allowed, ReceiverConfig};
 use crate::context::Handle;
 
 /// The least time between two evaluations: many rules finishing at once cost one.
@@ -68,13 +68,17 @@ pub async fn delivery(
     stop: CancellationToken,
     wake: Arc<Notify>,
 ) -> ServiceResult {
-    let mut running: HashMap<String, (ReceiverConfig, CancellationToken)> = HashMap::new();
+    // Each task with the receiver and the `outbound.allow` it was built from: a reload that
+    // changes either replaces it.
+    let mut running: HashMap<String, (ReceiverConfig, Vec<Allowed>, CancellationToken)> =
+        HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         let ctx = handle.current();
         let wanted = &ctx.config.alerting.receivers;
-        running.retain(|name, (config, token)| {
-            let keep = wanted.contains(config) && &config.name == name;
+        let allow = &ctx.config.outbound_allow;
+        running.retain(|name, (config, built_with, token)| {
+            let keep = wanted.contains(config) && &config.name == name && built_with == allow;
             if !keep {
                 token.cancel();
             }
@@ -84,7 +88,7 @@ pub async fn delivery(
             if running.contains_key(&config.name) {
                 continue;
             }
-            let receiver = match crate::alert::receiver::build(config) {
+            let receiver = match crate::alert::receiver::build(config, allow) {
                 Ok(r) => r,
                 Err(e) => {
                     // Its notifications stay queued until a reload fixes it.
@@ -94,8 +98,12 @@ pub async fn delivery(
             };
             let token = stop.child_token();
             let is_current = {
-                let (handle, config) = (handle.clone(), config.clone());
-                move || handle.current().config.alerting.receiver(&config.name) == Some(&config)
+                let (handle, config, allow) = (handle.clone(), config.clone(), allow.clone());
+                move || {
+                    let now = handle.current();
+                    now.config.alerting.receiver(&config.name) == Some(&config)
+                        && now.config.outbound_allow == allow
+                }
             };
             tasks.spawn(crate::alert::deliver(
                 ctx.store.clone(),
@@ -106,7 +114,7 @@ pub async fn delivery(
                 token.clone(),
                 is_current,
             ));
-            running.insert(config.name.clone(), (config.clone(), token));
+            running.insert(config.name.clone(), (config.clone(), allow.clone(), token));
         }
         drop(ctx);
         // A delivery task whose receiver a reload changed stops before it sends (and is

@@ -34,7 +34,7 @@ pub async fn service(
 ) -> ServiceResult {
     // Unique per process, so a restarted daemon never mistakes an old lease for its own.
     let owner = format!("{}-{}", std::process::id(), Utc::now().timestamp_micros());
-    let mut clients: Option<(Duration, Arc<Clients>)> = None;
+    let mut clients: Option<Arc<Clients>> = None;
     loop {
         let ctx = handle.current();
         if !ctx.rules.iter().any(|r| r.repair.is_some()) {
@@ -47,13 +47,25 @@ pub async fn service(
             continue;
         }
         let timeout = ctx.config.repairs.timeout;
+        let allow = &ctx.config.outbound_allow;
         let c = match &clients {
-            Some((t, c)) if *t == timeout => c.clone(),
-            _ => {
-                let c = Arc::new(Clients::new(timeout));
-                clients = Some((timeout, c.clone()));
-                c
-            }
+            Some(c) if c.timeout == timeout && &c.allow == allow => c.clone(),
+            _ => match Clients::new(timeout, allow) {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    clients = Some(c.clone());
+                    c
+                }
+                Err(e) => {
+                    error!(error = %e, "Cannot apply repairs; trying again.");
+                    drop(ctx);
+                    tokio::select! {
+                        () = tokio::time::sleep(IDLE) => {}
+                        () = stop.cancelled() => return Ok(()),
+                    }
+                    continue;
+                }
+            },
         };
         let mut busy = false;
         if !ctx.config.repairs.dry_run && !stop.is_cancelled() {

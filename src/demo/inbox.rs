@@ -67,10 +67,11 @@ impl Inbox {
         })
     }
 
-    /// The `alerting` section that sends every alert here.
+    /// The `alerting` section that sends every alert here, and the `outbound.allow` entry
+    /// that lets alerts reach loopback.
     pub fn config(&self) -> String {
         format!(
-            "alerting:\n  for: 0s\n  evaluation_interval: 1s\n  sample_size: 3\n  receivers:\n    on-call: {{ webhook: {{ url: \"http://127.0.0.1:{}/\" }} }}\n  routes:\n    - {{ receivers: [on-call] }}\n",
+            "outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  sample_size: 3\n  receivers:\n    on-call: {{ webhook: {{ url: \"http://127.0.0.1:{}/\" }} }}\n  routes:\n    - {{ receivers: [on-call] }}\n",
             self.port
         )
     }

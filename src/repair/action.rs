@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use crate::config::Allowed;
 use crate::rules::ActionKind;
 use crate::sources::Sources;
 use crate::verdict::ActionSpec;
@@ -24,27 +25,29 @@ pub enum Attempt {
     Ambiguous(String),
 }
 
-/// What actions share: the sources (for SQL), one HTTP client, NATS connections by URL.
+/// What actions share: the sources (for SQL), one HTTP client, NATS connections by URL, all
+/// going only where `outbound.allow` lets them.
 pub struct Clients {
-    pub http: reqwest::Client,
+    pub http: crate::outbound::Client,
     pub nats: tokio::sync::Mutex<HashMap<String, async_nats::Client>>,
     /// The longest an HTTP request or a publish may take.
     pub timeout: Duration,
+    /// `outbound.allow`, as the clients were built with it.
+    pub allow: Vec<Allowed>,
 }
 
 impl Clients {
-    pub fn new(timeout: Duration) -> Clients {
-        Clients {
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(timeout.min(Duration::from_secs(10)))
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("invariantd/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .expect("an HTTP client with rustls"),
+    pub fn new(timeout: Duration, allow: &[Allowed]) -> Result<Clients, String> {
+        Ok(Clients {
+            http: crate::outbound::Client::new(
+                allow,
+                timeout,
+                timeout.min(Duration::from_secs(10)),
+            )?,
             nats: tokio::sync::Mutex::new(HashMap::new()),
             timeout,
-        }
+            allow: allow.to_vec(),
+        })
     }
 }
 

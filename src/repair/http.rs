@@ -1,7 +1,7 @@
 //! `http` actions: a request with a JSON body and an `Idempotency-Key` header. 2xx is done;
 //! 409 and 422 mean what the rule says (`on_409`, `on_422`); any other status is tried again
 //! (with the same key) until `repairs.max_attempts`. A request that was sent and got no
-//! answer is ambiguous.
+//! answer is ambiguous; one `outbound.allow` refuses fails at once, never sent.
 
 use futures_util::future::BoxFuture;
 
@@ -10,7 +10,7 @@ use crate::rules::StatusMeaning;
 use crate::verdict::ActionSpec;
 
 pub struct Http<'a> {
-    pub client: &'a reqwest::Client,
+    pub client: &'a crate::outbound::Client,
     pub method: &'a str,
     pub headers: &'a [(String, String)],
     pub on_409: StatusMeaning,
@@ -63,10 +63,12 @@ impl Action for Http<'_> {
                 Ok(m) => m,
                 Err(e) => return Attempt::Failed(format!("method {}: {e}", self.method)),
             };
-            let mut request = self
-                .client
-                .request(method, url)
-                .header("Idempotency-Key", key);
+            let mut request = match self.client.request(method, url) {
+                Ok(r) => r.header("Idempotency-Key", key),
+                Err(refused) => {
+                    return Attempt::Failed(format!("{} {url}: {refused}", self.method));
+                }
+            };
             for (name, value) in self.headers {
                 request = request.header(name, value);
             }
@@ -77,17 +79,20 @@ impl Action for Http<'_> {
             }
             let response = match request.send().await {
                 Ok(r) => r,
-                Err(e) if e.is_builder() => {
-                    return Attempt::Failed(format!("{} {url}: {e}", self.method));
-                }
-                Err(e) if e.is_connect() => {
-                    return Attempt::Retry(format!("{} {url}: {e}", self.method));
-                }
                 Err(e) => {
-                    return Attempt::Ambiguous(format!(
-                        "{} {url}: sent, no answer: {e}",
-                        self.method
-                    ));
+                    let what = match crate::outbound::refused_in(&e) {
+                        Some(refused) => {
+                            return Attempt::Failed(format!("{} {url}: {refused}", self.method));
+                        }
+                        None => format!("{} {url}", self.method),
+                    };
+                    return if e.is_builder() {
+                        Attempt::Failed(format!("{what}: {e}"))
+                    } else if e.is_connect() {
+                        Attempt::Retry(format!("{what}: {e}"))
+                    } else {
+                        Attempt::Ambiguous(format!("{what}: sent, no answer: {e}"))
+                    };
                 }
             };
             let status = response.status();

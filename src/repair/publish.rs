@@ -1,6 +1,8 @@
 //! `publish` actions: an event on a NATS subject, with the idempotency key as its message id
 //! (`Nats-Msg-Id`, which JetStream streams deduplicate on). The publish is flushed: the
-//! server has the message when the attempt says applied. Connections are kept per URL.
+//! server has the message when the attempt says applied. Connections are kept per URL; the
+//! server's addresses are checked against `outbound.allow` before each publish, and servers it
+//! announces are ignored.
 
 use std::sync::Arc;
 
@@ -15,6 +17,15 @@ pub struct Publish<'a> {
 }
 
 impl Publish<'_> {
+    /// Refused when `outbound.allow` does not let the server's addresses through.
+    async fn allowed(&self) -> Result<(), String> {
+        let server: async_nats::ServerAddr =
+            self.url.parse().map_err(|e| format!("NATS URL: {e}"))?;
+        crate::outbound::check_server(server.host(), server.port(), &self.clients.allow)
+            .await
+            .map_err(|r| format!("NATS {}: {r}", server.host()))
+    }
+
     async fn client(&self) -> Result<async_nats::Client, String> {
         let mut clients = self.clients.nats.lock().await;
         if let Some(c) = clients.get(self.url)
@@ -24,6 +35,7 @@ impl Publish<'_> {
         }
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(self.clients.timeout)
+            .ignore_discovered_servers()
             .connect(self.url)
             .await
             .map_err(|e| format!("cannot connect to NATS: {e}"))?;
@@ -38,6 +50,9 @@ impl Action for Publish<'_> {
             let ActionSpec::Publish { subject, payload } = spec else {
                 return mismatch(spec, "publish");
             };
+            if let Err(refused) = self.allowed().await {
+                return Attempt::Failed(refused);
+            }
             let client = match self.client().await {
                 Ok(c) => c,
                 Err(e) => return Attempt::Retry(e),

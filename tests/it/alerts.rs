@@ -128,7 +128,7 @@ async fn every_metric_the_alerts_and_dashboards_query_is_exported() {
     let hooks = tempfile::NamedTempFile::new().unwrap();
     let hook = crate::harness::Helper::start("http_recorder.py", &[hooks.path().to_str().unwrap()]);
     let alerting = format!(
-        "alerting:\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
+        "outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
         hook.port
     );
     let (mut child, port) = workdir

@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 
 /// Every top-level module, in the order data flows (see the README's architecture section).
-const ORDER: [&str; 24] = [
+const ORDER: [&str; 25] = [
     "value",
     "diag",
     "yaml",
     "verdict",
     "config",
+    "outbound",
     "expr",
     "rules",
     "sources",

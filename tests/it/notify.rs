@@ -64,7 +64,8 @@ impact: { value: t.amount_cents, unit: cents, scale: 0.01, display_unit: EUR }
     let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
     std::fs::write(workdir.path().join("smtp-password"), "mail-password-123\n").unwrap();
     let alerting = format!(
-        r#"alerting:
+        r#"outbound: {{ allow: [127.0.0.1] }}
+alerting:
   for: 0s
   evaluation_interval: 1s
   sample_size: 5
@@ -269,7 +270,8 @@ assert: t != null
 "#;
     let workdir = Workdir::new(&[("pg", &pg_url), ("lite", &lite.url)], Some(rules));
     let alerting = format!(
-        r#"alerting:
+        r#"outbound: {{ allow: [127.0.0.1] }}
+alerting:
   for: 0s
   evaluation_interval: 1s
   stale_after: 3s
@@ -421,7 +423,7 @@ assert: u.ok == 1
 "#;
     let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
     let extra = format!(
-        "{}alerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/hook\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
+        "{}outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/hook\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
         crate::harness::tokens_file(workdir.path()),
         hook.port
     );
@@ -634,7 +636,7 @@ async fn mail_goes_over_starttls_and_tls_to_servers_signed_by_a_private_ca() {
     let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
     // The password comes from the environment, in the URL.
     let alerting = format!(
-        "alerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    mail:\n      email:\n        to: [oncall@example.com]\n        smtp: \"smtp://alerts:${{SMTP_PASSWORD}}@127.0.0.1:{}?tls=required\"\n        ca_file: {ca}\n    smtps:\n      email:\n        to: [oncall@example.com]\n        smtp: \"smtps://alerts:${{SMTP_PASSWORD}}@127.0.0.1:{}\"\n        ca_file: {ca}\n  routes:\n    - {{ receivers: [mail, smtps] }}\n",
+        "outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    mail:\n      email:\n        to: [oncall@example.com]\n        smtp: \"smtp://alerts:${{SMTP_PASSWORD}}@127.0.0.1:{}?tls=required\"\n        ca_file: {ca}\n    smtps:\n      email:\n        to: [oncall@example.com]\n        smtp: \"smtps://alerts:${{SMTP_PASSWORD}}@127.0.0.1:{}\"\n        ca_file: {ca}\n  routes:\n    - {{ receivers: [mail, smtps] }}\n",
         smtp.port,
         smtps.port,
         ca = out.path().join("ca.pem").display()
@@ -692,7 +694,7 @@ async fn a_reload_sends_to_the_receivers_of_the_new_config() {
     let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
     let alerting = |port: u16| {
         format!(
-            "alerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{port}/\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n"
+            "outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{port}/\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n"
         )
     };
     let (mut child, _port) = workdir
@@ -786,7 +788,7 @@ async fn a_receiver_that_answers_with_a_redirect_is_not_followed() {
     let rules = "name: r\nevery: 1s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n";
     let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
     let alerting = format!(
-        "alerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/hook\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
+        "outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/hook\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
         hook.port
     );
     let (mut daemon, port) = workdir
@@ -808,5 +810,61 @@ async fn a_receiver_that_answers_with_a_redirect_is_not_followed() {
         "the redirect was followed: {:?}",
         json_lines(&elsewhere_log)
     );
+    terminate_within(&mut daemon, Duration::from_secs(15)).await;
+}
+
+#[tokio::test]
+async fn receivers_reach_loopback_and_metadata_addresses_only_as_outbound_allow_lists_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook_log = dir.path().join("hook.jsonl");
+    let hook = Helper::start("http_recorder.py", &[hook_log.to_str().unwrap()]);
+    let db = TestDb::new(SourceKind::Sqlite, "outbound").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, ok INTEGER)",
+        "INSERT INTO t VALUES (1, 0)",
+    ])
+    .await;
+    let rules = "name: r\nevery: 1s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n";
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    // `localhost` is allowed by name: the address it resolves to goes. The same recorder by
+    // its literal address (plain or inside IPv6) is not listed, nor is the metadata service.
+    let p = hook.port;
+    let alerting = format!(
+        "outbound: {{ allow: [localhost] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    named: {{ webhook: {{ url: \"http://localhost:{p}/named\" }} }}\n    literal: {{ webhook: {{ url: \"http://127.0.0.1:{p}/literal\" }} }}\n    mapped: {{ webhook: {{ url: \"http://[::ffff:127.0.0.1]:{p}/mapped\" }} }}\n    metadata: {{ alertmanager: {{ url: \"http://169.254.169.254\" }} }}\n  routes:\n    - {{ receivers: [named, literal, mapped, metadata] }}\n"
+    );
+    let stderr_path = dir.path().join("stderr.log");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let (mut daemon, port) = workdir.spawn_daemon(&alerting, stderr.into()).await;
+    eventually(Duration::from_secs(20), "the named receiver heard", || {
+        !json_lines(&hook_log).is_empty()
+    })
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the others counted as failed",
+        || {
+            let m = http(port, "GET", "/metrics").1;
+            ["literal", "mapped", "metadata"].iter().all(|r| {
+                m.contains(&format!(
+                    "invariantd_alerts_sent_total{{receiver=\"{r}\",outcome=\"failed\"}}"
+                ))
+            })
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let paths: Vec<String> = json_lines(&hook_log)
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(paths.iter().all(|p| p == "/named"), "{paths:?}");
+    let log = std::fs::read_to_string(&stderr_path).unwrap();
+    for said in [
+        "refused: 127.0.0.1 is a loopback address, not in outbound.allow",
+        "refused: ::ffff:127.0.0.1 is a loopback address",
+        "refused: 169.254.169.254 is a cloud metadata address",
+    ] {
+        assert!(log.contains(said), "{said} not in:\n{log}");
+    }
     terminate_within(&mut daemon, Duration::from_secs(15)).await;
 }

@@ -150,6 +150,13 @@ fn workdir(payments: &TestDb, inventory: &TestDb, rules: &str) -> Workdir {
         Some(rules),
     );
     tokens_file(w.path());
+    // The HTTP targets and NATS of these tests are on loopback.
+    let config = std::fs::read_to_string(w.config()).unwrap();
+    std::fs::write(
+        w.config(),
+        format!("{config}outbound: {{ allow: [127.0.0.1] }}\n"),
+    )
+    .unwrap();
     w
 }
 
@@ -553,6 +560,60 @@ async fn four_eyes_needs_a_second_person_and_a_picked_action_changes_the_key() {
         with_token.contains("answered 200 OK — answer: «ok»"),
         "{with_token}"
     );
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn repair_actions_reach_no_address_outbound_allow_does_not_list() {
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 3, &[1]).await;
+    let out = tempfile::tempdir().unwrap();
+    let requests = out.path().join("requests.jsonl");
+    let target = Helper::start("http_recorder.py", &[requests.to_str().unwrap()]);
+    // A name that resolves to loopback, checked after resolution; NATS on loopback.
+    let actions = format!(
+        "    refund:\n      http:\n        url: \"http://localhost:{}/refunds/{{{{key}}}}\"\n    announce:\n      publish:\n        url: \"nats://127.0.0.1:4222\"\n        subject: \"outbound.{{{{key}}}}\"\n",
+        target.port
+    );
+    let w = workdir(
+        &p,
+        &i,
+        &rule(&format!("  mode: approve\n  actions:\n{actions}")),
+    );
+    let config = std::fs::read_to_string(w.config()).unwrap();
+    std::fs::write(
+        w.config(),
+        config.replace("allow: [127.0.0.1]", "allow: [\"*.example.internal\"]"),
+    )
+    .unwrap();
+    let (mut daemon, port) = w
+        .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
+        .await;
+    eventually(Duration::from_secs(20), "two repairs pending", || {
+        repairs(port, "state=pending").len() == 2
+    })
+    .await;
+    let pending = repairs(port, "state=pending");
+    let two = by_key(&pending, "2")["id"].as_str().unwrap().to_string();
+    let three = by_key(&pending, "3")["id"].as_str().unwrap().to_string();
+    approve(port, &two, serde_json::json!({}));
+    approve(port, &three, serde_json::json!({ "action": "announce" }));
+    eventually(Duration::from_secs(20), "both refused, not retried", || {
+        repairs(port, "state=failed").len() == 2
+    })
+    .await;
+    let failed = repairs(port, "state=failed");
+    let refund = by_key(&failed, "2")["result"].as_str().unwrap().to_string();
+    assert!(
+        refund.contains("refused: localhost resolves to") && refund.contains("a loopback address"),
+        "{refund}"
+    );
+    assert_eq!(by_key(&failed, "2")["attempts"], 1, "{refund}");
+    let announce = by_key(&failed, "3")["result"].as_str().unwrap().to_string();
+    assert!(
+        announce.contains("refused: 127.0.0.1 is a loopback address"),
+        "{announce}"
+    );
+    assert!(json_lines(&requests).is_empty(), "the target was reached");
     terminate_within(&mut daemon, Duration::from_secs(20)).await;
 }
 
