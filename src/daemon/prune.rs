@@ -56,7 +56,13 @@ mod tests {
     fn a_short_retention_is_pruned_more_often() {
         let h = Duration::from_secs(3600);
         assert_eq!(prune_interval(h * 24 * 30), h);
-        assert_eq!(prune_interval(Duration::from_secs(120)), Duration::from_secs(30));
-        assert_eq!(prune_interval(Duration::from_secs(1)), Duration::from_secs(10));
+        assert_eq!(
+            prune_interval(Duration::from_secs(120)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            prune_interval(Duration::from_secs(1)),
+            Duration::from_secs(10)
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! What every request goes through first: changes from a foreign web page are refused (CSRF),
 //! and every error answer — including the router's own (404, 405) — is the documented JSON
 //! `{"error": …}`. Request bodies are read by `body`, after the token check, bounded in size
-//! and time.
+//! and by the request's deadline.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -10,12 +10,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
+use super::serve::{REQUEST_TIMEOUT, Receiving};
 
 /// The largest request body taken: no endpoint needs more.
 pub const MAX_BODY: usize = 64 * 1024;
-
-/// How long a client may take to send a request's body, once its token is accepted.
-pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn guard(request: Request, next: Next) -> Response {
     if !is_safe(request.method())
@@ -27,21 +25,34 @@ pub async fn guard(request: Request, next: Next) -> Response {
     json_errors(next.run(request).await)
 }
 
-/// Reads a change's body, bounded in size and time. Layered inside the token check, so that
-/// a client without a valid token is answered before a byte of its body is read, and cannot
-/// hold a connection by sending it slowly.
+/// Reads a change's body, bounded in size and by the request's deadline (headers and body
+/// together: `super::serve::REQUEST_TIMEOUT` from when the connection started waiting for it).
+/// Layered inside the token check, so that a client without a valid token is answered before a
+/// byte of its body is read, and cannot hold a connection by sending it slowly.
 pub async fn body(request: Request, next: Next) -> Response {
     if is_safe(request.method()) {
         return next.run(request).await;
     }
-    match tokio::time::timeout(BODY_TIMEOUT, bounded(request)).await {
-        Ok(Ok(request)) => next.run(request).await,
+    let receiving = request.extensions().get::<Receiving>().cloned();
+    let limit = receiving
+        .as_ref()
+        .map_or(REQUEST_TIMEOUT, Receiving::timeout);
+    let deadline = receiving
+        .as_ref()
+        .map_or_else(|| tokio::time::Instant::now() + limit, Receiving::deadline);
+    match tokio::time::timeout_at(deadline, bounded(request)).await {
+        Ok(Ok(request)) => {
+            if let Some(r) = &receiving {
+                r.received();
+            }
+            next.run(request).await
+        }
         Ok(Err(response)) => response,
         Err(_) => ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             format!(
-                "the request body did not arrive within {}",
-                humantime::format_duration(BODY_TIMEOUT)
+                "the request did not arrive whole within {} of its connection waiting for it",
+                humantime::format_duration(limit)
             ),
         )
         .into_response(),

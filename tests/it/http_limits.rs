@@ -1,5 +1,6 @@
 //! The HTTP server under hostile clients: half-open connections time out, connections are
-//! capped (and the cap is logged), changes from another origin are refused, bodies are
+//! capped by closing the oldest unfinished one (and the cap is logged), a request has one
+//! deadline for its headers and body, changes from another origin are refused, bodies are
 //! bounded, and every error answer is the documented JSON.
 
 use std::io::{Read, Write};
@@ -66,20 +67,27 @@ async fn half_open_and_idle_connections_time_out_and_connections_are_capped() {
     ));
 
     let figures = tokio::task::spawn_blocking(move || {
-        // 40 clients that never finish their headers: 20 are served (and wait), 20 refused.
+        // 40 clients that never finish their headers, one after the other: each of the last
+        // 20 makes room by closing the oldest unfinished one, so the first 20 are closed.
         let mut half_open: Vec<TcpStream> = (0..40)
             .map(|_| {
                 let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
                 s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n").unwrap();
+                std::thread::sleep(Duration::from_millis(5));
                 s
             })
             .collect();
         std::thread::sleep(Duration::from_millis(300));
-        let refused_at_once = half_open
+        let closed: Vec<bool> = half_open
             .iter_mut()
             .map(|s| closed_within(s, Duration::from_millis(10)))
-            .filter(|closed| *closed)
-            .count();
+            .collect();
+        assert_eq!(
+            closed,
+            (0..40).map(|i| i < 20).collect::<Vec<_>>(),
+            "the oldest unfinished connections are the ones closed"
+        );
+        let refused_at_once = closed.iter().filter(|c| **c).count();
         let started = Instant::now();
         for s in &mut half_open {
             assert!(
@@ -294,6 +302,74 @@ async fn a_change_without_a_valid_token_is_refused_before_its_body_is_read() {
     .unwrap();
     assert_eq!(answered.0, "HTTP/1.1 401");
     assert!(answered.1 < Duration::from_secs(1), "{:?}", answered.1);
+    stop.cancel();
+    let _ = server.await;
+}
+
+#[tokio::test]
+async fn slow_clients_holding_every_connection_make_room_and_a_request_has_one_deadline() {
+    let app = crate::auth::router("").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(invariantd::http::serve::serve_with(
+        listener,
+        app,
+        stop.clone(),
+        8,
+        Duration::from_secs(3),
+    ));
+    let figures = tokio::task::spawn_blocking(move || {
+        // Eight clients with a valid token announce a body and send a byte of it now and
+        // then: every connection is taken by a request that never finishes.
+        let mut slow: Vec<TcpStream> = (0..8)
+            .map(|_| {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                write!(
+                    s,
+                    "POST /api/v1/silences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 60000\r\n\r\nx"
+                )
+                .unwrap();
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        // A reader still gets in, at once: the oldest slow client made room for it.
+        let asked = Instant::now();
+        let (status, _) = crate::harness::http(port, "GET", "/api/v1/rules");
+        let probe = (status, asked.elapsed());
+        let oldest_closed = closed_within(&mut slow[0], Duration::from_millis(100));
+        // The rest are answered 408 at the deadline of the whole request, though they keep
+        // sending: headers and body share one deadline, the body has no time of its own.
+        let started = Instant::now();
+        let mut answers = Vec::new();
+        for s in &mut slow[1..] {
+            let _ = s.write_all(b"y");
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        for s in &mut slow[1..] {
+            let _ = s.write_all(b"y");
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut head = [0u8; 12];
+            answers.push(match s.read_exact(&mut head) {
+                Ok(()) => String::from_utf8_lossy(&head).to_string(),
+                Err(e) => e.to_string(),
+            });
+        }
+        (probe, oldest_closed, answers, started.elapsed())
+    })
+    .await
+    .unwrap();
+    let ((status, took), oldest_closed, answers, answered_after) = figures;
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert!(oldest_closed, "the oldest unfinished connection was kept");
+    assert!(answers.iter().all(|a| a == "HTTP/1.1 408"), "{answers:?}");
+    // Sent 200 ms in, they were due 3 s after their connections opened.
+    assert!(
+        answered_after < Duration::from_millis(3200),
+        "{answered_after:?}"
+    );
     stop.cancel();
     let _ = server.await;
 }
