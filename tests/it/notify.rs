@@ -21,6 +21,21 @@ fn delivered(lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A SQLite source with one broken row, and a workdir whose rule `rule` (every second) flags it.
+async fn one_broken_row(label: &str, rule: &str) -> (TestDb, Workdir) {
+    let db = TestDb::new(SourceKind::Sqlite, label).await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, ok INTEGER)",
+        "INSERT INTO t VALUES (1, 0)",
+    ])
+    .await;
+    let rules = format!(
+        "name: {rule}\nevery: 1s\nkey: id\ndatasets:\n  t: {{ source: db, query: \"SELECT id, ok FROM t\" }}\nassert: t.ok == 1\n"
+    );
+    let workdir = Workdir::new(&[("db", &db.url)], Some(&rules));
+    (db, workdir)
+}
+
 #[tokio::test]
 async fn a_failing_rule_is_announced_once_everywhere_survives_a_restart_and_resolves() {
     let out = tempfile::tempdir().unwrap();
@@ -626,14 +641,7 @@ async fn mail_goes_over_starttls_and_tls_to_servers_signed_by_a_private_ca() {
             out.path().join("server.key").to_str().unwrap(),
         ],
     );
-    let db = TestDb::new(SourceKind::Sqlite, "starttls").await;
-    db.exec_str(&[
-        "CREATE TABLE t (id INTEGER, ok INTEGER)",
-        "INSERT INTO t VALUES (1, 0)",
-    ])
-    .await;
-    let rules = "name: broken\nevery: 1s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n";
-    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    let (_db, workdir) = one_broken_row("starttls", "broken").await;
     // The password comes from the environment, in the URL.
     let alerting = format!(
         "outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    mail:\n      email:\n        to: [oncall@example.com]\n        smtp: \"smtp://alerts:${{SMTP_PASSWORD}}@127.0.0.1:{}?tls=required\"\n        ca_file: {ca}\n    smtps:\n      email:\n        to: [oncall@example.com]\n        smtp: \"smtps://alerts:${{SMTP_PASSWORD}}@127.0.0.1:{}\"\n        ca_file: {ca}\n  routes:\n    - {{ receivers: [mail, smtps] }}\n",
@@ -684,14 +692,7 @@ async fn a_reload_sends_to_the_receivers_of_the_new_config() {
     let (old_log, new_log) = (out.path().join("old.jsonl"), out.path().join("new.jsonl"));
     let old = Helper::start("http_recorder.py", &[old_log.to_str().unwrap()]);
     let new = Helper::start("http_recorder.py", &[new_log.to_str().unwrap()]);
-    let db = TestDb::new(SourceKind::Sqlite, "reload_receivers").await;
-    db.exec_str(&[
-        "CREATE TABLE t (id INTEGER, ok INTEGER)",
-        "INSERT INTO t VALUES (1, 0)",
-    ])
-    .await;
-    let rules = "name: broken\nevery: 1s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n";
-    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    let (db, workdir) = one_broken_row("reload_receivers", "broken").await;
     let alerting = |port: u16| {
         format!(
             "outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{port}/\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n"
@@ -779,14 +780,7 @@ async fn a_receiver_that_answers_with_a_redirect_is_not_followed() {
         "http_recorder.py",
         &[hook_log.to_str().unwrap(), "0", "307", &target],
     );
-    let db = TestDb::new(SourceKind::Sqlite, "redirect").await;
-    db.exec_str(&[
-        "CREATE TABLE t (id INTEGER, ok INTEGER)",
-        "INSERT INTO t VALUES (1, 0)",
-    ])
-    .await;
-    let rules = "name: r\nevery: 1s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n";
-    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    let (_db, workdir) = one_broken_row("redirect", "r").await;
     let alerting = format!(
         "outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/hook\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
         hook.port
@@ -818,14 +812,7 @@ async fn receivers_reach_loopback_and_metadata_addresses_only_as_outbound_allow_
     let dir = tempfile::tempdir().unwrap();
     let hook_log = dir.path().join("hook.jsonl");
     let hook = Helper::start("http_recorder.py", &[hook_log.to_str().unwrap()]);
-    let db = TestDb::new(SourceKind::Sqlite, "outbound").await;
-    db.exec_str(&[
-        "CREATE TABLE t (id INTEGER, ok INTEGER)",
-        "INSERT INTO t VALUES (1, 0)",
-    ])
-    .await;
-    let rules = "name: r\nevery: 1s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n";
-    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    let (_db, workdir) = one_broken_row("outbound", "r").await;
     // `localhost` is allowed by name: the address it resolves to goes. The same recorder by
     // its literal address (plain or inside IPv6) is not listed, nor is the metadata service.
     let p = hook.port;

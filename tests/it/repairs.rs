@@ -66,6 +66,17 @@ fn by_key<'a>(items: &'a [serde_json::Value], key: &str) -> &'a serde_json::Valu
         .unwrap_or_else(|| panic!("no repair for key {key} in {items:?}"))
 }
 
+/// Waits until two repairs are pending, for keys 2 and 3; their ids.
+async fn pending_two_and_three(port: u16) -> (String, String) {
+    eventually(Duration::from_secs(20), "two repairs pending", || {
+        repairs(port, "state=pending").len() == 2
+    })
+    .await;
+    let pending = repairs(port, "state=pending");
+    let id = |key| by_key(&pending, key)["id"].as_str().unwrap().to_string();
+    (id("2"), id("3"))
+}
+
 /// The value of one series in a scrape.
 fn metric(port: u16, series: &str) -> Option<f64> {
     let (_, text) = http(port, "GET", "/metrics");
@@ -191,15 +202,9 @@ async fn approved_sql_repairs_apply_once_and_are_audited(
             std::process::Stdio::null(),
         )
         .await;
-    eventually(Duration::from_secs(20), "two repairs pending", || {
-        repairs(port, "state=pending").len() == 2
-    })
-    .await;
-    let pending = repairs(port, "state=pending");
-    let two = by_key(&pending, "2")["id"].as_str().unwrap().to_string();
-    let three = by_key(&pending, "3")["id"].as_str().unwrap().to_string();
+    let (two, three) = pending_two_and_three(port).await;
     assert_eq!(
-        by_key(&pending, "2")["actions"][0]["params"][0],
+        by_key(&repairs(port, "state=pending"), "2")["actions"][0]["params"][0],
         serde_json::json!({"type": "int", "value": 2})
     );
 
@@ -588,13 +593,7 @@ async fn repair_actions_reach_no_address_outbound_allow_does_not_list() {
     let (mut daemon, port) = w
         .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
         .await;
-    eventually(Duration::from_secs(20), "two repairs pending", || {
-        repairs(port, "state=pending").len() == 2
-    })
-    .await;
-    let pending = repairs(port, "state=pending");
-    let two = by_key(&pending, "2")["id"].as_str().unwrap().to_string();
-    let three = by_key(&pending, "3")["id"].as_str().unwrap().to_string();
+    let (two, three) = pending_two_and_three(port).await;
     approve(port, &two, serde_json::json!({}));
     approve(port, &three, serde_json::json!({ "action": "announce" }));
     eventually(Duration::from_secs(20), "both refused, not retried", || {
@@ -648,13 +647,7 @@ async fn http_repairs_retry_with_the_same_idempotency_key_and_ambiguous_ones_nee
             std::process::Stdio::null(),
         )
         .await;
-    eventually(Duration::from_secs(20), "two repairs pending", || {
-        repairs(port, "state=pending").len() == 2
-    })
-    .await;
-    let pending = repairs(port, "state=pending");
-    let two = by_key(&pending, "2")["id"].as_str().unwrap().to_string();
-    let three = by_key(&pending, "3")["id"].as_str().unwrap().to_string();
+    let (two, three) = pending_two_and_three(port).await;
     approve(port, &two, serde_json::json!({}));
     approve(port, &three, serde_json::json!({ "action": "ask" }));
 
