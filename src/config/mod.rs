@@ -29,7 +29,7 @@ use daemon::{
     check_auth, check_http, check_max_concurrent_runs, check_metrics, check_retention, check_state,
     check_telemetry,
 };
-pub use outbound_allow::{Allowed, parse_allowed};
+pub use outbound_allow::{Allowed, Class, class, literal_refusal, parse_allowed, refusal};
 pub use repairs::RepairsConfig;
 pub use sources::connect_options;
 
@@ -361,8 +361,21 @@ fn parse_partial(
     let metric_rule_labels = check_metrics(raw.metrics.as_ref(), path, &mut diags);
     let repairs = repairs::check_repairs(raw.repairs, path, &mut diags);
     let outbound_allow = outbound_allow::check_outbound(raw.outbound.as_ref(), path, &mut diags);
-    let alerting =
+    let mut alerting =
         alerting::check_alerting(raw.alerting, path, &base, env, &mut diags, &mut secrets);
+    let mut refused = Diagnostics::default();
+    for r in &alerting.receivers {
+        let url = match &r.kind {
+            ReceiverKind::Email(e) => &e.smtp,
+            ReceiverKind::Webhook(w) => &w.url,
+            ReceiverKind::Alertmanager(a) => &a.url,
+        };
+        if let Some(why) = literal_refusal(url, &outbound_allow) {
+            let message = format!("alerting.receivers.{}: its alerts will be {why}", r.name);
+            refused.push(path, Pos::default(), message);
+        }
+    }
+    alerting.warnings.extend(refused.0);
 
     let mut rule_paths = Vec::new();
     for p in raw.rules {

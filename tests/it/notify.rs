@@ -406,6 +406,23 @@ alerting:
         stderr.contains("warning: invariantd.yaml: alerting: no route sends to receiver `spare`"),
         "{stderr}"
     );
+    // Receivers on loopback that `outbound.allow` does not list are warned about at once.
+    assert!(
+        stderr.contains("warning: invariantd.yaml: alerting.receivers.hook: its alerts will be refused: 127.0.0.1 is a loopback address, not in outbound.allow"),
+        "{stderr}"
+    );
+    std::fs::write(
+        workdir.config(),
+        format!(
+            "{}outbound: {{ allow: [127.0.0.0/8] }}\n",
+            std::fs::read_to_string(workdir.config()).unwrap()
+        ),
+    )
+    .unwrap();
+    let out = workdir.cli(&["validate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("will be refused"), "{stderr}");
 }
 
 #[tokio::test]
