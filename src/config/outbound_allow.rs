@@ -247,7 +247,8 @@ pub fn literal_refusal(url: &str, allow: &[Allowed]) -> Option<String> {
     let ip = match parsed.host()? {
         url::Host::Ipv4(ip) => IpAddr::V4(ip),
         url::Host::Ipv6(ip) => IpAddr::V6(ip),
-        url::Host::Domain(_) => return None,
+        // Schemes the URL standard does not know (nats://) keep an address as a name.
+        url::Host::Domain(d) => d.parse().ok()?,
     };
     refusal(parsed.host_str().unwrap_or_default(), ip, allow)
 }
@@ -255,6 +256,18 @@ pub fn literal_refusal(url: &str, allow: &[Allowed]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::{Allowed, parse_allowed};
+
+    #[test]
+    fn literal_addresses_are_judged_before_any_lookup() {
+        use super::literal_refusal;
+        assert!(literal_refusal("http://127.0.0.1:9/x", &[]).is_some());
+        assert!(literal_refusal("nats://127.0.0.1:4222", &[]).is_some());
+        assert!(literal_refusal("smtp://u@[::1]:25", &[]).is_some());
+        assert!(literal_refusal("http://localhost:9/x", &[]).is_none());
+        assert!(literal_refusal("https://8.8.8.8/", &[]).is_none());
+        let allow = [parse_allowed("127.0.0.0/8").unwrap()];
+        assert!(literal_refusal("nats://127.0.0.1:4222", &allow).is_none());
+    }
 
     #[test]
     fn entries_are_addresses_networks_names_and_domains() {

@@ -742,7 +742,7 @@ fn validate(
         }
     }
 
-    let warnings = match &raw.message {
+    let mut warnings = match &raw.message {
         Some(m) => null_fields(file, doc, m, &assertion_ast, &datasets, &ctx),
         None => Vec::new(),
     };
@@ -819,6 +819,8 @@ fn validate(
         }
         .check(r, diags)
     });
+
+    warnings.extend(refused_targets(file, &ctx, repair.as_ref(), config));
 
     let reads = incremental::Checker {
         file,
@@ -904,6 +906,33 @@ fn fingerprint(
     field(assertion);
     field(&format!("{repair:?}"));
     crate::value::hex(&h.finalize()[..8])
+}
+
+/// Warnings for HTTP actions whose URL names, literally, an address `outbound.allow` refuses:
+/// every request of theirs would fail.
+fn refused_targets(
+    file: &Path,
+    ctx: &str,
+    repair: Option<&Repair>,
+    config: &Config,
+) -> Vec<Diagnostic> {
+    let mut warnings = Diagnostics::default();
+    for action in repair.map(|r| r.actions.as_slice()).unwrap_or_default() {
+        if let ActionKind::Http { url, .. } | ActionKind::Publish { url, .. } = &action.kind {
+            let literal = url.split("{{").next().unwrap_or_default();
+            if let Some(why) = crate::config::literal_refusal(literal, &config.outbound_allow) {
+                warnings.push(
+                    file,
+                    Pos::default(),
+                    format!(
+                        "{ctx}: repair action `{}`: its requests will be {why}",
+                        action.name
+                    ),
+                );
+            }
+        }
+    }
+    warnings.0
 }
 
 /// Warnings for message fields that read a dataset a violation may have no row for.

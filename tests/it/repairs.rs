@@ -590,6 +590,14 @@ async fn repair_actions_reach_no_address_outbound_allow_does_not_list() {
         config.replace("allow: [127.0.0.1]", "allow: [\"*.example.internal\"]"),
     )
     .unwrap();
+    // The literal address is warned about at once; the name is judged when it is resolved.
+    let validated = w.cli(&["validate"]);
+    let said = String::from_utf8_lossy(&validated.stderr);
+    assert!(
+        said.contains("repair action `announce`: its requests will be refused: 127.0.0.1 is a loopback address")
+            && !said.contains("repair action `refund`"),
+        "{said}"
+    );
     let (mut daemon, port) = w
         .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
         .await;
