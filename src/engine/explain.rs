@@ -153,6 +153,30 @@ async fn judge(
         ));
         return Ok(());
     }
+    // Judging is CPU work — up to `MAX_STEPS` evaluations, each within the per-key budget — so
+    // it runs where it does not hold up other requests on the same worker.
+    off_the_workers(|| evaluate(rule, &plan, &groups, key, now, out));
+    Ok(())
+}
+
+/// Runs `f` on the current thread with the runtime told it blocks (so other tasks move to
+/// other workers); on a single-threaded runtime, which has no other worker, it just runs.
+fn off_the_workers<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The verdict on the key and the value of each part of the assertion, from its rows.
+fn evaluate(
+    rule: &Rule,
+    plan: &plan::Plan,
+    groups: &[Group],
+    key: &str,
+    now: DateTime<Utc>,
+    out: &mut Explanation,
+) {
     // Some dataset has a row (checked above): the key as the data types it.
     let key: Key = groups
         .iter()
@@ -161,9 +185,9 @@ async fn judge(
         .next()
         .unwrap_or_else(|| Key::Text(key.into()));
     let now_us = now.timestamp_micros();
-    let judge = Judge::new(rule, &plan, now_us);
+    let judge = Judge::new(rule, plan, now_us);
     if let Some(from) = judge.grace_from {
-        match judge.newest_update(&groups) {
+        match judge.newest_update(groups) {
             Ok(Some(t)) if t > from => {
                 out.grace = Some(format!(
                     "last changed at {}, less than the rule's grace ({}) ago: not judged until {}",
@@ -177,7 +201,7 @@ async fn judge(
             Err(e) => {
                 out.verdict = "error";
                 out.error = Some(e);
-                return Ok(());
+                return;
             }
         }
     }
@@ -186,7 +210,7 @@ async fn judge(
     let env = Env {
         now: now_us,
         key: &key,
-        groups: &groups,
+        groups,
         missing_is_null: false,
     };
     steps(
@@ -197,7 +221,7 @@ async fn judge(
         &mut out.steps,
     );
     if out.verdict == "in_grace" {
-        return Ok(());
+        return;
     }
     match plan.assertion.eval_bool(&env) {
         Ok(true) => out.verdict = "holds",
@@ -210,7 +234,6 @@ async fn judge(
             out.error = Some(format!("assert: {}", e.message));
         }
     }
-    Ok(())
 }
 
 /// The value of every sub-expression that is not a literal, outermost first. Those that
