@@ -647,8 +647,10 @@ async fn a_postgres_state_store_that_goes_away_turns_readiness_and_the_api_answe
             assert!(body.contains("the state store does not answer"), "{body}");
             break;
         }
+        // The watch pings every second and gives up after 2 s: 3 s, with room for a loaded
+        // machine (it used to say ready for 30 s).
         assert!(
-            cut.elapsed() < Duration::from_secs(5),
+            cut.elapsed() < Duration::from_secs(8),
             "still ready {:?} after the cut",
             cut.elapsed()
         );
