@@ -834,7 +834,7 @@ async fn receivers_reach_loopback_and_metadata_addresses_only_as_outbound_allow_
     // its literal address (plain or inside IPv6) is not listed, nor is the metadata service.
     let p = hook.port;
     let alerting = format!(
-        "outbound: {{ allow: [localhost] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    named: {{ webhook: {{ url: \"http://localhost:{p}/named\" }} }}\n    literal: {{ webhook: {{ url: \"http://127.0.0.1:{p}/literal\" }} }}\n    mapped: {{ webhook: {{ url: \"http://[::ffff:127.0.0.1]:{p}/mapped\" }} }}\n    metadata: {{ alertmanager: {{ url: \"http://169.254.169.254\" }} }}\n  routes:\n    - {{ receivers: [named, literal, mapped, metadata] }}\n"
+        "outbound: {{ allow: [localhost] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    named: {{ webhook: {{ url: \"http://localhost:{p}/named\" }} }}\n    literal: {{ webhook: {{ url: \"http://127.0.0.1:{p}/literal\" }} }}\n    mapped: {{ webhook: {{ url: \"http://[::ffff:127.0.0.1]:{p}/mapped\" }} }}\n    metadata: {{ alertmanager: {{ url: \"http://169.254.169.254\" }} }}\n    mail: {{ email: {{ to: [oncall@example.com], smtp: \"smtp://127.0.0.1:9\" }} }}\n  routes:\n    - {{ receivers: [named, literal, mapped, metadata, mail] }}\n"
     );
     let stderr_path = dir.path().join("stderr.log");
     let stderr = std::fs::File::create(&stderr_path).unwrap();
@@ -848,7 +848,7 @@ async fn receivers_reach_loopback_and_metadata_addresses_only_as_outbound_allow_
         "the others counted as failed",
         || {
             let m = http(port, "GET", "/metrics").1;
-            ["literal", "mapped", "metadata"].iter().all(|r| {
+            ["literal", "mapped", "metadata", "mail"].iter().all(|r| {
                 m.contains(&format!(
                     "invariantd_alerts_sent_total{{receiver=\"{r}\",outcome=\"failed\"}}"
                 ))
@@ -862,13 +862,32 @@ async fn receivers_reach_loopback_and_metadata_addresses_only_as_outbound_allow_
         .map(|r| r["path"].as_str().unwrap().to_string())
         .collect();
     assert!(paths.iter().all(|p| p == "/named"), "{paths:?}");
+    // Each delivery attempt says why it was refused (not only the warnings at start-up).
     let log = std::fs::read_to_string(&stderr_path).unwrap();
-    for said in [
-        "refused: 127.0.0.1 is a loopback address, not in outbound.allow",
-        "refused: ::ffff:127.0.0.1 is a loopback address",
-        "refused: 169.254.169.254 is a cloud metadata address",
+    for (receiver, said) in [
+        (
+            "literal",
+            "error=refused: 127.0.0.1 is a loopback address, not in outbound.allow",
+        ),
+        (
+            "mapped",
+            "error=refused: ::ffff:127.0.0.1 is a loopback address",
+        ),
+        (
+            "metadata",
+            "error=refused: 169.254.169.254 is a cloud metadata address",
+        ),
+        (
+            "mail",
+            "error=SMTP server refused: 127.0.0.1 is a loopback address",
+        ),
     ] {
-        assert!(log.contains(said), "{said} not in:\n{log}");
+        assert!(
+            log.lines().any(|l| l.contains("Alert not delivered")
+                && l.contains(&format!("receiver={receiver} "))
+                && l.contains(said)),
+            "{receiver}: {said} not in:\n{log}"
+        );
     }
     terminate_within(&mut daemon, Duration::from_secs(15)).await;
 }
