@@ -263,6 +263,15 @@ mod tests {
         assert!(literal_refusal("http://127.0.0.1:9/x", &[]).is_some());
         assert!(literal_refusal("nats://127.0.0.1:4222", &[]).is_some());
         assert!(literal_refusal("smtp://u@[::1]:25", &[]).is_some());
+        // Other spellings of an address are addresses too.
+        for spelled in [
+            "http://0x7f.1/",
+            "http://2130706433/",
+            "http://127.1:9/",
+            "http://[0:0:0:0:0:ffff:a9fe:a9fe]/",
+        ] {
+            assert!(literal_refusal(spelled, &[]).is_some(), "{spelled}");
+        }
         assert!(literal_refusal("http://localhost:9/x", &[]).is_none());
         assert!(literal_refusal("https://8.8.8.8/", &[]).is_none());
         let allow = [parse_allowed("127.0.0.0/8").unwrap()];
