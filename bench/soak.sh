@@ -28,9 +28,9 @@ LAG_P99_MAX=${LAG_P99_MAX:-2.0}
 ALERT_P99_MAX=${ALERT_P99_MAX:-10.0}
 
 if [ "$PROFILE" = release ]; then
-    cargo build --release --quiet
+    cargo build --release --locked --quiet
 else
-    cargo build --quiet
+    cargo build --locked --quiet
 fi
 BIN=$PWD/target/$PROFILE/invariantd
 work=$(mktemp -d)
