@@ -27,7 +27,7 @@ impl reqwest::dns::Resolve for Guard {
         let allow = self.allow.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let kept = permitted(&host, 0, &allow).await?;
+            let kept = permitted(&host, &allow).await?;
             Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
         })
     }
@@ -36,12 +36,11 @@ impl reqwest::dns::Resolve for Guard {
 /// The addresses `host` resolves to that the policy allows; an error when none is.
 async fn permitted(
     host: &str,
-    port: u16,
     allow: &[Allowed],
 ) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
     let mut kept = Vec::new();
     let mut refused = None;
-    for addr in tokio::net::lookup_host((host, port)).await? {
+    for addr in tokio::net::lookup_host((host, 0)).await? {
         match refusal(host, addr.ip(), allow) {
             None => kept.push(addr),
             Some(why) => refused = refused.or(Some(why)),
@@ -56,13 +55,13 @@ async fn permitted(
 
 /// Checks a server's host before a client that resolves names itself (SMTP, NATS) connects:
 /// every address it resolves to must be allowed.
-pub async fn check_server(host: &str, port: u16, allow: &[Allowed]) -> Result<(), Refused> {
+pub async fn check_server(host: &str, allow: &[Allowed]) -> Result<(), Refused> {
     let host = host.trim_matches(['[', ']']);
     if let Ok(ip) = host.parse::<IpAddr>() {
         return refusal(host, ip, allow).map_or(Ok(()), |w| Err(Refused(w)));
     }
     // A name that does not resolve is the client's own error to report.
-    let Ok(addrs) = tokio::net::lookup_host((host, port)).await else {
+    let Ok(addrs) = tokio::net::lookup_host((host, 0)).await else {
         return Ok(());
     };
     for addr in addrs {

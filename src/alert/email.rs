@@ -18,8 +18,8 @@ pub struct Email {
     from: Mailbox,
     to: Vec<Mailbox>,
     transport: AsyncSmtpTransport<Tokio1Executor>,
-    /// The SMTP server's host and port, checked against `outbound.allow` before each send.
-    server: (String, u16),
+    /// The SMTP server's host, checked against `outbound.allow` before each send.
+    server: String,
     allow: Vec<Allowed>,
 }
 
@@ -47,11 +47,8 @@ impl Email {
                 .map_err(|e| format!("`{a}` is not an email address: {e}"))
         };
         let url = reqwest::Url::parse(&config.smtp).map_err(|e| format!("smtp URL: {e}"))?;
-        let port = url
-            .port()
-            .unwrap_or(if url.scheme() == "smtps" { 465 } else { 587 });
         Ok(Email {
-            server: (url.host_str().unwrap_or_default().to_string(), port),
+            server: url.host_str().unwrap_or_default().to_string(),
             allow: allow.to_vec(),
             from: parse(&config.from)?,
             to: config.to.iter().map(parse).collect::<Result<_, _>>()?,
@@ -100,7 +97,7 @@ fn message_id(id: &str) -> String {
 impl Receiver for Email {
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
-            crate::outbound::check_server(&self.server.0, self.server.1, &self.allow)
+            crate::outbound::check_server(&self.server, &self.allow)
                 .await
                 .map_err(|r| SendError::new(format!("SMTP server {}", r.0)))?;
             let mut builder = Message::builder()

@@ -1,8 +1,8 @@
 //! `publish` actions: an event on a NATS subject, with the idempotency key as its message id
 //! (`Nats-Msg-Id`, which JetStream streams deduplicate on). The publish is flushed: the
 //! server has the message when the attempt says applied. Connections are kept per URL; the
-//! server's addresses are checked against `outbound.allow` before each publish, and servers it
-//! announces are ignored.
+//! server's addresses are checked against `outbound.allow` before each new connection, and
+//! servers it announces are ignored.
 
 use std::sync::Arc;
 
@@ -16,29 +16,38 @@ pub struct Publish<'a> {
     pub url: &'a str,
 }
 
-impl Publish<'_> {
-    /// Refused when `outbound.allow` does not let the server's addresses through.
-    async fn allowed(&self) -> Result<(), String> {
-        let server: async_nats::ServerAddr =
-            self.url.parse().map_err(|e| format!("NATS URL: {e}"))?;
-        crate::outbound::check_server(server.host(), server.port(), &self.clients.allow)
-            .await
-            .map_err(|r| format!("NATS {}: {r}", server.host()))
-    }
+/// Why no connection to NATS is at hand.
+enum Unavailable {
+    /// `outbound.allow` does not let the server's addresses through: trying again won't help.
+    Refused(String),
+    /// The server is down or does not answer.
+    Down(String),
+}
 
-    async fn client(&self) -> Result<async_nats::Client, String> {
+impl Publish<'_> {
+    /// The connection to the URL's server: the one kept, or a new one once the server's
+    /// addresses pass `outbound.allow` (a change of the list builds new `Clients`, so kept
+    /// connections were checked against the list in force).
+    async fn client(&self) -> Result<async_nats::Client, Unavailable> {
         let mut clients = self.clients.nats.lock().await;
         if let Some(c) = clients.get(self.url)
             && c.connection_state() == async_nats::connection::State::Connected
         {
             return Ok(c.clone());
         }
+        let server: async_nats::ServerAddr = self
+            .url
+            .parse()
+            .map_err(|e| Unavailable::Refused(format!("NATS URL: {e}")))?;
+        crate::outbound::check_server(server.host(), &self.clients.allow)
+            .await
+            .map_err(|r| Unavailable::Refused(format!("NATS {}: {r}", server.host())))?;
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(self.clients.timeout)
             .ignore_discovered_servers()
             .connect(self.url)
             .await
-            .map_err(|e| format!("cannot connect to NATS: {e}"))?;
+            .map_err(|e| Unavailable::Down(format!("cannot connect to NATS: {e}")))?;
         clients.insert(self.url.to_string(), client.clone());
         Ok(client)
     }
@@ -50,12 +59,10 @@ impl Action for Publish<'_> {
             let ActionSpec::Publish { subject, payload } = spec else {
                 return mismatch(spec, "publish");
             };
-            if let Err(refused) = self.allowed().await {
-                return Attempt::Failed(refused);
-            }
             let client = match self.client().await {
                 Ok(c) => c,
-                Err(e) => return Attempt::Retry(e),
+                Err(Unavailable::Refused(why)) => return Attempt::Failed(why),
+                Err(Unavailable::Down(why)) => return Attempt::Retry(why),
             };
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", key);
