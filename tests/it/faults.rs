@@ -644,13 +644,17 @@ async fn a_postgres_state_store_that_goes_away_turns_readiness_and_the_api_answe
     loop {
         let (status, body, _) = asked("/readyz").await.unwrap();
         if status == 503 {
-            assert!(body.contains("the state store does not answer"), "{body}");
+            // Whichever notices first — the watch's ping, or a run's write that the cut
+            // reset — readiness names the state store.
+            assert!(
+                body.contains("the state store does not answer")
+                    || body.contains("the state store cannot be written"),
+                "{body}"
+            );
             break;
         }
-        // The watch pings every second and gives up after 2 s: 3 s, with room for a loaded
-        // machine (it used to say ready for 30 s).
         assert!(
-            cut.elapsed() < Duration::from_secs(8),
+            cut.elapsed() < Duration::from_secs(5),
             "still ready {:?} after the cut",
             cut.elapsed()
         );
