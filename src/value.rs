@@ -1,5 +1,6 @@
 //! Typed values as they come out of the databases: one `Value` per column slot of a `Row`, the
-//! join `Key`, and their conversions to text and JSON for people and the API.
+//! join `Key`, the `Types` a column or an expression can have, and their conversions to text
+//! and JSON for people and the API.
 //!
 //! Timestamps are kept as microseconds since the Unix epoch in UTC (the precision PostgreSQL and
 //! MySQL store), so comparing two of them is an integer comparison in the hot loop. Exact
@@ -14,6 +15,76 @@ use rust_decimal::Decimal;
 /// The most text a violation keeps of one value, and of its message.
 pub const EVIDENCE_MAX: usize = 1024;
 pub const MESSAGE_MAX: usize = 4096;
+
+/// A set of value types, as bits: what a column can hold (a source describes each column of
+/// a query so) and what an expression can evaluate to (the rule checker's static types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Types(u16);
+
+impl Types {
+    pub const BOOL: Types = Types(1);
+    pub const INT: Types = Types(1 << 1);
+    pub const DOUBLE: Types = Types(1 << 2);
+    pub const DECIMAL: Types = Types(1 << 3);
+    pub const STRING: Types = Types(1 << 4);
+    pub const BYTES: Types = Types(1 << 5);
+    pub const TIMESTAMP: Types = Types(1 << 6);
+    pub const DURATION: Types = Types(1 << 7);
+    pub const NULL: Types = Types(1 << 8);
+    pub const ROW: Types = Types(1 << 9);
+    pub const LIST: Types = Types(1 << 10);
+    /// What a column of unknown type may hold.
+    pub const COLUMN: Types = Types(0b111_1111);
+    pub const ANY: Types = Types(0b111_1111_1111);
+
+    const NAMES: [&'static str; 11] = [
+        "bool",
+        "int",
+        "double",
+        "decimal",
+        "string",
+        "bytes",
+        "timestamp",
+        "duration",
+        "null",
+        "row",
+        "list",
+    ];
+
+    /// Whether the two sets share a type.
+    pub const fn meets(self, other: Types) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// The types of this set that are also in `other`.
+    pub const fn within(self, other: Types) -> Types {
+        Types(self.0 & other.0)
+    }
+
+    /// Both sets together.
+    pub const fn with(self, other: Types) -> Types {
+        Types(self.0 | other.0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn singles(self) -> impl Iterator<Item = Types> {
+        (0..11)
+            .map(|i| Types(1 << i))
+            .filter(move |t| self.0 & t.0 != 0)
+    }
+
+    /// `int`, or `int or string` for a set.
+    pub fn describe(self) -> String {
+        let names: Vec<&str> = (0..11)
+            .filter(|i| self.0 & (1 << i) != 0)
+            .map(|i| Types::NAMES[i])
+            .collect();
+        names.join(" or ")
+    }
+}
 
 /// One column value of one row.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::expr::types::Types;
 pub use crate::rules::Fixture;
 use crate::rules::Rule;
 use crate::sources::{Description, KeyKind, key_of};
+use crate::value::Types;
 use crate::value::{Row, Value};
 use crate::verdict::{RuleRun, RunError};
 

@@ -310,11 +310,7 @@ async fn describe(rule: &Rule, sources: &Sources, read: Read<'_>) -> Result<Desc
     let mut snapshots: BTreeMap<&str, Vec<SharedSnapshot>> = BTreeMap::new();
     for (name, permit) in &permits {
         let shares = permit.num_permits();
-        if shares > 1
-            && sources
-                .get(name)
-                .is_some_and(|s| s.kind() == crate::config::SourceKind::Postgres)
-        {
+        if shares > 1 && sources.get(name).is_some_and(|s| s.shares_snapshot()) {
             snapshots.insert(name, SharedSnapshot::group(shares));
         }
     }

@@ -135,7 +135,7 @@ fn naive(
         .map(|(f, d)| crate::sources::Description {
             columns: f.columns.clone(),
             types: vec!["fixture".into(); 2],
-            value_types: vec![crate::expr::types::Types::COLUMN; 2],
+            value_types: vec![crate::value::Types::COLUMN; 2],
             key_index: Some(0),
             key_kind: if is_text(d) {
                 KeyKind::Text

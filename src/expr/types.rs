@@ -11,71 +11,13 @@
 use super::compile::{Comprehension, Const, Func, Node};
 use super::parser::{BinaryOp, Span};
 use super::{CompileError, Program, parse_duration};
+pub use crate::value::Types;
 use crate::value::parse_timestamp_text;
 
-/// A set of types, as bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Types(u16);
-
-impl Types {
-    pub const BOOL: Types = Types(1);
-    pub const INT: Types = Types(1 << 1);
-    pub const DOUBLE: Types = Types(1 << 2);
-    pub const DECIMAL: Types = Types(1 << 3);
-    pub const STRING: Types = Types(1 << 4);
-    pub const BYTES: Types = Types(1 << 5);
-    pub const TIMESTAMP: Types = Types(1 << 6);
-    pub const DURATION: Types = Types(1 << 7);
-    pub const NULL: Types = Types(1 << 8);
-    pub const ROW: Types = Types(1 << 9);
-    pub const LIST: Types = Types(1 << 10);
-    /// What a column of unknown type may hold.
-    pub const COLUMN: Types = Types(0b111_1111);
-    pub const ANY: Types = Types(0b111_1111_1111);
-
-    const NAMES: [&'static str; 11] = [
-        "bool",
-        "int",
-        "double",
-        "decimal",
-        "string",
-        "bytes",
-        "timestamp",
-        "duration",
-        "null",
-        "row",
-        "list",
-    ];
-
-    /// Both sets together.
-    pub const fn with(self, other: Types) -> Types {
-        Types(self.0 | other.0)
-    }
-
-    fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    fn singles(self) -> impl Iterator<Item = Types> {
-        (0..11)
-            .map(|i| Types(1 << i))
-            .filter(move |t| self.0 & t.0 != 0)
-    }
-
-    /// `int`, or `int or string` for a set.
-    fn describe(self) -> String {
-        let names: Vec<&str> = (0..11)
-            .filter(|i| self.0 & (1 << i) != 0)
-            .map(|i| Types::NAMES[i])
-            .collect();
-        names.join(" or ")
-    }
-}
-
-const NUMBERS: Types = Types(Types::INT.0 | Types::DOUBLE.0 | Types::DECIMAL.0);
+const NUMBERS: Types = Types::INT.with(Types::DOUBLE).with(Types::DECIMAL);
 
 fn numeric(t: Types) -> bool {
-    NUMBERS.0 & t.0 != 0
+    t.meets(NUMBERS)
 }
 
 /// An operand: its possible types, and its text when it is a string literal.
@@ -176,8 +118,8 @@ impl Checker<'_> {
                 Const::Duration(_) => any(Types::DURATION),
             },
             Node::Now => any(Types::TIMESTAMP),
-            Node::Key => any(Types(Types::INT.0 | Types::STRING.0)),
-            Node::Dataset(_) => any(Types(Types::ROW.0 | Types::LIST.0 | Types::NULL.0)),
+            Node::Key => any(Types::INT.with(Types::STRING)),
+            Node::Dataset(_) => any(Types::ROW.with(Types::LIST).with(Types::NULL)),
             Node::Field { ds, slot, .. } => any(self
                 .columns
                 .get(*ds)
@@ -198,7 +140,7 @@ impl Checker<'_> {
             }
             Node::Neg(a, span) => {
                 let t = self.ty(a).types;
-                let out = Types(t.0 & (NUMBERS.0 | Types::DURATION.0));
+                let out = t.within(NUMBERS.with(Types::DURATION));
                 if out.is_empty() && !t.is_empty() {
                     return any(self.error(*span, format!("no such overload: -{}", t.describe())));
                 }
@@ -236,7 +178,7 @@ impl Checker<'_> {
             }
             Node::Cond(c, a, b, span) => {
                 let tc = self.ty(c).types;
-                if tc.0 & Types::BOOL.0 == 0 {
+                if !tc.meets(Types::BOOL) {
                     self.error(
                         *span,
                         format!("the condition of `? :` is a {}, not a bool", tc.describe()),
@@ -328,7 +270,7 @@ fn check_gives(
         errors: Vec::new(),
     };
     let t = c.ty(&program.root).types;
-    if c.errors.is_empty() && t.0 & want.0 == 0 && !t.is_empty() {
+    if c.errors.is_empty() && !t.meets(want) && !t.is_empty() {
         c.errors.push(CompileError {
             message: format!("{what} gives {}, not {want_text}", t.describe()),
             span: program.root.span(),

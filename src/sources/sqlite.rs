@@ -1,4 +1,4 @@
-//! SQLite: read-only connections (see `Source::new`), a deferred transaction for one snapshot,
+//! SQLite: read-only connections (see `Sqlite::new`), a deferred transaction for one snapshot,
 //! byte-wise text order through the BINARY collation, and decoding by each value's own storage
 //! class, refined by the column's declared type (SQLite applications store timestamps as text
 //! and money in NUMERIC columns, which SQLite keeps as REAL).
@@ -9,18 +9,113 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use sqlx::sqlite::SqliteRow;
+use futures_util::future::BoxFuture;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Executor, Row as _, TypeInfo, ValueRef};
 use tokio::sync::oneshot;
 
-use super::{
-    Columns, KeyKind, KeyMode, KeySql, ReadRequest, Sink, describe_then_stream, quote_ident, wrap,
-};
+use super::backend::Backend;
+use super::connect::pool_options;
+use super::errors::{interrupted, query_error};
+use super::filters::{KeySql, quote_ident, wrap};
+use super::pump::{Columns, Sink, describe_then_stream};
+use super::request::{KeyKind, KeyMode, ReadRequest};
+use super::write::{WriteError, classify, transact};
 use crate::config::SourceConfig;
-use crate::expr::types::Types;
-use crate::value::{Value, decimal_from_f64, parse_timestamp_text};
-use crate::verdict::{ErrorKind, RunError};
+use crate::value::{Types, Value, decimal_from_f64, parse_timestamp_text};
+use crate::verdict::{ErrorKind, Param, RunError};
+
+/// A SQLite source: a pool of read-only connections, and the options a repair's write opens
+/// a connection of its own with.
+pub(super) struct Sqlite {
+    pool: sqlx::SqlitePool,
+    options: SqliteConnectOptions,
+}
+
+impl Sqlite {
+    pub(super) fn new(config: &SourceConfig, options: &SqliteConnectOptions) -> Sqlite {
+        use sqlx::ConnectOptions as _;
+        // Checks only read: SQLite sources are opened read-only, which also means a
+        // missing database file is an error rather than a new empty database. A kept
+        // connection would keep reading a file that was since replaced (`mv new.db
+        // orders.db`) or deleted, so connections are closed after each use: every run
+        // opens the file as it is now, which for SQLite costs microseconds.
+        Sqlite {
+            pool: pool_options(config)
+                .after_release(|_, _| Box::pin(async { Ok(false) }))
+                .connect_lazy_with(
+                    options
+                        .clone()
+                        .read_only(true)
+                        .create_if_missing(false)
+                        .disable_statement_logging(),
+                ),
+            options: options.clone(),
+        }
+    }
+}
+
+impl Backend for Sqlite {
+    fn read<'a>(
+        &'a self,
+        config: &'a SourceConfig,
+        request: &'a ReadRequest,
+        to: Sink<'a>,
+        mode: oneshot::Receiver<KeyMode>,
+    ) -> BoxFuture<'a, Result<(), RunError>> {
+        Box::pin(read(&self.pool, config, request, to, mode))
+    }
+
+    fn probe<'a>(
+        &'a self,
+        _config: &'a SourceConfig,
+    ) -> BoxFuture<'a, Result<Option<String>, RunError>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await.map_err(|e| {
+                RunError::new(
+                    ErrorKind::SourceUnreachable,
+                    format!("cannot open the database: {e}"),
+                )
+            })?;
+            sqlx::query("SELECT 1")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| query_error(e, "the probe failed", ""))?;
+            Ok(None)
+        })
+    }
+
+    /// The pool's connections are read-only: a write opens its own, which waits up to
+    /// `timeout` for a lock (SQLite has no statement timeout).
+    fn write<'a>(
+        &'a self,
+        _config: &'a SourceConfig,
+        statement: &'a str,
+        params: &'a [Param],
+        expect_rows: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<u64, WriteError>> {
+        Box::pin(async move {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::SqliteConnection::connect_with(
+                &self
+                    .options
+                    .clone()
+                    .read_only(false)
+                    .create_if_missing(false)
+                    .busy_timeout(timeout),
+            )
+            .await
+            .map_err(|e| classify(e, false))?;
+            let result: Result<u64, WriteError> =
+                async { transact!(conn, statement, params, expect_rows, sqlite) }.await;
+            let _ = conn.close().await;
+            result
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Declared {
@@ -109,31 +204,31 @@ async fn declared_columns(
     const VIEW: &str = "invariantd_describe";
     txn.execute(AssertSqlSafe(format!("DROP VIEW IF EXISTS temp.{VIEW}")))
         .await
-        .map_err(|e| super::query_error(e, "cannot describe the query", ""))?;
+        .map_err(|e| query_error(e, "cannot describe the query", ""))?;
     txn.execute(AssertSqlSafe(format!(
         "CREATE TEMP VIEW {VIEW} AS {wrapped}"
     )))
     .await
-    .map_err(|e| super::query_error(e, "the query is not valid", ""))?;
+    .map_err(|e| query_error(e, "the query is not valid", ""))?;
     let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT name, type FROM pragma_table_info('{VIEW}', 'temp') ORDER BY cid"
     )))
     .fetch_all(&mut *txn)
     .await
-    .map_err(|e| super::query_error(e, "cannot describe the query", ""))?;
+    .map_err(|e| query_error(e, "cannot describe the query", ""))?;
     txn.execute(AssertSqlSafe(format!("DROP VIEW temp.{VIEW}")))
         .await
-        .map_err(|e| super::query_error(e, "cannot describe the query", ""))?;
+        .map_err(|e| query_error(e, "cannot describe the query", ""))?;
     let mut columns = Vec::with_capacity(rows.len());
     let mut types = Vec::with_capacity(rows.len());
     for row in rows {
         columns.push(
             row.try_get::<String, _>(0)
-                .map_err(|e| super::query_error(e, "cannot describe the query", ""))?,
+                .map_err(|e| query_error(e, "cannot describe the query", ""))?,
         );
         types.push(
             row.try_get::<String, _>(1)
-                .map_err(|e| super::query_error(e, "cannot describe the query", ""))?,
+                .map_err(|e| query_error(e, "cannot describe the query", ""))?,
         );
     }
     Ok((columns, types))
@@ -142,7 +237,7 @@ async fn declared_columns(
 /// Virtual-machine steps between two looks at the clock: well under a millisecond.
 const STEPS_PER_CHECK: i32 = 10_000;
 
-pub(super) async fn read(
+async fn read(
     pool: &sqlx::SqlitePool,
     config: &SourceConfig,
     request: &ReadRequest,
@@ -160,7 +255,7 @@ pub(super) async fn read(
     let stopping = stop.clone();
     txn.lock_handle()
         .await
-        .map_err(|e| super::query_error(e, "cannot start reading", ""))?
+        .map_err(|e| query_error(e, "cannot start reading", ""))?
         .set_progress_handler(STEPS_PER_CHECK, move || {
             !stopping.load(Ordering::Relaxed) && std::time::Instant::now() < deadline
         });
@@ -211,7 +306,7 @@ pub(super) async fn read(
         mode,
     )
     .await;
-    if super::interrupted(&result) {
+    if interrupted(&result) {
         stop.store(true, Ordering::Relaxed);
     }
     result

@@ -15,7 +15,7 @@ use futures_util::Stream;
 use futures_util::stream::BoxStream;
 use rust_decimal::Decimal;
 
-use super::postgres::Decode;
+use super::decode::Decode;
 use crate::value::Value;
 use crate::verdict::{ErrorKind, RunError};
 

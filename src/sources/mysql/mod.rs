@@ -1,186 +1,128 @@
 //! MySQL and MariaDB: a READ ONLY transaction with the server's statement time limit
 //! (`max_statement_time` on MariaDB, `max_execution_time` on MySQL), byte-wise text order
 //! through `CAST(… AS BINARY)`, and decoding by the column's type. A full sweep speaks the
-//! protocol itself on a connection of its own (`mysqlwire`), where it can (no TLS, a known
+//! protocol itself on a connection of its own (`wire.rs`, `rows.rs`), where it can (no TLS, a known
 //! authentication plugin); reads of some keys or of recent changes go through the driver. A
 //! query whose run is abandoned is stopped with `KILL QUERY` from a connection of its own.
 
-use sqlx::mysql::MySqlRow;
-use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, TypeInfo};
+mod decode;
+mod rows;
+mod tls;
+mod wire;
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sqlx::mysql::{MySqlConnectOptions, MySqlRow};
+use sqlx::{AssertSqlSafe, Column, Executor, SqlSafeStr, Statement, TypeInfo};
 use tokio::sync::oneshot;
 
-use super::mysqlwire::{self, WireError};
-use super::{
-    Columns, KeyKind, KeyMode, KeySql, ReadRequest, Sink, describe_then_stream, quote_ident, wrap,
-};
+use super::backend::Backend;
+use super::connect::{acquire_fast, pool_options, stop_on_server};
+use super::errors::{abandoned, interrupted, query_error, timed_out};
+use super::filters::{KeySql, quote_ident, wrap};
+use super::pump::{Columns, Sink, describe_then_stream, handshake, pump};
+use super::request::{KeyMode, ReadRequest};
+use super::write::{WriteError, classify, transact};
 use crate::config::{ConnectOptions, SourceConfig};
-use crate::expr::types::Types;
-use crate::value::{Value, timestamp_from_date, timestamp_from_datetime, timestamp_from_naive};
-use crate::verdict::{ErrorKind, RunError};
+use crate::verdict::{ErrorKind, Param, RunError};
+use decode::{Decode, decode, decoder, key_kind, value_types};
+use wire::WireError;
 
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Decode {
-    Bool,
-    Int,
-    UInt,
-    Float,
-    Double,
-    Decimal,
-    Text,
-    /// Binary types, and text columns with a binary collation (which MySQL reports as binary):
-    /// text when the bytes are UTF-8.
-    Binary,
-    Timestamp,
-    Datetime,
-    Date,
-    Time,
+/// A MySQL or MariaDB source's pool, and whether its full sweeps can speak the protocol.
+pub(super) struct MySql {
+    pool: sqlx::MySqlPool,
+    sweeps: WireSweeps,
 }
 
-/// What values each decoder produces (unsigned integers above 2^63 become decimals; binary
-/// data is text when it is UTF-8).
-fn value_types(d: Decode) -> Types {
-    match d {
-        Decode::Bool => Types::BOOL,
-        Decode::Int => Types::INT,
-        Decode::UInt => Types::INT.with(Types::DECIMAL),
-        Decode::Float | Decode::Double => Types::DOUBLE,
-        Decode::Decimal => Types::DECIMAL,
-        Decode::Text => Types::STRING,
-        Decode::Binary => Types::STRING.with(Types::BYTES),
-        Decode::Timestamp | Decode::Datetime | Decode::Date => Types::TIMESTAMP,
-        Decode::Time => Types::COLUMN,
-    }
-}
-
-fn decoder(type_name: &str) -> Option<Decode> {
-    Some(match type_name {
-        "BOOLEAN" => Decode::Bool,
-        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => Decode::Int,
-        "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
-        | "BIGINT UNSIGNED" => Decode::UInt,
-        "FLOAT" => Decode::Float,
-        "DOUBLE" => Decode::Double,
-        "DECIMAL" => Decode::Decimal,
-        "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET"
-        | "JSON" => Decode::Text,
-        "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => Decode::Binary,
-        "TIMESTAMP" => Decode::Timestamp,
-        "DATETIME" => Decode::Datetime,
-        "DATE" => Decode::Date,
-        "TIME" => Decode::Time,
-        "NULL" => Decode::Text,
-        _ => return None,
-    })
-}
-
-fn key_kind(d: Decode) -> KeyKind {
-    match d {
-        Decode::Int | Decode::UInt => KeyKind::Int,
-        Decode::Text | Decode::Binary => KeyKind::Text,
-        _ => KeyKind::Unsupported,
-    }
-}
-
-/// A TIME value: a time of day, or a duration of up to ±838:59:59 (MySQL allows both).
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct TimeOfDay {
-    pub negative: bool,
-    pub hours: u32,
-    pub minutes: u8,
-    pub seconds: u8,
-    pub micros: u32,
-}
-
-/// `[-]HH:MM:SS`, with milliseconds or microseconds when there are any (as chrono writes a
-/// time of day).
-impl std::fmt::Display for TimeOfDay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sign = if self.negative { "-" } else { "" };
-        write!(
-            f,
-            "{sign}{:02}:{:02}:{:02}",
-            self.hours, self.minutes, self.seconds
-        )?;
-        match self.micros {
-            0 => Ok(()),
-            us if us % 1000 == 0 => write!(f, ".{:03}", us / 1000),
-            us => write!(f, ".{us:06}"),
+impl MySql {
+    pub(super) fn new(config: &SourceConfig, options: &MySqlConnectOptions) -> MySql {
+        use sqlx::ConnectOptions as _;
+        // The driver's statement logs are off, as for PostgreSQL (a query may hold a secret).
+        MySql {
+            pool: pool_options(config)
+                .connect_lazy_with(options.clone().disable_statement_logging()),
+            sweeps: WireSweeps::default(),
         }
     }
 }
 
-fn decode(row: &MySqlRow, i: usize, d: Decode) -> Result<Value, sqlx::Error> {
-    use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-    fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
-        v.map_or(Value::Null, f)
+impl Backend for MySql {
+    fn read<'a>(
+        &'a self,
+        config: &'a SourceConfig,
+        request: &'a ReadRequest,
+        to: Sink<'a>,
+        mode: oneshot::Receiver<KeyMode>,
+    ) -> BoxFuture<'a, Result<(), RunError>> {
+        Box::pin(read(&self.pool, &self.sweeps, config, request, to, mode))
     }
-    Ok(match d {
-        Decode::Bool => opt(row.try_get_unchecked::<Option<i8>, _>(i)?, |v| {
-            Value::Bool(v != 0)
-        }),
-        Decode::Int => opt(row.try_get_unchecked::<Option<i64>, _>(i)?, Value::Int),
-        Decode::UInt => opt(
-            row.try_get_unchecked::<Option<u64>, _>(i)?,
-            |v| match i64::try_from(v) {
-                Ok(i) => Value::Int(i),
-                Err(_) => Value::Decimal(v.into()),
-            },
-        ),
-        Decode::Float => opt(row.try_get_unchecked::<Option<f32>, _>(i)?, |v| {
-            Value::Double(v.into())
-        }),
-        Decode::Double => opt(row.try_get_unchecked::<Option<f64>, _>(i)?, Value::Double),
-        Decode::Decimal => opt(
-            row.try_get_unchecked::<Option<rust_decimal::Decimal>, _>(i)?,
-            Value::Decimal,
-        ),
-        Decode::Text => opt(row.try_get_unchecked::<Option<String>, _>(i)?, |s| {
-            Value::Text(s.into())
-        }),
-        Decode::Binary => {
-            opt(
-                row.try_get_unchecked::<Option<Vec<u8>>, _>(i)?,
-                |b| match String::from_utf8(b) {
-                    Ok(s) => Value::Text(s.into()),
-                    Err(e) => Value::Bytes(e.into_bytes().into()),
-                },
+
+    fn probe<'a>(
+        &'a self,
+        config: &'a SourceConfig,
+    ) -> BoxFuture<'a, Result<Option<String>, RunError>> {
+        Box::pin(async move {
+            let ConnectOptions::MySql(options, _) = &config.options else {
+                unreachable!("a MySQL pool has MySQL options")
+            };
+            let mut conn = acquire_fast::<sqlx::MySql, _>(
+                self.pool.acquire(),
+                options,
+                config.connect_timeout,
             )
-        }
-        Decode::Timestamp => opt(row.try_get_unchecked::<Option<DateTime<Utc>>, _>(i)?, |t| {
-            Value::Timestamp(timestamp_from_datetime(t))
-        }),
-        Decode::Datetime => opt(row.try_get_unchecked::<Option<NaiveDateTime>, _>(i)?, |t| {
-            Value::Timestamp(timestamp_from_naive(t))
-        }),
-        Decode::Date => opt(row.try_get_unchecked::<Option<NaiveDate>, _>(i)?, |d| {
-            Value::Timestamp(timestamp_from_date(d))
-        }),
-        Decode::Time => opt(
-            row.try_get_unchecked::<Option<sqlx::mysql::types::MySqlTime>, _>(i)?,
-            |t| {
-                let time = TimeOfDay {
-                    // sqlx 0.9's `is_negative` answers `is_positive`.
-                    negative: !t.is_positive(),
-                    hours: t.hours(),
-                    minutes: t.minutes(),
-                    seconds: t.seconds(),
-                    micros: t.microseconds(),
-                };
-                Value::Text(time.to_string().into())
-            },
-        ),
+            .await?;
+            let grants: Vec<String> = sqlx::query_scalar("SHOW GRANTS")
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| query_error(e, "the probe failed", ""))?;
+            Ok(mysql_power(&grants))
+        })
+    }
+
+    fn write<'a>(
+        &'a self,
+        _config: &'a SourceConfig,
+        statement: &'a str,
+        params: &'a [Param],
+        expect_rows: u64,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<u64, WriteError>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await.map_err(|e| classify(e, false))?;
+            transact!(conn, statement, params, expect_rows,)
+        })
+    }
+}
+
+/// Whether MySQL/MariaDB grants give more than reading: global ALL, SUPER or FILE.
+fn mysql_power(grants: &[String]) -> Option<String> {
+    grants.iter().find_map(|g| {
+        let upper = g.to_ascii_uppercase();
+        let global = upper.contains(" ON *.* ");
+        let privileges = upper.split(" ON ").next().unwrap_or("");
+        let power = if global && privileges.contains("ALL PRIVILEGES") {
+            "ALL PRIVILEGES on *.*"
+        } else if privileges.contains("SUPER") {
+            "SUPER"
+        } else if global && privileges.contains("FILE") {
+            "FILE"
+        } else {
+            return None;
+        };
+        Some(format!("its user has the MySQL privilege {power}"))
     })
 }
 
-/// Per source: why full sweeps go through the driver rather than `mysqlwire`, once a
+/// Per source: why full sweeps go through the driver rather than the protocol (`wire.rs`), once a
 /// connection found out (TLS, an authentication plugin). It is not tried again until the
 /// configuration is reloaded.
 #[derive(Debug, Default)]
-pub(super) struct WireSweeps {
+struct WireSweeps {
     unsupported: std::sync::OnceLock<String>,
 }
 
-pub(super) async fn read(
+async fn read(
     pool: &sqlx::MySqlPool,
     sweeps: &WireSweeps,
     config: &SourceConfig,
@@ -208,31 +150,28 @@ pub(super) async fn read(
         }
     }
     let mut conn =
-        super::acquire_fast::<sqlx::MySql, _>(pool.acquire(), options, config.connect_timeout)
-            .await?;
+        acquire_fast::<sqlx::MySql, _>(pool.acquire(), options, config.connect_timeout).await?;
     // The limit is a session variable: set before the transaction, on this connection.
     let [mariadb, mysql] = statement_time_limits(config);
     if conn.execute(AssertSqlSafe(mariadb)).await.is_err() {
-        conn.execute(AssertSqlSafe(mysql)).await.map_err(|e| {
-            super::query_error(e, "cannot set the statement timeout", &request.query)
-        })?;
+        conn.execute(AssertSqlSafe(mysql))
+            .await
+            .map_err(|e| query_error(e, "cannot set the statement timeout", &request.query))?;
     }
     // To stop the query from another connection if the run is abandoned.
     let thread: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
         .fetch_one(&mut *conn)
         .await
-        .map_err(|e| super::query_error(e, "cannot start reading", &request.query))?;
+        .map_err(|e| query_error(e, "cannot start reading", &request.query))?;
     let mut txn = sqlx::Connection::begin_with(&mut *conn, "START TRANSACTION READ ONLY")
         .await
-        .map_err(|e| {
-            super::query_error(e, "cannot start a read-only transaction", &request.query)
-        })?;
+        .map_err(|e| query_error(e, "cannot start a read-only transaction", &request.query))?;
 
     let wrapped = wrap(&request.query);
     let statement = (&mut *txn)
         .prepare(AssertSqlSafe(wrapped.clone()).into_sql_str())
         .await
-        .map_err(|e| super::query_error(e, "the query is not valid", &request.query))?;
+        .map_err(|e| query_error(e, "the query is not valid", &request.query))?;
     let columns = Columns::new(
         statement.columns().iter().map(|c| {
             let ty = c.type_info().name();
@@ -272,7 +211,7 @@ pub(super) async fn read(
         mode,
     )
     .await;
-    if super::interrupted(&result) {
+    if interrupted(&result) {
         // The connection is still held, so the thread cannot be running anyone else's query.
         kill_query(config, options, thread).await;
     }
@@ -318,10 +257,10 @@ async fn kill_query(
             .await?;
         conn.close().await
     };
-    super::stop_on_server(&config.name, stop, config.connect_timeout).await;
+    stop_on_server(&config.name, stop, config.connect_timeout).await;
 }
 
-/// A full sweep over a connection of its own, speaking the protocol directly (`mysqlwire`).
+/// A full sweep over a connection of its own, speaking the protocol directly (`wire.rs`).
 /// `Err` hands the key-order receiver back when this connection cannot be made without what
 /// the reader does not speak (TLS, another authentication plugin): nothing was read yet, and
 /// the caller reads through the driver.
@@ -341,10 +280,7 @@ async fn wire_sweep(
     if let Some(idle) = pool.try_acquire() {
         let _ = sqlx::Connection::close(idle.detach()).await;
     }
-    let connect = tokio::time::timeout(
-        config.connect_timeout,
-        mysqlwire::Conn::connect(options, login),
-    );
+    let connect = tokio::time::timeout(config.connect_timeout, wire::Conn::connect(options, login));
     let mut conn = tokio::select! {
         connected = connect => match connected {
             Ok(Ok(conn)) => conn,
@@ -357,14 +293,14 @@ async fn wire_sweep(
                 ))));
             }
         },
-        () = to.tx.closed() => return Ok(Err(super::abandoned())),
+        () = to.tx.closed() => return Ok(Err(abandoned())),
     };
     tracing::debug!(
         source = %config.name,
         "Full sweep over the MySQL protocol, on a connection of its own."
     );
     let result = sweep_on(&mut conn, login, options, config, request, to, mode).await;
-    if super::interrupted(&result) {
+    if interrupted(&result) {
         kill_query(config, options, conn.thread.into()).await;
     }
     conn.quit().await;
@@ -375,7 +311,7 @@ async fn wire_sweep(
 /// up, the statement time limit, a read-only transaction, the description, then the rows in
 /// the run's key order.
 async fn sweep_on(
-    conn: &mut mysqlwire::Conn,
+    conn: &mut wire::Conn,
     login: &crate::config::MySqlLogin,
     options: &sqlx::mysql::MySqlConnectOptions,
     config: &SourceConfig,
@@ -393,9 +329,9 @@ async fn sweep_on(
         tokio::select! {
             r = tokio::time::timeout_at(request.deadline, f) => match r {
                 Ok(r) => r.map_err(|e| e.into_run_error(what)),
-                Err(_) => Err(super::timed_out()),
+                Err(_) => Err(timed_out()),
             },
-            () = to.tx.closed() => Err(super::abandoned()),
+            () = to.tx.closed() => Err(abandoned()),
         }
     }
     let names = match options.get_collation() {
@@ -458,7 +394,7 @@ async fn sweep_on(
     .await?;
     let description =
         columns.description(&request.key, |i| key_kind(columns.decoders[i]), value_types);
-    let Some((key_index, mode)) = super::handshake(description, to, mode).await else {
+    let Some((key_index, mode)) = handshake(description, to, mode).await else {
         return Ok(());
     };
     let sql = format!(
@@ -467,8 +403,8 @@ async fn sweep_on(
     );
     let ordered = step(request, to, "the query is not valid", conn.prepare(&sql)).await?;
     step(request, to, "query failed", conn.execute(ordered.id)).await?;
-    let mut rows = conn.rows(columns.decoders.clone(), columns.names.clone());
-    super::pump(
+    let mut rows = rows::WireRows::new(conn, columns.decoders.clone(), columns.names.clone());
+    pump(
         &mut rows,
         &request.query,
         key_index,

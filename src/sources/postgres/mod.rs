@@ -2,150 +2,124 @@
 //! byte-wise text order through `COLLATE "C"`, and decoding by the column's type. A query
 //! whose run is abandoned is cancelled with `pg_cancel_backend` from a connection of its own.
 
-use sqlx::postgres::{PgRow, PgTypeInfo, PgTypeKind};
-use sqlx::{AssertSqlSafe, Column, Executor, Row as _, SqlSafeStr, Statement, TypeInfo};
+mod copy;
+mod decode;
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sqlx::postgres::{PgConnectOptions, PgRow};
+use sqlx::{AssertSqlSafe, Column, Executor, SqlSafeStr, Statement, TypeInfo};
 use tokio::sync::oneshot;
 
-use super::{
-    Columns, KeyKind, KeyMode, KeySql, ReadRequest, Sink, describe_then_stream, quote_ident, wrap,
-};
+use super::backend::Backend;
+use super::connect::{acquire_fast, pool_options, stop_on_server};
+use super::errors::{abandoned, interrupted, query_error, timed_out};
+use super::filters::{KeySql, quote_ident, wrap};
+use super::pump::{Columns, Sink, describe_then_stream, handshake, pump};
+use super::request::{Description, KeyMode, ReadRequest};
+use super::write::{WriteError, classify, transact};
 use crate::config::{ConnectOptions, SourceConfig};
-use crate::expr::types::Types;
-use crate::value::{Value, timestamp_from_date, timestamp_from_datetime, timestamp_from_naive};
-use crate::verdict::RunError;
+use crate::verdict::{Param, RunError};
+use decode::{Decode, decode, decoder, key_kind, value_types};
 
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Decode {
-    Bool,
-    I16,
-    I32,
-    I64,
-    Oid,
-    F32,
-    F64,
-    Numeric,
-    Text,
-    Uuid,
-    Timestamptz,
-    Timestamp,
-    Date,
-    Bytea,
-    Jsonb,
+/// A PostgreSQL source's pool.
+pub(super) struct Postgres {
+    pool: sqlx::PgPool,
 }
 
-fn decoder(ty: &PgTypeInfo) -> Option<Decode> {
-    Some(match ty.name() {
-        "BOOL" => Decode::Bool,
-        "INT2" => Decode::I16,
-        "INT4" => Decode::I32,
-        "INT8" => Decode::I64,
-        "OID" => Decode::Oid,
-        "FLOAT4" => Decode::F32,
-        "FLOAT8" => Decode::F64,
-        "NUMERIC" => Decode::Numeric,
-        "TEXT" | "VARCHAR" | "CHAR" | "NAME" | "\"CHAR\"" | "JSON" | "XML" => Decode::Text,
-        "UUID" => Decode::Uuid,
-        "TIMESTAMPTZ" => Decode::Timestamptz,
-        "TIMESTAMP" => Decode::Timestamp,
-        "DATE" => Decode::Date,
-        "BYTEA" => Decode::Bytea,
-        "JSONB" => Decode::Jsonb,
-        name if name.eq_ignore_ascii_case("citext") => Decode::Text,
-        _ => match ty.kind() {
-            // An enum's binary form is its label.
-            PgTypeKind::Enum(_) => Decode::Text,
-            PgTypeKind::Domain(base) => return decoder(base),
-            _ => return None,
-        },
-    })
-}
-
-fn value_types(d: Decode) -> Types {
-    match d {
-        Decode::Bool => Types::BOOL,
-        Decode::I16 | Decode::I32 | Decode::I64 | Decode::Oid => Types::INT,
-        Decode::F32 | Decode::F64 => Types::DOUBLE,
-        Decode::Numeric => Types::DECIMAL,
-        Decode::Text | Decode::Uuid | Decode::Jsonb => Types::STRING,
-        Decode::Timestamptz | Decode::Timestamp | Decode::Date => Types::TIMESTAMP,
-        Decode::Bytea => Types::BYTES,
+impl Postgres {
+    pub(super) fn new(config: &SourceConfig, options: &PgConnectOptions) -> Postgres {
+        use sqlx::ConnectOptions as _;
+        // sqlx logs every statement's text, and a rule's query may hold what `${VAR}`
+        // expanded to (a connection string, a password): invariantd logs its runs itself, so
+        // the driver's statement logs are off. (A sweep also takes seconds by design, which
+        // would make its "slow statement" warnings fire on every run.)
+        Postgres {
+            pool: pool_options(config).connect_lazy_with(
+                options
+                    .clone()
+                    .application_name("invariantd")
+                    .disable_statement_logging(),
+            ),
+        }
     }
 }
 
-fn key_kind(d: Decode) -> KeyKind {
-    match d {
-        Decode::I16 | Decode::I32 | Decode::I64 | Decode::Oid => KeyKind::Int,
-        Decode::Text | Decode::Uuid => KeyKind::Text,
-        _ => KeyKind::Unsupported,
+impl Backend for Postgres {
+    fn read<'a>(
+        &'a self,
+        config: &'a SourceConfig,
+        request: &'a ReadRequest,
+        to: Sink<'a>,
+        mode: oneshot::Receiver<KeyMode>,
+    ) -> BoxFuture<'a, Result<(), RunError>> {
+        Box::pin(read(&self.pool, config, request, to, mode))
+    }
+
+    fn probe<'a>(
+        &'a self,
+        config: &'a SourceConfig,
+    ) -> BoxFuture<'a, Result<Option<String>, RunError>> {
+        Box::pin(async move {
+            let mut conn = acquire_fast::<sqlx::Postgres, _>(
+                self.pool.acquire(),
+                options(config),
+                config.connect_timeout,
+            )
+            .await?;
+            let superuser: bool =
+                sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(|e| query_error(e, "the probe failed", ""))?
+                    .unwrap_or(false);
+            Ok(superuser.then(|| "its role is a PostgreSQL superuser".to_string()))
+        })
+    }
+
+    fn write<'a>(
+        &'a self,
+        config: &'a SourceConfig,
+        statement: &'a str,
+        params: &'a [Param],
+        expect_rows: u64,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<u64, WriteError>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await.map_err(|e| classify(e, false))?;
+            let ms = config.statement_timeout.as_millis().max(1);
+            sqlx::query(AssertSqlSafe(format!("SET statement_timeout = {ms}")))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| classify(e, false))?;
+            transact!(conn, statement, params, expect_rows,)
+        })
+    }
+
+    /// The first reader exports its snapshot, the others import it.
+    fn shares_snapshot(&self) -> bool {
+        true
     }
 }
 
-/// Types were matched to decoders when the query was described, so the per-value type checks
-/// of `try_get` are skipped (they were a measurable share of a sweep).
-fn decode(row: &PgRow, i: usize, d: Decode) -> Result<Value, sqlx::Error> {
-    use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-    fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
-        v.map_or(Value::Null, f)
+fn options(config: &SourceConfig) -> &PgConnectOptions {
+    match &config.options {
+        ConnectOptions::Postgres(options) => options,
+        _ => unreachable!("a PostgreSQL pool has PostgreSQL options"),
     }
-    Ok(match d {
-        Decode::Bool => opt(row.try_get_unchecked::<Option<bool>, _>(i)?, Value::Bool),
-        Decode::I16 => opt(row.try_get_unchecked::<Option<i16>, _>(i)?, |v| {
-            Value::Int(v.into())
-        }),
-        Decode::I32 => opt(row.try_get_unchecked::<Option<i32>, _>(i)?, |v| {
-            Value::Int(v.into())
-        }),
-        Decode::I64 => opt(row.try_get_unchecked::<Option<i64>, _>(i)?, Value::Int),
-        Decode::Oid => opt(
-            row.try_get_unchecked::<Option<sqlx::postgres::types::Oid>, _>(i)?,
-            |v| Value::Int(v.0.into()),
-        ),
-        Decode::F32 => opt(row.try_get_unchecked::<Option<f32>, _>(i)?, |v| {
-            Value::Double(v.into())
-        }),
-        Decode::F64 => opt(row.try_get_unchecked::<Option<f64>, _>(i)?, Value::Double),
-        Decode::Numeric => opt(
-            row.try_get_unchecked::<Option<rust_decimal::Decimal>, _>(i)?,
-            Value::Decimal,
-        ),
-        Decode::Text => opt(row.try_get_unchecked::<Option<String>, _>(i)?, |s| {
-            Value::Text(s.into())
-        }),
-        Decode::Uuid => opt(row.try_get_unchecked::<Option<uuid::Uuid>, _>(i)?, |u| {
-            Value::Text(u.to_string().into())
-        }),
-        Decode::Timestamptz => opt(row.try_get_unchecked::<Option<DateTime<Utc>>, _>(i)?, |t| {
-            Value::Timestamp(timestamp_from_datetime(t))
-        }),
-        Decode::Timestamp => opt(row.try_get_unchecked::<Option<NaiveDateTime>, _>(i)?, |t| {
-            Value::Timestamp(timestamp_from_naive(t))
-        }),
-        Decode::Date => opt(row.try_get_unchecked::<Option<NaiveDate>, _>(i)?, |d| {
-            Value::Timestamp(timestamp_from_date(d))
-        }),
-        Decode::Bytea => opt(row.try_get_unchecked::<Option<Vec<u8>>, _>(i)?, |b| {
-            Value::Bytes(b.into())
-        }),
-        // JSONB's binary form is a version byte, then the JSON text.
-        Decode::Jsonb => opt(row.try_get_unchecked::<Option<Vec<u8>>, _>(i)?, |b| {
-            Value::Text(String::from_utf8_lossy(b.get(1..).unwrap_or_default()).into())
-        }),
-    })
 }
 
-pub(super) async fn read(
+async fn read(
     pool: &sqlx::PgPool,
     config: &SourceConfig,
     request: &ReadRequest,
     to: Sink<'_>,
     mode: oneshot::Receiver<KeyMode>,
 ) -> Result<(), RunError> {
-    let ConnectOptions::Postgres(options) = &config.options else {
-        unreachable!("a PostgreSQL pool has PostgreSQL options")
-    };
+    let options = options(config);
     let mut conn =
-        super::acquire_fast::<sqlx::Postgres, _>(pool.acquire(), options, config.connect_timeout)
-            .await?;
+        acquire_fast::<sqlx::Postgres, _>(pool.acquire(), options, config.connect_timeout).await?;
     let mut backend = None;
     let result = read_on(&mut conn, config, request, to, mode, &mut backend).await;
     if result.is_err() {
@@ -153,7 +127,7 @@ pub(super) async fn read(
         // connection: it is closed, never handed to another run.
         conn.close_on_drop();
     }
-    if super::interrupted(&result)
+    if interrupted(&result)
         && let Some(backend) = backend
     {
         // The connection is still held, so the backend cannot be running anyone else's query.
@@ -166,7 +140,7 @@ pub(super) async fn read(
                 .await?;
             conn.close().await
         };
-        super::stop_on_server(&config.name, stop, config.connect_timeout).await;
+        stop_on_server(&config.name, stop, config.connect_timeout).await;
     }
     result
 }
@@ -186,13 +160,13 @@ async fn read_on(
         "BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY",
     )
     .await
-    .map_err(|e| super::query_error(e, "cannot start a read-only transaction", &request.query))?;
+    .map_err(|e| query_error(e, "cannot start a read-only transaction", &request.query))?;
     let timeout_ms = config.statement_timeout.as_millis().max(1);
     txn.execute(AssertSqlSafe(format!(
         "SET LOCAL statement_timeout = {timeout_ms}"
     )))
     .await
-    .map_err(|e| super::query_error(e, "cannot set the statement timeout", &request.query))?;
+    .map_err(|e| query_error(e, "cannot set the statement timeout", &request.query))?;
     // One snapshot for the rule's datasets on this source: imported before the first query.
     if let Some(shared) = request.snapshot.as_ref().filter(|s| !s.exporter)
         && let Some(id) = shared.wait(request.deadline).await
@@ -201,16 +175,14 @@ async fn read_on(
         let id = id.replace('\'', "");
         txn.execute(AssertSqlSafe(format!("SET TRANSACTION SNAPSHOT '{id}'")))
             .await
-            .map_err(|e| {
-                super::query_error(e, "cannot share the run's snapshot", &request.query)
-            })?;
+            .map_err(|e| query_error(e, "cannot share the run's snapshot", &request.query))?;
     }
     // To stop the query from another connection if the run is abandoned.
     *backend = Some(
         sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut *txn)
             .await
-            .map_err(|e| super::query_error(e, "cannot start reading", &request.query))?,
+            .map_err(|e| query_error(e, "cannot start reading", &request.query))?,
     );
     if let Some(shared) = request.snapshot.as_ref().filter(|s| s.exporter) {
         // A standby before PostgreSQL 10 cannot export one (and a failed statement would end
@@ -221,7 +193,7 @@ async fn read_on(
         )
         .fetch_one(&mut *txn)
         .await
-        .map_err(|e| super::query_error(e, "cannot share the run's snapshot", &request.query))?;
+        .map_err(|e| query_error(e, "cannot share the run's snapshot", &request.query))?;
         shared.publish(exported);
     }
 
@@ -229,7 +201,7 @@ async fn read_on(
     let statement = (&mut *txn)
         .prepare(AssertSqlSafe(wrapped.clone()).into_sql_str())
         .await
-        .map_err(|e| super::query_error(e, "the query is not valid", &request.query))?;
+        .map_err(|e| query_error(e, "the query is not valid", &request.query))?;
     let columns = Columns::new(
         statement.columns().iter().map(|c| {
             let ty = c.type_info();
@@ -294,7 +266,7 @@ async fn read_on(
 #[allow(clippy::too_many_arguments)]
 async fn copy_sweep(
     conn: &mut sqlx::PgConnection,
-    description: super::Description,
+    description: Description,
     wrapped: &str,
     key_sql: &KeySql<'_>,
     columns: &Columns<Decode>,
@@ -302,7 +274,7 @@ async fn copy_sweep(
     to: Sink<'_>,
     mode: oneshot::Receiver<KeyMode>,
 ) -> Result<(), RunError> {
-    let Some((key_index, mode)) = super::handshake(description, to, mode).await else {
+    let Some((key_index, mode)) = handshake(description, to, mode).await else {
         return Ok(());
     };
     let order_by = match mode {
@@ -313,14 +285,13 @@ async fn copy_sweep(
     // The server answers once the query has started: the wait may end with the run.
     let chunks = tokio::select! {
         chunks = tokio::time::timeout_at(request.deadline, conn.copy_out_raw(&sql)) => match chunks {
-            Ok(chunks) => chunks.map_err(|e| super::query_error(e, "query failed", &request.query))?,
-            Err(_) => return Err(super::timed_out()),
+            Ok(chunks) => chunks.map_err(|e| query_error(e, "query failed", &request.query))?,
+            Err(_) => return Err(timed_out()),
         },
-        () = to.tx.closed() => return Err(super::abandoned()),
+        () = to.tx.closed() => return Err(abandoned()),
     };
-    let rows =
-        super::pgcopy::CopyRows::new(chunks, columns.decoders.clone(), columns.names.clone());
-    super::pump(
+    let rows = copy::CopyRows::new(chunks, columns.decoders.clone(), columns.names.clone());
+    pump(
         rows,
         &request.query,
         key_index,

@@ -1,0 +1,166 @@
+//! The vocabulary of one read, between the engine and a source: what to read
+//! (`ReadRequest`: the query, its key, a deadline, which keys or which recent changes, a
+//! snapshot shared with the run's other datasets), what the reader found (`Description`) and
+//! the messages it streams back (`ReaderMsg`), and the key orders a run can read in.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::value::{Key, Row, Types, Value};
+use crate::verdict::{ErrorKind, RunError};
+
+/// How a key column can take part in the merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    Int,
+    Text,
+    /// A type that cannot be a join key.
+    Unsupported,
+}
+
+/// The order every dataset of one rule run is read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMode {
+    Int,
+    Text,
+}
+
+/// What describing a dataset's query found.
+#[derive(Debug, Clone)]
+pub struct Description {
+    pub columns: Vec<String>,
+    /// Database type names, for messages.
+    pub types: Vec<String>,
+    /// The expression types each column's values can have (for the assertion's type check).
+    pub value_types: Vec<Types>,
+    pub key_index: Option<usize>,
+    pub key_kind: KeyKind,
+}
+
+/// Messages from a reader to the engine.
+#[derive(Debug)]
+pub enum ReaderMsg {
+    Described(Description),
+    Rows(Vec<Row>),
+    /// Every row was sent. Rows whose key was NULL were left out (they cannot be joined) and
+    /// are counted here. A channel that closes without `Done` means the reader died: the
+    /// engine must not take that for the end of the data.
+    Done {
+        null_keys: u64,
+    },
+    Failed(RunError),
+}
+
+/// The engine's end of a running reader.
+pub struct Reader {
+    pub messages: mpsc::Receiver<ReaderMsg>,
+    /// Send the run's key order once every dataset is described; drop to cancel.
+    pub mode: oneshot::Sender<KeyMode>,
+}
+
+/// What a reader needs to know about its dataset.
+#[derive(Debug, Clone)]
+pub struct ReadRequest {
+    pub query: String,
+    pub key: String,
+    /// When the whole read must be over: the statement timeout, enforced here too for
+    /// databases without one of their own (SQLite).
+    pub deadline: Instant,
+    /// Read only these keys (`WHERE key IN (…)` pushed into the query, each key a bound
+    /// parameter); `None` reads every key.
+    pub keys: Option<Vec<String>>,
+    /// Read only the rows whose `updated_at` column is at or after this instant (an
+    /// incremental run's first step: which keys changed).
+    pub changed_since: Option<ChangedSince>,
+    /// The snapshot this read shares with the rule's other datasets on the same source.
+    pub snapshot: Option<SharedSnapshot>,
+}
+
+/// One snapshot for the datasets of a rule run on one PostgreSQL source: the first reader
+/// exports its transaction's snapshot (`pg_export_snapshot()`), the others import it (`SET
+/// TRANSACTION SNAPSHOT`) before their first query, so every dataset sees the same committed
+/// data. The exporter's transaction stays open until every reader has described its query,
+/// which is after every import.
+#[derive(Debug, Clone)]
+pub struct SharedSnapshot {
+    pub exporter: bool,
+    /// `Some(Some(id))` once exported, `Some(None)` when the exporter could not (each reader
+    /// then takes its own snapshot).
+    pub id: Arc<tokio::sync::watch::Sender<Option<Option<String>>>>,
+}
+
+impl SharedSnapshot {
+    /// Snapshots for `n` readers, the first the exporter.
+    pub fn group(n: usize) -> Vec<SharedSnapshot> {
+        let id = Arc::new(tokio::sync::watch::Sender::new(None));
+        (0..n)
+            .map(|i| SharedSnapshot {
+                exporter: i == 0,
+                id: id.clone(),
+            })
+            .collect()
+    }
+
+    /// Publishes the exported snapshot (or that there is none) to the other readers.
+    pub(crate) fn publish(&self, id: Option<String>) {
+        self.id.send_if_modified(|v| {
+            let unset = v.is_none();
+            if unset {
+                *v = Some(id);
+            }
+            unset
+        });
+    }
+
+    /// The exported snapshot to import, waiting for the exporter until `deadline`; `None`
+    /// when it could not export one.
+    pub(crate) async fn wait(&self, deadline: Instant) -> Option<String> {
+        let mut rx = self.id.subscribe();
+        let published = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await;
+        match published {
+            Ok(Ok(v)) => v.clone().flatten(),
+            _ => None,
+        }
+    }
+}
+
+/// `WHERE updated_at >= since`, for a dataset's `updated_at` column.
+#[derive(Debug, Clone)]
+pub struct ChangedSince {
+    pub column: String,
+    pub since: chrono::DateTime<chrono::Utc>,
+}
+
+impl ChangedSince {
+    /// The bound value: UTC, to the millisecond, rounded down (every database's date functions
+    /// read this form; the overlap margin makes the lost microseconds irrelevant).
+    pub(crate) fn value(&self) -> String {
+        self.since.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+    }
+}
+
+/// The join key of a key column value in `mode`; `None` for NULL.
+pub fn key_of(v: &Value, mode: KeyMode) -> Result<Option<Key>, RunError> {
+    Ok(Some(match (v, mode) {
+        (Value::Null, _) => return Ok(None),
+        (Value::Int(i), KeyMode::Int) => Key::Int(*i),
+        (Value::Int(i), KeyMode::Text) => Key::Text(i.to_string().into()),
+        (Value::Text(s), KeyMode::Text) => Key::Text(s.clone()),
+        (other, _) => {
+            return Err(RunError::new(
+                ErrorKind::SchemaMismatch,
+                format!(
+                    "key value `{other}` is a {}, not an {}",
+                    other.type_name(),
+                    if mode == KeyMode::Int {
+                        "integer"
+                    } else {
+                        "integer or text"
+                    }
+                ),
+            ));
+        }
+    }))
+}
