@@ -22,6 +22,7 @@ pub mod email;
 pub mod lifecycle;
 pub mod message;
 pub mod receiver;
+pub mod registry;
 pub mod route;
 pub mod webhook;
 

@@ -1,11 +1,11 @@
 //! The `Receiver` trait every kind of receiver implements — send one notification, say
-//! whether a failure is worth retrying — and building a receiver from its config. A new kind
-//! is a new file and one arm in `build`.
+//! whether a failure is worth retrying — and what the HTTP receivers share. Building a
+//! receiver from its config is `registry.rs`.
 
 use futures_util::future::BoxFuture;
 
 use super::message::Notification;
-use crate::config::{Allowed, ReceiverConfig, ReceiverKind};
+use crate::config::Allowed;
 
 /// Why a notification did not get through.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,18 +31,6 @@ pub trait Receiver: Send + Sync {
 
 /// How long one delivery attempt may take, connection included.
 pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The receiver a config describes, sending only where `allow` (`outbound.allow`) lets it.
-/// Fails when a file it needs cannot be read.
-pub fn build(config: &ReceiverConfig, allow: &[Allowed]) -> Result<Box<dyn Receiver>, String> {
-    Ok(match &config.kind {
-        ReceiverKind::Email(e) => Box::new(super::email::Email::new(e, allow)?),
-        ReceiverKind::Webhook(w) => Box::new(super::webhook::Webhook::new(w, allow)?),
-        ReceiverKind::Alertmanager(a) => {
-            Box::new(super::alertmanager::Alertmanager::new(a, allow)?)
-        }
-    })
-}
 
 /// An HTTP client with invariantd's user agent and the send timeout, going only where `allow`
 /// lets it. It follows no redirect: a receiver's answer must not send alerts to another

@@ -88,7 +88,7 @@ pub async fn delivery(
             if running.contains_key(&config.name) {
                 continue;
             }
-            let receiver = match crate::alert::receiver::build(config, allow) {
+            let receiver = match crate::alert::registry::build(config, allow) {
                 Ok(r) => r,
                 Err(e) => {
                     // Its notifications stay queued until a reload fixes it.

@@ -2,14 +2,11 @@
 //! and says how it ended. One file per kind (`sql`, `http`, `publish`); `build` picks one.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
 use crate::config::Allowed;
-use crate::rules::ActionKind;
-use crate::sources::Sources;
 use crate::verdict::ActionSpec;
 
 /// How one attempt at an action ended.
@@ -61,95 +58,9 @@ pub trait Action: Send + Sync {
     ) -> BoxFuture<'a, Attempt>;
 }
 
-/// The action a rule's configuration describes.
-pub fn build<'a>(
-    kind: &'a ActionKind,
-    sources: &'a Sources,
-    clients: &'a Arc<Clients>,
-) -> Box<dyn Action + 'a> {
-    match kind {
-        ActionKind::Sql {
-            source,
-            statement,
-            expect_rows,
-            ..
-        } => Box::new(super::sql::Sql {
-            source: sources.get(source).cloned(),
-            source_name: source,
-            statement,
-            expect_rows: *expect_rows,
-        }),
-        ActionKind::Http {
-            method,
-            headers,
-            on_409,
-            on_422,
-            ..
-        } => Box::new(super::http::Http {
-            client: &clients.http,
-            method,
-            headers,
-            on_409: *on_409,
-            on_422: *on_422,
-        }),
-        ActionKind::Publish { url, .. } => Box::new(super::publish::Publish { clients, url }),
-    }
-}
-
 /// The spec is not of the kind the rule's action is (the rule changed kind since planning).
 pub(super) fn mismatch(spec: &ActionSpec, kind: &str) -> Attempt {
     Attempt::Failed(format!(
         "the repair was planned as a different kind of action than the rule's `{kind}` now ({spec:?}); plan it again"
     ))
-}
-
-/// What an action will do, as an approver reads it: the statement and its parameters, the
-/// request, or the event — the rule's fixed parts with this repair's values.
-pub fn describe(kind: &ActionKind, spec: &ActionSpec) -> String {
-    let json = |v: &Option<serde_json::Value>| {
-        v.as_ref()
-            .map(|v| serde_json::to_string_pretty(v).unwrap_or_default())
-            .unwrap_or_default()
-    };
-    match (kind, spec) {
-        (
-            ActionKind::Sql {
-                source, statement, ..
-            },
-            ActionSpec::Sql { params },
-        ) => {
-            let values: Vec<String> = params
-                .iter()
-                .map(|p| match p {
-                    crate::verdict::Param::Null => "NULL".to_string(),
-                    crate::verdict::Param::Bool(b) => b.to_string(),
-                    crate::verdict::Param::Int(i) => i.to_string(),
-                    crate::verdict::Param::Double(d) => d.to_string(),
-                    crate::verdict::Param::Decimal(d) => d.clone(),
-                    crate::verdict::Param::Text(t) => format!("'{t}'"),
-                    crate::verdict::Param::Timestamp(t) => crate::value::format_timestamp(*t),
-                    crate::verdict::Param::Bytes(b) => crate::value::hex(b),
-                })
-                .collect();
-            format!(
-                "on source `{source}`, in one transaction:\n{statement}\nwith parameters: {}",
-                values.join(", ")
-            )
-        }
-        (ActionKind::Http { method, .. }, ActionSpec::Http { url, body }) => {
-            format!("{method} {url}\n{}", json(body))
-                .trim_end()
-                .to_string()
-        }
-        (ActionKind::Publish { .. }, ActionSpec::Publish { subject, payload }) => {
-            format!("publish on `{subject}`\n{}", json(payload))
-                .trim_end()
-                .to_string()
-        }
-        (_, ActionSpec::Invalid { error }) => format!("cannot be filled in: {error}"),
-        (kind, spec) => format!(
-            "planned as {spec:?}, but the rule's action is now a {} action",
-            kind.kind_name()
-        ),
-    }
 }

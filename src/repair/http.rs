@@ -124,6 +124,20 @@ impl Action for Http<'_> {
     }
 }
 
+/// The request as an approver reads it.
+pub(super) fn describe(method: &str, url: &str, body: &Option<serde_json::Value>) -> String {
+    format!("{method} {url}\n{}", pretty(body))
+        .trim_end()
+        .to_string()
+}
+
+/// A JSON body as a person reads it; nothing for none.
+pub(super) fn pretty(v: &Option<serde_json::Value>) -> String {
+    v.as_ref()
+        .map(|v| serde_json::to_string_pretty(v).unwrap_or_default())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::public_result;

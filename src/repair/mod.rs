@@ -10,11 +10,13 @@ mod explain;
 mod http;
 mod plan;
 mod publish;
+mod registry;
 mod sql;
 mod worker;
 
-pub use action::{Action, Attempt, Clients, describe};
+pub use action::{Action, Attempt, Clients};
 pub use explain::{Evidence, evidence};
 pub use http::public_result;
 pub use plan::{Guardrails, Planned, idempotency_key, plan, suspicious};
+pub use registry::describe;
 pub use worker::{Check, RepairEnv, check_key, work};

@@ -90,3 +90,10 @@ impl Action for Publish<'_> {
         })
     }
 }
+
+/// The event as an approver reads it.
+pub(super) fn describe(subject: &str, payload: &Option<serde_json::Value>) -> String {
+    format!("publish on `{subject}`\n{}", super::http::pretty(payload))
+        .trim_end()
+        .to_string()
+}

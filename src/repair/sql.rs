@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 
 use super::action::{Action, Attempt, mismatch};
 use crate::sources::{Source, WriteError};
-use crate::verdict::ActionSpec;
+use crate::verdict::{ActionSpec, Param};
 
 pub struct Sql<'a> {
     pub source: Option<Arc<Source>>,
@@ -48,4 +48,25 @@ impl Action for Sql<'_> {
             }
         })
     }
+}
+
+/// What the statement will do, as an approver reads it: the statement and its parameters.
+pub(super) fn describe(source: &str, statement: &str, params: &[Param]) -> String {
+    let values: Vec<String> = params
+        .iter()
+        .map(|p| match p {
+            Param::Null => "NULL".to_string(),
+            Param::Bool(b) => b.to_string(),
+            Param::Int(i) => i.to_string(),
+            Param::Double(d) => d.to_string(),
+            Param::Decimal(d) => d.clone(),
+            Param::Text(t) => format!("'{t}'"),
+            Param::Timestamp(t) => crate::value::format_timestamp(*t),
+            Param::Bytes(b) => crate::value::hex(b),
+        })
+        .collect();
+    format!(
+        "on source `{source}`, in one transaction:\n{statement}\nwith parameters: {}",
+        values.join(", ")
+    )
 }

@@ -16,7 +16,8 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_util::StreamExt;
 
-use super::action::{Attempt, Clients, build};
+use super::action::{Attempt, Clients};
+use super::registry::build;
 use crate::config::RepairsConfig;
 use crate::engine::run_rule_for_keys;
 use crate::rules::Rule;
