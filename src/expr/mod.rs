@@ -15,8 +15,10 @@
 //! arithmetic that mixes with `int` (and with `double`, converted to the decimal it prints
 //! as), and text that is compared to a timestamp is read as one (RFC 3339 or SQL form).
 
+mod ast;
 mod compile;
 mod eval;
+mod lexer;
 pub mod nullness;
 pub mod parser;
 pub mod types;

@@ -23,6 +23,7 @@ mod alerts;
 mod approval;
 mod audit;
 mod counters;
+mod enabling;
 mod repairs;
 mod runs;
 mod silences;
@@ -41,9 +42,10 @@ pub use alerts::{AlertGroupState, OutboxEntry, OutboxRow};
 pub use approval::{Approval, Promotion, Refusal, Step, approve, promote};
 pub use audit::{AuditEntry, AuditRecord, Verification, load_key as load_audit_key};
 pub use counters::RuleTotals;
+pub use enabling::{EnableRequest, Enabling};
 pub use repairs::{
-    Claimed, Decision, EnableRequest, Enabling, Hold, NewRepair, RepairEnd, RepairFilter,
-    RepairRecord, RepairState, RepairSummary, SECOND_APPROVER,
+    Claimed, Decision, Hold, NewRepair, RepairEnd, RepairFilter, RepairRecord, RepairState,
+    RepairSummary, SECOND_APPROVER,
 };
 pub use runs::{RunRecord, SweepMarks};
 pub use silences::{NewSilence, Silence};

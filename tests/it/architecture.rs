@@ -239,3 +239,23 @@ fn files_of_one_folder_import_each_other_without_circles() {
     }
     assert!(circles.is_empty(), "{}", circles.join("\n"));
 }
+
+/// No file grows past what a reader takes in at once; a file that does holds more than one
+/// concern and is split along them.
+const MAX_LINES: usize = 800;
+
+#[test]
+fn no_source_file_is_longer_than_800_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(f).unwrap().lines().count();
+            (n > MAX_LINES).then(|| format!("{}: {n} lines", f.display()))
+        })
+        .collect();
+    long.sort();
+    assert!(long.is_empty(), "over {MAX_LINES} lines:\n{}", long.join("\n"));
+}
