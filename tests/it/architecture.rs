@@ -257,5 +257,9 @@ fn no_source_file_is_longer_than_800_lines() {
         })
         .collect();
     long.sort();
-    assert!(long.is_empty(), "over {MAX_LINES} lines:\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines:\n{}",
+        long.join("\n")
+    );
 }

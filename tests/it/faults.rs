@@ -5,40 +5,9 @@
 use std::time::{Duration, Instant};
 
 use invariantd::config::SourceKind;
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 
-use crate::harness::{TestDb, Workdir, eventually, http, terminate_within};
-
-/// How many of invariantd's queries containing `marker` the server is running now.
-async fn running(db: &TestDb, marker: &str) -> i64 {
-    match db.kind {
-        SourceKind::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::query(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
-                 AND application_name = 'invariantd' AND strpos(query, $1) > 0",
-            )
-            .bind(marker)
-            .fetch_one(&mut c)
-            .await
-            .unwrap()
-            .get(0)
-        }
-        SourceKind::MySql => {
-            let mut c = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
-            sqlx::query(
-                "SELECT count(*) FROM information_schema.processlist WHERE command IN ('Query', 'Execute') \
-                 AND id <> CONNECTION_ID() AND db = DATABASE() AND LOCATE(?, info) > 0",
-            )
-            .bind(marker)
-            .fetch_one(&mut c)
-            .await
-            .unwrap()
-            .get(0)
-        }
-        SourceKind::Sqlite => unreachable!(),
-    }
-}
+use crate::harness::{TestDb, Workdir, eventually, http, running, terminate_within};
 
 /// A daemon stopped in the middle of a minute-long query leaves nothing running on the
 /// server: the query is cancelled there before the daemon exits.

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use invariantd::config::SourceKind;
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, Row as _};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -932,5 +932,36 @@ impl Drop for TlsMariaDb {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// How many of invariantd's queries containing `marker` the server is running now.
+pub async fn running(db: &TestDb, marker: &str) -> i64 {
+    match db.kind {
+        SourceKind::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                 AND application_name = 'invariantd' AND strpos(query, $1) > 0",
+            )
+            .bind(marker)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+            .get(0)
+        }
+        SourceKind::MySql => {
+            let mut c = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+            sqlx::query(
+                "SELECT count(*) FROM information_schema.processlist WHERE command IN ('Query', 'Execute') \
+                 AND id <> CONNECTION_ID() AND db = DATABASE() AND LOCATE(?, info) > 0",
+            )
+            .bind(marker)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+            .get(0)
+        }
+        SourceKind::Sqlite => unreachable!("SQLite has no server to ask"),
     }
 }

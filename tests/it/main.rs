@@ -5,6 +5,7 @@ mod alerts;
 mod architecture;
 mod auth;
 mod cli;
+mod conformance;
 mod daemon;
 mod edges;
 mod faults;
