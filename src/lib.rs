@@ -2,7 +2,7 @@
 //! across them, and reports the keys that violate them.
 //!
 //! Data flows one way, and a module imports only those before it in this list:
-//! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `config` → `outbound` → `expr` → `rules` → `sources`
+//! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `lifecycle` (pure repair transitions) → `config` → `outbound` → `expr` → `rules` → `sources`
 //! → `engine` → `scheduler` → `state` → `metrics` → `alert` → `auth` → `context` → `http` → `daemon` →
 //! `cli` → `telemetry`, `report`, `rule_tests`, `demo` → `app` (the only wiring). See the README's
 //! architecture section.
@@ -19,6 +19,7 @@ pub mod diag;
 pub mod engine;
 pub mod expr;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod outbound;
 pub mod repair;

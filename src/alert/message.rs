@@ -12,17 +12,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::lifecycle::Event;
+use crate::config::AlertKind;
 
 /// One announcement of an alert group, as queued for every receiver it is routed to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     /// Stable across retries and restarts: a receiver deduplicates on it.
     pub id: String,
-    /// The group: `violation/RULE`, `unknown/RULE`, `stale/RULE` or `source_down/SOURCE`.
+    /// The group (see `group::GroupKey`): `violation/RULE`, `unknown/RULE`, `stale/RULE`,
+    /// `repairs_held/RULE` or `source_down/SOURCE`.
     pub group: String,
     pub event: Event,
-    /// `violation`, `unknown`, `stale` or `source_down`.
-    pub kind: String,
+    pub kind: AlertKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -86,8 +87,8 @@ pub struct Sample {
 
 impl Notification {
     fn what(&self) -> String {
-        match self.kind.as_str() {
-            "violation" => format!(
+        match self.kind {
+            AlertKind::Violation => format!(
                 "{}: {} violation{}{}",
                 self.rule.as_deref().unwrap_or(""),
                 self.count,
@@ -97,12 +98,12 @@ impl Notification {
                     None => String::new(),
                 }
             ),
-            "unknown" => format!(
+            AlertKind::Unknown => format!(
                 "{}: cannot be judged ({})",
                 self.rule.as_deref().unwrap_or(""),
                 self.error_kind.as_deref().unwrap_or("error")
             ),
-            "stale" => format!(
+            AlertKind::Stale => format!(
                 "{}: no successful run {}",
                 self.rule.as_deref().unwrap_or(""),
                 match &self.last_success {
@@ -110,13 +111,13 @@ impl Notification {
                     None => "yet".into(),
                 }
             ),
-            "repairs_held" => format!(
+            AlertKind::RepairsHeld => format!(
                 "{}: {} automatic repair{} held for a person",
                 self.rule.as_deref().unwrap_or(""),
                 self.count,
                 plural(self.count)
             ),
-            _ => format!(
+            AlertKind::SourceDown => format!(
                 "source {} is down ({} rule{} blind)",
                 self.source.as_deref().unwrap_or(""),
                 self.count,
@@ -143,18 +144,20 @@ impl Notification {
     }
 
     fn resolved_what(&self) -> String {
-        match self.kind.as_str() {
-            "violation" => format!(
+        match self.kind {
+            AlertKind::Violation => format!(
                 "{}: every violation cleared",
                 self.rule.as_deref().unwrap_or("")
             ),
-            "unknown" => format!("{}: judged again", self.rule.as_deref().unwrap_or("")),
-            "stale" => format!("{}: ran successfully", self.rule.as_deref().unwrap_or("")),
-            "repairs_held" => format!(
+            AlertKind::Unknown => format!("{}: judged again", self.rule.as_deref().unwrap_or("")),
+            AlertKind::Stale => format!("{}: ran successfully", self.rule.as_deref().unwrap_or("")),
+            AlertKind::RepairsHeld => format!(
                 "{}: every held repair decided",
                 self.rule.as_deref().unwrap_or("")
             ),
-            _ => format!("source {} is back", self.source.as_deref().unwrap_or("")),
+            AlertKind::SourceDown => {
+                format!("source {} is back", self.source.as_deref().unwrap_or(""))
+            }
         }
     }
 
@@ -185,8 +188,8 @@ impl Notification {
         if let Some(end) = &self.ends_at {
             let _ = writeln!(out, "Resolved:  {end}");
         }
-        match self.kind.as_str() {
-            "violation" if self.event != Event::Resolved => {
+        match self.kind {
+            AlertKind::Violation if self.event != Event::Resolved => {
                 let _ = writeln!(out, "Open:      {}", self.count);
                 if let Some(i) = &self.impact {
                     let _ = writeln!(out, "At risk:   {}", i.display);
@@ -195,19 +198,19 @@ impl Notification {
                     let _ = writeln!(out, "Oldest:    {} open", age_text(age));
                 }
             }
-            "unknown" => {
+            AlertKind::Unknown => {
                 if let (Some(kind), Some(error)) = (&self.error_kind, &self.error) {
                     let _ = writeln!(out, "Error:     {kind}: {error}");
                 }
             }
-            "stale" => {
+            AlertKind::Stale => {
                 let _ = writeln!(
                     out,
                     "Last success: {}",
                     self.last_success.as_deref().unwrap_or("never")
                 );
             }
-            "source_down" if !self.rules.is_empty() => {
+            AlertKind::SourceDown if !self.rules.is_empty() => {
                 let _ = writeln!(out, "Blind rules: {}", self.rules.join(", "));
             }
             _ => {}
@@ -298,16 +301,16 @@ impl Notification {
             .filter(|(k, _)| *k != "runbook_url" && crate::config::valid_label_name(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let alertname = match self.kind.as_str() {
-            "violation" => "InvariantViolated",
-            "unknown" => "InvariantRuleUnknown",
-            "stale" => "InvariantRuleStale",
-            "repairs_held" => "InvariantRepairsHeld",
-            _ => "InvariantSourceDown",
+        let alertname = match self.kind {
+            AlertKind::Violation => "InvariantViolated",
+            AlertKind::Unknown => "InvariantRuleUnknown",
+            AlertKind::Stale => "InvariantRuleStale",
+            AlertKind::RepairsHeld => "InvariantRepairsHeld",
+            AlertKind::SourceDown => "InvariantSourceDown",
         };
         labels.insert("alertname".into(), alertname.into());
         labels.insert("severity".into(), self.severity.clone());
-        labels.insert("kind".into(), self.kind.clone());
+        labels.insert("kind".into(), self.kind.as_str().into());
         if let Some(rule) = &self.rule {
             labels.insert("rule".into(), rule.clone());
         }
@@ -391,7 +394,7 @@ mod tests {
             id: "violation/paid_implies_reserved/1795000000000000/1".into(),
             group: "violation/paid_implies_reserved".into(),
             event: Event::Firing,
-            kind: "violation".into(),
+            kind: AlertKind::Violation,
             rule: Some("paid_implies_reserved".into()),
             source: None,
             severity: "critical".into(),
@@ -457,7 +460,7 @@ mod tests {
         Notification {
             id: "source_down/payments/1795000000000000/1".into(),
             group: "source_down/payments".into(),
-            kind: "source_down".into(),
+            kind: AlertKind::SourceDown,
             rule: None,
             source: Some("payments".into()),
             description: "invariantd cannot reach this source: the rules that read it are blind until it is back.".into(),
@@ -476,7 +479,7 @@ mod tests {
         Notification {
             id: "unknown/paid_implies_reserved/1795000000000000/1".into(),
             group: "unknown/paid_implies_reserved".into(),
-            kind: "unknown".into(),
+            kind: AlertKind::Unknown,
             count: 1,
             impact: None,
             oldest_age_seconds: None,
@@ -501,7 +504,7 @@ mod tests {
         Notification {
             id: "stale/paid_implies_reserved/1795000000000000/1".into(),
             group: "stale/paid_implies_reserved".into(),
-            kind: "stale".into(),
+            kind: AlertKind::Stale,
             count: 1,
             impact: None,
             oldest_age_seconds: None,
@@ -516,7 +519,7 @@ mod tests {
         Notification {
             id: "repairs_held/paid_implies_reserved/1795000000000000/1".into(),
             group: "repairs_held/paid_implies_reserved".into(),
-            kind: "repairs_held".into(),
+            kind: AlertKind::RepairsHeld,
             severity: "critical".into(),
             description: "A guardrail stopped the automatic repairs of this rule: the run found 150 violations, more than max_auto_per_run (10): none is applied automatically. Nothing is applied until a person approves or rejects them.".into(),
             count: 150,

@@ -19,6 +19,7 @@
 
 pub mod alertmanager;
 pub mod email;
+pub mod group;
 pub mod lifecycle;
 pub mod message;
 pub mod receiver;
@@ -35,13 +36,15 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ReceiverKind};
+use crate::config::{AlertKind, Config, ReceiverKind};
+use crate::lifecycle::backoff::backoff;
 use crate::metrics::Metrics;
 use crate::rules::Rule;
 use crate::state::{
     AlertGroupState, OutboxEntry, Silence, StateError, StateStore, ViolationFilter, ViolationState,
 };
 use crate::verdict::{ErrorKind, Outcome};
+use group::GroupKey;
 use lifecycle::{Event, Timing, micros};
 use message::{Notification, Sample};
 use receiver::Receiver;
@@ -59,8 +62,7 @@ pub struct Inputs<'a> {
 
 /// One group as observed now.
 struct Observed {
-    key: String,
-    kind: &'static str,
+    key: GroupKey,
     rule: Option<String>,
     source: Option<String>,
     failing: bool,
@@ -77,10 +79,9 @@ struct Observed {
 }
 
 impl Observed {
-    fn new(key: String, kind: &'static str, rule: Option<&Rule>) -> Observed {
+    fn new(kind: AlertKind, name: &str, rule: Option<&Rule>) -> Observed {
         Observed {
-            key,
-            kind,
+            key: GroupKey::new(kind, name),
             rule: rule.map(|r| r.name.clone()),
             source: None,
             failing: false,
@@ -103,7 +104,7 @@ impl Observed {
     fn fields(&self) -> BTreeMap<String, String> {
         let mut fields = self.labels.clone();
         fields.insert("severity".into(), self.severity.clone());
-        fields.insert("kind".into(), self.kind.into());
+        fields.insert("kind".into(), self.key.kind.as_str().into());
         if let Some(r) = &self.rule {
             fields.insert("rule".into(), r.clone());
         }
@@ -135,7 +136,7 @@ async fn observe(
     for rule in inputs.rules {
         let mut snap = open.get(&rule.name).cloned().unwrap_or_default();
         snap.last_success_us = store.last_success(&rule.name).await?;
-        let mut v = Observed::new(format!("violation/{}", rule.name), "violation", Some(rule));
+        let mut v = Observed::new(AlertKind::Violation, &rule.name, Some(rule));
         v.failing = snap.open > 0;
         v.count = snap.open;
         v.oldest_first_seen_us = snap.oldest_first_seen_us;
@@ -150,7 +151,7 @@ async fn observe(
         out.push(v);
 
         let last = store.runs(Some(&rule.name), None, 1).await?.pop();
-        let mut u = Observed::new(format!("unknown/{}", rule.name), "unknown", Some(rule));
+        let mut u = Observed::new(AlertKind::Unknown, &rule.name, Some(rule));
         u.description = format!(
             "invariantd cannot judge this rule: its violations are neither found nor cleared until it can. {}",
             rule.description
@@ -171,7 +172,7 @@ async fn observe(
         }
         out.push(u);
 
-        let mut s = Observed::new(format!("stale/{}", rule.name), "stale", Some(rule));
+        let mut s = Observed::new(AlertKind::Stale, &rule.name, Some(rule));
         s.description = format!(
             "This rule has not run successfully for longer than alerting.stale_after (or twice its schedule): nobody is checking it. {}",
             rule.description
@@ -185,11 +186,7 @@ async fn observe(
         out.push(s);
 
         if rule.repair.is_some() {
-            let mut h = Observed::new(
-                format!("repairs_held/{}", rule.name),
-                "repairs_held",
-                Some(rule),
-            );
+            let mut h = Observed::new(AlertKind::RepairsHeld, &rule.name, Some(rule));
             // A guardrail that fired says more often that the check is broken than the data:
             // whoever owns the rule must look before anything is applied.
             h.severity = "critical".into();
@@ -213,7 +210,7 @@ async fn observe(
     for source in &inputs.config.sources {
         let mut rules = blind.remove(source.name.as_str()).unwrap_or_default();
         rules.dedup();
-        let mut o = Observed::new(format!("source_down/{}", source.name), "source_down", None);
+        let mut o = Observed::new(AlertKind::SourceDown, &source.name, None);
         o.source = Some(source.name.clone());
         o.description = "invariantd cannot reach this source: the rules that read it are blind until it is back.".into();
         o.severity = source_severity(inputs.rules, &source.name).into();
@@ -242,18 +239,15 @@ pub async fn evaluate(
     let mut observed = observe(store, inputs, now_us).await?;
     // Groups of rules and sources no longer configured resolve.
     for (key, state) in &groups {
-        if state.firing && !observed.iter().any(|o| &o.key == key) {
-            let (kind, name) = key.split_once('/').unwrap_or(("violation", key));
-            let kind = crate::config::ALERT_KINDS
-                .into_iter()
-                .find(|k| *k == kind)
-                .unwrap_or("violation");
-            let mut o = Observed::new(key.clone(), kind, None);
+        if state.firing && !observed.iter().any(|o| o.key.to_string() == *key) {
+            let group = GroupKey::parse(key);
+            let mut o = Observed::new(group.kind, &group.name, None);
+            // The group as stored, even if written otherwise before.
             o.description = "No longer configured.".into();
-            if kind == "source_down" {
-                o.source = Some(name.into());
+            if group.kind == AlertKind::SourceDown {
+                o.source = Some(group.name);
             } else {
-                o.rule = Some(name.into());
+                o.rule = Some(group.name);
             }
             observed.push(o);
         }
@@ -282,8 +276,9 @@ pub async fn evaluate(
                 sum.display = rule_impact.describe(sum.total);
             }
         }
-        let state = groups.remove(&o.key).unwrap_or_else(|| AlertGroupState {
-            group_key: o.key.clone(),
+        let stored = o.key.to_string();
+        let state = groups.remove(&stored).unwrap_or_else(|| AlertGroupState {
+            group_key: stored.clone(),
             ..Default::default()
         });
         let (mut next, event) = lifecycle::step(&state, o.failing, o.count, now_us, timing);
@@ -379,7 +374,7 @@ async fn silenced_keys(
 ) -> Result<(Vec<String>, f64), StateError> {
     let mut keys = Vec::new();
     let mut impact = 0.0;
-    if o.kind != "violation" {
+    if o.key.kind != AlertKind::Violation {
         return Ok((keys, impact));
     }
     for s in silences {
@@ -415,14 +410,14 @@ pub fn check_silence(
     key: Option<&str>,
     rules: &[Rule],
 ) -> Result<(), String> {
-    use crate::config::{ALERT_KINDS, MATCH_FIELDS};
+    use crate::config::MATCH_FIELDS;
     if matchers.is_empty() {
         return Err("a silence needs at least one matcher (such as rule)".into());
     }
     for (field, value) in matchers {
         let ok = match field.as_str() {
             "severity" => ["critical", "warning", "info"].contains(&value.as_str()),
-            "kind" => ALERT_KINDS.contains(&value.as_str()),
+            "kind" => AlertKind::parse(value).is_some(),
             "rule" => rules.iter().any(|r| &r.name == value),
             f if MATCH_FIELDS.contains(&f) => true,
             f => {
@@ -457,11 +452,10 @@ fn source_severity(rules: &[Rule], source: &str) -> &'static str {
 
 /// The fields an alert group is matched on (routes, silences), from its key and the rules.
 pub fn group_fields(group_key: &str, rules: &[Rule]) -> BTreeMap<String, String> {
-    let (kind, name) = group_key
-        .split_once('/')
-        .unwrap_or(("violation", group_key));
+    let GroupKey { kind, name } = GroupKey::parse(group_key);
+    let name = name.as_str();
     let mut fields = BTreeMap::new();
-    if kind == "source_down" {
+    if kind == AlertKind::SourceDown {
         fields.insert("source".into(), name.to_string());
         fields.insert("severity".into(), source_severity(rules, name).into());
     } else if let Some(rule) = rules.iter().find(|r| r.name == name) {
@@ -471,7 +465,7 @@ pub fn group_fields(group_key: &str, rules: &[Rule]) -> BTreeMap<String, String>
     } else {
         fields.insert("rule".into(), name.to_string());
     }
-    fields.insert("kind".into(), kind.to_string());
+    fields.insert("kind".into(), kind.as_str().to_string());
     fields
 }
 
@@ -487,7 +481,7 @@ async fn notification(
     let alerting = &inputs.config.alerting;
     let started = state.started_us.unwrap_or(now_us);
     let mut sample = Vec::new();
-    if o.kind == "violation" && event != Event::Resolved && alerting.sample_size > 0 {
+    if o.key.kind == AlertKind::Violation && event != Event::Resolved && alerting.sample_size > 0 {
         let rows = store
             .violations(&ViolationFilter {
                 rule: o.rule.clone(),
@@ -510,13 +504,13 @@ async fn notification(
     let mut links = BTreeMap::new();
     if let (Some(base), Some(rule)) = (&alerting.base_url, &o.rule) {
         links.insert("rule".into(), format!("{base}/api/v1/rules/{rule}"));
-        if o.kind == "violation" {
+        if o.key.kind == AlertKind::Violation {
             links.insert(
                 "violations".into(),
                 format!("{base}/api/v1/violations?rule={rule}&state=open"),
             );
         }
-        if o.kind == "repairs_held" {
+        if o.key.kind == AlertKind::RepairsHeld {
             links.remove("rule");
             links.insert(
                 "repairs".into(),
@@ -527,9 +521,9 @@ async fn notification(
     }
     Ok(Notification {
         id: format!("{}/{started}/{}", o.key, state.sequence),
-        group: o.key.clone(),
+        group: o.key.to_string(),
         event,
-        kind: o.kind.into(),
+        kind: o.key.kind,
         rule: o.rule.clone(),
         source: o.source.clone(),
         severity: o.severity.clone(),
@@ -539,7 +533,7 @@ async fn notification(
         impact: o.impact.clone().filter(|_| event != Event::Resolved),
         oldest_age_seconds: o
             .oldest_first_seen_us
-            .filter(|_| o.kind == "violation")
+            .filter(|_| o.key.kind == AlertKind::Violation)
             .map(|f| (now_us - f) / 1_000_000),
         sample,
         error_kind: o.error_kind.clone(),
@@ -551,19 +545,6 @@ async fn notification(
         at: rfc3339(now_us),
         links,
     })
-}
-
-/// The wait before attempt `attempts + 1`: doubling from 1 s up to 5 min, with jitter (a
-/// random 50–100 % of it), so that receivers coming back are not hit by every daemon at once.
-pub fn backoff(attempts: i64) -> Duration {
-    let base = Duration::from_secs(1u64 << attempts.clamp(0, 20)).min(Duration::from_secs(300));
-    let jitter = {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_i64(attempts);
-        (h.finish() % 1000) as f64 / 1000.0
-    };
-    base.mul_f64(0.5 + jitter / 2.0)
 }
 
 /// Delivers `name`'s notifications in order until `stop`: waits for the next one (woken by
@@ -657,20 +638,6 @@ pub async fn deliver(
                 () = tokio::time::sleep(Duration::from_secs(5)) => {}
                 () = stop.cancelled() => return,
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_five_minutes() {
-        for attempts in 0..30 {
-            let d = backoff(attempts);
-            let base = Duration::from_secs(1u64 << attempts.min(20)).min(Duration::from_secs(300));
-            assert!(d >= base / 2 && d <= base, "{attempts}: {d:?}");
         }
     }
 }

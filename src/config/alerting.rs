@@ -221,13 +221,52 @@ pub struct Matcher {
 /// The fields a matcher may name besides the rules' labels.
 pub const MATCH_FIELDS: [&str; 4] = ["severity", "rule", "kind", "source"];
 /// What an alert is about: `violation` (a rule failing) and the checker's own blindness.
-pub const ALERT_KINDS: [&str; 5] = [
-    "violation",
-    "unknown",
-    "stale",
-    "source_down",
-    "repairs_held",
-];
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    Violation,
+    Unknown,
+    Stale,
+    SourceDown,
+    RepairsHeld,
+}
+
+impl AlertKind {
+    pub const ALL: [AlertKind; 5] = [
+        AlertKind::Violation,
+        AlertKind::Unknown,
+        AlertKind::Stale,
+        AlertKind::SourceDown,
+        AlertKind::RepairsHeld,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Violation => "violation",
+            AlertKind::Unknown => "unknown",
+            AlertKind::Stale => "stale",
+            AlertKind::SourceDown => "source_down",
+            AlertKind::RepairsHeld => "repairs_held",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AlertKind> {
+        AlertKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// Every kind's name, for messages.
+    pub fn names() -> String {
+        AlertKind::ALL.map(AlertKind::as_str).join(", ")
+    }
+}
+
+impl std::fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 pub(super) fn check_alerting(
     raw: Option<RawAlerting>,
@@ -487,14 +526,14 @@ pub(super) fn check_alerting(
                         ),
                     );
                 }
-                "kind" if !ALERT_KINDS.contains(&value.value.as_str()) => {
+                "kind" if AlertKind::parse(&value.value).is_none() => {
                     diags.push(
                         path,
                         yaml::pos(&value, 0),
                         format!(
                             "alerting.routes[{i}]: kind `{}` is not one of {}",
                             value.value,
-                            ALERT_KINDS.join(", ")
+                            AlertKind::names()
                         ),
                     );
                 }

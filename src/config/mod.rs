@@ -22,7 +22,7 @@ mod repairs;
 mod sources;
 
 pub use alerting::{
-    ALERT_KINDS, AlertingConfig, AlertmanagerConfig, EmailConfig, MATCH_FIELDS, Matcher,
+    AlertKind, AlertingConfig, AlertmanagerConfig, EmailConfig, MATCH_FIELDS, Matcher,
     ReceiverConfig, ReceiverKind, RouteConfig, WebhookConfig, WebhookFormat,
 };
 use daemon::{

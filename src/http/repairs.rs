@@ -188,22 +188,8 @@ async fn decide_one(
 ) -> Result<Result<RepairRecord, Refusal>, ApiError> {
     let ctx = handle.current();
     let action = match (&body.action, approve) {
-        (Some(a), true) => {
-            let Some(current) = ctx.store.repair(id).await? else {
-                return Ok(Err(Refusal::NotFound));
-            };
-            Some((
-                a.clone(),
-                crate::repair::idempotency_key(
-                    &current.rule,
-                    &current.key,
-                    a,
-                    current.occurrence_us,
-                ),
-            ))
-        }
         (Some(_), false) => return Err(ApiError::bad_request("a rejection takes no action")),
-        (None, _) => None,
+        (action, _) => action.clone(),
     };
     let decision = Decision {
         by: by.to_string(),

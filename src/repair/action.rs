@@ -9,18 +9,7 @@ use futures_util::future::BoxFuture;
 use crate::config::Allowed;
 use crate::verdict::ActionSpec;
 
-/// How one attempt at an action ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
-    /// Done; what the target answered.
-    Applied(String),
-    /// Not done, and trying again will not help (the target refused it).
-    Failed(String),
-    /// Not done; trying again later may work (the target is down, busy, or answered 5xx).
-    Retry(String),
-    /// Sent, and no answer came: it may have been done.
-    Ambiguous(String),
-}
+pub use crate::lifecycle::repair::Attempt;
 
 /// What actions share: the sources (for SQL), one HTTP client, NATS connections by URL, all
 /// going only where `outbound.allow` lets them.

@@ -11,9 +11,8 @@
 //!
 //! An action that could not be filled in for the key is `needs_manual` from the start.
 
+pub use crate::lifecycle::repair::idempotency_key;
 use std::collections::HashMap;
-
-use sha2::{Digest, Sha256};
 
 use crate::rules::{RepairMode, Rule};
 use crate::state::{Hold, NewRepair, OpenViolation, RepairState};
@@ -43,18 +42,6 @@ pub struct Guardrails {
 pub struct Planned {
     pub repairs: Vec<NewRepair>,
     pub held: Option<(Hold, String)>,
-}
-
-/// The idempotency key of a repair: from the rule, key, action and occurrence, so the same
-/// repair always carries the same key and a target can recognise a repeat.
-pub fn idempotency_key(rule: &str, key: &str, action: &str, occurrence_us: i64) -> String {
-    let mut h = Sha256::new();
-    for field in [rule, key, action, &occurrence_us.to_string()] {
-        h.update(field.len().to_string().as_bytes());
-        h.update(b":");
-        h.update(field.as_bytes());
-    }
-    format!("invariantd-{}", crate::value::hex(&h.finalize()[..16]))
 }
 
 /// Why a run's data looks wrong: a dataset that returned many rows last time and none now.

@@ -11,7 +11,6 @@
 //! says the interrupted attempt did its work.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -20,6 +19,7 @@ use super::action::{Attempt, Clients};
 use super::registry::build;
 use crate::config::RepairsConfig;
 use crate::engine::run_rule_for_keys;
+use crate::lifecycle::repair::{after_action, before_action};
 use crate::rules::Rule;
 use crate::sources::Sources;
 use crate::state::{Claimed, RepairEnd, RepairState, StateError, StateStore};
@@ -36,14 +36,7 @@ pub struct RepairEnv<'a> {
     pub owner: &'a str,
 }
 
-/// What the rule says about one key now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Check {
-    Holds,
-    Violated,
-    /// It cannot be judged now (a source down, the key within its grace): why.
-    NotNow(String),
-}
+pub use crate::lifecycle::repair::Check;
 
 /// Judges the rule for one key, now.
 pub async fn check_key(rule: &Rule, sources: &Sources, key: &str) -> Check {
@@ -103,32 +96,6 @@ pub async fn work(env: &RepairEnv<'_>) -> Result<usize, StateError> {
         .await;
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
     Ok(n)
-}
-
-/// Tries again later without giving up: the key cannot be judged now (a source down, the key
-/// within its grace), which says nothing about the action.
-fn wait(attempts: i64, why: String) -> RepairEnd {
-    let wait = crate::alert::backoff(attempts).max(Duration::from_secs(1));
-    RepairEnd::Retry {
-        at_us: Utc::now().timestamp_micros() + wait.as_micros() as i64,
-        error: why,
-        acted: false,
-    }
-}
-
-fn retry(attempts: i64, error: String, config: &RepairsConfig) -> RepairEnd {
-    if attempts >= i64::from(config.max_attempts) {
-        return RepairEnd::Final(
-            RepairState::Failed,
-            format!("{error} (gave up after {attempts} attempts)"),
-        );
-    }
-    let wait = crate::alert::backoff(attempts).max(Duration::from_secs(1));
-    RepairEnd::Retry {
-        at_us: Utc::now().timestamp_micros() + wait.as_micros() as i64,
-        error,
-        acted: true,
-    }
 }
 
 async fn apply(env: &RepairEnv<'_>, claimed: Claimed) -> Result<(), StateError> {
@@ -201,48 +168,35 @@ async fn decide(env: &RepairEnv<'_>, claimed: &Claimed) -> RepairEnd {
     }
 
     // Before acting: does the key still violate the rule?
-    match check_key(rule, env.sources, &r.key).await {
-        Check::Holds if claimed.interrupted => {
-            return RepairEnd::Final(
-                RepairState::Applied,
-                "an earlier attempt was interrupted while acting; the invariant holds now (that attempt, or something else, repaired it)".into(),
-            );
-        }
-        Check::Holds => {
-            return RepairEnd::Final(
-                RepairState::Skipped,
-                "the invariant holds again for this key: nothing to do".into(),
-            );
-        }
-        Check::NotNow(why) => {
-            return wait(
-                r.attempts,
-                format!("cannot check the key before acting: {why}"),
-            );
-        }
-        Check::Violated if claimed.interrupted && !action.idempotent => {
-            return manual(
-                "an earlier attempt was interrupted while acting and the key still violates the rule; the action is not marked idempotent, so a person must look".into(),
-            );
-        }
-        Check::Violated => {}
+    let check = check_key(rule, env.sources, &r.key).await;
+    let now_us = Utc::now().timestamp_micros();
+    if let Some(end) = before_action(
+        check,
+        claimed.interrupted,
+        action.idempotent,
+        r.attempts,
+        now_us,
+    ) {
+        return end;
     }
 
     let act = build(&action.kind, env.sources, env.clients);
-    match act.apply(&planned.spec, &r.idempotency_key).await {
+    let attempt = match act.apply(&planned.spec, &r.idempotency_key).await {
         Attempt::Applied(said) => {
             let after = match check_key(rule, env.sources, &r.key).await {
                 Check::Holds => "the invariant holds now".to_string(),
                 Check::Violated => "the key still violates the rule after the action".to_string(),
                 Check::NotNow(why) => format!("not checked after the action: {why}"),
             };
-            RepairEnd::Final(RepairState::Applied, format!("{said}; {after}"))
+            Attempt::Applied(format!("{said}; {after}"))
         }
-        Attempt::Failed(why) => RepairEnd::Final(RepairState::Failed, why),
-        Attempt::Retry(why) => retry(r.attempts, why, env.config),
-        Attempt::Ambiguous(why) if action.idempotent => retry(r.attempts, why, env.config),
-        Attempt::Ambiguous(why) => manual(format!(
-            "{why}; it may have been applied, and the action is not marked idempotent"
-        )),
-    }
+        other => other,
+    };
+    after_action(
+        attempt,
+        action.idempotent,
+        r.attempts,
+        env.config.max_attempts,
+        Utc::now().timestamp_micros(),
+    )
 }

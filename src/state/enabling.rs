@@ -5,10 +5,11 @@
 
 use sqlx::{AssertSqlSafe, Row as _};
 
-use super::approval::{Approval, Promotion, Refusal, Step};
 use super::audit::append;
-use super::repairs::{COLUMNS, Hold, RepairRecord, RepairState, entry, repair_of};
+use super::repairs::{COLUMNS, entry, repair_of};
 use super::{AuditEntry, Bind, Pool, StateError, StateStore, Stmt, bound, on_pool};
+use crate::lifecycle::approval::{Approval, Promotion, Refusal, Step, approve, promote};
+use crate::lifecycle::states::{Hold, RepairRecord, RepairState};
 
 impl StateStore {
     /// A person's request to let the rule as it is now (its fingerprint) apply its automatic
@@ -41,7 +42,7 @@ impl StateStore {
                 Some(row) => Some(Approval { by: row.try_get(0)?, action: row.try_get(1)? }),
                 None => None,
             };
-            let outcome = match super::approval::approve(first.as_ref(), by, fingerprint, four_eyes) {
+            let outcome = match approve(first.as_ref(), by, fingerprint, four_eyes) {
                 Err(refusal) => return Ok(Err(refusal)),
                 Ok(Step::ApprovedOnce { reset }) => {
                     bound!(enable_request(rule, fingerprint, by, now_us)).execute(&mut *tx).await?;
@@ -74,7 +75,7 @@ impl StateStore {
                     };
                     let count: i64 = bound!(waiting).fetch_one(&mut *tx).await?.try_get(0)?;
                     let (promote, audit_action, details) =
-                        match super::approval::promote(count as usize, max_auto_per_run) {
+                        match promote(count as usize, max_auto_per_run) {
                             Promotion::Approve => (
                                 promote_statement(rule, "approved", Some(&enabled_by), None, None, now_us),
                                 "repair.approved",

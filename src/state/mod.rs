@@ -20,7 +20,6 @@
 //! the per-table code is written once for both pools.
 
 mod alerts;
-mod approval;
 mod audit;
 mod counters;
 mod enabling;
@@ -38,15 +37,14 @@ use sqlx::{AssertSqlSafe, Row as _, SqlSafeStr};
 use crate::config::{ConnectOptions, StateConfig};
 use crate::verdict::RuleRun;
 
+pub use crate::lifecycle::approval::{Approval, Promotion, Refusal, Step, approve, promote};
+pub use crate::lifecycle::repair::Decision;
+pub use crate::lifecycle::states::{Hold, RepairEnd, RepairRecord, RepairState, SECOND_APPROVER};
 pub use alerts::{AlertGroupState, OutboxEntry, OutboxRow};
-pub use approval::{Approval, Promotion, Refusal, Step, approve, promote};
 pub use audit::{AuditEntry, AuditRecord, Verification, load_key as load_audit_key};
 pub use counters::RuleTotals;
 pub use enabling::{EnableRequest, Enabling};
-pub use repairs::{
-    Claimed, Decision, Hold, NewRepair, RepairEnd, RepairFilter, RepairRecord, RepairState,
-    RepairSummary, SECOND_APPROVER,
-};
+pub use repairs::{Claimed, NewRepair, RepairFilter, RepairSummary};
 pub use runs::{RunRecord, SweepMarks};
 pub use silences::{NewSilence, Silence};
 pub use violations::{

@@ -16,107 +16,12 @@ use std::collections::HashMap;
 
 use sqlx::{AssertSqlSafe, Row as _};
 
-use super::approval::{Approval, Refusal, Step};
 use super::audit::append;
 use super::{AuditEntry, Bind, Pool, StateError, StateStore, Stmt, Where, bound, on_pool};
+use crate::lifecycle::approval::Refusal;
+use crate::lifecycle::repair::{Decision, decide, ended};
+use crate::lifecycle::states::{Hold, RepairEnd, RepairRecord, RepairState};
 use crate::verdict::PlannedAction;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RepairState {
-    Pending,
-    DryRun,
-    Approved,
-    Applied,
-    Failed,
-    Skipped,
-    Rejected,
-    NeedsManual,
-}
-
-impl RepairState {
-    pub const ALL: [RepairState; 8] = [
-        RepairState::Pending,
-        RepairState::DryRun,
-        RepairState::Approved,
-        RepairState::Applied,
-        RepairState::Failed,
-        RepairState::Skipped,
-        RepairState::Rejected,
-        RepairState::NeedsManual,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RepairState::Pending => "pending",
-            RepairState::DryRun => "dry_run",
-            RepairState::Approved => "approved",
-            RepairState::Applied => "applied",
-            RepairState::Failed => "failed",
-            RepairState::Skipped => "skipped",
-            RepairState::Rejected => "rejected",
-            RepairState::NeedsManual => "needs_manual",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<RepairState> {
-        RepairState::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    /// Waiting for a person: approve or reject it.
-    pub fn awaits_person(self) -> bool {
-        matches!(self, RepairState::Pending | RepairState::DryRun)
-    }
-}
-
-/// What holds a repair for a person (beside `mode: approve` itself).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Hold {
-    /// `run --dry-run`, `repairs.dry_run`, or the rule's `dry_run`.
-    DryRun,
-    /// The rule is new or changed since a person enabled its automatic repairs.
-    NotEnabled,
-    /// The run found more violations than `max_auto_per_run`.
-    TooMany,
-    /// A dataset suddenly returned nothing.
-    Suspicious,
-    /// Four eyes: approved once, waiting for a second person.
-    FourEyes,
-    /// The action could not be filled in for the key.
-    Invalid,
-}
-
-impl Hold {
-    pub const ALL: [Hold; 6] = [
-        Hold::DryRun,
-        Hold::NotEnabled,
-        Hold::TooMany,
-        Hold::Suspicious,
-        Hold::FourEyes,
-        Hold::Invalid,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Hold::DryRun => "dry_run",
-            Hold::NotEnabled => "not_enabled",
-            Hold::TooMany => "too_many",
-            Hold::Suspicious => "suspicious",
-            Hold::FourEyes => "four_eyes",
-            Hold::Invalid => "invalid",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Hold> {
-        Hold::ALL.into_iter().find(|h| h.as_str() == text)
-    }
-
-    /// A guardrail that stopped automatic repairs because the data looks wrong: on-call hears.
-    pub fn alerts(self) -> bool {
-        matches!(self, Hold::TooMany | Hold::Suspicious)
-    }
-}
 
 /// A repair to plan.
 #[derive(Debug, Clone)]
@@ -132,43 +37,6 @@ pub struct NewRepair {
     pub held_by: Option<Hold>,
 }
 
-/// A repair as stored.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct RepairRecord {
-    pub id: i64,
-    pub rule: String,
-    pub key: String,
-    pub occurrence_us: i64,
-    pub state: RepairState,
-    pub mode: String,
-    pub action: String,
-    pub actions: Vec<PlannedAction>,
-    pub idempotency_key: String,
-    pub hold_reason: Option<String>,
-    pub held_by: Option<Hold>,
-    pub created_us: i64,
-    pub updated_us: i64,
-    pub approved_by: Option<String>,
-    pub comment: Option<String>,
-    pub attempts: i64,
-    pub next_attempt_us: i64,
-    pub lease_owner: Option<String>,
-    pub lease_until_us: Option<i64>,
-    pub fence: i64,
-    /// An earlier claim ended without a result (its worker died or lost its lease while it
-    /// may have been acting), and no attempt has acted since.
-    pub interrupted: bool,
-    pub result: Option<String>,
-    pub finished_us: Option<i64>,
-}
-
-impl RepairRecord {
-    /// The chosen action, filled in.
-    pub fn chosen(&self) -> Option<&PlannedAction> {
-        self.actions.iter().find(|a| a.name == self.action)
-    }
-}
-
 /// A repair a worker claimed, with the fence its result must carry.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -177,19 +45,6 @@ pub struct Claimed {
     /// An earlier claim ended without a result: its worker died or lost its lease while it
     /// may have been acting.
     pub interrupted: bool,
-}
-
-/// How an attempt ended.
-#[derive(Debug, Clone)]
-pub enum RepairEnd {
-    /// Done for good, in this state (applied, failed, skipped, needs_manual).
-    Final(RepairState, String),
-    /// Try again at this time; `acted` when this attempt acted (so it was not interrupted).
-    Retry {
-        at_us: i64,
-        error: String,
-        acted: bool,
-    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -274,18 +129,6 @@ pub(super) fn entry(
         subject: format!("repair/{}", r.id),
         details: d,
     }
-}
-
-/// A person's decision.
-#[derive(Debug, Clone)]
-pub struct Decision {
-    pub by: String,
-    pub approve: bool,
-    /// The action the approver picked, with the idempotency key it has.
-    pub action: Option<(String, String)>,
-    pub comment: Option<String>,
-    /// Two different people must approve.
-    pub four_eyes: bool,
 }
 
 impl StateStore {
@@ -417,54 +260,10 @@ impl StateStore {
                 Some(row) => repair_of!(row),
                 None => return Ok(Err(Refusal::NotFound)),
             };
-            if !current.state.awaits_person() {
-                return Ok(Err(Refusal::NotWaiting(current.state)));
-            }
-            let (action, idem) = match &decision.action {
-                Some((name, idem)) => {
-                    if !current.actions.iter().any(|a| &a.name == name) {
-                        return Ok(Err(Refusal::UnknownAction(name.clone())));
-                    }
-                    (name.clone(), idem.clone())
-                }
-                None => (current.action.clone(), current.idempotency_key.clone()),
+            let d = match decide(&current, decision, now_us) {
+                Ok(d) => d,
+                Err(refusal) => return Ok(Err(refusal)),
             };
-            // Four eyes: the first approval is kept (in approved_by, with the action it
-            // approved as the repair's action) while the repair waits for the second.
-            let first = current
-                .approved_by
-                .clone()
-                .filter(|_| current.held_by == Some(Hold::FourEyes))
-                .map(|by| Approval {
-                    by,
-                    action: current.action.clone(),
-                });
-            let kept = (current.hold_reason.clone(), current.held_by);
-            let mut details = serde_json::json!({ "comment": decision.comment, "from": current.state.as_str() });
-            let (state, approved_by, (hold, held_by), audit_action) = if !decision.approve {
-                (RepairState::Rejected, current.approved_by.clone(), kept, "repair.rejected")
-            } else {
-                match super::approval::approve(first.as_ref(), &decision.by, &action, decision.four_eyes) {
-                    Err(refusal) => return Ok(Err(refusal)),
-                    Ok(Step::Approved(approvals)) => {
-                        let names: Vec<&str> = approvals.iter().map(|a| a.by.as_str()).collect();
-                        details["approvals"] = serde_json::json!(approvals);
-                        (RepairState::Approved, Some(names.join(", ")), (None, None), "repair.approved")
-                    }
-                    Ok(Step::ApprovedOnce { reset }) => {
-                        if let Some(reset) = reset {
-                            details["reset"] = serde_json::json!(reset);
-                        }
-                        (
-                            current.state,
-                            Some(decision.by.clone()),
-                            (Some(SECOND_APPROVER.to_string()), Some(Hold::FourEyes)),
-                            "repair.approved_once",
-                        )
-                    }
-                }
-            };
-            let finished = (state == RepairState::Rejected).then_some(now_us);
             let update = Stmt {
                 sql: format!(
                     "UPDATE repairs SET state = $2, approved_by = $3, hold_reason = $4, action = $5, \
@@ -473,22 +272,22 @@ impl StateStore {
                 ),
                 binds: vec![
                     Bind::I64(id),
-                    Bind::Text(state.as_str().into()),
-                    Bind::OptText(approved_by),
-                    Bind::OptText(hold),
-                    Bind::Text(action),
-                    Bind::Text(idem),
+                    Bind::Text(d.state.as_str().into()),
+                    Bind::OptText(d.approved_by),
+                    Bind::OptText(d.hold_reason),
+                    Bind::Text(d.action),
+                    Bind::Text(d.idempotency_key),
                     Bind::OptText(decision.comment.clone()),
                     Bind::I64(now_us),
-                    Bind::OptI64(finished),
-                    Bind::OptText(held_by.map(|h| h.as_str().to_string())),
+                    Bind::OptI64(d.finished_us),
+                    Bind::OptText(d.held_by.map(|h| h.as_str().to_string())),
                 ],
             };
             let row = bound!(update).fetch_one(&mut *tx).await?;
             let updated = repair_of!(row);
-            let e = entry(&decision.by, audit_action, &updated, details);
+            let e = entry(&decision.by, d.audit_action, &updated, d.details);
             append!(self, tx, &e, now_us);
-            if state == RepairState::Rejected {
+            if d.state == RepairState::Rejected {
                 for stmt in super::counters::add_repair(&updated.rule, "rejected") {
                     bound!(stmt).execute(&mut *tx).await?;
                 }
@@ -567,26 +366,7 @@ impl StateStore {
         now_us: i64,
     ) -> Result<bool, StateError> {
         let r = &claimed.repair;
-        let (state, result, next, finished, interrupted) = match end {
-            RepairEnd::Final(state, result) => (
-                *state,
-                result.clone(),
-                r.next_attempt_us,
-                Some(now_us),
-                false,
-            ),
-            RepairEnd::Retry {
-                at_us,
-                error,
-                acted,
-            } => (
-                RepairState::Approved,
-                error.clone(),
-                *at_us,
-                None,
-                claimed.interrupted && !acted,
-            ),
-        };
+        let e = ended(r, claimed.interrupted, end, now_us);
         let update = Stmt {
             sql: "UPDATE repairs SET state = $3, result = $4, next_attempt_us = $5, finished_us = $6, \
                   updated_us = $7, lease_owner = NULL, lease_until_us = NULL, interrupted = $8 \
@@ -595,12 +375,12 @@ impl StateStore {
             binds: vec![
                 Bind::I64(r.id),
                 Bind::I64(claimed.fence),
-                Bind::Text(state.as_str().into()),
-                Bind::Text(result.clone()),
-                Bind::I64(next),
-                Bind::OptI64(finished),
+                Bind::Text(e.state.as_str().into()),
+                Bind::Text(e.result.clone()),
+                Bind::I64(e.next_attempt_us),
+                Bind::OptI64(e.finished_us),
                 Bind::I64(now_us),
-                Bind::I64(i64::from(interrupted)),
+                Bind::I64(i64::from(e.interrupted)),
             ],
         };
         let _turn = self.writer.lock().await;
@@ -608,20 +388,10 @@ impl StateStore {
             let mut tx = pool.begin().await?;
             let n = bound!(update).execute(&mut *tx).await?.rows_affected();
             if n == 1 {
-                let (action, details) = match end {
-                    RepairEnd::Final(..) => (
-                        format!("repair.{}", state.as_str()),
-                        serde_json::json!({ "result": result, "attempt": r.attempts, "idempotency_key": r.idempotency_key }),
-                    ),
-                    RepairEnd::Retry { at_us, .. } => (
-                        "repair.retry".to_string(),
-                        serde_json::json!({ "error": result, "attempt": r.attempts, "next_attempt_us": at_us }),
-                    ),
-                };
-                let e = entry("invariantd", &action, r, details);
-                append!(self, tx, &e, now_us);
-                if let RepairEnd::Final(..) = end {
-                    for stmt in super::counters::add_repair(&r.rule, state.as_str()) {
+                let audit = entry("invariantd", &e.audit_action, r, e.details.clone());
+                append!(self, tx, &audit, now_us);
+                if e.counted {
+                    for stmt in super::counters::add_repair(&r.rule, e.state.as_str()) {
                         bound!(stmt).execute(&mut *tx).await?;
                     }
                 }
@@ -730,6 +500,3 @@ impl StateStore {
         Ok(out)
     }
 }
-
-/// The hold reason of a repair that has its first of two approvals.
-pub const SECOND_APPROVER: &str = "four eyes: approved once, waiting for a second person";

@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 
 /// Every top-level module, in the order data flows (see the README's architecture section).
-const ORDER: [&str; 25] = [
+const ORDER: [&str; 26] = [
     "value",
     "diag",
     "yaml",
     "verdict",
+    "lifecycle",
     "config",
     "outbound",
     "expr",

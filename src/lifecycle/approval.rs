@@ -8,7 +8,7 @@
 pub enum Refusal {
     NotFound,
     /// It is not waiting for a person (already approved, applied, rejected…).
-    NotWaiting(super::RepairState),
+    NotWaiting(super::states::RepairState),
     /// Four eyes: the same person cannot give both approvals.
     SelfApproval,
     /// The rule offers no action of that name.
