@@ -1,15 +1,13 @@
-//! What an announcement says (`Notification`, stored in the outbox as JSON) and how it reads
-//! in each format: an email's subject and text body, invariantd's webhook JSON, a
-//! Slack-compatible body, and Alertmanager's API v2 alert. Every format carries the message's
-//! stable id, the rule's description, severity and labels, the counts, a sample of keys with
-//! their messages, and links.
+//! What an announcement says, whatever carries it (`Notification`, stored in the outbox as
+//! JSON): the rule's description, severity and labels, the counts, a sample of keys with their
+//! messages, links and the message's stable id; and how people read it (a subject and a text
+//! body, which email sends as they are). Each receiver's wire format is written in the
+//! receiver's own file (`webhook.rs`, `alertmanager.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::lifecycle::Event;
 use crate::config::AlertKind;
@@ -86,7 +84,7 @@ pub struct Sample {
 }
 
 impl Notification {
-    fn what(&self) -> String {
+    pub fn what(&self) -> String {
         match self.kind {
             AlertKind::Violation => format!(
                 "{}: {} violation{}{}",
@@ -240,118 +238,6 @@ impl Notification {
         let _ = writeln!(out, "-- invariantd, message {}", self.id);
         out
     }
-
-    /// invariantd's webhook body: the notification itself, with a version, a title and the
-    /// text, so that a receiver can show it without formatting its own.
-    pub fn webhook_json(&self) -> serde_json::Value {
-        let mut body = serde_json::to_value(self).expect("a notification serialises");
-        let map = body.as_object_mut().expect("an object");
-        map.insert("version".into(), json!(1));
-        map.insert("title".into(), json!(self.subject()));
-        map.insert("text".into(), json!(self.text()));
-        body
-    }
-
-    /// A Slack incoming-webhook body (also taken by Mattermost, Rocket.Chat and others).
-    pub fn slack_json(&self) -> serde_json::Value {
-        let mut lines = vec![format!("*{}*", escape_slack(&self.subject()))];
-        if !self.description.is_empty() {
-            lines.push(escape_slack(&self.description));
-        }
-        if self.event != Event::Resolved {
-            for s in &self.sample {
-                lines.push(format!(
-                    "• `{}`: {}",
-                    escape_slack(&s.key),
-                    escape_slack(&s.message)
-                ));
-            }
-            if (self.sample.len() as i64) < self.count && !self.sample.is_empty() {
-                lines.push(format!(
-                    "… and {} more",
-                    self.count - self.sample.len() as i64
-                ));
-            }
-        }
-        let mut links: Vec<String> = Vec::new();
-        if let Some(r) = self.labels.get("runbook_url") {
-            links.push(format!("<{r}|runbook>"));
-        }
-        links.extend(self.links.iter().map(|(n, u)| format!("<{u}|{n}>")));
-        if !links.is_empty() {
-            lines.push(links.join(" · "));
-        }
-        json!({
-            "text": self.subject(),
-            "blocks": [
-                { "type": "section", "text": { "type": "mrkdwn", "text": lines.join("\n") } },
-                { "type": "context", "elements": [
-                    { "type": "mrkdwn", "text": format!("invariantd · {}", self.id) }
-                ] }
-            ]
-        })
-    }
-
-    /// The labels that identify the alert in Alertmanager: the same for every announcement of
-    /// a group, so Alertmanager groups, deduplicates and resolves them.
-    pub fn alertmanager_labels(&self) -> BTreeMap<String, String> {
-        let mut labels: BTreeMap<String, String> = self
-            .labels
-            .iter()
-            .filter(|(k, _)| *k != "runbook_url" && crate::config::valid_label_name(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let alertname = match self.kind {
-            AlertKind::Violation => "InvariantViolated",
-            AlertKind::Unknown => "InvariantRuleUnknown",
-            AlertKind::Stale => "InvariantRuleStale",
-            AlertKind::RepairsHeld => "InvariantRepairsHeld",
-            AlertKind::SourceDown => "InvariantSourceDown",
-        };
-        labels.insert("alertname".into(), alertname.into());
-        labels.insert("severity".into(), self.severity.clone());
-        labels.insert("kind".into(), self.kind.as_str().into());
-        if let Some(rule) = &self.rule {
-            labels.insert("rule".into(), rule.clone());
-        }
-        if let Some(source) = &self.source {
-            labels.insert("source".into(), source.clone());
-        }
-        labels
-    }
-
-    /// One alert for Alertmanager's `POST /api/v2/alerts`. A firing alert ends at
-    /// `now + valid_for` unless it is sent again (`resend_interval` keeps it alive); a
-    /// resolved one ends when it resolved.
-    pub fn alertmanager_json(&self, now: &str, valid_for: Duration) -> serde_json::Value {
-        let ends_at = match &self.ends_at {
-            Some(end) => end.clone(),
-            None => chrono::DateTime::parse_from_rfc3339(now)
-                .map(|t| {
-                    (t + chrono::Duration::from_std(valid_for).unwrap_or_default())
-                        .to_utc()
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                })
-                .unwrap_or_else(|_| now.to_string()),
-        };
-        let mut annotations = BTreeMap::new();
-        annotations.insert("summary".to_string(), self.what());
-        annotations.insert("description".to_string(), self.text());
-        annotations.insert("message_id".to_string(), self.id.clone());
-        if let Some(r) = self.labels.get("runbook_url") {
-            annotations.insert("runbook_url".into(), r.clone());
-        }
-        let mut alert = json!({
-            "labels": self.alertmanager_labels(),
-            "annotations": annotations,
-            "startsAt": self.starts_at,
-            "endsAt": ends_at,
-        });
-        if let Some(url) = self.links.get("rule") {
-            alert["generatorURL"] = json!(url);
-        }
-        json!([alert])
-    }
 }
 
 fn plural(n: i64) -> &'static str {
@@ -379,17 +265,11 @@ pub fn age_text(seconds: i64) -> String {
 }
 
 /// Slack treats `&`, `<` and `>` as markup.
-fn escape_slack(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn firing() -> Notification {
+    pub(crate) fn firing() -> Notification {
         Notification {
             id: "violation/paid_implies_reserved/1795000000000000/1".into(),
             group: "violation/paid_implies_reserved".into(),
@@ -442,7 +322,7 @@ mod tests {
         }
     }
 
-    fn resolved() -> Notification {
+    pub(crate) fn resolved() -> Notification {
         Notification {
             id: "violation/paid_implies_reserved/1795000000000000/2".into(),
             event: Event::Resolved,
@@ -456,7 +336,7 @@ mod tests {
         }
     }
 
-    fn source_down() -> Notification {
+    pub(crate) fn source_down() -> Notification {
         Notification {
             id: "source_down/payments/1795000000000000/1".into(),
             group: "source_down/payments".into(),
@@ -475,7 +355,7 @@ mod tests {
         }
     }
 
-    fn unknown() -> Notification {
+    pub(crate) fn unknown() -> Notification {
         Notification {
             id: "unknown/paid_implies_reserved/1795000000000000/1".into(),
             group: "unknown/paid_implies_reserved".into(),
@@ -500,7 +380,7 @@ mod tests {
         .into()
     }
 
-    fn stale() -> Notification {
+    pub(crate) fn stale() -> Notification {
         Notification {
             id: "stale/paid_implies_reserved/1795000000000000/1".into(),
             group: "stale/paid_implies_reserved".into(),
@@ -515,7 +395,7 @@ mod tests {
         }
     }
 
-    fn repairs_held() -> Notification {
+    pub(crate) fn repairs_held() -> Notification {
         Notification {
             id: "repairs_held/paid_implies_reserved/1795000000000000/1".into(),
             group: "repairs_held/paid_implies_reserved".into(),
@@ -553,35 +433,6 @@ mod tests {
                 format!("Subject: {}\n\n{}", n.subject(), n.text())
             );
         }
-    }
-
-    #[test]
-    fn webhook_bodies() {
-        insta::assert_json_snapshot!("webhook_firing", firing().webhook_json());
-        insta::assert_json_snapshot!("slack_firing", firing().slack_json());
-        insta::assert_json_snapshot!("slack_resolved", resolved().slack_json());
-    }
-
-    #[test]
-    fn alertmanager_alerts() {
-        let valid = Duration::from_secs(240);
-        insta::assert_json_snapshot!(
-            "alertmanager_firing",
-            firing().alertmanager_json("2026-11-27T12:17:00Z", valid)
-        );
-        insta::assert_json_snapshot!(
-            "alertmanager_resolved",
-            resolved().alertmanager_json("2026-11-27T13:00:00Z", valid)
-        );
-        insta::assert_json_snapshot!(
-            "alertmanager_repairs_held",
-            repairs_held().alertmanager_json("2026-11-27T12:17:00Z", valid)
-        );
-        // The labels that identify the alert are the same in every announcement of the group.
-        assert_eq!(
-            firing().alertmanager_labels(),
-            resolved().alertmanager_labels()
-        );
     }
 
     #[test]

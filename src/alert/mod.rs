@@ -36,7 +36,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{AlertKind, Config, ReceiverKind};
+use crate::config::{AlertKind, Config};
 use crate::lifecycle::backoff::backoff;
 use crate::metrics::Metrics;
 use crate::rules::Rule;
@@ -316,14 +316,11 @@ pub async fn evaluate(
                 next.refreshed_us = Some(now_us);
             }
         } else if next.firing {
-            // Alertmanager expects a firing alert to be sent again while it fires.
+            // Some receivers (Alertmanager) expect a firing alert to be sent again while it fires.
             let resend: Vec<(&String, Duration)> = receivers
                 .iter()
                 .filter(|r| backlog.get(*r).copied().unwrap_or(0) == 0)
-                .filter_map(|r| match alerting.receiver(r).map(|c| &c.kind) {
-                    Some(ReceiverKind::Alertmanager(a)) => Some((r, a.resend_interval)),
-                    _ => None,
-                })
+                .filter_map(|r| Some((r, alerting.receiver(r)?.kind.resend_interval()?)))
                 .collect();
             let due = resend.iter().map(|(_, d)| *d).min().is_some_and(|d| {
                 now_us.saturating_sub(next.refreshed_us.unwrap_or(i64::MIN)) >= micros(d)

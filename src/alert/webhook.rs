@@ -1,8 +1,10 @@
 //! The `webhook` receiver: a JSON POST of invariantd's own body, or a Slack-compatible one,
-//! with the message id as the `Idempotency-Key` header.
+//! with the message id as the `Idempotency-Key` header. Both bodies are written here.
 
 use futures_util::future::BoxFuture;
+use serde_json::json;
 
+use super::lifecycle::Event;
 use super::message::Notification;
 use super::receiver::{Receiver, SendError, http_client, post_json};
 use crate::config::{Allowed, WebhookConfig, WebhookFormat};
@@ -27,10 +29,77 @@ impl Receiver for Webhook {
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
             let body = match self.format {
-                WebhookFormat::Json => n.webhook_json(),
-                WebhookFormat::Slack => n.slack_json(),
+                WebhookFormat::Json => json_body(n),
+                WebhookFormat::Slack => slack_body(n),
             };
             post_json(&self.client, &self.url, &body, Some(&n.id)).await
         })
+    }
+}
+
+/// invariantd's webhook body: the notification itself, with a version, a title and the
+/// text, so that a receiver can show it without formatting its own.
+pub fn json_body(n: &Notification) -> serde_json::Value {
+    let mut body = serde_json::to_value(n).expect("a notification serialises");
+    let map = body.as_object_mut().expect("an object");
+    map.insert("version".into(), json!(1));
+    map.insert("title".into(), json!(n.subject()));
+    map.insert("text".into(), json!(n.text()));
+    body
+}
+
+/// A Slack incoming-webhook body (also taken by Mattermost, Rocket.Chat and others).
+pub fn slack_body(n: &Notification) -> serde_json::Value {
+    let mut lines = vec![format!("*{}*", escape_slack(&n.subject()))];
+    if !n.description.is_empty() {
+        lines.push(escape_slack(&n.description));
+    }
+    if n.event != Event::Resolved {
+        for s in &n.sample {
+            lines.push(format!(
+                "• `{}`: {}",
+                escape_slack(&s.key),
+                escape_slack(&s.message)
+            ));
+        }
+        if (n.sample.len() as i64) < n.count && !n.sample.is_empty() {
+            lines.push(format!("… and {} more", n.count - n.sample.len() as i64));
+        }
+    }
+    let mut links: Vec<String> = Vec::new();
+    if let Some(r) = n.labels.get("runbook_url") {
+        links.push(format!("<{r}|runbook>"));
+    }
+    links.extend(n.links.iter().map(|(n, u)| format!("<{u}|{n}>")));
+    if !links.is_empty() {
+        lines.push(links.join(" · "));
+    }
+    json!({
+        "text": n.subject(),
+        "blocks": [
+            { "type": "section", "text": { "type": "mrkdwn", "text": lines.join("\n") } },
+            { "type": "context", "elements": [
+                { "type": "mrkdwn", "text": format!("invariantd · {}", n.id) }
+            ] }
+        ]
+    })
+}
+
+fn escape_slack(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::message::tests::{firing, resolved};
+
+    #[test]
+    fn webhook_bodies() {
+        insta::assert_json_snapshot!("webhook_firing", json_body(&firing()));
+        insta::assert_json_snapshot!("slack_firing", slack_body(&firing()));
+        insta::assert_json_snapshot!("slack_resolved", slack_body(&resolved()));
     }
 }

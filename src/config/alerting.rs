@@ -156,6 +156,16 @@ pub enum ReceiverKind {
 }
 
 impl ReceiverKind {
+    /// How often a firing alert must be sent again while it fires: for a receiver that
+    /// forgets alerts it is not told about again (Alertmanager ends them at `endsAt`). `None`
+    /// for receivers told once.
+    pub fn resend_interval(&self) -> Option<Duration> {
+        match self {
+            ReceiverKind::Alertmanager(a) => Some(a.resend_interval),
+            ReceiverKind::Email(_) | ReceiverKind::Webhook(_) => None,
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             ReceiverKind::Email(_) => "email",
