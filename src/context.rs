@@ -179,9 +179,23 @@ pub enum Control {
     Quit,
 }
 
+/// Wake-ups between the parts of the daemon: a change one part makes that another acts on at
+/// once rather than at its next tick.
+#[derive(Default)]
+pub struct Wake {
+    /// The alert evaluator looks at once: a run was recorded, a silence added or expired, a
+    /// repair decided.
+    pub alerts: tokio::sync::Notify,
+    /// The repair service looks at once: repairs planned or approved, or their violation
+    /// resolved.
+    pub repairs: tokio::sync::Notify,
+}
+
 /// What the HTTP server and signal handling share with the supervisor.
 pub struct Handle {
     current: RwLock<Arc<Context>>,
+    /// Wake-ups for the services that act on what another part changed.
+    pub wake: Arc<Wake>,
     control: mpsc::Sender<Control>,
     ready: AtomicBool,
     /// Why the last run could not be recorded, until one is: the daemon is not ready then.
@@ -198,6 +212,7 @@ impl Handle {
         let (tx, rx) = mpsc::channel(8);
         let handle = Handle {
             current: RwLock::new(context),
+            wake: Arc::default(),
             control: tx,
             ready: AtomicBool::new(false),
             store_problem: RwLock::new(None),

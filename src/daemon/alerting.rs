@@ -55,7 +55,7 @@ pub async fn evaluator(
             () = stop.cancelled() => return Ok(()),
         }
         tokio::select! {
-            () = log.alerts.notified() => {}
+            () = log.wake.alerts.notified() => {}
             () = tokio::time::sleep(interval) => {}
             () = stop.cancelled() => return Ok(()),
         }

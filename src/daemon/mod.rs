@@ -146,7 +146,7 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
     let grace = ctx.config.shutdown_grace;
     let (handle, control) = Handle::new(Arc::new(ctx));
     let abort = CancellationToken::new();
-    let log = Arc::new(RunLog::default());
+    let log = Arc::new(RunLog::new(handle.wake.clone()));
     let (swaps_tx, swaps_rx) = mpsc::channel(1);
     let delivery_wake = Arc::new(tokio::sync::Notify::new());
 

@@ -40,7 +40,7 @@ pub async fn service(
         if !ctx.rules.iter().any(|r| r.repair.is_some()) {
             drop(ctx);
             tokio::select! {
-                () = log.repairs.notified() => {}
+                () = log.wake.repairs.notified() => {}
                 () = tokio::time::sleep(IDLE) => {}
                 () = stop.cancelled() => return Ok(()),
             }
@@ -98,7 +98,7 @@ pub async fn service(
             continue;
         }
         tokio::select! {
-            () = log.repairs.notified() => {}
+            () = log.wake.repairs.notified() => {}
             () = tokio::time::sleep(TICK) => {}
             () = stop.cancelled() => return Ok(()),
         }

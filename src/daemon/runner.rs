@@ -7,8 +7,8 @@
 //! source going down or coming back (`Transitions`). Each run is logged at debug level.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use tokio::sync::OwnedSemaphorePermit;
@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::context::Context;
+use crate::context::{Context, Wake};
 use crate::engine::{run_rule_incremental, run_rule_with_open};
 use crate::rules::Rule;
 use crate::state::{Recorded, StateError, SweepMarks};
@@ -122,16 +122,14 @@ impl Transitions {
 }
 
 /// What the daemon's runs share: the runs in flight and the last states, for the logs, and
-/// the alert evaluator's wake-up.
+/// the wake-ups of the services that act on what a run found.
 #[derive(Default)]
 pub struct RunLog {
     pub in_flight: InFlight,
     pub transitions: Transitions,
-    /// Woken after every recorded run: alerts are evaluated at once.
-    pub alerts: tokio::sync::Notify,
-    /// Woken when repairs may be due (planned, approved) or moot (their violation resolved):
-    /// the repair service looks at once.
-    pub repairs: tokio::sync::Notify,
+    /// The daemon's wake-ups (`context::Wake`): alerts after every recorded run, repairs when
+    /// some may be due (planned) or moot (their violation resolved).
+    pub wake: Arc<Wake>,
     /// Rows each dataset of a rule returned in its last finished run, to notice a dataset
     /// that suddenly returns nothing.
     rows: Mutex<HashMap<String, Vec<u64>>>,
@@ -144,6 +142,14 @@ pub struct RunLog {
 }
 
 impl RunLog {
+    /// A log whose runs wake the services through `wake`.
+    pub fn new(wake: Arc<Wake>) -> RunLog {
+        RunLog {
+            wake,
+            ..RunLog::default()
+        }
+    }
+
     /// The instant an incremental run of `rule` at `now` reads changes from, or `None` when
     /// this run must be a full sweep: the rule is not incremental, or no run of this version
     /// judged its keys yet, or its `full_sweep` is due. The window reaches back from the last
@@ -233,7 +239,7 @@ pub async fn run_and_record(
         .await;
     if let Ok((run, _)) = &result {
         log.transitions.observe(run);
-        log.alerts.notify_one();
+        log.wake.alerts.notify_one();
         span.record("outcome", run.outcome.as_str());
         span.record("rows", run.total_rows_scanned() as i64);
         span.record("violations", run.violations.len() as i64);
@@ -276,7 +282,7 @@ async fn record(
     log.mark(rule, &run);
     if recorded.resolved > 0 && rule.repair.is_some() {
         // Repairs waiting for a person may be for violations that just healed.
-        log.repairs.notify_one();
+        log.wake.repairs.notify_one();
     }
     plan_repairs(ctx, rule, &run, &open, log).await?;
     let snapshot = ctx.store.rule_snapshot(&rule.name).await?;
@@ -371,7 +377,7 @@ async fn plan_repairs(
     }
     if !ids.is_empty() {
         info!(rule = %rule.name, planned = ids.len(), "Repairs planned.");
-        log.repairs.notify_one();
+        log.wake.repairs.notify_one();
     }
     Ok(())
 }

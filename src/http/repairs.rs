@@ -204,6 +204,10 @@ async fn decide_one(
         .await?;
     if let Ok(r) = &result {
         tracing::info!(by, repair = id, rule = %r.rule, key = %r.key, state = r.state.as_str(), "Repair decided.");
+        // The repair service applies an approved repair now, not at its next tick; the alert
+        // evaluator sees the held repairs change.
+        handle.wake.repairs.notify_one();
+        handle.wake.alerts.notify_one();
     }
     Ok(result)
 }
@@ -330,6 +334,9 @@ pub async fn enable(
                 }),
             )
         })?;
+    // Enabling may approve repairs: the repair service looks now.
+    handle.wake.repairs.notify_one();
+    handle.wake.alerts.notify_one();
     match enabling {
         Enabling::Requested { reset } => {
             tracing::info!(by = %caller.0, rule = %name, fingerprint = %rule.fingerprint, "Enabling automatic repairs asked for; four eyes: waiting for a second person.");

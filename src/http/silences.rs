@@ -128,6 +128,8 @@ pub async fn add(
     let silence = ctx.store.add_silence(&new, now_us).await?;
     let id = silence.id;
     tracing::info!(by = %caller.0, id, matchers = ?new.matchers, key = ?new.key, ends_at = %format_timestamp(ends_us), "Silence added.");
+    // Alerts are evaluated again now: a resolve goes out at once, not at the next evaluation.
+    handle.wake.alerts.notify_one();
     handle
         .audit(
             &caller.0,
@@ -194,6 +196,7 @@ pub async fn expire(
         .await?
         .ok_or_else(missing)?;
     tracing::info!(by = %caller.0, id = number, "Silence expired.");
+    handle.wake.alerts.notify_one();
     handle
         .audit(
             &caller.0,

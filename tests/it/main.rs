@@ -20,4 +20,5 @@ mod repairs;
 mod rule_tests;
 mod shop;
 mod state;
+mod wake;
 mod web;
