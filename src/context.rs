@@ -5,7 +5,6 @@
 //! commands and a reload load them the same way.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, oneshot};
@@ -13,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::{AuthErrors, Tokens};
 use crate::config::Config;
 use crate::diag::Diagnostics;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::rules::Rule;
 use crate::sources::Sources;
@@ -78,6 +78,8 @@ pub struct Context {
     pub tokens: Tokens,
     pub store: Arc<StateStore>,
     pub metrics: Arc<Metrics>,
+    /// What is known of the sources, the store and readiness, shared by every generation.
+    pub health: Arc<Health>,
 }
 
 impl Context {
@@ -96,7 +98,11 @@ impl Context {
         let store = Arc::new(StateStore::open(&config.state).await?);
         // A key that cannot be used stops the start, not the first approval.
         store.audit_key()?;
-        let metrics = Arc::new(Metrics::new(config.metric_rule_labels.clone()));
+        let health = Arc::new(Health::default());
+        let metrics = Arc::new(Metrics::new(
+            config.metric_rule_labels.clone(),
+            health.clone(),
+        ));
         restore(&metrics, &rules, &store).await?;
         Ok(Context {
             sources: Sources::new(&config.sources, secrets),
@@ -105,6 +111,7 @@ impl Context {
             rules,
             store,
             metrics,
+            health,
         })
     }
 
@@ -126,7 +133,8 @@ impl Context {
         // Every series of the old set goes; the new set's come back from the store, whose
         // counters are cumulative: deleted rules lose their series, kept rules keep their values.
         let sources: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
-        self.metrics.forget(&self.rules, &sources);
+        self.metrics.forget(&self.rules);
+        self.health.keep_sources(&sources);
         self.metrics
             .set_rule_labels(config.metric_rule_labels.clone());
         restore(&self.metrics, &rules, &self.store).await?;
@@ -137,6 +145,7 @@ impl Context {
             rules,
             store: self.store.clone(),
             metrics: self.metrics.clone(),
+            health: self.health.clone(),
         })
     }
 
@@ -197,13 +206,8 @@ pub struct Handle {
     /// Wake-ups for the services that act on what another part changed.
     pub wake: Arc<Wake>,
     control: mpsc::Sender<Control>,
-    ready: AtomicBool,
-    /// Why the last run could not be recorded, until one is: the daemon is not ready then.
-    store_problem: RwLock<Option<String>>,
-    /// Why the state store does not answer, while the watch finds it away (`daemon::store`).
-    store_away: RwLock<Option<String>>,
-    /// Sources whose role could do more than read, and why.
-    privileged: RwLock<std::collections::BTreeMap<String, String>>,
+    /// Sources, the store and readiness (`health`): the same for every generation.
+    pub health: Arc<Health>,
 }
 
 impl Handle {
@@ -211,13 +215,10 @@ impl Handle {
     pub fn new(context: Arc<Context>) -> (Arc<Handle>, mpsc::Receiver<Control>) {
         let (tx, rx) = mpsc::channel(8);
         let handle = Handle {
+            health: context.health.clone(),
             current: RwLock::new(context),
             wake: Arc::default(),
             control: tx,
-            ready: AtomicBool::new(false),
-            store_problem: RwLock::new(None),
-            store_away: RwLock::new(None),
-            privileged: RwLock::new(Default::default()),
         };
         (Arc::new(handle), rx)
     }
@@ -251,60 +252,6 @@ impl Handle {
     /// Puts a new generation in force.
     pub fn replace(&self, context: Arc<Context>) {
         *self.current.write().expect("context lock") = context;
-    }
-
-    /// Whether the state store is migrated, the rules are loaded and every service is up.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-    }
-
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
-    }
-
-    /// Records what a source's role may do beyond reading (or `None`); true when it is news.
-    pub fn set_privileged(&self, source: &str, power: Option<String>) -> bool {
-        let mut map = self.privileged.write().expect("privileges lock");
-        match power {
-            Some(p) => map.insert(source.to_string(), p.clone()).as_ref() != Some(&p),
-            None => map.remove(source).is_some(),
-        }
-    }
-
-    /// Sources whose role could do more than read: (source, why).
-    pub fn privileged(&self) -> Vec<(String, String)> {
-        self.privileged
-            .read()
-            .expect("privileges lock")
-            .iter()
-            .map(|(s, p)| (s.clone(), p.clone()))
-            .collect()
-    }
-
-    /// Why runs cannot be recorded now, if they cannot.
-    pub fn store_problem(&self) -> Option<String> {
-        self.store_problem.read().expect("store lock").clone()
-    }
-
-    /// Why the state store does not answer now, if it does not.
-    pub fn store_away(&self) -> Option<String> {
-        self.store_away.read().expect("store lock").clone()
-    }
-
-    /// Records whether the state store answered its last ping; returns whether that changed.
-    pub fn set_store_away(&self, problem: Option<String>) -> bool {
-        let mut current = self.store_away.write().expect("store lock");
-        let changed = current.is_some() != problem.is_some();
-        *current = problem;
-        changed
-    }
-
-    /// Records whether the last run could be recorded; returns whether that changed.
-    pub fn set_store_problem(&self, problem: Option<String>) -> bool {
-        let mut current = self.store_problem.write().expect("store lock");
-        let changed = current.is_some() != problem.is_some();
-        *current = problem;
-        changed
     }
 
     /// Sends a control message; false when nobody listens any more.

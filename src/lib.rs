@@ -3,7 +3,7 @@
 //!
 //! Data flows one way, and a module imports only those before it in this list:
 //! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `lifecycle` (pure repair transitions) → `config` → `outbound` → `expr` → `rules` → `sources`
-//! → `engine` → `scheduler` → `state` → `metrics` → `alert` → `auth` → `context` → `http` → `daemon` →
+//! → `engine` → `scheduler` → `state` → `health` → `metrics` → `alert` → `auth` → `context` → `http` → `daemon` →
 //! `cli` → `telemetry`, `report`, `rule_tests`, `demo` → `app` (the only wiring). See the README's
 //! architecture section.
 
@@ -18,6 +18,7 @@ pub mod demo;
 pub mod diag;
 pub mod engine;
 pub mod expr;
+pub mod health;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;

@@ -29,13 +29,9 @@ pub async fn evaluator(
     let started_us = Utc::now().timestamp_micros();
     loop {
         let ctx = handle.current();
-        let sources_down: Vec<String> = ctx
-            .config
-            .sources
-            .iter()
-            .filter(|s| ctx.metrics.source_is_up(&s.name) == Some(false))
-            .map(|s| s.name.clone())
-            .collect();
+        let sources_down = ctx
+            .health
+            .sources_down(ctx.config.sources.iter().map(|s| s.name.as_str()));
         let inputs = crate::alert::Inputs {
             config: &ctx.config,
             rules: &ctx.rules,

@@ -216,7 +216,7 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
     }
     log_warnings(&handle.current());
     // The store is migrated and the rules are loaded (both before `start`).
-    handle.set_ready(true);
+    handle.health.set_ready(true);
     info!(
         version = %env!("CARGO_PKG_VERSION"),
         config = %config_path,
@@ -298,14 +298,14 @@ async fn supervise(
                     Ok((name, Err(e))) => (name, e),
                     Err(e) => ("unknown", format!("it panicked: {e}")),
                 };
-                handle.set_ready(false);
+                handle.health.set_ready(false);
                 error!(service, reason = %reason, "A service stopped; shutting the daemon down.");
                 failure = Some(DaemonError::ServiceDied { service, reason });
                 break;
             }
         }
     }
-    handle.set_ready(false);
+    handle.health.set_ready(false);
     abort.cancel();
     // The last resort, on a thread of its own so that it needs nothing from the runtime: if
     // the supervisor has not returned well after the grace (the runtime's timers or threads
@@ -486,13 +486,13 @@ fn start_generation(
                     let rule = &ctx.rules[i];
                     match run_and_record(&ctx, rule, &abort, &log, Some(slot)).await {
                         Ok(_) => {
-                            if handle.set_store_problem(None) {
+                            if handle.health.set_store_problem(None) {
                                 info!("The state store can be written again: ready.");
                             }
                         }
                         Err(e) => {
                             error!(rule = %rule.name, error = %e, "Could not record the rule run; its result is lost and no metric counts it.");
-                            handle.set_store_problem(Some(e.to_string()));
+                            handle.health.set_store_problem(Some(e.to_string()));
                         }
                     }
                 }

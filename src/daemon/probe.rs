@@ -1,4 +1,4 @@
-//! Keeping `source_up` current for every configured source: a source that no rule run has
+//! Keeping what `health` knows of every configured source current: a source that no rule run has
 //! touched for `IDLE` (its rules run rarely, or none uses it) is probed with one connection
 //! and one query. Every source is probed at start-up, so each has a series from the start —
 //! and the probe says when a source's role could do more than read (logged once, and shown
@@ -32,9 +32,9 @@ pub async fn service(
         let ctx = handle.current();
         for source in ctx.sources.all() {
             let idle = ctx
-                .metrics
-                .source_seen(source.name())
-                .is_none_or(|seen| seen.elapsed() >= IDLE);
+                .health
+                .source_health(source.name())
+                .is_none_or(|h| h.seen.elapsed() >= IDLE);
             if !idle && checked.contains(source.name()) {
                 continue;
             }
@@ -42,14 +42,14 @@ pub async fn service(
                 r = source.probe() => r,
                 () = stop.cancelled() => return Ok(()),
             };
-            ctx.metrics.source(source.name(), result.is_ok());
+            ctx.health.source(source.name(), result.is_ok());
             log.transitions.source(
                 source.name(),
                 result.as_ref().err().map(|e| e.message.as_str()),
             );
             if let Ok(power) = &result {
                 checked.insert(source.name().to_string());
-                if handle.set_privileged(source.name(), power.clone())
+                if handle.health.set_privileged(source.name(), power.clone())
                     && let Some(power) = power
                 {
                     warn!(

@@ -286,6 +286,8 @@ async fn record(
     }
     plan_repairs(ctx, rule, &run, &open, log).await?;
     let snapshot = ctx.store.rule_snapshot(&rule.name).await?;
+    ctx.health
+        .observe_run(&run.sources_down, &run.sources_reached);
     ctx.metrics.observe(
         rule,
         &run,

@@ -29,7 +29,7 @@ pub async fn service(handle: Arc<Handle>, stop: CancellationToken) -> ServiceRes
                 humantime::format_duration(PING_LIMIT)
             )),
         };
-        if handle.set_store_away(problem.clone()) {
+        if handle.health.set_store_away(problem.clone()) {
             match problem {
                 Some(p) => {
                     warn!(problem = %p, "The state store does not answer: not ready, and the API answers 503 until it does.")

@@ -163,7 +163,7 @@ async fn store_answers(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if handle.store_away().is_some() {
+    if handle.health.store_away().is_some() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the state store is unavailable",

@@ -31,17 +31,17 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(handle): State<Arc<Handle>>) -> Response {
-    if !handle.is_ready() {
+    if !handle.health.is_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
     }
-    if let Some(away) = handle.store_away() {
+    if let Some(away) = handle.health.store_away() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: the state store does not answer: {away}\n"),
         )
             .into_response();
     }
-    match handle.store_problem() {
+    match handle.health.store_problem() {
         // Verdicts that cannot be recorded are lost: not ready, and say why.
         Some(problem) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -51,7 +51,7 @@ pub async fn readyz(State(handle): State<Arc<Handle>>) -> Response {
         None => {
             // Ready; but say what an operator should know.
             let mut body = String::from("ready\n");
-            for (source, power) in handle.privileged() {
+            for (source, power) in handle.health.privileged() {
                 body.push_str(&format!(
                     "warning: source `{source}` can do more than read: {power}\n"
                 ));

@@ -15,9 +15,8 @@
 mod process;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -26,6 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::health::Health;
 use crate::rules::Rule;
 use crate::state::{RuleSnapshot, RuleTotals};
 use crate::verdict::{ErrorKind, Outcome, RuleRun};
@@ -91,7 +91,8 @@ pub struct Metrics {
     /// Rule → (its labels, first_seen of its oldest open violation), for the age at scrape.
     oldest: Mutex<HashMap<String, (Labels, Option<i64>)>>,
     /// When each source was last seen by a run (or a probe), to know which need a probe.
-    sources_seen: Mutex<HashMap<String, Instant>>,
+    /// Where `source_up` is read from at each scrape.
+    health: Arc<Health>,
 }
 
 /// A minute … a week: the range an "inconsistencies heal within N" objective is set in.
@@ -108,13 +109,13 @@ fn duration_histogram() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new(Vec::new())
+        Self::new(Vec::new(), Arc::default())
     }
 }
 
 impl Metrics {
     /// The metrics, with `rule_labels` (validated names) on every per-rule series.
-    pub fn new(rule_labels: Vec<String>) -> Metrics {
+    pub fn new(rule_labels: Vec<String>, health: Arc<Health>) -> Metrics {
         let mut root = Registry::default();
         root.register_collector(Box::new(process::ProcessCollector::new()));
         let m = Metrics {
@@ -142,7 +143,7 @@ impl Metrics {
             audit_head: Gauge::default(),
             label_names: Mutex::new(rule_labels),
             oldest: Mutex::new(HashMap::new()),
-            sources_seen: Mutex::new(HashMap::new()),
+            health,
             registry: Registry::default(),
         };
         let registry = root.sub_registry_with_prefix("invariantd");
@@ -494,40 +495,8 @@ impl Metrics {
                 ],
             );
         }
-        for source in &run.sources_down {
-            self.source(source, false);
-        }
-        for source in &run.sources_reached {
-            self.source(source, true);
-        }
         let mut oldest = self.oldest.lock().expect("metrics lock");
         self.set_open(rule, snap, &mut oldest);
-    }
-
-    /// Whether a source could be reached, from a run or a probe.
-    pub fn source(&self, source: &str, up: bool) {
-        self.source_up
-            .get_or_create(&SourceLabel {
-                source: source.to_string(),
-            })
-            .set(i64::from(up));
-        self.sources_seen
-            .lock()
-            .expect("metrics lock")
-            .insert(source.to_string(), Instant::now());
-    }
-
-    /// Whether the source was up when a run or a probe last told; `None` before either has.
-    pub fn source_is_up(&self, source: &str) -> Option<bool> {
-        self.source_seen(source)?;
-        Some(
-            self.source_up
-                .get_or_create(&SourceLabel {
-                    source: source.to_string(),
-                })
-                .get()
-                == 1,
-        )
     }
 
     /// A delivery attempt of an alert: `sent`, `failed` (to be retried) or `dropped`.
@@ -540,18 +509,8 @@ impl Metrics {
             .inc();
     }
 
-    /// When a run or a probe last told whether the source is up.
-    pub fn source_seen(&self, source: &str) -> Option<Instant> {
-        self.sources_seen
-            .lock()
-            .expect("metrics lock")
-            .get(source)
-            .copied()
-    }
-
-    /// Removes every series of these rules and sources not in `keep_sources` (before a reload
-    /// restores the new set's).
-    pub fn forget(&self, rules: &[Rule], keep_sources: &[String]) {
+    /// Removes every series of these rules (before a reload restores the new set's).
+    pub fn forget(&self, rules: &[Rule]) {
         let mut oldest = self.oldest.lock().expect("metrics lock");
         for rule in rules {
             let r = self.labels(rule, &[]);
@@ -596,16 +555,6 @@ impl Metrics {
             }
             oldest.remove(&rule.name);
         }
-        let mut seen = self.sources_seen.lock().expect("metrics lock");
-        let gone: Vec<String> = seen
-            .keys()
-            .filter(|s| !keep_sources.contains(s))
-            .cloned()
-            .collect();
-        for source in gone {
-            seen.remove(&source);
-            self.source_up.remove(&SourceLabel { source });
-        }
     }
 
     pub fn skipped(&self, rule: &Rule) {
@@ -617,6 +566,15 @@ impl Metrics {
     /// The classic Prometheus text format (what `promtool check metrics` and every Prometheus
     /// version read), with ages computed at `now_us`.
     pub fn render(&self, now_us: i64) -> String {
+        let sources = self.health.sources();
+        self.source_up.clear();
+        for (source, h) in &sources {
+            self.source_up
+                .get_or_create(&SourceLabel {
+                    source: source.clone(),
+                })
+                .set(i64::from(h.up));
+        }
         for (labels, first_seen) in self.oldest.lock().expect("metrics lock").values() {
             let age = first_seen.map_or(0.0, |t| ((now_us - t).max(0)) as f64 / 1e6);
             self.oldest_open_age.get_or_create(labels).set(age);

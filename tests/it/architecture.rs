@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// Every top-level module, in the order data flows (see the README's architecture section).
-const ORDER: [&str; 26] = [
+const ORDER: [&str; 27] = [
     "value",
     "diag",
     "yaml",
@@ -19,6 +19,7 @@ const ORDER: [&str; 26] = [
     "engine",
     "scheduler",
     "state",
+    "health",
     "metrics",
     "alert",
     "repair",

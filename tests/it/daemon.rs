@@ -360,7 +360,7 @@ async fn a_service_that_stops_takes_the_daemon_down_with_an_error_naming_it() {
     });
     let running = invariantd::daemon::start(ctx, vec![flaky]).await.unwrap();
     let handle = running.handle.clone();
-    assert!(handle.is_ready());
+    assert!(handle.health.is_ready());
     let result = tokio::time::timeout(Duration::from_secs(20), running.wait())
         .await
         .expect("the daemon stops by itself");
@@ -368,7 +368,7 @@ async fn a_service_that_stops_takes_the_daemon_down_with_an_error_naming_it() {
         result.unwrap_err().to_string(),
         "the flaky service stopped: lost its connection"
     );
-    assert!(!handle.is_ready(), "a half-daemon is never ready");
+    assert!(!handle.health.is_ready(), "a half-daemon is never ready");
 }
 
 #[tokio::test]

@@ -200,7 +200,7 @@ async fn the_api_lists_rules_runs_and_violations_in_pages() {
         get(&app, "/readyz").await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
-    handle.set_ready(true);
+    handle.health.set_ready(true);
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
 
     let (status, metrics) = get(&app, "/metrics").await;
@@ -619,18 +619,18 @@ async fn sources_that_can_do_more_than_read_are_named_at_start_and_in_readyz() {
             .await
             .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while running.handle.privileged().len() < 2 {
+    while running.handle.health.privileged().len() < 2 {
         assert!(
             std::time::Instant::now() < deadline,
             "{:?}",
-            running.handle.privileged()
+            running.handle.health.privileged()
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // Give the other three their probe too.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(
-        running.handle.privileged(),
+        running.handle.health.privileged(),
         [
             (
                 "maria_root".to_string(),
