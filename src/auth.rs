@@ -81,7 +81,7 @@ impl fmt::Display for Role {
 }
 
 /// One token: whose, what it may do, and the secret.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 struct Entry {
     name: String,
     role: Role,
@@ -89,7 +89,7 @@ struct Entry {
 }
 
 /// The configured tokens. `Debug` shows the names only.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Tokens {
     entries: Vec<Entry>,
     /// Lines without a role (given `admin`), for a warning.

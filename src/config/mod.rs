@@ -156,6 +156,9 @@ impl fmt::Debug for ConnectOptions {
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
     pub name: String,
+    /// A digest of the expanded URL: two generations of the config with the same name,
+    /// identity and settings describe the same source, whose pool a reload keeps.
+    pub identity: String,
     pub kind: SourceKind,
     pub options: ConnectOptions,
     pub max_connections: u32,

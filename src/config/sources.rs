@@ -95,6 +95,10 @@ pub(super) fn check_sources(
         if let Some(options) = options.filter(|_| valid_name(&name.value)) {
             sources.push(SourceConfig {
                 name: name.value,
+                identity: {
+                    use sha2::Digest as _;
+                    crate::value::hex(&sha2::Sha256::digest(url.as_bytes())[..16])
+                },
                 kind: match options {
                     ConnectOptions::Postgres(_) => SourceKind::Postgres,
                     ConnectOptions::MySql(..) => SourceKind::MySql,

@@ -41,9 +41,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
-use crate::context::{Context, Control, Handle, ReloadError};
-use crate::rules::Rule;
+use crate::context::{Context, Control, Handle, ReloadError, Reloaded};
 
 pub use runner::{RunLog, run_and_record, run_once};
 
@@ -249,11 +247,10 @@ fn log_warnings(ctx: &Context) {
     }
 }
 
-/// A new set of config and rules for the scheduler to put in force.
+/// A reload for the scheduler to carry out: who asked, and where the answer goes.
 struct Swap {
-    config: Config,
-    rules: Vec<Rule>,
-    reply: Option<oneshot::Sender<Result<usize, ReloadError>>>,
+    by: String,
+    reply: Option<oneshot::Sender<Result<Reloaded, ReloadError>>>,
 }
 
 /// How long after `shutdown_grace` a stopping daemon that has not exited is made to exit.
@@ -281,7 +278,13 @@ async fn supervise(
     loop {
         tokio::select! {
             message = control.recv() => match message {
-                Some(Control::Reload(reply)) => reload(&handle, &swaps, reply).await,
+                Some(Control::Reload { by, reply }) => {
+                    if let Err(mpsc::error::SendError(swap)) = swaps.send(Swap { by, reply }).await
+                        && let Some(reply) = swap.reply
+                    {
+                        let _ = reply.send(Err(ReloadError::ShuttingDown));
+                    }
+                }
                 Some(Control::Shutdown) | None => {
                     info!("Shutting down: abandoning runs in flight and recording them as unknown.");
                     break;
@@ -338,10 +341,11 @@ async fn supervise(
         loop {
             match control.recv().await {
                 Some(Control::Quit | Control::Shutdown) | None => return,
-                Some(Control::Reload(Some(reply))) => {
-                    let _ = reply.send(Err(ReloadError::ShuttingDown));
+                Some(Control::Reload { reply, .. }) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(ReloadError::ShuttingDown));
+                    }
                 }
-                Some(Control::Reload(None)) => {}
             }
         }
     };
@@ -360,38 +364,6 @@ async fn supervise(
     failure.map_or(Ok(()), Err)
 }
 
-/// Loads config and rules again and hands a valid set to the scheduler; an invalid set is
-/// refused with every error logged, and the old set keeps running.
-async fn reload(
-    handle: &Handle,
-    swaps: &mpsc::Sender<Swap>,
-    reply: Option<oneshot::Sender<Result<usize, ReloadError>>>,
-) {
-    let path = handle.current().config.path.clone();
-    match crate::context::load(&path) {
-        Err(diags) => {
-            for d in &diags.0 {
-                error!(error = %d, "Reload refused.");
-            }
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(ReloadError::Invalid(diags)));
-            }
-        }
-        Ok((config, rules)) => {
-            let swap = Swap {
-                config,
-                rules,
-                reply,
-            };
-            if let Err(mpsc::error::SendError(swap)) = swaps.send(swap).await
-                && let Some(reply) = swap.reply
-            {
-                let _ = reply.send(Err(ReloadError::ShuttingDown));
-            }
-        }
-    }
-}
-
 /// The scheduler service: runs the generation in force, and swaps generations on reload —
 /// the old set's runs finish first, so no rule overlaps itself and the metrics are rebuilt
 /// from a store no run is still writing to. A rule loop that dies fails the service.
@@ -408,24 +380,43 @@ async fn scheduler(
             () = abort.cancelled() => break,
             swap = swaps.recv() => {
                 let Some(swap) = swap else { break };
-                stop.cancel();
-                while generation.join_next().await.is_some() {}
-                let current = handle.current();
-                let result = match current.reloaded(swap.config, swap.rules).await {
-                    Ok(next) => {
-                        log_warnings(&next);
-                        let rules = next.rules.len();
-                        handle.replace(Arc::new(next));
-                        info!(rules, "Reloaded config and rules.");
-                        Ok(rules)
+                // Loaded and checked before anything stops: an invalid set is refused and the
+                // old one keeps running untouched.
+                let path = handle.current().config.path.clone();
+                let result = match crate::context::load(&path) {
+                    Err(diags) => {
+                        for d in &diags.0 {
+                            error!(error = %d, "Reload refused.");
+                        }
+                        Err(ReloadError::Invalid(diags))
                     }
-                    Err(e) => {
-                        error!(error = %e, "Reload failed; the previous rules keep running.");
-                        Err(ReloadError::Failed(e.to_string()))
+                    Ok((config, rules)) => {
+                        stop.cancel();
+                        while generation.join_next().await.is_some() {}
+                        let result = match handle.current().reloaded(config, rules).await {
+                            Ok((next, changes)) => {
+                                log_warnings(&next);
+                                let rules = next.rules.len();
+                                handle.replace(Arc::new(next));
+                                info!(rules, changes = %serde_json::json!(changes), "Reloaded config and rules.");
+                                Ok(Reloaded { rules, changes })
+                            }
+                            Err(e) => {
+                                error!(error = %e, "Reload failed; the previous rules keep running.");
+                                Err(ReloadError::Failed(e.to_string()))
+                            }
+                        };
+                        stop = CancellationToken::new();
+                        generation = start_generation(&handle, &stop, &abort, &log);
+                        result
                     }
                 };
-                stop = CancellationToken::new();
-                generation = start_generation(&handle, &stop, &abort, &log);
+                // One audit entry per reload, with who asked and what came of it.
+                let outcome = match &result {
+                    Ok(r) => serde_json::json!({ "reloaded": true, "rules": r.rules, "changes": r.changes }),
+                    Err(e) => serde_json::json!({ "reloaded": false, "error": e.to_string() }),
+                };
+                handle.audit(&swap.by, "config.reload", "config", outcome).await;
                 if let Some(reply) = swap.reply {
                     let _ = reply.send(result);
                 }

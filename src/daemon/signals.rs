@@ -22,10 +22,7 @@ pub async fn forward(handle: Arc<Handle>) -> ! {
         let mut stopping = false;
         loop {
             let control = tokio::select! {
-                _ = hup.recv() => {
-                    handle.audit("signal", "config.reload", "config", serde_json::json!({ "by": "SIGHUP" })).await;
-                    Control::Reload(None)
-                }
+                _ = hup.recv() => Control::Reload { by: "signal".into(), reply: None },
                 _ = term.recv() => if stopping { Control::Quit } else { Control::Shutdown },
                 _ = int.recv() => if stopping { Control::Quit } else { Control::Shutdown },
             };

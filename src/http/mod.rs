@@ -409,16 +409,9 @@ async fn reload(
     axum::Extension(caller): axum::Extension<auth::Caller>,
 ) -> Response {
     tracing::info!(by = %caller.0, "Reload requested through the API.");
-    let result = handle.reload().await;
-    let outcome = match &result {
-        Ok(rules) => json!({ "reloaded": true, "rules": rules }),
-        Err(e) => json!({ "reloaded": false, "error": e.to_string() }),
-    };
-    handle
-        .audit(&caller.0, "config.reload", "config", outcome)
-        .await;
-    match result {
-        Ok(rules) => Json(json!({ "reloaded": true, "rules": rules })).into_response(),
+    // The reload is audited where it is done, once, with its result.
+    match handle.reload(&caller.0).await {
+        Ok(r) => Json(json!({ "reloaded": true, "rules": r.rules })).into_response(),
         Err(ReloadError::Invalid(diags)) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({

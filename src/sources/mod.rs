@@ -181,6 +181,29 @@ impl Sources {
         }
     }
 
+    /// The sources of a new generation: those `keep` says are unchanged are the same sources,
+    /// pools and connections included; the others are new.
+    pub fn reloaded(
+        &self,
+        configs: &[SourceConfig],
+        secrets: Secrets,
+        keep: impl Fn(&str) -> bool,
+    ) -> Sources {
+        Sources {
+            sources: configs
+                .iter()
+                .map(|c| {
+                    let source = match self.sources.get(&c.name) {
+                        Some(old) if keep(&c.name) => old.clone(),
+                        _ => Arc::new(Source::new(c.clone())),
+                    };
+                    (c.name.clone(), source)
+                })
+                .collect(),
+            secrets: Arc::new(secrets),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<Source>> {
         self.sources.get(name)
     }

@@ -16,6 +16,7 @@ mod incremental;
 mod metrics_http;
 mod notify;
 mod reads;
+mod reload;
 mod repairs;
 mod rule_tests;
 mod shop;

@@ -4,6 +4,10 @@
 //! a shutdown (`Control`), and record who changed what in the audit log. Loading config and rules together also lives here, so that both the
 //! commands and a reload load them the same way.
 
+mod diff;
+
+pub use diff::{Changes, ReloadDiff};
+
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -115,12 +119,13 @@ impl Context {
         })
     }
 
-    /// The next generation: new config and rules on the same store and metrics.
+    /// The next generation: new config and rules on the same store, metrics and health, the
+    /// unchanged sources' pools kept; and what changed.
     pub async fn reloaded(
         &self,
         mut config: Config,
         rules: Vec<Rule>,
-    ) -> Result<Context, StartError> {
+    ) -> Result<(Context, ReloadDiff), StartError> {
         if self.config.repairs.dry_run_forced {
             config.repairs.dry_run = true;
             config.repairs.dry_run_forced = true;
@@ -135,18 +140,25 @@ impl Context {
         let sources: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
         self.metrics.forget(&self.rules);
         self.health.keep_sources(&sources);
+        let diff = ReloadDiff::between(
+            (&self.config, &self.rules, &self.tokens),
+            (&config, &rules, &tokens),
+        );
         self.metrics
             .set_rule_labels(config.metric_rule_labels.clone());
         restore(&self.metrics, &rules, &self.store).await?;
-        Ok(Context {
-            sources: Sources::new(&config.sources, secrets),
+        let context = Context {
+            sources: self
+                .sources
+                .reloaded(&config.sources, secrets, |s| diff.sources.kept(s)),
             tokens,
             config,
             rules,
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             health: self.health.clone(),
-        })
+        };
+        Ok((context, diff))
     }
 
     pub fn rule(&self, name: &str) -> Option<&Rule> {
@@ -165,6 +177,13 @@ async fn restore(metrics: &Metrics, rules: &[Rule], store: &StateStore) -> Resul
     Ok(())
 }
 
+/// A reload that went through: the rules now in force, and what changed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reloaded {
+    pub rules: usize,
+    pub changes: ReloadDiff,
+}
+
 /// Why a reload did not take effect.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReloadError {
@@ -181,7 +200,11 @@ pub enum ReloadError {
 pub enum Control {
     /// Load config and rules again (SIGHUP, `POST /api/v1/reload`); the answer goes to the
     /// sender, when there is one.
-    Reload(Option<oneshot::Sender<Result<usize, ReloadError>>>),
+    Reload {
+        /// Who asked (a token's name, or the signal), for the audit log.
+        by: String,
+        reply: Option<oneshot::Sender<Result<Reloaded, ReloadError>>>,
+    },
     /// Stop scheduling, abandon the runs in flight and exit cleanly (SIGTERM, SIGINT).
     Shutdown,
     /// Exit now, without waiting for anything (a second SIGTERM or SIGINT).
@@ -260,9 +283,13 @@ impl Handle {
     }
 
     /// Asks for a reload and waits for the answer: the number of rules now in force.
-    pub async fn reload(&self) -> Result<usize, ReloadError> {
+    pub async fn reload(&self, by: &str) -> Result<Reloaded, ReloadError> {
         let (tx, rx) = oneshot::channel();
-        if !self.send(Control::Reload(Some(tx))).await {
+        let control = Control::Reload {
+            by: by.to_string(),
+            reply: Some(tx),
+        };
+        if !self.send(control).await {
             return Err(ReloadError::ShuttingDown);
         }
         rx.await.unwrap_or(Err(ReloadError::ShuttingDown))
