@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use crate::api::repairs::{BulkView, EnableAnswer, RepairView};
+use crate::api::silences::SilenceView;
+use crate::api::views::Page;
 use crate::cli::{
     AuditCommand, CheckArgs, Cli, Command, ExplainArgs, Format, RepairsArgs, RepairsCommand,
     RunArgs, SilenceArgs, SilenceCommand, TestArgs, ValidateArgs, ViolationsCommand,
@@ -184,6 +187,13 @@ fn api_send(
     Ok(body)
 }
 
+/// The daemon's answer as the API's type for it: the CLI reads what the server wrote with the
+/// same types (`api`).
+fn typed<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> anyhow::Result<T> {
+    serde_json::from_value(body)
+        .map_err(|e| anyhow::anyhow!("the daemon's answer is not as expected: {e}"))
+}
+
 /// A JSON request body.
 fn json_body(
     request: reqwest::blocking::RequestBuilder,
@@ -238,7 +248,11 @@ fn silence(config_path: &Path, args: SilenceArgs) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&body)?);
     } else {
-        print!("{}", crate::report::silences_table(&body));
+        let items: Vec<SilenceView> = match &args.command {
+            SilenceCommand::List(_) => typed::<Page<SilenceView>>(body)?.items,
+            _ => vec![typed::<SilenceView>(body)?],
+        };
+        print!("{}", crate::report::silences_table(&items));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -306,21 +320,22 @@ fn repairs(config_path: &Path, args: RepairsArgs) -> anyhow::Result<ExitCode> {
     };
     match (format, &args.command) {
         (Format::Json, _) => println!("{}", serde_json::to_string_pretty(&body)?),
-        (_, RepairsCommand::List(_)) => print!("{}", crate::report::repairs_table(&body)),
+        (_, RepairsCommand::List(_)) => print!(
+            "{}",
+            crate::report::repairs_table(&typed::<Page<RepairView>>(body)?)
+        ),
         (_, RepairsCommand::Enable { rule }) => {
-            let fingerprint = body["fingerprint"].as_str().unwrap_or("?");
-            if body["enabled"] == true {
+            let answer: EnableAnswer = typed(body)?;
+            let fingerprint = &answer.fingerprint;
+            if answer.enabled {
                 println!("automatic repairs of `{rule}` enabled (fingerprint {fingerprint})");
-                let approved = body["approved"].as_u64().unwrap_or(0);
+                let approved = answer.approved.unwrap_or(0);
                 println!(
                     "{approved} waiting repair{} approved",
                     if approved == 1 { "" } else { "s" }
                 );
-                if let Some(why) = body["hold_reason"].as_str() {
-                    println!(
-                        "{} held for a person: {why}",
-                        body["held"].as_u64().unwrap_or(0)
-                    );
+                if let Some(Some(why)) = &answer.hold_reason {
+                    println!("{} held for a person: {why}", answer.held.unwrap_or(0));
                 }
             } else {
                 println!(
@@ -329,17 +344,17 @@ fn repairs(config_path: &Path, args: RepairsArgs) -> anyhow::Result<ExitCode> {
             }
         }
         (_, RepairsCommand::Approve { rule: Some(_), .. }) => {
-            let n = body["approved"].as_array().map_or(0, Vec::len);
+            let bulk: BulkView = typed(body)?;
+            let n = bulk.approved.len();
             println!("{n} repair{} approved", if n == 1 { "" } else { "s" });
-            for r in body["refused"].as_array().into_iter().flatten() {
-                println!(
-                    "repair {} not approved: {}",
-                    r["id"].as_str().unwrap_or("?"),
-                    r["error"].as_str().unwrap_or("?")
-                );
+            for r in &bulk.refused {
+                println!("repair {} not approved: {}", r.id, r.error);
             }
         }
-        _ => print!("{}", crate::report::repair_detail(&body)),
+        _ => print!(
+            "{}",
+            crate::report::repair_detail(&typed::<RepairView>(body)?)
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,11 +3,12 @@
 //!
 //! Data flows one way, and a module imports only those before it in this list:
 //! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `lifecycle` (pure repair transitions) → `config` → `outbound` → `expr` → `rules` → `sources`
-//! → `engine` → `scheduler` → `state` → `health` → `metrics` → `alert` → `auth` → `context` → `http` → `daemon` →
+//! → `engine` → `scheduler` → `state` → `health` → `metrics` → `alert` → `repair` → `api` → `auth` → `context` → `http` → `daemon` →
 //! `cli` → `telemetry`, `report`, `rule_tests`, `demo` → `app` (the only wiring). See the README's
 //! architecture section.
 
 pub mod alert;
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;

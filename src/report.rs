@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use crate::http::views::{Page, ViolationView};
+use crate::api::repairs::RepairView;
+use crate::api::silences::SilenceView;
+use crate::api::views::{Page, ViolationView};
 use crate::rules::Rule;
 use crate::state::ViolationRecord;
 use crate::value::{format_timestamp, terminal_safe};
@@ -254,35 +256,28 @@ pub fn violations_json(items: &[ViolationRecord], next: Option<i64>) -> String {
     out
 }
 
-/// Silences as the API gives them (a page, or one silence) as a table.
-pub fn silences_table(body: &serde_json::Value) -> String {
+/// Silences as the API gives them (a page's items, or one silence) as a table.
+pub fn silences_table(items: &[SilenceView]) -> String {
     use std::fmt::Write as _;
-    let items: Vec<&serde_json::Value> = match body["items"].as_array() {
-        Some(items) => items.iter().collect(),
-        None => vec![body],
-    };
-    let text = |v: &serde_json::Value| terminal_safe(v.as_str().unwrap_or("")).into_owned();
+    let text = |v: &str| terminal_safe(v).into_owned();
     let rows: Vec<[String; 5]> = items
         .iter()
         .map(|s| {
-            let mut what: Vec<String> = s["matchers"]
-                .as_object()
-                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", text(v))).collect())
-                .unwrap_or_default();
-            if s["key"].is_string() {
-                what.push(format!("key={}", text(&s["key"])));
+            let mut what: Vec<String> = s
+                .matchers
+                .iter()
+                .map(|(k, v)| format!("{k}={}", text(v)))
+                .collect();
+            if let Some(key) = &s.key {
+                what.push(format!("key={}", text(key)));
             }
-            let state = if s["active"] == true {
-                "active"
-            } else {
-                "over"
-            };
+            let state = if s.active { "active" } else { "over" };
             [
-                text(&s["id"]),
+                text(&s.id),
                 what.join(","),
-                format!("{state} until {}", text(&s["ends_at"])),
-                text(&s["created_by"]),
-                text(&s["comment"]),
+                format!("{state} until {}", text(&s.ends_at)),
+                text(&s.created_by),
+                text(&s.comment),
             ]
         })
         .collect();
@@ -393,34 +388,22 @@ fn columns(head: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A JSON string field, safe to print on a terminal.
-fn field(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => terminal_safe(s).into_owned(),
-        serde_json::Value::Null => String::new(),
-        other => terminal_safe(&other.to_string()).into_owned(),
-    }
-}
-
 /// `repairs list`: the API's page of repairs as a table.
-pub fn repairs_table(body: &serde_json::Value) -> String {
-    let rows: Vec<Vec<String>> = body["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+pub fn repairs_table(page: &Page<RepairView>) -> String {
+    let text = |v: &str| terminal_safe(v).into_owned();
+    let rows: Vec<Vec<String>> = page
+        .items
+        .iter()
         .map(|r| {
-            let why = match (&r["result"], &r["hold_reason"]) {
-                (serde_json::Value::String(_), _) => field(&r["result"]),
-                (_, h) => field(h),
-            };
+            let why = r.result.as_ref().or(r.hold_reason.as_ref());
             vec![
-                field(&r["id"]),
-                field(&r["rule"]),
-                field(&r["key"]),
-                field(&r["state"]),
-                field(&r["action"]),
-                field(&r["created_at"]).chars().take(19).collect(),
-                why,
+                text(&r.id),
+                text(&r.rule),
+                text(&r.key),
+                r.state.as_str().to_string(),
+                text(&r.action),
+                text(&r.created_at).chars().take(19).collect(),
+                why.map(|w| text(w)).unwrap_or_default(),
             ]
         })
         .collect();
@@ -436,44 +419,51 @@ pub fn repairs_table(body: &serde_json::Value) -> String {
         ],
         &rows,
     );
-    if let Some(next) = body["next"].as_str() {
+    if let Some(next) = &page.next {
         let _ = writeln!(out, "(more: --cursor {next})");
     }
     out
 }
 
 /// `repairs show` / `approve` / `reject`: one repair, field by field, with its actions.
-pub fn repair_detail(r: &serde_json::Value) -> String {
+pub fn repair_detail(r: &RepairView) -> String {
     let mut out = String::new();
-    for name in [
-        "id",
-        "rule",
-        "key",
-        "state",
-        "action",
-        "mode",
-        "hold_reason",
-        "approved_by",
-        "comment",
-        "attempts",
-        "result",
-        "idempotency_key",
-        "violation_first_seen",
-        "created_at",
-        "updated_at",
-        "finished_at",
-    ] {
-        let v = field(&r[name]);
+    let attempts = r.attempts.to_string();
+    let fields: [(&str, Option<&str>); 16] = [
+        ("id", Some(&r.id)),
+        ("rule", Some(&r.rule)),
+        ("key", Some(&r.key)),
+        ("state", Some(r.state.as_str())),
+        ("action", Some(&r.action)),
+        ("mode", Some(&r.mode)),
+        ("hold_reason", r.hold_reason.as_deref()),
+        ("approved_by", r.approved_by.as_deref()),
+        ("comment", r.comment.as_deref()),
+        ("attempts", Some(&attempts)),
+        ("result", r.result.as_deref()),
+        ("idempotency_key", Some(&r.idempotency_key)),
+        ("violation_first_seen", Some(&r.violation_first_seen)),
+        ("created_at", Some(&r.created_at)),
+        ("updated_at", Some(&r.updated_at)),
+        ("finished_at", r.finished_at.as_deref()),
+    ];
+    for (name, v) in fields {
+        let v = terminal_safe(v.unwrap_or_default());
         if !v.is_empty() {
             let _ = writeln!(out, "{name:<21} {v}");
         }
     }
-    for a in r["actions"].as_array().into_iter().flatten() {
-        let mut spec = a.clone();
+    for a in &r.actions {
+        let mut spec = serde_json::to_value(a).unwrap_or_default();
         if let Some(m) = spec.as_object_mut() {
             m.remove("name");
         }
-        let _ = writeln!(out, "action {:<14} {}", field(&a["name"]), field(&spec));
+        let _ = writeln!(
+            out,
+            "action {:<14} {}",
+            terminal_safe(&a.name),
+            terminal_safe(&spec.to_string())
+        );
     }
     out
 }
@@ -530,11 +520,11 @@ pub fn evidence_text(e: &crate::repair::Evidence) -> String {
             let _ = writeln!(
                 out,
                 "  #{} {} since {} ({} runs){}",
-                field(&v["id"]),
-                field(&v["state"]),
-                field(&v["first_seen"]),
-                field(&v["occurrences"]),
-                match v["resolved_at"].as_str() {
+                safe(&v.id),
+                safe(&v.state),
+                safe(&v.first_seen),
+                v.occurrences,
+                match &v.resolved_at {
                     Some(t) => format!(", resolved {t}"),
                     None => String::new(),
                 }
@@ -544,17 +534,14 @@ pub fn evidence_text(e: &crate::repair::Evidence) -> String {
     if !e.repairs.is_empty() {
         let _ = writeln!(out, "\nrepairs:");
         for r in &e.repairs {
-            let why = match r["result"].as_str() {
-                Some(_) => field(&r["result"]),
-                None => field(&r["hold_reason"]),
-            };
+            let why = r.result.as_ref().or(r.hold_reason.as_ref());
             let _ = writeln!(
                 out,
                 "  #{} {} {} {}",
-                field(&r["id"]),
-                field(&r["state"]),
-                field(&r["action"]),
-                why
+                safe(&r.id),
+                safe(&r.state),
+                safe(&r.action),
+                why.map(|w| safe(w)).unwrap_or_default()
             );
         }
     }

@@ -12,7 +12,6 @@ mod repairs;
 pub mod serve;
 mod silences;
 mod ui;
-pub mod views;
 
 use std::sync::Arc;
 
@@ -26,10 +25,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::api::views::{DiagnosticView, Page, RuleDetailView, RuleView, RunView, ViolationView};
 use crate::auth::Role;
 use crate::context::{Handle, ReloadError};
 use crate::state::{ViolationFilter, ViolationState};
-use views::{DiagnosticView, Page, RuleDetailView, RuleView, RunView, ViolationView};
 
 const MAX_LIMIT: u32 = 1000;
 const DEFAULT_LIMIT: u32 = 100;
@@ -360,7 +359,7 @@ async fn explain(
     let mut evidence = crate::repair::evidence(rule, &ctx.sources, &ctx.store, &v.key).await?;
     if caller.is_none() {
         for r in &mut evidence.repairs {
-            if let Some(serde_json::Value::String(t)) = r.get_mut("result") {
+            if let Some(t) = &mut r.result {
                 *t = crate::repair::public_result(t).into_owned();
             }
         }

@@ -13,83 +13,26 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
-use super::views::Page;
 use super::{ApiError, ListParams, next_cursor};
+use crate::api::repairs::{BulkView, DecisionBody, EnableAnswer, Refused, RepairView};
+use crate::api::views::Page;
 use crate::context::Handle;
 use crate::state::{
     Decision, EnableRequest, Enabling, Refusal, RepairFilter, RepairRecord, RepairState,
 };
-use crate::value::format_timestamp;
-use crate::verdict::PlannedAction;
 
-#[derive(Debug, Serialize)]
-pub struct RepairView {
-    pub id: String,
-    pub rule: String,
-    pub key: String,
-    pub state: RepairState,
-    pub action: String,
-    pub created_at: String,
-    pub updated_at: String,
-    pub mode: String,
-    /// Every action the rule offers, filled in for this key; `action` names the chosen one.
-    pub actions: Vec<PlannedAction>,
-    pub idempotency_key: String,
-    pub hold_reason: Option<String>,
-    /// Which guardrail holds it: dry_run, not_enabled, too_many, suspicious, four_eyes, invalid.
-    pub held_by: Option<crate::state::Hold>,
-    pub approved_by: Option<String>,
-    pub comment: Option<String>,
-    pub attempts: i64,
-    pub next_attempt_at: Option<String>,
-    pub result: Option<String>,
-    pub finished_at: Option<String>,
-    /// When the violation it repairs was first seen.
-    pub violation_first_seen: String,
-}
-
-impl RepairView {
-    /// The repair as `caller` may see it: without a token, the result keeps the target's
-    /// status but not the start of its answer.
-    pub fn for_caller(r: &RepairRecord, caller: Option<&Caller>) -> RepairView {
-        let mut view = RepairView::from(r);
-        if caller.is_none() {
-            view.result = view
-                .result
-                .map(|t| crate::repair::public_result(&t).into_owned());
-        }
-        view
+/// The repair as `caller` may see it: without a token, the result keeps the target's status
+/// but not the start of its answer.
+pub fn view_for(r: &RepairRecord, caller: Option<&Caller>) -> RepairView {
+    let mut view = RepairView::from(r);
+    if caller.is_none() {
+        view.result = view
+            .result
+            .map(|t| crate::repair::public_result(&t).into_owned());
     }
-}
-
-impl From<&RepairRecord> for RepairView {
-    fn from(r: &RepairRecord) -> RepairView {
-        RepairView {
-            id: r.id.to_string(),
-            rule: r.rule.clone(),
-            key: r.key.clone(),
-            state: r.state,
-            action: r.action.clone(),
-            created_at: format_timestamp(r.created_us),
-            updated_at: format_timestamp(r.updated_us),
-            mode: r.mode.clone(),
-            actions: r.actions.clone(),
-            idempotency_key: r.idempotency_key.clone(),
-            hold_reason: r.hold_reason.clone(),
-            held_by: r.held_by,
-            approved_by: r.approved_by.clone(),
-            comment: r.comment.clone(),
-            attempts: r.attempts,
-            next_attempt_at: (r.state == RepairState::Approved)
-                .then(|| format_timestamp(r.next_attempt_us)),
-            result: r.result.clone(),
-            finished_at: r.finished_us.map(format_timestamp),
-            violation_first_seen: format_timestamp(r.occurrence_us),
-        }
-    }
+    view
 }
 
 pub async fn list(
@@ -123,10 +66,7 @@ pub async fn list(
         .await?;
     Ok(Json(Page {
         next: next_cursor(items.len(), limit, items.last().map(|r| r.id)),
-        items: items
-            .iter()
-            .map(|r| RepairView::for_caller(r, caller.as_ref()))
-            .collect(),
+        items: items.iter().map(|r| view_for(r, caller.as_ref())).collect(),
     }))
 }
 
@@ -147,16 +87,8 @@ pub async fn show(
         .store
         .repair(number)
         .await?
-        .map(|r| Json(RepairView::for_caller(&r, caller.as_ref())))
+        .map(|r| Json(view_for(&r, caller.as_ref())))
         .ok_or_else(|| ApiError::not_found(format!("no repair with id `{id}`")))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DecisionBody {
-    /// Another of the rule's actions than the planned one.
-    action: Option<String>,
-    comment: Option<String>,
 }
 
 /// The body, which may be empty.
@@ -246,13 +178,6 @@ pub async fn reject(
     decide_route(&handle, &caller.0, &id, &body, false).await
 }
 
-#[derive(Debug, Serialize)]
-pub struct BulkView {
-    pub approved: Vec<String>,
-    /// Repairs not approved, each with why (four eyes: your own first approval).
-    pub refused: Vec<serde_json::Value>,
-}
-
 /// How many repairs one bulk approval decides at most; call again for more.
 const BULK_MAX: u32 = 1000;
 
@@ -289,9 +214,10 @@ pub async fn approve_rule(
     for r in waiting.iter().take(BULK_MAX as usize) {
         match decide_one(&handle, r.id, &caller.0, true, &body).await? {
             Ok(done) => view.approved.push(done.id.to_string()),
-            Err(why) => view
-                .refused
-                .push(serde_json::json!({ "id": r.id.to_string(), "error": why.to_string() })),
+            Err(why) => view.refused.push(Refused {
+                id: r.id.to_string(),
+                error: why.to_string(),
+            }),
         }
     }
     Ok(Json(view))
@@ -304,7 +230,7 @@ pub async fn enable(
     State(handle): State<Arc<Handle>>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(name): Path<String>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<EnableAnswer>), ApiError> {
     let ctx = handle.current();
     let rule = ctx
         .rule(&name)
@@ -342,14 +268,17 @@ pub async fn enable(
             tracing::info!(by = %caller.0, rule = %name, fingerprint = %rule.fingerprint, "Enabling automatic repairs asked for; four eyes: waiting for a second person.");
             Ok((
                 StatusCode::ACCEPTED,
-                Json(serde_json::json!({
-                    "rule": name,
-                    "enabled": false,
-                    "fingerprint": rule.fingerprint,
-                    "requested_by": caller.0,
-                    "waiting_for": "four eyes: a second person to enable the same version",
-                    "reset": reset,
-                })),
+                Json(EnableAnswer {
+                    rule: name,
+                    enabled: false,
+                    fingerprint: rule.fingerprint.clone(),
+                    requested_by: Some(caller.0.clone()),
+                    waiting_for: Some(
+                        "four eyes: a second person to enable the same version".into(),
+                    ),
+                    reset: Some(reset),
+                    ..EnableAnswer::default()
+                }),
             ))
         }
         Enabling::Enabled { by, approved, held } => {
@@ -360,16 +289,17 @@ pub async fn enable(
             tracing::info!(by = %by, rule = %name, fingerprint = %rule.fingerprint, approved, "Automatic repairs enabled.");
             Ok((
                 StatusCode::OK,
-                Json(serde_json::json!({
-                    "rule": name,
-                    "enabled": true,
-                    "enabled_by": by,
-                    "fingerprint": rule.fingerprint,
-                    "approved": approved,
-                    "held": held.as_ref().map_or(0, |h| h.2),
-                    "held_by": held.as_ref().map(|h| h.0),
-                    "hold_reason": held.as_ref().map(|h| h.1.clone()),
-                })),
+                Json(EnableAnswer {
+                    rule: name,
+                    enabled: true,
+                    enabled_by: Some(by),
+                    fingerprint: rule.fingerprint.clone(),
+                    approved: Some(approved),
+                    held: Some(held.as_ref().map_or(0, |h| h.2)),
+                    held_by: Some(held.as_ref().map(|h| h.0)),
+                    hold_reason: Some(held.as_ref().map(|h| h.1.clone())),
+                    ..EnableAnswer::default()
+                }),
             ))
         }
     }

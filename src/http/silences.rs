@@ -4,7 +4,6 @@
 //! `GET /api/v1/alerts`: the alert groups firing or about to, each marked with the silences
 //! that hold it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -13,60 +12,18 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::ApiError;
 use super::auth::Caller;
-use super::views::Page;
+use crate::api::silences::{AlertView, NewSilenceBody, SilenceView};
+use crate::api::views::Page;
 use crate::context::Handle;
-use crate::state::{NewSilence, Silence};
+use crate::state::NewSilence;
 use crate::value::format_timestamp;
 
 /// The longest a silence may last: past that, fix the rule or the routing instead.
 const MAX_SILENCE_DAYS: i64 = 90;
-
-#[derive(Debug, Serialize)]
-pub struct SilenceView {
-    pub id: String,
-    pub matchers: BTreeMap<String, String>,
-    pub key: Option<String>,
-    pub comment: String,
-    pub created_by: String,
-    pub created_at: String,
-    pub ends_at: String,
-    pub expired_at: Option<String>,
-    pub expired_by: Option<String>,
-    pub active: bool,
-}
-
-impl SilenceView {
-    fn new(s: &Silence, now_us: i64) -> SilenceView {
-        SilenceView {
-            id: s.id.to_string(),
-            matchers: s.matchers.clone(),
-            key: s.key.clone(),
-            comment: s.comment.clone(),
-            created_by: s.created_by.clone(),
-            created_at: format_timestamp(s.created_us),
-            ends_at: format_timestamp(s.ends_us),
-            expired_at: s.expired_us.map(format_timestamp),
-            expired_by: s.expired_by.clone(),
-            active: s.is_active(now_us),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewSilenceBody {
-    matchers: BTreeMap<String, String>,
-    key: Option<String>,
-    comment: String,
-    /// RFC 3339, or give `duration` instead.
-    ends_at: Option<String>,
-    /// `2h`, `30m`: from now.
-    duration: Option<String>,
-}
 
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> ApiError {
@@ -208,19 +165,6 @@ pub async fn expire(
     Ok(Json(SilenceView::new(&silence, now_us)))
 }
 
-#[derive(Debug, Serialize)]
-pub struct AlertView {
-    pub group: String,
-    pub fields: BTreeMap<String, String>,
-    /// `firing` (announced), or `pending` (failing, not yet for `alerting.for`).
-    pub state: &'static str,
-    pub since: Option<String>,
-    pub last_sent_at: Option<String>,
-    pub announced_count: i64,
-    /// The active silences that hold this group (a key silence does not hold a group).
-    pub silenced_by: Vec<String>,
-}
-
 pub async fn alerts(State(handle): State<Arc<Handle>>) -> Result<Json<Page<AlertView>>, ApiError> {
     let ctx = handle.current();
     let now_us = Utc::now().timestamp_micros();
@@ -250,7 +194,7 @@ pub async fn alerts(State(handle): State<Arc<Handle>>) -> Result<Json<Page<Alert
                 announced_count: g.sent_count,
                 group: g.group_key,
                 fields,
-                state,
+                state: state.into(),
             }
         })
         .collect();

@@ -326,7 +326,7 @@ pub async fn explain(
     let mut e = crate::repair::evidence(rule, &ctx.sources, &ctx.store, &v.key).await?;
     // The page shows repairs' results as a caller without a token sees them.
     for r in &mut e.repairs {
-        if let Some(serde_json::Value::String(t)) = r.get_mut("result") {
+        if let Some(t) = &mut r.result {
             *t = crate::repair::public_result(t).into_owned();
         }
     }

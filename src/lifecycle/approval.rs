@@ -31,7 +31,7 @@ impl std::fmt::Display for Refusal {
 }
 
 /// One approval: who approved which action.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Approval {
     pub by: String,
     pub action: String,

@@ -3,7 +3,7 @@
 
 use crate::verdict::PlannedAction;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RepairState {
     Pending,
@@ -52,7 +52,7 @@ impl RepairState {
 }
 
 /// What holds a repair for a person (beside `mode: approve` itself).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Hold {
     /// `run --dry-run`, `repairs.dry_run`, or the rule's `dry_run`.

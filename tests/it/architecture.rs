@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// Every top-level module, in the order data flows (see the README's architecture section).
-const ORDER: [&str; 27] = [
+const ORDER: [&str; 28] = [
     "value",
     "diag",
     "yaml",
@@ -23,6 +23,7 @@ const ORDER: [&str; 27] = [
     "metrics",
     "alert",
     "repair",
+    "api",
     "auth",
     "context",
     "http",

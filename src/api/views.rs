@@ -1,26 +1,26 @@
-//! What the API answers, as types with derived `Serialize`: one view per resource, built from
-//! the state store's records and the rules in force. Ids are strings (JavaScript clients lose
+//! What the API answers about rules, runs and violations: one view per resource, built from
+//! the state store's records and the rules in force, and read back by the CLI's client. Ids are strings (JavaScript clients lose
 //! 64-bit integers), timestamps RFC 3339. `violations list --format json` prints the same views.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::rules::Rule;
 use crate::state::{RuleSnapshot, RunRecord, ViolationRecord};
 use crate::value::format_timestamp;
 
 /// A page of a list: `{"items": [...], "next": null | "cursor"}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ViolationView {
     pub id: String,
     pub rule: String,
     pub key: String,
-    pub state: &'static str,
+    pub state: String,
     pub message: String,
     pub first_seen: String,
     pub last_seen: String,
@@ -39,7 +39,7 @@ impl From<&ViolationRecord> for ViolationView {
             id: v.id.to_string(),
             rule: v.rule.clone(),
             key: v.key.clone(),
-            state: v.state.as_str(),
+            state: v.state.as_str().into(),
             message: v.message.clone(),
             first_seen: format_timestamp(v.first_seen_us),
             last_seen: format_timestamp(v.last_seen_us),
@@ -53,26 +53,26 @@ impl From<&ViolationRecord> for ViolationView {
 }
 
 /// A run's error: its kind (null for runs recorded before kinds existed) and message.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorView {
-    pub kind: Option<&'static str>,
+    pub kind: Option<String>,
     pub message: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunView {
     pub id: String,
     pub rule: String,
     pub started_at: String,
     pub finished_at: String,
-    pub outcome: &'static str,
+    pub outcome: String,
     pub rows_scanned: i64,
     pub violations: i64,
     pub keys_judged: i64,
     pub keys_in_grace: i64,
     pub keys_with_errors: i64,
     /// `full` or `incremental`.
-    pub mode: &'static str,
+    pub mode: String,
     /// In an incremental run, the keys found changed.
     pub keys_changed: i64,
     pub error: Option<ErrorView>,
@@ -85,34 +85,34 @@ impl From<&RunRecord> for RunView {
             rule: r.rule.clone(),
             started_at: format_timestamp(r.started_us),
             finished_at: format_timestamp(r.finished_us),
-            outcome: r.outcome.as_str(),
+            outcome: r.outcome.as_str().into(),
             rows_scanned: r.rows_scanned,
             violations: r.violations,
             keys_judged: r.keys_judged,
             keys_in_grace: r.keys_in_grace,
             keys_with_errors: r.keys_with_errors,
-            mode: r.mode.as_str(),
+            mode: r.mode.as_str().into(),
             keys_changed: r.keys_changed,
             error: r.error.as_ref().map(|message| ErrorView {
-                kind: r.error_kind.map(|k| k.as_str()),
+                kind: r.error_kind.map(|k| k.as_str().into()),
                 message: message.clone(),
             }),
         }
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DatasetView {
     pub name: String,
     pub source: String,
     pub many: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RuleView {
     pub name: String,
     pub description: String,
-    pub severity: &'static str,
+    pub severity: String,
     pub labels: serde_json::Map<String, serde_json::Value>,
     pub schedule: String,
     pub datasets: Vec<DatasetView>,
@@ -124,7 +124,7 @@ pub struct RuleView {
 }
 
 /// A rule's open violations' impact: the sum in its unit, and as people read it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImpactView {
     pub total: f64,
     pub unit: String,
@@ -136,7 +136,7 @@ impl RuleView {
         RuleView {
             name: rule.name.clone(),
             description: rule.description.clone(),
-            severity: rule.severity.as_str(),
+            severity: rule.severity.as_str().into(),
             labels: rule
                 .labels
                 .iter()
@@ -168,7 +168,7 @@ impl RuleView {
 
 /// One rule in full: what the list shows, its last run, and its open violations (the oldest
 /// `limit`, with a cursor for the rest).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RuleDetailView {
     #[serde(flatten)]
     pub rule: RuleView,
@@ -179,7 +179,7 @@ pub struct RuleDetailView {
 }
 
 /// A diagnostic of a refused configuration.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DiagnosticView {
     pub file: String,
     pub line: u64,
