@@ -129,7 +129,7 @@ impl fmt::Display for SourceKind {
 #[derive(Clone)]
 pub enum ConnectOptions {
     Postgres(PgConnectOptions),
-    /// The driver's options, and what the full-sweep reader (`sources::mysqlwire`) needs
+    /// The driver's options, and what the full-sweep reader (`sources/mysql/wire.rs`) needs
     /// from the URL that the driver keeps to itself.
     MySql(MySqlConnectOptions, Arc<MySqlLogin>),
     Sqlite(SqliteConnectOptions),

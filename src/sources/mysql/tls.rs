@@ -1,4 +1,4 @@
-//! TLS for the MySQL wire reader (`mysqlwire`), with the driver's rules per `ssl-mode`, so a
+//! TLS for the MySQL wire reader (`wire.rs`), with the driver's rules per `ssl-mode`, so a
 //! sweep's connection is exactly as trusted as the pool's: `preferred` and `required` encrypt
 //! without checking the certificate, `verify_ca` checks it against the roots (`ssl-ca`, else
 //! the webpki roots the driver uses) but not its name, `verify_identity` checks both. A client

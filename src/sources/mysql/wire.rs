@@ -2,7 +2,7 @@
 //! the binary protocol, decoded straight from the bytes received by the column types the query
 //! was described with. It spares the per-row work of the driver's row stream (a row object with
 //! its column metadata, an async generator step per row), which was most of a sweep's client
-//! time; it is to MySQL what `pgcopy` is to PostgreSQL.
+//! time; it is to MySQL what `postgres/copy.rs` is to PostgreSQL.
 //!
 //! It speaks only what a sweep needs: the connection phase over TCP or a Unix socket, with TLS
 //! as the URL's `ssl-mode` and the server decide, as the driver would (`tls.rs`), and the

@@ -262,7 +262,7 @@ async fn read_on(
 }
 
 /// A full sweep: `COPY (query ORDER BY key) TO STDOUT (FORMAT binary)`, decoded by the types
-/// the query was described with (see `pgcopy`).
+/// the query was described with (see `copy.rs`).
 #[allow(clippy::too_many_arguments)]
 async fn copy_sweep(
     conn: &mut sqlx::PgConnection,
