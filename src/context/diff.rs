@@ -1,7 +1,8 @@
 //! What a reload changes, worked out in one place: the sources, rules and receivers added,
 //! changed and removed, and whether who may use the API changed. A source is unchanged when
 //! its URL (as expanded) and settings are, and its pool is kept; a rule when everything that
-//! decides its runs is (its fingerprint, schedule, severity, labels, texts, impact and reads).
+//! decides its runs is (its fingerprint, schedule, severity, labels, texts, impact and reads,
+//! the sources it reads, and the settings all runs share): its scheduling loop goes on.
 //! The reload's audit entry carries this diff.
 
 use std::collections::BTreeMap;
@@ -41,9 +42,14 @@ impl Changes {
         self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
     }
 
-    /// Whether `name` is in both generations, unchanged.
+    /// Whether `name`, if it is in the new generation, is there unchanged.
     pub fn kept(&self, name: &str) -> bool {
         !self.added.iter().chain(&self.changed).any(|n| n == name)
+    }
+
+    /// Whether `name` is in both generations, unchanged.
+    pub fn unchanged(&self, name: &str) -> bool {
+        self.kept(name) && !self.removed.iter().any(|n| n == name)
     }
 }
 
@@ -117,6 +123,16 @@ impl ReloadDiff {
             if reads_changed && rule_changes.kept(&r.name) && !rule_changes.added.contains(&r.name)
             {
                 rule_changes.changed.push(r.name.clone());
+            }
+        }
+        // What every rule's runs share: when it changes, every rule is changed.
+        if old.metric_rule_labels != new.metric_rule_labels
+            || old.max_concurrent_runs != new.max_concurrent_runs
+        {
+            for r in new_rules {
+                if old_rules.iter().any(|o| o.name == r.name) {
+                    rule_changes.changed.push(r.name.clone());
+                }
             }
         }
         rule_changes.changed.sort();

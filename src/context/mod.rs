@@ -135,18 +135,30 @@ impl Context {
         if config.http_listen != self.config.http_listen {
             tracing::warn!("A new http.listen takes effect at the next restart.");
         }
-        // Every series of the old set goes; the new set's come back from the store, whose
-        // counters are cumulative: deleted rules lose their series, kept rules keep their values.
-        let sources: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
-        self.metrics.forget(&self.rules);
-        self.health.keep_sources(&sources);
         let diff = ReloadDiff::between(
             (&self.config, &self.rules, &self.tokens),
             (&config, &rules, &tokens),
         );
+        let sources: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+        self.health.keep_sources(&sources);
+        // The series of rules removed or changed go; those of the new and changed rules come
+        // back from the store, whose counters are cumulative. Unchanged rules, whose loops go
+        // on running, keep theirs untouched.
+        let gone: Vec<Rule> = self
+            .rules
+            .iter()
+            .filter(|r| !diff.rules.unchanged(&r.name))
+            .cloned()
+            .collect();
+        self.metrics.forget(&gone);
         self.metrics
             .set_rule_labels(config.metric_rule_labels.clone());
-        restore(&self.metrics, &rules, &self.store).await?;
+        let fresh: Vec<Rule> = rules
+            .iter()
+            .filter(|r| !diff.rules.unchanged(&r.name))
+            .cloned()
+            .collect();
+        restore(&self.metrics, &fresh, &self.store).await?;
         let context = Context {
             sources: self
                 .sources

@@ -31,6 +31,7 @@ pub mod runner;
 pub mod signals;
 pub mod store;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -364,17 +365,26 @@ async fn supervise(
     failure.map_or(Ok(()), Err)
 }
 
-/// The scheduler service: runs the generation in force, and swaps generations on reload —
-/// the old set's runs finish first, so no rule overlaps itself and the metrics are rebuilt
-/// from a store no run is still writing to. A rule loop that dies fails the service.
+/// The scheduler service: one loop per rule of the generation in force, and reloads — loaded
+/// and checked, then the loops of rules removed or changed stop (their runs finish first, so
+/// no rule overlaps itself and their metrics are rebuilt from a store none of their runs still
+/// writes to), the new generation is put in force, and loops start for the rules added or
+/// changed; unchanged rules' loops go on. Each reload is audited here, once. A rule loop that
+/// dies fails the service.
 async fn scheduler(
     handle: Arc<Handle>,
     mut swaps: mpsc::Receiver<Swap>,
     abort: CancellationToken,
     log: Arc<RunLog>,
 ) -> ServiceResult {
-    let mut stop = CancellationToken::new();
-    let mut generation = start_generation(&handle, &stop, &abort, &log);
+    let mut loops = Loops::new(&handle.current());
+    let all: Vec<String> = handle
+        .current()
+        .rules
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    loops.start(&handle, &all, &abort, &log);
     loop {
         tokio::select! {
             () = abort.cancelled() => break,
@@ -391,24 +401,42 @@ async fn scheduler(
                         Err(ReloadError::Invalid(diags))
                     }
                     Ok((config, rules)) => {
-                        stop.cancel();
-                        while generation.join_next().await.is_some() {}
-                        let result = match handle.current().reloaded(config, rules).await {
+                        // The loops of rules removed or changed stop (their runs finish
+                        // first, so no rule overlaps itself and their series are rebuilt from
+                        // a store no run of theirs still writes to); the others go on.
+                        let current = handle.current();
+                        let preview = crate::context::ReloadDiff::between(
+                            (&current.config, &current.rules, &current.tokens),
+                            (&config, &rules, &current.tokens),
+                        );
+                        let ending: Vec<String> = current
+                            .rules
+                            .iter()
+                            .filter(|r| !preview.rules.unchanged(&r.name))
+                            .map(|r| r.name.clone())
+                            .collect();
+                        loops.stop(&ending).await?;
+                        match current.reloaded(config, rules).await {
                             Ok((next, changes)) => {
                                 log_warnings(&next);
                                 let rules = next.rules.len();
+                                let starting: Vec<String> = next
+                                    .rules
+                                    .iter()
+                                    .filter(|r| !changes.rules.unchanged(&r.name))
+                                    .map(|r| r.name.clone())
+                                    .collect();
                                 handle.replace(Arc::new(next));
+                                loops.start(&handle, &starting, &abort, &log);
                                 info!(rules, changes = %serde_json::json!(changes), "Reloaded config and rules.");
                                 Ok(Reloaded { rules, changes })
                             }
                             Err(e) => {
                                 error!(error = %e, "Reload failed; the previous rules keep running.");
+                                loops.start(&handle, &ending, &abort, &log);
                                 Err(ReloadError::Failed(e.to_string()))
                             }
-                        };
-                        stop = CancellationToken::new();
-                        generation = start_generation(&handle, &stop, &abort, &log);
-                        result
+                        }
                     }
                 };
                 // One audit entry per reload, with who asked and what came of it.
@@ -421,7 +449,7 @@ async fn scheduler(
                     let _ = reply.send(result);
                 }
             }
-            Some(joined) = generation.join_next() => {
+            Some(joined) = loops.set.join_next() => {
                 let reason = match joined {
                     Ok(rule) => format!("the scheduling loop of rule `{rule}` ended"),
                     Err(e) => format!("a rule's scheduling loop panicked: {e}"),
@@ -430,8 +458,7 @@ async fn scheduler(
             }
         }
     }
-    stop.cancel();
-    while generation.join_next().await.is_some() {}
+    loops.stop_all().await;
     // The abandoned runs' readers stop their queries on the servers: wait for that, so that
     // no query of ours outlives the daemon.
     if !handle.current().sources.settle(STOP_QUERIES).await {
@@ -446,54 +473,118 @@ async fn scheduler(
 /// How long a shutdown waits for abandoned queries to be stopped on their servers.
 const STOP_QUERIES: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Starts the scheduling loops of the generation in force, one per rule, stopped by `stop`. Runs in flight
-/// are abandoned only by `abort` (shutdown), not by `stop` (a reload lets them finish).
-fn start_generation(
-    handle: &Arc<Handle>,
-    stop: &CancellationToken,
-    abort: &CancellationToken,
-    log: &Arc<RunLog>,
-) -> JoinSet<String> {
-    let ctx = &handle.current();
-    let mut loops = JoinSet::new();
-    let limit = Arc::new(Semaphore::new(ctx.config.max_concurrent_runs.max(1)));
-    for (i, rule) in ctx.rules.iter().enumerate() {
-        let (ctx_run, ctx_skip) = (ctx.clone(), ctx.clone());
-        let abort = abort.clone();
-        let log = log.clone();
-        let handle = handle.clone();
-        let looping = crate::scheduler::rule_loop(
-            rule.name.clone(),
-            rule.schedule.clone(),
-            limit.clone(),
-            stop.clone(),
-            move || ctx_skip.metrics.skipped(&ctx_skip.rules[i]),
-            move |slot| {
-                let ctx = ctx_run.clone();
-                let abort = abort.clone();
-                let log = log.clone();
-                let handle = handle.clone();
-                async move {
-                    let rule = &ctx.rules[i];
-                    match run_and_record(&ctx, rule, &abort, &log, Some(slot)).await {
-                        Ok(_) => {
-                            if handle.health.set_store_problem(None) {
-                                info!("The state store can be written again: ready.");
+/// The scheduling loops in force, one per rule, each with its own stop. A loop reads the
+/// generation in force at each run, so a reload that leaves a rule unchanged leaves its loop
+/// (and its schedule) running. Runs in flight are abandoned only by `abort` (shutdown), not by
+/// a loop's stop (a reload lets them finish).
+struct Loops {
+    set: JoinSet<String>,
+    stops: HashMap<String, CancellationToken>,
+    /// `max_concurrent_runs`, shared by every loop.
+    limit: Arc<Semaphore>,
+}
+
+impl Loops {
+    fn new(ctx: &Context) -> Loops {
+        Loops {
+            set: JoinSet::new(),
+            stops: HashMap::new(),
+            limit: Arc::new(Semaphore::new(ctx.config.max_concurrent_runs.max(1))),
+        }
+    }
+
+    /// Starts the loops of these rules of the generation in force.
+    fn start(
+        &mut self,
+        handle: &Arc<Handle>,
+        names: &[String],
+        abort: &CancellationToken,
+        log: &Arc<RunLog>,
+    ) {
+        let ctx = handle.current();
+        if self.set.is_empty() {
+            // No loop holds the old limit: take the generation's.
+            self.limit = Arc::new(Semaphore::new(ctx.config.max_concurrent_runs.max(1)));
+        }
+        for rule in ctx.rules.iter().filter(|r| names.contains(&r.name)) {
+            let stop = CancellationToken::new();
+            self.stops.insert(rule.name.clone(), stop.clone());
+            let (skip_handle, run_handle) = (handle.clone(), handle.clone());
+            let (skip_name, run_name) = (rule.name.clone(), rule.name.clone());
+            let abort = abort.clone();
+            let log = log.clone();
+            let looping = crate::scheduler::rule_loop(
+                rule.name.clone(),
+                rule.schedule.clone(),
+                self.limit.clone(),
+                stop,
+                move || {
+                    let ctx = skip_handle.current();
+                    if let Some(rule) = ctx.rule(&skip_name) {
+                        ctx.metrics.skipped(rule);
+                    }
+                },
+                move |slot| {
+                    let abort = abort.clone();
+                    let log = log.clone();
+                    let handle = run_handle.clone();
+                    let name = run_name.clone();
+                    async move {
+                        let ctx = handle.current();
+                        let Some(rule) = ctx.rule(&name) else { return };
+                        match run_and_record(&ctx, rule, &abort, &log, Some(slot)).await {
+                            Ok(_) => {
+                                if handle.health.set_store_problem(None) {
+                                    info!("The state store can be written again: ready.");
+                                }
+                            }
+                            Err(e) => {
+                                error!(rule = %rule.name, error = %e, "Could not record the rule run; its result is lost and no metric counts it.");
+                                handle.health.set_store_problem(Some(e.to_string()));
                             }
                         }
-                        Err(e) => {
-                            error!(rule = %rule.name, error = %e, "Could not record the rule run; its result is lost and no metric counts it.");
-                            handle.health.set_store_problem(Some(e.to_string()));
-                        }
                     }
-                }
-            },
-        );
-        let name = rule.name.clone();
-        loops.spawn(async move {
-            looping.await;
-            name
-        });
+                },
+            );
+            let name = rule.name.clone();
+            self.set.spawn(async move {
+                looping.await;
+                name
+            });
+        }
     }
-    loops
+
+    /// Stops the loops of `names` and waits until they have ended (their runs in flight
+    /// finish first). A loop that ends meanwhile without being asked fails the scheduler.
+    async fn stop(&mut self, names: &[String]) -> ServiceResult {
+        let mut waiting: Vec<&String> = Vec::new();
+        for name in names {
+            if let Some(stop) = self.stops.remove(name) {
+                stop.cancel();
+                waiting.push(name);
+            }
+        }
+        while !waiting.is_empty() {
+            match self.set.join_next().await {
+                Some(Ok(ended)) => match waiting.iter().position(|n| **n == ended) {
+                    Some(i) => {
+                        waiting.swap_remove(i);
+                    }
+                    None => return Err(format!("the scheduling loop of rule `{ended}` ended")),
+                },
+                Some(Err(e)) => return Err(format!("a rule's scheduling loop panicked: {e}")),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every loop and waits for them.
+    async fn stop_all(&mut self) {
+        for stop in self.stops.values() {
+            stop.cancel();
+        }
+        self.stops.clear();
+        while self.set.join_next().await.is_some() {}
+    }
 }

@@ -147,3 +147,57 @@ async fn each_reload_is_audited_once_by_whoever_asked_with_its_result() {
     kill(&child, "TERM");
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test]
+async fn a_reload_restarts_only_the_loops_of_rules_it_changed() {
+    let db = TestDb::new(SourceKind::Sqlite, "loops").await;
+    let rule = |name: &str, assert: &str| {
+        format!(
+            "name: {name}\nevery: 20s\nkey: id\ndatasets:\n  t: {{ source: db, query: \"SELECT 1 AS id\" }}\nassert: {assert}\n"
+        )
+    };
+    let two = |b: &str| [rule("kept", "t != null"), rule("edited", b)].join("---\n");
+    let workdir = Workdir::new(&[("db", &db.url)], Some(&two("t != null")));
+    let auth = tokens_file(workdir.path());
+    let (mut child, port) = workdir
+        .spawn_daemon(&auth, std::process::Stdio::null())
+        .await;
+    let runs = move |rule: &str| {
+        let text = crate::harness::http(port, "GET", "/metrics").1;
+        let series = format!(r#"invariantd_rule_runs_total{{rule="{rule}",outcome="pass"}} "#);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while runs("kept") < 1 || runs("edited") < 1 {
+        assert!(std::time::Instant::now() < deadline, "the rules never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(
+        workdir.path().join("rules/rules.yaml"),
+        two("t != null && true"),
+    )
+    .unwrap();
+    let (status, _) =
+        tokio::task::spawn_blocking(move || http_as(port, "POST", "/api/v1/reload", Some(TOKEN)))
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    // The edited rule's loop starts again, and runs at once; the kept rule's loop goes on
+    // with its schedule: its next run is 20 s after its first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while runs("edited") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edited rule did not run again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A restarted loop would have run by now (its first run comes within a tenth of the
+    // period, at most 2 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(runs("kept"), 1);
+    kill(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+}
