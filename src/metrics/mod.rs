@@ -93,6 +93,8 @@ pub struct Metrics {
     /// When each source was last seen by a run (or a probe), to know which need a probe.
     /// Where `source_up` is read from at each scrape.
     health: Arc<Health>,
+    /// The sources `source_up` has a series for.
+    sources_exported: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// A minute … a week: the range an "inconsistencies heal within N" objective is set in.
@@ -144,6 +146,7 @@ impl Metrics {
             label_names: Mutex::new(rule_labels),
             oldest: Mutex::new(HashMap::new()),
             health,
+            sources_exported: Mutex::default(),
             registry: Registry::default(),
         };
         let registry = root.sub_registry_with_prefix("invariantd");
@@ -566,8 +569,15 @@ impl Metrics {
     /// The classic Prometheus text format (what `promtool check metrics` and every Prometheus
     /// version read), with ages computed at `now_us`.
     pub fn render(&self, now_us: i64) -> String {
+        // Sources health no longer knows lose their series; the others are set in place, so
+        // a scrape running alongside never sees them missing.
         let sources = self.health.sources();
-        self.source_up.clear();
+        let mut exported = self.sources_exported.lock().expect("metrics lock");
+        for gone in exported.iter().filter(|s| !sources.contains_key(*s)) {
+            self.source_up.remove(&SourceLabel {
+                source: gone.clone(),
+            });
+        }
         for (source, h) in &sources {
             self.source_up
                 .get_or_create(&SourceLabel {
@@ -575,6 +585,8 @@ impl Metrics {
                 })
                 .set(i64::from(h.up));
         }
+        *exported = sources.keys().cloned().collect();
+        drop(exported);
         for (labels, first_seen) in self.oldest.lock().expect("metrics lock").values() {
             let age = first_seen.map_or(0.0, |t| ((now_us - t).max(0)) as f64 / 1e6);
             self.oldest_open_age.get_or_create(labels).set(age);

@@ -3,15 +3,13 @@
 //! and the web page.
 
 use chrono::Utc;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Explanation;
 use crate::rules::Rule;
 use crate::sources::Sources;
 use crate::state::{RepairFilter, StateError, StateStore, ViolationFilter};
-use crate::value::{Secrets, format_timestamp};
-use crate::verdict::PlannedAction;
+use crate::value::format_timestamp;
 
 /// How many violations and repairs of a key are shown, newest last.
 const HISTORY: u32 = 50;
@@ -42,21 +40,12 @@ pub struct PastRepair {
     pub id: String,
     pub state: String,
     pub action: String,
-    /// The chosen action, filled in.
-    pub planned: Option<PlannedAction>,
+    /// The chosen action, filled in (as JSON, redacted).
+    pub planned: Option<serde_json::Value>,
     pub created_at: String,
     pub approved_by: Option<String>,
     pub hold_reason: Option<String>,
     pub result: Option<String>,
-}
-
-/// `value` with every secret in any of its texts redacted.
-fn redacted<T: Serialize + DeserializeOwned>(value: T, secrets: &Secrets) -> T {
-    let Ok(mut json) = serde_json::to_value(&value) else {
-        return value;
-    };
-    secrets.redact_json(&mut json);
-    serde_json::from_value(json).unwrap_or(value)
 }
 
 /// Explains `key` of `rule` now, with its history.
@@ -99,7 +88,7 @@ pub async fn evidence(
         .map(|r| PastRepair {
             id: r.id.to_string(),
             state: r.state.as_str().into(),
-            planned: r.chosen().cloned(),
+            planned: r.chosen().and_then(|a| serde_json::to_value(a).ok()),
             action: r.action,
             created_at: format_timestamp(r.created_us),
             approved_by: r.approved_by,
@@ -110,8 +99,25 @@ pub async fn evidence(
     // What the store kept was redacted when it was written; a secret added since (a new
     // token, a changed password) is redacted now too.
     let secrets = sources.secrets();
-    let history = history.into_iter().map(|v| redacted(v, secrets)).collect();
-    let repairs = repairs.into_iter().map(|r| redacted(r, secrets)).collect();
+    let clean = |s: &mut String| {
+        if let std::borrow::Cow::Owned(r) = secrets.redact(s) {
+            *s = r;
+        }
+    };
+    let mut history = history;
+    for v in &mut history {
+        clean(&mut v.message);
+    }
+    let mut repairs = repairs;
+    for r in &mut repairs {
+        clean(&mut r.action);
+        r.approved_by.iter_mut().for_each(clean);
+        r.hold_reason.iter_mut().for_each(clean);
+        r.result.iter_mut().for_each(clean);
+        if let Some(planned) = &mut r.planned {
+            secrets.redact_json(planned);
+        }
+    }
     Ok(Evidence {
         now,
         history,
