@@ -349,3 +349,42 @@ fn incremental_and_consistent_cut_settings_are_checked_where_written() {
         ]
     );
 }
+
+/// A rule's version is what its enablement is recorded against: an upgrade that changes how
+/// the same text is fingerprinted would make every rule with repairs "changed", to be enabled
+/// again by a person. The value is pinned for one rule offering every kind of action.
+#[test]
+fn the_same_rule_text_keeps_its_version_across_releases() {
+    let text = r#"
+name: paid
+key: order_id
+datasets:
+  payment: { source: payments, query: "SELECT order_id, id, amount FROM payments" }
+assert: payment == null
+repair:
+  actions:
+    refund:
+      http:
+        method: put
+        url: "http://127.0.0.1:1/payments/{{payment.id}}/refunds?order={{key}}"
+        headers: { Authorization: "Bearer ${TOKEN}" }
+        json: { amount: "{{payment.amount}}", tags: ["a", "{{key}}"], n: 1 }
+        on_409: applied
+        on_422: failed
+      idempotent: true
+    reserve:
+      sql:
+        source: orders
+        statement: "UPDATE orders SET state = 'reserved' WHERE id = $1 AND amount = $2"
+        params: [key, "payment.amount * 2"]
+        expect_rows: 2
+    tell:
+      publish:
+        url: nats://127.0.0.1:4222
+        subject: "shop.repairs.{{key}}"
+        json: { order: "{{key}}" }
+"#;
+    let (rules, errors) = load(text);
+    assert_eq!(errors, Vec::<String>::new());
+    assert_eq!(rules[0].fingerprint, "385debc56d8fa351");
+}
