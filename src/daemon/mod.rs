@@ -409,23 +409,13 @@ async fn scheduler(
                             (&current.config, &current.rules, &current.tokens),
                             (&config, &rules, &current.tokens),
                         );
-                        let ending: Vec<String> = current
-                            .rules
-                            .iter()
-                            .filter(|r| !preview.rules.unchanged(&r.name))
-                            .map(|r| r.name.clone())
-                            .collect();
+                        let ending = touched(&current.rules, &preview.rules);
                         loops.stop(&ending).await?;
                         match current.reloaded(config, rules).await {
                             Ok((next, changes)) => {
                                 log_warnings(&next);
                                 let rules = next.rules.len();
-                                let starting: Vec<String> = next
-                                    .rules
-                                    .iter()
-                                    .filter(|r| !changes.rules.unchanged(&r.name))
-                                    .map(|r| r.name.clone())
-                                    .collect();
+                                let starting = touched(&next.rules, &changes.rules);
                                 handle.replace(Arc::new(next));
                                 loops.start(&handle, &starting, &abort, &log);
                                 info!(rules, changes = %serde_json::json!(changes), "Reloaded config and rules.");
@@ -468,6 +458,16 @@ async fn scheduler(
         );
     }
     Ok(())
+}
+
+/// The names of these rules that a reload with these changes does not leave running as they
+/// are: the loops it stops (of the old rules) or starts (of the new ones).
+fn touched(rules: &[crate::rules::Rule], changes: &crate::context::Changes) -> Vec<String> {
+    rules
+        .iter()
+        .filter(|r| !changes.unchanged(&r.name))
+        .map(|r| r.name.clone())
+        .collect()
 }
 
 /// How long a shutdown waits for abandoned queries to be stopped on their servers.
