@@ -2,11 +2,12 @@
 //! across them, and reports the keys that violate them.
 //!
 //! Data flows one way, and a module imports only those before it in this list:
-//! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `lifecycle` (pure repair transitions) → `config` → `outbound` → `expr` → `rules` → `sources`
-//! → `engine` → `scheduler` → `state` → `health` → `metrics` → `alert` → `repair` → `api` → `auth` → `context` → `http` → `daemon` →
+//! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `lifecycle` (pure repair transitions) → `config` → `outbound` → `expr` → `sources`
+//! → `actions` (repair action kinds) → `rules` → `engine` → `scheduler` → `state` → `health` → `metrics` → `alert` → `repair` → `api` → `auth` → `context` → `http` → `daemon` →
 //! `cli` → `telemetry`, `report`, `rule_tests`, `demo` → `app` (the only wiring). See the README's
 //! architecture section.
 
+pub mod actions;
 pub mod alert;
 pub mod api;
 pub mod app;

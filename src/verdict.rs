@@ -175,22 +175,41 @@ pub struct PlannedAction {
     pub spec: ActionSpec,
 }
 
+/// What one action will do for one key, in the terms of its kind (`actions::sql`,
+/// `actions::http`, …), which alone reads `values`: stored and shown as
+/// `{"kind": "sql", "params": […]}`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ActionSpec {
-    /// The statement's parameters, in order.
-    Sql { params: Vec<Param> },
-    Http {
-        url: String,
-        body: Option<serde_json::Value>,
-    },
-    Publish {
-        subject: String,
-        payload: Option<serde_json::Value>,
-    },
+pub struct ActionSpec {
+    /// The action kind's name, or `invalid`.
+    pub kind: String,
+    #[serde(flatten)]
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ActionSpec {
+    /// The kind of a spec that could not be filled in.
+    pub const INVALID: &'static str = "invalid";
+
     /// The action could not be filled in for this key (a parameter that is not a single
     /// value, a URL that is not valid); the repair needs a person.
-    Invalid { error: String },
+    pub fn invalid(error: String) -> ActionSpec {
+        let mut values = serde_json::Map::new();
+        values.insert("error".into(), serde_json::Value::String(error));
+        ActionSpec {
+            kind: Self::INVALID.into(),
+            values,
+        }
+    }
+
+    /// Why the action could not be filled in, for a spec that is `invalid`.
+    pub fn invalid_error(&self) -> Option<&str> {
+        (self.kind == Self::INVALID).then(|| {
+            self.values
+                .get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// A SQL parameter with its type, so that it is bound as the database expects.

@@ -19,8 +19,9 @@ use tracing::error;
 
 use super::ServiceResult;
 use super::runner::RunLog;
+use crate::actions::Clients;
 use crate::context::Handle;
-use crate::repair::{Clients, RepairEnv, work};
+use crate::repair::{RepairEnv, work};
 
 /// How often due retries are looked for without being woken.
 const TICK: Duration = Duration::from_secs(1);

@@ -40,7 +40,6 @@ use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError};
 pub use explain::{DatasetRows, Explanation, Step, explain};
 pub use incremental::{MAX_INCREMENTAL_KEYS, run_rule_incremental};
 pub use merge::RowBatches;
-pub use render::percent_encode;
 
 use judge::Judge;
 use merge::Cursor;

@@ -22,7 +22,7 @@ pub(crate) struct Plan {
     /// The key order every dataset is read in.
     pub mode: KeyMode,
     /// The rule's repair actions, compiled against the real columns.
-    pub repairs: Vec<super::render::Compiled>,
+    pub repairs: Vec<Box<dyn crate::actions::Fill>>,
 }
 
 /// Checks the descriptions against the rule; every problem is reported in one schema error.

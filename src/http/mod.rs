@@ -360,7 +360,7 @@ async fn explain(
     if caller.is_none() {
         for r in &mut evidence.repairs {
             if let Some(t) = &mut r.result {
-                *t = crate::repair::public_result(t).into_owned();
+                *t = crate::actions::public_result(t).into_owned();
             }
         }
     }

@@ -30,7 +30,7 @@ pub fn view_for(r: &RepairRecord, caller: Option<&Caller>) -> RepairView {
     if caller.is_none() {
         view.result = view
             .result
-            .map(|t| crate::repair::public_result(&t).into_owned());
+            .map(|t| crate::actions::public_result(&t).into_owned());
     }
     view
 }

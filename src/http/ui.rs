@@ -116,7 +116,7 @@ fn repair_card(
             .and_then(|rule| rule.repair.as_ref())
             .and_then(|rep| rep.actions.iter().find(|x| x.name == a.name));
         let text = match kind {
-            Some(k) => crate::repair::describe(&k.kind, &a.spec),
+            Some(k) => crate::actions::describe(&*k.kind, &a.spec),
             None => serde_json::to_string_pretty(&a.spec).unwrap_or_default(),
         };
         let _ = write!(
@@ -154,7 +154,7 @@ fn repair_card(
         let _ = write!(
             out,
             "<div class=\"meta\">{}</div>",
-            esc(&crate::repair::public_result(result))
+            esc(&crate::actions::public_result(result))
         );
     }
     let _ = write!(
@@ -327,7 +327,7 @@ pub async fn explain(
     // The page shows repairs' results as a caller without a token sees them.
     for r in &mut e.repairs {
         if let Some(t) = &mut r.result {
-            *t = crate::repair::public_result(t).into_owned();
+            *t = crate::actions::public_result(t).into_owned();
         }
     }
     let n = &e.now;

@@ -97,9 +97,7 @@ fn record() -> RepairRecord {
             .iter()
             .map(|a| PlannedAction {
                 name: a.to_string(),
-                spec: ActionSpec::Invalid {
-                    error: String::new(),
-                },
+                spec: ActionSpec::invalid(String::new()),
             })
             .collect(),
         idempotency_key: super::repair::idempotency_key(

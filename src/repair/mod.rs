@@ -1,22 +1,14 @@
 //! Repairs: planning one per violation occurrence after a run (`plan`), with the guardrails
 //! that decide whether it may be applied by itself or waits for a person; and applying them
 //! (`worker`): claim with a lease, check the key again, act once through the rule's action
-//! (`action`: `sql`, `http`, `publish`, one file each), check again, record — each transition
-//! with its audit entry, in the state store's transaction. `explain` gathers the evidence for
-//! one key that an approver decides on.
+//! (its kind in `actions`), check again, record — each transition with its audit entry, in the
+//! state store's transaction. `explain` gathers the evidence for one key that an approver
+//! decides on.
 
-mod action;
 mod explain;
-mod http;
 mod plan;
-mod publish;
-mod registry;
-mod sql;
 mod worker;
 
-pub use action::{Action, Attempt, Clients};
 pub use explain::{Evidence, evidence};
-pub use http::public_result;
 pub use plan::{Guardrails, Planned, idempotency_key, plan, suspicious};
-pub use registry::describe;
 pub use worker::{Check, RepairEnv, check_key, work};

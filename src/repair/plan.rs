@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use crate::rules::{RepairMode, Rule};
 use crate::state::{Hold, NewRepair, OpenViolation, RepairState};
-use crate::verdict::{ActionSpec, RuleRun};
+use crate::verdict::RuleRun;
 
 /// A dataset that returned at least this many rows in the previous run and none now is
 /// suspicious.
@@ -122,10 +122,11 @@ pub fn plan(rule: &Rule, run: &RuleRun, open: &[OpenViolation], guard: &Guardrai
         .map(|v| {
             let key = v.key.to_string();
             let occurrence_us = since.get(key.as_str()).copied().unwrap_or(started_us);
-            let invalid = v.repairs.iter().find_map(|a| match (&a.spec, &a.name) {
-                (ActionSpec::Invalid { error }, name) if name == first => Some(error.clone()),
-                _ => None,
-            });
+            let invalid = v
+                .repairs
+                .iter()
+                .find(|a| &a.name == first)
+                .and_then(|a| a.spec.invalid_error().map(str::to_string));
             let (state, hold_reason, held_by) = match (&invalid, repair.mode) {
                 (Some(e), _) => (
                     RepairState::NeedsManual,
@@ -203,8 +204,12 @@ mod tests {
                 impact: None,
                 repairs: vec![crate::verdict::PlannedAction {
                     name: "default".into(),
-                    spec: crate::verdict::ActionSpec::Sql {
-                        params: vec![crate::verdict::Param::Int(k)],
+                    spec: crate::verdict::ActionSpec {
+                        kind: "sql".into(),
+                        values: serde_json::json!({ "params": [{ "type": "int", "value": k }] })
+                            .as_object()
+                            .cloned()
+                            .unwrap_or_default(),
                     },
                 }],
             })

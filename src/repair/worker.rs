@@ -15,15 +15,13 @@ use std::sync::Arc;
 use chrono::Utc;
 use futures_util::StreamExt;
 
-use super::action::{Attempt, Clients};
-use super::registry::build;
+use crate::actions::{Clients, Targets};
 use crate::config::RepairsConfig;
 use crate::engine::run_rule_for_keys;
-use crate::lifecycle::repair::{after_action, before_action};
+use crate::lifecycle::repair::{Attempt, after_action, before_action};
 use crate::rules::Rule;
 use crate::sources::Sources;
 use crate::state::{Claimed, RepairEnd, RepairState, StateError, StateStore};
-use crate::verdict::ActionSpec;
 
 /// What applying repairs needs: the generation's rules and sources, the store, the clients.
 pub struct RepairEnv<'a> {
@@ -163,7 +161,7 @@ async fn decide(env: &RepairEnv<'_>, claimed: &Claimed) -> RepairEnd {
             r.action
         ));
     };
-    if let ActionSpec::Invalid { error } = &planned.spec {
+    if let Some(error) = planned.spec.invalid_error() {
         return manual(format!("the action could not be filled in: {error}"));
     }
 
@@ -180,8 +178,13 @@ async fn decide(env: &RepairEnv<'_>, claimed: &Claimed) -> RepairEnd {
         return end;
     }
 
-    let act = build(&action.kind, env.sources, env.clients);
-    let attempt = match act.apply(&planned.spec, &r.idempotency_key).await {
+    let to = Targets {
+        sources: env.sources,
+        clients: env.clients,
+    };
+    let attempt = match crate::actions::apply(&*action.kind, &to, &planned.spec, &r.idempotency_key)
+        .await
+    {
         Attempt::Applied(said) => {
             let after = match check_key(rule, env.sources, &r.key).await {
                 Check::Holds => "the invariant holds now".to_string(),

@@ -24,9 +24,7 @@ use serde_saphyr::Spanned;
 pub use cases::{DEFAULT_NOW, Expect, ExpectedViolation, Fixture, TestCase};
 pub use columns::static_columns;
 pub use incremental::{DEFAULT_FULL_SWEEP, DEFAULT_OVERLAP, Incremental};
-pub use repair::{
-    Action, ActionKind, DEFAULT_MAX_AUTO_PER_RUN, Repair, RepairMode, StatusMeaning, json_templates,
-};
+pub use repair::{DEFAULT_MAX_AUTO_PER_RUN, Repair, RepairMode};
 pub use schedule::{DEFAULT_EVERY, Schedule};
 
 use crate::config::Config;

@@ -266,22 +266,19 @@ repair:
     let names: Vec<&str> = repair.actions.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["refund", "reserve"]);
     assert!(repair.actions[0].idempotent && !repair.actions[1].idempotent);
-    match &repair.actions[0].kind {
-        crate::rules::ActionKind::Http {
-            method,
-            headers,
-            on_409,
-            ..
-        } => {
-            assert_eq!(method, "POST");
-            assert_eq!(headers[0].1, "Bearer t0ken");
-            assert_eq!(*on_409, crate::rules::StatusMeaning::Applied);
+    let kind = &repair.actions[0].kind;
+    match kind.as_any().downcast_ref::<crate::actions::Http>() {
+        Some(http) => {
+            assert_eq!(http.method, "POST");
+            assert_eq!(http.headers[0].1, "Bearer t0ken");
+            assert_eq!(http.on_409, crate::actions::StatusMeaning::Applied);
         }
-        other => panic!("not http: {other:?}"),
+        None => panic!("not http: {kind:?}"),
     }
-    match &repair.actions[1].kind {
-        crate::rules::ActionKind::Sql { expect_rows, .. } => assert_eq!(*expect_rows, 1),
-        other => panic!("not sql: {other:?}"),
+    let kind = &repair.actions[1].kind;
+    match kind.as_any().downcast_ref::<crate::actions::Sql>() {
+        Some(sql) => assert_eq!(sql.expect_rows, 1),
+        None => panic!("not sql: {kind:?}"),
     }
     // Any change to the repair makes another rule version, which must be enabled again.
     let (changed, _) = load(&text.replace("max_per_hour: 50", "max_per_hour: 51"));
@@ -387,4 +384,52 @@ repair:
     let (rules, errors) = load(text);
     assert_eq!(errors, Vec::<String>::new());
     assert_eq!(rules[0].fingerprint, "385debc56d8fa351");
+}
+
+/// An action's kind is its one key among `sql`, `http` and `publish`: two kinds, or none (a
+/// kind invariantd does not have), are refused where the action is written, and an unknown
+/// key is reported as unknown — never silently dropped.
+#[test]
+fn an_action_is_exactly_one_kind_by_its_key() {
+    let rule = |action: &str| {
+        format!(
+            r#"
+name: paid
+key: order_id
+datasets:
+  payment: {{ source: payments, query: "SELECT order_id FROM payments" }}
+assert: payment == null
+repair:
+  actions:
+    fix:
+{action}"#
+        )
+    };
+    let (rules, errors) = load(&rule(
+        "      sql: { source: orders, statement: \"DELETE FROM orders WHERE id = $1\", params: [key] }\n      publish: { url: \"nats://127.0.0.1:4222\", subject: s }\n",
+    ));
+    assert!(rules.is_empty());
+    assert_eq!(
+        errors,
+        [
+            "rules/shop.yaml:9:5: rule `paid`: repair action `fix`: give exactly one of `sql`, `http` or `publish`"
+        ]
+    );
+    let (_, errors) = load(&rule("      kafka: { topic: t }\n      idempotent: true\n"));
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with("rules/shop.yaml:10:7: ") && errors[0].contains("`kafka`"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].ends_with("give exactly one of `sql`, `http` or `publish`"),
+        "{errors:?}"
+    );
+    // A kind's own fields keep their positions through the kind key.
+    let (_, errors) = load(&rule(
+        "      publish: { url: \"nats://127.0.0.1:4222\", subject: \"s.{{ nope }}\" }\n",
+    ));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("rules/shop.yaml:10:"), "{errors:?}");
+    assert!(errors[0].contains("subject"), "{errors:?}");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::repair::{self, ActionKind, Repair};
+use super::repair::{self, Repair};
 use super::{
     DEFAULT_EVERY, Dataset, Impact, MAX_GRACE, Origin, RESERVED_DATASET_NAMES, RawDataset, RawRule,
     Rule, Schedule, Severity, cases, incremental, static_columns,
@@ -116,15 +116,15 @@ pub(super) fn validate(
 
     let impact = impact(&site, &raw, &scope, diags);
     let repair = raw.repair.and_then(|r| {
-        repair::Checker {
+        let checker = crate::actions::Checker {
             file,
             doc,
             config,
             env,
             scope: &scope,
             ctx: &ctx,
-        }
-        .check(r, diags)
+        };
+        repair::check(&checker, r, diags)
     });
 
     warnings.extend(refused_targets(file, &ctx, repair.as_ref(), config));
@@ -225,7 +225,7 @@ fn refused_targets(
 ) -> Vec<Diagnostic> {
     let mut warnings = Diagnostics::default();
     for action in repair.map(|r| r.actions.as_slice()).unwrap_or_default() {
-        if let ActionKind::Http { url, .. } | ActionKind::Publish { url, .. } = &action.kind {
+        if let Some(url) = action.kind.target_url() {
             let literal = url.split("{{").next().unwrap_or_default();
             if let Some(why) = crate::config::literal_refusal(literal, &config.outbound_allow) {
                 warnings.push(

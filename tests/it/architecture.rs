@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// Every top-level module, in the order data flows (see the README's architecture section).
-const ORDER: [&str; 28] = [
+const ORDER: [&str; 29] = [
     "value",
     "diag",
     "yaml",
@@ -14,8 +14,9 @@ const ORDER: [&str; 28] = [
     "config",
     "outbound",
     "expr",
-    "rules",
     "sources",
+    "actions",
+    "rules",
     "engine",
     "scheduler",
     "state",
