@@ -2,7 +2,7 @@
 //! across them, and reports the keys that violate them.
 //!
 //! Data flows one way, and a module imports only those before it in this list:
-//! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `lifecycle` (pure repair transitions) → `config` → `outbound` → `expr` → `sources`
+//! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `lifecycle` (pure repair transitions) → `outbound` (where invariantd may send) → `config` → `expr` → `sources`
 //! → `actions` (repair action kinds) → `rules` → `engine` → `scheduler` → `state` → `health` → `metrics` → `alert` → `repair` → `api` → `auth` → `context` → `http` → `daemon` →
 //! `cli` → `telemetry`, `report`, `rule_tests`, `demo` → `app` (the only wiring). See the README's
 //! architecture section.

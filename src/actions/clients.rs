@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::config::Allowed;
+use crate::outbound::Allowed;
 
 /// The outbound clients of the repair worker; a change of `outbound.allow` builds new ones.
 pub struct Clients {

@@ -11,7 +11,8 @@ use serde_json::json;
 
 use super::message::Notification;
 use super::receiver::{Receiver, SendError, http_client, post_json};
-use crate::config::{AlertKind, AlertmanagerConfig, Allowed};
+use crate::config::{AlertKind, AlertmanagerConfig};
+use crate::outbound::Allowed;
 
 pub struct Alertmanager {
     url: String,

@@ -12,7 +12,8 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::message::Notification;
 use super::receiver::{Receiver, SEND_TIMEOUT, SendError};
-use crate::config::{Allowed, EmailConfig};
+use crate::config::EmailConfig;
+use crate::outbound::Allowed;
 
 pub struct Email {
     from: Mailbox,

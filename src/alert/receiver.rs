@@ -5,7 +5,7 @@
 use futures_util::future::BoxFuture;
 
 use super::message::Notification;
-use crate::config::Allowed;
+use crate::outbound::Allowed;
 
 /// Why a notification did not get through.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -2,7 +2,8 @@
 //! kind is its own file (beside `email.rs`, `webhook.rs`, `alertmanager.rs`) and one arm here.
 
 use super::receiver::Receiver;
-use crate::config::{Allowed, ReceiverConfig, ReceiverKind};
+use crate::config::{ReceiverConfig, ReceiverKind};
+use crate::outbound::Allowed;
 
 /// The receiver a config describes, sending only where `allow` (`outbound.allow`) lets it.
 /// Fails when a file it needs cannot be read.

@@ -7,7 +7,8 @@ use serde_json::json;
 use super::lifecycle::Event;
 use super::message::Notification;
 use super::receiver::{Receiver, SendError, http_client, post_json};
-use crate::config::{Allowed, WebhookConfig, WebhookFormat};
+use crate::config::{WebhookConfig, WebhookFormat};
+use crate::outbound::Allowed;
 
 pub struct Webhook {
     url: String,

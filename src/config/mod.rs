@@ -17,7 +17,6 @@ use sqlx::sqlite::SqliteConnectOptions;
 
 mod alerting;
 mod daemon;
-mod outbound_allow;
 mod repairs;
 mod sources;
 
@@ -29,11 +28,11 @@ use daemon::{
     check_auth, check_http, check_max_concurrent_runs, check_metrics, check_retention, check_state,
     check_telemetry,
 };
-pub use outbound_allow::{Allowed, Class, class, literal_refusal, parse_allowed, refusal};
 pub use repairs::RepairsConfig;
 pub use sources::connect_options;
 
 use crate::diag::{Diagnostics, Pos};
+use crate::outbound::{Allowed, literal_refusal};
 use crate::yaml::{self, OrderedMap};
 
 pub const DEFAULT_CONFIG_PATH: &str = "invariantd.yaml";
@@ -56,7 +55,7 @@ struct RawConfig {
     metrics: Option<RawMetrics>,
     alerting: Option<alerting::RawAlerting>,
     repairs: Option<repairs::RawRepairs>,
-    outbound: Option<outbound_allow::RawOutbound>,
+    outbound: Option<crate::outbound::RawOutbound>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -363,7 +362,7 @@ fn parse_partial(
     let auth = check_auth(raw.auth.as_ref(), path, &base, env, &mut diags);
     let metric_rule_labels = check_metrics(raw.metrics.as_ref(), path, &mut diags);
     let repairs = repairs::check_repairs(raw.repairs, path, &mut diags);
-    let outbound_allow = outbound_allow::check_outbound(raw.outbound.as_ref(), path, &mut diags);
+    let outbound_allow = crate::outbound::check_outbound(raw.outbound.as_ref(), path, &mut diags);
     let mut alerting =
         alerting::check_alerting(raw.alerting, path, &base, env, &mut diags, &mut secrets);
     let mut refused = Diagnostics::default();
@@ -449,7 +448,10 @@ fn shape() -> yaml::Shape {
         ("metrics", Shape::of::<RawMetrics>(vec![])),
         ("alerting", alerting::shape()),
         ("repairs", Shape::of::<repairs::RawRepairs>(vec![])),
-        ("outbound", Shape::of::<outbound_allow::RawOutbound>(vec![])),
+        (
+            "outbound",
+            Shape::of::<crate::outbound::RawOutbound>(vec![]),
+        ),
     ])
 }
 

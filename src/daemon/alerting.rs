@@ -13,8 +13,9 @@ use tracing::{error, warn};
 
 use super::ServiceResult;
 use super::runner::RunLog;
-use crate::config::{Allowed, ReceiverConfig};
+use crate::config::ReceiverConfig;
 use crate::context::Handle;
+use crate::outbound::Allowed;
 
 /// The least time between two evaluations: many rules finishing at once cost one.
 const MIN_GAP: std::time::Duration = std::time::Duration::from_millis(500);

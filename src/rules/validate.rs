@@ -227,7 +227,7 @@ fn refused_targets(
     for action in repair.map(|r| r.actions.as_slice()).unwrap_or_default() {
         if let Some(url) = action.kind.target_url() {
             let literal = url.split("{{").next().unwrap_or_default();
-            if let Some(why) = crate::config::literal_refusal(literal, &config.outbound_allow) {
+            if let Some(why) = crate::outbound::literal_refusal(literal, &config.outbound_allow) {
                 warnings.push(
                     file,
                     Pos::default(),

@@ -15,7 +15,7 @@ use crate::diag::Diagnostics;
 use crate::yaml;
 
 #[derive(Debug, Deserialize)]
-pub(super) struct RawOutbound {
+pub(crate) struct RawOutbound {
     #[serde(default)]
     allow: Vec<Spanned<String>>,
 }
@@ -111,7 +111,7 @@ pub fn parse_allowed(text: &str) -> Result<Allowed, String> {
     }
 }
 
-pub(super) fn check_outbound(
+pub(crate) fn check_outbound(
     raw: Option<&RawOutbound>,
     path: &Path,
     diags: &mut Diagnostics,

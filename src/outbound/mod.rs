@@ -1,4 +1,4 @@
-//! Where receivers and repair actions may send: `config::refusal` decides (an address that is
+//! Where receivers and repair actions may send: `allow` reads `outbound.allow`, and its `refusal` decides (an address that is
 //! loopback, private, link-local, shared, a cloud metadata service or otherwise not public is
 //! refused unless `outbound.allow` lists it, its network or the host name that led to it); this
 //! module applies it. HTTP clients apply it after DNS resolution, to the very addresses they
@@ -9,7 +9,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Allowed, literal_refusal, refusal};
+mod allow;
+
+pub use allow::{Allowed, Class, class, literal_refusal, parse_allowed, refusal};
+pub(crate) use allow::{RawOutbound, check_outbound};
 
 /// A request refused by `outbound.allow`: not worth retrying until the config changes.
 #[derive(Debug, Clone, thiserror::Error)]
