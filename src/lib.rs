@@ -2,7 +2,8 @@
 //! across them, and reports the keys that violate them.
 //!
 //! Data flows one way, and a module imports only those before it in this list:
-//! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `lifecycle` (pure repair transitions) → `outbound` (where invariantd may send) → `config` → `expr` → `sources`
+//! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `lifecycle` (pure repair transitions) → `outbound` (where invariantd may send) → `notification`
+//! (what an alert announcement says) → `config` → `expr` → `sources`
 //! → `actions` (repair action kinds) → `rules` → `engine` → `scheduler` → `state` → `health` → `metrics` → `alert` → `repair` → `api` → `auth` → `context` → `http` → `daemon` →
 //! `cli` → `telemetry`, `report`, `rule_tests`, `demo` → `app` (the only wiring). See the README's
 //! architecture section.
@@ -24,6 +25,7 @@ pub mod health;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
+pub mod notification;
 pub mod outbound;
 pub mod repair;
 pub mod report;

@@ -9,9 +9,10 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde_json::json;
 
-use super::message::Notification;
 use super::receiver::{Receiver, SendError, http_client, post_json};
-use crate::config::{AlertKind, AlertmanagerConfig};
+use crate::config::AlertmanagerConfig;
+use crate::notification::AlertKind;
+use crate::notification::Notification;
 use crate::outbound::Allowed;
 
 pub struct Alertmanager {
@@ -109,7 +110,7 @@ pub fn alert_json(n: &Notification, now: &str, valid_for: Duration) -> serde_jso
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::message::tests::{firing, repairs_held, resolved};
+    use crate::notification::tests::{firing, repairs_held, resolved};
 
     #[test]
     fn alertmanager_alerts() {

@@ -10,9 +10,9 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::message::Notification;
 use super::receiver::{Receiver, SEND_TIMEOUT, SendError};
 use crate::config::EmailConfig;
+use crate::notification::Notification;
 use crate::outbound::Allowed;
 
 pub struct Email {

@@ -2,7 +2,7 @@
 //! Stored and sent as text (`violation/RULE`, `unknown/RULE`, `stale/RULE`,
 //! `repairs_held/RULE`, `source_down/SOURCE`); read back into this type at the boundary.
 
-use crate::config::AlertKind;
+use crate::notification::AlertKind;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupKey {

@@ -5,32 +5,8 @@
 
 use std::time::Duration;
 
+use crate::notification::Event;
 use crate::state::AlertGroupState;
-
-/// What a group's announcement says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Event {
-    /// The group started failing.
-    Firing,
-    /// Still failing, `repeat_interval` after the last announcement.
-    Repeat,
-    /// Still failing, with more violations than last announced.
-    Grown,
-    /// No longer failing.
-    Resolved,
-}
-
-impl Event {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Event::Firing => "firing",
-            Event::Repeat => "repeat",
-            Event::Grown => "grown",
-            Event::Resolved => "resolved",
-        }
-    }
-}
 
 /// The lifecycle's timing (from `alerting`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,6 @@ pub mod alertmanager;
 pub mod email;
 pub mod group;
 pub mod lifecycle;
-pub mod message;
 pub mod receiver;
 pub mod registry;
 pub mod route;
@@ -36,17 +35,19 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{AlertKind, Config};
+use crate::config::Config;
 use crate::lifecycle::backoff::backoff;
 use crate::metrics::Metrics;
+use crate::notification::AlertKind;
+use crate::notification::Event;
+use crate::notification::{ImpactSum, Notification, Sample};
 use crate::rules::Rule;
 use crate::state::{
     AlertGroupState, OutboxEntry, Silence, StateError, StateStore, ViolationFilter, ViolationState,
 };
 use crate::verdict::{ErrorKind, Outcome};
 use group::GroupKey;
-use lifecycle::{Event, Timing, micros};
-use message::{Notification, Sample};
+use lifecycle::{Timing, micros};
 use receiver::Receiver;
 
 /// What one evaluation looks at besides the store.
@@ -75,7 +76,7 @@ struct Observed {
     rules: Vec<String>,
     last_success_us: Option<i64>,
     oldest_first_seen_us: Option<i64>,
-    impact: Option<message::ImpactSum>,
+    impact: Option<ImpactSum>,
 }
 
 impl Observed {
@@ -142,7 +143,7 @@ async fn observe(
         v.oldest_first_seen_us = snap.oldest_first_seen_us;
         v.impact = rule.impact.as_ref().map(|i| {
             let total = snap.impact.unwrap_or(0.0);
-            message::ImpactSum {
+            ImpactSum {
                 total,
                 unit: i.unit.clone(),
                 display: i.describe(total),

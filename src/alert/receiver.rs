@@ -4,7 +4,7 @@
 
 use futures_util::future::BoxFuture;
 
-use super::message::Notification;
+use crate::notification::Notification;
 use crate::outbound::Allowed;
 
 /// Why a notification did not get through.

@@ -4,10 +4,10 @@
 use futures_util::future::BoxFuture;
 use serde_json::json;
 
-use super::lifecycle::Event;
-use super::message::Notification;
 use super::receiver::{Receiver, SendError, http_client, post_json};
 use crate::config::{WebhookConfig, WebhookFormat};
+use crate::notification::Event;
+use crate::notification::Notification;
 use crate::outbound::Allowed;
 
 pub struct Webhook {
@@ -95,7 +95,7 @@ fn escape_slack(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::message::tests::{firing, resolved};
+    use crate::notification::tests::{firing, resolved};
 
     #[test]
     fn webhook_bodies() {

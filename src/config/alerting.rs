@@ -11,6 +11,7 @@ use serde_saphyr::Spanned;
 
 use super::{Bound, duration_field};
 use crate::diag::{Diagnostic, Diagnostics, Pos};
+use crate::notification::AlertKind;
 use crate::yaml::{self, OrderedMap, Shape};
 
 #[derive(Debug, Deserialize)]
@@ -230,54 +231,6 @@ pub struct Matcher {
 
 /// The fields a matcher may name besides the rules' labels.
 pub const MATCH_FIELDS: [&str; 4] = ["severity", "rule", "kind", "source"];
-/// What an alert is about: `violation` (a rule failing) and the checker's own blindness.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    Violation,
-    Unknown,
-    Stale,
-    SourceDown,
-    RepairsHeld,
-}
-
-impl AlertKind {
-    pub const ALL: [AlertKind; 5] = [
-        AlertKind::Violation,
-        AlertKind::Unknown,
-        AlertKind::Stale,
-        AlertKind::SourceDown,
-        AlertKind::RepairsHeld,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertKind::Violation => "violation",
-            AlertKind::Unknown => "unknown",
-            AlertKind::Stale => "stale",
-            AlertKind::SourceDown => "source_down",
-            AlertKind::RepairsHeld => "repairs_held",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<AlertKind> {
-        AlertKind::ALL.into_iter().find(|k| k.as_str() == text)
-    }
-
-    /// Every kind's name, for messages.
-    pub fn names() -> String {
-        AlertKind::ALL.map(AlertKind::as_str).join(", ")
-    }
-}
-
-impl std::fmt::Display for AlertKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 pub(super) fn check_alerting(
     raw: Option<RawAlerting>,
     path: &Path,

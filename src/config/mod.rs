@@ -21,8 +21,8 @@ mod repairs;
 mod sources;
 
 pub use alerting::{
-    AlertKind, AlertingConfig, AlertmanagerConfig, EmailConfig, MATCH_FIELDS, Matcher,
-    ReceiverConfig, ReceiverKind, RouteConfig, WebhookConfig, WebhookFormat,
+    AlertingConfig, AlertmanagerConfig, EmailConfig, MATCH_FIELDS, Matcher, ReceiverConfig,
+    ReceiverKind, RouteConfig, WebhookConfig, WebhookFormat,
 };
 use daemon::{
     check_auth, check_http, check_max_concurrent_runs, check_metrics, check_retention, check_state,

@@ -5,13 +5,14 @@
 use std::path::{Path, PathBuf};
 
 /// Every top-level module, in the order data flows (see the README's architecture section).
-const ORDER: [&str; 29] = [
+const ORDER: [&str; 30] = [
     "value",
     "diag",
     "yaml",
     "verdict",
     "lifecycle",
     "outbound",
+    "notification",
     "config",
     "expr",
     "sources",

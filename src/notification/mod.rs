@@ -1,16 +1,17 @@
 //! What an announcement says, whatever carries it (`Notification`, stored in the outbox as
 //! JSON): the rule's description, severity and labels, the counts, a sample of keys with their
 //! messages, links and the message's stable id; and how people read it (a subject and a text
-//! body, which email sends as they are). Each receiver's wire format is written in the
-//! receiver's own file (`webhook.rs`, `alertmanager.rs`).
+//! body, which email sends as they are). It knows no receiver: each one writes its own wire
+//! format in its own file (`receivers`).
+
+mod kinds;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::lifecycle::Event;
-use crate::config::AlertKind;
+pub use kinds::{AlertKind, Event};
 
 /// One announcement of an alert group, as queued for every receiver it is routed to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
