@@ -83,6 +83,15 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+/// Choices as a message names them: `a, b or c`.
+pub fn or_list<S: AsRef<str>>(items: &[S]) -> String {
+    let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    match items.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => items.join(""),
+    }
+}
+
 /// The closest candidate by edit distance, when it is close enough to be a likely typo.
 pub fn suggest<'c>(name: &str, candidates: &[&'c str]) -> Option<&'c str> {
     candidates

@@ -2,11 +2,13 @@
 //! across them, and reports the keys that violate them.
 //!
 //! Data flows one way, and a module imports only those before it in this list:
-//! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `lifecycle` (pure repair transitions) → `outbound` (where invariantd may send) → `notification`
-//! (what an alert announcement says) → `config` → `expr` → `sources`
-//! → `actions` (repair action kinds) → `rules` → `engine` → `scheduler` → `state` → `health` → `metrics` → `alert` → `repair` → `api` → `auth` → `context` → `http` → `daemon` →
-//! `cli` → `telemetry`, `report`, `rule_tests`, `demo` → `app` (the only wiring). See the README's
-//! architecture section.
+//! `value`, `diag`, `yaml`, `verdict` (vocabulary) → `lifecycle` (pure repair transitions) →
+//! `outbound` (where invariantd may send) → `notification` (what an announcement says) →
+//! `receivers` (each with its config and wire format) → `config` → `expr` → `sources` →
+//! `actions` (repair action kinds, each with its config) → `rules` → `engine` → `scheduler` →
+//! `state` → `health` → `metrics` → `alert` → `repair` → `api` → `auth` → `context` → `http` →
+//! `daemon` → `cli` → `telemetry`, `report`, `rule_tests`, `demo` → `app` (the only wiring).
+//! See the README's architecture section.
 
 pub mod actions;
 pub mod alert;
@@ -27,6 +29,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod notification;
 pub mod outbound;
+pub mod receivers;
 pub mod repair;
 pub mod report;
 pub mod rule_tests;

@@ -5,6 +5,10 @@
 //! Unknown fields are found in a pass of their own (`unknown_fields`, against a `Shape` built
 //! from the raw structs' own field lists), so that one does not stop the typed parse: the raw
 //! structs ignore unknown keys, and every other error of the document is still reported.
+//!
+//! Helpers every section uses: duration fields with their bounds (`duration_field`), and
+//! `Tagged`, which reads a mapping whose kind is one of its keys into an externally tagged
+//! enum (`sql: {…}`, `webhook: {…}`).
 
 use std::path::Path;
 
@@ -484,6 +488,141 @@ mod tests {
             let parsed: E = parse_document(&docs[0]).unwrap();
             let p = pos_in_scalar(&docs[0], &parsed.e, offset);
             assert_eq!((p.line, p.column), want, "{text:?}");
+        }
+    }
+}
+
+/// The longest a duration may be where it is used, and how the error writes it.
+pub type Bound = (std::time::Duration, &'static str);
+
+/// A duration field: `default` when absent; zero, longer than `max`, or not a duration is an
+/// error where it is written.
+pub fn duration_field(
+    value: Option<&Spanned<String>>,
+    default: std::time::Duration,
+    (max, max_text): Bound,
+    what: &str,
+    path: &std::path::Path,
+    diags: &mut Diagnostics,
+) -> std::time::Duration {
+    let Some(v) = value else { return default };
+    match humantime::parse_duration(&v.value) {
+        Ok(d) if d.is_zero() => {
+            diags.push(path, pos(v, 0), format!("{what} must be greater than zero"));
+            default
+        }
+        Ok(d) if d > max => {
+            diags.push(
+                path,
+                pos(v, 0),
+                format!(
+                    "{what}: `{}` is longer than the maximum of {max_text}",
+                    v.value
+                ),
+            );
+            default
+        }
+        Ok(d) => d,
+        Err(_) => {
+            diags.push(
+                path,
+                pos(v, 0),
+                format!(
+                    "{what}: invalid duration `{}`; write it like 30s or 5m",
+                    v.value
+                ),
+            );
+            default
+        }
+    }
+}
+
+/// Reads a mapping value as the variant, named `tag`, of an externally tagged enum `T`: for a
+/// mapping whose kind is one of its keys (`sql: {…}` beside `idempotent: true`). The value's
+/// own deserializer is passed through, so positions (`Spanned`) inside it survive.
+pub struct Tagged<T> {
+    tag: String,
+    of: std::marker::PhantomData<T>,
+}
+
+impl<T> Tagged<T> {
+    pub fn new(tag: String) -> Tagged<T> {
+        Tagged {
+            tag,
+            of: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::de::DeserializeSeed<'de> for Tagged<T> {
+    type Value = T;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        T::deserialize(tagged::Enum {
+            tag: self.tag,
+            value: d,
+        })
+    }
+}
+
+mod tagged {
+    use serde::de::{
+        DeserializeSeed, Deserializer, EnumAccess, IntoDeserializer, VariantAccess, Visitor,
+    };
+    use serde::{Deserialize, forward_to_deserialize_any};
+
+    /// An externally tagged enum value whose tag was already read.
+    pub(super) struct Enum<D> {
+        pub tag: String,
+        pub value: D,
+    }
+
+    impl<'de, D: Deserializer<'de>> Deserializer<'de> for Enum<D> {
+        type Error = D::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+            visitor.visit_enum(self)
+        }
+        forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+            identifier ignored_any
+        }
+    }
+
+    impl<'de, D: Deserializer<'de>> EnumAccess<'de> for Enum<D> {
+        type Error = D::Error;
+        type Variant = Content<D>;
+        fn variant_seed<S: DeserializeSeed<'de>>(
+            self,
+            seed: S,
+        ) -> Result<(S::Value, Content<D>), D::Error> {
+            let tag: serde::de::value::StringDeserializer<D::Error> = self.tag.into_deserializer();
+            Ok((seed.deserialize(tag)?, Content(self.value)))
+        }
+    }
+
+    /// The value of a tagged enum.
+    pub(super) struct Content<D>(D);
+
+    impl<'de, D: Deserializer<'de>> VariantAccess<'de> for Content<D> {
+        type Error = D::Error;
+        fn unit_variant(self) -> Result<(), D::Error> {
+            Deserialize::deserialize(self.0)
+        }
+        fn newtype_variant_seed<T: DeserializeSeed<'de>>(
+            self,
+            seed: T,
+        ) -> Result<T::Value, D::Error> {
+            seed.deserialize(self.0)
+        }
+        fn tuple_variant<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, D::Error> {
+            self.0.deserialize_tuple(len, v)
+        }
+        fn struct_variant<V: Visitor<'de>>(
+            self,
+            fields: &'static [&'static str],
+            v: V,
+        ) -> Result<V::Value, D::Error> {
+            self.0.deserialize_struct("", fields, v)
         }
     }
 }

@@ -7,11 +7,8 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::de::{
-    self, DeserializeSeed, Deserializer, EnumAccess, IgnoredAny, IntoDeserializer, MapAccess,
-    VariantAccess, Visitor,
-};
-use serde::{Deserialize, forward_to_deserialize_any};
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use super::template::json_templates;
@@ -46,7 +43,8 @@ impl<'de> Deserialize<'de> for RawAction {
                     if key == "idempotent" {
                         out.idempotent = map.next_value()?;
                     } else if is_kind(&key) {
-                        out.kinds.push(map.next_value_seed(KindSeed(key))?);
+                        out.kinds
+                            .push(map.next_value_seed(yaml::Tagged::<RawKind>::new(key))?);
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -55,73 +53,6 @@ impl<'de> Deserialize<'de> for RawAction {
             }
         }
         d.deserialize_map(V)
-    }
-}
-
-/// Reads the value of a kind key as `RawKind`'s variant of that name: the value's own
-/// deserializer is passed through, so positions (`Spanned`) survive.
-struct KindSeed(String);
-
-impl<'de> DeserializeSeed<'de> for KindSeed {
-    type Value = RawKind;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawKind, D::Error> {
-        RawKind::deserialize(Tagged {
-            tag: self.0,
-            value: d,
-        })
-    }
-}
-
-/// An externally tagged enum value whose tag was already read.
-struct Tagged<D> {
-    tag: String,
-    value: D,
-}
-
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for Tagged<D> {
-    type Error = D::Error;
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        visitor.visit_enum(self)
-    }
-    forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
-        identifier ignored_any
-    }
-}
-
-impl<'de, D: Deserializer<'de>> EnumAccess<'de> for Tagged<D> {
-    type Error = D::Error;
-    type Variant = Content<D>;
-    fn variant_seed<S: DeserializeSeed<'de>>(
-        self,
-        seed: S,
-    ) -> Result<(S::Value, Content<D>), D::Error> {
-        let tag: de::value::StringDeserializer<D::Error> = self.tag.into_deserializer();
-        Ok((seed.deserialize(tag)?, Content(self.value)))
-    }
-}
-
-/// The value of a tagged enum.
-struct Content<D>(D);
-
-impl<'de, D: Deserializer<'de>> VariantAccess<'de> for Content<D> {
-    type Error = D::Error;
-    fn unit_variant(self) -> Result<(), D::Error> {
-        Deserialize::deserialize(self.0)
-    }
-    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, D::Error> {
-        seed.deserialize(self.0)
-    }
-    fn tuple_variant<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, D::Error> {
-        self.0.deserialize_tuple(len, v)
-    }
-    fn struct_variant<V: Visitor<'de>>(
-        self,
-        fields: &'static [&'static str],
-        v: V,
-    ) -> Result<V::Value, D::Error> {
-        self.0.deserialize_struct("", fields, v)
     }
 }
 

@@ -148,10 +148,7 @@ fn kind_list() -> String {
         .iter()
         .map(|k| format!("`{k}`"))
         .collect();
-    match names.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        _ => names.join(""),
-    }
+    crate::diag::or_list(&names)
 }
 
 /// What a planned action will do, as an approver reads it: the rule's fixed parts with this

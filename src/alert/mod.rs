@@ -5,11 +5,11 @@
 //! that cannot be judged (`unknown/RULE`, with the typed error kind) or has not succeeded for
 //! long (`stale/RULE`), one per source down (`source_down/SOURCE`) — never one per key.
 //! `evaluate` observes every group, steps its lifecycle (`lifecycle`), and for each
-//! announcement renders a `Notification` (`message`), routes it (`route`) and queues it in
+//! announcement renders a `Notification` (`notification`), routes it (`route`) and queues it in
 //! the state store's outbox for each receiver, in the same transaction as the group's new
 //! state. `deliver` sends a receiver's queue in order, retrying failures with backoff and
-//! jitter; each receiver has its own, so one that is down delays no other. Receivers
-//! (`email`, `webhook`, `alertmanager`) implement `receiver::Receiver`.
+//! jitter; each receiver has its own, so one that is down delays no other. Receivers, each
+//! with its config and wire format, are `receivers`.
 //!
 //! A rule unknown because a source is down is covered by that source's alert, not alerted
 //! again; a run cancelled by a shutdown is not an incident. A silence that matches a group
@@ -17,14 +17,9 @@
 //! firing when the silence ends is announced then); one for a key takes that key's violation
 //! out of its group's count and sample.
 
-pub mod alertmanager;
-pub mod email;
 pub mod group;
 pub mod lifecycle;
-pub mod receiver;
-pub mod registry;
 pub mod route;
-pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::notification::AlertKind;
 use crate::notification::Event;
 use crate::notification::{ImpactSum, Notification, Sample};
+use crate::receivers::Receiver;
 use crate::rules::Rule;
 use crate::state::{
     AlertGroupState, OutboxEntry, Silence, StateError, StateStore, ViolationFilter, ViolationState,
@@ -48,7 +44,6 @@ use crate::state::{
 use crate::verdict::{ErrorKind, Outcome};
 use group::GroupKey;
 use lifecycle::{Timing, micros};
-use receiver::Receiver;
 
 /// What one evaluation looks at besides the store.
 pub struct Inputs<'a> {

@@ -223,7 +223,7 @@ pub(super) fn check_metrics(
     {
         let at = yaml::pos(name, 0);
         let n = name.value.as_str();
-        if !super::valid_label_name(n) {
+        if !crate::notification::valid_label_name(n) {
             diags.push(
                 path,
                 at,

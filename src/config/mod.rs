@@ -20,10 +20,7 @@ mod daemon;
 mod repairs;
 mod sources;
 
-pub use alerting::{
-    AlertingConfig, AlertmanagerConfig, EmailConfig, MATCH_FIELDS, Matcher, ReceiverConfig,
-    ReceiverKind, RouteConfig, WebhookConfig, WebhookFormat,
-};
+pub use alerting::{AlertingConfig, MATCH_FIELDS, Matcher, ReceiverConfig, RouteConfig};
 use daemon::{
     check_auth, check_http, check_max_concurrent_runs, check_metrics, check_retention, check_state,
     check_telemetry,
@@ -34,6 +31,7 @@ pub use sources::connect_options;
 use crate::diag::{Diagnostics, Pos};
 use crate::outbound::{Allowed, literal_refusal};
 use crate::yaml::{self, OrderedMap};
+use crate::yaml::{Bound, duration_field};
 
 pub const DEFAULT_CONFIG_PATH: &str = "invariantd.yaml";
 const DEFAULT_MAX_CONNECTIONS: u32 = 4;
@@ -367,12 +365,7 @@ fn parse_partial(
         alerting::check_alerting(raw.alerting, path, &base, env, &mut diags, &mut secrets);
     let mut refused = Diagnostics::default();
     for r in &alerting.receivers {
-        let url = match &r.kind {
-            ReceiverKind::Email(e) => &e.smtp,
-            ReceiverKind::Webhook(w) => &w.url,
-            ReceiverKind::Alertmanager(a) => &a.url,
-        };
-        if let Some(why) = literal_refusal(url, &outbound_allow) {
+        if let Some(why) = literal_refusal(r.kind.target(), &outbound_allow) {
             let message = format!("alerting.receivers.{}: its alerts will be {why}", r.name);
             refused.push(path, Pos::default(), message);
         }
@@ -422,16 +415,6 @@ fn parse_partial(
     (config, diags)
 }
 
-/// A Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`) not reserved by Prometheus (`__…`).
-pub fn valid_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
-        && !name.starts_with("__")
-}
-
 /// The fields the config file may have, section by section: anything else is an unknown field.
 /// The raw structs ignore unknown keys, so one typo does not hide the file's other errors.
 fn shape() -> yaml::Shape {
@@ -469,53 +452,6 @@ pub fn valid_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
-
-fn duration_field(
-    value: Option<&Spanned<String>>,
-    default: Duration,
-    (max, max_text): Bound,
-    what: &str,
-    path: &Path,
-    diags: &mut Diagnostics,
-) -> Duration {
-    let Some(v) = value else { return default };
-    match humantime::parse_duration(&v.value) {
-        Ok(d) if d.is_zero() => {
-            diags.push(
-                path,
-                yaml::pos(v, 0),
-                format!("{what} must be greater than zero"),
-            );
-            default
-        }
-        Ok(d) if d > max => {
-            diags.push(
-                path,
-                yaml::pos(v, 0),
-                format!(
-                    "{what}: `{}` is longer than the maximum of {max_text}",
-                    v.value
-                ),
-            );
-            default
-        }
-        Ok(d) => d,
-        Err(_) => {
-            diags.push(
-                path,
-                yaml::pos(v, 0),
-                format!(
-                    "{what}: invalid duration `{}`; write it like 30s or 5m",
-                    v.value
-                ),
-            );
-            default
-        }
-    }
-}
-
-/// The longest a duration may be where it is used, and how the error writes it.
-type Bound = (Duration, &'static str);
 
 const DAY: u64 = 24 * 3600;
 /// PostgreSQL takes a statement timeout in milliseconds as a 32-bit integer (24 days).
@@ -617,6 +553,52 @@ rules: [rules/, extra.yaml]
         assert!(
             msg.starts_with("c.yaml:2:1: unknown field `sorces`"),
             "{msg}"
+        );
+    }
+
+    /// A receiver's kind is its one key; each kind checks its own fields where they are
+    /// written; and two receivers differing only in a secret are different (a reload that
+    /// changes a webhook's secret path replaces the receiver), though neither prints it.
+    #[test]
+    fn a_receiver_is_exactly_one_kind_by_its_key() {
+        let text = r#"
+alerting:
+  receivers:
+    two: { webhook: { url: "http://a.example/x" }, email: { smtp: "smtp://m.example", to: [a@example.com] } }
+    none: { pager: { number: 1 } }
+    bad: { alertmanager: { url: "ftp://am.example", resend_interval: soon } }
+"#;
+        let err = parse(Path::new("c.yaml"), text, &env).unwrap_err();
+        let lines: Vec<String> = err.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "c.yaml:5:13: unknown field `pager`, expected one of email, webhook, alertmanager",
+                "c.yaml:4:5: alerting.receivers.two: give exactly one of email, webhook or alertmanager",
+                "c.yaml:5:5: alerting.receivers.none: give exactly one of email, webhook or alertmanager",
+                "c.yaml:6:33: alerting.receivers.bad.url: `ftp://am.example` is not an http:// or https:// URL",
+                "c.yaml:6:70: alerting.receivers.bad.resend_interval: invalid duration `soon`; write it like 30s or 5m",
+            ]
+        );
+        let hooks = |path: &str| {
+            let text = format!(
+                "alerting:\n  receivers:\n    h: {{ webhook: {{ url: \"https://hooks.example/{path}\", format: slack }} }}\n    am: {{ alertmanager: {{ url: \"http://am.example\" }} }}\n  routes: [{{ receivers: [h, am] }}]\n"
+            );
+            parse(Path::new("c.yaml"), &text, &env).unwrap().alerting
+        };
+        let (a, b) = (hooks("T0/SECRET1"), hooks("T0/SECRET2"));
+        assert_eq!(
+            format!("{:?}", a.receivers[0]),
+            format!("{:?}", b.receivers[0])
+        );
+        assert!(!format!("{a:?}").contains("SECRET"));
+        assert_ne!(a.receivers[0], b.receivers[0]);
+        assert_eq!(a.receivers[1], b.receivers[1]);
+        assert_eq!(a.receivers[0].kind.kind(), "webhook");
+        assert_eq!(a.receivers[0].kind.resend_interval(), None);
+        assert_eq!(
+            a.receivers[1].kind.resend_interval(),
+            Some(crate::receivers::DEFAULT_RESEND_INTERVAL)
         );
     }
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::{Bound, duration_field};
 use crate::diag::Diagnostics;
 use crate::yaml;
+use crate::yaml::{Bound, duration_field};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct RawRepairs {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::auth::Tokens;
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, ReceiverConfig, SourceConfig};
 use crate::rules::Rule;
 
 /// Names added, changed and removed, each in name order.
@@ -21,7 +21,7 @@ pub struct Changes {
 
 impl Changes {
     /// From each side's (name, version) pairs.
-    fn between(old: BTreeMap<&str, String>, new: BTreeMap<&str, String>) -> Changes {
+    fn between<V: PartialEq>(old: BTreeMap<&str, V>, new: BTreeMap<&str, V>) -> Changes {
         let mut out = Changes::default();
         for (name, version) in &new {
             match old.get(name) {
@@ -102,11 +102,12 @@ fn rules(rs: &[Rule]) -> BTreeMap<&str, String> {
         .collect()
 }
 
-fn receivers(c: &Config) -> BTreeMap<&str, String> {
+/// Receivers compare whole, secrets included (their `Debug` form hides those).
+fn receivers(c: &Config) -> BTreeMap<&str, &ReceiverConfig> {
     c.alerting
         .receivers
         .iter()
-        .map(|r| (r.name.as_str(), format!("{r:?}")))
+        .map(|r| (r.name.as_str(), r))
         .collect()
 }
 

@@ -85,7 +85,7 @@ pub async fn delivery(
             if running.contains_key(&config.name) {
                 continue;
             }
-            let receiver = match crate::alert::registry::build(config, allow) {
+            let receiver = match config.kind.build(allow) {
                 Ok(r) => r,
                 Err(e) => {
                     // Its notifications stay queued until a reload fixes it.

@@ -266,6 +266,16 @@ pub fn age_text(seconds: i64) -> String {
 }
 
 /// Slack treats `&`, `<` and `>` as markup.
+/// A Prometheus label name, which rule labels must be to become metric and Alertmanager labels: (`[a-zA-Z_][a-zA-Z0-9_]*`) not reserved by Prometheus (`__…`).
+pub fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+        && !name.starts_with("__")
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// Every top-level module, in the order data flows (see the README's architecture section).
-const ORDER: [&str; 30] = [
+const ORDER: [&str; 31] = [
     "value",
     "diag",
     "yaml",
@@ -13,6 +13,7 @@ const ORDER: [&str; 30] = [
     "lifecycle",
     "outbound",
     "notification",
+    "receivers",
     "config",
     "expr",
     "sources",

@@ -1,33 +1,12 @@
-//! The `Receiver` trait every kind of receiver implements — send one notification, say
-//! whether a failure is worth retrying — and what the HTTP receivers share. Building a
-//! receiver from its config is `registry.rs`.
+//! What the receivers share: the send timeout, an HTTP client that goes only where
+//! `outbound.allow` lets it and follows no redirect, posting JSON, describing a failure
+//! without the URL, and checking and printing URLs without their secrets.
 
-use futures_util::future::BoxFuture;
+use std::path::Path;
 
-use crate::notification::Notification;
+use super::SendError;
+use crate::diag::{Diagnostics, Pos};
 use crate::outbound::Allowed;
-
-/// Why a notification did not get through.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct SendError {
-    pub message: String,
-}
-
-impl SendError {
-    pub fn new(message: impl Into<String>) -> SendError {
-        SendError {
-            message: message.into(),
-        }
-    }
-}
-
-/// Somewhere notifications go.
-pub trait Receiver: Send + Sync {
-    /// Delivers one notification. Sending the same notification (same `id`) twice must be
-    /// harmless for the receiver: every format carries the id to deduplicate on.
-    fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>>;
-}
 
 /// How long one delivery attempt may take, connection included.
 pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -91,4 +70,49 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
         Some(c) => format!("{what}: {c}"),
         None => what,
     }
+}
+
+/// Whether `url` is an http:// or https:// URL with a host; an error at `at` if not.
+pub fn check_http_url(
+    url: &str,
+    what: &str,
+    at: Pos,
+    path: &Path,
+    diags: &mut Diagnostics,
+) -> bool {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => true,
+        _ => {
+            diags.push(
+                path,
+                at,
+                format!(
+                    "{what}: `{}` is not an http:// or https:// URL",
+                    redact_url(url)
+                ),
+            );
+            false
+        }
+    }
+}
+
+/// Only where a URL goes (scheme, host, port): its user, password, path and query may hold
+/// secrets (a Slack webhook's path is one), so they are never printed.
+pub(super) fn url_origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}/…",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        Err(_) => "<invalid URL>".into(),
+    }
+}
+
+/// A URL with its password, if any, replaced by `***`.
+pub(super) fn redact_url(url: &str) -> String {
+    let mut secrets = crate::value::Secrets::default();
+    secrets.add_url_password(url);
+    secrets.redact(url).into_owned()
 }

@@ -1,14 +1,111 @@
 //! The `webhook` receiver: a JSON POST of invariantd's own body, or a Slack-compatible one,
 //! with the message id as the `Idempotency-Key` header. Both bodies are written here.
 
-use futures_util::future::BoxFuture;
-use serde_json::json;
+use std::any::Any;
+use std::sync::Arc;
 
-use super::receiver::{Receiver, SendError, http_client, post_json};
-use crate::config::{WebhookConfig, WebhookFormat};
-use crate::notification::Event;
-use crate::notification::Notification;
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::json;
+use serde_saphyr::Spanned;
+
+use super::send::{check_http_url, http_client, post_json, url_origin};
+use super::{Checker, Configure, Receiver, ReceiverKind, SendError, same_as};
+use crate::diag::Diagnostics;
+use crate::notification::{Event, Notification};
 use crate::outbound::Allowed;
+use crate::value::Secrets;
+use crate::yaml::{self, Shape};
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawWebhook {
+    url: Spanned<String>,
+    format: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// invariantd's own JSON body (documented in the README).
+    Json,
+    /// A Slack incoming-webhook body (`text` and `blocks`), which Mattermost and others take.
+    Slack,
+}
+
+/// A checked `webhook` receiver.
+#[derive(Clone, PartialEq)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub format: WebhookFormat,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &url_origin(&self.url))
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+impl Configure for RawWebhook {
+    fn shape() -> Shape {
+        Shape::of::<RawWebhook>(vec![])
+    }
+
+    fn check(
+        self,
+        c: &Checker<'_>,
+        diags: &mut Diagnostics,
+        _secrets: &mut Secrets,
+    ) -> Arc<dyn ReceiverKind> {
+        let (w, what, path, env) = (self, c.what, c.path, c.env);
+        let url = yaml::expand_spanned(&w.url, &format!("{what}.url"), path, 0, env, diags);
+        if !url.is_empty() {
+            check_http_url(
+                &url,
+                &format!("{what}.url"),
+                yaml::pos(&w.url, 0),
+                path,
+                diags,
+            );
+        }
+        let format = match w.format.as_ref().map(|f| f.value.as_str()) {
+            None | Some("json") => WebhookFormat::Json,
+            Some("slack") => WebhookFormat::Slack,
+            Some(other) => {
+                diags.push(
+                    path,
+                    yaml::pos(w.format.as_ref().expect("format is set"), 0),
+                    format!("{what}.format: `{other}` is not json or slack"),
+                );
+                WebhookFormat::Json
+            }
+        };
+        Arc::new(WebhookConfig { url, format })
+    }
+}
+
+impl ReceiverKind for WebhookConfig {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn target(&self) -> &str {
+        &self.url
+    }
+
+    fn build(&self, allow: &[Allowed]) -> Result<Box<dyn Receiver>, String> {
+        Ok(Box::new(Webhook::new(self, allow)?))
+    }
+
+    fn same(&self, other: &dyn ReceiverKind) -> bool {
+        same_as(self, other)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
 
 pub struct Webhook {
     url: String,

@@ -6,14 +6,104 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-use serde_json::json;
+use std::any::Any;
+use std::sync::Arc;
 
-use super::receiver::{Receiver, SendError, http_client, post_json};
-use crate::config::AlertmanagerConfig;
-use crate::notification::AlertKind;
-use crate::notification::Notification;
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::json;
+use serde_saphyr::Spanned;
+
+use super::send::{check_http_url, http_client, post_json};
+use super::{Checker, Configure, Receiver, ReceiverKind, SendError, same_as};
+use crate::diag::Diagnostics;
+use crate::notification::{AlertKind, Notification};
 use crate::outbound::Allowed;
+use crate::value::Secrets;
+use crate::yaml::{self, Bound, Shape, duration_field};
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawAlertmanager {
+    url: Spanned<String>,
+    resend_interval: Option<Spanned<String>>,
+}
+
+/// A checked `alertmanager` receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertmanagerConfig {
+    /// Alertmanager's base URL; alerts are posted to `/api/v2/alerts` under it.
+    pub url: String,
+    /// How often firing alerts are sent again, as Alertmanager expects from its clients.
+    pub resend_interval: Duration,
+}
+
+/// How often firing alerts are sent again by default.
+pub const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(60);
+const MAX_RESEND_INTERVAL: Bound = (Duration::from_secs(30 * 24 * 3600), "30d");
+
+impl Configure for RawAlertmanager {
+    fn shape() -> Shape {
+        Shape::of::<RawAlertmanager>(vec![])
+    }
+
+    fn check(
+        self,
+        c: &Checker<'_>,
+        diags: &mut Diagnostics,
+        _secrets: &mut Secrets,
+    ) -> Arc<dyn ReceiverKind> {
+        let (a, what, path, env) = (self, c.what, c.path, c.env);
+        let url = yaml::expand_spanned(&a.url, &format!("{what}.url"), path, 0, env, diags);
+        if !url.is_empty() {
+            check_http_url(
+                &url,
+                &format!("{what}.url"),
+                yaml::pos(&a.url, 0),
+                path,
+                diags,
+            );
+        }
+        let resend_interval = duration_field(
+            a.resend_interval.as_ref(),
+            DEFAULT_RESEND_INTERVAL,
+            MAX_RESEND_INTERVAL,
+            &format!("{what}.resend_interval"),
+            path,
+            diags,
+        );
+        Arc::new(AlertmanagerConfig {
+            url: url.trim_end_matches('/').to_string(),
+            resend_interval,
+        })
+    }
+}
+
+impl ReceiverKind for AlertmanagerConfig {
+    fn kind(&self) -> &'static str {
+        "alertmanager"
+    }
+
+    fn target(&self) -> &str {
+        &self.url
+    }
+
+    /// Alertmanager ends an alert at its `endsAt`: a firing one is sent again while it fires.
+    fn resend_interval(&self) -> Option<Duration> {
+        Some(self.resend_interval)
+    }
+
+    fn build(&self, allow: &[Allowed]) -> Result<Box<dyn Receiver>, String> {
+        Ok(Box::new(Alertmanager::new(self, allow)?))
+    }
+
+    fn same(&self, other: &dyn ReceiverKind) -> bool {
+        same_as(self, other)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
 
 pub struct Alertmanager {
     url: String,
@@ -52,7 +142,7 @@ pub fn labels(n: &Notification) -> BTreeMap<String, String> {
     let mut labels: BTreeMap<String, String> = n
         .labels
         .iter()
-        .filter(|(k, _)| *k != "runbook_url" && crate::config::valid_label_name(k))
+        .filter(|(k, _)| *k != "runbook_url" && crate::notification::valid_label_name(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let alertname = match n.kind {
