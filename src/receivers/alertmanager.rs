@@ -14,13 +14,13 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_saphyr::Spanned;
 
-use super::send::{check_http_url, http_client, post_json};
+use super::send::{http_client, post_json};
 use super::{Checker, Configure, Receiver, ReceiverKind, SendError, same_as};
 use crate::diag::Diagnostics;
 use crate::notification::{AlertKind, Notification};
 use crate::outbound::Allowed;
 use crate::value::Secrets;
-use crate::yaml::{self, Bound, Shape, duration_field};
+use crate::yaml::{Bound, Shape, duration_field};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct RawAlertmanager {
@@ -52,17 +52,8 @@ impl Configure for RawAlertmanager {
         diags: &mut Diagnostics,
         _secrets: &mut Secrets,
     ) -> Arc<dyn ReceiverKind> {
-        let (a, what, path, env) = (self, c.what, c.path, c.env);
-        let url = yaml::expand_spanned(&a.url, &format!("{what}.url"), path, 0, env, diags);
-        if !url.is_empty() {
-            check_http_url(
-                &url,
-                &format!("{what}.url"),
-                yaml::pos(&a.url, 0),
-                path,
-                diags,
-            );
-        }
+        let (a, what, path) = (self, c.what, c.path);
+        let url = c.http_url(&a.url, diags);
         let resend_interval = duration_field(
             a.resend_interval.as_ref(),
             DEFAULT_RESEND_INTERVAL,

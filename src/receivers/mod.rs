@@ -93,6 +93,18 @@ pub struct Checker<'a> {
     pub at: Pos,
 }
 
+impl Checker<'_> {
+    /// A `url` field: expanded, and an http:// or https:// URL with a host.
+    fn http_url(&self, url: &serde_saphyr::Spanned<String>, diags: &mut Diagnostics) -> String {
+        let what = format!("{}.url", self.what);
+        let expanded = yaml::expand_spanned(url, &what, self.path, 0, self.env, diags);
+        if !expanded.is_empty() {
+            check_http_url(&expanded, &what, yaml::pos(url, 0), self.path, diags);
+        }
+        expanded
+    }
+}
+
 /// A kind's configuration as read from `alerting.receivers`.
 trait Configure: DeserializeOwned {
     /// Its shape, for finding unknown fields.

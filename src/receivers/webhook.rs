@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_saphyr::Spanned;
 
-use super::send::{check_http_url, http_client, post_json, url_origin};
+use super::send::{http_client, post_json, url_origin};
 use super::{Checker, Configure, Receiver, ReceiverKind, SendError, same_as};
 use crate::diag::Diagnostics;
 use crate::notification::{Event, Notification};
@@ -58,17 +58,8 @@ impl Configure for RawWebhook {
         diags: &mut Diagnostics,
         _secrets: &mut Secrets,
     ) -> Arc<dyn ReceiverKind> {
-        let (w, what, path, env) = (self, c.what, c.path, c.env);
-        let url = yaml::expand_spanned(&w.url, &format!("{what}.url"), path, 0, env, diags);
-        if !url.is_empty() {
-            check_http_url(
-                &url,
-                &format!("{what}.url"),
-                yaml::pos(&w.url, 0),
-                path,
-                diags,
-            );
-        }
+        let (w, what, path) = (self, c.what, c.path);
+        let url = c.http_url(&w.url, diags);
         let format = match w.format.as_ref().map(|f| f.value.as_str()) {
             None | Some("json") => WebhookFormat::Json,
             Some("slack") => WebhookFormat::Slack,
