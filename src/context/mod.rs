@@ -86,6 +86,15 @@ pub struct Context {
     pub health: Arc<Health>,
 }
 
+/// A reload worked out against the generation in force (`Context::reload`), to be applied.
+pub struct Reload {
+    config: Config,
+    rules: Vec<Rule>,
+    tokens: Tokens,
+    /// What it adds, changes and removes.
+    pub diff: ReloadDiff,
+}
+
 impl Context {
     /// Reads the tokens file, opens the state store (migrating it) and restores the metrics.
     pub async fn start(config: Config, rules: Vec<Rule>) -> Result<Context, StartError> {
@@ -119,26 +128,50 @@ impl Context {
         })
     }
 
-    /// The next generation: new config and rules on the same store, metrics and health, the
-    /// unchanged sources' pools kept; and what changed.
-    pub async fn reloaded(
-        &self,
-        mut config: Config,
-        rules: Vec<Rule>,
-    ) -> Result<(Context, ReloadDiff), StartError> {
+    /// The next generation and what changes, worked out once, before anything stops: a
+    /// tokens file that cannot be read refuses the reload here.
+    pub fn reload(&self, mut config: Config, rules: Vec<Rule>) -> Result<Reload, StartError> {
         if self.config.repairs.dry_run_forced {
             config.repairs.dry_run = true;
             config.repairs.dry_run_forced = true;
         }
         let tokens = tokens(&config)?;
-        let secrets = secrets(&config, &tokens);
-        if config.http_listen != self.config.http_listen {
-            tracing::warn!("A new http.listen takes effect at the next restart.");
-        }
         let diff = ReloadDiff::between(
             (&self.config, &self.rules, &self.tokens),
             (&config, &rules, &tokens),
         );
+        Ok(Reload {
+            config,
+            rules,
+            tokens,
+            diff,
+        })
+    }
+
+    /// `reload` and `apply` in one step; and what changed.
+    pub async fn reloaded(
+        &self,
+        config: Config,
+        rules: Vec<Rule>,
+    ) -> Result<(Context, ReloadDiff), StartError> {
+        let reload = self.reload(config, rules)?;
+        let diff = reload.diff.clone();
+        Ok((self.apply(reload).await?, diff))
+    }
+
+    /// The next generation: new config and rules on the same store, metrics and health, the
+    /// unchanged sources' pools kept.
+    pub async fn apply(&self, reload: Reload) -> Result<Context, StartError> {
+        let Reload {
+            config,
+            rules,
+            tokens,
+            diff,
+        } = reload;
+        let secrets = secrets(&config, &tokens);
+        if config.http_listen != self.config.http_listen {
+            tracing::warn!("A new http.listen takes effect at the next restart.");
+        }
         let sources: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
         self.health.keep_sources(&sources);
         // The series of rules removed or changed go; those of the new and changed rules come
@@ -170,7 +203,7 @@ impl Context {
             metrics: self.metrics.clone(),
             health: self.health.clone(),
         };
-        Ok((context, diff))
+        Ok(context)
     }
 
     pub fn rule(&self, name: &str) -> Option<&Rule> {

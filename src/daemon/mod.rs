@@ -392,43 +392,7 @@ async fn scheduler(
                 let Some(swap) = swap else { break };
                 // Loaded and checked before anything stops: an invalid set is refused and the
                 // old one keeps running untouched.
-                let path = handle.current().config.path.clone();
-                let result = match crate::context::load(&path) {
-                    Err(diags) => {
-                        for d in &diags.0 {
-                            error!(error = %d, "Reload refused.");
-                        }
-                        Err(ReloadError::Invalid(diags))
-                    }
-                    Ok((config, rules)) => {
-                        // The loops of rules removed or changed stop (their runs finish
-                        // first, so no rule overlaps itself and their series are rebuilt from
-                        // a store no run of theirs still writes to); the others go on.
-                        let current = handle.current();
-                        let preview = crate::context::ReloadDiff::between(
-                            (&current.config, &current.rules, &current.tokens),
-                            (&config, &rules, &current.tokens),
-                        );
-                        let ending = touched(&current.rules, &preview.rules);
-                        loops.stop(&ending).await?;
-                        match current.reloaded(config, rules).await {
-                            Ok((next, changes)) => {
-                                log_warnings(&next);
-                                let rules = next.rules.len();
-                                let starting = touched(&next.rules, &changes.rules);
-                                handle.replace(Arc::new(next));
-                                loops.start(&handle, &starting, &abort, &log);
-                                info!(rules, changes = %serde_json::json!(changes), "Reloaded config and rules.");
-                                Ok(Reloaded { rules, changes })
-                            }
-                            Err(e) => {
-                                error!(error = %e, "Reload failed; the previous rules keep running.");
-                                loops.start(&handle, &ending, &abort, &log);
-                                Err(ReloadError::Failed(e.to_string()))
-                            }
-                        }
-                    }
-                };
+                let result = reload(&handle, &mut loops, &abort, &log).await?;
                 // One audit entry per reload, with who asked and what came of it.
                 let outcome = match &result {
                     Ok(r) => serde_json::json!({ "reloaded": true, "rules": r.rules, "changes": r.changes }),
@@ -458,6 +422,54 @@ async fn scheduler(
         );
     }
     Ok(())
+}
+
+/// Loads and checks the config and rules on disk, works out what changes (once), stops the
+/// loops of rules removed or changed, puts the new generation in force and starts the loops of
+/// rules added or changed. An invalid set, or one that cannot be put in force, leaves the old
+/// one running. The outer error ends the scheduler (a loop that could not be stopped).
+async fn reload(
+    handle: &Arc<Handle>,
+    loops: &mut Loops,
+    abort: &CancellationToken,
+    log: &Arc<RunLog>,
+) -> Result<Result<Reloaded, ReloadError>, String> {
+    let current = handle.current();
+    let (config, rules) = match crate::context::load(&current.config.path) {
+        Ok(loaded) => loaded,
+        Err(diags) => {
+            for d in &diags.0 {
+                error!(error = %d, "Reload refused.");
+            }
+            return Ok(Err(ReloadError::Invalid(diags)));
+        }
+    };
+    let reload = match current.reload(config, rules) {
+        Ok(r) => r,
+        Err(e) => {
+            error!(error = %e, "Reload refused.");
+            return Ok(Err(ReloadError::Failed(e.to_string())));
+        }
+    };
+    let changes = reload.diff.clone();
+    let ending = touched(&current.rules, &changes.rules);
+    loops.stop(&ending).await?;
+    Ok(match current.apply(reload).await {
+        Ok(next) => {
+            log_warnings(&next);
+            let rules = next.rules.len();
+            let starting = touched(&next.rules, &changes.rules);
+            handle.replace(Arc::new(next));
+            loops.start(handle, &starting, abort, log);
+            info!(rules, changes = %serde_json::json!(changes), "Reloaded config and rules.");
+            Ok(Reloaded { rules, changes })
+        }
+        Err(e) => {
+            error!(error = %e, "Reload failed; the previous rules keep running.");
+            loops.start(handle, &ending, abort, log);
+            Err(ReloadError::Failed(e.to_string()))
+        }
+    })
 }
 
 /// The names of these rules that a reload with these changes does not leave running as they

@@ -198,6 +198,22 @@ async fn a_reload_restarts_only_the_loops_of_rules_it_changed() {
     // period, at most 2 s).
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(runs("kept"), 1);
+    // A reload that cannot be put in force (its tokens file is gone) is refused before any
+    // loop stops: the edited rule's loop is not restarted, so it does not run again at once.
+    std::fs::write(
+        workdir.path().join("rules/rules.yaml"),
+        two("t != null && 1 == 1"),
+    )
+    .unwrap();
+    std::fs::remove_file(workdir.path().join("tokens")).unwrap();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || http_as(port, "POST", "/api/v1/reload", Some(TOKEN)))
+            .await
+            .unwrap();
+    assert_ne!(status, 200, "{body}");
+    assert!(body.contains("tokens"), "{body}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!((runs("kept"), runs("edited")), (1, 2));
     kill(&child, "TERM");
     assert!(child.wait().unwrap().success());
 }
