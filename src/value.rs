@@ -433,9 +433,65 @@ pub fn decimal_from_f64(d: f64) -> Option<Decimal> {
         .or_else(|| Decimal::from_scientific(&format!("{d:e}")).ok())
 }
 
+/// Exact decimals in JSON, as strings (`"339.35"`): `#[serde(with = "crate::value::decimal_text")]`.
+/// A number is read too (what earlier releases wrote), by its shortest text.
+pub mod decimal_text {
+    use rust_decimal::Decimal;
+    use serde::{Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(d)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Decimal;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a decimal, as a string or a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Decimal, E> {
+                v.parse().map_err(|e| E::custom(format!("`{v}`: {e}")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Decimal, E> {
+                Ok(Decimal::from(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Decimal, E> {
+                Ok(Decimal::from(v))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Decimal, E> {
+                super::decimal_from_f64(v).ok_or_else(|| E::custom(format!("{v} is not a decimal")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_of_money_are_written_as_decimal_strings_and_numbers_written_earlier_still_read() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Sum {
+            #[serde(with = "decimal_text")]
+            total: Decimal,
+        }
+        let sum = Sum {
+            total: "0.10".parse::<Decimal>().unwrap() + "0.20".parse::<Decimal>().unwrap(),
+        };
+        assert_eq!(serde_json::to_string(&sum).unwrap(), r#"{"total":"0.30"}"#);
+        for (stored, read) in [
+            (r#"{"total":"339.35"}"#, "339.35"),
+            (r#"{"total":339.34999999999997}"#, "339.34999999999997"),
+            (r#"{"total":499900}"#, "499900"),
+        ] {
+            let back: Sum = serde_json::from_str(stored).unwrap();
+            assert_eq!(back.total.to_string(), read);
+        }
+        assert!(serde_json::from_str::<Sum>(r#"{"total":"lots"}"#).is_err());
+    }
 
     #[test]
     fn hostile_text_is_escaped_for_terminals_and_long_values_are_cut() {

@@ -137,7 +137,7 @@ async fn observe(
         v.count = snap.open;
         v.oldest_first_seen_us = snap.oldest_first_seen_us;
         v.impact = rule.impact.as_ref().map(|i| {
-            let total = snap.impact.unwrap_or(0.0);
+            let total = snap.impact.unwrap_or_default();
             ImpactSum {
                 total,
                 unit: i.unit.clone(),
@@ -268,7 +268,7 @@ pub async fn evaluate(
             if let (Some(sum), Some(rule_impact)) =
                 (o.impact.as_mut(), rule.and_then(|r| r.impact.as_ref()))
             {
-                sum.total -= silenced_impact;
+                sum.total = sum.total.saturating_sub(silenced_impact);
                 sum.display = rule_impact.describe(sum.total);
             }
         }
@@ -364,9 +364,9 @@ async fn silenced_keys(
     o: &Observed,
     fields: &BTreeMap<String, String>,
     silences: &[Silence],
-) -> Result<(Vec<String>, f64), StateError> {
+) -> Result<(Vec<String>, rust_decimal::Decimal), StateError> {
     let mut keys = Vec::new();
-    let mut impact = 0.0;
+    let mut impact = rust_decimal::Decimal::ZERO;
     if o.key.kind != AlertKind::Violation {
         return Ok((keys, impact));
     }
@@ -386,11 +386,8 @@ async fn silenced_keys(
             .await?;
         if let Some(v) = open.first() {
             keys.push(key.clone());
-            impact += v
-                .impact
-                .as_deref()
-                .and_then(|i| i.parse::<f64>().ok())
-                .unwrap_or(0.0);
+            let value = v.impact.as_deref().and_then(|i| i.parse().ok());
+            impact = impact.saturating_add(value.unwrap_or_default());
         }
     }
     Ok((keys, impact))

@@ -126,7 +126,9 @@ pub struct RuleView {
 /// A rule's open violations' impact: the sum in its unit, and as people read it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImpactView {
-    pub total: f64,
+    /// Exact, as a string in JSON (`"339.35"`).
+    #[serde(with = "crate::value::decimal_text")]
+    pub total: rust_decimal::Decimal,
     pub unit: String,
     pub display: String,
 }
@@ -155,7 +157,7 @@ impl RuleView {
             open_violations: snapshot.open,
             last_success: snapshot.last_success_us.map(format_timestamp),
             impact: rule.impact.as_ref().map(|i| {
-                let total = snapshot.impact.unwrap_or(0.0);
+                let total = snapshot.impact.unwrap_or_default();
                 ImpactView {
                     total,
                     unit: i.unit.clone(),

@@ -165,7 +165,8 @@ impl Judge<'_> {
         match self.plan.impact.as_ref()?.eval(env).ok()? {
             Val::Int(i) => Some(i.into()),
             Val::Decimal(d) => Some(d),
-            Val::Double(f) => rust_decimal::Decimal::from_f64_retain(f),
+            // The decimal the double prints as: `id * 0.1` is 0.1, not 0.1000000000000000055….
+            Val::Double(f) => crate::value::decimal_from_f64(f),
             _ => None,
         }
     }

@@ -388,7 +388,11 @@ impl Metrics {
         if let Some(i) = &rule.impact {
             self.impact
                 .get_or_create(&self.labels(rule, &[("unit", &i.unit)]))
-                .set(snap.impact.unwrap_or(0.0));
+                // A gauge is a double; the API and the alerts carry the exact sum.
+                .set(
+                    rust_decimal::prelude::ToPrimitive::to_f64(&snap.impact.unwrap_or_default())
+                        .unwrap_or(0.0),
+                );
         }
     }
 

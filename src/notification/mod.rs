@@ -69,7 +69,9 @@ pub struct Notification {
 /// A rule's open violations' impact summed: in its unit, and as people read it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImpactSum {
-    pub total: f64,
+    /// Exact, as a string in JSON (`"339.35"`).
+    #[serde(with = "crate::value::decimal_text")]
+    pub total: rust_decimal::Decimal,
     pub unit: String,
     /// `12,345.67 EUR`.
     pub display: String,
@@ -299,10 +301,15 @@ pub(crate) mod tests {
             ]
             .into(),
             count: 100,
+            // 339.35, summed from amounts whose binary sum is not 339.35: every body carries
+            // the exact decimal, as a string.
             impact: Some(ImpactSum {
-                total: 1_234_567.0,
-                unit: "cents".into(),
-                display: "12,345.67 EUR".into(),
+                total: ["100.10", "200.20", "0.10", "0.20", "38.75"]
+                    .iter()
+                    .map(|a| a.parse::<rust_decimal::Decimal>().unwrap())
+                    .sum(),
+                unit: "eur".into(),
+                display: "339.35 EUR".into(),
             }),
             oldest_age_seconds: Some(3 * 3600 + 12 * 60),
             sample: (1..=3)

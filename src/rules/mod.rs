@@ -18,6 +18,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
@@ -77,37 +78,32 @@ pub struct Impact {
 
 impl Impact {
     /// A sum as people read it: `1,234,567 cents`, or with `scale: 0.01` and
-    /// `display_unit: EUR`, `12,345.67 EUR`.
-    pub fn describe(&self, sum: f64) -> String {
-        match self.scale {
+    /// `display_unit: EUR`, `12,345.67 EUR`. Exact: the sum and the scale are decimals.
+    pub fn describe(&self, sum: Decimal) -> String {
+        let unit = self.display_unit.as_deref().unwrap_or(&self.unit);
+        match self.scale.and_then(crate::value::decimal_from_f64) {
             Some(scale) => {
-                let decimals = if scale < 1.0 {
-                    (-scale.log10()).ceil().clamp(0.0, 6.0) as usize
-                } else {
-                    0
-                };
-                format!(
-                    "{} {}",
-                    grouped(sum * scale, decimals),
-                    self.display_unit.as_deref().unwrap_or(&self.unit)
-                )
+                // As many decimals as the scale has: 0.01 → 2.
+                let decimals = scale.normalize().scale().min(6);
+                let scaled = sum.checked_mul(scale).unwrap_or(sum);
+                format!("{} {unit}", grouped(scaled, decimals))
             }
             None => {
                 // Whole units as they are; anything else as money is written.
-                let decimals = if sum.fract() == 0.0 { 0 } else { 2 };
-                format!(
-                    "{} {}",
-                    grouped(sum, decimals),
-                    self.display_unit.as_deref().unwrap_or(&self.unit)
-                )
+                let decimals = if sum.fract().is_zero() { 0 } else { 2 };
+                format!("{} {unit}", grouped(sum, decimals))
             }
         }
     }
 }
 
-/// `1234567.891` with 2 decimals → `1,234,567.89`.
-fn grouped(value: f64, decimals: usize) -> String {
-    let text = format!("{:.*}", decimals, value.abs());
+/// `1234567.891` with 2 decimals → `1,234,567.89` (half away from zero).
+fn grouped(value: Decimal, decimals: u32) -> String {
+    let rounded = value.round_dp_with_strategy(
+        decimals,
+        rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+    );
+    let text = format!("{:.*}", decimals as usize, rounded.abs());
     let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
     let mut out = String::new();
     for (i, c) in int.chars().enumerate() {
@@ -120,7 +116,7 @@ fn grouped(value: f64, decimals: usize) -> String {
         out.push('.');
         out.push_str(frac);
     }
-    if value < 0.0 && value.abs() >= 0.5 * 10f64.powi(-(decimals as i32)) {
+    if rounded.is_sign_negative() && !rounded.is_zero() {
         out.insert(0, '-');
     }
     out

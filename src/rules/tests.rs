@@ -197,14 +197,23 @@ fn an_impact_is_a_number_in_a_unit_and_reads_as_money() {
     ));
     assert_eq!(errors, Vec::<String>::new());
     let impact = rules[0].impact.as_ref().unwrap();
-    assert_eq!(impact.describe(1_234_567.0), "12,345.67 EUR");
+    assert_eq!(
+        impact.describe(rust_decimal::Decimal::from(1_234_567)),
+        "12,345.67 EUR"
+    );
     let plain = Impact {
         scale: None,
         display_unit: None,
         ..impact.clone()
     };
-    assert_eq!(plain.describe(1_234_567.0), "1,234,567 cents");
-    assert_eq!(plain.describe(-1_500.5), "-1,500.50 cents");
+    assert_eq!(
+        plain.describe(rust_decimal::Decimal::from(1_234_567)),
+        "1,234,567 cents"
+    );
+    assert_eq!(
+        plain.describe("-1500.5".parse().unwrap()),
+        "-1,500.50 cents"
+    );
 
     // Not a number, not an expression, not a unit a label can carry: each said where.
     let (_, errors) = load(&rule("{ value: \"'a lot'\", unit: cents }"));

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use rust_decimal::Decimal;
 use sqlx::{AssertSqlSafe, Row as _};
 
 use super::{BATCH, Bind, Pool, Recorded, StateError, StateStore, Stmt, Where, bound, on_pool};
@@ -64,12 +65,37 @@ pub struct ViolationFilter {
 pub struct RuleSnapshot {
     pub open: i64,
     pub oldest_first_seen_us: Option<i64>,
-    /// The sum of the open violations' impact (none when none has one).
-    pub impact: Option<f64>,
+    /// The sum of the open violations' impact, exact (none when none has one).
+    pub impact: Option<Decimal>,
     pub last_success_us: Option<i64>,
     /// Keys judged, held back by grace, and with errors in the last finished run (in the
     /// every-rule snapshot only, which restores the metrics).
     pub last_keys: Option<[i64; 3]>,
+}
+
+/// The open violations' impacts, as stored (exact decimal text). Summed here rather than in
+/// SQL: SQLite has no exact decimal sum, and money must not drift (`0.10 + 0.20` is `0.30`).
+fn open_impacts(filter: &str, binds: Vec<Bind>) -> Stmt {
+    Stmt {
+        sql: format!(
+            "SELECT rule, impact FROM violations WHERE state = 'open' AND impact IS NOT NULL{filter}"
+        ),
+        binds,
+    }
+}
+
+/// Adds one stored impact to its rule's sum.
+fn add_impact(map: &mut HashMap<String, RuleSnapshot>, rule: String, impact: String) {
+    let Ok(value) = impact.parse::<Decimal>() else {
+        tracing::warn!(
+            rule,
+            impact,
+            "A stored impact is not a decimal; it is left out of the sum."
+        );
+        return;
+    };
+    let s = map.entry(rule).or_default();
+    s.impact = Some(s.impact.unwrap_or_default().saturating_add(value));
 }
 
 pub(super) fn select_open(rule: &str) -> Stmt {
@@ -327,10 +353,11 @@ impl StateStore {
         let binds: Vec<Bind> = rule.map(|r| Bind::Text(r.into())).into_iter().collect();
         let open = Stmt {
             sql: format!(
-                "SELECT rule, COUNT(*), MIN(first_seen_us), SUM(CAST(impact AS DOUBLE PRECISION)) FROM violations WHERE state = 'open'{filter} GROUP BY rule"
+                "SELECT rule, COUNT(*), MIN(first_seen_us) FROM violations WHERE state = 'open'{filter} GROUP BY rule"
             ),
             binds: binds.clone(),
         };
+        let impacts = open_impacts(filter, binds.clone());
         let success = Stmt {
             sql: format!(
                 "SELECT rule, MAX(finished_us) FROM runs WHERE outcome <> 'unknown'{filter} GROUP BY rule"
@@ -351,7 +378,9 @@ impl StateStore {
                 let s = map.entry(row.try_get(0)?).or_default();
                 s.open = row.try_get(1)?;
                 s.oldest_first_seen_us = row.try_get(2)?;
-                s.impact = row.try_get(3)?;
+            }
+            for row in bound!(impacts).fetch_all(pool).await? {
+                add_impact(&mut map, row.try_get(0)?, row.try_get(1)?);
             }
             // One rule's (after each of its runs) comes from the index below instead.
             if rule.is_none() {
@@ -377,7 +406,7 @@ impl StateStore {
         let mut map: HashMap<String, RuleSnapshot> = HashMap::new();
         on_pool!(self, pool => {
             let rows = sqlx::query(
-                "SELECT rule, COUNT(*), MIN(first_seen_us), SUM(CAST(impact AS DOUBLE PRECISION)) \
+                "SELECT rule, COUNT(*), MIN(first_seen_us) \
                  FROM violations WHERE state = 'open' GROUP BY rule",
             )
             .fetch_all(pool)
@@ -386,7 +415,10 @@ impl StateStore {
                 let s = map.entry(row.try_get(0)?).or_default();
                 s.open = row.try_get(1)?;
                 s.oldest_first_seen_us = row.try_get(2)?;
-                s.impact = row.try_get(3)?;
+            }
+            let impacts = open_impacts("", Vec::new());
+            for row in bound!(impacts).fetch_all(pool).await? {
+                add_impact(&mut map, row.try_get(0)?, row.try_get(1)?);
             }
         });
         Ok(map)

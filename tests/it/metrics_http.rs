@@ -660,3 +660,40 @@ async fn sources_that_can_do_more_than_read_are_named_at_start_and_in_readyz() {
         .await;
     running.wait().await.unwrap();
 }
+
+/// Money is summed exactly from the store to the API and the metric: 0.10 + 0.20 + … is the
+/// decimal it is, never the double a float sum drifts to (0.30000000000000004).
+#[tokio::test]
+async fn money_at_risk_is_an_exact_decimal_in_the_api_and_the_metric() {
+    let db = crate::harness::TestDb::new(invariantd::config::SourceKind::Sqlite, "money").await;
+    // 339.35 as a sum of many amounts whose binary sum is not 339.35, and 0.10 + 0.20.
+    let mut amounts = vec!["0.10", "0.20"];
+    amounts.extend(std::iter::repeat_n("10.01", 13));
+    amounts.extend(["104.46", "104.46"]);
+    let values: Vec<String> = amounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("({}, '{a}')", i + 1))
+        .collect();
+    db.exec(&[
+        "CREATE TABLE p (id INTEGER, amount TEXT)".to_string(),
+        format!("INSERT INTO p VALUES {}", values.join(", ")),
+    ])
+    .await;
+    let float_sum: f64 = amounts.iter().map(|a| a.parse::<f64>().unwrap()).sum();
+    assert_eq!(float_sum.to_string(), "339.34999999999997");
+    let rules = "name: unpaid\nkey: id\ndatasets:\n  p: { source: db, query: \"SELECT id, CAST(amount AS REAL) AS amount FROM p\" }\nassert: p == null\nimpact: { value: p.amount, unit: eur, display_unit: EUR }\n";
+    let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
+    let ctx = Arc::new(runtime(&workdir, None).await);
+    run_once(&ctx, 4).await.unwrap();
+    let (handle, _control) = Handle::new(ctx.clone());
+    let app = invariantd::http::router(handle);
+    let (_, body) = get(&app, "/api/v1/rules/unpaid").await;
+    let rule: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rule["impact"]["total"], "339.35", "{body}");
+    assert_eq!(rule["impact"]["display"], "339.35 EUR", "{body}");
+    let text = ctx.metrics.render(Utc::now().timestamp_micros());
+    let series = r#"invariantd_violations_impact{rule="unpaid",unit="eur"}"#;
+    let line = text.lines().find(|l| l.starts_with(series)).unwrap();
+    assert_eq!(line, format!("{series} 339.35"), "{text}");
+}

@@ -156,7 +156,7 @@ alerting:
     assert_eq!(body["count"], 100);
     assert_eq!(body["sample"].as_array().unwrap().len(), 5);
     assert_eq!(body["labels"]["team"], "inventory");
-    assert_eq!(body["impact"]["total"], 499_900.0);
+    assert_eq!(body["impact"]["total"], "499900");
     assert_eq!(body["impact"]["unit"], "cents");
 
     eventually(Duration::from_secs(10), "no Slack message", || {

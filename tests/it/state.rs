@@ -317,7 +317,7 @@ async fn alert_bookkeeping(kind: SourceKind) {
     let with_impact = Workdir::new(
         &[("shop", &f.source.url)],
         Some(&format!(
-            "{RULE}impact: {{ value: t.id * 10, unit: cents, scale: 0.01, display_unit: EUR }}\n"
+            "{RULE}impact: {{ value: t.id * 0.10, unit: eur }}\n"
         )),
     );
     f.set(1, 0, 10).await;
@@ -325,12 +325,14 @@ async fn alert_bookkeeping(kind: SourceKind) {
     let (_, recorded) = f.cycle_with(&with_impact).await;
     assert_eq!(recorded.opened, 2);
     let snapshot = f.store.rule_snapshot("ok").await.unwrap();
-    assert_eq!(snapshot.impact, Some(30.0));
+    // Summed exactly: 0.10 + 0.20 is 0.30, which no double is.
+    let exact = |s: &str| Some(s.parse::<rust_decimal::Decimal>().unwrap());
+    assert_eq!(snapshot.impact, exact("0.30"));
     let mut impacts: Vec<Option<String>> = f.all().await.into_iter().map(|v| v.impact).collect();
     impacts.sort();
-    assert_eq!(impacts, [Some("10".to_string()), Some("20".to_string())]);
+    assert_eq!(impacts, [Some("0.1".to_string()), Some("0.2".to_string())]);
     let open = f.store.open_summaries().await.unwrap();
-    assert_eq!((open["ok"].open, open["ok"].impact), (2, Some(30.0)));
+    assert_eq!((open["ok"].open, open["ok"].impact), (2, exact("0.30")));
     assert!(f.store.last_success("ok").await.unwrap().is_some());
     assert_eq!(f.store.last_success("other").await.unwrap(), None);
 
