@@ -182,9 +182,23 @@ fn api_send(
             "error: the daemon answered {status}: {}",
             body["error"].as_str().unwrap_or("no reason given")
         );
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            eprintln!("{}", token_hint(token.is_some()));
+        }
         return Err(ExitCode::from(1));
     }
     Ok(body)
+}
+
+/// What to do about a 401: where the CLI takes its token from.
+fn token_hint(sent: bool) -> &'static str {
+    if sent {
+        "hint: the token sent (from INVARIANTD_TOKEN or --token) is not one the daemon's \
+         auth.tokens_file lists, or has no role for this"
+    } else {
+        "hint: no token was sent: set INVARIANTD_TOKEN (or pass --token, which other users of \
+         the machine can see in the process list)"
+    }
 }
 
 /// The daemon's answer as the API's type for it: the CLI reads what the server wrote with the

@@ -1071,9 +1071,17 @@ async fn the_cli_lists_shows_and_decides_repairs() {
         "{show:?}"
     );
 
+    // A 401 says where the CLI takes its token from.
     let refused = cli(&["repairs", "approve", &id], None);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("401") && said.contains("INVARIANTD_TOKEN") && said.contains("--token"),
+        "{said}"
+    );
+    let wrong = cli(&["repairs", "approve", &id], Some("not-a-token"));
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(said.contains("401") && said.contains("is not one"), "{said}");
     let approved = cli(&["repairs", "approve", &id, "--comment", "ok"], Some(TOKEN));
     assert!(approved.status.success(), "{approved:?}");
     let other = repairs(port, "state=pending")[0]["id"]
