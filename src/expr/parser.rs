@@ -407,8 +407,11 @@ impl<'a> Parser<'a> {
             }
             Tok::Punct("(") => {
                 self.bump()?;
-                let inner = self.expr()?;
-                self.expect(")")?;
+                let mut inner = self.expr()?;
+                // The parentheses belong to it: an expression around it, as written, ends
+                // with its `)` (what `explain` prints of each sub-expression).
+                let end = self.expect(")")?;
+                inner.span = span.to(end);
                 Ok(inner)
             }
             Tok::Punct("[") => {
@@ -434,6 +437,26 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `explain` prints each sub-expression as its span's text: parentheses stay with what
+    /// they enclose, so none is dropped.
+    #[test]
+    fn spans_keep_the_parentheses_of_what_they_enclose() {
+        let text = "payment == null || (order != null && payment.captured == order.total)";
+        let e = parse(text).unwrap();
+        let span = |e: &Expr| &text[e.span.start..e.span.end];
+        assert_eq!(span(&e), text);
+        let ExprKind::Binary(_, lhs, rhs) = &e.kind else {
+            panic!("not a binary: {e:?}")
+        };
+        assert_eq!(span(lhs), "payment == null");
+        assert_eq!(
+            span(rhs),
+            "(order != null && payment.captured == order.total)"
+        );
+        let nested = parse("((a)) + 1").unwrap();
+        assert_eq!((nested.span.start, nested.span.end), (0, 9));
+    }
 
     fn show(e: &Expr) -> String {
         match &e.kind {
