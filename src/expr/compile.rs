@@ -44,6 +44,7 @@ pub(crate) enum Const {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Func {
     Size,
+    Abs,
     Int,
     Double,
     Decimal,
@@ -557,6 +558,7 @@ impl<'a, 's> Compiler<'a, 's> {
 
         let (func, params) = match name {
             "size" => (Func::Size, 1),
+            "abs" => (Func::Abs, 1),
             "int" => (Func::Int, 1),
             "double" => (Func::Double, 1),
             "decimal" => (Func::Decimal, 1),
@@ -573,6 +575,7 @@ impl<'a, 's> Compiler<'a, 's> {
             _ => {
                 let known = [
                     "size",
+                    "abs",
                     "int",
                     "double",
                     "decimal",

@@ -653,6 +653,15 @@ fn call<'a>(func: Func, mut args: Vec<Val<'a>>, span: Span) -> R<'a> {
     let arg = args.swap_remove(0);
     let other = args.pop();
     match (func, &arg, &other) {
+        (Func::Abs, Val::Int(i), None) => {
+            i.checked_abs().map(Val::Int).ok_or_else(|| overflow(span))
+        }
+        (Func::Abs, Val::Double(d), None) => Ok(Val::Double(d.abs())),
+        (Func::Abs, Val::Decimal(d), None) => Ok(Val::Decimal(d.abs())),
+        (Func::Abs, Val::Duration(d), None) => d
+            .checked_abs()
+            .map(Val::Duration)
+            .ok_or_else(|| overflow(span)),
         (Func::Size, Val::Str(s), None) => Ok(Val::Int(s.chars().count() as i64)),
         (Func::Size, Val::Bytes(b), None) => Ok(Val::Int(b.len() as i64)),
         (Func::Size, Val::Rows(r), None) => Ok(Val::Int(r.len() as i64)),

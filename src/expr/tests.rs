@@ -388,3 +388,18 @@ fn negating_the_most_negative_int_is_an_overflow_not_a_panic() {
     assert!(e.contains("overflow"), "{e}");
     check("-9223372036854775808 < 0", "true");
 }
+
+/// `abs` for assertions and impacts over signed amounts: of each number type and durations,
+/// keeping the type; overflow and non-numbers are errors, never a wrong value.
+#[test]
+fn abs_of_signed_amounts_keeps_the_type() {
+    check("abs(-3)", "3");
+    check("abs(3)", "3");
+    check("abs(-2.5)", "2.5");
+    check("abs(decimal('-10.10'))", "10.10");
+    check("abs(order.total - 20) > 9", "true");
+    check("(order.total - 20).abs() == decimal('9.90')", "true");
+    check("abs(duration('-90s')) == duration('90s')", "true");
+    assert!(eval("abs(-9223372036854775807 - 1)").unwrap_err().contains("overflow"));
+    assert!(eval("abs('x')").unwrap_err().contains("no such overload"));
+}

@@ -195,10 +195,21 @@ impl Checker<'_> {
                 any(Types::LIST)
             }
             Node::Call(func, args, _) => {
-                for a in args {
-                    self.ty(a);
+                let mut arg = Types::ANY;
+                for (i, a) in args.iter().enumerate() {
+                    let t = self.ty(a).types;
+                    if i == 0 {
+                        arg = t;
+                    }
                 }
                 any(match func {
+                    // A number or a duration, of the argument's own type.
+                    Func::Abs => arg.within(
+                        Types::INT
+                            .with(Types::DOUBLE)
+                            .with(Types::DECIMAL)
+                            .with(Types::DURATION),
+                    ),
                     Func::Size | Func::Int => Types::INT,
                     Func::Double => Types::DOUBLE,
                     Func::Decimal => Types::DECIMAL,

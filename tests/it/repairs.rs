@@ -1081,7 +1081,10 @@ async fn the_cli_lists_shows_and_decides_repairs() {
     );
     let wrong = cli(&["repairs", "approve", &id], Some("not-a-token"));
     let said = String::from_utf8_lossy(&wrong.stderr);
-    assert!(said.contains("401") && said.contains("is not one"), "{said}");
+    assert!(
+        said.contains("401") && said.contains("is not one"),
+        "{said}"
+    );
     let approved = cli(&["repairs", "approve", &id, "--comment", "ok"], Some(TOKEN));
     assert!(approved.status.success(), "{approved:?}");
     let other = repairs(port, "state=pending")[0]["id"]
