@@ -271,11 +271,20 @@ pub fn silences_table(items: &[SilenceView]) -> String {
             if let Some(key) = &s.key {
                 what.push(format!("key={}", text(key)));
             }
-            let state = if s.active { "active" } else { "over" };
+            // When it ended: its expiry if someone ended it early, else its end.
+            let state = match (&s.expired_at, s.active) {
+                (Some(at), _) => format!(
+                    "expired {} by {}",
+                    text(at),
+                    text(s.expired_by.as_deref().unwrap_or("?"))
+                ),
+                (None, true) => format!("active until {}", text(&s.ends_at)),
+                (None, false) => format!("ended {}", text(&s.ends_at)),
+            };
             [
                 text(&s.id),
                 what.join(","),
-                format!("{state} until {}", text(&s.ends_at)),
+                state,
                 text(&s.created_by),
                 text(&s.comment),
             ]

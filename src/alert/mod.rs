@@ -417,6 +417,29 @@ pub fn check_silence(
                         MATCH_FIELDS.join(", ")
                     ));
                 }
+                // A silence no rule's labels can satisfy would silence nothing.
+                let carries = |r: &&Rule| r.labels.iter().any(|(k, v)| k == f && v == value);
+                if !rules.iter().any(|r| carries(&r)) {
+                    let values: std::collections::BTreeSet<&str> = rules
+                        .iter()
+                        .flat_map(|r| r.labels.iter())
+                        .filter(|(k, _)| k == f)
+                        .map(|(_, v)| v.as_str())
+                        .collect();
+                    let values: Vec<&str> = values.into_iter().collect();
+                    return Err(format!(
+                        "matchers: no rule has {f}={value} (the rules' {f} labels: {})",
+                        values.join(", ")
+                    ));
+                }
+                if let Some(rule) = matchers.get("rule")
+                    && !rules
+                        .iter()
+                        .filter(|r| &r.name == rule)
+                        .any(|r| carries(&r))
+                {
+                    return Err(format!("matchers: rule `{rule}` has no label {f}={value}"));
+                }
                 true
             }
         };

@@ -400,6 +400,10 @@ fn abs_of_signed_amounts_keeps_the_type() {
     check("abs(order.total - 20) > 9", "true");
     check("(order.total - 20).abs() == decimal('9.90')", "true");
     check("abs(duration('-90s')) == duration('90s')", "true");
-    assert!(eval("abs(-9223372036854775807 - 1)").unwrap_err().contains("overflow"));
+    assert!(
+        eval("abs(-9223372036854775807 - 1)")
+            .unwrap_err()
+            .contains("overflow")
+    );
     assert!(eval("abs('x')").unwrap_err().contains("no such overload"));
 }

@@ -494,6 +494,17 @@ assert: u.ok == 1
     let (code, _, err) = add("--match tem=inventory --for 1h", "x", token);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("`tem` is not"), "{err}");
+    // A label value no rule carries would silence nothing: refused, naming those there are.
+    let (code, _, err) = add("--match team=nosuchteam --for 1h", "x", token);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("no rule has team=nosuchteam") && err.contains("inventory"),
+        "{err}"
+    );
+    // So would a label the named rule does not carry.
+    let (code, _, err) = add("--rule other --match team=inventory --for 1h", "x", token);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("rule `other` has no label team=inventory"), "{err}");
 
     let (code, whole, err) = add(
         "--match team=inventory --for 1h",
@@ -564,9 +575,14 @@ assert: u.ok == 1
         "{list}"
     );
 
-    // Lifted: the rule still fails, so it is announced at once.
-    let (code, _, err) = silence(&["expire", &whole_id], token);
+    // Lifted: the rule still fails, so it is announced at once. What is printed is when it
+    // ended and who ended it, not the end it had.
+    let (code, expired, err) = silence(&["expire", &whole_id], token);
     assert_eq!(code, Some(0), "{err}");
+    assert!(
+        expired.contains("expired 20") && expired.contains(" by ops") && !expired.contains("until"),
+        "{expired}"
+    );
     eventually(
         Duration::from_secs(30),
         "no alert once the silence was lifted",
