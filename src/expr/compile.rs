@@ -356,6 +356,9 @@ impl<'a, 's> Compiler<'a, 's> {
 
     fn dataset_names(&self) -> String {
         let names: Vec<&str> = self.scope.datasets.iter().map(|d| d.name).collect();
+        if names.is_empty() {
+            return "none".into();
+        }
         names.join(", ")
     }
 

@@ -44,6 +44,8 @@ struct RawRule {
     every: Option<Spanned<String>>,
     grace: Option<Spanned<String>>,
     key: Spanned<String>,
+    // Missing is reported as "at least one dataset is needed", with the rule's other errors.
+    #[serde(default)]
     datasets: OrderedMap<RawDataset>,
     #[serde(rename = "assert")]
     assertion: Spanned<String>,
@@ -409,6 +411,16 @@ fn parse_file_into(
         let raw: RawRule = match yaml::parse_document(&doc) {
             Ok(r) => r,
             Err((pos, msg)) => {
+                // serde places a missing field at the mapping's end (the last field written):
+                // it is the rule's, so point at the rule.
+                let pos = if msg.starts_with("missing field") {
+                    Pos {
+                        line: doc.line_offset + 1,
+                        column: 1,
+                    }
+                } else {
+                    pos
+                };
                 diags.push(file, pos, msg);
                 continue;
             }

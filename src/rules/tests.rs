@@ -442,3 +442,37 @@ repair:
     assert!(errors[0].starts_with("rules/shop.yaml:10:"), "{errors:?}");
     assert!(errors[0].contains("subject"), "{errors:?}");
 }
+
+/// `validate` reports a rule's errors in one pass, each at its own position: a misspelt
+/// `datasets` does not hide a misspelt severity, and a missing field is placed on its rule; an
+/// unknown source does not hide the same rule's missing key column or message errors.
+#[test]
+fn one_pass_reports_every_error_of_a_rule_where_it_is() {
+    let (_, errors) = load(
+        "name: a\nseverity: critcal\nkey: order_id\ndatsets:\n  order: { source: orders, query: \"SELECT order_id FROM orders\" }\nassert: \"true\"\nmessage: \"order {{key}}\"\n",
+    );
+    assert!(
+        errors[0].starts_with("rules/shop.yaml:4:1: unknown field `datsets`"),
+        "{errors:#?}"
+    );
+    assert_eq!(
+        errors[1..],
+        [
+            "rules/shop.yaml:2:11: rule `a`: severity `critcal` is not one of critical, warning, info",
+            "rules/shop.yaml:1:1: rule `a`: at least one dataset is needed",
+        ]
+    );
+    let (_, errors) = load("name: a\nkey: id\nmessage: \"x\"\n");
+    assert_eq!(errors, ["rules/shop.yaml:1:1: missing field `assert`"]);
+    let (_, errors) = load(
+        "name: b\nkey: id\ndatasets:\n  order: { source: ordrs, query: \"SELECT order_id, total FROM orders\" }\nassert: order.total > 0\nmessage: \"{{ order.nope }}\"\n",
+    );
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(errors[0].contains("unknown source `ordrs`"), "{errors:#?}");
+    assert!(
+        errors[1].contains("does not select the key column `id`"),
+        "{errors:#?}"
+    );
+    assert!(errors[2].starts_with("rules/shop.yaml:6:"), "{errors:#?}");
+    assert!(errors[2].contains("no column `nope`"), "{errors:#?}");
+}

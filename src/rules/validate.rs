@@ -480,7 +480,16 @@ fn datasets(
             );
         }
         let query = query.trim().trim_end_matches(';').trim_end().to_string();
-        let static_cols = source.and_then(|s| static_columns(&query, s.kind));
+        // With an unknown source, its columns are still read from the SQL text (in the
+        // dialect of the source it was probably meant to be, else ANSI's), so that the
+        // rule's other errors are not hidden behind that one.
+        let kind = source.map(|s| s.kind).unwrap_or_else(|| {
+            let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+            crate::expr::suggest_name(&d.source.value, &names)
+                .and_then(|s| config.source(s))
+                .map_or(crate::config::SourceKind::Postgres, |s| s.kind)
+        });
+        let static_cols = static_columns(&query, kind);
         if let Some(cols) = &static_cols {
             if !key.is_empty() && !cols.iter().any(|c| c == key) {
                 diags.push(

@@ -504,7 +504,10 @@ assert: u.ok == 1
     // So would a label the named rule does not carry.
     let (code, _, err) = add("--rule other --match team=inventory --for 1h", "x", token);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("rule `other` has no label team=inventory"), "{err}");
+    assert!(
+        err.contains("rule `other` has no label team=inventory"),
+        "{err}"
+    );
 
     let (code, whole, err) = add(
         "--match team=inventory --for 1h",
