@@ -533,9 +533,10 @@ pub fn evidence_text(e: &crate::repair::Evidence) -> String {
                 safe(&v.state),
                 safe(&v.first_seen),
                 v.occurrences,
-                match &v.resolved_at {
-                    Some(t) => format!(", resolved {t}"),
-                    None => String::new(),
+                match (&v.resolved_at, &v.resolved_by) {
+                    (Some(t), Some(by)) => format!(", resolved {t} by {}", safe(by)),
+                    (Some(t), None) => format!(", resolved {t}"),
+                    _ => String::new(),
                 }
             );
         }

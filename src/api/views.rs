@@ -26,6 +26,9 @@ pub struct ViolationView {
     pub last_seen: String,
     pub occurrences: i64,
     pub resolved_at: Option<String>,
+    /// What resolved it when not a run of its rule: `repair #17`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
     pub previous_id: Option<String>,
     pub datasets: serde_json::Value,
     /// The rule's impact value for this key (a decimal string), when it has one.
@@ -45,6 +48,7 @@ impl From<&ViolationRecord> for ViolationView {
             last_seen: format_timestamp(v.last_seen_us),
             occurrences: v.occurrences,
             resolved_at: v.resolved_us.map(format_timestamp),
+            resolved_by: v.resolved_by.clone(),
             previous_id: v.previous_id.map(|p| p.to_string()),
             datasets: v.datasets.clone(),
             impact: v.impact.clone(),

@@ -1,6 +1,7 @@
 //! The repair service: applies approved repairs with the generation in force (its rules,
 //! sources and settings), woken when repairs are planned or approved and every second for
-//! retries that come due; and keeps the repair metrics current. In dry run
+//! retries that come due; and keeps the repair metrics current. A repair that resolves its
+//! violation updates the open counts and wakes the alert evaluator. In dry run
 //! (`run --dry-run`, `repairs.dry_run`) it applies nothing. Repairs still waiting for a person
 //! whose violation healed meanwhile are closed as `skipped`.
 //!
@@ -79,7 +80,25 @@ pub async fn service(
                 owner: &owner,
             };
             match work(&env).await {
-                Ok(n) => busy = n > 0,
+                Ok(worked) => {
+                    busy = worked.handled > 0;
+                    if !worked.resolved.is_empty() {
+                        // The open counts and the alert groups follow at once, not at the
+                        // rule's next run.
+                        for (name, open_for) in &worked.resolved {
+                            let Some(rule) = ctx.rules.iter().find(|r| &r.name == name) else {
+                                continue;
+                            };
+                            match ctx.store.rule_snapshot(name).await {
+                                Ok(snap) => ctx.metrics.resolved_by_repair(rule, *open_for, &snap),
+                                Err(e) => {
+                                    error!(error = %e, "Cannot read a rule's open violations.")
+                                }
+                            }
+                        }
+                        log.wake.alerts.notify_one();
+                    }
+                }
                 Err(e) => error!(error = %e, "Cannot apply repairs; trying again."),
             }
         }

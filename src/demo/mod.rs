@@ -482,9 +482,31 @@ async fn approve_and_apply(
     }
     let applied = count(RepairState::Applied).await?;
     let skipped = count(RepairState::Skipped).await?;
+    // Each applied repair's check after acting found its key holding, and resolved the
+    // violation it was planned for: that is what "checked before and after" promises.
+    let fixed = store
+        .violations(&crate::state::ViolationFilter {
+            state: Some(crate::state::ViolationState::Resolved),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?
+        .iter()
+        .filter(|v| {
+            v.resolved_by
+                .as_deref()
+                .is_some_and(|b| b.starts_with("repair #"))
+        })
+        .count();
+    if applied == want && fixed < applied {
+        println!(
+            "Unexpected: {applied} repairs were applied, but only {fixed} fixed the violation they were for."
+        );
+        return Ok(false);
+    }
     if applied == want {
         println!(
-            "Approved by oncall: {applied} repairs applied, each checked against the data before and after.{}",
+            "Approved by oncall: {applied} repairs applied, each checked against the data before and after: {fixed} violations resolved by their repair at once.{}",
             if skipped > 0 {
                 format!(
                     " {skipped} planned for the order fixed by hand were closed: nothing left to do."

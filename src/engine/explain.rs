@@ -185,7 +185,7 @@ fn evaluate(
         .next()
         .unwrap_or_else(|| Key::Text(key.into()));
     let now_us = now.timestamp_micros();
-    let judge = Judge::new(rule, plan, now_us);
+    let judge = Judge::new(rule, plan, now_us, super::judge::Grace::Apply);
     if let Some(from) = judge.grace_from {
         match judge.newest_update(groups) {
             Ok(Some(t)) if t > from => {

@@ -151,7 +151,12 @@ pub async fn run_fixtures(
                 null_keys,
             }));
         }
-        let judge = Judge::new(rule, &plan, now.timestamp_micros());
+        let judge = Judge::new(
+            rule,
+            &plan,
+            now.timestamp_micros(),
+            super::judge::Grace::Apply,
+        );
         super::merge::merge(rule, &judge, &mut cursors, open, &mut run).await
     }
     .await;

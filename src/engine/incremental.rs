@@ -48,7 +48,16 @@ pub async fn run_rule_incremental(
         }
         let keys: Vec<String> = keys.into_iter().collect();
         for batch in keys.chunks(KEYS_PER_BATCH) {
-            execute(rule, sources, now, open, Some(batch), &mut run).await?;
+            execute(
+                rule,
+                sources,
+                now,
+                open,
+                Some(batch),
+                super::judge::Grace::Apply,
+                &mut run,
+            )
+            .await?;
         }
         Ok(true)
     }
@@ -59,7 +68,7 @@ pub async fn run_rule_incremental(
             changed = run.keys_changed,
             "So many keys changed that a full sweep is cheaper; sweeping."
         );
-        return super::run_keys(rule, sources, now, open, None).await;
+        return super::run_keys(rule, sources, now, open, None, super::judge::Grace::Apply).await;
     }
     let mut run = finish(run, result.map(|_| ()), started.elapsed());
     redact(&mut run, sources.secrets());

@@ -25,6 +25,16 @@ pub const MAX_STEPS_PER_RUN: u64 = 10_000_000_000;
 /// evaluation never starves the runtime: probes, `/metrics`, other rules and shutdown.
 const STEPS_PER_YIELD: u64 = 100_000;
 
+/// Whether a run holds back the keys changed within the rule's `grace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grace {
+    /// As a run does: a key changed less than `grace` ago is not judged yet.
+    Apply,
+    /// Judged whenever they changed: right after a repair acted on a key, which is what
+    /// changed it. A `consistent_cut` still holds back what the replicas may not have yet.
+    Skip,
+}
+
 /// Everything needed to judge the keys of one run.
 pub(crate) struct Judge<'a> {
     pub rule: &'a Rule,
@@ -40,9 +50,13 @@ pub(crate) struct Judge<'a> {
 }
 
 impl Judge<'_> {
-    pub(crate) fn new<'a>(rule: &'a Rule, plan: &'a Plan, now: i64) -> Judge<'a> {
+    pub(crate) fn new<'a>(rule: &'a Rule, plan: &'a Plan, now: i64, grace: Grace) -> Judge<'a> {
         // A consistent cut holds back the keys changed after `now - lag` as grace does.
-        let hold = rule.grace.max(rule.consistent_cut.unwrap_or_default());
+        let cut = rule.consistent_cut.unwrap_or_default();
+        let hold = match grace {
+            Grace::Apply => rule.grace.max(cut),
+            Grace::Skip => cut,
+        };
         Judge {
             rule,
             plan,

@@ -41,6 +41,7 @@ pub use explain::{DatasetRows, Explanation, Step, explain};
 pub use incremental::{MAX_INCREMENTAL_KEYS, run_rule_incremental};
 pub use merge::RowBatches;
 
+pub use judge::Grace;
 use judge::Judge;
 use merge::Cursor;
 
@@ -66,20 +67,22 @@ pub async fn run_rule_with_open(
     now: DateTime<Utc>,
     open: &HashSet<String>,
 ) -> RuleRun {
-    run_keys(rule, sources, now, open, None).await
+    run_keys(rule, sources, now, open, None, Grace::Apply).await
 }
 
 /// Judges the rule for these keys only, now: each dataset's query is read with the key
 /// filter pushed into it (`WHERE key IN (…)`), so the cost follows the number of keys, not
 /// the table. Keys with no row in any dataset are not judged. This is how a repair's
-/// violation is checked again before and after acting, and what `explain` shows.
+/// violation is checked again before acting (with grace) and after (without), and what
+/// `explain` shows.
 pub async fn run_rule_for_keys(
     rule: &Rule,
     sources: &Sources,
     now: DateTime<Utc>,
     keys: &[String],
+    grace: Grace,
 ) -> RuleRun {
-    run_keys(rule, sources, now, &HashSet::new(), Some(keys)).await
+    run_keys(rule, sources, now, &HashSet::new(), Some(keys), grace).await
 }
 
 async fn run_keys(
@@ -88,10 +91,11 @@ async fn run_keys(
     now: DateTime<Utc>,
     open: &HashSet<String>,
     keys: Option<&[String]>,
+    grace: Grace,
 ) -> RuleRun {
     let started = Instant::now();
     let mut run = new_run(rule, now);
-    let result = execute(rule, sources, now, open, keys, &mut run).await;
+    let result = execute(rule, sources, now, open, keys, grace, &mut run).await;
     let mut run = finish(run, result, started.elapsed());
     redact(&mut run, sources.secrets());
     run
@@ -491,6 +495,7 @@ async fn execute(
     now: DateTime<Utc>,
     open: &HashSet<String>,
     keys: Option<&[String]>,
+    grace: Grace,
     run: &mut RuleRun,
 ) -> Result<(), RunError> {
     // 1. Reserve connections, start the readers, let each describe its query.
@@ -499,6 +504,6 @@ async fn execute(
     //    the one key order.
     let (plan, mut cursors) = start(rule, described, run)?;
     // 3. Stream, merge and judge.
-    let judge = Judge::new(rule, &plan, now.timestamp_micros());
+    let judge = Judge::new(rule, &plan, now.timestamp_micros(), grace);
     merge::merge(rule, &judge, &mut cursors, open, run).await
 }

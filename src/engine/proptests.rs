@@ -164,7 +164,12 @@ fn naive(
     keys.dedup();
 
     let mut run = super::new_run(rule, now);
-    let judge = Judge::new(rule, &plan, now.timestamp_micros());
+    let judge = Judge::new(
+        rule,
+        &plan,
+        now.timestamp_micros(),
+        super::judge::Grace::Apply,
+    );
     let open = HashSet::new();
     for key in keys {
         let mut groups = Vec::new();

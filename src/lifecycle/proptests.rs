@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use super::approval::Refusal;
 use super::repair::{
-    Attempt, Check, Decision, after_action, before_action, claimable, decide, ended,
+    Attempt, Check, Decision, after_action, applied, before_action, claimable, decide, ended,
 };
 use super::states::{RepairEnd, RepairRecord, RepairState};
 use crate::verdict::{ActionSpec, PlannedAction};
@@ -67,7 +67,7 @@ fn event() -> impl Strategy<Value = Event> {
         (
             any::<bool>(),
             0..3usize,
-            0..4usize,
+            0..6usize,
             prop_oneof![
                 Just(Crash::No),
                 Just(Crash::No),
@@ -218,11 +218,15 @@ proptest! {
                         Some(end) => end,
                         None => {
                             prop_assert_eq!(r.state, RepairState::Approved);
+                            // 0, 4 and 5 act, and find the key holding, still violated, or
+                            // not to be judged after the action.
                             let attempt = [
                                 Attempt::Applied("done".into()),
                                 Attempt::Failed("refused".into()),
                                 Attempt::Retry("503".into()),
                                 Attempt::Ambiguous("no answer".into()),
+                                Attempt::Applied("done".into()),
+                                Attempt::Applied("done".into()),
                             ][outcome].clone();
                             if crash == Crash::DuringAction
                                 || matches!(attempt, Attempt::Applied(_) | Attempt::Ambiguous(_))
@@ -235,7 +239,21 @@ proptest! {
                             if crash == Crash::DuringAction {
                                 continue;
                             }
-                            after_action(attempt, idempotent, r.attempts, 5, now)
+                            match attempt {
+                                Attempt::Applied(said) => {
+                                    let after = match outcome {
+                                        0 => Check::Holds,
+                                        4 => Check::Violated,
+                                        _ => Check::NotNow("down".into()),
+                                    };
+                                    let holds = after == Check::Holds;
+                                    let end = applied(said, after, "judged again later");
+                                    // Only a key found holding resolves its violation.
+                                    prop_assert_eq!(matches!(end, RepairEnd::Repaired(_)), holds);
+                                    end
+                                }
+                                other => after_action(other, idempotent, r.attempts, 5, now),
+                            }
                         }
                     };
                     if crash == Crash::BeforeResult {
@@ -245,9 +263,12 @@ proptest! {
                         continue; // a newer claim owns it: this result is not written
                     }
                     let e = ended(r, claim.interrupted, &end, now);
-                    if let RepairEnd::Final(state, _) = &end {
-                        prop_assert_eq!(e.state, *state);
+                    match &end {
+                        RepairEnd::Final(state, _) => prop_assert_eq!(e.state, *state),
+                        RepairEnd::Repaired(_) => prop_assert_eq!(e.state, RepairState::Applied),
+                        RepairEnd::Retry { .. } => prop_assert!(!e.resolves),
                     }
+                    prop_assert_eq!(e.resolves, matches!(end, RepairEnd::Repaired(_)));
                     repair.state = e.state;
                     repair.result = Some(e.result);
                     repair.next_attempt_us = e.next_attempt_us;

@@ -224,6 +224,29 @@ pub fn after_action(
     }
 }
 
+/// How an applied action ends, from what the rule says of the key right after it, judged
+/// without grace (the action itself just changed the key): holding, the violation is resolved
+/// by the repair; otherwise it stays open, and `again` says when the rule judges it next.
+pub fn applied(said: String, after: Check, again: &str) -> RepairEnd {
+    match after {
+        Check::Holds => RepairEnd::Repaired(format!(
+            "{said}; the invariant holds now: the violation is resolved by this repair"
+        )),
+        Check::Violated => RepairEnd::Final(
+            RepairState::Applied,
+            format!(
+                "{said}; the key still violates the rule after the action: the violation stays open, {again}"
+            ),
+        ),
+        Check::NotNow(why) => RepairEnd::Final(
+            RepairState::Applied,
+            format!(
+                "{said}; the key could not be checked after the action ({why}): the violation stays open, {again}"
+            ),
+        ),
+    }
+}
+
 /// What ending an attempt of `repair` (claimed with `interrupted`) writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ended {
@@ -238,20 +261,31 @@ pub struct Ended {
     pub details: serde_json::Value,
     /// A final end, counted in `invariantd_repairs_total`.
     pub counted: bool,
+    /// The repair's violation is resolved with it (`repair #ID`).
+    pub resolves: bool,
 }
 
 pub fn ended(repair: &RepairRecord, interrupted: bool, end: &RepairEnd, now_us: i64) -> Ended {
-    match end {
-        RepairEnd::Final(state, result) => Ended {
-            state: *state,
+    let done = |state: RepairState, result: &String, resolves: bool| {
+        let mut details = serde_json::json!({ "result": result, "attempt": repair.attempts, "idempotency_key": repair.idempotency_key });
+        if resolves {
+            details["resolved"] = serde_json::json!(format!("repair #{}", repair.id));
+        }
+        Ended {
+            state,
             result: result.clone(),
             next_attempt_us: repair.next_attempt_us,
             finished_us: Some(now_us),
             interrupted: false,
             audit_action: format!("repair.{}", state.as_str()),
-            details: serde_json::json!({ "result": result, "attempt": repair.attempts, "idempotency_key": repair.idempotency_key }),
+            details,
             counted: true,
-        },
+            resolves,
+        }
+    };
+    match end {
+        RepairEnd::Final(state, result) => done(*state, result, false),
+        RepairEnd::Repaired(result) => done(RepairState::Applied, result, true),
         RepairEnd::Retry {
             at_us,
             error,
@@ -265,6 +299,7 @@ pub fn ended(repair: &RepairRecord, interrupted: bool, end: &RepairEnd, now_us: 
             audit_action: "repair.retry".to_string(),
             details: serde_json::json!({ "error": error, "attempt": repair.attempts, "next_attempt_us": at_us }),
             counted: false,
+            resolves: false,
         },
     }
 }

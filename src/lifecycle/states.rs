@@ -142,6 +142,9 @@ impl RepairRecord {
 pub enum RepairEnd {
     /// Done for good, in this state (applied, failed, skipped, needs_manual).
     Final(RepairState, String),
+    /// Applied, and the key's assertion holds now (judged without grace): the repair is
+    /// `applied` and the violation it was planned for is resolved with it, by this repair.
+    Repaired(String),
     /// Try again at this time; `acted` when this attempt acted (so it was not interrupted).
     Retry {
         at_us: i64,

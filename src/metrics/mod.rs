@@ -506,6 +506,23 @@ impl Metrics {
         self.set_open(rule, snap, &mut oldest);
     }
 
+    /// A repair resolved one of the rule's violations, open for `open_for`; `snap` is the
+    /// rule's state after it.
+    pub fn resolved_by_repair(
+        &self,
+        rule: &Rule,
+        open_for: std::time::Duration,
+        snap: &RuleSnapshot,
+    ) {
+        let r = self.labels(rule, &[]);
+        self.violations_resolved.get_or_create(&r).inc();
+        self.open_duration
+            .get_or_create(&r)
+            .observe(open_for.as_secs_f64());
+        let mut oldest = self.oldest.lock().expect("metrics lock");
+        self.set_open(rule, snap, &mut oldest);
+    }
+
     /// A delivery attempt of an alert: `sent`, `failed` (to be retried) or `dropped`.
     pub fn alert_sent(&self, receiver: &str, outcome: &str) {
         self.alerts_sent

@@ -30,6 +30,9 @@ pub struct PastViolation {
     pub first_seen: String,
     pub last_seen: String,
     pub resolved_at: Option<String>,
+    /// What resolved it when not a run of its rule: `repair #17`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
     pub occurrences: i64,
     pub message: String,
 }
@@ -72,6 +75,7 @@ pub async fn evidence(
             first_seen: format_timestamp(v.first_seen_us),
             last_seen: format_timestamp(v.last_seen_us),
             resolved_at: v.resolved_us.map(format_timestamp),
+            resolved_by: v.resolved_by,
             occurrences: v.occurrences,
             message: v.message,
         })

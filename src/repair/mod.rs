@@ -11,4 +11,4 @@ mod worker;
 
 pub use explain::{Evidence, evidence};
 pub use plan::{Guardrails, Planned, idempotency_key, plan, suspicious};
-pub use worker::{Check, RepairEnv, check_key, work};
+pub use worker::{Check, RepairEnv, Worked, check_key, work};

@@ -29,6 +29,7 @@ mod silences;
 mod violations;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use futures_util::future::BoxFuture;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
@@ -44,7 +45,7 @@ pub use alerts::{AlertGroupState, OutboxEntry, OutboxRow};
 pub use audit::{AuditEntry, AuditRecord, Verification, load_key as load_audit_key};
 pub use counters::RuleTotals;
 pub use enabling::{EnableRequest, Enabling};
-pub use repairs::{Claimed, NewRepair, RepairFilter, RepairSummary};
+pub use repairs::{Claimed, NewRepair, RepairFilter, RepairSummary, Written};
 pub use runs::{RunRecord, SweepMarks};
 pub use silences::{NewSilence, Silence};
 pub use violations::{
@@ -321,6 +322,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "enable requests",
         include_str!("../../migrations/sqlite/0011_enable_requests.sql"),
     ),
+    (
+        12,
+        "resolved by",
+        include_str!("../../migrations/sqlite/0012_resolved_by.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -377,6 +383,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         11,
         "enable requests",
         include_str!("../../migrations/postgres/0011_enable_requests.sql"),
+    ),
+    (
+        12,
+        "resolved by",
+        include_str!("../../migrations/postgres/0012_resolved_by.sql"),
     ),
 ]);
 
@@ -469,7 +480,22 @@ impl StateStore {
     ) -> Result<Recorded, StateError> {
         let started_us = run.started_at.timestamp_micros();
         let mut parts = if run.finished {
-            split(violations::apply(run, open, started_us))
+            // A repair may have resolved some of `open` since it was read.
+            let repaired = match open.iter().map(|o| o.id).min() {
+                None => HashMap::new(),
+                Some(from_id) => {
+                    let stmt = violations::select_repaired(&run.rule, from_id);
+                    on_pool!(self, pool => {
+                        bound!(stmt)
+                            .fetch_all(pool)
+                            .await?
+                            .into_iter()
+                            .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<Option<i64>, _>(1)?.unwrap_or(i64::MAX))))
+                            .collect::<Result<HashMap<i64, i64>, sqlx::Error>>()?
+                    })
+                }
+            };
+            split(violations::apply(run, open, &repaired, started_us))
         } else {
             Vec::new()
         };
@@ -572,7 +598,7 @@ mod tests {
                 first_seen_us: -60_000_000,
             })
             .collect();
-        let statements = violations::apply(&run, &open, 0);
+        let statements = violations::apply(&run, &open, &HashMap::new(), 0);
         let sql: Vec<String> = statements.iter().map(|(s, _)| s.sql.clone()).collect();
         let parts = split(statements);
         assert!(parts.len() > 1);

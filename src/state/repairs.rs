@@ -131,6 +131,13 @@ pub(super) fn entry(
     }
 }
 
+/// What writing an attempt's end did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The repair resolved its violation, which had been open this long.
+    pub resolved_after: Option<std::time::Duration>,
+}
+
 impl StateStore {
     /// Plans repairs for a rule: those already planned for the same occurrence are left as
     /// they are. Returns the ids of the new ones. Each gets its `repair.planned` entry in the
@@ -357,14 +364,15 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Writes an attempt's end, if `fence` is still the repair's (else returns false and
-    /// changes nothing: a newer claim owns it). A final end is counted and audited with it.
+    /// Writes an attempt's end, if `fence` is still the repair's (else returns `None` and
+    /// changes nothing: a newer claim owns it). A final end is counted and audited with it;
+    /// a repair that resolves its violation resolves it in the same transaction.
     pub async fn end_attempt(
         &self,
         claimed: &Claimed,
         end: &RepairEnd,
         now_us: i64,
-    ) -> Result<bool, StateError> {
+    ) -> Result<Option<Written>, StateError> {
         let r = &claimed.repair;
         let e = ended(r, claimed.interrupted, end, now_us);
         let update = Stmt {
@@ -383,10 +391,33 @@ impl StateStore {
                 Bind::I64(i64::from(e.interrupted)),
             ],
         };
+        // The violation this repair was planned for, if a run has not resolved it meanwhile.
+        let resolve = Stmt {
+            sql: "UPDATE violations SET state = 'resolved', resolved_us = $1, resolved_by = $2 \
+                  WHERE rule = $3 AND key = $4 AND first_seen_us = $5 AND state = 'open' \
+                  RETURNING first_seen_us"
+                .into(),
+            binds: vec![
+                Bind::I64(now_us),
+                Bind::Text(format!("repair #{}", r.id)),
+                Bind::Text(r.rule.clone()),
+                Bind::Text(r.key.clone()),
+                Bind::I64(r.occurrence_us),
+            ],
+        };
         let _turn = self.writer.lock().await;
         let written = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let n = bound!(update).execute(&mut *tx).await?.rows_affected();
+            let mut resolved = None;
+            if n == 1 && e.resolves {
+                resolved = bound!(resolve).fetch_optional(&mut *tx).await?.map(|row| row.try_get::<i64, _>(0)).transpose()?;
+                if resolved.is_some() {
+                    for stmt in super::counters::add_changes(&r.rule, &super::Recorded { resolved: 1, ..Default::default() }) {
+                        bound!(stmt).execute(&mut *tx).await?;
+                    }
+                }
+            }
             if n == 1 {
                 let audit = entry("invariantd", &e.audit_action, r, e.details.clone());
                 append!(self, tx, &audit, now_us);
@@ -397,7 +428,11 @@ impl StateStore {
                 }
             }
             tx.commit().await?;
-            n == 1
+            (n == 1).then(|| Written {
+                resolved_after: resolved.map(|first_seen_us| {
+                    std::time::Duration::from_micros(now_us.saturating_sub(first_seen_us).max(0) as u64)
+                }),
+            })
         });
         drop(_turn);
         Ok(written)

@@ -1,4 +1,5 @@
-//! The `violations` table: one row per violation occurrence, open until its key holds again.
+//! The `violations` table: one row per violation occurrence, open until its key holds again
+//! (judged by a run of its rule, or by a repair's check after acting: `resolved_by`).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub struct ViolationRecord {
     pub last_seen_us: i64,
     pub occurrences: i64,
     pub resolved_us: Option<i64>,
+    /// What resolved it when not a run of its rule (`repair #17`).
+    pub resolved_by: Option<String>,
     pub previous_id: Option<i64>,
     /// The rule's impact value for this key, as an exact decimal.
     pub impact: Option<String>,
@@ -98,6 +101,16 @@ fn add_impact(map: &mut HashMap<String, RuleSnapshot>, rule: String, impact: Str
     s.impact = Some(s.impact.unwrap_or_default().saturating_add(value));
 }
 
+/// The rule's violations from id `from_id` on that a repair resolved: id and when.
+pub(super) fn select_repaired(rule: &str, from_id: i64) -> Stmt {
+    Stmt {
+        sql: "SELECT id, resolved_us FROM violations WHERE rule = $1 AND id >= $2 \
+              AND state = 'resolved' AND resolved_by IS NOT NULL"
+            .into(),
+        binds: vec![Bind::Text(rule.into()), Bind::I64(from_id)],
+    }
+}
+
 pub(super) fn select_open(rule: &str) -> Stmt {
     Stmt {
         sql: "SELECT id, key, first_seen_us FROM violations WHERE rule = $1 AND state = 'open'"
@@ -127,16 +140,32 @@ fn datasets_json(v: &Violation) -> String {
 /// (id, key): open the new, bump the seen again, resolve the open ones the run judged and
 /// found holding (or no longer saw), and leave the keys it did not judge alone. The counts
 /// come back as a `Recorded` whose `run_id` the caller fills.
+///
+/// `repaired` are the violations among `open` that a repair resolved since they were read,
+/// by id, with when: they are open no more. A run that started before the repair read older
+/// data than the repair's check, so it neither reopens nor resolves those keys; one that
+/// started after judges them as new.
 pub(super) fn apply(
     run: &RuleRun,
     open: &[OpenViolation],
+    repaired: &HashMap<i64, i64>,
     started_us: i64,
 ) -> Vec<(Stmt, Recorded)> {
+    let stale: HashSet<&str> = open
+        .iter()
+        .filter(|o| repaired.get(&o.id).is_some_and(|at| *at >= started_us))
+        .map(|o| o.key.as_str())
+        .collect();
+    let open: Vec<&OpenViolation> = open
+        .iter()
+        .filter(|o| !repaired.contains_key(&o.id))
+        .collect();
     let open_ids: HashMap<&str, i64> = open.iter().map(|o| (o.key.as_str(), o.id)).collect();
     let found: Vec<(String, &Violation)> = run
         .violations
         .iter()
         .map(|v| (v.key.to_string(), v))
+        .filter(|(k, _)| !stale.contains(k.as_str()))
         .collect();
     let found_keys: HashSet<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
     let held: HashSet<&str> = run.unjudged_open.iter().map(String::as_str).collect();
@@ -145,6 +174,7 @@ pub(super) fn apply(
         .partition(|(k, _)| open_ids.contains_key(k.as_str()));
     let resolved: Vec<&OpenViolation> = open
         .iter()
+        .copied()
         .filter(|o| !found_keys.contains(o.key.as_str()) && !held.contains(o.key.as_str()))
         .collect();
 
@@ -289,7 +319,7 @@ impl StateStore {
             )
             .and("id >", filter.after_id.map(Bind::I64));
         let stmt = conditions.select(
-            "SELECT id, rule, key, state, message, datasets, first_seen_us, last_seen_us, occurrences, resolved_us, previous_id, impact \
+            "SELECT id, rule, key, state, message, datasets, first_seen_us, last_seen_us, occurrences, resolved_us, previous_id, impact, resolved_by \
              FROM violations",
             "id",
             filter.limit,
@@ -316,6 +346,7 @@ impl StateStore {
                             resolved_us: r.try_get(9)?,
                             previous_id: r.try_get(10)?,
                             impact: r.try_get(11)?,
+                            resolved_by: r.try_get(12)?,
                         },
                         state,
                     ))

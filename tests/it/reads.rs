@@ -315,7 +315,14 @@ async fn sweep_and_keys(
     let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
     let now = chrono::Utc::now();
     let sweep = invariantd::engine::run_rule(&rules[0], &sources, now).await;
-    let some = invariantd::engine::run_rule_for_keys(&rules[0], &sources, now, keys).await;
+    let some = invariantd::engine::run_rule_for_keys(
+        &rules[0],
+        &sources,
+        now,
+        keys,
+        invariantd::engine::Grace::Apply,
+    )
+    .await;
     (sweep, some)
 }
 

@@ -385,6 +385,96 @@ async fn a_violation_that_heals_before_its_repair_runs_is_skipped() {
     terminate_within(&mut daemon, Duration::from_secs(20)).await;
 }
 
+/// A repair changes the key it fixes, which puts the key within the rule's grace: the check
+/// after acting judges it without grace, so a fixed key's violation is resolved at once, by
+/// the repair, and one the action did not fix stays open with when it is judged again.
+#[tokio::test]
+async fn a_repaired_key_is_resolved_at_once_despite_its_grace() {
+    let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 3, &[1]).await;
+    i.exec_str(&[
+        "ALTER TABLE reservations ADD COLUMN updated_at TEXT",
+        "UPDATE reservations SET updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-1 hour')",
+        "CREATE TABLE notes (order_id BIGINT NOT NULL)",
+    ])
+    .await;
+    let rules = r#"
+name: paid_implies_reserved
+severity: critical
+every: 1s
+grace: 5m
+key: order_id
+datasets:
+  payment:
+    source: payments
+    query: "SELECT order_id FROM payments WHERE status = 'captured'"
+  reservation:
+    source: inventory
+    query: "SELECT order_id, state, updated_at FROM reservations"
+    many: true
+    updated_at: updated_at
+assert: payment == null || size(reservation) > 0
+repair:
+  mode: approve
+  actions:
+    reserve:
+      sql:
+        source: inventory_writer
+        statement: "INSERT INTO reservations (order_id, state, updated_at) VALUES ($1, 'reserved', strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))"
+        params: [key]
+    note:
+      sql:
+        source: inventory_writer
+        statement: "INSERT INTO notes (order_id) VALUES ($1)"
+        params: [key]
+"#;
+    let w = workdir(&p, &i, rules);
+    let (mut daemon, port) = w
+        .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
+        .await;
+    let (two, three) = pending_two_and_three(port).await;
+    let open = "invariantd_violations_open{rule=\"paid_implies_reserved\",severity=\"critical\"}";
+    assert_eq!(metric(port, open), Some(2.0));
+    assert_eq!(approve(port, &two, serde_json::json!({})).0, 200);
+    assert_eq!(
+        approve(port, &three, serde_json::json!({ "action": "note" })).0,
+        200
+    );
+    eventually(Duration::from_secs(20), "both repairs applied", || {
+        repairs(port, "state=applied").len() == 2
+    })
+    .await;
+    // Well within the five minutes of grace: resolved by the repair, and counted.
+    let (_, body) = http(port, "GET", "/api/v1/violations?state=resolved");
+    let resolved: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let items = resolved["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{body}");
+    assert_eq!(items[0]["key"], "2");
+    assert_eq!(items[0]["resolved_by"], format!("repair #{two}"));
+    let applied = repairs(port, "state=applied");
+    let result = by_key(&applied, "2")["result"].as_str().unwrap();
+    assert!(
+        result.contains("the invariant holds now: the violation is resolved by this repair"),
+        "{result}"
+    );
+    // The note fixed nothing: still open, and the result says when it is judged next.
+    let result = by_key(&applied, "3")["result"].as_str().unwrap();
+    assert!(
+        result.contains("the key still violates the rule after the action: the violation stays open, and the rule judges it again at its first run after")
+            && result.contains("(it runs every 1s)"),
+        "{result}"
+    );
+    eventually(Duration::from_secs(10), "the open count follows", || {
+        metric(port, open) == Some(1.0)
+    })
+    .await;
+    let (_, body) = http(port, "GET", "/api/v1/violations?state=open");
+    assert!(
+        body.contains("\"key\":\"3\"") && !body.contains("\"key\":\"2\""),
+        "{body}"
+    );
+    terminate_within(&mut daemon, Duration::from_secs(20)).await;
+}
+
 #[tokio::test]
 async fn a_waiting_repair_whose_violation_resolves_is_closed_without_anyone() {
     let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 2, &[1]).await;

@@ -273,6 +273,124 @@ async fn violations_open_recur_resolve_and_reopen_in_a_postgres_state_store() {
     lifecycle(SourceKind::Postgres).await;
 }
 
+/// A repair whose check after acting finds the key holding resolves its violation at once, in
+/// the same transaction, by name; a run that was already reading when it did neither reopens
+/// nor resolves it again, and a later one judges the key afresh.
+async fn a_repair_resolves_its_violation(kind: SourceKind) {
+    use invariantd::state::{Decision, NewRepair, RepairEnd, RepairState};
+    let f = Fixture::new(kind).await;
+    f.set(1, 0, 60).await;
+    f.set(2, 0, 60).await;
+    assert_eq!(counts(f.cycle().await), rec(2, 0, 0));
+    let one = f.all().await.into_iter().find(|v| v.key == "1").unwrap();
+    let planned = f
+        .store
+        .plan_repairs(
+            "ok",
+            &[NewRepair {
+                key: "1".into(),
+                occurrence_us: one.first_seen_us,
+                state: RepairState::Pending,
+                mode: "approve".into(),
+                action: "fix".into(),
+                actions: Vec::new(),
+                idempotency_key: "idem-1".into(),
+                hold_reason: None,
+                held_by: None,
+            }],
+            10,
+        )
+        .await
+        .unwrap();
+    let decision = Decision {
+        by: "ops".into(),
+        approve: true,
+        action: None,
+        comment: None,
+        four_eyes: false,
+    };
+    f.store
+        .decide(planned[0], &decision, 20)
+        .await
+        .unwrap()
+        .unwrap();
+    let now = Utc::now().timestamp_micros();
+    let claimed = f
+        .store
+        .claim_repairs("w", (now, now + 60_000_000), 1, &[], None)
+        .await
+        .unwrap();
+
+    // A run starts reading while the key is still broken...
+    let (config, rules) = f.workdir.load();
+    let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
+    let open = f.store.open_violations("ok").await.unwrap();
+    let in_flight = run_rule_with_open(
+        &rules[0],
+        &sources,
+        Utc::now(),
+        &invariantd::state::keys_of(&open),
+    )
+    .await;
+    assert_eq!(in_flight.violations.len(), 2);
+
+    // ...then the repair fixes it (changing it now, within the rule's grace) and ends.
+    f.set(1, 1, 0).await;
+    let end = RepairEnd::Repaired("1 row changed; the invariant holds now".into());
+    let written = f
+        .store
+        .end_attempt(&claimed[0], &end, Utc::now().timestamp_micros())
+        .await
+        .unwrap()
+        .expect("the fence is the claim's");
+    assert!(written.resolved_after.is_some());
+    let v = f.all().await.into_iter().find(|v| v.id == one.id).unwrap();
+    assert_eq!(v.state, ViolationState::Resolved);
+    assert_eq!(v.resolved_by, Some(format!("repair #{}", planned[0])));
+    let totals = f.store.totals().await.unwrap();
+    assert_eq!((totals["ok"].detected, totals["ok"].resolved), (2, 1));
+    assert_eq!(f.store.rule_snapshot("ok").await.unwrap().open, 1);
+
+    // The run that read before the repair: key 2 seen again, key 1 left as the repair left it.
+    assert_eq!(
+        counts(f.store.record(&in_flight, &open).await.unwrap()),
+        rec(0, 1, 0)
+    );
+    let ones: Vec<ViolationRecord> = f.all().await.into_iter().filter(|v| v.key == "1").collect();
+    assert_eq!(ones.len(), 1, "not reopened: {ones:?}");
+    assert_eq!(ones[0].state, ViolationState::Resolved);
+    assert_eq!(ones[0].resolved_by, Some(format!("repair #{}", planned[0])));
+    assert_eq!(
+        f.store.totals().await.unwrap()["ok"].resolved,
+        1,
+        "counted once"
+    );
+
+    // The next run finds the key within its grace: nothing to judge, nothing opened.
+    assert_eq!(counts(f.cycle().await), rec(0, 1, 0));
+    // Broken again later: a new violation, linked to the repaired one.
+    f.set(1, 0, 60).await;
+    assert_eq!(counts(f.cycle().await), rec(1, 1, 0));
+    let reopened = f
+        .all()
+        .await
+        .into_iter()
+        .find(|v| v.key == "1" && v.state == ViolationState::Open)
+        .unwrap();
+    assert_eq!(reopened.previous_id, Some(one.id));
+    assert_eq!(reopened.resolved_by, None);
+}
+
+#[tokio::test]
+async fn a_repair_resolves_its_violation_on_sqlite() {
+    a_repair_resolves_its_violation(SourceKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_repair_resolves_its_violation_on_postgres() {
+    a_repair_resolves_its_violation(SourceKind::Postgres).await;
+}
+
 async fn many(kind: SourceKind) {
     let f = Fixture::new(kind).await;
     let at = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
@@ -701,8 +819,20 @@ async fn repair_claims(kind: SourceKind) {
     assert!(b.iter().all(|c| c.fence == 2 && c.interrupted));
     // A wakes up: its result is refused; B's stands.
     let done = RepairEnd::Final(RepairState::Applied, "done".into());
-    assert!(!store.end_attempt(&a[0], &done, 2_100).await.unwrap());
-    assert!(store.end_attempt(&b[0], &done, 2_200).await.unwrap());
+    assert!(
+        store
+            .end_attempt(&a[0], &done, 2_100)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .end_attempt(&b[0], &done, 2_200)
+            .await
+            .unwrap()
+            .is_some()
+    );
     // B could not check the key (its source down): it did not act, so the repair stays
     // marked interrupted for whoever takes it next.
     let retry = RepairEnd::Retry {
@@ -710,7 +840,13 @@ async fn repair_claims(kind: SourceKind) {
         error: "busy".into(),
         acted: false,
     };
-    assert!(store.end_attempt(&b[1], &retry, 2_300).await.unwrap());
+    assert!(
+        store
+            .end_attempt(&b[1], &retry, 2_300)
+            .await
+            .unwrap()
+            .is_some()
+    );
     // Not due before its time, then due again.
     assert!(
         store
@@ -733,7 +869,13 @@ async fn repair_claims(kind: SourceKind) {
         error: "503".into(),
         acted: true,
     };
-    assert!(store.end_attempt(&again[0], &acted, 10_500).await.unwrap());
+    assert!(
+        store
+            .end_attempt(&again[0], &acted, 10_500)
+            .await
+            .unwrap()
+            .is_some()
+    );
     let last = store
         .claim_repairs("c", (20_000, 21_000), 10, &[], None)
         .await
