@@ -438,7 +438,7 @@ pub fn repairs_table(page: &Page<RepairView>) -> String {
 pub fn repair_detail(r: &RepairView) -> String {
     let mut out = String::new();
     let attempts = r.attempts.to_string();
-    let fields: [(&str, Option<&str>); 16] = [
+    let fields: [(&str, Option<&str>); 17] = [
         ("id", Some(&r.id)),
         ("rule", Some(&r.rule)),
         ("key", Some(&r.key)),
@@ -447,6 +447,7 @@ pub fn repair_detail(r: &RepairView) -> String {
         ("mode", Some(&r.mode)),
         ("hold_reason", r.hold_reason.as_deref()),
         ("approved_by", r.approved_by.as_deref()),
+        ("rejected_by", r.rejected_by.as_deref()),
         ("comment", r.comment.as_deref()),
         ("attempts", Some(&attempts)),
         ("result", r.result.as_deref()),

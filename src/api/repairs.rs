@@ -24,6 +24,9 @@ pub struct RepairView {
     /// Which guardrail holds it: dry_run, not_enabled, too_many, suspicious, four_eyes, invalid.
     pub held_by: Option<Hold>,
     pub approved_by: Option<String>,
+    /// Who rejected it.
+    #[serde(default)]
+    pub rejected_by: Option<String>,
     pub comment: Option<String>,
     pub attempts: i64,
     pub next_attempt_at: Option<String>,
@@ -49,6 +52,7 @@ impl From<&RepairRecord> for RepairView {
             hold_reason: r.hold_reason.clone(),
             held_by: r.held_by,
             approved_by: r.approved_by.clone(),
+            rejected_by: r.rejected_by.clone(),
             comment: r.comment.clone(),
             attempts: r.attempts,
             next_attempt_at: (r.state == RepairState::Approved)

@@ -111,6 +111,7 @@ fn record() -> RepairRecord {
         created_us: 0,
         updated_us: 0,
         approved_by: None,
+        rejected_by: None,
         comment: None,
         attempts: 0,
         next_attempt_us: 0,
@@ -172,6 +173,8 @@ proptest! {
                             }
                             repair.state = d.state;
                             repair.approved_by = d.approved_by;
+                            prop_assert_eq!(d.rejected_by.is_some(), !approve);
+                            repair.rejected_by = d.rejected_by;
                             repair.hold_reason = d.hold_reason;
                             repair.held_by = d.held_by;
                             repair.action = d.action;

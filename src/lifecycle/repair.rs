@@ -27,6 +27,8 @@ pub struct Decision {
 pub struct Decided {
     pub state: RepairState,
     pub approved_by: Option<String>,
+    /// The person who rejected it, on a rejection.
+    pub rejected_by: Option<String>,
     pub hold_reason: Option<String>,
     pub held_by: Option<Hold>,
     pub action: String,
@@ -75,6 +77,7 @@ pub fn decide(
     let decided = |state, approved_by, hold_reason, held_by, audit_action, details| Decided {
         state,
         approved_by,
+        rejected_by: (state == RepairState::Rejected).then(|| decision.by.clone()),
         hold_reason,
         held_by,
         action: action.clone(),

@@ -117,6 +117,8 @@ pub struct RepairRecord {
     pub created_us: i64,
     pub updated_us: i64,
     pub approved_by: Option<String>,
+    /// Who rejected it.
+    pub rejected_by: Option<String>,
     pub comment: Option<String>,
     pub attempts: i64,
     pub next_attempt_us: i64,

@@ -47,6 +47,8 @@ pub struct PastRepair {
     pub planned: Option<serde_json::Value>,
     pub created_at: String,
     pub approved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_by: Option<String>,
     pub hold_reason: Option<String>,
     pub result: Option<String>,
 }
@@ -96,6 +98,7 @@ pub async fn evidence(
             action: r.action,
             created_at: format_timestamp(r.created_us),
             approved_by: r.approved_by,
+            rejected_by: r.rejected_by,
             hold_reason: r.hold_reason,
             result: r.result,
         })
@@ -116,6 +119,7 @@ pub async fn evidence(
     for r in &mut repairs {
         clean(&mut r.action);
         r.approved_by.iter_mut().for_each(clean);
+        r.rejected_by.iter_mut().for_each(clean);
         r.hold_reason.iter_mut().for_each(clean);
         r.result.iter_mut().for_each(clean);
         if let Some(planned) = &mut r.planned {

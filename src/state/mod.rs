@@ -327,6 +327,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "resolved by",
         include_str!("../../migrations/sqlite/0012_resolved_by.sql"),
     ),
+    (
+        13,
+        "rejected by",
+        include_str!("../../migrations/sqlite/0013_rejected_by.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -388,6 +393,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         12,
         "resolved by",
         include_str!("../../migrations/postgres/0012_resolved_by.sql"),
+    ),
+    (
+        13,
+        "rejected by",
+        include_str!("../../migrations/postgres/0013_rejected_by.sql"),
     ),
 ]);
 

@@ -65,7 +65,7 @@ pub struct RepairSummary {
 
 pub(super) const COLUMNS: &str = "id, rule, key, occurrence_us, state, mode, action, actions, idempotency_key, \
      hold_reason, created_us, updated_us, approved_by, comment, attempts, next_attempt_us, \
-     lease_owner, lease_until_us, fence, result, finished_us, interrupted, held_by";
+     lease_owner, lease_until_us, fence, result, finished_us, interrupted, held_by, rejected_by";
 
 /// Planned repairs per insert statement (10 parameters each).
 const PLAN_BATCH: usize = 200;
@@ -107,6 +107,7 @@ macro_rules! repair_of {
                     Hold::parse(h).ok_or_else(|| StateError::Corrupt(format!("repair hold `{h}`")))
                 })
                 .transpose()?,
+            rejected_by: row.try_get(23)?,
         }
     }};
 }
@@ -275,7 +276,7 @@ impl StateStore {
                 sql: format!(
                     "UPDATE repairs SET state = $2, approved_by = $3, hold_reason = $4, action = $5, \
                      idempotency_key = $6, comment = COALESCE($7, comment), updated_us = $8, \
-                     finished_us = $9, next_attempt_us = $8, held_by = $10 WHERE id = $1 RETURNING {COLUMNS}"
+                     finished_us = $9, next_attempt_us = $8, held_by = $10, rejected_by = $11 WHERE id = $1 RETURNING {COLUMNS}"
                 ),
                 binds: vec![
                     Bind::I64(id),
@@ -288,6 +289,7 @@ impl StateStore {
                     Bind::I64(now_us),
                     Bind::OptI64(d.finished_us),
                     Bind::OptText(d.held_by.map(|h| h.as_str().to_string())),
+                    Bind::OptText(d.rejected_by),
                 ],
             };
             let row = bound!(update).fetch_one(&mut *tx).await?;

@@ -1183,6 +1183,19 @@ async fn the_cli_lists_shows_and_decides_repairs() {
         .to_string();
     let rejected = cli(&["repairs", "reject", &other], Some(TOKEN));
     assert!(rejected.status.success(), "{rejected:?}");
+    // Who decided is on the repair itself, not only in the audit log.
+    let shown =
+        String::from_utf8_lossy(&cli(&["repairs", "show", &other], None).stdout).to_string();
+    assert!(
+        shown.contains("state                 rejected")
+            && shown.contains("rejected_by           ops"),
+        "{shown}"
+    );
+    let shown = String::from_utf8_lossy(&cli(&["repairs", "show", &id], None).stdout).to_string();
+    assert!(
+        shown.contains("approved_by           ops") && !shown.contains("rejected_by"),
+        "{shown}"
+    );
     eventually(Duration::from_secs(20), "applied", || {
         repairs(port, "state=applied").len() == 1
     })
