@@ -1,5 +1,6 @@
 //! HTTP: `/metrics` for Prometheus, `/healthz` and `/readyz` for the orchestrator (`probes`),
-//! the web page at `/` (`ui`), and the JSON API under `/api/v1/` (rules, runs, violations — lists and single ones —,
+//! the web page at `/` and `/rules/NAME` (`ui`), a rule's history (`history`, for the page's charts
+//! and `/api/v1/rules/NAME/history`), and the JSON API under `/api/v1/` (rules, runs, violations — lists and single ones —,
 //! reload, alerts and their silences in `silences`, repairs and their approvals in `repairs`), answering with the `views`. `router()` takes the daemon's `Handle`, so tests call it without a port. Errors are
 //! JSON `{"error": …}` and never carry SQL or connection strings: the details go to the log.
 //! Every request passes `guard` first (CSRF, body size, JSON errors); `serve` is the server
@@ -7,6 +8,7 @@
 
 mod auth;
 mod guard;
+pub mod history;
 mod probes;
 mod repairs;
 pub mod serve;
@@ -70,11 +72,17 @@ fn table() -> Vec<(Endpoint, axum::routing::MethodRouter<Arc<Handle>>)> {
         (e("GET", "/", Open), get(ui::page)),
         (e("GET", "/ui/app.js", Open), get(ui::script)),
         (e("GET", "/ui/app.css", Open), get(ui::style)),
+        (e("GET", "/rules/{name}", Open), get(ui::rule_page)),
         (e("GET", "/ui/content", READ), get(ui::content)),
+        (e("GET", "/ui/rules/{name}", READ), get(ui::rule_content)),
         (e("GET", "/ui/explain/{id}", READ), get(ui::explain)),
         (e("GET", "/metrics", READ), get(probes::metrics)),
         (e("GET", "/api/v1/rules", READ), get(rules)),
         (e("GET", "/api/v1/rules/{name}", READ), get(rule)),
+        (
+            e("GET", "/api/v1/rules/{name}/history", READ),
+            get(rule_history),
+        ),
         (e("GET", "/api/v1/runs", READ), get(runs)),
         (e("GET", "/api/v1/violations", READ), get(violations)),
         (e("GET", "/api/v1/violations/{id}", READ), get(violation)),
@@ -369,6 +377,47 @@ async fn explain(
 
 /// How many open violations `GET /api/v1/rules/{name}` lists.
 const RULE_VIOLATIONS: u32 = 100;
+
+/// `?window=24h|7d` (24h when absent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    window: Option<String>,
+}
+
+/// A rule's history: its open violations and money at risk at each step of the window.
+#[derive(Debug, serde::Serialize)]
+struct HistoryView {
+    rule: String,
+    window: &'static str,
+    /// Seconds between two points.
+    step_seconds: i64,
+    points: Vec<history::Point>,
+}
+
+async fn rule_history(
+    State(handle): State<Arc<Handle>>,
+    Path(name): Path<String>,
+    query: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Json<HistoryView>, ApiError> {
+    let Query(params) = query?;
+    let window = match params.window.as_deref() {
+        None => history::Window::Day,
+        Some(w) => history::Window::parse(w)
+            .ok_or_else(|| ApiError::bad_request(format!("window `{w}` is not one of 24h, 7d")))?,
+    };
+    let ctx = handle.current();
+    ctx.rule(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no rule named `{name}`")))?;
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let points = history::history(&ctx.store, &name, window, now_us).await?;
+    Ok(Json(HistoryView {
+        rule: name,
+        window: window.as_str(),
+        step_seconds: window.bounds().1 / 1_000_000,
+        points,
+    }))
+}
 
 async fn rule(
     State(handle): State<Arc<Handle>>,

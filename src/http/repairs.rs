@@ -62,6 +62,7 @@ pub async fn list(
             key: p.key.clone(),
             after_id: p.cursor()?,
             limit,
+            newest_first: false,
         })
         .await?;
     Ok(Json(Page {

@@ -54,6 +54,8 @@ pub struct RepairFilter {
     pub key: Option<String>,
     pub after_id: Option<i64>,
     pub limit: u32,
+    /// The newest first (and `after_id` ignored), as a rule's view lists them.
+    pub newest_first: bool,
 }
 
 /// Repairs waiting for a person, per rule.
@@ -222,10 +224,16 @@ impl StateStore {
         )
         .and("rule =", filter.rule.clone().map(Bind::Text))
         .and("key =", filter.key.clone().map(Bind::Text))
-        .and("id >", filter.after_id.map(Bind::I64));
+        .and(
+            "id >",
+            filter
+                .after_id
+                .filter(|_| !filter.newest_first)
+                .map(Bind::I64),
+        );
         let stmt = w.select(
             &format!("SELECT {COLUMNS} FROM repairs"),
-            "id",
+            if filter.newest_first { "id DESC" } else { "id" },
             filter.limit,
         );
         let mut out = Vec::new();

@@ -459,6 +459,40 @@ impl StateStore {
         self.rule_snapshots_for(None).await
     }
 
+    /// When each of the rule's violations open at some time since `since_us` was open — first
+    /// seen, resolved (`None`: still open) — and its impact: what a history chart needs.
+    /// Violations resolved before the retention pruned them are not there.
+    pub async fn open_spans(
+        &self,
+        rule: &str,
+        since_us: i64,
+    ) -> Result<Vec<(i64, Option<i64>, Option<Decimal>)>, StateError> {
+        let stmt = Stmt {
+            sql: "SELECT first_seen_us, resolved_us, impact FROM violations WHERE rule = $1 \
+                  AND (state = 'open' OR resolved_us > $2)"
+                .into(),
+            binds: vec![Bind::Text(rule.into()), Bind::I64(since_us)],
+        };
+        let rows = on_pool!(self, pool => {
+            bound!(stmt)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get::<i64, _>(0)?,
+                        r.try_get::<Option<i64>, _>(1)?,
+                        r.try_get::<Option<String>, _>(2)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(from, until, impact)| (from, until, impact.and_then(|i| i.parse().ok())))
+            .collect())
+    }
+
     pub async fn rule_snapshot(&self, rule: &str) -> Result<RuleSnapshot, StateError> {
         let mut snapshot = self
             .rule_snapshots_for(Some(rule))

@@ -1,0 +1,214 @@
+//! The page's front: what on-call asks first, in that order. One line per rule with something
+//! open — severity, description, open violations, money at risk, the oldest violation's age,
+//! repairs waiting, last run — sorted by severity, then money at risk; then the repairs
+//! waiting, grouped by rule in the same order (never a warning rule's above a critical one's).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use rust_decimal::Decimal;
+
+use super::cards::{approve_all, repair_card};
+use super::html::{esc, span, table, time};
+use crate::context::Context;
+use crate::rules::{Rule, Severity};
+use crate::state::{
+    RepairFilter, RepairRecord, RepairState, RuleSnapshot, RunRecord, StateError, ViolationFilter,
+    ViolationState,
+};
+
+/// Waiting repairs shown per state at most; the API lists the rest.
+const SHOWN: u32 = 100;
+
+/// What the front shows of one rule.
+pub struct Line<'a> {
+    pub rule: Option<&'a Rule>,
+    pub name: String,
+    pub snap: RuleSnapshot,
+    pub waiting: usize,
+    pub last_run: Option<RunRecord>,
+}
+
+impl Line<'_> {
+    fn severity(&self) -> Severity {
+        self.rule.map_or(Severity::Info, |r| r.severity)
+    }
+
+    /// The money at risk as the rule displays it (`1,234.50 EUR`), when it has an impact.
+    pub fn risk(&self) -> Option<String> {
+        let impact = self.rule?.impact.as_ref()?;
+        Some(impact.describe(self.snap.impact.unwrap_or_default()))
+    }
+}
+
+/// The order of the front: severity (critical first), then money at risk (most first), then
+/// name.
+pub fn order(lines: &mut [Line<'_>]) {
+    lines.sort_by(|a, b| {
+        a.severity()
+            .cmp(&b.severity())
+            .then_with(|| {
+                let risk = |l: &Line<'_>| l.snap.impact.unwrap_or(Decimal::ZERO);
+                risk(b).cmp(&risk(a))
+            })
+            .then_with(|| a.name.cmp(&b.name))
+    });
+}
+
+/// One cell: a run's outcome and how long ago it finished.
+pub fn last_run(run: Option<&RunRecord>, now_us: i64) -> String {
+    match run {
+        Some(r) => format!(
+            "<span class=\"outcome-{o}\">{o}</span>, {t}",
+            o = esc(r.outcome.as_str()),
+            t = time(now_us, r.finished_us)
+        ),
+        None => "<i>not run yet</i>".into(),
+    }
+}
+
+/// The front, as HTML.
+pub async fn front(ctx: &Context, now_us: i64) -> Result<String, StateError> {
+    let mut waiting: Vec<RepairRecord> = Vec::new();
+    for state in [
+        RepairState::Pending,
+        RepairState::DryRun,
+        RepairState::NeedsManual,
+    ] {
+        waiting.extend(
+            ctx.store
+                .repairs(&RepairFilter {
+                    state: Some(state),
+                    limit: SHOWN,
+                    ..Default::default()
+                })
+                .await?,
+        );
+    }
+    let snapshots = ctx.store.rule_snapshots().await?;
+    let mut by_rule: HashMap<&str, Vec<&RepairRecord>> = HashMap::new();
+    for r in &waiting {
+        by_rule.entry(r.rule.as_str()).or_default().push(r);
+    }
+    // Every rule with something open, and any rule no longer configured that still has
+    // repairs waiting.
+    let mut names: Vec<&str> = ctx
+        .rules
+        .iter()
+        .map(|r| r.name.as_str())
+        .filter(|n| snapshots.get(*n).is_some_and(|s| s.open > 0) || by_rule.contains_key(n))
+        .collect();
+    for n in by_rule.keys() {
+        if !names.contains(n) {
+            names.push(n);
+        }
+    }
+    let mut lines = Vec::new();
+    for name in names {
+        let last_run = ctx
+            .store
+            .runs(Some(name), None, 1)
+            .await?
+            .into_iter()
+            .next();
+        lines.push(Line {
+            rule: ctx.rule(name),
+            name: name.to_string(),
+            snap: snapshots.get(name).cloned().unwrap_or_default(),
+            waiting: by_rule.get(name).map_or(0, Vec::len),
+            last_run,
+        });
+    }
+    order(&mut lines);
+
+    let mut body = String::new();
+    let open_total: i64 = snapshots.values().map(|s| s.open).sum();
+    let _ = write!(
+        body,
+        "<p class=\"meta\">{open_total} open violation{} · {} repair{} waiting</p>",
+        if open_total == 1 { "" } else { "s" },
+        waiting.len(),
+        if waiting.len() == 1 { "" } else { "s" },
+    );
+    if lines.is_empty() {
+        let _ = write!(body, "<p class=\"empty\">Every invariant holds.</p>");
+        return Ok(body);
+    }
+    let _ = write!(body, "<h2>What is wrong</h2>");
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            vec![
+                format!(
+                    "<span class=\"{s}\">{s}</span>",
+                    s = esc(l.severity().as_str())
+                ),
+                format!(
+                    "<a href=\"/rules/{n}\">{n}</a><div class=\"meta\">{d}</div>",
+                    n = esc(&l.name),
+                    d = esc(l.rule.map_or("no longer configured", |r| &r.description))
+                ),
+                l.snap.open.to_string(),
+                esc(&l.risk().unwrap_or_default()),
+                l.snap
+                    .oldest_first_seen_us
+                    .map(|t| span(now_us - t))
+                    .unwrap_or_default(),
+                l.waiting.to_string(),
+                last_run(l.last_run.as_ref(), now_us),
+            ]
+        })
+        .collect();
+    body.push_str(&table(
+        "summary",
+        &[
+            "Severity",
+            "Rule",
+            "Open",
+            "At risk",
+            "Oldest",
+            "Repairs waiting",
+            "Last run",
+        ],
+        &rows,
+    ));
+
+    let _ = write!(body, "<h2>Repairs waiting for a person</h2>");
+    if waiting.is_empty() {
+        let _ = write!(body, "<p class=\"empty\">None.</p>");
+    }
+    for line in lines.iter().filter(|l| l.waiting > 0) {
+        let repairs = &by_rule[line.name.as_str()];
+        let _ = write!(
+            body,
+            "<h3 class=\"waiting\" data-rule=\"{n}\"><span class=\"{s}\">{s}</span> {n} · {w} waiting{risk}</h3>",
+            n = esc(&line.name),
+            s = esc(line.severity().as_str()),
+            w = line.waiting,
+            risk = line
+                .risk()
+                .map(|r| format!(" · {} at risk", esc(&r)))
+                .unwrap_or_default()
+        );
+        let decidable = repairs.iter().filter(|r| r.state.awaits_person()).count();
+        if decidable > 0 {
+            body.push_str(&approve_all(&line.name, decidable, line.risk().as_deref()));
+        }
+        for r in repairs {
+            let violation = ctx
+                .store
+                .violations(&ViolationFilter {
+                    rule: Some(r.rule.clone()),
+                    key: Some(r.key.clone()),
+                    state: Some(ViolationState::Open),
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await?
+                .into_iter()
+                .next();
+            repair_card(r, line.rule, violation.as_ref(), now_us, &mut body);
+        }
+    }
+    Ok(body)
+}
