@@ -515,6 +515,14 @@ async fn notification(
             .collect();
     }
     let mut links = BTreeMap::new();
+    // The page first (the rule's view, or the front for a source), then the API.
+    if let Some(base) = &alerting.base_url {
+        let page = match &o.rule {
+            Some(rule) => format!("{base}/rules/{rule}"),
+            None => format!("{base}/"),
+        };
+        links.insert("page".into(), page);
+    }
     if let (Some(base), Some(rule)) = (&alerting.base_url, &o.rule) {
         links.insert("rule".into(), format!("{base}/api/v1/rules/{rule}"));
         if o.key.kind == AlertKind::Violation {
@@ -529,7 +537,6 @@ async fn notification(
                 "repairs".into(),
                 format!("{base}/api/v1/repairs?rule={rule}&state=pending"),
             );
-            links.insert("page".into(), format!("{base}/"));
         }
     }
     Ok(Notification {

@@ -61,7 +61,8 @@ pub struct Notification {
     pub ends_at: Option<String>,
     /// When this announcement was made (RFC 3339).
     pub at: String,
-    /// Where to look: the rule's page and its violations in the API, when `base_url` is set.
+    /// Where to look, when `base_url` is set: `page` (the rule's view on the web page, or the
+    /// front for a source) first, then the API (`rule`, `violations`, `repairs`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub links: BTreeMap<String, String>,
 }
@@ -328,6 +329,10 @@ pub(crate) mod tests {
             at: "2026-11-27T12:17:00Z".into(),
             links: [
                 (
+                    "page".to_string(),
+                    "https://invariantd.example.com/rules/paid_implies_reserved".to_string(),
+                ),
+                (
                     "rule".to_string(),
                     "https://invariantd.example.com/api/v1/rules/paid_implies_reserved".to_string(),
                 ),
@@ -391,10 +396,16 @@ pub(crate) mod tests {
 
     /// What dependency alerts link to: the rule, not its violations.
     fn rule_link() -> BTreeMap<String, String> {
-        [(
-            "rule".to_string(),
-            "https://invariantd.example.com/api/v1/rules/paid_implies_reserved".to_string(),
-        )]
+        [
+            (
+                "page".to_string(),
+                "https://invariantd.example.com/rules/paid_implies_reserved".to_string(),
+            ),
+            (
+                "rule".to_string(),
+                "https://invariantd.example.com/api/v1/rules/paid_implies_reserved".to_string(),
+            ),
+        ]
         .into()
     }
 
@@ -429,7 +440,10 @@ pub(crate) mod tests {
                     "repairs".to_string(),
                     "https://invariantd.example.com/api/v1/repairs?rule=paid_implies_reserved&state=pending".to_string(),
                 ),
-                ("page".to_string(), "https://invariantd.example.com/".to_string()),
+                (
+                    "page".to_string(),
+                    "https://invariantd.example.com/rules/paid_implies_reserved".to_string(),
+                ),
             ]
             .into(),
             ..firing()

@@ -182,7 +182,8 @@ pub fn alert_json(n: &Notification, now: &str, valid_for: Duration) -> serde_jso
         "startsAt": n.starts_at,
         "endsAt": ends_at,
     });
-    if let Some(url) = n.links.get("rule") {
+    // Alertmanager's link back to what raised the alert: the rule's view on the page.
+    if let Some(url) = n.links.get("page").or_else(|| n.links.get("rule")) {
         alert["generatorURL"] = json!(url);
     }
     json!([alert])

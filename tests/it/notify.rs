@@ -132,7 +132,8 @@ alerting:
         "The oldest 5 of 100:",
         "  - 1: row 1 is not ok",
         "Runbook:    https://runbooks.example.com/broken",
-        "Violations: http://invariantd.example.com/api/v1/violations?rule=broken&state=open",
+        // The rule's view on the page first, the API second.
+        "Page:       http://invariantd.example.com/rules/broken\r\nRule:       http://invariantd.example.com/api/v1/rules/broken\r\nViolations: http://invariantd.example.com/api/v1/violations?rule=broken&state=open",
     ] {
         assert!(data.contains(part), "{part:?} not in:\n{data}");
     }
@@ -158,6 +159,14 @@ alerting:
     assert_eq!(body["labels"]["team"], "inventory");
     assert_eq!(body["impact"]["total"], "499900");
     assert_eq!(body["impact"]["unit"], "cents");
+    assert_eq!(
+        body["links"]["page"],
+        "http://invariantd.example.com/rules/broken"
+    );
+    assert_eq!(
+        body["links"]["rule"],
+        "http://invariantd.example.com/api/v1/rules/broken"
+    );
 
     eventually(Duration::from_secs(10), "no Slack message", || {
         !json_lines(&chats).is_empty()
@@ -182,6 +191,10 @@ alerting:
     assert_eq!(labels["severity"], "critical");
     assert_eq!(labels["team"], "inventory");
     assert_eq!(alerts[0]["status"]["state"], "active");
+    assert_eq!(
+        alerts[0]["generatorURL"],
+        "http://invariantd.example.com/rules/broken"
+    );
     let ends_at = |alerts: &[serde_json::Value]| {
         chrono::DateTime::parse_from_rfc3339(alerts[0]["endsAt"].as_str().unwrap()).unwrap()
     };
