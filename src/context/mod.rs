@@ -117,6 +117,7 @@ impl Context {
             health.clone(),
         ));
         restore(&metrics, &rules, &store).await?;
+        set_receivers(&metrics, &config);
         Ok(Context {
             sources: Sources::new(&config.sources, secrets),
             tokens,
@@ -192,6 +193,7 @@ impl Context {
             .cloned()
             .collect();
         restore(&self.metrics, &fresh, &self.store).await?;
+        set_receivers(&self.metrics, &config);
         let context = Context {
             sources: self
                 .sources
@@ -209,6 +211,17 @@ impl Context {
     pub fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name == name)
     }
+}
+
+/// The receivers in force, as the metrics name them.
+fn set_receivers(metrics: &Metrics, config: &Config) {
+    let receivers: Vec<(String, &'static str)> = config
+        .alerting
+        .receivers
+        .iter()
+        .map(|r| (r.name.clone(), r.kind.kind()))
+        .collect();
+    metrics.set_receivers(&receivers);
 }
 
 async fn restore(metrics: &Metrics, rules: &[Rule], store: &StateStore) -> Result<(), StateError> {

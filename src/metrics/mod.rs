@@ -45,6 +45,14 @@ struct ReceiverOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+/// The outcomes of a delivery attempt, each with a series from start-up.
+const DELIVERY_OUTCOMES: [&str; 3] = ["sent", "failed", "dropped"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildInfo {
     version: String,
 }
@@ -84,6 +92,8 @@ pub struct Metrics {
     repairs_oldest_pending: Family<Labels, FloatGauge>,
     repairs_held: Family<Labels, Counter>,
     alerts_sent: Family<ReceiverOutcome, Counter>,
+    /// Receivers configured, by kind (email, webhook, alertmanager).
+    alert_receivers: Family<KindLabel, Gauge>,
     audit_entries: Gauge,
     audit_head: Gauge,
     /// The rule labels (`metrics.rule_labels`) every per-rule series carries.
@@ -141,6 +151,7 @@ impl Metrics {
             repairs_oldest_pending: Family::default(),
             repairs_held: Family::default(),
             alerts_sent: Family::default(),
+            alert_receivers: Family::default(),
             audit_entries: Gauge::default(),
             audit_head: Gauge::default(),
             label_names: Mutex::new(rule_labels),
@@ -254,6 +265,11 @@ impl Metrics {
             "alerts_sent",
             "Alert notifications by receiver and outcome",
             m.alerts_sent.clone(),
+        );
+        registry.register(
+            "alert_receivers",
+            "Alert receivers configured, by kind: with an alertmanager receiver, the shipped Prometheus rules that repeat invariantd's own alerts stand down",
+            m.alert_receivers.clone(),
         );
         registry.register(
             "audit_entries",
@@ -521,6 +537,30 @@ impl Metrics {
             .observe(open_for.as_secs_f64());
         let mut oldest = self.oldest.lock().expect("metrics lock");
         self.set_open(rule, snap, &mut oldest);
+    }
+
+    /// The receivers in force: each has its delivery series from start-up (so that
+    /// `increase()` sees the first failure), and the count per kind is exported. Receivers
+    /// removed by a reload keep their counters (cumulative) until the restart.
+    pub fn set_receivers(&self, receivers: &[(String, &'static str)]) {
+        for (name, _) in receivers {
+            for outcome in DELIVERY_OUTCOMES {
+                self.alerts_sent
+                    .get_or_create(&ReceiverOutcome {
+                        receiver: name.clone(),
+                        outcome: outcome.to_string(),
+                    })
+                    .inc_by(0);
+            }
+        }
+        for kind in crate::receivers::KINDS {
+            let n = receivers.iter().filter(|(_, k)| k == kind).count();
+            self.alert_receivers
+                .get_or_create(&KindLabel {
+                    kind: kind.to_string(),
+                })
+                .set(n as i64);
+        }
     }
 
     /// A delivery attempt of an alert: `sent`, `failed` (to be retried) or `dropped`.

@@ -129,7 +129,7 @@ macro_rules! kinds {
         }
 
         /// The keys of a receiver: its kind.
-        const KINDS: &[&str] = &[$(stringify!($name)),*];
+        pub const KINDS: &[&str] = &[$(stringify!($name)),*];
 
         impl RawKind {
             fn check(

@@ -1,13 +1,17 @@
 //! What ships for Prometheus and Grafana: the alerting rules (`alerts/`) pass promtool's checks
 //! and unit tests, amtool accepts the example Alertmanager routing, the dashboards
-//! (`dashboards/`) load through file provisioning, and every metric they query is one a real
-//! daemon exports.
+//! (`dashboards/`) load through file provisioning, every metric they query is one a real
+//! daemon exports and every query returns data from a real Prometheus, and the rules and
+//! invariantd's own alerts together give one notification per event in a real Alertmanager.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
-use crate::harness::{Workdir, http, terminate_within};
+use crate::harness::{
+    Prometheus, TestDb, Workdir, eventually, http, json_lines, terminate_within, tokens_file,
+};
 
 fn alerts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("alerts")
@@ -90,6 +94,7 @@ fn dashboard_queries(file: &str) -> String {
     for variable in dashboard["templating"]["list"].as_array().unwrap() {
         if let Some(q) = variable["definition"].as_str() {
             queries.push_str(q);
+            queries.push('\n');
         }
     }
     queries
@@ -169,4 +174,204 @@ async fn every_metric_the_alerts_and_dashboards_query_is_exported() {
             "{file} queries {name}, which invariantd does not export"
         );
     }
+}
+
+/// A shop whose one rule has an impact and a repair (approved by hand), and a daemon whose
+/// webhook receiver is down: what both dashboards and the alerts need to have data.
+const REPAIRED_RULE: &str = r#"
+name: row_ok
+severity: critical
+every: 1s
+key: id
+datasets:
+  t: { source: shop, query: "SELECT id, ok, cents FROM t" }
+assert: t == null || t.ok == 1
+impact: { value: t.cents, unit: cents, scale: 0.01, display_unit: EUR }
+repair:
+  mode: approve
+  action:
+    sql: { source: shop, statement: "UPDATE t SET ok = 1 WHERE id = $1", params: [key] }
+"#;
+
+async fn broken_shop(alerting: &str) -> (TestDb, Workdir) {
+    let db = TestDb::new(invariantd::config::SourceKind::Sqlite, "dash").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, ok INTEGER, cents INTEGER)",
+        "INSERT INTO t VALUES (1, 1, 100), (2, 0, 250)",
+    ])
+    .await;
+    let w = Workdir::new(&[("shop", &db.admin_url)], Some(REPAIRED_RULE));
+    let config = std::fs::read_to_string(w.config()).unwrap();
+    std::fs::write(
+        w.config(),
+        format!(
+            "{config}{}outbound: {{ allow: [127.0.0.1] }}\n{alerting}",
+            tokens_file(w.path())
+        ),
+    )
+    .unwrap();
+    (db, w)
+}
+
+/// Every query of both dashboards returns data from a real Prometheus scraping a daemon under
+/// a job name of its own, once the daemon has applied a repair and failed a delivery: the
+/// repair panels, the `job` variable, the process panels.
+#[tokio::test]
+async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
+    let dead = crate::harness::free_port();
+    let (_db, w) = broken_shop(&format!(
+        "alerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{dead}/\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n"
+    ))
+    .await;
+    let (mut daemon, port) = w.spawn_daemon("", std::process::Stdio::null()).await;
+    // Before any delivery, the failure series is there (at 0) for `increase()` to see the first.
+    let (_, scrape) = http(port, "GET", "/metrics");
+    assert!(
+        scrape.contains(r#"invariantd_alerts_sent_total{receiver="hook",outcome="failed"} 0"#),
+        "{scrape}"
+    );
+    let prometheus = Prometheus::start("shop_checker", &[port], &[], None).await;
+    eventually(Duration::from_secs(20), "a repair pending", || {
+        http(port, "GET", "/api/v1/repairs?state=pending")
+            .1
+            .contains("\"key\":\"2\"")
+    })
+    .await;
+    // The alert of the violation fails to be delivered; then on-call approves the repair.
+    eventually(Duration::from_secs(20), "a failed delivery", || {
+        !http(port, "GET", "/metrics")
+            .1
+            .contains(r#"invariantd_alerts_sent_total{receiver="hook",outcome="failed"} 0"#)
+    })
+    .await;
+    let (status, _) = crate::harness::http_as(
+        port,
+        "POST",
+        "/api/v1/rules/row_ok/repairs/approve",
+        Some(crate::harness::TOKEN),
+    );
+    assert_eq!(status, 200);
+    eventually(
+        Duration::from_secs(30),
+        "Prometheus sees the repair and the failed delivery",
+        || {
+            !prometheus
+                .query(r#"invariantd_repairs_total{outcome="applied"} > 0"#)
+                .is_empty()
+                && !prometheus
+                    .query(r#"invariantd_alerts_sent_total{outcome="failed"} > 0"#)
+                    .is_empty()
+        },
+    )
+    .await;
+    // A few more scrapes, so that every rate has two samples after the changes.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for file in ["overview.json", "rule.json"] {
+        for query in dashboard_queries(file).lines().filter(|q| !q.is_empty()) {
+            let expr = match query.strip_prefix("label_values(") {
+                // `label_values(METRIC, label)`: the series it reads.
+                Some(rest) => rest.rsplit_once(',').unwrap().0.to_string(),
+                None => query.to_string(),
+            };
+            let expr = expr
+                .replace("$job", "shop_checker")
+                .replace("$rule", "row_ok")
+                .replace("$__rate_interval", "1m");
+            assert!(
+                !prometheus.query(&expr).is_empty(),
+                "{file}: `{query}` returns nothing"
+            );
+        }
+    }
+    drop(prometheus);
+    terminate_within(&mut daemon, Duration::from_secs(15)).await;
+}
+
+/// Both alert paths wired to one real Alertmanager, as the README sets them up: a real
+/// Prometheus evaluating `alerts/` (with every `for:` cut to 0s, so that the metric-based
+/// alerts would fire at once) and invariantd pushing its own. Each event of a rule — firing,
+/// then resolved — reaches the on-call once, as one alert.
+#[tokio::test]
+async fn one_notification_per_event_when_both_alert_paths_are_wired() {
+    let hooks = tempfile::NamedTempFile::new().unwrap();
+    let hook = crate::harness::Helper::start("http_recorder.py", &[hooks.path().to_str().unwrap()]);
+    let am = crate::harness::Alertmanager::with_config(&format!(
+        "route:\n  receiver: hook\n  group_by: [alertname, rule, source]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - {{ url: \"http://127.0.0.1:{}/\", send_resolved: true }}\n",
+        hook.port
+    ))
+    .await;
+    let (db, w) = broken_shop(&format!(
+        "alerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    am: {{ alertmanager: {{ url: \"http://127.0.0.1:{}\" }} }}\n  routes:\n    - {{ receivers: [am] }}\n",
+        am.port
+    ))
+    .await;
+    let (mut daemon, port) = w.spawn_daemon("", std::process::Stdio::null()).await;
+    let rules_dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(alerts().join("invariantd.rules.yml")).unwrap();
+    let eager = regex::Regex::new(r"for: \d+m")
+        .unwrap()
+        .replace_all(&shipped, "for: 0s");
+    let rules = rules_dir.path().join("invariantd.rules.yml");
+    std::fs::write(&rules, eager.as_ref()).unwrap();
+    let prometheus = Prometheus::start("invariantd", &[port], &[&rules], Some(am.port)).await;
+
+    let violated = |status: &str| {
+        json_lines(hooks.path())
+            .into_iter()
+            .filter(|n| {
+                n["body"]["groupLabels"]["alertname"] == "InvariantViolated"
+                    && n["body"]["groupLabels"]["rule"] == "row_ok"
+                    && (status.is_empty() || n["body"]["status"] == status)
+            })
+            .count()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the violation is announced",
+        || violated("firing") > 0,
+    )
+    .await;
+    // Prometheus has the metric and evaluates the rule, which stands down.
+    eventually(
+        Duration::from_secs(20),
+        "Prometheus evaluates the shipped rules",
+        || {
+            !prometheus
+                .query(r#"invariantd_violations_open{rule="row_ok"} > 0"#)
+                .is_empty()
+                && http(prometheus.port, "GET", "/api/v1/rules")
+                    .1
+                    .contains("\"name\":\"InvariantViolated\"")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        prometheus
+            .query(r#"ALERTS{alertname="InvariantViolated"}"#)
+            .is_empty()
+    );
+
+    // The row is fixed: one resolved notification.
+    db.exec_str(&["UPDATE t SET ok = 1"]).await;
+    eventually(
+        Duration::from_secs(30),
+        "the resolution is announced",
+        || violated("resolved") > 0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let sent: Vec<serde_json::Value> = json_lines(hooks.path())
+        .into_iter()
+        .filter(|n| n["body"]["groupLabels"]["alertname"] == "InvariantViolated")
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    for (n, status) in sent.iter().zip(["firing", "resolved"]) {
+        assert_eq!(n["body"]["status"], status, "{n:#}");
+        let alerts = n["body"]["alerts"].as_array().unwrap();
+        assert_eq!(alerts.len(), 1, "one alert per event: {n:#}");
+        assert_eq!(alerts[0]["labels"]["kind"], "violation", "{n:#}");
+    }
+    drop(prometheus);
+    terminate_within(&mut daemon, Duration::from_secs(15)).await;
 }

@@ -698,12 +698,16 @@ pub struct Alertmanager {
 
 impl Alertmanager {
     pub async fn start() -> Alertmanager {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("am.yml"),
+        Alertmanager::with_config(
             "route: { receiver: none, group_wait: 0s }\nreceivers: [{ name: none }]\n",
         )
-        .unwrap();
+        .await
+    }
+
+    /// An Alertmanager with this configuration (routes, receivers, inhibitions).
+    pub async fn with_config(yaml: &str) -> Alertmanager {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("am.yml"), yaml).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -748,6 +752,101 @@ impl Alertmanager {
 }
 
 impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real Prometheus (Debian's `prometheus`) on a free loopback port, scraping `targets`
+/// every second under the job name `job`, evaluating `rule_files` every second and sending
+/// alerts to `alertmanager` when given. Killed when dropped.
+pub struct Prometheus {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub async fn start(
+        job: &str,
+        targets: &[u16],
+        rule_files: &[&Path],
+        alertmanager: Option<u16>,
+    ) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let targets: Vec<String> = targets
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        let rules: Vec<String> = rule_files
+            .iter()
+            .map(|f| format!("\"{}\"", f.display()))
+            .collect();
+        let alerting = alertmanager.map_or(String::new(), |am| {
+            format!("alerting:\n  alertmanagers:\n    - static_configs: [{{ targets: [\"127.0.0.1:{am}\"] }}]\n")
+        });
+        std::fs::write(
+            dir.path().join("prometheus.yml"),
+            format!(
+                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: [{}]\n{alerting}scrape_configs:\n  - job_name: {job}\n    static_configs: [{{ targets: [{}] }}]\n",
+                rules.join(", "),
+                targets.join(", ")
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package; .ci/run installs it)");
+        let prometheus = Prometheus {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            || http(port, "GET", "/-/ready").0 != 200
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Prometheus never became ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        prometheus
+    }
+
+    /// The result of an instant query (`data.result`).
+    pub fn query(&self, expr: &str) -> Vec<serde_json::Value> {
+        let encoded: String = expr
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let (status, body) = http(self.port, "GET", &format!("/api/v1/query?query={encoded}"));
+        assert_eq!(status, 200, "{expr}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
