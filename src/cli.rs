@@ -358,4 +358,10 @@ pub struct DemoArgs {
     /// approves them itself, in seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=3600))]
     pub approve_after: u32,
+
+    /// The address of the demo's web page and API (port 0: a free one); its on-call webhook
+    /// listens on the same address, on a free port. `0.0.0.0:8080` opens the page to other
+    /// machines (a VM, a container).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
 }

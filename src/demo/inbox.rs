@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 /// A running inbox; stopped when dropped.
 pub struct Inbox {
-    pub port: u16,
+    /// Where the daemon sends to (loopback when the inbox listens on every address).
+    pub address: std::net::SocketAddr,
     pub file: PathBuf,
     received: Arc<Mutex<Vec<serde_json::Value>>>,
     stop: CancellationToken,
@@ -45,9 +46,10 @@ async fn receive(
 }
 
 impl Inbox {
-    pub async fn start(dir: &Path) -> anyhow::Result<Inbox> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
+    /// Listens on `ip`, on a free port.
+    pub async fn start(dir: &Path, ip: std::net::IpAddr) -> anyhow::Result<Inbox> {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
+        let address = super::reachable(listener.local_addr()?);
         let file = dir.join("alerts.jsonl");
         let received = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::new(Shared {
@@ -60,7 +62,7 @@ impl Inbox {
         let stop = CancellationToken::new();
         tokio::spawn(crate::http::serve::serve(listener, app, stop.clone()));
         Ok(Inbox {
-            port,
+            address,
             file,
             received,
             stop,
@@ -68,11 +70,12 @@ impl Inbox {
     }
 
     /// The `alerting` section that sends every alert here, and the `outbound.allow` entry
-    /// that lets alerts reach loopback.
+    /// that lets alerts reach its address.
     pub fn config(&self) -> String {
+        let ip = self.address.ip();
+        let url = format!("http://{}/", self.address);
         format!(
-            "outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  sample_size: 3\n  receivers:\n    on-call: {{ webhook: {{ url: \"http://127.0.0.1:{}/\" }} }}\n  routes:\n    - {{ receivers: [on-call] }}\n",
-            self.port
+            "outbound: {{ allow: [\"{ip}\"] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  sample_size: 3\n  receivers:\n    on-call: {{ webhook: {{ url: \"{url}\" }} }}\n  routes:\n    - {{ receivers: [on-call] }}\n"
         )
     }
 

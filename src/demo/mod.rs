@@ -12,6 +12,7 @@ pub mod live;
 pub mod shop;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -27,10 +28,22 @@ use shop::{SERVICES, Shop};
 
 /// The shipped rule pack, embedded so the demo works from the binary alone.
 pub const RULE_FILES: [(&str, &str); 4] = [
-    ("payments.yaml", include_str!("../../rules/payments.yaml")),
-    ("orders.yaml", include_str!("../../rules/orders.yaml")),
-    ("inventory.yaml", include_str!("../../rules/inventory.yaml")),
-    ("shipping.yaml", include_str!("../../rules/shipping.yaml")),
+    (
+        "payments.yaml",
+        include_str!("../../examples/shop/rules/payments.yaml"),
+    ),
+    (
+        "orders.yaml",
+        include_str!("../../examples/shop/rules/orders.yaml"),
+    ),
+    (
+        "inventory.yaml",
+        include_str!("../../examples/shop/rules/inventory.yaml"),
+    ),
+    (
+        "shipping.yaml",
+        include_str!("../../examples/shop/rules/shipping.yaml"),
+    ),
 ];
 
 /// The repairs the demo's rules offer (the shipped pack offers none: its statements would be
@@ -120,8 +133,41 @@ pub async fn create_sqlite_shop(shop: &Shop, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The config for the shop's databases in `dir`, with the daemon on `port`.
-pub fn sqlite_config(port: u16) -> String {
+/// Where a process on this machine reaches a listener bound to `address`: loopback for an
+/// unspecified address (`0.0.0.0`, `::`).
+pub fn reachable(address: SocketAddr) -> SocketAddr {
+    match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, address.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, address.port()).into(),
+        _ => address,
+    }
+}
+
+/// A word as a shell takes it: quoted when it has anything but plain characters.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@,".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// The program as the user invoked it (`invariantd` from `PATH`, `target/debug/invariantd`
+/// under `cargo run`), so that the commands the demo prints run from where the user is.
+fn invoked_as() -> String {
+    let program = std::env::args_os()
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "invariantd".into());
+    shell_word(&program)
+}
+
+/// The config for the shop's databases in `dir`, with the daemon on `listen`.
+pub fn sqlite_config(listen: SocketAddr) -> String {
     let mut text = String::from("# Written by `invariantd demo`.\nsources:\n");
     for service in SERVICES {
         text.push_str(&format!(
@@ -129,7 +175,7 @@ pub fn sqlite_config(port: u16) -> String {
         ));
     }
     text.push_str("state: { url: \"sqlite://invariantd-state.db\" }\nrules: [rules/]\n");
-    text.push_str(&format!("http: {{ listen: \"127.0.0.1:{port}\" }}\n"));
+    text.push_str(&format!("http: {{ listen: \"{listen}\" }}\n"));
     text
 }
 
@@ -152,20 +198,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         )?;
     }
     let token = demo_token(&dir)?;
-    // A port of our own: 9464 may be taken by a daemon already running.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    // A port of our own unless one is given: 9464 may be taken by a daemon already running.
+    let listen = if args.listen.port() == 0 {
+        std::net::TcpListener::bind(args.listen)
+            .with_context(|| format!("cannot listen on {}", args.listen))?
+            .local_addr()?
+    } else {
+        args.listen
+    };
     let config_path = dir.join("invariantd.yaml");
-    let inbox = inbox::Inbox::start(&dir).await?;
+    let inbox = inbox::Inbox::start(&dir, listen.ip())
+        .await
+        .with_context(|| format!("cannot listen on {}", listen.ip()))?;
     std::fs::write(
         &config_path,
         format!(
             "{}auth: {{ tokens_file: tokens }}\n{}",
-            sqlite_config(port),
+            sqlite_config(listen),
             inbox.config()
         ),
     )?;
+    let me = invoked_as();
+    let config_arg = shell_word(&config_path.display().to_string());
 
     {
         let mut sim = live::Simulator::create(&dir).await?;
@@ -199,7 +253,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
 
         let daemon = crate::daemon::start(ctx, Vec::new()).await?;
-        let address = daemon.address;
+        let address = reachable(daemon.address);
+        if daemon.address.ip().is_unspecified() {
+            println!(
+                "The page listens on every address ({}): from another machine, use this one's address.",
+                daemon.address
+            );
+        }
         println!("Watch it while it runs:");
         println!("  http://{address}/   (the page on-call approves repairs on; token: {token})");
         println!("  http://{address}/metrics");
@@ -351,9 +411,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let mut all_resolved = groups.iter().all(|g| !inbox.has(g, "firing"));
         let mut repaired = rest.is_empty();
         if !rest.is_empty() {
-            repaired =
-                approve_and_apply(&store, &rest, address, &token, args.approve_after, &story)
-                    .await?;
+            repaired = approve_and_apply(
+                &store,
+                &rest,
+                address,
+                &token,
+                args.approve_after,
+                &story,
+                &me,
+            )
+            .await?;
             let started = std::time::Instant::now();
             let patience = story.real(std::time::Duration::from_secs(8 * 60))
                 + std::time::Duration::from_secs(10);
@@ -377,30 +444,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         daemon.wait().await?;
         let exact = exact && alerted && all_resolved && repaired;
         println!("\nLook further:");
-        println!(
-            "  invariantd violations list --config {}",
-            config_path.display()
-        );
+        println!("  {me} violations list --config {config_arg}");
         if let Some(id) = fixed {
             println!(
-                "  invariantd violations list --state all --key {id} --config {}   (the fixed order's history)",
-                config_path.display()
+                "  {me} violations list --state all --key {id} --config {config_arg}   (the fixed order's history)"
             );
         }
         if let Some(id) = rest.first() {
             println!(
-                "  invariantd explain paid_implies_reserved {id} --config {}   (the evidence for one order, now repaired)",
-                config_path.display()
+                "  {me} explain paid_implies_reserved {id} --config {config_arg}   (the evidence for one order, now repaired)"
             );
         }
         println!(
-            "  invariantd audit list --config {}   (who approved what, and what was applied)",
-            config_path.display()
+            "  {me} audit list --config {config_arg}   (who approved what, and what was applied)"
         );
-        println!(
-            "  invariantd run --config {}   (the daemon again, on the same databases)",
-            config_path.display()
-        );
+        println!("  {me} run --config {config_arg}   (the daemon again, on the same databases)");
         Ok(if exact {
             ExitCode::SUCCESS
         } else {
@@ -419,6 +477,7 @@ async fn approve_and_apply(
     token: &str,
     approve_after: u32,
     story: &live::Story,
+    me: &str,
 ) -> anyhow::Result<bool> {
     use crate::state::{RepairFilter, RepairState};
     let want = rest.len() * 2;
@@ -445,7 +504,7 @@ async fn approve_and_apply(
     println!("They wait for on-call. Approve them on the page, with the token {token}:");
     println!("  http://{address}/");
     println!(
-        "or: invariantd repairs approve --rule paid_implies_reserved --url http://{address} --token {token}"
+        "or: {me} repairs approve --rule paid_implies_reserved --url http://{address} --token {token}"
     );
     let wait = std::time::Duration::from_secs(u64::from(approve_after));
     if !wait.is_zero() {

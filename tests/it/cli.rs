@@ -83,6 +83,91 @@ fn validate_accepts_the_shipped_rules_without_touching_a_database() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// `examples/shop/` is a working whole as shipped: copied where a user would put it, with
+/// their tokens file made from the example and their databases' URLs in the environment, it
+/// passes `validate` and `test`, and its Alertmanager example passes `amtool`.
+#[test]
+fn the_shipped_example_shop_validates_and_its_tests_pass() {
+    use std::os::unix::fs::PermissionsExt;
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    };
+    copy(&example, dir.path());
+    copy(&example.join("rules"), &dir.path().join("rules"));
+    let tokens = dir.path().join("tokens");
+    std::fs::copy(dir.path().join("tokens.example"), &tokens).unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("INVARIANTD_CONFIG")
+            // Nothing listens on port 1: neither command may connect.
+            .env(
+                "ORDERS_DATABASE_URL",
+                "postgres://checker@127.0.0.1:1/orders",
+            )
+            .env(
+                "PAYMENTS_DATABASE_URL",
+                "postgres://checker@127.0.0.1:1/payments",
+            )
+            .env(
+                "INVENTORY_DATABASE_URL",
+                "mysql://checker@127.0.0.1:1/inventory",
+            )
+            .env(
+                "SHIPPING_DATABASE_URL",
+                "postgres://checker@127.0.0.1:1/shipping",
+            )
+            .output()
+            .unwrap()
+    };
+    let out = run(&["validate"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).ends_with("invariantd.yaml: 4 sources, 7 rules: valid\n"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(&["test"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains(" passed, 0 failed"),
+        "{}",
+        stdout(&out)
+    );
+    let am = std::process::Command::new("amtool")
+        .args(["check-config", "alertmanager.yml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("amtool (.ci/run installs it)");
+    assert!(
+        am.status.success(),
+        "{}",
+        String::from_utf8_lossy(&am.stdout)
+    );
+}
+
 #[tokio::test]
 async fn check_prints_a_table_and_exits_1_when_violations_are_found() {
     let workdir = shop_workdir().await;

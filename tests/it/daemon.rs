@@ -297,8 +297,11 @@ async fn rule_runs_are_exported_as_spans_to_an_otlp_receiver() {
 #[test]
 fn the_demo_finds_exactly_the_orders_its_outage_broke() {
     let dir = tempfile::tempdir().unwrap();
+    let port = crate::harness::free_port();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
-        .args(["demo", "--speed", "100", "--approve-after", "0", "--dir"])
+        .args(["demo", "--speed", "100", "--approve-after", "0", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--dir")
         .arg(dir.path().join("shop"))
         .output()
         .unwrap();
@@ -344,6 +347,43 @@ fn the_demo_finds_exactly_the_orders_its_outage_broke() {
     assert!(stdout.contains(" EUR at risk"), "{stdout}");
     let alerts = std::fs::read_to_string(dir.path().join("shop/alerts.jsonl")).unwrap();
     assert_eq!(alerts.lines().count(), 4, "{alerts}");
+    // The page was where --listen put it.
+    assert!(
+        stdout.contains(&format!(
+            "  http://127.0.0.1:{port}/   (the page on-call approves repairs on"
+        )),
+        "{stdout}"
+    );
+    // Every repair it reports fixed what it was for.
+    assert!(
+        stdout.contains("violations resolved by their repair at once"),
+        "{stdout}"
+    );
+    // The commands to look further run as printed: the binary as it was invoked.
+    let further: Vec<&str> = stdout
+        .split("Look further:\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .map(|l| l.split("   (").next().unwrap().trim())
+        .filter(|l| !l.is_empty() && !l.contains(" run --config"))
+        .collect();
+    assert_eq!(further.len(), 4, "{stdout}");
+    for line in further {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[0], env!("CARGO_BIN_EXE_invariantd"), "{line}");
+        let ran = std::process::Command::new(words[0])
+            .args(&words[1..])
+            .output()
+            .unwrap();
+        // `explain` says 2 while the repaired key is within its grace: judged, not failed.
+        assert!(
+            ran.status.success()
+                || (line.contains(" explain ") && ran.stdout.starts_with(b"rule ")),
+            "{line}: {}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+    }
 }
 
 #[tokio::test]

@@ -269,7 +269,7 @@ fn check_rules(input: &[u8], runtime: &tokio::runtime::Runtime) {
 
 #[test]
 fn fuzz_the_rule_loader_and_the_rules_tests() {
-    let corpus = seeds(&root().join("rules"));
+    let corpus = seeds(&root().join("examples/shop/rules"));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

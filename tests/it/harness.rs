@@ -452,7 +452,7 @@ impl Workdir {
 }
 
 pub fn shipped_rules() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop/rules")
 }
 
 pub fn run_of<'a>(
