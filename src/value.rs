@@ -467,6 +467,20 @@ pub mod decimal_text {
     }
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters, as one path segment or
+/// one query value: the text can never add a segment, a parameter or a host.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -152,13 +152,7 @@ pub(super) fn pretty(v: &Option<serde_json::Value>) -> String {
 /// Percent-encodes everything but RFC 3986's unreserved characters: a value can never add a
 /// path segment, a query parameter or a host.
 pub(super) fn percent_encode(value: &str, out: &mut String) {
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
+    out.push_str(&crate::value::percent_encode(value));
 }
 
 /// A value inside a NATS subject: one token, so no `.`, wildcard or whitespace of its own.

@@ -124,7 +124,7 @@ pub async fn rule_page(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let title = format!("{name} · invariantd");
-    let content = format!("/ui/rules/{}", percent_encode(&name));
+    let content = format!("/ui/rules/{}", crate::value::percent_encode(&name));
     if handle.current().config.auth.read_requires_token {
         return Ok(shell(&title, None, &content));
     }
@@ -151,19 +151,6 @@ pub async fn rule_content(
             r
         }
     })
-}
-
-/// A path segment as a URL carries it.
-fn percent_encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// `GET /ui/explain/{violation}`: the evidence for a violation's key, judged now, as HTML.
