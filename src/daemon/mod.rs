@@ -76,6 +76,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    SecondWriter(#[from] crate::state::WriterError),
     #[error("the {service} service stopped: {reason}")]
     ServiceDied {
         service: &'static str,
@@ -118,6 +120,9 @@ pub async fn serve(ctx: Context) -> Result<(), DaemonError> {
 /// Starts the daemon on `ctx` with the standard services and `extra` ones, and returns once it
 /// listens and is ready. Stop it with `Control::Shutdown` through `handle`.
 pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonError> {
+    // A SQLite state store has one writer: a second daemon on it is refused before it binds
+    // or runs anything. The lock is held until the supervisor ends.
+    let sole_writer = ctx.store.sole_writer()?;
     let listen = ctx.config.http_listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -224,15 +229,12 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
         address = %address,
         "invariantd is running: /metrics, /healthz, /readyz and /api/v1 on the address."
     );
-    let supervisor = tokio::spawn(supervise(
-        handle.clone(),
-        control,
-        tasks,
-        swaps_tx,
-        abort,
-        log,
-        grace,
-    ));
+    let supervised = supervise(handle.clone(), control, tasks, swaps_tx, abort, log, grace);
+    let supervisor = tokio::spawn(async move {
+        let result = supervised.await;
+        drop(sole_writer);
+        result
+    });
     Ok(Running {
         handle,
         address,

@@ -23,6 +23,7 @@ mod alerts;
 mod audit;
 mod counters;
 mod enabling;
+mod leases;
 mod repairs;
 mod runs;
 mod silences;
@@ -45,6 +46,7 @@ pub use alerts::{AlertGroupState, OutboxEntry, OutboxRow};
 pub use audit::{AuditEntry, AuditRecord, Verification, load_key as load_audit_key};
 pub use counters::RuleTotals;
 pub use enabling::{EnableRequest, Enabling};
+pub use leases::{Lease, LeaseRow, SoleWriter, WriterError};
 pub use repairs::{Claimed, NewRepair, RepairFilter, RepairSummary, Written};
 pub use runs::{RunRecord, SweepMarks};
 pub use silences::{NewSilence, Silence};
@@ -163,6 +165,8 @@ pub struct StateStore {
     /// The audit chain's key (`auth.audit_key_file`), or why it cannot be used: read at
     /// open, so that commands that write no audit entry work without it.
     audit_key: Result<Option<Vec<u8>>, String>,
+    /// The file of a SQLite state store (none in memory, none for PostgreSQL).
+    sqlite_path: Option<std::path::PathBuf>,
 }
 
 impl StateStore {
@@ -332,6 +336,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "rejected by",
         include_str!("../../migrations/sqlite/0013_rejected_by.sql"),
     ),
+    (
+        14,
+        "leases",
+        include_str!("../../migrations/sqlite/0014_leases.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -399,6 +408,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         "rejected by",
         include_str!("../../migrations/postgres/0013_rejected_by.sql"),
     ),
+    (
+        14,
+        "leases",
+        include_str!("../../migrations/postgres/0014_leases.sql"),
+    ),
 ]);
 
 impl StateStore {
@@ -443,10 +457,16 @@ impl StateStore {
             .as_deref()
             .map(audit::load_key)
             .transpose();
+        let sqlite_path = match &config.options {
+            ConnectOptions::Sqlite(o) => Some(o.get_filename().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty() && p.as_os_str() != ":memory:"),
+            _ => None,
+        };
         Ok(StateStore {
             pool,
             writer: tokio::sync::Mutex::new(()),
             audit_key,
+            sqlite_path,
         })
     }
 

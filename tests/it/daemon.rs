@@ -622,3 +622,30 @@ async fn colours_are_for_terminals_and_no_color_turns_them_off() {
         "colours despite NO_COLOR:\n{plain}"
     );
 }
+
+/// A SQLite state store has one writer: a second daemon on it is refused with an error that
+/// says why and what to do, and a daemon killed with SIGKILL does not leave the store locked.
+#[tokio::test]
+async fn a_second_daemon_on_a_sqlite_state_store_is_refused() {
+    let (workdir, _shop) = Workdir::sqlite_shop(1).await;
+    let (first, port) = workdir.spawn_daemon("", std::process::Stdio::null()).await;
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+        .args(["run"])
+        .current_dir(workdir.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert_ne!(second.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("another invariantd is already running on the SQLite state store")
+            && said.contains("several replicas need a PostgreSQL state store"),
+        "{said}"
+    );
+    // The first one is untouched.
+    assert_eq!(http(port, "GET", "/readyz").0, 200);
+    let mut first = first.into_child();
+    kill(&first, "KILL");
+    first.wait().unwrap();
+    let again = workdir.respawn(port).await;
+    drop(again);
+}

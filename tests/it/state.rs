@@ -1081,3 +1081,111 @@ async fn enabling_needs_two_people_under_four_eyes_and_keeps_the_cap_on_sqlite()
 async fn enabling_needs_two_people_under_four_eyes_and_keeps_the_cap_on_postgres() {
     enabling(SourceKind::Postgres).await;
 }
+
+/// Leases by the database's clock: one holder at a time; a renewal only by the holder with
+/// its token and before expiry (a holder paused past its lease finds it lost); a takeover or a
+/// new holder after release gets a larger token; the old token fails the fence check.
+async fn leases(kind: SourceKind) {
+    use std::time::Duration;
+    let state_db = match kind {
+        SourceKind::Postgres => Some(TestDb::new(SourceKind::Postgres, "leases").await),
+        _ => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = state_store(kind, &state_db, dir.path()).await;
+    let long = Duration::from_secs(30);
+    let a = store
+        .acquire_lease("rule/r", "a", long)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.token, 1);
+    assert!(
+        store
+            .acquire_lease("rule/r", "b", long)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .acquire_lease("rule/r", "a", long)
+            .await
+            .unwrap()
+            .is_none(),
+        "renew, not re-acquire"
+    );
+    let renewed = store.renew_lease(&a, long).await.unwrap().unwrap();
+    assert!(renewed.expires_us >= a.expires_us);
+    assert!(store.still_holds(&a).await.unwrap());
+    // Another lease is another name.
+    assert_eq!(
+        store
+            .acquire_lease("leader", "b", long)
+            .await
+            .unwrap()
+            .unwrap()
+            .token,
+        1
+    );
+
+    // A holder that misses its renewal loses the lease: it cannot renew it late, and the
+    // next holder's token is larger.
+    let short = Duration::from_millis(300);
+    let c = store
+        .acquire_lease("range/r/1", "c", short)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!store.still_holds(&c).await.unwrap());
+    assert!(
+        store.renew_lease(&c, long).await.unwrap().is_none(),
+        "a late renewal concedes"
+    );
+    let d = store
+        .acquire_lease("range/r/1", "d", long)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.token, c.token + 1);
+    assert!(!store.still_holds(&c).await.unwrap());
+    assert!(store.still_holds(&d).await.unwrap());
+    // A stale holder cannot release what it lost, nor renew with the new token's holder name.
+    assert!(!store.release_lease(&c).await.unwrap());
+    let forged = invariantd::state::Lease {
+        holder: "c".into(),
+        ..d.clone()
+    };
+    assert!(store.renew_lease(&forged, long).await.unwrap().is_none());
+    // Released, it can be taken at once, with a larger token still.
+    assert!(store.release_lease(&d).await.unwrap());
+    let e = store
+        .acquire_lease("range/r/1", "c", long)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.token, d.token + 1);
+
+    let rows = store.leases().await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.name.as_str(), r.holder.as_str(), r.token, r.expired))
+            .collect::<Vec<_>>(),
+        [
+            ("leader", "b", 1, false),
+            ("range/r/1", "c", 3, false),
+            ("rule/r", "a", 1, false)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn leases_fence_by_the_database_clock_on_sqlite() {
+    leases(SourceKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn leases_fence_by_the_database_clock_on_postgres() {
+    leases(SourceKind::Postgres).await;
+}
