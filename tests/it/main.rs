@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod conformance;
 mod daemon;
+mod deploy;
 mod edges;
 mod faults;
 mod fuzz;
