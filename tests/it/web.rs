@@ -181,6 +181,18 @@ impl Drop for Browser {
     }
 }
 
+/// A workdir reading payments and inventory, with a writer on inventory for the repairs.
+fn shop(payments: &TestDb, inventory: &TestDb, rules: &str) -> Workdir {
+    Workdir::new(
+        &[
+            ("payments", &payments.url),
+            ("inventory", &inventory.url),
+            ("inventory_writer", &inventory.admin_url),
+        ],
+        Some(rules),
+    )
+}
+
 #[tokio::test]
 async fn the_page_shows_the_evidence_and_an_approve_click_applies_the_repair() {
     let payments = TestDb::new(SourceKind::Sqlite, "web_payments").await;
@@ -216,14 +228,7 @@ repair:
       statement: "INSERT INTO reservations (order_id) VALUES ($1)"
       params: [key]
 "#;
-    let w = Workdir::new(
-        &[
-            ("payments", &payments.url),
-            ("inventory", &inventory.url),
-            ("inventory_writer", &inventory.admin_url),
-        ],
-        Some(rules),
-    );
+    let w = shop(&payments, &inventory, rules);
     let (mut daemon, port) = w
         .spawn_daemon(&tokens_file(w.path()), std::process::Stdio::null())
         .await;
@@ -359,14 +364,7 @@ repair:
       statement: "INSERT INTO reservations (order_id) VALUES ($1)"
       params: [key]
 "#;
-    let w = Workdir::new(
-        &[
-            ("payments", &payments.url),
-            ("inventory", &inventory.url),
-            ("inventory_writer", &inventory.admin_url),
-        ],
-        Some(rules),
-    );
+    let w = shop(&payments, &inventory, rules);
     let auth =
         tokens_file(w.path()).replace("tokens_file: tokens", "tokens_file: tokens, read: token");
     let (mut daemon, port) = w.spawn_daemon(&auth, std::process::Stdio::null()).await;
@@ -476,14 +474,7 @@ repair:
       statement: "INSERT INTO reservations (order_id) VALUES ($1)"
       params: [key]
 "#;
-    let w = Workdir::new(
-        &[
-            ("payments", &payments.url),
-            ("inventory", &inventory.url),
-            ("inventory_writer", &inventory.admin_url),
-        ],
-        Some(rules),
-    );
+    let w = shop(&payments, &inventory, rules);
     tokens_file(w.path());
 
     // History before the daemon: orders 7 and 8 broke five hours ago, 7 was fixed two hours
