@@ -89,7 +89,7 @@ fn the_containerfile_builds_a_small_non_root_image() {
     let user = runtime
         .lines()
         .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("a USER line");
     assert!(
         !user.starts_with("root") && !user.starts_with('0'),
