@@ -86,9 +86,7 @@ pub async fn service(
                         // The open counts and the alert groups follow at once, not at the
                         // rule's next run.
                         for (name, open_for) in &worked.resolved {
-                            let Some(rule) = ctx.rules.iter().find(|r| &r.name == name) else {
-                                continue;
-                            };
+                            let Some(rule) = ctx.rule(name) else { continue };
                             match ctx.store.rule_snapshot(name).await {
                                 Ok(snap) => ctx.metrics.resolved_by_repair(rule, *open_for, &snap),
                                 Err(e) => {

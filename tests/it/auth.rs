@@ -246,6 +246,42 @@ async fn each_endpoint_needs_its_role_and_a_lesser_token_gets_403() {
             }
         }
     }
+    // The page's shells are open, but with `read: token` they carry no data: neither the
+    // front nor a rule's view (a name that exists or not looks the same from outside).
+    for uri in ["/", "/rules/paid_implies_reserved", "/rules/no_such_rule"] {
+        let (status, body, _) = call(&app, "GET", uri, None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert!(
+            body.contains("data-needs-token=\"true\"")
+                && !body.contains("Open violations")
+                && !body.contains("What is wrong")
+                && !body.contains("stock reserved")
+                && !body.contains("No rule is named"),
+            "{uri}: {body}"
+        );
+    }
+    // With the token, the same view has them.
+    let (_, body, _) = call(
+        &app,
+        "GET",
+        "/ui/rules/paid_implies_reserved",
+        Some(READ_TOKEN),
+    )
+    .await;
+    assert!(
+        body.contains("stock reserved") && body.contains("Open violations"),
+        "{body}"
+    );
+    // A history window it does not know is refused, saying which it knows.
+    let (status, body, _) = call(
+        &app,
+        "GET",
+        "/api/v1/rules/paid_implies_reserved/history?window=1h",
+        Some(READ_TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("window `1h` is not one of 24h, 7d"), "{body}");
     // The roles as documented: reads for Prometheus and Grafana; on-call decides; admin changes
     // what runs.
     let role_of = |method: &str, path: &str| {

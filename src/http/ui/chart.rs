@@ -26,12 +26,9 @@ pub fn svg(
     value: impl Fn(&Point) -> Decimal,
     show: impl Fn(Decimal) -> String,
 ) -> String {
-    let max = points
-        .iter()
-        .map(&value)
-        .max()
-        .unwrap_or_default()
-        .max(Decimal::ONE);
+    let highest = points.iter().map(&value).max().unwrap_or_default();
+    // The scale's top: at least 1, so that a chart of zeros is a flat line at the bottom.
+    let max = highest.max(Decimal::ONE);
     let n = points.len().max(2) - 1;
     let x = |i: usize| LEFT + (WIDTH - 2.0 * LEFT) * i as f64 / n as f64;
     let y = |v: Decimal| {
@@ -76,7 +73,7 @@ pub fn svg(
     let _ = write!(
         out,
         "<text x=\"{LEFT}\" y=\"10\" font-size=\"10\" fill=\"#555\">max {}</text>",
-        esc(&show(max_of(points, &value)))
+        esc(&show(highest))
     );
     if let Some(first) = points.first() {
         let _ = write!(
@@ -91,10 +88,6 @@ pub fn svg(
     }
     out.push_str("</svg></figure>");
     out
-}
-
-fn max_of(points: &[Point], value: impl Fn(&Point) -> Decimal) -> Decimal {
-    points.iter().map(value).max().unwrap_or_default()
 }
 
 #[cfg(test)]
