@@ -43,7 +43,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => audit(&cli.config, cmd),
         Command::Repairs(args) => repairs(&cli.config, args),
         Command::Explain(args) => explain(&cli.config, args),
+        Command::Cluster(args) => cluster(&cli.config, args),
     }
+}
+
+/// `cluster`: the replicas and their leases, from the state store.
+fn cluster(config_path: &Path, args: crate::cli::ClusterArgs) -> anyhow::Result<ExitCode> {
+    let (config, rules) = match load(config_path) {
+        Ok(loaded) => loaded,
+        Err(diags) => return Ok(invalid(&diags)),
+    };
+    runtime()?.block_on(async {
+        let store = StateStore::open(&config.state).await?;
+        let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
+        let view = crate::api::cluster::cluster_view(&store.leases().await?, None, &names);
+        match args.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+            Format::Table => print!("{}", crate::report::cluster_table(&view)),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// `audit verify|list`, on the state store directly.

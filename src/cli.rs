@@ -73,6 +73,16 @@ pub enum Command {
     /// Exit status: 0 done, 1 the daemon refused (the reason is printed), 2 it could not be
     /// reached.
     Repairs(RepairsArgs),
+    /// The replicas sharing the state store: each one's heartbeat, its leases and the rules it
+    /// runs, and any rule no live replica holds. Read from the state store, so it works with
+    /// no daemon running.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

@@ -559,6 +559,63 @@ pub fn evidence_text(e: &crate::repair::Evidence) -> String {
     out
 }
 
+/// The replicas and what they hold, as `invariantd cluster` prints them.
+pub fn cluster_table(view: &crate::api::cluster::ClusterView) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if view.replicas.is_empty() {
+        out.push_str("No replica has run on this state store in the last hour.\n");
+    }
+    let w = view
+        .replicas
+        .iter()
+        .map(|r| r.replica.len())
+        .max()
+        .unwrap_or(0)
+        .max("REPLICA".len());
+    if !view.replicas.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<w$}  {:<5}  {:<27}  {:<16}  RULES",
+            "REPLICA", "LIVE", "HEARTBEAT", "ROLES"
+        );
+    }
+    for r in &view.replicas {
+        let mut roles = Vec::new();
+        if r.leader {
+            roles.push("leader");
+        }
+        if r.alerting {
+            roles.push("alerting");
+        }
+        let _ = writeln!(
+            out,
+            "{:<w$}  {:<5}  {:<27}  {:<16}  {}",
+            terminal_safe(&r.replica),
+            if r.live { "yes" } else { "no" },
+            r.heartbeat,
+            if roles.is_empty() {
+                "-".into()
+            } else {
+                roles.join(",")
+            },
+            if r.rules.is_empty() {
+                "-".into()
+            } else {
+                format!("{} ({})", r.rules.len(), terminal_safe(&r.rules.join(", ")))
+            }
+        );
+    }
+    if !view.unheld_rules.is_empty() {
+        let _ = writeln!(
+            out,
+            "Rules no live replica runs now: {}",
+            terminal_safe(&view.unheld_rules.join(", "))
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

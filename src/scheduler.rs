@@ -5,6 +5,10 @@
 //! run is started with its slot, and gives it back as soon as it no longer needs it (the
 //! daemon's runs, once their sources are read: recording never keeps another rule waiting).
 //!
+//! An `every` rule's first run in a loop comes one period after its last recorded run (when
+//! that is later than its jitter), so that a rule that moves to another replica, or a daemon
+//! that restarts, keeps the rule's pace.
+//!
 //! The loop knows nothing of what a run does: it is handed a function that starts one.
 
 use std::collections::hash_map::DefaultHasher;
@@ -46,9 +50,14 @@ pub fn next_cron(cron: &croner::Cron, after: DateTime<Utc>) -> Option<DateTime<U
 
 /// One rule's scheduling loop. `run` performs one run, given its slot; it is spawned so that
 /// the loop sees a due time arrive while the previous run is still going, and skips it.
+///
+/// `last` is when the rule's last recorded run started (by this replica or another): an
+/// `every` rule runs next one period after it, so a rule taken over from another replica, or
+/// after a restart, keeps its pace instead of running twice in a row.
 pub async fn rule_loop<F, Fut>(
     name: String,
     schedule: Schedule,
+    last: Option<DateTime<Utc>>,
     limit: Arc<Semaphore>,
     token: CancellationToken,
     on_skip: impl Fn(),
@@ -61,7 +70,7 @@ pub async fn rule_loop<F, Fut>(
     let running = Arc::new(AtomicBool::new(false));
     let in_flight = TaskTracker::new();
     let mut due = match &schedule {
-        Schedule::Every(_) => Instant::now() + jitter,
+        Schedule::Every(period) => Instant::now() + first_wait(jitter, *period, last, Utc::now()),
         Schedule::Cron { cron, .. } => cron_instant(cron, jitter),
     };
     loop {
@@ -100,6 +109,20 @@ pub async fn rule_loop<F, Fut>(
     in_flight.wait().await;
 }
 
+/// How long an `every` rule waits for its first run here: its start jitter, or until one
+/// period after its last run if that is later.
+fn first_wait(
+    jitter: Duration,
+    period: Duration,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Duration {
+    let resume = last
+        .and_then(|last| (last + period - now).to_std().ok())
+        .unwrap_or(Duration::ZERO);
+    jitter.max(resume)
+}
+
 /// Clears a rule's "running" flag when its run task ends.
 struct ClearOnDrop(Arc<AtomicBool>);
 
@@ -133,6 +156,7 @@ mod tests {
         let looping = tokio::spawn(rule_loop(
             "slow".into(),
             Schedule::Every(Duration::from_secs(10)),
+            None,
             Arc::new(Semaphore::new(4)),
             token.clone(),
             move || {
@@ -167,6 +191,7 @@ mod tests {
             loops.push(tokio::spawn(rule_loop(
                 name.into(),
                 Schedule::Every(Duration::from_secs(60)),
+                None,
                 limit.clone(),
                 token.clone(),
                 || {},
@@ -188,6 +213,21 @@ mod tests {
         for l in loops {
             l.await.unwrap();
         }
+    }
+
+    #[test]
+    fn a_rule_taken_over_runs_one_period_after_its_last_run_not_at_once() {
+        let now = Utc::now();
+        let (jitter, period) = (Duration::from_millis(300), Duration::from_secs(10));
+        let last = Some(now - chrono::Duration::seconds(4));
+        assert_eq!(
+            first_wait(jitter, period, last, now),
+            Duration::from_secs(6)
+        );
+        // Long ago, or never: at its jitter.
+        let long_ago = Some(now - chrono::Duration::seconds(60));
+        assert_eq!(first_wait(jitter, period, long_ago, now), jitter);
+        assert_eq!(first_wait(jitter, period, None, now), jitter);
     }
 
     #[test]

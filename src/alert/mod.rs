@@ -54,6 +54,9 @@ pub struct Inputs<'a> {
     /// When the daemon started: a rule that has not succeeded since is stale once
     /// `stale_after` has passed.
     pub started_us: i64,
+    /// The `alerting` lease this replica holds, which every group's write checks (none for a
+    /// one-off evaluation).
+    pub lease: Option<&'a crate::state::Lease>,
 }
 
 /// One group as observed now.
@@ -287,7 +290,9 @@ pub async fn evaluate(
                 None => {}
             }
             if next != state {
-                store.save_alert_group(&next, &[], now_us).await?;
+                store
+                    .save_alert_group(&next, &[], now_us, inputs.lease)
+                    .await?;
             }
             continue;
         }
@@ -344,7 +349,9 @@ pub async fn evaluate(
         }
         if next != state || !entries.is_empty() {
             queued += entries.len();
-            store.save_alert_group(&next, &entries, now_us).await?;
+            store
+                .save_alert_group(&next, &entries, now_us, inputs.lease)
+                .await?;
         }
     }
     Ok(queued)

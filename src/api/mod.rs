@@ -3,6 +3,7 @@
 //! takes, serialised by the server and read back, typed, by the CLI. Ids are strings
 //! (JavaScript clients lose 64-bit integers), timestamps RFC 3339.
 
+pub mod cluster;
 pub mod repairs;
 pub mod silences;
 pub mod views;

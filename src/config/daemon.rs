@@ -1,5 +1,5 @@
-//! The daemon's sections: `state`, `max_concurrent_runs`, `http`, `telemetry`, `auth` and
-//! `metrics`.
+//! The daemon's sections: `state`, `max_concurrent_runs`, `http`, `telemetry`, `auth`,
+//! `metrics` and `cluster`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,8 +8,9 @@ use serde_saphyr::Spanned;
 
 use super::sources::connect_options;
 use super::{
-    AuthConfig, ConnectOptions, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_RETENTION,
-    LogFormat, MAX_RETENTION, RawAuth, RawHttp, RawMetrics, RawState, RawTelemetry, duration_field,
+    AuthConfig, ClusterConfig, ConnectOptions, DEFAULT_LEASE, DEFAULT_LISTEN,
+    DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_RENEW, DEFAULT_RETENTION, LogFormat, MAX_RETENTION,
+    RawAuth, RawCluster, RawHttp, RawMetrics, RawState, RawTelemetry, duration_field,
 };
 use crate::diag::Diagnostics;
 use crate::yaml;
@@ -248,4 +249,59 @@ pub(super) fn check_metrics(
         }
     }
     names
+}
+
+/// A lease longer than an hour leaves work undone for an hour after a replica dies.
+const MAX_LEASE: yaml::Bound = (Duration::from_secs(3600), "1h");
+
+/// `cluster.lease` and `cluster.renew`: the renewal at most half the lease, so that one
+/// renewal that fails (a slow store) does not lose every lease.
+pub(super) fn check_cluster(
+    cluster: Option<&RawCluster>,
+    path: &Path,
+    diags: &mut Diagnostics,
+) -> ClusterConfig {
+    let Some(c) = cluster else {
+        return ClusterConfig::default();
+    };
+    let lease = duration_field(
+        c.lease.as_ref(),
+        DEFAULT_LEASE,
+        MAX_LEASE,
+        "cluster.lease",
+        path,
+        diags,
+    );
+    let renew = duration_field(
+        c.renew.as_ref(),
+        DEFAULT_RENEW.min(lease / 3),
+        MAX_LEASE,
+        "cluster.renew",
+        path,
+        diags,
+    );
+    if renew * 2 > lease {
+        let at = c.renew.as_ref().or(c.lease.as_ref());
+        diags.push(
+            path,
+            at.map_or_else(Default::default, |s| yaml::pos(s, 0)),
+            format!(
+                "cluster.renew ({}) must be at most half of cluster.lease ({}): a replica renews its leases several times before they expire",
+                humantime::format_duration(renew),
+                humantime::format_duration(lease)
+            ),
+        );
+        return ClusterConfig::default();
+    }
+    if lease < Duration::from_secs(1) {
+        diags.push(
+            path,
+            c.lease
+                .as_ref()
+                .map_or_else(Default::default, |s| yaml::pos(s, 0)),
+            "cluster.lease must be at least 1s",
+        );
+        return ClusterConfig::default();
+    }
+    ClusterConfig { lease, renew }
 }

@@ -22,8 +22,8 @@ mod sources;
 
 pub use alerting::{AlertingConfig, MATCH_FIELDS, Matcher, ReceiverConfig, RouteConfig};
 use daemon::{
-    check_auth, check_http, check_max_concurrent_runs, check_metrics, check_retention, check_state,
-    check_telemetry,
+    check_auth, check_cluster, check_http, check_max_concurrent_runs, check_metrics,
+    check_retention, check_state, check_telemetry,
 };
 pub use repairs::RepairsConfig;
 pub use sources::connect_options;
@@ -54,6 +54,13 @@ struct RawConfig {
     alerting: Option<alerting::RawAlerting>,
     repairs: Option<repairs::RawRepairs>,
     outbound: Option<crate::outbound::RawOutbound>,
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawCluster {
+    lease: Option<Spanned<String>>,
+    renew: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +187,9 @@ const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_MAX_CONCURRENT_RUNS: u32 = 4;
 /// Kubernetes waits 30 s after SIGTERM before SIGKILL: stop within that by default.
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+/// Leases of 30 s renewed every 10 s: two renewals can fail before a lease is lost.
+const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+const DEFAULT_RENEW: Duration = Duration::from_secs(10);
 /// 9464 is the port Prometheus' registry of default ports gives OpenTelemetry-style exporters;
 /// loopback unless the operator opens it up.
 const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -215,9 +225,29 @@ pub struct Config {
     /// What receivers and repair actions may reach although it is loopback, private,
     /// link-local or a metadata address (`outbound.allow`).
     pub outbound_allow: Vec<Allowed>,
+    /// How replicas on one state store share the work (`cluster`).
+    pub cluster: ClusterConfig,
     /// Sources named in the file whose settings are in error (already reported): rules may
     /// name them without a second error.
     pub unusable_sources: Vec<String>,
+}
+
+/// How long a replica's leases last and how often it renews them (`cluster.lease`,
+/// `cluster.renew`): a replica that dies leaves its work for at most `lease` (+ one `renew`
+/// for another to notice); a shorter lease fails over faster and writes more often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub lease: Duration,
+    pub renew: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            lease: DEFAULT_LEASE,
+            renew: DEFAULT_RENEW,
+        }
+    }
 }
 
 /// Who may use the API: bearer tokens from a file (read when the daemon starts or reloads).
@@ -322,6 +352,7 @@ fn parse_partial(
             alerting: None,
             repairs: None,
             outbound: None,
+            cluster: None,
         },
         Some(doc) => {
             // Unknown fields first, in a pass of their own: they do not stop the rest.
@@ -361,6 +392,7 @@ fn parse_partial(
     let metric_rule_labels = check_metrics(raw.metrics.as_ref(), path, &mut diags);
     let repairs = repairs::check_repairs(raw.repairs, path, &mut diags);
     let outbound_allow = crate::outbound::check_outbound(raw.outbound.as_ref(), path, &mut diags);
+    let cluster = check_cluster(raw.cluster.as_ref(), path, &mut diags);
     let mut alerting =
         alerting::check_alerting(raw.alerting, path, &base, env, &mut diags, &mut secrets);
     let mut refused = Diagnostics::default();
@@ -409,6 +441,7 @@ fn parse_partial(
         alerting,
         repairs,
         outbound_allow,
+        cluster,
         secrets,
         unusable_sources,
     });
@@ -429,6 +462,7 @@ fn shape() -> yaml::Shape {
         ("telemetry", Shape::of::<RawTelemetry>(vec![])),
         ("auth", Shape::of::<RawAuth>(vec![])),
         ("metrics", Shape::of::<RawMetrics>(vec![])),
+        ("cluster", Shape::of::<RawCluster>(vec![])),
         ("alerting", alerting::shape()),
         ("repairs", Shape::of::<repairs::RawRepairs>(vec![])),
         (
@@ -544,6 +578,25 @@ rules: [rules/, extra.yaml]
         )
         .unwrap();
         assert_eq!(ok.outbound_allow.len(), 2);
+    }
+
+    #[test]
+    fn cluster_leases_default_to_30s_renewed_every_10s_and_renewal_must_fit_twice() {
+        let c = parse(Path::new("c.yaml"), "sources: {}\n", &env).unwrap();
+        assert_eq!(c.cluster.lease, Duration::from_secs(30));
+        assert_eq!(c.cluster.renew, Duration::from_secs(10));
+        let text = "sources: {}\ncluster: { lease: 6s }\n";
+        let c = parse(Path::new("c.yaml"), text, &env).unwrap();
+        assert_eq!(c.cluster.renew, Duration::from_secs(2));
+        let text = "sources: {}\ncluster: { lease: 10s, renew: 6s }\n";
+        let err = parse(Path::new("c.yaml"), text, &env).unwrap_err();
+        let msg = err.0[0].to_string();
+        assert!(
+            msg.starts_with(
+                "c.yaml:2:31: cluster.renew (6s) must be at most half of cluster.lease (10s)"
+            ),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! One generation of the daemon's configuration — config, rules and source pools, on the state
 //! store and metrics that every generation shares — and the `Handle` through which the HTTP
 //! API, signal handling and the supervisor see the generation in force, ask for a reload or
-//! a shutdown (`Control`), and record who changed what in the audit log. Loading config and rules together also lives here, so that both the
-//! commands and a reload load them the same way.
+//! a shutdown (`Control`), and record who changed what in the audit log. Loading config and
+//! rules together also lives here, so that both the commands and a reload load them the same
+//! way. The replica's identity and the leases it holds are here too (`cluster`).
 
+pub mod cluster;
 mod diff;
 
 pub use diff::{Changes, ReloadDiff};
@@ -224,6 +226,14 @@ fn set_receivers(metrics: &Metrics, config: &Config) {
     metrics.set_receivers(&receivers);
 }
 
+impl Context {
+    /// Sets the cluster-wide series of every rule from the state store again: the leader does
+    /// it each round, for the rules that other replicas run.
+    pub async fn refresh_metrics(&self) -> Result<(), StateError> {
+        restore(&self.metrics, &self.rules, &self.store).await
+    }
+}
+
 async fn restore(metrics: &Metrics, rules: &[Rule], store: &StateStore) -> Result<(), StateError> {
     let totals = store.totals().await?;
     let snapshots = store.rule_snapshots().await?;
@@ -289,6 +299,8 @@ pub struct Handle {
     control: mpsc::Sender<Control>,
     /// Sources, the store and readiness (`health`): the same for every generation.
     pub health: Arc<Health>,
+    /// This replica, and the leases it holds.
+    pub cluster: Arc<cluster::Membership>,
 }
 
 impl Handle {
@@ -300,6 +312,7 @@ impl Handle {
             current: RwLock::new(context),
             wake: Arc::default(),
             control: tx,
+            cluster: Arc::default(),
         };
         (Arc::new(handle), rx)
     }

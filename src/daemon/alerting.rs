@@ -2,6 +2,9 @@
 //! `alerting.evaluation_interval` for repeats, staleness and `for`) and the delivery service,
 //! which keeps one delivery task per configured receiver and follows reloads (a receiver
 //! added, changed or removed; a task never sends through a receiver the config no longer has).
+//! Both run on one replica at a time, the holder of the `alerting` lease (the daemon runs them
+//! through `cluster::under_lease`): each alert is decided and sent once across replicas, and
+//! every group's state is written under that lease.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +32,10 @@ pub async fn evaluator(
 ) -> ServiceResult {
     let started_us = Utc::now().timestamp_micros();
     loop {
+        // Written under the `alerting` lease: a replica that lost it writes nothing more.
+        let Some(lease) = handle.cluster.lease(crate::context::cluster::ALERTING) else {
+            return Ok(());
+        };
         let ctx = handle.current();
         let sources_down = ctx
             .health
@@ -38,10 +45,12 @@ pub async fn evaluator(
             rules: &ctx.rules,
             sources_down: &sources_down,
             started_us,
+            lease: Some(&lease),
         };
         match crate::alert::evaluate(&ctx.store, &inputs, Utc::now().timestamp_micros()).await {
             Ok(0) => {}
             Ok(_) => delivery.notify_waiters(),
+            Err(crate::state::StateError::LeaseLost(_)) => return Ok(()),
             Err(e) => error!(error = %e, "Cannot evaluate alerts; trying again."),
         }
         let interval = ctx.config.alerting.evaluation_interval;

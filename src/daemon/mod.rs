@@ -24,6 +24,7 @@
 //! outside the runtime makes sure of it); a second signal quits at once.
 
 pub mod alerting;
+pub mod cluster;
 pub mod probe;
 pub mod prune;
 pub mod repairs;
@@ -42,7 +43,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::context::cluster::{ALERTING, rule_lease};
 use crate::context::{Context, Control, Handle, ReloadError, Reloaded};
+use crate::state::StateError;
 
 pub use runner::{RunLog, run_and_record, run_once};
 
@@ -123,6 +126,12 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
     // A SQLite state store has one writer: a second daemon on it is refused before it binds
     // or runs anything. The lock is held until the supervisor ends.
     let sole_writer = ctx.store.sole_writer()?;
+    if sole_writer.is_some() {
+        // The only process on this store: leases left can only be a dead one's.
+        if let Err(e) = ctx.store.expire_all_leases().await {
+            warn!(error = %e, "Cannot clear the leases of an earlier process; they run out by themselves.");
+        }
+    }
     let listen = ctx.config.http_listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -154,11 +163,21 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
     let (swaps_tx, swaps_rx) = mpsc::channel(1);
     let delivery_wake = Arc::new(tokio::sync::Notify::new());
 
+    // The keeper releases the leases once the scheduler has stopped (its abandoned runs are
+    // recorded under their leases first).
+    let keeper_stop = CancellationToken::new();
     let mut services = vec![
         Service::new(
             "scheduler",
-            scheduler(handle.clone(), swaps_rx, abort.clone(), log.clone()),
+            scheduler(
+                handle.clone(),
+                swaps_rx,
+                abort.clone(),
+                log.clone(),
+                keeper_stop.clone(),
+            ),
         ),
+        Service::new("lease-keeper", cluster::keeper(handle.clone(), keeper_stop)),
         Service::new("http", {
             let app = crate::http::router(handle.clone());
             let stop = abort.clone();
@@ -180,19 +199,18 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
             "source-probe",
             probe::service(handle.clone(), abort.clone(), log.clone()),
         ),
-        Service::new(
-            "alert-evaluator",
-            alerting::evaluator(
-                handle.clone(),
-                abort.clone(),
-                log.clone(),
-                delivery_wake.clone(),
-            ),
-        ),
-        Service::new(
-            "alert-delivery",
-            alerting::delivery(handle.clone(), abort.clone(), delivery_wake),
-        ),
+        Service::new("alert-evaluator", {
+            let (h, log, wake) = (handle.clone(), log.clone(), delivery_wake.clone());
+            cluster::under_lease(handle.clone(), ALERTING, abort.clone(), move |stop| {
+                alerting::evaluator(h.clone(), stop, log.clone(), wake.clone())
+            })
+        }),
+        Service::new("alert-delivery", {
+            let h = handle.clone();
+            cluster::under_lease(handle.clone(), ALERTING, abort.clone(), move |stop| {
+                alerting::delivery(h.clone(), stop, delivery_wake.clone())
+            })
+        }),
         Service::new(
             "repairs",
             repairs::service(handle.clone(), abort.clone(), log.clone()),
@@ -367,7 +385,9 @@ async fn supervise(
     failure.map_or(Ok(()), Err)
 }
 
-/// The scheduler service: one loop per rule of the generation in force, and reloads — loaded
+/// The scheduler service: one loop per rule of the generation in force whose lease this
+/// replica holds (started as the lease keeper takes a rule, stopped with its run abandoned the
+/// moment the lease is lost or given up), and reloads — loaded
 /// and checked, then the loops of rules removed or changed stop (their runs finish first, so
 /// no rule overlaps itself and their metrics are rebuilt from a store none of their runs still
 /// writes to), the new generation is put in force, and loops start for the rules added or
@@ -378,18 +398,22 @@ async fn scheduler(
     mut swaps: mpsc::Receiver<Swap>,
     abort: CancellationToken,
     log: Arc<RunLog>,
+    keeper: CancellationToken,
 ) -> ServiceResult {
+    // However the scheduler ends, the keeper then releases the leases.
+    let _release = keeper.drop_guard();
     let mut loops = Loops::new(&handle.current());
-    let all: Vec<String> = handle
-        .current()
-        .rules
-        .iter()
-        .map(|r| r.name.clone())
-        .collect();
-    loops.start(&handle, &all, &abort, &log);
+    let mut held = handle.cluster.subscribe();
     loop {
         tokio::select! {
             () = abort.cancelled() => break,
+            changed = held.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let rules = held.borrow_and_update().rules();
+                loops.follow(&handle, &rules, &abort, &log).await?;
+            }
             swap = swaps.recv() => {
                 let Some(swap) = swap else { break };
                 // Loaded and checked before anything stops: an invalid set is refused and the
@@ -462,13 +486,13 @@ async fn reload(
             let rules = next.rules.len();
             let starting = touched(&next.rules, &changes.rules);
             handle.replace(Arc::new(next));
-            loops.start(handle, &starting, abort, log);
+            loops.start(handle, &starting, abort, log, false);
             info!(rules, changes = %serde_json::json!(changes), "Reloaded config and rules.");
             Ok(Reloaded { rules, changes })
         }
         Err(e) => {
             error!(error = %e, "Reload failed; the previous rules keep running.");
-            loops.start(handle, &ending, abort, log);
+            loops.start(handle, &ending, abort, log, true);
             Err(ReloadError::Failed(e.to_string()))
         }
     })
@@ -487,13 +511,15 @@ fn touched(rules: &[crate::rules::Rule], changes: &crate::context::Changes) -> V
 /// How long a shutdown waits for abandoned queries to be stopped on their servers.
 const STOP_QUERIES: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The scheduling loops in force, one per rule, each with its own stop. A loop reads the
-/// generation in force at each run, so a reload that leaves a rule unchanged leaves its loop
-/// (and its schedule) running. Runs in flight are abandoned only by `abort` (shutdown), not by
-/// a loop's stop (a reload lets them finish).
+/// The scheduling loops in force, one per rule this replica holds, each with its own stop. A
+/// loop reads the generation in force at each run, so a reload that leaves a rule unchanged
+/// leaves its loop (and its schedule) running. Runs in flight are abandoned by `abort`
+/// (shutdown) or by the rule's lease going (`follow`), not by a loop's stop (a reload lets
+/// them finish).
 struct Loops {
     set: JoinSet<String>,
-    stops: HashMap<String, CancellationToken>,
+    /// Per rule: the loop's stop, and its runs' (a child of `abort`).
+    stops: HashMap<String, (CancellationToken, CancellationToken)>,
     /// `max_concurrent_runs`, shared by every loop.
     limit: Arc<Semaphore>,
 }
@@ -507,62 +533,98 @@ impl Loops {
         }
     }
 
-    /// Starts the loops of these rules of the generation in force.
+    /// Runs the rules in `held` and no other: the loops of rules no longer held stop with their
+    /// runs abandoned (another replica runs them now, and this one's result would be refused);
+    /// loops start for rules newly held.
+    async fn follow(
+        &mut self,
+        handle: &Arc<Handle>,
+        held: &std::collections::BTreeSet<String>,
+        abort: &CancellationToken,
+        log: &Arc<RunLog>,
+    ) -> ServiceResult {
+        let lost: Vec<String> = self
+            .stops
+            .keys()
+            .filter(|r| !held.contains(*r))
+            .cloned()
+            .collect();
+        for name in &lost {
+            if let Some((_, runs)) = self.stops.get(name) {
+                runs.cancel();
+            }
+        }
+        self.stop(&lost).await?;
+        let gained: Vec<String> = held
+            .iter()
+            .filter(|r| !self.stops.contains_key(*r))
+            .cloned()
+            .collect();
+        self.start(handle, &gained, abort, log, true);
+        Ok(())
+    }
+
+    /// Starts the loops of these rules of the generation in force, those this replica holds.
+    /// With `resume` (a rule taken over, or kept), an `every` rule keeps the pace of its last
+    /// recorded run; without (a rule a reload added or changed), it runs at its jitter.
     fn start(
         &mut self,
         handle: &Arc<Handle>,
         names: &[String],
         abort: &CancellationToken,
         log: &Arc<RunLog>,
+        resume: bool,
     ) {
         let ctx = handle.current();
         if self.set.is_empty() {
             // No loop holds the old limit: take the generation's.
             self.limit = Arc::new(Semaphore::new(ctx.config.max_concurrent_runs.max(1)));
         }
-        for rule in ctx.rules.iter().filter(|r| names.contains(&r.name)) {
+        let held = handle.cluster.held().rules();
+        for rule in ctx
+            .rules
+            .iter()
+            .filter(|r| names.contains(&r.name) && held.contains(&r.name))
+        {
             let stop = CancellationToken::new();
-            self.stops.insert(rule.name.clone(), stop.clone());
+            let runs = abort.child_token();
+            self.stops
+                .insert(rule.name.clone(), (stop.clone(), runs.clone()));
             let (skip_handle, run_handle) = (handle.clone(), handle.clone());
             let (skip_name, run_name) = (rule.name.clone(), rule.name.clone());
-            let abort = abort.clone();
             let log = log.clone();
-            let looping = crate::scheduler::rule_loop(
-                rule.name.clone(),
-                rule.schedule.clone(),
-                self.limit.clone(),
-                stop,
-                move || {
-                    let ctx = skip_handle.current();
-                    if let Some(rule) = ctx.rule(&skip_name) {
-                        ctx.metrics.skipped(rule);
-                    }
-                },
-                move |slot| {
-                    let abort = abort.clone();
-                    let log = log.clone();
-                    let handle = run_handle.clone();
-                    let name = run_name.clone();
-                    async move {
-                        let ctx = handle.current();
-                        let Some(rule) = ctx.rule(&name) else { return };
-                        match run_and_record(&ctx, rule, &abort, &log, Some(slot)).await {
-                            Ok(_) => {
-                                if handle.health.set_store_problem(None) {
-                                    info!("The state store can be written again: ready.");
-                                }
-                            }
-                            Err(e) => {
-                                error!(rule = %rule.name, error = %e, "Could not record the rule run; its result is lost and no metric counts it.");
-                                handle.health.set_store_problem(Some(e.to_string()));
-                            }
-                        }
-                    }
-                },
-            );
-            let name = rule.name.clone();
+            let limit = self.limit.clone();
+            let (name, schedule, store) =
+                (rule.name.clone(), rule.schedule.clone(), ctx.store.clone());
             self.set.spawn(async move {
-                looping.await;
+                // Where the rule's last run left its pace (this replica's or another's).
+                let last = match store.runs(Some(&name), None, 1).await {
+                    Ok(runs) if resume => runs
+                        .first()
+                        .and_then(|r| chrono::DateTime::from_timestamp_micros(r.started_us)),
+                    _ => None,
+                };
+                crate::scheduler::rule_loop(
+                    name.clone(),
+                    schedule,
+                    last,
+                    limit,
+                    stop,
+                    move || {
+                        let ctx = skip_handle.current();
+                        if let Some(rule) = ctx.rule(&skip_name) {
+                            ctx.metrics.skipped(rule);
+                        }
+                    },
+                    move |slot| {
+                        let runs = runs.clone();
+                        let log = log.clone();
+                        let handle = run_handle.clone();
+                        let name = run_name.clone();
+                        async move { scheduled_run(&handle, &name, &runs, &log, slot).await }
+                    },
+                )
+                .await;
                 name
             });
         }
@@ -573,7 +635,7 @@ impl Loops {
     async fn stop(&mut self, names: &[String]) -> ServiceResult {
         let mut waiting: Vec<&String> = Vec::new();
         for name in names {
-            if let Some(stop) = self.stops.remove(name) {
+            if let Some((stop, _)) = self.stops.remove(name) {
                 stop.cancel();
                 waiting.push(name);
             }
@@ -595,10 +657,40 @@ impl Loops {
 
     /// Stops every loop and waits for them.
     async fn stop_all(&mut self) {
-        for stop in self.stops.values() {
+        for (stop, _) in self.stops.values() {
             stop.cancel();
         }
         self.stops.clear();
         while self.set.join_next().await.is_some() {}
+    }
+}
+
+/// One scheduled run of `name`, under its lease: none when the lease is no longer held (the
+/// loop is about to stop), and a result the store refuses when the lease is lost meanwhile.
+async fn scheduled_run(
+    handle: &Arc<Handle>,
+    name: &str,
+    token: &CancellationToken,
+    log: &Arc<RunLog>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let Some(lease) = handle.cluster.lease(&rule_lease(name)) else {
+        return;
+    };
+    let ctx = handle.current();
+    let Some(rule) = ctx.rule(name) else { return };
+    match run_and_record(&ctx, rule, token, log, Some(slot), Some(&lease)).await {
+        Ok(_) => {
+            if handle.health.set_store_problem(None) {
+                info!("The state store can be written again: ready.");
+            }
+        }
+        Err(StateError::LeaseLost(_)) => {
+            warn!(rule = %rule.name, "The rule's lease was lost during its run: its result is not recorded (another replica runs the rule now).");
+        }
+        Err(e) => {
+            error!(rule = %rule.name, error = %e, "Could not record the rule run; its result is lost and no metric counts it.");
+            handle.health.set_store_problem(Some(e.to_string()));
+        }
     }
 }

@@ -34,8 +34,9 @@ pub async fn service(
     stop: CancellationToken,
     log: Arc<RunLog>,
 ) -> ServiceResult {
-    // Unique per process, so a restarted daemon never mistakes an old lease for its own.
-    let owner = format!("{}-{}", std::process::id(), Utc::now().timestamp_micros());
+    // The replica's identity, random per process: a restarted daemon never mistakes an old
+    // claim for its own, and `repairs show` names the replica that applied a repair.
+    let owner = handle.cluster.replica.clone();
     let mut clients: Option<Arc<Clients>> = None;
     loop {
         let ctx = handle.current();

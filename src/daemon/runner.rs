@@ -19,7 +19,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::context::{Context, Wake};
 use crate::engine::{run_rule_incremental, run_rule_with_open};
 use crate::rules::Rule;
-use crate::state::{Recorded, StateError, SweepMarks};
+use crate::state::{Lease, Recorded, StateError, SweepMarks};
 use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError, RunMode};
 
 /// The runs going on now, by rule, with when each started.
@@ -217,13 +217,15 @@ impl RunLog {
 /// Runs a rule once and records it. On cancellation the run is abandoned and recorded as
 /// unknown (`cancelled`). `slot`, the run's share of `max_concurrent_runs`, is given back
 /// once the sources are read: recording takes no slot, so a big write never holds up other
-/// rules' runs.
+/// rules' runs. With `lease` (the rule's, in a daemon that shares a state store), the result
+/// is recorded only while the lease is still this replica's (`StateError::LeaseLost`).
 pub async fn run_and_record(
     ctx: &Context,
     rule: &Rule,
     token: &CancellationToken,
     log: &RunLog,
     slot: Option<OwnedSemaphorePermit>,
+    lease: Option<&Lease>,
 ) -> Result<(RuleRun, Recorded), StateError> {
     let _guard = log.in_flight.enter(&rule.name);
     let span = tracing::info_span!(
@@ -234,7 +236,7 @@ pub async fn run_and_record(
         violations = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
     );
-    let result = record(ctx, rule, token, slot, log)
+    let result = record(ctx, rule, token, slot, log, lease)
         .instrument(span.clone())
         .await;
     if let Ok((run, _)) = &result {
@@ -254,6 +256,7 @@ async fn record(
     token: &CancellationToken,
     slot: Option<OwnedSemaphorePermit>,
     log: &RunLog,
+    lease: Option<&Lease>,
 ) -> Result<(RuleRun, Recorded), StateError> {
     let open = ctx.store.open_violations(&rule.name).await?;
     let open_keys = crate::state::keys_of(&open);
@@ -278,7 +281,7 @@ async fn record(
         ),
     };
     drop(slot);
-    let recorded = ctx.store.record(&run, &open).await?;
+    let recorded = ctx.store.record(&run, &open, lease).await?;
     log.mark(rule, &run);
     if recorded.resolved > 0 && rule.repair.is_some() {
         // Repairs waiting for a person may be for violations that just healed.
@@ -394,7 +397,7 @@ pub async fn run_once(
     let log = RunLog::default();
     let results: Vec<Result<(RuleRun, Recorded), StateError>> =
         futures_util::stream::iter(&ctx.rules)
-            .map(|rule| run_and_record(ctx, rule, &token, &log, None))
+            .map(|rule| run_and_record(ctx, rule, &token, &log, None, None))
             .buffered(concurrency.max(1))
             .collect()
             .await;

@@ -95,6 +95,7 @@ fn table() -> Vec<(Endpoint, axum::routing::MethodRouter<Arc<Handle>>)> {
         (e("GET", "/api/v1/repairs", READ), get(repairs::list)),
         (e("GET", "/api/v1/repairs/{id}", READ), get(repairs::show)),
         (e("GET", "/api/v1/audit/head", READ), get(audit_head)),
+        (e("GET", "/api/v1/cluster", READ), get(cluster)),
         (e("POST", "/api/v1/silences", APPROVE), post(silences::add)),
         (
             e("DELETE", "/api/v1/silences/{id}", APPROVE),
@@ -186,6 +187,20 @@ async fn audit_head(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (entries, hash) = handle.current().store.audit_head().await?;
     Ok(Json(json!({ "entries": entries, "hash": hash })))
+}
+
+/// The replicas sharing the state store, their leases and what each runs.
+async fn cluster(
+    State(handle): State<Arc<Handle>>,
+) -> Result<Json<crate::api::cluster::ClusterView>, ApiError> {
+    let ctx = handle.current();
+    let rows = ctx.store.leases().await?;
+    let rules: Vec<String> = ctx.rules.iter().map(|r| r.name.clone()).collect();
+    Ok(Json(crate::api::cluster::cluster_view(
+        &rows,
+        Some(&handle.cluster.replica),
+        &rules,
+    )))
 }
 
 struct ApiError {

@@ -45,6 +45,16 @@ struct ReceiverOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabel {
+    replica: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
 }
@@ -69,7 +79,20 @@ const KEY_STATUSES: [&str; 3] = ["judged", "in_grace", "error"];
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
+    /// This replica's own series: process, build, run durations, skips, holds, deliveries,
+    /// sources as it sees them, and `invariantd_replica_*`.
     registry: Registry,
+    /// The cluster-wide series, from the state store (open violations, money at risk, run and
+    /// violation totals, last success, repairs): exported only while `exports_shared`.
+    shared: Registry,
+    /// Whether this replica exports `shared`: the `leader` lease's holder (a lone daemon is
+    /// always its own leader).
+    exports_shared: std::sync::atomic::AtomicBool,
+    replica_info: Family<ReplicaLabel, Gauge>,
+    replica_rules: Gauge,
+    replica_leader: Gauge,
+    replica_alerting: Gauge,
+    replica_runs: Family<OutcomeLabel, Counter>,
     violations_open: Family<Labels, Gauge>,
     violations_detected: Family<Labels, Counter>,
     violations_resolved: Family<Labels, Counter>,
@@ -159,35 +182,44 @@ impl Metrics {
             health,
             sources_exported: Mutex::default(),
             registry: Registry::default(),
+            shared: Registry::default(),
+            exports_shared: std::sync::atomic::AtomicBool::new(true),
+            replica_info: Family::default(),
+            replica_rules: Gauge::default(),
+            replica_leader: Gauge::default(),
+            replica_alerting: Gauge::default(),
+            replica_runs: Family::default(),
         };
+        let mut shared_root = Registry::default();
+        let shared = shared_root.sub_registry_with_prefix("invariantd");
         let registry = root.sub_registry_with_prefix("invariantd");
-        registry.register(
+        shared.register(
             "violations_open",
             "Open violations, by rule",
             m.violations_open.clone(),
         );
-        registry.register(
+        shared.register(
             "violations_detected",
             "Violations opened; a violation that comes back counts again",
             m.violations_detected.clone(),
         );
-        registry.register(
+        shared.register(
             "violations_resolved",
             "Violations resolved because their key holds again",
             m.violations_resolved.clone(),
         );
-        registry.register_with_unit(
+        shared.register_with_unit(
             "oldest_open_violation_age",
             "Age of the rule's oldest open violation",
             Unit::Seconds,
             m.oldest_open_age.clone(),
         );
-        registry.register(
+        shared.register(
             "violations_impact",
             "What the rule's open violations put at risk (its impact value summed), in the rule's impact unit",
             m.impact.clone(),
         );
-        registry.register(
+        shared.register(
             "rule_runs",
             "Rule runs by outcome: pass, fail (violations found) or unknown (could not run)",
             m.rule_runs.clone(),
@@ -209,29 +241,29 @@ impl Metrics {
             Unit::Seconds,
             m.open_duration.clone(),
         );
-        registry.register_with_unit(
+        shared.register_with_unit(
             "rule_last_success_timestamp",
             "When the rule last ran to the end as a Unix timestamp, 0 if it never has",
             Unit::Seconds,
             m.last_success.clone(),
         );
-        registry.register_with_unit(
+        shared.register_with_unit(
             "rule_last_full_sweep_timestamp",
             "When the rule's last full sweep that judged every key started, as a Unix timestamp; 0 if this version of the rule has had none (incremental runs judge only what changed)",
             Unit::Seconds,
             m.last_full_sweep.clone(),
         );
-        registry.register(
+        shared.register(
             "rows_scanned",
             "Rows read from each dataset of each rule",
             m.rows_scanned.clone(),
         );
-        registry.register(
+        shared.register(
             "rule_run_errors",
             "Rule runs that ended with an error, by kind: source_unreachable, query_failed, timeout, schema_mismatch, duplicate_rows, evaluation or cancelled",
             m.run_errors.clone(),
         );
-        registry.register(
+        shared.register(
             "rule_keys",
             "Keys in the rule's last finished run by status: judged, in_grace (changed too recently to judge) or error (could not be judged)",
             m.rule_keys.clone(),
@@ -241,17 +273,17 @@ impl Metrics {
             "Whether invariantd could last connect to the source (1) or not (0), from rule runs or its own probe",
             m.source_up.clone(),
         );
-        registry.register(
+        shared.register(
             "repairs",
             "Repairs that ended, by outcome: applied, failed, skipped, rejected or needs_manual",
             m.repairs.clone(),
         );
-        registry.register(
+        shared.register(
             "repairs_pending",
             "Repairs waiting for approval",
             m.repairs_pending.clone(),
         );
-        registry.register(
+        shared.register(
             "repairs_oldest_pending_age_seconds",
             "How long the rule's oldest repair has been waiting for approval (0 when none waits)",
             m.repairs_oldest_pending.clone(),
@@ -266,17 +298,17 @@ impl Metrics {
             "Alert notifications by receiver and outcome",
             m.alerts_sent.clone(),
         );
-        registry.register(
+        shared.register(
             "alert_receivers",
             "Alert receivers configured, by kind: with an alertmanager receiver, the shipped Prometheus rules that repeat invariantd's own alerts stand down",
             m.alert_receivers.clone(),
         );
-        registry.register(
+        shared.register(
             "audit_entries",
             "Entries in the audit chain: keep it elsewhere with audit_head_fingerprint, and a log cut short shows as a drop",
             m.audit_entries.clone(),
         );
-        registry.register(
+        shared.register(
             "audit_head_fingerprint",
             "The first 48 bits of the audit chain's newest hash, as a number (the hash in full: /api/v1/audit/head)",
             m.audit_head.clone(),
@@ -292,8 +324,34 @@ impl Metrics {
             "The running version; the value is always 1",
             build_info,
         );
+        registry.register(
+            "replica_info",
+            "This replica's identity (random per process); the value is always 1",
+            m.replica_info.clone(),
+        );
+        registry.register(
+            "replica_rules",
+            "Rules this replica holds the lease of, and runs",
+            m.replica_rules.clone(),
+        );
+        registry.register(
+            "replica_leader",
+            "Whether this replica holds the leader lease and exports the cluster-wide series (1) or not (0)",
+            m.replica_leader.clone(),
+        );
+        registry.register(
+            "replica_alerting",
+            "Whether this replica holds the alerting lease and evaluates and delivers alerts (1) or not (0)",
+            m.replica_alerting.clone(),
+        );
+        registry.register(
+            "replica_runs",
+            "Rule runs this replica made since it started, by outcome (the cluster's totals: invariantd_rule_runs_total, from the leader)",
+            m.replica_runs.clone(),
+        );
         Metrics {
             registry: root,
+            shared: shared_root,
             ..m
         }
     }
@@ -326,41 +384,51 @@ impl Metrics {
     }
 
     /// Sets every series of `rules` from the state store's totals and snapshots, as after a
-    /// restart; every rule has each series from the start, at 0 until something happens.
+    /// restart; every rule has each series from the start, at 0 until something happens. Done
+    /// again (by the leader, for the rules other replicas run), a counter is lifted to the
+    /// store's total and never lowered.
     pub fn restore(
         &self,
         rules: &[Rule],
         totals: &HashMap<String, RuleTotals>,
         snapshots: &HashMap<String, RuleSnapshot>,
     ) {
+        fn lift(counter: &Counter, to: u64) {
+            counter.inc_by(to.saturating_sub(counter.get()));
+        }
         let none = RuleTotals::default();
         let mut oldest = self.oldest.lock().expect("metrics lock");
         for rule in rules {
             let t = totals.get(&rule.name).unwrap_or(&none);
             let r = self.labels(rule, &[]);
-            self.violations_detected
-                .get_or_create(&r)
-                .inc_by(t.detected);
-            self.violations_resolved
-                .get_or_create(&r)
-                .inc_by(t.resolved);
+            lift(&self.violations_detected.get_or_create(&r), t.detected);
+            lift(&self.violations_resolved.get_or_create(&r), t.resolved);
             self.rule_runs_skipped.get_or_create(&r).inc_by(0);
             // Empty until a violation resolves; there from start-up for queries and alerts.
             let _ = self.open_duration.get_or_create(&r);
             for outcome in Outcome::ALL {
-                self.rule_runs
-                    .get_or_create(&self.labels(rule, &[("outcome", outcome.as_str())]))
-                    .inc_by(t.runs.get(&outcome).copied().unwrap_or(0));
+                lift(
+                    &self
+                        .rule_runs
+                        .get_or_create(&self.labels(rule, &[("outcome", outcome.as_str())])),
+                    t.runs.get(&outcome).copied().unwrap_or(0),
+                );
             }
             for kind in ErrorKind::ALL {
-                self.run_errors
-                    .get_or_create(&self.labels(rule, &[("kind", kind.as_str())]))
-                    .inc_by(t.errors.get(&kind).copied().unwrap_or(0));
+                lift(
+                    &self
+                        .run_errors
+                        .get_or_create(&self.labels(rule, &[("kind", kind.as_str())])),
+                    t.errors.get(&kind).copied().unwrap_or(0),
+                );
             }
             for d in &rule.datasets {
-                self.rows_scanned
-                    .get_or_create(&self.labels(rule, &[("dataset", &d.name)]))
-                    .inc_by(t.rows_scanned.get(&d.name).copied().unwrap_or(0));
+                lift(
+                    &self
+                        .rows_scanned
+                        .get_or_create(&self.labels(rule, &[("dataset", &d.name)])),
+                    t.rows_scanned.get(&d.name).copied().unwrap_or(0),
+                );
             }
             let snap = snapshots.get(&rule.name).cloned().unwrap_or_default();
             self.set_open(rule, &snap, &mut oldest);
@@ -481,6 +549,11 @@ impl Metrics {
         let r = self.labels(rule, &[]);
         self.rule_runs
             .get_or_create(&self.labels(rule, &[("outcome", run.outcome.as_str())]))
+            .inc();
+        self.replica_runs
+            .get_or_create(&OutcomeLabel {
+                outcome: run.outcome.as_str().to_string(),
+            })
             .inc();
         self.run_duration
             .get_or_create(&r)
@@ -621,6 +694,23 @@ impl Metrics {
         }
     }
 
+    /// This replica's identity and leases (from the lease keeper). Only the holder of
+    /// `leader` exports the cluster-wide series, so that a sum over replicas counts each once.
+    pub fn set_replica(&self, replica: &str, rules: usize, leader: bool, alerting: bool) {
+        let info = ReplicaLabel {
+            replica: replica.to_string(),
+        };
+        if self.replica_info.get(&info).is_none() {
+            self.replica_info.clear();
+            self.replica_info.get_or_create(&info).set(1);
+        }
+        self.replica_rules.set(rules as i64);
+        self.replica_leader.set(i64::from(leader));
+        self.replica_alerting.set(i64::from(alerting));
+        self.exports_shared
+            .store(leader, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn skipped(&self, rule: &Rule) {
         self.rule_runs_skipped
             .get_or_create(&self.labels(rule, &[]))
@@ -655,6 +745,13 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
+        if self
+            .exports_shared
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.shared)
+                .expect("writing to a String cannot fail");
+        }
         out
     }
 }

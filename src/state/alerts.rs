@@ -131,15 +131,19 @@ impl StateStore {
 
     /// Saves a group's new state and queues its notifications, in one transaction. A
     /// notification already queued (same id and receiver) is not queued twice.
+    ///
+    /// With `lease` (`alerting`, held by this replica) the transaction checks it first, so a
+    /// replica that lost alerting cannot write a group's state the new holder has moved on.
     pub async fn save_alert_group(
         &self,
         group: &AlertGroupState,
         outbox: &[OutboxEntry],
         now_us: i64,
+        lease: Option<&super::Lease>,
     ) -> Result<(), StateError> {
         let mut statements = vec![upsert_group(group)];
         statements.extend(outbox.iter().map(|e| insert_outbox(e, now_us)));
-        self.write(None, statements).await?;
+        self.write_guarded(lease, None, statements).await?;
         Ok(())
     }
 

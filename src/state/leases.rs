@@ -157,6 +157,33 @@ impl StateStore {
         Ok(n == 1)
     }
 
+    /// Ends every lease at once (their rows, and so their tokens, stay): for a SQLite state
+    /// store's sole writer at start-up, whose leases can only be those of a process that has
+    /// died (it holds the file's lock).
+    pub async fn expire_all_leases(&self) -> Result<u64, StateError> {
+        let stmt = Stmt {
+            sql: "UPDATE leases SET expires_us = 0 WHERE expires_us > 0".into(),
+            binds: Vec::new(),
+        };
+        let n = on_pool!(self, pool => bound!(stmt).execute(pool).await?.rows_affected());
+        Ok(n)
+    }
+
+    /// Deletes the heartbeats (`replica/…` leases) of replicas gone for longer than `after`:
+    /// each process has an identity of its own, so they would pile up. Nothing is fenced by
+    /// a heartbeat, so its token need not be kept.
+    pub async fn forget_replicas(&self, after: Duration) -> Result<u64, StateError> {
+        let now = now_us(&self.pool);
+        let stmt = Stmt {
+            sql: format!(
+                "DELETE FROM leases WHERE name LIKE 'replica/%' AND expires_us < {now} - $1"
+            ),
+            binds: vec![Bind::I64(micros(after))],
+        };
+        let n = on_pool!(self, pool => bound!(stmt).execute(pool).await?.rows_affected());
+        Ok(n)
+    }
+
     /// Every lease, with whether it has expired, by name.
     pub async fn leases(&self) -> Result<Vec<LeaseRow>, StateError> {
         let now = now_us(&self.pool);

@@ -70,6 +70,10 @@ pub enum StateError {
     /// `auth.audit_key_file` cannot be used: nothing is audited, so nothing is changed.
     #[error("{0}")]
     AuditKey(String),
+    /// The lease that guards the write is no longer this replica's (it expired, or another
+    /// replica holds it now): nothing was written.
+    #[error("lease `{0}` was lost: another replica may hold it now, so this write was refused")]
+    LeaseLost(String),
 }
 
 enum Pool {
@@ -503,10 +507,15 @@ impl StateStore {
     ///
     /// `open` is the rule's open violations as read before the run (`open_violations`): only
     /// the rule's own runs change them, and those never overlap.
+    ///
+    /// With `lease` (the rule's, held by this replica), every transaction checks it first: a
+    /// replica that lost the rule (it stalled past its lease) has its late result refused
+    /// (`LeaseLost`), whole or from the part where it was lost.
     pub async fn record(
         &self,
         run: &RuleRun,
         open: &[OpenViolation],
+        lease: Option<&Lease>,
     ) -> Result<Recorded, StateError> {
         let started_us = run.started_at.timestamp_micros();
         let mut parts = if run.finished {
@@ -533,12 +542,14 @@ impl StateStore {
         let mut recorded = Recorded::default();
         for part in parts {
             let (statements, changed) = with_counters(&run.rule, part);
-            self.write(None, statements).await?;
+            self.write_guarded(lease, None, statements).await?;
             recorded.add(&changed);
         }
         let (mut statements, changed) = with_counters(&run.rule, last);
         statements.extend(counters::add_run(run));
-        let run_id = self.write(Some(runs::insert(run)), statements).await?;
+        let run_id = self
+            .write_guarded(lease, Some(runs::insert(run)), statements)
+            .await?;
         recorded.add(&changed);
         recorded.run_id = run_id.expect("the run's insert returns its id");
         Ok(recorded)
@@ -551,7 +562,22 @@ impl StateStore {
         first: Option<Stmt>,
         statements: Vec<Stmt>,
     ) -> Result<Option<i64>, StateError> {
+        self.write_guarded(None, first, statements).await
+    }
+
+    /// `write`, guarded by `lease`: before it commits, the transaction checks that the lease
+    /// is still this replica's (`fence`), and rolls back when it is not (`LeaseLost`). The
+    /// check comes last so that on SQLite the transaction already writes (a read turned into
+    /// a write would be refused at once while another connection writes); on PostgreSQL its
+    /// `FOR SHARE` holds off a takeover until the commit either way.
+    async fn write_guarded(
+        &self,
+        lease: Option<&Lease>,
+        first: Option<Stmt>,
+        statements: Vec<Stmt>,
+    ) -> Result<Option<i64>, StateError> {
         let _turn = self.writer.lock().await;
+        let fence = lease.map(|l| (l.name.clone(), self.fence(l)));
         let id = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let id = match first {
@@ -560,6 +586,12 @@ impl StateStore {
             };
             for stmt in statements {
                 bound!(stmt).execute(&mut *tx).await?;
+            }
+            if let Some((name, fence)) = fence
+                && bound!(fence).fetch_optional(&mut *tx).await?.is_none()
+            {
+                tx.rollback().await?;
+                return Err(StateError::LeaseLost(name));
             }
             tx.commit().await?;
             id

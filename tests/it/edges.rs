@@ -869,6 +869,9 @@ async fn a_password_selected_by_a_query_is_published_by_no_endpoint_or_command()
     seen.push_str(&http_as(port, "GET", "/api/v1/repairs/1", Some(TOKEN)).1);
     seen.push_str(&cli(&["repairs", "show", "1", "--format", "json"]));
     seen.push_str(&cli(&["explain", "leaky", "1", "--format", "json"]));
+    seen.push_str(&cli(&["cluster"]));
+    seen.push_str(&cli(&["cluster", "--format", "json"]));
+    covered.push("cluster");
     terminate_within(&mut daemon, std::time::Duration::from_secs(20)).await;
 
     // No command was forgotten ("demo" makes its own databases, with no secret of yours).

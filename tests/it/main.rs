@@ -19,6 +19,7 @@ mod notify;
 mod reads;
 mod reload;
 mod repairs;
+mod replicas;
 mod rule_tests;
 mod shop;
 mod state;

@@ -106,7 +106,7 @@ impl Fixture {
         let open = self.store.open_violations("ok").await.unwrap();
         let keys = invariantd::state::keys_of(&open);
         let run = run_rule_with_open(&rules[0], &sources, Utc::now(), &keys).await;
-        let recorded = self.store.record(&run, &open).await.unwrap();
+        let recorded = self.store.record(&run, &open, None).await.unwrap();
         (run, recorded)
     }
 
@@ -353,7 +353,7 @@ async fn a_repair_resolves_its_violation(kind: SourceKind) {
 
     // The run that read before the repair: key 2 seen again, key 1 left as the repair left it.
     assert_eq!(
-        counts(f.store.record(&in_flight, &open).await.unwrap()),
+        counts(f.store.record(&in_flight, &open, None).await.unwrap()),
         rec(0, 1, 0)
     );
     let ones: Vec<ViolationRecord> = f.all().await.into_iter().filter(|v| v.key == "1").collect();
@@ -475,12 +475,12 @@ async fn alert_bookkeeping(kind: SourceKind) {
         entry("m2", "mail"),
     ];
     f.store
-        .save_alert_group(&group, &entries, now)
+        .save_alert_group(&group, &entries, now, None)
         .await
         .unwrap();
     // Saving the same notifications again (a retried evaluation) queues nothing twice.
     f.store
-        .save_alert_group(&group, &entries, now)
+        .save_alert_group(&group, &entries, now, None)
         .await
         .unwrap();
     let groups = f.store.alert_groups().await.unwrap();

@@ -1,7 +1,8 @@
 //! The page's front: what on-call asks first, in that order. One line per rule with something
 //! open — severity, description, open violations, money at risk, the oldest violation's age,
 //! repairs waiting, last run — sorted by severity, then money at risk; then the repairs
-//! waiting, grouped by rule in the same order (never a warning rule's above a critical one's).
+//! waiting, grouped by rule in the same order (never a warning rule's above a critical one's);
+//! last, the replicas sharing the state store and what each runs.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -132,6 +133,7 @@ pub async fn front(ctx: &Context, now_us: i64) -> Result<String, StateError> {
     );
     if lines.is_empty() {
         let _ = write!(body, "<p class=\"empty\">Every invariant holds.</p>");
+        body.push_str(&replicas(ctx, now_us).await?);
         return Ok(body);
     }
     let _ = write!(body, "<h2>What is wrong</h2>");
@@ -210,5 +212,53 @@ pub async fn front(ctx: &Context, now_us: i64) -> Result<String, StateError> {
             repair_card(r, line.rule, violation.as_ref(), now_us, &mut body);
         }
     }
+    body.push_str(&replicas(ctx, now_us).await?);
     Ok(body)
+}
+
+/// The replicas sharing the state store, last: each one's heartbeat, roles and rules.
+async fn replicas(ctx: &Context, now_us: i64) -> Result<String, StateError> {
+    let rows = ctx.store.leases().await?;
+    let names: Vec<String> = ctx.rules.iter().map(|r| r.name.clone()).collect();
+    let view = crate::api::cluster::cluster_view(&rows, None, &names);
+    let mut out = String::from("<h2>Replicas</h2>");
+    let rows: Vec<Vec<String>> = view
+        .replicas
+        .iter()
+        .map(|r| {
+            let heartbeat = rows
+                .iter()
+                .find(|l| l.name == format!("replica/{}", r.replica))
+                .map(|l| time(now_us, l.renewed_us))
+                .unwrap_or_default();
+            let roles: Vec<&str> = [(r.leader, "leader"), (r.alerting, "alerting")]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+            vec![
+                format!("<code>{}</code>", esc(&r.replica)),
+                if r.live { "live" } else { "gone" }.into(),
+                heartbeat,
+                esc(&roles.join(", ")),
+                format!(
+                    "{}<div class=\"meta\">{}</div>",
+                    r.rules.len(),
+                    esc(&r.rules.join(", "))
+                ),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        "replicas",
+        &["Replica", "State", "Heartbeat", "Roles", "Rules it runs"],
+        &rows,
+    ));
+    if !view.unheld_rules.is_empty() {
+        let _ = write!(
+            out,
+            "<p class=\"meta\">Rules no live replica runs now: {}</p>",
+            esc(&view.unheld_rules.join(", "))
+        );
+    }
+    Ok(out)
 }

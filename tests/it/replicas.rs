@@ -1,0 +1,431 @@
+//! Several `invariantd run` processes on one PostgreSQL state store: each rule's ticks run
+//! once across them, a replica killed or paused past its lease loses its work to the others
+//! (and its late writes are refused), alerts go out once, and the metrics a Prometheus sums
+//! over the replicas count everything once.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use invariantd::config::SourceKind;
+use sqlx::{Connection as _, Row as _};
+
+use crate::harness::{Daemon, Helper, TestDb, Workdir, eventually, http, kill};
+
+/// Leases short enough for a test: a dead replica's work moves within 3 s + 1 s.
+const CLUSTER: &str = "cluster: { lease: 3s, renew: 1s }\n";
+const LEASE: Duration = Duration::from_secs(3);
+const RENEW: Duration = Duration::from_secs(1);
+
+struct Replica {
+    dir: Workdir,
+    daemon: Daemon,
+    port: u16,
+}
+
+impl Replica {
+    fn cluster(&self) -> serde_json::Value {
+        let (status, body) = http(self.port, "GET", "/api/v1/cluster");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn id(&self) -> String {
+        self.cluster()["replica"].as_str().unwrap().to_string()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+}
+
+/// A replica with its own directory and port on the shared `state` store.
+async fn replica(sources: &[(&str, &str)], rules: &str, state: &TestDb, extra: &str) -> Replica {
+    let dir = Workdir::new(sources, Some(rules));
+    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let extra = format!(
+        "state: {{ url: \"{}\" }}\n{CLUSTER}{extra}",
+        state.admin_url
+    );
+    let (daemon, port) = dir.spawn_daemon(&extra, log.into()).await;
+    Replica { dir, daemon, port }
+}
+
+/// What the replicas' API says each holds, by replica id: (rules, leader, alerting).
+fn holdings(any: &Replica) -> BTreeMap<String, (Vec<String>, bool, bool)> {
+    let view = any.cluster();
+    view["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["live"] == true)
+        .map(|r| {
+            let rules = r["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap().to_string())
+                .collect();
+            (
+                r["replica"].as_str().unwrap().to_string(),
+                (rules, r["leader"] == true, r["alerting"] == true),
+            )
+        })
+        .collect()
+}
+
+/// The runs recorded, by rule: when each started (microseconds), in order.
+async fn runs(state: &TestDb) -> BTreeMap<String, Vec<i64>> {
+    let mut c = sqlx::PgConnection::connect(&state.admin_url).await.unwrap();
+    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for row in sqlx::query("SELECT rule, started_us FROM runs ORDER BY rule, started_us")
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+    {
+        out.entry(row.get(0)).or_default().push(row.get(1));
+    }
+    out
+}
+
+fn every_second_rules(n: usize, period: &str) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "name: rule_{i:02}\nevery: {period}\nkey: id\ndatasets:\n  t: {{ source: db, query: \"SELECT id, ok FROM t\" }}\nassert: t.ok == 1\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+async fn shop() -> TestDb {
+    let db = TestDb::new(SourceKind::Sqlite, "replicated").await;
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, ok INTEGER)",
+        "INSERT INTO t VALUES (1, 1), (2, 1)",
+    ])
+    .await;
+    db
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_run_every_tick_of_twenty_rules_exactly_once() {
+    let (db, state) = (
+        shop().await,
+        TestDb::new(SourceKind::Postgres, "ticks").await,
+    );
+    let rules = every_second_rules(20, "2s");
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(replica(&[("db", &db.url)], &rules, &state, "").await);
+    }
+    // Shared out: every rule held once, nobody more than its fair share of 7.
+    eventually(
+        Duration::from_secs(30),
+        "the rules were never shared out",
+        || {
+            let held = holdings(&replicas[0]);
+            let counts: Vec<usize> = held.values().map(|(r, _, _)| r.len()).collect();
+            held.len() == 3 && counts.iter().sum::<usize>() == 20 && counts.iter().all(|c| *c <= 7)
+        },
+    )
+    .await;
+    let held = holdings(&replicas[0]);
+    assert_eq!(held.values().filter(|(_, leader, _)| *leader).count(), 1);
+    assert_eq!(held.values().filter(|(_, _, a)| *a).count(), 1);
+    let from = chrono::Utc::now().timestamp_micros();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let to = chrono::Utc::now().timestamp_micros();
+    // Still the same shares: no rule moved in the window.
+    assert_eq!(holdings(&replicas[0]), held);
+    let runs = runs(&state).await;
+    assert_eq!(runs.len(), 20, "{runs:?}");
+    for (rule, started) in &runs {
+        let window: Vec<i64> = started
+            .iter()
+            .copied()
+            .filter(|t| (from..to).contains(t))
+            .collect();
+        // A tick every 2 s for 20 s: 10 (9 or 11 by where the window cuts), each 2 s after
+        // the one before — none run twice, none missed.
+        assert!(
+            (9..=11).contains(&window.len()),
+            "{rule} ran {} times in 20 s: {window:?}",
+            window.len()
+        );
+        for pair in started.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                (1_500_000..=2_600_000).contains(&gap),
+                "{rule}: runs {gap} µs apart ({started:?})"
+            );
+        }
+    }
+    // Each replica ran only the rules it holds.
+    for r in &replicas {
+        let metrics = http(r.port, "GET", "/metrics").1;
+        let rules_held = held[&r.id()].0.len();
+        assert!(
+            metrics.contains(&format!("invariantd_replica_rules {rules_held}\n")),
+            "{metrics}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_moves_its_rules_and_leadership_within_the_lease_and_records_nothing_twice()
+ {
+    let (db, state) = (
+        shop().await,
+        TestDb::new(SourceKind::Postgres, "failover").await,
+    );
+    let rules = every_second_rules(6, "1s");
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(replica(&[("db", &db.url)], &rules, &state, "").await);
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the rules were never shared out",
+        || {
+            let held = holdings(&replicas[0]);
+            held.len() == 3 && held.values().all(|(r, _, _)| r.len() == 2)
+        },
+    )
+    .await;
+    let held = holdings(&replicas[0]);
+    let leader = held.iter().find(|(_, h)| h.1).unwrap().0.clone();
+    let orphaned = held[&leader].0.clone();
+    let victim = replicas
+        .iter()
+        .position(|r| r.id() == leader)
+        .expect("the leader is one of ours");
+    let dead = replicas.remove(victim);
+    kill(&dead.daemon, "KILL");
+    let killed = Instant::now();
+    // Its rules and the leader lease are taken within the lease and one renewal (plus the
+    // time a check takes).
+    let limit = LEASE + RENEW + Duration::from_secs(2);
+    eventually(limit, "the dead leader's work did not move", || {
+        let now = holdings(&replicas[0]);
+        now.len() == 2
+            && now.values().any(|h| h.1)
+            && orphaned
+                .iter()
+                .all(|rule| now.values().any(|h| h.0.contains(rule)))
+    })
+    .await;
+    let moved = killed.elapsed();
+    eprintln!("failover took {moved:?}");
+    // The new leader exports the cluster-wide series; the other does not.
+    eventually(
+        Duration::from_secs(3),
+        "no replica exports the cluster-wide series",
+        || {
+            replicas
+                .iter()
+                .filter(|r| {
+                    http(r.port, "GET", "/metrics")
+                        .1
+                        .contains("invariantd_violations_open{")
+                })
+                .count()
+                == 1
+        },
+    )
+    .await;
+    let before = runs(&state).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = runs(&state).await;
+    for rule in &orphaned {
+        assert!(
+            after[rule].len() > before[rule].len(),
+            "{rule} is not running again"
+        );
+    }
+    // Nothing recorded twice: no two runs of a rule less than most of a period apart.
+    for (rule, started) in &after {
+        for pair in started.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= 700_000,
+                "{rule}: two runs {} µs apart",
+                pair[1] - pair[0]
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_paused_past_its_lease_has_its_late_result_refused_and_gives_its_work_up() {
+    let source = TestDb::new(SourceKind::Postgres, "paused_src").await;
+    source
+        .exec_str(&[
+            "CREATE TABLE t (id INT, ok INT)",
+            "INSERT INTO t VALUES (1, 1)",
+        ])
+        .await;
+    let state = TestDb::new(SourceKind::Postgres, "paused").await;
+    // A run takes 4 s: long enough to pause the replica in the middle of one.
+    let rule = "name: slow\nevery: 1s\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id, ok, 1 AS slept_paused FROM t, pg_sleep(4)\" }\nassert: t.ok == 1\n";
+    let first = replica(&[("db", &source.url)], rule, &state, "").await;
+    eventually(
+        Duration::from_secs(20),
+        "the first replica never took the rule",
+        || {
+            holdings(&first)
+                .get(&first.id())
+                .is_some_and(|h| h.0 == ["slow"] && h.1 && h.2)
+        },
+    )
+    .await;
+    let second = replica(&[("db", &source.url)], rule, &state, "").await;
+    let paused_id = first.id();
+    // In the middle of a run: pause it past its lease.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::harness::running(&source, "slept_paused").await == 0 {
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recorded_before = runs(&state).await.get("slow").map_or(0, Vec::len);
+    kill(&first.daemon, "STOP");
+    eventually(
+        LEASE + RENEW + Duration::from_secs(3),
+        "the other replica did not take the paused one's work",
+        || {
+            let held = holdings(&second);
+            held.get(&second.id())
+                .is_some_and(|h| h.0 == ["slow"] && h.1 && h.2)
+        },
+    )
+    .await;
+    // The paused replica's run ends on the server meanwhile; resumed, it tries to record it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    kill(&first.daemon, "CONT");
+    eventually(
+        Duration::from_secs(10),
+        "the late result was not refused",
+        || first.log().contains("lease was lost during its run"),
+    )
+    .await;
+    // It gave everything up, and exports no cluster-wide series.
+    eventually(
+        Duration::from_secs(5),
+        "the resumed replica kept its work",
+        || {
+            let metrics = http(first.port, "GET", "/metrics").1;
+            metrics.contains("invariantd_replica_rules 0\n")
+                && metrics.contains("invariantd_replica_leader 0\n")
+                && !metrics.contains("invariantd_violations_open{")
+        },
+    )
+    .await;
+    let held = holdings(&second);
+    assert!(
+        held.get(&paused_id)
+            .is_none_or(|h| h.0.is_empty() && !h.1 && !h.2),
+        "{held:?}"
+    );
+    // Only the new holder's runs were recorded since: none started while the first was
+    // paused and its lease still ran, none twice.
+    let after = runs(&state).await["slow"].clone();
+    assert!(after.len() > recorded_before);
+    for pair in after.windows(2) {
+        assert!(pair[1] - pair[0] >= 3_500_000, "{after:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_three_replicas_each_alert_is_sent_once_and_a_sum_over_them_counts_once() {
+    let db = shop().await;
+    let state = TestDb::new(SourceKind::Postgres, "alerts3").await;
+    let hooks = tempfile::NamedTempFile::new().unwrap();
+    let hook = Helper::start("http_recorder.py", &[hooks.path().to_str().unwrap()]);
+    let alerting = format!(
+        "outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  evaluation_interval: 1s\n  group_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
+        hook.port
+    );
+    let rules = every_second_rules(3, "1s");
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(replica(&[("db", &db.url)], &rules, &state, &alerting).await);
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the rules were never shared out",
+        || {
+            let held = holdings(&replicas[0]);
+            held.len() == 3 && held.values().all(|(r, _, _)| r.len() == 1)
+        },
+    )
+    .await;
+    // One key breaks every rule: three alerts fire, then resolve when it is fixed.
+    db.exec_str(&["UPDATE t SET ok = 0 WHERE id = 2"]).await;
+    let sent = || crate::harness::json_lines(hooks.path());
+    eventually(Duration::from_secs(20), "the alerts did not fire", || {
+        sent().len() >= 3
+    })
+    .await;
+    // A real Prometheus scraping all three, with the shipped alerts (every `for:` cut to 0s),
+    // sums each rule's open violations once and fires one alert per rule, not per replica.
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("alerts/invariantd.rules.yml"),
+    )
+    .unwrap();
+    let eager = regex::Regex::new(r"for: \d+m")
+        .unwrap()
+        .replace_all(&shipped, "for: 0s")
+        .into_owned();
+    let rules_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rules_file.path(), eager).unwrap();
+    let ports: Vec<u16> = replicas.iter().map(|r| r.port).collect();
+    let prometheus =
+        crate::harness::Prometheus::start("replicas", &ports, &[rules_file.path()], None).await;
+    let one = |q: &str| -> Option<f64> {
+        let v = prometheus.query(q);
+        v.first()?["value"][1].as_str()?.parse().ok()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "Prometheus did not scrape the three",
+        || {
+            one("count(invariantd_replica_info)") == Some(3.0)
+                && one("sum(invariantd_violations_open)") == Some(3.0)
+                && one(r#"count(ALERTS{alertname="InvariantViolated",alertstate="firing"})"#)
+                    == Some(3.0)
+        },
+    )
+    .await;
+    assert_eq!(one("sum(invariantd_replica_leader)"), Some(1.0));
+    assert_eq!(one("sum(invariantd_replica_alerting)"), Some(1.0));
+    assert_eq!(one("sum(invariantd_replica_rules)"), Some(3.0));
+    assert_eq!(
+        one(r#"count(invariantd_violations_open{rule="rule_00"})"#),
+        Some(1.0)
+    );
+    db.exec_str(&["UPDATE t SET ok = 1 WHERE id = 2"]).await;
+    eventually(
+        Duration::from_secs(20),
+        "the alerts did not resolve",
+        || sent().len() >= 6,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let sent = sent();
+    let mut by_status: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for n in &sent {
+        let body = &n["body"];
+        let rule = body["rule"].as_str().unwrap_or_default().to_string();
+        let status = body["event"].as_str().unwrap_or_default().to_string();
+        *by_status.entry((rule, status)).or_default() += 1;
+    }
+    assert_eq!(sent.len(), 6, "{sent:#?}");
+    for i in 0..3 {
+        for status in ["firing", "resolved"] {
+            assert_eq!(
+                by_status.get(&(format!("rule_{i:02}"), status.to_string())),
+                Some(&1),
+                "{by_status:?}"
+            );
+        }
+    }
+}
