@@ -192,10 +192,21 @@ pub(super) fn head_of(row: Option<(i64, String)>) -> (i64, String) {
     row.unwrap_or_else(|| (0, GENESIS.to_string()))
 }
 
-/// Appends an entry, sealed, inside a transaction: `append!(store, tx, &entry, now_us)`.
+/// The PostgreSQL advisory lock that serialises appends to the chain across replicas (within a
+/// process, and on SQLite, the store's writer turn already does): each append reads the head
+/// and extends it, so two at once would both extend the same head.
+pub(crate) const CHAIN_LOCK: &str = "SELECT pg_advisory_xact_lock(7599502034462979684)";
+
+/// Appends an entry, sealed, inside a transaction: `append!(store, tx, &entry, now_us)`. On
+/// PostgreSQL the transaction first takes the chain's lock (`CHAIN_LOCK`), held until it ends.
 macro_rules! append {
     ($store:expr, $tx:expr, $entry:expr, $now:expr) => {{
         let key = $store.audit_key()?;
+        if $store.is_postgres() {
+            sqlx::query($crate::state::audit::CHAIN_LOCK)
+                .execute(&mut *$tx)
+                .await?;
+        }
         let row = sqlx::query($crate::state::audit::HEAD)
             .fetch_optional(&mut *$tx)
             .await?;

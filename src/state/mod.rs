@@ -175,6 +175,11 @@ pub struct StateStore {
 
 impl StateStore {
     /// Whether the store answers a trivial query.
+    /// Whether the store is PostgreSQL (shared by replicas) rather than SQLite (one writer).
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
     pub async fn ping(&self) -> Result<(), StateError> {
         on_pool!(self, pool => {
             sqlx::query("SELECT 1").execute(pool).await?;

@@ -1061,6 +1061,84 @@ async fn a_thousand_repairs_are_applied_exactly_once_across_a_kill_9() {
     );
 }
 
+/// Three replicas on one PostgreSQL state store apply a thousand approved repairs while each
+/// in turn is killed with SIGKILL and started again: every order is reserved exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_repairs_are_applied_exactly_once_by_replicas_killed_and_restarted() {
+    const ORDERS: i64 = 1000;
+    let (p, i) = shop(SourceKind::Postgres, SourceKind::Postgres, ORDERS, &[]).await;
+    let state = TestDb::new(SourceKind::Postgres, "repairs3").await;
+    let rules = rule(&format!(
+        "  mode: approve\n  actions:\n{}",
+        reserve_action(SourceKind::Postgres, true)
+    ));
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let w = workdir(&p, &i, &rules);
+        let extra = format!(
+            "{}repairs: {{ workers: 4, lease: 2s }}\nstate: {{ url: \"{}\" }}\ncluster: {{ lease: 3s, renew: 1s }}\n",
+            tokens_file(w.path()),
+            state.admin_url
+        );
+        let (daemon, port) = w.spawn_daemon(&extra, std::process::Stdio::null()).await;
+        replicas.push((w, daemon, port));
+    }
+    let port = replicas[0].2;
+    eventually(
+        Duration::from_secs(60),
+        "a thousand repairs pending",
+        || repairs(port, "state=pending").len() == ORDERS as usize,
+    )
+    .await;
+    let (status, bulk) = post(
+        port,
+        "/api/v1/rules/paid_implies_reserved/repairs/approve",
+        Some(TOKEN),
+        &serde_json::json!({}),
+    );
+    assert_eq!(
+        (status, bulk["approved"].as_array().map(Vec::len)),
+        (200, Some(ORDERS as usize)),
+        "{bulk}"
+    );
+    // Each replica in turn killed in the middle of the batch, and started again.
+    for (n, at) in [(1, 150), (2, 400), (0, 650)] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while i.count("SELECT COUNT(*) FROM reservations").await < at {
+            assert!(std::time::Instant::now() < deadline, "repairs stalled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (w, daemon, port) = &mut replicas[n];
+        kill(daemon, "KILL");
+        daemon.wait().unwrap();
+        *daemon = w.respawn(*port).await;
+    }
+    eventually(Duration::from_secs(180), "every repair ends", || {
+        let ended = ["applied", "skipped", "failed", "needs_manual"]
+            .iter()
+            .map(|s| repairs(port, &format!("state={s}")).len())
+            .sum::<usize>();
+        ended == ORDERS as usize
+    })
+    .await;
+    assert_eq!(repairs(port, "state=failed").len(), 0);
+    assert_eq!(repairs(port, "state=needs_manual").len(), 0);
+    assert_eq!(
+        reservation_counts(&i, ORDERS).await,
+        (0, 0),
+        "every order reserved exactly once"
+    );
+    for (_, daemon, _) in &mut replicas {
+        terminate_within(daemon, Duration::from_secs(20)).await;
+    }
+    let verify = replicas[0].0.cli(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
 #[tokio::test]
 async fn publish_actions_send_the_idempotency_key_as_the_message_id() {
     let (p, i) = shop(SourceKind::Sqlite, SourceKind::Sqlite, 2, &[1]).await;
