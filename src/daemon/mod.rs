@@ -404,6 +404,9 @@ async fn scheduler(
     let _release = keeper.drop_guard();
     let mut loops = Loops::new(&handle.current());
     let mut held = handle.cluster.subscribe();
+    // What the keeper may have published before this subscribed.
+    let now_held = held.borrow_and_update().rules();
+    loops.follow(&handle, &now_held, &abort, &log).await?;
     loop {
         tokio::select! {
             () = abort.cancelled() => break,

@@ -985,6 +985,26 @@ async fn a_dataset_that_suddenly_returns_nothing_pauses_automatic_repairs() {
     terminate_within(&mut daemon, Duration::from_secs(20)).await;
 }
 
+/// Waits until every repair of `orders` has ended, and checks that each was applied, and
+/// each order reserved, exactly once.
+async fn every_order_reserved_once(port: u16, inventory: &TestDb, orders: i64) {
+    eventually(Duration::from_secs(180), "every repair ends", || {
+        let ended = ["applied", "skipped", "failed", "needs_manual"]
+            .iter()
+            .map(|s| repairs(port, &format!("state={s}")).len())
+            .sum::<usize>();
+        ended == orders as usize
+    })
+    .await;
+    assert_eq!(repairs(port, "state=failed").len(), 0);
+    assert_eq!(repairs(port, "state=needs_manual").len(), 0);
+    assert_eq!(
+        reservation_counts(inventory, orders).await,
+        (0, 0),
+        "every order reserved exactly once"
+    );
+}
+
 #[tokio::test]
 async fn a_thousand_repairs_are_applied_exactly_once_across_a_kill_9() {
     const ORDERS: i64 = 1000;
@@ -1037,21 +1057,7 @@ async fn a_thousand_repairs_are_applied_exactly_once_across_a_kill_9() {
     assert!(before < ORDERS, "killed before the end ({before})");
 
     let mut daemon = w.respawn(port).await;
-    eventually(Duration::from_secs(180), "every repair ends", || {
-        let ended = ["applied", "skipped", "failed", "needs_manual"]
-            .iter()
-            .map(|s| repairs(port, &format!("state={s}")).len())
-            .sum::<usize>();
-        ended == ORDERS as usize
-    })
-    .await;
-    assert_eq!(repairs(port, "state=failed").len(), 0);
-    assert_eq!(repairs(port, "state=needs_manual").len(), 0);
-    assert_eq!(
-        reservation_counts(&i, ORDERS).await,
-        (0, 0),
-        "every order reserved exactly once"
-    );
+    every_order_reserved_once(port, &i, ORDERS).await;
     terminate_within(&mut daemon, Duration::from_secs(20)).await;
     let verify = w.cli(&["audit", "verify"]);
     assert!(
@@ -1113,21 +1119,7 @@ async fn a_thousand_repairs_are_applied_exactly_once_by_replicas_killed_and_rest
         daemon.wait().unwrap();
         *daemon = w.respawn(*port).await;
     }
-    eventually(Duration::from_secs(180), "every repair ends", || {
-        let ended = ["applied", "skipped", "failed", "needs_manual"]
-            .iter()
-            .map(|s| repairs(port, &format!("state={s}")).len())
-            .sum::<usize>();
-        ended == ORDERS as usize
-    })
-    .await;
-    assert_eq!(repairs(port, "state=failed").len(), 0);
-    assert_eq!(repairs(port, "state=needs_manual").len(), 0);
-    assert_eq!(
-        reservation_counts(&i, ORDERS).await,
-        (0, 0),
-        "every order reserved exactly once"
-    );
+    every_order_reserved_once(port, &i, ORDERS).await;
     for (_, daemon, _) in &mut replicas {
         terminate_within(daemon, Duration::from_secs(20)).await;
     }

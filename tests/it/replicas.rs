@@ -50,6 +50,35 @@ async fn replica(sources: &[(&str, &str)], rules: &str, state: &TestDb, extra: &
     Replica { dir, daemon, port }
 }
 
+/// `n` replicas on the shared `state` store, once they have shared the `rules` (that many)
+/// out: each rule held once, none over its fair share.
+async fn cluster(
+    n: usize,
+    sources: &[(&str, &str)],
+    rules: (&str, usize),
+    state: &TestDb,
+    extra: &str,
+) -> Vec<Replica> {
+    let mut replicas = Vec::new();
+    for _ in 0..n {
+        replicas.push(replica(sources, rules.0, state, extra).await);
+    }
+    let fair = rules.1.div_ceil(n);
+    eventually(
+        Duration::from_secs(30),
+        "the rules were never shared out",
+        || {
+            let held = holdings(&replicas[0]);
+            let counts: Vec<usize> = held.values().map(|(r, _, _)| r.len()).collect();
+            held.len() == n
+                && counts.iter().sum::<usize>() == rules.1
+                && counts.iter().all(|c| *c <= fair)
+        },
+    )
+    .await;
+    replicas
+}
+
 /// What the replicas' API says each holds, by replica id: (rules, leader, alerting).
 fn holdings(any: &Replica) -> BTreeMap<String, (Vec<String>, bool, bool)> {
     let view = any.cluster();
@@ -115,21 +144,7 @@ async fn three_replicas_run_every_tick_of_twenty_rules_exactly_once() {
         TestDb::new(SourceKind::Postgres, "ticks").await,
     );
     let rules = every_second_rules(20, "2s");
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(replica(&[("db", &db.url)], &rules, &state, "").await);
-    }
-    // Shared out: every rule held once, nobody more than its fair share of 7.
-    eventually(
-        Duration::from_secs(30),
-        "the rules were never shared out",
-        || {
-            let held = holdings(&replicas[0]);
-            let counts: Vec<usize> = held.values().map(|(r, _, _)| r.len()).collect();
-            held.len() == 3 && counts.iter().sum::<usize>() == 20 && counts.iter().all(|c| *c <= 7)
-        },
-    )
-    .await;
+    let replicas = cluster(3, &[("db", &db.url)], (&rules, 20), &state, "").await;
     let held = holdings(&replicas[0]);
     assert_eq!(held.values().filter(|(_, leader, _)| *leader).count(), 1);
     assert_eq!(held.values().filter(|(_, _, a)| *a).count(), 1);
@@ -146,8 +161,9 @@ async fn three_replicas_run_every_tick_of_twenty_rules_exactly_once() {
             .copied()
             .filter(|t| (from..to).contains(t))
             .collect();
-        // A tick every 2 s for 20 s: 10 (9 or 11 by where the window cuts), each 2 s after
-        // the one before — none run twice, none missed.
+        // A tick every 2 s for 20 s: 10 (9 or 11 by where the window cuts), each about 2 s
+        // after the one before (a run's start may lag its tick on a busy machine) — none run
+        // twice (that would be much closer), none missed (that would be 4 s).
         assert!(
             (9..=11).contains(&window.len()),
             "{rule} ran {} times in 20 s: {window:?}",
@@ -156,7 +172,7 @@ async fn three_replicas_run_every_tick_of_twenty_rules_exactly_once() {
         for pair in started.windows(2) {
             let gap = pair[1] - pair[0];
             assert!(
-                (1_500_000..=2_600_000).contains(&gap),
+                (1_000_000..=3_500_000).contains(&gap),
                 "{rule}: runs {gap} µs apart ({started:?})"
             );
         }
@@ -180,19 +196,7 @@ async fn killing_the_leader_moves_its_rules_and_leadership_within_the_lease_and_
         TestDb::new(SourceKind::Postgres, "failover").await,
     );
     let rules = every_second_rules(6, "1s");
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(replica(&[("db", &db.url)], &rules, &state, "").await);
-    }
-    eventually(
-        Duration::from_secs(30),
-        "the rules were never shared out",
-        || {
-            let held = holdings(&replicas[0]);
-            held.len() == 3 && held.values().all(|(r, _, _)| r.len() == 2)
-        },
-    )
-    .await;
+    let mut replicas = cluster(3, &[("db", &db.url)], (&rules, 6), &state, "").await;
     let held = holdings(&replicas[0]);
     let leader = held.iter().find(|(_, h)| h.1).unwrap().0.clone();
     let orphaned = held[&leader].0.clone();
@@ -243,11 +247,11 @@ async fn killing_the_leader_moves_its_rules_and_leadership_within_the_lease_and_
             "{rule} is not running again"
         );
     }
-    // Nothing recorded twice: no two runs of a rule less than most of a period apart.
+    // Nothing recorded twice: no two runs of a rule less than half a period apart.
     for (rule, started) in &after {
         for pair in started.windows(2) {
             assert!(
-                pair[1] - pair[0] >= 700_000,
+                pair[1] - pair[0] >= 500_000,
                 "{rule}: two runs {} µs apart",
                 pair[1] - pair[0]
             );
@@ -345,19 +349,7 @@ async fn with_three_replicas_each_alert_is_sent_once_and_a_sum_over_them_counts_
         hook.port
     );
     let rules = every_second_rules(3, "1s");
-    let mut replicas = Vec::new();
-    for _ in 0..3 {
-        replicas.push(replica(&[("db", &db.url)], &rules, &state, &alerting).await);
-    }
-    eventually(
-        Duration::from_secs(30),
-        "the rules were never shared out",
-        || {
-            let held = holdings(&replicas[0]);
-            held.len() == 3 && held.values().all(|(r, _, _)| r.len() == 1)
-        },
-    )
-    .await;
+    let replicas = cluster(3, &[("db", &db.url)], (&rules, 3), &state, &alerting).await;
     // One key breaks every rule: three alerts fire, then resolve when it is fixed.
     db.exec_str(&["UPDATE t SET ok = 0 WHERE id = 2"]).await;
     let sent = || crate::harness::json_lines(hooks.path());
