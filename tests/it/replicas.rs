@@ -177,6 +177,18 @@ async fn three_replicas_run_every_tick_of_twenty_rules_exactly_once() {
             );
         }
     }
+    // The command (from the store) and the page say the same.
+    let printed = replicas[0].dir.cli(&["cluster"]);
+    let printed = String::from_utf8_lossy(&printed.stdout).to_string();
+    let page = http(replicas[1].port, "GET", "/ui/content").1;
+    for (id, (rules, _, _)) in &held {
+        let line = printed
+            .lines()
+            .find(|l| l.starts_with(id.as_str()))
+            .unwrap_or_else(|| panic!("{id} not in:\n{printed}"));
+        assert!(line.contains(&format!(" {} (", rules.len())), "{line}");
+        assert!(page.contains(&format!("<code>{id}</code>")), "{page}");
+    }
     // Each replica ran only the rules it holds.
     for r in &replicas {
         let metrics = http(r.port, "GET", "/metrics").1;
@@ -329,6 +341,8 @@ async fn a_replica_paused_past_its_lease_has_its_late_result_refused_and_gives_i
             .is_none_or(|h| h.0.is_empty() && !h.1 && !h.2),
         "{held:?}"
     );
+    // Holding nothing, it is still ready: it can reach the store.
+    assert_eq!(http(first.port, "GET", "/readyz").0, 200);
     // Only the new holder's runs were recorded since: none started while the first was
     // paused and its lease still ran, none twice.
     let after = runs(&state).await["slow"].clone();
