@@ -54,7 +54,7 @@ fn metrics_in(text: &str) -> BTreeSet<String> {
 
 /// The queries of every panel of a Grafana dashboard, checking it loads through file
 /// provisioning: a stable uid, and a `datasource` variable instead of `${DS_…}` inputs.
-fn dashboard_queries(file: &str) -> String {
+pub(crate) fn dashboard_queries(file: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("dashboards")
         .join(file);

@@ -408,6 +408,52 @@ async fn with_three_replicas_each_alert_is_sent_once_and_a_sum_over_them_counts_
         one(r#"count(invariantd_violations_open{rule="rule_00"})"#),
         Some(1.0)
     );
+    // Every dashboard query over the cluster-wide series returns each series once, not once
+    // per replica: the leader alone exports them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cluster_wide = [
+        "invariantd_violations_",
+        "invariantd_oldest_open_violation_age",
+        "invariantd_rule_runs_total",
+        "invariantd_rule_last_",
+        "invariantd_rule_keys",
+        "invariantd_rows_scanned",
+        "invariantd_rule_run_errors",
+        "invariantd_repairs_total",
+        "invariantd_repairs_pending",
+        "invariantd_repairs_oldest",
+    ];
+    let mut checked = 0;
+    for file in ["overview.json", "rule.json"] {
+        for query in crate::alerts::dashboard_queries(file)
+            .lines()
+            .filter(|q| !q.is_empty())
+        {
+            let expr = match query.strip_prefix("label_values(") {
+                Some(rest) => rest.rsplit_once(',').unwrap().0.to_string(),
+                None => query.to_string(),
+            };
+            let expr = expr
+                .replace("$job", "replicas")
+                .replace("$rule", "rule_00")
+                .replace("$__rate_interval", "1m");
+            if !cluster_wide.iter().any(|m| expr.contains(m)) {
+                continue;
+            }
+            let result = prometheus.query(&expr);
+            let mut seen = std::collections::BTreeSet::new();
+            for series in &result {
+                let mut labels = series["metric"].as_object().cloned().unwrap_or_default();
+                labels.remove("instance");
+                assert!(
+                    seen.insert(serde_json::Value::Object(labels).to_string()),
+                    "{file}: `{query}` has a series once per replica: {result:?}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 10, "only {checked} dashboard queries checked");
     db.exec_str(&["UPDATE t SET ok = 1 WHERE id = 2"]).await;
     eventually(
         Duration::from_secs(20),
