@@ -521,7 +521,8 @@ const STOP_QUERIES: std::time::Duration = std::time::Duration::from_secs(10);
 /// them finish).
 struct Loops {
     set: JoinSet<String>,
-    /// Per rule: the loop's stop, and its runs' (a child of `abort`).
+    /// Per rule: the loop's stop, and the token cancelled when this replica gives the rule
+    /// up (its run in flight is then abandoned, unrecorded).
     stops: HashMap<String, (CancellationToken, CancellationToken)>,
     /// `max_concurrent_runs`, shared by every loop.
     limit: Arc<Semaphore>,
@@ -553,8 +554,8 @@ impl Loops {
             .cloned()
             .collect();
         for name in &lost {
-            if let Some((_, runs)) = self.stops.get(name) {
-                runs.cancel();
+            if let Some((_, given_up)) = self.stops.get(name) {
+                given_up.cancel();
             }
         }
         self.stop(&lost).await?;
@@ -590,9 +591,10 @@ impl Loops {
             .filter(|r| names.contains(&r.name) && held.contains(&r.name))
         {
             let stop = CancellationToken::new();
-            let runs = abort.child_token();
+            let given_up = CancellationToken::new();
             self.stops
-                .insert(rule.name.clone(), (stop.clone(), runs.clone()));
+                .insert(rule.name.clone(), (stop.clone(), given_up.clone()));
+            let abort = abort.clone();
             let (skip_handle, run_handle) = (handle.clone(), handle.clone());
             let (skip_name, run_name) = (rule.name.clone(), rule.name.clone());
             let log = log.clone();
@@ -620,11 +622,13 @@ impl Loops {
                         }
                     },
                     move |slot| {
-                        let runs = runs.clone();
+                        let (abort, given_up) = (abort.clone(), given_up.clone());
                         let log = log.clone();
                         let handle = run_handle.clone();
                         let name = run_name.clone();
-                        async move { scheduled_run(&handle, &name, &runs, &log, slot).await }
+                        async move {
+                            scheduled_run(&handle, &name, (&abort, &given_up), &log, slot).await
+                        }
                     },
                 )
                 .await;
@@ -673,7 +677,7 @@ impl Loops {
 async fn scheduled_run(
     handle: &Arc<Handle>,
     name: &str,
-    token: &CancellationToken,
+    (abort, given_up): (&CancellationToken, &CancellationToken),
     log: &Arc<RunLog>,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) {
@@ -682,14 +686,18 @@ async fn scheduled_run(
     };
     let ctx = handle.current();
     let Some(rule) = ctx.rule(name) else { return };
-    match run_and_record(&ctx, rule, token, log, Some(slot), Some(&lease)).await {
+    let under = runner::Under {
+        lease: &lease,
+        given_up,
+    };
+    match run_and_record(&ctx, rule, abort, log, Some(slot), Some(under)).await {
         Ok(_) => {
             if handle.health.set_store_problem(None) {
                 info!("The state store can be written again: ready.");
             }
         }
         Err(StateError::LeaseLost(_)) => {
-            warn!(rule = %rule.name, "The rule's lease was lost during its run: its result is not recorded (another replica runs the rule now).");
+            warn!(rule = %rule.name, "The rule's lease was lost or given up during its run: its result is not recorded (another replica runs the rule now).");
         }
         Err(e) => {
             error!(rule = %rule.name, error = %e, "Could not record the rule run; its result is lost and no metric counts it.");

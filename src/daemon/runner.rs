@@ -214,18 +214,28 @@ impl RunLog {
     }
 }
 
+/// What a scheduled run in a daemon sharing its state store works under: the rule's lease,
+/// and the token cancelled the moment this replica gives the rule up.
+#[derive(Clone, Copy)]
+pub struct Under<'a> {
+    pub lease: &'a Lease,
+    pub given_up: &'a CancellationToken,
+}
+
 /// Runs a rule once and records it. On cancellation the run is abandoned and recorded as
 /// unknown (`cancelled`). `slot`, the run's share of `max_concurrent_runs`, is given back
 /// once the sources are read: recording takes no slot, so a big write never holds up other
-/// rules' runs. With `lease` (the rule's, in a daemon that shares a state store), the result
-/// is recorded only while the lease is still this replica's (`StateError::LeaseLost`).
+/// rules' runs. `under` a lease (a daemon's scheduled run), the result is recorded only while
+/// the lease is still this replica's; a run of a rule this replica gives up meanwhile is
+/// abandoned and not recorded at all (another replica runs the rule now): both end in
+/// `StateError::LeaseLost`.
 pub async fn run_and_record(
     ctx: &Context,
     rule: &Rule,
     token: &CancellationToken,
     log: &RunLog,
     slot: Option<OwnedSemaphorePermit>,
-    lease: Option<&Lease>,
+    under: Option<Under<'_>>,
 ) -> Result<(RuleRun, Recorded), StateError> {
     let _guard = log.in_flight.enter(&rule.name);
     let span = tracing::info_span!(
@@ -236,7 +246,7 @@ pub async fn run_and_record(
         violations = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
     );
-    let result = record(ctx, rule, token, slot, log, lease)
+    let result = record(ctx, rule, token, slot, log, under)
         .instrument(span.clone())
         .await;
     if let Ok((run, _)) = &result {
@@ -256,7 +266,7 @@ async fn record(
     token: &CancellationToken,
     slot: Option<OwnedSemaphorePermit>,
     log: &RunLog,
-    lease: Option<&Lease>,
+    under: Option<Under<'_>>,
 ) -> Result<(RuleRun, Recorded), StateError> {
     let open = ctx.store.open_violations(&rule.name).await?;
     let open_keys = crate::state::keys_of(&open);
@@ -271,6 +281,12 @@ async fn record(
             None => run_rule_with_open(rule, &ctx.sources, started, &open_keys).await,
         }
     };
+    let given_up = async {
+        match under {
+            Some(u) => u.given_up.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
     let run = tokio::select! {
         run = engine => run,
         _ = token.cancelled() => RuleRun::unknown(
@@ -279,9 +295,16 @@ async fn record(
             clock.elapsed(),
             RunError::new(ErrorKind::Cancelled, "cancelled: invariantd is shutting down"),
         ),
+        () = given_up => {
+            let name = under.map_or_else(String::new, |u| u.lease.name.clone());
+            return Err(StateError::LeaseLost(name));
+        }
     };
     drop(slot);
-    let recorded = ctx.store.record(&run, &open, lease).await?;
+    let recorded = ctx
+        .store
+        .record(&run, &open, under.map(|u| u.lease))
+        .await?;
     log.mark(rule, &run);
     if recorded.resolved > 0 && rule.repair.is_some() {
         // Repairs waiting for a person may be for violations that just healed.

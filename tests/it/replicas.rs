@@ -320,7 +320,11 @@ async fn a_replica_paused_past_its_lease_has_its_late_result_refused_and_gives_i
     eventually(
         Duration::from_secs(10),
         "the late result was not refused",
-        || first.log().contains("lease was lost during its run"),
+        || {
+            first
+                .log()
+                .contains("lease was lost or given up during its run")
+        },
     )
     .await;
     // It gave everything up, and exports no cluster-wide series.
@@ -478,6 +482,77 @@ async fn with_three_replicas_each_alert_is_sent_once_and_a_sum_over_them_counts_
                 Some(&1),
                 "{by_status:?}"
             );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_given_up_to_a_replica_that_joins_is_abandoned_mid_run_and_not_recorded() {
+    let source = TestDb::new(SourceKind::Postgres, "handover_src").await;
+    source
+        .exec_str(&[
+            "CREATE TABLE t (id INT, ok INT)",
+            "INSERT INTO t VALUES (1, 1)",
+        ])
+        .await;
+    let state = TestDb::new(SourceKind::Postgres, "handover").await;
+    // Two rules whose runs take 3 s, due every second: one of them is always running.
+    let rules = (0..2)
+        .map(|i| format!("name: slow_{i}\nevery: 1s\nkey: id\ndatasets:\n  t: {{ source: db, query: \"SELECT id, ok, 1 AS slept_handover FROM t, pg_sleep(3)\" }}\nassert: t.ok == 1\n"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let first = replica(&[("db", &source.url)], &rules, &state, "").await;
+    eventually(
+        Duration::from_secs(20),
+        "the first replica never ran both",
+        || {
+            holdings(&first)
+                .get(&first.id())
+                .is_some_and(|h| h.0.len() == 2)
+        },
+    )
+    .await;
+    // Both running now; a second replica joins and the first gives one rule up to it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::harness::running(&source, "slept_handover").await < 2 {
+        assert!(Instant::now() < deadline, "the runs never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = replica(&[("db", &source.url)], &rules, &state, "").await;
+    eventually(
+        Duration::from_secs(20),
+        "no rule moved to the second replica",
+        || {
+            let held = holdings(&first);
+            held.len() == 2 && held.values().all(|h| h.0.len() == 1)
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the run in flight was not abandoned",
+        || {
+            first
+                .log()
+                .contains("lease was lost or given up during its run")
+        },
+    )
+    .await;
+    // The second replica runs it; no run was recorded unknown (nor any twice).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut c = sqlx::PgConnection::connect(&state.admin_url).await.unwrap();
+    let outcomes: Vec<(String, String)> =
+        sqlx::query_as("SELECT rule, outcome FROM runs ORDER BY id")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    assert!(outcomes.iter().all(|(_, o)| o == "pass"), "{outcomes:?}");
+    let moved = holdings(&second)[&second.id()].0[0].clone();
+    let recorded = runs(&state).await;
+    assert!(recorded[&moved].len() >= 2, "{recorded:?}");
+    for started in recorded.values() {
+        for pair in started.windows(2) {
+            assert!(pair[1] - pair[0] >= 2_500_000, "{recorded:?}");
         }
     }
 }
