@@ -1,5 +1,5 @@
-//! The lease keeper: every `cluster.renew` it renews what this replica holds, by the state
-//! store's clock, and gives up at once (publishes without it) any lease whose renewal failed
+//! The lease keeper: every `cluster.renew` it renews what this replica holds (in one
+//! statement), by the state store's clock, and gives up at once (publishes without it) any lease whose renewal failed
 //! or found another holder; beats its heartbeat (`replica/ID`); counts the live replicas from
 //! their heartbeats and takes or releases `rule/NAME` leases to run its fair share
 //! (`context::cluster::share`); and takes `alerting` and `leader` when they are free. When
@@ -111,15 +111,21 @@ async fn round(
     let asked = Instant::now();
     let deadline = asked + ttl;
     let current: Vec<_> = held.all().map(|(l, _)| l.clone()).collect();
-    for lease in current {
-        match store.renew_lease(&lease, ttl).await? {
-            Some(renewed) => held.insert(renewed, deadline),
+    let renewed = store.renew_leases(&current, ttl).await?;
+    for lease in &current {
+        match renewed
+            .iter()
+            .find(|r| r.name == lease.name && r.token == lease.token)
+        {
+            Some(r) => held.insert(r.clone(), deadline),
             None => {
                 held.remove(&lease.name);
-                publish(held);
                 warn!(lease = %lease.name, "Lease lost (it expired, or another replica holds it now): its work stops here.");
             }
         }
+    }
+    if renewed.len() < current.len() {
+        publish(held);
     }
     let heartbeat = replica_lease(replica);
     if held.lease(&heartbeat).is_none()

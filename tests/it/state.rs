@@ -1158,6 +1158,18 @@ async fn leases(kind: SourceKind) {
         ..d.clone()
     };
     assert!(store.renew_lease(&forged, long).await.unwrap().is_none());
+    // Renewed together, only what is still held comes back.
+    let together = store
+        .renew_leases(&[c.clone(), d.clone(), forged.clone()], long)
+        .await
+        .unwrap();
+    assert_eq!(
+        together
+            .iter()
+            .map(|l| (l.name.as_str(), l.holder.as_str(), l.token))
+            .collect::<Vec<_>>(),
+        [("range/r/1", "d", d.token)]
+    );
     // Released, it can be taken at once, with a larger token still.
     assert!(store.release_lease(&d).await.unwrap());
     let e = store
