@@ -355,6 +355,7 @@ async fn describe(rule: &Rule, sources: &Sources, read: Read<'_>) -> Result<Desc
                 },
                 changed_since,
                 snapshot: snapshots.get_mut(d.source.as_str()).and_then(Vec::pop),
+                range: None,
             },
             permit,
         );

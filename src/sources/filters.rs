@@ -1,9 +1,10 @@
 //! The statement around a user's query: the query wrapped so its key order can be imposed
 //! from outside, and the filters pushed into it — only some keys (`WHERE key IN (…)`, each key
-//! a bound parameter), only rows changed since an instant (`updated_at >= …`). Each database
-//! says how it writes its part (`KeySql`); the filters are the same for all.
+//! a bound parameter), only rows changed since an instant (`updated_at >= …`), only a range of
+//! keys (`key >= … AND key < …`). Each database says how it writes its part (`KeySql`); the
+//! filters are the same for all.
 
-use super::request::{ChangedSince, Description, KeyKind};
+use super::request::{ChangedSince, Description, KeyKind, KeyMode, KeyRange};
 use crate::verdict::{ErrorKind, RunError};
 
 /// The query wrapped so its key order can be imposed from outside. The newlines keep a
@@ -27,6 +28,8 @@ pub(crate) struct KeySql<'a> {
     pub order_int: String,
     pub order_text: String,
     pub since: &'a (dyn Fn(usize, &str) -> Result<String, String> + Sync),
+    /// A text value from its UTF-8 bytes in hexadecimal (`range_filter`'s bounds).
+    pub text: fn(&str) -> String,
 }
 
 /// `WHERE …` restricting the wrapped query to `keys`, with its parameters added to `args`.
@@ -109,4 +112,87 @@ where
             ),
         )
     })
+}
+
+/// `key >= from AND key < until` in the run's key order, with the bounds written into the SQL
+/// (a `COPY` and the MySQL wire sweep take no parameters): integers as numbers, text through
+/// the database's `text` (from the bytes in hexadecimal, so no key can break out of its
+/// literal) and compared as the `ORDER BY` sorts, byte-wise. `None` for an unbounded range.
+pub(crate) fn range_filter(
+    range: &KeyRange,
+    mode: KeyMode,
+    int_column: &str,
+    text_order: &str,
+    text: fn(&str) -> String,
+) -> Result<Option<String>, RunError> {
+    let bound = |b: &str| -> Result<String, RunError> {
+        match mode {
+            KeyMode::Int => b.parse::<i64>().map(|i| i.to_string()).map_err(|_| {
+                RunError::new(
+                    ErrorKind::QueryFailed,
+                    format!("the key range bound `{b}` is not an integer, as the key is"),
+                )
+            }),
+            KeyMode::Text => Ok(text(&hex(b))),
+        }
+    };
+    let column = match mode {
+        KeyMode::Int => int_column,
+        KeyMode::Text => text_order,
+    };
+    let mut parts = Vec::new();
+    if let Some(from) = &range.from {
+        parts.push(format!("{column} >= {}", bound(from)?));
+    }
+    if let Some(until) = &range.until {
+        parts.push(format!("{column} < {}", bound(until)?));
+    }
+    Ok((!parts.is_empty()).then(|| parts.join(" AND ")))
+}
+
+fn hex(s: &str) -> String {
+    use std::fmt::Write as _;
+    s.bytes()
+        .fold(String::with_capacity(2 * s.len()), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite_text(hex: &str) -> String {
+        format!("CAST(X'{hex}' AS TEXT)")
+    }
+
+    #[test]
+    fn a_range_is_written_in_the_key_order_and_no_bound_escapes_its_literal() {
+        let both = KeyRange {
+            from: Some("10".into()),
+            until: Some("20".into()),
+        };
+        assert_eq!(
+            range_filter(&both, KeyMode::Int, "k", "t", sqlite_text)
+                .unwrap()
+                .unwrap(),
+            "k >= 10 AND k < 20"
+        );
+        let hostile = KeyRange {
+            from: Some("a') OR (1=1".into()),
+            until: None,
+        };
+        assert_eq!(
+            range_filter(&hostile, KeyMode::Text, "k", "t", sqlite_text)
+                .unwrap()
+                .unwrap(),
+            "t >= CAST(X'612729204f522028313d31' AS TEXT)"
+        );
+        assert!(range_filter(&hostile, KeyMode::Int, "k", "t", sqlite_text).is_err());
+        assert_eq!(
+            range_filter(&KeyRange::default(), KeyMode::Int, "k", "t", sqlite_text).unwrap(),
+            None
+        );
+    }
 }

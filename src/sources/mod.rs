@@ -33,8 +33,8 @@ mod sqlite;
 mod write;
 
 pub use request::{
-    ChangedSince, Description, KeyKind, KeyMode, ReadRequest, Reader, ReaderMsg, SharedSnapshot,
-    key_of,
+    ChangedSince, Description, KeyKind, KeyMode, KeyRange, ReadRequest, Reader, ReaderMsg,
+    SharedSnapshot, key_of,
 };
 pub use write::WriteError;
 

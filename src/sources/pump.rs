@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::errors::{abandoned, query_error, timed_out};
-use super::filters::{KeySql, key_filter, since_filter};
+use super::filters::{KeySql, key_filter, range_filter, since_filter};
 use super::pacing::Throttle;
 use super::request::{Description, KeyKind, KeyMode, ReadRequest, ReaderMsg, key_of};
 use crate::value::{Key, Row, Types, Value};
@@ -166,6 +166,17 @@ where
     // decoders expect, as with `sqlx::query`; bare SQL would use PostgreSQL's text protocol.
     if let Some(keys) = &request.keys {
         filters.push(key_filter::<DB>(keys, key_kind, &key_sql, &mut args)?);
+    }
+    if let Some(range) = &request.range
+        && let Some(f) = range_filter(
+            range,
+            mode,
+            &key_sql.column,
+            &key_sql.order_text,
+            key_sql.text,
+        )?
+    {
+        filters.push(f);
     }
     let filter = if filters.is_empty() {
         String::new()

@@ -1,6 +1,6 @@
 //! The vocabulary of one read, between the engine and a source: what to read
-//! (`ReadRequest`: the query, its key, a deadline, which keys or which recent changes, a
-//! snapshot shared with the run's other datasets), what the reader found (`Description`) and
+//! (`ReadRequest`: the query, its key, a deadline, which keys, which key range or which recent
+//! changes, a snapshot shared with the run's other datasets), what the reader found (`Description`) and
 //! the messages it streams back (`ReaderMsg`), and the key orders a run can read in.
 
 use std::sync::Arc;
@@ -76,6 +76,17 @@ pub struct ReadRequest {
     pub changed_since: Option<ChangedSince>,
     /// The snapshot this read shares with the rule's other datasets on the same source.
     pub snapshot: Option<SharedSnapshot>,
+    /// Read only the keys in this range of the run's key order (one part of a sweep split
+    /// across replicas); `None` reads every key.
+    pub range: Option<KeyRange>,
+}
+
+/// Keys from `from` (included) up to `until` (excluded), in the run's key order: numeric for
+/// integer keys, byte-wise for text. An open end is unbounded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    pub from: Option<String>,
+    pub until: Option<String>,
 }
 
 /// One snapshot for the datasets of a rule run on one PostgreSQL source: the first reader

@@ -293,6 +293,7 @@ async fn read(
         order_int: key.clone(),
         column: key,
         since: &since,
+        text: text_from_hex,
     };
     let decode_row = |row: &SqliteRow| columns.decode(row, decode);
     let result = describe_then_stream(
@@ -310,4 +311,9 @@ async fn read(
         stop.store(true, Ordering::Relaxed);
     }
     result
+}
+
+/// A text value from UTF-8 bytes in hexadecimal.
+fn text_from_hex(hex: &str) -> String {
+    format!("CAST(X'{hex}' AS TEXT)")
 }

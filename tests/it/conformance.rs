@@ -1,6 +1,6 @@
 //! One suite every backend runs, through the seam the engine reads by (`Sources`,
 //! `spawn_reader`): key order, NULL keys, decimals, timestamps, text collations, statement
-//! timeouts, stopping a query on the server, and the incremental filters. A new kind of
+//! timeouts, stopping a query on the server, the incremental filters and key ranges. A new kind of
 //! database passes this suite by adding itself to `BACKENDS` and its few words of SQL to
 //! `Dialect`.
 
@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use invariantd::config::SourceKind;
 use invariantd::sources::{
-    ChangedSince, Description, KeyKind, KeyMode, ReadRequest, ReaderMsg, Sources, spawn_reader,
+    ChangedSince, Description, KeyKind, KeyMode, KeyRange, ReadRequest, ReaderMsg, Sources,
+    spawn_reader,
 };
 use invariantd::value::{Key, Row, Value, timestamp_from_naive};
 use invariantd::verdict::{ErrorKind, RunError};
@@ -107,6 +108,7 @@ fn request(query: &str, key: &str, timeout: Duration) -> ReadRequest {
         keys: None,
         changed_since: None,
         snapshot: None,
+        range: None,
     }
 }
 
@@ -345,5 +347,59 @@ async fn an_abandoned_read_stops_its_query_on_the_server() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+fn range(from: Option<&str>, until: Option<&str>) -> Option<KeyRange> {
+    Some(KeyRange {
+        from: from.map(str::to_string),
+        until: until.map(str::to_string),
+    })
+}
+
+#[tokio::test]
+async fn key_ranges_split_a_sweep_into_disjoint_parts_in_the_key_order() {
+    for kind in BACKENDS {
+        let (_db, sources) = items(kind, "10s").await;
+        let all = "SELECT id, name FROM items";
+        // Integer keys, numerically: the parts of a full sweep, and of a read of some keys
+        // (which takes the other path on PostgreSQL and MariaDB).
+        for keys in [None, Some(vec!["2".to_string(), "3".into(), "10".into()])] {
+            let mut parts = Vec::new();
+            for r in [
+                range(None, Some("3")),
+                range(Some("3"), Some("10")),
+                range(Some("10"), None),
+            ] {
+                let mut req = request(all, "id", Duration::from_secs(10));
+                req.range = r;
+                req.keys = keys.clone();
+                parts.push(read(&sources, req, KeyMode::Int).await.unwrap().keys());
+            }
+            let expected: [&[&str]; 3] = match keys {
+                None => [&["2"], &["3", "7"], &["10"]],
+                Some(_) => [&["2"], &["3"], &["10"]],
+            };
+            assert_eq!(parts, expected, "{kind:?}");
+        }
+        // Text keys, byte-wise; a bound with quotes and backslashes is a value, not SQL.
+        let mut parts = Vec::new();
+        for r in [
+            range(None, Some("a")),
+            range(Some("a"), Some("b")),
+            range(Some("b"), Some("e\\' OR '1'='1")),
+            range(Some("e\\' OR '1'='1"), None),
+        ] {
+            let mut req = request(all, "name", Duration::from_secs(10));
+            req.range = r;
+            parts.push(read(&sources, req, KeyMode::Text).await.unwrap().keys());
+        }
+        let expected: [&[&str]; 4] = [&["B"], &["a"], &["b"], &["é"]];
+        assert_eq!(parts, expected, "{kind:?}");
+        // A bound that is not an integer cannot split integer keys.
+        let mut wrong = request(all, "id", Duration::from_secs(10));
+        wrong.range = range(Some("x"), None);
+        let e = read(&sources, wrong, KeyMode::Int).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::QueryFailed, "{kind:?}: {}", e.message);
     }
 }

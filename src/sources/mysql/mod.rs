@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use super::backend::Backend;
 use super::connect::{acquire_fast, pool_options, stop_on_server};
 use super::errors::{abandoned, interrupted, query_error, timed_out};
-use super::filters::{KeySql, quote_ident, wrap};
+use super::filters::{KeySql, quote_ident, range_filter, wrap};
 use super::pump::{Columns, Sink, describe_then_stream, handshake, pump};
 use super::request::{KeyMode, ReadRequest};
 use super::write::{WriteError, classify, transact};
@@ -198,6 +198,7 @@ async fn read(
         order_int: order_by(&key, KeyMode::Int),
         column: key,
         since: &since,
+        text: binary_from_hex,
     };
     let decode_row = |row: &MySqlRow| columns.decode(row, decode);
     let result = describe_then_stream(
@@ -397,10 +398,20 @@ async fn sweep_on(
     let Some((key_index, mode)) = handshake(description, to, mode).await else {
         return Ok(());
     };
-    let sql = format!(
-        "{wrapped} ORDER BY {}",
-        order_by(&key_column(&request.key), mode)
-    );
+    let key = key_column(&request.key);
+    let range = match &request.range {
+        Some(range) => range_filter(
+            range,
+            mode,
+            &key,
+            &order_by(&key, KeyMode::Text),
+            binary_from_hex,
+        )?
+        .map(|f| format!(" WHERE {f}")),
+        None => None,
+    }
+    .unwrap_or_default();
+    let sql = format!("{wrapped}{range} ORDER BY {}", order_by(&key, mode));
     let ordered = step(request, to, "the query is not valid", conn.prepare(&sql)).await?;
     step(request, to, "query failed", conn.execute(ordered.id)).await?;
     let mut rows = rows::WireRows::new(conn, columns.decoders.clone(), columns.names.clone());
@@ -414,4 +425,9 @@ async fn sweep_on(
         to,
     )
     .await
+}
+
+/// A binary string from bytes in hexadecimal: what `CAST(key AS BINARY)` compares with.
+fn binary_from_hex(hex: &str) -> String {
+    format!("X'{hex}'")
 }

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use super::backend::Backend;
 use super::connect::{acquire_fast, pool_options, stop_on_server};
 use super::errors::{abandoned, interrupted, query_error, timed_out};
-use super::filters::{KeySql, quote_ident, wrap};
+use super::filters::{KeySql, quote_ident, range_filter, wrap};
 use super::pump::{Columns, Sink, describe_then_stream, handshake, pump};
 use super::request::{Description, KeyMode, ReadRequest};
 use super::write::{WriteError, classify, transact};
@@ -230,6 +230,7 @@ async fn read_on(
         order_int: key.clone(),
         column: key,
         since: &since,
+        text: text_from_hex,
     };
     let decode_row = |row: &PgRow| columns.decode(row, decode);
     // A full sweep streams through binary COPY; reads of some keys or of recent changes bind
@@ -281,7 +282,19 @@ async fn copy_sweep(
         KeyMode::Int => &key_sql.order_int,
         KeyMode::Text => &key_sql.order_text,
     };
-    let sql = format!("COPY ({wrapped} ORDER BY {order_by}) TO STDOUT (FORMAT binary)");
+    let range = match &request.range {
+        Some(range) => range_filter(
+            range,
+            mode,
+            &key_sql.column,
+            &key_sql.order_text,
+            key_sql.text,
+        )?
+        .map(|f| format!(" WHERE {f}")),
+        None => None,
+    }
+    .unwrap_or_default();
+    let sql = format!("COPY ({wrapped}{range} ORDER BY {order_by}) TO STDOUT (FORMAT binary)");
     // The server answers once the query has started: the wait may end with the run.
     let chunks = tokio::select! {
         chunks = tokio::time::timeout_at(request.deadline, conn.copy_out_raw(&sql)) => match chunks {
@@ -301,4 +314,9 @@ async fn copy_sweep(
         to,
     )
     .await
+}
+
+/// A text value from UTF-8 bytes in hexadecimal.
+fn text_from_hex(hex: &str) -> String {
+    format!("convert_from('\\x{hex}'::bytea, 'UTF8')")
 }
