@@ -53,7 +53,7 @@ pub async fn run_rule_incremental(
                 sources,
                 now,
                 open,
-                Some(batch),
+                super::Read::Keys(batch),
                 super::judge::Grace::Apply,
                 &mut run,
             )
@@ -68,7 +68,15 @@ pub async fn run_rule_incremental(
             changed = run.keys_changed,
             "So many keys changed that a full sweep is cheaper; sweeping."
         );
-        return super::run_keys(rule, sources, now, open, None, super::judge::Grace::Apply).await;
+        return super::run_keys(
+            rule,
+            sources,
+            now,
+            open,
+            super::Read::All,
+            super::judge::Grace::Apply,
+        )
+        .await;
     }
     let mut run = finish(run, result.map(|_| ()), started.elapsed());
     redact(&mut run, sources.secrets());

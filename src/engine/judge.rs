@@ -15,7 +15,7 @@ use crate::verdict::{ErrorKind, KeyError, RuleRun, RunError, Violation};
 use super::plan::Plan;
 
 /// At most this many per-key errors are kept with their text; all are counted.
-const MAX_KEY_ERRORS: usize = 100;
+pub(super) const MAX_KEY_ERRORS: usize = 100;
 
 /// How many evaluation steps one run may take in all (assertions of every key): about a few
 /// minutes of one core. A run over it is `unknown` (`timeout`).

@@ -7,6 +7,9 @@
 //! column — is `unknown`: it carries a typed `RunError` and no verdicts at all, because no
 //! data is not good data.
 //!
+//! A full sweep may be split into key ranges read apart (`run_rule_range`, on several
+//! replicas); `parts` merges their runs into the one run a single sweep would have made.
+//!
 //! The merge reads through `RowBatches`, which the database readers (here) and in-memory
 //! fixtures (`fixture`, for `invariantd test` and property tests) both implement, so the same
 //! code judges both.
@@ -16,6 +19,7 @@ pub mod fixture;
 mod incremental;
 mod judge;
 mod merge;
+mod parts;
 mod plan;
 #[cfg(test)]
 mod proptests;
@@ -31,8 +35,8 @@ use tokio::time::Instant;
 
 use crate::rules::{Origin, Rule};
 use crate::sources::{
-    ChangedSince, Description, KeyMode, ReadRequest, Reader, ReaderMsg, SharedSnapshot, Sources,
-    spawn_reader,
+    ChangedSince, Description, KeyMode, KeyRange, ReadRequest, Reader, ReaderMsg, SharedSnapshot,
+    Sources, spawn_reader,
 };
 use crate::value::Row;
 use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError};
@@ -40,6 +44,8 @@ use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError};
 pub use explain::{DatasetRows, Explanation, Step, explain};
 pub use incremental::{MAX_INCREMENTAL_KEYS, run_rule_incremental};
 pub use merge::RowBatches;
+use parts::key_error_summary;
+pub use parts::merge_parts;
 
 pub use judge::Grace;
 use judge::Judge;
@@ -67,7 +73,20 @@ pub async fn run_rule_with_open(
     now: DateTime<Utc>,
     open: &HashSet<String>,
 ) -> RuleRun {
-    run_keys(rule, sources, now, open, None, Grace::Apply).await
+    run_keys(rule, sources, now, open, Read::All, Grace::Apply).await
+}
+
+/// Runs one rule once, at `now`, over the keys in `range` only: one part of a full sweep split
+/// into key ranges (`merge_parts` makes the parts one run). `open` may hold every key with an
+/// open violation: those outside the range are not the part's to judge.
+pub async fn run_rule_range(
+    rule: &Rule,
+    sources: &Sources,
+    now: DateTime<Utc>,
+    open: &HashSet<String>,
+    range: &KeyRange,
+) -> RuleRun {
+    run_keys(rule, sources, now, open, Read::Range(range), Grace::Apply).await
 }
 
 /// Judges the rule for these keys only, now: each dataset's query is read with the key
@@ -82,7 +101,7 @@ pub async fn run_rule_for_keys(
     keys: &[String],
     grace: Grace,
 ) -> RuleRun {
-    run_keys(rule, sources, now, &HashSet::new(), Some(keys), grace).await
+    run_keys(rule, sources, now, &HashSet::new(), Read::Keys(keys), grace).await
 }
 
 async fn run_keys(
@@ -90,12 +109,12 @@ async fn run_keys(
     sources: &Sources,
     now: DateTime<Utc>,
     open: &HashSet<String>,
-    keys: Option<&[String]>,
+    read: Read<'_>,
     grace: Grace,
 ) -> RuleRun {
     let started = Instant::now();
     let mut run = new_run(rule, now);
-    let result = execute(rule, sources, now, open, keys, grace, &mut run).await;
+    let result = execute(rule, sources, now, open, read, grace, &mut run).await;
     let mut run = finish(run, result, started.elapsed());
     redact(&mut run, sources.secrets());
     run
@@ -191,34 +210,6 @@ fn finish(mut run: RuleRun, result: Result<(), RunError>, duration: Duration) ->
     run
 }
 
-/// One error for the keys that could not be judged, of the first such key's kind.
-fn key_error_summary(run: &RuleRun) -> RunError {
-    let n = run.key_errors_total;
-    let shown: Vec<String> = run
-        .key_errors
-        .iter()
-        .take(5)
-        .map(|e| format!("key {}: {}", e.key, e.message))
-        .collect();
-    let more = if n as usize > shown.len() {
-        format!("; and {} more", n as usize - shown.len())
-    } else {
-        String::new()
-    };
-    let kind = run
-        .key_errors
-        .first()
-        .map_or(ErrorKind::Evaluation, |e| e.kind);
-    RunError::new(
-        kind,
-        format!(
-            "{n} key{} could not be judged: {}{more}",
-            if n == 1 { "" } else { "s" },
-            shown.join("; ")
-        ),
-    )
-}
-
 /// Where a dataset's error happened: the dataset and source, and for errors about the query
 /// itself, where the query is written.
 pub(crate) fn where_(rule: &Rule, i: usize, kind: ErrorKind) -> String {
@@ -282,12 +273,8 @@ enum Read<'a> {
     Keys(&'a [String]),
     /// The rows whose `updated_at` is at or after this instant.
     ChangedSince(DateTime<Utc>),
-}
-
-impl<'a> Read<'a> {
-    fn keys(keys: Option<&'a [String]>) -> Read<'a> {
-        keys.map_or(Read::All, Read::Keys)
-    }
+    /// The rows of the keys in this range (one part of a partitioned sweep).
+    Range(&'a KeyRange),
 }
 
 /// Takes the connections a run needs, source by source in name order so that two runs can
@@ -355,7 +342,10 @@ async fn describe(rule: &Rule, sources: &Sources, read: Read<'_>) -> Result<Desc
                 },
                 changed_since,
                 snapshot: snapshots.get_mut(d.source.as_str()).and_then(Vec::pop),
-                range: None,
+                range: match read {
+                    Read::Range(range) => Some(range.clone()),
+                    _ => None,
+                },
             },
             permit,
         );
@@ -495,12 +485,12 @@ async fn execute(
     sources: &Sources,
     now: DateTime<Utc>,
     open: &HashSet<String>,
-    keys: Option<&[String]>,
+    read: Read<'_>,
     grace: Grace,
     run: &mut RuleRun,
 ) -> Result<(), RunError> {
     // 1. Reserve connections, start the readers, let each describe its query.
-    let described = describe(rule, sources, Read::keys(keys)).await?;
+    let described = describe(rule, sources, read).await?;
     // 2. Then the plan checks the descriptions against the rule, and every reader is told
     //    the one key order.
     let (plan, mut cursors) = start(rule, described, run)?;

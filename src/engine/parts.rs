@@ -1,0 +1,111 @@
+//! The parts of a full sweep split into key ranges, made one run: what a single sweep over
+//! every key would have recorded. The parts cover the keys between them, each once, in key
+//! order; a part that could not finish makes the whole run unknown (no data is not good data),
+//! as one dataset that fails makes a single sweep unknown.
+
+use std::time::Duration;
+
+use super::judge::MAX_KEY_ERRORS;
+use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError};
+
+/// One run from the runs of the key ranges, in key order. `None` for no parts.
+pub fn merge_parts(parts: Vec<RuleRun>) -> Option<RuleRun> {
+    let first = parts.first()?;
+    let started_at = parts.iter().map(|p| p.started_at).min()?;
+    let ended = parts
+        .iter()
+        .map(|p| p.started_at + chrono::Duration::from_std(p.duration).unwrap_or_default())
+        .max()?;
+    let duration = (ended - started_at).to_std().unwrap_or(Duration::ZERO);
+    if let Some(failed) = parts.iter().find(|p| !p.finished) {
+        let error = failed.error.clone().unwrap_or_else(|| {
+            RunError::new(ErrorKind::Cancelled, "a part of the sweep did not finish")
+        });
+        let mut run = RuleRun::unknown(&first.rule, started_at, duration, error);
+        run.datasets = first.datasets.clone();
+        run.rows_scanned = vec![0; first.datasets.len()];
+        run.fingerprint = first.fingerprint.clone();
+        for p in &parts {
+            union(&mut run.sources_down, &p.sources_down);
+            union(&mut run.sources_reached, &p.sources_reached);
+        }
+        return Some(run);
+    }
+    let mut run = RuleRun {
+        started_at,
+        duration,
+        error: None,
+        rows_scanned: vec![0; first.datasets.len()],
+        violations: Vec::new(),
+        key_errors: Vec::new(),
+        unjudged_open: Vec::new(),
+        sources_down: Vec::new(),
+        sources_reached: Vec::new(),
+        keys_judged: 0,
+        keys_in_grace: 0,
+        key_errors_total: 0,
+        keys_changed: 0,
+        ..first.clone()
+    };
+    for p in parts {
+        for (total, rows) in run.rows_scanned.iter_mut().zip(&p.rows_scanned) {
+            *total += rows;
+        }
+        run.keys_judged += p.keys_judged;
+        run.keys_in_grace += p.keys_in_grace;
+        run.key_errors_total += p.key_errors_total;
+        let room = MAX_KEY_ERRORS.saturating_sub(run.key_errors.len());
+        run.key_errors.extend(p.key_errors.into_iter().take(room));
+        run.violations.extend(p.violations);
+        run.unjudged_open.extend(p.unjudged_open);
+        union(&mut run.sources_down, &p.sources_down);
+        union(&mut run.sources_reached, &p.sources_reached);
+    }
+    if run.key_errors_total > 0 {
+        run.error = Some(key_error_summary(&run));
+    }
+    run.outcome = if !run.violations.is_empty() {
+        Outcome::Fail
+    } else if run.key_errors_total > 0 {
+        Outcome::Unknown
+    } else {
+        Outcome::Pass
+    };
+    Some(run)
+}
+
+fn union(into: &mut Vec<String>, from: &[String]) {
+    for s in from {
+        if !into.contains(s) {
+            into.push(s.clone());
+        }
+    }
+}
+
+/// One error for the keys that could not be judged, of the first such key's kind.
+pub(super) fn key_error_summary(run: &RuleRun) -> RunError {
+    let n = run.key_errors_total;
+    let shown: Vec<String> = run
+        .key_errors
+        .iter()
+        .take(5)
+        .map(|e| format!("key {}: {}", e.key, e.message))
+        .collect();
+    let more = if n as usize > shown.len() {
+        format!("; and {} more", n as usize - shown.len())
+    } else {
+        String::new()
+    };
+    let kind = run
+        .key_errors
+        .first()
+        .map_or(ErrorKind::Evaluation, |e| e.kind);
+    RunError::new(
+        kind,
+        format!(
+            "{n} key{} could not be judged: {}{more}",
+            if n == 1 { "" } else { "s" },
+            shown.join("; ")
+        ),
+    )
+}
