@@ -3,10 +3,12 @@
 //!
 //! Start-up: the caller has loaded config and rules and opened the state store (`Context`).
 //! `start` binds the HTTP listener, then registers every long-running service with the
-//! supervisor: the scheduler (one loop per rule of the generation in force, and the swap to a
-//! new generation on reload), the HTTP server, the pruner, the source probe, the alert
-//! evaluator and delivery (`alerting`), the repair workers (`repairs`), and any service the
-//! caller adds.
+//! supervisor: the scheduler (one loop per rule of the generation in force that this replica
+//! holds the lease of, and the swap to a new generation on reload), the lease keeper
+//! (`cluster`), the HTTP server, the pruner, the source probe, the alert evaluator and
+//! delivery (`alerting`, while this replica holds the `alerting` lease), the repair workers
+//! (`repairs`), and any service the caller adds. A SQLite state store's sole writer first ends
+//! the leases a dead process left.
 //! Only then is the daemon ready.
 //!
 //! Control arrives one way: `Control` messages on the handle's channel, sent by the signal
@@ -19,7 +21,8 @@
 //!
 //! Shutdown: the abort token is cancelled. Loops stop scheduling; runs in flight are abandoned
 //! (their queries are stopped on the servers, their read transactions roll back) and recorded
-//! as unknown (`cancelled`), so nothing is half-written. If services have not stopped within
+//! as unknown (`cancelled`), so nothing is half-written; then the keeper releases the leases,
+//! so that other replicas take the work at once. If services have not stopped within
 //! `shutdown_grace`, the log names the runs still going and the process exits anyway (a thread
 //! outside the runtime makes sure of it); a second signal quits at once.
 

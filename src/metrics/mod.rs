@@ -11,6 +11,11 @@
 //! success) — this module never queries the store — and only the rules loaded now get series,
 //! so a deleted rule's series disappear. The two histograms (run duration, time to
 //! consistency) start afresh.
+//!
+//! With several replicas on one state store, the cluster-wide series (`shared`: what the store
+//! holds for every rule) are exported by the replica holding the `leader` lease alone, which
+//! restores them again each round; every replica exports its own (`registry`), with the
+//! `invariantd_replica_*` series.
 
 mod process;
 
