@@ -44,7 +44,6 @@ use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError};
 pub use explain::{DatasetRows, Explanation, Step, explain};
 pub use incremental::{MAX_INCREMENTAL_KEYS, run_rule_incremental};
 pub use merge::RowBatches;
-use parts::key_error_summary;
 pub use parts::merge_parts;
 
 pub use judge::Grace;
@@ -187,16 +186,7 @@ fn finish(mut run: RuleRun, result: Result<(), RunError>, duration: Duration) ->
         }
         Ok(()) => {
             run.finished = true;
-            if run.key_errors_total > 0 {
-                run.error = Some(key_error_summary(&run));
-            }
-            run.outcome = if !run.violations.is_empty() {
-                Outcome::Fail
-            } else if run.key_errors_total > 0 {
-                Outcome::Unknown
-            } else {
-                Outcome::Pass
-            };
+            parts::settle(&mut run);
         }
     }
     tracing::debug!(

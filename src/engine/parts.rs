@@ -61,8 +61,15 @@ pub fn merge_parts(parts: Vec<RuleRun>) -> Option<RuleRun> {
         union(&mut run.sources_down, &p.sources_down);
         union(&mut run.sources_reached, &p.sources_reached);
     }
+    settle(&mut run);
+    Some(run)
+}
+
+/// The outcome of a run that read everything: violations make it fail, and keys that could
+/// not be judged (with no violation) unknown, with one error summing them up.
+pub(super) fn settle(run: &mut RuleRun) {
     if run.key_errors_total > 0 {
-        run.error = Some(key_error_summary(&run));
+        run.error = Some(key_error_summary(run));
     }
     run.outcome = if !run.violations.is_empty() {
         Outcome::Fail
@@ -71,7 +78,6 @@ pub fn merge_parts(parts: Vec<RuleRun>) -> Option<RuleRun> {
     } else {
         Outcome::Pass
     };
-    Some(run)
 }
 
 fn union(into: &mut Vec<String>, from: &[String]) {
@@ -83,7 +89,7 @@ fn union(into: &mut Vec<String>, from: &[String]) {
 }
 
 /// One error for the keys that could not be judged, of the first such key's kind.
-pub(super) fn key_error_summary(run: &RuleRun) -> RunError {
+fn key_error_summary(run: &RuleRun) -> RunError {
     let n = run.key_errors_total;
     let shown: Vec<String> = run
         .key_errors
