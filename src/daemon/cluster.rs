@@ -9,7 +9,7 @@
 //! The rest of the daemon follows what it publishes (`Membership`): the scheduler runs the
 //! rules held, the alert services run under `alerting`, the metrics export the cluster-wide
 //! series under `leader` (which reads them from the store again each round, for the rules
-//! other replicas run).
+//! other replicas run, unless it is alone and runs them all).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -34,6 +34,8 @@ pub async fn keeper(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
     let me = handle.cluster.clone();
     let mut held = Held::default();
     let mut failing = false;
+    // Live replicas as the last round counted them.
+    let mut live = 1;
     loop {
         let ctx = handle.current();
         let rules: Vec<String> = ctx.rules.iter().map(|r| r.name.clone()).collect();
@@ -45,7 +47,8 @@ pub async fn keeper(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
         })
         .await
         {
-            Ok(()) => {
+            Ok(counted) => {
+                live = counted;
                 if std::mem::take(&mut failing) {
                     info!("The leases can be renewed again.");
                 }
@@ -71,7 +74,13 @@ pub async fn keeper(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
         me.publish(held.clone());
         let ctx = handle.current();
         let leader = me.is_leader();
-        if leader && let Err(e) = ctx.refresh_metrics().await {
+        // Alone and running every rule, its own runs and repairs keep the series current;
+        // otherwise other replicas change what it exports.
+        let alone = live == 1 && held.rules().len() >= ctx.rules.len();
+        if leader
+            && !alone
+            && let Err(e) = ctx.refresh_metrics().await
+        {
             warn!(error = %e, "Cannot read the cluster-wide metrics from the state store.");
         }
         ctx.metrics.set_replica(
@@ -98,8 +107,9 @@ pub async fn keeper(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
     Ok(())
 }
 
-/// One round: renew, beat, share the rules, take `alerting` and `leader` if free. `publish`
-/// is told at once of every lease given up, before it is released in the store.
+/// One round: renew, beat, share the rules, take `alerting` and `leader` if free; the live
+/// replicas it counted. `publish` is told at once of every lease given up, before it is
+/// released in the store.
 async fn round(
     store: &StateStore,
     replica: &str,
@@ -107,7 +117,7 @@ async fn round(
     ttl: Duration,
     held: &mut Held,
     publish: &(dyn Fn(&Held) + Sync),
-) -> Result<(), StateError> {
+) -> Result<usize, StateError> {
     let asked = Instant::now();
     let deadline = asked + ttl;
     let current: Vec<_> = held.all().map(|(l, _)| l.clone()).collect();
@@ -181,7 +191,7 @@ async fn round(
     if held.lease(LEADER).is_some() {
         store.forget_replicas(FORGET_REPLICAS_AFTER).await?;
     }
-    Ok(())
+    Ok(live)
 }
 
 fn held_by_another(rows: &[LeaseRow], name: &str, replica: &str) -> bool {

@@ -606,11 +606,12 @@ impl Loops {
                 (rule.name.clone(), rule.schedule.clone(), ctx.store.clone());
             self.set.spawn(async move {
                 // Where the rule's last run left its pace (this replica's or another's).
-                let last = match store.runs(Some(&name), None, 1).await {
-                    Ok(runs) if resume => runs
-                        .first()
-                        .and_then(|r| chrono::DateTime::from_timestamp_micros(r.started_us)),
-                    _ => None,
+                let last = if resume {
+                    let runs = store.runs(Some(&name), None, 1).await.unwrap_or_default();
+                    runs.first()
+                        .and_then(|r| chrono::DateTime::from_timestamp_micros(r.started_us))
+                } else {
+                    None
                 };
                 crate::scheduler::rule_loop(
                     name.clone(),

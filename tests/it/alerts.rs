@@ -52,9 +52,29 @@ fn metrics_in(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Every query of both dashboards, with the PromQL Prometheus can run for it (variables set
+/// to `job` and `rule`; for `label_values(METRIC, label)`, the series it reads).
+pub(crate) fn dashboard_exprs(job: &str, rule: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for file in ["overview.json", "rule.json"] {
+        for query in dashboard_queries(file).lines().filter(|q| !q.is_empty()) {
+            let expr = match query.strip_prefix("label_values(") {
+                Some(rest) => rest.rsplit_once(',').unwrap().0.to_string(),
+                None => query.to_string(),
+            };
+            let expr = expr
+                .replace("$job", job)
+                .replace("$rule", rule)
+                .replace("$__rate_interval", "1m");
+            out.push((format!("{file}: {query}"), expr));
+        }
+    }
+    out
+}
+
 /// The queries of every panel of a Grafana dashboard, checking it loads through file
 /// provisioning: a stable uid, and a `datasource` variable instead of `${DS_…}` inputs.
-pub(crate) fn dashboard_queries(file: &str) -> String {
+fn dashboard_queries(file: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("dashboards")
         .join(file);
@@ -266,22 +286,11 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     .await;
     // A few more scrapes, so that every rate has two samples after the changes.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    for file in ["overview.json", "rule.json"] {
-        for query in dashboard_queries(file).lines().filter(|q| !q.is_empty()) {
-            let expr = match query.strip_prefix("label_values(") {
-                // `label_values(METRIC, label)`: the series it reads.
-                Some(rest) => rest.rsplit_once(',').unwrap().0.to_string(),
-                None => query.to_string(),
-            };
-            let expr = expr
-                .replace("$job", "shop_checker")
-                .replace("$rule", "row_ok")
-                .replace("$__rate_interval", "1m");
-            assert!(
-                !prometheus.query(&expr).is_empty(),
-                "{file}: `{query}` returns nothing"
-            );
-        }
+    for (query, expr) in dashboard_exprs("shop_checker", "row_ok") {
+        assert!(
+            !prometheus.query(&expr).is_empty(),
+            "`{query}` returns nothing"
+        );
     }
     drop(prometheus);
     terminate_within(&mut daemon, Duration::from_secs(15)).await;

@@ -436,34 +436,21 @@ async fn with_three_replicas_each_alert_is_sent_once_and_a_sum_over_them_counts_
         "invariantd_repairs_oldest",
     ];
     let mut checked = 0;
-    for file in ["overview.json", "rule.json"] {
-        for query in crate::alerts::dashboard_queries(file)
-            .lines()
-            .filter(|q| !q.is_empty())
-        {
-            let expr = match query.strip_prefix("label_values(") {
-                Some(rest) => rest.rsplit_once(',').unwrap().0.to_string(),
-                None => query.to_string(),
-            };
-            let expr = expr
-                .replace("$job", "replicas")
-                .replace("$rule", "rule_00")
-                .replace("$__rate_interval", "1m");
-            if !cluster_wide.iter().any(|m| expr.contains(m)) {
-                continue;
-            }
-            let result = prometheus.query(&expr);
-            let mut seen = std::collections::BTreeSet::new();
-            for series in &result {
-                let mut labels = series["metric"].as_object().cloned().unwrap_or_default();
-                labels.remove("instance");
-                assert!(
-                    seen.insert(serde_json::Value::Object(labels).to_string()),
-                    "{file}: `{query}` has a series once per replica: {result:?}"
-                );
-            }
-            checked += 1;
+    for (query, expr) in crate::alerts::dashboard_exprs("replicas", "rule_00") {
+        if !cluster_wide.iter().any(|m| expr.contains(m)) {
+            continue;
         }
+        let result = prometheus.query(&expr);
+        let mut seen = std::collections::BTreeSet::new();
+        for series in &result {
+            let mut labels = series["metric"].as_object().cloned().unwrap_or_default();
+            labels.remove("instance");
+            assert!(
+                seen.insert(serde_json::Value::Object(labels).to_string()),
+                "`{query}` has a series once per replica: {result:?}"
+            );
+        }
+        checked += 1;
     }
     assert!(checked > 10, "only {checked} dashboard queries checked");
     db.exec_str(&["UPDATE t SET ok = 1 WHERE id = 2"]).await;

@@ -1151,6 +1151,41 @@ async fn leases(kind: SourceKind) {
     assert_eq!(d.token, c.token + 1);
     assert!(!store.still_holds(&c).await.unwrap());
     assert!(store.still_holds(&d).await.unwrap());
+    // Writes guarded by the lease: the stale holder's are refused and write nothing, the new
+    // holder's go through.
+    let run = RuleRun::unknown(
+        "r",
+        Utc::now(),
+        Duration::from_millis(5),
+        invariantd::verdict::RunError::new(invariantd::verdict::ErrorKind::Cancelled, "x"),
+    );
+    let refused = store.record(&run, &[], Some(&c)).await.unwrap_err();
+    assert!(
+        matches!(refused, invariantd::state::StateError::LeaseLost(ref n) if n == "range/r/1"),
+        "{refused}"
+    );
+    assert!(store.runs(Some("r"), None, 10).await.unwrap().is_empty());
+    let group = invariantd::state::AlertGroupState {
+        group_key: "violation/r".into(),
+        firing: true,
+        ..Default::default()
+    };
+    let refused = store
+        .save_alert_group(&group, &[], 1, Some(&c))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, invariantd::state::StateError::LeaseLost(_)),
+        "{refused}"
+    );
+    assert!(store.alert_groups().await.unwrap().is_empty());
+    store.record(&run, &[], Some(&d)).await.unwrap();
+    store
+        .save_alert_group(&group, &[], 1, Some(&d))
+        .await
+        .unwrap();
+    assert_eq!(store.runs(Some("r"), None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.alert_groups().await.unwrap().len(), 1);
     // A stale holder cannot release what it lost, nor renew with the new token's holder name.
     assert!(!store.release_lease(&c).await.unwrap());
     let forged = invariantd::state::Lease {
