@@ -295,7 +295,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// The join key of a row. All datasets of one rule use the same kind of key in one run: integers
 /// when every dataset's key column is an integer type, text otherwise (integers then compare as
 /// their decimal text, the same way the databases were told to sort them).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Key {
     Int(i64),
     Text(Box<str>),

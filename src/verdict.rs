@@ -14,7 +14,10 @@ use chrono::{DateTime, Utc};
 
 use crate::value::Key;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Pass,
     Fail,
@@ -39,7 +42,8 @@ impl Outcome {
 
 /// How much a run read: every key (the ground truth), or only the keys that changed since the
 /// previous run and the keys of open violations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RunMode {
     #[default]
     Full,
@@ -68,7 +72,10 @@ impl fmt::Display for Outcome {
 }
 
 /// Why a run could not finish, or why some of its keys could not be judged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// No connection to a source could be had: it is down, refuses, or its credentials are
     /// wrong. Also what `source_up` reports.
@@ -127,7 +134,7 @@ impl fmt::Display for ErrorKind {
 
 /// A typed error of a rule run: its kind and a message for people (which may quote the
 /// database's own message, never a connection string).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{message}")]
 pub struct RunError {
     pub kind: ErrorKind,
@@ -152,7 +159,7 @@ impl RunError {
 }
 
 /// A key for which the assertion is false.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Violation {
     pub key: Key,
     pub message: String,
@@ -229,14 +236,16 @@ pub enum Param {
 }
 
 /// A key that could not be judged.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct KeyError {
     pub key: Key,
     pub kind: ErrorKind,
     pub message: String,
 }
 
-#[derive(Debug, Clone)]
+/// Serializable for the parts of a partitioned sweep, which the replica that ran each part
+/// hands to the one that merges them through the state store.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RuleRun {
     pub rule: String,
     pub started_at: DateTime<Utc>,
@@ -269,6 +278,10 @@ pub struct RuleRun {
     pub fingerprint: String,
     /// In an incremental run, the keys found changed (open violations' keys are judged too).
     pub keys_changed: u64,
+    /// Of a rule with `partition`, every `partition.keys`-th key a full sweep met, in key
+    /// order: where the next partitioned sweep splits the keys.
+    #[serde(default)]
+    pub samples: Vec<Key>,
 }
 
 impl RuleRun {
@@ -299,6 +312,7 @@ impl RuleRun {
             mode: RunMode::Full,
             fingerprint: String::new(),
             keys_changed: 0,
+            samples: Vec::new(),
         }
     }
 

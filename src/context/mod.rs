@@ -289,6 +289,10 @@ pub struct Wake {
     /// The repair service looks at once: repairs planned or approved, or their violation
     /// resolved.
     pub repairs: tokio::sync::Notify,
+    /// The range reader looks at once: this replica started a partitioned sweep.
+    pub parts: tokio::sync::Notify,
+    /// The rules' holders waiting for their sweeps look at once: a range was read here.
+    pub parts_done: tokio::sync::Notify,
 }
 
 /// What the HTTP server and signal handling share with the supervisor.

@@ -5,10 +5,10 @@
 //! `start` binds the HTTP listener, then registers every long-running service with the
 //! supervisor: the scheduler (one loop per rule of the generation in force that this replica
 //! holds the lease of, and the swap to a new generation on reload), the lease keeper
-//! (`cluster`), the HTTP server, the pruner, the source probe, the alert evaluator and
-//! delivery (`alerting`, while this replica holds the `alerting` lease), the repair workers
-//! (`repairs`), and any service the caller adds. A SQLite state store's sole writer first ends
-//! the leases a dead process left.
+//! (`cluster`), the reader of partitioned sweeps' key ranges (`sweeps`), the HTTP server, the
+//! pruner, the source probe, the alert evaluator and delivery (`alerting`, while this replica
+//! holds the `alerting` lease), the repair workers (`repairs`), and any service the caller
+//! adds. A SQLite state store's sole writer first ends the leases a dead process left.
 //! Only then is the daemon ready.
 //!
 //! Control arrives one way: `Control` messages on the handle's channel, sent by the signal
@@ -34,6 +34,7 @@ pub mod repairs;
 pub mod runner;
 pub mod signals;
 pub mod store;
+pub mod sweeps;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -181,6 +182,10 @@ pub async fn start(ctx: Context, extra: Vec<Service>) -> Result<Running, DaemonE
             ),
         ),
         Service::new("lease-keeper", cluster::keeper(handle.clone(), keeper_stop)),
+        Service::new(
+            "range-reader",
+            sweeps::worker(handle.clone(), abort.clone()),
+        ),
         Service::new("http", {
             let app = crate::http::router(handle.clone());
             let stop = abort.clone();

@@ -16,8 +16,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use super::sweeps;
 use crate::context::{Context, Wake};
-use crate::engine::{run_rule_incremental, run_rule_with_open};
+use crate::engine::{key_ranges, run_rule_incremental, run_rule_with_open};
 use crate::rules::Rule;
 use crate::state::{Lease, Recorded, StateError, SweepMarks};
 use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError, RunMode};
@@ -273,12 +274,32 @@ async fn record(
     let started = Utc::now();
     let clock = Instant::now();
     let since = log.changed_since(ctx, rule, started).await?;
+    // A daemon's full sweep of a partitioned rule is split where its last one sampled, once
+    // there are samples; its ranges are read by every replica, this one waiting meanwhile
+    // without holding a run slot (its own range reader takes them too).
+    let ranges = match (under, since, rule.partition) {
+        (Some(_), None, Some(_)) => ctx
+            .store
+            .sweep_boundaries(&rule.name, &rule.fingerprint)
+            .await?
+            .and_then(|keys| key_ranges(&keys)),
+        _ => None,
+    };
+    let slot = if ranges.is_some() {
+        drop(slot);
+        None
+    } else {
+        slot
+    };
     let engine = async {
-        match since {
-            Some(since) => {
-                run_rule_incremental(rule, &ctx.sources, started, since, &open_keys).await
+        match (&ranges, under, since) {
+            (Some(ranges), Some(u), _) => {
+                sweeps::coordinate(ctx, &log.wake, rule, started, ranges, u.lease).await
             }
-            None => run_rule_with_open(rule, &ctx.sources, started, &open_keys).await,
+            (_, _, Some(since)) => {
+                Ok(run_rule_incremental(rule, &ctx.sources, started, since, &open_keys).await)
+            }
+            _ => Ok(run_rule_with_open(rule, &ctx.sources, started, &open_keys).await),
         }
     };
     let given_up = async {
@@ -288,7 +309,7 @@ async fn record(
         }
     };
     let run = tokio::select! {
-        run = engine => run,
+        run = engine => run?,
         _ = token.cancelled() => RuleRun::unknown(
             &rule.name,
             started,
@@ -306,6 +327,12 @@ async fn record(
         .record(&run, &open, under.map(|u| u.lease))
         .await?;
     log.mark(rule, &run);
+    if rule.partition.is_some() {
+        let sweep = ranges.is_some().then(|| started.timestamp_micros());
+        if let Err(e) = keep_boundaries(ctx, rule, &run, sweep, under.map(|u| u.lease)).await {
+            warn!(rule = %rule.name, error = %e, "Cannot keep where the rule's next full sweep splits.");
+        }
+    }
     if recorded.resolved > 0 && rule.repair.is_some() {
         // Repairs waiting for a person may be for violations that just healed.
         log.wake.repairs.notify_one();
@@ -335,6 +362,34 @@ async fn record(
         "Rule run finished."
     );
     Ok((run, recorded))
+}
+
+/// After a full sweep of a rule with `partition`: its sampled keys are where the next one
+/// splits, and the parts of a partitioned one are cleared. A partitioned sweep whose ranges no
+/// longer fit the key (its type changed: `schema_mismatch`) forgets them, so that the next
+/// sweep reads every key at once and samples them again. `sweep` names the partitioned one.
+async fn keep_boundaries(
+    ctx: &Context,
+    rule: &Rule,
+    run: &RuleRun,
+    sweep: Option<i64>,
+    lease: Option<&Lease>,
+) -> Result<(), StateError> {
+    if run.mode != RunMode::Full {
+        return Ok(());
+    }
+    if let Some(sweep) = sweep {
+        ctx.store.end_sweep(&rule.name, sweep).await?;
+    }
+    if run.finished {
+        let now = Utc::now().timestamp_micros();
+        ctx.store
+            .save_sweep_boundaries(&rule.name, &rule.fingerprint, &run.samples, now, lease)
+            .await?;
+    } else if sweep.is_some() && run.error_kind() == Some(ErrorKind::SchemaMismatch) {
+        ctx.store.forget_sweep_boundaries(&rule.name).await?;
+    }
+    Ok(())
 }
 
 /// Plans the repairs of a finished run (see `repair::plan`), and remembers its row counts.

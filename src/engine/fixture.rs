@@ -157,7 +157,7 @@ pub async fn run_fixtures(
             now.timestamp_micros(),
             super::judge::Grace::Apply,
         );
-        super::merge::merge(rule, &judge, &mut cursors, open, &mut run).await
+        super::merge::merge(rule, &judge, &mut cursors, open, None, &mut run).await
     }
     .await;
     finish(run, result, Duration::ZERO)

@@ -70,13 +70,15 @@ impl<B: RowBatches> Cursor<B> {
     }
 }
 
-/// Merges the cursors (one per dataset, in rule order) and judges every key. On error the run
-/// is abandoned part-way: the caller makes it `unknown`.
+/// Merges the cursors (one per dataset, in rule order) and judges every key; with
+/// `sample_every`, every such key is noted in `run.samples`. On error the run is abandoned
+/// part-way: the caller makes it `unknown`.
 pub(crate) async fn merge<B: RowBatches>(
     rule: &Rule,
     judge: &Judge<'_>,
     cursors: &mut [Cursor<B>],
     open: &HashSet<String>,
+    sample_every: Option<u64>,
     run: &mut RuleRun,
 ) -> Result<(), RunError> {
     let what = |i: usize, e: RunError| {
@@ -95,7 +97,12 @@ pub(crate) async fn merge<B: RowBatches>(
         })
         .collect();
     let mut duplicates: Vec<(usize, usize)> = Vec::new();
+    let mut keys: u64 = 0;
     while let Some(key) = next_key(cursors) {
+        keys += 1;
+        if sample_every.is_some_and(|n| keys.is_multiple_of(n)) {
+            run.samples.push(key.clone());
+        }
         for g in &mut groups {
             g.rows.clear();
         }

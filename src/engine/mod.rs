@@ -44,7 +44,7 @@ use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError};
 pub use explain::{DatasetRows, Explanation, Step, explain};
 pub use incremental::{MAX_INCREMENTAL_KEYS, run_rule_incremental};
 pub use merge::RowBatches;
-pub use parts::merge_parts;
+pub use parts::{key_ranges, merge_parts};
 
 pub use judge::Grace;
 use judge::Judge;
@@ -183,6 +183,7 @@ fn finish(mut run: RuleRun, result: Result<(), RunError>, duration: Duration) ->
             run.unjudged_open.clear();
             run.keys_judged = 0;
             run.keys_in_grace = 0;
+            run.samples.clear();
         }
         Ok(()) => {
             run.finished = true;
@@ -486,5 +487,10 @@ async fn execute(
     let (plan, mut cursors) = start(rule, described, run)?;
     // 3. Stream, merge and judge.
     let judge = Judge::new(rule, &plan, now.timestamp_micros(), grace);
-    merge::merge(rule, &judge, &mut cursors, open, run).await
+    // A full sweep (or a range of one) of a partitioned rule samples where the next splits.
+    let sample_every = match read {
+        Read::All | Read::Range(_) => rule.partition.map(|p| p.keys),
+        Read::Keys(_) | Read::ChangedSince(_) => None,
+    };
+    merge::merge(rule, &judge, &mut cursors, open, sample_every, run).await
 }

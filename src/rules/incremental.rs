@@ -1,7 +1,8 @@
 //! How much of its data a rule reads per run: `incremental` (only the keys whose rows changed
 //! since the last run, with a full sweep on its own schedule) and `consistent_cut` (judge the
 //! data as of `now - lag`). Both need to know when rows changed: every dataset must declare
-//! `updated_at`.
+//! `updated_at`. And `partition`: full sweeps split into key ranges of about `keys` keys,
+//! which the replicas sharing a state store read in parallel.
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,6 +18,11 @@ use crate::yaml::{self, Document};
 pub(super) struct RawIncremental {
     overlap: Option<Spanned<String>>,
     full_sweep: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawPartition {
+    keys: Spanned<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,6 +63,16 @@ impl Incremental {
                 .is_ok_and(|next| next <= now),
         }
     }
+}
+
+/// The most keys a range may be given: beyond a billion, one range is the whole of most tables.
+const MAX_PARTITION_KEYS: u64 = 1_000_000_000;
+
+/// A full sweep split into key ranges of about `keys` keys each (every `keys`-th key the last
+/// full sweep met is a boundary), read by whichever replicas are free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    pub keys: u64,
 }
 
 /// Where a rule reads from and what it needs to check both options.
@@ -159,6 +175,26 @@ impl Checker<'_> {
             overlap,
             full_sweep,
         })
+    }
+
+    pub fn partition(
+        &self,
+        raw: Spanned<RawPartition>,
+        diags: &mut Diagnostics,
+    ) -> Option<Partition> {
+        let keys = raw.value.keys;
+        if (1..=MAX_PARTITION_KEYS).contains(&keys.value) {
+            return Some(Partition { keys: keys.value });
+        }
+        diags.push(
+            self.file,
+            yaml::pos(&keys, self.doc.line_offset),
+            format!(
+                "{}: partition.keys: {} is not between 1 and {MAX_PARTITION_KEYS}",
+                self.ctx, keys.value
+            ),
+        );
+        None
     }
 
     pub fn consistent_cut(

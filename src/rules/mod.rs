@@ -24,7 +24,7 @@ use serde_saphyr::Spanned;
 
 pub use cases::{DEFAULT_NOW, Expect, ExpectedViolation, Fixture, TestCase};
 pub use columns::static_columns;
-pub use incremental::{DEFAULT_FULL_SWEEP, DEFAULT_OVERLAP, Incremental};
+pub use incremental::{DEFAULT_FULL_SWEEP, DEFAULT_OVERLAP, Incremental, Partition};
 pub use repair::{DEFAULT_MAX_AUTO_PER_RUN, Repair, RepairMode};
 pub use schedule::{DEFAULT_EVERY, Schedule};
 
@@ -54,6 +54,7 @@ struct RawRule {
     repair: Option<repair::RawRepair>,
     incremental: Option<Spanned<incremental::RawIncremental>>,
     consistent_cut: Option<Spanned<incremental::RawCut>>,
+    partition: Option<Spanned<incremental::RawPartition>>,
     #[serde(default)]
     tests: Vec<cases::RawCase>,
 }
@@ -220,6 +221,9 @@ pub struct Rule {
     /// `consistent_cut.lag`: keys are judged as of `now - lag`; a key with a row updated
     /// after that is not judged in this run.
     pub consistent_cut: Option<Duration>,
+    /// Full sweeps split into key ranges that replicas read in parallel (not part of the
+    /// fingerprint: how the keys are read does not change their verdicts).
+    pub partition: Option<incremental::Partition>,
     /// A hash of what decides the rule's verdicts and repairs (key, grace, datasets,
     /// assertion, repair section): a rule whose fingerprint changed is a changed rule, whose
     /// automatic repairs wait until a person enables them again.
@@ -389,6 +393,7 @@ fn shape() -> yaml::Shape {
             Shape::of::<incremental::RawIncremental>(vec![]),
         ),
         ("consistent_cut", Shape::of::<incremental::RawCut>(vec![])),
+        ("partition", Shape::of::<incremental::RawPartition>(vec![])),
     ])
 }
 

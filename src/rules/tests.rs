@@ -356,6 +356,26 @@ fn incremental_and_consistent_cut_settings_are_checked_where_written() {
     );
 }
 
+#[test]
+fn a_partition_is_checked_where_written_and_leaves_the_version_alone() {
+    let rule = |settings: &str| {
+        format!(
+            "name: r\nkey: order_id\n{settings}\ndatasets:\n  o: {{ source: orders, query: \"SELECT order_id FROM o\" }}\nassert: o != null\n"
+        )
+    };
+    let (plain, errors) = load(&rule(""));
+    assert_eq!(errors, Vec::<String>::new());
+    let (rules, errors) = load(&rule("partition: { keys: 250000 }"));
+    assert_eq!(errors, Vec::<String>::new());
+    assert_eq!(rules[0].partition.map(|p| p.keys), Some(250_000));
+    assert_eq!(rules[0].fingerprint, plain[0].fingerprint);
+    let (_, errors) = load(&rule("partition: { keys: 0 }"));
+    assert_eq!(
+        errors,
+        ["rules/shop.yaml:3:20: rule `r`: partition.keys: 0 is not between 1 and 1000000000"]
+    );
+}
+
 /// A rule's version is what its enablement is recorded against: an upgrade that changes how
 /// the same text is fingerprinted would make every rule with repairs "changed", to be enabled
 /// again by a person. The value is pinned for one rule offering every kind of action.

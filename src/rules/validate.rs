@@ -139,6 +139,7 @@ pub(super) fn validate(
     let consistent_cut = raw
         .consistent_cut
         .and_then(|c| reads.consistent_cut(c, diags));
+    let partition = raw.partition.and_then(|p| reads.partition(p, diags));
 
     let tests = cases::check_cases(file, doc, raw.tests, &datasets, &key, &ctx, diags);
     let fingerprint = fingerprint(
@@ -156,6 +157,7 @@ pub(super) fn validate(
         repair,
         incremental,
         consistent_cut,
+        partition,
         fingerprint,
         name,
         description: raw.description.unwrap_or_default().trim().to_string(),

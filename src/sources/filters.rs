@@ -5,6 +5,7 @@
 //! filters are the same for all.
 
 use super::request::{ChangedSince, Description, KeyKind, KeyMode, KeyRange};
+use crate::value::Key;
 use crate::verdict::{ErrorKind, RunError};
 
 /// The query wrapped so its key order can be imposed from outside. The newlines keep a
@@ -125,15 +126,18 @@ pub(crate) fn range_filter(
     text_order: &str,
     text: fn(&str) -> String,
 ) -> Result<Option<String>, RunError> {
-    let bound = |b: &str| -> Result<String, RunError> {
-        match mode {
-            KeyMode::Int => b.parse::<i64>().map(|i| i.to_string()).map_err(|_| {
-                RunError::new(
-                    ErrorKind::QueryFailed,
-                    format!("the key range bound `{b}` is not an integer, as the key is"),
-                )
-            }),
-            KeyMode::Text => Ok(text(&hex(b))),
+    let bound = |b: &Key| -> Result<String, RunError> {
+        match (mode, b) {
+            (KeyMode::Int, Key::Int(i)) => Ok(i.to_string()),
+            (KeyMode::Text, Key::Text(t)) => Ok(text(&hex(t))),
+            (KeyMode::Int, Key::Text(_)) => Err(RunError::new(
+                ErrorKind::SchemaMismatch,
+                format!("the key range bound `{b}` is text, and the key is an integer now"),
+            )),
+            (KeyMode::Text, Key::Int(_)) => Err(RunError::new(
+                ErrorKind::SchemaMismatch,
+                format!("the key range bound `{b}` is an integer, and the key is text now"),
+            )),
         }
     };
     let column = match mode {
@@ -170,8 +174,8 @@ mod tests {
     #[test]
     fn a_range_is_written_in_the_key_order_and_no_bound_escapes_its_literal() {
         let both = KeyRange {
-            from: Some("10".into()),
-            until: Some("20".into()),
+            from: Some(Key::Int(10)),
+            until: Some(Key::Int(20)),
         };
         assert_eq!(
             range_filter(&both, KeyMode::Int, "k", "t", sqlite_text)
@@ -180,7 +184,7 @@ mod tests {
             "k >= 10 AND k < 20"
         );
         let hostile = KeyRange {
-            from: Some("a') OR (1=1".into()),
+            from: Some(Key::Text("a') OR (1=1".into())),
             until: None,
         };
         assert_eq!(
@@ -190,6 +194,7 @@ mod tests {
             "t >= CAST(X'612729204f522028313d31' AS TEXT)"
         );
         assert!(range_filter(&hostile, KeyMode::Int, "k", "t", sqlite_text).is_err());
+        assert!(range_filter(&both, KeyMode::Text, "k", "t", sqlite_text).is_err());
         assert_eq!(
             range_filter(&KeyRange::default(), KeyMode::Int, "k", "t", sqlite_text).unwrap(),
             None

@@ -82,11 +82,13 @@ pub struct ReadRequest {
 }
 
 /// Keys from `from` (included) up to `until` (excluded), in the run's key order: numeric for
-/// integer keys, byte-wise for text. An open end is unbounded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// integer keys, byte-wise for text. An open end is unbounded. A bound is a key as a run met
+/// it, so it says which order it was sampled in: an integer bound cannot split text keys, nor
+/// a text bound integer ones (they would split them in another order).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyRange {
-    pub from: Option<String>,
-    pub until: Option<String>,
+    pub from: Option<Key>,
+    pub until: Option<Key>,
 }
 
 /// One snapshot for the datasets of a rule run on one PostgreSQL source: the first reader

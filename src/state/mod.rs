@@ -27,6 +27,7 @@ mod leases;
 mod repairs;
 mod runs;
 mod silences;
+mod sweeps;
 mod violations;
 
 use std::borrow::Cow;
@@ -50,6 +51,7 @@ pub use leases::{Lease, LeaseRow, SoleWriter, WriterError};
 pub use repairs::{Claimed, NewRepair, RepairFilter, RepairSummary, Written};
 pub use runs::{RunRecord, SweepMarks};
 pub use silences::{NewSilence, Silence};
+pub use sweeps::{PartRow, PartState, part_lease};
 pub use violations::{
     OpenViolation, RuleSnapshot, ViolationFilter, ViolationRecord, ViolationState, keys_of,
 };
@@ -350,6 +352,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "leases",
         include_str!("../../migrations/sqlite/0014_leases.sql"),
     ),
+    (
+        15,
+        "sweep parts",
+        include_str!("../../migrations/sqlite/0015_sweep_parts.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -421,6 +428,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         14,
         "leases",
         include_str!("../../migrations/postgres/0014_leases.sql"),
+    ),
+    (
+        15,
+        "sweep parts",
+        include_str!("../../migrations/postgres/0015_sweep_parts.sql"),
     ),
 ]);
 

@@ -350,10 +350,15 @@ async fn an_abandoned_read_stops_its_query_on_the_server() {
     }
 }
 
+/// A range between keys written as text: those that read as integers are integer keys.
 fn range(from: Option<&str>, until: Option<&str>) -> Option<KeyRange> {
+    let key = |b: &str| match b.parse() {
+        Ok(i) => Key::Int(i),
+        Err(_) => Key::Text(b.into()),
+    };
     Some(KeyRange {
-        from: from.map(str::to_string),
-        until: until.map(str::to_string),
+        from: from.map(key),
+        until: until.map(key),
     })
 }
 
@@ -396,10 +401,12 @@ async fn key_ranges_split_a_sweep_into_disjoint_parts_in_the_key_order() {
         }
         let expected: [&[&str]; 4] = [&["B"], &["a"], &["b"], &["é"]];
         assert_eq!(parts, expected, "{kind:?}");
-        // A bound that is not an integer cannot split integer keys.
-        let mut wrong = request(all, "id", Duration::from_secs(10));
-        wrong.range = range(Some("x"), None);
-        let e = read(&sources, wrong, KeyMode::Int).await.unwrap_err();
-        assert_eq!(e.kind, ErrorKind::QueryFailed, "{kind:?}: {}", e.message);
+        // A bound that is not an integer cannot split integer keys, nor an integer text keys.
+        for (bound, key, mode) in [("x", "id", KeyMode::Int), ("7", "name", KeyMode::Text)] {
+            let mut wrong = request(all, key, Duration::from_secs(10));
+            wrong.range = range(Some(bound), None);
+            let e = read(&sources, wrong, mode).await.unwrap_err();
+            assert_eq!(e.kind, ErrorKind::SchemaMismatch, "{kind:?}: {}", e.message);
+        }
     }
 }

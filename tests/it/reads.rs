@@ -371,9 +371,17 @@ async fn a_sweep_split_into_key_ranges_and_merged_is_the_single_sweep() {
         inserts.push(format!("INSERT INTO stock VALUES {}", stock.join(", ")));
         let inserts: Vec<&str> = inserts.iter().map(String::as_str).collect();
         db.exec_str(&inserts).await;
+        use invariantd::value::Key;
         for (key, bounds) in [
-            ("id", vec!["150", "151", "400"]),
-            ("code", vec!["c2", "c450", "c5"]),
+            ("id", vec![Key::Int(150), Key::Int(151), Key::Int(400)]),
+            (
+                "code",
+                vec![
+                    Key::Text("c2".into()),
+                    Key::Text("c450".into()),
+                    Key::Text("c5".into()),
+                ],
+            ),
         ] {
             let rule = format!(
                 "name: paid_reserved\nkey: {key}\ndatasets:\n  o: {{ source: db, query: \"SELECT {key}, paid FROM orders\" }}\n  s: {{ source: db, query: \"SELECT {key}, reserved FROM stock\" }}\nassert: o != null && o.paid == 1 && s != null\n"
@@ -384,8 +392,8 @@ async fn a_sweep_split_into_key_ranges_and_merged_is_the_single_sweep() {
                 invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
             let now = chrono::Utc::now();
             let single = invariantd::engine::run_rule(&rules[0], &sources, now).await;
-            let mut edges: Vec<Option<String>> = vec![None];
-            edges.extend(bounds.iter().map(|b| Some(b.to_string())));
+            let mut edges: Vec<Option<Key>> = vec![None];
+            edges.extend(bounds.iter().map(|b| Some(b.clone())));
             edges.push(None);
             let mut parts = Vec::new();
             for pair in edges.windows(2) {
@@ -427,10 +435,10 @@ async fn a_sweep_split_into_key_ranges_and_merged_is_the_single_sweep() {
         let open = std::collections::HashSet::new();
         let good = KeyRange {
             from: None,
-            until: Some("300".into()),
+            until: Some(invariantd::value::Key::Int(300)),
         };
         let bad = KeyRange {
-            from: Some("not a number".into()),
+            from: Some(invariantd::value::Key::Text("not a number".into())),
             until: None,
         };
         let parts = vec![

@@ -551,3 +551,134 @@ async fn a_rule_given_up_to_a_replica_that_joins_is_abandoned_mid_run_and_not_re
         }
     }
 }
+
+/// The runs of `rule`: (started, outcome, rows scanned, keys judged, violations), in order.
+async fn run_rows(state: &TestDb, rule: &str) -> Vec<(i64, String, i64, i64, i64)> {
+    let mut c = sqlx::PgConnection::connect(&state.admin_url).await.unwrap();
+    sqlx::query_as(
+        "SELECT started_us, outcome, rows_scanned, keys_judged, violations FROM runs \
+         WHERE rule = $1 ORDER BY started_us",
+    )
+    .bind(rule)
+    .fetch_all(&mut c)
+    .await
+    .unwrap()
+}
+
+/// Who holds a live `part/…` lease now, by lease name.
+async fn part_holders(state: &TestDb) -> BTreeMap<String, String> {
+    let mut c = sqlx::PgConnection::connect(&state.admin_url).await.unwrap();
+    sqlx::query_as(
+        "SELECT name, holder FROM leases WHERE name LIKE 'part/%' \
+         AND expires_us > CAST(EXTRACT(EPOCH FROM now()) * 1000000 AS BIGINT)",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_sweep_is_read_by_every_replica_recorded_once_and_survives_a_killed_reader() {
+    let source = TestDb::new(SourceKind::Postgres, "parts_src").await;
+    source
+        .exec_str(&[
+            "CREATE TABLE t (id INT, ok INT)",
+            "INSERT INTO t SELECT i, CASE WHEN i % 97 = 0 THEN 0 ELSE 1 END FROM generate_series(1, 3000) i",
+        ])
+        .await;
+    let state = TestDb::new(SourceKind::Postgres, "parts").await;
+    // 3,000 keys in ranges of about 500 (7: the last from key 3,000 on); each range's query
+    // takes a second, so the replicas read them side by side.
+    let rule = "name: big\nevery: 2s\nkey: id\npartition: { keys: 500 }\ndatasets:\n  t: { source: db, query: \"SELECT id, ok, 1 AS slept_part FROM t, pg_sleep(1)\" }\nassert: t.ok == 1\n";
+    let mut replicas = cluster(3, &[("db", &source.url)], (rule, 1), &state, "").await;
+    // What one whole sweep finds: every key judged, the 30 broken ones.
+    let whole =
+        |r: &(i64, String, i64, i64, i64)| r.1 == "fail" && r.2 == 3000 && r.3 == 3000 && r.4 == 30;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let readers = loop {
+        let mut c = sqlx::PgConnection::connect(&state.admin_url).await.unwrap();
+        let done: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT sweep, holder FROM sweep_parts WHERE state = 'done' AND holder IS NOT NULL",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        let sweeps: std::collections::BTreeSet<i64> = done.iter().map(|d| d.0).collect();
+        let readers: std::collections::BTreeSet<String> =
+            done.iter().map(|d| d.1.clone()).collect();
+        if readers.len() >= 2 && !sweeps.is_empty() && run_rows(&state, "big").await.len() >= 2 {
+            break readers;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ranges were never read by two replicas: {done:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(readers.len() <= 3);
+    let rows = run_rows(&state, "big").await;
+    assert!(rows.len() >= 2, "{rows:?}");
+    // The first sweep read every key at once (and sampled them); the next were split. Each is
+    // one run, the same as the whole: counts, violations, outcome.
+    for r in &rows {
+        assert!(whole(r), "a sweep recorded other than the whole: {rows:?}");
+    }
+    // Kill -9 a replica reading a range (not the rule's holder): the range is read again by
+    // another once its lease expires, and that sweep is still recorded once, whole.
+    let holder = holdings(&replicas[0])
+        .into_iter()
+        .find(|(_, h)| h.0 == ["big"])
+        .unwrap()
+        .0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (sweep, victim) = loop {
+        let found = part_holders(&state)
+            .await
+            .into_iter()
+            .find(|(_, h)| *h != holder);
+        if let Some((name, reader)) = found {
+            let sweep: i64 = name.split('/').nth(2).unwrap().parse().unwrap();
+            if let Some(i) = replicas.iter().position(|r| r.id() == reader) {
+                break (sweep, i);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no other replica was seen reading a range"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let dead = replicas.remove(victim);
+    kill(&dead.daemon, "KILL");
+    let killed = Instant::now();
+    let deadline = killed + LEASE + RENEW + Duration::from_secs(8);
+    let recorded = loop {
+        let rows = run_rows(&state, "big").await;
+        if let Some(r) = rows.iter().find(|r| r.0 == sweep) {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sweep with the dead reader's range was never recorded: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "the sweep was recorded {:?} after its reader was killed",
+        killed.elapsed()
+    );
+    assert!(whole(&recorded), "{recorded:?}");
+    // Nothing recorded twice: one run per sweep, and the violations are the 30, open once.
+    let rows = run_rows(&state, "big").await;
+    let starts: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(starts.len(), rows.len(), "{rows:?}");
+    let mut c = sqlx::PgConnection::connect(&state.admin_url).await.unwrap();
+    let open: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM violations WHERE rule = 'big' AND state = 'open'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(open, 30);
+}

@@ -1236,3 +1236,135 @@ async fn leases_fence_by_the_database_clock_on_sqlite() {
 async fn leases_fence_by_the_database_clock_on_postgres() {
     leases(SourceKind::Postgres).await;
 }
+
+/// A partitioned sweep in the store: started under the rule's lease only; each part's run
+/// written only under that part's own lease, by its current holder, once; a new sweep drops
+/// the last one (and its parts' leases, so a reader still at it writes nothing); sampled
+/// boundaries are of one rule version.
+async fn sweeps(kind: SourceKind) {
+    use invariantd::sources::KeyRange;
+    use invariantd::state::{PartState, StateError, part_lease};
+    use invariantd::value::Key;
+    use std::time::Duration;
+    let state_db = match kind {
+        SourceKind::Postgres => Some(TestDb::new(SourceKind::Postgres, "sweeps").await),
+        _ => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = state_store(kind, &state_db, dir.path()).await;
+    let long = Duration::from_secs(30);
+    let ranges = invariantd::engine::key_ranges(&[Key::Int(100)]).unwrap();
+    let holder = store
+        .acquire_lease("rule/r", "a", long)
+        .await
+        .unwrap()
+        .unwrap();
+    let stale = invariantd::state::Lease {
+        token: holder.token - 1,
+        ..holder.clone()
+    };
+    assert!(matches!(
+        store.start_sweep("r", "v1", 1, &ranges, Some(&stale)).await,
+        Err(StateError::LeaseLost(_))
+    ));
+    assert!(store.pending_parts().await.unwrap().is_empty());
+    store
+        .start_sweep("r", "v1", 1, &ranges, Some(&holder))
+        .await
+        .unwrap();
+    let pending = store.pending_parts().await.unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(
+        pending[1].range,
+        KeyRange {
+            from: Some(Key::Int(100)),
+            until: None
+        }
+    );
+    let part = pending[0].clone();
+    let run = RuleRun::unknown(
+        "r",
+        Utc::now(),
+        Duration::from_millis(5),
+        invariantd::verdict::RunError::new(invariantd::verdict::ErrorKind::Cancelled, "x"),
+    );
+    // A reader that lost its part's lease cannot write; nor can any other lease stand in.
+    let name = part_lease("r", 1, part.part);
+    let lost = store
+        .acquire_lease(&name, "x", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let taken = store
+        .acquire_lease(&name, "y", long)
+        .await
+        .unwrap()
+        .unwrap();
+    for lease in [&lost, &holder] {
+        assert!(matches!(
+            store.finish_part(&part, &run, lease).await,
+            Err(StateError::LeaseLost(_))
+        ));
+    }
+    store.finish_part(&part, &run, &taken).await.unwrap();
+    // Once only.
+    store.finish_part(&part, &run, &taken).await.unwrap();
+    let parts = store.sweep_parts("r", 1).await.unwrap();
+    assert_eq!(parts[0].0.state, PartState::Done);
+    assert_eq!(parts[0].0.holder.as_deref(), Some("y"));
+    assert_eq!(parts[0].1.as_ref().unwrap().rule, "r");
+    assert!(parts[1].1.is_none());
+    // The next sweep replaces it: the other part's reader writes nothing anywhere.
+    let other = pending[1].clone();
+    let reading = store
+        .acquire_lease(&part_lease("r", 1, other.part), "z", long)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .start_sweep("r", "v1", 2, &ranges, Some(&holder))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.finish_part(&other, &run, &reading).await,
+        Err(StateError::LeaseLost(_))
+    ));
+    assert!(store.sweep_parts("r", 1).await.unwrap().is_empty());
+    assert_eq!(store.pending_parts().await.unwrap().len(), 2);
+    // Ended: the runs are cleared, who read what stays, nothing is pending from it.
+    let p0 = store.pending_parts().await.unwrap()[0].clone();
+    let lease = store
+        .acquire_lease(&part_lease("r", 2, p0.part), "y", long)
+        .await
+        .unwrap()
+        .unwrap();
+    store.finish_part(&p0, &run, &lease).await.unwrap();
+    store.end_sweep("r", 2).await.unwrap();
+    let parts = store.sweep_parts("r", 2).await.unwrap();
+    assert!(parts[0].1.is_none());
+    assert_eq!(parts[0].0.holder.as_deref(), Some("y"));
+    // Boundaries are of one version of the rule.
+    let keys = [Key::Text("b".into()), Key::Text("m".into())];
+    store
+        .save_sweep_boundaries("r", "v1", &keys, 5, Some(&holder))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sweep_boundaries("r", "v1").await.unwrap().unwrap(),
+        keys
+    );
+    assert!(store.sweep_boundaries("r", "v2").await.unwrap().is_none());
+    store.forget_sweep_boundaries("r").await.unwrap();
+    assert!(store.sweep_boundaries("r", "v1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn partitioned_sweeps_are_fenced_part_by_part_on_sqlite() {
+    sweeps(SourceKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn partitioned_sweeps_are_fenced_part_by_part_on_postgres() {
+    sweeps(SourceKind::Postgres).await;
+}

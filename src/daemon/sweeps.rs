@@ -1,0 +1,209 @@
+//! Partitioned full sweeps across the replicas sharing a state store. The replica that runs a
+//! rule with `partition` (it holds `rule/NAME`) splits a full sweep into the key ranges its
+//! last full sweep sampled (`engine::key_ranges`), starts the sweep in the store, and waits
+//! (`coordinate`) until every range has been read, then merges the parts' runs into one
+//! (`engine::merge_parts`), which the runner records once.
+//!
+//! Every replica, that one included, reads the ranges (`worker`): one at a time, each under a
+//! lease of its own (`part/RULE/SWEEP/PART`), renewed while it is read. A renewal that fails or
+//! finds the lease gone stops the read at once, and the part's run is written back only under
+//! the lease, in the same transaction; a replica that dies leaves the part to be taken over
+//! once its lease expires.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::ServiceResult;
+use crate::context::{Context, Handle, Wake};
+use crate::engine::{merge_parts, run_rule_range};
+use crate::rules::Rule;
+use crate::sources::KeyRange;
+use crate::state::{Lease, PartRow, StateError, keys_of, part_lease};
+use crate::verdict::RuleRun;
+
+/// How often a replica looks for ranges to read, and the rule's holder for ranges read by
+/// others (a range read here wakes both at once).
+const POLL: Duration = Duration::from_millis(500);
+
+/// Starts a partitioned sweep of `rule` judging at `started` over `ranges`, under the rule's
+/// `lease`, and waits until every range has been read (by any replica): the one run they
+/// make. A sweep replaced meanwhile (another replica took the rule and started its own) ends
+/// in `LeaseLost`.
+pub async fn coordinate(
+    ctx: &Context,
+    wake: &Wake,
+    rule: &Rule,
+    started: DateTime<Utc>,
+    ranges: &[KeyRange],
+    lease: &Lease,
+) -> Result<RuleRun, StateError> {
+    let sweep = started.timestamp_micros();
+    ctx.store
+        .start_sweep(&rule.name, &rule.fingerprint, sweep, ranges, Some(lease))
+        .await?;
+    debug!(rule = %rule.name, parts = ranges.len(), "Partitioned sweep started.");
+    wake.parts.notify_one();
+    loop {
+        let done = wake.parts_done.notified();
+        let parts = ctx.store.sweep_parts(&rule.name, sweep).await?;
+        if parts.len() != ranges.len() {
+            return Err(StateError::LeaseLost(lease.name.clone()));
+        }
+        if parts.iter().all(|(_, run)| run.is_some()) {
+            let runs: Vec<RuleRun> = parts.into_iter().filter_map(|(_, run)| run).collect();
+            return Ok(merge_parts(runs).expect("a sweep has at least one part"));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            () = done => {}
+        }
+    }
+}
+
+/// Reads the ranges of partitioned sweeps, one at a time, until `stop`.
+pub async fn worker(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResult {
+    let replica = handle.cluster.replica.clone();
+    let mut failing = false;
+    loop {
+        let ctx = handle.current();
+        let took = match take(&ctx, &replica).await {
+            Ok(Some((part, lease))) => {
+                failing = false;
+                read(&ctx, &handle.wake, &part, lease, &stop).await;
+                true
+            }
+            Ok(None) => {
+                failing = false;
+                false
+            }
+            Err(e) => {
+                if !failing {
+                    warn!(error = %e, "Cannot look for ranges of partitioned sweeps to read.");
+                }
+                failing = true;
+                false
+            }
+        };
+        drop(ctx);
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        if took {
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            () = handle.wake.parts.notified() => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// The first range no replica is reading, of a rule version this replica knows, with its
+/// lease taken.
+async fn take(ctx: &Context, replica: &str) -> Result<Option<(PartRow, Lease)>, StateError> {
+    let pending = ctx.store.pending_parts().await?;
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let busy: std::collections::HashSet<String> = ctx
+        .store
+        .leases()
+        .await?
+        .into_iter()
+        .filter(|l| !l.expired)
+        .map(|l| l.name)
+        .collect();
+    for part in pending {
+        let name = part_lease(&part.rule, part.sweep, part.part);
+        let known = ctx
+            .rules
+            .iter()
+            .any(|r| r.name == part.rule && r.fingerprint == part.fingerprint);
+        if !known || busy.contains(&name) {
+            continue;
+        }
+        if let Some(lease) = ctx
+            .store
+            .acquire_lease(&name, replica, ctx.config.cluster.lease)
+            .await?
+        {
+            return Ok(Some((part, lease)));
+        }
+    }
+    Ok(None)
+}
+
+/// Reads one range under its lease, renewing it meanwhile, and writes the part's run back
+/// under it. Gives up at once when the lease is lost, and on `stop` (releasing it, so that
+/// another replica reads the range without waiting for it to expire).
+async fn read(ctx: &Context, wake: &Wake, part: &PartRow, lease: Lease, stop: &CancellationToken) {
+    let Some(rule) = ctx
+        .rules
+        .iter()
+        .find(|r| r.name == part.rule && r.fingerprint == part.fingerprint)
+    else {
+        return;
+    };
+    let cluster = ctx.config.cluster;
+    let mut lease = lease;
+    let mut deadline = Instant::now() + cluster.lease;
+    let started = DateTime::from_timestamp_micros(part.sweep).unwrap_or_else(Utc::now);
+    let open = match ctx.store.open_violations(&rule.name).await {
+        Ok(open) => keys_of(&open),
+        Err(e) => {
+            warn!(rule = %rule.name, error = %e, "Cannot read a rule's open violations to read a range of its sweep.");
+            let _ = ctx.store.release_lease(&lease).await;
+            return;
+        }
+    };
+    let engine = run_rule_range(rule, &ctx.sources, started, &open, &part.range);
+    tokio::pin!(engine);
+    let run = loop {
+        tokio::select! {
+            run = &mut engine => break run,
+            () = tokio::time::sleep(cluster.renew) => {
+                let asked = Instant::now();
+                match ctx.store.renew_lease(&lease, cluster.lease).await {
+                    Ok(Some(renewed)) => {
+                        lease = renewed;
+                        deadline = asked + cluster.lease;
+                    }
+                    Ok(None) => {
+                        warn!(lease = %lease.name, "Lease lost while reading a range: another replica reads it now.");
+                        return;
+                    }
+                    Err(e) if Instant::now() >= deadline => {
+                        warn!(lease = %lease.name, error = %e, "Lease ran out before it could be renewed: the range is left to another replica.");
+                        return;
+                    }
+                    Err(_) => {}
+                }
+            }
+            () = stop.cancelled() => {
+                let _ = ctx.store.release_lease(&lease).await;
+                return;
+            }
+        }
+    };
+    // How long the sweep had been going when this range was read: the merged run lasts
+    // until its last range is.
+    let mut run = run;
+    run.duration = (Utc::now() - started).to_std().unwrap_or(run.duration);
+    match ctx.store.finish_part(part, &run, &lease).await {
+        Ok(()) => {
+            debug!(rule = %rule.name, part = part.part, keys = run.keys_judged, "Range read.");
+            wake.parts_done.notify_waiters();
+        }
+        Err(StateError::LeaseLost(name)) => {
+            info!(lease = %name, "A range was read, but its lease was lost meanwhile: its run was not written.");
+        }
+        Err(e) => warn!(rule = %rule.name, error = %e, "Cannot write the run of a range."),
+    }
+    let _ = ctx.store.release_lease(&lease).await;
+}
