@@ -590,7 +590,7 @@ pub fn cluster_table(view: &crate::api::cluster::ClusterView) -> String {
         }
         let _ = writeln!(
             out,
-            "{:<w$}  {:<5}  {:<27}  {:<16}  {}",
+            "{:<w$}  {:<5}  {:<27}  {:<16}  {}{}",
             terminal_safe(&r.replica),
             if r.live { "yes" } else { "no" },
             r.heartbeat,
@@ -603,6 +603,11 @@ pub fn cluster_table(view: &crate::api::cluster::ClusterView) -> String {
                 "-".into()
             } else {
                 format!("{} ({})", r.rules.len(), terminal_safe(&r.rules.join(", ")))
+            },
+            if r.ranges.is_empty() {
+                String::new()
+            } else {
+                format!("; reading {}", terminal_safe(&r.ranges.join(", ")))
             }
         );
     }

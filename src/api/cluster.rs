@@ -1,6 +1,7 @@
 //! What `GET /api/v1/cluster` answers and `invariantd cluster` prints: the replicas sharing
 //! the state store (from their heartbeats), what each holds (the rules it runs, `alerting`,
-//! `leader`), and every lease with its holder, token and times. Built from the `leases` table
+//! `leader`, the key ranges of partitioned sweeps it reads), and every lease with its holder,
+//! token and times. Built from the `leases` table
 //! alone, so that the command can read it from the store with no daemon running.
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use crate::value::format_timestamp;
 /// Mirrors `context::cluster`'s names (this layer is below it).
 const REPLICA_PREFIX: &str = "replica/";
 const RULE_PREFIX: &str = "rule/";
+const PART_PREFIX: &str = "part/";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterView {
@@ -36,6 +38,8 @@ pub struct ReplicaView {
     pub alerting: bool,
     /// The rules it runs.
     pub rules: Vec<String>,
+    /// The key ranges of partitioned sweeps it reads now, as `RULE#PART`.
+    pub ranges: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +81,7 @@ pub fn cluster_view(rows: &[LeaseRow], me: Option<&str>, rules: &[String]) -> Cl
                     leader: false,
                     alerting: false,
                     rules: Vec::new(),
+                    ranges: Vec::new(),
                 },
             );
         }
@@ -93,6 +98,14 @@ pub fn cluster_view(rows: &[LeaseRow], me: Option<&str>, rules: &[String]) -> Cl
                 if let Some(rule) = name.strip_prefix(RULE_PREFIX) {
                     replica.rules.push(rule.to_string());
                     held.insert(rule);
+                } else if let Some(part) = name.strip_prefix(PART_PREFIX) {
+                    // RULE/SWEEP/PART
+                    let mut pieces = part.rsplitn(3, '/');
+                    if let (Some(n), Some(_), Some(rule)) =
+                        (pieces.next(), pieces.next(), pieces.next())
+                    {
+                        replica.ranges.push(format!("{rule}#{n}"));
+                    }
                 }
             }
         }
@@ -137,6 +150,7 @@ mod tests {
             row("replica/c", "c", true),
             row("rule/one", "a", false),
             row("rule/two", "c", true),
+            row("part/one/1700000000000000/3", "b", false),
         ];
         let rules = ["one".to_string(), "two".to_string()];
         let view = cluster_view(&rows, Some("b"), &rules);
@@ -145,8 +159,9 @@ mod tests {
         assert_eq!(ids, ["a", "b", "c"]);
         assert!(view.replicas[0].leader && view.replicas[0].rules == ["one"]);
         assert!(view.replicas[1].alerting && view.replicas[1].rules.is_empty());
+        assert_eq!(view.replicas[1].ranges, ["one#3"]);
         assert!(!view.replicas[2].live && view.replicas[2].rules.is_empty());
         assert_eq!(view.unheld_rules, ["two"]);
-        assert_eq!(view.leases.len(), 7);
+        assert_eq!(view.leases.len(), 8);
     }
 }

@@ -640,7 +640,18 @@ async fn a_partitioned_sweep_is_read_by_every_replica_recorded_once_and_survives
             .find(|(_, h)| *h != holder);
         if let Some((name, reader)) = found {
             let sweep: i64 = name.split('/').nth(2).unwrap().parse().unwrap();
-            if let Some(i) = replicas.iter().position(|r| r.id() == reader) {
+            let part = name.rsplit('/').next().unwrap();
+            // The API says which range it reads.
+            let listed = replicas[0].cluster()["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| {
+                    r["replica"] == reader.as_str() && r["ranges"][0] == format!("big#{part}")
+                });
+            if let Some(i) = replicas.iter().position(|r| r.id() == reader)
+                && listed
+            {
                 break (sweep, i);
             }
         }

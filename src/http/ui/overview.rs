@@ -245,12 +245,20 @@ async fn replicas(ctx: &Context, now_us: i64) -> Result<String, StateError> {
                     r.rules.len(),
                     esc(&r.rules.join(", "))
                 ),
+                esc(&r.ranges.join(", ")),
             ]
         })
         .collect();
     out.push_str(&table(
         "replicas",
-        &["Replica", "State", "Heartbeat", "Roles", "Rules it runs"],
+        &[
+            "Replica",
+            "State",
+            "Heartbeat",
+            "Roles",
+            "Rules it runs",
+            "Ranges it reads",
+        ],
         &rows,
     ));
     if !view.unheld_rules.is_empty() {
