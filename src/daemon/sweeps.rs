@@ -175,10 +175,12 @@ async fn read(ctx: &Context, wake: &Wake, part: &PartRow, lease: Lease, stop: &C
                         deadline = asked + cluster.lease;
                     }
                     Ok(None) => {
+                        ctx.metrics.range_read("lost");
                         warn!(lease = %lease.name, "Lease lost while reading a range: another replica reads it now.");
                         return;
                     }
                     Err(e) if Instant::now() >= deadline => {
+                        ctx.metrics.range_read("lost");
                         warn!(lease = %lease.name, error = %e, "Lease ran out before it could be renewed: the range is left to another replica.");
                         return;
                     }
@@ -198,9 +200,11 @@ async fn read(ctx: &Context, wake: &Wake, part: &PartRow, lease: Lease, stop: &C
     match ctx.store.finish_part(part, &run, &lease).await {
         Ok(()) => {
             debug!(rule = %rule.name, part = part.part, keys = run.keys_judged, "Range read.");
+            ctx.metrics.range_read("written");
             wake.parts_done.notify_waiters();
         }
         Err(StateError::LeaseLost(name)) => {
+            ctx.metrics.range_read("lost");
             info!(lease = %name, "A range was read, but its lease was lost meanwhile: its run was not written.");
         }
         Err(e) => warn!(rule = %rule.name, error = %e, "Cannot write the run of a range."),

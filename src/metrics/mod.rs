@@ -98,6 +98,7 @@ pub struct Metrics {
     replica_leader: Gauge,
     replica_alerting: Gauge,
     replica_runs: Family<OutcomeLabel, Counter>,
+    replica_ranges: Family<OutcomeLabel, Counter>,
     violations_open: Family<Labels, Gauge>,
     violations_detected: Family<Labels, Counter>,
     violations_resolved: Family<Labels, Counter>,
@@ -194,6 +195,7 @@ impl Metrics {
             replica_leader: Gauge::default(),
             replica_alerting: Gauge::default(),
             replica_runs: Family::default(),
+            replica_ranges: Family::default(),
         };
         let mut shared_root = Registry::default();
         let shared = shared_root.sub_registry_with_prefix("invariantd");
@@ -353,6 +355,11 @@ impl Metrics {
             "replica_runs",
             "Rule runs this replica made since it started, by outcome (the cluster's totals: invariantd_rule_runs_total, from the leader)",
             m.replica_runs.clone(),
+        );
+        registry.register(
+            "replica_ranges",
+            "Key ranges of partitioned sweeps this replica read since it started: written (its run handed to the rule's holder) or lost (its lease lost before it could write)",
+            m.replica_ranges.clone(),
         );
         Metrics {
             registry: root,
@@ -714,6 +721,15 @@ impl Metrics {
         self.replica_alerting.set(i64::from(alerting));
         self.exports_shared
             .store(leader, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A key range of a partitioned sweep read here: `written`, or `lost` with its lease.
+    pub fn range_read(&self, outcome: &str) {
+        self.replica_ranges
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     pub fn skipped(&self, rule: &Rule) {

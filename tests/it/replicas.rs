@@ -618,6 +618,16 @@ async fn a_partitioned_sweep_is_read_by_every_replica_recorded_once_and_survives
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(readers.len() <= 3);
+    // Each reader counts the ranges it wrote.
+    let counted = replicas
+        .iter()
+        .filter(|r| {
+            http(r.port, "GET", "/metrics")
+                .1
+                .contains("invariantd_replica_ranges_total{outcome=\"written\"}")
+        })
+        .count();
+    assert!(counted >= 2, "{counted} replicas count ranges written");
     let rows = run_rows(&state, "big").await;
     assert!(rows.len() >= 2, "{rows:?}");
     // The first sweep read every key at once (and sampled them); the next were split. Each is
