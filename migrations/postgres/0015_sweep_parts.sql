@@ -2,8 +2,9 @@
 -- (a JSON list, in key order) and the rule version they are of: where its next full sweep
 -- splits. `sweep_parts`: the key ranges of a rule's latest partitioned sweep (`sweep`, the
 -- instant it judges, in microseconds), each read by whichever replica takes its
--- `part/RULE/SWEEP/PART` lease; `result` is the part's run (JSON), written under that lease
--- and cleared once the runs are merged and recorded (`state` stays `done`).
+-- `part/RULE/SWEEP/PART` lease, from the snapshots the sweep's starter exported and holds
+-- (`snapshots`, JSON: id by source); `result` is the part's run (JSON), written under that
+-- lease and cleared once the runs are merged and recorded (`state` stays `done`).
 CREATE TABLE sweep_boundaries (
     rule         TEXT    PRIMARY KEY,
     fingerprint  TEXT    NOT NULL,
@@ -17,6 +18,7 @@ CREATE TABLE sweep_parts (
     part         BIGINT  NOT NULL,
     fingerprint  TEXT    NOT NULL,
     key_range    TEXT    NOT NULL,
+    snapshots    TEXT    NOT NULL,
     state        TEXT    NOT NULL,
     holder       TEXT,
     result       TEXT,

@@ -2,7 +2,10 @@
 //! rule with `partition` (it holds `rule/NAME`) splits a full sweep into the key ranges its
 //! last full sweep sampled (`engine::key_ranges`), starts the sweep in the store, and waits
 //! (`coordinate`) until every range has been read, then merges the parts' runs into one
-//! (`engine::merge_parts`), which the runner records once.
+//! (`engine::merge_parts`), which the runner records once. Meanwhile it holds a snapshot of
+//! each PostgreSQL source of the rule (`pg_export_snapshot()` in a transaction it keeps open,
+//! on a connection beyond the source's pool), which every range imports wherever it is read:
+//! the ranges see the data as of one instant, as a single sweep would.
 //!
 //! Every replica, that one included, reads the ranges (`worker`): one at a time, each under a
 //! lease of its own (`part/RULE/SWEEP/PART`), renewed while it is read. A renewal that fails or
@@ -10,6 +13,7 @@
 //! the lease, in the same transaction; a replica that dies leaves the part to be taken over
 //! once its lease expires.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +26,7 @@ use super::ServiceResult;
 use crate::context::{Context, Handle, Wake};
 use crate::engine::{merge_parts, run_rule_range};
 use crate::rules::Rule;
-use crate::sources::KeyRange;
+use crate::sources::{HeldSnapshot, KeyRange};
 use crate::state::{Lease, PartRow, StateError, keys_of, part_lease};
 use crate::verdict::RuleRun;
 
@@ -43,8 +47,17 @@ pub async fn coordinate(
     lease: &Lease,
 ) -> Result<RuleRun, StateError> {
     let sweep = started.timestamp_micros();
+    // Held until the ranges are merged: every range reads these sources as of now.
+    let (_held, snapshots) = export_snapshots(ctx, rule).await;
     ctx.store
-        .start_sweep(&rule.name, &rule.fingerprint, sweep, ranges, Some(lease))
+        .start_sweep(
+            &rule.name,
+            &rule.fingerprint,
+            sweep,
+            ranges,
+            &snapshots,
+            Some(lease),
+        )
         .await?;
     debug!(rule = %rule.name, parts = ranges.len(), "Partitioned sweep started.");
     wake.parts.notify_one();
@@ -63,6 +76,38 @@ pub async fn coordinate(
             () = done => {}
         }
     }
+}
+
+/// A snapshot of each source of the rule that can export one (on a connection of its own):
+/// what is held, and the ids by source. A source that cannot export is read by each range
+/// from a snapshot of its own.
+async fn export_snapshots(
+    ctx: &Context,
+    rule: &Rule,
+) -> (Vec<HeldSnapshot>, BTreeMap<String, String>) {
+    let names: std::collections::BTreeSet<&str> =
+        rule.datasets.iter().map(|d| d.source.as_str()).collect();
+    let mut held = Vec::new();
+    let mut ids = BTreeMap::new();
+    for name in names {
+        let Some(source) = ctx.sources.get(name) else {
+            continue;
+        };
+        if !source.shares_snapshot() {
+            continue;
+        }
+        match source.export_snapshot().await {
+            Ok(Some(snapshot)) => {
+                ids.insert(name.to_string(), snapshot.id.clone());
+                held.push(snapshot);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                debug!(rule = %rule.name, source = name, error = %e, "No snapshot exported for a partitioned sweep: each range reads its own.");
+            }
+        }
+    }
+    (held, ids)
 }
 
 /// Reads the ranges of partitioned sweeps, one at a time, until `stop`.
@@ -162,7 +207,14 @@ async fn read(ctx: &Context, wake: &Wake, part: &PartRow, lease: Lease, stop: &C
             return;
         }
     };
-    let engine = run_rule_range(rule, &ctx.sources, started, &open, &part.range);
+    let engine = run_rule_range(
+        rule,
+        &ctx.sources,
+        started,
+        &open,
+        &part.range,
+        &part.snapshots,
+    );
     tokio::pin!(engine);
     let run = loop {
         tokio::select! {

@@ -77,15 +77,19 @@ pub async fn run_rule_with_open(
 
 /// Runs one rule once, at `now`, over the keys in `range` only: one part of a full sweep split
 /// into key ranges (`merge_parts` makes the parts one run). `open` may hold every key with an
-/// open violation: those outside the range are not the part's to judge.
+/// open violation: those outside the range are not the part's to judge. `snapshots`, by
+/// source, are snapshots exported for the whole sweep (`Source::export_snapshot`): the
+/// datasets on those sources read them, so every range sees the same data.
 pub async fn run_rule_range(
     rule: &Rule,
     sources: &Sources,
     now: DateTime<Utc>,
     open: &HashSet<String>,
     range: &KeyRange,
+    snapshots: &BTreeMap<String, String>,
 ) -> RuleRun {
-    run_keys(rule, sources, now, open, Read::Range(range), Grace::Apply).await
+    let read = Read::Range(range, snapshots);
+    run_keys(rule, sources, now, open, read, Grace::Apply).await
 }
 
 /// Judges the rule for these keys only, now: each dataset's query is read with the key
@@ -264,8 +268,9 @@ enum Read<'a> {
     Keys(&'a [String]),
     /// The rows whose `updated_at` is at or after this instant.
     ChangedSince(DateTime<Utc>),
-    /// The rows of the keys in this range (one part of a partitioned sweep).
-    Range(&'a KeyRange),
+    /// The rows of the keys in this range (one part of a partitioned sweep), from the
+    /// sweep's snapshots of these sources.
+    Range(&'a KeyRange, &'a BTreeMap<String, String>),
 }
 
 /// Takes the connections a run needs, source by source in name order so that two runs can
@@ -287,11 +292,19 @@ async fn describe(rule: &Rule, sources: &Sources, read: Read<'_>) -> Result<Desc
         let source = sources.get(name).ok_or_else(|| not_configured(name))?;
         permits.insert(name, source.reserve(n).await?);
     }
-    // Datasets on one PostgreSQL source read from one snapshot.
+    // Datasets on one PostgreSQL source read from one snapshot: the sweep's, for a range of
+    // a partitioned one that has it.
     let mut snapshots: BTreeMap<&str, Vec<SharedSnapshot>> = BTreeMap::new();
     for (name, permit) in &permits {
         let shares = permit.num_permits();
-        if shares > 1 && sources.get(name).is_some_and(|s| s.shares_snapshot()) {
+        let exported = match read {
+            Read::Range(_, exported) => exported.get(*name),
+            _ => None,
+        };
+        if let Some(id) = exported {
+            let imports = (0..shares).map(|_| SharedSnapshot::imported(id.clone()));
+            snapshots.insert(name, imports.collect());
+        } else if shares > 1 && sources.get(name).is_some_and(|s| s.shares_snapshot()) {
             snapshots.insert(name, SharedSnapshot::group(shares));
         }
     }
@@ -334,7 +347,7 @@ async fn describe(rule: &Rule, sources: &Sources, read: Read<'_>) -> Result<Desc
                 changed_since,
                 snapshot: snapshots.get_mut(d.source.as_str()).and_then(Vec::pop),
                 range: match read {
-                    Read::Range(range) => Some(range.clone()),
+                    Read::Range(range, _) => Some(range.clone()),
                     _ => None,
                 },
             },
@@ -489,7 +502,7 @@ async fn execute(
     let judge = Judge::new(rule, &plan, now.timestamp_micros(), grace);
     // A full sweep (or a range of one) of a partitioned rule samples where the next splits.
     let sample_every = match read {
-        Read::All | Read::Range(_) => rule.partition.map(|p| p.keys),
+        Read::All | Read::Range(..) => rule.partition.map(|p| p.keys),
         Read::Keys(_) | Read::ChangedSince(_) => None,
     };
     merge::merge(rule, &judge, &mut cursors, open, sample_every, run).await

@@ -1,6 +1,7 @@
 //! The seam between a `Source` and one kind of database. A backend owns its pool and knows how
 //! to read one dataset in key order, probe the database, write one repair statement, and
-//! whether the datasets of one run on it can read one snapshot. Everything the databases share
+//! whether the datasets of one run on it (or the ranges of one partitioned sweep, anywhere) can
+//! read one snapshot. Everything the databases share
 //! (the request, the statement around the query, the pump, errors, pacing) lives beside it, so
 //! a new kind of database is one folder implementing this trait and one line in
 //! `Source::new`.
@@ -51,5 +52,27 @@ pub(crate) trait Backend: Send + Sync {
     /// `request::SharedSnapshot`).
     fn shares_snapshot(&self) -> bool {
         false
+    }
+
+    /// Opens a read-only transaction and exports its snapshot, for reads elsewhere (other
+    /// processes, other hosts) to import while it is held: `None` where the database cannot.
+    fn export_snapshot<'a>(
+        &'a self,
+        _config: &'a SourceConfig,
+    ) -> BoxFuture<'a, Result<Option<HeldSnapshot>, RunError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// An exported snapshot, importable (`SharedSnapshot::imported`) while this is held: it holds
+/// the exporting transaction open, and ends it when dropped.
+pub struct HeldSnapshot {
+    pub id: String,
+    pub(crate) _hold: Box<dyn std::any::Any + Send>,
+}
+
+impl std::fmt::Debug for HeldSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HeldSnapshot({})", self.id)
     }
 }

@@ -49,6 +49,7 @@ use crate::config::{ConnectOptions, SourceConfig};
 use crate::value::Secrets;
 use crate::verdict::{ErrorKind, Param, RunError};
 use backend::Backend;
+pub use backend::HeldSnapshot;
 use pacing::Throttle;
 use pump::Sink;
 
@@ -125,6 +126,13 @@ impl Source {
     /// Whether the datasets of one rule run on this source can read one snapshot.
     pub fn shares_snapshot(&self) -> bool {
         self.backend.shares_snapshot()
+    }
+
+    /// A snapshot of this source for the ranges of a partitioned sweep to import wherever
+    /// they are read, held until dropped (on a connection beyond `max_connections`); `None`
+    /// where the database cannot export one.
+    pub async fn export_snapshot(&self) -> Result<Option<HeldSnapshot>, RunError> {
+        self.backend.export_snapshot(&self.config).await
     }
 
     /// Executes one repair statement. Takes one of the source's connections (waiting, like a

@@ -116,6 +116,15 @@ impl SharedSnapshot {
             .collect()
     }
 
+    /// A reader that imports `id`, a snapshot exported elsewhere (`Source::export_snapshot`,
+    /// by the replica that started a partitioned sweep) and still held there.
+    pub fn imported(id: String) -> SharedSnapshot {
+        SharedSnapshot {
+            exporter: false,
+            id: Arc::new(tokio::sync::watch::Sender::new(Some(Some(id)))),
+        }
+    }
+
     /// Publishes the exported snapshot (or that there is none) to the other readers.
     pub(crate) fn publish(&self, id: Option<String>) {
         self.id.send_if_modified(|v| {

@@ -6,6 +6,8 @@
 //! (paused, or cut off past its lease) cannot write over the replica that took it over. The
 //! rule's holder merges the parts' runs and records one run.
 
+use std::collections::BTreeMap;
+
 use sqlx::{AssertSqlSafe, Row as _};
 
 use super::{Bind, Lease, Pool, StateError, StateStore, Stmt, bound, on_pool};
@@ -41,6 +43,8 @@ pub struct PartRow {
     pub part: i64,
     pub fingerprint: String,
     pub range: KeyRange,
+    /// The snapshots the sweep's ranges read, by source (those that can export one).
+    pub snapshots: BTreeMap<String, String>,
     pub state: PartState,
     /// The replica that read it, once done.
     pub holder: Option<String>,
@@ -67,7 +71,7 @@ fn bad_json(what: &str, e: serde_json::Error) -> StateError {
     StateError::Corrupt(format!("{what}: {e}"))
 }
 
-const PART_COLUMNS: &str = "rule, sweep, part, fingerprint, key_range, state, holder";
+const PART_COLUMNS: &str = "rule, sweep, part, fingerprint, key_range, state, holder, snapshots";
 
 macro_rules! part_of {
     ($row:expr) => {{
@@ -87,6 +91,8 @@ macro_rules! part_of {
                 PartState::Pending
             },
             holder: row.try_get(6)?,
+            snapshots: serde_json::from_str(&row.try_get::<String, _>(7)?)
+                .map_err(|e| bad_json("a sweep's snapshots", e))?,
         }
     }};
 }
@@ -158,8 +164,11 @@ impl StateStore {
         fingerprint: &str,
         sweep: i64,
         ranges: &[KeyRange],
+        snapshots: &BTreeMap<String, String>,
         lease: Option<&Lease>,
     ) -> Result<(), StateError> {
+        let snapshots =
+            serde_json::to_string(snapshots).map_err(|e| bad_json("a sweep's snapshots", e))?;
         let mut stmts = vec![
             Stmt {
                 sql: "DELETE FROM sweep_parts WHERE rule = $1".into(),
@@ -178,7 +187,8 @@ impl StateStore {
                 .map_err(|e| bad_json("a sweep part's key range", e))?;
             stmts.push(Stmt {
                 sql: format!(
-                    "INSERT INTO sweep_parts ({PART_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL)"
+                    "INSERT INTO sweep_parts ({PART_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)"
                 ),
                 binds: vec![
                     Bind::Text(rule.into()),
@@ -187,6 +197,7 @@ impl StateStore {
                     Bind::Text(fingerprint.into()),
                     Bind::Text(json),
                     Bind::Text(PartState::Pending.as_str().into()),
+                    Bind::Text(snapshots.clone()),
                 ],
             });
         }
@@ -261,7 +272,7 @@ impl StateStore {
         Ok(on_pool!(self, pool => {
             let mut parts = Vec::new();
             for row in bound!(stmt).fetch_all(pool).await? {
-                let result: Option<String> = row.try_get(7)?;
+                let result: Option<String> = row.try_get(8)?;
                 let run = result
                     .map(|r| serde_json::from_str::<RuleRun>(&r).map_err(|e| bad_json("a sweep part's run", e)))
                     .transpose()?;

@@ -702,4 +702,41 @@ async fn a_partitioned_sweep_is_read_by_every_replica_recorded_once_and_survives
             .await
             .unwrap();
     assert_eq!(open, 30);
+    // The ranges read the snapshot the rule's holder exported when the sweep started: an
+    // order broken just after that, in a range read seconds later, is not seen by that sweep
+    // (as a single sweep would not see it), and is by the next.
+    let last = run_rows(&state, "big").await.last().unwrap().0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sweep = loop {
+        let pending: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(sweep) FROM sweep_parts WHERE rule = 'big' AND state = 'pending'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        if let Some(sweep) = pending.filter(|s| *s > last) {
+            break sweep;
+        }
+        assert!(Instant::now() < deadline, "no new sweep started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    source
+        .exec_str(&["UPDATE t SET ok = 0 WHERE id = 2999"])
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (during, after) = loop {
+        let rows = run_rows(&state, "big").await;
+        let during = rows.iter().find(|r| r.0 == sweep).cloned();
+        let after = rows.iter().find(|r| r.0 > sweep).cloned();
+        if let (Some(during), Some(after)) = (during, after) {
+            break (during, after);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sweeps were not recorded: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(whole(&during), "{during:?}");
+    assert_eq!((after.3, after.4), (3000, 31), "{after:?}");
 }

@@ -1254,6 +1254,8 @@ async fn sweeps(kind: SourceKind) {
     let store = state_store(kind, &state_db, dir.path()).await;
     let long = Duration::from_secs(30);
     let ranges = invariantd::engine::key_ranges(&[Key::Int(100)]).unwrap();
+    let snapshots =
+        std::collections::BTreeMap::from([("db".to_string(), "0000000A-1".to_string())]);
     let holder = store
         .acquire_lease("rule/r", "a", long)
         .await
@@ -1264,12 +1266,14 @@ async fn sweeps(kind: SourceKind) {
         ..holder.clone()
     };
     assert!(matches!(
-        store.start_sweep("r", "v1", 1, &ranges, Some(&stale)).await,
+        store
+            .start_sweep("r", "v1", 1, &ranges, &snapshots, Some(&stale))
+            .await,
         Err(StateError::LeaseLost(_))
     ));
     assert!(store.pending_parts().await.unwrap().is_empty());
     store
-        .start_sweep("r", "v1", 1, &ranges, Some(&holder))
+        .start_sweep("r", "v1", 1, &ranges, &snapshots, Some(&holder))
         .await
         .unwrap();
     let pending = store.pending_parts().await.unwrap();
@@ -1281,6 +1285,7 @@ async fn sweeps(kind: SourceKind) {
             until: None
         }
     );
+    assert_eq!(pending[1].snapshots, snapshots);
     let part = pending[0].clone();
     let run = RuleRun::unknown(
         "r",
@@ -1323,7 +1328,7 @@ async fn sweeps(kind: SourceKind) {
         .unwrap()
         .unwrap();
     store
-        .start_sweep("r", "v1", 2, &ranges, Some(&holder))
+        .start_sweep("r", "v1", 2, &ranges, &snapshots, Some(&holder))
         .await
         .unwrap();
     assert!(matches!(

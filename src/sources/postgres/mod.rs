@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::{AssertSqlSafe, Column, Executor, SqlSafeStr, Statement, TypeInfo};
 use tokio::sync::oneshot;
 
-use super::backend::Backend;
+use super::backend::{Backend, HeldSnapshot};
 use super::connect::{acquire_fast, pool_options, stop_on_server};
 use super::errors::{abandoned, interrupted, query_error, timed_out};
 use super::filters::{KeySql, quote_ident, range_filter, wrap};
@@ -100,6 +100,38 @@ impl Backend for Postgres {
     /// The first reader exports its snapshot, the others import it.
     fn shares_snapshot(&self) -> bool {
         true
+    }
+
+    /// On a connection of its own, outside the pool (so that holding it never keeps a range
+    /// from the connections it reads with); closing it ends the transaction.
+    fn export_snapshot<'a>(
+        &'a self,
+        config: &'a SourceConfig,
+    ) -> BoxFuture<'a, Result<Option<HeldSnapshot>, RunError>> {
+        Box::pin(async move {
+            use sqlx::ConnectOptions as _;
+            let mut conn = acquire_fast::<sqlx::Postgres, _>(
+                options(config).connect(),
+                options(config),
+                config.connect_timeout,
+            )
+            .await?;
+            conn.execute("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map_err(|e| query_error(e, "cannot start a read-only transaction", ""))?;
+            // As for a run's datasets: a standby before PostgreSQL 10 cannot export one.
+            let id: Option<String> = sqlx::query_scalar(
+                "SELECT CASE WHEN current_setting('server_version_num')::int >= 100000 \
+                 OR NOT pg_is_in_recovery() THEN pg_export_snapshot() END",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| query_error(e, "cannot export a snapshot", ""))?;
+            Ok(id.map(|id| HeldSnapshot {
+                id,
+                _hold: Box::new(conn),
+            }))
+        })
     }
 }
 
