@@ -740,3 +740,51 @@ async fn a_partitioned_sweep_is_read_by_every_replica_recorded_once_and_survives
     assert!(whole(&during), "{during:?}");
     assert_eq!((after.3, after.4), (3000, 31), "{after:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_daemon_on_sqlite_reads_its_partitioned_sweeps_range_after_range() {
+    let db = TestDb::new(SourceKind::Sqlite, "lone_parts").await;
+    let rows: Vec<String> = (1..=300)
+        .map(|i| format!("({i}, {})", i32::from(i % 100 != 0)))
+        .collect();
+    db.exec_str(&[
+        "CREATE TABLE t (id INTEGER, ok INTEGER)",
+        &format!("INSERT INTO t VALUES {}", rows.join(", ")),
+    ])
+    .await;
+    let rule = "name: split\nevery: 1s\nkey: id\npartition: { keys: 50 }\ndatasets:\n  t: { source: db, query: \"SELECT id, ok FROM t\" }\nassert: t.ok == 1\n";
+    let dir = Workdir::new(&[("db", &db.url)], Some(rule));
+    let (_daemon, port) = dir.spawn_daemon("", std::process::Stdio::null()).await;
+    let runs = || -> Vec<serde_json::Value> {
+        let (status, body) = http(port, "GET", "/api/v1/runs?rule=split&limit=10");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "three sweeps were not recorded",
+        || runs().len() >= 3,
+    )
+    .await;
+    // The first read every key at once; the next, in seven ranges: each the same whole.
+    for r in runs() {
+        assert_eq!(
+            (
+                &r["outcome"],
+                &r["keys_judged"],
+                &r["violations"],
+                &r["rows_scanned"]
+            ),
+            (&"fail".into(), &300.into(), &3.into(), &300.into()),
+            "{r}"
+        );
+    }
+    let metrics = http(port, "GET", "/metrics").1;
+    assert!(
+        metrics.contains("invariantd_replica_ranges_total{outcome=\"written\"}"),
+        "{metrics}"
+    );
+}
