@@ -33,6 +33,8 @@ use crate::verdict::RuleRun;
 /// How often a replica looks for ranges to read, and the rule's holder for ranges read by
 /// others (a range read here wakes both at once).
 const POLL: Duration = Duration::from_millis(500);
+/// How often a replica none of whose rules is partitioned looks.
+const IDLE_POLL: Duration = Duration::from_secs(10);
 
 /// Starts a partitioned sweep of `rule` judging at `started` over `ranges`, under the rule's
 /// `lease`, and waits until every range has been read (by any replica): the one run they
@@ -116,6 +118,12 @@ pub async fn worker(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
     let mut failing = false;
     loop {
         let ctx = handle.current();
+        // With no partitioned rule here, ranges can only be another version's: look rarely.
+        let poll = if ctx.rules.iter().any(|r| r.partition.is_some()) {
+            POLL
+        } else {
+            IDLE_POLL
+        };
         let took = match take(&ctx, &replica).await {
             Ok(Some((part, lease))) => {
                 failing = false;
@@ -142,7 +150,7 @@ pub async fn worker(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
             continue;
         }
         tokio::select! {
-            () = tokio::time::sleep(POLL) => {}
+            () = tokio::time::sleep(poll) => {}
             () = handle.wake.parts.notified() => {}
             () = stop.cancelled() => return Ok(()),
         }
