@@ -65,12 +65,17 @@ pub async fn coordinate(
     wake.parts.notify_one();
     loop {
         let done = wake.parts_done.notified();
-        let parts = ctx.store.sweep_parts(&rule.name, sweep).await?;
-        if parts.len() != ranges.len() {
+        let (total, read) = ctx.store.sweep_progress(&rule.name, sweep).await?;
+        if total != ranges.len() as i64 {
             return Err(StateError::LeaseLost(lease.name.clone()));
         }
-        if parts.iter().all(|(_, run)| run.is_some()) {
+        if read == total {
+            // The runs are read once, when all are there.
+            let parts = ctx.store.sweep_parts(&rule.name, sweep).await?;
             let runs: Vec<RuleRun> = parts.into_iter().filter_map(|(_, run)| run).collect();
+            if runs.len() != ranges.len() {
+                return Err(StateError::LeaseLost(lease.name.clone()));
+            }
             return Ok(merge_parts(runs).expect("a sweep has at least one part"));
         }
         tokio::select! {

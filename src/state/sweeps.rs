@@ -255,6 +255,21 @@ impl StateStore {
         Ok(())
     }
 
+    /// How far a sweep is: its parts, and those read. (0, 0) when it is not (or no longer)
+    /// in the store.
+    pub async fn sweep_progress(&self, rule: &str, sweep: i64) -> Result<(i64, i64), StateError> {
+        let stmt = Stmt {
+            sql: "SELECT COUNT(*), COALESCE(SUM(CASE WHEN state = 'done' THEN 1 ELSE 0 END), 0) \
+                  FROM sweep_parts WHERE rule = $1 AND sweep = $2"
+                .into(),
+            binds: vec![Bind::Text(rule.into()), Bind::I64(sweep)],
+        };
+        Ok(on_pool!(self, pool => {
+            let row = bound!(stmt).fetch_one(pool).await?;
+            (row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)
+        }))
+    }
+
     /// The parts of a sweep, in key order, each with its run once read. Empty when the sweep
     /// is not (or no longer) in the store.
     pub async fn sweep_parts(

@@ -1315,6 +1315,8 @@ async fn sweeps(kind: SourceKind) {
     store.finish_part(&part, &run, &taken).await.unwrap();
     // Once only.
     store.finish_part(&part, &run, &taken).await.unwrap();
+    assert_eq!(store.sweep_progress("r", 1).await.unwrap(), (2, 1));
+    assert_eq!(store.sweep_progress("r", 9).await.unwrap(), (0, 0));
     let parts = store.sweep_parts("r", 1).await.unwrap();
     assert_eq!(parts[0].0.state, PartState::Done);
     assert_eq!(parts[0].0.holder.as_deref(), Some("y"));
