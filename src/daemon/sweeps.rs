@@ -30,9 +30,11 @@ use crate::sources::{HeldSnapshot, KeyRange};
 use crate::state::{Lease, PartRow, StateError, keys_of, part_lease};
 use crate::verdict::RuleRun;
 
-/// How often a replica looks for ranges to read, and the rule's holder for ranges read by
-/// others (a range read here wakes both at once).
+/// How often a replica looks for ranges to read (a sweep started here wakes it at once).
 const POLL: Duration = Duration::from_millis(500);
+/// How often the rule's holder counts the ranges read by others (one read here wakes it at
+/// once): the most a sweep's end waits to be noticed.
+const PROGRESS_POLL: Duration = Duration::from_millis(100);
 /// How often a replica none of whose rules is partitioned looks.
 const IDLE_POLL: Duration = Duration::from_secs(10);
 
@@ -79,7 +81,7 @@ pub async fn coordinate(
             return Ok(merge_parts(runs).expect("a sweep has at least one part"));
         }
         tokio::select! {
-            () = tokio::time::sleep(POLL) => {}
+            () = tokio::time::sleep(PROGRESS_POLL) => {}
             () = done => {}
         }
     }
