@@ -238,6 +238,9 @@ async fn restore(metrics: &Metrics, rules: &[Rule], store: &StateStore) -> Resul
     let totals = store.totals().await?;
     let snapshots = store.rule_snapshots().await?;
     metrics.restore(rules, &totals, &snapshots);
+    if rules.iter().any(|r| r.repair.is_some()) {
+        metrics.repairs(rules, &totals, &store.repair_summaries().await?);
+    }
     for rule in rules {
         let marks = store.sweep_marks(&rule.name, &rule.fingerprint).await?;
         metrics.set_last_full_sweep(rule, marks.last_full_us);

@@ -1,6 +1,9 @@
 //! The repair service: applies approved repairs with the generation in force (its rules,
-//! sources and settings), woken when repairs are planned or approved and every second for
-//! retries that come due; and keeps the repair metrics current. A repair that resolves its
+//! sources and settings), woken when repairs are planned, approved or moot, and otherwise
+//! when the next approved one comes due (a retry, or another worker's lease running out) —
+//! at least once a second while one is due but not taken (a rate limit holding it), at most
+//! `IDLE` apart: with nothing due it does no store work; and keeps the repair metrics current
+//! (the age of the oldest repair waiting is computed at each scrape). A repair that resolves its
 //! violation updates the open counts and wakes the alert evaluator. In dry run
 //! (`run --dry-run`, `repairs.dry_run`) it applies nothing. Repairs still waiting for a person
 //! whose violation healed meanwhile are closed as `skipped`.
@@ -24,10 +27,12 @@ use crate::actions::Clients;
 use crate::context::Handle;
 use crate::repair::{RepairEnv, work};
 
-/// How often due retries are looked for without being woken.
+/// The least wait for a repair that is due but was not taken (its rule's hourly budget spent,
+/// or taken by another replica).
 const TICK: Duration = Duration::from_secs(1);
-/// How often a generation without repairs is looked at again.
-const IDLE: Duration = Duration::from_secs(10);
+/// The longest wait: a generation without repairs is looked at again, and the repair counts
+/// read again (changes another replica made), this often.
+const IDLE: Duration = Duration::from_secs(60);
 
 pub async fn service(
     handle: Arc<Handle>,
@@ -106,9 +111,16 @@ pub async fn service(
             error!(error = %e, "Cannot close the repairs of healed violations.");
         }
         match (ctx.store.totals().await, ctx.store.repair_summaries().await) {
-            (Ok(totals), Ok(pending)) => ctx.metrics.repairs(&ctx.rules, &totals, &pending, now),
+            (Ok(totals), Ok(pending)) => ctx.metrics.repairs(&ctx.rules, &totals, &pending),
             (Err(e), _) | (_, Err(e)) => error!(error = %e, "Cannot read repair counts."),
         }
+        let wait = match ctx.store.next_repair_due().await {
+            Ok(due) => until_due(due, Utc::now().timestamp_micros()),
+            Err(e) => {
+                error!(error = %e, "Cannot read when the next repair is due.");
+                TICK
+            }
+        };
         drop(ctx);
         if busy {
             if stop.is_cancelled() {
@@ -118,8 +130,30 @@ pub async fn service(
         }
         tokio::select! {
             () = log.wake.repairs.notified() => {}
-            () = tokio::time::sleep(TICK) => {}
+            () = tokio::time::sleep(wait) => {}
             () = stop.cancelled() => return Ok(()),
         }
+    }
+}
+
+/// How long to wait for the next approved repair, due at `due` (microseconds), at `now`:
+/// until then, but at least `TICK` (one already due was not taken) and at most `IDLE`.
+fn until_due(due: Option<i64>, now: i64) -> Duration {
+    due.map_or(IDLE, |due| {
+        Duration::from_micros(due.saturating_sub(now).max(0) as u64).clamp(TICK, IDLE)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn it_waits_until_the_next_repair_is_due_within_bounds() {
+        let s = 1_000_000;
+        assert_eq!(until_due(None, 0), IDLE);
+        assert_eq!(until_due(Some(5 * s), 0), Duration::from_secs(5));
+        assert_eq!(until_due(Some(-5 * s), 0), TICK, "due and not taken");
+        assert_eq!(until_due(Some(3600 * s), 0), IDLE);
     }
 }

@@ -129,6 +129,9 @@ pub struct Metrics {
     label_names: Mutex<Vec<String>>,
     /// Rule → (its labels, first_seen of its oldest open violation), for the age at scrape.
     oldest: Mutex<HashMap<String, (Labels, Option<i64>)>>,
+    /// Rule → (its labels, since when its oldest repair waits for a person), for the age at
+    /// scrape: the repair service reads the store only when something changed.
+    oldest_repair: Mutex<HashMap<String, (Labels, Option<i64>)>>,
     /// When each source was last seen by a run (or a probe), to know which need a probe.
     /// Where `source_up` is read from at each scrape.
     health: Arc<Health>,
@@ -185,6 +188,7 @@ impl Metrics {
             audit_head: Gauge::default(),
             label_names: Mutex::new(rule_labels),
             oldest: Mutex::new(HashMap::new()),
+            oldest_repair: Mutex::new(HashMap::new()),
             health,
             sources_exported: Mutex::default(),
             registry: Registry::default(),
@@ -499,8 +503,9 @@ impl Metrics {
         rules: &[Rule],
         totals: &HashMap<String, RuleTotals>,
         pending: &HashMap<String, crate::state::RepairSummary>,
-        now_us: i64,
     ) {
+        let mut oldest = self.oldest_repair.lock().expect("metrics lock");
+        oldest.clear();
         for rule in rules.iter().filter(|r| r.repair.is_some()) {
             for outcome in REPAIR_OUTCOMES {
                 let counter = self
@@ -522,10 +527,7 @@ impl Metrics {
             let p = pending.get(&rule.name).cloned().unwrap_or_default();
             let r = self.labels(rule, &[]);
             self.repairs_pending.get_or_create(&r).set(p.pending as i64);
-            let age = p
-                .oldest_pending_us
-                .map_or(0.0, |t| (now_us - t).max(0) as f64 / 1e6);
-            self.repairs_oldest_pending.get_or_create(&r).set(age);
+            oldest.insert(rule.name.clone(), (r, p.oldest_pending_us));
         }
     }
 
@@ -678,6 +680,10 @@ impl Metrics {
             self.last_full_sweep.remove(&r);
             self.repairs_pending.remove(&r);
             self.repairs_oldest_pending.remove(&r);
+            self.oldest_repair
+                .lock()
+                .expect("metrics lock")
+                .remove(&rule.name);
             for outcome in REPAIR_OUTCOMES {
                 self.repairs
                     .remove(&self.labels(rule, &[("outcome", outcome)]));
@@ -762,6 +768,10 @@ impl Metrics {
         for (labels, first_seen) in self.oldest.lock().expect("metrics lock").values() {
             let age = first_seen.map_or(0.0, |t| ((now_us - t).max(0)) as f64 / 1e6);
             self.oldest_open_age.get_or_create(labels).set(age);
+        }
+        for (labels, since) in self.oldest_repair.lock().expect("metrics lock").values() {
+            let age = since.map_or(0.0, |t| ((now_us - t).max(0)) as f64 / 1e6);
+            self.repairs_oldest_pending.get_or_create(labels).set(age);
         }
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)

@@ -521,6 +521,18 @@ impl StateStore {
         Ok(out)
     }
 
+    /// When the next approved repair can be claimed, in microseconds: its next attempt, or
+    /// later the end of the lease a worker holds on it. `None` when none is approved.
+    pub async fn next_repair_due(&self) -> Result<Option<i64>, StateError> {
+        let stmt = Stmt {
+            sql: "SELECT MIN(CASE WHEN lease_until_us > next_attempt_us THEN lease_until_us \
+                  ELSE next_attempt_us END) FROM repairs WHERE state = 'approved'"
+                .into(),
+            binds: Vec::new(),
+        };
+        Ok(on_pool!(self, pool => bound!(stmt).fetch_one(pool).await?.try_get(0)?))
+    }
+
     /// Per rule: repairs waiting for a person, and since when the oldest waits.
     pub async fn repair_summaries(&self) -> Result<HashMap<String, RepairSummary>, StateError> {
         let stmt = Stmt {

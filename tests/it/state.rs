@@ -1375,3 +1375,65 @@ async fn partitioned_sweeps_are_fenced_part_by_part_on_sqlite() {
 async fn partitioned_sweeps_are_fenced_part_by_part_on_postgres() {
     sweeps(SourceKind::Postgres).await;
 }
+
+/// What the alert evaluator reads for every rule at once: each rule's newest run, and when its
+/// newest run that judged its keys finished — the same as asking rule by rule.
+async fn latest_runs(kind: SourceKind) {
+    use std::time::Duration;
+    let state_db = match kind {
+        SourceKind::Postgres => Some(TestDb::new(SourceKind::Postgres, "latest").await),
+        _ => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = state_store(kind, &state_db, dir.path()).await;
+    let unknown = |rule: &str, at: i64| {
+        RuleRun::unknown(
+            rule,
+            chrono::DateTime::from_timestamp_micros(at).unwrap(),
+            Duration::from_millis(5),
+            invariantd::verdict::RunError::new(invariantd::verdict::ErrorKind::Timeout, "slow"),
+        )
+    };
+    let passed = |rule: &str, at: i64| RuleRun {
+        outcome: invariantd::verdict::Outcome::Pass,
+        error: None,
+        finished: true,
+        ..unknown(rule, at)
+    };
+    let t = 1_700_000_000_000_000;
+    for run in [
+        passed("a", t),
+        unknown("a", t + 10),
+        unknown("b", t + 20),
+        passed("d", t + 30),
+    ] {
+        store.record(&run, &[], None).await.unwrap();
+    }
+    // More rules than one statement takes.
+    let mut names: Vec<String> = (0..450).map(|i| format!("z{i}")).collect();
+    names.extend(["a", "b", "c", "d"].map(String::from));
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let latest = store.latest_runs(&names).await.unwrap();
+    assert_eq!(latest.len(), names.len());
+    for name in ["a", "b", "c", "d", "z7"] {
+        let one = store.runs(Some(name), None, 1).await.unwrap().pop();
+        let judged = store.last_success(name).await.unwrap();
+        assert_eq!(latest[name], (one, judged), "{name}");
+    }
+    assert_eq!(latest["a"].1, Some(t + 5_000));
+    assert_eq!(
+        latest["a"].0.as_ref().unwrap().outcome,
+        invariantd::verdict::Outcome::Unknown
+    );
+    assert_eq!(latest["c"], (None, None));
+}
+
+#[tokio::test]
+async fn the_newest_runs_of_many_rules_are_read_at_once_on_sqlite() {
+    latest_runs(SourceKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_newest_runs_of_many_rules_are_read_at_once_on_postgres() {
+    latest_runs(SourceKind::Postgres).await;
+}
