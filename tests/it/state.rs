@@ -407,6 +407,16 @@ async fn many(kind: SourceKind) {
     let open = f.store.open_keys("ok").await.unwrap();
     assert_eq!(open.len(), 2500);
     assert!(open.contains("4999") && !open.contains("5000"));
+    // The open violations of many (rule, key) pairs at once, in more than one statement:
+    // only those that are open.
+    let mut pairs: Vec<(String, String)> =
+        (1..=900).map(|i| ("ok".into(), i.to_string())).collect();
+    pairs.push(("elsewhere".into(), "1".into()));
+    let found = f.store.open_violations_of(&pairs).await.unwrap();
+    assert_eq!(found.len(), 450);
+    let one = &found[&("ok".to_string(), "899".to_string())];
+    assert_eq!((one.key.as_str(), one.state), ("899", ViolationState::Open));
+    assert!(!found.contains_key(&("ok".to_string(), "900".to_string())));
 
     // A big recording is written in parts (see `state::parts`), each with its counters.
     f.source.exec_str(&["UPDATE t SET ok = 0"]).await;

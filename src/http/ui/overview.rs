@@ -13,10 +13,7 @@ use super::cards::{approve_all, repair_card};
 use super::html::{esc, span, table, time};
 use crate::context::Context;
 use crate::rules::{Rule, Severity};
-use crate::state::{
-    RepairFilter, RepairRecord, RepairState, RuleSnapshot, RunRecord, StateError, ViolationFilter,
-    ViolationState,
-};
+use crate::state::{RepairFilter, RepairRecord, RepairState, RuleSnapshot, RunRecord, StateError};
 
 /// Waiting repairs shown per state at most; the API lists the rest.
 const SHOWN: u32 = 100;
@@ -104,14 +101,17 @@ pub async fn front(ctx: &Context, now_us: i64) -> Result<String, StateError> {
             names.push(n);
         }
     }
+    // The newest run of each, and the violation beside each repair waiting: one statement
+    // each, however many rules and repairs are shown.
+    let mut latest = ctx.store.latest_runs(&names).await?;
+    let pairs: Vec<(String, String)> = waiting
+        .iter()
+        .map(|r| (r.rule.clone(), r.key.clone()))
+        .collect();
+    let violations = ctx.store.open_violations_of(&pairs).await?;
     let mut lines = Vec::new();
     for name in names {
-        let last_run = ctx
-            .store
-            .runs(Some(name), None, 1)
-            .await?
-            .into_iter()
-            .next();
+        let last_run = latest.remove(name).and_then(|(run, _)| run);
         lines.push(Line {
             rule: ctx.rule(name),
             name: name.to_string(),
@@ -197,19 +197,8 @@ pub async fn front(ctx: &Context, now_us: i64) -> Result<String, StateError> {
             body.push_str(&approve_all(&line.name, decidable, line.risk().as_deref()));
         }
         for r in repairs {
-            let violation = ctx
-                .store
-                .violations(&ViolationFilter {
-                    rule: Some(r.rule.clone()),
-                    key: Some(r.key.clone()),
-                    state: Some(ViolationState::Open),
-                    limit: 1,
-                    ..Default::default()
-                })
-                .await?
-                .into_iter()
-                .next();
-            repair_card(r, line.rule, violation.as_ref(), now_us, &mut body);
+            let violation = violations.get(&(r.rule.clone(), r.key.clone()));
+            repair_card(r, line.rule, violation, now_us, &mut body);
         }
     }
     body.push_str(&replicas(ctx, now_us).await?);
