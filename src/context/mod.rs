@@ -241,9 +241,13 @@ async fn restore(metrics: &Metrics, rules: &[Rule], store: &StateStore) -> Resul
     if rules.iter().any(|r| r.repair.is_some()) {
         metrics.repairs(rules, &totals, &store.repair_summaries().await?);
     }
+    let versions: Vec<(&str, &str)> = rules
+        .iter()
+        .map(|r| (r.name.as_str(), r.fingerprint.as_str()))
+        .collect();
+    let full = store.last_full_sweeps(&versions).await?;
     for rule in rules {
-        let marks = store.sweep_marks(&rule.name, &rule.fingerprint).await?;
-        metrics.set_last_full_sweep(rule, marks.last_full_us);
+        metrics.set_last_full_sweep(rule, full.get(&rule.name).copied().flatten());
     }
     Ok(())
 }

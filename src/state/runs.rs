@@ -195,6 +195,42 @@ impl StateStore {
         })
     }
 
+    /// For each (rule, fingerprint): when its last full sweep that judged its keys started
+    /// (`SweepMarks::last_full_us`), along the same index, in one statement per 200 rules.
+    pub async fn last_full_sweeps(
+        &self,
+        rules: &[(&str, &str)],
+    ) -> Result<HashMap<String, Option<i64>>, StateError> {
+        let mut out = HashMap::new();
+        for chunk in rules.chunks(200) {
+            let mut binds = Vec::with_capacity(2 * chunk.len());
+            let terms: Vec<String> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (rule, fingerprint))| {
+                    binds.push(Bind::Text((*rule).into()));
+                    binds.push(Bind::Text((*fingerprint).into()));
+                    let (r, f) = (2 * i + 1, 2 * i + 2);
+                    format!(
+                        "SELECT ${r}, (SELECT started_us FROM runs WHERE rule = ${r} \
+                         AND fingerprint = ${f} AND mode = 'full' AND outcome IN ('pass', 'fail') \
+                         ORDER BY started_us DESC LIMIT 1)"
+                    )
+                })
+                .collect();
+            let stmt = Stmt {
+                sql: terms.join(" UNION ALL "),
+                binds,
+            };
+            on_pool!(self, pool => {
+                for row in bound!(stmt).fetch_all(pool).await? {
+                    out.insert(row.try_get::<String, _>(0)?, row.try_get::<Option<i64>, _>(1)?);
+                }
+            });
+        }
+        Ok(out)
+    }
+
     async fn fetch_runs(&self, stmt: Stmt) -> Result<Vec<RunRecord>, StateError> {
         let rows = on_pool!(self, pool => {
             bound!(stmt)

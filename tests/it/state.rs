@@ -1408,6 +1408,7 @@ async fn latest_runs(kind: SourceKind) {
         outcome: invariantd::verdict::Outcome::Pass,
         error: None,
         finished: true,
+        fingerprint: "v".into(),
         ..unknown(rule, at)
     };
     let t = 1_700_000_000_000_000;
@@ -1436,6 +1437,18 @@ async fn latest_runs(kind: SourceKind) {
         invariantd::verdict::Outcome::Unknown
     );
     assert_eq!(latest["c"], (None, None));
+    // And when each version's last full sweep started, the same as rule by rule.
+    let versions: Vec<(&str, &str)> = names.iter().map(|n| (*n, "v")).collect();
+    let full = store.last_full_sweeps(&versions).await.unwrap();
+    assert_eq!(full.len(), names.len());
+    for name in ["a", "b", "c", "d"] {
+        let marks = store.sweep_marks(name, "v").await.unwrap();
+        assert_eq!(full[name], marks.last_full_us, "{name}");
+    }
+    assert_eq!(
+        (full["a"], full["d"], full["b"]),
+        (Some(t), Some(t + 30), None)
+    );
 }
 
 #[tokio::test]
