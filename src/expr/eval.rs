@@ -231,11 +231,14 @@ impl Node {
                 })
             }
             Node::Call(func, args, span) => {
-                let mut vals = Vec::with_capacity(args.len());
-                for a in args {
-                    vals.push(a.eval(env, cx)?);
-                }
-                call(*func, vals, *span)
+                // Every function takes one or two arguments (the compiler checks): evaluated
+                // in place, with no list to allocate for each call.
+                let (first, second) = match args.as_slice() {
+                    [a] => (a.eval(env, cx)?, None),
+                    [a, b] => (a.eval(env, cx)?, Some(b.eval(env, cx)?)),
+                    _ => return err(*span, format!("{func:?}: wrong number of arguments")),
+                };
+                call(*func, first, second, *span)
             }
             Node::MatchesConst(subject, re, span) => match subject.eval(env, cx)? {
                 Val::Str(s) => Ok(Val::Bool(re.is_match(&s))),
@@ -642,7 +645,7 @@ fn arithmetic<'a>(op: BinaryOp, a: Val<'a>, b: Val<'a>, span: Span) -> R<'a> {
     }
 }
 
-fn call<'a>(func: Func, mut args: Vec<Val<'a>>, span: Span) -> R<'a> {
+fn call<'a>(func: Func, arg: Val<'a>, other: Option<Val<'a>>, span: Span) -> R<'a> {
     let bad = |args: &[Val<'_>]| {
         let types: Vec<&str> = args.iter().map(Val::type_name).collect();
         err(
@@ -650,8 +653,6 @@ fn call<'a>(func: Func, mut args: Vec<Val<'a>>, span: Span) -> R<'a> {
             format!("no such overload: {func:?}({})", types.join(", ")).to_lowercase(),
         )
     };
-    let arg = args.swap_remove(0);
-    let other = args.pop();
     match (func, &arg, &other) {
         (Func::Abs, Val::Int(i), None) => {
             i.checked_abs().map(Val::Int).ok_or_else(|| overflow(span))
