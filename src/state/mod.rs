@@ -1,8 +1,10 @@
 //! The state store: rule runs, violations and their lifecycle, and cumulative counters, in
 //! SQLite (embedded, the default) or PostgreSQL (for production and several replicas). One
-//! file per table: `runs`, `violations`, `counters`, `alerts` (alert groups and the outbox), `silences`, `audit`, `repairs`;
-//! `approval` holds the pure decisions (four eyes, enabling under the caps) that `repairs`
-//! applies; this file owns the connection, the migrations and the transaction that records a run.
+//! file per table: `runs`, `violations`, `counters`, `alerts` (alert groups and the outbox),
+//! `silences`, `audit`, `repairs`, `enabling`, `leases` (with the fence a guarded write checks)
+//! and `sweeps` (partitioned sweeps and their ranges); the pure decisions they apply (four eyes,
+//! enabling under the caps, a repair's lifecycle) are in `lifecycle`; this file owns the
+//! connection, the migrations and the transaction that records a run.
 //!
 //! Lifecycle, per (rule, key): a finished run that finds a violation opens it, or bumps
 //! `last_seen` and `occurrences` if it is already open; an open violation whose key the run
