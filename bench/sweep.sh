@@ -8,7 +8,9 @@
 #   (e) reladiff on the same two key sets;
 #   (f) the full sweep again with the source's `max_rows_per_second` (PACE, default 1,000,000);
 #   (g) the hand-written anti-join a monolith would run, with both tables in one database;
-#   and the same rule with both datasets on MariaDB against `mariadb --quick --batch`.
+#   (h) the same invariant over key-only rows (both datasets `SELECT order_id …`, `many`,
+#       `size(payment) == 0 || size(reservation) > 0`) against COPY of those queries;
+#   and both rules with their datasets on MariaDB against `mariadb --quick --batch`.
 # It prints the ratios to COPY and a Markdown block for bench/RESULTS.md.
 #
 #   bench/sweep.sh                     # N=1000000 orders
@@ -144,6 +146,41 @@ check_found=$(found_exactly "$work/pg/out.json")
 check_rss=$(peak_kib "$BIN" --config "$work/pg/invariantd.yaml" check --format json)
 check_cpu=$({ /usr/bin/time -f '%U %S' "$BIN" --config "$work/pg/invariantd.yaml" check --format json 2>&1 >/dev/null || true; } | tail -n 1 | awk '{print $1 + $2}')
 
+# (h) Key-only rows: the same invariant as an existence rule over the keys alone, what rules
+# of the form "every captured payment has a reservation" read.
+NARROW_P="SELECT order_id FROM payments WHERE status = 'captured'"
+NARROW_R="SELECT order_id FROM reservations WHERE state = 'reserved'"
+narrow_rule() { # narrow_rule SOURCE_A SOURCE_B
+    cat <<YAML
+name: paid_implies_reserved
+key: order_id
+datasets:
+  payment: { source: $1, query: "$NARROW_P", many: true }
+  reservation: { source: $2, query: "$NARROW_R", many: true }
+assert: size(payment) == 0 || size(reservation) > 0
+YAML
+}
+mkdir -p "$work/narrow/rules"
+cp "$work/pg/invariantd.yaml" "$work/narrow/"
+narrow_rule payments inventory > "$work/narrow/rules/rule.yaml"
+copy_narrow() {
+    psql "$PG/${P}_payments" -qX -c "\\copy (SELECT * FROM ($NARROW_P) q ORDER BY order_id) TO '/dev/null'" &
+    psql "$PG/${P}_inventory" -qX -c "\\copy (SELECT * FROM ($NARROW_R) q ORDER BY order_id) TO '/dev/null'" &
+    wait
+}
+log "PostgreSQL, key-only rows: COPY and check, $RUNS runs each, interleaved"
+copy_narrow; check "$work/narrow"
+ncopies=(); nchecks=()
+for _ in $(seq "$RUNS"); do
+    ncopies+=("$(seconds copy_narrow)")
+    nchecks+=("$(seconds check "$work/narrow")")
+done
+narrow_copy_t=$(printf '%s\n' "${ncopies[@]}" | best)
+narrow_check_t=$(printf '%s\n' "${nchecks[@]}" | best)
+found_exactly "$work/narrow/out.json" >/dev/null
+narrow_rss=$(peak_kib "$BIN" --config "$work/narrow/invariantd.yaml" check --format json)
+narrow_cpu=$({ /usr/bin/time -f '%U %S' "$BIN" --config "$work/narrow/invariantd.yaml" check --format json 2>&1 >/dev/null || true; } | tail -n 1 | awk '{print $1 + $2}')
+
 PACE=${PACE:-1000000}
 log "a sweep paced at $PACE rows per second"
 mkdir -p "$work/paced/rules"
@@ -222,7 +259,7 @@ if open_keys != expected:
 PY
 [ "$incr_mode" = incremental ] || { echo "error: the second run was $incr_mode, not incremental" >&2; exit 1; }
 
-my_copy_t=-; my_check_t=-
+my_copy_t=-; my_check_t=-; my_narrow_copy_t=-; my_narrow_check_t=-
 if [ -z "${SKIP_MARIADB:-}" ]; then
     log "MariaDB: the same two datasets, both on MariaDB"
     myhost=${MY#mysql://}; myuser=${myhost%@*}; myhost=${myhost#*@}
@@ -257,6 +294,23 @@ YAML
     my_check_t=$(printf '%s\n' "${mchecks[@]}" | best)
     found_exactly "$work/my/out.json" >/dev/null
     my_rss=$(peak_kib "$BIN" --config "$work/my/invariantd.yaml" check --format json)
+    mkdir -p "$work/mynarrow/rules"
+    cp "$work/my/invariantd.yaml" "$work/mynarrow/"
+    narrow_rule shop shop > "$work/mynarrow/rules/rule.yaml"
+    copy_my_narrow() {
+        mysql_cli --quick --batch "$P" -e "SELECT * FROM ($NARROW_P) q ORDER BY order_id" > /dev/null &
+        mysql_cli --quick --batch "$P" -e "SELECT * FROM ($NARROW_R) q ORDER BY order_id" > /dev/null &
+        wait
+    }
+    copy_my_narrow; check "$work/mynarrow"
+    mcopies=(); mchecks=()
+    for _ in $(seq "$RUNS"); do
+        mcopies+=("$(seconds copy_my_narrow)")
+        mchecks+=("$(seconds check "$work/mynarrow")")
+    done
+    my_narrow_copy_t=$(printf '%s\n' "${mcopies[@]}" | best)
+    my_narrow_check_t=$(printf '%s\n' "${mchecks[@]}" | best)
+    found_exactly "$work/mynarrow/out.json" >/dev/null
     mysql_cli -e "DROP DATABASE IF EXISTS $P"
 fi
 
@@ -280,8 +334,13 @@ Rows read per sweep: about $rows (captured payments and their reserved lines). B
 | (f) (b) with \`max_rows_per_second: $PACE\` (both sources) | $(fmt "$paced_t") s | $(echo "$paced_rows / $paced_t" | bc) rows/s in all, at most $PACE per source | |
 | (g) the anti-join in one database (both tables there) | $(fmt "$antijoin_t") s | $( [ "$antijoin_t" = - ] && echo - || echo "(b) = $(ratio "$check_t" "$antijoin_t") ×") this | |
 | (e) reladiff, same two key sets | $(fmt "$reladiff_t") s | $( [ "$reladiff_t" = - ] && echo - || ratio "$reladiff_t" "$copy_t") × COPY | |
+| (h) COPY of both key-only datasets, PostgreSQL | $(printf '%.3f' "$narrow_copy_t") s | 1 | |
+| (h) \`invariantd check\` of the key-only rule, PostgreSQL | $(printf '%.3f' "$narrow_check_t") s | **$(ratio "$narrow_check_t" "$narrow_copy_t") × COPY** | $((narrow_rss / 1024)) MiB |
+| client CPU of (h) | $narrow_cpu s | | |
 | \`mariadb --quick --batch\` of both datasets | $(fmt "$my_copy_t") s | 1 | |
 | \`invariantd check\`, MariaDB | $(fmt "$my_check_t") s | **$( [ "$my_check_t" = - ] && echo - || ratio "$my_check_t" "$my_copy_t") × mariadb** | $(( ${my_rss:-0} / 1024 )) MiB |
+| \`mariadb --quick --batch\` of both key-only datasets | $(fmt "$my_narrow_copy_t") s | 1 | |
+| \`invariantd check\` of the key-only rule, MariaDB | $(fmt "$my_narrow_check_t") s | **$( [ "$my_narrow_check_t" = - ] && echo - || ratio "$my_narrow_check_t" "$my_narrow_copy_t") × mariadb** | |
 
 Results: (b) found exactly the $check_found planted violations; (c) was an \`$incr_mode\` run that
 found $incr_changed keys changed, judged $incr_judged keys, and left open exactly the planted

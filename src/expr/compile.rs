@@ -107,6 +107,15 @@ pub(crate) enum Node {
     Call(Func, Vec<Node>, Span),
     /// A regular expression compiled once.
     MatchesConst(Box<Node>, Box<regex::Regex>, Span),
+    /// `size(D) OP n` for a dataset `D` with `many` and an integer literal `n`, the shape of
+    /// existence rules (`size(payment) == 0 || size(reservation) > 0`): the rows are counted
+    /// where they are, with no value built. It costs the four steps of what it stands for.
+    RowCount {
+        ds: usize,
+        op: BinaryOp,
+        n: i64,
+        span: Span,
+    },
     Comprehension {
         kind: Comprehension,
         range: Box<Node>,
@@ -129,6 +138,7 @@ impl Node {
             | Node::Index(_, _, span)
             | Node::Call(_, _, span)
             | Node::MatchesConst(_, _, span)
+            | Node::RowCount { span, .. }
             | Node::Comprehension { span, .. } => *span,
             Node::And(a, b) | Node::Or(a, b) => Span {
                 start: a.span().start,
@@ -202,10 +212,33 @@ fn over_budget(root: &Node) -> Option<(u64, Span)> {
     (steps > super::MAX_STEPS_PER_KEY).then(|| (steps, outermost.unwrap_or_else(|| root.span())))
 }
 
+/// The steps of `size(D) OP n`: the comparison, the call, the dataset and the literal.
+pub(crate) const ROW_COUNT_STEPS: u64 = 4;
+
+/// The dataset and the literal of `size(D) OP n`, where `D` has `many` and `OP` compares.
+fn row_count(op: BinaryOp, a: &Node, b: &Node, scope: &Scope<'_>) -> Option<(usize, i64)> {
+    let compares = matches!(
+        op,
+        BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge
+    );
+    match (a, b) {
+        (Node::Call(Func::Size, args, _), Node::Const(Const::Int(n))) if compares => {
+            match args.as_slice() {
+                [Node::Dataset(ds)] if scope.datasets.get(*ds).is_some_and(|d| d.many) => {
+                    Some((*ds, *n))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 /// The most steps a node can take with each unknown range of one element, and the span of
 /// its outermost comprehension.
 fn worst_steps(node: &Node) -> (u64, Option<Span>) {
     let children: Vec<&Node> = match node {
+        Node::RowCount { .. } => return (ROW_COUNT_STEPS, None),
         Node::Const(_)
         | Node::Now
         | Node::Key
@@ -319,7 +352,15 @@ impl<'a, 's> Compiler<'a, 's> {
                 let node = match op {
                     BinaryOp::And => Node::And(Box::new(a), Box::new(b)),
                     BinaryOp::Or => Node::Or(Box::new(a), Box::new(b)),
-                    _ => Node::Binary(*op, Box::new(a), Box::new(b), e.span),
+                    _ => match row_count(*op, &a, &b, self.scope) {
+                        Some((ds, n)) => Node::RowCount {
+                            ds,
+                            op: *op,
+                            n,
+                            span: e.span,
+                        },
+                        None => Node::Binary(*op, Box::new(a), Box::new(b), e.span),
+                    },
                 };
                 (node, Shape::Other)
             }

@@ -130,6 +130,7 @@ impl Checker<'_> {
                 self.walk_children(node);
                 any(Types::ANY)
             }
+            Node::RowCount { .. } => any(Types::BOOL),
             Node::Has(_)
             | Node::And(..)
             | Node::Or(..)
