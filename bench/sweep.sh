@@ -133,15 +133,20 @@ copy_pg() {
     wait
 }
 
+race() { # race EXPORT DIR: after a warm-up of each, the best time of the export (a function)
+    # and of a check of DIR, RUNS of each, interleaved; prints both
+    local exports=() checks=()
+    "$1"; check "$2"
+    for _ in $(seq "$RUNS"); do
+        exports+=("$(seconds "$1")")
+        checks+=("$(seconds check "$2")")
+    done
+    echo "$(printf '%s\n' "${exports[@]}" | best) $(printf '%s\n' "${checks[@]}" | best)"
+}
+
 log "PostgreSQL: COPY and check, $RUNS runs each, interleaved"
-copy_pg; check "$work/pg" # warm-up: caches, and the binary's pages
-copies=(); checks=()
-for _ in $(seq "$RUNS"); do
-    copies+=("$(seconds copy_pg)")
-    checks+=("$(seconds check "$work/pg")")
-done
-copy_t=$(printf '%s\n' "${copies[@]}" | best)
-check_t=$(printf '%s\n' "${checks[@]}" | best)
+# The warm-up fills the caches and the binary's pages.
+read -r copy_t check_t < <(race copy_pg "$work/pg")
 check_found=$(found_exactly "$work/pg/out.json")
 check_rss=$(peak_kib "$BIN" --config "$work/pg/invariantd.yaml" check --format json)
 check_cpu=$({ /usr/bin/time -f '%U %S' "$BIN" --config "$work/pg/invariantd.yaml" check --format json 2>&1 >/dev/null || true; } | tail -n 1 | awk '{print $1 + $2}')
@@ -169,14 +174,7 @@ copy_narrow() {
     wait
 }
 log "PostgreSQL, key-only rows: COPY and check, $RUNS runs each, interleaved"
-copy_narrow; check "$work/narrow"
-ncopies=(); nchecks=()
-for _ in $(seq "$RUNS"); do
-    ncopies+=("$(seconds copy_narrow)")
-    nchecks+=("$(seconds check "$work/narrow")")
-done
-narrow_copy_t=$(printf '%s\n' "${ncopies[@]}" | best)
-narrow_check_t=$(printf '%s\n' "${nchecks[@]}" | best)
+read -r narrow_copy_t narrow_check_t < <(race copy_narrow "$work/narrow")
 found_exactly "$work/narrow/out.json" >/dev/null
 narrow_rss=$(peak_kib "$BIN" --config "$work/narrow/invariantd.yaml" check --format json)
 narrow_cpu=$({ /usr/bin/time -f '%U %S' "$BIN" --config "$work/narrow/invariantd.yaml" check --format json 2>&1 >/dev/null || true; } | tail -n 1 | awk '{print $1 + $2}')
@@ -284,14 +282,7 @@ YAML
         mysql_cli --quick --batch "$P" -e "SELECT * FROM ($RESERVATIONS) q ORDER BY order_id" > /dev/null &
         wait
     }
-    copy_my; check "$work/my"
-    mcopies=(); mchecks=()
-    for _ in $(seq "$RUNS"); do
-        mcopies+=("$(seconds copy_my)")
-        mchecks+=("$(seconds check "$work/my")")
-    done
-    my_copy_t=$(printf '%s\n' "${mcopies[@]}" | best)
-    my_check_t=$(printf '%s\n' "${mchecks[@]}" | best)
+    read -r my_copy_t my_check_t < <(race copy_my "$work/my")
     found_exactly "$work/my/out.json" >/dev/null
     my_rss=$(peak_kib "$BIN" --config "$work/my/invariantd.yaml" check --format json)
     mkdir -p "$work/mynarrow/rules"
@@ -302,14 +293,7 @@ YAML
         mysql_cli --quick --batch "$P" -e "SELECT * FROM ($NARROW_R) q ORDER BY order_id" > /dev/null &
         wait
     }
-    copy_my_narrow; check "$work/mynarrow"
-    mcopies=(); mchecks=()
-    for _ in $(seq "$RUNS"); do
-        mcopies+=("$(seconds copy_my_narrow)")
-        mchecks+=("$(seconds check "$work/mynarrow")")
-    done
-    my_narrow_copy_t=$(printf '%s\n' "${mcopies[@]}" | best)
-    my_narrow_check_t=$(printf '%s\n' "${mchecks[@]}" | best)
+    read -r my_narrow_copy_t my_narrow_check_t < <(race copy_my_narrow "$work/mynarrow")
     found_exactly "$work/mynarrow/out.json" >/dev/null
     mysql_cli -e "DROP DATABASE IF EXISTS $P"
 fi

@@ -8,13 +8,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::LeaseRow;
+use crate::state::{LeaseRow, parse_part_lease};
 use crate::value::format_timestamp;
 
 /// Mirrors `context::cluster`'s names (this layer is below it).
 const REPLICA_PREFIX: &str = "replica/";
 const RULE_PREFIX: &str = "rule/";
-const PART_PREFIX: &str = "part/";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterView {
@@ -98,14 +97,8 @@ pub fn cluster_view(rows: &[LeaseRow], me: Option<&str>, rules: &[String]) -> Cl
                 if let Some(rule) = name.strip_prefix(RULE_PREFIX) {
                     replica.rules.push(rule.to_string());
                     held.insert(rule);
-                } else if let Some(part) = name.strip_prefix(PART_PREFIX) {
-                    // RULE/SWEEP/PART
-                    let mut pieces = part.rsplitn(3, '/');
-                    if let (Some(n), Some(_), Some(rule)) =
-                        (pieces.next(), pieces.next(), pieces.next())
-                    {
-                        replica.ranges.push(format!("{rule}#{n}"));
-                    }
+                } else if let Some((rule, _, part)) = parse_part_lease(name) {
+                    replica.ranges.push(format!("{rule}#{part}"));
                 }
             }
         }

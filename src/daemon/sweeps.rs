@@ -132,9 +132,9 @@ pub async fn worker(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
             IDLE_POLL
         };
         let took = match take(&ctx, &replica).await {
-            Ok(Some((part, lease))) => {
+            Ok(Some((rule, part, lease))) => {
                 failing = false;
-                read(&ctx, &handle.wake, &part, lease, &stop).await;
+                read(&ctx, &handle.wake, rule, &part, lease, &stop).await;
                 true
             }
             Ok(None) => {
@@ -164,9 +164,12 @@ pub async fn worker(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
     }
 }
 
-/// The first range no replica is reading, of a rule version this replica knows, with its
-/// lease taken.
-async fn take(ctx: &Context, replica: &str) -> Result<Option<(PartRow, Lease)>, StateError> {
+/// The first range no replica is reading, of a rule version this replica knows: that rule,
+/// the range, and its lease, taken.
+async fn take<'c>(
+    ctx: &'c Context,
+    replica: &str,
+) -> Result<Option<(&'c Rule, PartRow, Lease)>, StateError> {
     let pending = ctx.store.pending_parts().await?;
     if pending.is_empty() {
         return Ok(None);
@@ -184,16 +187,16 @@ async fn take(ctx: &Context, replica: &str) -> Result<Option<(PartRow, Lease)>, 
         let known = ctx
             .rules
             .iter()
-            .any(|r| r.name == part.rule && r.fingerprint == part.fingerprint);
-        if !known || busy.contains(&name) {
+            .find(|r| r.name == part.rule && r.fingerprint == part.fingerprint);
+        let Some(rule) = known.filter(|_| !busy.contains(&name)) else {
             continue;
-        }
+        };
         if let Some(lease) = ctx
             .store
             .acquire_lease(&name, replica, ctx.config.cluster.lease)
             .await?
         {
-            return Ok(Some((part, lease)));
+            return Ok(Some((rule, part, lease)));
         }
     }
     Ok(None)
@@ -202,14 +205,14 @@ async fn take(ctx: &Context, replica: &str) -> Result<Option<(PartRow, Lease)>, 
 /// Reads one range under its lease, renewing it meanwhile, and writes the part's run back
 /// under it. Gives up at once when the lease is lost, and on `stop` (releasing it, so that
 /// another replica reads the range without waiting for it to expire).
-async fn read(ctx: &Context, wake: &Wake, part: &PartRow, lease: Lease, stop: &CancellationToken) {
-    let Some(rule) = ctx
-        .rules
-        .iter()
-        .find(|r| r.name == part.rule && r.fingerprint == part.fingerprint)
-    else {
-        return;
-    };
+async fn read(
+    ctx: &Context,
+    wake: &Wake,
+    rule: &Rule,
+    part: &PartRow,
+    lease: Lease,
+    stop: &CancellationToken,
+) {
     let cluster = ctx.config.cluster;
     let mut lease = lease;
     let mut deadline = Instant::now() + cluster.lease;

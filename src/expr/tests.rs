@@ -13,6 +13,20 @@ fn scope() -> Vec<(&'static str, bool, Vec<String>)> {
     ]
 }
 
+/// The scope expressions compile in, over `scope()`'s datasets.
+fn scope_of<'a>(datasets: &'a [(&'static str, bool, Vec<String>)]) -> Scope<'a> {
+    Scope {
+        datasets: datasets
+            .iter()
+            .map(|(name, many, columns)| ScopeDataset {
+                name,
+                many: *many,
+                columns: Some(columns),
+            })
+            .collect(),
+    }
+}
+
 fn cols(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -60,16 +74,7 @@ fn groups() -> Vec<Group> {
 
 fn eval(src: &str) -> Result<String, String> {
     let datasets = scope();
-    let scope = Scope {
-        datasets: datasets
-            .iter()
-            .map(|(name, many, columns)| ScopeDataset {
-                name,
-                many: *many,
-                columns: Some(columns),
-            })
-            .collect(),
-    };
+    let scope = scope_of(&datasets);
     let ast = parse(src).map_err(|e| format!("parse: {}", e.message))?;
     let program = compile(&ast, &scope).map_err(|es| {
         es.iter()
@@ -222,16 +227,7 @@ fn compile_errors_name_what_exists() {
 #[test]
 fn templates_render_values_and_report_errors_with_offsets() {
     let datasets = scope();
-    let scope = Scope {
-        datasets: datasets
-            .iter()
-            .map(|(name, many, columns)| ScopeDataset {
-                name,
-                many: *many,
-                columns: Some(columns),
-            })
-            .collect(),
-    };
+    let scope = scope_of(&datasets);
     let t = Template::compile(
         "order {{key}}: {{ order.total }} due, {{size(payment)}} payments",
         &scope,
@@ -413,16 +409,7 @@ fn abs_of_signed_amounts_keeps_the_type() {
 #[test]
 fn counting_rows_in_place_agrees_with_the_general_path() {
     let datasets = scope();
-    let scope = Scope {
-        datasets: datasets
-            .iter()
-            .map(|(name, many, columns)| ScopeDataset {
-                name,
-                many: *many,
-                columns: Some(columns),
-            })
-            .collect(),
-    };
+    let scope = scope_of(&datasets);
     let program = |src: &str| compile(&parse(src).unwrap(), &scope).unwrap();
     let key = Key::Int(7);
     for rows in [0, 1, 2, 3] {

@@ -53,7 +53,7 @@ pub use leases::{Lease, LeaseRow, SoleWriter, WriterError};
 pub use repairs::{Claimed, NewRepair, RepairFilter, RepairSummary, Written};
 pub use runs::{RunRecord, SweepMarks};
 pub use silences::{NewSilence, Silence};
-pub use sweeps::{PartRow, PartState, part_lease};
+pub use sweeps::{PartRow, PartState, parse_part_lease, part_lease};
 pub use violations::{
     OpenViolation, RuleSnapshot, ViolationFilter, ViolationRecord, ViolationState, keys_of,
 };

@@ -55,6 +55,22 @@ pub fn part_lease(rule: &str, sweep: i64, part: i64) -> String {
     format!("part/{rule}/{sweep}/{part}")
 }
 
+/// The rule, sweep and part a `part_lease` name is for.
+pub fn parse_part_lease(name: &str) -> Option<(&str, i64, i64)> {
+    let mut pieces = name.strip_prefix("part/")?.rsplitn(3, '/');
+    let part = pieces.next()?.parse().ok()?;
+    let sweep = pieces.next()?.parse().ok()?;
+    Some((pieces.next()?, sweep, part))
+}
+
+/// Deletes the part leases whose names start with `prefix` (`part/RULE/…`).
+fn delete_part_leases(prefix: &str) -> Stmt {
+    Stmt {
+        sql: "DELETE FROM leases WHERE name LIKE $1 ESCAPE '\\'".into(),
+        binds: vec![Bind::Text(format!("{}%", like_literal(prefix)))],
+    }
+}
+
 /// `text` for a `LIKE … ESCAPE '\'` pattern that matches it literally.
 fn like_literal(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -174,13 +190,7 @@ impl StateStore {
                 sql: "DELETE FROM sweep_parts WHERE rule = $1".into(),
                 binds: vec![Bind::Text(rule.into())],
             },
-            Stmt {
-                sql: "DELETE FROM leases WHERE name LIKE $1 ESCAPE '\\'".into(),
-                binds: vec![Bind::Text(format!(
-                    "{}%",
-                    like_literal(&format!("part/{rule}/"))
-                ))],
-            },
+            delete_part_leases(&format!("part/{rule}/")),
         ];
         for (part, range) in ranges.iter().enumerate() {
             let json = serde_json::to_string(range)
@@ -305,13 +315,7 @@ impl StateStore {
                 sql: "UPDATE sweep_parts SET result = NULL WHERE rule = $1 AND sweep = $2".into(),
                 binds: vec![Bind::Text(rule.into()), Bind::I64(sweep)],
             },
-            Stmt {
-                sql: "DELETE FROM leases WHERE name LIKE $1 ESCAPE '\\'".into(),
-                binds: vec![Bind::Text(format!(
-                    "{}%",
-                    like_literal(&format!("part/{rule}/{sweep}/"))
-                ))],
-            },
+            delete_part_leases(&format!("part/{rule}/{sweep}/")),
         ];
         self.write_guarded(None, None, stmts).await?;
         Ok(())
@@ -320,10 +324,20 @@ impl StateStore {
 
 #[cfg(test)]
 mod tests {
-    use super::like_literal;
+    use super::{like_literal, parse_part_lease, part_lease};
 
     #[test]
     fn a_like_pattern_matches_its_text_literally() {
         assert_eq!(like_literal("part/a_b%c\\d/"), "part/a\\_b\\%c\\\\d/");
+    }
+
+    #[test]
+    fn a_part_lease_name_reads_back() {
+        assert_eq!(
+            parse_part_lease(&part_lease("big", 17, 3)),
+            Some(("big", 17, 3))
+        );
+        assert_eq!(parse_part_lease("rule/big"), None);
+        assert_eq!(parse_part_lease("part/big/x/3"), None);
     }
 }

@@ -119,14 +119,10 @@ impl Backend for Postgres {
             conn.execute("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
                 .map_err(|e| query_error(e, "cannot start a read-only transaction", ""))?;
-            // As for a run's datasets: a standby before PostgreSQL 10 cannot export one.
-            let id: Option<String> = sqlx::query_scalar(
-                "SELECT CASE WHEN current_setting('server_version_num')::int >= 100000 \
-                 OR NOT pg_is_in_recovery() THEN pg_export_snapshot() END",
-            )
-            .fetch_one(&mut conn)
-            .await
-            .map_err(|e| query_error(e, "cannot export a snapshot", ""))?;
+            let id: Option<String> = sqlx::query_scalar(EXPORT_SNAPSHOT)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| query_error(e, "cannot export a snapshot", ""))?;
             Ok(id.map(|id| HeldSnapshot {
                 id,
                 _hold: Box::new(conn),
@@ -134,6 +130,12 @@ impl Backend for Postgres {
         })
     }
 }
+
+/// Exports the transaction's snapshot, or NULL where that cannot be done: a standby before
+/// PostgreSQL 10 (a failed statement would end the transaction). Each reader then keeps a
+/// snapshot of its own, as before sharing.
+const EXPORT_SNAPSHOT: &str = "SELECT CASE WHEN current_setting('server_version_num')::int >= 100000 \
+     OR NOT pg_is_in_recovery() THEN pg_export_snapshot() END";
 
 fn options(config: &SourceConfig) -> &PgConnectOptions {
     match &config.options {
@@ -217,15 +219,10 @@ async fn read_on(
             .map_err(|e| query_error(e, "cannot start reading", &request.query))?,
     );
     if let Some(shared) = request.snapshot.as_ref().filter(|s| s.exporter) {
-        // A standby before PostgreSQL 10 cannot export one (and a failed statement would end
-        // the transaction): there each dataset keeps its own snapshot, as before sharing.
-        let exported: Option<String> = sqlx::query_scalar(
-            "SELECT CASE WHEN current_setting('server_version_num')::int >= 100000 \
-             OR NOT pg_is_in_recovery() THEN pg_export_snapshot() END",
-        )
-        .fetch_one(&mut *txn)
-        .await
-        .map_err(|e| query_error(e, "cannot share the run's snapshot", &request.query))?;
+        let exported: Option<String> = sqlx::query_scalar(EXPORT_SNAPSHOT)
+            .fetch_one(&mut *txn)
+            .await
+            .map_err(|e| query_error(e, "cannot share the run's snapshot", &request.query))?;
         shared.publish(exported);
     }
 
