@@ -1,8 +1,8 @@
 //! Running a rule inside the daemon: read its open keys, run the engine (abandoned on
 //! shutdown, then recorded as `cancelled`) — or, for a full sweep of a rule with `partition`,
 //! have the replicas read its key ranges (`sweeps`) — record the run in the state store,
-//! account for it in the metrics, and log it — with a span per run. Runs in flight are registered, so that a
-//! shutdown that runs out of time can say which were still going.
+//! account for it in the metrics, and log it — with a span per run. Runs in flight are
+//! registered, so that a shutdown that runs out of time can say which were still going.
 //!
 //! Logs say what changed, not what every run did: a rule turning unknown or recovering, a
 //! source going down or coming back (`Transitions`). Each run is logged at debug level.

@@ -1,7 +1,8 @@
 //! The vocabulary of one read, between the engine and a source: what to read
 //! (`ReadRequest`: the query, its key, a deadline, which keys, which key range or which recent
-//! changes, a snapshot shared with the run's other datasets), what the reader found (`Description`) and
-//! the messages it streams back (`ReaderMsg`), and the key orders a run can read in.
+//! changes, a snapshot shared with the run's other datasets or the sweep's other ranges), what
+//! the reader found (`Description`) and the messages it streams back (`ReaderMsg`), and the key
+//! orders a run can read in.
 
 use std::sync::Arc;
 
