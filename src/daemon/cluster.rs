@@ -1,8 +1,9 @@
 //! The lease keeper: every `cluster.renew` it renews what this replica holds (in one
 //! statement), by the state store's clock, and gives up at once (publishes without it) any
-//! lease whose renewal failed or found another holder; beats its heartbeat (`replica/ID`); counts the live replicas from
-//! their heartbeats and takes or releases `rule/NAME` leases to run its fair share
-//! (`context::cluster::share`); and takes `alerting` and `leader` when they are free. When
+//! lease whose renewal failed or found another holder; beats its heartbeat (`replica/ID`);
+//! counts the live replicas from their heartbeats and takes or releases `rule/NAME` leases to
+//! run its fair share (`context::cluster::share`); and takes `alerting` and `leader` when they
+//! are free. When
 //! the state store cannot be reached, the leases it could not renew are dropped at their local
 //! deadline. On shutdown it releases everything, so that the others take over at once.
 //!
