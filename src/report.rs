@@ -56,7 +56,7 @@ pub fn render_json(rules: &[Rule], runs: &[RuleRun]) -> String {
     struct ViolationReport<'a> {
         key: String,
         message: &'a str,
-        datasets: &'a serde_json::Map<String, serde_json::Value>,
+        datasets: serde_json::Value,
     }
     let report = Report {
         rules: rules
@@ -81,7 +81,7 @@ pub fn render_json(rules: &[Rule], runs: &[RuleRun]) -> String {
                     .map(|v| ViolationReport {
                         key: v.key.to_string(),
                         message: &v.message,
-                        datasets: &v.datasets,
+                        datasets: v.datasets.to_value(),
                     })
                     .collect(),
             })

@@ -164,12 +164,56 @@ pub struct Violation {
     pub key: Key,
     pub message: String,
     /// What each dataset held for the key: a row, a list of rows (`many`), or null.
-    pub datasets: serde_json::Map<String, serde_json::Value>,
+    pub datasets: Evidence,
     /// What it puts at risk, in the rule's `impact.unit`.
     pub impact: Option<rust_decimal::Decimal>,
     /// The rule's repair actions filled in for this key, in the rule's order; empty when the
     /// rule offers none.
     pub repairs: Vec<PlannedAction>,
+}
+
+/// The rows behind a violation — an object of each dataset's row, list of rows or null — kept
+/// as its JSON text rather than as a tree of values: what a run holds for each violation it
+/// found is the evidence's bytes, not a map per row (a run that finds a million violations
+/// holds a million of them until they are recorded). Serialized as the object itself.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Evidence(Box<serde_json::value::RawValue>);
+
+impl Evidence {
+    pub fn new(datasets: &serde_json::Map<String, serde_json::Value>) -> Evidence {
+        Evidence(serde_json::value::to_raw_value(datasets).expect("JSON values serialize"))
+    }
+
+    /// The JSON text, as stored.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The evidence as JSON values, for what shows or inspects them.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.0.get()).expect("evidence is JSON")
+    }
+
+    /// Every secret in the evidence's strings replaced by `***`. The text is parsed only when
+    /// a secret may be in it: when it shows as text, or when the text has escapes (a secret
+    /// with a quote, a backslash or a control character is written escaped in JSON).
+    pub fn redact(&mut self, secrets: &crate::value::Secrets) {
+        let text = self.as_str();
+        if matches!(secrets.redact(text), std::borrow::Cow::Borrowed(_)) && !text.contains('\\') {
+            return;
+        }
+        if let serde_json::Value::Object(mut map) = self.to_value() {
+            map.values_mut().for_each(|v| secrets.redact_json(v));
+            *self = Evidence::new(&map);
+        }
+    }
+}
+
+impl Default for Evidence {
+    fn default() -> Evidence {
+        Evidence::new(&serde_json::Map::new())
+    }
 }
 
 /// One repair action filled in for one violation: what will be done, exactly, as shown to an

@@ -218,13 +218,14 @@ async fn read(
     let mut deadline = Instant::now() + cluster.lease;
     let started = DateTime::from_timestamp_micros(part.sweep).unwrap_or_else(Utc::now);
     let open = match ctx.store.open_violations(&rule.name).await {
-        Ok(open) => keys_of(&open),
+        Ok(open) => open,
         Err(e) => {
             warn!(rule = %rule.name, error = %e, "Cannot read a rule's open violations to read a range of its sweep.");
             let _ = ctx.store.release_lease(&lease).await;
             return;
         }
     };
+    let open = keys_of(&open);
     let engine = run_rule_range(
         rule,
         &ctx.sources,

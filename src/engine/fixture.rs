@@ -112,7 +112,7 @@ pub async fn run_fixtures(
     rule: &Rule,
     fixtures: &[Fixture],
     now: DateTime<Utc>,
-    open: &HashSet<String>,
+    open: &HashSet<&str>,
     batch_rows: usize,
 ) -> RuleRun {
     let mut run = new_run(rule, now);

@@ -33,7 +33,7 @@ pub async fn run_rule_incremental(
     sources: &Sources,
     now: DateTime<Utc>,
     since: DateTime<Utc>,
-    open: &HashSet<String>,
+    open: &HashSet<&str>,
 ) -> RuleRun {
     let started = Instant::now();
     let mut run = new_run(rule, now);
@@ -42,7 +42,7 @@ pub async fn run_rule_incremental(
         let changed = changed_keys(rule, sources, since, &mut run).await?;
         run.keys_changed = changed.len() as u64;
         let mut keys = changed;
-        keys.extend(open.iter().cloned());
+        keys.extend(open.iter().map(|k| k.to_string()));
         if keys.len() > MAX_INCREMENTAL_KEYS {
             return Ok(false);
         }

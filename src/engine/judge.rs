@@ -104,7 +104,7 @@ impl Judge<'_> {
         &self,
         groups: &[Group],
         key: Key,
-        open: &HashSet<String>,
+        open: &HashSet<&str>,
         run: &mut RuleRun,
     ) -> Result<(), RunError> {
         if let Some(grace_from) = self.grace_from {
@@ -149,11 +149,14 @@ impl Judge<'_> {
             Ok(true) => {}
             Ok(false) => {
                 let message = self.plan.message.render(&env);
-                let message = match truncated(&message, MESSAGE_MAX) {
+                let mut message = match truncated(&message, MESSAGE_MAX) {
                     std::borrow::Cow::Borrowed(_) => message,
                     std::borrow::Cow::Owned(cut) => cut,
                 };
-                let datasets = self.snapshot(groups);
+                // Held with the run until it is recorded, perhaps with a million others: not
+                // the room the rendering grew into.
+                message.shrink_to_fit();
+                let datasets = crate::verdict::Evidence::new(&self.snapshot(groups));
                 let impact = self.impact(&env);
                 let repairs = super::render::render(self.rule, &self.plan.repairs, &env);
                 run.violations.push(Violation {
@@ -248,7 +251,7 @@ pub(crate) fn evidence(columns: &[String], row: &Row) -> serde_json::Value {
 
 pub(crate) fn add_key_error(
     run: &mut RuleRun,
-    open: &HashSet<String>,
+    open: &HashSet<&str>,
     key: Key,
     kind: ErrorKind,
     message: String,
@@ -261,10 +264,10 @@ pub(crate) fn add_key_error(
 }
 
 /// Remembers that an open key was not judged. Only skipped keys pay for the lookup.
-fn hold_if_open(run: &mut RuleRun, open: &HashSet<String>, key: &Key) {
+fn hold_if_open(run: &mut RuleRun, open: &HashSet<&str>, key: &Key) {
     if !open.is_empty() {
         let text = key.to_string();
-        if open.contains(&text) {
+        if open.contains(text.as_str()) {
             run.unjudged_open.push(text);
         }
     }

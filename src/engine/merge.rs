@@ -77,7 +77,7 @@ pub(crate) async fn merge<B: RowBatches>(
     rule: &Rule,
     judge: &Judge<'_>,
     cursors: &mut [Cursor<B>],
-    open: &HashSet<String>,
+    open: &HashSet<&str>,
     sample_every: Option<u64>,
     run: &mut RuleRun,
 ) -> Result<(), RunError> {

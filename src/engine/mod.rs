@@ -70,7 +70,7 @@ pub async fn run_rule_with_open(
     rule: &Rule,
     sources: &Sources,
     now: DateTime<Utc>,
-    open: &HashSet<String>,
+    open: &HashSet<&str>,
 ) -> RuleRun {
     run_keys(rule, sources, now, open, Read::All, Grace::Apply).await
 }
@@ -84,7 +84,7 @@ pub async fn run_rule_range(
     rule: &Rule,
     sources: &Sources,
     now: DateTime<Utc>,
-    open: &HashSet<String>,
+    open: &HashSet<&str>,
     range: &KeyRange,
     snapshots: &BTreeMap<String, String>,
 ) -> RuleRun {
@@ -111,7 +111,7 @@ async fn run_keys(
     rule: &Rule,
     sources: &Sources,
     now: DateTime<Utc>,
-    open: &HashSet<String>,
+    open: &HashSet<&str>,
     read: Read<'_>,
     grace: Grace,
 ) -> RuleRun {
@@ -137,9 +137,7 @@ fn redact(run: &mut RuleRun, secrets: &crate::value::Secrets) {
     };
     for v in &mut run.violations {
         clean(&mut v.message);
-        for value in v.datasets.values_mut() {
-            secrets.redact_json(value);
-        }
+        v.datasets.redact(secrets);
         for action in &mut v.repairs {
             if let Ok(mut json) = serde_json::to_value(&action.spec) {
                 secrets.redact_json(&mut json);
@@ -488,7 +486,7 @@ async fn execute(
     rule: &Rule,
     sources: &Sources,
     now: DateTime<Utc>,
-    open: &HashSet<String>,
+    open: &HashSet<&str>,
     read: Read<'_>,
     grace: Grace,
     run: &mut RuleRun,

@@ -214,13 +214,7 @@ fn verdicts(run: &RuleRun) -> impl PartialEq + std::fmt::Debug {
         run.rows_scanned.clone(),
         run.violations
             .iter()
-            .map(|v| {
-                (
-                    v.key.to_string(),
-                    v.message.clone(),
-                    serde_json::Value::Object(v.datasets.clone()),
-                )
-            })
+            .map(|v| (v.key.to_string(), v.message.clone(), v.datasets.to_value()))
             .collect::<Vec<_>>(),
         run.key_errors
             .iter()

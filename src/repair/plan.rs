@@ -74,10 +74,7 @@ pub fn plan(rule: &Rule, run: &RuleRun, open: &[OpenViolation], guard: &Guardrai
         return Planned::default();
     }
     let started_us = run.started_at.timestamp_micros();
-    let since: HashMap<&str, i64> = open
-        .iter()
-        .map(|o| (o.key.as_str(), o.first_seen_us))
-        .collect();
+    let since: HashMap<&str, i64> = open.iter().map(|o| (&*o.key, o.first_seen_us)).collect();
     let found = run.violations.len();
     let held: Option<(Hold, String)> = match repair.mode {
         RepairMode::Approve => None,
@@ -200,7 +197,7 @@ mod tests {
             .map(|k| Violation {
                 key: Key::Int(k),
                 message: String::new(),
-                datasets: serde_json::Map::new(),
+                datasets: Default::default(),
                 impact: None,
                 repairs: vec![crate::verdict::PlannedAction {
                     name: "default".into(),

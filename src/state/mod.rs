@@ -204,23 +204,24 @@ impl StateStore {
 const ROWS_PER_TRANSACTION: usize = 2 * BATCH;
 
 /// A recording's statements in parts of at most `ROWS_PER_TRANSACTION` rows (a statement
-/// alone may be the part), in order.
-fn split(statements: Vec<(Stmt, Recorded)>) -> Vec<Vec<(Stmt, Recorded)>> {
-    let mut parts: Vec<Vec<(Stmt, Recorded)>> = Vec::new();
-    let mut rows = 0;
-    for (stmt, counts) in statements {
-        let n = (counts.opened + counts.seen_again + counts.resolved) as usize;
-        if parts.is_empty() || rows + n > ROWS_PER_TRANSACTION {
-            parts.push(Vec::new());
-            rows = 0;
+/// alone may be the part), in order, each taken from `statements` as it is asked for.
+fn split(
+    statements: impl Iterator<Item = (Stmt, Recorded)>,
+) -> impl Iterator<Item = Vec<(Stmt, Recorded)>> {
+    let mut statements = statements.peekable();
+    std::iter::from_fn(move || {
+        let mut part = Vec::new();
+        let mut rows = 0;
+        while let Some((_, counts)) = statements.peek() {
+            let n = (counts.opened + counts.seen_again + counts.resolved) as usize;
+            if !part.is_empty() && rows + n > ROWS_PER_TRANSACTION {
+                break;
+            }
+            rows += n;
+            part.extend(statements.next());
         }
-        rows += n;
-        parts
-            .last_mut()
-            .expect("a part was pushed")
-            .push((stmt, counts));
-    }
-    parts
+        (!part.is_empty()).then_some(part)
+    })
 }
 
 /// A part of a recording's statements, followed by the counter increments they cause.
@@ -537,33 +538,37 @@ impl StateStore {
         lease: Option<&Lease>,
     ) -> Result<Recorded, StateError> {
         let started_us = run.started_at.timestamp_micros();
-        let mut parts = if run.finished {
-            // A repair may have resolved some of `open` since it was read.
-            let repaired = match open.iter().map(|o| o.id).min() {
-                None => HashMap::new(),
-                Some(from_id) => {
-                    let stmt = violations::select_repaired(&run.rule, from_id);
-                    on_pool!(self, pool => {
-                        bound!(stmt)
-                            .fetch_all(pool)
-                            .await?
-                            .into_iter()
-                            .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<Option<i64>, _>(1)?.unwrap_or(i64::MAX))))
-                            .collect::<Result<HashMap<i64, i64>, sqlx::Error>>()?
-                    })
-                }
-            };
-            split(violations::apply(run, open, &repaired, started_us))
-        } else {
-            Vec::new()
+        // A repair may have resolved some of `open` since it was read.
+        let repaired = match open.iter().map(|o| o.id).min() {
+            Some(from_id) if run.finished => {
+                let stmt = violations::select_repaired(&run.rule, from_id);
+                on_pool!(self, pool => {
+                    bound!(stmt)
+                        .fetch_all(pool)
+                        .await?
+                        .into_iter()
+                        .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<Option<i64>, _>(1)?.unwrap_or(i64::MAX))))
+                        .collect::<Result<HashMap<i64, i64>, sqlx::Error>>()?
+                })
+            }
+            _ => HashMap::new(),
         };
-        let last = parts.pop().unwrap_or_default();
+        // A run that did not read everything changes no violation.
+        let verdicts = match run.finished {
+            true => violations::apply(run, open, &repaired, started_us),
+            false => violations::Verdicts::none(&run.rule, started_us),
+        };
+        let mut parts = split(verdicts.statements()).peekable();
         let mut recorded = Recorded::default();
-        for part in parts {
+        let last = loop {
+            let part = parts.next().unwrap_or_default();
+            if parts.peek().is_none() {
+                break part;
+            }
             let (statements, changed) = with_counters(&run.rule, part);
             self.write_guarded(lease, None, statements).await?;
             recorded.add(&changed);
-        }
+        };
         let (mut statements, changed) = with_counters(&run.rule, last);
         statements.extend(counters::add_run(run));
         let run_id = self
@@ -666,7 +671,7 @@ mod tests {
             .map(|i| Violation {
                 key: Key::Int(i),
                 message: String::new(),
-                datasets: serde_json::Map::new(),
+                datasets: Default::default(),
                 impact: None,
                 repairs: Vec::new(),
             })
@@ -675,13 +680,13 @@ mod tests {
         let open: Vec<OpenViolation> = (7_000..11_000)
             .map(|i| OpenViolation {
                 id: i,
-                key: i.to_string(),
+                key: i.to_string().into(),
                 first_seen_us: -60_000_000,
             })
             .collect();
-        let statements = violations::apply(&run, &open, &HashMap::new(), 0);
-        let sql: Vec<String> = statements.iter().map(|(s, _)| s.sql.clone()).collect();
-        let parts = split(statements);
+        let verdicts = violations::apply(&run, &open, &HashMap::new(), 0);
+        let sql: Vec<String> = verdicts.statements().map(|(s, _)| s.sql).collect();
+        let parts: Vec<_> = split(verdicts.statements()).collect();
         assert!(parts.len() > 1);
         let mut total = Recorded::default();
         for part in &parts {

@@ -2,6 +2,7 @@
 //! (judged by a run of its rule, or by a repair's check after acting: `resolved_by`).
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
@@ -123,13 +124,14 @@ pub(super) fn select_open(rule: &str) -> Stmt {
 #[derive(Debug, Clone)]
 pub struct OpenViolation {
     pub id: i64,
-    pub key: String,
+    pub key: Box<str>,
     pub first_seen_us: i64,
 }
 
-/// The keys of open violations, as the engine takes them.
-pub fn keys_of(open: &[OpenViolation]) -> HashSet<String> {
-    open.iter().map(|o| o.key.clone()).collect()
+/// The keys of open violations, as the engine takes them (borrowed: a rule with a million
+/// open violations does not hold its keys twice).
+pub fn keys_of(open: &[OpenViolation]) -> HashSet<&str> {
+    open.iter().map(|o| &*o.key).collect()
 }
 
 /// The columns a `ViolationRecord` is read from, in `fetch_violations`' order.
@@ -137,58 +139,108 @@ const RECORD_COLUMNS: &str = "id, rule, key, state, message, datasets, first_see
      occurrences, resolved_us, previous_id, impact, resolved_by";
 
 fn datasets_json(v: &Violation) -> String {
-    serde_json::Value::Object(v.datasets.clone()).to_string()
+    v.datasets.as_str().to_string()
 }
 
-/// The statements that apply a finished run's verdicts, given the rule's open violations
-/// (id, key): open the new, bump the seen again, resolve the open ones the run judged and
-/// found holding (or no longer saw), and leave the keys it did not judge alone. The counts
-/// come back as a `Recorded` whose `run_id` the caller fills.
+/// What a finished run changes, given the rule's open violations (id, key): open the new,
+/// bump the seen again, resolve the open ones the run judged and found holding (or no longer
+/// saw), and leave the keys it did not judge alone. Only keys and references: the statements
+/// that apply it are built a batch at a time (`statements`), so that recording a run with a
+/// million violations never holds their statements all at once.
 ///
 /// `repaired` are the violations among `open` that a repair resolved since they were read,
 /// by id, with when: they are open no more. A run that started before the repair read older
 /// data than the repair's check, so it neither reopens nor resolves those keys; one that
 /// started after judges them as new.
-pub(super) fn apply(
-    run: &RuleRun,
-    open: &[OpenViolation],
+pub(super) struct Verdicts<'a> {
+    rule: &'a str,
+    started_us: i64,
+    new: Vec<&'a Violation>,
+    again: Vec<(i64, &'a Violation)>,
+    resolved: Vec<&'a OpenViolation>,
+}
+
+pub(super) fn apply<'a>(
+    run: &'a RuleRun,
+    open: &'a [OpenViolation],
     repaired: &HashMap<i64, i64>,
     started_us: i64,
-) -> Vec<(Stmt, Recorded)> {
+) -> Verdicts<'a> {
     let stale: HashSet<&str> = open
         .iter()
         .filter(|o| repaired.get(&o.id).is_some_and(|at| *at >= started_us))
-        .map(|o| o.key.as_str())
+        .map(|o| &*o.key)
         .collect();
-    let open: Vec<&OpenViolation> = open
+    // Sorted by key and searched, with a mark for each one found: what is left unmarked at
+    // the end was not found. (A vector of references rather than a map: this is held, with
+    // the run, for each of perhaps a million open violations.)
+    let mut by_key: Vec<&OpenViolation> = open
         .iter()
         .filter(|o| !repaired.contains_key(&o.id))
         .collect();
-    let open_ids: HashMap<&str, i64> = open.iter().map(|o| (o.key.as_str(), o.id)).collect();
-    let found: Vec<(String, &Violation)> = run
-        .violations
-        .iter()
-        .map(|v| (v.key.to_string(), v))
-        .filter(|(k, _)| !stale.contains(k.as_str()))
-        .collect();
-    let found_keys: HashSet<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+    by_key.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    let mut found = vec![false; by_key.len()];
+    let mut new = Vec::new();
+    let mut again = Vec::new();
+    let mut key = String::new();
+    for v in &run.violations {
+        key.clear();
+        write!(key, "{}", v.key).expect("a key formats");
+        if stale.contains(key.as_str()) {
+            continue;
+        }
+        match by_key.binary_search_by(|o| (*o.key).cmp(key.as_str())) {
+            Ok(i) if !found[i] => {
+                found[i] = true;
+                again.push((by_key[i].id, v));
+            }
+            _ => new.push(v),
+        }
+    }
     let held: HashSet<&str> = run.unjudged_open.iter().map(String::as_str).collect();
-    let (again, new): (Vec<_>, Vec<_>) = found
-        .iter()
-        .partition(|(k, _)| open_ids.contains_key(k.as_str()));
-    let resolved: Vec<&OpenViolation> = open
-        .iter()
-        .copied()
-        .filter(|o| !found_keys.contains(o.key.as_str()) && !held.contains(o.key.as_str()))
+    let mut resolved: Vec<&OpenViolation> = by_key
+        .into_iter()
+        .zip(found)
+        .filter(|(o, found)| !found && !held.contains(&*o.key))
+        .map(|(o, _)| o)
         .collect();
+    resolved.sort_by_key(|o| o.id);
+    Verdicts {
+        rule: &run.rule,
+        started_us,
+        new,
+        again,
+        resolved,
+    }
+}
 
-    let mut statements = Vec::new();
-    for chunk in new.chunks(BATCH) {
+impl<'a> Verdicts<'a> {
+    /// No change at all.
+    pub(super) fn none(rule: &'a str, started_us: i64) -> Verdicts<'a> {
+        Verdicts {
+            rule,
+            started_us,
+            new: Vec::new(),
+            again: Vec::new(),
+            resolved: Vec::new(),
+        }
+    }
+
+    /// The statements, in batches of `BATCH` rows, each with the counts it changes: the new
+    /// first, then the seen again, then the resolved. Built as they are taken.
+    pub(super) fn statements(&self) -> impl Iterator<Item = (Stmt, Recorded)> + Send + '_ {
+        let new = self.new.chunks(BATCH).map(|c| self.insert(c));
+        let again = self.again.chunks(BATCH).map(|c| self.seen_again(c));
+        let resolved = self.resolved.chunks(BATCH).map(|c| self.resolve(c));
+        new.chain(again).chain(resolved)
+    }
+
+    fn insert(&self, chunk: &[&Violation]) -> (Stmt, Recorded) {
         let mut sql = String::from(
             "INSERT INTO violations (rule, key, state, message, datasets, impact, first_seen_us, last_seen_us, occurrences, previous_id) VALUES ",
         );
-        let mut binds = vec![Bind::Text(run.rule.clone()), Bind::I64(started_us)];
-        for (i, (key, v)) in chunk.iter().enumerate() {
+        let mut binds = vec![Bind::Text(self.rule.into()), Bind::I64(self.started_us)];
+        for (i, v) in chunk.iter().enumerate() {
             let b = 3 + i * 4;
             if i > 0 {
                 sql.push_str(", ");
@@ -199,7 +251,7 @@ pub(super) fn apply(
                 d = b + 2,
                 x = b + 3
             ));
-            binds.push(Bind::Text(key.clone()));
+            binds.push(Bind::Text(v.key.to_string()));
             binds.push(Bind::Text(v.message.clone()));
             binds.push(Bind::Text(datasets_json(v)));
             binds.push(Bind::OptText(v.impact.map(|d| d.to_string())));
@@ -208,12 +260,13 @@ pub(super) fn apply(
             opened: chunk.len() as u64,
             ..Recorded::default()
         };
-        statements.push((Stmt { sql, binds }, counts));
+        (Stmt { sql, binds }, counts)
     }
-    for chunk in again.chunks(BATCH) {
+
+    fn seen_again(&self, chunk: &[(i64, &Violation)]) -> (Stmt, Recorded) {
         let mut sql = String::from("WITH u (id, message, datasets, impact) AS (VALUES ");
-        let mut binds = vec![Bind::I64(started_us)];
-        for (i, (key, v)) in chunk.iter().enumerate() {
+        let mut binds = vec![Bind::I64(self.started_us)];
+        for (i, (id, v)) in chunk.iter().enumerate() {
             let b = 2 + i * 4;
             if i > 0 {
                 sql.push_str(", ");
@@ -224,7 +277,7 @@ pub(super) fn apply(
                 b + 2,
                 b + 3
             ));
-            binds.push(Bind::I64(open_ids[key.as_str()]));
+            binds.push(Bind::I64(*id));
             binds.push(Bind::Text(v.message.clone()));
             binds.push(Bind::Text(datasets_json(v)));
             binds.push(Bind::OptText(v.impact.map(|d| d.to_string())));
@@ -238,11 +291,12 @@ pub(super) fn apply(
             seen_again: chunk.len() as u64,
             ..Recorded::default()
         };
-        statements.push((Stmt { sql, binds }, counts));
+        (Stmt { sql, binds }, counts)
     }
-    for chunk in resolved.chunks(BATCH) {
+
+    fn resolve(&self, chunk: &[&OpenViolation]) -> (Stmt, Recorded) {
         let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-        let mut binds = vec![Bind::I64(started_us)];
+        let mut binds = vec![Bind::I64(self.started_us)];
         binds.extend(chunk.iter().map(|o| Bind::I64(o.id)));
         let stmt = Stmt {
             sql: format!(
@@ -251,6 +305,7 @@ pub(super) fn apply(
             ),
             binds,
         };
+        let started_us = self.started_us;
         let counts = Recorded {
             resolved: chunk.len() as u64,
             healed_after: chunk
@@ -261,9 +316,8 @@ pub(super) fn apply(
                 .collect(),
             ..Recorded::default()
         };
-        statements.push((stmt, counts));
+        (stmt, counts)
     }
-    statements
 }
 
 /// Unlinks newer rows from the resolved ones going away, then deletes those.
@@ -286,26 +340,30 @@ impl StateStore {
     /// A rule's open violations: what a run needs to know before it starts (their keys) and
     /// to be recorded (their ids, and since when each is open).
     pub async fn open_violations(&self, rule: &str) -> Result<Vec<OpenViolation>, StateError> {
-        let open = on_pool!(self, pool => {
-            bound!(select_open(rule))
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(|r| {
-                    Ok(OpenViolation {
-                        id: r.try_get(0)?,
-                        key: r.try_get(1)?,
-                        first_seen_us: r.try_get(2)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        use futures_util::TryStreamExt;
+        // Streamed, not fetched whole: a rule with a million open violations is read a row at
+        // a time into what the run keeps of each (an id, a key, a time), not a million driver
+        // rows first.
+        let mut open = Vec::new();
+        on_pool!(self, pool => {
+            let stmt = select_open(rule);
+            let mut rows = bound!(stmt).fetch(pool);
+            while let Some(r) = rows.try_next().await? {
+                open.push(OpenViolation {
+                    id: r.try_get(0)?,
+                    key: r.try_get::<String, _>(1)?.into_boxed_str(),
+                    first_seen_us: r.try_get(2)?,
+                });
+            }
         });
+        open.shrink_to_fit();
         Ok(open)
     }
 
     /// The keys of a rule's open violations.
     pub async fn open_keys(&self, rule: &str) -> Result<HashSet<String>, StateError> {
-        Ok(keys_of(&self.open_violations(rule).await?))
+        let open = self.open_violations(rule).await?;
+        Ok(open.into_iter().map(|o| o.key.into()).collect())
     }
 
     /// Violations in id order, after `filter.after_id`, at most `filter.limit`.
@@ -450,7 +508,9 @@ impl StateStore {
                 s.open = row.try_get(1)?;
                 s.oldest_first_seen_us = row.try_get(2)?;
             }
-            for row in bound!(impacts).fetch_all(pool).await? {
+            // Streamed: one row per open violation with an impact, perhaps a million.
+            let mut rows = bound!(impacts).fetch(pool);
+            while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
                 add_impact(&mut map, row.try_get(0)?, row.try_get(1)?);
             }
             // One rule's (after each of its runs) comes from the index below instead.
@@ -488,7 +548,9 @@ impl StateStore {
                 s.oldest_first_seen_us = row.try_get(2)?;
             }
             let impacts = open_impacts("", Vec::new());
-            for row in bound!(impacts).fetch_all(pool).await? {
+            // Streamed: one row per open violation with an impact, perhaps a million.
+            let mut rows = bound!(impacts).fetch(pool);
+            while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
                 add_impact(&mut map, row.try_get(0)?, row.try_get(1)?);
             }
         });

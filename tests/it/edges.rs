@@ -60,7 +60,7 @@ message: "order {{key}}: {{size(item)}} items, skus {{item.map(i, i.sku)}}"
     assert_eq!(run.violations[0].message, "order 2: 1 items, skus [c]");
     assert_eq!(run.violations[1].message, "order 3: 0 items, skus []");
     assert_eq!(
-        serde_json::Value::Object(run.violations[1].datasets.clone()),
+        run.violations[1].datasets.to_value(),
         serde_json::json!({ "order": { "order_id": 3 }, "item": [] })
     );
     assert_eq!(run.rows_scanned, [3, 3]);

@@ -72,7 +72,7 @@ async fn incremental_judges_changed_and_open_keys_in(
     let work = Workdir::new(&[("db", &db.url)], Some(RULE));
     let (config, rules) = work.load();
     let sources = Sources::new(&config.sources, config.secrets.clone());
-    let open: HashSet<String> = ["1".to_string()].into();
+    let open: HashSet<&str> = ["1"].into();
     let since = now - Delta::minutes(10);
     let run = run_rule_incremental(&rules[0], &sources, now, since, &open).await;
     assert_eq!(run.error, None, "{kind:?}");
@@ -209,7 +209,7 @@ async fn incremental_agrees_with_full(steps: Vec<Step>, grace: bool) {
             Step::Run(seconds) => {
                 clock += Delta::seconds(seconds.into());
                 let now = clock;
-                let open_keys: HashSet<String> = open.iter().cloned().collect();
+                let open_keys: HashSet<&str> = open.iter().map(String::as_str).collect();
                 let run = match last_run {
                     None => run_rule_with_open(rule, &sources, now, &open_keys).await,
                     Some(last) => {

@@ -168,7 +168,7 @@ assert: t == null
     let keys: Vec<String> = (1..=4).map(|k| k.to_string()).collect();
     let (copy, rows) = sweep_and_keys(&work, &keys).await;
     assert_same_violations(&copy, &rows, 4);
-    let first = serde_json::Value::Object(copy.violations[0].datasets.clone());
+    let first = copy.violations[0].datasets.to_value();
     assert_eq!(first["t"]["n2"], "49.90");
     assert_eq!(first["t"]["m"], "sad");
 }
@@ -223,12 +223,12 @@ assert: t == null
     let keys: Vec<String> = (1..=4).map(|k| k.to_string()).collect();
     let (wire, driver) = sweep_and_keys(&work, &keys).await;
     assert_same_violations(&wire, &driver, 4);
-    let first = serde_json::Value::Object(wire.violations[0].datasets.clone());
+    let first = wire.violations[0].datasets.to_value();
     assert_eq!(first["t"]["lu"], "18446744073709551615");
     assert_eq!(first["t"]["n"], "123456789012345678.0123456789");
     assert_eq!(first["t"]["tm"], "-838:59:59");
     assert_eq!(first["t"]["vc"], "héllo");
-    let second = serde_json::Value::Object(wire.violations[1].datasets.clone());
+    let second = wire.violations[1].datasets.to_value();
     assert_eq!(second["t"]["tm"], "-00:00:01.500");
 
     // The sweep went over the wire, not through the driver.
@@ -281,7 +281,8 @@ assert: t == null
         assert_eq!(driver.error, None, "{params}");
         assert_eq!(wire.violations.len(), 3, "{params}");
         for (path, run) in [("wire", &wire), ("driver", &driver)] {
-            let cipher = run.violations[0].datasets["t"]["cipher"].as_str().unwrap();
+            let evidence = run.violations[0].datasets.to_value();
+            let cipher = evidence["t"]["cipher"].as_str().unwrap();
             assert_eq!(!cipher.is_empty(), encrypted, "{path} {params}: `{cipher}`");
         }
         let check = work.cli(&["--log-level", "invariantd=debug", "check"]);
@@ -340,8 +341,8 @@ fn assert_same_violations(
     for (a, b) in sweep.violations.iter().zip(&some.violations) {
         assert_eq!(a.key, b.key);
         assert_eq!(
-            serde_json::Value::Object(a.datasets.clone()),
-            serde_json::Value::Object(b.datasets.clone()),
+            a.datasets.to_value(),
+            b.datasets.to_value(),
             "key {}",
             a.key
         );
