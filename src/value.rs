@@ -242,7 +242,19 @@ impl Secrets {
                 }
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
-            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.redact_json(v)),
+            serde_json::Value::Object(map) => {
+                map.values_mut().for_each(|v| self.redact_json(v));
+                // A JSON column's own keys are text from the row too.
+                if map
+                    .keys()
+                    .any(|k| matches!(self.redact(k), std::borrow::Cow::Owned(_)))
+                {
+                    *map = std::mem::take(map)
+                        .into_iter()
+                        .map(|(k, v)| (self.redact(&k).into_owned(), v))
+                        .collect();
+                }
+            }
             _ => {}
         }
     }

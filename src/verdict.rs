@@ -374,6 +374,63 @@ impl RuleRun {
 mod tests {
     use super::*;
 
+    /// The shortcut in `Evidence::redact` (no parse when the secret does not show in the text)
+    /// must not let through a secret that JSON writes escaped, nor one inside a JSON column.
+    #[test]
+    fn evidence_redaction_finds_secrets_that_json_escapes_or_nests() {
+        for secret in [
+            "pa\"ss'word",
+            "pa\\ss\\word",
+            "pa\u{1}ss\tword",
+            "pässwörd\u{7f}",
+            "plain-secret",
+        ] {
+            let mut secrets = crate::value::Secrets::default();
+            secrets.add(secret);
+            let datasets = serde_json::json!({
+                "payment": {"id": 1, "note": format!("dsn=postgres://u:{secret}@db")},
+                "lines": [{"memo": secret}, {"memo": "fine"}],
+                "meta": {"doc": {secret: secret, "nested": [secret]}},
+            });
+            let serde_json::Value::Object(map) = datasets else {
+                unreachable!()
+            };
+            let mut evidence = Evidence::new(&map);
+            evidence.redact(&secrets);
+            let value = evidence.to_value();
+            let escaped = serde_json::to_string(secret).unwrap();
+            let escaped = &escaped[1..escaped.len() - 1];
+            assert!(
+                !evidence.as_str().contains(escaped),
+                "{secret:?} in {}",
+                evidence.as_str()
+            );
+            assert!(
+                !value.to_string().contains(escaped),
+                "{secret:?} in {value}"
+            );
+            assert_eq!(value["lines"][0]["memo"], "***", "{secret:?}");
+            assert_eq!(value["lines"][1]["memo"], "fine");
+            assert_eq!(value["payment"]["note"], "dsn=postgres://u:***@db");
+            assert_eq!(value["meta"]["doc"]["***"], "***", "{secret:?}: {value}");
+        }
+    }
+
+    #[test]
+    fn evidence_without_secrets_is_left_as_it_was() {
+        let mut secrets = crate::value::Secrets::default();
+        secrets.add("hunter22");
+        let serde_json::Value::Object(map) =
+            serde_json::json!({"t": {"note": "a \"quoted\" \\ note"}})
+        else {
+            unreachable!()
+        };
+        let mut evidence = Evidence::new(&map);
+        let before = evidence.as_str().to_string();
+        evidence.redact(&secrets);
+        assert_eq!(evidence.as_str(), before);
+    }
+
     #[test]
     fn kinds_and_outcomes_round_trip_through_their_stable_names() {
         for k in ErrorKind::ALL {
