@@ -16,23 +16,9 @@ cd "$(dirname "$0")/.."
 RULES=${RULES:-100}
 DURATION=${DURATION:-120}
 SETTLE=${SETTLE:-15}
-PG=${INVARIANTD_BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 STATE=invariantd_bench_idle_state
-
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --locked --quiet
-    BIN=$PWD/target/release/invariantd
-fi
-work=$(mktemp -d)
-pid=
-cleanup() {
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null
-    wait 2>/dev/null || true
-    rm -rf "$work"
-    psql "$PG/postgres" -qX -c "DROP DATABASE IF EXISTS $STATE" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-psql "$PG/postgres" -qX -c "DROP DATABASE IF EXISTS $STATE" -c "CREATE DATABASE $STATE"
+. bench/lib.sh
+fresh_state
 
 python3 - "$work" <<'PY'
 import sqlite3, sys
@@ -41,7 +27,7 @@ c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, ok INTEGER, note TEXT)")
 c.executemany("INSERT INTO t VALUES (?, ?, ?)", [(i, 0 if i % 50 == 0 else 1, "n%d" % i) for i in range(1, 1001)])
 c.commit()
 PY
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 mkdir "$work/rules"
 cat > "$work/invariantd.yaml" <<YAML
 sources:
@@ -70,8 +56,7 @@ YAML
     fi
 done
 
-(cd "$work" && exec "$BIN" run --log-level error) &
-pid=$!
+daemon
 runs() { psql "$PG/$STATE" -qXAt -c "SELECT count(*) FROM runs" 2>/dev/null || echo 0; }
 deadline=$(( SECONDS + 120 ))
 until [ "$(runs)" -ge "$RULES" ]; do

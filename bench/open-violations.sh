@@ -16,22 +16,8 @@ N=${N:-1000000}
 OPENS=${OPENS:-0 100000 1000000}
 EVERY=${EVERY:-20}
 RUNS_AFTER=${RUNS_AFTER:-3}
-PG=${INVARIANTD_BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 STATE=invariantd_bench_open_state
-
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --locked --quiet
-    BIN=$PWD/target/release/invariantd
-fi
-work=$(mktemp -d)
-pid=
-stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; pid=; }
-cleanup() {
-    stop
-    rm -rf "$work"
-    psql "$PG/postgres" -qX -c "DROP DATABASE IF EXISTS $STATE" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+. bench/lib.sh
 
 python3 - "$work" "$N" <<'PY'
 import sqlite3, sys
@@ -50,8 +36,8 @@ printf '| open violations | RSS after %s runs (MiB) | peak RSS (MiB) | peak over
 printf '| --- | --- | --- | --- |\n'
 base=
 for open in $OPENS; do
-    psql "$PG/postgres" -qX -c "DROP DATABASE IF EXISTS $STATE" -c "CREATE DATABASE $STATE" >/dev/null
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    fresh_state
+    port=$(free_port)
     mkdir -p "$work/rules"
     cat > "$work/invariantd.yaml" <<YAML
 sources:
@@ -70,8 +56,7 @@ assert: t.id > $open
 message: "order {{key}} ({{t.note}}) is broken"
 impact: { value: "decimal(t.amount)", unit: eur }
 YAML
-    (cd "$work" && exec "$BIN" run --log-level error) &
-    pid=$!
+    daemon
     deadline=$(( SECONDS + 60 * RUNS_AFTER + 300 ))
     until [ "$(runs)" -ge "$RUNS_AFTER" ]; do
         [ $SECONDS -gt $deadline ] && { echo "FAIL: $RUNS_AFTER runs did not finish" >&2; exit 1; }

@@ -554,21 +554,23 @@ impl StateStore {
             _ => HashMap::new(),
         };
         // A run that did not read everything changes no violation.
-        let verdicts = match run.finished {
-            true => violations::apply(run, open, &repaired, started_us),
-            false => violations::Verdicts::none(&run.rule, started_us),
+        let verdicts = if run.finished {
+            violations::apply(run, open, &repaired, started_us)
+        } else {
+            violations::Verdicts::none(&run.rule, started_us)
         };
-        let mut parts = split(verdicts.statements()).peekable();
+        // Each part but the last is a transaction of its own; the last commits with the
+        // run's row, so that a run shows as recorded only once all of its changes are.
         let mut recorded = Recorded::default();
-        let last = loop {
-            let part = parts.next().unwrap_or_default();
-            if parts.peek().is_none() {
-                break part;
+        let mut last = Vec::new();
+        for part in split(verdicts.statements()) {
+            let earlier = std::mem::replace(&mut last, part);
+            if !earlier.is_empty() {
+                let (statements, changed) = with_counters(&run.rule, earlier);
+                self.write_guarded(lease, None, statements).await?;
+                recorded.add(&changed);
             }
-            let (statements, changed) = with_counters(&run.rule, part);
-            self.write_guarded(lease, None, statements).await?;
-            recorded.add(&changed);
-        };
+        }
         let (mut statements, changed) = with_counters(&run.rule, last);
         statements.extend(counters::add_run(run));
         let run_id = self
