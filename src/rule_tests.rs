@@ -66,7 +66,7 @@ fn compare(case: &TestCase, run: &RuleRun) -> Vec<String> {
     let found: BTreeMap<String, &str> = run
         .violations
         .iter()
-        .map(|v| (v.key.to_string(), v.message.as_str()))
+        .map(|v| (v.key.to_string(), &*v.message))
         .collect();
     let found_keys = || found.keys().cloned().collect::<Vec<_>>().join(", ");
     match &case.expect {

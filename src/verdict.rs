@@ -162,14 +162,16 @@ impl RunError {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Violation {
     pub key: Key,
-    pub message: String,
+    /// Boxed, as are `repairs`: a run holds every violation it found until it is recorded,
+    /// and a capacity per field is room a million of them do not use.
+    pub message: Box<str>,
     /// What each dataset held for the key: a row, a list of rows (`many`), or null.
     pub datasets: Evidence,
     /// What it puts at risk, in the rule's `impact.unit`.
     pub impact: Option<rust_decimal::Decimal>,
     /// The rule's repair actions filled in for this key, in the rule's order; empty when the
     /// rule offers none.
-    pub repairs: Vec<PlannedAction>,
+    pub repairs: Box<[PlannedAction]>,
 }
 
 /// The rows behind a violation — an object of each dataset's row, list of rows or null — kept
@@ -285,6 +287,51 @@ pub struct KeyError {
     pub key: Key,
     pub kind: ErrorKind,
     pub message: String,
+}
+
+/// The keys of a rule's open violations (as `Key` displays them), as a run asks about them:
+/// whether a key it did not judge is one of them, and, for an incremental run, which they
+/// are. The run borrows them in whatever form the caller holds them — the state store's open
+/// violations, sorted by key — rather than a set of its own: a rule with a million open
+/// violations does not index their keys twice.
+pub trait OpenKeys: Sync {
+    fn contains(&self, key: &str) -> bool;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn keys(&self) -> Box<dyn Iterator<Item = &str> + '_>;
+}
+
+/// Keys in a sorted slice.
+pub struct SortedKeys<'a>(pub &'a [&'a str]);
+
+/// No open violations.
+pub const NONE_OPEN: &SortedKeys<'static> = &SortedKeys(&[]);
+
+impl OpenKeys for SortedKeys<'_> {
+    fn contains(&self, key: &str) -> bool {
+        debug_assert!(self.0.is_sorted());
+        self.0.binary_search(&key).is_ok()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn keys(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        Box::new(self.0.iter().copied())
+    }
+}
+
+impl OpenKeys for std::collections::HashSet<&str> {
+    fn contains(&self, key: &str) -> bool {
+        std::collections::HashSet::contains(self, key)
+    }
+    fn len(&self) -> usize {
+        std::collections::HashSet::len(self)
+    }
+    fn keys(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        Box::new(self.iter().copied())
+    }
 }
 
 /// Serializable for the parts of a partitioned sweep, which the replica that ran each part

@@ -6,7 +6,6 @@
 //! given, and its key column is an integer when every key value is an integer, text when
 //! they are integers or text, and unusable otherwise.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,7 +15,7 @@ use crate::rules::Rule;
 use crate::sources::{Description, KeyKind, key_of};
 use crate::value::Types;
 use crate::value::{Row, Value};
-use crate::verdict::{RuleRun, RunError};
+use crate::verdict::{OpenKeys, RuleRun, RunError};
 
 use super::judge::Judge;
 use super::merge::{Cursor, RowBatches};
@@ -112,7 +111,7 @@ pub async fn run_fixtures(
     rule: &Rule,
     fixtures: &[Fixture],
     now: DateTime<Utc>,
-    open: &HashSet<&str>,
+    open: &dyn OpenKeys,
     batch_rows: usize,
 ) -> RuleRun {
     let mut run = new_run(rule, now);

@@ -8,7 +8,7 @@
 //! cannot see is a row that left a dataset (deleted, or no longer matching the query's
 //! `WHERE`) while the key's other rows stayed as they were: the full sweep finds that.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
@@ -17,7 +17,7 @@ use super::merge::Cursor;
 use super::{Read, RowBatches, describe, execute, finish, new_run, redact, start, where_};
 use crate::rules::Rule;
 use crate::sources::Sources;
-use crate::verdict::{RuleRun, RunError, RunMode};
+use crate::verdict::{OpenKeys, RuleRun, RunError, RunMode};
 
 /// Keys per look-up: each a bound parameter, well under every database's limit.
 const KEYS_PER_BATCH: usize = 1000;
@@ -33,7 +33,7 @@ pub async fn run_rule_incremental(
     sources: &Sources,
     now: DateTime<Utc>,
     since: DateTime<Utc>,
-    open: &HashSet<&str>,
+    open: &dyn OpenKeys,
 ) -> RuleRun {
     let started = Instant::now();
     let mut run = new_run(rule, now);
@@ -42,7 +42,7 @@ pub async fn run_rule_incremental(
         let changed = changed_keys(rule, sources, since, &mut run).await?;
         run.keys_changed = changed.len() as u64;
         let mut keys = changed;
-        keys.extend(open.iter().map(|k| k.to_string()));
+        keys.extend(open.keys().map(str::to_string));
         if keys.len() > MAX_INCREMENTAL_KEYS {
             return Ok(false);
         }

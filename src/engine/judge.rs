@@ -4,13 +4,12 @@
 //! violation carries the rule's `impact` value for its key, when the rule has one, and its
 //! repair actions filled in for the key.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::expr::{Env, Group, MAX_STEPS_PER_KEY};
 use crate::rules::Rule;
 use crate::value::{Key, MESSAGE_MAX, Row, Value, parse_timestamp_text, truncated};
-use crate::verdict::{ErrorKind, KeyError, RuleRun, RunError, Violation};
+use crate::verdict::{OpenKeys, ErrorKind, KeyError, RuleRun, RunError, Violation};
 
 use super::plan::Plan;
 
@@ -104,7 +103,7 @@ impl Judge<'_> {
         &self,
         groups: &[Group],
         key: Key,
-        open: &HashSet<&str>,
+        open: &dyn OpenKeys,
         run: &mut RuleRun,
     ) -> Result<(), RunError> {
         if let Some(grace_from) = self.grace_from {
@@ -149,13 +148,12 @@ impl Judge<'_> {
             Ok(true) => {}
             Ok(false) => {
                 let message = self.plan.message.render(&env);
-                let mut message = match truncated(&message, MESSAGE_MAX) {
+                // Boxed, so without the room the rendering grew into.
+                let message = match truncated(&message, MESSAGE_MAX) {
                     std::borrow::Cow::Borrowed(_) => message,
                     std::borrow::Cow::Owned(cut) => cut,
-                };
-                // Held with the run until it is recorded, perhaps with a million others: not
-                // the room the rendering grew into.
-                message.shrink_to_fit();
+                }
+                .into_boxed_str();
                 let datasets = crate::verdict::Evidence::new(&self.snapshot(groups));
                 let impact = self.impact(&env);
                 let repairs = super::render::render(self.rule, &self.plan.repairs, &env);
@@ -164,7 +162,7 @@ impl Judge<'_> {
                     message,
                     datasets,
                     impact,
-                    repairs,
+                    repairs: repairs.into_boxed_slice(),
                 });
             }
             Err(e) => {
@@ -251,7 +249,7 @@ pub(crate) fn evidence(columns: &[String], row: &Row) -> serde_json::Value {
 
 pub(crate) fn add_key_error(
     run: &mut RuleRun,
-    open: &HashSet<&str>,
+    open: &dyn OpenKeys,
     key: Key,
     kind: ErrorKind,
     message: String,
@@ -264,7 +262,7 @@ pub(crate) fn add_key_error(
 }
 
 /// Remembers that an open key was not judged. Only skipped keys pay for the lookup.
-fn hold_if_open(run: &mut RuleRun, open: &HashSet<&str>, key: &Key) {
+fn hold_if_open(run: &mut RuleRun, open: &dyn OpenKeys, key: &Key) {
     if !open.is_empty() {
         let text = key.to_string();
         if open.contains(text.as_str()) {

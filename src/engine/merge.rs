@@ -4,13 +4,12 @@
 //! table size. The same code merges rows streamed from databases and in-memory fixtures, which
 //! is what lets it be tested against a naive join without a database.
 
-use std::collections::HashSet;
 use std::future::Future;
 
 use crate::expr::Group;
 use crate::rules::Rule;
 use crate::value::{Key, Row};
-use crate::verdict::{ErrorKind, RuleRun, RunError};
+use crate::verdict::{OpenKeys, ErrorKind, RuleRun, RunError};
 
 use super::judge::{Judge, add_key_error};
 
@@ -77,7 +76,7 @@ pub(crate) async fn merge<B: RowBatches>(
     rule: &Rule,
     judge: &Judge<'_>,
     cursors: &mut [Cursor<B>],
-    open: &HashSet<&str>,
+    open: &dyn OpenKeys,
     sample_every: Option<u64>,
     run: &mut RuleRun,
 ) -> Result<(), RunError> {

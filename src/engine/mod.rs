@@ -25,7 +25,7 @@ mod plan;
 mod proptests;
 mod render;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -39,7 +39,7 @@ use crate::sources::{
     Sources, spawn_reader,
 };
 use crate::value::Row;
-use crate::verdict::{ErrorKind, Outcome, RuleRun, RunError};
+use crate::verdict::{NONE_OPEN, OpenKeys, ErrorKind, Outcome, RuleRun, RunError};
 
 pub use explain::{DatasetRows, Explanation, Step, explain};
 pub use incremental::{MAX_INCREMENTAL_KEYS, run_rule_incremental};
@@ -61,7 +61,7 @@ pub async fn run_rules(rules: &[Rule], sources: &Sources, concurrency: usize) ->
 
 /// Runs one rule once, at `now`.
 pub async fn run_rule(rule: &Rule, sources: &Sources, now: DateTime<Utc>) -> RuleRun {
-    run_rule_with_open(rule, sources, now, &HashSet::new()).await
+    run_rule_with_open(rule, sources, now, NONE_OPEN).await
 }
 
 /// Runs one rule once, at `now`, knowing which keys have an open violation, so that the run can
@@ -70,7 +70,7 @@ pub async fn run_rule_with_open(
     rule: &Rule,
     sources: &Sources,
     now: DateTime<Utc>,
-    open: &HashSet<&str>,
+    open: &dyn OpenKeys,
 ) -> RuleRun {
     run_keys(rule, sources, now, open, Read::All, Grace::Apply).await
 }
@@ -84,7 +84,7 @@ pub async fn run_rule_range(
     rule: &Rule,
     sources: &Sources,
     now: DateTime<Utc>,
-    open: &HashSet<&str>,
+    open: &dyn OpenKeys,
     range: &KeyRange,
     snapshots: &BTreeMap<String, String>,
 ) -> RuleRun {
@@ -104,14 +104,14 @@ pub async fn run_rule_for_keys(
     keys: &[String],
     grace: Grace,
 ) -> RuleRun {
-    run_keys(rule, sources, now, &HashSet::new(), Read::Keys(keys), grace).await
+    run_keys(rule, sources, now, NONE_OPEN, Read::Keys(keys), grace).await
 }
 
 async fn run_keys(
     rule: &Rule,
     sources: &Sources,
     now: DateTime<Utc>,
-    open: &HashSet<&str>,
+    open: &dyn OpenKeys,
     read: Read<'_>,
     grace: Grace,
 ) -> RuleRun {
@@ -136,7 +136,9 @@ fn redact(run: &mut RuleRun, secrets: &crate::value::Secrets) {
         }
     };
     for v in &mut run.violations {
-        clean(&mut v.message);
+        if let std::borrow::Cow::Owned(r) = secrets.redact(&v.message) {
+            v.message = r.into();
+        }
         v.datasets.redact(secrets);
         for action in &mut v.repairs {
             if let Ok(mut json) = serde_json::to_value(&action.spec) {
@@ -486,7 +488,7 @@ async fn execute(
     rule: &Rule,
     sources: &Sources,
     now: DateTime<Utc>,
-    open: &HashSet<&str>,
+    open: &dyn OpenKeys,
     read: Read<'_>,
     grace: Grace,
     run: &mut RuleRun,
@@ -498,6 +500,12 @@ async fn execute(
     let (plan, mut cursors) = start(rule, described, run)?;
     // 3. Stream, merge and judge.
     let judge = Judge::new(rule, &plan, now.timestamp_micros(), grace);
+    // A full sweep finds about as many violations as are open, on a bad day a million: room
+    // for them at once, rather than a vector grown by doubling (up to half of it unused, and
+    // the old and the new both held while it grows).
+    if matches!(read, Read::All) {
+        run.violations.reserve_exact(open.len());
+    }
     // A full sweep (or a range of one) of a partitioned rule samples where the next splits.
     let sample_every = match read {
         Read::All | Read::Range(..) => rule.partition.map(|p| p.keys),

@@ -144,7 +144,7 @@ pub fn plan(rule: &Rule, run: &RuleRun, open: &[OpenViolation], guard: &Guardrai
                 state,
                 mode: repair.mode.as_str().to_string(),
                 action: first.clone(),
-                actions: v.repairs.clone(),
+                actions: v.repairs.to_vec(),
                 hold_reason,
                 held_by,
             }
@@ -196,10 +196,10 @@ mod tests {
         run.violations = keys
             .map(|k| Violation {
                 key: Key::Int(k),
-                message: String::new(),
+                message: "".into(),
                 datasets: Default::default(),
                 impact: None,
-                repairs: vec![crate::verdict::PlannedAction {
+                repairs: Box::new([crate::verdict::PlannedAction {
                     name: "default".into(),
                     spec: crate::verdict::ActionSpec {
                         kind: "sql".into(),
@@ -208,7 +208,7 @@ mod tests {
                             .cloned()
                             .unwrap_or_default(),
                     },
-                }],
+                }]),
             })
             .collect();
         run

@@ -672,10 +672,10 @@ mod tests {
         run.violations = (0..10_000)
             .map(|i| Violation {
                 key: Key::Int(i),
-                message: String::new(),
+                message: "".into(),
                 datasets: Default::default(),
                 impact: None,
-                repairs: Vec::new(),
+                repairs: Box::default(),
             })
             .collect();
         // 3,000 of them were open already, and 1,000 open ones are gone.

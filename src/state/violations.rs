@@ -128,10 +128,25 @@ pub struct OpenViolation {
     pub first_seen_us: i64,
 }
 
-/// The keys of open violations, as the engine takes them (borrowed: a rule with a million
-/// open violations does not hold its keys twice).
-pub fn keys_of(open: &[OpenViolation]) -> HashSet<&str> {
-    open.iter().map(|o| &*o.key).collect()
+/// A rule's open violations as the engine asks about their keys: `open_violations` sorted
+/// them by key, so a key is looked up in them as they are, with nothing more held for it.
+pub struct OpenKeysOf<'a>(&'a [OpenViolation]);
+
+pub fn keys_of(open: &[OpenViolation]) -> OpenKeysOf<'_> {
+    debug_assert!(open.is_sorted_by(|a, b| a.key <= b.key));
+    OpenKeysOf(open)
+}
+
+impl crate::verdict::OpenKeys for OpenKeysOf<'_> {
+    fn contains(&self, key: &str) -> bool {
+        self.0.binary_search_by(|o| (*o.key).cmp(key)).is_ok()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn keys(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        Box::new(self.0.iter().map(|o| &*o.key))
+    }
 }
 
 /// The columns a `ViolationRecord` is read from, in `fetch_violations`' order.
@@ -155,10 +170,18 @@ fn datasets_json(v: &Violation) -> String {
 pub(super) struct Verdicts<'a> {
     rule: &'a str,
     started_us: i64,
-    new: Vec<&'a Violation>,
-    again: Vec<(i64, &'a Violation)>,
+    violations: &'a [Violation],
+    /// For each of `violations`, the open one it was found again as (an index into
+    /// `by_key`), or `NEW`, or `STALE` (a repair resolved it after the run started). Four
+    /// bytes per violation found, where a list of the new and one of the seen again, grown as
+    /// they were found, took up to three times as much.
+    verdicts: Vec<u32>,
+    by_key: Vec<&'a OpenViolation>,
     resolved: Vec<&'a OpenViolation>,
 }
+
+const NEW: u32 = u32::MAX;
+const STALE: u32 = u32::MAX - 1;
 
 pub(super) fn apply<'a>(
     run: &'a RuleRun,
@@ -179,37 +202,41 @@ pub(super) fn apply<'a>(
         .filter(|o| !repaired.contains_key(&o.id))
         .collect();
     by_key.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    assert!(by_key.len() < STALE as usize, "fewer open violations than u32 counts");
     let mut found = vec![false; by_key.len()];
-    let mut new = Vec::new();
-    let mut again = Vec::new();
     let mut key = String::new();
-    for v in &run.violations {
-        key.clear();
-        write!(key, "{}", v.key).expect("a key formats");
-        if stale.contains(key.as_str()) {
-            continue;
-        }
-        match by_key.binary_search_by(|o| (*o.key).cmp(key.as_str())) {
-            Ok(i) if !found[i] => {
-                found[i] = true;
-                again.push((by_key[i].id, v));
+    let verdicts = run
+        .violations
+        .iter()
+        .map(|v| {
+            key.clear();
+            write!(key, "{}", v.key).expect("a key formats");
+            if stale.contains(key.as_str()) {
+                return STALE;
             }
-            _ => new.push(v),
-        }
-    }
+            match by_key.binary_search_by(|o| (*o.key).cmp(key.as_str())) {
+                Ok(i) if !found[i] => {
+                    found[i] = true;
+                    i as u32
+                }
+                _ => NEW,
+            }
+        })
+        .collect();
     let held: HashSet<&str> = run.unjudged_open.iter().map(String::as_str).collect();
     let mut resolved: Vec<&OpenViolation> = by_key
-        .into_iter()
+        .iter()
         .zip(found)
         .filter(|(o, found)| !found && !held.contains(&*o.key))
-        .map(|(o, _)| o)
+        .map(|(o, _)| *o)
         .collect();
     resolved.sort_by_key(|o| o.id);
     Verdicts {
         rule: &run.rule,
         started_us,
-        new,
-        again,
+        violations: &run.violations,
+        verdicts,
+        by_key,
         resolved,
     }
 }
@@ -220,8 +247,9 @@ impl<'a> Verdicts<'a> {
         Verdicts {
             rule,
             started_us,
-            new: Vec::new(),
-            again: Vec::new(),
+            violations: &[],
+            verdicts: Vec::new(),
+            by_key: Vec::new(),
             resolved: Vec::new(),
         }
     }
@@ -229,8 +257,15 @@ impl<'a> Verdicts<'a> {
     /// The statements, in batches of `BATCH` rows, each with the counts it changes: the new
     /// first, then the seen again, then the resolved. Built as they are taken.
     pub(super) fn statements(&self) -> impl Iterator<Item = (Stmt, Recorded)> + Send + '_ {
-        let new = self.new.chunks(BATCH).map(|c| self.insert(c));
-        let again = self.again.chunks(BATCH).map(|c| self.seen_again(c));
+        let found = || self.violations.iter().zip(&self.verdicts);
+        let new = batches(found().filter(|(_, t)| **t == NEW).map(|(v, _)| v))
+            .map(|c| self.insert(&c));
+        let again = batches(
+            found()
+                .filter(|(_, t)| **t < STALE)
+                .map(|(v, t)| (self.by_key[*t as usize].id, v)),
+        )
+        .map(|c| self.seen_again(&c));
         let resolved = self.resolved.chunks(BATCH).map(|c| self.resolve(c));
         new.chain(again).chain(resolved)
     }
@@ -252,7 +287,7 @@ impl<'a> Verdicts<'a> {
                 x = b + 3
             ));
             binds.push(Bind::Text(v.key.to_string()));
-            binds.push(Bind::Text(v.message.clone()));
+            binds.push(Bind::Text(v.message.to_string()));
             binds.push(Bind::Text(datasets_json(v)));
             binds.push(Bind::OptText(v.impact.map(|d| d.to_string())));
         }
@@ -278,7 +313,7 @@ impl<'a> Verdicts<'a> {
                 b + 3
             ));
             binds.push(Bind::I64(*id));
-            binds.push(Bind::Text(v.message.clone()));
+            binds.push(Bind::Text(v.message.to_string()));
             binds.push(Bind::Text(datasets_json(v)));
             binds.push(Bind::OptText(v.impact.map(|d| d.to_string())));
         }
@@ -320,6 +355,15 @@ impl<'a> Verdicts<'a> {
     }
 }
 
+/// `items` in vectors of up to `BATCH`, taken as they are asked for.
+fn batches<T>(items: impl Iterator<Item = T>) -> impl Iterator<Item = Vec<T>> {
+    let mut items = items.peekable();
+    std::iter::from_fn(move || {
+        items.peek()?;
+        Some(items.by_ref().take(BATCH).collect())
+    })
+}
+
 /// Unlinks newer rows from the resolved ones going away, then deletes those.
 pub(super) fn prune(before_us: i64) -> Vec<Stmt> {
     vec![
@@ -357,6 +401,8 @@ impl StateStore {
             }
         });
         open.shrink_to_fit();
+        // By key, byte-wise (what `keys_of` searches), whatever the store's collation.
+        open.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         Ok(open)
     }
 

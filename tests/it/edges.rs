@@ -57,8 +57,8 @@ message: "order {{key}}: {{size(item)}} items, skus {{item.map(i, i.sku)}}"
     let run = run_of(&runs, "orders_have_items");
     assert_eq!(run.error, None);
     assert_eq!(keys(run), ["2", "3"]);
-    assert_eq!(run.violations[0].message, "order 2: 1 items, skus [c]");
-    assert_eq!(run.violations[1].message, "order 3: 0 items, skus []");
+    assert_eq!(&*run.violations[0].message, "order 2: 1 items, skus [c]");
+    assert_eq!(&*run.violations[1].message, "order 3: 0 items, skus []");
     assert_eq!(
         run.violations[1].datasets.to_value(),
         serde_json::json!({ "order": { "order_id": 3 }, "item": [] })
@@ -229,7 +229,7 @@ message: "{{pg.total}} {{my.amount}} {{lite.amount}}"
     let run = run_of(&runs, "sums_match");
     assert_eq!(run.error, None);
     assert_eq!(keys(run), ["4"]);
-    assert_eq!(run.violations[0].message, "0.30 0.301 0.30");
+    assert_eq!(&*run.violations[0].message, "0.30 0.301 0.30");
 }
 
 #[tokio::test]
@@ -348,7 +348,7 @@ message: "{{pg.tz}} {{my.dt}} {{lite.at}}"
     // Key 2's zoned value is half a second later.
     assert_eq!(keys(run), ["2"]);
     assert_eq!(
-        run.violations[0].message,
+        &*run.violations[0].message,
         "2026-11-26T09:30:00.500Z 2026-11-26T09:30:00Z 2026-11-26T10:30:00+01:00"
     );
 }

@@ -425,7 +425,7 @@ async fn a_sweep_split_into_key_ranges_and_merged_is_the_single_sweep() {
             let keys = |r: &invariantd::verdict::RuleRun| -> Vec<(String, String)> {
                 r.violations
                     .iter()
-                    .map(|v| (v.key.to_string(), v.message.clone()))
+                    .map(|v| (v.key.to_string(), v.message.to_string()))
                     .collect()
             };
             assert_eq!(keys(&merged), keys(&single), "{what}");
