@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Idle is idle: a daemon with 100 rules (every hour; ten of them offer repairs, and one of
-# those has ten waiting for a person) and nothing due, on a PostgreSQL state store. After every rule's first run and a
-# settling pause, for DURATION seconds: the state store's transactions (from
-# pg_stat_database; a statement outside an explicit transaction counts one) and the daemon's
-# CPU time, both per minute. What is left is the lease keeper's renewal (every
-# `cluster.renew`), the store watch's ping (every second, for readiness) and the alert
-# evaluator (every `alerting.evaluation_interval`).
+# those has ten waiting for a person) and nothing due, on a PostgreSQL state store. After
+# every rule's first run and a settling pause, for DURATION seconds: the state store's
+# transactions (from pg_stat_database; a statement outside an explicit transaction counts
+# one) and the daemon's CPU time, both per minute. What is left is the lease keeper's renewal (every
+# `cluster.renew`), the range reader's look (every 10 s) and the alert evaluator (every
+# `alerting.evaluation_interval`); the store watch's ping each second runs no statement.
 #
 #   bench/nothing-due.sh                                  # 120 s, the release build
 #   BIN=/path/to/older/invariantd bench/nothing-due.sh    # the same for another build

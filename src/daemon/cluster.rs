@@ -3,9 +3,9 @@
 //! lease whose renewal failed or found another holder; beats its heartbeat (`replica/ID`);
 //! counts the live replicas from their heartbeats and takes or releases `rule/NAME` leases to
 //! run its fair share (`context::cluster::share`); and takes `alerting` and `leader` when they
-//! are free. When
-//! the state store cannot be reached, the leases it could not renew are dropped at their local
-//! deadline. On shutdown it releases everything, so that the others take over at once.
+//! are free. The leader forgets, every ten minutes, the heartbeats of replicas gone for an
+//! hour. When the state store cannot be reached, the leases it could not renew are dropped
+//! at their local deadline. On shutdown it releases everything, so that the others take over at once.
 //!
 //! The rest of the daemon follows what it publishes (`Membership`): the scheduler runs the
 //! rules held, the alert services run under `alerting`, the metrics export the cluster-wide
@@ -29,11 +29,15 @@ use crate::state::{LeaseRow, StateError, StateStore};
 
 /// How long a replica's heartbeat stays listed after it stopped beating.
 const FORGET_REPLICAS_AFTER: Duration = Duration::from_secs(3600);
+/// How often the leader forgets them: a heartbeat listed a few minutes beyond the hour is
+/// harmless, and a statement every round is work an idle daemon need not do.
+const FORGET_EVERY: Duration = Duration::from_secs(600);
 
 /// Keeps this replica's leases until `stop`, then releases them.
 pub async fn keeper(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResult {
     let me = handle.cluster.clone();
     let mut held = Held::default();
+    let mut forgot: Option<Instant> = None;
     let mut failing = false;
     // Live replicas as the last round counted them.
     let mut live = 1;
@@ -43,13 +47,17 @@ pub async fn keeper(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
         let config = ctx.config.cluster;
         let store = ctx.store.clone();
         drop(ctx);
-        match round(&store, &me.replica, &rules, config.lease, &mut held, &|h| {
-            me.publish(h.clone())
-        })
-        .await
-        {
+        let forget = forgot.is_none_or(|at| at.elapsed() >= FORGET_EVERY);
+        let publish = |h: &Held| me.publish(h.clone());
+        match round(&store, &me.replica, &rules, config.lease, &mut held, &publish).await {
             Ok(counted) => {
                 live = counted;
+                if forget && held.lease(LEADER).is_some() {
+                    match store.forget_replicas(FORGET_REPLICAS_AFTER).await {
+                        Ok(_) => forgot = Some(Instant::now()),
+                        Err(e) => warn!(error = %e, "Cannot forget replicas long gone."),
+                    }
+                }
                 if std::mem::take(&mut failing) {
                     info!("The leases can be renewed again.");
                 }
@@ -188,9 +196,6 @@ async fn round(
             info!(lease = name, "Took the lease.");
             held.insert(lease, deadline);
         }
-    }
-    if held.lease(LEADER).is_some() {
-        store.forget_replicas(FORGET_REPLICAS_AFTER).await?;
     }
     Ok(live)
 }

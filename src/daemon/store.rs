@@ -1,6 +1,7 @@
-//! The state store's watch: pings the store every second (each ping bounded by two seconds),
-//! so that readiness turns 503 within a few seconds of the store going away and the API
-//! answers 503 at once while it is away, instead of each request waiting for a connection.
+//! The state store's watch: pings the store every second (a protocol round trip that runs no
+//! statement, bounded by two seconds), so that readiness turns 503 within a few seconds of the
+//! store going away and the API answers 503 at once while it is away, instead of each request
+//! waiting for a connection.
 
 use std::sync::Arc;
 use std::time::Duration;

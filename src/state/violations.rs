@@ -526,13 +526,6 @@ impl StateStore {
     ) -> Result<HashMap<String, RuleSnapshot>, StateError> {
         let filter = if rule.is_some() { " AND rule = $1" } else { "" };
         let binds: Vec<Bind> = rule.map(|r| Bind::Text(r.into())).into_iter().collect();
-        let open = Stmt {
-            sql: format!(
-                "SELECT rule, COUNT(*), MIN(first_seen_us) FROM violations WHERE state = 'open'{filter} GROUP BY rule"
-            ),
-            binds: binds.clone(),
-        };
-        let impacts = open_impacts(filter, binds.clone());
         let success = Stmt {
             sql: format!(
                 "SELECT rule, MAX(finished_us) FROM runs WHERE outcome <> 'unknown'{filter} GROUP BY rule"
@@ -547,18 +540,8 @@ impl StateStore {
             ),
             binds,
         };
-        let mut map: HashMap<String, RuleSnapshot> = HashMap::new();
+        let mut map = self.open_per_rule(rule).await?;
         on_pool!(self, pool => {
-            for row in bound!(open).fetch_all(pool).await? {
-                let s = map.entry(row.try_get(0)?).or_default();
-                s.open = row.try_get(1)?;
-                s.oldest_first_seen_us = row.try_get(2)?;
-            }
-            // Streamed: one row per open violation with an impact, perhaps a million.
-            let mut rows = bound!(impacts).fetch(pool);
-            while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
-                add_impact(&mut map, row.try_get(0)?, row.try_get(1)?);
-            }
             // One rule's (after each of its runs) comes from the index below instead.
             if rule.is_none() {
                 for row in bound!(success).fetch_all(pool).await? {
@@ -580,24 +563,61 @@ impl StateStore {
     /// impact summed — from the open violations alone, so it costs what is open, not what
     /// the run history holds (the alert evaluator asks after every run).
     pub async fn open_summaries(&self) -> Result<HashMap<String, RuleSnapshot>, StateError> {
+        self.open_per_rule(None).await
+    }
+
+    /// Per rule with open violations (all rules, or `rule`): their count, the oldest one's
+    /// first sighting and their impact summed. On PostgreSQL the sum is SQL's (`NUMERIC`,
+    /// exact), one row per rule whatever is open; SQLite has no exact decimal sum, so there
+    /// each open impact is streamed and summed here.
+    async fn open_per_rule(
+        &self,
+        rule: Option<&str>,
+    ) -> Result<HashMap<String, RuleSnapshot>, StateError> {
+        let filter = if rule.is_some() { " AND rule = $1" } else { "" };
+        let binds: Vec<Bind> = rule.map(|r| Bind::Text(r.into())).into_iter().collect();
+        let summed = self.is_postgres();
+        // A stored impact is what `Decimal` printed; one that is not (a row written by hand)
+        // is left out of the sum, and said so.
+        let sum = if summed {
+            ", CAST(SUM(CASE WHEN impact ~ '^-?[0-9]+(\\.[0-9]+)?$' THEN CAST(impact AS NUMERIC) END) AS TEXT), \
+             COUNT(impact) - COUNT(CASE WHEN impact ~ '^-?[0-9]+(\\.[0-9]+)?$' THEN 1 END)"
+        } else {
+            ""
+        };
+        let open = Stmt {
+            sql: format!(
+                "SELECT rule, COUNT(*), MIN(first_seen_us){sum} FROM violations \
+                 WHERE state = 'open'{filter} GROUP BY rule"
+            ),
+            binds: binds.clone(),
+        };
         let mut map: HashMap<String, RuleSnapshot> = HashMap::new();
         on_pool!(self, pool => {
-            let rows = sqlx::query(
-                "SELECT rule, COUNT(*), MIN(first_seen_us) \
-                 FROM violations WHERE state = 'open' GROUP BY rule",
-            )
-            .fetch_all(pool)
-            .await?;
-            for row in rows {
-                let s = map.entry(row.try_get(0)?).or_default();
+            for row in bound!(open).fetch_all(pool).await? {
+                let name: String = row.try_get(0)?;
+                let s = map.entry(name.clone()).or_default();
                 s.open = row.try_get(1)?;
                 s.oldest_first_seen_us = row.try_get(2)?;
+                if summed {
+                    let total: Option<String> = row.try_get(3)?;
+                    let unreadable: i64 = row.try_get(4)?;
+                    if unreadable > 0 {
+                        tracing::warn!(rule = name, unreadable, "Stored impacts that are not decimals are left out of the sum.");
+                    }
+                    if let Some(total) = total {
+                        // Beyond what a `Decimal` holds (28 digits), the most it does.
+                        let total = total.parse::<Decimal>().unwrap_or(Decimal::MAX);
+                        s.impact = Some(total);
+                    }
+                }
             }
-            let impacts = open_impacts("", Vec::new());
-            // Streamed: one row per open violation with an impact, perhaps a million.
-            let mut rows = bound!(impacts).fetch(pool);
-            while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
-                add_impact(&mut map, row.try_get(0)?, row.try_get(1)?);
+            if !summed {
+                // Streamed: one row per open violation with an impact, perhaps a million.
+                let mut rows = bound!(open_impacts(filter, binds)).fetch(pool);
+                while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+                    add_impact(&mut map, row.try_get(0)?, row.try_get(1)?);
+                }
             }
         });
         Ok(map)

@@ -90,6 +90,21 @@ impl Fixture {
         }
     }
 
+    /// A statement on the state store's database, as someone editing it by hand would.
+    async fn by_hand(&self, sql: &str) {
+        match &self._state_db {
+            Some(db) => db.exec_str(&[sql]).await,
+            None => {
+                use sqlx::Connection;
+                let path = self._dir.path().join("state.db");
+                let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut c).await.unwrap();
+            }
+        }
+    }
+
     async fn set(&self, id: i64, ok: i64, minutes_ago: i64) {
         let at = (Utc::now() - chrono::Duration::minutes(minutes_ago)).to_rfc3339();
         self.source
@@ -461,6 +476,19 @@ async fn alert_bookkeeping(kind: SourceKind) {
     assert_eq!(impacts, [Some("0.1".to_string()), Some("0.2".to_string())]);
     let open = f.store.open_summaries().await.unwrap();
     assert_eq!((open["ok"].open, open["ok"].impact), (2, exact("0.30")));
+    // An impact that is not a decimal (written by hand) is counted open but left out of the
+    // sum, which PostgreSQL takes in SQL and SQLite here; a negative one is summed.
+    f.by_hand(
+        "INSERT INTO violations (rule, key, state, message, datasets, impact, first_seen_us, \
+         last_seen_us, occurrences) VALUES ('ok', '98', 'open', 'm', '{}', 'lots', 1, 1, 1), \
+         ('ok', '99', 'open', 'm', '{}', '-0.05', 1, 1, 1), ('ok', '97', 'open', 'm', '{}', NULL, 1, 1, 1)",
+    )
+    .await;
+    let open = f.store.open_summaries().await.unwrap();
+    assert_eq!((open["ok"].open, open["ok"].impact), (5, exact("0.25")));
+    let snapshot = f.store.rule_snapshot("ok").await.unwrap();
+    assert_eq!((snapshot.open, snapshot.impact), (5, exact("0.25")));
+    f.by_hand("DELETE FROM violations WHERE key IN ('97', '98', '99')").await;
     assert!(f.store.last_success("ok").await.unwrap().is_some());
     assert_eq!(f.store.last_success("other").await.unwrap(), None);
 
