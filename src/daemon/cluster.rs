@@ -49,7 +49,16 @@ pub async fn keeper(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
         drop(ctx);
         let forget = forgot.is_none_or(|at| at.elapsed() >= FORGET_EVERY);
         let publish = |h: &Held| me.publish(h.clone());
-        match round(&store, &me.replica, &rules, config.lease, &mut held, &publish).await {
+        match round(
+            &store,
+            &me.replica,
+            &rules,
+            config.lease,
+            &mut held,
+            &publish,
+        )
+        .await
+        {
             Ok(counted) => {
                 live = counted;
                 if forget && held.lease(LEADER).is_some() {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::expr::{Env, Group, MAX_STEPS_PER_KEY};
 use crate::rules::Rule;
 use crate::value::{Key, MESSAGE_MAX, Row, Value, parse_timestamp_text, truncated};
-use crate::verdict::{OpenKeys, ErrorKind, KeyError, RuleRun, RunError, Violation};
+use crate::verdict::{ErrorKind, KeyError, OpenKeys, RuleRun, RunError, Violation};
 
 use super::plan::Plan;
 

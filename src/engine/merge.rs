@@ -9,7 +9,7 @@ use std::future::Future;
 use crate::expr::Group;
 use crate::rules::Rule;
 use crate::value::{Key, Row};
-use crate::verdict::{OpenKeys, ErrorKind, RuleRun, RunError};
+use crate::verdict::{ErrorKind, OpenKeys, RuleRun, RunError};
 
 use super::judge::{Judge, add_key_error};
 

@@ -39,7 +39,7 @@ use crate::sources::{
     Sources, spawn_reader,
 };
 use crate::value::Row;
-use crate::verdict::{NONE_OPEN, OpenKeys, ErrorKind, Outcome, RuleRun, RunError};
+use crate::verdict::{ErrorKind, NONE_OPEN, OpenKeys, Outcome, RuleRun, RunError};
 
 pub use explain::{DatasetRows, Explanation, Step, explain};
 pub use incremental::{MAX_INCREMENTAL_KEYS, run_rule_incremental};

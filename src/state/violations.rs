@@ -202,7 +202,10 @@ pub(super) fn apply<'a>(
         .filter(|o| !repaired.contains_key(&o.id))
         .collect();
     by_key.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    assert!(by_key.len() < STALE as usize, "fewer open violations than u32 counts");
+    assert!(
+        by_key.len() < STALE as usize,
+        "fewer open violations than u32 counts"
+    );
     let mut found = vec![false; by_key.len()];
     let mut key = String::new();
     let verdicts = run
@@ -258,8 +261,8 @@ impl<'a> Verdicts<'a> {
     /// first, then the seen again, then the resolved. Built as they are taken.
     pub(super) fn statements(&self) -> impl Iterator<Item = (Stmt, Recorded)> + Send + '_ {
         let found = || self.violations.iter().zip(&self.verdicts);
-        let new = batches(found().filter(|(_, t)| **t == NEW).map(|(v, _)| v))
-            .map(|c| self.insert(&c));
+        let new =
+            batches(found().filter(|(_, t)| **t == NEW).map(|(v, _)| v)).map(|c| self.insert(&c));
         let again = batches(
             found()
                 .filter(|(_, t)| **t < STALE)

@@ -97,10 +97,14 @@ impl Fixture {
             None => {
                 use sqlx::Connection;
                 let path = self._dir.path().join("state.db");
-                let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                let mut c =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                    .execute(&mut c)
                     .await
                     .unwrap();
-                sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut c).await.unwrap();
             }
         }
     }
@@ -488,7 +492,8 @@ async fn alert_bookkeeping(kind: SourceKind) {
     assert_eq!((open["ok"].open, open["ok"].impact), (5, exact("0.25")));
     let snapshot = f.store.rule_snapshot("ok").await.unwrap();
     assert_eq!((snapshot.open, snapshot.impact), (5, exact("0.25")));
-    f.by_hand("DELETE FROM violations WHERE key IN ('97', '98', '99')").await;
+    f.by_hand("DELETE FROM violations WHERE key IN ('97', '98', '99')")
+        .await;
     assert!(f.store.last_success("ok").await.unwrap().is_some());
     assert_eq!(f.store.last_success("other").await.unwrap(), None);
 
