@@ -72,20 +72,37 @@ impl Window {
 
 /// The open count and impact at each step of `window` ending at `now_us` (the last point is
 /// `now_us` itself). A violation counts at `t` when it was first seen at or before `t` and not
-/// resolved by `t`.
+/// resolved by `t`. The spans' starts and ends are sorted once and walked with the steps: the
+/// cost is that of sorting what was open in the window, not of every span at every step.
 pub fn series(opens: &[Open], window: Window, now_us: i64) -> Vec<Point> {
     let (length, step) = window.bounds();
     let steps = length / step;
+    // A span resolved when (or before) it was first seen was never open.
+    let spans = opens
+        .iter()
+        .filter(|o| o.until_us.is_none_or(|u| u > o.from_us));
+    let mut starts: Vec<(i64, Decimal)> = spans
+        .clone()
+        .map(|o| (o.from_us, o.impact.unwrap_or_default()))
+        .collect();
+    let mut ends: Vec<(i64, Decimal)> = spans
+        .filter_map(|o| Some((o.until_us?, o.impact.unwrap_or_default())))
+        .collect();
+    starts.sort_unstable_by_key(|(at, _)| *at);
+    ends.sort_unstable_by_key(|(at, _)| *at);
+    let (mut started, mut ended) = (starts.iter().peekable(), ends.iter().peekable());
+    let mut open = 0;
+    let mut impact = Decimal::ZERO;
     (0..=steps)
         .map(|i| {
             let t = now_us - length + i * step;
-            let mut open = 0;
-            let mut impact = Decimal::ZERO;
-            for o in opens {
-                if o.from_us <= t && o.until_us.is_none_or(|u| u > t) {
-                    open += 1;
-                    impact = impact.saturating_add(o.impact.unwrap_or_default());
-                }
+            while let Some((_, value)) = started.next_if(|(at, _)| *at <= t) {
+                open += 1;
+                impact = impact.saturating_add(*value);
+            }
+            while let Some((_, value)) = ended.next_if(|(at, _)| *at <= t) {
+                open -= 1;
+                impact = impact.saturating_sub(*value);
             }
             Point {
                 at_us: t,
