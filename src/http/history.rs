@@ -1,13 +1,14 @@
 //! A rule's history from the state store: how many of its violations were open, and how much
 //! was at risk, at each step of the last 24 hours or 7 days — for the page's charts and
 //! `GET /api/v1/rules/{name}/history`. `series` is pure: given when each violation was open
-//! and its impact, it counts at each instant; `history` reads those spans from the store.
+//! and its impact, it counts at each instant; `history` reads what changed at each step from
+//! the store (`StateStore::open_steps`) and adds it up the same way.
 //! Each violation counts with the impact it had when last seen.
 
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::state::{StateError, StateStore};
+use crate::state::{StateError, StateStore, StepChange};
 use crate::value::format_timestamp;
 
 /// One violation's time open: from when first seen until resolved (`None`: still open).
@@ -72,38 +73,28 @@ impl Window {
 
 /// The open count and impact at each step of `window` ending at `now_us` (the last point is
 /// `now_us` itself). A violation counts at `t` when it was first seen at or before `t` and not
-/// resolved by `t`. The spans' starts and ends are sorted once and walked with the steps: the
-/// cost is that of sorting what was open in the window, not of every span at every step.
+/// resolved by `t`.
 pub fn series(opens: &[Open], window: Window, now_us: i64) -> Vec<Point> {
     let (length, step) = window.bounds();
-    let steps = length / step;
-    // A span resolved when (or before) it was first seen was never open.
-    let spans = opens
-        .iter()
-        .filter(|o| o.until_us.is_none_or(|u| u > o.from_us));
-    let mut starts: Vec<(i64, Decimal)> = spans
-        .clone()
-        .map(|o| (o.from_us, o.impact.unwrap_or_default()))
-        .collect();
-    let mut ends: Vec<(i64, Decimal)> = spans
-        .filter_map(|o| Some((o.until_us?, o.impact.unwrap_or_default())))
-        .collect();
-    starts.sort_unstable_by_key(|(at, _)| *at);
-    ends.sort_unstable_by_key(|(at, _)| *at);
-    let (mut started, mut ended) = (starts.iter().peekable(), ends.iter().peekable());
+    let spans = opens.iter().map(|o| (o.from_us, o.until_us, o.impact));
+    let changes = crate::state::step_changes(spans, now_us - length, step, length / step);
+    accumulate(&changes, window, now_us)
+}
+
+/// The points, from what changed at each step (`StateStore::open_steps`).
+pub fn accumulate(changes: &[StepChange], window: Window, now_us: i64) -> Vec<Point> {
+    let (length, step) = window.bounds();
     let mut open = 0;
     let mut impact = Decimal::ZERO;
-    (0..=steps)
-        .map(|i| {
-            let t = now_us - length + i * step;
-            while let Some((_, value)) = started.next_if(|(at, _)| *at <= t) {
-                open += 1;
-                impact = impact.saturating_add(*value);
-            }
-            while let Some((_, value)) = ended.next_if(|(at, _)| *at <= t) {
-                open -= 1;
-                impact = impact.saturating_sub(*value);
-            }
+    changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let t = now_us - length + i as i64 * step;
+            open += c.opened - c.closed;
+            impact = impact
+                .saturating_add(c.opened_impact)
+                .saturating_sub(c.closed_impact);
             Point {
                 at_us: t,
                 at: format_timestamp(t),
@@ -114,24 +105,19 @@ pub fn series(opens: &[Open], window: Window, now_us: i64) -> Vec<Point> {
         .collect()
 }
 
-/// A rule's points over `window`, ending now, from the store.
+/// A rule's points over `window`, ending now, from the store: a row per step on PostgreSQL,
+/// whatever was open.
 pub async fn history(
     store: &StateStore,
     rule: &str,
     window: Window,
     now_us: i64,
 ) -> Result<Vec<Point>, StateError> {
-    let (length, _) = window.bounds();
-    let spans = store.open_spans(rule, now_us - length).await?;
-    let opens: Vec<Open> = spans
-        .into_iter()
-        .map(|(from_us, until_us, impact)| Open {
-            from_us,
-            until_us,
-            impact,
-        })
-        .collect();
-    Ok(series(&opens, window, now_us))
+    let (length, step) = window.bounds();
+    let changes = store
+        .open_steps(rule, now_us - length, step, length / step)
+        .await?;
+    Ok(accumulate(&changes, window, now_us))
 }
 
 #[cfg(test)]

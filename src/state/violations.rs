@@ -8,6 +8,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use sqlx::{AssertSqlSafe, Row as _};
 
+use super::history::DECIMAL_TEXT;
 use super::{BATCH, Bind, Pool, Recorded, StateError, StateStore, Stmt, Where, bound, on_pool};
 use crate::verdict::{RuleRun, Violation};
 
@@ -583,10 +584,12 @@ impl StateStore {
         // A stored impact is what `Decimal` printed; one that is not (a row written by hand)
         // is left out of the sum, and said so.
         let sum = if summed {
-            ", CAST(SUM(CASE WHEN impact ~ '^-?[0-9]+(\\.[0-9]+)?$' THEN CAST(impact AS NUMERIC) END) AS TEXT), \
-             COUNT(impact) - COUNT(CASE WHEN impact ~ '^-?[0-9]+(\\.[0-9]+)?$' THEN 1 END)"
+            format!(
+                ", CAST(SUM(CASE WHEN impact ~ {DECIMAL_TEXT} THEN CAST(impact AS NUMERIC) END) AS TEXT), \
+                 COUNT(impact) - COUNT(CASE WHEN impact ~ {DECIMAL_TEXT} THEN 1 END)"
+            )
         } else {
-            ""
+            String::new()
         };
         let open = Stmt {
             sql: format!(
@@ -628,40 +631,6 @@ impl StateStore {
 
     pub async fn rule_snapshots(&self) -> Result<HashMap<String, RuleSnapshot>, StateError> {
         self.rule_snapshots_for(None).await
-    }
-
-    /// When each of the rule's violations open at some time since `since_us` was open — first
-    /// seen, resolved (`None`: still open) — and its impact: what a history chart needs.
-    /// Violations resolved before the retention pruned them are not there.
-    pub async fn open_spans(
-        &self,
-        rule: &str,
-        since_us: i64,
-    ) -> Result<Vec<(i64, Option<i64>, Option<Decimal>)>, StateError> {
-        let stmt = Stmt {
-            sql: "SELECT first_seen_us, resolved_us, impact FROM violations WHERE rule = $1 \
-                  AND (state = 'open' OR resolved_us > $2)"
-                .into(),
-            binds: vec![Bind::Text(rule.into()), Bind::I64(since_us)],
-        };
-        let rows = on_pool!(self, pool => {
-            bound!(stmt)
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get::<i64, _>(0)?,
-                        r.try_get::<Option<i64>, _>(1)?,
-                        r.try_get::<Option<String>, _>(2)?,
-                    ))
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?
-        });
-        Ok(rows
-            .into_iter()
-            .map(|(from, until, impact)| (from, until, impact.and_then(|i| i.parse().ok())))
-            .collect())
     }
 
     pub async fn rule_snapshot(&self, rule: &str) -> Result<RuleSnapshot, StateError> {

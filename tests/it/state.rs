@@ -1493,3 +1493,74 @@ async fn the_newest_runs_of_many_rules_are_read_at_once_on_sqlite() {
 async fn the_newest_runs_of_many_rules_are_read_at_once_on_postgres() {
     latest_runs(SourceKind::Postgres).await;
 }
+
+/// A rule's history charts from the store (on PostgreSQL counted in SQL, on SQLite here)
+/// agree with the same spans counted in memory, for every kind of span: open before the
+/// window and still open, opened and resolved inside it, resolved at a step's very instant,
+/// resolved before the window, resolved when first seen, without impact, with a negative one,
+/// and with an impact written by hand that is not a decimal.
+async fn history_charts(kind: SourceKind) {
+    use invariantd::http::history::{Open, Window, history, series};
+    let f = Fixture::new(kind).await;
+    const H: i64 = 3_600_000_000;
+    let now = Utc::now().timestamp_micros();
+    let step = H / 2;
+    let day_start = now - 24 * H;
+    let spans: Vec<(i64, Option<i64>, Option<&str>)> = vec![
+        (now - 30 * H, None, Some("1.10")),
+        (now - 10 * H, Some(now - 5 * H), Some("2.25")),
+        (
+            day_start + 3 * step,
+            Some(day_start + 7 * step),
+            Some("-0.50"),
+        ),
+        (now - 40 * H, Some(now - 30 * H), Some("9.99")),
+        (now - 3 * H, Some(now - 3 * H), Some("5.00")),
+        (now - 2 * H, None, None),
+        (now - 100 * H, Some(now - H), Some("lots")),
+        (now - 6 * 24 * H, Some(now - 3 * 24 * H), Some("0.01")),
+        (now - H / 3, None, Some("123456789.123456789")),
+    ];
+    let values: Vec<String> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, (from, until, impact))| {
+            format!(
+                "('ok', 'k{i}', '{state}', 'm', '{{}}', {impact}, {from}, {from}, 1, {until})",
+                state = if until.is_some() { "resolved" } else { "open" },
+                impact = impact.map_or("NULL".to_string(), |x| format!("'{x}'")),
+                until = until.map_or("NULL".to_string(), |u| u.to_string()),
+            )
+        })
+        .collect();
+    f.by_hand(&format!(
+        "INSERT INTO violations (rule, key, state, message, datasets, impact, first_seen_us, \
+         last_seen_us, occurrences, resolved_us) VALUES {}",
+        values.join(", ")
+    ))
+    .await;
+    let opens: Vec<Open> = spans
+        .iter()
+        .map(|(from, until, impact)| Open {
+            from_us: *from,
+            until_us: *until,
+            impact: impact.and_then(|x| x.parse().ok()),
+        })
+        .collect();
+    for window in [Window::Day, Window::Week] {
+        let stored = history(&f.store, "ok", window, now).await.unwrap();
+        let counted = series(&opens, window, now);
+        assert_eq!(stored, counted, "{kind:?} {window:?}");
+        assert!(stored.iter().any(|p| p.open >= 3), "{kind:?}: {stored:?}");
+    }
+}
+
+#[tokio::test]
+async fn history_charts_agree_with_the_spans_on_sqlite() {
+    history_charts(SourceKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn history_charts_agree_with_the_spans_on_postgres() {
+    history_charts(SourceKind::Postgres).await;
+}

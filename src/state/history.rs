@@ -1,0 +1,177 @@
+//! What a rule's history charts read: for each step of a window, how many of its violations
+//! began to count (first seen) and stopped (resolved) by then, with their impacts. On
+//! PostgreSQL the steps are counted and the impacts summed (`NUMERIC`, exact) in SQL, so a
+//! chart reads a row per step whatever was open; on SQLite, which has no exact decimal sum,
+//! each span is read and counted here by the same rule (`step_changes`).
+
+use rust_decimal::Decimal;
+use sqlx::{AssertSqlSafe, Row as _};
+
+use super::{Bind, Pool, StateError, StateStore, Stmt, bound, on_pool};
+
+/// What changes at one step: violations that count from it on, and violations that no longer
+/// count from it on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepChange {
+    pub opened: i64,
+    pub opened_impact: Decimal,
+    pub closed: i64,
+    pub closed_impact: Decimal,
+}
+
+/// The first step (of the instants `from_us + i * step_us`) at or after `at_us`; 0 for any
+/// instant at or before `from_us`.
+pub fn step_of(at_us: i64, from_us: i64, step_us: i64) -> i64 {
+    if at_us <= from_us {
+        0
+    } else {
+        (at_us - from_us + step_us - 1) / step_us
+    }
+}
+
+/// The changes at steps `0..=steps` of spans (first seen, resolved or `None`, impact): a span
+/// counts at an instant when it was first seen at or before it and not resolved by it, so it
+/// opens at the step of its first sighting and closes at the step of its resolution. A span
+/// resolved when (or before) it was first seen never counts. Changes after the last step are
+/// left out.
+pub fn step_changes(
+    spans: impl IntoIterator<Item = (i64, Option<i64>, Option<Decimal>)>,
+    from_us: i64,
+    step_us: i64,
+    steps: i64,
+) -> Vec<StepChange> {
+    let mut changes = vec![StepChange::default(); steps as usize + 1];
+    for (first, resolved, impact) in spans {
+        if resolved.is_some_and(|r| r <= first) {
+            continue;
+        }
+        let impact = impact.unwrap_or_default();
+        if let Some(c) = changes.get_mut(step_of(first, from_us, step_us) as usize) {
+            c.opened += 1;
+            c.opened_impact = c.opened_impact.saturating_add(impact);
+        }
+        if let Some(c) =
+            resolved.and_then(|r| changes.get_mut(step_of(r, from_us, step_us) as usize))
+        {
+            c.closed += 1;
+            c.closed_impact = c.closed_impact.saturating_add(impact);
+        }
+    }
+    changes
+}
+
+/// A stored impact as `Decimal` printed it; one that is not (written by hand) counts as none.
+pub(super) const DECIMAL_TEXT: &str = "'^-?[0-9]+(\\.[0-9]+)?$'";
+
+impl StateStore {
+    /// The changes at each of `steps + 1` instants `from_us + i * step_us` to the rule's
+    /// violations that count (see `step_changes`). Violations resolved before the retention
+    /// pruned them are not there.
+    pub async fn open_steps(
+        &self,
+        rule: &str,
+        from_us: i64,
+        step_us: i64,
+        steps: i64,
+    ) -> Result<Vec<StepChange>, StateError> {
+        let binds = vec![
+            Bind::Text(rule.into()),
+            Bind::I64(from_us),
+            Bind::I64(step_us),
+        ];
+        let spans = "FROM violations WHERE rule = $1 AND (state = 'open' OR resolved_us > $2)";
+        if !self.is_postgres() {
+            let stmt = Stmt {
+                sql: format!("SELECT first_seen_us, resolved_us, impact {spans}"),
+                binds: binds[..2].to_vec(),
+            };
+            let rows = on_pool!(self, pool => {
+                bound!(stmt)
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .map(|r| {
+                        let impact: Option<String> = r.try_get(2)?;
+                        Ok((r.try_get(0)?, r.try_get(1)?, impact.and_then(|i| i.parse().ok())))
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?
+            });
+            return Ok(step_changes(rows, from_us, step_us, steps));
+        }
+        // The same rule in SQL: a step is the ceiling of the distance over the step, at
+        // least 0 (integer division truncates towards zero).
+        let stmt = Stmt {
+            sql: format!(
+                "WITH s AS (SELECT first_seen_us AS f, resolved_us AS u, \
+                   CASE WHEN impact ~ {DECIMAL_TEXT} THEN CAST(impact AS NUMERIC) END AS x \
+                   {spans} AND (resolved_us IS NULL OR resolved_us > first_seen_us)) \
+                 SELECT 'opened', GREATEST(0, (f - $2 + $3 - 1) / $3), COUNT(*), CAST(SUM(x) AS TEXT) \
+                   FROM s GROUP BY 2 \
+                 UNION ALL \
+                 SELECT 'closed', GREATEST(0, (u - $2 + $3 - 1) / $3), COUNT(*), CAST(SUM(x) AS TEXT) \
+                   FROM s WHERE u IS NOT NULL GROUP BY 2"
+            ),
+            binds,
+        };
+        let mut changes = vec![StepChange::default(); steps as usize + 1];
+        on_pool!(self, pool => {
+            for r in bound!(stmt).fetch_all(pool).await? {
+                let side: String = r.try_get(0)?;
+                let step: i64 = r.try_get(1)?;
+                let count: i64 = r.try_get(2)?;
+                let impact = r
+                    .try_get::<Option<String>, _>(3)?
+                    .map(|t| t.parse::<Decimal>().unwrap_or(Decimal::MAX))
+                    .unwrap_or_default();
+                let Some(c) = usize::try_from(step).ok().and_then(|i| changes.get_mut(i)) else {
+                    continue;
+                };
+                if side == "opened" {
+                    (c.opened, c.opened_impact) = (count, impact);
+                } else {
+                    (c.closed, c.closed_impact) = (count, impact);
+                }
+            }
+        });
+        Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_span_opens_at_the_first_step_at_or_after_it() {
+        assert_eq!(step_of(5, 10, 10), 0);
+        assert_eq!(step_of(10, 10, 10), 0);
+        assert_eq!(step_of(11, 10, 10), 1);
+        assert_eq!(step_of(20, 10, 10), 1);
+        assert_eq!(step_of(21, 10, 10), 2);
+    }
+
+    proptest! {
+        /// Summing the changes up to a step counts what was open at its instant.
+        #[test]
+        fn changes_summed_count_what_was_open(
+            spans in proptest::collection::vec((0i64..100, proptest::option::of(0i64..100), proptest::option::of(-50i64..1000)), 0..40)
+        ) {
+            let spans: Vec<(i64, Option<i64>, Option<Decimal>)> = spans
+                .into_iter()
+                .map(|(f, u, x)| (f, u, x.map(|c| Decimal::new(c, 2))))
+                .collect();
+            let (from, step, steps) = (20, 7, 10);
+            let changes = step_changes(spans.clone(), from, step, steps);
+            let (mut open, mut impact) = (0, Decimal::ZERO);
+            for (i, c) in changes.iter().enumerate() {
+                open += c.opened - c.closed;
+                impact += c.opened_impact - c.closed_impact;
+                let t = from + i as i64 * step;
+                let counting = spans.iter().filter(|(f, u, _)| *f <= t && u.is_none_or(|u| u > t));
+                prop_assert_eq!(open, counting.clone().count() as i64);
+                prop_assert_eq!(impact, counting.map(|s| s.2.unwrap_or_default()).sum::<Decimal>());
+            }
+        }
+    }
+}
