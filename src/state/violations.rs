@@ -8,7 +8,6 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use sqlx::{AssertSqlSafe, Row as _};
 
-use super::history::DECIMAL_TEXT;
 use super::{BATCH, Bind, Pool, Recorded, StateError, StateStore, Stmt, Where, bound, on_pool};
 use crate::verdict::{RuleRun, Violation};
 
@@ -102,6 +101,10 @@ fn add_impact(map: &mut HashMap<String, RuleSnapshot>, rule: String, impact: Str
     let s = map.entry(rule).or_default();
     s.impact = Some(s.impact.unwrap_or_default().saturating_add(value));
 }
+
+/// A stored impact as `Decimal` printed it, as a PostgreSQL pattern: one that is not (written
+/// by hand) is left out of sums.
+const DECIMAL_TEXT: &str = "'^-?[0-9]+(\\.[0-9]+)?$'";
 
 /// The rule's violations from id `from_id` on that a repair resolved: id and when.
 pub(super) fn select_repaired(rule: &str, from_id: i64) -> Stmt {
