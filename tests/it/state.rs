@@ -1494,8 +1494,8 @@ async fn the_newest_runs_of_many_rules_are_read_at_once_on_postgres() {
     latest_runs(SourceKind::Postgres).await;
 }
 
-/// A rule's history charts from the store (on PostgreSQL counted in SQL, on SQLite here)
-/// agree with the same spans counted in memory, for every kind of span: open before the
+/// A rule's history charts from the store (spans streamed and counted as they come) agree
+/// with the same spans counted in memory, for every kind of span: open before the
 /// window and still open, opened and resolved inside it, resolved at a step's very instant,
 /// resolved before the window, resolved when first seen, without impact, with a negative one,
 /// and with an impact written by hand that is not a decimal.
