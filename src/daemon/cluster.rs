@@ -5,7 +5,8 @@
 //! run its fair share (`context::cluster::share`); and takes `alerting` and `leader` when they
 //! are free. The leader forgets, every ten minutes, the heartbeats of replicas gone for an
 //! hour. When the state store cannot be reached, the leases it could not renew are dropped
-//! at their local deadline. On shutdown it releases everything, so that the others take over at once.
+//! at their local deadline. On shutdown it releases everything, so that the others take over
+//! at once.
 //!
 //! The rest of the daemon follows what it publishes (`Membership`): the scheduler runs the
 //! rules held, the alert services run under `alerting`, the metrics export the cluster-wide

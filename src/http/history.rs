@@ -105,8 +105,8 @@ pub fn accumulate(changes: &[StepChange], window: Window, now_us: i64) -> Vec<Po
         .collect()
 }
 
-/// A rule's points over `window`, ending now, from the store: a row per step on PostgreSQL,
-/// whatever was open.
+/// A rule's points over `window`, ending now, from the store (one pass over the spans open
+/// in the window).
 pub async fn history(
     store: &StateStore,
     rule: &str,
