@@ -236,7 +236,8 @@ impl Context {
 
 async fn restore(metrics: &Metrics, rules: &[Rule], store: &StateStore) -> Result<(), StateError> {
     let totals = store.totals().await?;
-    let snapshots = store.rule_snapshots().await?;
+    let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    let snapshots = store.rule_snapshots(&names).await?;
     metrics.restore(rules, &totals, &snapshots);
     if rules.iter().any(|r| r.repair.is_some()) {
         metrics.repairs(rules, &totals, &store.repair_summaries().await?);

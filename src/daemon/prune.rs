@@ -1,6 +1,6 @@
 //! Pruning: resolved violations and runs older than `state.retention` are deleted hourly, or
 //! every quarter of the retention when that is shorter (so a short retention bounds the
-//! store). Open violations are never pruned.
+//! store), in batches of bounded size (`StateStore::prune`). Open violations are never pruned.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +34,12 @@ pub async fn service(handle: Arc<Handle>, stop: CancellationToken) -> Result<(),
             .prune((Utc::now() - retention).timestamp_micros())
             .await
         {
-            Ok(n) if n > 0 => info!(rows = n, "Pruned old runs and resolved violations."),
+            Ok(p) if p.rows > 0 => info!(
+                rows = p.rows,
+                batches = p.batches,
+                longest_batch_ms = p.longest_batch.as_millis() as u64,
+                "Pruned old runs and resolved violations."
+            ),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "Could not prune the state store."),
         }

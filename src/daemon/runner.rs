@@ -270,6 +270,7 @@ async fn record(
     log: &RunLog,
     under: Option<Under<'_>>,
 ) -> Result<(RuleRun, Recorded), StateError> {
+    let began = Instant::now();
     let open = ctx.store.open_violations(&rule.name).await?;
     let open_keys = crate::state::keys_of(&open);
     let started = Utc::now();
@@ -359,6 +360,7 @@ async fn record(
         opened = recorded.opened,
         resolved = recorded.resolved,
         duration_ms = run.duration.as_millis() as u64,
+        bookkeeping_ms = began.elapsed().saturating_sub(run.duration).as_millis() as u64,
         error = run.error.as_ref().map(|e| e.message.as_str()),
         "Rule run finished."
     );

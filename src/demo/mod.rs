@@ -282,7 +282,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                     let Some((elapsed, orders, up, broken)) = *status_rx.borrow_and_update() else {
                         continue;
                     };
-                    let open = store.rule_snapshots().await.unwrap_or_default();
+                    let open = store.open_summaries().await.unwrap_or_default();
                     let mut found: Vec<String> = open
                         .iter()
                         .filter(|(_, s)| s.open > 0)

@@ -252,7 +252,8 @@ impl IntoResponse for ApiError {
 
 async fn rules(State(handle): State<Arc<Handle>>) -> Result<Json<Page<RuleView>>, ApiError> {
     let ctx = handle.current();
-    let snapshots = ctx.store.rule_snapshots().await?;
+    let names: Vec<&str> = ctx.rules.iter().map(|r| r.name.as_str()).collect();
+    let snapshots = ctx.store.rule_snapshots(&names).await?;
     let none = Default::default();
     let items = ctx
         .rules

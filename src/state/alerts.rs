@@ -92,12 +92,13 @@ fn insert_outbox(e: &OutboxEntry, now_us: i64) -> Stmt {
 /// Delivered notifications go with the retention period, and so do undelivered ones queued
 /// before it (for a receiver removed from the config, or down for that long): news that old
 /// helps nobody, and the outbox stays bounded.
-pub(super) fn prune(before_us: i64) -> Vec<Stmt> {
+pub(super) fn prune(before_us: i64, limit: i64) -> Vec<Stmt> {
     vec![Stmt {
-        sql: "DELETE FROM alert_outbox WHERE (sent_us IS NOT NULL AND sent_us < $1) \
-              OR (sent_us IS NULL AND created_us < $1)"
+        sql: "DELETE FROM alert_outbox WHERE id IN (SELECT id FROM alert_outbox WHERE \
+              (sent_us IS NOT NULL AND sent_us < $1) OR (sent_us IS NULL AND created_us < $1) \
+              LIMIT $2)"
             .into(),
-        binds: vec![Bind::I64(before_us)],
+        binds: vec![Bind::I64(before_us), Bind::I64(limit)],
     }]
 }
 

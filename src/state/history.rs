@@ -79,8 +79,11 @@ impl StateStore {
         steps: i64,
     ) -> Result<Vec<StepChange>, StateError> {
         let stmt = Stmt {
+            // Two parts, each found by its own index (the open ones, and only those resolved
+            // in the window: a month of history is not read for a day's chart).
             sql: "SELECT first_seen_us, resolved_us, impact FROM violations WHERE rule = $1 \
-                  AND (state = 'open' OR resolved_us > $2)"
+                  AND state = 'open' UNION ALL SELECT first_seen_us, resolved_us, impact \
+                  FROM violations WHERE rule = $1 AND state = 'resolved' AND resolved_us > $2"
                 .into(),
             binds: vec![Bind::Text(rule.into()), Bind::I64(from_us)],
         };

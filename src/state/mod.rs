@@ -53,7 +53,7 @@ pub use enabling::{EnableRequest, Enabling};
 pub use history::{StepChange, step_changes};
 pub use leases::{Lease, LeaseRow, SoleWriter, WriterError};
 pub use repairs::{Claimed, NewRepair, RepairFilter, RepairSummary, Written};
-pub use runs::{RunRecord, SweepMarks};
+pub use runs::{Judged, RunRecord, SweepMarks};
 pub use silences::{NewSilence, Silence};
 pub use sweeps::{PartRow, PartState, parse_part_lease, part_lease};
 pub use violations::{
@@ -366,6 +366,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "sweep parts",
         include_str!("../../migrations/sqlite/0015_sweep_parts.sql"),
     ),
+    (
+        16,
+        "history indexes",
+        include_str!("../../migrations/sqlite/0016_history_indexes.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -442,6 +447,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         15,
         "sweep parts",
         include_str!("../../migrations/postgres/0015_sweep_parts.sql"),
+    ),
+    (
+        16,
+        "history indexes",
+        include_str!("../../migrations/postgres/0016_history_indexes.sql"),
     ),
 ]);
 
@@ -631,31 +641,61 @@ impl StateStore {
         Ok(id)
     }
 
-    /// Deletes resolved violations resolved before `before_us` and runs started before it.
-    /// Open violations are never pruned. Returns the rows deleted.
-    pub async fn prune(&self, before_us: i64) -> Result<u64, StateError> {
-        let _turn = self.writer.lock().await;
-        let deleted = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let mut deleted = 0;
-            for stmt in violations::prune(before_us)
-                .into_iter()
-                .chain(runs::prune(before_us))
-                .chain(alerts::prune(before_us))
-                .chain(silences::prune(before_us))
-            {
-                // Unlinking newer rows from the ones going away is not a deletion.
-                let counts = stmt.sql.starts_with("DELETE");
-                let n = bound!(stmt).execute(&mut *tx).await?.rows_affected();
-                if counts {
-                    deleted += n;
+    /// Deletes resolved violations resolved before `before_us`, runs started before it, and
+    /// delivered notifications and silences over since before it, in batches of at most
+    /// `PRUNE_BATCH` rows a transaction: each batch takes the writer for a few milliseconds
+    /// (it finds its rows by index), so that runs are recorded between batches however much
+    /// there is to prune. Open violations are never pruned.
+    pub async fn prune(&self, before_us: i64) -> Result<Pruned, StateError> {
+        self.prune_in_batches(before_us, PRUNE_BATCH).await
+    }
+
+    /// `prune`, `batch` rows at a time.
+    pub async fn prune_in_batches(&self, before_us: i64, batch: i64) -> Result<Pruned, StateError> {
+        let tables: [fn(i64, i64) -> Vec<Stmt>; 4] = [
+            violations::prune,
+            runs::prune,
+            alerts::prune,
+            silences::prune,
+        ];
+        let mut pruned = Pruned::default();
+        for table in tables {
+            loop {
+                let statements = table(before_us, batch);
+                let _turn = self.writer.lock().await;
+                let held = std::time::Instant::now();
+                // The last statement of a batch deletes; those before it unlink.
+                let deleted = on_pool!(self, pool => {
+                    let mut tx = pool.begin().await?;
+                    let mut deleted = 0;
+                    for stmt in statements {
+                        deleted = bound!(stmt).execute(&mut *tx).await?.rows_affected();
+                    }
+                    tx.commit().await?;
+                    deleted
+                });
+                pruned.longest_batch = pruned.longest_batch.max(held.elapsed());
+                pruned.batches += 1;
+                pruned.rows += deleted;
+                if deleted < batch as u64 {
+                    break;
                 }
             }
-            tx.commit().await?;
-            deleted
-        });
-        Ok(deleted)
+        }
+        Ok(pruned)
     }
+}
+
+/// Rows one pruning transaction deletes at most.
+pub const PRUNE_BATCH: i64 = 200;
+
+/// What a prune did: the rows it deleted, in how many transactions, and the longest time one
+/// of them held the writer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub rows: u64,
+    pub batches: u64,
+    pub longest_batch: std::time::Duration,
 }
 
 #[cfg(test)]

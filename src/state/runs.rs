@@ -35,6 +35,14 @@ pub struct SweepMarks {
     pub last_full_us: Option<i64>,
 }
 
+/// A rule's newest run that judged its keys: when it finished, and its keys judged, in grace
+/// and with errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judged {
+    pub finished_us: i64,
+    pub keys: [i64; 3],
+}
+
 /// Inserts the run, returning its id.
 pub(super) fn insert(run: &RuleRun) -> Stmt {
     let started_us = run.started_at.timestamp_micros();
@@ -63,10 +71,13 @@ pub(super) fn insert(run: &RuleRun) -> Stmt {
     }
 }
 
-pub(super) fn prune(before_us: i64) -> Vec<Stmt> {
+/// One batch of pruning: the (at most `limit`) oldest runs started before `before_us`.
+pub(super) fn prune(before_us: i64, limit: i64) -> Vec<Stmt> {
     vec![Stmt {
-        sql: "DELETE FROM runs WHERE started_us < $1".into(),
-        binds: vec![Bind::I64(before_us)],
+        sql: "DELETE FROM runs WHERE id IN \
+              (SELECT id FROM runs WHERE started_us < $1 ORDER BY started_us LIMIT $2)"
+            .into(),
+        binds: vec![Bind::I64(before_us), Bind::I64(limit)],
     }]
 }
 
@@ -136,25 +147,47 @@ impl StateStore {
                     entry.0 = Some(run);
                 }
             }
-            let judged: Vec<String> = (1..=chunk.len())
+        }
+        for (rule, judged) in self.latest_judged(rules).await? {
+            if let Some(entry) = out.get_mut(&rule) {
+                entry.1 = Some(judged.finished_us);
+            }
+        }
+        Ok(out)
+    }
+
+    /// For each of `rules` that has one: its newest run that judged its keys (not
+    /// `unknown`), as `last_success` finds it — an index lookup per rule, up to 200 rules a
+    /// statement.
+    pub async fn latest_judged(
+        &self,
+        rules: &[&str],
+    ) -> Result<HashMap<String, Judged>, StateError> {
+        let mut out = HashMap::new();
+        for chunk in rules.chunks(200) {
+            let newest: Vec<String> = (1..=chunk.len())
                 .map(|i| {
                     format!(
-                        "SELECT ${i}, (SELECT finished_us FROM runs WHERE rule = ${i} \
-                         AND outcome <> 'unknown' ORDER BY id DESC LIMIT 1)"
+                        "SELECT (SELECT id FROM runs WHERE rule = ${i} AND outcome <> 'unknown' \
+                         ORDER BY id DESC LIMIT 1)"
                     )
                 })
                 .collect();
             let stmt = Stmt {
-                sql: judged.join(" UNION ALL "),
-                binds,
+                sql: format!(
+                    "SELECT rule, finished_us, keys_judged, keys_in_grace, keys_with_errors \
+                     FROM runs WHERE id IN ({})",
+                    newest.join(" UNION ALL ")
+                ),
+                binds: chunk.iter().map(|r| Bind::Text(r.to_string())).collect(),
             };
             on_pool!(self, pool => {
                 for row in bound!(stmt).fetch_all(pool).await? {
-                    let rule: String = row.try_get(0)?;
-                    let finished: Option<i64> = row.try_get(1)?;
-                    if let Some(entry) = out.get_mut(&rule) {
-                        entry.1 = finished;
-                    }
+                    let judged = Judged {
+                        finished_us: row.try_get(1)?,
+                        keys: [row.try_get(2)?, row.try_get(3)?, row.try_get(4)?],
+                    };
+                    out.insert(row.try_get::<String, _>(0)?, judged);
                 }
             });
         }

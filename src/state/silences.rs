@@ -147,9 +147,11 @@ impl StateStore {
 }
 
 /// Silences over for longer than the retention period go.
-pub(super) fn prune(before_us: i64) -> Vec<Stmt> {
+pub(super) fn prune(before_us: i64, limit: i64) -> Vec<Stmt> {
     vec![Stmt {
-        sql: "DELETE FROM silences WHERE ends_us < $1 OR expired_us < $1".into(),
-        binds: vec![Bind::I64(before_us)],
+        sql: "DELETE FROM silences WHERE id IN \
+              (SELECT id FROM silences WHERE ends_us < $1 OR expired_us < $1 LIMIT $2)"
+            .into(),
+        binds: vec![Bind::I64(before_us), Bind::I64(limit)],
     }]
 }

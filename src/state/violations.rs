@@ -371,18 +371,23 @@ fn batches<T>(items: impl Iterator<Item = T>) -> impl Iterator<Item = Vec<T>> {
     })
 }
 
-/// Unlinks newer rows from the resolved ones going away, then deletes those.
-pub(super) fn prune(before_us: i64) -> Vec<Stmt> {
+/// One batch of pruning: unlinks newer rows from the (at most `limit`) oldest resolved ones
+/// going away, then deletes those. Both pick the same rows (the same order, and unlinking
+/// changes neither `state` nor `resolved_us`); the delete comes last.
+pub(super) fn prune(before_us: i64, limit: i64) -> Vec<Stmt> {
+    const OLDEST: &str = "SELECT id FROM violations WHERE state = 'resolved' AND resolved_us < $1 \
+                          ORDER BY resolved_us, id LIMIT $2";
+    let binds = vec![Bind::I64(before_us), Bind::I64(limit)];
     vec![
         Stmt {
-            sql: "UPDATE violations SET previous_id = NULL WHERE previous_id IN \
-                  (SELECT id FROM violations WHERE state = 'resolved' AND resolved_us < $1)"
-                .into(),
-            binds: vec![Bind::I64(before_us)],
+            sql: format!(
+                "UPDATE violations SET previous_id = NULL WHERE previous_id IN ({OLDEST})"
+            ),
+            binds: binds.clone(),
         },
         Stmt {
-            sql: "DELETE FROM violations WHERE state = 'resolved' AND resolved_us < $1".into(),
-            binds: vec![Bind::I64(before_us)],
+            sql: format!("DELETE FROM violations WHERE id IN ({OLDEST})"),
+            binds,
         },
     ]
 }
@@ -525,44 +530,20 @@ impl StateStore {
         Ok(page.into_iter().next().filter(|v| v.id == id))
     }
 
-    /// Per rule: open violations, the oldest one's first sighting, the last run that finished.
-    /// For one rule, or every rule with `None`.
-    pub async fn rule_snapshots_for(
+    /// For each of `rules`: its open violations (count, the oldest one's first sighting, the
+    /// impact summed) and its newest run that judged its keys (when it finished, and its key
+    /// counts); rules not in `rules` with violations open, their open violations. The runs
+    /// are looked up by index, rule by rule: what the history holds does not count.
+    pub async fn rule_snapshots(
         &self,
-        rule: Option<&str>,
+        rules: &[&str],
     ) -> Result<HashMap<String, RuleSnapshot>, StateError> {
-        let filter = if rule.is_some() { " AND rule = $1" } else { "" };
-        let binds: Vec<Bind> = rule.map(|r| Bind::Text(r.into())).into_iter().collect();
-        let success = Stmt {
-            sql: format!(
-                "SELECT rule, MAX(finished_us) FROM runs WHERE outcome <> 'unknown'{filter} GROUP BY rule"
-            ),
-            binds: binds.clone(),
-        };
-        let keys = Stmt {
-            sql: format!(
-                "SELECT r.rule, r.keys_judged, r.keys_in_grace, r.keys_with_errors FROM runs r \
-                 JOIN (SELECT rule, MAX(id) AS id FROM runs WHERE outcome <> 'unknown'{filter} GROUP BY rule) l \
-                 ON r.id = l.id"
-            ),
-            binds,
-        };
-        let mut map = self.open_per_rule(rule).await?;
-        on_pool!(self, pool => {
-            // One rule's (after each of its runs) comes from the index below instead.
-            if rule.is_none() {
-                for row in bound!(success).fetch_all(pool).await? {
-                    map.entry(row.try_get(0)?).or_default().last_success_us = row.try_get(1)?;
-                }
-            }
-            // Only restoring the metrics needs these; a run knows its own counts.
-            if rule.is_none() {
-                for row in bound!(keys).fetch_all(pool).await? {
-                    map.entry(row.try_get(0)?).or_default().last_keys =
-                        Some([row.try_get(1)?, row.try_get(2)?, row.try_get(3)?]);
-                }
-            }
-        });
+        let mut map = self.open_per_rule(None).await?;
+        for (rule, judged) in self.latest_judged(rules).await? {
+            let s = map.entry(rule).or_default();
+            s.last_success_us = Some(judged.finished_us);
+            s.last_keys = Some(judged.keys);
+        }
         Ok(map)
     }
 
@@ -632,13 +613,10 @@ impl StateStore {
         Ok(map)
     }
 
-    pub async fn rule_snapshots(&self) -> Result<HashMap<String, RuleSnapshot>, StateError> {
-        self.rule_snapshots_for(None).await
-    }
-
+    /// One rule's open violations and when its newest run that judged its keys finished.
     pub async fn rule_snapshot(&self, rule: &str) -> Result<RuleSnapshot, StateError> {
         let mut snapshot = self
-            .rule_snapshots_for(Some(rule))
+            .open_per_rule(Some(rule))
             .await?
             .remove(rule)
             .unwrap_or_default();

@@ -270,7 +270,8 @@ async fn lifecycle(kind: SourceKind) {
         .store
         .prune(Utc::now().timestamp_micros() + 1)
         .await
-        .unwrap();
+        .unwrap()
+        .rows;
     assert!(deleted >= 2, "{deleted}");
     let left = f.all().await;
     assert_eq!(
@@ -549,7 +550,7 @@ async fn alert_bookkeeping(kind: SourceKind) {
     assert_eq!(f.store.undelivered().await.unwrap()["mail"], 1);
     assert_eq!(f.store.undelivered().await.unwrap()["hook"], 1);
     assert!(f.store.next_notification("mail").await.unwrap().is_some());
-    let deleted = f.store.prune(now).await.unwrap();
+    let deleted = f.store.prune(now).await.unwrap().rows;
     assert_eq!(deleted, 0, "the delivered one went at the first prune");
     f.store.prune(now + 1).await.unwrap();
     assert!(f.store.undelivered().await.unwrap().is_empty());
@@ -1442,6 +1443,9 @@ async fn latest_runs(kind: SourceKind) {
         error: None,
         finished: true,
         fingerprint: "v".into(),
+        keys_judged: 7,
+        keys_in_grace: 2,
+        key_errors_total: 1,
         ..unknown(rule, at)
     };
     let t = 1_700_000_000_000_000;
@@ -1470,6 +1474,15 @@ async fn latest_runs(kind: SourceKind) {
         invariantd::verdict::Outcome::Unknown
     );
     assert_eq!(latest["c"], (None, None));
+    // What restores the metrics reads the same runs (and the newest judged one's key counts).
+    let snapshots = store.rule_snapshots(&names).await.unwrap();
+    for name in ["a", "b", "c", "d"] {
+        let judged = store.last_success(name).await.unwrap();
+        let shown = snapshots.get(name).and_then(|s| s.last_success_us);
+        assert_eq!(shown, judged, "{name}");
+    }
+    assert_eq!(snapshots["a"].last_keys, Some([7, 2, 1]));
+    assert!(!snapshots.contains_key("b"));
     // And when each version's last full sweep started, the same as rule by rule.
     let versions: Vec<(&str, &str)> = names.iter().map(|n| (*n, "v")).collect();
     let full = store.last_full_sweeps(&versions).await.unwrap();
@@ -1563,4 +1576,79 @@ async fn history_charts_agree_with_the_spans_on_sqlite() {
 #[tokio::test]
 async fn history_charts_agree_with_the_spans_on_postgres() {
     history_charts(SourceKind::Postgres).await;
+}
+
+/// Pruning goes in batches of bounded size, oldest first, until nothing old is left: a chain
+/// of resolved violations each linked to the one before, cut where the retention ends, loses
+/// its old part without a broken link, and what is kept (a newer resolved one, an open one
+/// linked to it, newer runs) stays as it was.
+async fn pruning_in_batches(kind: SourceKind) {
+    let f = Fixture::new(kind).await;
+    let before = Utc::now().timestamp_micros() - 3_600_000_000;
+    let rows: Vec<String> = (0..27)
+        .map(|i| {
+            let (state, resolved) = match i {
+                25 => ("resolved", (before + 10).to_string()),
+                26 => ("open", "NULL".to_string()),
+                _ => ("resolved", (before - 1000 + i).to_string()),
+            };
+            format!(
+                "('ok', 'k{i}', '{state}', 'm', '{{}}', {at}, {at}, 1, {resolved})",
+                at = before - 5000
+            )
+        })
+        .collect();
+    f.by_hand(&format!(
+        "INSERT INTO violations (rule, key, state, message, datasets, first_seen_us, last_seen_us, \
+         occurrences, resolved_us) VALUES {}",
+        rows.join(", ")
+    ))
+    .await;
+    f.by_hand(
+        "UPDATE violations SET previous_id = id - 1 WHERE id > (SELECT MIN(id) FROM violations)",
+    )
+    .await;
+    let runs: Vec<String> = (0..10)
+        .map(|i| {
+            let at = if i < 9 { before - 100 + i } else { before + 1 };
+            format!("('ok', {at}, {at}, 'pass', 0, 0)")
+        })
+        .collect();
+    f.by_hand(&format!(
+        "INSERT INTO runs (rule, started_us, finished_us, outcome, rows_scanned, violations) VALUES {}",
+        runs.join(", ")
+    ))
+    .await;
+
+    let pruned = f.store.prune_in_batches(before, 4).await.unwrap();
+    // 25 violations in 7 batches (six of 4, one of 1), 9 runs in 3, the outbox and the
+    // silences in one each (nothing to prune).
+    assert_eq!((pruned.rows, pruned.batches), (34, 12), "{kind:?}");
+    let left = f.all().await;
+    let shown: Vec<_> = left
+        .iter()
+        .map(|v| (v.key.as_str(), v.state.as_str(), v.previous_id.is_some()))
+        .collect();
+    assert_eq!(
+        shown,
+        [("k25", "resolved", false), ("k26", "open", true)],
+        "{kind:?}"
+    );
+    assert_eq!(left[1].previous_id, Some(left[0].id));
+    let kept = f.store.runs(None, None, 100).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].started_us, before + 1);
+    // Again: nothing is left to prune, one batch a table.
+    let again = f.store.prune(before).await.unwrap();
+    assert_eq!((again.rows, again.batches), (0, 4));
+}
+
+#[tokio::test]
+async fn pruning_goes_in_bounded_batches_on_sqlite() {
+    pruning_in_batches(SourceKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn pruning_goes_in_bounded_batches_on_postgres() {
+    pruning_in_batches(SourceKind::Postgres).await;
 }

@@ -83,7 +83,7 @@ pub async fn front(ctx: &Context, now_us: i64) -> Result<String, StateError> {
                 .await?,
         );
     }
-    let snapshots = ctx.store.rule_snapshots().await?;
+    let snapshots = ctx.store.open_summaries().await?;
     let mut by_rule: HashMap<&str, Vec<&RepairRecord>> = HashMap::new();
     for r in &waiting {
         by_rule.entry(r.rule.as_str()).or_default().push(r);
