@@ -6,7 +6,8 @@
 # built now, unless BIN is given), work (a fresh temporary directory) and pid (the daemon's,
 # empty until the script starts one). `stop` stops that daemon; on exit the daemon is
 # stopped, the directory removed and the database $STATE dropped. `fresh_state` (re)creates
-# $STATE; `free_port` prints a free loopback port; `daemon` starts `invariantd run` in $work.
+# $STATE; `free_port` prints a free loopback port; `daemon` starts `invariantd run` in $work
+# (logging at LOG_LEVEL, `error` unless set).
 PG=${INVARIANTD_BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 : "${STATE:?set STATE (the state database) before sourcing bench/lib.sh}"
 
@@ -35,6 +36,6 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 daemon() {
-    (cd "$work" && exec "$BIN" run --log-level error "$@") &
+    (cd "$work" && exec "$BIN" run --log-level "${LOG_LEVEL:-error}" "$@") &
     pid=$!
 }
