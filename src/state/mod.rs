@@ -453,6 +453,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         "history indexes",
         include_str!("../../migrations/postgres/0016_history_indexes.sql"),
     ),
+    (
+        17,
+        "violations fillfactor",
+        include_str!("../../migrations/postgres/0017_violations_fillfactor.sql"),
+    ),
 ]);
 
 impl StateStore {
