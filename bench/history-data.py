@@ -11,7 +11,8 @@ an error), 1,000,000 resolved violations (each rule's keys come back about every
 linked to the occurrence before by previous_id), 100,000 applied repairs (one violation in
 ten), the audit log of those repairs (planned, then applied: 200,000 entries, sealed in a
 chain `audit verify` accepts) and the cumulative counters to match. Fewer DAYS scale every
-count down in proportion.
+count down in proportion. Prints what it wrote: runs, resolved violations, repairs, audit
+entries, and rule_0's passed runs.
 """
 import hashlib
 import subprocess
@@ -157,3 +158,6 @@ elif kind == "sqlite":
     db.close()
 else:
     sys.exit(f"unknown store kind {kind}")
+repaired = len(range(0, VIOLATIONS, 10))
+passed = sum(1 for i in range(0, RUNS, rules) if i % 100 >= 10)
+print(RUNS, VIOLATIONS, repaired, 2 * repaired, passed)

@@ -79,7 +79,7 @@ rules: [rules/]
 http: { listen: "127.0.0.1:$port" }
 YAML
         (cd "$work" && "$BIN" migrate >/dev/null)
-        python3 bench/history-data.py "$store" "$target" "$days" "$RULES" "$(date +%s%6N)"
+        counts=$(python3 bench/history-data.py "$store" "$target" "$days" "$RULES" "$(date +%s%6N)")
         # Written out before the daemon starts: its first commit would otherwise wait for the
         # load's dirty pages (an artefact of loading, not of history).
         [ "$store" = postgres ] && psql "$PG/$STATE" -qX -c CHECKPOINT
@@ -88,14 +88,6 @@ YAML
             postgres) size=$(psql "$PG/$STATE" -qXAt -c "SELECT pg_database_size(current_database())") ;;
             sqlite) size=$(cat "$work"/state.db* | wc -c) ;;
         esac
-        counts=$(python3 - "$days" "$RULES" <<'PY'
-import sys
-s, rules = float(sys.argv[1]) / 30, int(sys.argv[2])
-runs, violations = int(2_000_000 * s), int(1_000_000 * s)
-print(runs, violations, len(range(0, violations, 10)), 2 * len(range(0, violations, 10)),
-      sum(1 for i in range(0, runs, rules) if i % 100 >= 10))
-PY
-)
         read -r runs resolved repairs entries passes <<< "$counts"
 
         t0=$(date +%s.%N)

@@ -1619,6 +1619,14 @@ async fn pruning_in_batches(kind: SourceKind) {
         runs.join(", ")
     ))
     .await;
+    // An audit entry older than the retention: the audit trail is kept for ever.
+    let old = invariantd::state::AuditEntry {
+        actor: "ops".into(),
+        action: "silence.add".into(),
+        subject: "silence/1".into(),
+        details: serde_json::json!({}),
+    };
+    f.store.audit(&old, before - 10_000).await.unwrap();
 
     let pruned = f.store.prune_in_batches(before, 4).await.unwrap();
     // 25 violations in 7 batches (six of 4, one of 1), 9 runs in 3, the outbox and the
@@ -1641,6 +1649,11 @@ async fn pruning_in_batches(kind: SourceKind) {
     // Again: nothing is left to prune, one batch a table.
     let again = f.store.prune(before).await.unwrap();
     assert_eq!((again.rows, again.batches), (0, 4));
+    // Pruning never touches the audit chain.
+    assert!(matches!(
+        f.store.verify_audit(None).await.unwrap(),
+        invariantd::state::Verification::Intact { entries: 1, .. }
+    ));
 }
 
 #[tokio::test]
