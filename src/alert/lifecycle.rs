@@ -1,7 +1,8 @@
 //! An alert group's lifecycle, as a pure function of its stored state and what is observed
 //! now: announce when a group starts failing (after `for`), again every `repeat_interval`
 //! while it fails or when it has grown (at most once per `group_interval`), and once more when
-//! it has passed for `for`. Flapping inside `for` announces nothing.
+//! it has passed for `for`. Flapping inside `for` announces nothing. `next_step` says when,
+//! with nothing else changing, a step would next do anything: the evaluator sleeps until then.
 
 use std::time::Duration;
 
@@ -65,6 +66,36 @@ pub fn step(
     next.sent_count = count;
     next.sequence += 1;
     (next, Some(event))
+}
+
+/// When `step` would next change `state` or announce something while `failing` and `count`
+/// stay as they are: `None` when it never would (it agrees with what was announced, and
+/// nothing is left to repeat). `state` is what a step returned: a change it started (a
+/// pending start or end) is counted from `pending_since_us`.
+pub fn next_step(
+    state: &AlertGroupState,
+    failing: bool,
+    count: i64,
+    timing: Timing,
+) -> Option<i64> {
+    if failing != state.firing {
+        // A first look starts the wait at once (a change to store).
+        let since = state.pending_since_us?;
+        return Some(since.saturating_add(micros(timing.for_)));
+    }
+    if state.pending_since_us.is_some() {
+        // The change did not last: the next step forgets it.
+        return Some(i64::MIN);
+    }
+    if !failing {
+        return None;
+    }
+    let sent = state.last_sent_us.unwrap_or(i64::MIN);
+    let repeat = sent.saturating_add(micros(timing.repeat_interval));
+    if count > state.sent_count {
+        return Some(repeat.min(sent.saturating_add(micros(timing.group_interval))));
+    }
+    Some(repeat)
 }
 
 #[cfg(test)]
@@ -141,6 +172,40 @@ mod tests {
     }
 
     proptest! {
+        /// `next_step` is exact: a step before it changes nothing and announces nothing, a
+        /// step at it does one or the other.
+        #[test]
+        fn nothing_happens_before_the_next_step(
+            history in proptest::collection::vec((1i64..400, any::<bool>(), 0i64..50), 0..40),
+            failing in any::<bool>(),
+            count in 0i64..50,
+            for_s in 0u64..200,
+            before in 0i64..10_000,
+        ) {
+            // A state as evaluations leave it, then the observation that holds from now on.
+            let mut state = AlertGroupState::default();
+            let mut t = 0;
+            for (dt, f, c) in history {
+                t += dt;
+                state = step(&state, f, c, t * S, timing(for_s)).0;
+            }
+            t += 1;
+            let (now, _) = step(&state, failing, count, t * S, timing(for_s));
+            match next_step(&now, failing, count, timing(for_s)) {
+                None => {
+                    let later = step(&now, failing, count, (t + before) * S, timing(for_s));
+                    prop_assert_eq!(later, (now.clone(), None));
+                }
+                Some(at) => {
+                    prop_assert!(at > t * S, "due after the step that computed it");
+                    let early = (t * S + before * S).min(at - 1);
+                    prop_assert_eq!(step(&now, failing, count, early, timing(for_s)), (now.clone(), None));
+                    let (then, event) = step(&now, failing, count, at, timing(for_s));
+                    prop_assert!(event.is_some() || then != now);
+                }
+            }
+        }
+
         /// Whatever is observed: announcements alternate firing → … → resolved, never two
         /// firings or two resolves in a row, and never two within `group_interval` unless one
         /// is a state change.
