@@ -3,9 +3,11 @@
 # those has ten waiting for a person) and nothing due, on a PostgreSQL state store. After
 # every rule's first run and a settling pause, for DURATION seconds: the state store's
 # transactions (from pg_stat_database; a statement outside an explicit transaction counts
-# one) and the daemon's CPU time, both per minute. What is left is the lease keeper's renewal (every
-# `cluster.renew`), the range reader's look (every 10 s) and the alert evaluator (every
-# `alerting.evaluation_interval`); the store watch's ping each second runs no statement.
+# one) and the daemon's CPU time, both per minute. What is left is the lease keeper's round (one
+# transaction every `cluster.renew`): a daemon alone waits for its own changes and for what is
+# due, and the store watch's ping each second runs no statement. SETTLE must outlast
+# PostgreSQL's report of the start-up's transactions (a backend reports up to 10 s after it
+# goes idle).
 #
 #   bench/nothing-due.sh                                  # 120 s, the release build
 #   BIN=/path/to/older/invariantd bench/nothing-due.sh    # the same for another build

@@ -32,24 +32,26 @@ pub struct Health {
 }
 
 impl Health {
-    /// Whether a source could be reached, as a run or a probe found now.
-    pub fn source(&self, source: &str, up: bool) {
-        self.sources.lock().expect("health lock").insert(
+    /// Whether a source could be reached, as a run or a probe found now; whether that is news
+    /// (first told, or up where it was down or the other way).
+    pub fn source(&self, source: &str, up: bool) -> bool {
+        let before = self.sources.lock().expect("health lock").insert(
             source.to_string(),
             SourceHealth {
                 up,
                 seen: Instant::now(),
             },
         );
+        before.is_none_or(|b| b.up != up)
     }
 
     /// What a run found of the sources it read.
     pub fn observe_run(&self, down: &[String], reached: &[String]) {
         for source in down {
-            self.source(source, false);
+            let _ = self.source(source, false);
         }
         for source in reached {
-            self.source(source, true);
+            let _ = self.source(source, true);
         }
     }
 
@@ -158,7 +160,8 @@ mod tests {
         );
         health.observe_run(&["payments".into()], &["orders".into()]);
         assert_eq!(health.sources_down(["orders", "payments"]), ["payments"]);
-        health.source("payments", true);
+        assert!(health.source("payments", true), "down, now up");
+        assert!(!health.source("payments", true), "up, still up");
         assert!(health.sources_down(["orders", "payments"]).is_empty());
         assert!(health.set_privileged("orders", Some("superuser".into())));
         assert!(!health.set_privileged("orders", Some("superuser".into())));

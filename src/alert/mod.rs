@@ -7,7 +7,8 @@
 //! `evaluate` observes every group, steps its lifecycle (`lifecycle`), and for each
 //! announcement renders a `Notification` (`notification`), routes it (`route`) and queues it in
 //! the state store's outbox for each receiver, in the same transaction as the group's new
-//! state. `deliver` sends a receiver's queue in order, retrying failures with backoff and
+//! state; and says when the next evaluation is due by time alone (`Evaluated::next_us`), so
+//! that an evaluator with nothing else to wake it sleeps until then. `deliver` sends a receiver's queue in order, retrying failures with backoff and
 //! jitter; each receiver has its own, so one that is down delays no other. Receivers, each
 //! with its config and wire format, are `receivers`.
 //!
@@ -75,6 +76,8 @@ struct Observed {
     last_success_us: Option<i64>,
     oldest_first_seen_us: Option<i64>,
     impact: Option<ImpactSum>,
+    /// When what is observed changes by time alone (a rule turning stale), if it does.
+    flips_us: Option<i64>,
 }
 
 impl Observed {
@@ -96,6 +99,7 @@ impl Observed {
             last_success_us: None,
             oldest_first_seen_us: None,
             impact: None,
+            flips_us: None,
         }
     }
 
@@ -183,6 +187,7 @@ async fn observe(
         let threshold = alerting.stale_after.max(rule.schedule.gap(at) * 2);
         let since = snap.last_success_us.unwrap_or(inputs.started_us);
         s.failing = now_us.saturating_sub(since) > micros(threshold);
+        s.flips_us = (!s.failing).then(|| since.saturating_add(micros(threshold)) + 1);
         s.count = 1;
         s.last_success_us = snap.last_success_us;
         out.push(s);
@@ -224,13 +229,25 @@ async fn observe(
     Ok(out)
 }
 
-/// One evaluation: steps every group's lifecycle and queues the announcements. Returns how
-/// many notifications were queued.
+/// What one evaluation did, and when the next is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evaluated {
+    /// Notifications queued.
+    pub queued: usize,
+    /// The earliest instant at which an evaluation would find something else with nothing
+    /// else changing (no run recorded, no silence, repair, reload or source's health
+    /// changed): a `for` running out, a repeat or a grown group's announcement, a rule
+    /// turning stale, a silence ending, a re-send; never before `now_us`. `None` when nothing
+    /// is due by time alone.
+    pub next_us: Option<i64>,
+}
+
+/// One evaluation: steps every group's lifecycle and queues the announcements.
 pub async fn evaluate(
     store: &StateStore,
     inputs: &Inputs<'_>,
     now_us: i64,
-) -> Result<usize, StateError> {
+) -> Result<Evaluated, StateError> {
     let alerting = &inputs.config.alerting;
     let timing = Timing {
         for_: alerting.for_,
@@ -258,6 +275,13 @@ pub async fn evaluate(
     // A receiver that has not taken what is queued for it gets no re-sends on top.
     let backlog = store.undelivered().await?;
     let mut queued = 0;
+    // Each silence's end announces what it held back.
+    let mut next_us = silences.iter().map(|s| s.ends_us).min();
+    let mut due = |at: Option<i64>| {
+        if let Some(at) = at {
+            next_us = Some(next_us.map_or(at, |n| n.min(at)));
+        }
+    };
     for mut o in observed {
         let fields = o.fields();
         let silenced = silences
@@ -284,6 +308,7 @@ pub async fn evaluate(
             ..Default::default()
         });
         let (mut next, event) = lifecycle::step(&state, o.failing, o.count, now_us, timing);
+        due(o.flips_us);
         if silenced {
             // Not announced. A start or an end is still recorded, without a last announcement,
             // so that a group still firing when the silence ends is announced at once.
@@ -301,6 +326,8 @@ pub async fn evaluate(
         }
         let receivers = route::receivers(&alerting.routes, &fields);
         let mut entries = Vec::new();
+        // A silenced group's lifecycle waits for the silence's end, already counted.
+        due(lifecycle::next_step(&next, o.failing, o.count, timing));
         if let Some(event) = event {
             let n = notification(store, inputs, &o, &next, event, now_us, &silenced_keys).await?;
             let text = serde_json::to_string(&n).expect("a notification serialises");
@@ -326,10 +353,11 @@ pub async fn evaluate(
                 .filter(|r| backlog.get(*r).copied().unwrap_or(0) == 0)
                 .filter_map(|r| Some((r, alerting.receiver(r)?.kind.resend_interval()?)))
                 .collect();
-            let due = resend.iter().map(|(_, d)| *d).min().is_some_and(|d| {
+            let every = resend.iter().map(|(_, d)| *d).min();
+            let resend_due = every.is_some_and(|d| {
                 now_us.saturating_sub(next.refreshed_us.unwrap_or(i64::MIN)) >= micros(d)
             });
-            if due {
+            if resend_due {
                 let mut n = notification(
                     store,
                     inputs,
@@ -349,6 +377,24 @@ pub async fn evaluate(
                 }));
                 next.refreshed_us = Some(now_us);
             }
+            if let Some(d) = every {
+                due(Some(
+                    next.refreshed_us
+                        .unwrap_or(now_us)
+                        .saturating_add(micros(d)),
+                ));
+            }
+            // A re-send held back by a backlog goes once it is taken: look again meanwhile.
+            if receivers.iter().any(|r| {
+                backlog.get(r).copied().unwrap_or(0) > 0
+                    && alerting
+                        .receiver(r)
+                        .is_some_and(|c| c.kind.resend_interval().is_some())
+            }) {
+                due(Some(
+                    now_us.saturating_add(micros(alerting.evaluation_interval)),
+                ));
+            }
         }
         if next != state || !entries.is_empty() {
             queued += entries.len();
@@ -357,7 +403,10 @@ pub async fn evaluate(
                 .await?;
         }
     }
-    Ok(queued)
+    Ok(Evaluated {
+        queued,
+        next_us: next_us.map(|n| n.max(now_us)),
+    })
 }
 
 /// Whether every matcher of a silence holds for an alert with these fields.
@@ -577,6 +626,9 @@ async fn notification(
     })
 }
 
+/// How long a receiver's delivery waits with nothing queued for it before it looks anyway.
+const EMPTY_OUTBOX_LOOK: Duration = Duration::from_secs(900);
+
 /// Delivers `name`'s notifications in order until `stop`: waits for the next one (woken by
 /// `wake` when some are queued), sends it, marks it sent, or records the failure and retries
 /// after `backoff`. Before each attempt it asks `is_current` whether its receiver is still
@@ -606,9 +658,11 @@ pub async fn deliver(
             }
         };
         let Some(row) = row else {
+            // Only the evaluator next to it queues (both run under the `alerting` lease), and
+            // it wakes this: the look is a safety net, not how new notifications are found.
             tokio::select! {
                 () = &mut notified => continue,
-                () = tokio::time::sleep(Duration::from_secs(30)) => continue,
+                () = tokio::time::sleep(EMPTY_OUTBOX_LOOK) => continue,
                 () = stop.cancelled() => return,
             }
         };

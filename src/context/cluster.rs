@@ -81,6 +81,10 @@ pub struct Membership {
     /// Random per process: 16 hex digits.
     pub replica: String,
     held: watch::Sender<Held>,
+    /// Whether the keeper's last round found no other live replica and every rule held here:
+    /// then nothing changes the state store but this process, and its services need not look
+    /// for others' changes (`daemon::Wake`).
+    alone: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Membership {
@@ -95,7 +99,19 @@ impl Membership {
         Membership {
             replica: id[..16].to_string(),
             held: watch::Sender::new(Held::default()),
+            alone: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether this replica is, as far as the keeper last saw, the only one: what the store
+    /// holds changes only by this process's hand.
+    pub fn alone(&self) -> bool {
+        self.alone.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The keeper's finding; whether it changed.
+    pub fn set_alone(&self, alone: bool) -> bool {
+        self.alone.swap(alone, std::sync::atomic::Ordering::Relaxed) != alone
     }
 
     /// What it holds now.

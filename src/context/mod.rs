@@ -303,6 +303,16 @@ pub struct Wake {
     pub parts_done: tokio::sync::Notify,
 }
 
+impl Wake {
+    /// Everything that might have changed: a new generation, or another replica that came or
+    /// went (`cluster::Membership::alone`).
+    pub fn changed_hands(&self) {
+        self.alerts.notify_one();
+        self.repairs.notify_one();
+        self.parts.notify_one();
+    }
+}
+
 /// What the HTTP server and signal handling share with the supervisor.
 pub struct Handle {
     current: RwLock<Arc<Context>>,
@@ -358,6 +368,8 @@ impl Handle {
     /// Puts a new generation in force.
     pub fn replace(&self, context: Arc<Context>) {
         *self.current.write().expect("context lock") = context;
+        // Rules, routes and sources may have come or gone: every service looks again.
+        self.wake.changed_hands();
     }
 
     /// Sends a control message; false when nobody listens any more.

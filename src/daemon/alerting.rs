@@ -1,5 +1,7 @@
-//! The two alerting services: the evaluator (after every run, and every
-//! `alerting.evaluation_interval` for repeats, staleness and `for`) and the delivery service,
+//! The two alerting services: the evaluator (after every run, silence, repair decision,
+//! reload and change in a source's health; and for repeats, staleness and `for`, every
+//! `alerting.evaluation_interval` — or, on a replica that is alone, when the evaluation
+//! said the next is due, at most `ALONE_LONGEST` apart) and the delivery service,
 //! which keeps one delivery task per configured receiver and follows reloads (a receiver
 //! added, changed or removed; a task never sends through a receiver the config no longer has).
 //! Both run on one replica at a time, the holder of the `alerting` lease (the daemon runs them
@@ -8,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::Notify;
@@ -21,7 +24,7 @@ use crate::context::Handle;
 use crate::outbound::Allowed;
 
 /// The least time between two evaluations: many rules finishing at once cost one.
-const MIN_GAP: std::time::Duration = std::time::Duration::from_millis(500);
+const MIN_GAP: Duration = Duration::from_millis(500);
 
 /// Evaluates alerts until `stop`.
 pub async fn evaluator(
@@ -47,13 +50,23 @@ pub async fn evaluator(
             started_us,
             lease: Some(&lease),
         };
+        // Other replicas' runs and decisions are found by looking every interval (and so is
+        // a failed evaluation tried again).
+        let mut interval = ctx.config.alerting.evaluation_interval;
         match crate::alert::evaluate(&ctx.store, &inputs, Utc::now().timestamp_micros()).await {
-            Ok(0) => {}
-            Ok(_) => delivery.notify_waiters(),
+            Ok(done) => {
+                if done.queued > 0 {
+                    delivery.notify_waiters();
+                }
+                // Alone, nothing but this process changes what an evaluation reads, and every
+                // change here wakes this: the next look is when something comes due.
+                if handle.cluster.alone() {
+                    interval = until(done.next_us, Utc::now().timestamp_micros());
+                }
+            }
             Err(crate::state::StateError::LeaseLost(_)) => return Ok(()),
             Err(e) => error!(error = %e, "Cannot evaluate alerts; trying again."),
         }
-        let interval = ctx.config.alerting.evaluation_interval;
         drop(ctx);
         // Runs finishing meanwhile are taken together by the next evaluation.
         tokio::select! {
@@ -66,6 +79,16 @@ pub async fn evaluator(
             () = stop.cancelled() => return Ok(()),
         }
     }
+}
+
+/// How long an evaluator that is alone waits at `now_us` for what is due at `next_us`: until
+/// then, at most `ALONE_LONGEST`.
+fn until(next_us: Option<i64>, now_us: i64) -> Duration {
+    next_us
+        .map_or(super::ALONE_LONGEST, |at| {
+            Duration::from_micros(at.saturating_sub(now_us).max(0) as u64)
+        })
+        .min(super::ALONE_LONGEST)
 }
 
 /// Keeps a delivery task per receiver of the generation in force, until `stop`.

@@ -1,5 +1,5 @@
-//! The lease keeper: every `cluster.renew` it renews what this replica holds (in one
-//! statement), by the state store's clock, and gives up at once (publishes without it) any
+//! The lease keeper: every `cluster.renew` it renews what this replica holds and reads every
+//! lease (in one transaction), by the state store's clock, and gives up at once (publishes without it) any
 //! lease whose renewal failed or found another holder; beats its heartbeat (`replica/ID`);
 //! counts the live replicas from their heartbeats and takes or releases `rule/NAME` leases to
 //! run its fair share (`context::cluster::share`); and takes `alerting` and `leader` when they
@@ -7,6 +7,10 @@
 //! hour. When the state store cannot be reached, the leases it could not renew are dropped
 //! at their local deadline. On shutdown it releases everything, so that the others take over
 //! at once.
+//!
+//! It also says whether this replica is alone (no other live replica, every rule held here),
+//! and wakes every service when that changes: alone, they wait for this process's own
+//! changes instead of looking for others'.
 //!
 //! The rest of the daemon follows what it publishes (`Membership`): the scheduler runs the
 //! rules held, the alert services run under `alerting`, the metrics export the cluster-wide
@@ -96,6 +100,11 @@ pub async fn keeper(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
         // Alone and running every rule, its own runs and repairs keep the series current;
         // otherwise other replicas change what it exports.
         let alone = live == 1 && held.rules().len() >= ctx.rules.len();
+        if me.set_alone(alone) {
+            // Services that wait for this process's own changes only look for others' again
+            // (or stop looking) at once.
+            handle.wake.changed_hands();
+        }
         if leader
             && !alone
             && let Err(e) = ctx.refresh_metrics().await
@@ -140,7 +149,8 @@ async fn round(
     let asked = Instant::now();
     let deadline = asked + ttl;
     let current: Vec<_> = held.all().map(|(l, _)| l.clone()).collect();
-    let renewed = store.renew_leases(&current, ttl).await?;
+    // One transaction a round: a replica that is alone with nothing due does this only.
+    let (renewed, mut rows) = store.renew_and_list_leases(&current, ttl).await?;
     for lease in &current {
         match renewed
             .iter()
@@ -161,8 +171,9 @@ async fn round(
         && let Some(lease) = store.acquire_lease(&heartbeat, replica, ttl).await?
     {
         held.insert(lease, deadline);
+        // Listed again with its heartbeat: this replica counts itself.
+        rows = store.leases().await?;
     }
-    let rows = store.leases().await?;
     let live = rows
         .iter()
         .filter(|r| r.name.starts_with(REPLICA_PREFIX) && !r.expired)

@@ -11,6 +11,12 @@
 //! adds. A SQLite state store's sole writer first ends the leases a dead process left.
 //! Only then is the daemon ready.
 //!
+//! Idle is idle: on a replica that is alone (`cluster::Membership::alone`), every change to
+//! the state store is this process's own, so the services that would otherwise look for
+//! others' changes wait for the wake-ups of this process's parts (`context::Wake`) and for
+//! what they know to be due, and look on their own at most every `ALONE_LONGEST`. What is
+//! left with nothing due is the lease keeper's renewal.
+//!
 //! Control arrives one way: `Control` messages on the handle's channel, sent by the signal
 //! forwarder (`signals`) and the API alike. A reload is loaded and validated here; an invalid
 //! set is refused and the old one keeps running.
@@ -55,6 +61,11 @@ pub use runner::{RunLog, run_and_record, run_once};
 
 /// What a long-running service returns when it stops: `Ok` when asked to, else why it failed.
 pub type ServiceResult = Result<(), String>;
+
+/// The longest a service of a replica that is alone waits, woken by nothing and with nothing
+/// due, before it looks anyway: a safety net against a wake-up missed or a wall clock that
+/// jumped, not how changes are found.
+pub const ALONE_LONGEST: std::time::Duration = std::time::Duration::from_secs(900);
 
 /// A long-running part of the daemon, registered with the supervisor by name.
 pub struct Service {

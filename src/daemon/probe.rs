@@ -42,7 +42,10 @@ pub async fn service(
                 r = source.probe() => r,
                 () = stop.cancelled() => return Ok(()),
             };
-            ctx.health.source(source.name(), result.is_ok());
+            if ctx.health.source(source.name(), result.is_ok()) {
+                // A source's alert follows at once, not at the next evaluation due.
+                handle.wake.alerts.notify_one();
+            }
             log.transitions.source(
                 source.name(),
                 result.as_ref().err().map(|e| e.message.as_str()),

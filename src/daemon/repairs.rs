@@ -2,14 +2,15 @@
 //! sources and settings), woken when repairs are planned, approved or moot, and otherwise
 //! when the next approved one comes due (a retry, or another worker's lease running out) —
 //! at least once a second while one is due but not taken (a rate limit holding it), at most
-//! `IDLE` apart: with nothing due it does no store work; and keeps the repair metrics current
+//! `IDLE` apart (`ALONE_LONGEST` on a replica that is alone, where nothing else changes the
+//! repairs): with nothing due it does no store work; and keeps the repair metrics current
 //! (the age of the oldest repair waiting is computed at each scrape). A repair that resolves its
 //! violation updates the open counts and wakes the alert evaluator. In dry run
 //! (`run --dry-run`, `repairs.dry_run`) it applies nothing. Repairs still waiting for a person
 //! whose violation healed meanwhile are closed as `skipped`.
 //!
-//! With no rule that offers repairs the service only waits, looking again every `IDLE` for a
-//! reload that adds some: a daemon that does not repair does no repair work in its store.
+//! With no rule that offers repairs the service only waits, woken by a reload that adds some:
+//! a daemon that does not repair does no repair work in its store.
 //!
 //! On shutdown the repairs in hand are finished (each bounded by its action's timeout), never
 //! dropped half-way; one the daemon dies in the middle of is found by its expired lease.
@@ -45,11 +46,18 @@ pub async fn service(
     let mut clients: Option<Arc<Clients>> = None;
     loop {
         let ctx = handle.current();
+        // Another replica's approvals and claims are looked for at most `IDLE` apart; alone,
+        // every change here wakes this.
+        let longest = if handle.cluster.alone() {
+            super::ALONE_LONGEST
+        } else {
+            IDLE
+        };
         if !ctx.rules.iter().any(|r| r.repair.is_some()) {
             drop(ctx);
             tokio::select! {
                 () = log.wake.repairs.notified() => {}
-                () = tokio::time::sleep(IDLE) => {}
+                () = tokio::time::sleep(longest) => {}
                 () = stop.cancelled() => return Ok(()),
             }
             continue;
@@ -115,7 +123,7 @@ pub async fn service(
             (Err(e), _) | (_, Err(e)) => error!(error = %e, "Cannot read repair counts."),
         }
         let wait = match ctx.store.next_repair_due().await {
-            Ok(due) => until_due(due, Utc::now().timestamp_micros()),
+            Ok(due) => until_due(due, Utc::now().timestamp_micros(), longest),
             Err(e) => {
                 error!(error = %e, "Cannot read when the next repair is due.");
                 TICK
@@ -137,10 +145,10 @@ pub async fn service(
 }
 
 /// How long to wait for the next approved repair, due at `due` (microseconds), at `now`:
-/// until then, but at least `TICK` (one already due was not taken) and at most `IDLE`.
-fn until_due(due: Option<i64>, now: i64) -> Duration {
-    due.map_or(IDLE, |due| {
-        Duration::from_micros(due.saturating_sub(now).max(0) as u64).clamp(TICK, IDLE)
+/// until then, but at least `TICK` (one already due was not taken) and at most `longest`.
+fn until_due(due: Option<i64>, now: i64, longest: Duration) -> Duration {
+    due.map_or(longest, |due| {
+        Duration::from_micros(due.saturating_sub(now).max(0) as u64).clamp(TICK, longest)
     })
 }
 
@@ -151,9 +159,12 @@ mod tests {
     #[test]
     fn it_waits_until_the_next_repair_is_due_within_bounds() {
         let s = 1_000_000;
-        assert_eq!(until_due(None, 0), IDLE);
-        assert_eq!(until_due(Some(5 * s), 0), Duration::from_secs(5));
-        assert_eq!(until_due(Some(-5 * s), 0), TICK, "due and not taken");
-        assert_eq!(until_due(Some(3600 * s), 0), IDLE);
+        assert_eq!(until_due(None, 0, IDLE), IDLE);
+        assert_eq!(until_due(Some(5 * s), 0, IDLE), Duration::from_secs(5));
+        assert_eq!(until_due(Some(-5 * s), 0, IDLE), TICK, "due and not taken");
+        assert_eq!(until_due(Some(3600 * s), 0, IDLE), IDLE);
+        let alone = crate::daemon::ALONE_LONGEST;
+        assert_eq!(until_due(Some(600 * s), 0, alone), Duration::from_secs(600));
+        assert_eq!(until_due(None, 0, alone), alone);
     }
 }

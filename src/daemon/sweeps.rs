@@ -131,22 +131,25 @@ pub async fn worker(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
         } else {
             IDLE_POLL
         };
-        let took = match take(&ctx, &replica).await {
-            Ok(Some((rule, part, lease))) => {
+        let (took, poll) = match take(&ctx, &replica).await {
+            Ok(Taken::Part(rule, part, lease)) => {
                 failing = false;
                 read(&ctx, &handle.wake, rule, &part, lease, &stop).await;
-                true
+                (true, poll)
             }
-            Ok(None) => {
+            // Alone, with no range left anywhere, only a sweep started here makes one, and
+            // that wakes it.
+            Ok(Taken::Nothing) if handle.cluster.alone() => (false, super::ALONE_LONGEST),
+            Ok(_) => {
                 failing = false;
-                false
+                (false, poll)
             }
             Err(e) => {
                 if !failing {
                     warn!(error = %e, "Cannot look for ranges of partitioned sweeps to read.");
                 }
                 failing = true;
-                false
+                (false, poll)
             }
         };
         drop(ctx);
@@ -164,15 +167,21 @@ pub async fn worker(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
     }
 }
 
-/// The first range no replica is reading, of a rule version this replica knows: that rule,
-/// the range, and its lease, taken.
-async fn take<'c>(
-    ctx: &'c Context,
-    replica: &str,
-) -> Result<Option<(&'c Rule, PartRow, Lease)>, StateError> {
+/// What a look for a range to read found.
+enum Taken<'c> {
+    /// A range of a rule version this replica knows, and its lease, taken.
+    Part(&'c Rule, Box<PartRow>, Lease),
+    /// Ranges left, but none this replica can take now.
+    Busy,
+    /// No range left to read, by anyone.
+    Nothing,
+}
+
+/// The first range no replica is reading, of a rule version this replica knows.
+async fn take<'c>(ctx: &'c Context, replica: &str) -> Result<Taken<'c>, StateError> {
     let pending = ctx.store.pending_parts().await?;
     if pending.is_empty() {
-        return Ok(None);
+        return Ok(Taken::Nothing);
     }
     let busy: std::collections::HashSet<String> = ctx
         .store
@@ -196,10 +205,10 @@ async fn take<'c>(
             .acquire_lease(&name, replica, ctx.config.cluster.lease)
             .await?
         {
-            return Ok(Some((rule, part, lease)));
+            return Ok(Taken::Part(rule, Box::new(part), lease));
         }
     }
-    Ok(None)
+    Ok(Taken::Busy)
 }
 
 /// Reads one range under its lease, renewing it meanwhile, and writes the part's run back

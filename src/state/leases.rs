@@ -39,6 +39,33 @@ pub struct LeaseRow {
     pub expired: bool,
 }
 
+/// A `Lease` from a row of `name, holder, token, expires_us`.
+macro_rules! lease_of {
+    ($r:expr) => {
+        Lease {
+            name: $r.try_get(0)?,
+            holder: $r.try_get(1)?,
+            token: $r.try_get(2)?,
+            expires_us: $r.try_get(3)?,
+        }
+    };
+}
+
+/// A `LeaseRow` from a row of `list_statement`.
+macro_rules! lease_row_of {
+    ($r:expr) => {
+        LeaseRow {
+            name: $r.try_get(0)?,
+            holder: $r.try_get(1)?,
+            token: $r.try_get(2)?,
+            acquired_us: $r.try_get(3)?,
+            renewed_us: $r.try_get(4)?,
+            expires_us: $r.try_get(5)?,
+            expired: $r.try_get::<i32, _>(6)? == 1,
+        }
+    };
+}
+
 /// The database's clock, in microseconds since the epoch, as SQL.
 fn now_us(pool: &Pool) -> &'static str {
     match pool {
@@ -128,45 +155,67 @@ impl StateStore {
         ttl: Duration,
     ) -> Result<Vec<Lease>, StateError> {
         let mut renewed = Vec::with_capacity(leases.len());
-        // A few hundred at a time: SQLite takes at most 32,766 parameters.
-        for part in leases.chunks(500) {
-            let now = now_us(&self.pool);
-            let mut binds = vec![Bind::I64(micros(ttl))];
-            let mut pairs = Vec::with_capacity(part.len());
-            for l in part {
-                let n = binds.len();
-                pairs.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
-                binds.push(Bind::Text(l.name.clone()));
-                binds.push(Bind::Text(l.holder.clone()));
-                binds.push(Bind::I64(l.token));
+        on_pool!(self, pool => {
+            for stmt in self.renew_statements(leases, ttl) {
+                for r in bound!(stmt).fetch_all(pool).await? {
+                    renewed.push(lease_of!(r));
+                }
             }
-            let stmt = Stmt {
-                sql: format!(
-                    "UPDATE leases SET renewed_us = {now}, expires_us = {now} + $1 \
-                     WHERE (name, holder, token) IN (VALUES {}) AND expires_us > {now} \
-                     RETURNING name, holder, token, expires_us",
-                    pairs.join(", ")
-                ),
-                binds,
-            };
-            let rows: Vec<Lease> = on_pool!(self, pool => {
-                bound!(stmt)
-                    .fetch_all(pool)
-                    .await?
-                    .into_iter()
-                    .map(|r| {
-                        Ok(Lease {
-                            name: r.try_get(0)?,
-                            holder: r.try_get(1)?,
-                            token: r.try_get(2)?,
-                            expires_us: r.try_get(3)?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, sqlx::Error>>()?
-            });
-            renewed.extend(rows);
-        }
+        });
         Ok(renewed)
+    }
+
+    /// `renew_leases`, then `leases`, in one transaction: a replica's round, one transaction
+    /// however many leases it holds (up to 500).
+    pub async fn renew_and_list_leases(
+        &self,
+        leases: &[Lease],
+        ttl: Duration,
+    ) -> Result<(Vec<Lease>, Vec<LeaseRow>), StateError> {
+        let mut renewed = Vec::with_capacity(leases.len());
+        let mut rows = Vec::new();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for stmt in self.renew_statements(leases, ttl) {
+                for r in bound!(stmt).fetch_all(&mut *tx).await? {
+                    renewed.push(lease_of!(r));
+                }
+            }
+            for r in bound!(self.list_statement()).fetch_all(&mut *tx).await? {
+                rows.push(lease_row_of!(r));
+            }
+            tx.commit().await?;
+        });
+        Ok((renewed, rows))
+    }
+
+    /// The renewal of `leases`, a few hundred a statement: SQLite takes at most 32,766
+    /// parameters.
+    fn renew_statements(&self, leases: &[Lease], ttl: Duration) -> Vec<Stmt> {
+        let now = now_us(&self.pool);
+        leases
+            .chunks(500)
+            .map(|part| {
+                let mut binds = vec![Bind::I64(micros(ttl))];
+                let mut pairs = Vec::with_capacity(part.len());
+                for l in part {
+                    let n = binds.len();
+                    pairs.push(format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
+                    binds.push(Bind::Text(l.name.clone()));
+                    binds.push(Bind::Text(l.holder.clone()));
+                    binds.push(Bind::I64(l.token));
+                }
+                Stmt {
+                    sql: format!(
+                        "UPDATE leases SET renewed_us = {now}, expires_us = {now} + $1 \
+                         WHERE (name, holder, token) IN (VALUES {}) AND expires_us > {now} \
+                         RETURNING name, holder, token, expires_us",
+                        pairs.join(", ")
+                    ),
+                    binds,
+                }
+            })
+            .collect()
     }
 
     /// Gives `lease` up at once (if it is still this holder's), so another can take it
@@ -217,33 +266,24 @@ impl StateStore {
 
     /// Every lease, with whether it has expired, by name.
     pub async fn leases(&self) -> Result<Vec<LeaseRow>, StateError> {
+        let mut rows = Vec::new();
+        on_pool!(self, pool => {
+            for r in bound!(self.list_statement()).fetch_all(pool).await? {
+                rows.push(lease_row_of!(r));
+            }
+        });
+        Ok(rows)
+    }
+
+    fn list_statement(&self) -> Stmt {
         let now = now_us(&self.pool);
-        let stmt = Stmt {
+        Stmt {
             sql: format!(
                 "SELECT name, holder, token, acquired_us, renewed_us, expires_us, \
                  CASE WHEN expires_us <= {now} THEN 1 ELSE 0 END FROM leases ORDER BY name"
             ),
             binds: Vec::new(),
-        };
-        let rows = on_pool!(self, pool => {
-            bound!(stmt)
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(|r| {
-                    Ok(LeaseRow {
-                        name: r.try_get(0)?,
-                        holder: r.try_get(1)?,
-                        token: r.try_get(2)?,
-                        acquired_us: r.try_get(3)?,
-                        renewed_us: r.try_get(4)?,
-                        expires_us: r.try_get(5)?,
-                        expired: r.try_get::<i32, _>(6)? == 1,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?
-        });
-        Ok(rows)
+        }
     }
 
     /// The check a write guarded by `lease` makes inside its transaction: the statement

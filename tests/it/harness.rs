@@ -522,6 +522,36 @@ pub fn http_as(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16
     (status, body)
 }
 
+/// A `POST` of a JSON `body`, with `Authorization: Bearer <token>` when a token is given:
+/// status, and the answer (`null` when it is not JSON).
+pub fn http_post(
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let body = body.to_string();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let answer = response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or_default();
+    (status, answer)
+}
+
 /// Sends SIGTERM to a daemon and waits for it to exit, failing the test if it takes longer
 /// than `limit`.
 pub async fn terminate_within(

@@ -9,37 +9,9 @@ use std::time::Duration;
 use invariantd::config::SourceKind;
 
 use crate::harness::{
-    Helper, LEAD_TOKEN, TOKEN, TestDb, Workdir, eventually, http, http_as, json_lines, kill,
-    terminate_within, tokens_file,
+    Helper, LEAD_TOKEN, TOKEN, TestDb, Workdir, eventually, http, http_as, http_post as post,
+    json_lines, kill, terminate_within, tokens_file,
 };
-
-/// A POST with a JSON body and a token: (status, answer).
-fn post(
-    port: u16,
-    path: &str,
-    token: Option<&str>,
-    body: &serde_json::Value,
-) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let body = body.to_string();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let answer = response
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or_default();
-    (status, answer)
-}
 
 /// Approves a repair as `ops`, with `body` (`{}`, an action, a comment): (status, answer).
 fn approve(port: u16, id: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
