@@ -100,6 +100,9 @@ pub async fn keeper(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
         // Alone and running every rule, its own runs and repairs keep the series current;
         // otherwise other replicas change what it exports.
         let alone = live == 1 && held.rules().len() >= ctx.rules.len();
+        // Alone, this process is the store's only writer: what is open per rule is read
+        // again only where it wrote.
+        ctx.store.set_sole_writer(alone);
         if me.set_alone(alone) {
             // Services that wait for this process's own changes only look for others' again
             // (or stop looking) at once.

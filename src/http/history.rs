@@ -2,13 +2,14 @@
 //! was at risk, at each step of the last 24 hours or 7 days — for the page's charts and
 //! `GET /api/v1/rules/{name}/history`. `series` is pure: given when each violation was open
 //! and its impact, it counts at each instant; `history` reads what changed at each step from
-//! the store (`StateStore::open_steps`) and adds it up the same way.
+//! the store (`StateStore::open_steps_of`) and adds it up the same way; `histories` does
+//! several windows from one read.
 //! Each violation counts with the impact it had when last seen.
 
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::state::{StateError, StateStore, StepChange};
+use crate::state::{StateError, StateStore, StepChange, Steps};
 use crate::value::format_timestamp;
 
 /// One violation's time open: from when first seen until resolved (`None`: still open).
@@ -81,7 +82,7 @@ pub fn series(opens: &[Open], window: Window, now_us: i64) -> Vec<Point> {
     accumulate(&changes, window, now_us)
 }
 
-/// The points, from what changed at each step (`StateStore::open_steps`).
+/// The points, from what changed at each step (`StateStore::open_steps_of`).
 pub fn accumulate(changes: &[StepChange], window: Window, now_us: i64) -> Vec<Point> {
     let (length, step) = window.bounds();
     let mut open = 0;
@@ -113,11 +114,33 @@ pub async fn history(
     window: Window,
     now_us: i64,
 ) -> Result<Vec<Point>, StateError> {
-    let (length, step) = window.bounds();
-    let changes = store
-        .open_steps(rule, now_us - length, step, length / step)
-        .await?;
-    Ok(accumulate(&changes, window, now_us))
+    Ok(histories(store, rule, &[window], now_us).await?.remove(0))
+}
+
+/// `history` for each of `windows`, from one pass over the rule's spans.
+pub async fn histories(
+    store: &StateStore,
+    rule: &str,
+    windows: &[Window],
+    now_us: i64,
+) -> Result<Vec<Vec<Point>>, StateError> {
+    let grids: Vec<Steps> = windows
+        .iter()
+        .map(|w| {
+            let (length, step) = w.bounds();
+            Steps {
+                from_us: now_us - length,
+                step_us: step,
+                steps: length / step,
+            }
+        })
+        .collect();
+    let changes = store.open_steps_of(rule, &grids).await?;
+    Ok(windows
+        .iter()
+        .zip(&changes)
+        .map(|(w, c)| accumulate(c, *w, now_us))
+        .collect())
 }
 
 #[cfg(test)]

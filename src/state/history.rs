@@ -1,7 +1,8 @@
 //! What a rule's history charts read: for each step of a window, how many of its violations
 //! began to count (first seen) and stopped (resolved) then, with their impacts. Each span
 //! open in the window is streamed from the store and counted as it comes (`step_changes`),
-//! so a chart costs one pass over what was open, not a pass per step. (Counting per step in
+//! so a chart costs one pass over what was open, not a pass per step, and several charts of
+//! one rule share that pass. (Counting per step in
 //! SQL was tried on PostgreSQL: with 100,000 open it took longer than streaming them.)
 
 use rust_decimal::Decimal;
@@ -67,17 +68,25 @@ fn add_span(
     }
 }
 
+/// The instants a chart counts at: `steps + 1` of them, `from_us + i * step_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steps {
+    pub from_us: i64,
+    pub step_us: i64,
+    pub steps: i64,
+}
+
 impl StateStore {
-    /// The changes at each of `steps + 1` instants `from_us + i * step_us` to the rule's
-    /// violations that count (see `step_changes`). Violations resolved before the retention
+    /// For each grid, the changes at its instants to the rule's violations that count (see
+    /// `step_changes`), from one pass over the spans open since the earliest of them: the
+    /// page's day and week charts read them once. Violations resolved before the retention
     /// pruned them are not there.
-    pub async fn open_steps(
+    pub async fn open_steps_of(
         &self,
         rule: &str,
-        from_us: i64,
-        step_us: i64,
-        steps: i64,
-    ) -> Result<Vec<StepChange>, StateError> {
+        grids: &[Steps],
+    ) -> Result<Vec<Vec<StepChange>>, StateError> {
+        let from_us = grids.iter().map(|g| g.from_us).min().unwrap_or(i64::MAX);
         let stmt = Stmt {
             // Two parts, each found by its own index (the open ones, and only those resolved
             // in the window: a month of history is not read for a day's chart).
@@ -87,14 +96,20 @@ impl StateStore {
                 .into(),
             binds: vec![Bind::Text(rule.into()), Bind::I64(from_us)],
         };
-        // Streamed and counted as they come: a row per span, nothing kept of it.
-        let mut changes = step_changes([], from_us, step_us, steps);
+        // Streamed and counted as they come: a row per span, nothing kept of it. A span that
+        // ended before a later grid's start opens and closes at its step 0: it never counts.
+        let mut changes: Vec<Vec<StepChange>> = grids
+            .iter()
+            .map(|g| step_changes([], g.from_us, g.step_us, g.steps))
+            .collect();
         on_pool!(self, pool => {
             let mut rows = bound!(stmt).fetch(pool);
             while let Some(r) = futures_util::TryStreamExt::try_next(&mut rows).await? {
                 let impact: Option<String> = r.try_get(2)?;
                 let span = (r.try_get(0)?, r.try_get(1)?, impact.and_then(|i| i.parse().ok()));
-                add_span(&mut changes, span, from_us, step_us);
+                for (grid, changes) in grids.iter().zip(&mut changes) {
+                    add_span(changes, span, grid.from_us, grid.step_us);
+                }
             }
         });
         Ok(changes)

@@ -27,6 +27,7 @@ mod counters;
 mod enabling;
 mod history;
 mod leases;
+mod open_cache;
 mod repairs;
 mod runs;
 mod silences;
@@ -50,7 +51,7 @@ pub use alerts::{AlertGroupState, OutboxEntry, OutboxRow};
 pub use audit::{AuditEntry, AuditRecord, Verification, load_key as load_audit_key};
 pub use counters::RuleTotals;
 pub use enabling::{EnableRequest, Enabling};
-pub use history::{StepChange, step_changes};
+pub use history::{StepChange, Steps, step_changes};
 pub use leases::{Lease, LeaseRow, SoleWriter, WriterError};
 pub use repairs::{Claimed, NewRepair, RepairFilter, RepairSummary, Written};
 pub use runs::{Judged, RunRecord, SweepMarks};
@@ -177,9 +178,18 @@ pub struct StateStore {
     audit_key: Result<Option<Vec<u8>>, String>,
     /// The file of a SQLite state store (none in memory, none for PostgreSQL).
     sqlite_path: Option<std::path::PathBuf>,
+    /// What is open per rule, while this process is the only writer.
+    open_cache: open_cache::OpenCache,
 }
 
 impl StateStore {
+    /// Whether this process is the store's only writer now (the daemon, while alone): then
+    /// what is open per rule is remembered between reads, and only the rules this process
+    /// wrote since are read again. Off, every read asks the store.
+    pub fn set_sole_writer(&self, sole: bool) {
+        self.open_cache.set_on(sole);
+    }
+
     /// Whether the store is PostgreSQL (shared by replicas) rather than SQLite (one writer).
     pub(crate) fn is_postgres(&self) -> bool {
         matches!(self.pool, Pool::Postgres(_))
@@ -512,6 +522,7 @@ impl StateStore {
             writer: tokio::sync::Mutex::new(()),
             audit_key,
             sqlite_path,
+            open_cache: Default::default(),
         })
     }
 
@@ -559,6 +570,8 @@ impl StateStore {
         lease: Option<&Lease>,
     ) -> Result<Recorded, StateError> {
         let started_us = run.started_at.timestamp_micros();
+        // Once every transaction below has ended, however: what is open changed.
+        let _changing = self.open_cache.changing(&run.rule);
         // A repair may have resolved some of `open` since it was read.
         let repaired = match open.iter().map(|o| o.id).min() {
             Some(from_id) if run.finished => {

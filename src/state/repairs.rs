@@ -415,6 +415,8 @@ impl StateStore {
                 Bind::I64(r.occurrence_us),
             ],
         };
+        // Declared before the turn: dropped after it, once the transaction has ended.
+        let _changing = self.open_cache.changing(&r.rule);
         let _turn = self.writer.lock().await;
         let written = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;

@@ -296,12 +296,32 @@ async fn violations_open_recur_resolve_and_reopen_in_a_postgres_state_store() {
 /// A repair whose check after acting finds the key holding resolves its violation at once, in
 /// the same transaction, by name; a run that was already reading when it did neither reopens
 /// nor resolves it again, and a later one judges the key afresh.
+/// What is open per rule, as `store` says (from what it remembers, if it is the sole writer).
+async fn open_now(store: &StateStore) -> Vec<(String, i64, Option<i64>)> {
+    let mut open: Vec<_> = store
+        .open_summaries()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(rule, s)| (rule, s.open, s.oldest_first_seen_us))
+        .collect();
+    open.sort();
+    open
+}
+
 async fn a_repair_resolves_its_violation(kind: SourceKind) {
     use invariantd::state::{Decision, NewRepair, RepairEnd, RepairState};
     let f = Fixture::new(kind).await;
+    // This store remembers what is open between reads, as a daemon alone does; `fresh` asks
+    // the same database every time: the two agree at every step, whoever wrote.
+    f.store.set_sole_writer(true);
+    let fresh = state_store(kind, &f._state_db, f._dir.path()).await;
+    assert_eq!(open_now(&f.store).await, []);
     f.set(1, 0, 60).await;
     f.set(2, 0, 60).await;
     assert_eq!(counts(f.cycle().await), rec(2, 0, 0));
+    assert_eq!(open_now(&f.store).await, open_now(&fresh).await);
+    assert_eq!(open_now(&f.store).await[0].1, 2);
     let one = f.all().await.into_iter().find(|v| v.key == "1").unwrap();
     let planned = f
         .store
@@ -370,6 +390,11 @@ async fn a_repair_resolves_its_violation(kind: SourceKind) {
     let totals = f.store.totals().await.unwrap();
     assert_eq!((totals["ok"].detected, totals["ok"].resolved), (2, 1));
     assert_eq!(f.store.rule_snapshot("ok").await.unwrap().open, 1);
+    assert_eq!(
+        open_now(&f.store).await,
+        open_now(&fresh).await,
+        "after the repair"
+    );
 
     // The run that read before the repair: key 2 seen again, key 1 left as the repair left it.
     assert_eq!(
@@ -399,6 +424,16 @@ async fn a_repair_resolves_its_violation(kind: SourceKind) {
         .unwrap();
     assert_eq!(reopened.previous_id, Some(one.id));
     assert_eq!(reopened.resolved_by, None);
+    assert_eq!(open_now(&f.store).await, open_now(&fresh).await, "reopened");
+    assert_eq!(open_now(&f.store).await[0].1, 2);
+    // Fixed by hand in the database, behind the sole writer's back: it shows once the store
+    // no longer counts on being the only writer.
+    f.by_hand("UPDATE violations SET state = 'resolved', resolved_us = 1 WHERE key = '2'")
+        .await;
+    assert_eq!(open_now(&f.store).await[0].1, 2, "remembered");
+    f.store.set_sole_writer(false);
+    assert_eq!(open_now(&f.store).await, open_now(&fresh).await);
+    assert_eq!(open_now(&f.store).await[0].1, 1);
 }
 
 #[tokio::test]

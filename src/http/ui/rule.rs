@@ -10,7 +10,7 @@ use super::chart::svg;
 use super::html::{esc, span, table, time};
 use super::overview::last_run;
 use crate::context::Context;
-use crate::http::history::{Window, history};
+use crate::http::history::{Window, histories};
 use crate::rules::Rule;
 use crate::state::{RepairFilter, RepairState, StateError, ViolationFilter, ViolationState};
 
@@ -184,8 +184,9 @@ pub async fn view(ctx: &Context, rule: &Rule, now_us: i64) -> Result<String, Sta
 
     // History.
     let _ = write!(body, "<h3>History</h3><div class=\"charts\">");
-    for window in [Window::Day, Window::Week] {
-        let points = history(&ctx.store, &rule.name, window, now_us).await?;
+    let windows = [Window::Day, Window::Week];
+    let charts = histories(&ctx.store, &rule.name, &windows, now_us).await?;
+    for (window, points) in windows.into_iter().zip(charts) {
         body.push_str(&svg(
             &points,
             "open violations",

@@ -1,0 +1,253 @@
+//! What is open per rule (count, oldest first sighting, impact summed), remembered between
+//! reads while this process is the state store's only writer (`StateStore::set_sole_writer`:
+//! the daemon says so while it is alone). Then only a write of this process changes what is
+//! open, and each one marks its rule as changed when it is done (`changing`): a read asks the
+//! store again for the rules changed since they were last read, not for every open
+//! violation — with 100,000 open the page, the rule's view and the alert evaluator each read
+//! them in a pass that grows with what is open, where a rule that did not change costs nothing.
+//!
+//! A read races the writes made while it is under way: what it read is kept only for the
+//! rules none of them changed meanwhile (a version per rule, taken before the read and
+//! compared after); the others stay to be read again. Off (several replicas, or a process
+//! that is not the daemon), nothing is kept and every read goes to the store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rust_decimal::Decimal;
+
+/// One rule's open violations, as the store summed them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Open {
+    pub open: i64,
+    pub oldest_first_seen_us: Option<i64>,
+    pub impact: Option<Decimal>,
+}
+
+#[derive(Default)]
+pub(crate) struct OpenCache {
+    on: AtomicBool,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Bumped by each write of the rule, once done.
+    versions: HashMap<String, u64>,
+    /// Every rule's entry is here (a rule missing has nothing open) once a read of every rule
+    /// was kept.
+    complete: bool,
+    known: HashMap<String, Open>,
+    /// Rules written since their entry was read.
+    changed: HashSet<String>,
+}
+
+/// What a read must ask the store for, and the versions to compare after.
+pub(crate) enum Plan {
+    /// Nothing: every rule asked for is known.
+    Known(HashMap<String, Open>),
+    /// Every rule (`None`) or these, with the versions as the read began.
+    Read(Option<Vec<String>>, HashMap<String, u64>),
+}
+
+/// Marks its rule changed when dropped: after the write's transactions, however it ended.
+pub(crate) struct Changing<'a> {
+    cache: &'a OpenCache,
+    rule: String,
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.cache.inner.lock().expect("open cache lock");
+        *inner.versions.entry(self.rule.clone()).or_default() += 1;
+        inner.changed.insert(self.rule.clone());
+    }
+}
+
+impl OpenCache {
+    pub fn set_on(&self, on: bool) {
+        if self.on.swap(on, Ordering::Relaxed) != on {
+            // Whatever was kept may be another writer's past: start again.
+            *self.inner.lock().expect("open cache lock") = Inner::default();
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    /// Held across a write that changes `rule`'s open violations.
+    pub fn changing(&self, rule: &str) -> Changing<'_> {
+        Changing {
+            cache: self,
+            rule: rule.to_string(),
+        }
+    }
+
+    /// What to read for `rules` (every rule: `None`).
+    pub fn plan(&self, rules: Option<&[&str]>) -> Plan {
+        let inner = self.inner.lock().expect("open cache lock");
+        let versions = inner.versions.clone();
+        if !inner.complete {
+            return Plan::Read(
+                rules.map(|r| r.iter().map(|s| s.to_string()).collect()),
+                versions,
+            );
+        }
+        let stale: Vec<String> = match rules {
+            None => inner.changed.iter().cloned().collect(),
+            Some(rules) => rules
+                .iter()
+                .filter(|r| inner.changed.contains(**r))
+                .map(|r| r.to_string())
+                .collect(),
+        };
+        if stale.is_empty() {
+            let known = match rules {
+                None => inner.known.clone(),
+                Some(rules) => rules
+                    .iter()
+                    .filter_map(|r| inner.known.get(*r).map(|o| (r.to_string(), *o)))
+                    .collect(),
+            };
+            return Plan::Known(known);
+        }
+        Plan::Read(Some(stale), versions)
+    }
+
+    /// Keeps what a read planned as `asked` (every rule: `None`) found, for the rules no write
+    /// changed since `versions` were taken; the answer to the caller for `rules`: what was
+    /// read, and the rest as known.
+    pub fn keep(
+        &self,
+        asked: Option<&[String]>,
+        versions: &HashMap<String, u64>,
+        read: HashMap<String, Open>,
+        rules: Option<&[&str]>,
+    ) -> HashMap<String, Open> {
+        let mut inner = self.inner.lock().expect("open cache lock");
+        let unchanged = |inner: &Inner, rule: &str| inner.versions.get(rule) == versions.get(rule);
+        match asked {
+            None => {
+                // Every rule was read: the rules written meanwhile stay changed, the others
+                // are known now, nothing open where the read found nothing.
+                let written: HashSet<String> = inner
+                    .versions
+                    .iter()
+                    .filter(|(r, v)| versions.get(*r) != Some(*v))
+                    .map(|(r, _)| r.clone())
+                    .collect();
+                inner.known = read
+                    .iter()
+                    .filter(|(r, _)| !written.contains(*r))
+                    .map(|(r, o)| (r.clone(), *o))
+                    .collect();
+                inner.changed = written;
+                inner.complete = true;
+            }
+            Some(asked) if inner.complete => {
+                for rule in asked {
+                    if unchanged(&inner, rule) {
+                        match read.get(rule) {
+                            Some(o) => inner.known.insert(rule.clone(), *o),
+                            None => inner.known.remove(rule),
+                        };
+                        inner.changed.remove(rule);
+                    }
+                }
+            }
+            // Some rules read before every rule was: nothing to keep them in yet.
+            Some(_) => {}
+        }
+        // The answer: what this read found for what it read, kept or not, and what is known
+        // for the rest.
+        let mut out: HashMap<String, Open> = match asked {
+            None => read,
+            Some(asked) => {
+                let mut out: HashMap<String, Open> = inner
+                    .known
+                    .iter()
+                    .filter(|(r, _)| !asked.contains(r))
+                    .map(|(r, o)| (r.clone(), *o))
+                    .collect();
+                out.extend(read.into_iter().filter(|(r, _)| asked.contains(r)));
+                out
+            }
+        };
+        if let Some(rules) = rules {
+            out.retain(|r, _| rules.contains(&r.as_str()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(n: i64) -> Open {
+        Open {
+            open: n,
+            oldest_first_seen_us: Some(1),
+            impact: None,
+        }
+    }
+
+    fn read(plan: Plan) -> (Option<Vec<String>>, HashMap<String, u64>) {
+        match plan {
+            Plan::Read(asked, versions) => (asked, versions),
+            Plan::Known(k) => panic!("nothing to read: {k:?}"),
+        }
+    }
+
+    #[test]
+    fn only_what_changed_is_read_again_and_a_write_during_a_read_is_not_lost() {
+        let cache = OpenCache::default();
+        cache.set_on(true);
+        // First: every rule.
+        let (asked, versions) = read(cache.plan(None));
+        assert_eq!(asked, None);
+        let found: HashMap<String, Open> =
+            [("a".to_string(), open(3)), ("b".into(), open(1))].into();
+        assert_eq!(cache.keep(None, &versions, found.clone(), None), found);
+        assert!(matches!(cache.plan(None), Plan::Known(k) if k == found));
+        // `b` written: only `b` is read again; it now has nothing open.
+        drop(cache.changing("b"));
+        let (asked, versions) = read(cache.plan(None));
+        assert_eq!(asked, Some(vec!["b".to_string()]));
+        // `b` written again while it is read: the read answers, but `b` stays to be read.
+        drop(cache.changing("b"));
+        let answer = cache.keep(asked.as_deref(), &versions, HashMap::new(), None);
+        assert_eq!(answer, [("a".to_string(), open(3))].into());
+        let (asked, versions) = read(cache.plan(Some(&["b"])));
+        assert_eq!(asked, Some(vec!["b".to_string()]));
+        let answer = cache.keep(
+            asked.as_deref(),
+            &versions,
+            [("b".to_string(), open(7))].into(),
+            Some(&["b"]),
+        );
+        assert_eq!(answer, [("b".to_string(), open(7))].into());
+        assert!(
+            matches!(cache.plan(Some(&["b", "c"])), Plan::Known(k) if k == [("b".to_string(), open(7))].into())
+        );
+        // Off: nothing is kept.
+        cache.set_on(false);
+        cache.set_on(true);
+        assert!(matches!(cache.plan(None), Plan::Read(None, _)));
+    }
+
+    #[test]
+    fn a_rule_written_during_the_first_read_stays_to_be_read() {
+        let cache = OpenCache::default();
+        cache.set_on(true);
+        let (_, versions) = read(cache.plan(None));
+        drop(cache.changing("a"));
+        let found: HashMap<String, Open> =
+            [("a".to_string(), open(3)), ("b".into(), open(1))].into();
+        cache.keep(None, &versions, found, None);
+        let (asked, _) = read(cache.plan(None));
+        assert_eq!(asked, Some(vec!["a".to_string()]));
+    }
+}
