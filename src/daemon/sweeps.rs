@@ -35,7 +35,8 @@ const POLL: Duration = Duration::from_millis(500);
 /// How often the rule's holder counts the ranges read by others (one read here wakes it at
 /// once): the most a sweep's end waits to be noticed.
 const PROGRESS_POLL: Duration = Duration::from_millis(100);
-/// How often a replica none of whose rules is partitioned looks.
+/// How often a replica none of whose rules is partitioned looks (a replica alone, with no
+/// range left anywhere, waits for a sweep started here instead: `ALONE_LONGEST`).
 const IDLE_POLL: Duration = Duration::from_secs(10);
 
 /// Starts a partitioned sweep of `rule` judging at `started` over `ranges`, under the rule's
@@ -139,7 +140,10 @@ pub async fn worker(handle: Arc<Handle>, stop: CancellationToken) -> ServiceResu
             }
             // Alone, with no range left anywhere, only a sweep started here makes one, and
             // that wakes it.
-            Ok(Taken::Nothing) if handle.cluster.alone() => (false, super::ALONE_LONGEST),
+            Ok(Taken::Nothing) if handle.cluster.alone() => {
+                failing = false;
+                (false, super::ALONE_LONGEST)
+            }
             Ok(_) => {
                 failing = false;
                 (false, poll)

@@ -2,7 +2,9 @@
 //! SQLite (embedded, the default) or PostgreSQL (for production and several replicas). One
 //! file per table: `runs`, `violations`, `counters`, `alerts` (alert groups and the outbox),
 //! `silences`, `audit`, `repairs`, `enabling`, `leases` (with the fence a guarded write checks)
-//! and `sweeps` (partitioned sweeps and their ranges); the pure decisions they apply (four eyes,
+//! and `sweeps` (partitioned sweeps and their ranges), and `history` (what the charts read)
+//! and `open_cache` (what is open per rule, remembered while the daemon is the only writer,
+//! `set_sole_writer`); the pure decisions they apply (four eyes,
 //! enabling under the caps, a repair's lifecycle) are in `lifecycle`; this file owns the
 //! connection, the migrations and the transaction that records a run.
 //!

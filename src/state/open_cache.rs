@@ -88,12 +88,22 @@ impl OpenCache {
     /// What to read for `rules` (every rule: `None`).
     pub fn plan(&self, rules: Option<&[&str]>) -> Plan {
         let inner = self.inner.lock().expect("open cache lock");
-        let versions = inner.versions.clone();
+        // The versions of what is read, to compare after (every rule's for a read of all).
+        let versions_of = |rules: &[String]| -> HashMap<String, u64> {
+            rules
+                .iter()
+                .filter_map(|r| inner.versions.get(r).map(|v| (r.clone(), *v)))
+                .collect()
+        };
         if !inner.complete {
-            return Plan::Read(
-                rules.map(|r| r.iter().map(|s| s.to_string()).collect()),
-                versions,
-            );
+            return match rules {
+                None => Plan::Read(None, inner.versions.clone()),
+                Some(rules) => {
+                    let rules: Vec<String> = rules.iter().map(|s| s.to_string()).collect();
+                    let versions = versions_of(&rules);
+                    Plan::Read(Some(rules), versions)
+                }
+            };
         }
         let stale: Vec<String> = match rules {
             None => inner.changed.iter().cloned().collect(),
@@ -113,6 +123,7 @@ impl OpenCache {
             };
             return Plan::Known(known);
         }
+        let versions = versions_of(&stale);
         Plan::Read(Some(stale), versions)
     }
 
