@@ -8,9 +8,10 @@
 //! announcement renders a `Notification` (`notification`), routes it (`route`) and queues it in
 //! the state store's outbox for each receiver, in the same transaction as the group's new
 //! state; and says when the next evaluation is due by time alone (`Evaluated::next_us`), so
-//! that an evaluator with nothing else to wake it sleeps until then. `deliver` sends a receiver's queue in order, retrying failures with backoff and
-//! jitter; each receiver has its own, so one that is down delays no other. Receivers, each
-//! with its config and wire format, are `receivers`.
+//! that an evaluator with nothing else to wake it sleeps until then. `deliver` sends a
+//! receiver's queue in order, retrying failures with backoff and jitter; each receiver has
+//! its own, so one that is down delays no other. Receivers, each with its config and wire
+//! format, are `receivers`.
 //!
 //! A rule unknown because a source is down is covered by that source's alert, not alerted
 //! again; a run cancelled by a shutdown is not an incident. A silence that matches a group

@@ -1,12 +1,12 @@
 //! The lease keeper: every `cluster.renew` it renews what this replica holds and reads every
-//! lease (in one transaction), by the state store's clock, and gives up at once (publishes without it) any
-//! lease whose renewal failed or found another holder; beats its heartbeat (`replica/ID`);
-//! counts the live replicas from their heartbeats and takes or releases `rule/NAME` leases to
-//! run its fair share (`context::cluster::share`); and takes `alerting` and `leader` when they
-//! are free. The leader forgets, every ten minutes, the heartbeats of replicas gone for an
-//! hour. When the state store cannot be reached, the leases it could not renew are dropped
-//! at their local deadline. On shutdown it releases everything, so that the others take over
-//! at once.
+//! lease (in one transaction), by the state store's clock, and gives up at once (publishes
+//! without it) any lease whose renewal failed or found another holder; beats its heartbeat
+//! (`replica/ID`); counts the live replicas from their heartbeats and takes or releases
+//! `rule/NAME` leases to run its fair share (`context::cluster::share`); and takes `alerting`
+//! and `leader` when they are free. The leader forgets, every ten minutes, the heartbeats of
+//! replicas gone for an hour. When the state store cannot be reached, the leases it could
+//! not renew are dropped at their local deadline. On shutdown it releases everything, so that
+//! the others take over at once.
 //!
 //! It also says whether this replica is alone (no other live replica, every rule held here),
 //! and wakes every service when that changes: alone, they wait for this process's own
