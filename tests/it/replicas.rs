@@ -177,7 +177,10 @@ async fn three_replicas_run_every_tick_of_twenty_rules_exactly_once() {
             "{rule} ran {} times in 20 s: {window:?}",
             window.len()
         );
-        for pair in started.windows(2) {
+        // Within the window, where no rule moves: a rule handed over while the replicas
+        // were still sharing them out misses the ticks until its new holder takes it (README:
+        // Limits), which is not what this checks.
+        for pair in window.windows(2) {
             let gap = pair[1] - pair[0];
             assert!(
                 (1_000_000..=3_500_000).contains(&gap),
