@@ -74,41 +74,33 @@ fn audit(config_path: &Path, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let store = StateStore::open(&config.state).await?;
         match cmd {
-            AuditCommand::Verify { head: kept } => match store.verify_audit(kept.as_deref()).await? {
-                crate::state::Verification::Intact {
-                    entries,
-                    head,
-                    unkeyed,
-                } => {
-                    println!(
-                        "audit log intact: {entries} entr{}{}",
-                        if entries == 1 { "y" } else { "ies" },
-                        match head {
-                            Some(h) => format!(
-                                ", head {h}\n(keep the head elsewhere and give it to --head: a log cut short after it is whole too, but ends before it)"
-                            ),
-                            None => String::new(),
-                        }
-                    );
-                    if unkeyed > 0 {
-                        println!(
-                            "{unkeyed} entr{} hashed without a key (written before auth.audit_key_file was set{}): anyone who can write the store could have rewritten {}",
-                            if unkeyed == 1 { "y is" } else { "ies are" },
-                            if config.auth.audit_key_file.is_none() { "; set it" } else { "" },
-                            if unkeyed == 1 { "it" } else { "them" },
-                        );
-                    }
-                    Ok(ExitCode::SUCCESS)
+            AuditCommand::Verify {
+                head: kept,
+                since,
+                format,
+            } => {
+                let found = match &since {
+                    Some((seq, hash)) => store.verify_audit_since(*seq, hash).await?,
+                    None => store.verify_audit(kept.as_deref()).await?,
+                };
+                let intact = matches!(found, crate::state::Verification::Intact { .. });
+                match format {
+                    Format::Json => println!("{}", crate::report::verification_json(&found)),
+                    Format::Table => print!(
+                        "{}",
+                        crate::report::verification_text(
+                            &found,
+                            since.as_ref().map(|(seq, _)| *seq),
+                            config.auth.audit_key_file.is_some()
+                        )
+                    ),
                 }
-                crate::state::Verification::Broken { at, reason } => {
-                    if at > 0 {
-                        println!("audit log BROKEN at entry {at}: {reason}");
-                    } else {
-                        println!("audit log BROKEN: {reason}");
-                    }
-                    Ok(ExitCode::from(1))
-                }
-            },
+                Ok(if intact {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
+            }
             AuditCommand::List(args) => {
                 let entries = store.audit_entries(None, args.limit).await?;
                 match args.format {

@@ -180,9 +180,41 @@ pub enum AuditCommand {
         /// 12 characters or more): the chain must still reach it, or it was cut short.
         #[arg(long, value_name = "HASH")]
         head: Option<String>,
+
+        /// Check only what was written after a head kept from an earlier `verify`
+        /// (`ENTRIES:HASH`, as it prints it, or `entries` and `hash` of `/api/v1/audit/head`):
+        /// that head must still be in the chain, and every entry after it, and every repair
+        /// planned since, is checked. Takes as long as what was written since; an older entry
+        /// edited since is for a whole `verify` to find.
+        #[arg(long, value_name = "ENTRIES:HASH", value_parser = parse_kept_head, conflicts_with = "head")]
+        since: Option<(i64, String)>,
+
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// The newest entries first.
     List(AuditListArgs),
+}
+
+/// A head kept from an earlier verify: `ENTRIES:HASH` (the hash may itself hold a colon,
+/// `hmac-sha256:…`), the hash 12 characters or more.
+fn parse_kept_head(s: &str) -> Result<(i64, String), String> {
+    let shape = "give ENTRIES:HASH, as `audit verify` prints it (e.g. 120:hmac-sha256:3f9a…)";
+    let (n, hash) = s
+        .split_once(':')
+        .ok_or_else(|| format!("no ':' in {s:?}: {shape}"))?;
+    let n: i64 = n
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("{n:?} is not a number of entries (1 or more): {shape}"))?;
+    if hash.trim_start_matches("hmac-sha256:").len() < 12 {
+        return Err(format!(
+            "the hash {hash:?} is shorter than 12 characters: {shape}"
+        ));
+    }
+    Ok((n, hash.to_string()))
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use crate::api::repairs::RepairView;
 use crate::api::silences::SilenceView;
 use crate::api::views::{Page, ViolationView};
 use crate::rules::Rule;
-use crate::state::ViolationRecord;
+use crate::state::{Verification, ViolationRecord};
 use crate::value::{format_timestamp, terminal_safe};
 use crate::verdict::{Outcome, RuleRun};
 
@@ -366,6 +366,74 @@ pub fn audit_json(entries: &[crate::state::AuditRecord]) -> String {
         })
         .collect();
     inert_json(format!("{:#}\n", serde_json::json!({ "items": items })))
+}
+
+/// What `audit verify` found, as people read it: `since` is the kept head's entry it started
+/// from, `keyed` whether `auth.audit_key_file` is set.
+pub fn verification_text(found: &Verification, since: Option<i64>, keyed: bool) -> String {
+    let plural = |n: i64| if n == 1 { "y" } else { "ies" };
+    match found {
+        Verification::Intact {
+            entries,
+            checked,
+            head,
+            unkeyed,
+        } => {
+            let mut out = format!("audit log intact: {entries} entr{}", plural(*entries));
+            if let Some(seq) = since {
+                let _ = write!(
+                    out,
+                    " ({checked} checked, after entry {seq}, the head you kept)"
+                );
+            }
+            if let Some(h) = head {
+                let _ = write!(
+                    out,
+                    ", head {h}\n(keep {entries}:{h} elsewhere: `audit verify --since {entries}:{h}` checks only what is written after it, `--head {h}` that the log was not cut short before it)"
+                );
+            }
+            out.push('\n');
+            if *unkeyed > 0 {
+                let _ = writeln!(
+                    out,
+                    "{unkeyed} entr{} hashed without a key (written before auth.audit_key_file was set{}): anyone who can write the store could have rewritten {}",
+                    if *unkeyed == 1 { "y is" } else { "ies are" },
+                    if keyed { "" } else { "; set it" },
+                    if *unkeyed == 1 { "it" } else { "them" },
+                );
+            }
+            out
+        }
+        Verification::Broken { at, reason } if *at > 0 => {
+            format!("audit log BROKEN at entry {at}: {reason}\n")
+        }
+        Verification::Broken { reason, .. } => format!("audit log BROKEN: {reason}\n"),
+    }
+}
+
+/// What `audit verify` found, as `{"intact": …}`: the entries, how many were checked, the
+/// head and the unkeyed count; or where (`at`, null for the log as a whole) and why not.
+pub fn verification_json(found: &Verification) -> String {
+    let value = match found {
+        Verification::Intact {
+            entries,
+            checked,
+            head,
+            unkeyed,
+        } => serde_json::json!({
+            "intact": true,
+            "entries": entries,
+            "checked": checked,
+            "head": head,
+            "unkeyed": unkeyed,
+        }),
+        Verification::Broken { at, reason } => serde_json::json!({
+            "intact": false,
+            "at": (*at > 0).then_some(*at),
+            "reason": reason,
+        }),
+    };
+    inert_json(format!("{value:#}"))
 }
 
 /// Columns of text, each as wide as its widest cell; the last one is not padded.

@@ -46,10 +46,12 @@ pub struct AuditRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verification {
     /// Every entry is sealed, where it should be and unchanged, and every repair has its
-    /// entries; `head` is the last hash. `unkeyed` entries (the first ones, written before
+    /// entries; `head` is the last hash. `checked` entries were read (all of them, or those
+    /// after a kept head), of which `unkeyed` (the first ones, written before
     /// `auth.audit_key_file` was set) are hashed without the key.
     Intact {
         entries: i64,
+        checked: i64,
         head: Option<String>,
         unkeyed: i64,
     },
@@ -87,6 +89,13 @@ fn hash(key: Option<&[u8]>, prev: &str, seq: i64, r: &AuditRecord) -> String {
 
 /// What a keyed hash starts with.
 const KEYED: &str = "hmac-sha256:";
+
+/// Whether `hash` is the head someone kept: `kept` is it, or its first 12 characters or more
+/// (with or without the `hmac-sha256:` mark).
+fn is_kept(kept: &str, hash: &str) -> bool {
+    let kept = kept.trim_start_matches(KEYED);
+    kept.len() >= 12 && hash.trim_start_matches(KEYED).starts_with(kept)
+}
 
 /// The shortest audit key accepted.
 const MIN_KEY_LEN: usize = 32;
@@ -283,8 +292,31 @@ impl StateStore {
 
     /// Walks the chain from its start and says whether it is whole; with `kept`, a head kept
     /// elsewhere (its hash, or the first 12 or more characters of it), also whether the chain
-    /// still reaches it.
+    /// still reaches it. Linear in the entries (memory flat: a page at a time).
     pub async fn verify_audit(&self, kept: Option<&str>) -> Result<Verification, StateError> {
+        self.walk_audit(None, kept).await
+    }
+
+    /// Walks the chain from entry `seq`, a head kept from an earlier verify (`hash`: its hash,
+    /// or the first 12 or more characters of it): that entry must still be in the chain with
+    /// that hash and match it, and every entry after it is checked as `verify_audit` checks
+    /// them, as are the repairs planned since it was written. Bounded by what was written
+    /// since, not by the history: an entry before the kept head edited since is for a whole
+    /// `verify_audit` to find.
+    pub async fn verify_audit_since(
+        &self,
+        seq: i64,
+        hash: &str,
+    ) -> Result<Verification, StateError> {
+        self.walk_audit(Some((seq, hash)), None).await
+    }
+
+    /// The one walk behind both verifies: from the genesis, or from a kept head.
+    async fn walk_audit(
+        &self,
+        since: Option<(i64, &str)>,
+        kept: Option<&str>,
+    ) -> Result<Verification, StateError> {
         let key = self.audit_key()?;
         let broken = |at: i64, reason: String| Ok(Verification::Broken { at, reason });
         // Rows the daemon did not seal were not written by it.
@@ -301,6 +333,58 @@ impl StateStore {
         }
         let mut prev = GENESIS.to_string();
         let mut expected = 1;
+        let mut keyed_before = false;
+        let mut planned_since = None;
+        if let Some((seq, kept_hash)) = since {
+            let stmt = Stmt {
+                sql: format!("SELECT {COLUMNS} FROM audit_log WHERE seal_seq = $1"),
+                binds: vec![Bind::I64(seq)],
+            };
+            let row = on_pool!(self, pool => {
+                match bound!(stmt).fetch_optional(pool).await? {
+                    Some(row) => Some(record_of!(row)),
+                    None => None,
+                }
+            });
+            let Some(r) = row else {
+                return broken(
+                    seq,
+                    format!(
+                        "entry {seq}, the head you kept, is not in the chain: the log was cut short or rewritten"
+                    ),
+                );
+            };
+            let stored = r.hash.clone().unwrap_or_default();
+            if !is_kept(kept_hash, &stored) {
+                return broken(
+                    seq,
+                    format!(
+                        "entry {seq} is not the head you kept (its hash differs): the log was rewritten"
+                    ),
+                );
+            }
+            let keyed = stored.starts_with(KEYED);
+            if keyed && key.is_none() {
+                return broken(
+                    seq,
+                    format!("entry {seq} is keyed: verify it with auth.audit_key_file set"),
+                );
+            }
+            let own = hash(
+                key.filter(|_| keyed),
+                r.prev_hash.as_deref().unwrap_or_default(),
+                seq,
+                &r,
+            );
+            if own != stored {
+                return broken(seq, format!("entry {seq} does not match its hash (edited)"));
+            }
+            prev = stored;
+            expected = seq + 1;
+            keyed_before = keyed;
+            planned_since = Some(r.at_us);
+        }
+        let first = expected;
         let mut unkeyed = 0;
         let mut reached = kept.is_none();
         loop {
@@ -346,7 +430,7 @@ impl StateStore {
                         format!("entry {seq} is keyed: verify it with auth.audit_key_file set"),
                     );
                 }
-                if !keyed && unkeyed + 1 < seq {
+                if !keyed && keyed_before {
                     return broken(
                         seq,
                         format!(
@@ -358,13 +442,13 @@ impl StateStore {
                 if stored != h {
                     return broken(seq, format!("entry {seq} does not match its hash (edited)"));
                 }
-                if !keyed {
+                if keyed {
+                    keyed_before = true;
+                } else {
                     unkeyed += 1;
                 }
                 if let Some(k) = kept
-                    && k.len() >= 12
-                    && h.trim_start_matches(KEYED)
-                        .starts_with(k.trim_start_matches(KEYED))
+                    && is_kept(k, &h)
                 {
                     reached = true;
                 }
@@ -372,14 +456,20 @@ impl StateStore {
                 expected += 1;
             }
         }
-        // Every repair records its planning: one without an entry lost it (an emptied log too).
-        let orphan = self
-            .first_id(
-                "SELECT r.id FROM repairs r WHERE NOT EXISTS \
+        // Every repair records its planning: one without an entry lost it (an emptied log
+        // too). From a kept head, the repairs planned since it was written.
+        let orphan = on_pool!(self, pool => {
+            sqlx::query(
+                "SELECT r.id FROM repairs r WHERE r.created_us >= $1 AND NOT EXISTS \
                  (SELECT 1 FROM audit_log a WHERE a.subject = 'repair/' || CAST(r.id AS TEXT)) \
                  ORDER BY r.id LIMIT 1",
             )
-            .await?;
+            .bind(planned_since.unwrap_or(i64::MIN))
+            .fetch_optional(pool)
+            .await?
+            .map(|row| row.try_get::<i64, _>(0))
+            .transpose()?
+        });
         if let Some(id) = orphan {
             return broken(
                 0,
@@ -400,6 +490,7 @@ impl StateStore {
         }
         Ok(Verification::Intact {
             entries: expected - 1,
+            checked: expected - first,
             head: (expected > 1).then_some(prev),
             unkeyed,
         })

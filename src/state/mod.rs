@@ -383,6 +383,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "history indexes",
         include_str!("../../migrations/sqlite/0016_history_indexes.sql"),
     ),
+    (
+        18,
+        "repairs by creation",
+        include_str!("../../migrations/sqlite/0018_repairs_by_creation.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -469,6 +474,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         17,
         "violations fillfactor",
         include_str!("../../migrations/postgres/0017_violations_fillfactor.sql"),
+    ),
+    (
+        18,
+        "repairs by creation",
+        include_str!("../../migrations/postgres/0018_repairs_by_creation.sql"),
     ),
 ]);
 

@@ -306,6 +306,38 @@ async fn approved_sql_repairs_apply_once_and_are_audited(
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
+    // The head as JSON, kept, and given back: only what came after it is checked.
+    let verify = w.cli(&["audit", "verify", "--format", "json"]);
+    let found: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(found["intact"], true, "{found}");
+    let entries = found["entries"].as_i64().unwrap();
+    assert_eq!(found["checked"].as_i64(), Some(entries), "{found}");
+    let since = format!("{entries}:{}", found["head"].as_str().unwrap());
+    let verify = w.cli(&["audit", "verify", "--since", &since]);
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "(0 checked, after entry {entries}, the head you kept)"
+        )),
+        "{out}"
+    );
+    let verify = w.cli(&[
+        "audit",
+        "verify",
+        "--since",
+        &format!("{}:{}", entries + 1, &since[since.len() - 20..]),
+    ]);
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("the head you kept, is not in the chain"),
+        "{out}"
+    );
+    let verify = w.cli(&["audit", "verify", "--since", "abc"]);
+    let err = String::from_utf8_lossy(&verify.stderr);
+    assert_eq!(verify.status.code(), Some(2), "{err}");
+    assert!(err.contains("give ENTRIES:HASH"), "{err}");
 }
 
 #[tokio::test]

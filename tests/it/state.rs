@@ -679,6 +679,7 @@ async fn audit_chain(kind: SourceKind) {
         store.verify_audit(None).await.unwrap(),
         Verification::Intact {
             entries: 0,
+            checked: 0,
             head: None,
             unkeyed: 0
         }
@@ -688,6 +689,7 @@ async fn audit_chain(kind: SourceKind) {
     }
     let Verification::Intact {
         entries: 5,
+        checked: 5,
         head: Some(head),
         unkeyed: 0,
     } = store.verify_audit(None).await.unwrap()
@@ -703,6 +705,59 @@ async fn audit_chain(kind: SourceKind) {
     let listed = store.audit_entries(None, 10).await.unwrap();
     assert_eq!(listed[0].subject, "silence/5");
     assert_eq!(listed[0].hash.as_deref(), Some(head.as_str()));
+    // The mark alone is not a head: it would match every keyed hash.
+    assert!(matches!(
+        store.verify_audit(Some("hmac-sha256:")).await.unwrap(),
+        Verification::Broken { at: 0, .. }
+    ));
+    // From a head kept earlier: only what came after it is read.
+    let kept = |seq: i64| {
+        listed
+            .iter()
+            .find(|r| r.seal_seq == Some(seq))
+            .and_then(|r| r.hash.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        store.verify_audit_since(2, &kept(2)).await.unwrap(),
+        Verification::Intact {
+            entries: 5,
+            checked: 3,
+            head: Some(head.clone()),
+            unkeyed: 0
+        }
+    );
+    assert!(matches!(
+        store.verify_audit_since(5, &head[12..30]).await.unwrap(),
+        Verification::Intact {
+            entries: 5,
+            checked: 0,
+            ..
+        }
+    ));
+    assert_eq!(
+        store.verify_audit_since(2, &head).await.unwrap(),
+        Verification::Broken {
+            at: 2,
+            reason: "entry 2 is not the head you kept (its hash differs): the log was rewritten"
+                .into()
+        }
+    );
+    assert_eq!(
+        store.verify_audit_since(2, "hmac-sha256:").await.unwrap(),
+        Verification::Broken {
+            at: 2,
+            reason: "entry 2 is not the head you kept (its hash differs): the log was rewritten"
+                .into()
+        }
+    );
+    assert_eq!(
+        store.verify_audit_since(9, &kept(2)).await.unwrap(),
+        Verification::Broken {
+            at: 9,
+            reason: "entry 9, the head you kept, is not in the chain: the log was cut short or rewritten".into()
+        }
+    );
 
     let url = match kind {
         SourceKind::Postgres => state_db.as_ref().unwrap().admin_url.clone(),
@@ -731,6 +786,23 @@ async fn audit_chain(kind: SourceKind) {
             reason: "entry 3 does not match its hash (edited)".into()
         }
     );
+    let edited = |at: i64| Verification::Broken {
+        at,
+        reason: format!("entry {at} does not match its hash (edited)"),
+    };
+    assert_eq!(
+        store.verify_audit_since(2, &kept(2)).await.unwrap(),
+        edited(3)
+    );
+    assert_eq!(
+        store.verify_audit_since(3, &kept(3)).await.unwrap(),
+        edited(3)
+    );
+    // An entry before the kept head is the whole verify's to find.
+    assert!(matches!(
+        store.verify_audit_since(4, &kept(4)).await.unwrap(),
+        Verification::Intact { checked: 1, .. }
+    ));
     tamper("UPDATE audit_log SET actor = 'ops' WHERE seal_seq = 3").await;
     assert!(matches!(
         store.verify_audit(None).await.unwrap(),
@@ -761,6 +833,15 @@ async fn audit_chain(kind: SourceKind) {
                     .into()
         }
     );
+    assert_eq!(
+        store.verify_audit_since(5, &head).await.unwrap(),
+        Verification::Broken {
+            at: 6,
+            reason:
+                "entry 6 is not keyed though the entries before it are: rewritten without the key"
+                    .into()
+        }
+    );
     // The whole chain rewritten without the key: whole, all unkeyed, and the head kept
     // elsewhere is not in it.
     tamper("DELETE FROM audit_log").await;
@@ -783,6 +864,10 @@ async fn audit_chain(kind: SourceKind) {
         reason.contains("the head you kept is not in the chain"),
         "{reason}"
     );
+    assert!(matches!(
+        store.verify_audit_since(2, &kept(2)).await.unwrap(),
+        Verification::Broken { at: 2, .. }
+    ));
     // Deleted: a gap.
     tamper("DELETE FROM audit_log WHERE seal_seq = 2").await;
     assert_eq!(
@@ -804,13 +889,42 @@ async fn audit_chain(kind: SourceKind) {
         hold_reason: None,
         held_by: None,
     };
-    store.plan_repairs("r", &[planned], 3_000).await.unwrap();
+    store
+        .plan_repairs("r", std::slice::from_ref(&planned), 3_000)
+        .await
+        .unwrap();
     tamper("DELETE FROM audit_log").await;
     let Verification::Broken { at: 0, reason } = store.verify_audit(None).await.unwrap() else {
         panic!("an emptied log passed");
     };
     assert!(
         reason.contains("has no entry in the log: entries were deleted (0 entries left)"),
+        "{reason}"
+    );
+    // From a kept head: a repair planned after it whose entries were cut off the end.
+    tamper("DELETE FROM repairs").await;
+    for i in 1..=3 {
+        store.audit(&entry(i), 4_000 + i as i64).await.unwrap();
+    }
+    let (3, Some(third)) = store.audit_head().await.unwrap() else {
+        panic!("not three entries");
+    };
+    store.plan_repairs("r", &[planned], 5_000).await.unwrap();
+    assert!(matches!(
+        store.verify_audit_since(3, &third).await.unwrap(),
+        Verification::Intact {
+            entries: 4,
+            checked: 1,
+            ..
+        }
+    ));
+    tamper("DELETE FROM audit_log WHERE seal_seq = 4").await;
+    let Verification::Broken { at: 0, reason } = store.verify_audit_since(3, &third).await.unwrap()
+    else {
+        panic!("a repair planned after the kept head lost its entries unnoticed");
+    };
+    assert!(
+        reason.contains("has no entry in the log: entries were deleted (3 entries left)"),
         "{reason}"
     );
     // A key that cannot be used writes nothing, and says why.
