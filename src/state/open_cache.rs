@@ -249,6 +249,171 @@ mod tests {
         assert!(matches!(cache.plan(None), Plan::Read(None, _)));
     }
 
+    /// One of the actors of an interleaving: a write of a rule (begun, committed, done) or a
+    /// read of some rules or all (planned, fetched from the store, kept).
+    #[derive(Debug, Clone)]
+    enum Actor {
+        Write { rule: usize, value: Option<i64> },
+        Read { rules: Option<Vec<usize>> },
+    }
+
+    const RULES: [&str; 3] = ["a", "b", "c"];
+
+    /// A read's plan: what it asked for and the versions it compares after.
+    type Planned = (Option<Vec<String>>, HashMap<String, u64>);
+
+    fn actor() -> impl proptest::strategy::Strategy<Value = Actor> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..3usize, proptest::option::of(1..5i64))
+                .prop_map(|(rule, value)| Actor::Write { rule, value }),
+            proptest::option::of(proptest::collection::vec(0..3usize, 1..3))
+                .prop_map(|rules| Actor::Read { rules }),
+        ]
+    }
+
+    /// The store's answer for `asked` (every rule: `None`): the rules with something open.
+    fn fetch(store: &HashMap<String, Open>, asked: Option<&[String]>) -> HashMap<String, Open> {
+        store
+            .iter()
+            .filter(|(r, _)| asked.is_none_or(|a| a.contains(r)))
+            .map(|(r, o)| (r.clone(), *o))
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Whatever the interleaving of writes and reads: a read answers what the store holds
+        /// for every rule that no write touched while the read was under way, and once the
+        /// writes are done, every read answers exactly what the store holds.
+        #[test]
+        fn answers_agree_with_the_store_whatever_the_interleaving(
+            initial in proptest::collection::vec(proptest::option::of(1..5i64), 3),
+            actors in proptest::collection::vec(actor(), 1..8),
+            schedule in proptest::collection::vec(0..8usize, 0..40),
+        ) {
+            let cache = OpenCache::default();
+            cache.set_on(true);
+            let mut store: HashMap<String, Open> = RULES
+                .iter()
+                .zip(&initial)
+                .filter_map(|(r, v)| v.map(|n| (r.to_string(), open(n))))
+                .collect();
+            let mut step = vec![0usize; actors.len()];
+            let mut guards: Vec<Option<Changing<'_>>> = actors.iter().map(|_| None).collect();
+            let mut in_flight = [0usize; 3];
+            // Per reader: its plan's read (asked, versions), what it fetched, the rules a
+            // write touched during it.
+            let mut planned: Vec<Option<Planned>> = actors.iter().map(|_| None).collect();
+            let mut fetched: Vec<HashMap<String, Open>> = actors.iter().map(|_| HashMap::new()).collect();
+            let mut tainted: Vec<HashSet<usize>> = actors.iter().map(|_| HashSet::new()).collect();
+            let order = schedule
+                .iter()
+                .map(|i| i % actors.len())
+                .chain((0..actors.len()).flat_map(|i| [i, i, i]));
+            for i in order {
+                if step[i] == 3 {
+                    continue;
+                }
+                match &actors[i] {
+                    Actor::Write { rule, value } => {
+                        match step[i] {
+                            0 => {
+                                guards[i] = Some(cache.changing(RULES[*rule]));
+                                in_flight[*rule] += 1;
+                            }
+                            1 => match value {
+                                Some(n) => {
+                                    store.insert(RULES[*rule].to_string(), open(*n));
+                                }
+                                None => {
+                                    store.remove(RULES[*rule]);
+                                }
+                            },
+                            _ => {
+                                guards[i] = None;
+                                in_flight[*rule] -= 1;
+                            }
+                        }
+                        for (j, a) in actors.iter().enumerate() {
+                            if matches!(a, Actor::Read { .. }) && (1..3).contains(&step[j]) {
+                                tainted[j].insert(*rule);
+                            }
+                        }
+                        step[i] += 1;
+                    }
+                    Actor::Read { rules } => {
+                        let names: Option<Vec<&str>> =
+                            rules.as_ref().map(|rs| rs.iter().map(|r| RULES[*r]).collect());
+                        let answer = match step[i] {
+                            0 => {
+                                tainted[i] = (0..3).filter(|r| in_flight[*r] > 0).collect();
+                                match cache.plan(names.as_deref()) {
+                                    Plan::Known(known) => {
+                                        step[i] = 3;
+                                        Some(known)
+                                    }
+                                    Plan::Read(asked, versions) => {
+                                        planned[i] = Some((asked, versions));
+                                        step[i] = 1;
+                                        None
+                                    }
+                                }
+                            }
+                            1 => {
+                                let asked = planned[i].as_ref().and_then(|p| p.0.clone());
+                                fetched[i] = fetch(&store, asked.as_deref());
+                                step[i] = 2;
+                                None
+                            }
+                            _ => {
+                                let (asked, versions) = planned[i].take().expect("planned");
+                                step[i] = 3;
+                                Some(cache.keep(
+                                    asked.as_deref(),
+                                    &versions,
+                                    std::mem::take(&mut fetched[i]),
+                                    names.as_deref(),
+                                ))
+                            }
+                        };
+                        if let Some(answer) = answer {
+                            for (r, name) in RULES.iter().enumerate() {
+                                let asked = rules.as_ref().is_none_or(|rs| rs.contains(&r));
+                                if tainted[i].contains(&r) {
+                                    continue;
+                                }
+                                let truth = if asked { store.get(*name) } else { None };
+                                proptest::prop_assert_eq!(
+                                    answer.get(*name),
+                                    truth,
+                                    "rule {} read by {:?}",
+                                    name,
+                                    actors[i]
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            // Every write done: each read answers the store exactly.
+            let settled = |rules: Option<&[&str]>| match cache.plan(rules) {
+                Plan::Known(known) => known,
+                Plan::Read(asked, versions) => {
+                    let found = fetch(&store, asked.as_deref());
+                    cache.keep(asked.as_deref(), &versions, found, rules)
+                }
+            };
+            for _ in 0..2 {
+                proptest::prop_assert_eq!(&settled(None), &store);
+                for r in RULES {
+                    let only: HashMap<String, Open> =
+                        store.get(r).map(|o| (r.to_string(), *o)).into_iter().collect();
+                    proptest::prop_assert_eq!(settled(Some(&[r])), only);
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_rule_written_during_the_first_read_stays_to_be_read() {
         let cache = OpenCache::default();
