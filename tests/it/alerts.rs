@@ -152,10 +152,7 @@ async fn every_metric_the_alerts_and_dashboards_query_is_exported() {
     // A receiver, so that the alert delivery counter has series too.
     let hooks = tempfile::NamedTempFile::new().unwrap();
     let hook = crate::harness::Helper::start("http_recorder.py", &[hooks.path().to_str().unwrap()]);
-    let alerting = format!(
-        "outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
-        hook.port
-    );
+    let alerting = crate::harness::webhook_alerting(hook.port, "", &[]);
     let (mut child, port) = workdir
         .spawn_daemon(&alerting, std::process::Stdio::null())
         .await;

@@ -489,6 +489,26 @@ pub const LEAD_TOKEN: &str = "tests-lead-token-fedcba9876543210";
 /// A token that may only read (`grafana`, role `read`).
 pub const READ_TOKEN: &str = "tests-read-token-5555aaaa5555aaaa";
 
+/// The config of alerts sent to one webhook on loopback: receiver `hook` at
+/// `http://127.0.0.1:PORT/PATH` (allowed outbound), every group routed to it, and `settings`
+/// (`for: 0s`, …) under `alerting:`, `evaluation_interval: 1s` unless one of them gives it.
+pub fn webhook_alerting(port: u16, path: &str, settings: &[&str]) -> String {
+    let mut out = String::from("outbound: { allow: [127.0.0.1] }\nalerting:\n");
+    for setting in settings {
+        out.push_str(&format!("  {setting}\n"));
+    }
+    if !settings
+        .iter()
+        .any(|s| s.starts_with("evaluation_interval:"))
+    {
+        out.push_str("  evaluation_interval: 1s\n");
+    }
+    out.push_str(&format!(
+        "  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{port}/{path}\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n"
+    ));
+    out
+}
+
 /// Writes `tokens` (private) into `dir` and returns the config line that names it.
 pub fn tokens_file(dir: &Path) -> String {
     use std::os::unix::fs::PermissionsExt;

@@ -468,9 +468,9 @@ assert: u.ok == 1
 "#;
     let workdir = Workdir::new(&[("db", &db.url)], Some(rules));
     let extra = format!(
-        "{}outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/hook\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
+        "{}{}",
         crate::harness::tokens_file(workdir.path()),
-        hook.port
+        crate::harness::webhook_alerting(hook.port, "hook", &["for: 0s"])
     );
     let (mut child, port) = workdir
         .spawn_daemon(&extra, std::process::Stdio::null())
@@ -742,11 +742,7 @@ async fn a_reload_sends_to_the_receivers_of_the_new_config() {
     let old = Helper::start("http_recorder.py", &[old_log.to_str().unwrap()]);
     let new = Helper::start("http_recorder.py", &[new_log.to_str().unwrap()]);
     let (db, workdir) = one_broken_row("reload_receivers", "broken").await;
-    let alerting = |port: u16| {
-        format!(
-            "outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{port}/\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n"
-        )
-    };
+    let alerting = |port: u16| crate::harness::webhook_alerting(port, "", &["for: 0s"]);
     let (mut child, _port) = workdir
         .spawn_daemon(&alerting(old.port), std::process::Stdio::null())
         .await;
@@ -830,10 +826,7 @@ async fn a_receiver_that_answers_with_a_redirect_is_not_followed() {
         &[hook_log.to_str().unwrap(), "0", "307", &target],
     );
     let (_db, workdir) = one_broken_row("redirect", "r").await;
-    let alerting = format!(
-        "outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/hook\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
-        hook.port
-    );
+    let alerting = crate::harness::webhook_alerting(hook.port, "hook", &["for: 0s"]);
     let (mut daemon, port) = workdir
         .spawn_daemon(&alerting, std::process::Stdio::null())
         .await;

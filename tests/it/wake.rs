@@ -16,7 +16,9 @@ use invariantd::context::{Context, Handle, Wake};
 use invariantd::state::{NewRepair, RepairState};
 use tower::ServiceExt;
 
-use crate::harness::{TOKEN, TestDb, Workdir, eventually, json_lines, tokens_file};
+use crate::harness::{
+    TOKEN, TestDb, Workdir, eventually, json_lines, tokens_file, webhook_alerting,
+};
 use invariantd::config::SourceKind;
 use std::time::Duration;
 
@@ -163,10 +165,10 @@ async fn alone_with_nothing_due_a_daemon_only_renews_its_leases() {
     let hooks = tempfile::NamedTempFile::new().unwrap();
     let hook = crate::harness::Helper::start("http_recorder.py", &[hooks.path().to_str().unwrap()]);
     let extra = format!(
-        "{}state: {{ url: \"{}\" }}\ncluster: {{ lease: 4s, renew: 2s }}\noutbound: {{ allow: [127.0.0.1] }}\nalerting:\n  for: 0s\n  evaluation_interval: 1s\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
+        "{}state: {{ url: \"{}\" }}\ncluster: {{ lease: 4s, renew: 2s }}\n{}",
         tokens_file(workdir.path()),
         state.admin_url,
-        hook.port
+        webhook_alerting(hook.port, "", &["for: 0s"])
     );
     let (_daemon, port) = workdir
         .spawn_daemon(&extra, std::process::Stdio::null())
@@ -248,9 +250,13 @@ assert: u.ok == 1
     let hooks = tempfile::NamedTempFile::new().unwrap();
     let hook = crate::harness::Helper::start("http_recorder.py", &[hooks.path().to_str().unwrap()]);
     let extra = format!(
-        "{}outbound: {{ allow: [127.0.0.1] }}\nalerting:\n  for: 3s\n  repeat_interval: 4s\n  evaluation_interval: 1h\n  receivers:\n    hook: {{ webhook: {{ url: \"http://127.0.0.1:{}/\" }} }}\n  routes:\n    - {{ receivers: [hook] }}\n",
+        "{}{}",
         tokens_file(workdir.path()),
-        hook.port
+        webhook_alerting(
+            hook.port,
+            "",
+            &["for: 3s", "repeat_interval: 4s", "evaluation_interval: 1h"]
+        )
     );
     let (_daemon, port) = workdir
         .spawn_daemon(&extra, std::process::Stdio::null())
