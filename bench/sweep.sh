@@ -15,6 +15,7 @@
 #
 #   bench/sweep.sh                     # N=1000000 orders
 #   N=10000000 bench/sweep.sh          # ten million (about 3 GB of tables)
+#   SCALES="1000000 10000000" bench/sweep.sh   # each in turn, then both side by side
 #   RUNS=5 SKIP_MARIADB=1 SKIP_RELADIFF=1 SKIP_ANTIJOIN=1 bench/sweep.sh
 #   INVARIANTD_BENCH_PG=postgres://user@host:5432 INVARIANTD_BENCH_MYSQL=mysql://root@host:3306 bench/sweep.sh
 set -euo pipefail
@@ -26,6 +27,17 @@ PG=${INVARIANTD_BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 MY=${INVARIANTD_BENCH_MYSQL:-mysql://root@127.0.0.1:3306}
 P=invariantd_bench
 VENV=${XDG_CACHE_HOME:-$HOME/.cache}/invariantd-bench-venv
+
+if [ -n "${SCALES:-}" ]; then
+    # Each scale is a whole run of this script (its own block), then one table of them all.
+    side=$(mktemp)
+    trap 'rm -f "$side"' EXIT
+    for n in $SCALES; do
+        N=$n SCALES= SIDE=$side bench/sweep.sh
+    done
+    python3 bench/side-by-side.py "$side"
+    exit 0
+fi
 
 cargo build --release --quiet
 BIN=$PWD/target/release/invariantd
@@ -301,6 +313,9 @@ fi
 [ -n "${KEEP:-}" ] || for db in orders payments inventory shipping; do
     psql "$PG/postgres" -qX -c "DROP DATABASE IF EXISTS ${P}_$db"
 done
+
+[ -z "${SIDE:-}" ] || echo "$N $copy_t $check_t $incr_t $antijoin_t $reladiff_t $narrow_copy_t $narrow_check_t" \
+    "$my_copy_t $my_check_t $my_narrow_copy_t $my_narrow_check_t $((check_rss / 1024)) $((narrow_rss / 1024))" >> "$SIDE"
 
 rows=$((N * 41 / 50 * 3))
 cat <<EOF
