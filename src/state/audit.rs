@@ -11,7 +11,8 @@
 //! and a repair with no entry means entries were deleted (an emptied log included). Deleting
 //! the newest entries leaves a shorter chain that is whole, so the head (count and hash) is
 //! exported (`/api/v1/audit/head`, `invariantd_audit_entries`) to be kept elsewhere and given
-//! back to `audit verify --head`.
+//! back to `audit verify --head`. A whole walk is linear in the entries; `verify_audit_since`
+//! walks from a head kept from an earlier verify, in what was written since.
 
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
