@@ -458,12 +458,13 @@ impl StateStore {
             }
         }
         // Every repair records its planning: one without an entry lost it (an emptied log
-        // too). From a kept head, the repairs planned since it was written.
+        // too). From a kept head, the repairs planned since it was written, by their index
+        // (ordered by id, PostgreSQL would read every repair to find the first).
         let orphan = on_pool!(self, pool => {
             sqlx::query(
                 "SELECT r.id FROM repairs r WHERE r.created_us >= $1 AND NOT EXISTS \
                  (SELECT 1 FROM audit_log a WHERE a.subject = 'repair/' || CAST(r.id AS TEXT)) \
-                 ORDER BY r.id LIMIT 1",
+                 ORDER BY r.created_us, r.id LIMIT 1",
             )
             .bind(planned_since.unwrap_or(i64::MIN))
             .fetch_optional(pool)
