@@ -657,10 +657,17 @@ async fn warn_privileged(sources: &Sources, rules: &[Rule]) {
         .collect();
     names.sort_unstable();
     names.dedup();
-    for name in names {
-        if let Some(source) = sources.get(name)
-            && let Ok(Some(power)) = source.probe().await
-        {
+    // All at once: each probe opens its source's first connection, which the run then takes
+    // from the pool, so none waits for another's connection to be set up.
+    let found = futures_util::future::join_all(names.iter().map(|name| async move {
+        match sources.get(name) {
+            Some(source) => source.probe().await.ok().flatten(),
+            None => None,
+        }
+    }))
+    .await;
+    for (name, power) in names.into_iter().zip(found) {
+        if let Some(power) = power {
             eprintln!(
                 "warning: source `{name}` connects with more than read rights ({power}): a check could change the database or write files on its server; give invariantd a read-only role (README: Least privilege)"
             );
