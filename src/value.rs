@@ -342,11 +342,16 @@ impl fmt::Display for Key {
     }
 }
 
+/// A row's column values: up to four held in place, so that a narrow row (a key-only
+/// existence rule reads one column per row, millions of rows a sweep) is not an allocation of
+/// its own, made by the reader and freed on another thread once judged.
+pub type Values = smallvec::SmallVec<[Value; 4]>;
+
 /// One row of a dataset: its key and its column values in the order the query returned them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub key: Key,
-    pub values: Box<[Value]>,
+    pub values: Values,
 }
 
 pub const MICROS_PER_SECOND: i64 = 1_000_000;

@@ -132,7 +132,7 @@ pub async fn run_fixtures(
                 match key_of(&values[k], plan.mode)? {
                     Some(key) => rows.push(Row {
                         key,
-                        values: values.into_boxed_slice(),
+                        values: values.into(),
                     }),
                     None => null_keys += 1,
                 }

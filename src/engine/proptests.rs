@@ -153,7 +153,7 @@ fn naive(
                 .filter_map(|r| {
                     key_of(&r[0], mode).unwrap().map(|key| Row {
                         key,
-                        values: r.clone().into_boxed_slice(),
+                        values: r.iter().cloned().collect(),
                     })
                 })
                 .collect()

@@ -34,7 +34,7 @@ fn cols(names: &[&str]) -> Vec<String> {
 fn row(values: Vec<Value>) -> Row {
     Row {
         key: Key::Int(7),
-        values: values.into_boxed_slice(),
+        values: values.into(),
     }
 }
 

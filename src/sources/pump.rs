@@ -11,7 +11,7 @@ use super::errors::{abandoned, query_error, timed_out};
 use super::filters::{KeySql, key_filter, range_filter, since_filter};
 use super::pacing::Throttle;
 use super::request::{Description, KeyKind, KeyMode, ReadRequest, ReaderMsg, key_of};
-use crate::value::{Key, Row, Types, Value};
+use crate::value::{Key, Row, Types, Value, Values};
 use crate::verdict::{ErrorKind, RunError};
 
 /// Rows per batch sent from a reader to the merge.
@@ -52,7 +52,7 @@ pub(crate) async fn pump<S, R>(
     key_index: usize,
     mode: KeyMode,
     deadline: Instant,
-    decode: impl Fn(R) -> Result<Box<[Value]>, RunError>,
+    decode: impl Fn(R) -> Result<Values, RunError>,
     to: Sink<'_>,
 ) -> Result<(), RunError>
 where
@@ -136,7 +136,7 @@ pub(crate) async fn describe_then_stream<'c, DB, E>(
     description: Description,
     wrapped: &str,
     key_sql: KeySql<'_>,
-    decode: impl Fn(&DB::Row) -> Result<Box<[Value]>, RunError>,
+    decode: impl Fn(&DB::Row) -> Result<Values, RunError>,
     request: &ReadRequest,
     to: Sink<'_>,
     mode: oneshot::Receiver<KeyMode>,
@@ -266,7 +266,7 @@ impl<D: Copy> Columns<D> {
         &self,
         row: &R,
         decode: impl Fn(&R, usize, D) -> Result<Value, sqlx::Error>,
-    ) -> Result<Box<[Value]>, RunError> {
+    ) -> Result<Values, RunError> {
         self.decoders
             .iter()
             .enumerate()

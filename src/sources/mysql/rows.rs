@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 
 use super::decode::{Decode, TimeOfDay};
 use super::wire::{ColumnDef, Conn, READ_CHUNK, WireError, lenenc_int, payload_at, server_error};
-use crate::value::{Value, timestamp_from_date, timestamp_from_naive};
+use crate::value::{Value, Values, timestamp_from_date, timestamp_from_naive};
 use crate::verdict::{ErrorKind, RunError};
 
 /// Where a value's bytes end in a binary row.
@@ -36,7 +36,7 @@ enum State {
     Done,
 }
 
-/// The decoded rows of an executed statement, one `Box<[Value]>` per row; a value that cannot
+/// The decoded rows of an executed statement, one `Values` per row; a value that cannot
 /// be decoded is a `schema_mismatch` naming its column, a server error mid-stream is the
 /// server's error.
 pub(super) struct WireRows<'c> {
@@ -45,7 +45,7 @@ pub(super) struct WireRows<'c> {
     names: Vec<String>,
     state: State,
     layout: Vec<Layout>,
-    ready: VecDeque<Box<[Value]>>,
+    ready: VecDeque<Values>,
 }
 
 impl<'c> WireRows<'c> {
@@ -149,15 +149,11 @@ impl<'c> WireRows<'c> {
 }
 
 /// A row's values, or the index of the column that could not be decoded and why.
-fn decode_row(
-    p: &[u8],
-    layout: &[Layout],
-    decoders: &[Decode],
-) -> Result<Box<[Value]>, (usize, String)> {
+fn decode_row(p: &[u8], layout: &[Layout], decoders: &[Decode]) -> Result<Values, (usize, String)> {
     let bitmap_len = (decoders.len() + 9) / 8;
     let truncated = |i: usize| (i, "a truncated row".to_string());
     let (bitmap, mut b) = p.split_at_checked(bitmap_len).ok_or_else(|| truncated(0))?;
-    let mut values = Vec::with_capacity(decoders.len());
+    let mut values = Values::with_capacity(decoders.len());
     for (i, (d, l)) in decoders.iter().zip(layout).enumerate() {
         let bit = i + 2;
         if bitmap[bit / 8] & (1 << (bit % 8)) != 0 {
@@ -176,7 +172,7 @@ fn decode_row(
         values.push(decode(*d, bytes).map_err(|e| (i, e))?);
         b = rest;
     }
-    Ok(values.into_boxed_slice())
+    Ok(values)
 }
 
 fn signed(b: &[u8]) -> Result<i64, String> {
@@ -286,7 +282,7 @@ fn decode(d: Decode, b: &[u8]) -> Result<Value, String> {
 }
 
 impl Stream for WireRows<'_> {
-    type Item = sqlx::Result<Result<Box<[Value]>, RunError>>;
+    type Item = sqlx::Result<Result<Values, RunError>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;

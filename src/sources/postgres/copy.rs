@@ -16,7 +16,7 @@ use futures_util::stream::BoxStream;
 use rust_decimal::Decimal;
 
 use super::decode::Decode;
-use crate::value::Value;
+use crate::value::{Value, Values};
 use crate::verdict::{ErrorKind, RunError};
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
@@ -24,7 +24,7 @@ const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 const DAY_US: i64 = 86_400_000_000;
 
-/// The decoded rows of a binary COPY, one `Box<[Value]>` per row; a value that cannot be
+/// The decoded rows of a binary COPY, one `Values` per row; a value that cannot be
 /// decoded is a `schema_mismatch` naming its column.
 pub(super) struct CopyRows<'c> {
     chunks: BoxStream<'c, sqlx::Result<Bytes>>,
@@ -34,7 +34,7 @@ pub(super) struct CopyRows<'c> {
     header_read: bool,
     ended: bool,
     /// Rows decoded from the bytes received, not yet handed out.
-    ready: std::collections::VecDeque<Box<[Value]>>,
+    ready: std::collections::VecDeque<Values>,
 }
 
 impl<'c> CopyRows<'c> {
@@ -142,8 +142,8 @@ fn row_len(buf: &[u8], columns: usize) -> Result<Option<Option<usize>>, String> 
 }
 
 /// A row's values, or the index of the column that could not be decoded and why.
-fn decode_row(mut fields: &[u8], decoders: &[Decode]) -> Result<Box<[Value]>, (usize, String)> {
-    let mut values = Vec::with_capacity(decoders.len());
+fn decode_row(mut fields: &[u8], decoders: &[Decode]) -> Result<Values, (usize, String)> {
+    let mut values = Values::with_capacity(decoders.len());
     for (i, d) in decoders.iter().enumerate() {
         let len = fields.get_i32();
         if len < 0 {
@@ -154,7 +154,7 @@ fn decode_row(mut fields: &[u8], decoders: &[Decode]) -> Result<Box<[Value]>, (u
         values.push(decode(*d, bytes).map_err(|e| (i, e))?);
         fields = rest;
     }
-    Ok(values.into_boxed_slice())
+    Ok(values)
 }
 
 fn fixed<const N: usize>(b: &[u8], what: &str) -> Result<[u8; N], String> {
@@ -249,7 +249,7 @@ fn numeric(mut b: &[u8]) -> Result<Decimal, String> {
 }
 
 impl Stream for CopyRows<'_> {
-    type Item = sqlx::Result<Result<Box<[Value]>, RunError>>;
+    type Item = sqlx::Result<Result<Values, RunError>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -353,7 +353,7 @@ mod tests {
                 vec![Decode::I64, Decode::Text],
                 vec!["id".into(), "name".into()],
             );
-            let rows: Vec<Box<[Value]>> = futures_util::StreamExt::collect::<Vec<_>>(rows)
+            let rows: Vec<Values> = futures_util::StreamExt::collect::<Vec<_>>(rows)
                 .await
                 .into_iter()
                 .map(|r| r.unwrap().unwrap())
