@@ -132,7 +132,9 @@ impl fmt::Display for SourceKind {
 /// printed.
 #[derive(Clone)]
 pub enum ConnectOptions {
-    Postgres(PgConnectOptions),
+    /// The driver's options, and what the full-sweep reader (`sources/postgres/wire.rs`)
+    /// needs from the URL that the driver keeps to itself.
+    Postgres(PgConnectOptions, Arc<PgLogin>),
     /// The driver's options, and what the full-sweep reader (`sources/mysql/wire.rs`) needs
     /// from the URL that the driver keeps to itself.
     MySql(MySqlConnectOptions, Arc<MySqlLogin>),
@@ -147,6 +149,20 @@ pub struct MySqlLogin {
     pub password: Option<String>,
     pub timezone: Option<String>,
     pub ssl_ca: Option<PathBuf>,
+    pub ssl_cert: Option<PathBuf>,
+    pub ssl_key: Option<PathBuf>,
+}
+
+/// The parts of a PostgreSQL URL that sqlx's options do not hand back: the password (the
+/// URL's, its `?password=`, else `PGPASSWORD`, as the driver takes them; `~/.pgpass` is left to
+/// the driver) and the TLS files (`sslrootcert`, `sslcert`, `sslkey`, else `PGSSLROOTCERT`,
+/// `PGSSLCERT`, `PGSSLKEY`), and the address to connect to in place of the host's
+/// (`hostaddr`, else `PGHOSTADDR`).
+#[derive(Clone, Default)]
+pub struct PgLogin {
+    pub password: Option<String>,
+    pub hostaddr: Option<String>,
+    pub ssl_root_cert: Option<PathBuf>,
     pub ssl_cert: Option<PathBuf>,
     pub ssl_key: Option<PathBuf>,
 }

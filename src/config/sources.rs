@@ -11,8 +11,8 @@ use sqlx::sqlite::SqliteConnectOptions;
 
 use super::{
     ConnectOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_STATEMENT_TIMEOUT,
-    MAX_CONNECT_TIMEOUT, MAX_STATEMENT_TIMEOUT, MySqlLogin, RawSource, SourceConfig, SourceKind,
-    duration_field, valid_name,
+    MAX_CONNECT_TIMEOUT, MAX_STATEMENT_TIMEOUT, MySqlLogin, PgLogin, RawSource, SourceConfig,
+    SourceKind, duration_field, valid_name,
 };
 use crate::diag::Diagnostics;
 use crate::yaml::{self, OrderedMap};
@@ -100,7 +100,7 @@ pub(super) fn check_sources(
                     crate::value::hex(&sha2::Sha256::digest(url.as_bytes())[..16])
                 },
                 kind: match options {
-                    ConnectOptions::Postgres(_) => SourceKind::Postgres,
+                    ConnectOptions::Postgres(..) => SourceKind::Postgres,
                     ConnectOptions::MySql(..) => SourceKind::MySql,
                     ConnectOptions::Sqlite(_) => SourceKind::Sqlite,
                 },
@@ -117,30 +117,65 @@ pub(super) fn check_sources(
     (sources, unusable_sources)
 }
 
-/// What the wire reader needs from a MySQL URL that sqlx accepted, read as sqlx reads it.
-fn mysql_login(url: &str) -> MySqlLogin {
-    let Ok(url) = url::Url::parse(url) else {
-        return MySqlLogin::default();
-    };
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8()
-            .map(|s| s.into_owned())
-            .ok()
-    };
-    // The last of a parameter's spellings wins, as in sqlx.
-    let param = |names: &[&str]| {
-        url.query_pairs()
+/// A URL's password and parameters, decoded as sqlx decodes them.
+struct UrlParts(url::Url);
+
+impl UrlParts {
+    fn parse(url: &str) -> Option<UrlParts> {
+        url::Url::parse(url).ok().map(UrlParts)
+    }
+
+    fn password(&self) -> Option<String> {
+        self.0.password().and_then(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .ok()
+        })
+    }
+
+    /// The last of a parameter's spellings wins, as in sqlx.
+    fn param(&self, names: &[&str]) -> Option<String> {
+        self.0
+            .query_pairs()
             .filter(|(k, _)| names.contains(&k.as_ref()))
             .last()
             .map(|(_, v)| v.into_owned())
+    }
+}
+
+/// What the wire reader needs from a MySQL URL that sqlx accepted, read as sqlx reads it.
+fn mysql_login(url: &str) -> MySqlLogin {
+    let Some(url) = UrlParts::parse(url) else {
+        return MySqlLogin::default();
     };
     MySqlLogin {
-        password: url.password().and_then(decode),
-        timezone: param(&["timezone", "time-zone"]),
-        ssl_ca: param(&["sslca", "ssl-ca"]).map(Into::into),
-        ssl_cert: param(&["sslcert", "ssl-cert"]).map(Into::into),
-        ssl_key: param(&["sslkey", "ssl-key"]).map(Into::into),
+        password: url.password(),
+        timezone: url.param(&["timezone", "time-zone"]),
+        ssl_ca: url.param(&["sslca", "ssl-ca"]).map(Into::into),
+        ssl_cert: url.param(&["sslcert", "ssl-cert"]).map(Into::into),
+        ssl_key: url.param(&["sslkey", "ssl-key"]).map(Into::into),
+    }
+}
+
+/// What the COPY reader needs from a PostgreSQL URL that sqlx accepted: the URL's, else the
+/// environment's, as sqlx takes them.
+fn pg_login(url: &str) -> PgLogin {
+    let url = UrlParts::parse(url);
+    let param = |name: &str, env: &str| {
+        url.as_ref()
+            .and_then(|u| u.param(&[name]))
+            .or_else(|| std::env::var(env).ok())
+    };
+    PgLogin {
+        password: url
+            .as_ref()
+            .and_then(|u| u.password().or_else(|| u.param(&["password"])))
+            .or_else(|| std::env::var("PGPASSWORD").ok()),
+        hostaddr: param("hostaddr", "PGHOSTADDR"),
+        ssl_root_cert: param("sslrootcert", "PGSSLROOTCERT").map(Into::into),
+        ssl_cert: param("sslcert", "PGSSLCERT").map(Into::into),
+        ssl_key: param("sslkey", "PGSSLKEY").map(Into::into),
     }
 }
 
@@ -156,7 +191,7 @@ pub fn connect_options(url: &str, base: &Path) -> Result<ConnectOptions, String>
     };
     match scheme {
         "postgres" | "postgresql" => PgConnectOptions::from_str(url)
-            .map(ConnectOptions::Postgres)
+            .map(|options| ConnectOptions::Postgres(options, Arc::new(pg_login(url))))
             .map_err(invalid),
         "mysql" | "mariadb" => {
             let url = url.replacen("mariadb:", "mysql:", 1);

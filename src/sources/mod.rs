@@ -30,6 +30,7 @@ mod postgres;
 mod pump;
 mod request;
 mod sqlite;
+mod tls;
 mod write;
 
 pub use request::{
@@ -77,7 +78,7 @@ impl Source {
     /// when they run, and nothing else.
     pub fn new(config: SourceConfig) -> Source {
         let backend: Box<dyn Backend> = match &config.options {
-            ConnectOptions::Postgres(o) => Box::new(postgres::Postgres::new(&config, o)),
+            ConnectOptions::Postgres(o, _) => Box::new(postgres::Postgres::new(&config, o)),
             ConnectOptions::MySql(o, _) => Box::new(mysql::MySql::new(&config, o)),
             ConnectOptions::Sqlite(o) => Box::new(sqlite::Sqlite::new(&config, o)),
         };

@@ -505,7 +505,7 @@ impl StateStore {
                     .await
                     .map_err(StateError::Connect)?,
             ),
-            ConnectOptions::Postgres(o) => Pool::Postgres(
+            ConnectOptions::Postgres(o, _) => Pool::Postgres(
                 sqlx::postgres::PgPoolOptions::new()
                     .max_connections(8)
                     // A store that went away answers with an error within seconds, not the

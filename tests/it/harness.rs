@@ -441,11 +441,17 @@ impl Workdir {
 
     /// Runs the `invariantd` binary in this directory.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli_env(args, &[])
+    }
+
+    /// The CLI with these environment variables set.
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
             .args(args)
             .current_dir(self.path())
             .env_remove("INVARIANTD_CONFIG")
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .output()
             .unwrap()
     }
@@ -1082,6 +1088,173 @@ impl Drop for TlsMariaDb {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A PostgreSQL server of its own on loopback, with TLS (the certificate `private_ca` makes)
+/// and logins by password: the role `scram` by SCRAM-SHA-256, `md5` by MD5, `plain` by
+/// cleartext password, each with the password `secret` and allowed to read `t`; `postgres`
+/// is trusted. Stopped when dropped.
+pub struct TlsPostgres {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl TlsPostgres {
+    pub async fn start() -> TlsPostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server package (/usr/lib/postgresql)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("initdb").exists())
+            .max()
+            .expect("initdb");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        private_ca(&path);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = TlsPostgres { port, dir, bin };
+        // PostgreSQL will not run as root: as the `postgres` user then.
+        if as_root() {
+            server.run("chown", &["-R", "postgres:", &server.at("")]);
+        }
+        server.run("chmod", &["0600", &server.at("server.key")]);
+        server.pg(
+            "initdb",
+            &[
+                "-D",
+                &server.at("data"),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        let conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\n\
+             ssl = on\nssl_cert_file = '{dir}/server.pem'\nssl_key_file = '{dir}/server.key'\n\
+             fsync = off\nshared_buffers = 16MB\n",
+            dir = server.at("")
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path.join("data/postgresql.conf"))
+            .unwrap();
+        std::io::Write::write_all(&mut file, conf.as_bytes()).unwrap();
+        std::fs::write(
+            path.join("data/pg_hba.conf"),
+            "local all all trust\n\
+             host all postgres 127.0.0.1/32 trust\n\
+             host all scram 127.0.0.1/32 scram-sha-256\n\
+             host all md5 127.0.0.1/32 md5\n\
+             host all plain 127.0.0.1/32 password\n",
+        )
+        .unwrap();
+        server.pg(
+            "pg_ctl",
+            &[
+                "-D",
+                &server.at("data"),
+                "-l",
+                &server.at("log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        server.sql(
+            "CREATE ROLE scram LOGIN PASSWORD 'secret'; \
+             SET password_encryption = 'md5'; CREATE ROLE md5 LOGIN PASSWORD 'secret'; \
+             CREATE ROLE plain LOGIN PASSWORD 'secret'; \
+             CREATE TABLE t (id INT); INSERT INTO t VALUES (1), (2), (3); \
+             GRANT SELECT ON t TO scram, md5, plain",
+        );
+        server
+    }
+
+    fn at(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// One of the server's programs, as the user that owns the data.
+    fn pg(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program).display().to_string();
+        if as_root() {
+            let mut all = vec!["-u", "postgres", "--", &program];
+            all.extend(args);
+            self.run("runuser", &all);
+        } else {
+            self.run(&program, args);
+        }
+    }
+
+    /// Runs statements as `postgres`, over the Unix socket.
+    pub fn sql(&self, sql: &str) {
+        let port = self.port.to_string();
+        let host = self.at("");
+        self.run(
+            "psql",
+            &[
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                &host,
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ],
+        );
+    }
+}
+
+impl Drop for TlsPostgres {
+    fn drop(&mut self) {
+        let program = self.bin.join("pg_ctl").display().to_string();
+        let data = self.at("data");
+        let args = ["-D", data.as_str(), "-m", "immediate", "stop"];
+        let mut command = if as_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", &program]);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        let _ = command.args(args).output();
+    }
+}
+
+/// Whether the tests run as root.
+fn as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
 /// How many of invariantd's queries containing `marker` the server is running now.

@@ -9,7 +9,7 @@ use invariantd::config::SourceKind::{MySql, Postgres};
 use invariantd::verdict::Outcome;
 use sqlx::Connection as _;
 
-use crate::harness::{CHECKER, TestDb, TlsMariaDb, Workdir, private_ca, run_of};
+use crate::harness::{CHECKER, TestDb, TlsMariaDb, TlsPostgres, Workdir, private_ca, run_of};
 
 #[tokio::test]
 async fn datasets_on_one_postgres_source_read_from_one_snapshot() {
@@ -306,6 +306,90 @@ assert: t == null
         invariantd::verdict::ErrorKind::SourceUnreachable
     );
     assert!(error.message.contains("certificate"), "{}", error.message);
+}
+
+#[tokio::test]
+async fn a_postgres_full_sweep_over_the_wire_logs_in_and_takes_tls_as_the_driver_would() {
+    let server = TlsPostgres::start().await;
+    // Each row carries who read it and whether the session was encrypted.
+    let rules = r#"
+name: logins
+key: id
+datasets:
+  t:
+    source: db
+    query: >-
+      SELECT id, current_user::text AS who,
+      (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) AS tls FROM t
+assert: t == null
+"#;
+    let ca = format!("sslrootcert={}", server.dir.path().join("ca.pem").display());
+    let port = server.port;
+    for (user, params, encrypted) in [
+        ("scram", String::new(), true),
+        ("scram", "?sslmode=disable".to_string(), false),
+        ("scram", "?sslmode=require".to_string(), true),
+        ("scram", format!("?sslmode=verify-ca&{ca}"), true),
+        ("scram", format!("?sslmode=verify-full&{ca}"), true),
+        ("md5", String::new(), true),
+        ("plain", "?sslmode=disable".to_string(), false),
+        ("postgres", String::new(), true),
+    ] {
+        let url = format!("postgres://{user}:secret@127.0.0.1:{port}/postgres{params}");
+        let work = Workdir::new(&[("db", &url)], Some(rules));
+        let (wire, driver) = sweep_and_keys(&work, &["1".into()]).await;
+        assert_eq!(wire.error, None, "{user} {params}");
+        assert_eq!(driver.error, None, "{user} {params}");
+        assert_eq!(wire.violations.len(), 3, "{user} {params}");
+        for (path, run) in [("wire", &wire), ("driver", &driver)] {
+            let evidence = run.violations[0].datasets.to_value();
+            assert_eq!(evidence["t"]["who"], user, "{path} {user} {params}");
+            assert_eq!(evidence["t"]["tls"], encrypted, "{path} {user} {params}");
+        }
+        let check = work.cli(&["--log-level", "invariantd=debug", "check"]);
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        assert!(
+            stderr.contains("Full sweep over the PostgreSQL protocol")
+                && !stderr.contains("driver's COPY stream"),
+            "{user} {params}: {stderr}"
+        );
+    }
+    // A password the driver finds in ~/.pgpass is one the COPY reader does not look for: the
+    // sweep reads through the driver, and says so once.
+    let passfile = server.dir.path().join("pgpass");
+    std::fs::write(
+        &passfile,
+        format!("127.0.0.1:{port}:postgres:scram:secret\n"),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&passfile).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
+    std::fs::set_permissions(&passfile, permissions).unwrap();
+    let url = format!("postgres://scram@127.0.0.1:{port}/postgres");
+    let work = Workdir::new(&[("db", &url)], Some(rules));
+    let check = work.cli_env(
+        &[
+            "--log-level",
+            "invariantd=debug",
+            "check",
+            "--format",
+            "json",
+        ],
+        &[("PGPASSFILE", passfile.to_str().unwrap())],
+    );
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.contains("read through the driver's COPY stream")
+            && stderr.contains("a password that the URL and PGPASSWORD do not give")
+            && !stderr.contains("Full sweep over the PostgreSQL protocol"),
+        "{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(
+        report["rules"][0]["violations"].as_array().unwrap().len(),
+        3,
+        "{report}"
+    );
 }
 
 /// The rule of `work` run twice: a full sweep (a reader's own path, where it has one) and a

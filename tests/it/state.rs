@@ -25,6 +25,7 @@ async fn keyed_state_store(
     let options = match kind {
         SourceKind::Postgres => ConnectOptions::Postgres(
             sqlx::postgres::PgConnectOptions::from_str(&db.as_ref().unwrap().admin_url).unwrap(),
+            Default::default(),
         ),
         _ => ConnectOptions::Sqlite(
             sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")

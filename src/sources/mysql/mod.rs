@@ -7,7 +7,6 @@
 
 mod decode;
 mod rows;
-mod tls;
 mod wire;
 
 use std::time::Duration;

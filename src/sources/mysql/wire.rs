@@ -5,7 +5,7 @@
 //! time; it is to MySQL what `postgres/copy.rs` is to PostgreSQL.
 //!
 //! It speaks only what a sweep needs: the connection phase over TCP or a Unix socket, with TLS
-//! as the URL's `ssl-mode` and the server decide, as the driver would (`tls.rs`), and the
+//! as the URL's `ssl-mode` and the server decide, as the driver would (`../tls.rs`), and the
 //! `mysql_native_password` or `caching_sha2_password` plugin (the latter's full authentication
 //! over TLS only); then `COM_QUERY` for session settings, `COM_STMT_PREPARE`,
 //! `COM_STMT_EXECUTE` and `COM_QUIT`. Another authentication plugin is
@@ -16,13 +16,14 @@
 //! payload of 2^24 − 1 bytes or more continues in the next packet.
 
 use crate::config::MySqlLogin;
+use crate::sources::tls::{self, Files, Io, Verify};
 use crate::verdict::{ErrorKind, RunError};
 use bytes::{Buf, BytesMut};
 use sha1::Digest as _;
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use std::borrow::Cow;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MAX_PAYLOAD: usize = 0xFF_FFFF;
 
@@ -97,9 +98,6 @@ impl WireError {
         }
     }
 }
-
-pub(super) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// One connection, authenticated.
 pub(super) struct Conn {
@@ -274,17 +272,22 @@ impl Conn {
         options: &MySqlConnectOptions,
         login: &MySqlLogin,
     ) -> Result<(), WireError> {
-        let config =
-            super::tls::client_config(options.get_ssl_mode(), login).map_err(WireError::Tls)?;
-        let name = super::tls::server_name(options.get_host()).map_err(WireError::Tls)?;
+        let verify = match options.get_ssl_mode() {
+            MySqlSslMode::VerifyCa => Verify::Chain,
+            MySqlSslMode::VerifyIdentity => Verify::ChainAndName,
+            _ => Verify::Nothing,
+        };
+        let files = Files {
+            ca: login.ssl_ca.as_deref().map(|p| (p, "ssl-ca")),
+            cert: login.ssl_cert.as_deref().map(|p| (p, "ssl-cert")),
+            key: login.ssl_key.as_deref().map(|p| (p, "ssl-key")),
+        };
+        let config = tls::client_config(verify, files).map_err(WireError::Tls)?;
         let closed = tokio::io::join(tokio::io::empty(), tokio::io::sink());
         let plain = std::mem::replace(&mut self.io, Box::new(closed));
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-        let tls = connector
-            .connect(name, plain)
+        self.io = tls::upgrade(plain, config, options.get_host())
             .await
-            .map_err(|e| WireError::Tls(e.to_string()))?;
-        self.io = Box::new(tls);
+            .map_err(WireError::Tls)?;
         Ok(())
     }
 

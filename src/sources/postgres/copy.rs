@@ -1,12 +1,15 @@
 //! PostgreSQL's binary `COPY … TO STDOUT (FORMAT binary)`: the rows of a full sweep as one
 //! stream of bytes, decoded here by the column types the query was described with. It spares
 //! the per-row work of the extended query protocol (a row object, its offsets, a trip through
-//! the driver's row stream), which was most of a sweep's client time.
+//! the driver's row stream), which was most of a sweep's client time. The bytes come from
+//! the socket in large chunks (`wire.rs`), or through the driver's COPY stream, one message
+//! at a time, where the sweep cannot speak the protocol itself.
 //!
 //! The format: an 11-byte signature, flags and a header extension; then per row a 16-bit
 //! field count (-1 ends the data) and per field a 32-bit length (-1 is NULL) and its bytes in
 //! the type's binary send format.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -24,47 +27,63 @@ const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 const DAY_US: i64 = 86_400_000_000;
 
-/// The decoded rows of a binary COPY, one `Values` per row; a value that cannot be
-/// decoded is a `schema_mismatch` naming its column.
-pub(super) struct CopyRows<'c> {
-    chunks: BoxStream<'c, sqlx::Result<Bytes>>,
+/// Decodes the bytes of a binary COPY as they arrive, in pieces of any size, into one
+/// `Values` per row; a value that cannot be decoded is a `schema_mismatch` naming its column.
+pub(super) struct RowDecoder {
     decoders: Vec<Decode>,
     names: Vec<String>,
+    /// An incomplete rest (or the header), kept until the bytes that complete it arrive.
     buf: BytesMut,
     header_read: bool,
     ended: bool,
     /// Rows decoded from the bytes received, not yet handed out.
-    ready: std::collections::VecDeque<Values>,
+    ready: VecDeque<Values>,
 }
 
-impl<'c> CopyRows<'c> {
-    pub(super) fn new(
-        chunks: BoxStream<'c, sqlx::Result<Bytes>>,
-        decoders: Vec<Decode>,
-        names: Vec<String>,
-    ) -> CopyRows<'c> {
-        CopyRows {
-            chunks,
+impl RowDecoder {
+    pub(super) fn new(decoders: Vec<Decode>, names: Vec<String>) -> RowDecoder {
+        RowDecoder {
             decoders,
             names,
             buf: BytesMut::new(),
             header_read: false,
             ended: false,
-            ready: std::collections::VecDeque::new(),
+            ready: VecDeque::new(),
         }
     }
 
-    /// Takes a chunk of COPY data. PostgreSQL sends each row in a message of its own: when
-    /// nothing is left over from before, the chunk's rows are decoded where they are, and only
+    /// Takes a piece of COPY data. PostgreSQL sends each row in a message of its own: when
+    /// nothing is left over from before, the piece's rows are decoded where they are, and only
     /// an incomplete rest is copied aside.
-    fn take(&mut self, chunk: Bytes) -> Result<(), String> {
+    pub(super) fn take(&mut self, chunk: &[u8]) -> Result<(), String> {
         if self.buf.is_empty() && self.header_read {
-            let used = self.rows(&chunk)?;
+            let used = self.rows(chunk)?;
             self.buf.extend_from_slice(&chunk[used..]);
             return Ok(());
         }
-        self.buf.extend_from_slice(&chunk);
+        self.buf.extend_from_slice(chunk);
         self.parse()
+    }
+
+    /// The next row decoded.
+    pub(super) fn next(&mut self) -> Option<Values> {
+        self.ready.pop_front()
+    }
+
+    /// How many rows are decoded and not yet handed out.
+    pub(super) fn waiting(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Whether the end-of-data marker was read.
+    pub(super) fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// After an error: no more rows.
+    pub(super) fn fail(&mut self) {
+        self.ended = true;
+        self.ready.clear();
     }
 
     /// Decodes the complete rows at the start of `data`; returns how many bytes they took.
@@ -112,6 +131,22 @@ impl<'c> CopyRows<'c> {
         self.buf = buf;
         self.buf.advance(used?);
         Ok(())
+    }
+}
+
+/// The rows of a binary COPY read through the driver, one message at a time: the way when
+/// the sweep cannot speak the protocol itself (`wire.rs`).
+pub(super) struct CopyRows<'c> {
+    chunks: BoxStream<'c, sqlx::Result<Bytes>>,
+    rows: RowDecoder,
+}
+
+impl<'c> CopyRows<'c> {
+    pub(super) fn new(
+        chunks: BoxStream<'c, sqlx::Result<Bytes>>,
+        rows: RowDecoder,
+    ) -> CopyRows<'c> {
+        CopyRows { chunks, rows }
     }
 }
 
@@ -254,10 +289,10 @@ impl Stream for CopyRows<'_> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if let Some(row) = this.ready.pop_front() {
+            if let Some(row) = this.rows.next() {
                 return Poll::Ready(Some(Ok(Ok(row))));
             }
-            if this.ended {
+            if this.rows.ended {
                 // The rest of the exchange (the end of the COPY, the command's completion) is
                 // read to its end, so the connection is ready for its next statement.
                 return match this.chunks.as_mut().poll_next(cx) {
@@ -274,7 +309,7 @@ impl Stream for CopyRows<'_> {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => {
-                    if this.buf.is_empty() || !this.header_read {
+                    if this.rows.buf.is_empty() || !this.rows.header_read {
                         return Poll::Ready(None);
                     }
                     return Poll::Ready(Some(Err(sqlx::Error::Protocol(
@@ -282,9 +317,8 @@ impl Stream for CopyRows<'_> {
                     ))));
                 }
                 Poll::Ready(Some(Ok(chunk))) => {
-                    if let Err(e) = this.take(chunk) {
-                        this.ended = true;
-                        this.ready.clear();
+                    if let Err(e) = this.rows.take(&chunk) {
+                        this.rows.fail();
                         let e = RunError::new(ErrorKind::SchemaMismatch, e);
                         return Poll::Ready(Some(Ok(Err(e))));
                     }
@@ -350,8 +384,10 @@ mod tests {
                 .collect();
             let rows = CopyRows::new(
                 Box::pin(futures_util::stream::iter(chunks)),
-                vec![Decode::I64, Decode::Text],
-                vec!["id".into(), "name".into()],
+                RowDecoder::new(
+                    vec![Decode::I64, Decode::Text],
+                    vec!["id".into(), "name".into()],
+                ),
             );
             let rows: Vec<Values> = futures_util::StreamExt::collect::<Vec<_>>(rows)
                 .await

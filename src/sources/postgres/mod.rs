@@ -1,9 +1,13 @@
 //! PostgreSQL: a REPEATABLE READ READ ONLY transaction with `SET LOCAL statement_timeout`,
-//! byte-wise text order through `COLLATE "C"`, and decoding by the column's type. A query
-//! whose run is abandoned is cancelled with `pg_cancel_backend` from a connection of its own.
+//! byte-wise text order through `COLLATE "C"`, and decoding by the column's type. A full
+//! sweep is a binary COPY, read on a connection of its own that speaks the protocol itself
+//! (`wire.rs`) in the transaction's snapshot, where it can (TLS and authentication as the
+//! driver would take them), else through the driver. A query whose run is abandoned is
+//! cancelled with `pg_cancel_backend` from a connection of its own.
 
 mod copy;
 mod decode;
+mod wire;
 
 use std::time::Duration;
 
@@ -23,9 +27,18 @@ use crate::config::{ConnectOptions, SourceConfig};
 use crate::verdict::{Param, RunError};
 use decode::{Decode, decode, decoder, key_kind, value_types};
 
-/// A PostgreSQL source's pool.
+/// A PostgreSQL source's pool, and whether its full sweeps can speak the protocol.
 pub(super) struct Postgres {
     pool: sqlx::PgPool,
+    sweeps: WireSweeps,
+}
+
+/// Per source: why full sweeps read through the driver's COPY stream rather than the
+/// protocol (`wire.rs`), once a connection found out (an authentication method, TLS it cannot
+/// set up, a login refused). It is not tried again until the configuration is reloaded.
+#[derive(Debug, Default)]
+struct WireSweeps {
+    unsupported: std::sync::OnceLock<String>,
 }
 
 impl Postgres {
@@ -42,6 +55,7 @@ impl Postgres {
                     .application_name("invariantd")
                     .disable_statement_logging(),
             ),
+            sweeps: WireSweeps::default(),
         }
     }
 }
@@ -54,7 +68,7 @@ impl Backend for Postgres {
         to: Sink<'a>,
         mode: oneshot::Receiver<KeyMode>,
     ) -> BoxFuture<'a, Result<(), RunError>> {
-        Box::pin(read(&self.pool, config, request, to, mode))
+        Box::pin(read(&self.pool, &self.sweeps, config, request, to, mode))
     }
 
     fn probe<'a>(
@@ -139,13 +153,14 @@ const EXPORT_SNAPSHOT: &str = "SELECT CASE WHEN current_setting('server_version_
 
 fn options(config: &SourceConfig) -> &PgConnectOptions {
     match &config.options {
-        ConnectOptions::Postgres(options) => options,
+        ConnectOptions::Postgres(options, _) => options,
         _ => unreachable!("a PostgreSQL pool has PostgreSQL options"),
     }
 }
 
 async fn read(
     pool: &sqlx::PgPool,
+    sweeps: &WireSweeps,
     config: &SourceConfig,
     request: &ReadRequest,
     to: Sink<'_>,
@@ -155,7 +170,7 @@ async fn read(
     let mut conn =
         acquire_fast::<sqlx::Postgres, _>(pool.acquire(), options, config.connect_timeout).await?;
     let mut backend = None;
-    let result = read_on(&mut conn, config, request, to, mode, &mut backend).await;
+    let result = read_on(&mut conn, sweeps, config, request, to, mode, &mut backend).await;
     if result.is_err() {
         // A read that ended early may leave COPY data or a statement's rows unread on the
         // connection: it is closed, never handed to another run.
@@ -183,6 +198,7 @@ async fn read(
 /// process that runs it, to stop it from outside if the read is abandoned.
 async fn read_on(
     conn: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+    sweeps: &WireSweeps,
     config: &SourceConfig,
     request: &ReadRequest,
     to: Sink<'_>,
@@ -265,17 +281,15 @@ async fn read_on(
     // A full sweep streams through binary COPY; reads of some keys or of recent changes bind
     // parameters, which COPY cannot, and use the prepared statement.
     if request.keys.is_none() && request.changed_since.is_none() {
-        copy_sweep(
-            &mut txn,
-            description,
-            &wrapped,
-            &key_sql,
-            &columns,
+        let sweep = CopySweep {
+            sweeps,
+            config,
             request,
-            to,
-            mode,
-        )
-        .await
+            wrapped: &wrapped,
+            key_sql: &key_sql,
+            columns: &columns,
+        };
+        copy_sweep(&mut txn, sweep, description, to, mode, backend).await
     } else {
         describe_then_stream(
             &mut *txn,
@@ -291,19 +305,33 @@ async fn read_on(
     }
 }
 
+/// What a full sweep reads, and how.
+struct CopySweep<'a> {
+    sweeps: &'a WireSweeps,
+    config: &'a SourceConfig,
+    request: &'a ReadRequest,
+    wrapped: &'a str,
+    key_sql: &'a KeySql<'a>,
+    columns: &'a Columns<Decode>,
+}
+
 /// A full sweep: `COPY (query ORDER BY key) TO STDOUT (FORMAT binary)`, decoded by the types
-/// the query was described with (see `copy.rs`).
-#[allow(clippy::too_many_arguments)]
+/// the query was described with (see `copy.rs`), on a connection of its own in the
+/// transaction's snapshot where it can be made (`wire.rs`), else on the transaction's.
 async fn copy_sweep(
     conn: &mut sqlx::PgConnection,
+    sweep: CopySweep<'_>,
     description: Description,
-    wrapped: &str,
-    key_sql: &KeySql<'_>,
-    columns: &Columns<Decode>,
-    request: &ReadRequest,
     to: Sink<'_>,
     mode: oneshot::Receiver<KeyMode>,
+    backend: &mut Option<i32>,
 ) -> Result<(), RunError> {
+    let CopySweep {
+        request,
+        key_sql,
+        columns,
+        ..
+    } = sweep;
     let Some((key_index, mode)) = handshake(description, to, mode).await else {
         return Ok(());
     };
@@ -323,7 +351,28 @@ async fn copy_sweep(
         None => None,
     }
     .unwrap_or_default();
-    let sql = format!("COPY ({wrapped}{range} ORDER BY {order_by}) TO STDOUT (FORMAT binary)");
+    let sql = format!(
+        "COPY ({}{range} ORDER BY {order_by}) TO STDOUT (FORMAT binary)",
+        sweep.wrapped
+    );
+    let decoder = || copy::RowDecoder::new(columns.decoders.clone(), columns.names.clone());
+    if let Some(started) = wire_copy(conn, &sweep, &sql, &to, decoder(), backend).await {
+        let mut rows = started?;
+        let result = pump(
+            &mut rows,
+            &request.query,
+            key_index,
+            mode,
+            request.deadline,
+            |row| row,
+            to,
+        )
+        .await;
+        if result.is_ok() {
+            rows.terminate().await;
+        }
+        return result;
+    }
     // The server answers once the query has started: the wait may end with the run.
     let chunks = tokio::select! {
         chunks = tokio::time::timeout_at(request.deadline, conn.copy_out_raw(&sql)) => match chunks {
@@ -332,7 +381,7 @@ async fn copy_sweep(
         },
         () = to.tx.closed() => return Err(abandoned()),
     };
-    let rows = copy::CopyRows::new(chunks, columns.decoders.clone(), columns.names.clone());
+    let rows = copy::CopyRows::new(chunks, decoder());
     pump(
         rows,
         &request.query,
@@ -343,6 +392,93 @@ async fn copy_sweep(
         to,
     )
     .await
+}
+
+/// The COPY started on a connection of its own that speaks the protocol (`wire.rs`), in the
+/// snapshot of the transaction `txn`, which stays open meanwhile; `backend` becomes its
+/// server process. `None` when it cannot be made (what the reader does not speak, a
+/// connection refused, a snapshot that cannot be exported): the COPY then runs on `txn`.
+async fn wire_copy(
+    txn: &mut sqlx::PgConnection,
+    sweep: &CopySweep<'_>,
+    sql: &str,
+    to: &Sink<'_>,
+    rows: copy::RowDecoder,
+    backend: &mut Option<i32>,
+) -> Option<Result<wire::CopyOut, RunError>> {
+    let CopySweep {
+        sweeps,
+        config,
+        request,
+        ..
+    } = *sweep;
+    if sweeps.unsupported.get().is_some() {
+        return None;
+    }
+    let ConnectOptions::Postgres(options, login) = &config.options else {
+        unreachable!("a PostgreSQL pool has PostgreSQL options")
+    };
+    let snapshot: Option<String> = match sqlx::query_scalar(EXPORT_SNAPSHOT)
+        .fetch_one(&mut *txn)
+        .await
+    {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            let e = query_error(e, "cannot share the run's snapshot", &request.query);
+            return Some(Err(e));
+        }
+    };
+    // A standby before PostgreSQL 10 exports none.
+    let snapshot = snapshot?;
+    let connect = tokio::time::timeout(
+        config.connect_timeout,
+        wire::Conn::connect(options, login, "invariantd"),
+    );
+    let mut conn = tokio::select! {
+        connected = connect => match connected {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) if e.lasting() => {
+                tracing::info!(
+                    source = %config.name,
+                    "Full sweeps of this source read through the driver's COPY stream, which is slower: {e}."
+                );
+                let _ = sweeps.unsupported.set(e.to_string());
+                return None;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(source = %config.name, "This sweep reads through the driver: {e}.");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(source = %config.name, "This sweep reads through the driver: no connection in time.");
+                return None;
+            }
+        },
+        () = to.tx.closed() => return Some(Err(abandoned())),
+    };
+    tracing::debug!(
+        source = %config.name,
+        "Full sweep over the PostgreSQL protocol, on a connection of its own."
+    );
+    // The id comes from the server's own `pg_export_snapshot()` (hex digits and dashes).
+    let id = snapshot.replace('\'', "");
+    let timeout_ms = config.statement_timeout.as_millis().max(1);
+    let setup = format!(
+        "BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+         SET TRANSACTION SNAPSHOT '{id}'; SET LOCAL statement_timeout = {timeout_ms}"
+    );
+    if let Err(e) = conn.execute(&setup).await {
+        return Some(Err(e.into_run_error("cannot share the run's snapshot")));
+    }
+    // From now on, a read abandoned is stopped there.
+    *backend = Some(conn.pid);
+    Some(tokio::select! {
+        started = tokio::time::timeout_at(request.deadline, conn.copy_out(sql, rows)) => match started {
+            Ok(started) => started.map_err(|e| e.into_run_error("query failed")),
+            Err(_) => Err(timed_out()),
+        },
+        () = to.tx.closed() => Err(abandoned()),
+    })
 }
 
 /// A text value from UTF-8 bytes in hexadecimal.
