@@ -3,6 +3,7 @@
 
 use rust_decimal::Decimal;
 
+use super::counts::{Counts, ROW_COUNT_STEPS};
 use super::parser::{BinaryOp, Expr, ExprKind, Lit, Span, UnaryOp};
 use super::{Program, parse_duration};
 use crate::value::parse_timestamp_text;
@@ -195,6 +196,10 @@ pub fn compile(expr: &Expr, scope: &Scope<'_>) -> Result<Program, Vec<CompileErr
     }
     if c.errors.is_empty() {
         Ok(Program {
+            counts: counts_of(&root).map(|counts| {
+                let worst = counts.worst();
+                (counts, worst)
+            }),
             root,
             locals: c.max_locals,
         })
@@ -212,8 +217,27 @@ fn over_budget(root: &Node) -> Option<(u64, Span)> {
     (steps > super::MAX_STEPS_PER_KEY).then(|| (steps, outermost.unwrap_or_else(|| root.span())))
 }
 
-/// The steps of `size(D) OP n`: the comparison, the call, the dataset and the literal.
-pub(crate) const ROW_COUNT_STEPS: u64 = 4;
+/// The tree as an assertion of row counts, where it is one (`counts.rs`).
+fn counts_of(node: &Node) -> Option<Counts> {
+    let both = |a: &Node, b: &Node| Some((Box::new(counts_of(a)?), Box::new(counts_of(b)?)));
+    Some(match node {
+        Node::RowCount { ds, op, n, .. } => Counts::Count {
+            ds: *ds,
+            op: *op,
+            n: *n,
+        },
+        Node::Not(a, _) => Counts::Not(Box::new(counts_of(a)?)),
+        Node::And(a, b) => {
+            let (a, b) = both(a, b)?;
+            Counts::And(a, b)
+        }
+        Node::Or(a, b) => {
+            let (a, b) = both(a, b)?;
+            Counts::Or(a, b)
+        }
+        _ => return None,
+    })
+}
 
 /// The dataset and the literal of `size(D) OP n`, where `D` has `many` and `OP` compares.
 fn row_count(op: BinaryOp, a: &Node, b: &Node, scope: &Scope<'_>) -> Option<(usize, i64)> {

@@ -243,7 +243,7 @@ impl Node {
             Node::RowCount { ds, op, n, span } => {
                 // The steps of the nodes it stands for, one already taken: the budget runs
                 // out here exactly when it would have there.
-                let rest = super::compile::ROW_COUNT_STEPS - 1;
+                let rest = super::counts::ROW_COUNT_STEPS - 1;
                 if cx.steps_left < rest {
                     cx.steps_left = 0;
                     cx.exhausted = true;
@@ -251,15 +251,7 @@ impl Node {
                 }
                 cx.steps_left -= rest;
                 let len = env.groups[*ds].rows.len() as i64;
-                Ok(Val::Bool(match op {
-                    BinaryOp::Eq => len == *n,
-                    BinaryOp::Ne => len != *n,
-                    BinaryOp::Lt => len < *n,
-                    BinaryOp::Le => len <= *n,
-                    BinaryOp::Gt => len > *n,
-                    BinaryOp::Ge => len >= *n,
-                    _ => unreachable!("only comparisons count rows"),
-                }))
+                Ok(Val::Bool(super::counts::compare(len, *op, *n)))
             }
             Node::MatchesConst(subject, re, span) => match subject.eval(env, cx)? {
                 Val::Str(s) => Ok(Val::Bool(re.is_match(&s))),

@@ -461,3 +461,60 @@ fn counting_rows_in_place_agrees_with_the_general_path() {
         "eval: no such overload: size(row)"
     );
 }
+
+/// An assertion of row counts as source text: `size(a) OP n`, `!`, `&&`, `||` over two
+/// `many` datasets.
+fn counts_source() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let leaf = (
+        prop::sample::select(vec!["a", "b"]),
+        prop::sample::select(vec!["==", "!=", "<", "<=", ">", ">="]),
+        0i64..4,
+    )
+        .prop_map(|(ds, op, n)| format!("size({ds}) {op} {n}"));
+    leaf.prop_recursive(4, 16, 2, |inner| {
+        prop_oneof![
+            inner.clone().prop_map(|a| format!("!({a})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) && ({b})")),
+            (inner.clone(), inner).prop_map(|(a, b)| format!("({a}) || ({b})")),
+        ]
+    })
+}
+
+proptest::proptest! {
+    /// Judged from the row counts, an assertion of counts has the value, the steps and the
+    /// budget of the general evaluation, short-circuits included.
+    #[test]
+    fn assertions_of_row_counts_judge_as_the_general_path(
+        source in counts_source(),
+        sizes in (0usize..4, 0usize..4),
+        slack in 0u64..3,
+    ) {
+        let datasets = vec![("a", true, cols(&["id"])), ("b", true, cols(&["id"]))];
+        let scope = scope_of(&datasets);
+        let program = compile(&parse(&source).unwrap(), &scope).unwrap();
+        let worst = program.counts.as_ref().expect("an assertion of counts").1;
+        let group = |n: usize| Group {
+            rows: (0..n).map(|i| row(vec![Value::Int(i as i64)])).collect(),
+            many: true,
+        };
+        let groups = vec![group(sizes.0), group(sizes.1)];
+        let key = Key::Int(1);
+        let env = Env { now: 0, key: &key, groups: &groups, missing_is_null: false };
+        // Over the worst case, the count path; at any budget, the general path beside it.
+        for budget in [worst + slack, worst.saturating_sub(slack)] {
+            let fast = program.eval_bool_within(&env, budget);
+            let slow = program.eval_within(&env, budget);
+            let slow_value = slow.result.map(|v| match v {
+                Val::Bool(b) => b,
+                other => panic!("{source}: {}", other.display()),
+            });
+            proptest::prop_assert_eq!(fast.result.is_ok(), slow_value.is_ok(), "{}", source);
+            if let (Ok(a), Ok(b)) = (&fast.result, &slow_value) {
+                proptest::prop_assert_eq!(a, b, "{} with {:?}", source, sizes);
+            }
+            proptest::prop_assert_eq!(fast.steps, slow.steps, "{} with {:?}", source, sizes);
+            proptest::prop_assert_eq!(fast.exhausted, slow.exhausted, "{}", source);
+        }
+    }
+}
