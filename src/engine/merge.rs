@@ -49,6 +49,19 @@ impl<B: RowBatches> Cursor<B> {
         self.batches
     }
 
+    /// Moves the head to the next row of the batch at hand; `false` when it is spent (the
+    /// head is then left as it was). Most rows take this way, without the `advance` future.
+    fn advance_in_batch(&mut self) -> bool {
+        match self.batch.next() {
+            Some(row) => {
+                self.rows += 1;
+                self.head = Some(row);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Moves the head to the next row, waiting for the next batch when needed.
     async fn advance(&mut self) -> Result<(), RunError> {
         loop {
@@ -114,7 +127,9 @@ pub(crate) async fn merge<B: RowBatches>(
                 if groups[i].many || groups[i].rows.is_empty() {
                     groups[i].rows.push(row);
                 }
-                c.advance().await.map_err(|e| what(i, e))?;
+                if !c.advance_in_batch() {
+                    c.advance().await.map_err(|e| what(i, e))?;
+                }
             }
             if count > 1 && !groups[i].many {
                 duplicates.push((i, count));
