@@ -15,7 +15,11 @@ pub(crate) const ROW_COUNT_STEPS: u64 = 4;
 #[derive(Debug, Clone)]
 pub(crate) enum Counts {
     /// `size(D) OP n`.
-    Count { ds: usize, op: BinaryOp, n: i64 },
+    Count {
+        ds: usize,
+        op: BinaryOp,
+        n: i64,
+    },
     Not(Box<Counts>),
     And(Box<Counts>, Box<Counts>),
     Or(Box<Counts>, Box<Counts>),
