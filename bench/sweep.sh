@@ -18,6 +18,7 @@
 #   SCALES="1000000 10000000" bench/sweep.sh   # each in turn, then both side by side
 #   RUNS=5 SKIP_MARIADB=1 SKIP_RELADIFF=1 SKIP_ANTIJOIN=1 bench/sweep.sh
 #   INVARIANTD_BENCH_PG=postgres://user@host:5432 INVARIANTD_BENCH_MYSQL=mysql://root@host:3306 bench/sweep.sh
+#   BIN=/path/to/invariantd bench/sweep.sh     # that build instead of building this checkout
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,8 +40,10 @@ if [ -n "${SCALES:-}" ]; then
     exit 0
 fi
 
-cargo build --release --quiet
-BIN=$PWD/target/release/invariantd
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --quiet
+    BIN=$PWD/target/release/invariantd
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
