@@ -463,15 +463,22 @@ async fn wire_copy(
     // The id comes from the server's own `pg_export_snapshot()` (hex digits and dashes).
     let id = snapshot.replace('\'', "");
     let timeout_ms = config.statement_timeout.as_millis().max(1);
+    // The server's own process id, to stop the query from outside (a cancellation key
+    // would name a pooler's session behind one).
     let setup = format!(
         "BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY; \
-         SET TRANSACTION SNAPSHOT '{id}'; SET LOCAL statement_timeout = {timeout_ms}"
+         SET TRANSACTION SNAPSHOT '{id}'; SET LOCAL statement_timeout = {timeout_ms}; \
+         SELECT pg_backend_pid()"
     );
-    if let Err(e) = conn.execute(&setup).await {
-        return Some(Err(e.into_run_error("cannot share the run's snapshot")));
+    match conn.execute(&setup).await {
+        // From now on, a read abandoned is stopped there.
+        Ok(pid) => {
+            if let Some(pid) = pid.and_then(|pid| pid.parse().ok()) {
+                *backend = Some(pid);
+            }
+        }
+        Err(e) => return Some(Err(e.into_run_error("cannot share the run's snapshot"))),
     }
-    // From now on, a read abandoned is stopped there.
-    *backend = Some(conn.pid);
     Some(tokio::select! {
         started = tokio::time::timeout_at(request.deadline, conn.copy_out(sql, rows)) => match started {
             Ok(started) => started.map_err(|e| e.into_run_error("query failed")),

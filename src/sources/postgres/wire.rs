@@ -102,8 +102,6 @@ impl WireError {
 pub(super) struct Conn {
     io: Box<dyn Io>,
     buf: BytesMut,
-    /// The server process serving this connection, to cancel its query from another.
-    pub(super) pid: i32,
 }
 
 impl Conn {
@@ -138,18 +136,15 @@ impl Conn {
         let mut conn = Conn {
             io,
             buf: BytesMut::with_capacity(READ_CHUNK),
-            pid: 0,
         };
         conn.maybe_tls(options, login).await?;
         conn.start(options, application_name).await?;
         conn.authenticate(options, login).await?;
-        // Then the server's parameters and this connection's process, until it is ready.
+        // Then the server's parameters and its cancellation key, until it is ready. The key
+        // is not kept: behind a pooler it names the pooler's session, not a server process.
         loop {
-            let (tag, mut body) = conn.message().await?;
-            match tag {
-                b'K' if body.len() >= 4 => conn.pid = body.get_i32(),
-                b'Z' => return Ok(conn),
-                _ => {}
+            if let (b'Z', _) = conn.message().await? {
+                return Ok(conn);
             }
         }
     }
@@ -376,17 +371,20 @@ impl Conn {
         }
     }
 
-    /// Runs statements without rows (`BEGIN`, `SET …`), to the end.
-    pub(super) async fn execute(&mut self, sql: &str) -> Result<(), WireError> {
+    /// Runs statements to the end; the first column of the first row any of them returned,
+    /// as text.
+    pub(super) async fn execute(&mut self, sql: &str) -> Result<Option<String>, WireError> {
         self.query(sql).await?;
         let mut failed = None;
+        let mut first = None;
         loop {
             match self.message().await {
-                Ok((b'Z', _)) => return failed.map_or(Ok(()), Err),
-                Ok((b'C' | b'I', _)) => {}
+                Ok((b'Z', _)) => return failed.map_or(Ok(first), Err),
+                Ok((b'D', body)) => first = first.or_else(|| first_field(&body)),
+                Ok((b'C' | b'I' | b'T', _)) => {}
                 Ok((tag, _)) => {
                     return Err(WireError::Protocol(format!(
-                        "a message {:?} from a statement without rows",
+                        "a message {:?} from a simple query",
                         tag as char
                     )));
                 }
@@ -470,6 +468,16 @@ fn frame(buf: &[u8]) -> Result<Option<usize>, WireError> {
         return Err(WireError::Protocol(format!("a message of length {len}")));
     }
     Ok((buf.len() > len).then_some(len + 1))
+}
+
+/// The first field of a `DataRow`, as text; `None` when it is NULL.
+fn first_field(mut body: &[u8]) -> Option<String> {
+    if body.len() < 6 || body.get_i16() < 1 {
+        return None;
+    }
+    let len = usize::try_from(body.get_i32()).ok()?;
+    body.get(..len)
+        .map(|text| String::from_utf8_lossy(text).into_owned())
 }
 
 /// An `ErrorResponse`'s code and message.
@@ -655,6 +663,32 @@ mod tests {
             BASE64_STANDARD.encode(server),
             "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
         );
+    }
+
+    #[test]
+    fn a_data_rows_first_field_is_read_as_text() {
+        let row = |fields: &[Option<&str>]| {
+            let mut body = Vec::new();
+            body.put_i16(fields.len() as i16);
+            for field in fields {
+                match field {
+                    Some(text) => {
+                        body.put_i32(text.len() as i32);
+                        body.extend_from_slice(text.as_bytes());
+                    }
+                    None => body.put_i32(-1),
+                }
+            }
+            body
+        };
+        assert_eq!(
+            first_field(&row(&[Some("4242"), Some("x")])),
+            Some("4242".into())
+        );
+        assert_eq!(first_field(&row(&[None])), None);
+        assert_eq!(first_field(&row(&[])), None);
+        // A length past the end of the message.
+        assert_eq!(first_field(&[0, 1, 0, 0, 0, 9, b'1']), None);
     }
 
     #[test]
