@@ -153,6 +153,9 @@ async fn a_full_sweep_through_binary_copy_reads_every_type_as_the_row_path_does(
          (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL), \
          (4, true, 1, 1, 1, 1, 'NaN', 'Infinity', 0.00120, 1e9, 'x', 'y', '00000000-0000-0000-0000-000000000000', \
           '2026-01-01 00:00:00.000001+00', '2026-01-01 00:00:00.000001', '2026-02-28', '\\x01', '{}', '1', 'ok', 0)",
+        // Rows far larger than a read from the socket (64 KiB), between small ones.
+        "INSERT INTO t (id, tx, by) SELECT 5, repeat('é', 200000), decode(repeat('ab', 100000), 'hex')",
+        "INSERT INTO t (id, tx) VALUES (6, 'small')",
     ])
     .await;
     let rules = r#"
@@ -165,12 +168,19 @@ assert: t == null
     let work = Workdir::new(&[("db", &db.url)], Some(rules));
     // A full sweep reads through COPY; a read of some keys binds them, through the prepared
     // statement's rows.
-    let keys: Vec<String> = (1..=4).map(|k| k.to_string()).collect();
+    let keys: Vec<String> = (1..=6).map(|k| k.to_string()).collect();
     let (copy, rows) = sweep_and_keys(&work, &keys).await;
-    assert_same_violations(&copy, &rows, 4);
+    assert_same_violations(&copy, &rows, 6);
     let first = copy.violations[0].datasets.to_value();
     assert_eq!(first["t"]["n2"], "49.90");
     assert_eq!(first["t"]["m"], "sad");
+    // (Evidence keeps the start of a long value.)
+    let large = copy.violations[4].datasets.to_value();
+    assert!(
+        large["t"]["tx"].as_str().unwrap().starts_with("éééé"),
+        "{large}"
+    );
+    assert_eq!(copy.violations[5].datasets.to_value()["t"]["tx"], "small");
 }
 
 #[tokio::test]
