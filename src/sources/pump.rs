@@ -43,10 +43,29 @@ impl Sink<'_> {
     }
 }
 
+/// The rows a reader of its own decoded from what it had received, handed to the pump at
+/// once (no trip through the stream per row), or the error that ended them.
+pub(crate) enum Decoded {
+    Rows(std::collections::VecDeque<Values>),
+    Failed(Option<RunError>),
+}
+
+impl Iterator for Decoded {
+    type Item = Result<Values, RunError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Decoded::Rows(rows) => rows.pop_front().map(Ok),
+            Decoded::Failed(e) => e.take().map(Err),
+        }
+    }
+}
+
 /// Streams decoded rows to the engine in key order, checking that the database really sorted
-/// them the way it was asked to (a collation surprise must not become false violations).
+/// them the way it was asked to (a collation surprise must not become false violations). The
+/// stream hands out rows in chunks (`Decoded`, or one row at a time as `std::iter::once`).
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn pump<S, R>(
+pub(crate) async fn pump<S, C, R>(
     mut stream: S,
     query: &str,
     key_index: usize,
@@ -56,14 +75,15 @@ pub(crate) async fn pump<S, R>(
     to: Sink<'_>,
 ) -> Result<(), RunError>
 where
-    S: Stream<Item = Result<R, sqlx::Error>> + Unpin,
+    S: Stream<Item = Result<C, sqlx::Error>> + Unpin,
+    C: IntoIterator<Item = R>,
 {
     let tx = to.tx;
     let mut batch = Vec::with_capacity(BATCH_ROWS);
     let mut last: Option<Key> = None;
     let mut null_keys = 0u64;
     loop {
-        // A row already received is taken at once. Only a wait for the database watches the
+        // Rows already received are taken at once. Only a wait for the database watches the
         // deadline and the run: it may take long before the next row, the run may be abandoned
         // meanwhile, and the caller then stops the query on the server (see `interrupted`).
         // Rows that keep coming are held to both at every batch.
@@ -77,32 +97,34 @@ where
                 () = tx.closed() => return Err(abandoned()),
             },
         };
-        let Some(row) = next else { break };
-        let row = row.map_err(|e| query_error(e, "query failed", query))?;
-        let values = decode(row)?;
-        let Some(key) = key_of(&values[key_index], mode)? else {
-            null_keys += 1;
-            continue;
-        };
-        // The previous key is the batch's last row, or the last row of the batch before.
-        if let Some(prev) = batch.last().map(|r: &Row| &r.key).or(last.as_ref())
-            && key < *prev
-        {
-            return Err(RunError::new(
-                ErrorKind::QueryFailed,
-                format!(
-                    "the database returned key {key} after {prev}: rows are not in byte-wise key order, so the datasets cannot be joined reliably"
-                ),
-            ));
-        }
-        batch.push(Row { key, values });
-        if batch.len() == BATCH_ROWS {
-            if Instant::now() >= deadline {
-                return Err(timed_out());
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(|e| query_error(e, "query failed", query))?;
+        for row in chunk {
+            let values = decode(row)?;
+            let Some(key) = key_of(&values[key_index], mode)? else {
+                null_keys += 1;
+                continue;
+            };
+            // The previous key is the batch's last row, or the last row of the batch before.
+            if let Some(prev) = batch.last().map(|r: &Row| &r.key).or(last.as_ref())
+                && key < *prev
+            {
+                return Err(RunError::new(
+                    ErrorKind::QueryFailed,
+                    format!(
+                        "the database returned key {key} after {prev}: rows are not in byte-wise key order, so the datasets cannot be joined reliably"
+                    ),
+                ));
             }
-            last = batch.last().map(|r| r.key.clone());
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
-            to.rows(full).await?;
+            batch.push(Row { key, values });
+            if batch.len() == BATCH_ROWS {
+                if Instant::now() >= deadline {
+                    return Err(timed_out());
+                }
+                last = batch.last().map(|r| r.key.clone());
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
+                to.rows(full).await?;
+            }
         }
     }
     if !batch.is_empty() {
@@ -189,7 +211,7 @@ where
     };
     let sql = format!("{wrapped}{filter} ORDER BY {order_by}");
     let query = (sqlx::AssertSqlSafe(sql), Some(args));
-    let stream = executor.fetch(query);
+    let stream = executor.fetch(query).map(|row| row.map(std::iter::once));
     pump(
         stream,
         &request.query,

@@ -12,6 +12,7 @@ use rust_decimal::Decimal;
 
 use super::decode::{Decode, TimeOfDay};
 use super::wire::{ColumnDef, Conn, READ_CHUNK, WireError, lenenc_int, payload_at, server_error};
+use crate::sources::pump::Decoded;
 use crate::value::{Value, Values, timestamp_from_date, timestamp_from_naive};
 use crate::verdict::{ErrorKind, RunError};
 
@@ -282,13 +283,14 @@ fn decode(d: Decode, b: &[u8]) -> Result<Value, String> {
 }
 
 impl Stream for WireRows<'_> {
-    type Item = sqlx::Result<Result<Values, RunError>>;
+    type Item = sqlx::Result<Decoded>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if let Some(row) = this.ready.pop_front() {
-                return Poll::Ready(Some(Ok(Ok(row))));
+            if !this.ready.is_empty() {
+                let rows = std::mem::take(&mut this.ready);
+                return Poll::Ready(Some(Ok(Decoded::Rows(rows))));
             }
             if matches!(this.state, State::Done) {
                 return Poll::Ready(None);
@@ -307,7 +309,7 @@ impl Stream for WireRows<'_> {
                     if let Err(e) = this.parse() {
                         this.state = State::Done;
                         this.ready.clear();
-                        return Poll::Ready(Some(Ok(Err(e))));
+                        return Poll::Ready(Some(Ok(Decoded::Failed(Some(e)))));
                     }
                 }
             }

@@ -19,6 +19,7 @@ use futures_util::stream::BoxStream;
 use rust_decimal::Decimal;
 
 use super::decode::Decode;
+use crate::sources::pump::Decoded;
 use crate::value::{Value, Values};
 use crate::verdict::{ErrorKind, RunError};
 
@@ -65,9 +66,9 @@ impl RowDecoder {
         self.parse()
     }
 
-    /// The next row decoded.
-    pub(super) fn next(&mut self) -> Option<Values> {
-        self.ready.pop_front()
+    /// The rows decoded and not yet handed out, if there are any.
+    pub(super) fn take_decoded(&mut self) -> Option<VecDeque<Values>> {
+        (!self.ready.is_empty()).then(|| std::mem::take(&mut self.ready))
     }
 
     /// How many rows are decoded and not yet handed out.
@@ -284,13 +285,13 @@ fn numeric(mut b: &[u8]) -> Result<Decimal, String> {
 }
 
 impl Stream for CopyRows<'_> {
-    type Item = sqlx::Result<Result<Values, RunError>>;
+    type Item = sqlx::Result<Decoded>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if let Some(row) = this.rows.next() {
-                return Poll::Ready(Some(Ok(Ok(row))));
+            if let Some(rows) = this.rows.take_decoded() {
+                return Poll::Ready(Some(Ok(Decoded::Rows(rows))));
             }
             if this.rows.ended {
                 // The rest of the exchange (the end of the COPY, the command's completion) is
@@ -320,7 +321,7 @@ impl Stream for CopyRows<'_> {
                     if let Err(e) = this.rows.take(&chunk) {
                         this.rows.fail();
                         let e = RunError::new(ErrorKind::SchemaMismatch, e);
-                        return Poll::Ready(Some(Ok(Err(e))));
+                        return Poll::Ready(Some(Ok(Decoded::Failed(Some(e)))));
                     }
                 }
             }
@@ -392,7 +393,8 @@ mod tests {
             let rows: Vec<Values> = futures_util::StreamExt::collect::<Vec<_>>(rows)
                 .await
                 .into_iter()
-                .map(|r| r.unwrap().unwrap())
+                .flat_map(|r| r.unwrap())
+                .map(|r| r.unwrap())
                 .collect();
             assert_eq!(rows.len(), 3, "split every {split} bytes");
             assert_eq!(rows[1][1], Value::Null);

@@ -28,15 +28,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::copy::RowDecoder;
 use crate::config::PgLogin;
 use crate::sources::errors::db_error;
+use crate::sources::pump::Decoded;
 use crate::sources::tls::{self, Files, Io, Verify};
-use crate::value::{Values, hex};
+use crate::value::hex;
 use crate::verdict::{ErrorKind, RunError};
 
 /// How much is read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// At most this many rows are decoded ahead of the engine: a chunk of narrow rows holds
-/// thousands, and the rest wait in the chunk, where they take less room.
+/// At most this many rows are decoded ahead of the pump, which takes them together: a
+/// chunk of narrow rows holds thousands, and the rest wait in the chunk, where they take less
+/// room.
 const DECODE_AHEAD: usize = 256;
 
 /// Protocol 3.0.
@@ -589,13 +591,13 @@ impl CopyOut {
 }
 
 impl Stream for CopyOut {
-    type Item = sqlx::Result<Result<Values, RunError>>;
+    type Item = sqlx::Result<Decoded>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if let Some(row) = this.rows.next() {
-                return Poll::Ready(Some(Ok(Ok(row))));
+            if let Some(rows) = this.rows.take_decoded() {
+                return Poll::Ready(Some(Ok(Decoded::Rows(rows))));
             }
             if this.finished {
                 if !this.rows.ended() {
@@ -609,7 +611,7 @@ impl Stream for CopyOut {
                 Err(e) => {
                     this.finished = true;
                     this.rows.fail();
-                    return Poll::Ready(Some(Ok(Err(e))));
+                    return Poll::Ready(Some(Ok(Decoded::Failed(Some(e)))));
                 }
                 Ok(true) => continue,
                 Ok(false) => {}
