@@ -232,3 +232,24 @@ fn redact_error(message: &str, url: &str) -> String {
         message.replace(url, "<url>")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the COPY reader takes from a PostgreSQL URL, decoded as the driver decodes it.
+    #[test]
+    fn a_postgres_url_gives_the_copy_reader_its_password_and_files() {
+        let login = pg_login(
+            "postgres://checker:p%40ss%3Aw%2Frd@db:5432/shop?sslmode=verify-full\
+             &sslrootcert=/etc/ca.pem&sslcert=c.pem&sslkey=k.pem&hostaddr=10.0.0.5",
+        );
+        assert_eq!(login.password.as_deref(), Some("p@ss:w/rd"));
+        assert_eq!(login.ssl_root_cert, Some("/etc/ca.pem".into()));
+        assert_eq!(login.ssl_cert, Some("c.pem".into()));
+        assert_eq!(login.ssl_key, Some("k.pem".into()));
+        assert_eq!(login.hostaddr.as_deref(), Some("10.0.0.5"));
+        let login = pg_login("postgres://checker@db/shop?password=s%26cret");
+        assert_eq!(login.password.as_deref(), Some("s&cret"));
+    }
+}

@@ -181,6 +181,14 @@ assert: t == null
         "{large}"
     );
     assert_eq!(copy.violations[5].datasets.to_value()["t"]["tx"], "small");
+    // That sweep read the COPY itself, not through the driver.
+    let check = work.cli(&["--log-level", "invariantd=debug", "check"]);
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.contains("Full sweep over the PostgreSQL protocol")
+            && !stderr.contains("driver's COPY stream"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
