@@ -23,11 +23,11 @@ pub trait RowBatches: Send {
     fn null_keys(&self) -> u64;
 }
 
-/// One dataset's position in the merge.
+/// One dataset's position in the merge: its head is the first row left in the batch at hand,
+/// looked at where it lies and moved out only when a group takes it.
 pub(crate) struct Cursor<B> {
     batches: B,
     batch: std::vec::IntoIter<Row>,
-    head: Option<Row>,
     rows: u64,
     done: bool,
 }
@@ -37,7 +37,6 @@ impl<B: RowBatches> Cursor<B> {
         Cursor {
             batches,
             batch: Vec::new().into_iter(),
-            head: None,
             rows: 0,
             done: false,
         }
@@ -49,36 +48,29 @@ impl<B: RowBatches> Cursor<B> {
         self.batches
     }
 
-    /// Moves the head to the next row of the batch at hand; `false` when it is spent (the
-    /// head is then left as it was). Most rows take this way, without the `advance` future.
-    fn advance_in_batch(&mut self) -> bool {
-        match self.batch.next() {
-            Some(row) => {
-                self.rows += 1;
-                self.head = Some(row);
-                true
-            }
-            None => false,
-        }
+    /// The next row, if any is left (once `fill` has run).
+    fn head(&self) -> Option<&Row> {
+        self.batch.as_slice().first()
     }
 
-    /// Moves the head to the next row, waiting for the next batch when needed.
-    async fn advance(&mut self) -> Result<(), RunError> {
-        loop {
-            if let Some(row) = self.batch.next() {
-                self.rows += 1;
-                self.head = Some(row);
-                return Ok(());
-            }
-            if self.done {
-                self.head = None;
-                return Ok(());
-            }
+    /// Takes the head; then `fill` must run before the next look at the head.
+    fn take(&mut self) -> Option<Row> {
+        let row = self.batch.next()?;
+        self.rows += 1;
+        Some(row)
+    }
+
+    /// Waits for the next batch when the one at hand is spent, so that `head` is the next
+    /// row, or `None` once every row was delivered. Most rows need no wait: the async step
+    /// is only taken at the end of a batch.
+    async fn fill(&mut self) -> Result<(), RunError> {
+        while self.batch.as_slice().is_empty() && !self.done {
             match self.batches.next_batch().await? {
                 Some(rows) => self.batch = rows.into_iter(),
                 None => self.done = true,
             }
         }
+        Ok(())
     }
 }
 
@@ -98,7 +90,7 @@ pub(crate) async fn merge<B: RowBatches>(
         e.context(at)
     };
     for (i, c) in cursors.iter_mut().enumerate() {
-        c.advance().await.map_err(|e| what(i, e))?;
+        c.fill().await.map_err(|e| what(i, e))?;
     }
     let mut groups: Vec<Group> = rule
         .datasets
@@ -121,14 +113,14 @@ pub(crate) async fn merge<B: RowBatches>(
         duplicates.clear();
         for (i, c) in cursors.iter_mut().enumerate() {
             let mut count = 0;
-            while c.head.as_ref().is_some_and(|r| r.key == key) {
-                let row = c.head.take().expect("checked");
+            while c.head().is_some_and(|r| r.key == key) {
+                let row = c.take().expect("checked");
                 count += 1;
                 if groups[i].many || groups[i].rows.is_empty() {
                     groups[i].rows.push(row);
                 }
-                if !c.advance_in_batch() {
-                    c.advance().await.map_err(|e| what(i, e))?;
+                if c.batch.as_slice().is_empty() {
+                    c.fill().await.map_err(|e| what(i, e))?;
                 }
             }
             if count > 1 && !groups[i].many {
@@ -172,10 +164,10 @@ pub(crate) fn duplicate_rows(dataset: &str, count: usize) -> String {
     )
 }
 
-fn next_key<B>(cursors: &[Cursor<B>]) -> Option<Key> {
+fn next_key<B: RowBatches>(cursors: &[Cursor<B>]) -> Option<Key> {
     cursors
         .iter()
-        .filter_map(|c| c.head.as_ref().map(|r| &r.key))
+        .filter_map(|c| c.head().map(|r| &r.key))
         .min()
         .cloned()
 }

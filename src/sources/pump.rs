@@ -1,7 +1,9 @@
 //! The second half of every reader, the same for every database: hand the description to the
 //! engine, wait for the run's key order, run the query with that order pushed into the
 //! database, and pump its decoded rows in batches through a bounded channel, at the pace the
-//! source allows, checking that the database really sorted them as asked.
+//! source allows, checking that the database really sorted them as asked. Readers of their
+//! own (the wire readers) key their rows as they decode them and hand over whole batches
+//! (`Keyed`, `pump_decoded`); rows from the driver are keyed here, one at a time (`pump`).
 
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
@@ -43,29 +45,198 @@ impl Sink<'_> {
     }
 }
 
-/// The rows a reader of its own decoded from what it had received, handed to the pump at
-/// once (no trip through the stream per row), or the error that ended them.
-pub(crate) enum Decoded {
-    Rows(std::collections::VecDeque<Values>),
-    Failed(Option<RunError>),
+/// The rows a reader of its own decoded and keyed, up to a batch, waiting to be handed over:
+/// each row's values go straight into the `Row` the merge will take, with no queue of values
+/// between the reader and the pump.
+pub(crate) struct Keyed {
+    key_index: usize,
+    mode: KeyMode,
+    rows: Vec<Row>,
+    null_keys: u64,
 }
 
-impl Iterator for Decoded {
-    type Item = Result<Values, RunError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Decoded::Rows(rows) => rows.pop_front().map(Ok),
-            Decoded::Failed(e) => e.take().map(Err),
+impl Keyed {
+    /// Keys rows by the column at `key_index`, in the run's key order `mode`.
+    pub(crate) fn new(key_index: usize, mode: KeyMode) -> Keyed {
+        Keyed {
+            key_index,
+            mode,
+            rows: Vec::new(),
+            null_keys: 0,
         }
+    }
+
+    /// Takes a decoded row: keyed, or counted when its key is NULL (it cannot be joined); an
+    /// error when its key is of a type the run's key order cannot take.
+    pub(crate) fn push(&mut self, values: Values) -> Result<(), RunError> {
+        match key_of(&values[self.key_index], self.mode)? {
+            Some(key) => {
+                if self.rows.capacity() == 0 {
+                    self.rows.reserve_exact(BATCH_ROWS);
+                }
+                self.rows.push(Row { key, values });
+            }
+            None => self.null_keys += 1,
+        }
+        Ok(())
+    }
+
+    /// Whether a whole batch waits: the reader then hands it over before decoding more.
+    pub(crate) fn full(&self) -> bool {
+        self.rows.len() >= BATCH_ROWS
+    }
+
+    /// What waits to be handed over, if anything.
+    pub(crate) fn take(&mut self) -> Option<Decoded> {
+        (!self.rows.is_empty() || self.null_keys > 0).then(|| Decoded::Rows {
+            rows: std::mem::take(&mut self.rows),
+            null_keys: std::mem::take(&mut self.null_keys),
+        })
+    }
+
+    /// After an error: nothing more is handed over.
+    pub(crate) fn clear(&mut self) {
+        self.rows.clear();
+        self.null_keys = 0;
     }
 }
 
-/// Streams decoded rows to the engine in key order, checking that the database really sorted
-/// them the way it was asked to (a collation surprise must not become false violations). The
-/// stream hands out rows in chunks (`Decoded`, or one row at a time as `std::iter::once`).
+/// What a reader of its own hands to the pump at once (no trip through the stream per row):
+/// its keyed rows, in the order they came, and how many rows it left out for a NULL key since
+/// the last hand-over; or the error that ended them.
+pub(crate) enum Decoded {
+    Rows { rows: Vec<Row>, null_keys: u64 },
+    Failed(RunError),
+}
+
+/// Fills the batches the merge takes, checking that the database really sorted the rows the
+/// way it was asked to (a collation surprise must not become false violations).
+struct Batcher<'a> {
+    to: Sink<'a>,
+    deadline: Instant,
+    batch: Vec<Row>,
+    /// The last key of the last batch sent.
+    last: Option<Key>,
+    null_keys: u64,
+}
+
+impl<'a> Batcher<'a> {
+    fn new(to: Sink<'a>, deadline: Instant) -> Batcher<'a> {
+        Batcher {
+            to,
+            deadline,
+            batch: Vec::with_capacity(BATCH_ROWS),
+            last: None,
+            null_keys: 0,
+        }
+    }
+
+    /// The key the next row must not sort before.
+    fn prev(&self) -> Option<&Key> {
+        self.batch.last().map(|r| &r.key).or(self.last.as_ref())
+    }
+
+    /// Adds a row, sending the batch once it is full.
+    async fn push(&mut self, row: Row) -> Result<(), RunError> {
+        if let Some(prev) = self.prev() {
+            in_order(prev, &row.key)?;
+        }
+        self.batch.push(row);
+        if self.batch.len() >= BATCH_ROWS {
+            let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
+            self.send(full).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds a reader's rows: sent as they are when they make a batch of their own, otherwise
+    /// gathered with the rows before them.
+    async fn push_all(&mut self, rows: Vec<Row>) -> Result<(), RunError> {
+        let Some(first) = rows.first() else {
+            return Ok(());
+        };
+        if let Some(prev) = self.prev() {
+            in_order(prev, &first.key)?;
+        }
+        for pair in rows.windows(2) {
+            in_order(&pair[0].key, &pair[1].key)?;
+        }
+        // A batch is never larger than the reader's hand-over or `BATCH_ROWS`.
+        if !self.batch.is_empty() && self.batch.len() + rows.len() > BATCH_ROWS {
+            let partial = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
+            self.send(partial).await?;
+        }
+        if self.batch.is_empty() && rows.len() >= BATCH_ROWS / 2 {
+            return self.send(rows).await;
+        }
+        self.batch.extend(rows);
+        if self.batch.len() >= BATCH_ROWS {
+            let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
+            self.send(full).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a batch, unless the run's time is up.
+    async fn send(&mut self, batch: Vec<Row>) -> Result<(), RunError> {
+        if Instant::now() >= self.deadline {
+            return Err(timed_out());
+        }
+        self.last = batch.last().map(|r| r.key.clone());
+        self.to.rows(batch).await
+    }
+
+    /// Sends what is left and says the rows are over.
+    async fn finish(self) -> Result<(), RunError> {
+        if !self.batch.is_empty() {
+            self.to.rows(self.batch).await?;
+        }
+        let _ = self
+            .to
+            .tx
+            .send(ReaderMsg::Done {
+                null_keys: self.null_keys,
+            })
+            .await;
+        Ok(())
+    }
+}
+
+/// `key` may follow `prev` in byte-wise key order.
+fn in_order(prev: &Key, key: &Key) -> Result<(), RunError> {
+    if key < prev {
+        return Err(RunError::new(
+            ErrorKind::QueryFailed,
+            format!(
+                "the database returned key {key} after {prev}: rows are not in byte-wise key order, so the datasets cannot be joined reliably"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The stream's next item. Items already received are taken at once. Only a wait for the
+/// database watches the deadline and the run: it may take long before the next row, the run
+/// may be abandoned meanwhile, and the caller then stops the query on the server (see
+/// `interrupted`). Rows that keep coming are held to both at every batch.
+async fn next_item<S: Stream + Unpin>(
+    stream: &mut S,
+    deadline: Instant,
+    to: Sink<'_>,
+) -> Result<Option<S::Item>, RunError> {
+    match stream.next().now_or_never() {
+        Some(next) => Ok(next),
+        None => tokio::select! {
+            next = tokio::time::timeout_at(deadline, stream.next()) => next.map_err(|_| timed_out()),
+            () = to.tx.closed() => Err(abandoned()),
+        },
+    }
+}
+
+/// Streams the driver's rows to the engine in key order, each decoded by `decode` and keyed
+/// by the column at `key_index`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn pump<S, C, R>(
+pub(crate) async fn pump<S, R>(
     mut stream: S,
     query: &str,
     key_index: usize,
@@ -75,63 +246,42 @@ pub(crate) async fn pump<S, C, R>(
     to: Sink<'_>,
 ) -> Result<(), RunError>
 where
-    S: Stream<Item = Result<C, sqlx::Error>> + Unpin,
-    C: IntoIterator<Item = R>,
+    S: Stream<Item = Result<R, sqlx::Error>> + Unpin,
 {
-    let tx = to.tx;
-    let mut batch = Vec::with_capacity(BATCH_ROWS);
-    let mut last: Option<Key> = None;
-    let mut null_keys = 0u64;
-    loop {
-        // Rows already received are taken at once. Only a wait for the database watches the
-        // deadline and the run: it may take long before the next row, the run may be abandoned
-        // meanwhile, and the caller then stops the query on the server (see `interrupted`).
-        // Rows that keep coming are held to both at every batch.
-        let next = match stream.next().now_or_never() {
-            Some(next) => next,
-            None => tokio::select! {
-                next = tokio::time::timeout_at(deadline, stream.next()) => match next {
-                    Ok(n) => n,
-                    Err(_) => return Err(timed_out()),
-                },
-                () = tx.closed() => return Err(abandoned()),
-            },
-        };
-        let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|e| query_error(e, "query failed", query))?;
-        for row in chunk {
-            let values = decode(row)?;
-            let Some(key) = key_of(&values[key_index], mode)? else {
-                null_keys += 1;
-                continue;
-            };
-            // The previous key is the batch's last row, or the last row of the batch before.
-            if let Some(prev) = batch.last().map(|r: &Row| &r.key).or(last.as_ref())
-                && key < *prev
-            {
-                return Err(RunError::new(
-                    ErrorKind::QueryFailed,
-                    format!(
-                        "the database returned key {key} after {prev}: rows are not in byte-wise key order, so the datasets cannot be joined reliably"
-                    ),
-                ));
-            }
-            batch.push(Row { key, values });
-            if batch.len() == BATCH_ROWS {
-                if Instant::now() >= deadline {
-                    return Err(timed_out());
-                }
-                last = batch.last().map(|r| r.key.clone());
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
-                to.rows(full).await?;
-            }
+    let mut out = Batcher::new(to, deadline);
+    while let Some(row) = next_item(&mut stream, deadline, to).await? {
+        let row = row.map_err(|e| query_error(e, "query failed", query))?;
+        let values = decode(row)?;
+        match key_of(&values[key_index], mode)? {
+            Some(key) => out.push(Row { key, values }).await?,
+            None => out.null_keys += 1,
         }
     }
-    if !batch.is_empty() {
-        to.rows(batch).await?;
+    out.finish().await
+}
+
+/// Streams the rows a reader of its own decoded and keyed (`Keyed`) to the engine, checking
+/// their order as `pump` does.
+pub(crate) async fn pump_decoded<S>(
+    mut stream: S,
+    query: &str,
+    deadline: Instant,
+    to: Sink<'_>,
+) -> Result<(), RunError>
+where
+    S: Stream<Item = Result<Decoded, sqlx::Error>> + Unpin,
+{
+    let mut out = Batcher::new(to, deadline);
+    while let Some(chunk) = next_item(&mut stream, deadline, to).await? {
+        match chunk.map_err(|e| query_error(e, "query failed", query))? {
+            Decoded::Rows { rows, null_keys } => {
+                out.null_keys += null_keys;
+                out.push_all(rows).await?;
+            }
+            Decoded::Failed(e) => return Err(e),
+        }
     }
-    let _ = tx.send(ReaderMsg::Done { null_keys }).await;
-    Ok(())
+    out.finish().await
 }
 
 /// Hands the description to the engine and waits for the run's key order: the key column's
@@ -211,9 +361,8 @@ where
     };
     let sql = format!("{wrapped}{filter} ORDER BY {order_by}");
     let query = (sqlx::AssertSqlSafe(sql), Some(args));
-    let stream = executor.fetch(query).map(|row| row.map(std::iter::once));
     pump(
-        stream,
+        executor.fetch(query),
         &request.query,
         key_index,
         mode,
@@ -301,5 +450,132 @@ impl<D: Copy> Columns<D> {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    fn row(key: i64) -> Row {
+        Row {
+            key: Key::Int(key),
+            values: Values::from_iter([Value::Int(key)]),
+        }
+    }
+
+    /// What `pump_decoded` sends for these hand-overs: the batches' keys and the NULL keys
+    /// counted, or the error it ended with.
+    async fn pumped(chunks: Vec<Decoded>) -> (Vec<Vec<i64>>, Option<u64>, Option<RunError>) {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let stream = futures_util::stream::iter(chunks.into_iter().map(Ok));
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        let to = Sink {
+            tx: &tx,
+            throttle: None,
+        };
+        let error = pump_decoded(stream, "q", deadline, to).await.err();
+        drop(tx);
+        let (mut batches, mut done) = (Vec::new(), None);
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                ReaderMsg::Rows(rows) => batches.push(
+                    rows.iter()
+                        .map(|r| match r.key {
+                            Key::Int(k) => k,
+                            Key::Text(_) => unreachable!(),
+                        })
+                        .collect(),
+                ),
+                ReaderMsg::Done { null_keys } => done = Some(null_keys),
+                _ => unreachable!(),
+            }
+        }
+        (batches, done, error)
+    }
+
+    fn rows(keys: std::ops::Range<i64>, null_keys: u64) -> Decoded {
+        Decoded::Rows {
+            rows: keys.map(row).collect(),
+            null_keys,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_readers_batches_go_out_whole_small_ones_gathered_and_null_keys_summed() {
+        let n = BATCH_ROWS as i64;
+        let (batches, done, error) = pumped(vec![
+            rows(0..n, 1),
+            rows(n..n + 3, 0),
+            rows(n + 3..n + 5, 2),
+            rows(n + 5..2 * n + 5, 0),
+            rows(2 * n + 5..2 * n + 6, 0),
+            rows(2 * n + 6..2 * n + 10, 0),
+        ])
+        .await;
+        assert!(error.is_none(), "{error:?}");
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        // Whole hand-overs go as they are; small ones are gathered, and sent before a whole
+        // one rather than making a batch larger than either.
+        assert_eq!(sizes, [BATCH_ROWS, 5, BATCH_ROWS, 5]);
+        let keys: Vec<i64> = batches.concat();
+        assert_eq!(keys, (0..2 * n + 10).collect::<Vec<_>>());
+        assert_eq!(done, Some(3));
+    }
+
+    #[tokio::test]
+    async fn rows_out_of_key_order_end_the_read_within_a_hand_over_and_across_two() {
+        let mut backwards = rows(0..10, 0);
+        if let Decoded::Rows { rows, .. } = &mut backwards {
+            rows.swap(4, 5);
+        }
+        for chunks in [
+            vec![backwards],
+            vec![rows(0..10, 0), rows(5..20, 0)],
+            vec![rows(0..BATCH_ROWS as i64, 0), rows(3..4, 0)],
+        ] {
+            let (_, done, error) = pumped(chunks).await;
+            let error = error.expect("rows out of order are an error");
+            assert_eq!(error.kind, ErrorKind::QueryFailed);
+            assert!(
+                error.message.contains("not in byte-wise key order"),
+                "{}",
+                error.message
+            );
+            assert_eq!(done, None, "a read that failed does not say it is done");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_readers_error_ends_the_read_with_that_error() {
+        let failed = Decoded::Failed(RunError::new(ErrorKind::SchemaMismatch, "bad column"));
+        let (_, done, error) = pumped(vec![rows(0..3, 0), failed]).await;
+        assert_eq!(error.map(|e| e.message).as_deref(), Some("bad column"));
+        assert_eq!(done, None);
+    }
+
+    #[test]
+    fn keyed_rows_count_null_keys_and_refuse_a_key_of_the_wrong_type() {
+        let mut keyed = Keyed::new(1, KeyMode::Int);
+        keyed
+            .push(Values::from_iter([Value::Text("a".into()), Value::Int(7)]))
+            .unwrap();
+        keyed
+            .push(Values::from_iter([Value::Text("b".into()), Value::Null]))
+            .unwrap();
+        let error = keyed
+            .push(Values::from_iter([Value::Null, Value::Text("x".into())]))
+            .unwrap_err();
+        assert_eq!(error.kind, ErrorKind::SchemaMismatch);
+        match keyed.take() {
+            Some(Decoded::Rows { rows, null_keys }) => {
+                assert_eq!(rows.len(), 1);
+                assert_eq!(rows[0].key, Key::Int(7));
+                assert_eq!(null_keys, 1);
+            }
+            _ => panic!("rows were keyed"),
+        }
+        assert!(keyed.take().is_none(), "nothing is handed over twice");
     }
 }

@@ -20,7 +20,7 @@ use super::backend::Backend;
 use super::connect::{acquire_fast, pool_options, stop_on_server};
 use super::errors::{abandoned, interrupted, query_error, timed_out};
 use super::filters::{KeySql, quote_ident, range_filter, wrap};
-use super::pump::{Columns, Sink, describe_then_stream, handshake, pump};
+use super::pump::{Columns, Keyed, Sink, describe_then_stream, handshake, pump_decoded};
 use super::request::{KeyMode, ReadRequest};
 use super::write::{WriteError, classify, transact};
 use crate::config::{ConnectOptions, SourceConfig};
@@ -413,17 +413,13 @@ async fn sweep_on(
     let sql = format!("{wrapped}{range} ORDER BY {}", order_by(&key, mode));
     let ordered = step(request, to, "the query is not valid", conn.prepare(&sql)).await?;
     step(request, to, "query failed", conn.execute(ordered.id)).await?;
-    let mut rows = rows::WireRows::new(conn, columns.decoders.clone(), columns.names.clone());
-    pump(
-        &mut rows,
-        &request.query,
-        key_index,
-        mode,
-        request.deadline,
-        |row| row,
-        to,
-    )
-    .await
+    let mut rows = rows::WireRows::new(
+        conn,
+        columns.decoders.clone(),
+        columns.names.clone(),
+        Keyed::new(key_index, mode),
+    );
+    pump_decoded(&mut rows, &request.query, request.deadline, to).await
 }
 
 /// A binary string from bytes in hexadecimal: what `CAST(key AS BINARY)` compares with.

@@ -2,7 +2,6 @@
 //! decoded straight from the bytes received by the column types the query was described with
 //! (`decode.rs` decodes the same types from the driver's rows).
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -12,7 +11,7 @@ use rust_decimal::Decimal;
 
 use super::decode::{Decode, TimeOfDay};
 use super::wire::{ColumnDef, Conn, READ_CHUNK, WireError, lenenc_int, payload_at, server_error};
-use crate::sources::pump::Decoded;
+use crate::sources::pump::{Decoded, Keyed};
 use crate::value::{Value, Values, timestamp_from_date, timestamp_from_naive};
 use crate::verdict::{ErrorKind, RunError};
 
@@ -37,24 +36,26 @@ enum State {
     Done,
 }
 
-/// The decoded rows of an executed statement, one `Values` per row; a value that cannot
-/// be decoded is a `schema_mismatch` naming its column, a server error mid-stream is the
-/// server's error.
+/// The decoded rows of an executed statement, keyed as they are decoded and handed over a
+/// batch at most at a time; a value that cannot be decoded is a `schema_mismatch` naming its
+/// column, a server error mid-stream is the server's error.
 pub(super) struct WireRows<'c> {
     conn: &'c mut Conn,
     decoders: Vec<Decode>,
     names: Vec<String>,
     state: State,
     layout: Vec<Layout>,
-    ready: VecDeque<Values>,
+    ready: Keyed,
 }
 
 impl<'c> WireRows<'c> {
-    /// The rows of the statement just executed on `conn`, decoded by `decoders`.
+    /// The rows of the statement just executed on `conn`, decoded by `decoders` and keyed
+    /// by `keyed`.
     pub(super) fn new(
         conn: &'c mut Conn,
         decoders: Vec<Decode>,
         names: Vec<String>,
+        keyed: Keyed,
     ) -> WireRows<'c> {
         WireRows {
             conn,
@@ -62,16 +63,16 @@ impl<'c> WireRows<'c> {
             names,
             state: State::Head,
             layout: Vec::new(),
-            ready: VecDeque::new(),
+            ready: keyed,
         }
     }
 
-    /// Handles every complete payload in the buffer.
+    /// Handles the complete payloads in the buffer, until a batch of rows waits.
     fn parse(&mut self) -> Result<(), RunError> {
         let mut at = 0;
         let buf = std::mem::take(&mut self.conn.buf);
         let result = loop {
-            if matches!(self.state, State::Done) {
+            if matches!(self.state, State::Done) || self.ready.full() {
                 break Ok(());
             }
             let Some((payload, used, _)) = payload_at(&buf[at..]) else {
@@ -136,7 +137,7 @@ impl<'c> WireRows<'c> {
                                 format!("cannot decode column `{name}`: {e}"),
                             )
                         })?;
-                    self.ready.push_back(row);
+                    self.ready.push(row)?;
                 }
                 // The EOF (or with CLIENT_DEPRECATE_EOF, an OK) that ends the rows.
                 Some(0xFE) => self.state = State::Done,
@@ -288,9 +289,15 @@ impl Stream for WireRows<'_> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if !this.ready.is_empty() {
-                let rows = std::mem::take(&mut this.ready);
-                return Poll::Ready(Some(Ok(Decoded::Rows(rows))));
+            // What the buffer holds is taken before the socket is read: a whole batch may
+            // have been left there, or the end of the rows.
+            if let Err(e) = this.parse() {
+                this.state = State::Done;
+                this.ready.clear();
+                return Poll::Ready(Some(Ok(Decoded::Failed(e))));
+            }
+            if let Some(rows) = this.ready.take() {
+                return Poll::Ready(Some(Ok(rows)));
             }
             if matches!(this.state, State::Done) {
                 return Poll::Ready(None);
@@ -305,13 +312,7 @@ impl Stream for WireRows<'_> {
                         std::io::ErrorKind::UnexpectedEof.into(),
                     ))));
                 }
-                Poll::Ready(Ok(_)) => {
-                    if let Err(e) = this.parse() {
-                        this.state = State::Done;
-                        this.ready.clear();
-                        return Poll::Ready(Some(Ok(Decoded::Failed(Some(e)))));
-                    }
-                }
+                Poll::Ready(Ok(_)) => {}
             }
         }
     }

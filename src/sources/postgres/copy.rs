@@ -9,7 +9,6 @@
 //! field count (-1 ends the data) and per field a 32-bit length (-1 is NULL) and its bytes in
 //! the type's binary send format.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -19,7 +18,7 @@ use futures_util::stream::BoxStream;
 use rust_decimal::Decimal;
 
 use super::decode::Decode;
-use crate::sources::pump::Decoded;
+use crate::sources::pump::{Decoded, Keyed};
 use crate::value::{Value, Values};
 use crate::verdict::{ErrorKind, RunError};
 
@@ -28,8 +27,8 @@ const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 const DAY_US: i64 = 86_400_000_000;
 
-/// Decodes the bytes of a binary COPY as they arrive, in pieces of any size, into one
-/// `Values` per row; a value that cannot be decoded is a `schema_mismatch` naming its column.
+/// Decodes the bytes of a binary COPY as they arrive, in pieces of any size, into keyed rows;
+/// a value that cannot be decoded is a `schema_mismatch` naming its column.
 pub(super) struct RowDecoder {
     decoders: Vec<Decode>,
     names: Vec<String>,
@@ -38,18 +37,18 @@ pub(super) struct RowDecoder {
     header_read: bool,
     ended: bool,
     /// Rows decoded from the bytes received, not yet handed out.
-    ready: VecDeque<Values>,
+    ready: Keyed,
 }
 
 impl RowDecoder {
-    pub(super) fn new(decoders: Vec<Decode>, names: Vec<String>) -> RowDecoder {
+    pub(super) fn new(decoders: Vec<Decode>, names: Vec<String>, keyed: Keyed) -> RowDecoder {
         RowDecoder {
             decoders,
             names,
             buf: BytesMut::new(),
             header_read: false,
             ended: false,
-            ready: VecDeque::new(),
+            ready: keyed,
         }
     }
 
@@ -67,13 +66,13 @@ impl RowDecoder {
     }
 
     /// The rows decoded and not yet handed out, if there are any.
-    pub(super) fn take_decoded(&mut self) -> Option<VecDeque<Values>> {
-        (!self.ready.is_empty()).then(|| std::mem::take(&mut self.ready))
+    pub(super) fn take_decoded(&mut self) -> Option<Decoded> {
+        self.ready.take()
     }
 
-    /// How many rows are decoded and not yet handed out.
-    pub(super) fn waiting(&self) -> usize {
-        self.ready.len()
+    /// Whether a batch of rows waits to be handed out.
+    pub(super) fn full(&self) -> bool {
+        self.ready.full()
     }
 
     /// Whether the end-of-data marker was read.
@@ -103,7 +102,7 @@ impl RowDecoder {
                 let name = self.names.get(i).map_or("?", String::as_str);
                 format!("cannot decode column `{name}`: {e}")
             })?;
-            self.ready.push_back(row);
+            self.ready.push(row).map_err(|e| e.message)?;
             at += len;
         }
         Ok(at)
@@ -287,11 +286,15 @@ fn numeric(mut b: &[u8]) -> Result<Decimal, String> {
 impl Stream for CopyRows<'_> {
     type Item = sqlx::Result<Decoded>;
 
+    /// The messages the driver has at hand are taken until a batch is full (one row each,
+    /// as PostgreSQL sends them); the rows go out when the driver would wait.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if let Some(rows) = this.rows.take_decoded() {
-                return Poll::Ready(Some(Ok(Decoded::Rows(rows))));
+            if (this.rows.full() || this.rows.ended)
+                && let Some(rows) = this.rows.take_decoded()
+            {
+                return Poll::Ready(Some(Ok(rows)));
             }
             if this.rows.ended {
                 // The rest of the exchange (the end of the COPY, the command's completion) is
@@ -307,21 +310,27 @@ impl Stream for CopyRows<'_> {
                 };
             }
             match this.chunks.as_mut().poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    return match this.rows.take_decoded() {
+                        Some(rows) => Poll::Ready(Some(Ok(rows))),
+                        None => Poll::Pending,
+                    };
+                }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                // The data ended before its end-of-data marker: rows would be missing.
                 Poll::Ready(None) => {
-                    if this.rows.buf.is_empty() || !this.rows.header_read {
+                    if !this.rows.header_read && this.rows.buf.is_empty() {
                         return Poll::Ready(None);
                     }
                     return Poll::Ready(Some(Err(sqlx::Error::Protocol(
-                        "the COPY data ended in the middle of a row".into(),
+                        "the COPY data ended before its end-of-data marker".into(),
                     ))));
                 }
                 Poll::Ready(Some(Ok(chunk))) => {
                     if let Err(e) = this.rows.take(&chunk) {
                         this.rows.fail();
                         let e = RunError::new(ErrorKind::SchemaMismatch, e);
-                        return Poll::Ready(Some(Ok(Decoded::Failed(Some(e)))));
+                        return Poll::Ready(Some(Ok(Decoded::Failed(e))));
                     }
                 }
             }
@@ -332,6 +341,8 @@ impl Stream for CopyRows<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::request::KeyMode;
+    use crate::value::Key;
 
     /// NUMERIC's send format for a value written as PostgreSQL would.
     fn send(sign: u16, weight: i16, scale: u16, digits: &[i16]) -> Vec<u8> {
@@ -365,10 +376,20 @@ mod tests {
     async fn rows_split_anywhere_decode_the_same() {
         let mut data = SIGNATURE.to_vec();
         data.extend([0; 8]);
-        for (id, name) in [(1i64, Some("a")), (2, None), (3, Some("ccc"))] {
+        for (id, name) in [
+            (Some(1i64), Some("a")),
+            (Some(2), None),
+            (None, Some("no key")),
+            (Some(3), Some("ccc")),
+        ] {
             data.extend(2i16.to_be_bytes());
-            data.extend(8i32.to_be_bytes());
-            data.extend(id.to_be_bytes());
+            match id {
+                Some(id) => {
+                    data.extend(8i32.to_be_bytes());
+                    data.extend(id.to_be_bytes());
+                }
+                None => data.extend((-1i32).to_be_bytes()),
+            }
             match name {
                 Some(n) => {
                     data.extend((n.len() as i32).to_be_bytes());
@@ -383,19 +404,31 @@ mod tests {
                 .chunks(split)
                 .map(|c| Ok(Bytes::copy_from_slice(c)))
                 .collect();
-            let rows = CopyRows::new(
+            let stream = CopyRows::new(
                 Box::pin(futures_util::stream::iter(chunks)),
                 RowDecoder::new(
                     vec![Decode::I64, Decode::Text],
                     vec!["id".into(), "name".into()],
+                    Keyed::new(0, KeyMode::Int),
                 ),
             );
-            let rows: Vec<Values> = futures_util::StreamExt::collect::<Vec<_>>(rows)
-                .await
-                .into_iter()
-                .flat_map(|r| r.unwrap())
-                .map(|r| r.unwrap())
-                .collect();
+            let (mut rows, mut null_keys) = (Vec::new(), 0);
+            for chunk in futures_util::StreamExt::collect::<Vec<_>>(stream).await {
+                match chunk.unwrap() {
+                    Decoded::Rows {
+                        rows: r,
+                        null_keys: n,
+                    } => {
+                        rows.extend(r);
+                        null_keys += n;
+                    }
+                    Decoded::Failed(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(null_keys, 1, "split every {split} bytes");
+            let keys: Vec<Key> = rows.iter().map(|r| r.key.clone()).collect();
+            assert_eq!(keys, [Key::Int(1), Key::Int(2), Key::Int(3)]);
+            let rows: Vec<Values> = rows.into_iter().map(|r| r.values).collect();
             assert_eq!(rows.len(), 3, "split every {split} bytes");
             assert_eq!(rows[1][1], Value::Null);
             assert_eq!(rows[2][1], Value::Text("ccc".into()));

@@ -20,7 +20,7 @@ use super::backend::{Backend, HeldSnapshot};
 use super::connect::{acquire_fast, pool_options, stop_on_server};
 use super::errors::{abandoned, interrupted, query_error, timed_out};
 use super::filters::{KeySql, quote_ident, range_filter, wrap};
-use super::pump::{Columns, Sink, describe_then_stream, handshake, pump};
+use super::pump::{Columns, Keyed, Sink, describe_then_stream, handshake, pump_decoded};
 use super::request::{Description, KeyMode, ReadRequest};
 use super::write::{WriteError, classify, transact};
 use crate::config::{ConnectOptions, SourceConfig};
@@ -355,19 +355,16 @@ async fn copy_sweep(
         "COPY ({}{range} ORDER BY {order_by}) TO STDOUT (FORMAT binary)",
         sweep.wrapped
     );
-    let decoder = || copy::RowDecoder::new(columns.decoders.clone(), columns.names.clone());
+    let decoder = || {
+        copy::RowDecoder::new(
+            columns.decoders.clone(),
+            columns.names.clone(),
+            Keyed::new(key_index, mode),
+        )
+    };
     if let Some(started) = wire_copy(conn, &sweep, &sql, &to, decoder(), backend).await {
         let mut rows = started?;
-        let result = pump(
-            &mut rows,
-            &request.query,
-            key_index,
-            mode,
-            request.deadline,
-            |row| row,
-            to,
-        )
-        .await;
+        let result = pump_decoded(&mut rows, &request.query, request.deadline, to).await;
         if result.is_ok() {
             rows.terminate().await;
         }
@@ -382,16 +379,7 @@ async fn copy_sweep(
         () = to.tx.closed() => return Err(abandoned()),
     };
     let rows = copy::CopyRows::new(chunks, decoder());
-    pump(
-        rows,
-        &request.query,
-        key_index,
-        mode,
-        request.deadline,
-        |row| row,
-        to,
-    )
-    .await
+    pump_decoded(rows, &request.query, request.deadline, to).await
 }
 
 /// The COPY started on a connection of its own that speaks the protocol (`wire.rs`), in the

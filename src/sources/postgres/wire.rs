@@ -36,11 +36,6 @@ use crate::verdict::{ErrorKind, RunError};
 /// How much is read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// At most this many rows are decoded ahead of the pump, which takes them together: a
-/// chunk of narrow rows holds thousands, and the rest wait in the chunk, where they take less
-/// room.
-const DECODE_AHEAD: usize = 256;
-
 /// Protocol 3.0.
 const PROTOCOL: i32 = 196_608;
 
@@ -549,13 +544,14 @@ impl CopyOut {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), goodbye).await;
     }
 
-    /// Takes the complete messages that have arrived, until `DECODE_AHEAD` rows wait to be
-    /// handed out; whether any was taken.
+    /// Takes the complete messages that have arrived, until a batch of rows waits to be
+    /// handed out (a chunk of narrow rows holds thousands; the rest wait in the chunk, where
+    /// they take less room); whether any was taken.
     fn take_messages(&mut self) -> Result<bool, RunError> {
         let mut at = 0;
         let buf = &self.conn.buf;
         let result = loop {
-            if self.rows.waiting() >= DECODE_AHEAD {
+            if self.rows.full() {
                 break Ok(());
             }
             let Some(len) = frame(&buf[at..]).map_err(|e| e.into_run_error("query failed"))? else {
@@ -597,7 +593,7 @@ impl Stream for CopyOut {
         let this = &mut *self;
         loop {
             if let Some(rows) = this.rows.take_decoded() {
-                return Poll::Ready(Some(Ok(Decoded::Rows(rows))));
+                return Poll::Ready(Some(Ok(rows)));
             }
             if this.finished {
                 if !this.rows.ended() {
@@ -611,7 +607,7 @@ impl Stream for CopyOut {
                 Err(e) => {
                     this.finished = true;
                     this.rows.fail();
-                    return Poll::Ready(Some(Ok(Decoded::Failed(Some(e)))));
+                    return Poll::Ready(Some(Ok(Decoded::Failed(e))));
                 }
                 Ok(true) => continue,
                 Ok(false) => {}
