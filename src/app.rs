@@ -17,6 +17,7 @@ use crate::cli::{
 use crate::context::{Context, load, load_config};
 use crate::diag::Diagnostics;
 use crate::rules::Rule;
+use crate::rules::select::Selection;
 use crate::sources::Sources;
 use crate::state::{StateStore, ViolationFilter, ViolationState};
 
@@ -461,6 +462,7 @@ fn list_violations(config_path: &Path, args: ViolationsListArgs) -> anyhow::Resu
     runtime()?.block_on(async {
         let store = StateStore::open(&config.state).await?;
         let filter = ViolationFilter {
+            rules: None,
             rule: args.rule,
             key: args.key,
             state: ViolationState::parse(&args.state),
@@ -518,6 +520,16 @@ fn validate(config_path: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> 
             return Ok(ExitCode::from(1));
         }
     }
+    // Every rule file is read and checked (the daemon loads them all); a selection says
+    // which rules `--connect` prepares on their sources.
+    let total = rules.len();
+    let rules = match select_rules(rules, &[], &args.select, &args.exclude) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     if args.connect {
         let diags = runtime()?.block_on(prepare_all(&config, &rules));
         if !diags.is_empty() {
@@ -526,12 +538,17 @@ fn validate(config_path: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> 
         }
     }
     println!(
-        "{}: {} source{}, {} rule{}: valid{}",
+        "{}: {} source{}, {}{} rule{}: valid{}",
         config.path.display(),
         config.sources.len(),
         if config.sources.len() == 1 { "" } else { "s" },
-        rules.len(),
-        if rules.len() == 1 { "" } else { "s" },
+        if rules.len() < total {
+            format!("{} of ", rules.len())
+        } else {
+            String::new()
+        },
+        total,
+        if total == 1 { "" } else { "s" },
         if args.connect {
             ", every query prepared on its source"
         } else {
@@ -587,13 +604,41 @@ async fn prepare_all(config: &crate::config::Config, rules: &[Rule]) -> Diagnost
     diags
 }
 
-fn check(config_path: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let (config, rules) = match load(config_path) {
-        Ok(loaded) => loaded,
-        Err(diags) => return Ok(invalid(&diags)),
-    };
+/// What `check` and `test` do first: load the configuration and rules, warn as the daemon
+/// does, select the rules, and make sure the reports asked for can be written; the exit
+/// status when any of it fails.
+fn load_selected(
+    config_path: &Path,
+    names: &[String],
+    select: &[String],
+    exclude: &[String],
+    reports: &[Option<&Path>],
+) -> Result<(crate::config::Config, Vec<Rule>), ExitCode> {
+    let (config, rules) = load(config_path).map_err(|diags| invalid(&diags))?;
     print_warnings(&config, &rules);
-    let selected = select_rules(rules, &args.rules)?;
+    let usage = |e: String| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    };
+    let selected = select_rules(rules, names, select, exclude).map_err(|e| usage(e.to_string()))?;
+    crate::report::files::writable(reports).map_err(usage)?;
+    Ok((config, selected))
+}
+
+fn check(config_path: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let reports = [args.junit.as_deref(), args.output.as_deref()];
+    let (config, selected) = match load_selected(
+        config_path,
+        &args.rules,
+        &args.select,
+        &args.exclude,
+        &reports,
+    ) {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let started_at = chrono::Utc::now();
+    let started = std::time::Instant::now();
     let runs = runtime()?.block_on(async {
         let sources = Sources::new(&config.sources, config.secrets.clone());
         warn_privileged(&sources, &selected).await;
@@ -623,7 +668,31 @@ fn check(config_path: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {
         Format::Json => crate::report::render_json(&selected, &runs),
     };
     print!("{text}");
-    Ok(ExitCode::from(crate::report::exit_code(&runs)))
+    let code = crate::report::exit_code(&runs);
+    let at = crate::report::Invocation {
+        config: &config.path,
+        started_at,
+        elapsed: started.elapsed(),
+    };
+    let reports = [
+        args.junit.as_deref().map(|p| {
+            (
+                p,
+                crate::report::check_junit(&selected, &runs, &at, args.limit),
+            )
+        }),
+        args.output.as_deref().map(|p| {
+            (
+                p,
+                crate::report::results::check(&selected, &runs, &at, code, args.limit),
+            )
+        }),
+    ];
+    if let Err(e) = crate::report::files::write(reports.iter().flatten()) {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::from(code))
 }
 
 /// The first SIGINT or SIGTERM.
@@ -676,37 +745,54 @@ async fn warn_privileged(sources: &Sources, rules: &[Rule]) {
 }
 
 fn test(config_path: &Path, args: TestArgs) -> anyhow::Result<ExitCode> {
-    let (config, rules) = match load(config_path) {
+    let reports = [args.junit.as_deref(), args.output.as_deref()];
+    let (config, selected) = match load_selected(
+        config_path,
+        &args.rules,
+        &args.select,
+        &args.exclude,
+        &reports,
+    ) {
         Ok(loaded) => loaded,
-        Err(diags) => return Ok(invalid(&diags)),
+        Err(code) => return Ok(code),
     };
-    print_warnings(&config, &rules);
-    let selected = match select_rules(rules, &args.rules) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    let started_at = chrono::Utc::now();
+    let started = std::time::Instant::now();
     let results = runtime()?.block_on(crate::rule_tests::run(&selected));
     print!("{}", crate::rule_tests::render(&results));
+    let at = crate::report::Invocation {
+        config: &config.path,
+        started_at,
+        elapsed: started.elapsed(),
+    };
+    let reports = [
+        args.junit
+            .as_deref()
+            .map(|p| (p, crate::rule_tests::junit(&results, &at))),
+        args.output
+            .as_deref()
+            .map(|p| (p, crate::rule_tests::results_json(&results, &at))),
+    ];
+    if let Err(e) = crate::report::files::write(reports.iter().flatten()) {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(2));
+    }
     Ok(ExitCode::from(crate::rule_tests::exit_code(&results)))
 }
 
-/// The named rules in the order given, or all of them; an unknown name is an error.
-fn select_rules(rules: Vec<Rule>, names: &[String]) -> anyhow::Result<Vec<Rule>> {
-    if names.is_empty() {
-        return Ok(rules);
+/// The rules the positional names and `--select` select, less those `--exclude` selects, in
+/// the configuration's order (README: Selecting rules); all of them when none is given. A
+/// term that selects nothing, or an empty selection, is an error.
+fn select_rules(
+    rules: Vec<Rule>,
+    names: &[String],
+    select: &[String],
+    exclude: &[String],
+) -> anyhow::Result<Vec<Rule>> {
+    let include: Vec<String> = names.iter().chain(select).cloned().collect();
+    let selection = Selection::parse(&include, exclude).map_err(anyhow::Error::msg)?;
+    match selection.select(&rules, None).map_err(anyhow::Error::msg)? {
+        None => Ok(rules),
+        Some(selected) => Ok(selected.into_iter().cloned().collect()),
     }
-    let mut selected = Vec::new();
-    for name in names {
-        match rules.iter().find(|r| &r.name == name) {
-            Some(r) => selected.push(r.clone()),
-            None => {
-                let known: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
-                anyhow::bail!("no rule named `{name}`; rules: {}", known.join(", "));
-            }
-        }
-    }
-    Ok(selected)
 }

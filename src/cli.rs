@@ -307,12 +307,45 @@ pub struct ValidateArgs {
     /// that cannot be reached.
     #[arg(long)]
     pub connect: bool,
+
+    /// Select rules as dbt does: NAME (`*` and `?` match any text and one character),
+    /// KEY=VALUE or label:KEY=VALUE (a label), path:FILE_OR_DIRECTORY, severity:LEVEL;
+    /// terms joined by commas must all hold; several selectors (repeated, or separated by
+    /// spaces) add up. A term that selects no rule is an error.
+    #[arg(long = "select", short = 's', value_name = "SELECTOR")]
+    pub select: Vec<String>,
+
+    /// Leave out the rules these selectors select (the same syntax as --select).
+    #[arg(long, value_name = "SELECTOR")]
+    pub exclude: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
-    /// Rules whose cases to run (by name); all when none is given.
+    /// Rules whose cases to run (by name, or any selector as --select takes); all when
+    /// none is given.
     pub rules: Vec<String>,
+
+    /// Select rules as dbt does: NAME (`*` and `?` match any text and one character),
+    /// KEY=VALUE or label:KEY=VALUE (a label), path:FILE_OR_DIRECTORY, severity:LEVEL;
+    /// terms joined by commas must all hold; several selectors (repeated, or separated by
+    /// spaces) add up. A term that selects no rule is an error.
+    #[arg(long = "select", short = 's', value_name = "SELECTOR")]
+    pub select: Vec<String>,
+
+    /// Leave out the rules these selectors select (the same syntax as --select).
+    #[arg(long, value_name = "SELECTOR")]
+    pub exclude: Vec<String>,
+
+    /// Also write a JUnit XML report here: a test case per rule (per fixture case for
+    /// `test`), failures with their message and a sample of violations.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
+    /// Also write the run's results here as JSON, schema `invariantd/run-results/v1`
+    /// (README: Reports for CI).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -362,8 +395,19 @@ pub struct ViolationsListArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Rules to run (by name); all when none is given.
+    /// Rules to run (by name, or any selector as --select takes); all when none is given.
     pub rules: Vec<String>,
+
+    /// Select rules as dbt does: NAME (`*` and `?` match any text and one character),
+    /// KEY=VALUE or label:KEY=VALUE (a label), path:FILE_OR_DIRECTORY, severity:LEVEL;
+    /// terms joined by commas must all hold; several selectors (repeated, or separated by
+    /// spaces) add up. A term that selects no rule is an error.
+    #[arg(long = "select", short = 's', value_name = "SELECTOR")]
+    pub select: Vec<String>,
+
+    /// Leave out the rules these selectors select (the same syntax as --select).
+    #[arg(long, value_name = "SELECTOR")]
+    pub exclude: Vec<String>,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -376,6 +420,15 @@ pub struct CheckArgs {
     /// How many rules run at the same time.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    /// Also write a JUnit XML report here: a test case per rule (per fixture case for
+    /// `test`), failures with their message and a sample of violations.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
+    /// Also write the run's results here as JSON, schema `invariantd/run-results/v1`
+    /// (README: Reports for CI).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

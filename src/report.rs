@@ -1,6 +1,11 @@
 //! What the terminal commands print: the results of `check` (and `run --once`) as a table for
-//! people or one JSON document for programs, with the exit status they promise; the
-//! violations of `violations list`; and the silences of `silence list`.
+//! people or one JSON document for programs, with the exit status they promise, and the
+//! files CI systems read (`--junit`, `--output`: `junit`, `results`); the violations of
+//! `violations list`; and the silences of `silence list`.
+
+pub mod files;
+pub mod junit;
+pub mod results;
 
 use std::fmt::Write as _;
 
@@ -90,6 +95,90 @@ pub fn render_json(rules: &[Rule], runs: &[RuleRun]) -> String {
     let mut out = inert_json(serde_json::to_string_pretty(&report).expect("JSON values serialize"));
     out.push('\n');
     out
+}
+
+/// What a CI report says of how the command ran, beside its results.
+pub struct Invocation<'a> {
+    pub config: &'a std::path::Path,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub elapsed: std::time::Duration,
+}
+
+/// `check --junit FILE`: a test case per rule, a failure with the message of up to `limit`
+/// violations (0: all), an error for a rule that could not be judged.
+pub fn check_junit(rules: &[Rule], runs: &[RuleRun], at: &Invocation<'_>, limit: usize) -> String {
+    use junit::{Case, CaseResult, Suite};
+    let cases = rules
+        .iter()
+        .zip(runs)
+        .map(|(rule, run)| {
+            let status = results::status(run);
+            let result = match status {
+                results::Status::Pass => CaseResult::Passed,
+                results::Status::Fail => CaseResult::Failed {
+                    kind: "violations".into(),
+                    message: format!(
+                        "{} violation{} of `{}`",
+                        run.violations.len(),
+                        if run.violations.len() == 1 { "" } else { "s" },
+                        rule.assertion
+                    ),
+                    text: violation_sample(run, limit),
+                },
+                results::Status::Error => {
+                    let (kind, message) = match &run.error {
+                        Some(e) => (e.kind.as_str().to_string(), e.message.clone()),
+                        None => (
+                            "key_errors".to_string(),
+                            format!("{} keys could not be judged", run.key_errors_total),
+                        ),
+                    };
+                    let mut text = String::new();
+                    for e in &run.key_errors {
+                        let _ = writeln!(text, "key {}: {} ({})", e.key, e.message, e.kind);
+                    }
+                    text.push_str(&violation_sample(run, limit));
+                    CaseResult::Error {
+                        kind,
+                        message,
+                        text,
+                    }
+                }
+            };
+            Case {
+                name: rule.name.clone(),
+                classname: format!("invariantd.{}", rule.severity.as_str()),
+                file: Some(rule.origin.file.display().to_string()),
+                line: Some(rule.origin.pos.line as u32),
+                time: Some(run.duration),
+                result,
+            }
+        })
+        .collect();
+    junit::render(&Suite {
+        name: "invariantd check".into(),
+        started_at: at.started_at,
+        elapsed: at.elapsed,
+        properties: junit::properties(at),
+        cases,
+    })
+}
+
+/// Up to `limit` violations (0: all), a line each, and how many more there are.
+fn violation_sample(run: &RuleRun, limit: usize) -> String {
+    let mut text = String::new();
+    let shown = if limit == 0 {
+        run.violations.len()
+    } else {
+        limit.min(run.violations.len())
+    };
+    for v in &run.violations[..shown] {
+        let _ = writeln!(text, "{}: {}", v.key, v.message);
+    }
+    if shown < run.violations.len() {
+        let _ = writeln!(text, "… and {} more", run.violations.len() - shown);
+    }
+    text
 }
 
 /// JSON with the characters that can reorder or hide what a terminal shows — C1 controls and

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 use crate::engine::fixture::run_fixtures;
+use crate::report::Invocation;
+use crate::report::results::{Document, Status};
 use crate::rules::{Expect, Rule, TestCase};
 use crate::verdict::{Outcome, RuleRun};
 
@@ -19,6 +21,10 @@ pub struct CaseResult {
     pub case: String,
     /// `file:line:column` of the case's name.
     pub origin: String,
+    pub file: String,
+    pub line: u64,
+    /// How long the case took.
+    pub duration: std::time::Duration,
     /// Why the case failed, as lines for people; empty when it passed.
     pub failures: Vec<String>,
 }
@@ -34,11 +40,15 @@ pub async fn run(rules: &[Rule]) -> Vec<CaseResult> {
     let mut results = Vec::new();
     for rule in rules {
         for case in &rule.tests {
+            let started = std::time::Instant::now();
             let run = run_fixtures(rule, &case.given, case.now, &HashSet::new(), BATCH_ROWS).await;
             results.push(CaseResult {
                 rule: rule.name.clone(),
                 case: case.name.clone(),
                 origin: case.origin.to_string(),
+                file: case.origin.file.display().to_string(),
+                line: case.origin.pos.line,
+                duration: started.elapsed(),
                 failures: compare(case, &run),
             });
         }
@@ -139,4 +149,75 @@ pub fn render(results: &[CaseResult]) -> String {
 /// 0 when every case passed (or there are none), 1 when a case failed.
 pub fn exit_code(results: &[CaseResult]) -> u8 {
     u8::from(results.iter().any(|r| !r.passed()))
+}
+
+/// `test --junit FILE`: a test case per fixture case, named `RULE / CASE`, its failures as
+/// the failure's text.
+pub fn junit(results: &[CaseResult], at: &Invocation<'_>) -> String {
+    use crate::report::junit::{Case, CaseResult as Result, Suite, render};
+    render(&Suite {
+        name: "invariantd test".into(),
+        started_at: at.started_at,
+        elapsed: at.elapsed,
+        properties: crate::report::junit::properties(at),
+        cases: results
+            .iter()
+            .map(|r| Case {
+                name: format!("{} / {}", r.rule, r.case),
+                classname: format!("invariantd.test.{}", r.rule),
+                file: Some(r.file.clone()),
+                line: Some(r.line as u32),
+                time: Some(r.duration),
+                result: match r.failures.first() {
+                    None => Result::Passed,
+                    Some(first) => Result::Failed {
+                        kind: "case".into(),
+                        message: first.clone(),
+                        text: r.failures.join("\n"),
+                    },
+                },
+            })
+            .collect(),
+    })
+}
+
+/// One case's result in `test`'s run-results document.
+#[derive(serde::Serialize)]
+struct CaseReport<'a> {
+    rule: &'a str,
+    case: &'a str,
+    file: &'a str,
+    line: u64,
+    status: Status,
+    duration_seconds: f64,
+    /// What differed, as `test` prints it; empty when the case passed.
+    failures: &'a [String],
+}
+
+/// `test --output FILE`: the run-results document (`report::results`) of the cases.
+pub fn results_json(results: &[CaseResult], at: &Invocation<'_>) -> String {
+    let cases = results
+        .iter()
+        .map(|r| CaseReport {
+            rule: &r.rule,
+            case: &r.case,
+            file: &r.file,
+            line: r.line,
+            status: if r.passed() {
+                Status::Pass
+            } else {
+                Status::Fail
+            },
+            duration_seconds: r.duration.as_secs_f64(),
+            failures: &r.failures,
+        })
+        .collect();
+    Document::new(
+        "test",
+        at,
+        exit_code(results),
+        cases,
+        |c: &CaseReport<'_>| c.status,
+    )
+    .to_json()
 }

@@ -437,6 +437,7 @@ async fn silenced_keys(
         }
         let open = store
             .violations(&ViolationFilter {
+                rules: None,
                 rule: o.rule.clone(),
                 key: Some(key.clone()),
                 state: Some(ViolationState::Open),
@@ -557,6 +558,7 @@ async fn notification(
     if o.key.kind == AlertKind::Violation && event != Event::Resolved && alerting.sample_size > 0 {
         let rows = store
             .violations(&ViolationFilter {
+                rules: None,
                 rule: o.rule.clone(),
                 state: Some(ViolationState::Open),
                 limit: (alerting.sample_size + silenced_keys.len()) as u32,

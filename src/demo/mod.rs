@@ -334,6 +334,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             while started.elapsed() < patience {
                 let resolved = store
                     .violations(&crate::state::ViolationFilter {
+                        rules: None,
                         key: Some(id.to_string()),
                         state: Some(crate::state::ViolationState::Resolved),
                         limit: 10,
@@ -361,6 +362,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         let open = store
             .violations(&crate::state::ViolationFilter {
+                rules: None,
                 state: Some(crate::state::ViolationState::Open),
                 limit: 100_000,
                 ..Default::default()
@@ -484,6 +486,7 @@ async fn approve_and_apply(
     let count = |state: RepairState| async move {
         store
             .repairs(&RepairFilter {
+                rules: None,
                 state: Some(state),
                 limit: 1000,
                 ..Default::default()
@@ -545,6 +548,7 @@ async fn approve_and_apply(
     // violation it was planned for: that is what "checked before and after" promises.
     let fixed = store
         .violations(&crate::state::ViolationFilter {
+            rules: None,
             state: Some(crate::state::ViolationState::Resolved),
             limit: 1000,
             ..Default::default()

@@ -30,6 +30,7 @@ use serde_json::json;
 use crate::api::views::{DiagnosticView, Page, RuleDetailView, RuleView, RunView, ViolationView};
 use crate::auth::Role;
 use crate::context::{Handle, ReloadError};
+use crate::rules::select::Selection;
 use crate::state::{ViolationFilter, ViolationState};
 
 const MAX_LIMIT: u32 = 1000;
@@ -250,13 +251,45 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn rules(State(handle): State<Arc<Handle>>) -> Result<Json<Page<RuleView>>, ApiError> {
+/// The parameters of the rule list: a selection (README: Selecting rules).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelectParams {
+    select: Option<String>,
+    exclude: Option<String>,
+}
+
+/// The rules a request's `select` and `exclude` select, `None` when it gives neither;
+/// `path:` terms are relative to the configuration file's directory. A term that selects
+/// nothing is a 400 naming it.
+fn selected<'c>(
+    ctx: &'c crate::context::Context,
+    select: Option<&String>,
+    exclude: Option<&String>,
+) -> Result<Option<Vec<&'c crate::rules::Rule>>, ApiError> {
+    let list = |v: Option<&String>| v.into_iter().cloned().collect::<Vec<_>>();
+    let selection = Selection::parse(&list(select), &list(exclude))
+        .map_err(|e| ApiError::bad_request(format!("select: {e}")))?;
+    selection
+        .select(&ctx.rules, ctx.config.path.parent())
+        .map_err(|e| ApiError::bad_request(format!("select: {e}")))
+}
+
+async fn rules(
+    State(handle): State<Arc<Handle>>,
+    query: Result<Query<SelectParams>, QueryRejection>,
+) -> Result<Json<Page<RuleView>>, ApiError> {
+    let Query(p) = query?;
     let ctx = handle.current();
-    let names: Vec<&str> = ctx.rules.iter().map(|r| r.name.as_str()).collect();
+    let rules: Vec<&crate::rules::Rule> =
+        match selected(&ctx, p.select.as_ref(), p.exclude.as_ref())? {
+            Some(rules) => rules,
+            None => ctx.rules.iter().collect(),
+        };
+    let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
     let snapshots = ctx.store.rule_snapshots(&names).await?;
     let none = Default::default();
-    let items = ctx
-        .rules
+    let items = rules
         .iter()
         .map(|r| RuleView::new(r, snapshots.get(&r.name).unwrap_or(&none)))
         .collect();
@@ -272,6 +305,8 @@ struct ListParams {
     state: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
+    select: Option<String>,
+    exclude: Option<String>,
 }
 
 impl ListParams {
@@ -318,10 +353,13 @@ async fn violations(
         })?),
     };
     let limit = p.limit()?;
-    let items = handle
-        .current()
+    let ctx = handle.current();
+    let rules = selected(&ctx, p.select.as_ref(), p.exclude.as_ref())?
+        .map(|rules| rules.iter().map(|r| r.name.clone()).collect());
+    let items = ctx
         .store
         .violations(&ViolationFilter {
+            rules,
             rule: p.rule.clone(),
             key: p.key.clone(),
             state,
@@ -340,7 +378,7 @@ async fn runs(
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Page<RunView>>, ApiError> {
     let Query(p) = query?;
-    if p.state.is_some() || p.key.is_some() {
+    if p.state.is_some() || p.key.is_some() || p.select.is_some() || p.exclude.is_some() {
         return Err(ApiError::bad_request("runs take rule, limit and cursor"));
     }
     let limit = p.limit()?;
@@ -448,6 +486,7 @@ async fn rule(
     let open = ctx
         .store
         .violations(&ViolationFilter {
+            rules: None,
             rule: Some(name.clone()),
             state: Some(ViolationState::Open),
             limit: RULE_VIOLATIONS,

@@ -53,10 +53,13 @@ pub async fn list(
         })?),
     };
     let limit = p.limit()?;
-    let items = handle
-        .current()
+    let ctx = handle.current();
+    let rules = super::selected(&ctx, p.select.as_ref(), p.exclude.as_ref())?
+        .map(|rules| rules.iter().map(|r| r.name.clone()).collect());
+    let items = ctx
         .store
         .repairs(&RepairFilter {
+            rules,
             state,
             rule: p.rule.clone(),
             key: p.key.clone(),
@@ -199,6 +202,7 @@ pub async fn approve_rule(
         waiting.extend(
             ctx.store
                 .repairs(&RepairFilter {
+                    rules: None,
                     state: Some(state),
                     rule: Some(name.clone()),
                     limit: BULK_MAX,

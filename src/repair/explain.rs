@@ -63,6 +63,7 @@ pub async fn evidence(
     let now = crate::engine::explain(rule, sources, Utc::now(), key).await;
     let history: Vec<PastViolation> = store
         .violations(&ViolationFilter {
+            rules: None,
             rule: Some(rule.name.clone()),
             key: Some(key.to_string()),
             state: None,
@@ -84,6 +85,7 @@ pub async fn evidence(
         .collect();
     let repairs: Vec<PastRepair> = store
         .repairs(&RepairFilter {
+            rules: None,
             rule: Some(rule.name.clone()),
             key: Some(key.to_string()),
             limit: HISTORY,

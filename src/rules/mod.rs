@@ -11,6 +11,7 @@ mod columns;
 mod incremental;
 mod repair;
 mod schedule;
+pub mod select;
 mod validate;
 
 use std::collections::HashMap;
@@ -143,6 +144,16 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// `critical`, `warning` or `info`.
+    pub fn parse(text: &str) -> Option<Severity> {
+        match text {
+            "critical" => Some(Severity::Critical),
+            "warning" => Some(Severity::Warning),
+            "info" => Some(Severity::Info),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Critical => "critical",

@@ -281,11 +281,10 @@ fn severity(site: &Site<'_>, raw: &RawRule, diags: &mut Diagnostics) -> Severity
     let at = |s: &Spanned<String>| yaml::pos(s, doc.line_offset);
     match &raw.severity {
         None => Severity::Warning,
-        Some(s) => match s.value.as_str() {
-            "critical" => Severity::Critical,
-            "warning" => Severity::Warning,
-            "info" => Severity::Info,
-            other => {
+        Some(s) => match Severity::parse(&s.value) {
+            Some(severity) => severity,
+            None => {
+                let other = &s.value;
                 diags.push(
                     file,
                     at(s),

@@ -27,6 +27,7 @@ mod alerts;
 mod audit;
 mod counters;
 mod enabling;
+mod filter;
 mod history;
 mod leases;
 mod open_cache;
@@ -53,6 +54,7 @@ pub use alerts::{AlertGroupState, OutboxEntry, OutboxRow};
 pub use audit::{AuditEntry, AuditRecord, Verification, load_key as load_audit_key};
 pub use counters::RuleTotals;
 pub use enabling::{EnableRequest, Enabling};
+pub(crate) use filter::Where;
 pub use history::{StepChange, Steps, step_changes};
 pub use leases::{Lease, LeaseRow, SoleWriter, WriterError};
 pub use repairs::{Claimed, NewRepair, RepairFilter, RepairSummary, Written};
@@ -115,41 +117,6 @@ pub(crate) enum Bind {
 pub(crate) struct Stmt {
     pub sql: String,
     pub binds: Vec<Bind>,
-}
-
-/// The optional conditions of a list query, each with its parameter, and the statement they
-/// make: `SELECT … [WHERE a AND b] ORDER BY … LIMIT $n`.
-#[derive(Default)]
-pub(crate) struct Where {
-    conditions: Vec<String>,
-    binds: Vec<Bind>,
-}
-
-impl Where {
-    /// Adds `lhs $n` (such as `rule =`) when there is a value.
-    pub fn and(&mut self, lhs: &str, value: Option<Bind>) -> &mut Where {
-        if let Some(v) = value {
-            self.binds.push(v);
-            self.conditions.push(format!("{lhs} ${}", self.binds.len()));
-        }
-        self
-    }
-
-    pub fn select(mut self, select: &str, order_by: &str, limit: u32) -> Stmt {
-        self.binds.push(Bind::I64(i64::from(limit)));
-        let filter = if self.conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", self.conditions.join(" AND "))
-        };
-        Stmt {
-            sql: format!(
-                "{select}{filter} ORDER BY {order_by} LIMIT ${}",
-                self.binds.len()
-            ),
-            binds: self.binds,
-        }
-    }
 }
 
 /// A `sqlx::query` with a `Stmt`'s parameters bound.

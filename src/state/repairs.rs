@@ -51,6 +51,8 @@ pub struct Claimed {
 pub struct RepairFilter {
     pub state: Option<RepairState>,
     pub rule: Option<String>,
+    /// Only these rules' (a selection's, `rules::select`).
+    pub rules: Option<Vec<String>>,
     pub key: Option<String>,
     pub after_id: Option<i64>,
     pub limit: u32,
@@ -223,6 +225,7 @@ impl StateStore {
             filter.state.map(|s| Bind::Text(s.as_str().into())),
         )
         .and("rule =", filter.rule.clone().map(Bind::Text))
+        .and_in("rule", filter.rules.as_deref())
         .and("key =", filter.key.clone().map(Bind::Text))
         .and(
             "id >",

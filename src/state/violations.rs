@@ -59,6 +59,8 @@ pub struct ViolationRecord {
 #[derive(Debug, Clone, Default)]
 pub struct ViolationFilter {
     pub rule: Option<String>,
+    /// Only these rules' (a selection's, `rules::select`).
+    pub rules: Option<Vec<String>>,
     pub key: Option<String>,
     pub state: Option<ViolationState>,
     pub after_id: Option<i64>,
@@ -433,6 +435,7 @@ impl StateStore {
         let mut conditions = Where::default();
         conditions
             .and("rule =", filter.rule.clone().map(Bind::Text))
+            .and_in("rule", filter.rules.as_deref())
             .and("key =", filter.key.clone().map(Bind::Text))
             .and(
                 "state =",
@@ -523,6 +526,7 @@ impl StateStore {
     pub async fn violation(&self, id: i64) -> Result<Option<ViolationRecord>, StateError> {
         let page = self
             .violations(&ViolationFilter {
+                rules: None,
                 after_id: Some(id - 1),
                 limit: 1,
                 ..Default::default()

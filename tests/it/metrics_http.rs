@@ -278,6 +278,106 @@ async fn the_api_lists_rules_runs_and_violations_in_pages() {
     assert_eq!(get(&app, "/api/v1/nothing").await.0, StatusCode::NOT_FOUND);
 }
 
+/// The rule, violation and repair lists take dbt's selectors (README: Selecting rules).
+#[tokio::test]
+async fn the_api_lists_take_the_selectors_check_takes() {
+    let (workdir, shop) = Workdir::sqlite_shop(3).await;
+    let rt = Arc::new(runtime(&workdir, None).await);
+    run_once(&rt, 4).await.unwrap();
+    let (handle, _control) = Handle::new(rt.clone());
+    let app = invariantd::http::router(handle.clone());
+    let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+    let rule_names = |page: &serde_json::Value| -> Vec<String> {
+        let mut names: Vec<String> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r["name"]
+                    .as_str()
+                    .or(r["rule"].as_str())
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        names.dedup();
+        names
+    };
+
+    let (status, page) = get(&app, "/api/v1/rules?select=team%3Dpayments").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        rule_names(&json(&page)),
+        ["captured_amount_matches_total", "single_capture_per_order"]
+    );
+    // Spaces add selectors up, commas intersect, exclusions subtract.
+    let (_, page) = get(
+        &app,
+        "/api/v1/rules?select=team%3Dpayments+refund_*&exclude=single_*",
+    )
+    .await;
+    assert_eq!(
+        rule_names(&json(&page)),
+        ["refund_releases_stock", "captured_amount_matches_total"]
+    );
+
+    let (status, page) = get(
+        &app,
+        "/api/v1/violations?select=team%3Dinventory,*_implies_*&limit=1000",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let page = json(&page);
+    let mut selected = rule_names(&page);
+    selected.sort();
+    selected.dedup();
+    // Labelled team=inventory and named like an implication: one rule.
+    let mut expected: Vec<String> = ["paid_implies_reserved"]
+        .into_iter()
+        .filter(|r| !shop.expected[*r].is_empty())
+        .map(String::from)
+        .collect();
+    expected.sort();
+    assert_eq!(selected, expected);
+    let count: usize = expected
+        .iter()
+        .map(|r| shop.expected[r.as_str()].len())
+        .sum();
+    assert_eq!(page["items"].as_array().unwrap().len(), count);
+
+    let (status, page) = get(&app, "/api/v1/repairs?select=team%3Dshipping").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        json(&page)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["rule"] == "shipped_implies_paid"),
+        "{page}"
+    );
+
+    // A selector that selects nothing is refused, not an empty list.
+    let (status, body) = get(&app, "/api/v1/violations?select=team%3Dfinance").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("select: `team=finance` selects no rule; labels: team=inventory"),
+        "{body}"
+    );
+    let (status, body) = get(&app, "/api/v1/rules?exclude=paid_implies_reservd").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("no rule named `paid_implies_reservd`"),
+        "{body}"
+    );
+    let (status, body) = get(&app, "/api/v1/rules?select=tag:nightly").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("unknown selector method `tag:`"), "{body}");
+    assert_eq!(
+        get(&app, "/api/v1/runs?select=team%3Dpayments").await.0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
 #[tokio::test]
 async fn run_errors_carry_their_kind_in_the_api_and_the_metrics_across_restarts() {
     let db = crate::harness::TestDb::new(invariantd::config::SourceKind::Sqlite, "kinds").await;

@@ -139,6 +139,7 @@ impl Fixture {
     async fn all(&self) -> Vec<ViolationRecord> {
         self.store
             .violations(&ViolationFilter {
+                rules: None,
                 limit: 1000,
                 ..Default::default()
             })
@@ -222,6 +223,7 @@ async fn lifecycle(kind: SourceKind) {
     let open = f
         .store
         .violations(&ViolationFilter {
+            rules: None,
             state: Some(ViolationState::Open),
             limit: 10,
             ..Default::default()
@@ -235,6 +237,7 @@ async fn lifecycle(kind: SourceKind) {
     let page = f
         .store
         .violations(&ViolationFilter {
+            rules: None,
             rule: Some("ok".into()),
             limit: 1,
             ..Default::default()
@@ -244,6 +247,7 @@ async fn lifecycle(kind: SourceKind) {
     let next = f
         .store
         .violations(&ViolationFilter {
+            rules: None,
             rule: Some("ok".into()),
             limit: 10,
             after_id: Some(page[0].id),
@@ -1080,6 +1084,7 @@ async fn repair_claims(kind: SourceKind) {
     );
     let applied = store
         .repairs(&RepairFilter {
+            rules: None,
             state: Some(RepairState::Applied),
             limit: 10,
             ..Default::default()
@@ -1174,6 +1179,7 @@ async fn enabling(kind: SourceKind) {
         async move {
             store
                 .repairs(&RepairFilter {
+                    rules: None,
                     state: Some(state),
                     rule: Some(rule),
                     limit: 1000,

@@ -76,6 +76,7 @@ pub async fn front(ctx: &Context, now_us: i64) -> Result<String, StateError> {
         waiting.extend(
             ctx.store
                 .repairs(&RepairFilter {
+                    rules: None,
                     state: Some(state),
                     limit: SHOWN,
                     ..Default::default()

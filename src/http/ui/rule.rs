@@ -72,6 +72,7 @@ pub async fn view(ctx: &Context, rule: &Rule, now_us: i64) -> Result<String, Sta
     let violations = ctx
         .store
         .violations(&ViolationFilter {
+            rules: None,
             rule: Some(rule.name.clone()),
             state: Some(ViolationState::Open),
             limit: SHOWN,
@@ -132,6 +133,7 @@ pub async fn view(ctx: &Context, rule: &Rule, now_us: i64) -> Result<String, Sta
         let repairs = ctx
             .store
             .repairs(&RepairFilter {
+                rules: None,
                 rule: Some(rule.name.clone()),
                 limit: SHOWN,
                 newest_first: true,
