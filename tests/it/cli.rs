@@ -244,6 +244,44 @@ async fn check_exits_2_when_a_source_is_down_and_still_reports_the_other_rules()
     );
     assert_eq!(by_rule("paid_implies_reserved")["outcome"], "fail");
     assert_eq!(by_rule("refund_releases_stock")["outcome"], "fail");
+
+    // In the CI reports: an error, not a failure nor a pass, and the run's status `error`.
+    let junit = shop.path().join("check.xml");
+    let results = shop.path().join("results.json");
+    let out = shop.cli(&[
+        "check",
+        "--junit",
+        junit.to_str().unwrap(),
+        "--output",
+        results.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = valid_junit(&junit);
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let case = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some("shipped_implies_paid"))
+        .unwrap();
+    let error = case.children().find(|n| n.has_tag_name("error")).unwrap();
+    assert_eq!(error.attribute("type"), Some("source_unreachable"));
+    assert!(
+        error
+            .attribute("message")
+            .unwrap()
+            .contains("(source `shipping`): cannot connect"),
+        "{text}"
+    );
+    assert!(!case.children().any(|n| n.has_tag_name("failure")));
+    let suite = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    assert_eq!(suite.attribute("errors"), Some("1"));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&results).unwrap()).unwrap();
+    assert_eq!(results["status"], "error");
+    assert_eq!(results["exit_status"], 2);
+    assert_eq!(results["summary"]["error"], 1);
 }
 
 #[tokio::test]
