@@ -53,6 +53,10 @@ pub(crate) struct Keyed {
     mode: KeyMode,
     rows: Vec<Row>,
     null_keys: u64,
+    /// How many rows the last hand-over held: the room the next one starts with, so that a
+    /// stream of whole batches does not grow a vector for each, nor a trickle of a few rows
+    /// at a time allocate a whole batch for each.
+    last: usize,
 }
 
 impl Keyed {
@@ -63,6 +67,7 @@ impl Keyed {
             mode,
             rows: Vec::new(),
             null_keys: 0,
+            last: 0,
         }
     }
 
@@ -72,7 +77,8 @@ impl Keyed {
         match key_of(&values[self.key_index], self.mode)? {
             Some(key) => {
                 if self.rows.capacity() == 0 {
-                    self.rows.reserve_exact(BATCH_ROWS);
+                    self.rows
+                        .reserve_exact(self.last.next_power_of_two().clamp(16, BATCH_ROWS));
                 }
                 self.rows.push(Row { key, values });
             }
@@ -88,9 +94,12 @@ impl Keyed {
 
     /// What waits to be handed over, if anything.
     pub(crate) fn take(&mut self) -> Option<Decoded> {
-        (!self.rows.is_empty() || self.null_keys > 0).then(|| Decoded::Rows {
-            rows: std::mem::take(&mut self.rows),
-            null_keys: std::mem::take(&mut self.null_keys),
+        (!self.rows.is_empty() || self.null_keys > 0).then(|| {
+            self.last = self.rows.len();
+            Decoded::Rows {
+                rows: std::mem::take(&mut self.rows),
+                null_keys: std::mem::take(&mut self.null_keys),
+            }
         })
     }
 
