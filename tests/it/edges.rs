@@ -762,6 +762,24 @@ async fn a_password_selected_by_a_query_is_published_by_no_endpoint_or_command()
     seen.push_str(&cli(&["test"]));
     seen.push_str(&cli(&["check", "--format", "json"]));
     seen.push_str(&cli(&["check"]));
+    // The files CI systems read.
+    seen.push_str(&cli(&[
+        "check",
+        "--junit",
+        "check.xml",
+        "--output",
+        "check.json",
+    ]));
+    seen.push_str(&cli(&[
+        "test",
+        "--junit",
+        "test.xml",
+        "--output",
+        "test.json",
+    ]));
+    for file in ["check.xml", "check.json", "test.xml", "test.json"] {
+        seen.push_str(&std::fs::read_to_string(workdir.path().join(file)).unwrap());
+    }
     seen.push_str(&cli(&["violations", "list", "--format", "json"]));
     seen.push_str(&cli(&["violations", "list"]));
     seen.push_str(&cli(&["audit", "verify"]));
