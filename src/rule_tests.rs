@@ -1,6 +1,7 @@
 //! `invariantd test`: runs the rules' unit tests (`tests:` in each rule) through the engine in
 //! memory — the same plan, merge and judge as a real run, with no database — and reports each
-//! case that fails with its file:line, what was expected and what came out.
+//! case that fails with its file:line, what was expected and what came out; for CI, as JUnit
+//! XML and run results (`--junit`, `--output`, through `report`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
