@@ -131,7 +131,24 @@ impl Selection {
             Some(base) if p.is_relative() => resolve(&base.join(p)),
             _ => resolve(p),
         });
-        let files: Vec<PathBuf> = rules.iter().map(|r| resolve(&r.origin.file)).collect();
+        // The rules' files are looked up on disk only when a `path:` term needs them: the API
+        // selects on every request.
+        let by_path = self
+            .include
+            .iter()
+            .chain(&self.exclude)
+            .flat_map(|s| &s.terms)
+            .any(|t| matches!(t, Term::Path { .. }));
+        let files: Vec<PathBuf> = rules
+            .iter()
+            .map(|r| {
+                if by_path {
+                    resolve(&r.origin.file)
+                } else {
+                    r.origin.file.clone()
+                }
+            })
+            .collect();
         self.apply(rules, &files).map(Some)
     }
 

@@ -152,8 +152,7 @@ impl<'a> Batcher<'a> {
         }
         self.batch.push(row);
         if self.batch.len() >= BATCH_ROWS {
-            let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
-            self.send(full).await?;
+            self.send_gathered().await?;
         }
         Ok(())
     }
@@ -172,18 +171,22 @@ impl<'a> Batcher<'a> {
         }
         // A batch is never larger than the reader's hand-over or `BATCH_ROWS`.
         if !self.batch.is_empty() && self.batch.len() + rows.len() > BATCH_ROWS {
-            let partial = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
-            self.send(partial).await?;
+            self.send_gathered().await?;
         }
         if self.batch.is_empty() && rows.len() >= BATCH_ROWS / 2 {
             return self.send(rows).await;
         }
         self.batch.extend(rows);
         if self.batch.len() >= BATCH_ROWS {
-            let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
-            self.send(full).await?;
+            self.send_gathered().await?;
         }
         Ok(())
+    }
+
+    /// Sends the rows gathered so far as a batch, and starts the next.
+    async fn send_gathered(&mut self) -> Result<(), RunError> {
+        let gathered = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
+        self.send(gathered).await
     }
 
     /// Sends a batch, unless the run's time is up.
