@@ -6,6 +6,7 @@
 //! matcher on nothing (`check_routes`) — every one is reported with its file, line and column,
 //! and nothing runs until there are none.
 
+mod builtin;
 mod cases;
 mod columns;
 mod incremental;
@@ -44,12 +45,15 @@ struct RawRule {
     schedule: Option<Spanned<String>>,
     every: Option<Spanned<String>>,
     grace: Option<Spanned<String>>,
-    key: Spanned<String>,
+    // Missing, with no `check:`, is reported as serde would (`builtin::core`).
+    key: Option<Spanned<String>>,
     // Missing is reported as "at least one dataset is needed", with the rule's other errors.
     #[serde(default)]
     datasets: OrderedMap<RawDataset>,
     #[serde(rename = "assert")]
-    assertion: Spanned<String>,
+    assertion: Option<Spanned<String>>,
+    /// A built-in check, which writes `key`, `datasets`, `assert` and `message`.
+    check: Option<Spanned<builtin::RawCheck>>,
     message: Option<Spanned<String>>,
     impact: Option<RawImpact>,
     repair: Option<repair::RawRepair>,
@@ -398,6 +402,7 @@ fn shape() -> yaml::Shape {
             Shape::SeqOf(Box::new(Shape::of::<cases::RawCase>(vec![]))),
         ),
         ("impact", Shape::of::<RawImpact>(vec![])),
+        ("check", builtin::shape()),
         ("repair", repair::shape()),
         (
             "incremental",
@@ -424,7 +429,7 @@ fn parse_file_into(
         for (pos, msg) in yaml::unknown_fields(&doc, &shape()) {
             diags.push(file, pos, msg);
         }
-        let raw: RawRule = match yaml::parse_document(&doc) {
+        let mut raw: RawRule = match yaml::parse_document(&doc) {
             Ok(r) => r,
             Err((pos, msg)) => {
                 // serde places a missing field at the mapping's end (the last field written):
@@ -441,7 +446,11 @@ fn parse_file_into(
                 continue;
             }
         };
-        let rule = validate::validate(file, &doc, raw, config, env, diags);
+        let site = builtin::Site { file, doc: &doc };
+        let Some(core) = builtin::core(&site, &mut raw, diags) else {
+            continue;
+        };
+        let rule = validate::validate(file, &doc, raw, core, config, env, diags);
         if let Some(first) = seen.get(&rule.name) {
             diags.push(
                 &rule.origin.file,

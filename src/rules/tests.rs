@@ -12,7 +12,7 @@ fn env(name: &str) -> Option<String> {
     }
 }
 
-fn config() -> Config {
+pub(super) fn config() -> Config {
     let text = r#"
 sources:
   orders: { url: "postgres://127.0.0.1/orders" }
@@ -23,7 +23,7 @@ rules: [rules/]
     config::parse(Path::new("invariantd.yaml"), text, &env).unwrap()
 }
 
-fn load(text: &str) -> (Vec<Rule>, Vec<String>) {
+pub(super) fn load(text: &str) -> (Vec<Rule>, Vec<String>) {
     let mut diags = Diagnostics::default();
     let rules = parse_file(
         Path::new("rules/shop.yaml"),
@@ -483,7 +483,10 @@ fn one_pass_reports_every_error_of_a_rule_where_it_is() {
         ]
     );
     let (_, errors) = load("name: a\nkey: id\nmessage: \"x\"\n");
-    assert_eq!(errors, ["rules/shop.yaml:1:1: missing field `assert`"]);
+    assert_eq!(
+        errors,
+        ["rules/shop.yaml:1:1: missing field `assert` (or a built-in `check:`)"]
+    );
     let (_, errors) = load(
         "name: b\nkey: id\ndatasets:\n  order: { source: ordrs, query: \"SELECT order_id, total FROM orders\" }\nassert: order.total > 0\nmessage: \"{{ order.nope }}\"\n",
     );

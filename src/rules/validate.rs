@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
+use super::builtin::Core;
 use super::repair::{self, Repair};
 use super::{
     DEFAULT_EVERY, Dataset, Impact, MAX_GRACE, Origin, RESERVED_DATASET_NAMES, RawDataset, RawRule,
@@ -23,12 +24,67 @@ struct Site<'a> {
     file: &'a Path,
     doc: &'a Document<'a>,
     ctx: &'a str,
+    /// The built-in check that wrote the key, datasets, assertion and message, if any.
+    check: Option<&'static str>,
+}
+
+impl Site<'_> {
+    /// Where byte `offset` of a written text is; generated text is located at the check's
+    /// field it came from.
+    fn in_text(&self, s: &Spanned<String>, offset: usize) -> Pos {
+        match self.check {
+            Some(_) => yaml::pos(s, self.doc.line_offset),
+            None => yaml::pos_in_scalar(self.doc, s, offset),
+        }
+    }
+
+    /// How messages name the assertion.
+    fn assert_name(&self) -> String {
+        match self.check {
+            Some(kind) => format!("check: {kind}: the generated assertion"),
+            None => "assert".to_string(),
+        }
+    }
+}
+
+/// Each column a built-in check reads is one its dataset's query returns (where the SQL
+/// text says what it returns), reported where the check names it.
+fn reads(
+    site: &Site<'_>,
+    reads: &[(String, Spanned<String>)],
+    datasets: &[Dataset],
+    diags: &mut Diagnostics,
+) -> bool {
+    let mut unread = false;
+    for (name, column) in reads {
+        let cols = datasets
+            .iter()
+            .find(|d| &d.name == name)
+            .and_then(|d| d.static_columns.as_ref());
+        if let Some(cols) = cols
+            && !cols.contains(&column.value)
+        {
+            diags.push(
+                site.file,
+                yaml::pos(column, site.doc.line_offset),
+                format!(
+                    "{}: check: dataset `{name}` does not return `{}`; its query returns: {}",
+                    site.ctx,
+                    column.value,
+                    cols.join(", ")
+                ),
+            );
+            unread = true;
+        }
+    }
+    unread
 }
 
 pub(super) fn validate(
     file: &Path,
     doc: &Document<'_>,
     mut raw: RawRule,
+    core: Core,
     config: &Config,
     env: &dyn Fn(&str) -> Option<String>,
     diags: &mut Diagnostics,
@@ -47,15 +103,20 @@ pub(super) fn validate(
         file,
         doc,
         ctx: &ctx,
+        check: core.check,
     };
 
     let severity = severity(&site, &raw, diags);
     let labels = labels(&site, std::mem::take(&mut raw.labels), diags);
     let schedule = schedule(&site, &raw, diags);
     let grace = grace(&site, &raw, diags);
-    let key = raw.key.value.trim().to_string();
+    let key = core.key.value.trim().to_string();
     if key.is_empty() {
-        diags.push(file, at(&raw.key), format!("{ctx}: key must name a column"));
+        diags.push(
+            file,
+            at(&core.key),
+            format!("{ctx}: key must name a column"),
+        );
     }
 
     let datasets = datasets(
@@ -96,14 +157,19 @@ pub(super) fn validate(
             .collect(),
     };
 
-    let assertion_ast = assertion(&site, &raw, &scope, diags);
+    // A column a check reads that is not there is reported once, where the check names it;
+    // the generated assertion and message would only repeat it.
+    let unread = reads(&site, &core.reads, &datasets, diags);
+    let mut generated = Diagnostics::default();
+    let out = if unread { &mut generated } else { &mut *diags };
+    let assertion_ast = assertion(&site, &core.assertion, &scope, out);
     if let Some(m) = &raw.message
         && let Err(errors) = Template::compile(&m.value, &scope)
     {
         for e in errors {
-            diags.push(
+            out.push(
                 file,
-                yaml::pos_in_scalar(doc, m, e.offset),
+                site.in_text(m, e.offset),
                 format!("{ctx}: message: {}", e.message),
             );
         }
@@ -146,7 +212,7 @@ pub(super) fn validate(
         &key,
         grace.max(consistent_cut.unwrap_or_default()),
         &datasets,
-        &raw.assertion.value,
+        &core.assertion.value,
         &repair,
     );
 
@@ -167,7 +233,7 @@ pub(super) fn validate(
         grace,
         key,
         datasets,
-        assertion: raw.assertion.value.clone(),
+        assertion: core.assertion.value.clone(),
         assertion_ast,
         message: raw
             .message
@@ -179,7 +245,7 @@ pub(super) fn validate(
         },
         assertion_origin: Origin {
             file: file.to_path_buf(),
-            pos: at(&raw.assertion),
+            pos: at(&core.assertion),
         },
         message_origin: raw.message.as_ref().map(|m| Origin {
             file: file.to_path_buf(),
@@ -277,7 +343,7 @@ fn null_fields(
 }
 
 fn severity(site: &Site<'_>, raw: &RawRule, diags: &mut Diagnostics) -> Severity {
-    let Site { file, doc, ctx } = *site;
+    let Site { file, doc, ctx, .. } = *site;
     let at = |s: &Spanned<String>| yaml::pos(s, doc.line_offset);
     match &raw.severity {
         None => Severity::Warning,
@@ -301,7 +367,7 @@ fn labels(
     labels_raw: OrderedMap<String>,
     diags: &mut Diagnostics,
 ) -> Vec<(String, String)> {
-    let Site { file, doc, ctx } = *site;
+    let Site { file, doc, ctx, .. } = *site;
     let at = |s: &Spanned<String>| yaml::pos(s, doc.line_offset);
     let mut labels = Vec::new();
     for (k, v) in labels_raw.0 {
@@ -332,7 +398,7 @@ fn labels(
 }
 
 fn schedule(site: &Site<'_>, raw: &RawRule, diags: &mut Diagnostics) -> Schedule {
-    let Site { file, doc, ctx } = *site;
+    let Site { file, doc, ctx, .. } = *site;
     let at = |s: &Spanned<String>| yaml::pos(s, doc.line_offset);
     match (&raw.schedule, &raw.every) {
         (Some(s), Some(_)) => {
@@ -356,7 +422,7 @@ fn schedule(site: &Site<'_>, raw: &RawRule, diags: &mut Diagnostics) -> Schedule
 }
 
 fn grace(site: &Site<'_>, raw: &RawRule, diags: &mut Diagnostics) -> Duration {
-    let Site { file, doc, ctx } = *site;
+    let Site { file, doc, ctx, .. } = *site;
     let at = |s: &Spanned<String>| yaml::pos(s, doc.line_offset);
     match &raw.grace {
         None => Duration::ZERO,
@@ -398,7 +464,7 @@ fn datasets(
     env: &dyn Fn(&str) -> Option<String>,
     diags: &mut Diagnostics,
 ) -> Vec<Dataset> {
-    let Site { file, doc, ctx } = *site;
+    let Site { file, doc, ctx, .. } = *site;
     let at = |s: &Spanned<String>| yaml::pos(s, doc.line_offset);
     if raw_datasets.0.is_empty() {
         diags.push(
@@ -527,12 +593,12 @@ fn datasets(
 
 fn assertion(
     site: &Site<'_>,
-    raw: &RawRule,
+    written: &Spanned<String>,
     scope: &Scope<'_>,
     diags: &mut Diagnostics,
 ) -> expr::parser::Expr {
-    let Site { file, doc, ctx } = *site;
-    match expr::parse(&raw.assertion.value) {
+    let Site { file, ctx, .. } = *site;
+    match expr::parse(&written.value) {
         Ok(ast) => {
             // Literal types are known now: an operation none of its operands' possible types
             // allows is an error before any key is judged.
@@ -543,8 +609,8 @@ fn assertion(
             for e in errors {
                 diags.push(
                     file,
-                    yaml::pos_in_scalar(doc, &raw.assertion, e.span.start),
-                    format!("{ctx}: assert: {}", e.message),
+                    site.in_text(written, e.span.start),
+                    format!("{ctx}: {}: {}", site.assert_name(), e.message),
                 );
             }
             ast
@@ -552,8 +618,8 @@ fn assertion(
         Err(e) => {
             diags.push(
                 file,
-                yaml::pos_in_scalar(doc, &raw.assertion, e.span.start),
-                format!("{ctx}: assert: {}", e.message),
+                site.in_text(written, e.span.start),
+                format!("{ctx}: {}: {}", site.assert_name(), e.message),
             );
             expr::parser::Expr {
                 kind: expr::parser::ExprKind::Lit(expr::parser::Lit::Bool(true)),
@@ -569,7 +635,7 @@ fn impact(
     scope: &Scope<'_>,
     diags: &mut Diagnostics,
 ) -> Option<Impact> {
-    let Site { file, doc, ctx } = *site;
+    let Site { file, doc, ctx, .. } = *site;
     let at = |s: &Spanned<String>| yaml::pos(s, doc.line_offset);
     raw.impact.as_ref().and_then(|i| {
         let mut ok = true;

@@ -4,6 +4,7 @@
 mod alerts;
 mod architecture;
 mod auth;
+mod checks;
 mod cli;
 mod conformance;
 mod daemon;
