@@ -267,7 +267,8 @@ pub fn documents(text: &str) -> Vec<Document<'_>> {
     for (line_no, line) in text.split_inclusive('\n').enumerate() {
         let trimmed = line.trim_end();
         if trimmed == "---" || trimmed.starts_with("--- ") || trimmed == "..." {
-            if !text[start..offset].trim().is_empty() {
+            // A header of comments before the first `---` is no document.
+            if !only_comments(&text[start..offset]) {
                 docs.push(Document {
                     text: &text[start..offset],
                     line_offset: start_line,
@@ -286,7 +287,7 @@ pub fn documents(text: &str) -> Vec<Document<'_>> {
         }
         offset += line.len();
     }
-    if !text[start..].trim().is_empty() && !only_comments(&text[start..]) {
+    if !only_comments(&text[start..]) {
         docs.push(Document {
             text: &text[start..],
             line_offset: start_line,
@@ -453,6 +454,10 @@ mod tests {
         assert_eq!(docs[0].line_offset, 0);
         assert_eq!(docs[1].text, "b: 2\n");
         assert_eq!(docs[1].line_offset, 3);
+        // A header of comments before the first marker is no document.
+        let docs = documents("# header\n# more\n---\nb: 2\n");
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].text, "b: 2\n");
     }
 
     #[test]
