@@ -36,6 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate(&cli.config, args),
         Command::Check(args) => check(&cli.config, args),
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
+        Command::Init(a) => Ok(runtime()?.block_on(crate::init::command(&cli.config, &a.sources))),
         Command::Run(args) => run_daemon(&cli.config, &log_level, args),
         Command::Migrate => migrate(&cli.config),
         Command::Test(args) => test(&cli.config, args),

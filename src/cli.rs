@@ -38,6 +38,13 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Run a small shop on SQLite through an inventory outage, with the daemon watching it.
     Demo(DemoArgs),
+    /// Start from the databases you have: read each source's tables (read-only) and write a
+    /// starter invariantd.yaml and rules/starter.yaml, with an example rule (and its tests)
+    /// per pair of sources related by a key column. Never overwrites a file.
+    ///
+    /// Exit status: 0 written, 2 nothing written (a file exists, a source could not be read,
+    /// or a --source is malformed).
+    Init(InitArgs),
     /// The daemon: run every rule on its schedule and keep the violations in the state store,
     /// until SIGTERM or SIGINT.
     Run(RunArgs),
@@ -435,6 +442,14 @@ pub struct CheckArgs {
 pub enum Format {
     Table,
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// A source to read, as NAME=URL (`orders=postgres://checker@db/orders`); give one per
+    /// source. A URL's password is not written: the file names ${NAME_PASSWORD} instead.
+    #[arg(long = "source", short = 's', value_name = "NAME=URL", required = true)]
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,8 @@
 //! `receivers` (each with its config and wire format) → `config` → `expr` → `sources` →
 //! `actions` (repair action kinds, each with its config) → `rules` → `engine` → `scheduler` →
 //! `state` → `health` → `metrics` → `alert` → `repair` → `api` → `auth` → `context` → `http` →
-//! `daemon` → `cli` → `telemetry`, `report`, `rule_tests`, `demo` → `app` (the only wiring).
+//! `daemon` → `cli` → `telemetry`, `report`, `rule_tests`, `demo`, `init` → `app` (the only
+//! wiring).
 //! See the README's architecture section.
 
 pub mod actions;
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod expr;
 pub mod health;
 pub mod http;
+pub mod init;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notification;

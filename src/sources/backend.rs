@@ -48,6 +48,11 @@ pub(crate) trait Backend: Send + Sync {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<u64, WriteError>>;
 
+    /// A query listing the tables and columns the role can read (`catalog.rs`): one row per
+    /// column, keyed by `id`, with `table_schema`, `table_name`, `column_name`, `position`,
+    /// `data_type` and `primary_key` (1 or 0).
+    fn catalog_query(&self) -> &'static str;
+
     /// Whether the datasets of one rule run on this source can read one snapshot (see
     /// `request::SharedSnapshot`).
     fn shares_snapshot(&self) -> bool {

@@ -21,6 +21,7 @@
 //! it has one. This file only holds sources together.
 
 mod backend;
+mod catalog;
 mod connect;
 mod errors;
 mod filters;
@@ -51,6 +52,7 @@ use crate::value::Secrets;
 use crate::verdict::{ErrorKind, Param, RunError};
 use backend::Backend;
 pub use backend::HeldSnapshot;
+pub use catalog::Column;
 use pacing::Throttle;
 use pump::Sink;
 

@@ -58,6 +58,14 @@ impl Sqlite {
 }
 
 impl Backend for Sqlite {
+    fn catalog_query(&self) -> &'static str {
+        "SELECT m.name || '.' || p.name AS id, 'main' AS table_schema, m.name AS table_name, \
+         p.name AS column_name, p.cid AS position, p.type AS data_type, \
+         CASE WHEN p.pk > 0 THEN 1 ELSE 0 END AS primary_key \
+         FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+         WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite_%'"
+    }
+
     fn read<'a>(
         &'a self,
         config: &'a SourceConfig,

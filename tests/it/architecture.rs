@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// Every top-level module, in the order data flows (see the README's architecture section).
-const ORDER: [&str; 31] = [
+const ORDER: [&str; 32] = [
     "value",
     "diag",
     "yaml",
@@ -36,6 +36,7 @@ const ORDER: [&str; 31] = [
     "report",
     "rule_tests",
     "demo",
+    "init",
     "app",
 ];
 

@@ -15,6 +15,7 @@ mod fuzz;
 mod harness;
 mod http_limits;
 mod incremental;
+mod init;
 mod metrics_http;
 mod notify;
 mod reads;

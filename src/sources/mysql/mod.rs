@@ -47,6 +47,15 @@ impl MySql {
 }
 
 impl Backend for MySql {
+    fn catalog_query(&self) -> &'static str {
+        // information_schema shows only what the role has a privilege on.
+        "SELECT CONCAT(table_name, '.', column_name) AS id, table_schema AS table_schema, \
+         table_name AS table_name, column_name AS column_name, \
+         ordinal_position AS position, column_type AS data_type, \
+         CASE WHEN column_key = 'PRI' THEN 1 ELSE 0 END AS primary_key \
+         FROM information_schema.columns WHERE table_schema = DATABASE()"
+    }
+
     fn read<'a>(
         &'a self,
         config: &'a SourceConfig,

@@ -61,6 +61,22 @@ impl Postgres {
 }
 
 impl Backend for Postgres {
+    fn catalog_query(&self) -> &'static str {
+        // From pg_catalog: information_schema hides the constraints of tables a role may only
+        // read, and a checker role may only read.
+        "SELECT n.nspname || '.' || c.relname || '.' || a.attname AS id, \
+         n.nspname::text AS table_schema, c.relname::text AS table_name, \
+         a.attname::text AS column_name, a.attnum::int AS position, \
+         format_type(a.atttypid, a.atttypmod) AS data_type, \
+         CASE WHEN EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid \
+         AND i.indisprimary AND a.attnum = ANY(i.indkey)) THEN 1 ELSE 0 END AS primary_key \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid \
+         WHERE c.relkind IN ('r', 'v', 'm', 'p') AND a.attnum > 0 AND NOT a.attisdropped \
+         AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND n.nspname NOT LIKE 'pg_toast%' AND has_table_privilege(c.oid, 'SELECT')"
+    }
+
     fn read<'a>(
         &'a self,
         config: &'a SourceConfig,
