@@ -42,7 +42,14 @@ pub async fn run(rules: &[Rule]) -> Vec<CaseResult> {
     for rule in rules {
         for case in &rule.tests {
             let started = std::time::Instant::now();
-            let run = run_fixtures(rule, &case.given, case.now, &HashSet::new(), BATCH_ROWS).await;
+            let run = run_fixtures(
+                rule,
+                &case.given,
+                (case.now, case.previous),
+                &HashSet::new(),
+                BATCH_ROWS,
+            )
+            .await;
             results.push(CaseResult {
                 rule: rule.name.clone(),
                 case: case.name.clone(),

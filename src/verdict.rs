@@ -371,6 +371,10 @@ pub struct RuleRun {
     /// order: where the next partitioned sweep splits the keys.
     #[serde(default)]
     pub samples: Vec<Key>,
+    /// What a rule that measures (`Rule::measure`: a `row_count` check with `max_drop`)
+    /// counted in this run: its next run's `previous`.
+    #[serde(default)]
+    pub measure: Option<i64>,
 }
 
 impl RuleRun {
@@ -402,6 +406,7 @@ impl RuleRun {
             fingerprint: String::new(),
             keys_changed: 0,
             samples: Vec::new(),
+            measure: None,
         }
     }
 

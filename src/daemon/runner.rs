@@ -276,6 +276,16 @@ async fn record(
     let started = Utc::now();
     let clock = Instant::now();
     let since = log.changed_since(ctx, rule, started).await?;
+    // A rule that measures (a `row_count` check with `max_drop`) compares with its last
+    // measure under this version.
+    let previous = match rule.measure {
+        Some(_) => {
+            ctx.store
+                .last_measure(&rule.name, &rule.fingerprint)
+                .await?
+        }
+        None => None,
+    };
     // A daemon's full sweep of a partitioned rule is split where its last one sampled, once
     // there are samples; its ranges are read by every replica, this one waiting meanwhile
     // without holding a run slot (its own range reader takes them too).
@@ -301,7 +311,7 @@ async fn record(
             (_, _, Some(since)) => {
                 Ok(run_rule_incremental(rule, &ctx.sources, started, since, &open_keys).await)
             }
-            _ => Ok(run_rule_with_open(rule, &ctx.sources, started, &open_keys).await),
+            _ => Ok(run_rule_with_open(rule, &ctx.sources, started, &open_keys, previous).await),
         }
     };
     let given_up = async {

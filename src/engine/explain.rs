@@ -212,6 +212,8 @@ fn evaluate(
         key: &key,
         groups,
         missing_is_null: false,
+        // A key's evidence does not compare with earlier runs: `previous` is null here.
+        previous: None,
     };
     steps(
         &rule.assertion_ast,

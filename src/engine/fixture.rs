@@ -106,11 +106,12 @@ fn value_type(v: &Value) -> Types {
 }
 
 /// Runs `rule` at `now` over in-memory datasets (one per rule dataset, in rule order), with
-/// rows delivered `batch_rows` at a time (at least one).
+/// rows delivered `batch_rows` at a time (at least one); `previous` is what the rule measured
+/// at the run before (for a rule that measures).
 pub async fn run_fixtures(
     rule: &Rule,
     fixtures: &[Fixture],
-    now: DateTime<Utc>,
+    (now, previous): (DateTime<Utc>, Option<i64>),
     open: &dyn OpenKeys,
     batch_rows: usize,
 ) -> RuleRun {
@@ -155,7 +156,8 @@ pub async fn run_fixtures(
             &plan,
             now.timestamp_micros(),
             super::judge::Grace::Apply,
-        );
+        )
+        .after(previous);
         super::merge::merge(rule, &judge, &mut cursors, open, None, &mut run).await
     }
     .await;

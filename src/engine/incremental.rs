@@ -54,7 +54,7 @@ pub async fn run_rule_incremental(
                 now,
                 open,
                 super::Read::Keys(batch),
-                super::judge::Grace::Apply,
+                (super::judge::Grace::Apply, None),
                 &mut run,
             )
             .await?;
@@ -75,6 +75,7 @@ pub async fn run_rule_incremental(
             open,
             super::Read::All,
             super::judge::Grace::Apply,
+            None,
         )
         .await;
     }

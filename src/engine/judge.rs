@@ -42,6 +42,10 @@ pub(crate) struct Judge<'a> {
     pub now: i64,
     /// Keys updated after this instant are within `grace` (or after the consistent cut).
     pub grace_from: Option<i64>,
+    /// What the rule measured at its previous run (`previous` in expressions).
+    previous: Option<i64>,
+    /// Where the rule's measure is, when it measures: a dataset and the column's slot.
+    measure: Option<(usize, usize)>,
     /// Evaluation steps the run may still take.
     steps_left: AtomicU64,
     /// Steps taken since the run last let other tasks run.
@@ -61,9 +65,24 @@ impl Judge<'_> {
             plan,
             now,
             grace_from: (!hold.is_zero()).then(|| now - hold.as_micros() as i64),
+            previous: None,
+            measure: rule.measure.as_ref().and_then(|m| {
+                let slot = plan
+                    .columns
+                    .get(m.dataset)?
+                    .iter()
+                    .position(|c| *c == m.column);
+                Some((m.dataset, slot?))
+            }),
             steps_left: AtomicU64::new(MAX_STEPS_PER_RUN),
             since_yield: AtomicU64::new(0),
         }
+    }
+
+    /// The judge of a run that knows what the rule measured at its previous run.
+    pub(crate) fn after(mut self, previous: Option<i64>) -> Self {
+        self.previous = previous;
+        self
     }
 
     /// Whether the run has worked long enough since it last let other tasks run; if so, the
@@ -120,11 +139,20 @@ impl Judge<'_> {
                 }
             }
         }
+        if let Some((ds, slot)) = self.measure
+            && let Some(Value::Int(n)) = groups
+                .get(ds)
+                .and_then(|g| g.rows.first())
+                .and_then(|r| r.values.get(slot))
+        {
+            run.measure = Some(*n);
+        }
         let env = Env {
             now: self.now,
             key: &key,
             groups,
             missing_is_null: false,
+            previous: self.previous,
         };
         run.keys_judged += 1;
         let evaluated = self

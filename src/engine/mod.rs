@@ -61,18 +61,20 @@ pub async fn run_rules(rules: &[Rule], sources: &Sources, concurrency: usize) ->
 
 /// Runs one rule once, at `now`.
 pub async fn run_rule(rule: &Rule, sources: &Sources, now: DateTime<Utc>) -> RuleRun {
-    run_rule_with_open(rule, sources, now, NONE_OPEN).await
+    run_rule_with_open(rule, sources, now, NONE_OPEN, None).await
 }
 
 /// Runs one rule once, at `now`, knowing which keys have an open violation, so that the run can
-/// say which of them it could not judge.
+/// say which of them it could not judge, and what the rule measured at its previous run
+/// (`previous`, for a rule that measures: `Rule::measure`).
 pub async fn run_rule_with_open(
     rule: &Rule,
     sources: &Sources,
     now: DateTime<Utc>,
     open: &dyn OpenKeys,
+    previous: Option<i64>,
 ) -> RuleRun {
-    run_keys(rule, sources, now, open, Read::All, Grace::Apply).await
+    run_keys(rule, sources, now, open, Read::All, Grace::Apply, previous).await
 }
 
 /// Runs one rule once, at `now`, over the keys in `range` only: one part of a full sweep split
@@ -89,7 +91,7 @@ pub async fn run_rule_range(
     snapshots: &BTreeMap<String, String>,
 ) -> RuleRun {
     let read = Read::Range(range, snapshots);
-    run_keys(rule, sources, now, open, read, Grace::Apply).await
+    run_keys(rule, sources, now, open, read, Grace::Apply, None).await
 }
 
 /// Judges the rule for these keys only, now: each dataset's query is read with the key
@@ -104,7 +106,7 @@ pub async fn run_rule_for_keys(
     keys: &[String],
     grace: Grace,
 ) -> RuleRun {
-    run_keys(rule, sources, now, NONE_OPEN, Read::Keys(keys), grace).await
+    run_keys(rule, sources, now, NONE_OPEN, Read::Keys(keys), grace, None).await
 }
 
 async fn run_keys(
@@ -114,10 +116,12 @@ async fn run_keys(
     open: &dyn OpenKeys,
     read: Read<'_>,
     grace: Grace,
+    previous: Option<i64>,
 ) -> RuleRun {
     let started = Instant::now();
     let mut run = new_run(rule, now);
-    let result = execute(rule, sources, now, open, read, grace, &mut run).await;
+    let judging = (grace, previous);
+    let result = execute(rule, sources, now, open, read, judging, &mut run).await;
     let mut run = finish(run, result, started.elapsed());
     redact(&mut run, sources.secrets());
     run
@@ -490,7 +494,7 @@ async fn execute(
     now: DateTime<Utc>,
     open: &dyn OpenKeys,
     read: Read<'_>,
-    grace: Grace,
+    (grace, previous): (Grace, Option<i64>),
     run: &mut RuleRun,
 ) -> Result<(), RunError> {
     // 1. Reserve connections, start the readers, let each describe its query.
@@ -499,7 +503,7 @@ async fn execute(
     //    the one key order.
     let (plan, mut cursors) = start(rule, described, run)?;
     // 3. Stream, merge and judge.
-    let judge = Judge::new(rule, &plan, now.timestamp_micros(), grace);
+    let judge = Judge::new(rule, &plan, now.timestamp_micros(), grace).after(previous);
     // A full sweep finds about as many violations as are open, on a bad day a million: room
     // for them at once, rather than a vector grown by doubling (up to half of it unused, and
     // the old and the new both held while it grows).

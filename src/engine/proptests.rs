@@ -248,7 +248,7 @@ proptest! {
         let rule = rule_for(&datasets);
         let fixtures = fixtures(&datasets);
         let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
-        let merged = block_on(run_fixtures(&rule, &fixtures, now, &HashSet::new(), batch_rows));
+        let merged = block_on(run_fixtures(&rule, &fixtures, (now, None), &HashSet::new(), batch_rows));
         let expected = naive(&rule, &datasets, &fixtures, now);
         prop_assert!(merged.finished, "{:?}", merged.error);
         prop_assert_eq!(verdicts(&merged), verdicts(&expected));
@@ -274,7 +274,13 @@ fn text_keys_merge_in_byte_order_whatever_their_case_or_script() {
     let rule = rule_for(&datasets);
     let fixtures = fixtures(&datasets);
     let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
-    let run = block_on(run_fixtures(&rule, &fixtures, now, &HashSet::new(), 2));
+    let run = block_on(run_fixtures(
+        &rule,
+        &fixtures,
+        (now, None),
+        &HashSet::new(),
+        2,
+    ));
     // 10 / 1 == 10 passes; the only violation is key "10", whose `b` row has v == 7.
     let keys: Vec<String> = run.violations.iter().map(|v| v.key.to_string()).collect();
     assert_eq!(keys, ["10"]);

@@ -21,6 +21,9 @@ pub struct ScopeDataset<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Scope<'a> {
     pub datasets: Vec<ScopeDataset<'a>>,
+    /// Whether `previous` names what the rule measured at its previous run (a `row_count`
+    /// check with `max_drop`).
+    pub previous: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +78,8 @@ pub(crate) enum Node {
     Const(Const),
     Now,
     Key,
+    /// What the rule measured at its previous run, or null.
+    Previous,
     /// A dataset by index: a row or null, or a list of rows (`many`).
     Dataset(usize),
     /// A column of a dataset's row, through the slot the column has in this run.
@@ -266,6 +271,7 @@ fn worst_steps(node: &Node) -> (u64, Option<Span>) {
         Node::Const(_)
         | Node::Now
         | Node::Key
+        | Node::Previous
         | Node::Dataset(_)
         | Node::Field { .. }
         | Node::Local(_)
@@ -443,6 +449,7 @@ impl<'a, 's> Compiler<'a, 's> {
         match name {
             "now" => (Node::Now, Shape::Other),
             "key" => (Node::Key, Shape::Other),
+            "previous" if self.scope.previous => (Node::Previous, Shape::Other),
             _ => {
                 let mut candidates: Vec<&str> =
                     self.scope.datasets.iter().map(|d| d.name).collect();

@@ -153,6 +153,7 @@ impl Node {
             Node::Const(c) => Ok(const_val(c)),
             Node::Now => Ok(Val::Timestamp(env.now)),
             Node::Key => Ok(key_val(env.key)),
+            Node::Previous => Ok(env.previous.map_or(Val::Null, Val::Int)),
             Node::Dataset(ds) => Ok(dataset(env, *ds)),
             Node::Field { ds, slot: s, span } => {
                 let group = &env.groups[*ds];

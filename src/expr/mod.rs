@@ -53,6 +53,8 @@ pub struct Env<'a> {
     /// In messages, a field of a row that is not there is `null` rather than an error: a
     /// message must reach a person whatever the rows are. Assertions keep the error.
     pub missing_is_null: bool,
+    /// What the rule measured at its previous run (`previous`), when it measures anything.
+    pub previous: Option<i64>,
 }
 
 /// A compiled expression.

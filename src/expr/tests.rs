@@ -24,6 +24,7 @@ fn scope_of<'a>(datasets: &'a [(&'static str, bool, Vec<String>)]) -> Scope<'a> 
                 columns: Some(columns),
             })
             .collect(),
+        previous: false,
     }
 }
 
@@ -89,6 +90,7 @@ fn eval(src: &str) -> Result<String, String> {
         key: &key,
         groups: &groups,
         missing_is_null: false,
+        previous: None,
     };
     program
         .eval(&env)
@@ -240,6 +242,7 @@ fn templates_render_values_and_report_errors_with_offsets() {
         key: &key,
         groups: &groups,
         missing_is_null: false,
+        previous: None,
     };
     assert_eq!(t.render(&env), "order 7: 10.10 due, 2 payments");
     let errs = Template::compile("{{key}} {{ order.nope }}", &scope).unwrap_err();
@@ -267,6 +270,7 @@ fn a_message_reading_a_row_that_is_not_there_says_null() {
             many: false,
             columns: Some(&columns),
         }],
+        previous: false,
     };
     let t = Template::compile("order {{key}}: total {{order.total}}", &scope).unwrap();
     let groups = vec![Group {
@@ -279,6 +283,7 @@ fn a_message_reading_a_row_that_is_not_there_says_null() {
         key: &key,
         groups: &groups,
         missing_is_null: false,
+        previous: None,
     };
     assert_eq!(t.render(&env), "order 7: total null");
     // The assertion itself still treats it as an error: `!= null` must be checked first.
@@ -338,6 +343,7 @@ fn judge_on_worker_stack(text: String, key: i64) -> Result<bool, ParseError> {
                     key: &key,
                     groups: &[],
                     missing_is_null: false,
+                    previous: None,
                 };
                 program.eval_bool(&env).unwrap()
             })
@@ -424,6 +430,7 @@ fn counting_rows_in_place_agrees_with_the_general_path() {
             key: &key,
             groups: &groups,
             missing_is_null: false,
+            previous: None,
         };
         for op in ["==", "!=", "<", "<=", ">", ">="] {
             for n in [0, 1, 2, 3] {
@@ -500,7 +507,7 @@ proptest::proptest! {
         };
         let groups = vec![group(sizes.0), group(sizes.1)];
         let key = Key::Int(1);
-        let env = Env { now: 0, key: &key, groups: &groups, missing_is_null: false };
+        let env = Env { now: 0, key: &key, groups: &groups, missing_is_null: false, previous: None };
         // Over the worst case, the count path; at any budget, the general path beside it.
         for budget in [worst + slack, worst.saturating_sub(slack)] {
             let fast = program.eval_bool_within(&env, budget);

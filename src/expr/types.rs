@@ -119,6 +119,7 @@ impl Checker<'_> {
             },
             Node::Now => any(Types::TIMESTAMP),
             Node::Key => any(Types::INT.with(Types::STRING)),
+            Node::Previous => any(Types::INT.with(Types::NULL)),
             Node::Dataset(_) => any(Types::ROW.with(Types::LIST).with(Types::NULL)),
             Node::Field { ds, slot, .. } => any(self
                 .columns
@@ -308,6 +309,7 @@ mod tests {
                 many: false,
                 columns: Some(&columns),
             }],
+            previous: false,
         };
         let program = compile(&parse(expr).unwrap(), &scope).unwrap();
         let types: Vec<Vec<Types>> = column_types.into_iter().collect();

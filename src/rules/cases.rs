@@ -30,6 +30,8 @@ pub const DEFAULT_NOW: &str = "2026-01-01T00:00:00Z";
 pub(super) struct RawCase {
     name: Spanned<String>,
     now: Option<Spanned<String>>,
+    /// What the rule measured at the run before (a `row_count` check with `max_drop`).
+    previous: Option<Spanned<i64>>,
     #[serde(default)]
     given: OrderedMap<Vec<OrderedMap<Spanned<Scalar>>>>,
     expect: Spanned<RawExpect>,
@@ -230,6 +232,8 @@ pub struct TestCase {
     pub name: String,
     pub origin: Origin,
     pub now: DateTime<Utc>,
+    /// What the rule measured at the run before: `previous` in its expressions.
+    pub previous: Option<i64>,
     /// One fixture per rule dataset, in rule order (empty where the case gives none).
     pub given: Vec<Fixture>,
     pub expect: Expect,
@@ -242,7 +246,7 @@ pub(super) fn check_cases(
     raw: Vec<RawCase>,
     datasets: &[Dataset],
     key: &str,
-    ctx: &str,
+    (ctx, measures): (&str, bool),
     diags: &mut Diagnostics,
 ) -> Vec<TestCase> {
     let at = |s: &Spanned<String>| yaml::pos(s, doc.line_offset);
@@ -301,6 +305,17 @@ pub(super) fn check_cases(
             };
             given[i] = fixture(file, doc, &datasets[i], key, rows, &cx, diags);
         }
+        if let Some(p) = &case.previous
+            && !measures
+        {
+            diags.push(
+                file,
+                yaml::pos(p, doc.line_offset),
+                format!(
+                    "{cx}: previous: the rule measures nothing from run to run (only a row_count check with max_drop does)"
+                ),
+            );
+        }
         let expect_pos = yaml::pos(&case.expect, doc.line_offset);
         let expect = match case.expect.value {
             RawExpect::Pass => Expect::Pass,
@@ -317,6 +332,7 @@ pub(super) fn check_cases(
                 pos: at(&case.name),
             },
             now,
+            previous: case.previous.map(|p| p.value),
             given,
             expect,
         });

@@ -239,10 +239,21 @@ pub struct Rule {
     /// Full sweeps split into key ranges that replicas read in parallel (not part of the
     /// fingerprint: how the keys are read does not change their verdicts).
     pub partition: Option<incremental::Partition>,
+    /// What the rule remembers from run to run (a `row_count` check with `max_drop`): its
+    /// next run sees this run's value as `previous`.
+    pub measure: Option<Measure>,
     /// A hash of what decides the rule's verdicts and repairs (key, grace, datasets,
     /// assertion, repair section): a rule whose fingerprint changed is a changed rule, whose
     /// automatic repairs wait until a person enables them again.
     pub fingerprint: String,
+}
+
+/// A number a rule keeps from run to run: a column of the one row of one of its datasets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measure {
+    /// The dataset's index in `datasets`.
+    pub dataset: usize,
+    pub column: String,
 }
 
 impl Rule {
@@ -259,6 +270,7 @@ impl Rule {
                     columns: *c,
                 })
                 .collect(),
+            previous: self.measure.is_some(),
         }
     }
 

@@ -155,6 +155,7 @@ pub(super) fn validate(
                 columns: *c,
             })
             .collect(),
+        previous: core.measure.is_some(),
     };
 
     // A column a check reads that is not there is reported once, where the check names it;
@@ -207,7 +208,15 @@ pub(super) fn validate(
         .and_then(|c| reads.consistent_cut(c, diags));
     let partition = raw.partition.and_then(|p| reads.partition(p, diags));
 
-    let tests = cases::check_cases(file, doc, raw.tests, &datasets, &key, &ctx, diags);
+    let tests = cases::check_cases(
+        file,
+        doc,
+        raw.tests,
+        &datasets,
+        &key,
+        (&ctx, core.measure.is_some()),
+        diags,
+    );
     let fingerprint = fingerprint(
         &key,
         grace.max(consistent_cut.unwrap_or_default()),
@@ -216,7 +225,14 @@ pub(super) fn validate(
         &repair,
     );
 
+    let measure = core.measure.as_ref().and_then(|(dataset, column)| {
+        Some(super::Measure {
+            dataset: datasets.iter().position(|d| d.name == *dataset)?,
+            column: column.clone(),
+        })
+    });
     Rule {
+        measure,
         tests,
         warnings,
         impact,

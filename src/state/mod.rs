@@ -355,6 +355,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "repairs by creation",
         include_str!("../../migrations/sqlite/0018_repairs_by_creation.sql"),
     ),
+    (
+        19,
+        "run measures",
+        include_str!("../../migrations/sqlite/0019_run_measures.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -446,6 +451,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         18,
         "repairs by creation",
         include_str!("../../migrations/postgres/0018_repairs_by_creation.sql"),
+    ),
+    (
+        19,
+        "run measures",
+        include_str!("../../migrations/postgres/0019_run_measures.sql"),
     ),
 ]);
 

@@ -49,8 +49,8 @@ pub(super) fn insert(run: &RuleRun) -> Stmt {
     Stmt {
         sql: "INSERT INTO runs (rule, started_us, finished_us, outcome, rows_scanned, violations, \
               keys_judged, keys_in_grace, keys_with_errors, error_kind, error, mode, keys_changed, \
-              fingerprint) \
-              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id"
+              fingerprint, measure) \
+              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id"
             .into(),
         binds: vec![
             Bind::Text(run.rule.clone()),
@@ -67,6 +67,7 @@ pub(super) fn insert(run: &RuleRun) -> Stmt {
             Bind::Text(run.mode.as_str().into()),
             Bind::I64(run.keys_changed as i64),
             Bind::OptText((!run.fingerprint.is_empty()).then(|| run.fingerprint.clone())),
+            Bind::OptI64(run.measure),
         ],
     }
 }
@@ -112,6 +113,26 @@ impl StateStore {
         };
         let found = on_pool!(self, pool => match bound!(stmt).fetch_optional(pool).await? {
             Some(row) => Some(row.try_get::<i64, _>(0)?),
+            None => None,
+        });
+        Ok(found)
+    }
+
+    /// What the rule measured at its newest run of this version that measured (`previous`
+    /// for its next run): by the (rule, id) index, newest first.
+    pub async fn last_measure(
+        &self,
+        rule: &str,
+        fingerprint: &str,
+    ) -> Result<Option<i64>, StateError> {
+        let stmt = Stmt {
+            sql: "SELECT measure FROM runs WHERE rule = $1 AND fingerprint = $2 \
+                  AND measure IS NOT NULL ORDER BY id DESC LIMIT 1"
+                .into(),
+            binds: vec![Bind::Text(rule.into()), Bind::Text(fingerprint.into())],
+        };
+        let found = on_pool!(self, pool => match bound!(stmt).fetch_optional(pool).await? {
+            Some(row) => row.try_get::<Option<i64>, _>(0)?,
             None => None,
         });
         Ok(found)

@@ -201,6 +201,24 @@ tests:
     given: { orders: [{ dataset: orders, row_count: 3 }] }
     expect: { violations: [{ key: orders, message: "orders: 3 rows, expected at most 2" }] }
 ---
+name: orders_not_dropping
+check:
+  row_count: { source: shop, table: orders, max_drop: 20% }
+tests:
+  - name: down a fifth is as far as it may go
+    previous: 100
+    given: { orders: [{ dataset: orders, row_count: 80 }] }
+    expect: pass
+  - name: down more than a fifth
+    previous: 100
+    given: { orders: [{ dataset: orders, row_count: 79 }] }
+    expect:
+      violations:
+        - { key: orders, message: "orders: 79 rows, down more than 20% from 100 at the previous run" }
+  - name: the first run has nothing to compare with
+    given: { orders: [{ dataset: orders, row_count: 0 }] }
+    expect: pass
+---
 name: ids_unique
 check:
   unique: { source: shop, table: orders, column: id }
@@ -251,7 +269,7 @@ fn checks_take_fixtures_of_the_rows_their_queries_return() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.ends_with("6 cases: 6 passed, 0 failed\n"),
+        stdout.ends_with("9 cases: 9 passed, 0 failed\n"),
         "{stdout}"
     );
 
@@ -265,4 +283,51 @@ fn checks_take_fixtures_of_the_rows_their_queries_return() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("rows"), "{stderr}");
+}
+
+#[tokio::test]
+async fn row_count_compares_with_the_count_of_the_previous_run() {
+    for kind in BACKENDS {
+        let db = TestDb::new(kind, "drop").await;
+        db.exec_str(&[
+            create(kind)[0],
+            "INSERT INTO orders VALUES (1, 1, NULL), (2, 1, NULL), (3, 1, NULL), (4, 1, NULL), \
+             (5, 1, NULL), (6, 1, NULL), (7, 1, NULL), (8, 1, NULL), (9, 1, NULL), (10, 1, NULL)",
+        ])
+        .await;
+        let wd = Workdir::new(
+            &[("shop", db.url.as_str())],
+            Some(
+                "name: orders_not_dropping\ncheck:\n  row_count: { source: shop, table: orders, min: 1, max_drop: 20% }\n",
+            ),
+        );
+        let once = || {
+            let out = wd.cli(&["run", "--once"]);
+            (
+                out.status.code(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
+        };
+        // The first run has nothing to compare with.
+        let (code, out) = once();
+        assert_eq!(code, Some(0), "{kind:?}: {out}");
+        db.exec_str(&["DELETE FROM orders WHERE id > 7"]).await;
+        let (code, out) = once();
+        assert_eq!(code, Some(1), "{kind:?}: {out}");
+        assert!(
+            out.contains("orders: 7 rows, down more than 20% from 10 at the previous run"),
+            "{kind:?}: {out}"
+        );
+        // `check` keeps no history: it judges the bounds only.
+        let out = wd.cli(&["check"]);
+        assert_eq!(out.status.code(), Some(0), "{kind:?}");
+        // The next run compares with 7, the count of the run before it.
+        db.exec_str(&["DELETE FROM orders WHERE id = 7"]).await;
+        let (code, out) = once();
+        assert_eq!(code, Some(0), "{kind:?}: {out}");
+    }
 }

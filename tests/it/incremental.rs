@@ -211,7 +211,7 @@ async fn incremental_agrees_with_full(steps: Vec<Step>, grace: bool) {
                 let now = clock;
                 let open_keys: HashSet<&str> = open.iter().map(String::as_str).collect();
                 let run = match last_run {
-                    None => run_rule_with_open(rule, &sources, now, &open_keys).await,
+                    None => run_rule_with_open(rule, &sources, now, &open_keys, None).await,
                     Some(last) => {
                         // As the daemon reaches back: the overlap, and the grace.
                         let since = last - Delta::minutes(1) - Delta::seconds(90);
@@ -220,7 +220,7 @@ async fn incremental_agrees_with_full(steps: Vec<Step>, grace: bool) {
                 };
                 // A full sweep at the same instant, from the same open violations, is the
                 // ground truth.
-                let full = run_rule_with_open(rule, &sources, now, &open_keys).await;
+                let full = run_rule_with_open(rule, &sources, now, &open_keys, None).await;
                 let mut truth = open.clone();
                 apply(&mut truth, &full);
                 apply(&mut open, &run);

@@ -125,7 +125,7 @@ impl Fixture {
         let sources = invariantd::sources::Sources::new(&config.sources, config.secrets.clone());
         let open = self.store.open_violations("ok").await.unwrap();
         let keys = invariantd::state::keys_of(&open);
-        let run = run_rule_with_open(&rules[0], &sources, Utc::now(), &keys).await;
+        let run = run_rule_with_open(&rules[0], &sources, Utc::now(), &keys, None).await;
         let recorded = self.store.record(&run, &open, None).await.unwrap();
         (run, recorded)
     }
@@ -375,6 +375,7 @@ async fn a_repair_resolves_its_violation(kind: SourceKind) {
         &sources,
         Utc::now(),
         &invariantd::state::keys_of(&open),
+        None,
     )
     .await;
     assert_eq!(in_flight.violations.len(), 2);

@@ -501,7 +501,7 @@ repair:
         ] {
             let open = store.open_violations(&rule.name).await.unwrap();
             let keys = invariantd::state::keys_of(&open);
-            let run = run_rule_with_open(rule, &sources, at, &keys).await;
+            let run = run_rule_with_open(rule, &sources, at, &keys, None).await;
             store.record(&run, &open, None).await.unwrap();
             inventory.exec_str(&[fix]).await;
         }

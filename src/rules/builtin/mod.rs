@@ -49,6 +49,7 @@ struct RawRowCount {
     dataset: Option<Spanned<String>>,
     min: Option<Spanned<i64>>,
     max: Option<Spanned<i64>>,
+    max_drop: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +116,8 @@ pub(super) struct Core {
     /// Columns the generated assertion and message read, per dataset name: each must be
     /// among the columns the dataset's query returns, reported where the column is named.
     pub reads: Vec<(String, Spanned<String>)>,
+    /// The dataset and column the rule measures from run to run (`Rule::measure`).
+    pub measure: Option<(String, String)>,
 }
 
 /// Where the document being expanded is, for messages.
@@ -148,6 +151,7 @@ pub(super) fn core(site: &Site<'_>, raw: &mut RawRule, diags: &mut Diagnostics) 
                 assertion,
                 check: None,
                 reads: Vec::new(),
+                measure: None,
             }),
             (key, _) => {
                 let missing = if key.is_none() { "key" } else { "assert" };
@@ -191,6 +195,7 @@ pub(super) fn core(site: &Site<'_>, raw: &mut RawRule, diags: &mut Diagnostics) 
         assertion: expansion.assertion,
         check: Some(expansion.kind),
         reads: expansion.reads,
+        measure: expansion.measure,
     })
 }
 
@@ -202,6 +207,7 @@ struct Expansion {
     assertion: Spanned<String>,
     message: Spanned<String>,
     reads: Vec<(String, Spanned<String>)>,
+    measure: Option<(String, String)>,
 }
 
 /// Generated text located where `at` is written.
@@ -395,6 +401,7 @@ impl Expander<'_, '_> {
                 ),
             ),
             reads: Vec::new(),
+            measure: None,
         })
     }
 
@@ -404,18 +411,14 @@ impl Expander<'_, '_> {
         let r = c.value;
         let from = self.from("row_count", at, &r.source, &r.table, &r.query)?;
         let d = self.dataset_name(&from, &r.dataset);
+        let n = format!("{d}.row_count");
         let (min, max) = (
             r.min.as_ref().map(|m| m.value),
             r.max.as_ref().map(|m| m.value),
         );
-        let (test, expected) = match (min, max) {
-            (None, None) => {
-                self.fail(
-                    at,
-                    format!("{}: check: row_count: give `min`, `max` or both", self.ctx),
-                );
-                return None;
-            }
+        let mut tests = Vec::new();
+        let mut says = format!("{{{{key}}}}: {{{{{n}}}}} rows");
+        let bounds = match (min, max) {
             (Some(lo), Some(hi)) if lo > hi => {
                 self.fail(
                     self.site.at(r.min.as_ref()?),
@@ -423,24 +426,86 @@ impl Expander<'_, '_> {
                 );
                 return None;
             }
-            (Some(lo), Some(hi)) => (
-                format!("{d}.row_count >= {lo} && {d}.row_count <= {hi}"),
+            (Some(lo), Some(hi)) => Some((
+                format!("{n} >= {lo} && {n} <= {hi}"),
                 format!("between {lo} and {hi}"),
-            ),
-            (Some(lo), None) => (format!("{d}.row_count >= {lo}"), format!("at least {lo}")),
-            (None, Some(hi)) => (format!("{d}.row_count <= {hi}"), format!("at most {hi}")),
+            )),
+            (Some(lo), None) => Some((format!("{n} >= {lo}"), format!("at least {lo}"))),
+            (None, Some(hi)) => Some((format!("{n} <= {hi}"), format!("at most {hi}"))),
+            (None, None) => None,
         };
+        if let Some((test, expected)) = bounds {
+            says.push_str(&format!("{{{{{test} ? '' : ', expected {expected}'}}}}"));
+            tests.push(test);
+        }
+        let mut measure = None;
+        if let Some(drop) = &r.max_drop {
+            // Percent with up to two decimals, compared in integers: row_count * 10000 >=
+            // previous * (10000 - 100 * drop), exact for counts up to 9 * 10^14.
+            let written = drop.value.trim();
+            let basis = written
+                .strip_suffix('%')
+                .unwrap_or(written)
+                .trim()
+                .parse::<rust_decimal::Decimal>()
+                .ok()
+                .filter(|p| {
+                    *p > rust_decimal::Decimal::ZERO && *p <= rust_decimal::Decimal::ONE_HUNDRED
+                })
+                .and_then(|p| {
+                    (p * rust_decimal::Decimal::ONE_HUNDRED)
+                        .normalize()
+                        .to_string()
+                        .parse::<i64>()
+                        .ok()
+                });
+            let Some(basis) = basis else {
+                self.fail(
+                    self.site.at(drop),
+                    format!(
+                        "{}: check: row_count.max_drop: `{written}` is not a percentage above 0 and at most 100 (with at most two decimals), like 20%",
+                        self.ctx
+                    ),
+                );
+                return None;
+            };
+            if d == "previous" {
+                self.fail(
+                    self.site.at(drop),
+                    format!(
+                        "{}: check: row_count: with max_drop the dataset cannot be named `previous` (that is the previous run's count); name it with `dataset:`",
+                        self.ctx
+                    ),
+                );
+                return None;
+            }
+            let kept = 10_000 - basis;
+            let held = format!("{n} * 10000 >= previous * {kept}");
+            says.push_str(&format!(
+                "{{{{previous == null || {held} ? '' : ', down more than {written} from ' + string(previous) + ' at the previous run'}}}}"
+            ));
+            tests.push(format!("(previous == null || {held})"));
+            measure = Some((d.clone(), "row_count".to_string()));
+        }
+        if tests.is_empty() {
+            self.fail(
+                at,
+                format!(
+                    "{}: check: row_count: give `min`, `max`, `max_drop` or several",
+                    self.ctx
+                ),
+            );
+            return None;
+        }
         let sql = aggregate(&d, "COUNT(*) AS row_count", &from);
         Some(Expansion {
             kind: "row_count",
             key: text(&r.source, "dataset"),
             datasets: one(&d, &r.source, &r.query, &r.table, sql, None, false),
-            assertion: text(&spot, test),
-            message: text(
-                &spot,
-                format!("{{{{key}}}}: {{{{{d}.row_count}}}} rows, expected {expected}"),
-            ),
+            assertion: text(&spot, tests.join(" && ")),
+            message: text(&spot, says),
             reads: Vec::new(),
+            measure,
         })
     }
 
@@ -465,6 +530,7 @@ impl Expander<'_, '_> {
                 format!("{{{{key}}}}: {column} appears {{{{size({d})}}}} times in {d}"),
             ),
             reads: Vec::new(),
+            measure: None,
         })
     }
 
@@ -522,6 +588,7 @@ impl Expander<'_, '_> {
             assertion: text(&r.key, format!("{d}.all(r, {all})")),
             message: text(&r.key, format!("{{{{key}}}}: NULL in{which}")),
             reads,
+            measure: None,
         })
     }
 
@@ -605,6 +672,7 @@ impl Expander<'_, '_> {
                 ),
             ),
             reads,
+            measure: None,
         })
     }
 

@@ -18,6 +18,10 @@ name: orders_counted
 check:
   row_count: { source: orders, table: orders, min: 1, max: 1000 }
 ---
+name: orders_not_dropping
+check:
+  row_count: { source: orders, table: orders, min: 1, max_drop: 12.5% }
+---
 name: order_ids_unique
 check:
   unique: { source: orders, table: orders, column: id, updated_at: updated_at }
@@ -70,7 +74,10 @@ fn each_check_expands_to_the_rule_a_person_would_write() {
         .collect();
     insta::assert_snapshot!(text.join("\n"));
     // A check is a rule like any other: the severity and schedule stay the rule's.
-    assert_eq!(rules[5].severity, crate::rules::Severity::Critical);
+    assert_eq!(rules[6].severity, crate::rules::Severity::Critical);
+    // Only a row_count with max_drop measures from run to run.
+    let measures: Vec<bool> = rules.iter().map(|r| r.measure.is_some()).collect();
+    assert_eq!(measures, [false, false, false, true, false, false, false]);
 }
 
 #[test]
@@ -90,6 +97,15 @@ assert: "true"
             "rules/shop.yaml:3:6: rule `twice`: `key` comes from `check:`; a rule has one or the other",
             "rules/shop.yaml:6:9: rule `twice`: `assert` comes from `check:`; a rule has one or the other",
         ]
+    );
+    // A percentage may be written without its sign.
+    let (rules, errors) =
+        load("name: n\ncheck:\n  row_count: { source: orders, table: orders, max_drop: 20 }\n");
+    assert_eq!(errors, Vec::<String>::new());
+    assert!(
+        rules[0].assertion.ends_with("previous * 8000)"),
+        "{}",
+        rules[0].assertion
     );
     let (_, errors) = load("name: bare\ndatasets: {}\n");
     assert_eq!(
@@ -137,6 +153,22 @@ check:
 name: not_returned
 check:
   not_null: { source: orders, query: "SELECT id, a FROM orders", key: id, columns: [a, b] }
+---
+name: drops
+check:
+  row_count: { source: orders, table: orders, max_drop: lots }
+---
+name: drops_too_far
+check:
+  row_count: { source: orders, table: orders, max_drop: 120% }
+---
+name: previous_without_a_measure
+check:
+  unique: { source: orders, table: orders, column: id }
+tests:
+  - name: a case
+    previous: 3
+    expect: pass
 ---
 name: key_in_columns
 check:
