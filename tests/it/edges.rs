@@ -890,6 +890,26 @@ async fn a_password_selected_by_a_query_is_published_by_no_endpoint_or_command()
     seen.push_str(&cli(&["cluster"]));
     seen.push_str(&cli(&["cluster", "--format", "json"]));
     covered.push("cluster");
+    // `init` reads the source as given on the command line and writes no password.
+    let started = tempfile::tempdir().unwrap();
+    let config = started.path().join("invariantd.yaml");
+    // (The command line holds the password: what is checked is what init prints and writes.)
+    let init = std::process::Command::new(env!("CARGO_BIN_EXE_invariantd"))
+        .args(["--config", config.to_str().unwrap(), "init", "--source"])
+        .arg(format!("db={url}"))
+        .env_remove("INVARIANTD_CONFIG")
+        .output()
+        .unwrap();
+    let written = format!(
+        "{}{}",
+        String::from_utf8_lossy(&init.stdout),
+        String::from_utf8_lossy(&init.stderr)
+    );
+    assert!(written.contains("DB_PASSWORD"), "{written}");
+    seen.push_str(&written);
+    seen.push_str(&std::fs::read_to_string(&config).unwrap());
+    seen.push_str(&std::fs::read_to_string(started.path().join("rules/starter.yaml")).unwrap());
+    covered.push("init");
     terminate_within(&mut daemon, std::time::Duration::from_secs(20)).await;
 
     // No command was forgotten ("demo" makes its own databases, with no secret of yours).
