@@ -28,8 +28,9 @@ pub struct Cli {
 pub enum Command {
     /// Evaluate rules once now and print what violates them.
     ///
-    /// Exit status: 0 all hold, 1 violations found, 2 a rule could not be evaluated
-    /// (unknown) or the configuration is invalid.
+    /// Exit status: 0 all hold (or their violations only warn under warn_if/error_if), 1
+    /// violations that are an error, 2 a rule could not be evaluated (unknown) or the
+    /// configuration is invalid.
     Check(CheckArgs),
     /// Load the configuration and every rule without touching a database; print every error.
     /// With --connect, also prepare (never run) every dataset query on its source.

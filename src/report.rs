@@ -3,182 +3,26 @@
 //! files CI systems read (`--junit`, `--output`: `junit`, `results`); the violations of
 //! `violations list`; and the silences of `silence list`.
 
+mod check;
 pub mod files;
 pub mod junit;
 pub mod results;
+
+pub use check::{check_junit, exit_code, render_json, render_table};
 
 use std::fmt::Write as _;
 
 use crate::api::repairs::RepairView;
 use crate::api::silences::SilenceView;
 use crate::api::views::{Page, ViolationView};
-use crate::rules::Rule;
 use crate::state::{Verification, ViolationRecord};
 use crate::value::{format_timestamp, terminal_safe};
-use crate::verdict::{Outcome, RuleRun};
-
-/// 0 when every rule holds, 1 when any violation was found, 2 when any rule is unknown or
-/// has keys that could not be judged.
-pub fn exit_code(runs: &[RuleRun]) -> u8 {
-    if runs
-        .iter()
-        .any(|r| r.outcome == Outcome::Unknown || r.error.is_some())
-    {
-        2
-    } else if runs.iter().any(|r| r.outcome == Outcome::Fail) {
-        1
-    } else {
-        0
-    }
-}
-
-/// `check --format json`. The document borrows the runs' violations rather than copying them
-/// into a JSON tree first: a sweep's report may hold many thousands, each with its rows.
-pub fn render_json(rules: &[Rule], runs: &[RuleRun]) -> String {
-    #[derive(serde::Serialize)]
-    struct Report<'a> {
-        rules: Vec<RuleReport<'a>>,
-    }
-    #[derive(serde::Serialize)]
-    struct RuleReport<'a> {
-        rule: &'a str,
-        severity: &'a str,
-        outcome: &'a str,
-        rows_scanned: u64,
-        keys_judged: u64,
-        keys_in_grace: u64,
-        keys_with_errors: u64,
-        duration_ms: u64,
-        error: Option<ErrorReport<'a>>,
-        violations: Vec<ViolationReport<'a>>,
-    }
-    #[derive(serde::Serialize)]
-    struct ErrorReport<'a> {
-        kind: &'a str,
-        message: &'a str,
-    }
-    #[derive(serde::Serialize)]
-    struct ViolationReport<'a> {
-        key: String,
-        message: &'a str,
-        datasets: serde_json::Value,
-    }
-    let report = Report {
-        rules: rules
-            .iter()
-            .zip(runs)
-            .map(|(rule, run)| RuleReport {
-                rule: &run.rule,
-                severity: rule.severity.as_str(),
-                outcome: run.outcome.as_str(),
-                rows_scanned: run.total_rows_scanned(),
-                keys_judged: run.keys_judged,
-                keys_in_grace: run.keys_in_grace,
-                keys_with_errors: run.key_errors_total,
-                duration_ms: run.duration.as_millis() as u64,
-                error: run.error.as_ref().map(|e| ErrorReport {
-                    kind: e.kind.as_str(),
-                    message: &e.message,
-                }),
-                violations: run
-                    .violations
-                    .iter()
-                    .map(|v| ViolationReport {
-                        key: v.key.to_string(),
-                        message: &v.message,
-                        datasets: v.datasets.to_value(),
-                    })
-                    .collect(),
-            })
-            .collect(),
-    };
-    let mut out = inert_json(serde_json::to_string_pretty(&report).expect("JSON values serialize"));
-    out.push('\n');
-    out
-}
 
 /// What a CI report says of how the command ran, beside its results.
 pub struct Invocation<'a> {
     pub config: &'a std::path::Path,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub elapsed: std::time::Duration,
-}
-
-/// `check --junit FILE`: a test case per rule, a failure with the message of up to `limit`
-/// violations (0: all), an error for a rule that could not be judged.
-pub fn check_junit(rules: &[Rule], runs: &[RuleRun], at: &Invocation<'_>, limit: usize) -> String {
-    use junit::{Case, CaseResult, Suite};
-    let cases = rules
-        .iter()
-        .zip(runs)
-        .map(|(rule, run)| {
-            let status = results::status(run);
-            let result = match status {
-                results::Status::Pass => CaseResult::Passed,
-                results::Status::Fail => CaseResult::Failed {
-                    kind: "violations".into(),
-                    message: format!(
-                        "{} violation{} of `{}`",
-                        run.violations.len(),
-                        if run.violations.len() == 1 { "" } else { "s" },
-                        rule.assertion
-                    ),
-                    text: violation_sample(run, limit),
-                },
-                results::Status::Error => {
-                    let (kind, message) = match &run.error {
-                        Some(e) => (e.kind.as_str().to_string(), e.message.clone()),
-                        None => (
-                            "key_errors".to_string(),
-                            format!("{} keys could not be judged", run.key_errors_total),
-                        ),
-                    };
-                    let mut text = String::new();
-                    for e in &run.key_errors {
-                        let _ = writeln!(text, "key {}: {} ({})", e.key, e.message, e.kind);
-                    }
-                    text.push_str(&violation_sample(run, limit));
-                    CaseResult::Error {
-                        kind,
-                        message,
-                        text,
-                    }
-                }
-            };
-            Case {
-                name: rule.name.clone(),
-                classname: format!("invariantd.{}", rule.severity.as_str()),
-                file: Some(rule.origin.file.display().to_string()),
-                line: Some(rule.origin.pos.line as u32),
-                time: Some(run.duration),
-                result,
-            }
-        })
-        .collect();
-    junit::render(&Suite {
-        name: "invariantd check".into(),
-        started_at: at.started_at,
-        elapsed: at.elapsed,
-        properties: junit::properties(at),
-        cases,
-    })
-}
-
-/// Up to `limit` violations (0: all), a line each, and how many more there are.
-fn violation_sample(run: &RuleRun, limit: usize) -> String {
-    let mut text = String::new();
-    let shown = if limit == 0 {
-        run.violations.len()
-    } else {
-        limit.min(run.violations.len())
-    };
-    for v in &run.violations[..shown] {
-        let _ = writeln!(text, "{}: {}", v.key, v.message);
-    }
-    if shown < run.violations.len() {
-        let _ = writeln!(text, "… and {} more", run.violations.len() - shown);
-    }
-    text
 }
 
 /// JSON with the characters that can reorder or hide what a terminal shows — C1 controls and
@@ -200,96 +44,6 @@ pub fn inert_json(json: String) -> String {
             out.push(c);
         }
     }
-    out
-}
-
-pub fn render_table(rules: &[Rule], runs: &[RuleRun], limit: usize) -> String {
-    let mut out = String::new();
-    let name_w = rules.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
-    let _ = writeln!(
-        out,
-        "{:<name_w$}  {:<8}  {:<7}  {:>10}  {:>8}  {:>6}  {:>6}  {:>10}  DURATION",
-        "RULE", "SEVERITY", "OUTCOME", "ROWS", "JUDGED", "GRACE", "ERRORS", "VIOLATIONS"
-    );
-    for (rule, run) in rules.iter().zip(runs) {
-        let _ = writeln!(
-            out,
-            "{:<name_w$}  {:<8}  {:<7}  {:>10}  {:>8}  {:>6}  {:>6}  {:>10}  {}ms",
-            run.rule,
-            rule.severity.as_str(),
-            run.outcome.as_str(),
-            run.total_rows_scanned(),
-            run.keys_judged,
-            run.keys_in_grace,
-            run.key_errors_total,
-            run.violations.len(),
-            run.duration.as_millis()
-        );
-    }
-    for (rule, run) in rules.iter().zip(runs) {
-        if run.violations.is_empty() && run.error.is_none() {
-            continue;
-        }
-        out.push('\n');
-        if !run.violations.is_empty() {
-            let n = run.violations.len();
-            let _ = writeln!(
-                out,
-                "{} ({}): {n} violation{}",
-                run.rule,
-                rule.severity,
-                if n == 1 { "" } else { "s" }
-            );
-            if !rule.description.is_empty() {
-                let _ = writeln!(out, "  {}", rule.description);
-            }
-            let key_w = run
-                .violations
-                .iter()
-                .map(|v| v.key.to_string().len())
-                .max()
-                .unwrap_or(0);
-            let shown = if limit == 0 { n } else { n.min(limit) };
-            for v in &run.violations[..shown] {
-                let _ = writeln!(
-                    out,
-                    "  {:<key_w$}  {}",
-                    terminal_safe(&v.key.to_string()),
-                    terminal_safe(&v.message)
-                );
-            }
-            if shown < n {
-                let _ = writeln!(
-                    out,
-                    "  … and {} more (--limit 0 lists all, --format json gives every row)",
-                    n - shown
-                );
-            }
-        }
-        if let Some(error) = &run.error {
-            let _ = writeln!(
-                out,
-                "{} ({}): {} ({}): {}",
-                run.rule,
-                rule.severity,
-                run.outcome.as_str(),
-                error.kind,
-                terminal_safe(&error.message)
-            );
-        }
-    }
-    let count = |o: Outcome| runs.iter().filter(|r| r.outcome == o).count();
-    let violations: usize = runs.iter().map(|r| r.violations.len()).sum();
-    let _ = writeln!(
-        out,
-        "\n{} rule{}: {} pass, {} fail, {} unknown; {violations} violation{}",
-        runs.len(),
-        if runs.len() == 1 { "" } else { "s" },
-        count(Outcome::Pass),
-        count(Outcome::Fail),
-        count(Outcome::Unknown),
-        if violations == 1 { "" } else { "s" }
-    );
     out
 }
 

@@ -40,6 +40,49 @@ impl Outcome {
     }
 }
 
+/// What a rule's violations amount to under its thresholds (`warn_if`, `error_if`): `error`
+/// (any violation, for a rule without thresholds), `warn`, `pass`; `unknown` when it could
+/// not be judged.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleStatus {
+    #[default]
+    Pass,
+    Warn,
+    Error,
+    Unknown,
+}
+
+impl RuleStatus {
+    pub const ALL: [RuleStatus; 4] = [
+        RuleStatus::Pass,
+        RuleStatus::Warn,
+        RuleStatus::Error,
+        RuleStatus::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleStatus::Pass => "pass",
+            RuleStatus::Warn => "warn",
+            RuleStatus::Error => "error",
+            RuleStatus::Unknown => "unknown",
+        }
+    }
+}
+
 /// How much a run read: every key (the ground truth), or only the keys that changed since the
 /// previous run and the keys of open violations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -375,6 +418,9 @@ pub struct RuleRun {
     /// counted in this run: its next run's `previous`.
     #[serde(default)]
     pub measure: Option<i64>,
+    /// The rule's status after this run, under its thresholds (`rules::Thresholds`).
+    #[serde(default)]
+    pub status: RuleStatus,
 }
 
 impl RuleRun {
@@ -407,6 +453,7 @@ impl RuleRun {
             keys_changed: 0,
             samples: Vec::new(),
             measure: None,
+            status: RuleStatus::Unknown,
         }
     }
 

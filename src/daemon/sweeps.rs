@@ -79,7 +79,9 @@ pub async fn coordinate(
             if runs.len() != ranges.len() {
                 return Err(StateError::LeaseLost(lease.name.clone()));
             }
-            return Ok(merge_parts(runs).expect("a sweep has at least one part"));
+            let mut run = merge_parts(runs).expect("a sweep has at least one part");
+            run.status = crate::engine::status_of(rule, &run);
+            return Ok(run);
         }
         tokio::select! {
             () = tokio::time::sleep(PROGRESS_POLL) => {}

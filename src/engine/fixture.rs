@@ -161,5 +161,5 @@ pub async fn run_fixtures(
         super::merge::merge(rule, &judge, &mut cursors, open, None, &mut run).await
     }
     .await;
-    finish(run, result, Duration::ZERO)
+    finish(rule, run, result, Duration::ZERO)
 }

@@ -79,7 +79,7 @@ pub async fn run_rule_incremental(
         )
         .await;
     }
-    let mut run = finish(run, result.map(|_| ()), started.elapsed());
+    let mut run = finish(rule, run, result.map(|_| ()), started.elapsed());
     redact(&mut run, sources.secrets());
     run
 }

@@ -122,7 +122,7 @@ async fn run_keys(
     let mut run = new_run(rule, now);
     let judging = (grace, previous);
     let result = execute(rule, sources, now, open, read, judging, &mut run).await;
-    let mut run = finish(run, result, started.elapsed());
+    let mut run = finish(rule, run, result, started.elapsed());
     redact(&mut run, sources.secrets());
     run
 }
@@ -179,7 +179,12 @@ fn new_run(rule: &Rule, now: DateTime<Utc>) -> RuleRun {
 
 /// Settles the outcome: an error makes the run unknown with no verdicts; otherwise
 /// violations make it fail, and keys that could not be judged (with no violation) unknown.
-fn finish(mut run: RuleRun, result: Result<(), RunError>, duration: Duration) -> RuleRun {
+fn finish(
+    rule: &Rule,
+    mut run: RuleRun,
+    result: Result<(), RunError>,
+    duration: Duration,
+) -> RuleRun {
     run.duration = duration;
     match result {
         Err(error) => {
@@ -198,6 +203,7 @@ fn finish(mut run: RuleRun, result: Result<(), RunError>, duration: Duration) ->
             parts::settle(&mut run);
         }
     }
+    run.status = status_of(rule, &run);
     tracing::debug!(
         rule = %run.rule,
         outcome = run.outcome.as_str(),
@@ -207,6 +213,27 @@ fn finish(mut run: RuleRun, result: Result<(), RunError>, duration: Duration) ->
         "Rule run finished."
     );
     run
+}
+
+/// A run's status under its rule's thresholds: what its violations, the keys it judged and
+/// the impact they put at risk add up to; `unknown` when it judged nothing.
+pub fn status_of(rule: &Rule, run: &RuleRun) -> crate::verdict::RuleStatus {
+    if run.outcome == Outcome::Unknown {
+        return crate::verdict::RuleStatus::Unknown;
+    }
+    rule.thresholds.status(&tally_of(rule, run))
+}
+
+/// What a run's violations add up to, as thresholds read them.
+pub fn tally_of(rule: &Rule, run: &RuleRun) -> crate::rules::thresholds::Tally {
+    crate::rules::thresholds::Tally {
+        violations: run.violations.len() as u64,
+        judged: run.keys_judged,
+        impact: rule
+            .impact
+            .as_ref()
+            .map(|_| run.violations.iter().filter_map(|v| v.impact).sum()),
+    }
 }
 
 /// Where a dataset's error happened: the dataset and source, and for errors about the query

@@ -203,7 +203,7 @@ fn naive(
     for (i, f) in fixtures.iter().enumerate() {
         run.rows_scanned[i] = f.rows.len() as u64;
     }
-    super::finish(run, Ok(()), std::time::Duration::ZERO)
+    super::finish(rule, run, Ok(()), std::time::Duration::ZERO)
 }
 
 /// What must agree between the two joins.

@@ -34,6 +34,8 @@ pub struct Case {
 
 pub enum CaseResult {
     Passed,
+    /// Passed, with a warning for whoever reads the report (in `system-out`).
+    Warned(String),
     /// The check found what it checks for: `message` is the summary, `text` the details.
     Failed {
         kind: String,
@@ -108,6 +110,14 @@ pub fn render(suite: &Suite) -> String {
         let (element, kind, message, text) = match &case.result {
             CaseResult::Passed => {
                 out.push_str("/>\n");
+                continue;
+            }
+            CaseResult::Warned(text) => {
+                let _ = writeln!(
+                    out,
+                    ">\n      <system-out>{}</system-out>\n    </testcase>",
+                    text_node(text)
+                );
                 continue;
             }
             CaseResult::Failed {

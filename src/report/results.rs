@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Invocation;
 use crate::rules::Rule;
-use crate::verdict::{Outcome, RuleRun};
+use crate::verdict::{Outcome, RuleRun, RuleStatus};
 
 /// The schema this module writes.
 pub const SCHEMA: &str = "invariantd/run-results/v1";
@@ -17,17 +17,22 @@ pub const SCHEMA: &str = "invariantd/run-results/v1";
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pass,
+    /// Violations that only warn under the rule's thresholds (exit status 0).
+    Warn,
     Fail,
     Error,
 }
 
-/// A rule's run: an error when it could not be judged (exit status 2), a failure when it
-/// found violations (1).
+/// A rule's run: an error when it could not be judged (exit status 2), a failure when its
+/// violations are an error under its thresholds (1; without thresholds, any violation), a
+/// warning when they only warn.
 pub fn status(run: &RuleRun) -> Status {
     if run.outcome == Outcome::Unknown || run.error.is_some() {
         Status::Error
-    } else if run.outcome == Outcome::Fail {
+    } else if run.outcome == Outcome::Fail && run.status == RuleStatus::Error {
         Status::Fail
+    } else if run.outcome == Outcome::Fail && run.status == RuleStatus::Warn {
+        Status::Warn
     } else {
         Status::Pass
     }
@@ -53,6 +58,7 @@ pub struct Document<'a, R> {
 pub struct Summary {
     pub total: usize,
     pub pass: usize,
+    pub warn: usize,
     pub fail: usize,
     pub error: usize,
 }
@@ -70,6 +76,7 @@ impl<'a, R> Document<'a, R> {
         let summary = Summary {
             total: results.len(),
             pass: count(Status::Pass),
+            warn: count(Status::Warn),
             fail: count(Status::Fail),
             error: count(Status::Error),
         };
@@ -77,6 +84,8 @@ impl<'a, R> Document<'a, R> {
             Status::Error
         } else if summary.fail > 0 {
             Status::Fail
+        } else if summary.warn > 0 {
+            Status::Warn
         } else {
             Status::Pass
         };

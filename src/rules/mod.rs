@@ -13,6 +13,7 @@ mod incremental;
 mod repair;
 mod schedule;
 pub mod select;
+pub mod thresholds;
 mod validate;
 
 use std::collections::HashMap;
@@ -56,6 +57,8 @@ struct RawRule {
     check: Option<Spanned<builtin::RawCheck>>,
     message: Option<Spanned<String>>,
     impact: Option<RawImpact>,
+    warn_if: Option<thresholds::RawConditions>,
+    error_if: Option<thresholds::RawConditions>,
     repair: Option<repair::RawRepair>,
     incremental: Option<Spanned<incremental::RawIncremental>>,
     consistent_cut: Option<Spanned<incremental::RawCut>>,
@@ -229,6 +232,8 @@ pub struct Rule {
     pub warnings: Vec<Diagnostic>,
     /// Money (or anything countable) at risk per violation.
     pub impact: Option<Impact>,
+    /// When the rule's violations only warn and when they are an error.
+    pub thresholds: thresholds::Thresholds,
     /// The compensating actions the rule offers, and their guardrails.
     pub repair: Option<Repair>,
     /// Runs judge only what changed, with full sweeps on their own schedule.
@@ -415,6 +420,8 @@ fn shape() -> yaml::Shape {
         ),
         ("impact", Shape::of::<RawImpact>(vec![])),
         ("check", builtin::shape()),
+        ("warn_if", Shape::of::<thresholds::RawConditions>(vec![])),
+        ("error_if", Shape::of::<thresholds::RawConditions>(vec![])),
         ("repair", repair::shape()),
         (
             "incremental",

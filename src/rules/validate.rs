@@ -182,6 +182,14 @@ pub(super) fn validate(
     };
 
     let impact = impact(&site, &raw, &scope, diags);
+    let limits = super::thresholds::Site {
+        file,
+        doc,
+        ctx: &ctx,
+        has_impact: raw.impact.is_some(),
+    };
+    let thresholds =
+        super::thresholds::check(&limits, raw.warn_if.take(), raw.error_if.take(), diags);
     let repair = raw.repair.and_then(|r| {
         let checker = crate::actions::Checker {
             file,
@@ -232,6 +240,7 @@ pub(super) fn validate(
         })
     });
     Rule {
+        thresholds,
         measure,
         tests,
         warnings,

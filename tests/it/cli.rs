@@ -192,6 +192,8 @@ async fn check_prints_one_json_document_of_the_documented_shape() {
                 "rule",
                 "severity",
                 "outcome",
+                "status",
+                "effective_severity",
                 "rows_scanned",
                 "keys_judged",
                 "keys_in_grace",
