@@ -220,7 +220,7 @@ mod tests {
                 match e {
                     Event::Firing => { prop_assert!(!firing); firing = true; }
                     Event::Resolved => { prop_assert!(firing); firing = false; }
-                    Event::Repeat | Event::Grown => {
+                    Event::Repeat | Event::Grown | Event::Escalated => {
                         prop_assert!(firing);
                         prop_assert!(at - last.unwrap() >= 300);
                     }

@@ -22,6 +22,7 @@
 pub mod group;
 pub mod lifecycle;
 pub mod route;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ use crate::rules::Rule;
 use crate::state::{
     AlertGroupState, OutboxEntry, Silence, StateError, StateStore, ViolationFilter, ViolationState,
 };
-use crate::verdict::{ErrorKind, Outcome};
+use crate::verdict::{ErrorKind, Outcome, RuleStatus};
 use group::GroupKey;
 use lifecycle::{Timing, micros};
 
@@ -79,6 +80,11 @@ struct Observed {
     impact: Option<ImpactSum>,
     /// When what is observed changes by time alone (a rule turning stale), if it does.
     flips_us: Option<i64>,
+    /// For a rule's violations: its status under its thresholds, the conditions that hold,
+    /// and the keys its newest full sweep judged (when a `fraction` needs them).
+    status: Option<crate::verdict::RuleStatus>,
+    reasons: Vec<String>,
+    judged: Option<i64>,
 }
 
 impl Observed {
@@ -101,6 +107,9 @@ impl Observed {
             oldest_first_seen_us: None,
             impact: None,
             flips_us: None,
+            status: None,
+            reasons: Vec::new(),
+            judged: None,
         }
     }
 
@@ -138,6 +147,7 @@ async fn observe(
     let held = store.held_repairs().await?;
     let names: Vec<&str> = inputs.rules.iter().map(|r| r.name.as_str()).collect();
     let mut latest = store.latest_runs(&names).await?;
+    let states = status::states(store, inputs.rules, &open).await?;
     let mut out = Vec::new();
     let mut blind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for rule in inputs.rules {
@@ -145,7 +155,15 @@ async fn observe(
         let (last, last_success) = latest.remove(&rule.name).unwrap_or_default();
         snap.last_success_us = last_success;
         let mut v = Observed::new(AlertKind::Violation, &rule.name, Some(rule));
-        v.failing = snap.open > 0;
+        // Under its thresholds: violations that neither warn nor are an error fire nothing,
+        // and the group carries the severity they have now.
+        if let Some(state) = states.get(&rule.name) {
+            v.failing = matches!(state.status, RuleStatus::Warn | RuleStatus::Error);
+            v.severity = state.severity.as_str().into();
+            v.status = Some(state.status);
+            v.reasons = state.reasons.clone();
+            v.judged = Some(state.tally.judged as i64);
+        }
         v.count = snap.open;
         v.oldest_first_seen_us = snap.oldest_first_seen_us;
         v.impact = rule.impact.as_ref().map(|i| {
@@ -231,7 +249,7 @@ async fn observe(
 }
 
 /// What one evaluation did, and when the next is due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evaluated {
     /// Notifications queued.
     pub queued: usize,
@@ -241,6 +259,8 @@ pub struct Evaluated {
     /// turning stale, a silence ending, a re-send; never before `now_us`. `None` when nothing
     /// is due by time alone.
     pub next_us: Option<i64>,
+    /// Each rule's status under its thresholds, from its open violations.
+    pub statuses: std::collections::HashMap<String, RuleStatus>,
 }
 
 /// One evaluation: steps every group's lifecycle and queues the announcements.
@@ -283,7 +303,11 @@ pub async fn evaluate(
             next_us = Some(next_us.map_or(at, |n| n.min(at)));
         }
     };
+    let mut statuses = std::collections::HashMap::new();
     for mut o in observed {
+        if let (AlertKind::Violation, Some(rule), Some(s)) = (o.key.kind, &o.rule, o.status) {
+            statuses.insert(rule.clone(), s);
+        }
         let fields = o.fields();
         let silenced = silences
             .iter()
@@ -302,6 +326,19 @@ pub async fn evaluate(
                 sum.total = sum.total.saturating_sub(silenced_impact);
                 sum.display = rule_impact.describe(sum.total);
             }
+            // What is left, under the thresholds.
+            if let (Some(rule), Some(_)) = (rule, o.status) {
+                let left = crate::state::RuleSnapshot {
+                    open: o.count,
+                    impact: o.impact.as_ref().map(|i| i.total),
+                    ..Default::default()
+                };
+                let state = status::state_of(rule, &left, o.judged);
+                o.failing = matches!(state.status, RuleStatus::Warn | RuleStatus::Error);
+                o.severity = state.severity.as_str().into();
+                o.status = Some(state.status);
+                o.reasons = state.reasons;
+            }
         }
         let stored = o.key.to_string();
         let state = groups.remove(&stored).unwrap_or_else(|| AlertGroupState {
@@ -315,7 +352,7 @@ pub async fn evaluate(
             // so that a group still firing when the silence ends is announced at once.
             match event {
                 Some(Event::Firing | Event::Resolved) => next.last_sent_us = None,
-                Some(Event::Repeat | Event::Grown) => next = state.clone(),
+                Some(Event::Repeat | Event::Grown | Event::Escalated) => next = state.clone(),
                 None => {}
             }
             if next != state {
@@ -325,14 +362,28 @@ pub async fn evaluate(
             }
             continue;
         }
-        let receivers = route::receivers(&alerting.routes, &fields);
+        // Routed by what the group is now (its severity, its impact), after silences.
+        let impact = o.impact.as_ref().map(|i| i.total);
+        let receivers = route::receivers(&alerting.routes, &o.fields(), impact);
+        let announced = status::settle(
+            &state,
+            &mut next,
+            event,
+            &o.severity,
+            receivers.clone(),
+            now_us,
+        );
         let mut entries = Vec::new();
         // A silenced group's lifecycle waits for the silence's end, already counted.
         due(lifecycle::next_step(&next, o.failing, o.count, timing));
-        if let Some(event) = event {
-            let n = notification(store, inputs, &o, &next, event, now_us, &silenced_keys).await?;
+        if let Some(a) = announced {
+            let event = a.event;
+            o.severity = a.severity;
+            let mut n =
+                notification(store, inputs, &o, &next, event, now_us, &silenced_keys).await?;
+            n.escalated_from = a.escalated_from;
             let text = serde_json::to_string(&n).expect("a notification serialises");
-            entries.extend(receivers.iter().map(|r| OutboxEntry {
+            entries.extend(a.to.iter().map(|r| OutboxEntry {
                 message_id: n.id.clone(),
                 receiver: r.clone(),
                 notification: text.clone(),
@@ -341,7 +392,7 @@ pub async fn evaluate(
                 group = %o.key,
                 event = event.as_str(),
                 count = o.count,
-                receivers = %receivers.join(","),
+                receivers = %a.to.join(","),
                 "Alert {}.", event.as_str()
             );
             if next.firing {
@@ -405,6 +456,7 @@ pub async fn evaluate(
         }
     }
     Ok(Evaluated {
+        statuses,
         queued,
         next_us: next_us.map(|n| n.max(now_us)),
     })
@@ -613,6 +665,9 @@ async fn notification(
         labels: o.labels.clone(),
         count: o.count,
         impact: o.impact.clone().filter(|_| event != Event::Resolved),
+        status: o.status.map(|s| s.as_str().to_string()),
+        reasons: o.reasons.clone(),
+        escalated_from: None,
         oldest_age_seconds: o
             .oldest_first_seen_us
             .filter(|_| o.key.kind == AlertKind::Violation)

@@ -1,19 +1,30 @@
 //! Routing: the ordered routes of `alerting.routes` pick the receivers of an alert from its
-//! fields (`severity`, `rule`, `kind`, `source`) and its rule's labels. The first route that
-//! matches takes the alert, unless it says `continue`; a route without matchers matches all.
+//! fields (`severity`, `rule`, `kind`, `source`), its rule's labels and the money it puts at
+//! risk (`min_impact`). The first route that matches takes the alert, unless it says
+//! `continue`; a route without matchers matches all.
 
 use std::collections::BTreeMap;
 
+use rust_decimal::Decimal;
+
 use crate::config::RouteConfig;
 
-/// The receivers of an alert with these fields, each once, in route order.
-pub fn receivers(routes: &[RouteConfig], fields: &BTreeMap<String, String>) -> Vec<String> {
+/// The receivers of an alert with these fields and this impact (its rule's open violations'
+/// sum, none for a rule without `impact`), each once, in route order.
+pub fn receivers(
+    routes: &[RouteConfig],
+    fields: &BTreeMap<String, String>,
+    impact: Option<Decimal>,
+) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for route in routes {
         let matches = route
             .matchers
             .iter()
-            .all(|m| fields.get(&m.field) == Some(&m.value));
+            .all(|m| fields.get(&m.field) == Some(&m.value))
+            && route
+                .min_impact
+                .is_none_or(|min| impact.is_some_and(|i| i >= min));
         if !matches {
             continue;
         }
@@ -47,6 +58,7 @@ mod tests {
                 .collect(),
             receivers: receivers.iter().map(|r| r.to_string()).collect(),
             continue_,
+            min_impact: None,
             pos: Pos::default(),
         }
     }
@@ -72,14 +84,31 @@ mod tests {
             ("team", "inventory"),
         ]);
         assert_eq!(
-            receivers(&routes, &critical_inventory),
+            receivers(&routes, &critical_inventory, None),
             ["pager", "mail", "inventory-chat"]
         );
         let warning_payments = fields(&[("severity", "warning"), ("team", "payments")]);
-        assert_eq!(receivers(&routes, &warning_payments), ["chat"]);
+        assert_eq!(receivers(&routes, &warning_payments, None), ["chat"]);
         let source = fields(&[("severity", "warning"), ("kind", "source_down")]);
-        assert_eq!(receivers(&routes, &source), ["dba"]);
+        assert_eq!(receivers(&routes, &source, None), ["dba"]);
         // A label the alert does not have never matches.
-        assert_eq!(receivers(&routes[1..2], &source), Vec::<String>::new());
+        assert_eq!(
+            receivers(&routes[1..2], &source, None),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_small_loss_opens_a_ticket_and_a_large_one_pages() {
+        let mut page = route(&[("kind", "violation")], &["pager"], false);
+        page.min_impact = Some(Decimal::from(100_000));
+        let routes = [page, route(&[], &["tickets"], false)];
+        let violation = fields(&[("severity", "warning"), ("kind", "violation")]);
+        let small = Some(Decimal::from(99_999));
+        let large = Some(Decimal::from(100_000));
+        assert_eq!(receivers(&routes, &violation, small), ["tickets"]);
+        assert_eq!(receivers(&routes, &violation, large), ["pager"]);
+        // A rule without impact never takes a route that asks for one.
+        assert_eq!(receivers(&routes, &violation, None), ["tickets"]);
     }
 }

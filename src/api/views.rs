@@ -125,6 +125,24 @@ pub struct RuleView {
     /// What the open violations put at risk, for a rule with an `impact`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub impact: Option<ImpactView>,
+    /// Under its thresholds (`warn_if`, `error_if`): `pass`, `warn` or `error`.
+    pub status: String,
+    /// The severity its violations carry now (its own when an error, at most `warning` when
+    /// they warn); none when it passes.
+    pub effective_severity: Option<String>,
+    /// The threshold conditions that hold now (`violations > 10`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// The thresholds as loaded (`violations > 10`, …), when the rule has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<ThresholdsView>,
+}
+
+/// A rule's `warn_if` and `error_if`, each condition as text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThresholdsView {
+    pub warn_if: Option<Vec<String>>,
+    pub error_if: Option<Vec<String>>,
 }
 
 /// A rule's open violations' impact: the sum in its unit, and as people read it.
@@ -138,8 +156,26 @@ pub struct ImpactView {
 }
 
 impl RuleView {
-    pub fn new(rule: &Rule, snapshot: &RuleSnapshot) -> RuleView {
+    /// The rule as it stands with these open violations (and, for a `fraction` threshold,
+    /// the keys its newest full sweep judged).
+    pub fn new(rule: &Rule, snapshot: &RuleSnapshot, judged: Option<i64>) -> RuleView {
+        let state = crate::alert::status::state_of(rule, snapshot, judged);
+        let text = |c: &Option<Vec<crate::rules::thresholds::Condition>>| {
+            c.as_ref()
+                .map(|c| c.iter().map(ToString::to_string).collect())
+        };
         RuleView {
+            status: state.status.as_str().into(),
+            effective_severity: crate::rules::thresholds::effective_severity(
+                rule.severity,
+                state.status,
+            )
+            .map(|s| s.as_str().into()),
+            reasons: state.reasons,
+            thresholds: rule.thresholds.is_set().then(|| ThresholdsView {
+                warn_if: text(&rule.thresholds.warn_if),
+                error_if: text(&rule.thresholds.error_if),
+            }),
             name: rule.name.clone(),
             description: rule.description.clone(),
             severity: rule.severity.as_str().into(),

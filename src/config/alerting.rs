@@ -40,6 +40,7 @@ struct RawRoute {
     receivers: Vec<Spanned<String>>,
     #[serde(rename = "continue")]
     continue_: Option<Spanned<bool>>,
+    min_impact: Option<Spanned<String>>,
 }
 
 /// The shape of the section, for unknown fields.
@@ -131,6 +132,9 @@ pub struct RouteConfig {
     pub matchers: Vec<Matcher>,
     pub receivers: Vec<String>,
     pub continue_: bool,
+    /// Only alerts whose rule puts at least this much at risk (its open violations' impact
+    /// summed, in the rule's unit) take this route.
+    pub min_impact: Option<rust_decimal::Decimal>,
     pub pos: Pos,
 }
 
@@ -318,10 +322,30 @@ pub(super) fn check_alerting(
                 pos: at,
             });
         }
+        let min_impact = r.min_impact.and_then(|m| {
+            let n = m
+                .value
+                .trim()
+                .parse::<rust_decimal::Decimal>()
+                .ok()
+                .filter(|n| !n.is_sign_negative());
+            if n.is_none() {
+                diags.push(
+                    path,
+                    yaml::pos(&m, 0),
+                    format!(
+                        "alerting.routes[{i}]: min_impact `{}` is not a number of 0 or more (in the rule's impact unit)",
+                        m.value
+                    ),
+                );
+            }
+            n
+        });
         routes.push(RouteConfig {
             matchers,
             receivers: names,
             continue_: r.continue_.is_some_and(|c| c.value),
+            min_impact,
             pos,
         });
     }

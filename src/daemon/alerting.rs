@@ -37,6 +37,8 @@ pub async fn evaluator(
     loop {
         // Written under the `alerting` lease: a replica that lost it writes nothing more.
         let Some(lease) = handle.cluster.lease(crate::context::cluster::ALERTING) else {
+            // Another replica evaluates, and exports the rules' statuses, now.
+            handle.current().metrics.set_rule_statuses(&[], None);
             return Ok(());
         };
         let ctx = handle.current();
@@ -55,6 +57,8 @@ pub async fn evaluator(
         let mut interval = ctx.config.alerting.evaluation_interval;
         match crate::alert::evaluate(&ctx.store, &inputs, Utc::now().timestamp_micros()).await {
             Ok(done) => {
+                ctx.metrics
+                    .set_rule_statuses(&ctx.rules, Some(&done.statuses));
                 if done.queued > 0 {
                     delivery.notify_waiters();
                 }
@@ -64,7 +68,10 @@ pub async fn evaluator(
                     interval = until(done.next_us, Utc::now().timestamp_micros());
                 }
             }
-            Err(crate::state::StateError::LeaseLost(_)) => return Ok(()),
+            Err(crate::state::StateError::LeaseLost(_)) => {
+                ctx.metrics.set_rule_statuses(&[], None);
+                return Ok(());
+            }
             Err(e) => error!(error = %e, "Cannot evaluate alerts; trying again."),
         }
         drop(ctx);

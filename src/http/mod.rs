@@ -289,10 +289,15 @@ async fn rules(
     let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
     let snapshots = ctx.store.rule_snapshots(&names).await?;
     let none = Default::default();
-    let items = rules
-        .iter()
-        .map(|r| RuleView::new(r, snapshots.get(&r.name).unwrap_or(&none)))
-        .collect();
+    let mut items = Vec::with_capacity(rules.len());
+    for r in rules {
+        let judged = crate::alert::status::judged(&ctx.store, r).await?;
+        items.push(RuleView::new(
+            r,
+            snapshots.get(&r.name).unwrap_or(&none),
+            judged,
+        ));
+    }
     Ok(Json(Page { items, next: None }))
 }
 
@@ -493,8 +498,9 @@ async fn rule(
             ..Default::default()
         })
         .await?;
+    let judged = crate::alert::status::judged(&ctx.store, rule).await?;
     Ok(Json(RuleDetailView {
-        rule: RuleView::new(rule, &snapshot),
+        rule: RuleView::new(rule, &snapshot, judged),
         assert: rule.assertion.clone(),
         key: rule.key.clone(),
         last_run: last_run.first().map(RunView::from),

@@ -17,13 +17,15 @@
 //! restores them again each round; every replica exports its own (`registry`), with the
 //! `invariantd_replica_*` series.
 
+mod labels;
 mod process;
+
+use labels::*;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -37,49 +39,6 @@ use crate::verdict::{ErrorKind, Outcome, RuleRun};
 
 /// A per-rule series' labels: `rule`, the family's own, then the configured rule labels.
 type Labels = Vec<(String, String)>;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SourceLabel {
-    source: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReceiverOutcome {
-    receiver: String,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReplicaLabel {
-    replica: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabel {
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: String,
-}
-
-/// The outcomes of a delivery attempt, each with a series from start-up.
-const DELIVERY_OUTCOMES: [&str; 3] = ["sent", "failed", "dropped"];
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BuildInfo {
-    version: String,
-}
-
-/// How a repair can end.
-const REPAIR_OUTCOMES: [&str; 5] = ["applied", "failed", "skipped", "rejected", "needs_manual"];
-
-/// Why a guardrail held a run's automatic repairs (`state::Hold`, those a run decides).
-const HELD_REASONS: [&str; 4] = ["dry_run", "not_enabled", "too_many", "suspicious"];
-
-/// The statuses of `rule_keys`: what the last finished run did with each key.
-const KEY_STATUSES: [&str; 3] = ["judged", "in_grace", "error"];
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -115,6 +74,9 @@ pub struct Metrics {
     rows_scanned: Family<Labels, Counter>,
     run_errors: Family<Labels, Counter>,
     rule_keys: Family<Labels, Gauge>,
+    /// 1 for each rule's status under its thresholds, 0 for the others: set by the replica
+    /// that evaluates alerts, from what it announces.
+    rule_status: Family<Labels, Gauge>,
     source_up: Family<SourceLabel, Gauge>,
     repairs: Family<Labels, Counter>,
     repairs_pending: Family<Labels, Gauge>,
@@ -177,6 +139,7 @@ impl Metrics {
             rows_scanned: Family::default(),
             run_errors: Family::default(),
             rule_keys: Family::default(),
+            rule_status: Family::default(),
             source_up: Family::default(),
             repairs: Family::default(),
             repairs_pending: Family::default(),
@@ -204,6 +167,11 @@ impl Metrics {
         let mut shared_root = Registry::default();
         let shared = shared_root.sub_registry_with_prefix("invariantd");
         let registry = root.sub_registry_with_prefix("invariantd");
+        registry.register(
+            "rule_status",
+            "Each rule's status under its thresholds (warn_if, error_if): 1 for the one it is in (pass, warn, error, unknown), 0 for the others; exported by the replica that evaluates alerts",
+            m.rule_status.clone(),
+        );
         shared.register(
             "violations_open",
             "Open violations, by rule",
@@ -674,6 +642,10 @@ impl Metrics {
                 self.impact.remove(&self.labels(rule, &[("unit", &i.unit)]));
             }
             self.rule_runs_skipped.remove(&r);
+            for s in crate::verdict::RuleStatus::ALL {
+                self.rule_status
+                    .remove(&self.labels(rule, &[("status", s.as_str())]));
+            }
             self.run_duration.remove(&r);
             self.open_duration.remove(&r);
             self.last_success.remove(&r);
@@ -727,6 +699,27 @@ impl Metrics {
         self.replica_alerting.set(i64::from(alerting));
         self.exports_shared
             .store(leader, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The rules' statuses as the alert evaluator found them; none when `None` (this replica
+    /// no longer evaluates alerts: another one exports them).
+    pub fn set_rule_statuses(
+        &self,
+        rules: &[Rule],
+        statuses: Option<&HashMap<String, crate::verdict::RuleStatus>>,
+    ) {
+        self.rule_status.clear();
+        let Some(statuses) = statuses else { return };
+        for rule in rules {
+            let Some(now) = statuses.get(&rule.name) else {
+                continue;
+            };
+            for s in crate::verdict::RuleStatus::ALL {
+                self.rule_status
+                    .get_or_create(&self.labels(rule, &[("status", s.as_str())]))
+                    .set(i64::from(s == *now));
+            }
+        }
     }
 
     /// A key range of a partitioned sweep read here: `written`, or `lost` with its lease.

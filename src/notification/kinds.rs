@@ -62,6 +62,9 @@ pub enum Event {
     Grown,
     /// No longer failing.
     Resolved,
+    /// Still failing, at a higher severity than announced (a rule's `error_if` crossed), or
+    /// now routed to receivers it had not told (a route's `min_impact` reached).
+    Escalated,
 }
 
 impl Event {
@@ -71,6 +74,7 @@ impl Event {
             Event::Repeat => "repeat",
             Event::Grown => "grown",
             Event::Resolved => "resolved",
+            Event::Escalated => "escalated",
         }
     }
 }

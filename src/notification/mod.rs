@@ -40,6 +40,15 @@ pub struct Notification {
     /// What the open violations put at risk, for a rule with an `impact`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impact: Option<ImpactSum>,
+    /// A rule's status under its thresholds (`warn` or `error`; `pass` once resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The threshold conditions that hold (`violations > 10`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// For an escalation: the severity announced before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_from: Option<String>,
     /// The oldest open violations, at most `sample_size`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sample: Vec<Sample>,
@@ -134,10 +143,10 @@ impl Notification {
             Event::Resolved => format!("[RESOLVED] {}", self.resolved_what()),
             e => format!(
                 "[{} {}] {}",
-                if e == Event::Firing {
-                    "FIRING"
-                } else {
-                    "STILL FIRING"
+                match e {
+                    Event::Firing => "FIRING",
+                    Event::Escalated => "ESCALATED",
+                    _ => "STILL FIRING",
                 },
                 self.severity,
                 self.what()
@@ -170,7 +179,17 @@ impl Notification {
             let _ = writeln!(out, "{}", self.description);
             let _ = writeln!(out);
         }
-        let _ = writeln!(out, "Severity:  {}", self.severity);
+        match &self.escalated_from {
+            Some(from) => {
+                let _ = writeln!(out, "Severity:  {} (was {from})", self.severity);
+            }
+            None => {
+                let _ = writeln!(out, "Severity:  {}", self.severity);
+            }
+        }
+        if let Some(status) = self.status.as_ref().filter(|_| !self.reasons.is_empty()) {
+            let _ = writeln!(out, "Status:    {status} ({})", self.reasons.join(", "));
+        }
         if let Some(rule) = &self.rule {
             let _ = writeln!(out, "Rule:      {rule}");
         }
@@ -313,6 +332,9 @@ pub(crate) mod tests {
                 display: "339.35 EUR".into(),
             }),
             oldest_age_seconds: Some(3 * 3600 + 12 * 60),
+            status: None,
+            reasons: Vec::new(),
+            escalated_from: None,
             sample: (1..=3)
                 .map(|i| Sample {
                     key: format!("{}", 1000 + i),

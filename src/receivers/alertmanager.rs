@@ -116,13 +116,8 @@ impl Receiver for Alertmanager {
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            post_json(
-                &self.client,
-                &self.url,
-                &alert_json(n, &now, self.valid_for),
-                None,
-            )
-            .await
+            let alerts = alerts_json(n, &now, self.valid_for);
+            post_json(&self.client, &self.url, &alerts, None).await
         })
     }
 }
@@ -153,6 +148,26 @@ pub fn labels(n: &Notification) -> BTreeMap<String, String> {
         labels.insert("source".into(), source.clone());
     }
     labels
+}
+
+/// What one notification posts: its alert, and for an escalation also the end of the alert
+/// of the severity before — Alertmanager knows an alert by its labels, severity among them,
+/// and would let the old one fire on until it expired.
+pub fn alerts_json(n: &Notification, now: &str, valid_for: Duration) -> serde_json::Value {
+    let mut alerts = alert_json(n, now, valid_for);
+    if let Some(from) = &n.escalated_from {
+        let before = Notification {
+            severity: from.clone(),
+            ends_at: Some(now.to_string()),
+            ..n.clone()
+        };
+        if let (Some(list), serde_json::Value::Array(ended)) =
+            (alerts.as_array_mut(), alert_json(&before, now, valid_for))
+        {
+            list.extend(ended);
+        }
+    }
+    alerts
 }
 
 /// One alert for Alertmanager's `POST /api/v2/alerts`. A firing alert ends at
@@ -211,5 +226,30 @@ mod tests {
         );
         // The labels that identify the alert are the same in every announcement of the group.
         assert_eq!(labels(&firing()), labels(&resolved()));
+    }
+
+    #[test]
+    fn an_escalation_ends_the_alert_of_the_severity_before() {
+        let valid = Duration::from_secs(240);
+        let escalated = Notification {
+            event: crate::notification::Event::Escalated,
+            escalated_from: Some("warning".into()),
+            ..firing()
+        };
+        let posted = alerts_json(&escalated, "2026-11-27T12:20:00Z", valid);
+        let list = posted.as_array().unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0]["labels"]["severity"], "critical");
+        assert_eq!(list[0]["endsAt"], "2026-11-27T12:24:00Z");
+        assert_eq!(list[1]["labels"]["severity"], "warning");
+        assert_eq!(list[1]["endsAt"], "2026-11-27T12:20:00Z");
+        // Anything else posts its one alert.
+        assert_eq!(
+            alerts_json(&firing(), "2026-11-27T12:20:00Z", valid)
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

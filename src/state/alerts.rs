@@ -28,6 +28,10 @@ pub struct AlertGroupState {
     pub sequence: i64,
     /// The last re-send of the firing alert to Alertmanager receivers.
     pub refreshed_us: Option<i64>,
+    /// The severity it was last announced with while firing.
+    pub severity: Option<String>,
+    /// The receivers it was announced to while firing: its resolve goes to each.
+    pub receivers: Vec<String>,
 }
 
 /// A notification for one receiver, to be added to the outbox.
@@ -54,12 +58,13 @@ pub struct OutboxRow {
 fn upsert_group(g: &AlertGroupState) -> Stmt {
     Stmt {
         sql: "INSERT INTO alert_groups (group_key, firing, pending_since_us, started_us, \
-              last_sent_us, sent_count, sequence, refreshed_us) \
-              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+              last_sent_us, sent_count, sequence, refreshed_us, severity, receivers) \
+              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
               ON CONFLICT (group_key) DO UPDATE SET firing = excluded.firing, \
               pending_since_us = excluded.pending_since_us, started_us = excluded.started_us, \
               last_sent_us = excluded.last_sent_us, sent_count = excluded.sent_count, \
-              sequence = excluded.sequence, refreshed_us = excluded.refreshed_us"
+              sequence = excluded.sequence, refreshed_us = excluded.refreshed_us, \
+              severity = excluded.severity, receivers = excluded.receivers"
             .into(),
         binds: vec![
             Bind::Text(g.group_key.clone()),
@@ -70,6 +75,9 @@ fn upsert_group(g: &AlertGroupState) -> Stmt {
             Bind::I64(g.sent_count),
             Bind::I64(g.sequence),
             Bind::OptI64(g.refreshed_us),
+            Bind::OptText(g.severity.clone()),
+            // Receiver names are [a-z0-9_]+: a comma cannot be in one.
+            Bind::OptText((!g.receivers.is_empty()).then(|| g.receivers.join(","))),
         ],
     }
 }
@@ -109,7 +117,7 @@ impl StateStore {
         on_pool!(self, pool => {
             let rows = sqlx::query(
                 "SELECT group_key, firing, pending_since_us, started_us, last_sent_us, sent_count, \
-                 sequence, refreshed_us FROM alert_groups",
+                 sequence, refreshed_us, severity, receivers FROM alert_groups",
             )
             .fetch_all(pool)
             .await?;
@@ -123,6 +131,11 @@ impl StateStore {
                     sent_count: row.try_get(5)?,
                     sequence: row.try_get(6)?,
                     refreshed_us: row.try_get(7)?,
+                    severity: row.try_get(8)?,
+                    receivers: row
+                        .try_get::<Option<String>, _>(9)?
+                        .map(|r| r.split(',').map(str::to_string).collect())
+                        .unwrap_or_default(),
                 };
                 out.insert(g.group_key.clone(), g);
             }

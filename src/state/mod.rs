@@ -360,6 +360,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "run measures",
         include_str!("../../migrations/sqlite/0019_run_measures.sql"),
     ),
+    (
+        20,
+        "alert group severity",
+        include_str!("../../migrations/sqlite/0020_alert_group_severity.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -456,6 +461,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         19,
         "run measures",
         include_str!("../../migrations/postgres/0019_run_measures.sql"),
+    ),
+    (
+        20,
+        "alert group severity",
+        include_str!("../../migrations/postgres/0020_alert_group_severity.sql"),
     ),
 ]);
 

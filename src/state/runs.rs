@@ -102,40 +102,57 @@ impl StateStore {
         self.fetch_runs(stmt).await
     }
 
-    /// When the rule's last run that judged its keys (not `unknown`) finished: the newest
-    /// runs first, by the (rule, id) index, so it costs little however long the history.
-    pub async fn last_success(&self, rule: &str) -> Result<Option<i64>, StateError> {
-        let stmt = Stmt {
-            sql: "SELECT finished_us FROM runs WHERE rule = $1 AND outcome <> 'unknown' \
-                  ORDER BY id DESC LIMIT 1"
-                .into(),
-            binds: vec![Bind::Text(rule.into())],
-        };
-        let found = on_pool!(self, pool => match bound!(stmt).fetch_optional(pool).await? {
-            Some(row) => Some(row.try_get::<i64, _>(0)?),
-            None => None,
-        });
-        Ok(found)
-    }
-
-    /// What the rule measured at its newest run of this version that measured (`previous`
-    /// for its next run): by the (rule, id) index, newest first.
-    pub async fn last_measure(
+    /// One number from the rule's newest run that `filter` (after `rule = $1`, with `binds`
+    /// from `$2`) selects, by the (rule, id) index: it costs little however long the history.
+    async fn newest(
         &self,
+        column: &str,
         rule: &str,
-        fingerprint: &str,
+        filter: &str,
+        binds: &[&str],
     ) -> Result<Option<i64>, StateError> {
+        let mut all = vec![Bind::Text(rule.into())];
+        all.extend(binds.iter().map(|b| Bind::Text((*b).into())));
         let stmt = Stmt {
-            sql: "SELECT measure FROM runs WHERE rule = $1 AND fingerprint = $2 \
-                  AND measure IS NOT NULL ORDER BY id DESC LIMIT 1"
-                .into(),
-            binds: vec![Bind::Text(rule.into()), Bind::Text(fingerprint.into())],
+            sql: format!(
+                "SELECT {column} FROM runs WHERE rule = $1 AND {filter} ORDER BY id DESC LIMIT 1"
+            ),
+            binds: all,
         };
         let found = on_pool!(self, pool => match bound!(stmt).fetch_optional(pool).await? {
             Some(row) => row.try_get::<Option<i64>, _>(0)?,
             None => None,
         });
         Ok(found)
+    }
+
+    /// When the rule's last run that judged its keys (not `unknown`) finished.
+    pub async fn last_success(&self, rule: &str) -> Result<Option<i64>, StateError> {
+        self.newest("finished_us", rule, "outcome <> 'unknown'", &[])
+            .await
+    }
+
+    /// What the rule measured at its newest run of this version that measured (`previous`
+    /// for its next run).
+    pub async fn last_measure(
+        &self,
+        rule: &str,
+        fingerprint: &str,
+    ) -> Result<Option<i64>, StateError> {
+        let filter = "fingerprint = $2 AND measure IS NOT NULL";
+        self.newest("measure", rule, filter, &[fingerprint]).await
+    }
+
+    /// The keys the rule's newest full sweep of this version judged: what a `fraction`
+    /// threshold divides by (an incremental run judges only what changed).
+    pub async fn full_sweep_keys(
+        &self,
+        rule: &str,
+        fingerprint: &str,
+    ) -> Result<Option<i64>, StateError> {
+        let filter = "fingerprint = $2 AND mode = 'full' AND outcome IN ('pass', 'fail')";
+        self.newest("keys_judged", rule, filter, &[fingerprint])
+            .await
     }
 
     /// For each of `rules`: its newest run, and when its newest run that judged its keys

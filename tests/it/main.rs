@@ -25,5 +25,6 @@ mod replicas;
 mod rule_tests;
 mod shop;
 mod state;
+mod thresholds;
 mod wake;
 mod web;

@@ -25,11 +25,15 @@ pub struct Line<'a> {
     pub snap: RuleSnapshot,
     pub waiting: usize,
     pub last_run: Option<RunRecord>,
+    /// The severity its violations carry now, under its thresholds.
+    pub severity_now: Option<Severity>,
 }
 
 impl Line<'_> {
     fn severity(&self) -> Severity {
-        self.rule.map_or(Severity::Info, |r| r.severity)
+        self.severity_now
+            .or(self.rule.map(|r| r.severity))
+            .unwrap_or(Severity::Info)
     }
 
     /// The money at risk as the rule displays it (`1,234.50 EUR`), when it has an impact.
@@ -113,12 +117,22 @@ pub async fn front(ctx: &Context, now_us: i64) -> Result<String, StateError> {
     let mut lines = Vec::new();
     for name in names {
         let last_run = latest.remove(name).and_then(|(run, _)| run);
+        let rule = ctx.rule(name);
+        let snap = snapshots.get(name).cloned().unwrap_or_default();
+        let severity_now = match rule {
+            Some(r) => {
+                let judged = crate::alert::status::judged(&ctx.store, r).await?;
+                Some(crate::alert::status::state_of(r, &snap, judged).severity)
+            }
+            None => None,
+        };
         lines.push(Line {
-            rule: ctx.rule(name),
+            rule,
             name: name.to_string(),
-            snap: snapshots.get(name).cloned().unwrap_or_default(),
+            snap,
             waiting: by_rule.get(name).map_or(0, Vec::len),
             last_run,
+            severity_now,
         });
     }
     order(&mut lines);

@@ -21,6 +21,8 @@ const RUNS: u32 = 20;
 
 pub async fn view(ctx: &Context, rule: &Rule, now_us: i64) -> Result<String, StateError> {
     let snap = ctx.store.rule_snapshot(&rule.name).await?;
+    let judged = crate::alert::status::judged(&ctx.store, rule).await?;
+    let state = crate::alert::status::state_of(rule, &snap, judged);
     let mut body = String::new();
     let risk = rule
         .impact
@@ -35,10 +37,23 @@ pub async fn view(ctx: &Context, rule: &Rule, now_us: i64) -> Result<String, Sta
         body,
         "<p class=\"meta\"><a href=\"/\">← every rule</a></p>\
          <h2 class=\"rule\"><span class=\"{s}\">{s}</span> {n}</h2>\
-         <div class=\"meta\">{d}</div>\
+         <div class=\"meta\">{d}</div>{thresholds}\
          <div class=\"meta\">runs {schedule} · grace {grace}{labels}</div>",
-        s = esc(rule.severity.as_str()),
+        s = esc(state.severity.as_str()),
         n = esc(&rule.name),
+        thresholds = if rule.thresholds.is_set() {
+            format!(
+                "<div class=\"meta status\">status <b class=\"status-{st}\">{st}</b>{why}</div>",
+                st = state.status.as_str(),
+                why = if state.reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", esc(&state.reasons.join(", ")))
+                }
+            )
+        } else {
+            String::new()
+        },
         d = esc(&rule.description),
         schedule = esc(&match &rule.schedule {
             crate::rules::Schedule::Every(d) => format!("every {}", humantime::format_duration(*d)),
