@@ -81,6 +81,10 @@ impl RuleStatus {
             RuleStatus::Unknown => "unknown",
         }
     }
+
+    pub fn parse(text: &str) -> Option<RuleStatus> {
+        RuleStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
 }
 
 /// How much a run read: every key (the ground truth), or only the keys that changed since the

@@ -3,3 +3,5 @@
 -- was sent to while firing (its resolve goes to each of them, whatever the routes say now).
 ALTER TABLE alert_groups ADD COLUMN severity TEXT;
 ALTER TABLE alert_groups ADD COLUMN receivers TEXT;
+-- Each run's status under its rule's thresholds (pass, warn, error, unknown).
+ALTER TABLE runs ADD COLUMN status TEXT;

@@ -79,6 +79,9 @@ pub struct RunView {
     pub mode: String,
     /// In an incremental run, the keys found changed.
     pub keys_changed: i64,
+    /// The rule's status under its thresholds after the run (`pass`, `warn`, `error`,
+    /// `unknown`); null for runs recorded before statuses were kept.
+    pub status: Option<String>,
     pub error: Option<ErrorView>,
 }
 
@@ -90,6 +93,7 @@ impl From<&RunRecord> for RunView {
             started_at: format_timestamp(r.started_us),
             finished_at: format_timestamp(r.finished_us),
             outcome: r.outcome.as_str().into(),
+            status: r.status.map(|s| s.as_str().into()),
             rows_scanned: r.rows_scanned,
             violations: r.violations,
             keys_judged: r.keys_judged,

@@ -351,6 +351,20 @@ async fn record(
     }
     plan_repairs(ctx, rule, &run, &open, log).await?;
     let snapshot = ctx.store.rule_snapshot(&rule.name).await?;
+    // The run's status as the daemon sees the rule after it: its open violations (an
+    // incremental run judged only what changed), kept on the recorded run.
+    if run.outcome != crate::verdict::Outcome::Unknown {
+        let judged = match run.mode {
+            crate::verdict::RunMode::Full => Some(run.keys_judged as i64),
+            crate::verdict::RunMode::Incremental => {
+                crate::alert::status::judged(&ctx.store, rule).await?
+            }
+        };
+        let now = crate::alert::status::state_of(rule, &snapshot, judged).status;
+        if now != run.status {
+            ctx.store.set_run_status(recorded.run_id, now).await?;
+        }
+    }
     ctx.health
         .observe_run(&run.sources_down, &run.sources_reached);
     ctx.metrics.observe(

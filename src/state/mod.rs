@@ -362,7 +362,7 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
     ),
     (
         20,
-        "alert group severity",
+        "alert group severity, run status",
         include_str!("../../migrations/sqlite/0020_alert_group_severity.sql"),
     ),
 ]);
@@ -464,7 +464,7 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     ),
     (
         20,
-        "alert group severity",
+        "alert group severity, run status",
         include_str!("../../migrations/postgres/0020_alert_group_severity.sql"),
     ),
 ]);

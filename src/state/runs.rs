@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sqlx::{AssertSqlSafe, Row as _};
 
 use super::{Bind, Pool, StateError, StateStore, Stmt, Where, bound, on_pool};
-use crate::verdict::{ErrorKind, Outcome, RuleRun, RunMode};
+use crate::verdict::{ErrorKind, Outcome, RuleRun, RuleStatus, RunMode};
 
 /// A run as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +25,9 @@ pub struct RunRecord {
     pub error: Option<String>,
     pub mode: RunMode,
     pub keys_changed: i64,
+    /// The rule's status under its thresholds after the run; none for runs recorded before
+    /// statuses were kept.
+    pub status: Option<RuleStatus>,
 }
 
 /// Where incremental runs of one version of a rule stand: when its last run that judged its
@@ -49,8 +52,9 @@ pub(super) fn insert(run: &RuleRun) -> Stmt {
     Stmt {
         sql: "INSERT INTO runs (rule, started_us, finished_us, outcome, rows_scanned, violations, \
               keys_judged, keys_in_grace, keys_with_errors, error_kind, error, mode, keys_changed, \
-              fingerprint, measure) \
-              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id"
+              fingerprint, measure, status) \
+              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+              RETURNING id"
             .into(),
         binds: vec![
             Bind::Text(run.rule.clone()),
@@ -68,6 +72,7 @@ pub(super) fn insert(run: &RuleRun) -> Stmt {
             Bind::I64(run.keys_changed as i64),
             Bind::OptText((!run.fingerprint.is_empty()).then(|| run.fingerprint.clone())),
             Bind::OptI64(run.measure),
+            Bind::Text(run.status.as_str().into()),
         ],
     }
 }
@@ -84,7 +89,7 @@ pub(super) fn prune(before_us: i64, limit: i64) -> Vec<Stmt> {
 
 /// The columns every run query selects, in `fetch`'s order.
 const COLUMNS: &str = "id, rule, started_us, finished_us, outcome, rows_scanned, violations, error_kind, error, \
-     keys_judged, keys_in_grace, keys_with_errors, mode, keys_changed";
+     keys_judged, keys_in_grace, keys_with_errors, mode, keys_changed, status";
 
 impl StateStore {
     /// Runs, newest first, before `before_id`, optionally of one rule.
@@ -141,6 +146,16 @@ impl StateStore {
     ) -> Result<Option<i64>, StateError> {
         let filter = "fingerprint = $2 AND measure IS NOT NULL";
         self.newest("measure", rule, filter, &[fingerprint]).await
+    }
+
+    /// Sets a recorded run's status: the daemon's, from the rule's open violations after it.
+    pub async fn set_run_status(&self, id: i64, status: RuleStatus) -> Result<(), StateError> {
+        let stmt = Stmt {
+            sql: "UPDATE runs SET status = $1 WHERE id = $2".into(),
+            binds: vec![Bind::Text(status.as_str().into()), Bind::I64(id)],
+        };
+        on_pool!(self, pool => { bound!(stmt).execute(pool).await?; });
+        Ok(())
     }
 
     /// The keys the rule's newest full sweep of this version judged: what a `fraction`
@@ -327,6 +342,10 @@ impl StateStore {
                             keys_with_errors: r.try_get(11)?,
                             mode: RunMode::Full,
                             keys_changed: r.try_get(13)?,
+                            status: r
+                                .try_get::<Option<String>, _>(14)?
+                                .as_deref()
+                                .and_then(RuleStatus::parse),
                         },
                         outcome,
                         kind,

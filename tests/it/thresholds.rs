@@ -140,10 +140,21 @@ alerting:
         view["thresholds"]["error_if"][0], "violations > 2",
         "{body}"
     );
+    assert_eq!(view["last_run"]["status"], "warn", "{body}");
     let (_, metrics) = http(port, "GET", "/metrics");
     assert!(
         metrics.contains("invariantd_rule_status{rule=\"orders_paid\",status=\"warn\"} 1"),
         "{metrics}"
+    );
+    // The page shows the rule at the severity it has now, with its status.
+    let (_, page) = http(port, "GET", "/rules/orders_paid");
+    assert!(
+        page.contains("<span class=\"warning\">warning</span> orders_paid"),
+        "{page}"
+    );
+    assert!(
+        page.contains("status <b class=\"status-warn\">warn</b>"),
+        "{page}"
     );
 
     // Three cross error_if: escalated to critical, once, still to the ticket queue.
