@@ -36,8 +36,8 @@ pub enum InitError {
 pub struct Written {
     pub config: PathBuf,
     pub rules: PathBuf,
-    /// Per source: its name and the tables it found.
-    pub tables: Vec<(String, usize)>,
+    /// Per source: its name, the tables it found, and their key-like columns (`table.column`).
+    pub tables: Vec<(String, usize, Vec<String>)>,
     pub relations: Vec<starter::Relation>,
     /// Environment variables the configuration names in place of passwords.
     pub variables: Vec<String>,
@@ -162,7 +162,13 @@ pub async fn init(config_path: &Path, args: &[String]) -> Result<Written, InitEr
                 .map(|c| (c.schema.as_str(), c.table.as_str()))
                 .collect();
             t.dedup();
-            (f.name.clone(), t.len())
+            let keys = f
+                .columns
+                .iter()
+                .filter(|c| starter::key_like(c))
+                .map(|c| format!("{}.{}", c.table, c.name))
+                .collect();
+            (f.name.clone(), t.len(), keys)
         })
         .collect();
     Ok(Written {
@@ -221,9 +227,19 @@ pub async fn command(config_path: &Path, args: &[String]) -> std::process::ExitC
 /// What to tell the user after writing.
 pub fn summary(w: &Written) -> String {
     let mut out = String::new();
-    for (name, tables) in &w.tables {
+    const SHOWN: usize = 20;
+    for (name, tables, keys) in &w.tables {
         let s = if *tables == 1 { "" } else { "s" };
-        out.push_str(&format!("source {name}: {tables} table{s}\n"));
+        out.push_str(&format!("source {name}: {tables} table{s}"));
+        if !keys.is_empty() {
+            let more = keys.len().saturating_sub(SHOWN);
+            let shown: Vec<&str> = keys.iter().take(SHOWN).map(String::as_str).collect();
+            out.push_str(&format!("; key-like columns: {}", shown.join(", ")));
+            if more > 0 {
+                out.push_str(&format!(" and {more} more"));
+            }
+        }
+        out.push('\n');
     }
     for r in &w.relations {
         out.push_str(&format!(

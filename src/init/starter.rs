@@ -47,7 +47,8 @@ fn plain(name: &str) -> bool {
             .all(|c| c == '_' || c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
-fn key_like(c: &Column) -> bool {
+/// A primary key, `id`, or a name ending in `_id`, `_key` or `_uuid`.
+pub fn key_like(c: &Column) -> bool {
     c.primary_key
         || c.name == "id"
         || ["_id", "_key", "_uuid"]

@@ -57,6 +57,11 @@ async fn init_writes_a_starter_that_validate_test_and_check_take_as_written() {
     let (code, stdout, stderr) = run(dir.path(), &args);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("(3 example rules)"), "{stdout}");
+    assert!(
+        stdout
+            .contains("source payments: 1 table; key-like columns: payments.id, payments.order_id"),
+        "{stdout}"
+    );
     let config = std::fs::read_to_string(dir.path().join("invariantd.yaml")).unwrap();
     let rules = std::fs::read_to_string(dir.path().join("rules/starter.yaml")).unwrap();
     for name in [
