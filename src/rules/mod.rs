@@ -372,6 +372,21 @@ pub fn load(
 fn check_routes(config: &Config, rules: &[Rule], diags: &mut Diagnostics) {
     use crate::config::MATCH_FIELDS;
     for (i, route) in config.alerting.routes.iter().enumerate() {
+        // A route by money at risk takes only alerts of rules with an `impact`.
+        let named = route.matchers.iter().find(|m| m.field == "rule");
+        let priced = rules
+            .iter()
+            .filter(|r| named.is_none_or(|m| m.value == r.name))
+            .any(|r| r.impact.is_some());
+        if route.min_impact.is_some() && !priced {
+            diags.push(
+                &config.path,
+                route.pos,
+                format!(
+                    "alerting.routes[{i}]: min_impact, but no rule it can take has an `impact`: it would take no alert"
+                ),
+            );
+        }
         for m in &route.matchers {
             let problem = match m.field.as_str() {
                 "rule" if !rules.iter().any(|r| r.name == m.value) => {

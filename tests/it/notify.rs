@@ -391,6 +391,7 @@ alerting:
     - { match: { tem: inventory }, receivers: [hook] }
     - { match: { severity: urgent, kind: violation }, receivers: [hok] }
     - {}
+    - { min_impact: 100, receivers: [hook] }
 "#;
     let rules = "name: r\nlabels: { team: inventory }\nevery: 1m\nkey: id\ndatasets:\n  t: { source: db, query: \"SELECT id FROM t\" }\nassert: t != null\n";
     let workdir = Workdir::raw(config, rules);
@@ -402,6 +403,7 @@ alerting:
         "invariantd.yaml:10:28: alerting.routes[1]: severity `urgent` is not one of critical, warning, info",
         "invariantd.yaml:9:18: alerting.routes[0]: matches on `tem`, which is not severity, rule, kind, source or a label of any rule",
         "invariantd.yaml:11:7: alerting.routes[2]: a route needs at least one receiver",
+        "alerting.routes[3]: min_impact, but no rule it can take has an `impact`: it would take no alert",
     ] {
         assert!(stderr.contains(part), "{part:?} not in:\n{stderr}");
     }
@@ -410,7 +412,8 @@ alerting:
         .replace("urgent", "critical")
         .replace("hok", "hook")
         .replace("tem:", "team:")
-        .replace("    - {}\n", "");
+        .replace("    - {}\n", "")
+        .replace("    - { min_impact: 100, receivers: [hook] }\n", "");
     std::fs::write(workdir.config(), fixed).unwrap();
     let out = workdir.cli(&["validate"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
