@@ -131,8 +131,9 @@ pub struct Announcement {
 /// Settles what a group announces after its lifecycle stepped from `state` to `next` with
 /// `event`, observed at `severity` and routed to `routed` now; records in `next` the severity
 /// announced and the receivers told (a resolve goes to each receiver told it fired, whatever
-/// the routes say now, at the severity they were told). A firing group whose severity rose
-/// or whose routes reach further announces `escalated`, once.
+/// the routes say now, at the highest severity they were told). A firing group whose
+/// severity rose above the highest announced, or whose routes reach further, announces
+/// `escalated`, once.
 pub fn settle(
     state: &AlertGroupState,
     next: &mut AlertGroupState,
@@ -147,7 +148,14 @@ pub fn settle(
                 next.receivers.push(r.clone());
             }
         }
-        next.severity = Some(severity.to_string());
+        // The highest severity announced while it fires: a drop back below `error_if` and a
+        // new crossing are not announced again (no message per flap), and the resolve ends
+        // the alert at the severity receivers last heard of it.
+        let rank = |s: &str| Severity::parse(s).unwrap_or(Severity::Info);
+        next.severity = match next.severity.take() {
+            Some(peak) if rank(&peak) < rank(severity) => Some(peak),
+            _ => Some(severity.to_string()),
+        };
     };
     match event {
         Some(Event::Resolved) => {
@@ -185,7 +193,6 @@ pub fn settle(
                 &state.receivers,
                 &routed,
             );
-            // A lower severity is recorded too, so that rising again is announced again.
             tell(next, found.as_ref().map_or(&[][..], |e| &e.to));
             let e = found?;
             next.sequence += 1;
@@ -264,6 +271,20 @@ mod tests {
             None
         );
         assert_eq!(again, next);
+        // Nor a drop back to warning and a new crossing: one escalation per firing.
+        let mut dropped = next.clone();
+        let tickets = names(&["tickets"]);
+        assert_eq!(
+            settle(&next, &mut dropped, None, "warning", tickets, 8),
+            None
+        );
+        assert_eq!(dropped.severity.as_deref(), Some("critical"));
+        let mut risen = dropped.clone();
+        let pager = names(&["pager"]);
+        assert_eq!(
+            settle(&dropped, &mut risen, None, "critical", pager, 9),
+            None
+        );
         // The resolve goes to both, at the severity they were last told.
         let mut done = AlertGroupState {
             firing: false,
