@@ -30,7 +30,8 @@ pub struct RuleState {
 pub fn state_of(rule: &Rule, snap: &RuleSnapshot, judged: Option<i64>) -> RuleState {
     let tally = Tally {
         violations: snap.open.max(0) as u64,
-        judged: judged.unwrap_or(snap.open).max(0) as u64,
+        // Not known (no full sweep of this version yet): no fraction condition holds.
+        judged: judged.unwrap_or(0).max(0) as u64,
         impact: rule
             .impact
             .as_ref()
@@ -79,6 +80,12 @@ pub async fn states(
     Ok(out)
 }
 
+/// Whether severity `a` is more severe than `b` (as written: an unknown one counts as info).
+fn more_severe(a: &str, b: &str) -> bool {
+    let rank = |s: &str| Severity::parse(s).unwrap_or(Severity::Info);
+    rank(a) < rank(b)
+}
+
 /// What a firing group announces beyond its lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Escalation {
@@ -98,8 +105,7 @@ pub fn escalation(
     notified: &[String],
     routed: &[String],
 ) -> Option<Escalation> {
-    let rank = |s: &str| Severity::parse(s).unwrap_or(Severity::Info);
-    let raised = announced.is_some_and(|a| rank(severity) < rank(a));
+    let raised = announced.is_some_and(|a| more_severe(severity, a));
     if raised {
         return Some(Escalation {
             to: routed.to_vec(),
@@ -151,9 +157,8 @@ pub fn settle(
         // The highest severity announced while it fires: a drop back below `error_if` and a
         // new crossing are not announced again (no message per flap), and the resolve ends
         // the alert at the severity receivers last heard of it.
-        let rank = |s: &str| Severity::parse(s).unwrap_or(Severity::Info);
         next.severity = match next.severity.take() {
-            Some(peak) if rank(&peak) < rank(severity) => Some(peak),
+            Some(peak) if more_severe(&peak, severity) => Some(peak),
             _ => Some(severity.to_string()),
         };
     };

@@ -282,7 +282,12 @@ fn checks_take_fixtures_of_the_rows_their_queries_return() {
     let out = wd.cli(&["test"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("rows"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "dataset `orders` has no column `rows`; its query returns: dataset, row_count"
+        ),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -315,7 +315,7 @@ impl Expander<'_, '_> {
         source: &Spanned<String>,
         table: &Option<Spanned<String>>,
         query: &Option<Spanned<String>>,
-    ) -> Option<From> {
+    ) -> Option<Reading> {
         match (table, query) {
             (Some(t), None) => {
                 let name = t.value.trim();
@@ -330,15 +330,13 @@ impl Expander<'_, '_> {
                     );
                     return None;
                 }
-                Some(From {
-                    table: Some(name.to_string()),
-                    query: None,
+                Some(Reading {
+                    rows: Rows::Table(name.to_string()),
                     default_name: parts.last().unwrap_or(&name).to_ascii_lowercase(),
                 })
             }
-            (None, Some(q)) => Some(From {
-                table: None,
-                query: Some(q.value.trim().trim_end_matches(';').trim_end().to_string()),
+            (None, Some(q)) => Some(Reading {
+                rows: Rows::Query(q.value.trim().trim_end_matches(';').trim_end().to_string()),
                 default_name: source.value.clone(),
             }),
             (t, _) => {
@@ -355,11 +353,30 @@ impl Expander<'_, '_> {
         }
     }
 
-    fn dataset_name(&self, from: &From, dataset: &Option<Spanned<String>>) -> String {
-        dataset
-            .as_ref()
-            .map(|d| d.value.clone())
-            .unwrap_or_else(|| from.default_name.clone())
+    /// The dataset's name: `dataset:`, which goes into the generated SQL as a literal and
+    /// into the assertion as a name, so it must be one (`[a-z_][a-z0-9_]*`); else the default.
+    fn dataset_name(&mut self, from: &Reading, dataset: &Option<Spanned<String>>) -> String {
+        let Some(d) = dataset else {
+            return from.default_name.clone();
+        };
+        let name = d.value.trim();
+        let ok = name
+            .chars()
+            .next()
+            .is_some_and(|c| c == '_' || c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c == '_' || c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !ok {
+            self.fail(
+                self.site.at(d),
+                format!(
+                    "{}: check: dataset `{name}` must match [a-z_][a-z0-9_]* (it is a name in `assert`)",
+                    self.ctx
+                ),
+            );
+        }
+        name.to_string()
     }
 
     fn freshness(&mut self, f: Spanned<RawFreshness>) -> Option<Expansion> {
@@ -681,26 +698,30 @@ impl Expander<'_, '_> {
     }
 }
 
-/// Where a check reads from.
-struct From {
-    table: Option<String>,
-    query: Option<String>,
+/// Where a check reads from, and the name its dataset takes unless `dataset:` says.
+struct Reading {
+    rows: Rows,
     default_name: String,
 }
 
-impl From {
+/// A table (a plain name), or the user's query.
+enum Rows {
+    Table(String),
+    Query(String),
+}
+
+impl Reading {
     /// `table`, or the query as a derived table.
     fn clause(&self) -> String {
-        match (&self.table, &self.query) {
-            (Some(t), _) => t.clone(),
-            (None, Some(q)) => format!("({q}) AS invariantd_rows"),
-            (None, None) => unreachable!("a From has a table or a query"),
+        match &self.rows {
+            Rows::Table(t) => t.clone(),
+            Rows::Query(q) => format!("({q}) AS invariantd_rows"),
         }
     }
 }
 
 /// One row for the whole dataset, keyed by the dataset's name.
-fn aggregate(dataset: &str, expr: &str, from: &From) -> String {
+fn aggregate(dataset: &str, expr: &str, from: &Reading) -> String {
     format!(
         "SELECT '{dataset}' AS dataset, {expr} FROM {}",
         from.clause()
@@ -708,9 +729,9 @@ fn aggregate(dataset: &str, expr: &str, from: &From) -> String {
 }
 
 /// The columns, from a table; a query is used as written (it must return them).
-fn select<'a>(from: &From, columns: impl Iterator<Item = &'a str>) -> String {
-    match (&from.table, &from.query) {
-        (Some(t), _) => {
+fn select<'a>(from: &Reading, columns: impl Iterator<Item = &'a str>) -> String {
+    match &from.rows {
+        Rows::Table(t) => {
             let mut cols: Vec<&str> = Vec::new();
             for c in columns {
                 if !cols.contains(&c) {
@@ -719,8 +740,7 @@ fn select<'a>(from: &From, columns: impl Iterator<Item = &'a str>) -> String {
             }
             format!("SELECT {} FROM {t}", cols.join(", "))
         }
-        (None, Some(q)) => q.clone(),
-        (None, None) => unreachable!("a From has a table or a query"),
+        Rows::Query(q) => q.clone(),
     }
 }
 

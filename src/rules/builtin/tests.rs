@@ -174,6 +174,10 @@ name: key_in_columns
 check:
   not_null: { source: orders, table: orders, key: id, columns: [id, total] }
 ---
+name: quoted_dataset
+check:
+  row_count: { source: orders, table: orders, dataset: "o'rders", min: 1 }
+---
 name: unknown_field
 check:
   unique: { source: orders, table: orders, column: id, colour: blue }

@@ -91,6 +91,15 @@ pub struct Condition {
     pub value: Decimal,
 }
 
+impl Condition {
+    /// Whether it holds for `tally` (never for a measure the tally does not have).
+    pub fn holds(&self, tally: &Tally) -> bool {
+        tally
+            .value(self.measure)
+            .is_some_and(|v| self.op.holds(v, self.value))
+    }
+}
+
 impl fmt::Display for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -107,7 +116,8 @@ impl fmt::Display for Condition {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     pub violations: u64,
-    /// The keys judged (the fraction's denominator).
+    /// The keys judged (the fraction's denominator); 0 when not known, and then no
+    /// `fraction` condition holds.
     pub judged: u64,
     /// The sum of the violations' impact, when the rule has one.
     pub impact: Option<Decimal>,
@@ -117,9 +127,7 @@ impl Tally {
     fn value(&self, m: Measure) -> Option<Decimal> {
         match m {
             Measure::Violations => Some(Decimal::from(self.violations)),
-            Measure::Fraction => Some(if self.judged == 0 {
-                Decimal::ZERO
-            } else {
+            Measure::Fraction => (self.judged > 0).then(|| {
                 Decimal::from(self.violations) / Decimal::from(self.judged.max(self.violations))
             }),
             Measure::Impact => self.impact,
@@ -146,13 +154,7 @@ impl Thresholds {
         if tally.violations == 0 {
             return RuleStatus::Pass;
         }
-        let any = |conds: &[Condition]| {
-            conds.iter().any(|c| {
-                tally
-                    .value(c.measure)
-                    .is_some_and(|v| c.op.holds(v, c.value))
-            })
-        };
+        let any = |conds: &[Condition]| conds.iter().any(|c| c.holds(tally));
         if !self.is_set() || self.error_if.as_deref().is_some_and(any) {
             RuleStatus::Error
         } else if self.warn_if.as_deref().is_none_or(any) {
@@ -172,11 +174,7 @@ impl Thresholds {
         conds
             .unwrap_or_default()
             .iter()
-            .filter(|c| {
-                tally
-                    .value(c.measure)
-                    .is_some_and(|v| c.op.holds(v, c.value))
-            })
+            .filter(|c| c.holds(tally))
             .map(ToString::to_string)
             .collect()
     }
