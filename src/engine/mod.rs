@@ -32,6 +32,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::rules::{Origin, Rule};
 use crate::sources::{
@@ -51,10 +52,23 @@ use judge::Judge;
 use merge::Cursor;
 
 /// Runs the rules at once, up to `concurrency` at a time; results come back in rule order.
+///
+/// Each run is a task of the runtime, not a part of the caller's future: a command drives
+/// its future from the thread that called `block_on`, which is not one of the runtime's
+/// workers, so merging there would make three busy threads of the process (that one and the
+/// two workers running the readers) on a two-core machine, where the databases' own threads
+/// need the cores too (`bench/RESULTS.md`, "The merge on the workers"). Dropping the returned
+/// future aborts the runs, which abandons their readers, as before.
 pub async fn run_rules(rules: &[Rule], sources: &Sources, concurrency: usize) -> Vec<RuleRun> {
     futures_util::stream::iter(rules)
-        .map(|rule| run_rule(rule, sources, Utc::now()))
+        .map(|rule| {
+            let (rule, sources) = (rule.clone(), sources.clone());
+            AbortOnDropHandle::new(tokio::spawn(async move {
+                run_rule(&rule, &sources, Utc::now()).await
+            }))
+        })
         .buffered(concurrency.max(1))
+        .map(|joined| joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())))
         .collect()
         .await
 }
