@@ -73,16 +73,43 @@ impl Keyed {
 
     /// Takes a decoded row: keyed, or counted when its key is NULL (it cannot be joined); an
     /// error when its key is of a type the run's key order cannot take.
+    #[cfg(test)]
     pub(crate) fn push(&mut self, values: Values) -> Result<(), RunError> {
-        match key_of(&values[self.key_index], self.mode)? {
-            Some(key) => {
-                if self.rows.capacity() == 0 {
-                    self.rows
-                        .reserve_exact(self.last.next_power_of_two().clamp(16, BATCH_ROWS));
-                }
-                self.rows.push(Row { key, values });
+        self.decode(|v| {
+            *v = values;
+            Ok(())
+        })
+    }
+
+    /// Decodes a row where it will lie in the batch (`decode` fills its values; a narrow row
+    /// is not moved from the decoder to the batch), then keys it, or counts it and leaves it
+    /// out when its key is NULL (it cannot be joined). An error when `decode` fails or the key
+    /// is of a type the run's key order cannot take; the row is then not kept.
+    pub(crate) fn decode(
+        &mut self,
+        decode: impl FnOnce(&mut Values) -> Result<(), RunError>,
+    ) -> Result<(), RunError> {
+        if self.rows.capacity() == 0 {
+            self.rows
+                .reserve_exact(self.last.next_power_of_two().clamp(16, BATCH_ROWS));
+        }
+        self.rows.push(Row {
+            key: Key::Int(0),
+            values: Values::new(),
+        });
+        let row = self.rows.last_mut().expect("just pushed");
+        let keyed =
+            decode(&mut row.values).and_then(|()| key_of(&row.values[self.key_index], self.mode));
+        match keyed {
+            Ok(Some(key)) => row.key = key,
+            Ok(None) => {
+                self.rows.pop();
+                self.null_keys += 1;
             }
-            None => self.null_keys += 1,
+            Err(e) => {
+                self.rows.pop();
+                return Err(e);
+            }
         }
         Ok(())
     }

@@ -129,15 +129,16 @@ impl<'c> WireRows<'c> {
             },
             State::Rows => match p.first() {
                 Some(0x00) => {
-                    let row =
-                        decode_row(&p[1..], &self.layout, &self.decoders).map_err(|(i, e)| {
-                            let name = self.names.get(i).map_or("?", String::as_str);
+                    let (layout, decoders, names) = (&self.layout, &self.decoders, &self.names);
+                    self.ready.decode(|values| {
+                        decode_row(&p[1..], layout, decoders, values).map_err(|(i, e)| {
+                            let name = names.get(i).map_or("?", String::as_str);
                             RunError::new(
                                 ErrorKind::SchemaMismatch,
                                 format!("cannot decode column `{name}`: {e}"),
                             )
-                        })?;
-                    self.ready.push(row)?;
+                        })
+                    })?;
                 }
                 // The EOF (or with CLIENT_DEPRECATE_EOF, an OK) that ends the rows.
                 Some(0xFE) => self.state = State::Done,
@@ -150,12 +151,18 @@ impl<'c> WireRows<'c> {
     }
 }
 
-/// A row's values, or the index of the column that could not be decoded and why.
-fn decode_row(p: &[u8], layout: &[Layout], decoders: &[Decode]) -> Result<Values, (usize, String)> {
+/// Decodes a row's values into `values` (empty), or says which column could not be decoded
+/// and why.
+fn decode_row(
+    p: &[u8],
+    layout: &[Layout],
+    decoders: &[Decode],
+    values: &mut Values,
+) -> Result<(), (usize, String)> {
     let bitmap_len = (decoders.len() + 9) / 8;
     let truncated = |i: usize| (i, "a truncated row".to_string());
     let (bitmap, mut b) = p.split_at_checked(bitmap_len).ok_or_else(|| truncated(0))?;
-    let mut values = Values::with_capacity(decoders.len());
+    values.reserve_exact(decoders.len());
     for (i, (d, l)) in decoders.iter().zip(layout).enumerate() {
         let bit = i + 2;
         if bitmap[bit / 8] & (1 << (bit % 8)) != 0 {
@@ -174,7 +181,7 @@ fn decode_row(p: &[u8], layout: &[Layout], decoders: &[Decode]) -> Result<Values
         values.push(decode(*d, bytes).map_err(|e| (i, e))?);
         b = rest;
     }
-    Ok(values)
+    Ok(())
 }
 
 fn signed(b: &[u8]) -> Result<i64, String> {
@@ -367,7 +374,8 @@ mod tests {
         row.extend([5, b'4', b'9', b'.', b'9', b'0']);
         row.extend([7, 0xEA, 0x07, 11, 28, 10, 11, 12]);
         row.extend([8, 1, 1, 0, 0, 0, 2, 3, 4]);
-        let values = decode_row(&row, &layout, &decoders).unwrap();
+        let mut values = Values::new();
+        decode_row(&row, &layout, &decoders, &mut values).unwrap();
         assert_eq!(values[0], Value::Int(-5));
         assert_eq!(values[1], Value::Null);
         assert_eq!(values[2], Value::Decimal("49.90".parse().unwrap()));
@@ -383,6 +391,7 @@ mod tests {
         // Negative, one day and two hours.
         assert_eq!(values[4], Value::Text("-26:03:04".into()));
         // A row cut short names the column it stopped in.
-        assert_eq!(decode_row(&row[..12], &layout, &decoders).unwrap_err().0, 2);
+        let cut = decode_row(&row[..12], &layout, &decoders, &mut Values::new());
+        assert_eq!(cut.unwrap_err().0, 2);
     }
 }

@@ -98,11 +98,18 @@ impl RowDecoder {
                 at += 2;
                 break;
             };
-            let row = decode_row(&data[at + 2..at + len], &self.decoders).map_err(|(i, e)| {
-                let name = self.names.get(i).map_or("?", String::as_str);
-                format!("cannot decode column `{name}`: {e}")
-            })?;
-            self.ready.push(row).map_err(|e| e.message)?;
+            let (fields, decoders, names) = (&data[at + 2..at + len], &self.decoders, &self.names);
+            self.ready
+                .decode(|values| {
+                    decode_row(fields, decoders, values).map_err(|(i, e)| {
+                        let name = names.get(i).map_or("?", String::as_str);
+                        RunError::new(
+                            ErrorKind::SchemaMismatch,
+                            format!("cannot decode column `{name}`: {e}"),
+                        )
+                    })
+                })
+                .map_err(|e| e.message)?;
             at += len;
         }
         Ok(at)
@@ -176,9 +183,14 @@ fn row_len(buf: &[u8], columns: usize) -> Result<Option<Option<usize>>, String> 
     Ok((buf.len() >= at).then_some(Some(at)))
 }
 
-/// A row's values, or the index of the column that could not be decoded and why.
-fn decode_row(mut fields: &[u8], decoders: &[Decode]) -> Result<Values, (usize, String)> {
-    let mut values = Values::with_capacity(decoders.len());
+/// Decodes a row's values into `values` (empty), or says which column could not be decoded
+/// and why.
+fn decode_row(
+    mut fields: &[u8],
+    decoders: &[Decode],
+    values: &mut Values,
+) -> Result<(), (usize, String)> {
+    values.reserve_exact(decoders.len());
     for (i, d) in decoders.iter().enumerate() {
         let len = fields.get_i32();
         if len < 0 {
@@ -189,7 +201,7 @@ fn decode_row(mut fields: &[u8], decoders: &[Decode]) -> Result<Values, (usize, 
         values.push(decode(*d, bytes).map_err(|e| (i, e))?);
         fields = rest;
     }
-    Ok(values)
+    Ok(())
 }
 
 fn fixed<const N: usize>(b: &[u8], what: &str) -> Result<[u8; N], String> {
