@@ -116,10 +116,11 @@ async fn judge(
     }
     let plan = plan::plan(rule, &descriptions)?;
     let mut groups = Vec::new();
-    for (i, (messages, mode_tx)) in described.readers.into_iter().enumerate() {
-        let _ = mode_tx.send(plan.mode);
+    for (i, reader) in described.readers.into_iter().enumerate() {
+        let _ = reader.mode.send(plan.mode);
         let mut batches = ChannelBatches {
-            rx: messages,
+            rx: reader.messages,
+            spent: reader.spent,
             null_keys: 0,
         };
         let mut rows = Vec::new();

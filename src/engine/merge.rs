@@ -4,6 +4,7 @@
 //! table size. The same code merges rows streamed from databases and in-memory fixtures, which
 //! is what lets it be tested against a naive join without a database.
 
+use std::collections::VecDeque;
 use std::future::Future;
 
 use crate::expr::Group;
@@ -21,13 +22,17 @@ pub trait RowBatches: Send {
     /// Rows left out because their key was NULL (they cannot be joined); final once
     /// `next_batch` returned `None`.
     fn null_keys(&self) -> u64;
+
+    /// Takes back a batch the merge emptied, to fill it again (its allocation goes round
+    /// instead of being freed and made again for every batch); dropped by default.
+    fn give_back(&mut self, _spent: Vec<Row>) {}
 }
 
 /// One dataset's position in the merge: its head is the first row left in the batch at hand,
 /// looked at where it lies and moved out only when a group takes it.
 pub(crate) struct Cursor<B> {
     batches: B,
-    batch: std::vec::IntoIter<Row>,
+    batch: VecDeque<Row>,
     rows: u64,
     done: bool,
 }
@@ -36,7 +41,7 @@ impl<B: RowBatches> Cursor<B> {
     pub(crate) fn new(batches: B) -> Cursor<B> {
         Cursor {
             batches,
-            batch: Vec::new().into_iter(),
+            batch: VecDeque::new(),
             rows: 0,
             done: false,
         }
@@ -50,12 +55,12 @@ impl<B: RowBatches> Cursor<B> {
 
     /// The next row, if any is left (once `fill` has run).
     fn head(&self) -> Option<&Row> {
-        self.batch.as_slice().first()
+        self.batch.front()
     }
 
     /// Takes the head; then `fill` must run before the next look at the head.
     fn take(&mut self) -> Option<Row> {
-        let row = self.batch.next()?;
+        let row = self.batch.pop_front()?;
         self.rows += 1;
         Some(row)
     }
@@ -64,9 +69,13 @@ impl<B: RowBatches> Cursor<B> {
     /// row, or `None` once every row was delivered. Most rows need no wait: the async step
     /// is only taken at the end of a batch.
     async fn fill(&mut self) -> Result<(), RunError> {
-        while self.batch.as_slice().is_empty() && !self.done {
+        while self.batch.is_empty() && !self.done {
+            let spent = Vec::from(std::mem::take(&mut self.batch));
+            if spent.capacity() > 0 {
+                self.batches.give_back(spent);
+            }
             match self.batches.next_batch().await? {
-                Some(rows) => self.batch = rows.into_iter(),
+                Some(rows) => self.batch = VecDeque::from(rows),
                 None => self.done = true,
             }
         }
@@ -119,7 +128,7 @@ pub(crate) async fn merge<B: RowBatches>(
                 if groups[i].many || groups[i].rows.is_empty() {
                     groups[i].rows.push(row);
                 }
-                if c.batch.as_slice().is_empty() {
+                if c.batch.is_empty() {
                     c.fill().await.map_err(|e| what(i, e))?;
                 }
             }
@@ -170,4 +179,66 @@ fn next_key<B: RowBatches>(cursors: &[Cursor<B>]) -> Option<Key> {
         .filter_map(|c| c.head().map(|r| &r.key))
         .min()
         .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{Value, Values};
+
+    /// Batches handed out in turn, noting the allocation of each batch given back.
+    struct Recorded {
+        batches: std::vec::IntoIter<Vec<Row>>,
+        /// Where each batch given back lies, its room and its length.
+        given_back: Vec<(usize, usize, usize)>,
+    }
+
+    impl RowBatches for Recorded {
+        async fn next_batch(&mut self) -> Result<Option<Vec<Row>>, RunError> {
+            Ok(self.batches.next())
+        }
+
+        fn null_keys(&self) -> u64 {
+            0
+        }
+
+        fn give_back(&mut self, spent: Vec<Row>) {
+            self.given_back
+                .push((spent.as_ptr().addr(), spent.capacity(), spent.len()));
+        }
+    }
+
+    fn batch(keys: std::ops::Range<i64>) -> Vec<Row> {
+        let mut rows = Vec::with_capacity(8);
+        rows.extend(keys.map(|k| Row {
+            key: Key::Int(k),
+            values: Values::from_iter([Value::Int(k)]),
+        }));
+        rows
+    }
+
+    #[tokio::test]
+    async fn a_cursor_gives_back_each_batch_it_emptied_with_its_allocation() {
+        let batches = vec![batch(0..3), batch(3..5), batch(5..8)];
+        let sent: Vec<usize> = batches.iter().map(|b| b.as_ptr().addr()).collect();
+        let mut cursor = Cursor::new(Recorded {
+            batches: batches.into_iter(),
+            given_back: Vec::new(),
+        });
+        let mut keys = Vec::new();
+        cursor.fill().await.unwrap();
+        while let Some(row) = cursor.take() {
+            keys.push(row.key);
+            cursor.fill().await.unwrap();
+        }
+        assert_eq!(keys, (0..8).map(Key::Int).collect::<Vec<_>>());
+        let given = &cursor.batches.given_back;
+        // Every batch, emptied, in the order it came, with the room it had.
+        assert_eq!(given.iter().map(|g| g.0).collect::<Vec<_>>(), sent);
+        assert!(
+            given
+                .iter()
+                .all(|&(_, capacity, len)| capacity == 8 && len == 0)
+        );
+    }
 }

@@ -36,8 +36,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::rules::{Origin, Rule};
 use crate::sources::{
-    ChangedSince, Description, KeyMode, KeyRange, ReadRequest, Reader, ReaderMsg, SharedSnapshot,
-    Sources, spawn_reader,
+    ChangedSince, Description, KeyRange, ReadRequest, Reader, ReaderMsg, SharedSnapshot, Sources,
+    Spent, spawn_reader,
 };
 use crate::value::Row;
 use crate::verdict::{ErrorKind, NONE_OPEN, OpenKeys, Outcome, RuleRun, RunError};
@@ -266,6 +266,7 @@ pub(crate) fn where_(rule: &Rule, i: usize, kind: ErrorKind) -> String {
 /// A database reader's rows after its description.
 struct ChannelBatches {
     rx: mpsc::Receiver<ReaderMsg>,
+    spent: Spent,
     null_keys: u64,
 }
 
@@ -292,16 +293,17 @@ impl RowBatches for ChannelBatches {
     fn null_keys(&self) -> u64 {
         self.null_keys
     }
+
+    fn give_back(&mut self, spent: Vec<Row>) {
+        self.spent.give(spent);
+    }
 }
 
 /// The readers of one run, started and described: each dataset's description (or its typed
 /// error), and what the merge needs to go on. Dropping it abandons the readers: each notices,
 /// stops its query on the server, rolls back and ends, giving back its reserved connection.
 struct Described {
-    readers: Vec<(
-        mpsc::Receiver<ReaderMsg>,
-        tokio::sync::oneshot::Sender<KeyMode>,
-    )>,
+    readers: Vec<Reader>,
     descriptions: Vec<Result<Description, RunError>>,
 }
 
@@ -379,7 +381,7 @@ async fn describe(rule: &Rule, sources: &Sources, read: Read<'_>) -> Result<Desc
             .get_mut(d.source.as_str())
             .and_then(|p| p.split(1))
             .expect("one connection was reserved per dataset");
-        let Reader { messages, mode } = spawn_reader(
+        let reader = spawn_reader(
             source.clone(),
             ReadRequest {
                 query: d.query.clone(),
@@ -398,11 +400,10 @@ async fn describe(rule: &Rule, sources: &Sources, read: Read<'_>) -> Result<Desc
             },
             permit,
         );
-        readers.push((messages, mode));
+        readers.push(reader);
     }
     let firsts =
-        futures_util::future::join_all(readers.iter_mut().map(|(messages, _)| messages.recv()))
-            .await;
+        futures_util::future::join_all(readers.iter_mut().map(|r| r.messages.recv())).await;
     let descriptions = firsts
         .into_iter()
         .map(|msg| match msg {
@@ -518,13 +519,20 @@ fn start(
     let plan = plan::plan(rule, &descriptions)?;
     let cursors = readers
         .into_iter()
-        .map(|(messages, mode_tx)| {
-            let _ = mode_tx.send(plan.mode);
-            Cursor::new(ChannelBatches {
-                rx: messages,
-                null_keys: 0,
-            })
-        })
+        .map(
+            |Reader {
+                 messages,
+                 mode,
+                 spent,
+             }| {
+                let _ = mode.send(plan.mode);
+                Cursor::new(ChannelBatches {
+                    rx: messages,
+                    spent,
+                    null_keys: 0,
+                })
+            },
+        )
         .collect();
     Ok((plan, cursors))
 }

@@ -36,7 +36,7 @@ mod write;
 
 pub use request::{
     ChangedSince, Description, KeyKind, KeyMode, KeyRange, ReadRequest, Reader, ReaderMsg,
-    SharedSnapshot, key_of,
+    SharedSnapshot, Spent, key_of,
 };
 pub use write::WriteError;
 
@@ -252,6 +252,8 @@ pub fn spawn_reader(
 ) -> Reader {
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     let (mode_tx, mode_rx) = oneshot::channel();
+    let spent = Spent::default();
+    let given_back = spent.clone();
     source.readers.clone().spawn(async move {
         let _connection = connection;
         // However the reader ends, the readers waiting for its snapshot go on.
@@ -263,6 +265,7 @@ pub fn spawn_reader(
         let to = Sink {
             tx: &tx,
             throttle: source.throttle.as_ref(),
+            spent: &spent,
         };
         let result = source
             .backend
@@ -275,6 +278,7 @@ pub fn spawn_reader(
     Reader {
         messages: rx,
         mode: mode_tx,
+        spent: given_back,
     }
 }
 

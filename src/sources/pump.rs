@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::errors::{abandoned, query_error, timed_out};
 use super::filters::{KeySql, key_filter, range_filter, since_filter};
 use super::pacing::Throttle;
-use super::request::{Description, KeyKind, KeyMode, ReadRequest, ReaderMsg, key_of};
+use super::request::{Description, KeyKind, KeyMode, ReadRequest, ReaderMsg, Spent, key_of};
 use crate::value::{Key, Row, Types, Value, Values};
 use crate::verdict::{ErrorKind, RunError};
 
@@ -24,6 +24,8 @@ const BATCH_ROWS: usize = 1024;
 pub(crate) struct Sink<'a> {
     pub tx: &'a mpsc::Sender<ReaderMsg>,
     pub throttle: Option<&'a Throttle>,
+    /// The batches the merge gave back, to fill again.
+    pub spent: &'a Spent,
 }
 
 impl Sink<'_> {
@@ -52,6 +54,7 @@ pub(crate) struct Keyed {
     key_index: usize,
     mode: KeyMode,
     rows: Vec<Row>,
+    spent: Spent,
     null_keys: u64,
     /// How many rows the last hand-over held: the room the next one starts with, so that a
     /// stream of whole batches does not grow a vector for each, nor a trickle of a few rows
@@ -60,12 +63,14 @@ pub(crate) struct Keyed {
 }
 
 impl Keyed {
-    /// Keys rows by the column at `key_index`, in the run's key order `mode`.
-    pub(crate) fn new(key_index: usize, mode: KeyMode) -> Keyed {
+    /// Keys rows by the column at `key_index`, in the run's key order `mode`, into batches
+    /// the merge gave back (`spent`) when there are any.
+    pub(crate) fn new(key_index: usize, mode: KeyMode, spent: &Spent) -> Keyed {
         Keyed {
             key_index,
             mode,
             rows: Vec::new(),
+            spent: spent.clone(),
             null_keys: 0,
             last: 0,
         }
@@ -90,8 +95,9 @@ impl Keyed {
         decode: impl FnOnce(&mut Values) -> Result<(), RunError>,
     ) -> Result<(), RunError> {
         if self.rows.capacity() == 0 {
-            self.rows
-                .reserve_exact(self.last.next_power_of_two().clamp(16, BATCH_ROWS));
+            self.rows = self
+                .spent
+                .take(self.last.next_power_of_two().clamp(16, BATCH_ROWS));
         }
         self.rows.push(Row {
             key: Key::Int(0),
@@ -161,7 +167,7 @@ impl<'a> Batcher<'a> {
         Batcher {
             to,
             deadline,
-            batch: Vec::with_capacity(BATCH_ROWS),
+            batch: to.spent.take(BATCH_ROWS),
             last: None,
             null_keys: 0,
         }
@@ -186,7 +192,7 @@ impl<'a> Batcher<'a> {
 
     /// Adds a reader's rows: sent as they are when they make a batch of their own, otherwise
     /// gathered with the rows before them.
-    async fn push_all(&mut self, rows: Vec<Row>) -> Result<(), RunError> {
+    async fn push_all(&mut self, mut rows: Vec<Row>) -> Result<(), RunError> {
         let Some(first) = rows.first() else {
             return Ok(());
         };
@@ -203,7 +209,8 @@ impl<'a> Batcher<'a> {
         if self.batch.is_empty() && rows.len() >= BATCH_ROWS / 2 {
             return self.send(rows).await;
         }
-        self.batch.extend(rows);
+        self.batch.append(&mut rows);
+        self.to.spent.give(rows);
         if self.batch.len() >= BATCH_ROWS {
             self.send_gathered().await?;
         }
@@ -212,7 +219,7 @@ impl<'a> Batcher<'a> {
 
     /// Sends the rows gathered so far as a batch, and starts the next.
     async fn send_gathered(&mut self) -> Result<(), RunError> {
-        let gathered = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
+        let gathered = std::mem::replace(&mut self.batch, self.to.spent.take(BATCH_ROWS));
         self.send(gathered).await
     }
 
@@ -510,9 +517,11 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1024);
         let stream = futures_util::stream::iter(chunks.into_iter().map(Ok));
         let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        let spent = Spent::default();
         let to = Sink {
             tx: &tx,
             throttle: None,
+            spent: &spent,
         };
         let error = pump_decoded(stream, "q", deadline, to).await.err();
         drop(tx);
@@ -596,7 +605,7 @@ mod tests {
 
     #[test]
     fn keyed_rows_count_null_keys_and_refuse_a_key_of_the_wrong_type() {
-        let mut keyed = Keyed::new(1, KeyMode::Int);
+        let mut keyed = Keyed::new(1, KeyMode::Int, &Spent::default());
         keyed
             .push(Values::from_iter([Value::Text("a".into()), Value::Int(7)]))
             .unwrap();
@@ -616,5 +625,39 @@ mod tests {
             _ => panic!("rows were keyed"),
         }
         assert!(keyed.take().is_none(), "nothing is handed over twice");
+    }
+
+    #[test]
+    fn keyed_rows_fill_a_batch_the_merge_gave_back() {
+        let spent = Spent::default();
+        let given: Vec<Row> = Vec::with_capacity(BATCH_ROWS);
+        let at = given.as_ptr().addr();
+        spent.give(given);
+        let mut keyed = Keyed::new(0, KeyMode::Int, &spent);
+        keyed.push(Values::from_iter([Value::Int(1)])).unwrap();
+        match keyed.take() {
+            Some(Decoded::Rows { rows, .. }) => assert_eq!(rows.as_ptr().addr(), at),
+            _ => panic!("a row was keyed"),
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_gathered_from_a_small_hand_over_give_its_batch_back() {
+        let (tx, _rx) = mpsc::channel(4);
+        let spent = Spent::default();
+        let to = Sink {
+            tx: &tx,
+            throttle: None,
+            spent: &spent,
+        };
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        let mut out = Batcher::new(to, deadline);
+        let mut small = Vec::with_capacity(16);
+        small.push(row(1));
+        let at = small.as_ptr().addr();
+        out.push_all(small).await.unwrap();
+        assert_eq!(out.batch.len(), 1, "gathered, not sent");
+        let again = spent.take(1);
+        assert_eq!(again.as_ptr().addr(), at);
     }
 }

@@ -426,7 +426,7 @@ async fn sweep_on(
         conn,
         columns.decoders.clone(),
         columns.names.clone(),
-        Keyed::new(key_index, mode),
+        Keyed::new(key_index, mode, to.spent),
     );
     pump_decoded(&mut rows, &request.query, request.deadline, to).await
 }

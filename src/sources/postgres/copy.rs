@@ -421,7 +421,7 @@ mod tests {
                 RowDecoder::new(
                     vec![Decode::I64, Decode::Text],
                     vec!["id".into(), "name".into()],
-                    Keyed::new(0, KeyMode::Int),
+                    Keyed::new(0, KeyMode::Int, &Default::default()),
                 ),
             );
             let (mut rows, mut null_keys) = (Vec::new(), 0);

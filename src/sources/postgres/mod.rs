@@ -375,7 +375,7 @@ async fn copy_sweep(
         copy::RowDecoder::new(
             columns.decoders.clone(),
             columns.names.clone(),
-            Keyed::new(key_index, mode),
+            Keyed::new(key_index, mode, to.spent),
         )
     };
     if let Some(started) = wire_copy(conn, &sweep, &sql, &to, decoder(), backend).await {
