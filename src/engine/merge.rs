@@ -4,12 +4,11 @@
 //! table size. The same code merges rows streamed from databases and in-memory fixtures, which
 //! is what lets it be tested against a naive join without a database.
 
-use std::collections::VecDeque;
 use std::future::Future;
 
 use crate::expr::Group;
 use crate::rules::Rule;
-use crate::value::{Key, Row};
+use crate::value::{Key, Row, Values};
 use crate::verdict::{ErrorKind, OpenKeys, RuleRun, RunError};
 
 use super::judge::{Judge, add_key_error};
@@ -28,11 +27,13 @@ pub trait RowBatches: Send {
     fn give_back(&mut self, _spent: Vec<Row>) {}
 }
 
-/// One dataset's position in the merge: its head is the first row left in the batch at hand,
-/// looked at where it lies and moved out only when a group takes it.
+/// One dataset's position in the merge: its head is the first row left in the batch at hand
+/// (at `at`), looked at where it lies and moved out only when a group takes it, leaving an
+/// empty row in its place, so that the emptied batch's allocation can be given back.
 pub(crate) struct Cursor<B> {
     batches: B,
-    batch: VecDeque<Row>,
+    batch: Vec<Row>,
+    at: usize,
     rows: u64,
     done: bool,
 }
@@ -41,7 +42,8 @@ impl<B: RowBatches> Cursor<B> {
     pub(crate) fn new(batches: B) -> Cursor<B> {
         Cursor {
             batches,
-            batch: VecDeque::new(),
+            batch: Vec::new(),
+            at: 0,
             rows: 0,
             done: false,
         }
@@ -55,12 +57,25 @@ impl<B: RowBatches> Cursor<B> {
 
     /// The next row, if any is left (once `fill` has run).
     fn head(&self) -> Option<&Row> {
-        self.batch.front()
+        self.batch.get(self.at)
+    }
+
+    /// Whether the batch at hand is spent.
+    fn spent(&self) -> bool {
+        self.at >= self.batch.len()
     }
 
     /// Takes the head; then `fill` must run before the next look at the head.
     fn take(&mut self) -> Option<Row> {
-        let row = self.batch.pop_front()?;
+        let slot = self.batch.get_mut(self.at)?;
+        let row = std::mem::replace(
+            slot,
+            Row {
+                key: Key::Int(0),
+                values: Values::new(),
+            },
+        );
+        self.at += 1;
         self.rows += 1;
         Some(row)
     }
@@ -69,13 +84,15 @@ impl<B: RowBatches> Cursor<B> {
     /// row, or `None` once every row was delivered. Most rows need no wait: the async step
     /// is only taken at the end of a batch.
     async fn fill(&mut self) -> Result<(), RunError> {
-        while self.batch.is_empty() && !self.done {
-            let spent = Vec::from(std::mem::take(&mut self.batch));
+        while self.spent() && !self.done {
+            let mut spent = std::mem::take(&mut self.batch);
+            spent.clear();
+            self.at = 0;
             if spent.capacity() > 0 {
                 self.batches.give_back(spent);
             }
             match self.batches.next_batch().await? {
-                Some(rows) => self.batch = VecDeque::from(rows),
+                Some(rows) => self.batch = rows,
                 None => self.done = true,
             }
         }
@@ -128,7 +145,7 @@ pub(crate) async fn merge<B: RowBatches>(
                 if groups[i].many || groups[i].rows.is_empty() {
                     groups[i].rows.push(row);
                 }
-                if c.batch.is_empty() {
+                if c.spent() {
                     c.fill().await.map_err(|e| what(i, e))?;
                 }
             }
@@ -184,7 +201,7 @@ fn next_key<B: RowBatches>(cursors: &[Cursor<B>]) -> Option<Key> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::{Value, Values};
+    use crate::value::Value;
 
     /// Batches handed out in turn, noting the allocation of each batch given back.
     struct Recorded {
