@@ -104,8 +104,13 @@ impl Keyed {
             values: Values::new(),
         });
         let row = self.rows.last_mut().expect("just pushed");
-        let keyed =
-            decode(&mut row.values).and_then(|()| key_of(&row.values[self.key_index], self.mode));
+        let keyed = decode(&mut row.values).and_then(|()| {
+            match (&row.values[self.key_index], self.mode) {
+                // Most keys, keyed without building a `Result` for each (`key_of`).
+                (Value::Int(i), KeyMode::Int) => Ok(Some(Key::Int(*i))),
+                (v, mode) => key_of(v, mode),
+            }
+        });
         match keyed {
             Ok(Some(key)) => row.key = key,
             Ok(None) => {

@@ -178,7 +178,12 @@ fn decode_row(
             }
         };
         let (bytes, rest) = b.split_at_checked(len).ok_or_else(|| truncated(i))?;
-        values.push(decode(*d, bytes).map_err(|e| (i, e))?);
+        let value = match (*d, <[u8; 8]>::try_from(bytes)) {
+            // A BIGINT, most keys: no length to look at nor `Result` to build.
+            (Decode::Int, Ok(eight)) => Value::Int(i64::from_le_bytes(eight)),
+            _ => decode(*d, bytes).map_err(|e| (i, e))?,
+        };
+        values.push(value);
         b = rest;
     }
     Ok(())
