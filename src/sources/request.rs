@@ -66,8 +66,8 @@ pub struct Reader {
 /// Batches the merge emptied, given back to the reader that sent them: a batch's allocation
 /// (up to `BATCH_ROWS` rows of about 130 bytes) goes round between the two instead of being
 /// freed on one thread and allocated again on another, which made the allocator give pages
-/// back and fault them in again (about 100,000 minor faults in a sweep of 10M orders, a
-/// fifth of the sweep's system time). At most `SPENT_KEPT` wait; the rest are freed.
+/// back and fault them in again (about 100,000 minor faults in a sweep of 10M orders, half
+/// of the sweep's system time). At most `SPENT_KEPT` wait; the rest are freed.
 #[derive(Clone, Default)]
 pub struct Spent(Arc<Mutex<Vec<Vec<Row>>>>);
 
