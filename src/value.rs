@@ -354,6 +354,18 @@ pub struct Row {
     pub values: Values,
 }
 
+impl Row {
+    /// A row that holds nothing and allocates nothing: a slot to decode into, or what is left
+    /// where a row was taken out of its batch.
+    #[inline(always)]
+    pub fn empty() -> Row {
+        Row {
+            key: Key::Int(0),
+            values: Values::new(),
+        }
+    }
+}
+
 pub const MICROS_PER_SECOND: i64 = 1_000_000;
 
 pub fn timestamp_from_datetime(dt: DateTime<Utc>) -> i64 {

@@ -8,7 +8,7 @@ use std::future::Future;
 
 use crate::expr::Group;
 use crate::rules::Rule;
-use crate::value::{Key, Row, Values};
+use crate::value::{Key, Row};
 use crate::verdict::{ErrorKind, OpenKeys, RuleRun, RunError};
 
 use super::judge::{Judge, add_key_error};
@@ -68,13 +68,7 @@ impl<B: RowBatches> Cursor<B> {
     /// Takes the head; then `fill` must run before the next look at the head.
     fn take(&mut self) -> Option<Row> {
         let slot = self.batch.get_mut(self.at)?;
-        let row = std::mem::replace(
-            slot,
-            Row {
-                key: Key::Int(0),
-                values: Values::new(),
-            },
-        );
+        let row = std::mem::replace(slot, Row::empty());
         self.at += 1;
         self.rows += 1;
         Some(row)
@@ -85,6 +79,8 @@ impl<B: RowBatches> Cursor<B> {
     /// is only taken at the end of a batch.
     async fn fill(&mut self) -> Result<(), RunError> {
         while self.spent() && !self.done {
+            // Cleared here, where the rows' type is known and their drop inlined: the empty
+            // rows `take` left behind cost half as much to drop as in `Spent::give`.
             let mut spent = std::mem::take(&mut self.batch);
             spent.clear();
             self.at = 0;
@@ -201,7 +197,7 @@ fn next_key<B: RowBatches>(cursors: &[Cursor<B>]) -> Option<Key> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::Value;
+    use crate::value::{Value, Values};
 
     /// Batches handed out in turn, noting the allocation of each batch given back.
     struct Recorded {

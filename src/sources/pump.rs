@@ -99,18 +99,10 @@ impl Keyed {
                 .spent
                 .take(self.last.next_power_of_two().clamp(16, BATCH_ROWS));
         }
-        self.rows.push(Row {
-            key: Key::Int(0),
-            values: Values::new(),
-        });
+        self.rows.push(Row::empty());
         let row = self.rows.last_mut().expect("just pushed");
-        let keyed = decode(&mut row.values).and_then(|()| {
-            match (&row.values[self.key_index], self.mode) {
-                // Most keys, keyed without building a `Result` for each (`key_of`).
-                (Value::Int(i), KeyMode::Int) => Ok(Some(Key::Int(*i))),
-                (v, mode) => key_of(v, mode),
-            }
-        });
+        let keyed =
+            decode(&mut row.values).and_then(|()| key_of(&row.values[self.key_index], self.mode));
         match keyed {
             Ok(Some(key)) => row.key = key,
             Ok(None) => {
