@@ -115,7 +115,7 @@ async fn judge(
         })?);
     }
     let plan = plan::plan(rule, &descriptions)?;
-    let mut groups = Vec::new();
+    let mut found = Vec::new();
     for (i, reader) in described.readers.into_iter().enumerate() {
         let _ = reader.mode.send(plan.mode);
         let mut batches = ChannelBatches {
@@ -133,11 +133,11 @@ async fn judge(
             source: rule.datasets[i].source.clone(),
             rows: rows.iter().map(|r| evidence(columns, r)).collect(),
         });
-        groups.push(Group {
-            rows,
-            many: rule.datasets[i].many,
-        });
+        found.push(rows);
     }
+    let groups: Vec<Group> = (found.iter().zip(&rule.datasets))
+        .map(|(rows, d)| Group { rows, many: d.many })
+        .collect();
     if groups.iter().all(|g| g.rows.is_empty()) {
         out.verdict = "not_found";
         return Ok(());

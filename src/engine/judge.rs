@@ -219,7 +219,7 @@ impl Judge<'_> {
         let mut newest = None;
         for (i, (group, slot)) in groups.iter().zip(&self.plan.updated_at).enumerate() {
             let Some(slot) = slot else { continue };
-            for row in &group.rows {
+            for row in group.rows {
                 let t = match &row.values[*slot] {
                     Value::Null => continue,
                     Value::Timestamp(t) => *t,

@@ -1,10 +1,12 @@
 //! The merge join: every dataset's rows arrive in key order, batch by batch, through
-//! `RowBatches`; one pass takes the smallest head key, gathers each dataset's rows for it into
-//! its `Group`, and hands the key to the judge. Memory is a batch per dataset, whatever the
+//! `RowBatches`; one pass takes the smallest head key, finds each dataset's rows for it where
+//! they lie (its `Group` borrows them from the batch), and hands the key to the judge. Memory is a batch per dataset, whatever the
 //! table size. The same code merges rows streamed from databases and in-memory fixtures, which
 //! is what lets it be tested against a naive join without a database.
 
 use std::future::Future;
+
+use smallvec::SmallVec;
 
 use crate::expr::Group;
 use crate::rules::Rule;
@@ -28,14 +30,27 @@ pub trait RowBatches: Send {
 }
 
 /// One dataset's position in the merge: its head is the first row left in the batch at hand
-/// (at `at`), looked at where it lies and moved out only when a group takes it, leaving an
-/// empty row in its place, so that the emptied batch's allocation can be given back.
+/// (at `at`). A key's rows are judged where they lie, a slice of the batch: no row is moved
+/// into a group nor dropped there. Only a key whose rows run on past the end of a batch has
+/// them moved out, into `carried`, so that the spent batch can be given back and its next one
+/// read.
 pub(crate) struct Cursor<B> {
     batches: B,
     batch: Vec<Row>,
     at: usize,
+    /// The rows of the key at hand taken from batches already spent.
+    carried: Vec<Row>,
     rows: u64,
     done: bool,
+}
+
+/// Where a dataset's rows for the key at hand lie (`Cursor::gather`).
+#[derive(Clone, Copy)]
+enum Gathered {
+    /// In the batch at hand, from the head up to this index (none when it is the head's).
+    Batch(usize),
+    /// In `carried`.
+    Carried,
 }
 
 impl<B: RowBatches> Cursor<B> {
@@ -44,6 +59,7 @@ impl<B: RowBatches> Cursor<B> {
             batches,
             batch: Vec::new(),
             at: 0,
+            carried: Vec::new(),
             rows: 0,
             done: false,
         }
@@ -60,18 +76,60 @@ impl<B: RowBatches> Cursor<B> {
         self.batch.get(self.at)
     }
 
+    /// The rows of `key` at the head, when they end within the batch at hand: where they
+    /// end (at the head when there are none). `None` when they reach its end: they may go on
+    /// in the next batch (`carry`). Nothing is consumed until `advance`.
+    #[inline]
+    fn gather(&self, key: &Key) -> Option<usize> {
+        let rest = &self.batch[self.at..];
+        let run = rest.iter().take_while(|r| r.key == *key).count();
+        (run < rest.len() || run == 0).then_some(self.at + run)
+    }
+
+    /// The rows of `key` at the head that reach the batch's end (`gather`), and those that
+    /// go on in the next batches, moved into `carried` while each spent batch is given back;
+    /// how many there are.
+    async fn carry(&mut self, key: &Key) -> Result<usize, RunError> {
+        let mut count = 0;
+        loop {
+            let rest = &mut self.batch[self.at..];
+            let run = rest.iter().take_while(|r| r.key == *key).count();
+            count += run;
+            if run > 0 && run == rest.len() {
+                self.carried.extend(self.batch.drain(self.at..));
+                self.fill().await?;
+                continue;
+            }
+            // The key's last rows, at the front of a batch (or none).
+            let last = rest[..run].iter_mut();
+            self.carried
+                .extend(last.map(|r| std::mem::replace(r, Row::empty())));
+            self.at += run;
+            return Ok(count);
+        }
+    }
+
+    /// The rows `gather` or `carry` found.
+    fn gathered(&self, at: Gathered) -> &[Row] {
+        match at {
+            Gathered::Batch(end) => &self.batch[self.at..end],
+            Gathered::Carried => &self.carried,
+        }
+    }
+
+    /// Consumes the rows `gather` or `carry` found (`count` of them) once they were judged; `fill` must
+    /// run before the next look at the head if the batch is then spent.
+    fn advance(&mut self, at: Gathered, count: usize) {
+        match at {
+            Gathered::Batch(end) => self.at = end,
+            Gathered::Carried => self.carried.clear(),
+        }
+        self.rows += count as u64;
+    }
+
     /// Whether the batch at hand is spent.
     fn spent(&self) -> bool {
         self.at >= self.batch.len()
-    }
-
-    /// Takes the head; then `fill` must run before the next look at the head.
-    fn take(&mut self) -> Option<Row> {
-        let slot = self.batch.get_mut(self.at)?;
-        let row = std::mem::replace(slot, Row::empty());
-        self.at += 1;
-        self.rows += 1;
-        Some(row)
     }
 
     /// Waits for the next batch when the one at hand is spent, so that `head` is the next
@@ -79,8 +137,8 @@ impl<B: RowBatches> Cursor<B> {
     /// is only taken at the end of a batch.
     async fn fill(&mut self) -> Result<(), RunError> {
         while self.spent() && !self.done {
-            // Cleared here, where the rows' type is known and their drop inlined: the empty
-            // rows `take` left behind cost half as much to drop as in `Spent::give`.
+            // Cleared here, where the rows' type is known and their drop inlined (it is
+            // not in `Spent::give`).
             let mut spent = std::mem::take(&mut self.batch);
             spent.clear();
             self.at = 0;
@@ -114,52 +172,45 @@ pub(crate) async fn merge<B: RowBatches>(
     for (i, c) in cursors.iter_mut().enumerate() {
         c.fill().await.map_err(|e| what(i, e))?;
     }
-    let mut groups: Vec<Group> = rule
-        .datasets
-        .iter()
-        .map(|d| Group {
-            rows: Vec::new(),
-            many: d.many,
-        })
-        .collect();
-    let mut duplicates: Vec<(usize, usize)> = Vec::new();
+    let mut gathered: Vec<(Gathered, usize)> = Vec::with_capacity(cursors.len());
     let mut keys: u64 = 0;
     while let Some(key) = next_key(cursors) {
         keys += 1;
         if sample_every.is_some_and(|n| keys.is_multiple_of(n)) {
             run.samples.push(key.clone());
         }
-        for g in &mut groups {
-            g.rows.clear();
-        }
-        duplicates.clear();
+        gathered.clear();
         for (i, c) in cursors.iter_mut().enumerate() {
-            let mut count = 0;
-            while c.head().is_some_and(|r| r.key == key) {
-                let row = c.take().expect("checked");
-                count += 1;
-                if groups[i].many || groups[i].rows.is_empty() {
-                    groups[i].rows.push(row);
-                }
-                if c.spent() {
-                    c.fill().await.map_err(|e| what(i, e))?;
-                }
+            let found = match c.gather(&key) {
+                Some(end) => (Gathered::Batch(end), end - c.at),
+                None => (
+                    Gathered::Carried,
+                    c.carry(&key).await.map_err(|e| what(i, e))?,
+                ),
+            };
+            gathered.push(found);
+        }
+        let duplicate =
+            (gathered.iter().zip(&rule.datasets)).position(|(&(_, count), d)| count > 1 && !d.many);
+        if let Some(i) = duplicate {
+            let message = duplicate_rows(&rule.datasets[i].name, gathered[i].1);
+            add_key_error(run, open, key, ErrorKind::DuplicateRows, message);
+        } else {
+            let mut groups: SmallVec<[Group<'_>; 4]> = SmallVec::new();
+            for ((c, &(at, _)), d) in cursors.iter().zip(&gathered).zip(&rule.datasets) {
+                groups.push(Group {
+                    rows: c.gathered(at),
+                    many: d.many,
+                });
             }
-            if count > 1 && !groups[i].many {
-                duplicates.push((i, count));
+            judge.judge(&groups, key, open, run)?;
+        }
+        for (i, (c, &(at, count))) in cursors.iter_mut().zip(&gathered).enumerate() {
+            c.advance(at, count);
+            if c.spent() {
+                c.fill().await.map_err(|e| what(i, e))?;
             }
         }
-        if let Some(&(i, count)) = duplicates.first() {
-            add_key_error(
-                run,
-                open,
-                key,
-                ErrorKind::DuplicateRows,
-                duplicate_rows(&rule.datasets[i].name, count),
-            );
-            continue;
-        }
-        judge.judge(&groups, key, open, run)?;
         if judge.should_yield() {
             tokio::task::yield_now().await;
         }
@@ -230,6 +281,30 @@ mod tests {
         rows
     }
 
+    /// Every key the cursor gathers in turn, with its rows' last values, and whether they
+    /// were carried over a batch's end.
+    async fn gather_all(cursor: &mut Cursor<Recorded>) -> Vec<(Key, Vec<i64>, bool)> {
+        let mut out = Vec::new();
+        cursor.fill().await.unwrap();
+        while let Some(key) = cursor.head().map(|r| r.key.clone()) {
+            let (at, count) = match cursor.gather(&key) {
+                Some(end) => (Gathered::Batch(end), end - cursor.at),
+                None => (Gathered::Carried, cursor.carry(&key).await.unwrap()),
+            };
+            let rows = cursor.gathered(at);
+            assert_eq!(rows.len(), count);
+            assert!(rows.iter().all(|r| r.key == key));
+            let values = rows.iter().map(|r| match r.values.last() {
+                Some(Value::Int(v)) => *v,
+                _ => unreachable!(),
+            });
+            out.push((key, values.collect(), matches!(at, Gathered::Carried)));
+            cursor.advance(at, count);
+            cursor.fill().await.unwrap();
+        }
+        out
+    }
+
     #[tokio::test]
     async fn a_cursor_gives_back_each_batch_it_emptied_with_its_allocation() {
         let batches = vec![batch(0..3), batch(3..5), batch(5..8)];
@@ -238,13 +313,13 @@ mod tests {
             batches: batches.into_iter(),
             given_back: Vec::new(),
         });
-        let mut keys = Vec::new();
-        cursor.fill().await.unwrap();
-        while let Some(row) = cursor.take() {
-            keys.push(row.key);
-            cursor.fill().await.unwrap();
-        }
+        let keys: Vec<Key> = gather_all(&mut cursor)
+            .await
+            .into_iter()
+            .map(|g| g.0)
+            .collect();
         assert_eq!(keys, (0..8).map(Key::Int).collect::<Vec<_>>());
+        assert_eq!(cursor.rows, 8);
         let given = &cursor.batches.given_back;
         // Every batch, emptied, in the order it came, with the room it had.
         assert_eq!(given.iter().map(|g| g.0).collect::<Vec<_>>(), sent);
@@ -253,5 +328,45 @@ mod tests {
                 .iter()
                 .all(|&(_, capacity, len)| capacity == 8 && len == 0)
         );
+    }
+
+    /// A key's rows where they lie when they are in one batch; carried, all of them and in
+    /// order, when they run on over one batch's end or several; and every batch given back.
+    #[tokio::test]
+    async fn a_keys_rows_across_batches_are_carried_whole_and_in_order() {
+        let rows = |keys: &[i64], first: i64| -> Vec<Row> {
+            let mut rows = Vec::with_capacity(8);
+            rows.extend(keys.iter().zip(first..).map(|(&k, v)| Row {
+                key: Key::Int(k),
+                values: Values::from_iter([Value::Int(k), Value::Int(v)]),
+            }));
+            rows
+        };
+        // Key 2 runs over two batch ends, key 4 ends a batch exactly, key 6 is alone in the
+        // last one.
+        let batches = vec![
+            rows(&[1, 1, 2, 2], 0),
+            rows(&[2], 4),
+            rows(&[2, 3, 4], 5),
+            rows(&[5, 5], 8),
+            rows(&[6], 10),
+        ];
+        let mut cursor = Cursor::new(Recorded {
+            batches: batches.into_iter(),
+            given_back: Vec::new(),
+        });
+        let gathered = gather_all(&mut cursor).await;
+        let expected = vec![
+            (Key::Int(1), vec![0, 1], false),
+            (Key::Int(2), vec![2, 3, 4, 5], true),
+            (Key::Int(3), vec![6], false),
+            (Key::Int(4), vec![7], true),
+            (Key::Int(5), vec![8, 9], true),
+            (Key::Int(6), vec![10], true),
+        ];
+        assert_eq!(gathered, expected);
+        assert_eq!(cursor.rows, 11);
+        assert!(cursor.carried.is_empty());
+        assert_eq!(cursor.batches.given_back.len(), 5);
     }
 }

@@ -172,7 +172,7 @@ fn naive(
     );
     let open = HashSet::new();
     for key in keys {
-        let mut groups = Vec::new();
+        let mut found = Vec::new();
         let mut duplicate = None;
         for (i, d) in rule.datasets.iter().enumerate() {
             let matching: Vec<Row> = rows[i].iter().filter(|r| r.key == key).cloned().collect();
@@ -184,8 +184,11 @@ fn naive(
             } else {
                 matching.into_iter().take(1).collect()
             };
-            groups.push(Group { rows, many: d.many });
+            found.push(rows);
         }
+        let groups: Vec<Group> = (found.iter().zip(&rule.datasets))
+            .map(|(rows, d)| Group { rows, many: d.many })
+            .collect();
         if let Some((i, count)) = duplicate {
             add_key_error(
                 &mut run,

@@ -284,7 +284,7 @@ fn row_field<'a>(v: &Val<'a>, s: usize, span: Span, missing_is_null: bool) -> R<
 fn dataset<'a>(env: &Env<'a>, ds: usize) -> Val<'a> {
     let group = &env.groups[ds];
     if group.many {
-        Val::Rows(&group.rows)
+        Val::Rows(group.rows)
     } else {
         match group.rows.first() {
             Some(row) => Val::Row(row),

@@ -36,10 +36,10 @@ pub use parser::{ParseError, Span, parse};
 use crate::value::{Key, Row, Value};
 
 /// What a dataset contributes for the key being judged: no row or one row, or (with
-/// `many: true`) any number of rows.
-#[derive(Debug, Default)]
-pub struct Group {
-    pub rows: Vec<Row>,
+/// `many: true`) any number of rows. Borrowed from where they lie (the merge's batch).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Group<'a> {
+    pub rows: &'a [Row],
     pub many: bool,
 }
 
@@ -49,7 +49,7 @@ pub struct Env<'a> {
     /// The run's `now`, in microseconds since the epoch.
     pub now: i64,
     pub key: &'a Key,
-    pub groups: &'a [Group],
+    pub groups: &'a [Group<'a>],
     /// In messages, a field of a row that is not there is `null` rather than an error: a
     /// message must reach a person whatever the rows are. Assertions keep the error.
     pub missing_is_null: bool,

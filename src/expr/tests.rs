@@ -48,29 +48,35 @@ fn text(s: &str) -> Value {
 }
 
 /// order 7: processing, total 10.10, updated 2026-11-26T09:00Z; two payments; no shipment.
-fn groups() -> Vec<Group> {
+/// Each dataset's rows and whether it is `many`.
+fn order_7() -> Vec<(Vec<Row>, bool)> {
     vec![
-        Group {
-            rows: vec![row(vec![
+        (
+            vec![row(vec![
                 Value::Int(7),
                 text("processing"),
                 dec("10.10"),
                 text("2026-11-26 09:00:00"),
             ])],
-            many: false,
-        },
-        Group {
-            rows: vec![
+            false,
+        ),
+        (
+            vec![
                 row(vec![Value::Int(7), dec("10.1"), text("captured")]),
                 row(vec![Value::Int(7), Value::Double(0.0), text("refunded")]),
             ],
-            many: true,
-        },
-        Group {
-            rows: vec![],
-            many: false,
-        },
+            true,
+        ),
+        (vec![], false),
     ]
+}
+
+/// The groups of `datasets`, borrowing their rows.
+fn groups(datasets: &[(Vec<Row>, bool)]) -> Vec<Group<'_>> {
+    datasets
+        .iter()
+        .map(|(rows, many)| Group { rows, many: *many })
+        .collect()
 }
 
 fn eval(src: &str) -> Result<String, String> {
@@ -83,7 +89,8 @@ fn eval(src: &str) -> Result<String, String> {
             .collect::<Vec<_>>()
             .join("; ")
     })?;
-    let groups = groups();
+    let rows = order_7();
+    let groups = groups(&rows);
     let key = Key::Int(7);
     let env = Env {
         now: parse_timestamp_text("2026-11-26T09:30:00Z").unwrap(),
@@ -235,7 +242,8 @@ fn templates_render_values_and_report_errors_with_offsets() {
         &scope,
     )
     .unwrap();
-    let groups = groups();
+    let rows = order_7();
+    let groups = groups(&rows);
     let key = Key::Int(7);
     let env = Env {
         now: 0,
@@ -274,7 +282,7 @@ fn a_message_reading_a_row_that_is_not_there_says_null() {
     };
     let t = Template::compile("order {{key}}: total {{order.total}}", &scope).unwrap();
     let groups = vec![Group {
-        rows: Vec::new(),
+        rows: &[],
         many: false,
     }];
     let key = Key::Int(7);
@@ -419,12 +427,13 @@ fn counting_rows_in_place_agrees_with_the_general_path() {
     let program = |src: &str| compile(&parse(src).unwrap(), &scope).unwrap();
     let key = Key::Int(7);
     for rows in [0, 1, 2, 3] {
-        let mut groups = groups();
-        groups[1].rows.truncate(rows.min(2));
+        let mut datasets = order_7();
+        datasets[1].0.truncate(rows.min(2));
         if rows == 3 {
-            let extra = groups[1].rows[0].clone();
-            groups[1].rows.push(extra);
+            let extra = datasets[1].0[0].clone();
+            datasets[1].0.push(extra);
         }
+        let groups = groups(&datasets);
         let env = Env {
             now: 0,
             key: &key,
@@ -501,11 +510,9 @@ proptest::proptest! {
         let scope = scope_of(&datasets);
         let program = compile(&parse(&source).unwrap(), &scope).unwrap();
         let worst = program.counts.as_ref().expect("an assertion of counts").1;
-        let group = |n: usize| Group {
-            rows: (0..n).map(|i| row(vec![Value::Int(i as i64)])).collect(),
-            many: true,
-        };
-        let groups = vec![group(sizes.0), group(sizes.1)];
+        let rows = |n: usize| ((0..n).map(|i| row(vec![Value::Int(i as i64)])).collect(), true);
+        let datasets = vec![rows(sizes.0), rows(sizes.1)];
+        let groups = groups(&datasets);
         let key = Key::Int(1);
         let env = Env { now: 0, key: &key, groups: &groups, missing_is_null: false, previous: None };
         // Over the worst case, the count path; at any budget, the general path beside it.
