@@ -1,6 +1,7 @@
 //! The merge join: every dataset's rows arrive in key order, batch by batch, through
 //! `RowBatches`; one pass takes the smallest head key, finds each dataset's rows for it where
-//! they lie (its `Group` borrows them from the batch), and hands the key to the judge. Memory is a batch per dataset, whatever the
+//! they lie (its `Group` borrows them from the batch), and hands the key to the judge. Memory
+//! is a batch per dataset, and a key's rows where they run over a batch's end, whatever the
 //! table size. The same code merges rows streamed from databases and in-memory fixtures, which
 //! is what lets it be tested against a naive join without a database.
 
@@ -88,24 +89,31 @@ impl<B: RowBatches> Cursor<B> {
 
     /// The rows of `key` at the head that reach the batch's end (`gather`), and those that
     /// go on in the next batches, moved into `carried` while each spent batch is given back;
-    /// how many there are.
-    async fn carry(&mut self, key: &Key) -> Result<usize, RunError> {
+    /// how many there are. Without `many` only the first is kept: more are an error of the
+    /// key, counted, and a query that returns one key for every row must not be held whole.
+    async fn carry(&mut self, key: &Key, many: bool) -> Result<usize, RunError> {
         let mut count = 0;
         loop {
             let rest = &mut self.batch[self.at..];
             let run = rest.iter().take_while(|r| r.key == *key).count();
             count += run;
-            if run > 0 && run == rest.len() {
+            let runs_on = run > 0 && run == rest.len();
+            if runs_on {
                 self.carried.extend(self.batch.drain(self.at..));
-                self.fill().await?;
-                continue;
+            } else {
+                // The key's last rows, at the front of a batch (or none).
+                let last = rest[..run].iter_mut();
+                self.carried
+                    .extend(last.map(|r| std::mem::replace(r, Row::empty())));
+                self.at += run;
             }
-            // The key's last rows, at the front of a batch (or none).
-            let last = rest[..run].iter_mut();
-            self.carried
-                .extend(last.map(|r| std::mem::replace(r, Row::empty())));
-            self.at += run;
-            return Ok(count);
+            if !many {
+                self.carried.truncate(1);
+            }
+            if !runs_on {
+                return Ok(count);
+            }
+            self.fill().await?;
         }
     }
 
@@ -117,8 +125,8 @@ impl<B: RowBatches> Cursor<B> {
         }
     }
 
-    /// Consumes the rows `gather` or `carry` found (`count` of them) once they were judged; `fill` must
-    /// run before the next look at the head if the batch is then spent.
+    /// Consumes the rows `gather` or `carry` found (`count` of them) once they were judged;
+    /// `fill` must run before the next look at the head if the batch is then spent.
     fn advance(&mut self, at: Gathered, count: usize) {
         match at {
             Gathered::Batch(end) => self.at = end,
@@ -183,10 +191,11 @@ pub(crate) async fn merge<B: RowBatches>(
         for (i, c) in cursors.iter_mut().enumerate() {
             let found = match c.gather(&key) {
                 Some(end) => (Gathered::Batch(end), end - c.at),
-                None => (
-                    Gathered::Carried,
-                    c.carry(&key).await.map_err(|e| what(i, e))?,
-                ),
+                None => {
+                    let many = rule.datasets[i].many;
+                    let count = c.carry(&key, many).await.map_err(|e| what(i, e))?;
+                    (Gathered::Carried, count)
+                }
             };
             gathered.push(found);
         }
@@ -281,28 +290,42 @@ mod tests {
         rows
     }
 
-    /// Every key the cursor gathers in turn, with its rows' last values, and whether they
-    /// were carried over a batch's end.
-    async fn gather_all(cursor: &mut Cursor<Recorded>) -> Vec<(Key, Vec<i64>, bool)> {
+    /// Every key the cursor gathers in turn (as a `many` dataset or not): the key, its rows'
+    /// last values, whether they were carried over a batch's end, and how many rows it had.
+    async fn gather_all(
+        cursor: &mut Cursor<Recorded>,
+        many: bool,
+    ) -> Vec<(Key, Vec<i64>, bool, usize)> {
         let mut out = Vec::new();
         cursor.fill().await.unwrap();
         while let Some(key) = cursor.head().map(|r| r.key.clone()) {
             let (at, count) = match cursor.gather(&key) {
                 Some(end) => (Gathered::Batch(end), end - cursor.at),
-                None => (Gathered::Carried, cursor.carry(&key).await.unwrap()),
+                None => (Gathered::Carried, cursor.carry(&key, many).await.unwrap()),
             };
             let rows = cursor.gathered(at);
-            assert_eq!(rows.len(), count);
             assert!(rows.iter().all(|r| r.key == key));
             let values = rows.iter().map(|r| match r.values.last() {
                 Some(Value::Int(v)) => *v,
                 _ => unreachable!(),
             });
-            out.push((key, values.collect(), matches!(at, Gathered::Carried)));
+            let carried = matches!(at, Gathered::Carried);
+            out.push((key, values.collect(), carried, count));
             cursor.advance(at, count);
             cursor.fill().await.unwrap();
         }
         out
+    }
+
+    /// Rows of the keys given, each with its key and then its place in the whole sequence
+    /// from `first` on.
+    fn numbered(keys: &[i64], first: i64) -> Vec<Row> {
+        let mut rows = Vec::with_capacity(8);
+        rows.extend(keys.iter().zip(first..).map(|(&k, v)| Row {
+            key: Key::Int(k),
+            values: Values::from_iter([Value::Int(k), Value::Int(v)]),
+        }));
+        rows
     }
 
     #[tokio::test]
@@ -313,7 +336,7 @@ mod tests {
             batches: batches.into_iter(),
             given_back: Vec::new(),
         });
-        let keys: Vec<Key> = gather_all(&mut cursor)
+        let keys: Vec<Key> = gather_all(&mut cursor, true)
             .await
             .into_iter()
             .map(|g| g.0)
@@ -334,39 +357,55 @@ mod tests {
     /// order, when they run on over one batch's end or several; and every batch given back.
     #[tokio::test]
     async fn a_keys_rows_across_batches_are_carried_whole_and_in_order() {
-        let rows = |keys: &[i64], first: i64| -> Vec<Row> {
-            let mut rows = Vec::with_capacity(8);
-            rows.extend(keys.iter().zip(first..).map(|(&k, v)| Row {
-                key: Key::Int(k),
-                values: Values::from_iter([Value::Int(k), Value::Int(v)]),
-            }));
-            rows
-        };
         // Key 2 runs over two batch ends, key 4 ends a batch exactly, key 6 is alone in the
         // last one.
         let batches = vec![
-            rows(&[1, 1, 2, 2], 0),
-            rows(&[2], 4),
-            rows(&[2, 3, 4], 5),
-            rows(&[5, 5], 8),
-            rows(&[6], 10),
+            numbered(&[1, 1, 2, 2], 0),
+            numbered(&[2], 4),
+            numbered(&[2, 3, 4], 5),
+            numbered(&[5, 5], 8),
+            numbered(&[6], 10),
         ];
         let mut cursor = Cursor::new(Recorded {
             batches: batches.into_iter(),
             given_back: Vec::new(),
         });
-        let gathered = gather_all(&mut cursor).await;
+        let gathered = gather_all(&mut cursor, true).await;
         let expected = vec![
-            (Key::Int(1), vec![0, 1], false),
-            (Key::Int(2), vec![2, 3, 4, 5], true),
-            (Key::Int(3), vec![6], false),
-            (Key::Int(4), vec![7], true),
-            (Key::Int(5), vec![8, 9], true),
-            (Key::Int(6), vec![10], true),
+            (Key::Int(1), vec![0, 1], false, 2),
+            (Key::Int(2), vec![2, 3, 4, 5], true, 4),
+            (Key::Int(3), vec![6], false, 1),
+            (Key::Int(4), vec![7], true, 1),
+            (Key::Int(5), vec![8, 9], true, 2),
+            (Key::Int(6), vec![10], true, 1),
         ];
         assert_eq!(gathered, expected);
         assert_eq!(cursor.rows, 11);
         assert!(cursor.carried.is_empty());
         assert_eq!(cursor.batches.given_back.len(), 5);
+    }
+
+    /// Without `many`, a key whose rows run over batch ends is counted whole but only its
+    /// first row is kept: a query that returns one key for every row is an error of that key,
+    /// not every row held in memory.
+    #[tokio::test]
+    async fn a_dataset_without_many_keeps_one_row_of_a_key_that_runs_over_batches() {
+        let batches = vec![
+            numbered(&[1, 2, 2, 2], 0),
+            numbered(&[2, 2, 2, 2], 4),
+            numbered(&[2, 2, 3], 8),
+        ];
+        let mut cursor = Cursor::new(Recorded {
+            batches: batches.into_iter(),
+            given_back: Vec::new(),
+        });
+        let gathered = gather_all(&mut cursor, false).await;
+        let expected = vec![
+            (Key::Int(1), vec![0], false, 1),
+            (Key::Int(2), vec![1], true, 9),
+            (Key::Int(3), vec![10], true, 1),
+        ];
+        assert_eq!(gathered, expected);
+        assert_eq!(cursor.rows, 11);
     }
 }
