@@ -12,7 +12,7 @@ use crate::sources::Sources;
 use crate::value::{Key, format_timestamp};
 use crate::verdict::RunError;
 
-use super::judge::{Judge, evidence};
+use super::judge::{Judge, evidence, groups_of};
 use super::{ChannelBatches, RowBatches, describe, plan, where_};
 
 /// At most this many sub-expressions are shown.
@@ -135,9 +135,7 @@ async fn judge(
         });
         found.push(rows);
     }
-    let groups: Vec<Group> = (found.iter().zip(&rule.datasets))
-        .map(|(rows, d)| Group { rows, many: d.many })
-        .collect();
+    let groups = groups_of(rule, &found);
     if groups.iter().all(|g| g.rows.is_empty()) {
         out.verdict = "not_found";
         return Ok(());

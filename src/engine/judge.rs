@@ -264,6 +264,14 @@ impl Judge<'_> {
     }
 }
 
+/// The groups of a key whose rows, one list per dataset in rule order, were gathered whole
+/// (`explain`, the naive join of the tests), borrowing them.
+pub(crate) fn groups_of<'a>(rule: &Rule, rows: &'a [Vec<Row>]) -> Vec<Group<'a>> {
+    (rows.iter().zip(&rule.datasets))
+        .map(|(rows, d)| Group { rows, many: d.many })
+        .collect()
+}
+
 /// A row as people read it: an object of its columns, values as stored evidence.
 pub(crate) fn evidence(columns: &[String], row: &Row) -> serde_json::Value {
     serde_json::Value::Object(

@@ -189,6 +189,9 @@ pub(crate) async fn merge<B: RowBatches>(
         }
         gathered.clear();
         for (i, c) in cursors.iter_mut().enumerate() {
+            // Written out here rather than as an async method of the cursor: awaiting one
+            // for every key of every dataset cost 3.5M instructions more at 100,000 orders
+            // (14 a row), `#[inline]` or not; the test's `gather_all` does the same.
             let found = match c.gather(&key) {
                 Some(end) => (Gathered::Batch(end), end - c.at),
                 None => {

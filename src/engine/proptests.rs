@@ -11,10 +11,9 @@ use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 
 use super::fixture::{Fixture, run_fixtures};
-use super::judge::{Judge, add_key_error};
+use super::judge::{Judge, add_key_error, groups_of};
 use super::plan;
 use crate::diag::Diagnostics;
-use crate::expr::Group;
 use crate::rules::Rule;
 use crate::sources::{KeyKind, KeyMode, key_of};
 use crate::value::{Key, Row, Value};
@@ -186,9 +185,7 @@ fn naive(
             };
             found.push(rows);
         }
-        let groups: Vec<Group> = (found.iter().zip(&rule.datasets))
-            .map(|(rows, d)| Group { rows, many: d.many })
-            .collect();
+        let groups = groups_of(rule, &found);
         if let Some((i, count)) = duplicate {
             add_key_error(
                 &mut run,
